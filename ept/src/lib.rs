@@ -1,0 +1,2 @@
+//! `ept`: work in progress.
+#![no_std]

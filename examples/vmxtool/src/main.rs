@@ -1,0 +1,47 @@
+//! `vmxtool`: decode Intel VMX capabilities, VMCS fields and VM exits, and check a VMCS, from the command line.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod caps;
+mod check;
+mod exit;
+mod fields;
+
+/// Decode Intel VMX capabilities, VMCS fields and VM exits, and check a VMCS.
+#[derive(Parser)]
+#[command(name = "vmxtool", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Decode the VMX capability MSRs (live CPU, /dev/cpu/N/msr or a snapshot file).
+    Caps(caps::Args),
+    /// List every VMCS field with its encoding, width, type and access.
+    Fields(fields::Args),
+    /// Decode a VM exit from its raw exit reason, qualification and information fields.
+    Exit(exit::Args),
+    /// Run the software VM-entry checker on a VMCS snapshot.
+    Check(check::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Caps(args) => caps::run(args),
+        Command::Fields(args) => fields::run(args),
+        Command::Exit(args) => exit::run(args),
+        Command::Check(args) => check::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("vmxtool: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

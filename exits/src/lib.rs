@@ -1,0 +1,2 @@
+//! `exits`: work in progress.
+#![no_std]

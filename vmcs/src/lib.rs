@@ -1,0 +1,2 @@
+//! `vmcs`: work in progress.
+#![no_std]

@@ -1,0 +1,2 @@
+//! `vmx-caps`: work in progress.
+#![no_std]

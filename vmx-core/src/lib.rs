@@ -1,0 +1,2 @@
+//! `vmx-core`: work in progress.
+#![no_std]
