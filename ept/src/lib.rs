@@ -1,2 +1,14 @@
-//! `ept`: work in progress.
+//! Intel extended page tables (EPT): typed entries for every level, the EPT pointer, guest- and
+//! host-physical addresses (SDM Vol. 3C §29.3 "The Extended Page Table Mechanism (EPT)").
 #![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod addr;
+mod eptp;
+mod types;
+
+pub use addr::{AddrError, GuestPhysAddr, HostPhysAddr, MAX_PHYS_ADDR_WIDTH};
+pub use eptp::EptPointer;
+pub use types::{
+    Level, MemoryType, PageSize, Permissions, ReservedMemoryType, ReservedWalkLength, WalkLength,
+};
