@@ -19,7 +19,7 @@ use crate::types::{MemoryType, ReservedMemoryType, ReservedWalkLength, WalkLengt
 /// | 63:N  | reserved |
 ///
 /// [`EptPointer::from_bits`] accepts any value (so a VMREAD result can always be decoded);
-/// [`EptPointer::builder`] only builds what the processor's capabilities allow.
+/// the builder only builds what the processor's capabilities allow.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[repr(transparent)]
@@ -50,7 +50,7 @@ impl EptPointer {
         self.0
     }
 
-    /// Assembles an EPTP without consulting capabilities (see [`EptPointer::builder`] for the
+    /// Assembles an EPTP without consulting capabilities (see the builder for the
     /// checked way). `root` must be 4-KiB aligned; its low 12 bits are dropped.
     pub const fn from_parts(
         root: HostPhysAddr,
