@@ -144,14 +144,15 @@ mod tests {
     #[test]
     fn eptp_layout_table() {
         // (raw, memory type, walk length, A/D, SSS, root)
-        let table: &[(
+        type Row = (
             u64,
             Result<MemoryType, ReservedMemoryType>,
             u8,
             bool,
             bool,
             u64,
-        )] = &[
+        );
+        let table: &[Row] = &[
             (
                 0x0000_0000_0012_301e,
                 Ok(MemoryType::WriteBack),
