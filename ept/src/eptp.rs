@@ -3,6 +3,8 @@
 
 use core::fmt;
 
+use vmx_caps::EptVpidCap;
+
 use crate::addr::HostPhysAddr;
 use crate::types::{MemoryType, ReservedMemoryType, ReservedWalkLength, WalkLength};
 
@@ -19,7 +21,7 @@ use crate::types::{MemoryType, ReservedMemoryType, ReservedWalkLength, WalkLengt
 /// | 63:N  | reserved |
 ///
 /// [`EptPointer::from_bits`] accepts any value (so a VMREAD result can always be decoded);
-/// the builder only builds what the processor's capabilities allow.
+/// [`EptPointer::builder`] only builds what the processor's capabilities allow.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[repr(transparent)]
@@ -50,7 +52,7 @@ impl EptPointer {
         self.0
     }
 
-    /// Assembles an EPTP without consulting capabilities (see the builder for the
+    /// Assembles an EPTP without consulting capabilities (see [`EptPointer::builder`] for the
     /// checked way). `root` must be 4-KiB aligned; its low 12 bits are dropped.
     pub const fn from_parts(
         root: HostPhysAddr,
@@ -109,6 +111,125 @@ impl EptPointer {
             phys_addr_width
         };
         self.0 & (Self::RESERVED_LOW_MASK | !((1u64 << width) - 1))
+    }
+}
+
+/// Why [`EptpBuilder::build`] refused an EPTP: a setting the processor does not support
+/// (IA32_VMX_EPT_VPID_CAP, SDM Vol. 3D §A.10 "VPID and EPT Capabilities") or a malformed root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum EptpError {
+    /// The root table address is not 4-KiB aligned.
+    #[error("EPT root table address {0:?} is not 4-KiB aligned")]
+    UnalignedRoot(HostPhysAddr),
+    /// The paging-structure memory type is not UC or WB, or the processor does not allow it
+    /// (IA32_VMX_EPT_VPID_CAP bit 8 for UC, bit 14 for WB).
+    #[error(
+        "EPT paging-structure memory type {0} is not allowed (EPTP allows UC if IA32_VMX_EPT_VPID_CAP[8], WB if [14])"
+    )]
+    MemoryTypeNotSupported(MemoryType),
+    /// The page-walk length is not supported (IA32_VMX_EPT_VPID_CAP bit 6 for 4, bit 7 for 5).
+    #[error("EPT page-walk length {} is not supported (IA32_VMX_EPT_VPID_CAP[{}] is 0)", .0.levels(), if matches!(.0, WalkLength::Four) { 6 } else { 7 })]
+    WalkLengthNotSupported(WalkLength),
+    /// Accessed and dirty flags were requested but IA32_VMX_EPT_VPID_CAP bit 21 is 0.
+    #[error("EPT accessed and dirty flags are not supported (IA32_VMX_EPT_VPID_CAP[21] is 0)")]
+    AccessedDirtyNotSupported,
+    /// Supervisor shadow-stack enforcement was requested but IA32_VMX_EPT_VPID_CAP bit 23 is 0.
+    #[error(
+        "EPT supervisor shadow-stack control is not supported (IA32_VMX_EPT_VPID_CAP[23] is 0)"
+    )]
+    SupervisorShadowStackNotSupported,
+}
+
+/// Builds an [`EptPointer`] from settings checked against the processor's EPT capabilities.
+///
+/// Defaults: write-back paging structures, 4-level walk, no accessed/dirty flags, no
+/// supervisor shadow-stack enforcement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EptpBuilder {
+    root: HostPhysAddr,
+    memory_type: MemoryType,
+    walk: WalkLength,
+    accessed_dirty: bool,
+    supervisor_shadow_stack: bool,
+}
+
+impl EptPointer {
+    /// Starts an EPTP whose root table (PML4, or PML5 with a 5-level walk) is at `root`.
+    pub const fn builder(root: HostPhysAddr) -> EptpBuilder {
+        EptpBuilder {
+            root,
+            memory_type: MemoryType::WriteBack,
+            walk: WalkLength::Four,
+            accessed_dirty: false,
+            supervisor_shadow_stack: false,
+        }
+    }
+}
+
+impl EptpBuilder {
+    /// Sets the EPT paging-structure memory type (bits 2:0; UC or WB).
+    pub const fn memory_type(self, memory_type: MemoryType) -> Self {
+        Self {
+            memory_type,
+            ..self
+        }
+    }
+
+    /// Sets the page-walk length (bits 5:3).
+    pub const fn walk_length(self, walk: WalkLength) -> Self {
+        Self { walk, ..self }
+    }
+
+    /// Enables or disables accessed and dirty flags for EPT (bit 6).
+    pub const fn accessed_dirty(self, on: bool) -> Self {
+        Self {
+            accessed_dirty: on,
+            ..self
+        }
+    }
+
+    /// Enables or disables enforcement of access rights for supervisor shadow-stack pages (bit 7).
+    pub const fn supervisor_shadow_stack(self, on: bool) -> Self {
+        Self {
+            supervisor_shadow_stack: on,
+            ..self
+        }
+    }
+
+    /// Checks every setting against `caps` and assembles the EPTP.
+    pub fn build(self, caps: &EptVpidCap) -> Result<EptPointer, EptpError> {
+        if !self.root.is_aligned(0x1000) {
+            return Err(EptpError::UnalignedRoot(self.root));
+        }
+        let memory_type_ok = match self.memory_type {
+            MemoryType::Uncacheable => caps.memory_type_uc(),
+            MemoryType::WriteBack => caps.memory_type_wb(),
+            _ => false,
+        };
+        if !memory_type_ok {
+            return Err(EptpError::MemoryTypeNotSupported(self.memory_type));
+        }
+        let walk_ok = match self.walk {
+            WalkLength::Four => caps.page_walk_4(),
+            WalkLength::Five => caps.page_walk_5(),
+        };
+        if !walk_ok {
+            return Err(EptpError::WalkLengthNotSupported(self.walk));
+        }
+        if self.accessed_dirty && !caps.accessed_dirty() {
+            return Err(EptpError::AccessedDirtyNotSupported);
+        }
+        if self.supervisor_shadow_stack && !caps.supervisor_shadow_stack() {
+            return Err(EptpError::SupervisorShadowStackNotSupported);
+        }
+        Ok(EptPointer::from_parts(
+            self.root,
+            self.memory_type,
+            self.walk,
+            self.accessed_dirty,
+            self.supervisor_shadow_stack,
+        ))
     }
 }
 
@@ -224,6 +345,75 @@ mod tests {
             EptPointer::from_bits(0x0).walk_length(),
             Err(ReservedWalkLength(1))
         );
+    }
+
+    /// IA32_VMX_EPT_VPID_CAP values captured under Bochs (shared/testdata/msr-dumps).
+    const LYNNFIELD: EptVpidCap = EptVpidCap(0x0000_0f01_0611_4141);
+    const SKYLAKE_X: EptVpidCap = EptVpidCap(0x0000_0f01_0633_4141);
+    const TIGERLAKE: EptVpidCap = EptVpidCap(0x0000_0f01_06b3_4141);
+
+    #[test]
+    fn builder_checks_capabilities() {
+        let root = HostPhysAddr::new(0x10_0000).unwrap();
+        let wb = EptPointer::builder(root).build(&LYNNFIELD).unwrap();
+        assert_eq!(wb.bits(), 0x10_001e);
+        assert_eq!(
+            EptPointer::builder(root)
+                .accessed_dirty(true)
+                .build(&LYNNFIELD),
+            Err(EptpError::AccessedDirtyNotSupported)
+        );
+        assert_eq!(
+            EptPointer::builder(root)
+                .accessed_dirty(true)
+                .build(&SKYLAKE_X)
+                .map(EptPointer::bits),
+            Ok(0x10_005e)
+        );
+        assert_eq!(
+            EptPointer::builder(root)
+                .memory_type(MemoryType::WriteThrough)
+                .build(&SKYLAKE_X),
+            Err(EptpError::MemoryTypeNotSupported(MemoryType::WriteThrough))
+        );
+        assert_eq!(
+            EptPointer::builder(root)
+                .walk_length(WalkLength::Five)
+                .build(&SKYLAKE_X),
+            Err(EptpError::WalkLengthNotSupported(WalkLength::Five))
+        );
+        assert_eq!(
+            EptPointer::builder(root)
+                .supervisor_shadow_stack(true)
+                .build(&SKYLAKE_X),
+            Err(EptpError::SupervisorShadowStackNotSupported)
+        );
+        assert_eq!(
+            EptPointer::builder(root)
+                .supervisor_shadow_stack(true)
+                .build(&TIGERLAKE)
+                .map(EptPointer::bits),
+            Ok(0x10_009e)
+        );
+        assert_eq!(
+            EptPointer::builder(HostPhysAddr::new(0x10_0800).unwrap()).build(&SKYLAKE_X),
+            Err(EptpError::UnalignedRoot(
+                HostPhysAddr::new(0x10_0800).unwrap()
+            ))
+        );
+        assert_eq!(
+            EptPointer::builder(root).build(&EptVpidCap(0)),
+            Err(EptpError::MemoryTypeNotSupported(MemoryType::WriteBack))
+        );
+        let uc5 = EptVpidCap((1 << 7) | (1 << 8) | (1 << 23));
+        let e = EptPointer::builder(root)
+            .memory_type(MemoryType::Uncacheable)
+            .walk_length(WalkLength::Five)
+            .supervisor_shadow_stack(true)
+            .build(&uc5)
+            .unwrap();
+        assert_eq!(e.bits(), 0x10_00a0);
+        assert_eq!(e.walk_length(), Ok(WalkLength::Five));
     }
 
     #[test]

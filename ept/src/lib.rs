@@ -13,7 +13,7 @@ pub use entry::{
     ADDRESS_MASK, EntryFlags, EntryKind, LeafAttributes, LeafFlags, MEMORY_TYPE_MASK, PdEntry,
     PdptEntry, Pml4Entry, Pml5Entry, PtEntry, reserved_mask,
 };
-pub use eptp::EptPointer;
+pub use eptp::{EptPointer, EptpBuilder, EptpError};
 pub use types::{
     Level, MemoryType, PageSize, Permissions, ReservedMemoryType, ReservedWalkLength, WalkLength,
 };
