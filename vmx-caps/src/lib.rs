@@ -1,2 +1,37 @@
-//! `vmx-caps`: work in progress.
+//! Every Intel VMX capability MSR, decoded; and negotiation of the VM-execution, VM-exit and
+//! VM-entry controls against them (Intel SDM Vol. 3D, Appendix A, "VMX Capability Reporting
+//! Facility").
+//!
+//! ```
+//! use vmx_caps::{MsrSnapshot, SecondaryControls, VmxCapabilities};
+//!
+//! // A snapshot of the capability MSRs of Bochs' `corei7_skylake_x` model.
+//! let text = include_str!("../testdata/corei7_skylake_x.msr");
+//! let mut snapshot = MsrSnapshot::parse(text)?;
+//! let caps = VmxCapabilities::read(&mut snapshot)?;
+//!
+//! assert_eq!(caps.basic.revision_id(), 0x2b);
+//! assert!(caps.basic.true_controls());
+//! assert!(caps.proc2.allows(SecondaryControls::ENABLE_EPT | SecondaryControls::UNRESTRICTED_GUEST));
+//! assert!(caps.ept_vpid.pdpte_1gb());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![no_std]
+
+mod caps;
+pub mod controls;
+pub mod msr;
+mod source;
+
+pub use caps::{
+    AllowedControls, CapsError, ControlState, EptVpidCap, FeatureControl, FixedBits, VmcsEnum,
+    VmcsMemoryType, VmxBasic, VmxCapabilities, VmxMisc,
+};
+pub use controls::{
+    ControlBit, ControlGroup, Controls, EntryControls, ExitControls, PinBasedControls,
+    PrimaryControls, SecondaryControls, SecondaryExitControls, TertiaryControls, VmFuncControls,
+};
+pub use source::{
+    LiveMsrs, MsrError, MsrSnapshot, MsrSource, SNAPSHOT_CAPACITY, SnapshotError,
+    SnapshotErrorKind, SnapshotFull, cpu_has_vmx,
+};
