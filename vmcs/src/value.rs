@@ -1,0 +1,730 @@
+//! Value types of VMCS fields: what a typed read returns and a typed write takes.
+//!
+//! Each decoder is total: every raw value decodes, reserved bits are kept (and reported), so that a
+//! value read from a VMCS and written back is unchanged.
+
+use core::fmt;
+
+use bitflags::bitflags;
+
+/// A type a VMCS field's value reads and writes as.
+///
+/// `from_raw` is total (never fails, never panics): VMREAD zero-extends a field to 64 bits, and
+/// `from_raw` keeps the low [`FieldValue::BITS`] bits. `into_raw(from_raw(x)) == x` for every `x`
+/// that fits in `BITS` bits.
+pub trait FieldValue: Copy {
+    /// Width in bits of the value (16, 32 or 64; natural-width fields are 64-bit).
+    const BITS: u32;
+    /// Decodes a raw value as VMREAD returns it.
+    fn from_raw(raw: u64) -> Self;
+    /// Encodes the value as VMWRITE takes it.
+    fn into_raw(self) -> u64;
+    /// Writes a raw value decoded through this type, for dumps.
+    ///
+    /// # Errors
+    ///
+    /// Only the formatter's.
+    fn format_raw(raw: u64, f: &mut fmt::Formatter<'_>) -> fmt::Result;
+}
+
+macro_rules! integer_value {
+    ($ty:ty, $bits:expr) => {
+        impl FieldValue for $ty {
+            const BITS: u32 = $bits;
+            fn from_raw(raw: u64) -> Self {
+                // Truncation is the point: the field is this wide.
+                raw as $ty
+            }
+            fn into_raw(self) -> u64 {
+                u64::from(self)
+            }
+            fn format_raw(raw: u64, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:#x}", <Self as FieldValue>::from_raw(raw))
+            }
+        }
+    };
+}
+
+integer_value!(u16, 16);
+integer_value!(u32, 32);
+integer_value!(u64, 64);
+
+/// Writes `0x<hex> (FLAG | FLAG | 0x<unknown>)` for a bitflags value.
+fn format_flags<B>(f: &mut fmt::Formatter<'_>, flags: &B) -> fmt::Result
+where
+    B: bitflags::Flags,
+    B::Bits: fmt::LowerHex + bitflags::parser::WriteHex,
+{
+    write!(f, "{:#x}", flags.bits())?;
+    if !flags.is_empty() {
+        f.write_str(" (")?;
+        bitflags::parser::to_writer(flags, FmtWriter(f))?;
+        f.write_str(")")?;
+    }
+    Ok(())
+}
+
+struct FmtWriter<'a, 'b>(&'a mut fmt::Formatter<'b>);
+
+impl fmt::Write for FmtWriter<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.write_str(s)
+    }
+}
+
+macro_rules! flags_value {
+    ($ty:ty, $raw:ty, $bits:expr) => {
+        impl FieldValue for $ty {
+            const BITS: u32 = $bits;
+            fn from_raw(raw: u64) -> Self {
+                // Truncation is the point: the field is this wide.
+                <$ty>::from_bits_retain(raw as $raw)
+            }
+            fn into_raw(self) -> u64 {
+                u64::from(self.bits())
+            }
+            fn format_raw(raw: u64, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                format_flags(f, &<Self as FieldValue>::from_raw(raw))
+            }
+        }
+    };
+}
+
+macro_rules! display_value {
+    ($ty:ty, $raw:ty, $bits:expr, $from:expr, $into:expr) => {
+        impl FieldValue for $ty {
+            const BITS: u32 = $bits;
+            fn from_raw(raw: u64) -> Self {
+                // Truncation is the point: the field is this wide.
+                ($from)(raw as $raw)
+            }
+            fn into_raw(self) -> u64 {
+                u64::from(($into)(self))
+            }
+            fn format_raw(raw: u64, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:#x} ({})", raw, <Self as FieldValue>::from_raw(raw))
+            }
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Segment access rights
+// ---------------------------------------------------------------------------------------------
+
+/// Guest segment access rights (SDM Vol. 3, "Guest Register State", table "Format of Access
+/// Rights"): the fields `GUEST_ES_ACCESS_RIGHTS` … `GUEST_TR_ACCESS_RIGHTS`.
+///
+/// | bits  | meaning |
+/// |-------|---------|
+/// | 3:0   | segment type |
+/// | 4     | S — descriptor type (0 = system, 1 = code or data) |
+/// | 6:5   | DPL — descriptor privilege level |
+/// | 7     | P — segment present |
+/// | 11:8  | reserved |
+/// | 12    | AVL — available for use by system software |
+/// | 13    | L — 64-bit mode active (CS only) |
+/// | 14    | D/B — default operation size (0 = 16-bit, 1 = 32-bit) |
+/// | 15    | G — granularity |
+/// | 16    | segment unusable (0 = usable, 1 = unusable) |
+/// | 31:17 | reserved |
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(transparent))]
+pub struct SegmentAccessRights(u32);
+
+impl SegmentAccessRights {
+    /// Bits 3:0: segment type.
+    pub const TYPE_MASK: u32 = 0xf;
+    /// Bit 4: S, descriptor type (1 = code or data).
+    pub const S: u32 = 1 << 4;
+    /// Bits 6:5: DPL.
+    pub const DPL_MASK: u32 = 3 << 5;
+    /// Bit 7: P, segment present.
+    pub const P: u32 = 1 << 7;
+    /// Bit 12: AVL.
+    pub const AVL: u32 = 1 << 12;
+    /// Bit 13: L, 64-bit mode active.
+    pub const L: u32 = 1 << 13;
+    /// Bit 14: D/B, default operation size.
+    pub const DB: u32 = 1 << 14;
+    /// Bit 15: G, granularity.
+    pub const G: u32 = 1 << 15;
+    /// Bit 16: segment unusable.
+    pub const UNUSABLE: u32 = 1 << 16;
+    /// Reserved bits (11:8 and 31:17); VM entry requires them to be zero for usable segments.
+    pub const RESERVED_MASK: u32 = 0xfffe_0f00;
+
+    /// The value VM entry takes for an unusable segment: only bit 16 set.
+    pub const UNUSABLE_SEGMENT: Self = Self(Self::UNUSABLE);
+
+    /// Wraps a raw value (total).
+    #[must_use]
+    pub const fn from_bits(bits: u32) -> Self {
+        Self(bits)
+    }
+
+    /// The raw value.
+    #[must_use]
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// Builds a usable segment's access rights from a segment type (bits 3:0), S, DPL (bits 1:0
+    /// used), P, L, D/B and G, with AVL clear.
+    #[must_use]
+    pub const fn new(
+        segment_type: u8,
+        code_or_data: bool,
+        dpl: u8,
+        present: bool,
+        long_mode: bool,
+        default_big: bool,
+        granularity: bool,
+    ) -> Self {
+        let mut bits = (segment_type as u32) & Self::TYPE_MASK;
+        bits |= ((dpl as u32) & 3) << 5;
+        if code_or_data {
+            bits |= Self::S;
+        }
+        if present {
+            bits |= Self::P;
+        }
+        if long_mode {
+            bits |= Self::L;
+        }
+        if default_big {
+            bits |= Self::DB;
+        }
+        if granularity {
+            bits |= Self::G;
+        }
+        Self(bits)
+    }
+
+    /// Bits 3:0: segment type.
+    #[must_use]
+    pub const fn segment_type(self) -> u8 {
+        (self.0 & Self::TYPE_MASK) as u8
+    }
+
+    /// Bit 4: S (true for code or data segments, false for system segments).
+    #[must_use]
+    pub const fn code_or_data(self) -> bool {
+        self.0 & Self::S != 0
+    }
+
+    /// Bits 6:5: DPL.
+    #[must_use]
+    pub const fn dpl(self) -> u8 {
+        ((self.0 & Self::DPL_MASK) >> 5) as u8
+    }
+
+    /// Bit 7: P.
+    #[must_use]
+    pub const fn present(self) -> bool {
+        self.0 & Self::P != 0
+    }
+
+    /// Bit 12: AVL.
+    #[must_use]
+    pub const fn available(self) -> bool {
+        self.0 & Self::AVL != 0
+    }
+
+    /// Bit 13: L.
+    #[must_use]
+    pub const fn long_mode(self) -> bool {
+        self.0 & Self::L != 0
+    }
+
+    /// Bit 14: D/B.
+    #[must_use]
+    pub const fn default_big(self) -> bool {
+        self.0 & Self::DB != 0
+    }
+
+    /// Bit 15: G.
+    #[must_use]
+    pub const fn granularity(self) -> bool {
+        self.0 & Self::G != 0
+    }
+
+    /// Bit 16: segment unusable.
+    #[must_use]
+    pub const fn unusable(self) -> bool {
+        self.0 & Self::UNUSABLE != 0
+    }
+
+    /// The reserved bits that are set (bits 11:8 and 31:17).
+    #[must_use]
+    pub const fn reserved_bits(self) -> u32 {
+        self.0 & Self::RESERVED_MASK
+    }
+
+    /// The same value with the unusable bit set or clear.
+    #[must_use]
+    pub const fn with_unusable(self, unusable: bool) -> Self {
+        if unusable {
+            Self(self.0 | Self::UNUSABLE)
+        } else {
+            Self(self.0 & !Self::UNUSABLE)
+        }
+    }
+}
+
+impl fmt::Debug for SegmentAccessRights {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SegmentAccessRights({:#x}: {})", self.0, self)
+    }
+}
+
+impl fmt::Display for SegmentAccessRights {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.unusable() {
+            f.write_str("unusable")?;
+            if self.0 == Self::UNUSABLE {
+                return Ok(());
+            }
+            f.write_str(", ")?;
+        }
+        write!(
+            f,
+            "type={:#x} {} dpl={}",
+            self.segment_type(),
+            if self.code_or_data() {
+                "code/data"
+            } else {
+                "system"
+            },
+            self.dpl()
+        )?;
+        for (set, name) in [
+            (self.present(), " P"),
+            (self.available(), " AVL"),
+            (self.long_mode(), " L"),
+            (self.default_big(), " D/B"),
+            (self.granularity(), " G"),
+        ] {
+            if set {
+                f.write_str(name)?;
+            }
+        }
+        if self.reserved_bits() != 0 {
+            write!(f, " reserved={:#x}", self.reserved_bits())?;
+        }
+        Ok(())
+    }
+}
+
+display_value!(
+    SegmentAccessRights,
+    u32,
+    32,
+    SegmentAccessRights::from_bits,
+    SegmentAccessRights::bits
+);
+
+// ---------------------------------------------------------------------------------------------
+// Interruptibility state
+// ---------------------------------------------------------------------------------------------
+
+bitflags! {
+    /// Guest interruptibility state (SDM Vol. 3, "Guest Non-Register State", table "Format of
+    /// Interruptibility State"): the field `GUEST_INTERRUPTIBILITY_STATE`. Bits 31:5 are reserved
+    /// and kept.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+    #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+    #[cfg_attr(feature = "serde", serde(transparent))]
+    pub struct InterruptibilityState: u32 {
+        /// Bit 0: blocking by STI.
+        const BLOCKING_BY_STI = 1 << 0;
+        /// Bit 1: blocking by MOV SS (or POP SS).
+        const BLOCKING_BY_MOV_SS = 1 << 1;
+        /// Bit 2: blocking by SMI.
+        const BLOCKING_BY_SMI = 1 << 2;
+        /// Bit 3: blocking by NMI.
+        const BLOCKING_BY_NMI = 1 << 3;
+        /// Bit 4: enclave interruption.
+        const ENCLAVE_INTERRUPTION = 1 << 4;
+        const _ = !0;
+    }
+}
+
+impl InterruptibilityState {
+    /// Reserved bits (31:5); VM entry requires them to be zero.
+    pub const RESERVED_MASK: u32 = !0x1f;
+}
+
+impl fmt::Display for InterruptibilityState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("none");
+        }
+        bitflags::parser::to_writer(self, FmtWriter(f))
+    }
+}
+
+flags_value!(InterruptibilityState, u32, 32);
+
+// ---------------------------------------------------------------------------------------------
+// Activity state
+// ---------------------------------------------------------------------------------------------
+
+/// Guest activity state (SDM Vol. 3, "Guest Non-Register State"): the field
+/// `GUEST_ACTIVITY_STATE`. IA32_VMX_MISC bits 8:6 say which of HLT, shutdown and wait-for-SIPI a
+/// processor supports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum ActivityState {
+    /// 0: Active.
+    #[default]
+    Active,
+    /// 1: HLT.
+    Hlt,
+    /// 2: Shutdown.
+    Shutdown,
+    /// 3: Wait-for-SIPI.
+    WaitForSipi,
+    /// Any other value (reserved by the SDM; VM entry fails with it).
+    Unknown(u32),
+}
+
+impl ActivityState {
+    /// Decodes a raw value (total).
+    #[must_use]
+    pub const fn from_raw(raw: u32) -> Self {
+        match raw {
+            0 => ActivityState::Active,
+            1 => ActivityState::Hlt,
+            2 => ActivityState::Shutdown,
+            3 => ActivityState::WaitForSipi,
+            other => ActivityState::Unknown(other),
+        }
+    }
+
+    /// The raw value.
+    #[must_use]
+    pub const fn raw(self) -> u32 {
+        match self {
+            ActivityState::Active => 0,
+            ActivityState::Hlt => 1,
+            ActivityState::Shutdown => 2,
+            ActivityState::WaitForSipi => 3,
+            ActivityState::Unknown(raw) => raw,
+        }
+    }
+}
+
+impl fmt::Display for ActivityState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ActivityState::Active => f.write_str("active"),
+            ActivityState::Hlt => f.write_str("HLT"),
+            ActivityState::Shutdown => f.write_str("shutdown"),
+            ActivityState::WaitForSipi => f.write_str("wait-for-SIPI"),
+            ActivityState::Unknown(raw) => write!(f, "reserved ({raw})"),
+        }
+    }
+}
+
+display_value!(
+    ActivityState,
+    u32,
+    32,
+    ActivityState::from_raw,
+    ActivityState::raw
+);
+
+// ---------------------------------------------------------------------------------------------
+// VM-entry interruption information
+// ---------------------------------------------------------------------------------------------
+
+/// Interruption type, bits 10:8 of the VM-entry interruption-information field (SDM Vol. 3,
+/// "VM-Entry Controls for Event Injection"). Every 3-bit value has a variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum InterruptionType {
+    /// 0: external interrupt.
+    ExternalInterrupt,
+    /// 1: reserved.
+    Reserved,
+    /// 2: non-maskable interrupt (NMI).
+    Nmi,
+    /// 3: hardware exception (e.g. #PF).
+    HardwareException,
+    /// 4: software interrupt (INT n).
+    SoftwareInterrupt,
+    /// 5: privileged software exception (INT1).
+    PrivilegedSoftwareException,
+    /// 6: software exception (INT3 or INTO).
+    SoftwareException,
+    /// 7: other event (e.g. MTF; with FRED, SYSCALL/SYSENTER).
+    OtherEvent,
+}
+
+impl InterruptionType {
+    /// Decodes the low three bits of `raw` (total).
+    #[must_use]
+    pub const fn from_raw(raw: u8) -> Self {
+        match raw & 7 {
+            0 => InterruptionType::ExternalInterrupt,
+            1 => InterruptionType::Reserved,
+            2 => InterruptionType::Nmi,
+            3 => InterruptionType::HardwareException,
+            4 => InterruptionType::SoftwareInterrupt,
+            5 => InterruptionType::PrivilegedSoftwareException,
+            6 => InterruptionType::SoftwareException,
+            _ => InterruptionType::OtherEvent,
+        }
+    }
+
+    /// The 3-bit code.
+    #[must_use]
+    pub const fn raw(self) -> u8 {
+        match self {
+            InterruptionType::ExternalInterrupt => 0,
+            InterruptionType::Reserved => 1,
+            InterruptionType::Nmi => 2,
+            InterruptionType::HardwareException => 3,
+            InterruptionType::SoftwareInterrupt => 4,
+            InterruptionType::PrivilegedSoftwareException => 5,
+            InterruptionType::SoftwareException => 6,
+            InterruptionType::OtherEvent => 7,
+        }
+    }
+}
+
+impl fmt::Display for InterruptionType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InterruptionType::ExternalInterrupt => "external interrupt",
+            InterruptionType::Reserved => "reserved type 1",
+            InterruptionType::Nmi => "NMI",
+            InterruptionType::HardwareException => "hardware exception",
+            InterruptionType::SoftwareInterrupt => "software interrupt",
+            InterruptionType::PrivilegedSoftwareException => "privileged software exception",
+            InterruptionType::SoftwareException => "software exception",
+            InterruptionType::OtherEvent => "other event",
+        })
+    }
+}
+
+/// The VM-entry interruption-information field (SDM Vol. 3, "VM-Entry Controls for Event
+/// Injection"): the field `VM_ENTRY_INTERRUPTION_INFORMATION`.
+///
+/// | bits  | meaning |
+/// |-------|---------|
+/// | 7:0   | vector of interrupt or exception |
+/// | 10:8  | interruption type ([`InterruptionType`]) |
+/// | 11    | deliver error code (push it on the stack) |
+/// | 30:12 | reserved |
+/// | 31    | valid |
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(transparent))]
+pub struct EntryInterruptionInfo(u32);
+
+impl EntryInterruptionInfo {
+    /// Bit 11: deliver error code.
+    pub const DELIVER_ERROR_CODE: u32 = 1 << 11;
+    /// Bit 31: valid.
+    pub const VALID: u32 = 1 << 31;
+    /// Reserved bits (30:12).
+    pub const RESERVED_MASK: u32 = 0x7fff_f000;
+
+    /// Nothing to inject (valid bit clear).
+    pub const NONE: Self = Self(0);
+
+    /// Wraps a raw value (total).
+    #[must_use]
+    pub const fn from_bits(bits: u32) -> Self {
+        Self(bits)
+    }
+
+    /// The raw value.
+    #[must_use]
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// A valid event to inject: vector, type and whether to deliver an error code (the code goes
+    /// in `VM_ENTRY_EXCEPTION_ERROR_CODE`).
+    #[must_use]
+    pub const fn new(vector: u8, kind: InterruptionType, deliver_error_code: bool) -> Self {
+        let mut bits = Self::VALID | ((kind.raw() as u32) << 8) | vector as u32;
+        if deliver_error_code {
+            bits |= Self::DELIVER_ERROR_CODE;
+        }
+        Self(bits)
+    }
+
+    /// Bits 7:0: vector.
+    #[must_use]
+    pub const fn vector(self) -> u8 {
+        (self.0 & 0xff) as u8
+    }
+
+    /// Bits 10:8: interruption type.
+    #[must_use]
+    pub const fn interruption_type(self) -> InterruptionType {
+        InterruptionType::from_raw(((self.0 >> 8) & 7) as u8)
+    }
+
+    /// Bit 11: deliver error code.
+    #[must_use]
+    pub const fn deliver_error_code(self) -> bool {
+        self.0 & Self::DELIVER_ERROR_CODE != 0
+    }
+
+    /// Bit 31: valid.
+    #[must_use]
+    pub const fn valid(self) -> bool {
+        self.0 & Self::VALID != 0
+    }
+
+    /// The reserved bits that are set (30:12).
+    #[must_use]
+    pub const fn reserved_bits(self) -> u32 {
+        self.0 & Self::RESERVED_MASK
+    }
+}
+
+impl fmt::Debug for EntryInterruptionInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EntryInterruptionInfo({:#x}: {})", self.0, self)
+    }
+}
+
+impl fmt::Display for EntryInterruptionInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.valid() {
+            f.write_str("invalid")?;
+            if self.0 == 0 {
+                return Ok(());
+            }
+            f.write_str(": ")?;
+        }
+        write!(f, "{} vector {}", self.interruption_type(), self.vector())?;
+        if self.deliver_error_code() {
+            f.write_str(" with error code")?;
+        }
+        if self.reserved_bits() != 0 {
+            write!(f, " reserved={:#x}", self.reserved_bits())?;
+        }
+        Ok(())
+    }
+}
+
+display_value!(
+    EntryInterruptionInfo,
+    u32,
+    32,
+    EntryInterruptionInfo::from_bits,
+    EntryInterruptionInfo::bits
+);
+
+// ---------------------------------------------------------------------------------------------
+// Exception bitmap
+// ---------------------------------------------------------------------------------------------
+
+bitflags! {
+    /// The exception bitmap (SDM Vol. 3, "Exception Bitmap"): the field `EXCEPTION_BITMAP`. Bit
+    /// *n* set makes exception vector *n* cause a VM exit. Flag names are the SDM's exception
+    /// names; bits without a named exception are kept.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+    #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+    #[cfg_attr(feature = "serde", serde(transparent))]
+    pub struct ExceptionBitmap: u32 {
+        /// Vector 0: #DE, divide error.
+        const DIVIDE_ERROR = 1 << 0;
+        /// Vector 1: #DB, debug exception.
+        const DEBUG = 1 << 1;
+        /// Vector 2: NMI (never delivered through the bitmap; NMIs are controlled by "NMI exiting").
+        const NMI = 1 << 2;
+        /// Vector 3: #BP, breakpoint.
+        const BREAKPOINT = 1 << 3;
+        /// Vector 4: #OF, overflow.
+        const OVERFLOW = 1 << 4;
+        /// Vector 5: #BR, BOUND range exceeded.
+        const BOUND_RANGE_EXCEEDED = 1 << 5;
+        /// Vector 6: #UD, invalid opcode.
+        const INVALID_OPCODE = 1 << 6;
+        /// Vector 7: #NM, device not available.
+        const DEVICE_NOT_AVAILABLE = 1 << 7;
+        /// Vector 8: #DF, double fault.
+        const DOUBLE_FAULT = 1 << 8;
+        /// Vector 9: coprocessor segment overrun (reserved on current processors).
+        const COPROCESSOR_SEGMENT_OVERRUN = 1 << 9;
+        /// Vector 10: #TS, invalid TSS.
+        const INVALID_TSS = 1 << 10;
+        /// Vector 11: #NP, segment not present.
+        const SEGMENT_NOT_PRESENT = 1 << 11;
+        /// Vector 12: #SS, stack-segment fault.
+        const STACK_SEGMENT_FAULT = 1 << 12;
+        /// Vector 13: #GP, general protection.
+        const GENERAL_PROTECTION = 1 << 13;
+        /// Vector 14: #PF, page fault (filtered by the page-fault error-code mask and match).
+        const PAGE_FAULT = 1 << 14;
+        /// Vector 16: #MF, x87 FPU floating-point error.
+        const X87_FLOATING_POINT = 1 << 16;
+        /// Vector 17: #AC, alignment check.
+        const ALIGNMENT_CHECK = 1 << 17;
+        /// Vector 18: #MC, machine check.
+        const MACHINE_CHECK = 1 << 18;
+        /// Vector 19: #XM, SIMD floating-point exception.
+        const SIMD_FLOATING_POINT = 1 << 19;
+        /// Vector 20: #VE, virtualization exception.
+        const VIRTUALIZATION_EXCEPTION = 1 << 20;
+        /// Vector 21: #CP, control protection exception.
+        const CONTROL_PROTECTION = 1 << 21;
+        const _ = !0;
+    }
+}
+
+impl ExceptionBitmap {
+    /// The bit of exception vector `vector` (0 to 31); `None` for vectors above 31, which the
+    /// bitmap cannot name.
+    #[must_use]
+    pub const fn vector(vector: u8) -> Option<Self> {
+        if vector < 32 {
+            Some(Self::from_bits_retain(1 << vector))
+        } else {
+            None
+        }
+    }
+
+    /// Whether exception vector `vector` causes a VM exit (false for vectors above 31).
+    #[must_use]
+    pub const fn intercepts(self, vector: u8) -> bool {
+        vector < 32 && self.bits() & (1 << vector) != 0
+    }
+}
+
+impl fmt::Display for ExceptionBitmap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("none");
+        }
+        bitflags::parser::to_writer(self, FmtWriter(f))
+    }
+}
+
+flags_value!(ExceptionBitmap, u32, 32);
+
+// ---------------------------------------------------------------------------------------------
+// EPT pointer
+// ---------------------------------------------------------------------------------------------
+
+impl FieldValue for ept::EptPointer {
+    const BITS: u32 = 64;
+    fn from_raw(raw: u64) -> Self {
+        ept::EptPointer::from_bits(raw)
+    }
+    fn into_raw(self) -> u64 {
+        self.bits()
+    }
+    fn format_raw(raw: u64, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x} ({:?})", raw, ept::EptPointer::from_bits(raw))
+    }
+}
