@@ -29,6 +29,10 @@ use crate::value::{
     SegmentAccessRights,
 };
 use ept::EptPointer;
+use vmx_caps::{
+    EntryControls, ExitControls, PinBasedControls, PrimaryControls, SecondaryControls,
+    SecondaryExitControls, TertiaryControls, VmFuncControls,
+};
 
 /// A handle on the high half of a 64-bit field, as [`Field::high`] returns it.
 pub type HighField<A> = Field<u32, A, HighHalf>;
@@ -156,7 +160,7 @@ vmcs_fields! {
         /// Posted-interrupt descriptor address
         POSTED_INTERRUPT_DESCRIPTOR_ADDRESS: u64 = 0x2016;
         /// VM-function controls
-        VM_FUNCTION_CONTROLS: u64 = 0x2018;
+        VM_FUNCTION_CONTROLS: VmFuncControls = 0x2018;
         /// EPT pointer (EPTP)
         EPT_POINTER: EptPointer = 0x201a;
         /// EOI-exit bitmap 0 (EOI_EXIT0)
@@ -184,7 +188,7 @@ vmcs_fields! {
         /// TSC multiplier
         TSC_MULTIPLIER: u64 = 0x2032;
         /// Tertiary processor-based VM-execution controls
-        TERTIARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS: u64 = 0x2034;
+        TERTIARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS: TertiaryControls = 0x2034;
         /// ENCLV-exiting bitmap
         ENCLV_EXITING_BITMAP: u64 = 0x2036;
         /// Low PASID directory address
@@ -200,7 +204,7 @@ vmcs_fields! {
         /// PID-pointer table address
         PID_POINTER_TABLE_ADDRESS: u64 = 0x2042;
         /// Secondary VM-exit controls
-        SECONDARY_VM_EXIT_CONTROLS: u64 = 0x2044;
+        SECONDARY_VM_EXIT_CONTROLS: SecondaryExitControls = 0x2044;
         /// IA32_SPEC_CTRL mask
         IA32_SPEC_CTRL_MASK: u64 = 0x204a;
         /// IA32_SPEC_CTRL shadow
@@ -290,9 +294,9 @@ vmcs_fields! {
     // B.3.1 32-Bit Control Fields
     [Width32, ReadWrite] {
         /// Pin-based VM-execution controls
-        PIN_BASED_VM_EXECUTION_CONTROLS: u32 = 0x4000;
+        PIN_BASED_VM_EXECUTION_CONTROLS: PinBasedControls = 0x4000;
         /// Primary processor-based VM-execution controls
-        PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS: u32 = 0x4002;
+        PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS: PrimaryControls = 0x4002;
         /// Exception bitmap
         EXCEPTION_BITMAP: ExceptionBitmap = 0x4004;
         /// Page-fault error-code mask
@@ -302,13 +306,13 @@ vmcs_fields! {
         /// CR3-target count
         CR3_TARGET_COUNT: u32 = 0x400a;
         /// Primary VM-exit controls
-        PRIMARY_VM_EXIT_CONTROLS: u32 = 0x400c;
+        PRIMARY_VM_EXIT_CONTROLS: ExitControls = 0x400c;
         /// VM-exit MSR-store count
         VM_EXIT_MSR_STORE_COUNT: u32 = 0x400e;
         /// VM-exit MSR-load count
         VM_EXIT_MSR_LOAD_COUNT: u32 = 0x4010;
         /// VM-entry controls
-        VM_ENTRY_CONTROLS: u32 = 0x4012;
+        VM_ENTRY_CONTROLS: EntryControls = 0x4012;
         /// VM-entry MSR-load count
         VM_ENTRY_MSR_LOAD_COUNT: u32 = 0x4014;
         /// VM-entry interruption-information field
@@ -320,7 +324,7 @@ vmcs_fields! {
         /// TPR threshold
         TPR_THRESHOLD: u32 = 0x401c;
         /// Secondary processor-based VM-execution controls
-        SECONDARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS: u32 = 0x401e;
+        SECONDARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS: SecondaryControls = 0x401e;
         /// PLE_Gap
         PLE_GAP: u32 = 0x4020;
         /// PLE_Window

@@ -713,6 +713,19 @@ impl fmt::Display for ExceptionBitmap {
 flags_value!(ExceptionBitmap, u32, 32);
 
 // ---------------------------------------------------------------------------------------------
+// Control fields (the bitflags of `vmx_caps`)
+// ---------------------------------------------------------------------------------------------
+
+flags_value!(vmx_caps::PinBasedControls, u32, 32);
+flags_value!(vmx_caps::PrimaryControls, u32, 32);
+flags_value!(vmx_caps::SecondaryControls, u32, 32);
+flags_value!(vmx_caps::TertiaryControls, u64, 64);
+flags_value!(vmx_caps::ExitControls, u32, 32);
+flags_value!(vmx_caps::SecondaryExitControls, u64, 64);
+flags_value!(vmx_caps::EntryControls, u32, 32);
+flags_value!(vmx_caps::VmFuncControls, u64, 64);
+
+// ---------------------------------------------------------------------------------------------
 // EPT pointer
 // ---------------------------------------------------------------------------------------------
 
