@@ -1,0 +1,236 @@
+//! VM-exit interruption information, IDT-vectoring information, and the VM-entry values that
+//! re-inject an event whose delivery a VM exit interrupted (SDM Vol. 3C, "Information for VM Exits
+//! Due to Vectored Events", "Information for VM Exits During Event Delivery", and "Event Injection").
+
+use core::fmt;
+
+pub use vmcs::{EntryInterruptionInfo, InterruptionType};
+
+use crate::instruction::InstructionLength;
+
+/// Whether an event of this type came from an instruction (INT n, INT1, INT3, INTO), so that
+/// re-injecting it needs the instruction length.
+pub const fn is_software_event(kind: InterruptionType) -> bool {
+    matches!(
+        kind,
+        InterruptionType::SoftwareInterrupt
+            | InterruptionType::PrivilegedSoftwareException
+            | InterruptionType::SoftwareException
+    )
+}
+
+/// Names the exception vectors 0–31 (#DE …) for display.
+fn exception_mnemonic(vector: u8) -> Option<&'static str> {
+    const NAMES: [&str; 32] = [
+        "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "", "#TS", "#NP", "#SS",
+        "#GP", "#PF", "", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP", "", "", "", "", "", "", "#HV",
+        "#VC", "#SX", "",
+    ];
+    NAMES
+        .get(vector as usize)
+        .copied()
+        .filter(|name| !name.is_empty())
+}
+
+fn write_event(
+    f: &mut fmt::Formatter<'_>,
+    vector: u8,
+    kind: InterruptionType,
+    error_code: Option<u32>,
+) -> fmt::Result {
+    write!(f, "{kind}, vector {vector}")?;
+    let is_exception = matches!(
+        kind,
+        InterruptionType::HardwareException
+            | InterruptionType::SoftwareException
+            | InterruptionType::PrivilegedSoftwareException
+    );
+    if let Some(name) = exception_mnemonic(vector).filter(|_| is_exception) {
+        write!(f, " ({name})")?;
+    }
+    if let Some(code) = error_code {
+        write!(f, ", error code {code:#x}")?;
+    }
+    Ok(())
+}
+
+/// The VM-exit interruption-information field (VMCS encoding 4404H) when valid (bit 31 set).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ExitInterruptionInfo {
+    /// Bits 7:0: vector of the interrupt or exception.
+    pub vector: u8,
+    /// Bits 10:8: interruption type.
+    pub kind: InterruptionType,
+    /// Bit 11: the VM-exit interruption error code is valid.
+    pub error_code_valid: bool,
+    /// Bit 12: NMI unblocking due to IRET (the guest must be put back into blocking by NMI
+    /// before it is resumed at the faulting IRET, if virtual NMIs are used).
+    pub nmi_unblocking: bool,
+}
+
+impl ExitInterruptionInfo {
+    /// Bits 12:0 and 31.
+    pub const DEFINED_BITS: u32 = 0x1fff | 1 << 31;
+
+    /// Decodes the field: `None` if the valid bit (31) is clear; reserved bits are ignored.
+    pub const fn from_raw(raw: u32) -> Option<Self> {
+        if raw & 1 << 31 == 0 {
+            return None;
+        }
+        Some(Self {
+            vector: raw as u8,
+            kind: InterruptionType::from_raw((raw >> 8) as u8),
+            error_code_valid: raw & 1 << 11 != 0,
+            nmi_unblocking: raw & 1 << 12 != 0,
+        })
+    }
+
+    /// Encodes the field, with the valid bit set.
+    pub const fn to_raw(self) -> u32 {
+        self.vector as u32
+            | (self.kind.raw() as u32) << 8
+            | (self.error_code_valid as u32) << 11
+            | (self.nmi_unblocking as u32) << 12
+            | 1 << 31
+    }
+}
+
+impl fmt::Display for ExitInterruptionInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_event(f, self.vector, self.kind, None)?;
+        if self.error_code_valid {
+            f.write_str(", error code valid")?;
+        }
+        if self.nmi_unblocking {
+            f.write_str(", NMI unblocking due to IRET")?;
+        }
+        Ok(())
+    }
+}
+
+/// The IDT-vectoring information field (VMCS encoding 4408H) when valid (bit 31 set): the event
+/// whose delivery through the IDT the VM exit interrupted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct IdtVectoringInfo {
+    /// Bits 7:0: vector of the interrupt or exception.
+    pub vector: u8,
+    /// Bits 10:8: interruption type.
+    pub kind: InterruptionType,
+    /// Bit 11: the IDT-vectoring error code is valid.
+    pub error_code_valid: bool,
+}
+
+impl IdtVectoringInfo {
+    /// Bits 11:0 and 31 (bit 12 is undefined).
+    pub const DEFINED_BITS: u32 = 0xfff | 1 << 31;
+
+    /// Decodes the field: `None` if the valid bit (31) is clear; other bits are ignored.
+    pub const fn from_raw(raw: u32) -> Option<Self> {
+        if raw & 1 << 31 == 0 {
+            return None;
+        }
+        Some(Self {
+            vector: raw as u8,
+            kind: InterruptionType::from_raw((raw >> 8) as u8),
+            error_code_valid: raw & 1 << 11 != 0,
+        })
+    }
+
+    /// Encodes the field, with the valid bit set.
+    pub const fn to_raw(self) -> u32 {
+        self.vector as u32
+            | (self.kind.raw() as u32) << 8
+            | (self.error_code_valid as u32) << 11
+            | 1 << 31
+    }
+}
+
+impl fmt::Display for IdtVectoringInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_event(f, self.vector, self.kind, None)
+    }
+}
+
+/// An event whose delivery was interrupted by the VM exit: the IDT-vectoring information with the
+/// IDT-vectoring error code (VMCS 440AH) and, for software events, the VM-exit instruction length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct IdtVectoring {
+    /// The IDT-vectoring information.
+    pub info: IdtVectoringInfo,
+    /// The IDT-vectoring error code, present if `info.error_code_valid`.
+    pub error_code: Option<u32>,
+    /// The VM-exit instruction length, present for software interrupts and software exceptions
+    /// (the length of the INT n, INT1, INT3 or INTO instruction).
+    pub instruction_length: Option<InstructionLength>,
+}
+
+impl IdtVectoring {
+    /// The VM-entry values that deliver this event again on the next VM entry (SDM "Information for
+    /// VM Exits During Event Delivery": the VMM re-injects the event by copying the IDT-vectoring
+    /// fields into the VM-entry event-injection fields).
+    pub const fn reinjection(&self) -> EventInjection {
+        EventInjection {
+            vector: self.info.vector,
+            kind: self.info.kind,
+            error_code: if self.info.error_code_valid {
+                self.error_code
+            } else {
+                None
+            },
+            instruction_length: if is_software_event(self.info.kind) {
+                self.instruction_length
+            } else {
+                None
+            },
+        }
+    }
+}
+
+impl fmt::Display for IdtVectoring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_event(f, self.info.vector, self.info.kind, self.error_code)?;
+        if let Some(length) = self.instruction_length {
+            write!(f, ", instruction length {length}")?;
+        }
+        Ok(())
+    }
+}
+
+/// An event to inject on VM entry: the values of the VM-entry interruption-information field
+/// (`VM_ENTRY_INTERRUPTION_INFORMATION`, 4016H), the VM-entry exception error code
+/// (`VM_ENTRY_EXCEPTION_ERROR_CODE`, 4018H) and the VM-entry instruction length
+/// (`VM_ENTRY_INSTRUCTION_LENGTH`, 401AH).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct EventInjection {
+    /// Vector of the interrupt or exception.
+    pub vector: u8,
+    /// Interruption type.
+    pub kind: InterruptionType,
+    /// Error code to deliver; `Some` sets "deliver error code" (bit 11).
+    pub error_code: Option<u32>,
+    /// VM-entry instruction length, needed for software interrupts and exceptions.
+    pub instruction_length: Option<InstructionLength>,
+}
+
+impl EventInjection {
+    /// The value of the VM-entry interruption-information field: vector, type, "deliver error
+    /// code" and the valid bit (31).
+    pub const fn interruption_info(&self) -> EntryInterruptionInfo {
+        EntryInterruptionInfo::new(self.vector, self.kind, self.error_code.is_some())
+    }
+}
+
+impl fmt::Display for EventInjection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "inject ")?;
+        write_event(f, self.vector, self.kind, self.error_code)?;
+        if let Some(length) = self.instruction_length {
+            write!(f, ", instruction length {length}")?;
+        }
+        Ok(())
+    }
+}

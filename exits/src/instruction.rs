@@ -1,0 +1,834 @@
+//! VM-exit instruction length and VM-exit instruction information (SDM Vol. 3C, "Information for
+//! VM Exits Due to Instruction Execution").
+//!
+//! The instruction-information field has one format per instruction group; each format is a type
+//! here. Memory operands share one layout, [`MemoryOperand`], whose
+//! [`effective_address`](MemoryOperand::effective_address) and
+//! [`linear_address`](MemoryOperand::linear_address) compute where the operand is from the guest
+//! registers and the displacement the processor saved in the exit qualification.
+
+use core::fmt;
+
+use thiserror::Error;
+
+const fn bits(raw: u32, low: u32, width: u32) -> u32 {
+    (raw >> low) & ((1 << width) - 1)
+}
+
+/// The VM-exit instruction-length field (VMCS encoding 440CH): the length in bytes of the
+/// instruction whose execution caused the VM exit.
+///
+/// The field is 32 bits wide; the processor stores 1–15. Any value decodes, and
+/// [`InstructionLength::is_architectural`] says whether it is in that range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(transparent))]
+pub struct InstructionLength(pub u32);
+
+impl InstructionLength {
+    /// The length in bytes.
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+
+    /// Whether the value is a possible x86 instruction length (1–15).
+    pub const fn is_architectural(self) -> bool {
+        matches!(self.0, 1..=15)
+    }
+}
+
+impl fmt::Display for InstructionLength {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} byte{}", self.0, if self.0 == 1 { "" } else { "s" })
+    }
+}
+
+/// A general-purpose register, numbered as in the instruction-information and exit-qualification
+/// fields (0 = RAX … 15 = R15).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[allow(missing_docs)] // The variant names are the register names.
+pub enum Gpr {
+    Rax = 0,
+    Rcx = 1,
+    Rdx = 2,
+    Rbx = 3,
+    Rsp = 4,
+    Rbp = 5,
+    Rsi = 6,
+    Rdi = 7,
+    R8 = 8,
+    R9 = 9,
+    R10 = 10,
+    R11 = 11,
+    R12 = 12,
+    R13 = 13,
+    R14 = 14,
+    R15 = 15,
+}
+
+impl Gpr {
+    /// Every register, in encoding order.
+    pub const ALL: [Gpr; 16] = [
+        Gpr::Rax,
+        Gpr::Rcx,
+        Gpr::Rdx,
+        Gpr::Rbx,
+        Gpr::Rsp,
+        Gpr::Rbp,
+        Gpr::Rsi,
+        Gpr::Rdi,
+        Gpr::R8,
+        Gpr::R9,
+        Gpr::R10,
+        Gpr::R11,
+        Gpr::R12,
+        Gpr::R13,
+        Gpr::R14,
+        Gpr::R15,
+    ];
+
+    /// The register with this 4-bit number; only the low 4 bits of `number` are used.
+    pub const fn from_number(number: u8) -> Self {
+        Self::ALL[(number & 0xf) as usize]
+    }
+
+    /// The register's 4-bit number.
+    pub const fn number(self) -> u8 {
+        self as u8
+    }
+
+    /// The register's 64-bit assembler name.
+    pub const fn name(self) -> &'static str {
+        [
+            "RAX", "RCX", "RDX", "RBX", "RSP", "RBP", "RSI", "RDI", "R8", "R9", "R10", "R11",
+            "R12", "R13", "R14", "R15",
+        ][self as usize]
+    }
+}
+
+impl fmt::Display for Gpr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A segment register as encoded in instruction information (bits 17:15): 0 = ES … 5 = GS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum SegmentRegister {
+    /// 0: ES.
+    Es,
+    /// 1: CS.
+    Cs,
+    /// 2: SS.
+    Ss,
+    /// 3: DS.
+    Ds,
+    /// 4: FS.
+    Fs,
+    /// 5: GS.
+    Gs,
+    /// 6 or 7: not used by the SDM.
+    Reserved(u8),
+}
+
+impl SegmentRegister {
+    /// Decodes the 3-bit field; only the low 3 bits of `raw` are used.
+    pub const fn from_raw(raw: u8) -> Self {
+        match raw & 7 {
+            0 => Self::Es,
+            1 => Self::Cs,
+            2 => Self::Ss,
+            3 => Self::Ds,
+            4 => Self::Fs,
+            5 => Self::Gs,
+            other => Self::Reserved(other),
+        }
+    }
+
+    /// The 3-bit encoding.
+    pub const fn to_raw(self) -> u8 {
+        match self {
+            Self::Es => 0,
+            Self::Cs => 1,
+            Self::Ss => 2,
+            Self::Ds => 3,
+            Self::Fs => 4,
+            Self::Gs => 5,
+            Self::Reserved(raw) => raw & 7,
+        }
+    }
+}
+
+impl fmt::Display for SegmentRegister {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Es => f.write_str("ES"),
+            Self::Cs => f.write_str("CS"),
+            Self::Ss => f.write_str("SS"),
+            Self::Ds => f.write_str("DS"),
+            Self::Fs => f.write_str("FS"),
+            Self::Gs => f.write_str("GS"),
+            Self::Reserved(raw) => write!(f, "reserved segment {raw}"),
+        }
+    }
+}
+
+/// The address size of a memory operand (instruction information bits 9:7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum AddressSize {
+    /// 0: 16-bit.
+    Bits16,
+    /// 1: 32-bit.
+    Bits32,
+    /// 2: 64-bit.
+    Bits64,
+    /// 3–7: not used by the SDM.
+    Reserved(u8),
+}
+
+impl AddressSize {
+    /// Decodes the 3-bit field; only the low 3 bits of `raw` are used.
+    pub const fn from_raw(raw: u8) -> Self {
+        match raw & 7 {
+            0 => Self::Bits16,
+            1 => Self::Bits32,
+            2 => Self::Bits64,
+            other => Self::Reserved(other),
+        }
+    }
+
+    /// The 3-bit encoding.
+    pub const fn to_raw(self) -> u8 {
+        match self {
+            Self::Bits16 => 0,
+            Self::Bits32 => 1,
+            Self::Bits64 => 2,
+            Self::Reserved(raw) => raw & 7,
+        }
+    }
+
+    /// The mask that truncates an address to this size, or `None` for a reserved encoding.
+    pub const fn mask(self) -> Option<u64> {
+        match self {
+            Self::Bits16 => Some(0xffff),
+            Self::Bits32 => Some(0xffff_ffff),
+            Self::Bits64 => Some(u64::MAX),
+            Self::Reserved(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for AddressSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Bits16 => f.write_str("16-bit"),
+            Self::Bits32 => f.write_str("32-bit"),
+            Self::Bits64 => f.write_str("64-bit"),
+            Self::Reserved(raw) => write!(f, "reserved address size {raw}"),
+        }
+    }
+}
+
+/// The scaling of a memory operand's index register (instruction information bits 1:0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum Scale {
+    /// 0: no scaling.
+    X1,
+    /// 1: scale by 2.
+    X2,
+    /// 2: scale by 4.
+    X4,
+    /// 3: scale by 8.
+    X8,
+}
+
+impl Scale {
+    /// Decodes the 2-bit field; only the low 2 bits of `raw` are used.
+    pub const fn from_raw(raw: u8) -> Self {
+        match raw & 3 {
+            0 => Self::X1,
+            1 => Self::X2,
+            2 => Self::X4,
+            _ => Self::X8,
+        }
+    }
+
+    /// The 2-bit encoding, which is also the shift count applied to the index.
+    pub const fn to_raw(self) -> u8 {
+        self as u8
+    }
+
+    /// The factor (1, 2, 4 or 8).
+    pub const fn factor(self) -> u64 {
+        1 << self as u8
+    }
+}
+
+/// Why a memory operand's address could not be computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+pub enum OperandError {
+    /// The address-size field holds an encoding the SDM does not define, so the width of the
+    /// address is unknown.
+    #[error("the memory operand's address-size field holds the undefined encoding {0}")]
+    ReservedAddressSize(u8),
+}
+
+/// The memory-operand part shared by most instruction-information formats: scaling (bits 1:0),
+/// address size (9:7), segment register (17:15), index register (21:18, invalid if bit 22) and base
+/// register (26:23, invalid if bit 27).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct MemoryOperand {
+    /// Bits 1:0: scaling of the index register.
+    pub scale: Scale,
+    /// Bits 9:7: address size.
+    pub address_size: AddressSize,
+    /// Bits 17:15: segment register.
+    pub segment: SegmentRegister,
+    /// Bits 21:18: the index register, `None` if bit 22 ("IndexReg invalid") is set.
+    pub index: Option<Gpr>,
+    /// Bits 26:23: the base register, `None` if bit 27 ("BaseReg invalid") is set.
+    pub base: Option<Gpr>,
+}
+
+impl MemoryOperand {
+    /// The bits this part of the format defines.
+    pub const DEFINED_BITS: u32 = 0x3 | 0x7 << 7 | 0x7 << 15 | 0x3ff << 18;
+
+    /// Decodes the memory-operand bits of an instruction-information value.
+    pub const fn from_raw(raw: u32) -> Self {
+        Self {
+            scale: Scale::from_raw(raw as u8),
+            address_size: AddressSize::from_raw((raw >> 7) as u8),
+            segment: SegmentRegister::from_raw((raw >> 15) as u8),
+            index: if raw & 1 << 22 != 0 {
+                None
+            } else {
+                Some(Gpr::from_number((raw >> 18) as u8))
+            },
+            base: if raw & 1 << 27 != 0 {
+                None
+            } else {
+                Some(Gpr::from_number((raw >> 23) as u8))
+            },
+        }
+    }
+
+    /// Encodes the memory-operand bits (an absent register is encoded as register 0 with the
+    /// "invalid" bit set).
+    pub const fn to_raw(self) -> u32 {
+        let index = match self.index {
+            Some(reg) => (reg as u32) << 18,
+            None => 1 << 22,
+        };
+        let base = match self.base {
+            Some(reg) => (reg as u32) << 23,
+            None => 1 << 27,
+        };
+        self.scale as u32
+            | (self.address_size.to_raw() as u32) << 7
+            | (self.segment.to_raw() as u32) << 15
+            | index
+            | base
+    }
+
+    /// The operand's effective address (its offset within the segment): base + index × scale +
+    /// displacement, truncated to the address size.
+    ///
+    /// `displacement` is the exit qualification of the VM exit, which holds the instruction's
+    /// displacement sign-extended to 64 bits. `register` returns a guest register's value (RSP comes
+    /// from the guest-state area, the others from wherever the VM-exit handler saved them).
+    pub fn effective_address(
+        &self,
+        displacement: u64,
+        register: impl Fn(Gpr) -> u64,
+    ) -> Result<u64, OperandError> {
+        let mask = match self.address_size {
+            AddressSize::Reserved(raw) => return Err(OperandError::ReservedAddressSize(raw)),
+            size => size.mask().unwrap_or(u64::MAX),
+        };
+        let base = self.base.map_or(0, &register);
+        let index = self.index.map_or(0, &register);
+        let address = base
+            .wrapping_add(index.wrapping_mul(self.scale.factor()))
+            .wrapping_add(displacement);
+        Ok(address & mask)
+    }
+
+    /// The operand's linear address: `segment_base` + the effective address. With a 64-bit
+    /// address size the sum wraps at 64 bits; otherwise the linear address is truncated to 32 bits,
+    /// as outside 64-bit mode. The caller supplies the base of [`MemoryOperand::segment`] (from
+    /// the guest segment-base fields; in 64-bit mode it is 0 except for FS and GS).
+    pub fn linear_address(
+        &self,
+        displacement: u64,
+        segment_base: u64,
+        register: impl Fn(Gpr) -> u64,
+    ) -> Result<u64, OperandError> {
+        let offset = self.effective_address(displacement, register)?;
+        let linear = segment_base.wrapping_add(offset);
+        Ok(match self.address_size {
+            AddressSize::Bits64 => linear,
+            _ => linear & 0xffff_ffff,
+        })
+    }
+}
+
+impl fmt::Display for MemoryOperand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:[", self.segment)?;
+        let mut empty = true;
+        if let Some(base) = self.base {
+            write!(f, "{base}")?;
+            empty = false;
+        }
+        if let Some(index) = self.index {
+            if !empty {
+                f.write_str("+")?;
+            }
+            write!(f, "{index}*{}", self.scale.factor())?;
+            empty = false;
+        }
+        if !empty {
+            f.write_str("+")?;
+        }
+        write!(f, "disp] ({} address)", self.address_size)
+    }
+}
+
+/// An operand that is either a register or memory (instruction information bit 10: 0 = memory,
+/// 1 = register; the register in bits 6:3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum Operand {
+    /// Bit 10 = 1: a register operand (bits 6:3).
+    Register(Gpr),
+    /// Bit 10 = 0: a memory operand.
+    Memory(MemoryOperand),
+}
+
+impl Operand {
+    const fn from_raw(raw: u32) -> Self {
+        if raw & 1 << 10 != 0 {
+            Self::Register(Gpr::from_number((raw >> 3) as u8))
+        } else {
+            Self::Memory(MemoryOperand::from_raw(raw))
+        }
+    }
+
+    const fn to_raw(self) -> u32 {
+        match self {
+            Self::Register(reg) => (reg as u32) << 3 | 1 << 10,
+            Self::Memory(memory) => memory.to_raw(),
+        }
+    }
+}
+
+impl fmt::Display for Operand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Register(reg) => write!(f, "{reg}"),
+            Self::Memory(memory) => write!(f, "{memory}"),
+        }
+    }
+}
+
+/// Instruction information for INS and OUTS (SDM table "Format of the VM-Exit Instruction-Information
+/// Field as Used for INS and OUTS"). Saved only if IA32_VMX_BASIC bit 54 is 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct InsOutsInfo {
+    /// Bits 9:7: address size.
+    pub address_size: AddressSize,
+    /// Bits 17:15: segment register (undefined for INS, which always uses ES).
+    pub segment: SegmentRegister,
+}
+
+impl InsOutsInfo {
+    /// The bits this format defines.
+    pub const DEFINED_BITS: u32 = 0x7 << 7 | 0x7 << 15;
+
+    /// Decodes the field; undefined bits are ignored.
+    pub const fn from_raw(raw: u32) -> Self {
+        Self {
+            address_size: AddressSize::from_raw((raw >> 7) as u8),
+            segment: SegmentRegister::from_raw((raw >> 15) as u8),
+        }
+    }
+
+    /// Encodes the field (undefined bits 0).
+    pub const fn to_raw(self) -> u32 {
+        (self.address_size.to_raw() as u32) << 7 | (self.segment.to_raw() as u32) << 15
+    }
+}
+
+impl fmt::Display for InsOutsInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "segment {}, {} address", self.segment, self.address_size)
+    }
+}
+
+/// Instruction information for INVEPT, INVPCID and INVVPID: a memory operand (the descriptor) and a
+/// register operand (Reg2, bits 31:28, the invalidation type).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct InvalidationInfo {
+    /// The memory operand (the INVEPT/INVPCID/INVVPID descriptor).
+    pub memory: MemoryOperand,
+    /// Bits 31:28 (Reg2): the register holding the invalidation type.
+    pub register: Gpr,
+}
+
+impl InvalidationInfo {
+    /// Decodes the field; undefined bits are ignored.
+    pub const fn from_raw(raw: u32) -> Self {
+        Self {
+            memory: MemoryOperand::from_raw(raw),
+            register: Gpr::from_number((raw >> 28) as u8),
+        }
+    }
+
+    /// Encodes the field (undefined bits 0).
+    pub const fn to_raw(self) -> u32 {
+        self.memory.to_raw() | (self.register as u32) << 28
+    }
+}
+
+impl fmt::Display for InvalidationInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "type in {}, descriptor at {}",
+            self.register, self.memory
+        )
+    }
+}
+
+/// Which of LGDT, LIDT, SGDT, SIDT caused the exit (bits 29:28 of their instruction information).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum DescriptorTableInstruction {
+    /// 0: SGDT.
+    Sgdt,
+    /// 1: SIDT.
+    Sidt,
+    /// 2: LGDT.
+    Lgdt,
+    /// 3: LIDT.
+    Lidt,
+}
+
+impl fmt::Display for DescriptorTableInstruction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Sgdt => "SGDT",
+            Self::Sidt => "SIDT",
+            Self::Lgdt => "LGDT",
+            Self::Lidt => "LIDT",
+        })
+    }
+}
+
+/// Instruction information for LIDT, LGDT, SIDT and SGDT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct DescriptorTableInfo {
+    /// The memory operand.
+    pub memory: MemoryOperand,
+    /// Bit 11: operand size; `false` = 16-bit, `true` = 32-bit (undefined in 64-bit mode).
+    pub operand_size_32: bool,
+    /// Bits 29:28: instruction identity.
+    pub instruction: DescriptorTableInstruction,
+}
+
+impl DescriptorTableInfo {
+    /// Decodes the field; undefined bits are ignored.
+    pub const fn from_raw(raw: u32) -> Self {
+        Self {
+            memory: MemoryOperand::from_raw(raw),
+            operand_size_32: raw & 1 << 11 != 0,
+            instruction: match (raw >> 28) & 3 {
+                0 => DescriptorTableInstruction::Sgdt,
+                1 => DescriptorTableInstruction::Sidt,
+                2 => DescriptorTableInstruction::Lgdt,
+                _ => DescriptorTableInstruction::Lidt,
+            },
+        }
+    }
+
+    /// Encodes the field (undefined bits 0).
+    pub const fn to_raw(self) -> u32 {
+        self.memory.to_raw() | (self.operand_size_32 as u32) << 11 | (self.instruction as u32) << 28
+    }
+}
+
+impl fmt::Display for DescriptorTableInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} ({}-bit operand size)",
+            self.instruction,
+            self.memory,
+            if self.operand_size_32 { 32 } else { 16 }
+        )
+    }
+}
+
+/// Which of LLDT, LTR, SLDT, STR caused the exit (bits 29:28 of their instruction information).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum LdtrTrInstruction {
+    /// 0: SLDT.
+    Sldt,
+    /// 1: STR.
+    Str,
+    /// 2: LLDT.
+    Lldt,
+    /// 3: LTR.
+    Ltr,
+}
+
+impl fmt::Display for LdtrTrInstruction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Sldt => "SLDT",
+            Self::Str => "STR",
+            Self::Lldt => "LLDT",
+            Self::Ltr => "LTR",
+        })
+    }
+}
+
+/// Instruction information for LLDT, LTR, SLDT and STR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct LdtrTrInfo {
+    /// The operand: register (bits 6:3) or memory, per bit 10.
+    pub operand: Operand,
+    /// Bits 29:28: instruction identity.
+    pub instruction: LdtrTrInstruction,
+}
+
+impl LdtrTrInfo {
+    /// Decodes the field; undefined bits are ignored.
+    pub const fn from_raw(raw: u32) -> Self {
+        Self {
+            operand: Operand::from_raw(raw),
+            instruction: match (raw >> 28) & 3 {
+                0 => LdtrTrInstruction::Sldt,
+                1 => LdtrTrInstruction::Str,
+                2 => LdtrTrInstruction::Lldt,
+                _ => LdtrTrInstruction::Ltr,
+            },
+        }
+    }
+
+    /// Encodes the field (undefined bits 0).
+    pub const fn to_raw(self) -> u32 {
+        self.operand.to_raw() | (self.instruction as u32) << 28
+    }
+}
+
+impl fmt::Display for LdtrTrInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.instruction, self.operand)
+    }
+}
+
+/// The operand size of RDRAND and RDSEED (bits 12:11 of their instruction information).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum OperandSize {
+    /// 0: 16-bit.
+    Bits16,
+    /// 1: 32-bit.
+    Bits32,
+    /// 2: 64-bit.
+    Bits64,
+    /// 3: not used by the SDM.
+    Reserved,
+}
+
+impl fmt::Display for OperandSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Bits16 => "16-bit",
+            Self::Bits32 => "32-bit",
+            Self::Bits64 => "64-bit",
+            Self::Reserved => "reserved operand size 3",
+        })
+    }
+}
+
+/// Instruction information for RDRAND, RDSEED, TPAUSE and UMWAIT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct RegisterInfo {
+    /// Bits 6:3: the destination register (RDRAND, RDSEED) or the source register (TPAUSE, UMWAIT).
+    pub register: Gpr,
+    /// Bits 12:11: the operand size (RDRAND, RDSEED; undefined for TPAUSE and UMWAIT).
+    pub operand_size: OperandSize,
+}
+
+impl RegisterInfo {
+    /// The bits this format defines.
+    pub const DEFINED_BITS: u32 = 0xf << 3 | 0x3 << 11;
+
+    /// Decodes the field; undefined bits are ignored.
+    pub const fn from_raw(raw: u32) -> Self {
+        Self {
+            register: Gpr::from_number((raw >> 3) as u8),
+            operand_size: match (raw >> 11) & 3 {
+                0 => OperandSize::Bits16,
+                1 => OperandSize::Bits32,
+                2 => OperandSize::Bits64,
+                _ => OperandSize::Reserved,
+            },
+        }
+    }
+
+    /// Encodes the field (undefined bits 0).
+    pub const fn to_raw(self) -> u32 {
+        (self.register as u32) << 3 | (self.operand_size as u32) << 11
+    }
+}
+
+impl fmt::Display for RegisterInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "register {} ({} operand)",
+            self.register, self.operand_size
+        )
+    }
+}
+
+/// Instruction information for VMCLEAR, VMPTRLD, VMPTRST, VMXON, XRSTORS and XSAVES: a memory
+/// operand only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(transparent))]
+pub struct MemoryInfo(pub MemoryOperand);
+
+impl MemoryInfo {
+    /// Decodes the field; undefined bits are ignored.
+    pub const fn from_raw(raw: u32) -> Self {
+        Self(MemoryOperand::from_raw(raw))
+    }
+
+    /// Encodes the field (undefined bits 0).
+    pub const fn to_raw(self) -> u32 {
+        self.0.to_raw()
+    }
+}
+
+impl fmt::Display for MemoryInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Instruction information for VMREAD and VMWRITE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct VmreadVmwriteInfo {
+    /// Reg1 (bits 6:3) or memory, per bit 10: the destination of VMREAD, the source of VMWRITE.
+    pub operand: Operand,
+    /// Bits 31:28 (Reg2): the register holding the VMCS-field encoding.
+    pub field_register: Gpr,
+}
+
+impl VmreadVmwriteInfo {
+    /// Decodes the field; undefined bits are ignored.
+    pub const fn from_raw(raw: u32) -> Self {
+        Self {
+            operand: Operand::from_raw(raw),
+            field_register: Gpr::from_number((raw >> 28) as u8),
+        }
+    }
+
+    /// Encodes the field (undefined bits 0).
+    pub const fn to_raw(self) -> u32 {
+        self.operand.to_raw() | (self.field_register as u32) << 28
+    }
+}
+
+impl fmt::Display for VmreadVmwriteInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "operand {}, field encoding in {}",
+            self.operand, self.field_register
+        )
+    }
+}
+
+/// Instruction information for LOADIWKEY: two XMM registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct LoadiwkeyInfo {
+    /// Bits 6:3 (Reg1): the number of the first XMM register operand.
+    pub xmm1: u8,
+    /// Bits 31:28 (Reg2): the number of the second XMM register operand.
+    pub xmm2: u8,
+}
+
+impl LoadiwkeyInfo {
+    /// The bits this format defines.
+    pub const DEFINED_BITS: u32 = 0xf << 3 | 0xf << 28;
+
+    /// Decodes the field; undefined bits are ignored.
+    pub const fn from_raw(raw: u32) -> Self {
+        Self {
+            xmm1: ((raw >> 3) & 0xf) as u8,
+            xmm2: ((raw >> 28) & 0xf) as u8,
+        }
+    }
+
+    /// Encodes the field (undefined bits 0; register numbers above 15 are truncated to 4 bits).
+    pub const fn to_raw(self) -> u32 {
+        ((self.xmm1 & 0xf) as u32) << 3 | ((self.xmm2 & 0xf) as u32) << 28
+    }
+}
+
+impl fmt::Display for LoadiwkeyInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "XMM{}, XMM{}", self.xmm1, self.xmm2)
+    }
+}
+
+/// Instruction information for the immediate forms of RDMSR and WRMSRNS (exit reasons 84 and 85):
+/// the register operand in bits 6:3. The MSR index is the exit qualification.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct MsrImmediateInfo {
+    /// Bits 6:3: the destination (RDMSR) or source (WRMSRNS) register.
+    pub register: Gpr,
+}
+
+impl MsrImmediateInfo {
+    /// The bits this format defines.
+    pub const DEFINED_BITS: u32 = 0xf << 3;
+
+    /// Decodes the field; undefined bits are ignored.
+    pub const fn from_raw(raw: u32) -> Self {
+        Self {
+            register: Gpr::from_number(bits(raw, 3, 4) as u8),
+        }
+    }
+
+    /// Encodes the field (undefined bits 0).
+    pub const fn to_raw(self) -> u32 {
+        (self.register as u32) << 3
+    }
+}
+
+impl fmt::Display for MsrImmediateInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "register {}", self.register)
+    }
+}
