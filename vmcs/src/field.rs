@@ -206,7 +206,7 @@ pub trait Access: sealed::Sealed + Copy + fmt::Debug {
     const READ_ONLY: bool;
 }
 
-/// Marker of fields that `VmcsWrite::write` accepts.
+/// Marker of fields that [`crate::VmcsWrite::write`] accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ReadWrite;
 /// Marker of read-only fields (VM-exit information): the typed write does not accept them.
@@ -405,7 +405,7 @@ impl<V, A> Field<V, A, Width64> {
     }
 }
 
-/// A field handle the typed `VmcsRead::read` accepts.
+/// A field handle the typed [`crate::VmcsRead::read`] accepts.
 pub trait VmcsField: Copy {
     /// What reading the field returns.
     type Value: FieldValue;
@@ -413,7 +413,7 @@ pub trait VmcsField: Copy {
     fn encoding(&self) -> u32;
 }
 
-/// A field handle the typed `VmcsWrite::write` accepts: every field but the read-only
+/// A field handle the typed [`crate::VmcsWrite::write`] accepts: every field but the read-only
 /// VM-exit information fields.
 pub trait WritableField: VmcsField {}
 

@@ -1,12 +1,66 @@
-//! Every Intel VMCS field of the SDM's Appendix B, typed by width and value.
+//! Every Intel VMCS field of the SDM's Appendix B, typed by width and value, behind access
+//! traits with a hardware backend (VMREAD/VMWRITE of the current VMCS) and a software one
+//! (a VMCS in plain memory that fails the way a processor does).
+//!
+//! ```
+//! use vmcs::{fields, InterruptibilityState, SoftVmcs, VmcsRead, VmcsSnapshot, VmcsWrite};
+//! use vmx_caps::{MsrSnapshot, PrimaryControls, VmxCapabilities};
+//! use vmx_core::{VmFail, VmInstructionError};
+//!
+//! // A software VMCS shaped like Bochs' `corei7_skylake_x` model (capability MSRs read there).
+//! let mut msrs = MsrSnapshot::parse(include_str!("../../vmx-caps/testdata/corei7_skylake_x.msr")).unwrap();
+//! let caps = VmxCapabilities::read(&mut msrs).unwrap();
+//! let mut vmcs = SoftVmcs::new(&caps);
+//!
+//! // Typed access: each field reads as its width or its value type.
+//! vmcs.write(fields::GUEST_RIP, 0x7c00)?;
+//! vmcs.write(fields::PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS, PrimaryControls::HLT_EXITING)?;
+//! vmcs.write(fields::GUEST_INTERRUPTIBILITY_STATE, InterruptibilityState::BLOCKING_BY_STI)?;
+//! let proc: PrimaryControls = vmcs.read(fields::PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS)?;
+//! assert!(proc.contains(PrimaryControls::HLT_EXITING));
+//!
+//! // 64-bit fields have a high half for 32-bit users.
+//! vmcs.write(fields::VMCS_LINK_POINTER, u64::MAX)?;
+//! assert_eq!(vmcs.read(fields::VMCS_LINK_POINTER.high())?, 0xffff_ffff);
+//!
+//! // Failures are the processor's. This model sets IA32_VMX_MISC[29], so even VM-exit
+//! // information fields take a raw VMWRITE; without it that fails with error 13. (The typed
+//! // `write` does not compile for read-only fields at all.)
+//! assert!(caps.misc.vmwrite_any_field());
+//! vmcs.write_raw(fields::EXIT_REASON.encoding(), 12)?;
+//! let mut strict = SoftVmcs::with_limits(caps.vmcs_enum.highest_index(), false);
+//! assert_eq!(
+//!     strict.write_raw(fields::EXIT_REASON.encoding(), 12),
+//!     Err(VmFail::Valid(VmInstructionError::VmwriteReadOnlyComponent)),
+//! );
+//!
+//! // Snapshot and dump.
+//! let snapshot = VmcsSnapshot::capture(&vmcs)?;
+//! let dump = snapshot.dump().to_string();
+//! assert!(dump.contains("GUEST_RIP"));
+//! assert!(dump.contains("HLT_EXITING"));
+//! # Ok::<(), VmFail>(())
+//! ```
+//!
+//! The field table ([`fields`]) declares each field once; its width, type and read-only-ness come
+//! from the encoding (SDM "VMCS Component Encoding") and are checked at compile time.
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod access;
+pub mod check;
 pub mod field;
 pub mod fields;
+mod hardware;
+mod snapshot;
+mod soft;
 mod value;
 
+pub use access::{VmcsRead, VmcsWrite};
 pub use field::{Field, FieldInfo, FieldType, FieldWidth, VmcsField, WritableField};
+pub use hardware::HardwareVmcs;
+pub use snapshot::{Dump, UnknownField, VmcsSnapshot};
+pub use soft::{LoadError, SoftVmcs};
 pub use value::{
     ActivityState, EntryInterruptionInfo, ExceptionBitmap, FieldValue, InterruptibilityState,
     InterruptionType, SegmentAccessRights,

@@ -2,6 +2,8 @@
 
 use core::fmt;
 
+use vmx_core::{VmFail, VmInstructionError};
+
 use super::rule::{FailureClass, Rule, RuleSet};
 
 /// Basic exit reason 33, "VM-entry failure due to invalid guest state".
@@ -20,8 +22,8 @@ pub enum Outcome {
     Success,
     /// VMfailInvalid (CF = 1): no valid current VMCS.
     VmFailInvalid,
-    /// VMfailValid (ZF = 1) with this VM-instruction error number (4, 5, 7, 8, 26, …).
-    VmFailValid(u32),
+    /// VMfailValid (ZF = 1) with this VM-instruction error (4, 5, 7, 8, 26, …).
+    VmFailValid(VmInstructionError),
     /// A VM-entry failure reported as a VM exit.
     EntryFailure {
         /// Full exit reason: bit 31 set, basic reason 33 or 34.
@@ -38,7 +40,9 @@ impl Outcome {
         Some(match class {
             FailureClass::Fault => return None,
             FailureClass::VmFailInvalid => Outcome::VmFailInvalid,
-            FailureClass::VmFailValid(error) => Outcome::VmFailValid(error),
+            FailureClass::VmFailValid(error) => {
+                Outcome::VmFailValid(VmInstructionError::from_raw(error))
+            }
             FailureClass::InvalidGuestState(qualification) => Outcome::EntryFailure {
                 exit_reason: EXIT_REASON_ENTRY_FAILURE | EXIT_REASON_INVALID_GUEST_STATE,
                 qualification,
@@ -50,18 +54,18 @@ impl Outcome {
         })
     }
 
-    /// The outcome observed after a real VMLAUNCH/VMRESUME: `vmfail` is `None` when the
-    /// instruction did not fail, `Some(None)` for VMfailInvalid and `Some(Some(error))` for
-    /// VMfailValid with the VM-instruction error; `exit_reason` and `qualification` are the values
-    /// read after the resulting VM exit. A VM exit that is not a VM-entry failure counts as success.
-    pub const fn observed(vmfail: Option<Option<u32>>, exit_reason: u32, qualification: u64) -> Self {
-        match vmfail {
-            Some(None) => Outcome::VmFailInvalid,
-            Some(Some(error)) => Outcome::VmFailValid(error),
-            None if exit_reason & EXIT_REASON_ENTRY_FAILURE != 0 => {
+    /// The outcome observed after a real VMLAUNCH/VMRESUME, to compare with a prediction:
+    /// `result` is the instruction's status; `exit_reason` and `qualification` are the values read
+    /// after the VM exit that followed a VMsucceed (ignored otherwise). A VM exit that is not a
+    /// VM-entry failure (bit 31 of the exit reason clear) counts as success.
+    pub const fn observed(result: Result<(), VmFail>, exit_reason: u32, qualification: u64) -> Self {
+        match result {
+            Err(VmFail::Invalid) => Outcome::VmFailInvalid,
+            Err(VmFail::Valid(error)) => Outcome::VmFailValid(error),
+            Ok(()) if exit_reason & EXIT_REASON_ENTRY_FAILURE != 0 => {
                 Outcome::EntryFailure { exit_reason, qualification }
             }
-            None => Outcome::Success,
+            Ok(()) => Outcome::Success,
         }
     }
 
@@ -69,11 +73,12 @@ impl Outcome {
     pub(crate) const fn rank(self) -> u64 {
         match self {
             Outcome::VmFailInvalid => 0,
-            Outcome::VmFailValid(26) => 1,
-            Outcome::VmFailValid(4) | Outcome::VmFailValid(5) => 2,
-            Outcome::VmFailValid(7) => 3,
-            Outcome::VmFailValid(8) => 4,
-            Outcome::VmFailValid(_) => 2,
+            Outcome::VmFailValid(error) => match error.number() {
+                26 => 1,
+                7 => 3,
+                8 => 4,
+                _ => 2,
+            },
             Outcome::EntryFailure { exit_reason, qualification } => {
                 if exit_reason & 0xffff == EXIT_REASON_MSR_LOADING {
                     // Entries are processed in order: the lowest index fails first.
@@ -107,7 +112,7 @@ impl fmt::Display for Outcome {
         match self {
             Outcome::Success => f.write_str("VM entry succeeds"),
             Outcome::VmFailInvalid => f.write_str("VMfailInvalid"),
-            Outcome::VmFailValid(error) => write!(f, "VMfailValid, VM-instruction error {error}"),
+            Outcome::VmFailValid(error) => write!(f, "VMfailValid, {error}"),
             Outcome::EntryFailure { exit_reason, qualification } => write!(
                 f,
                 "VM-entry failure, exit reason {exit_reason:#x} (basic {}), exit qualification {qualification}",
@@ -145,6 +150,8 @@ pub enum Expected {
     },
     /// One of these values.
     OneOf(&'static [u64]),
+    /// Every byte a valid PAT memory type (0, 1, 4, 5, 6 or 7).
+    PatMemoryTypes,
 }
 
 impl Expected {
@@ -159,6 +166,10 @@ impl Expected {
             Expected::InRange { min, max } => (min..=max).contains(&actual),
             Expected::Canonical { width } => is_canonical(actual, width),
             Expected::OneOf(values) => values.contains(&actual),
+            Expected::PatMemoryTypes => actual
+                .to_le_bytes()
+                .iter()
+                .all(|b| matches!(b, 0 | 1 | 4..=7)),
         }
     }
 }
@@ -180,6 +191,7 @@ impl fmt::Display for Expected {
                 }
                 Ok(())
             }
+            Expected::PatMemoryTypes => f.write_str("PAT memory types (0, 1, 4-7) in every byte"),
         }
     }
 }

@@ -1,0 +1,116 @@
+//! The access traits: VMREAD and VMWRITE by encoding, and typed by field.
+
+use vmx_core::VmFail;
+
+use crate::field::{VmcsField, WritableField};
+use crate::value::FieldValue;
+
+/// Reading a VMCS: VMREAD (SDM Vol. 3C, "VMREAD—Read Field from Virtual-Machine Control
+/// Structure"), implemented by [`crate::HardwareVmcs`] (the current VMCS of the processor) and
+/// [`crate::SoftVmcs`] (a VMCS in plain memory).
+///
+/// ```
+/// use vmcs::{fields, SegmentAccessRights, SoftVmcs, VmcsRead, VmcsWrite};
+///
+/// let mut vmcs = SoftVmcs::all_fields();
+/// vmcs.write(fields::GUEST_CS_ACCESS_RIGHTS, SegmentAccessRights::from_bits(0xa09b))?;
+/// let cs = vmcs.read(fields::GUEST_CS_ACCESS_RIGHTS)?; // a `SegmentAccessRights`
+/// assert!(cs.long_mode() && cs.present() && cs.code_or_data());
+/// let limit: u32 = vmcs.read(fields::GUEST_CS_LIMIT)?; // 32-bit field, `u32`
+/// assert_eq!(limit, 0);
+/// assert_eq!(vmcs.read_raw(0x4816)?, 0xa09b);
+/// # Ok::<(), vmx_core::VmFail>(())
+/// ```
+pub trait VmcsRead {
+    /// VMREAD of the field `encoding`: its value zero-extended to 64 bits (for a high-half
+    /// encoding, bits 63:32 of the 64-bit field in bits 31:0).
+    ///
+    /// # Errors
+    ///
+    /// [`VmFail::Valid`] with error 12 ("VMREAD/VMWRITE from/to unsupported VMCS component") for
+    /// an encoding the VMCS does not support; [`VmFail::Invalid`] when there is no current VMCS.
+    fn read_raw(&self, encoding: u32) -> Result<u64, VmFail>;
+
+    /// Reads a field as its value type (`u16`, `u32`, `u64` or the field's own type).
+    ///
+    /// # Errors
+    ///
+    /// As [`VmcsRead::read_raw`].
+    fn read<F: VmcsField>(&self, field: F) -> Result<F::Value, VmFail> {
+        self.read_raw(field.encoding()).map(F::Value::from_raw)
+    }
+}
+
+/// Writing a VMCS: VMWRITE (SDM Vol. 3C, "VMWRITE—Write Field to Virtual-Machine Control
+/// Structure").
+///
+/// The typed [`VmcsWrite::write`] accepts only writable fields: writing a VM-exit information
+/// field does not compile.
+///
+/// ```compile_fail
+/// use vmcs::{fields, SoftVmcs, VmcsWrite};
+///
+/// let mut vmcs = SoftVmcs::all_fields();
+/// vmcs.write(fields::EXIT_REASON, 0)?; // read-only: no `WritableField` impl
+/// # Ok::<(), vmx_core::VmFail>(())
+/// ```
+///
+/// ```
+/// use vmcs::{fields, SoftVmcs, VmcsWrite};
+///
+/// let mut vmcs = SoftVmcs::all_fields();
+/// vmcs.write(fields::GUEST_RIP, 0x1000)?;
+/// # Ok::<(), vmx_core::VmFail>(())
+/// ```
+pub trait VmcsWrite: VmcsRead {
+    /// VMWRITE of `value` to the field `encoding`. Bits beyond the field's width are ignored (for
+    /// a high-half encoding, bits 31:0 of `value` become bits 63:32 of the field).
+    ///
+    /// # Errors
+    ///
+    /// [`VmFail::Valid`] with error 12 for an unsupported encoding, error 13 ("VMWRITE to read-only
+    /// VMCS component") for a VM-exit information field unless IA32_VMX_MISC\[29\] allows it;
+    /// [`VmFail::Invalid`] when there is no current VMCS.
+    fn write_raw(&mut self, encoding: u32, value: u64) -> Result<(), VmFail>;
+
+    /// Writes a writable field from its value type.
+    ///
+    /// # Errors
+    ///
+    /// As [`VmcsWrite::write_raw`].
+    fn write<F: WritableField>(&mut self, field: F, value: F::Value) -> Result<(), VmFail> {
+        self.write_raw(field.encoding(), value.into_raw())
+    }
+
+    /// Reads a writable field, applies `change` and writes the result back.
+    ///
+    /// # Errors
+    ///
+    /// As [`VmcsRead::read_raw`] and [`VmcsWrite::write_raw`].
+    fn modify<F: WritableField>(
+        &mut self,
+        field: F,
+        change: impl FnOnce(F::Value) -> F::Value,
+    ) -> Result<(), VmFail> {
+        let value = self.read(field)?;
+        self.write(field, change(value))
+    }
+}
+
+impl<T: VmcsRead + ?Sized> VmcsRead for &T {
+    fn read_raw(&self, encoding: u32) -> Result<u64, VmFail> {
+        (**self).read_raw(encoding)
+    }
+}
+
+impl<T: VmcsRead + ?Sized> VmcsRead for &mut T {
+    fn read_raw(&self, encoding: u32) -> Result<u64, VmFail> {
+        (**self).read_raw(encoding)
+    }
+}
+
+impl<T: VmcsWrite + ?Sized> VmcsWrite for &mut T {
+    fn write_raw(&mut self, encoding: u32, value: u64) -> Result<(), VmFail> {
+        (**self).write_raw(encoding, value)
+    }
+}

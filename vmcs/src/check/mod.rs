@@ -1,0 +1,177 @@
+//! The software VM-entry checker: predicts what VMLAUNCH/VMRESUME will do with a VMCS, and names
+//! every violated check.
+//!
+//! The checks are those of the SDM's "VM Entries" chapter, merged into the rules of the spec
+//! `vm-entry-checks.md` with IDs `P1` … `M7` ([`Rule`]). The checker reads the VMCS through any
+//! [`VmcsRead`] backend (the current VMCS through VMREAD, or a [`crate::SoftVmcs`]), needs no
+//! allocation, and reports:
+//! - every violated rule, to a [`ViolationSink`] (a closure, or a fixed-capacity [`Report`]),
+//!   each with its rule, SDM section title, the fields involved, the actual and expected values,
+//!   and the outcome it alone would cause;
+//! - the predicted architectural outcome ([`Outcome`]): the first failing class in the SDM's order
+//!   of evaluation — VMfailInvalid; VMfailValid 26, 4 or 5; VMfailValid 7 (controls); VMfailValid 8
+//!   (host state); VM-entry failure with exit reason 33 (guest state: qualification 0, 3 for an NMI
+//!   injected under blocking by STI, 4 for the VMCS link pointer, 2 for the PDPTEs); exit reason 34
+//!   with the 1-based index of the first failing VM-entry MSR-load entry; or success. The SDM lets
+//!   a processor check guest state in any order, so when guest-state checks of several
+//!   qualifications fail at once, real processors may report another one of them.
+//!
+//! ```
+//! use vmcs::check::{Checker, CpuFacts, EntryInstruction, LaunchContext, NoMemory, Outcome, Report, Rule};
+//! use vmcs::{fields, SoftVmcs, VmcsWrite};
+//! use vmx_caps::{MsrSnapshot, VmxCapabilities};
+//!
+//! let mut msrs = MsrSnapshot::parse(include_str!("../../../vmx-caps/testdata/tigerlake.msr")).unwrap();
+//! let caps = VmxCapabilities::read(&mut msrs).unwrap();
+//! let launch = LaunchContext::new(EntryInstruction::Vmlaunch, 0x1000, 0x2000);
+//! let checker = Checker::new(&caps, CpuFacts::new(39), launch);
+//!
+//! // A VMCS of zeroes: the controls miss their allowed-0 bits, so VMLAUNCH fails with error 7.
+//! let mut vmcs = SoftVmcs::new(&caps);
+//! let report: Report<64> = checker.report(&vmcs, &mut NoMemory)?;
+//! assert_eq!(report.outcome(), Outcome::VmFailValid(vmx_core::VmInstructionError::from_raw(7)));
+//! assert!(report.violates(Rule::A1));
+//! let first = report.violations().next().unwrap();
+//! assert_eq!(first.rule.section_title(), "Checks on VMX Controls: VM-Execution Control Fields");
+//!
+//! // Count violations with a closure instead (no storage at all).
+//! let mut n = 0;
+//! let summary = checker.check(&vmcs, &mut NoMemory, &mut |_: &vmcs::check::Violation| n += 1)?;
+//! assert_eq!(n, summary.violations);
+//! # vmcs.write(fields::GUEST_RIP, 0)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Inputs
+//! - The capabilities ([`vmx_caps::VmxCapabilities`]): allowed control settings (TRUE MSRs per
+//!   IA32_VMX_BASIC\[55\]), fixed CR0/CR4 bits, IA32_VMX_MISC, IA32_VMX_EPT_VPID_CAP, VM functions,
+//!   IA32_VMX_BASIC\[48\] (32-bit physical addresses) and \[56\] (no error-code consistency check).
+//! - [`CpuFacts`]: MAXPHYADDR, the linear-address width for canonicality, CPUID feature bits,
+//!   and the model-specific reserved-bit masks of the MSRs VM entry may load.
+//! - [`LaunchContext`]: VMLAUNCH or VMRESUME, launch state, current-VMCS and VMXON pointers,
+//!   IA32_EFER.LMA, SMM, blocking by MOV SS.
+//! - A [`PhysMemory`] for the rules that read memory (A13 VTPR, K23 link-pointer header, L2 PDPTEs
+//!   without EPT, M1–M6 the MSR-load area); with [`NoMemory`] they are reported as unchecked in
+//!   [`Summary::unchecked`], never as passed.
+//!
+//! Optional fields that the backend cannot read (a VMREAD of a field the processor does not
+//! support fails) leave the rules that need them unchecked; a failing read of a field every VMX
+//! processor has is a [`CheckError`].
+//!
+//! # Coverage
+//! Every rule of the spec is evaluated except those listed below ([`Rule::coverage`] gives the same
+//! list with the reasons). The covered rule IDs:
+//!
+//! P4–P8; A1–A45; B1–B8; C1–C16; D1–D19; E1–E15; F1–F8; G1–G24, G26–G31; H1–H39; I1–I4;
+//! J1–J6; K1–K16, K18–K25; L1–L2; M1–M7.
+//!
+//! Not covered:
+//! - P1–P3: faults (#UD, #GP) or VM exits that happen before any VMCS check; the checker models
+//!   an instruction executed in VMX root operation at CPL 0 in protected or 64-bit mode.
+//! - P9: the dual-monitor treatment of SMIs and SMM (executive-VMCS pointer) is not modelled.
+//! - A46, A47: IPI virtualization and HLAT (tertiary controls) — their entry checks could not be
+//!   verified against a current SDM for this release, and no Bochs model offers tertiary controls.
+//! - A48 (TSC multiplier ≠ 0) is only a Bochs check; A49 is a VirtualBox restriction, not Intel's.
+//! - D20, G33 (IA32_SPEC_CTRL loading): no verified SDM rule and no host/guest field.
+//! - D21–D23, G32, H40, K17 (FRED): the SDM text of these checks could not be verified for this
+//!   release; CR4.FRED itself is checked (G12).
+//! - G25: the SDM does not require guest IA32_S_CET to be canonical (only Bochs does).
+//!
+//! Partial by nature: M6 ("WRMSR would fault") is evaluated for the MSRs whose WRMSR rules are
+//! architectural — IA32_EFER (reserved bits), IA32_PAT (memory types), IA32_SYSENTER_ESP/EIP,
+//! IA32_LSTAR, IA32_CSTAR, IA32_KERNEL_GS_BASE (canonical), IA32_DEBUGCTL and
+//! IA32_PERF_GLOBAL_CTRL (reserved bits, when [`CpuFacts`] knows them); other indices pass.
+//! D14/G16, G7, G23 and G31 need the model-specific masks in [`CpuFacts`] and are unchecked
+//! without them.
+//!
+//! # Reading of the SDM where the spec asks
+//! - C10 (error-code consistency) is skipped when IA32_VMX_BASIC\[56\] is 1; #CP (21) counts as
+//!   an exception that delivers an error code. C12 uses the current reserved range 31:16.
+//! - C13/C14: a length of 0 fails only without IA32_VMX_MISC\[30\] (reported as C14); above 15
+//!   fails as C13.
+//! - K12: blocking by MOV SS fails with qualification 0; blocking by STI fails with qualification
+//!   3 when [`CpuFacts::nmi_injection_checks_sti`] says the processor makes that check.
+//! - K18 follows the SDM's reserved list (bits 11:4, 13, 15, 63:17); bit 16 (RTM) is K21's.
+//! - K25 compares with the VMXON pointer as the spec states.
+//! - M7: a count above 512 × (IA32_VMX_MISC\[27:25\] + 1) is predicted to fail at the first
+//!   entry past that maximum, as KVM does (the SDM says the processor "may" fail).
+//! - Canonicality uses [`CpuFacts::linear_address_width`] (48 or 57) for host and guest alike.
+
+mod controls;
+mod engine;
+mod guest;
+mod host;
+mod input;
+mod msr;
+mod report;
+mod rule;
+
+pub use engine::CheckError;
+pub use input::{
+    CpuFacts, CpuFeatures, EntryInstruction, FlatMemory, LaunchContext, LaunchState, MemoryError,
+    NoMemory, PhysMemory,
+};
+pub use report::{
+    EXIT_REASON_ENTRY_FAILURE, EXIT_REASON_INVALID_GUEST_STATE, EXIT_REASON_MSR_LOADING, Expected,
+    FieldList, Outcome, Report, Summary, Violation, ViolationSink, is_canonical,
+};
+pub use rule::{Coverage, FailureClass, Rule, RuleGroup, RuleSet};
+
+use vmx_caps::VmxCapabilities;
+
+use crate::VmcsRead;
+use engine::{CapsView, Ctx};
+
+/// The VM-entry checker for one processor and launch context (no allocation; `Copy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checker {
+    caps: CapsView,
+    /// The CPU facts.
+    pub cpu: CpuFacts,
+    /// The launch context.
+    pub launch: LaunchContext,
+}
+
+impl Checker {
+    /// A checker for a processor with capabilities `caps` and facts `cpu`, predicting the outcome
+    /// of the instruction described by `launch`.
+    pub fn new(caps: &VmxCapabilities, cpu: CpuFacts, launch: LaunchContext) -> Self {
+        Self { caps: CapsView::new(caps), cpu, launch }
+    }
+
+    /// Checks `vmcs`, handing every violation to `sink`, and returns the summary with the
+    /// predicted outcome.
+    ///
+    /// # Errors
+    ///
+    /// [`CheckError`] when a field that every VMX processor has cannot be read.
+    pub fn check<V, M, S>(&self, vmcs: &V, memory: &mut M, sink: &mut S) -> Result<Summary, CheckError>
+    where
+        V: VmcsRead + ?Sized,
+        M: PhysMemory + ?Sized,
+        S: ViolationSink + ?Sized,
+    {
+        let mut cx = Ctx::new(vmcs, memory, sink, &self.caps, &self.cpu, &self.launch);
+        controls::basic(&mut cx);
+        let c = controls::vmx_controls(&mut cx)?;
+        host::host_state(&mut cx, &c)?;
+        guest::guest_state(&mut cx, &c)?;
+        msr::msr_load(&mut cx, &c)?;
+        Ok(cx.summary)
+    }
+
+    /// Checks `vmcs` and collects the first `N` violations into a [`Report`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Checker::check`].
+    pub fn report<const N: usize, V, M>(&self, vmcs: &V, memory: &mut M) -> Result<Report<N>, CheckError>
+    where
+        V: VmcsRead + ?Sized,
+        M: PhysMemory + ?Sized,
+    {
+        let mut report = Report::new();
+        report.summary = self.check(vmcs, memory, &mut report)?;
+        Ok(report)
+    }
+}
