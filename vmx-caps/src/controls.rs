@@ -19,7 +19,7 @@ macro_rules! controls {
     ) => {
         bitflags::bitflags! {
             $(#[doc = $outer])*
-            #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+            #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
             pub struct $name: $ty {
                 $(
                     $(#[doc = $inner])*

@@ -20,7 +20,10 @@
 
 mod caps;
 pub mod controls;
+mod cr;
 pub mod msr;
+mod negotiate;
+mod report;
 mod source;
 
 pub use caps::{
@@ -30,6 +33,11 @@ pub use caps::{
 pub use controls::{
     ControlBit, ControlGroup, Controls, EntryControls, ExitControls, PinBasedControls,
     PrimaryControls, SecondaryControls, SecondaryExitControls, TertiaryControls, VmFuncControls,
+};
+pub use cr::{CR0_PE, CR0_PG, ControlRegister, FixedBitsError};
+pub use negotiate::{
+    CONFLICTS, ControlRequest, ControlSet, DEPENDENCIES, Default1Policy, NegotiatedControls,
+    NegotiationError, UnsupportedControls,
 };
 pub use source::{
     LiveMsrs, MsrError, MsrSnapshot, MsrSource, SNAPSHOT_CAPACITY, SnapshotError,

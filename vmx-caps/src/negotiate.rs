@@ -1,0 +1,550 @@
+//! Negotiation of the control fields: from what the caller requires and what it would like, to
+//! the value of every control field, following the SDM's algorithm (Vol. 3D, A.2 "Reserved
+//! Controls and Default Settings", and 32.5.1 "Algorithms for Determining VMX Capabilities").
+
+use core::fmt;
+
+use crate::caps::VmxCapabilities;
+use crate::controls::{
+    ControlBit, ControlGroup, Controls, EntryControls, ExitControls, PinBasedControls,
+    PrimaryControls, SecondaryControls, SecondaryExitControls, TertiaryControls, VmFuncControls,
+};
+
+/// One value for each control field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ControlSet {
+    /// Pin-based VM-execution controls.
+    pub pin: PinBasedControls,
+    /// Primary processor-based VM-execution controls.
+    pub proc: PrimaryControls,
+    /// Secondary processor-based VM-execution controls.
+    pub proc2: SecondaryControls,
+    /// Tertiary processor-based VM-execution controls.
+    pub proc3: TertiaryControls,
+    /// Primary VM-exit controls.
+    pub exit: ExitControls,
+    /// Secondary VM-exit controls.
+    pub exit2: SecondaryExitControls,
+    /// VM-entry controls.
+    pub entry: EntryControls,
+    /// VM-function controls.
+    pub vmfunc: VmFuncControls,
+}
+
+impl ControlSet {
+    /// Every field empty.
+    pub const EMPTY: Self = Self {
+        pin: PinBasedControls::empty(),
+        proc: PrimaryControls::empty(),
+        proc2: SecondaryControls::empty(),
+        proc3: TertiaryControls::empty(),
+        exit: ExitControls::empty(),
+        exit2: SecondaryExitControls::empty(),
+        entry: EntryControls::empty(),
+        vmfunc: VmFuncControls::empty(),
+    };
+
+    /// The raw bits of `group`.
+    pub fn get(&self, group: ControlGroup) -> u64 {
+        match group {
+            ControlGroup::Pin => self.pin.to_raw(),
+            ControlGroup::Primary => self.proc.to_raw(),
+            ControlGroup::Secondary => self.proc2.to_raw(),
+            ControlGroup::Tertiary => self.proc3.to_raw(),
+            ControlGroup::Exit => self.exit.to_raw(),
+            ControlGroup::SecondaryExit => self.exit2.to_raw(),
+            ControlGroup::Entry => self.entry.to_raw(),
+            ControlGroup::VmFunc => self.vmfunc.to_raw(),
+        }
+    }
+
+    /// Sets the raw bits of `group` (bits above the field's width are dropped).
+    pub fn set(&mut self, group: ControlGroup, raw: u64) {
+        match group {
+            ControlGroup::Pin => self.pin = Controls::from_raw(raw),
+            ControlGroup::Primary => self.proc = Controls::from_raw(raw),
+            ControlGroup::Secondary => self.proc2 = Controls::from_raw(raw),
+            ControlGroup::Tertiary => self.proc3 = Controls::from_raw(raw),
+            ControlGroup::Exit => self.exit = Controls::from_raw(raw),
+            ControlGroup::SecondaryExit => self.exit2 = Controls::from_raw(raw),
+            ControlGroup::Entry => self.entry = Controls::from_raw(raw),
+            ControlGroup::VmFunc => self.vmfunc = Controls::from_raw(raw),
+        }
+    }
+
+    /// Adds `flags` to their field.
+    pub fn insert<F: Controls>(&mut self, flags: F) {
+        self.set(F::GROUP, self.get(F::GROUP) | flags.to_raw());
+    }
+
+    /// Whether `bit` is set.
+    pub fn contains(&self, bit: ControlBit) -> bool {
+        self.get(bit.group) & bit.mask() != 0
+    }
+
+    /// Whether no bit of any field is set.
+    pub fn is_empty(&self) -> bool {
+        ControlGroup::ALL.iter().all(|&g| self.get(g) == 0)
+    }
+
+    /// Every set bit, field by field.
+    pub fn iter(&self) -> impl Iterator<Item = ControlBit> + '_ {
+        ControlGroup::ALL.into_iter().flat_map(move |group| {
+            let raw = self.get(group);
+            (0..group.width())
+                .filter(move |bit| raw & (1u64 << bit) != 0)
+                .map(move |bit| ControlBit::new(group, bit as u8))
+        })
+    }
+
+    fn map2(&self, other: &Self, f: impl Fn(u64, u64) -> u64) -> Self {
+        let mut out = Self::EMPTY;
+        for g in ControlGroup::ALL {
+            out.set(g, f(self.get(g), other.get(g)));
+        }
+        out
+    }
+}
+
+/// What to do with an unrequested control of the default1 class (a reserved bit that is 1 by
+/// default and may be 0 only where the TRUE capability MSRs say so, e.g. "CR3-load exiting").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum Default1Policy {
+    /// The request lists every control the caller wants; an unrequested default1 control is 0
+    /// wherever the allowed-0 setting permits (the SDM's "software knows how it wants to set
+    /// the control").
+    #[default]
+    Clear,
+    /// An unrequested default1 control stays 1 (the SDM's recommendation for software that does
+    /// not know the control).
+    Keep,
+}
+
+/// The controls a caller requires and those it would like (any field). Built with
+/// [`require`](Self::require) and [`prefer`](Self::prefer):
+///
+/// ```
+/// use vmx_caps::{ControlRequest, PinBasedControls, PrimaryControls, SecondaryControls};
+/// let request = ControlRequest::new()
+///     .require(PrimaryControls::HLT_EXITING | PrimaryControls::USE_MSR_BITMAPS)
+///     .require(SecondaryControls::ENABLE_EPT | SecondaryControls::UNRESTRICTED_GUEST)
+///     .prefer(SecondaryControls::ENABLE_VPID);
+/// assert!(request.required.proc2.contains(SecondaryControls::ENABLE_EPT));
+/// ```
+///
+/// The activating controls ("activate secondary controls", "activate tertiary controls",
+/// "activate secondary controls" of the VM-exit controls, "enable VM functions") need not be
+/// requested: they follow from the bits requested in the field they activate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ControlRequest {
+    /// Controls that must be 1; negotiation fails if any is not allowed.
+    pub required: ControlSet,
+    /// Controls that are 1 if allowed and otherwise dropped (and reported).
+    pub optional: ControlSet,
+    /// What happens to unrequested default1 controls.
+    pub default1: Default1Policy,
+}
+
+impl ControlRequest {
+    /// Nothing required, nothing optional, [`Default1Policy::Clear`].
+    pub const fn new() -> Self {
+        Self {
+            required: ControlSet::EMPTY,
+            optional: ControlSet::EMPTY,
+            default1: Default1Policy::Clear,
+        }
+    }
+
+    /// Adds `flags` to the required controls.
+    pub fn require<F: Controls>(mut self, flags: F) -> Self {
+        self.required.insert(flags);
+        self
+    }
+
+    /// Adds `flags` to the optional controls.
+    pub fn prefer<F: Controls>(mut self, flags: F) -> Self {
+        self.optional.insert(flags);
+        self
+    }
+
+    /// Sets the default1 policy.
+    pub fn with_default1(mut self, policy: Default1Policy) -> Self {
+        self.default1 = policy;
+        self
+    }
+}
+
+/// The result of a successful negotiation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct NegotiatedControls {
+    /// The value to write to each control field.
+    pub value: ControlSet,
+    /// Optional controls that are 0 in `value`: not allowed by the processor, or dependent on a
+    /// control that is not.
+    pub dropped: ControlSet,
+    /// Controls that are 1 in `value` without having been requested: fixed to 1 by the
+    /// allowed-0 settings, kept by [`Default1Policy::Keep`], or activating controls.
+    pub forced: ControlSet,
+}
+
+/// Why a request cannot be met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NegotiationError {
+    /// Required controls whose allowed-1 setting is 0, every one of them.
+    #[error("required controls not supported by the processor: {0}")]
+    Unsupported(UnsupportedControls),
+    /// A requested control depends on another that is not requested as strongly (a required
+    /// control needs its dependency required too; an optional one needs it at least optional).
+    #[error("{control} requires {requires}, which is not {}", if *.required { "required" } else { "requested" })]
+    MissingDependency {
+        /// The control that was requested.
+        control: ControlBit,
+        /// The control it depends on.
+        requires: ControlBit,
+        /// Whether `control` was required (then `requires` must be required too).
+        required: bool,
+    },
+    /// The capability MSRs contradict themselves: this control must be 1 (allowed-0 setting)
+    /// yet may not be 1 (allowed-1 setting), so no value of its field is valid.
+    #[error("the capability MSRs say {0} must be 1 and must be 0")]
+    ContradictoryCapabilities(ControlBit),
+    /// Two required controls that cannot both be 1.
+    #[error("{first} and {second} cannot both be 1")]
+    Conflict {
+        /// One control.
+        first: ControlBit,
+        /// The other.
+        second: ControlBit,
+    },
+}
+
+/// Required controls the processor does not allow, per field; its `Display` names every bit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct UnsupportedControls(pub ControlSet);
+
+impl UnsupportedControls {
+    /// Every unsupported bit.
+    pub fn iter(&self) -> impl Iterator<Item = ControlBit> + '_ {
+        self.0.iter()
+    }
+}
+
+impl fmt::Display for UnsupportedControls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first_group = true;
+        for group in ControlGroup::ALL {
+            let raw = self.0.get(group);
+            if raw == 0 {
+                continue;
+            }
+            if !first_group {
+                f.write_str("; ")?;
+            }
+            first_group = false;
+            write!(f, "{group}: ")?;
+            let mut first_bit = true;
+            for bit in (0..group.width()).filter(|b| raw & (1u64 << b) != 0) {
+                if !first_bit {
+                    f.write_str(", ")?;
+                }
+                first_bit = false;
+                match group.bit_name(bit) {
+                    Some(name) => write!(f, "\"{name}\" (bit {bit})")?,
+                    None => write!(f, "reserved bit {bit}")?,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+macro_rules! bit {
+    ($group:ident, $ty:ident :: $flag:ident) => {
+        ControlBit::new(
+            ControlGroup::$group,
+            ($ty::$flag.bits() as u64).trailing_zeros() as u8,
+        )
+    };
+}
+
+/// Pairs (A, B): control A may be 1 only if control B is 1 (SDM Vol. 3C, 27.2.1.1 "VM-Execution
+/// Control Fields" and 27.2.1.2 "VM-Exit Control Fields").
+pub const DEPENDENCIES: &[(ControlBit, ControlBit)] = &[
+    (
+        bit!(Secondary, SecondaryControls::UNRESTRICTED_GUEST),
+        bit!(Secondary, SecondaryControls::ENABLE_EPT),
+    ),
+    (
+        bit!(Secondary, SecondaryControls::ENABLE_PML),
+        bit!(Secondary, SecondaryControls::ENABLE_EPT),
+    ),
+    (
+        bit!(
+            Secondary,
+            SecondaryControls::MODE_BASED_EXECUTE_CONTROL_FOR_EPT
+        ),
+        bit!(Secondary, SecondaryControls::ENABLE_EPT),
+    ),
+    (
+        bit!(
+            Secondary,
+            SecondaryControls::SUB_PAGE_WRITE_PERMISSIONS_FOR_EPT
+        ),
+        bit!(Secondary, SecondaryControls::ENABLE_EPT),
+    ),
+    (
+        bit!(VmFunc, VmFuncControls::EPTP_SWITCHING),
+        bit!(Secondary, SecondaryControls::ENABLE_EPT),
+    ),
+    (
+        bit!(Pin, PinBasedControls::VIRTUAL_NMIS),
+        bit!(Pin, PinBasedControls::NMI_EXITING),
+    ),
+    (
+        bit!(Primary, PrimaryControls::NMI_WINDOW_EXITING),
+        bit!(Pin, PinBasedControls::VIRTUAL_NMIS),
+    ),
+    (
+        bit!(Secondary, SecondaryControls::VIRTUAL_INTERRUPT_DELIVERY),
+        bit!(Pin, PinBasedControls::EXTERNAL_INTERRUPT_EXITING),
+    ),
+    (
+        bit!(Secondary, SecondaryControls::VIRTUAL_INTERRUPT_DELIVERY),
+        bit!(Primary, PrimaryControls::USE_TPR_SHADOW),
+    ),
+    (
+        bit!(Secondary, SecondaryControls::VIRTUALIZE_X2APIC_MODE),
+        bit!(Primary, PrimaryControls::USE_TPR_SHADOW),
+    ),
+    (
+        bit!(Secondary, SecondaryControls::APIC_REGISTER_VIRTUALIZATION),
+        bit!(Primary, PrimaryControls::USE_TPR_SHADOW),
+    ),
+    (
+        bit!(Tertiary, TertiaryControls::IPI_VIRTUALIZATION),
+        bit!(Primary, PrimaryControls::USE_TPR_SHADOW),
+    ),
+    (
+        bit!(Pin, PinBasedControls::PROCESS_POSTED_INTERRUPTS),
+        bit!(Secondary, SecondaryControls::VIRTUAL_INTERRUPT_DELIVERY),
+    ),
+    (
+        bit!(Pin, PinBasedControls::PROCESS_POSTED_INTERRUPTS),
+        bit!(Exit, ExitControls::ACKNOWLEDGE_INTERRUPT_ON_EXIT),
+    ),
+    (
+        bit!(Exit, ExitControls::SAVE_VMX_PREEMPTION_TIMER_VALUE),
+        bit!(Pin, PinBasedControls::ACTIVATE_VMX_PREEMPTION_TIMER),
+    ),
+];
+
+/// Pairs of controls that cannot both be 1 (SDM Vol. 3C, 27.2.1.1: "If the 'virtualize x2APIC
+/// mode' VM-execution control is 1, the 'virtualize APIC accesses' VM-execution control must
+/// be 0"). When both are requested and one is optional, the optional one is dropped; when both
+/// are optional, the first is kept.
+pub const CONFLICTS: &[(ControlBit, ControlBit)] = &[(
+    bit!(Secondary, SecondaryControls::VIRTUALIZE_APIC_ACCESSES),
+    bit!(Secondary, SecondaryControls::VIRTUALIZE_X2APIC_MODE),
+)];
+
+/// The fields activated by another control, in the order activation propagates (VM functions
+/// activate a secondary control, which in turn needs "activate secondary controls").
+const ACTIVATED: [ControlGroup; 4] = [
+    ControlGroup::VmFunc,
+    ControlGroup::Secondary,
+    ControlGroup::Tertiary,
+    ControlGroup::SecondaryExit,
+];
+
+fn clear(set: &mut ControlSet, bit: ControlBit) {
+    set.set(bit.group, set.get(bit.group) & !bit.mask());
+}
+
+fn insert(set: &mut ControlSet, bit: ControlBit) {
+    set.set(bit.group, set.get(bit.group) | bit.mask());
+}
+
+impl VmxCapabilities {
+    /// Negotiates the control fields for `request`.
+    ///
+    /// For each control (SDM 32.5.1, algorithm 3, with the TRUE MSRs where they exist): a
+    /// control whose allowed-0 setting is 1 is 1; a requested control is 1 if its allowed-1
+    /// setting is 1; an unrequested default1 control follows [`ControlRequest::default1`];
+    /// every other control is 0. Then optional controls whose dependencies are 0 are dropped,
+    /// and the activating controls are set exactly where the field they activate is non-zero
+    /// (or they were requested). A field whose activating control is 0 is 0.
+    ///
+    /// Fails with [`NegotiationError::Unsupported`] naming every required control that is not
+    /// allowed, or with the first inconsistency of the request itself (a missing dependency or
+    /// two conflicting required controls).
+    ///
+    /// ```
+    /// use vmx_caps::{ControlRequest, MsrSnapshot, PrimaryControls, SecondaryControls, VmxCapabilities};
+    /// let mut snap = MsrSnapshot::parse(include_str!("../testdata/core2_penryn_t9600.msr"))?;
+    /// let caps = VmxCapabilities::read(&mut snap)?;
+    /// let request = ControlRequest::new()
+    ///     .require(PrimaryControls::HLT_EXITING)
+    ///     .require(SecondaryControls::ENABLE_EPT | SecondaryControls::UNRESTRICTED_GUEST);
+    /// let err = caps.negotiate(&request).unwrap_err();
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "required controls not supported by the processor: \
+    ///      secondary processor-based VM-execution controls: \
+    ///      \"enable EPT\" (bit 1), \"unrestricted guest\" (bit 7)"
+    /// );
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn negotiate(
+        &self,
+        request: &ControlRequest,
+    ) -> Result<NegotiatedControls, NegotiationError> {
+        let explicit_required = request.required;
+        let explicit_optional = request.optional.map2(&explicit_required, |o, r| o & !r);
+        let explicit = explicit_required.map2(&explicit_optional, |r, o| r | o);
+
+        // The request itself must be consistent.
+        for &(control, requires) in DEPENDENCIES {
+            if explicit_required.contains(control) && !explicit_required.contains(requires) {
+                return Err(NegotiationError::MissingDependency {
+                    control,
+                    requires,
+                    required: true,
+                });
+            }
+            if explicit_optional.contains(control) && !explicit.contains(requires) {
+                return Err(NegotiationError::MissingDependency {
+                    control,
+                    requires,
+                    required: false,
+                });
+            }
+        }
+        for &(first, second) in CONFLICTS {
+            if explicit_required.contains(first) && explicit_required.contains(second) {
+                return Err(NegotiationError::Conflict { first, second });
+            }
+        }
+
+        // Activating controls follow from the fields they activate.
+        let mut required = explicit_required;
+        let mut optional = explicit_optional;
+        for group in ACTIVATED {
+            let Some(act) = group.activated_by() else {
+                continue;
+            };
+            if required.get(group) != 0 {
+                insert(&mut required, act);
+                clear(&mut optional, act);
+            } else if optional.get(group) != 0 && !required.contains(act) {
+                insert(&mut optional, act);
+            }
+        }
+
+        // Effective allowed settings: a field whose activating control may not be 1 allows
+        // nothing (its capability MSR does not exist).
+        let mut allowed0 = ControlSet::EMPTY;
+        let mut allowed1 = ControlSet::EMPTY;
+        for group in ControlGroup::ALL {
+            let (a0, a1) = self.allowed(group);
+            allowed0.set(group, a0);
+            allowed1.set(group, a1);
+        }
+        for group in ACTIVATED.into_iter().rev() {
+            if let Some(act) = group.activated_by()
+                && !allowed1.contains(act)
+            {
+                allowed0.set(group, 0);
+                allowed1.set(group, 0);
+            }
+        }
+
+        let contradictory = allowed0.map2(&allowed1, |a0, a1| a0 & !a1);
+        if let Some(bit) = contradictory.iter().next() {
+            return Err(NegotiationError::ContradictoryCapabilities(bit));
+        }
+
+        let unsupported = required.map2(&allowed1, |r, a1| r & !a1);
+        if !unsupported.is_empty() {
+            return Err(NegotiationError::Unsupported(UnsupportedControls(
+                unsupported,
+            )));
+        }
+
+        let mut value = ControlSet::EMPTY;
+        for group in ControlGroup::ALL {
+            let a1 = allowed1.get(group);
+            let requested = required.get(group) | optional.get(group);
+            let mut v = allowed0.get(group) | (requested & a1);
+            if request.default1 == Default1Policy::Keep {
+                v |= group.default1() & a1;
+            }
+            value.set(group, v);
+        }
+
+        // Conflicts: drop the optional side.
+        for &(first, second) in CONFLICTS {
+            if value.contains(first) && value.contains(second) {
+                let droppable =
+                    |bit: ControlBit| !required.contains(bit) && !allowed0.contains(bit);
+                if droppable(second) {
+                    clear(&mut value, second);
+                } else if droppable(first) {
+                    clear(&mut value, first);
+                }
+            }
+        }
+
+        // Dependencies: an optional control whose dependency is 0 is dropped, until nothing
+        // changes (chains such as posted interrupts -> virtual-interrupt delivery -> TPR shadow).
+        loop {
+            let mut changed = false;
+            for &(control, requires) in DEPENDENCIES {
+                if value.contains(control)
+                    && !value.contains(requires)
+                    && !required.contains(control)
+                    && !allowed0.contains(control)
+                {
+                    clear(&mut value, control);
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+
+        // Activating controls: 1 exactly where the activated field is used.
+        for group in ACTIVATED {
+            let Some(act) = group.activated_by() else {
+                continue;
+            };
+            let wanted = value.get(group) != 0 || explicit.contains(act) || allowed0.contains(act);
+            if wanted && allowed1.contains(act) {
+                insert(&mut value, act);
+            } else {
+                clear(&mut value, act);
+            }
+        }
+        for group in ACTIVATED.into_iter().rev() {
+            if let Some(act) = group.activated_by()
+                && !value.contains(act)
+            {
+                value.set(group, 0);
+            }
+        }
+
+        let dropped = explicit_optional.map2(&value, |o, v| o & !v);
+        let forced = value.map2(&explicit, |v, e| v & !e);
+        Ok(NegotiatedControls {
+            value,
+            dropped,
+            forced,
+        })
+    }
+}

@@ -1,0 +1,361 @@
+//! The human-readable report of [`VmxCapabilities`], in the spirit of QEMU's `scripts/vmxcap`,
+//! extended to the MSRs it leaves out (the FIXED bits, `IA32_VMX_EXIT_CTLS2`,
+//! `IA32_VMX_VMCS_ENUM`).
+
+use core::fmt;
+
+use crate::caps::{FeatureControl, FixedBits, VmcsMemoryType, VmxCapabilities};
+use crate::controls::ControlGroup;
+use crate::msr;
+
+/// Width of the label column.
+const LABEL: usize = 48;
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+struct Line<'a, V: fmt::Display>(&'a str, V);
+
+impl<V: fmt::Display> fmt::Display for Line<'_, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "    {:<LABEL$}{}", self.0, self.1)
+    }
+}
+
+impl VmxCapabilities {
+    /// Which MSRs exist, reconstructed from the decoded values.
+    pub(crate) fn presence(&self) -> msr::Presence {
+        msr::Presence {
+            basic: self.basic.0,
+            procbased: self.proc.allowed1.bits() as u64 * (1 << 32),
+            exit: self.exit.allowed1.bits() as u64 * (1 << 32),
+            procbased2: self.proc2.allowed1.bits() as u64 * (1 << 32),
+        }
+    }
+
+    /// The capability MSR that reports `group`'s allowed settings on this processor.
+    pub fn group_msr(&self, group: ControlGroup) -> u32 {
+        let t = self.basic.true_controls();
+        match group {
+            ControlGroup::Pin if t => msr::IA32_VMX_TRUE_PINBASED_CTLS,
+            ControlGroup::Pin => msr::IA32_VMX_PINBASED_CTLS,
+            ControlGroup::Primary if t => msr::IA32_VMX_TRUE_PROCBASED_CTLS,
+            ControlGroup::Primary => msr::IA32_VMX_PROCBASED_CTLS,
+            ControlGroup::Secondary => msr::IA32_VMX_PROCBASED_CTLS2,
+            ControlGroup::Tertiary => msr::IA32_VMX_PROCBASED_CTLS3,
+            ControlGroup::Exit if t => msr::IA32_VMX_TRUE_EXIT_CTLS,
+            ControlGroup::Exit => msr::IA32_VMX_EXIT_CTLS,
+            ControlGroup::SecondaryExit => msr::IA32_VMX_EXIT_CTLS2,
+            ControlGroup::Entry if t => msr::IA32_VMX_TRUE_ENTRY_CTLS,
+            ControlGroup::Entry => msr::IA32_VMX_ENTRY_CTLS,
+            ControlGroup::VmFunc => msr::IA32_VMX_VMFUNC,
+        }
+    }
+
+    fn fmt_group(&self, f: &mut fmt::Formatter<'_>, group: ControlGroup) -> fmt::Result {
+        let msr = self.group_msr(group);
+        let name = msr::name(msr).unwrap_or("MSR");
+        let (a0, a1) = self.allowed(group);
+        let gname = group.name();
+        let first = gname.chars().next().map_or(' ', |c| c.to_ascii_uppercase());
+        let rest = gname.get(1..).unwrap_or("");
+        write!(f, "{first}{rest} ({name}")?;
+        if !self.presence().exists(msr) {
+            writeln!(f, ": not present)")?;
+        } else {
+            writeln!(f, "): allowed-0 {a0:#x}, allowed-1 {a1:#x}")?;
+        }
+        let shown = a0 | a1 | group.default1();
+        for bit in 0..group.width() {
+            let state = self.control_state(group, bit).as_str();
+            match group.bit_name(bit) {
+                Some(name) => write!(f, "{}", Line(name, state))?,
+                None if shown & (1u64 << bit) != 0 => {
+                    writeln!(f, "    reserved bit {bit:<35}{state}")?;
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn fmt_fixed(f: &mut fmt::Formatter<'_>, reg: &str, fixed: &FixedBits) -> fmt::Result {
+    writeln!(
+        f,
+        "{reg} fixed bits (IA32_VMX_{reg}_FIXED0 {:#x}, IA32_VMX_{reg}_FIXED1 {:#x})",
+        fixed.fixed0, fixed.fixed1
+    )?;
+    write!(
+        f,
+        "{}",
+        Line("must be 1", format_args!("{:#x}", fixed.must_be_one()))
+    )?;
+    write!(
+        f,
+        "{}",
+        Line("must be 0", format_args!("{:#x}", fixed.must_be_zero()))
+    )?;
+    write!(
+        f,
+        "{}",
+        Line(
+            "may be 0 or 1",
+            format_args!("{:#x}", !fixed.must_be_one() & !fixed.must_be_zero())
+        )
+    )
+}
+
+/// The full report: every field of every capability MSR, each control bit shown as `yes`
+/// (may be 0 or 1), `no` (must be 0), `forced` (must be 1) or `default1` (may be 0 or 1, in the
+/// default1 class).
+impl fmt::Display for VmxCapabilities {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let fc = self.feature_control;
+        writeln!(
+            f,
+            "Feature control (IA32_FEATURE_CONTROL): {:#x}",
+            fc.bits()
+        )?;
+        write!(
+            f,
+            "{}",
+            Line("lock", yes_no(fc.contains(FeatureControl::LOCK)))
+        )?;
+        write!(
+            f,
+            "{}",
+            Line(
+                "VMX inside SMX",
+                yes_no(fc.contains(FeatureControl::VMX_INSIDE_SMX))
+            )
+        )?;
+        write!(
+            f,
+            "{}",
+            Line(
+                "VMX outside SMX",
+                yes_no(fc.contains(FeatureControl::VMX_OUTSIDE_SMX))
+            )
+        )?;
+        write!(
+            f,
+            "{}",
+            Line(
+                "SENTER local function enables",
+                format_args!(
+                    "{:#x}",
+                    (fc & FeatureControl::SENTER_LOCAL_FUNCTION_ENABLES).bits() >> 8
+                )
+            )
+        )?;
+        write!(
+            f,
+            "{}",
+            Line(
+                "SENTER global enable",
+                yes_no(fc.contains(FeatureControl::SENTER_GLOBAL_ENABLE))
+            )
+        )?;
+        write!(
+            f,
+            "{}",
+            Line(
+                "SGX launch control enable",
+                yes_no(fc.contains(FeatureControl::SGX_LAUNCH_CONTROL_ENABLE))
+            )
+        )?;
+        write!(
+            f,
+            "{}",
+            Line(
+                "SGX global enable",
+                yes_no(fc.contains(FeatureControl::SGX_GLOBAL_ENABLE))
+            )
+        )?;
+        write!(
+            f,
+            "{}",
+            Line("LMCE on", yes_no(fc.contains(FeatureControl::LMCE_ON)))
+        )?;
+
+        let b = self.basic;
+        writeln!(f, "Basic VMX information (IA32_VMX_BASIC): {:#018x}", b.0)?;
+        write!(
+            f,
+            "{}",
+            Line(
+                "revision identifier",
+                format_args!("{:#x}", b.revision_id())
+            )
+        )?;
+        write!(f, "{}", Line("VMCS region size", b.vmcs_region_size()))?;
+        write!(
+            f,
+            "{}",
+            Line(
+                "32-bit physical address limit",
+                yes_no(b.physical_address_width_32())
+            )
+        )?;
+        write!(
+            f,
+            "{}",
+            Line("dual-monitor treatment of SMM", yes_no(b.dual_monitor()))
+        )?;
+        match b.memory_type() {
+            VmcsMemoryType::Uncacheable => {
+                write!(f, "{}", Line("VMCS memory type", "uncacheable (0)"))?
+            }
+            VmcsMemoryType::WriteBack => {
+                write!(f, "{}", Line("VMCS memory type", "write-back (6)"))?
+            }
+            VmcsMemoryType::Reserved(t) => write!(
+                f,
+                "{}",
+                Line("VMCS memory type", format_args!("reserved ({t})"))
+            )?,
+        }
+        write!(
+            f,
+            "{}",
+            Line(
+                "INS/OUTS instruction information",
+                yes_no(b.ins_outs_info())
+            )
+        )?;
+        write!(
+            f,
+            "{}",
+            Line("TRUE capability MSRs", yes_no(b.true_controls()))
+        )?;
+        write!(
+            f,
+            "{}",
+            Line(
+                "no error-code check on exception injection",
+                yes_no(b.no_error_code_check())
+            )
+        )?;
+
+        for group in ControlGroup::ALL {
+            self.fmt_group(f, group)?;
+        }
+
+        let m = self.misc;
+        writeln!(f, "Miscellaneous data (IA32_VMX_MISC): {:#018x}", m.0)?;
+        write!(
+            f,
+            "{}",
+            Line(
+                "VMX-preemption timer rate (TSC bit)",
+                m.preemption_timer_tsc_shift()
+            )
+        )?;
+        write!(
+            f,
+            "{}",
+            Line("VM exit stores EFER.LMA", yes_no(m.stores_lma_on_exit()))
+        )?;
+        write!(
+            f,
+            "{}",
+            Line("HLT activity state", yes_no(m.activity_hlt()))
+        )?;
+        write!(
+            f,
+            "{}",
+            Line("shutdown activity state", yes_no(m.activity_shutdown()))
+        )?;
+        write!(
+            f,
+            "{}",
+            Line(
+                "wait-for-SIPI activity state",
+                yes_no(m.activity_wait_for_sipi())
+            )
+        )?;
+        write!(
+            f,
+            "{}",
+            Line("Intel PT in VMX operation", yes_no(m.intel_pt_in_vmx()))
+        )?;
+        write!(
+            f,
+            "{}",
+            Line(
+                "RDMSR of IA32_SMBASE in SMM",
+                yes_no(m.rdmsr_smbase_in_smm())
+            )
+        )?;
+        write!(f, "{}", Line("CR3-target values", m.cr3_target_count()))?;
+        write!(
+            f,
+            "{}",
+            Line("maximum MSR-list entries", m.max_msr_list_entries())
+        )?;
+        write!(
+            f,
+            "{}",
+            Line(
+                "IA32_SMM_MONITOR_CTL bit 2 settable",
+                yes_no(m.smm_monitor_ctl_bit2())
+            )
+        )?;
+        write!(
+            f,
+            "{}",
+            Line("VMWRITE to any VMCS field", yes_no(m.vmwrite_any_field()))
+        )?;
+        write!(
+            f,
+            "{}",
+            Line(
+                "zero-length instruction injection",
+                yes_no(m.zero_length_injection())
+            )
+        )?;
+        write!(
+            f,
+            "{}",
+            Line(
+                "MSEG revision identifier",
+                format_args!("{:#x}", m.mseg_revision_id())
+            )
+        )?;
+
+        fmt_fixed(f, "CR0", &self.cr0_fixed)?;
+        fmt_fixed(f, "CR4", &self.cr4_fixed)?;
+
+        writeln!(
+            f,
+            "VMCS enumeration (IA32_VMX_VMCS_ENUM): {:#x}",
+            self.vmcs_enum.0
+        )?;
+        write!(
+            f,
+            "{}",
+            Line(
+                "highest field index",
+                format_args!("{:#x}", self.vmcs_enum.highest_index())
+            )
+        )?;
+
+        let e = self.ept_vpid;
+        write!(f, "EPT and VPID capabilities (IA32_VMX_EPT_VPID_CAP")?;
+        if self.presence().exists(msr::IA32_VMX_EPT_VPID_CAP) {
+            writeln!(f, "): {:#018x}", e.0)?;
+        } else {
+            writeln!(f, ": not present)")?;
+        }
+        for &(bit, name) in crate::caps::EptVpidCap::NAMES {
+            write!(f, "{}", Line(name, yes_no(e.0 & (1u64 << bit) != 0)))?;
+        }
+        write!(
+            f,
+            "{}",
+            Line("max_hlat_prefix_size", e.max_hlat_prefix_size())
+        )
+    }
+}
