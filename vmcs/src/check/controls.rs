@@ -40,7 +40,8 @@ impl Controls {
     }
     /// The injected event, if the valid bit (31) is set: (interruption type, vector).
     pub fn injected(&self) -> Option<(u64, u64)> {
-        (self.injection & (1 << 31) != 0).then_some(((self.injection >> 8) & 7, self.injection & 0xff))
+        (self.injection & (1 << 31) != 0)
+            .then_some(((self.injection >> 8) & 7, self.injection & 0xff))
     }
 }
 
@@ -115,7 +116,14 @@ where
     let injection = cx.read(enc!(VM_ENTRY_INTERRUPTION_INFORMATION))?;
 
     // A1-A6: the control fields against the capability MSRs.
-    allowed(cx, (Rule::A1, Rule::A2), enc!(PIN_BASED_VM_EXECUTION_CONTROLS), pin, caps.pin, DWORD);
+    allowed(
+        cx,
+        (Rule::A1, Rule::A2),
+        enc!(PIN_BASED_VM_EXECUTION_CONTROLS),
+        pin,
+        caps.pin,
+        DWORD,
+    );
     let proc_field = enc!(PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS);
     allowed(cx, (Rule::A3, Rule::A4), proc_field, proc, caps.proc, DWORD);
     let proc2_field = enc!(SECONDARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS);
@@ -124,7 +132,14 @@ where
         // Every rule that looks at a secondary control depends on this field.
         if let Some(value) = cx.read_opt(proc2_field, &[Rule::A5]) {
             proc2 = value;
-            allowed(cx, (Rule::A5, Rule::A5), proc2_field, proc2, caps.proc2, DWORD);
+            allowed(
+                cx,
+                (Rule::A5, Rule::A5),
+                proc2_field,
+                proc2,
+                caps.proc2,
+                DWORD,
+            );
         }
     }
     if proc & PROC_TERTIARY != 0 {
@@ -133,7 +148,14 @@ where
             cx.clear(Rule::A6, &[field], proc3, !caps.proc3_allowed1);
         }
     }
-    let c = Controls { pin, proc, proc2, exit, entry, injection };
+    let c = Controls {
+        pin,
+        proc,
+        proc2,
+        exit,
+        entry,
+        injection,
+    };
 
     execution(cx, &c, proc_field, proc2_field)?;
     exit_controls(cx, &c)?;
@@ -212,7 +234,12 @@ where
         }
     } else {
         cx.clear(Rule::A14, &[proc_field, proc2_field], proc2, P2_X2APIC);
-        cx.clear(Rule::A15, &[proc_field, proc2_field], proc2, P2_APIC_REGISTER);
+        cx.clear(
+            Rule::A15,
+            &[proc_field, proc2_field],
+            proc2,
+            P2_APIC_REGISTER,
+        );
         cx.clear(Rule::A16, &[proc_field, proc2_field], proc2, P2_VID);
     }
 
@@ -235,7 +262,12 @@ where
         cx.clear(Rule::A20, &[proc2_field], proc2, P2_VIRTUALIZE_APIC);
     }
     if proc2 & P2_VID != 0 {
-        cx.set(Rule::A21, &[pin_field, proc2_field], pin, PIN_EXTERNAL_INTERRUPT_EXITING);
+        cx.set(
+            Rule::A21,
+            &[pin_field, proc2_field],
+            pin,
+            PIN_EXTERNAL_INTERRUPT_EXITING,
+        );
     }
 
     // A22-A26: posted interrupts.
@@ -323,8 +355,18 @@ where
     // A45: Intel PT using guest-physical addresses needs EPT and the RTIT_CTL load/clear controls.
     if proc2 & P2_PT_GPA != 0 {
         cx.set(Rule::A45, &[proc2_field], proc2, P2_EPT);
-        cx.set(Rule::A45, &[enc!(VM_ENTRY_CONTROLS), proc2_field], c.entry, ENTRY_RTIT);
-        cx.set(Rule::A45, &[enc!(PRIMARY_VM_EXIT_CONTROLS), proc2_field], c.exit, EXIT_CLEAR_RTIT);
+        cx.set(
+            Rule::A45,
+            &[enc!(VM_ENTRY_CONTROLS), proc2_field],
+            c.entry,
+            ENTRY_RTIT,
+        );
+        cx.set(
+            Rule::A45,
+            &[enc!(PRIMARY_VM_EXIT_CONTROLS), proc2_field],
+            c.exit,
+            EXIT_CLEAR_RTIT,
+        );
     }
     Ok(())
 }
@@ -337,8 +379,10 @@ where
     S: ViolationSink + ?Sized,
 {
     let field = enc!(EPT_POINTER);
-    let Some(eptp) = cx.read_opt(field, &[Rule::A28, Rule::A29, Rule::A30, Rule::A31, Rule::A32])
-    else {
+    let Some(eptp) = cx.read_opt(
+        field,
+        &[Rule::A28, Rule::A29, Rule::A30, Rule::A31, Rule::A32],
+    ) else {
         return;
     };
     let caps = *cx.caps;
@@ -378,7 +422,14 @@ where
 {
     let field = enc!(PRIMARY_VM_EXIT_CONTROLS);
     let caps = *cx.caps;
-    allowed(cx, (Rule::B1, Rule::B2), field, c.exit, caps.exit, 0xffff_ffff);
+    allowed(
+        cx,
+        (Rule::B1, Rule::B2),
+        field,
+        c.exit,
+        caps.exit,
+        0xffff_ffff,
+    );
     if c.exit & EXIT_SECONDARY != 0 {
         let field2 = enc!(SECONDARY_VM_EXIT_CONTROLS);
         if let Some(exit2) = cx.read_opt(field2, &[Rule::B3]) {
@@ -386,7 +437,12 @@ where
         }
     }
     if c.pin & PIN_PREEMPTION_TIMER == 0 {
-        cx.clear(Rule::B4, &[field, enc!(PIN_BASED_VM_EXECUTION_CONTROLS)], c.exit, EXIT_SAVE_TIMER);
+        cx.clear(
+            Rule::B4,
+            &[field, enc!(PIN_BASED_VM_EXECUTION_CONTROLS)],
+            c.exit,
+            EXIT_SAVE_TIMER,
+        );
     }
     msr_area(
         cx,
@@ -428,7 +484,12 @@ where
     let last_fits = last <= u128::from(u64::MAX) && (last as u64) & beyond == 0;
     if !last_fits {
         let actual = u64::try_from(last).unwrap_or(u64::MAX);
-        cx.fail(rules.1, &[address_field, count_field], actual, Expected::BitsClear(beyond));
+        cx.fail(
+            rules.1,
+            &[address_field, count_field],
+            actual,
+            Expected::BitsClear(beyond),
+        );
     }
     Ok(())
 }
@@ -443,7 +504,14 @@ where
     use event::*;
     let field = enc!(VM_ENTRY_CONTROLS);
     let caps = *cx.caps;
-    allowed(cx, (Rule::C1, Rule::C2), field, c.entry, caps.entry, 0xffff_ffff);
+    allowed(
+        cx,
+        (Rule::C1, Rule::C2),
+        field,
+        c.entry,
+        caps.entry,
+        0xffff_ffff,
+    );
     if !cx.launch.in_smm {
         cx.clear(Rule::C3, &[field], c.entry, ENTRY_SMM);
         cx.clear(Rule::C4, &[field], c.entry, ENTRY_DEACTIVATE_DUAL);
@@ -489,12 +557,20 @@ where
             let code = cx.read(code_field)?;
             cx.clear(Rule::C12, &[code_field], code, 0xffff_0000);
         }
-        if matches!(kind, SOFTWARE_INTERRUPT | PRIVILEGED_SOFTWARE_EXCEPTION | SOFTWARE_EXCEPTION) {
+        if matches!(
+            kind,
+            SOFTWARE_INTERRUPT | PRIVILEGED_SOFTWARE_EXCEPTION | SOFTWARE_EXCEPTION
+        ) {
             let len_field = enc!(VM_ENTRY_INSTRUCTION_LENGTH);
             let len = cx.read(len_field)?;
             if len == 0 {
                 if !caps.zero_length_injection {
-                    cx.fail(Rule::C14, &[len_field], len, Expected::InRange { min: 1, max: 15 });
+                    cx.fail(
+                        Rule::C14,
+                        &[len_field],
+                        len,
+                        Expected::InRange { min: 1, max: 15 },
+                    );
                 }
             } else {
                 cx.expect(Rule::C13, &[len_field], len, Expected::AtMost(15));

@@ -8,7 +8,9 @@ use vmx_caps::{
 use vmx_core::VmFail;
 
 use super::input::{CpuFacts, LaunchContext, PhysMemory};
-use super::report::{Expected, FieldList, Outcome, Summary, Violation, ViolationSink, is_canonical};
+use super::report::{
+    Expected, FieldList, Outcome, Summary, Violation, ViolationSink, is_canonical,
+};
 use super::rule::Rule;
 use crate::VmcsRead;
 

@@ -23,19 +23,54 @@ const TR: usize = 7;
 
 /// Selector, base, limit and access-rights encodings of each segment register.
 const SEGMENT_FIELDS: [[u32; 4]; 8] = [
-    [enc!(GUEST_ES_SELECTOR), enc!(GUEST_ES_BASE), enc!(GUEST_ES_LIMIT), enc!(GUEST_ES_ACCESS_RIGHTS)],
-    [enc!(GUEST_CS_SELECTOR), enc!(GUEST_CS_BASE), enc!(GUEST_CS_LIMIT), enc!(GUEST_CS_ACCESS_RIGHTS)],
-    [enc!(GUEST_SS_SELECTOR), enc!(GUEST_SS_BASE), enc!(GUEST_SS_LIMIT), enc!(GUEST_SS_ACCESS_RIGHTS)],
-    [enc!(GUEST_DS_SELECTOR), enc!(GUEST_DS_BASE), enc!(GUEST_DS_LIMIT), enc!(GUEST_DS_ACCESS_RIGHTS)],
-    [enc!(GUEST_FS_SELECTOR), enc!(GUEST_FS_BASE), enc!(GUEST_FS_LIMIT), enc!(GUEST_FS_ACCESS_RIGHTS)],
-    [enc!(GUEST_GS_SELECTOR), enc!(GUEST_GS_BASE), enc!(GUEST_GS_LIMIT), enc!(GUEST_GS_ACCESS_RIGHTS)],
+    [
+        enc!(GUEST_ES_SELECTOR),
+        enc!(GUEST_ES_BASE),
+        enc!(GUEST_ES_LIMIT),
+        enc!(GUEST_ES_ACCESS_RIGHTS),
+    ],
+    [
+        enc!(GUEST_CS_SELECTOR),
+        enc!(GUEST_CS_BASE),
+        enc!(GUEST_CS_LIMIT),
+        enc!(GUEST_CS_ACCESS_RIGHTS),
+    ],
+    [
+        enc!(GUEST_SS_SELECTOR),
+        enc!(GUEST_SS_BASE),
+        enc!(GUEST_SS_LIMIT),
+        enc!(GUEST_SS_ACCESS_RIGHTS),
+    ],
+    [
+        enc!(GUEST_DS_SELECTOR),
+        enc!(GUEST_DS_BASE),
+        enc!(GUEST_DS_LIMIT),
+        enc!(GUEST_DS_ACCESS_RIGHTS),
+    ],
+    [
+        enc!(GUEST_FS_SELECTOR),
+        enc!(GUEST_FS_BASE),
+        enc!(GUEST_FS_LIMIT),
+        enc!(GUEST_FS_ACCESS_RIGHTS),
+    ],
+    [
+        enc!(GUEST_GS_SELECTOR),
+        enc!(GUEST_GS_BASE),
+        enc!(GUEST_GS_LIMIT),
+        enc!(GUEST_GS_ACCESS_RIGHTS),
+    ],
     [
         enc!(GUEST_LDTR_SELECTOR),
         enc!(GUEST_LDTR_BASE),
         enc!(GUEST_LDTR_LIMIT),
         enc!(GUEST_LDTR_ACCESS_RIGHTS),
     ],
-    [enc!(GUEST_TR_SELECTOR), enc!(GUEST_TR_BASE), enc!(GUEST_TR_LIMIT), enc!(GUEST_TR_ACCESS_RIGHTS)],
+    [
+        enc!(GUEST_TR_SELECTOR),
+        enc!(GUEST_TR_BASE),
+        enc!(GUEST_TR_LIMIT),
+        enc!(GUEST_TR_ACCESS_RIGHTS),
+    ],
 ];
 
 const TYPE: u64 = Ar::TYPE_MASK as u64;
@@ -103,7 +138,10 @@ struct Guest {
     injected: Option<(u64, u64)>,
 }
 
-pub(super) fn guest_state<V, M, S>(cx: &mut Ctx<'_, V, M, S>, c: &Controls) -> Result<(), CheckError>
+pub(super) fn guest_state<V, M, S>(
+    cx: &mut Ctx<'_, V, M, S>,
+    c: &Controls,
+) -> Result<(), CheckError>
 where
     V: VmcsRead + ?Sized,
     M: PhysMemory + ?Sized,
@@ -139,7 +177,11 @@ where
 }
 
 /// G1-G31.
-fn control_registers<V, M, S>(cx: &mut Ctx<'_, V, M, S>, c: &Controls, g: &Guest) -> Result<(), CheckError>
+fn control_registers<V, M, S>(
+    cx: &mut Ctx<'_, V, M, S>,
+    c: &Controls,
+    g: &Guest,
+) -> Result<(), CheckError>
 where
     V: VmcsRead + ?Sized,
     M: PhysMemory + ?Sized,
@@ -186,7 +228,12 @@ where
         cx.clear(Rule::G12, &[cr4_f, entry_f], cr4, CR4_FRED);
     }
     let cr3 = cx.read(cr3_f)?;
-    cx.clear(Rule::G13, &[cr3_f], cr3, cr3_reserved(cpu.maxphyaddr, cpu.features));
+    cx.clear(
+        Rule::G13,
+        &[cr3_f],
+        cr3,
+        cr3_reserved(cpu.maxphyaddr, cpu.features),
+    );
     if cpu.features.contains(CpuFeatures::INTEL64) {
         for (rule, field) in [
             (Rule::G14, enc!(GUEST_IA32_SYSENTER_ESP)),
@@ -198,7 +245,10 @@ where
     }
     if c.entry(ENTRY_PERF) {
         let field = enc!(GUEST_IA32_PERF_GLOBAL_CTRL);
-        match (cpu.perf_global_ctrl_reserved, cx.read_opt(field, &[Rule::G16])) {
+        match (
+            cpu.perf_global_ctrl_reserved,
+            cx.read_opt(field, &[Rule::G16]),
+        ) {
             (Some(reserved), Some(value)) => cx.clear(Rule::G16, &[field], value, reserved),
             (None, _) => cx.unchecked(&[Rule::G16]),
             (_, None) => {}
@@ -314,8 +364,18 @@ where
     if g.v86 {
         for i in [CS, SS, DS, ES, FS, GS] {
             let s = seg[i];
-            cx.expect(Rule::H1, &[f[i][base], f[i][sel], rflags_f], s.base, Expected::Equal(s.selector << 4));
-            cx.expect(Rule::H2, &[f[i][limit], rflags_f], s.limit, Expected::Equal(0xffff));
+            cx.expect(
+                Rule::H1,
+                &[f[i][base], f[i][sel], rflags_f],
+                s.base,
+                Expected::Equal(s.selector << 4),
+            );
+            cx.expect(
+                Rule::H2,
+                &[f[i][limit], rflags_f],
+                s.limit,
+                Expected::Equal(0xffff),
+            );
             cx.expect(Rule::H3, &[f[i][ar], rflags_f], s.ar, Expected::Equal(0xf3));
         }
     }
@@ -323,10 +383,20 @@ where
     // Selectors: H4-H6.
     cx.clear(Rule::H4, &[f[TR][sel]], seg[TR].selector, 1 << 2);
     if seg[LDTR].usable() {
-        cx.clear(Rule::H5, &[f[LDTR][sel], f[LDTR][ar]], seg[LDTR].selector, 1 << 2);
+        cx.clear(
+            Rule::H5,
+            &[f[LDTR][sel], f[LDTR][ar]],
+            seg[LDTR].selector,
+            1 << 2,
+        );
     }
     if !g.v86 && !g.unrestricted {
-        cx.expect(Rule::H6, &[f[SS][sel], f[CS][sel]], seg[SS].rpl(), Expected::Equal(seg[CS].rpl()));
+        cx.expect(
+            Rule::H6,
+            &[f[SS][sel], f[CS][sel]],
+            seg[SS].rpl(),
+            Expected::Equal(seg[CS].rpl()),
+        );
     }
 
     // Bases: H7-H12.
@@ -339,7 +409,12 @@ where
     cx.clear(Rule::H11, &[f[CS][base]], seg[CS].base, !0xffff_ffff);
     for i in [SS, DS, ES] {
         if seg[i].usable() {
-            cx.clear(Rule::H12, &[f[i][base], f[i][ar]], seg[i].base, !0xffff_ffff);
+            cx.clear(
+                Rule::H12,
+                &[f[i][base], f[i][ar]],
+                seg[i].base,
+                !0xffff_ffff,
+            );
         }
     }
 
@@ -347,7 +422,11 @@ where
     if !g.v86 {
         let cs = seg[CS];
         let ss = seg[SS];
-        let cs_ok: &'static [u64] = if g.unrestricted { &[3, 9, 11, 13, 15] } else { &[9, 11, 13, 15] };
+        let cs_ok: &'static [u64] = if g.unrestricted {
+            &[3, 9, 11, 13, 15]
+        } else {
+            &[9, 11, 13, 15]
+        };
         cx.expect(Rule::H13, &[f[CS][ar]], cs.kind(), Expected::OneOf(cs_ok));
         if ss.usable() {
             cx.expect(Rule::H14, &[f[SS][ar]], ss.kind(), Expected::OneOf(&[3, 7]));
@@ -362,20 +441,48 @@ where
                 cx.set(Rule::H16, &[f[i][ar]], s.ar, 2);
             }
             if !g.unrestricted && s.kind() <= 11 {
-                cx.expect(Rule::H23, &[f[i][ar], f[i][sel]], s.dpl(), Expected::InRange { min: s.rpl(), max: 3 });
+                cx.expect(
+                    Rule::H23,
+                    &[f[i][ar], f[i][sel]],
+                    s.dpl(),
+                    Expected::InRange {
+                        min: s.rpl(),
+                        max: 3,
+                    },
+                );
             }
         }
         match cs.kind() {
             3 => cx.expect(Rule::H18, &[f[CS][ar]], cs.dpl(), Expected::Equal(0)),
-            9 | 11 => cx.expect(Rule::H19, &[f[CS][ar], f[SS][ar]], cs.dpl(), Expected::Equal(ss.dpl())),
-            13 | 15 => cx.expect(Rule::H20, &[f[CS][ar], f[SS][ar]], cs.dpl(), Expected::AtMost(ss.dpl())),
+            9 | 11 => cx.expect(
+                Rule::H19,
+                &[f[CS][ar], f[SS][ar]],
+                cs.dpl(),
+                Expected::Equal(ss.dpl()),
+            ),
+            13 | 15 => cx.expect(
+                Rule::H20,
+                &[f[CS][ar], f[SS][ar]],
+                cs.dpl(),
+                Expected::AtMost(ss.dpl()),
+            ),
             _ => {}
         }
         if !g.unrestricted {
-            cx.expect(Rule::H21, &[f[SS][ar], f[SS][sel]], ss.dpl(), Expected::Equal(ss.rpl()));
+            cx.expect(
+                Rule::H21,
+                &[f[SS][ar], f[SS][sel]],
+                ss.dpl(),
+                Expected::Equal(ss.rpl()),
+            );
         }
         if cs.kind() == 3 || g.cr0 & CR0_PE == 0 {
-            cx.expect(Rule::H22, &[f[SS][ar], f[CS][ar], cr0_f], ss.dpl(), Expected::Equal(0));
+            cx.expect(
+                Rule::H22,
+                &[f[SS][ar], f[CS][ar], cr0_f],
+                ss.dpl(),
+                Expected::Equal(0),
+            );
         }
         for i in [CS, SS, DS, ES, FS, GS] {
             let s = seg[i];
@@ -386,7 +493,12 @@ where
             cx.set(Rule::H24, &[f[i][ar]], s.ar, P);
             cx.clear(Rule::H25, &[f[i][ar]], s.ar, AR_RESERVED_11_8);
             if !granularity_ok(&s) {
-                cx.fail(Rule::H27, &[f[i][ar], f[i][limit]], s.ar, granularity_expected(&s));
+                cx.fail(
+                    Rule::H27,
+                    &[f[i][ar], f[i][limit]],
+                    s.ar,
+                    granularity_expected(&s),
+                );
             }
             cx.clear(Rule::H28, &[f[i][ar]], s.ar, AR_RESERVED_31_17);
         }
@@ -402,9 +514,19 @@ where
     cx.expect(Rule::H29, tr_ar, tr.kind(), Expected::OneOf(tr_types));
     cx.clear(Rule::H30, tr_ar, tr.ar, S);
     cx.set(Rule::H31, tr_ar, tr.ar, P);
-    cx.clear(Rule::H32, tr_ar, tr.ar, AR_RESERVED_11_8 | AR_RESERVED_31_17);
+    cx.clear(
+        Rule::H32,
+        tr_ar,
+        tr.ar,
+        AR_RESERVED_11_8 | AR_RESERVED_31_17,
+    );
     if !granularity_ok(&tr) {
-        cx.fail(Rule::H33, &[f[TR][ar], f[TR][limit]], tr.ar, granularity_expected(&tr));
+        cx.fail(
+            Rule::H33,
+            &[f[TR][ar], f[TR][limit]],
+            tr.ar,
+            granularity_expected(&tr),
+        );
     }
     cx.clear(Rule::H34, tr_ar, tr.ar, UNUSABLE);
 
@@ -415,9 +537,19 @@ where
         cx.expect(Rule::H35, ldtr_ar, ldtr.kind(), Expected::Equal(2));
         cx.clear(Rule::H36, ldtr_ar, ldtr.ar, S);
         cx.set(Rule::H37, ldtr_ar, ldtr.ar, P);
-        cx.clear(Rule::H38, ldtr_ar, ldtr.ar, AR_RESERVED_11_8 | AR_RESERVED_31_17);
+        cx.clear(
+            Rule::H38,
+            ldtr_ar,
+            ldtr.ar,
+            AR_RESERVED_11_8 | AR_RESERVED_31_17,
+        );
         if !granularity_ok(&ldtr) {
-            cx.fail(Rule::H39, &[f[LDTR][ar], f[LDTR][limit]], ldtr.ar, granularity_expected(&ldtr));
+            cx.fail(
+                Rule::H39,
+                &[f[LDTR][ar], f[LDTR][limit]],
+                ldtr.ar,
+                granularity_expected(&ldtr),
+            );
         }
     }
 }
@@ -438,11 +570,17 @@ where
     M: PhysMemory + ?Sized,
     S: ViolationSink + ?Sized,
 {
-    for (rule, field) in [(Rule::I1, enc!(GUEST_GDTR_BASE)), (Rule::I2, enc!(GUEST_IDTR_BASE))] {
+    for (rule, field) in [
+        (Rule::I1, enc!(GUEST_GDTR_BASE)),
+        (Rule::I2, enc!(GUEST_IDTR_BASE)),
+    ] {
         let base = cx.read(field)?;
         cx.canonical(rule, &[field], base);
     }
-    for (rule, field) in [(Rule::I3, enc!(GUEST_GDTR_LIMIT)), (Rule::I4, enc!(GUEST_IDTR_LIMIT))] {
+    for (rule, field) in [
+        (Rule::I3, enc!(GUEST_GDTR_LIMIT)),
+        (Rule::I4, enc!(GUEST_IDTR_LIMIT)),
+    ] {
         let limit = cx.read(field)?;
         cx.clear(rule, &[field], limit, 0xffff_0000);
     }
@@ -471,7 +609,12 @@ where
         cx.clear(Rule::J5, &[rflags_f, enc!(GUEST_CR0)], g.rflags, RFLAGS_VM);
     }
     if let Some((event::EXTERNAL_INTERRUPT, _)) = g.injected {
-        cx.set(Rule::J6, &[rflags_f, enc!(VM_ENTRY_INTERRUPTION_INFORMATION)], g.rflags, RFLAGS_IF);
+        cx.set(
+            Rule::J6,
+            &[rflags_f, enc!(VM_ENTRY_INTERRUPTION_INFORMATION)],
+            g.rflags,
+            RFLAGS_IF,
+        );
     }
     Ok(())
 }
@@ -489,7 +632,11 @@ const ACTIVITY_SETS: [&[u64]; 8] = [
 ];
 
 /// K1-K25.
-fn non_register<V, M, S>(cx: &mut Ctx<'_, V, M, S>, c: &Controls, g: &Guest) -> Result<(), CheckError>
+fn non_register<V, M, S>(
+    cx: &mut Ctx<'_, V, M, S>,
+    c: &Controls,
+    g: &Guest,
+) -> Result<(), CheckError>
 where
     V: VmcsRead + ?Sized,
     M: PhysMemory + ?Sized,
@@ -511,9 +658,19 @@ where
     let set = usize::from(caps.activity_hlt)
         | usize::from(caps.activity_shutdown) << 1
         | usize::from(caps.activity_wait_for_sipi) << 2;
-    cx.expect(Rule::K1, &[act_f], activity, Expected::OneOf(ACTIVITY_SETS[set]));
+    cx.expect(
+        Rule::K1,
+        &[act_f],
+        activity,
+        Expected::OneOf(ACTIVITY_SETS[set]),
+    );
     if activity == HLT {
-        cx.expect(Rule::K2, &[act_f, enc!(GUEST_SS_ACCESS_RIGHTS)], g.seg[SS].dpl(), Expected::Equal(0));
+        cx.expect(
+            Rule::K2,
+            &[act_f, enc!(GUEST_SS_ACCESS_RIGHTS)],
+            g.seg[SS].dpl(),
+            Expected::Equal(0),
+        );
     }
     if activity != ACTIVE {
         cx.clear(Rule::K3, &[int_f, act_f], intr, STI | MOV_SS);
@@ -527,27 +684,52 @@ where
                     (EXTERNAL_INTERRUPT | NMI, _) | (HARDWARE_EXCEPTION, 1 | 18) | (OTHER_EVENT, 0)
                 );
                 if !allowed {
-                    cx.fail(Rule::K4, &[info_f, act_f], info, Expected::BitsClear(1 << 31));
+                    cx.fail(
+                        Rule::K4,
+                        &[info_f, act_f],
+                        info,
+                        Expected::BitsClear(1 << 31),
+                    );
                 }
             }
-            SHUTDOWN => {
-                if !matches!((kind, vector), (NMI, _) | (HARDWARE_EXCEPTION, 18)) {
-                    cx.fail(Rule::K5, &[info_f, act_f], info, Expected::BitsClear(1 << 31));
-                }
-            }
-            WAIT_FOR_SIPI => cx.fail(Rule::K6, &[info_f, act_f], info, Expected::BitsClear(1 << 31)),
+            SHUTDOWN if !matches!((kind, vector), (NMI, _) | (HARDWARE_EXCEPTION, 18)) => cx.fail(
+                Rule::K5,
+                &[info_f, act_f],
+                info,
+                Expected::BitsClear(1 << 31),
+            ),
+            WAIT_FOR_SIPI => cx.fail(
+                Rule::K6,
+                &[info_f, act_f],
+                info,
+                Expected::BitsClear(1 << 31),
+            ),
             _ => {}
         }
     }
     if c.entry(ENTRY_SMM) {
-        cx.expect(Rule::K7, &[act_f, entry_f], activity, Expected::NotEqual(WAIT_FOR_SIPI));
+        cx.expect(
+            Rule::K7,
+            &[act_f, entry_f],
+            activity,
+            Expected::NotEqual(WAIT_FOR_SIPI),
+        );
     }
 
     // Interruptibility state: K8-K16.
-    let reserved = if cpu.features.contains(CpuFeatures::SGX) { !0x1f } else { !0xf };
+    let reserved = if cpu.features.contains(CpuFeatures::SGX) {
+        !0x1f
+    } else {
+        !0xf
+    };
     cx.clear(Rule::K8, &[int_f], intr, reserved & 0xffff_ffff);
     if intr & (STI | MOV_SS) == STI | MOV_SS {
-        cx.fail(Rule::K9, &[int_f], intr & (STI | MOV_SS), Expected::NotEqual(STI | MOV_SS));
+        cx.fail(
+            Rule::K9,
+            &[int_f],
+            intr & (STI | MOV_SS),
+            Expected::NotEqual(STI | MOV_SS),
+        );
     }
     if g.rflags & RFLAGS_IF == 0 {
         cx.clear(Rule::K10, &[int_f, rflags_f], intr, STI);
@@ -557,9 +739,16 @@ where
         Some((NMI, _)) => {
             cx.clear(Rule::K12, &[int_f, info_f], intr, MOV_SS);
             if cpu.nmi_injection_checks_sti && intr & STI != 0 {
-                let outcome = Outcome::from_class(super::rule::FailureClass::InvalidGuestState(3), 0);
+                let outcome =
+                    Outcome::from_class(super::rule::FailureClass::InvalidGuestState(3), 0);
                 if let Some(outcome) = outcome {
-                    cx.fail_with(Rule::K12, &[int_f, info_f], intr, Expected::BitsClear(STI), outcome);
+                    cx.fail_with(
+                        Rule::K12,
+                        &[int_f, info_f],
+                        intr,
+                        Expected::BitsClear(STI),
+                        outcome,
+                    );
                 }
             }
             if c.pin & PIN_VIRTUAL_NMIS != 0 {
@@ -581,7 +770,12 @@ where
     // Pending debug exceptions: K18-K21.
     let pde_f = enc!(GUEST_PENDING_DEBUG_EXCEPTIONS);
     let pde = cx.read(pde_f)?;
-    cx.clear(Rule::K18, &[pde_f], pde, !0x1_ffff | 0xff0 | (1 << 13) | (1 << 15));
+    cx.clear(
+        Rule::K18,
+        &[pde_f],
+        pde,
+        !0x1_ffff | 0xff0 | (1 << 13) | (1 << 15),
+    );
     const BS: u64 = 1 << 14;
     const RTM: u64 = 1 << 16;
     if intr & (STI | MOV_SS) != 0 || activity == HLT {
@@ -625,7 +819,12 @@ where
                 cx.expect(Rule::K24, &[link_f], link, Expected::NotEqual(current));
             }
         } else {
-            cx.expect(Rule::K25, &[link_f], link, Expected::NotEqual(launch.vmxon_pointer));
+            cx.expect(
+                Rule::K25,
+                &[link_f],
+                link,
+                Expected::NotEqual(launch.vmxon_pointer),
+            );
         }
     }
     Ok(())
@@ -643,7 +842,12 @@ where
     }
     // Present PDPTEs: bits 2:1 and 8:5 and those beyond MAXPHYADDR are reserved.
     let reserved = 0x1e6 | beyond(cx.cpu.maxphyaddr);
-    const FIELDS: [u32; 4] = [enc!(GUEST_PDPTE0), enc!(GUEST_PDPTE1), enc!(GUEST_PDPTE2), enc!(GUEST_PDPTE3)];
+    const FIELDS: [u32; 4] = [
+        enc!(GUEST_PDPTE0),
+        enc!(GUEST_PDPTE1),
+        enc!(GUEST_PDPTE2),
+        enc!(GUEST_PDPTE3),
+    ];
     if c.proc2(P2_EPT) {
         for field in FIELDS {
             if let Some(pdpte) = cx.read_opt(field, &[Rule::L1])

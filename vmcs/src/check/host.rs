@@ -51,7 +51,12 @@ where
     cx.clear(Rule::D2, &[cr0_f], cr0, !caps.cr0_fixed1);
     cx.set(Rule::D3, &[cr4_f], cr4, caps.cr4_fixed0);
     cx.clear(Rule::D4, &[cr4_f], cr4, !caps.cr4_fixed1);
-    cx.clear(Rule::D5, &[cr3_f], cr3, cr3_reserved(cpu.maxphyaddr, cpu.features));
+    cx.clear(
+        Rule::D5,
+        &[cr3_f],
+        cr3,
+        cr3_reserved(cpu.maxphyaddr, cpu.features),
+    );
     if cr4 & CR4_CET != 0 {
         cx.set(Rule::D6, &[cr0_f, cr4_f], cr0, CR0_WP);
     }
@@ -94,7 +99,10 @@ where
     // D14-D19: MSRs loaded on VM exit.
     if c.exit(EXIT_PERF) {
         let field = enc!(HOST_IA32_PERF_GLOBAL_CTRL);
-        match (cpu.perf_global_ctrl_reserved, cx.read_opt(field, &[Rule::D14])) {
+        match (
+            cpu.perf_global_ctrl_reserved,
+            cx.read_opt(field, &[Rule::D14]),
+        ) {
             (Some(reserved), Some(value)) => cx.clear(Rule::D14, &[field], value, reserved),
             (None, _) => cx.unchecked(&[Rule::D14]),
             (_, None) => {}
@@ -110,7 +118,13 @@ where
         let field = enc!(HOST_IA32_EFER);
         if let Some(efer) = cx.read_opt(field, &[Rule::D16, Rule::D17, Rule::D18]) {
             cx.clear(Rule::D16, &[field], efer, cpu.efer_reserved());
-            let want = |bit: u64| if host_64 { Expected::BitsSet(bit) } else { Expected::BitsClear(bit) };
+            let want = |bit: u64| {
+                if host_64 {
+                    Expected::BitsSet(bit)
+                } else {
+                    Expected::BitsClear(bit)
+                }
+            };
             cx.expect(Rule::D17, &[field, exit_f], efer, want(EFER_LMA));
             cx.expect(Rule::D18, &[field, exit_f], efer, want(EFER_LME));
         }
@@ -138,10 +152,25 @@ where
         cx.clear(rule, &[field], *value, 7);
     }
     let [_, cs, ss, _, _, _, tr] = values;
-    cx.expect(Rule::E8, &[enc!(HOST_CS_SELECTOR)], cs, Expected::NotEqual(0));
-    cx.expect(Rule::E9, &[enc!(HOST_TR_SELECTOR)], tr, Expected::NotEqual(0));
+    cx.expect(
+        Rule::E8,
+        &[enc!(HOST_CS_SELECTOR)],
+        cs,
+        Expected::NotEqual(0),
+    );
+    cx.expect(
+        Rule::E9,
+        &[enc!(HOST_TR_SELECTOR)],
+        tr,
+        Expected::NotEqual(0),
+    );
     if !host_64 {
-        cx.expect(Rule::E10, &[enc!(HOST_SS_SELECTOR), exit_f], ss, Expected::NotEqual(0));
+        cx.expect(
+            Rule::E10,
+            &[enc!(HOST_SS_SELECTOR), exit_f],
+            ss,
+            Expected::NotEqual(0),
+        );
     }
 
     // E11-E15: base addresses.

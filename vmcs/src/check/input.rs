@@ -69,8 +69,16 @@ impl CpuFacts {
     /// The reserved bits of IA32_PERF_GLOBAL_CTRL for `general` general-purpose and `fixed`
     /// fixed-function counters (SDM "Architectural Performance Monitoring").
     pub const fn perf_global_ctrl_mask(general: u8, fixed: u8) -> u64 {
-        let general = if general >= 32 { u32::MAX as u64 } else { (1u64 << general) - 1 };
-        let fixed = if fixed >= 32 { u32::MAX as u64 } else { (1u64 << fixed) - 1 };
+        let general = if general >= 32 {
+            u32::MAX as u64
+        } else {
+            (1u64 << general) - 1
+        };
+        let fixed = if fixed >= 32 {
+            u32::MAX as u64
+        } else {
+            (1u64 << fixed) - 1
+        };
         !(general | (fixed << 32))
     }
 
@@ -205,7 +213,10 @@ pub struct FlatMemory<'a> {
 
 impl PhysMemory for FlatMemory<'_> {
     fn read(&mut self, address: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
-        let out = MemoryError::OutOfRange { address, len: buf.len() };
+        let out = MemoryError::OutOfRange {
+            address,
+            len: buf.len(),
+        };
         let start = address.checked_sub(self.base).ok_or(out)?;
         let start = usize::try_from(start).map_err(|_| out)?;
         let end = start.checked_add(buf.len()).ok_or(out)?;

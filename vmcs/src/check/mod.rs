@@ -136,7 +136,11 @@ impl Checker {
     /// A checker for a processor with capabilities `caps` and facts `cpu`, predicting the outcome
     /// of the instruction described by `launch`.
     pub fn new(caps: &VmxCapabilities, cpu: CpuFacts, launch: LaunchContext) -> Self {
-        Self { caps: CapsView::new(caps), cpu, launch }
+        Self {
+            caps: CapsView::new(caps),
+            cpu,
+            launch,
+        }
     }
 
     /// Checks `vmcs`, handing every violation to `sink`, and returns the summary with the
@@ -145,7 +149,12 @@ impl Checker {
     /// # Errors
     ///
     /// [`CheckError`] when a field that every VMX processor has cannot be read.
-    pub fn check<V, M, S>(&self, vmcs: &V, memory: &mut M, sink: &mut S) -> Result<Summary, CheckError>
+    pub fn check<V, M, S>(
+        &self,
+        vmcs: &V,
+        memory: &mut M,
+        sink: &mut S,
+    ) -> Result<Summary, CheckError>
     where
         V: VmcsRead + ?Sized,
         M: PhysMemory + ?Sized,
@@ -165,7 +174,11 @@ impl Checker {
     /// # Errors
     ///
     /// As [`Checker::check`].
-    pub fn report<const N: usize, V, M>(&self, vmcs: &V, memory: &mut M) -> Result<Report<N>, CheckError>
+    pub fn report<const N: usize, V, M>(
+        &self,
+        vmcs: &V,
+        memory: &mut M,
+    ) -> Result<Report<N>, CheckError>
     where
         V: VmcsRead + ?Sized,
         M: PhysMemory + ?Sized,

@@ -40,35 +40,71 @@ where
     let max = u64::from(cx.caps.max_msr_list_entries);
     if count > max {
         // The processor may fail once it reaches the entry past the recommended maximum.
-        fail_at(cx, Rule::M7, &[count_f], count, Expected::AtMost(max), max + 1);
+        fail_at(
+            cx,
+            Rule::M7,
+            &[count_f],
+            count,
+            Expected::AtMost(max),
+            max + 1,
+        );
     }
     let cpu = *cx.cpu;
     let fields = [address_f, count_f];
     for i in 0..count.min(max) {
         let qualification = i + 1;
         let entry = address.wrapping_add(16 * i);
-        let (Ok(head), Ok(value)) = (cx.mem.read_u64(entry), cx.mem.read_u64(entry.wrapping_add(8)))
-        else {
+        let (Ok(head), Ok(value)) = (
+            cx.mem.read_u64(entry),
+            cx.mem.read_u64(entry.wrapping_add(8)),
+        ) else {
             cx.unchecked(&[Rule::M1, Rule::M2, Rule::M3, Rule::M4, Rule::M5, Rule::M6]);
             return Ok(());
         };
         let index = head & 0xffff_ffff;
         if head >> 32 != 0 {
-            fail_at(cx, Rule::M1, &fields, head, Expected::BitsClear(!0xffff_ffff), qualification);
+            fail_at(
+                cx,
+                Rule::M1,
+                &fields,
+                head,
+                Expected::BitsClear(!0xffff_ffff),
+                qualification,
+            );
         }
         match index {
-            IA32_FS_BASE | IA32_GS_BASE => {
-                fail_at(cx, Rule::M2, &fields, index, Expected::NotEqual(index), qualification)
-            }
-            0x800..=0x8ff => {
-                fail_at(cx, Rule::M3, &fields, index, Expected::NotEqual(index), qualification)
-            }
-            IA32_SMM_MONITOR_CTL => {
-                fail_at(cx, Rule::M4, &fields, index, Expected::NotEqual(index), qualification)
-            }
-            IA32_BIOS_UPDT_TRIG | IA32_BIOS_SIGN_ID => {
-                fail_at(cx, Rule::M5, &fields, index, Expected::NotEqual(index), qualification)
-            }
+            IA32_FS_BASE | IA32_GS_BASE => fail_at(
+                cx,
+                Rule::M2,
+                &fields,
+                index,
+                Expected::NotEqual(index),
+                qualification,
+            ),
+            0x800..=0x8ff => fail_at(
+                cx,
+                Rule::M3,
+                &fields,
+                index,
+                Expected::NotEqual(index),
+                qualification,
+            ),
+            IA32_SMM_MONITOR_CTL => fail_at(
+                cx,
+                Rule::M4,
+                &fields,
+                index,
+                Expected::NotEqual(index),
+                qualification,
+            ),
+            IA32_BIOS_UPDT_TRIG | IA32_BIOS_SIGN_ID => fail_at(
+                cx,
+                Rule::M5,
+                &fields,
+                index,
+                Expected::NotEqual(index),
+                qualification,
+            ),
             _ => {
                 // M6: the value WRMSR would refuse, for the MSRs whose rules are architectural.
                 let expected = match index {

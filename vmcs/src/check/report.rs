@@ -58,13 +58,18 @@ impl Outcome {
     /// `result` is the instruction's status; `exit_reason` and `qualification` are the values read
     /// after the VM exit that followed a VMsucceed (ignored otherwise). A VM exit that is not a
     /// VM-entry failure (bit 31 of the exit reason clear) counts as success.
-    pub const fn observed(result: Result<(), VmFail>, exit_reason: u32, qualification: u64) -> Self {
+    pub const fn observed(
+        result: Result<(), VmFail>,
+        exit_reason: u32,
+        qualification: u64,
+    ) -> Self {
         match result {
             Err(VmFail::Invalid) => Outcome::VmFailInvalid,
             Err(VmFail::Valid(error)) => Outcome::VmFailValid(error),
-            Ok(()) if exit_reason & EXIT_REASON_ENTRY_FAILURE != 0 => {
-                Outcome::EntryFailure { exit_reason, qualification }
-            }
+            Ok(()) if exit_reason & EXIT_REASON_ENTRY_FAILURE != 0 => Outcome::EntryFailure {
+                exit_reason,
+                qualification,
+            },
             Ok(()) => Outcome::Success,
         }
     }
@@ -79,7 +84,10 @@ impl Outcome {
                 8 => 4,
                 _ => 2,
             },
-            Outcome::EntryFailure { exit_reason, qualification } => {
+            Outcome::EntryFailure {
+                exit_reason,
+                qualification,
+            } => {
                 if exit_reason & 0xffff == EXIT_REASON_MSR_LOADING {
                     // Entries are processed in order: the lowest index fails first.
                     (1 << 32) | qualification
@@ -113,7 +121,10 @@ impl fmt::Display for Outcome {
             Outcome::Success => f.write_str("VM entry succeeds"),
             Outcome::VmFailInvalid => f.write_str("VMfailInvalid"),
             Outcome::VmFailValid(error) => write!(f, "VMfailValid, {error}"),
-            Outcome::EntryFailure { exit_reason, qualification } => write!(
+            Outcome::EntryFailure {
+                exit_reason,
+                qualification,
+            } => write!(
                 f,
                 "VM-entry failure, exit reason {exit_reason:#x} (basic {}), exit qualification {qualification}",
                 exit_reason & 0xffff
@@ -215,7 +226,10 @@ impl FieldList {
 
     /// The list of the first [`Self::CAPACITY`] encodings of `encodings`.
     pub fn new(encodings: &[u32]) -> Self {
-        let mut list = Self { encodings: [0; Self::CAPACITY], len: 0 };
+        let mut list = Self {
+            encodings: [0; Self::CAPACITY],
+            len: 0,
+        };
         for (slot, e) in list.encodings.iter_mut().zip(encodings) {
             *slot = *e;
             list.len += 1;
@@ -231,7 +245,9 @@ impl FieldList {
 
 impl fmt::Debug for FieldList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.as_slice().iter().map(|e| HexEncoding(*e))).finish()
+        f.debug_list()
+            .entries(self.as_slice().iter().map(|e| HexEncoding(*e)))
+            .finish()
     }
 }
 

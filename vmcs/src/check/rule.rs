@@ -428,7 +428,9 @@ impl Rule {
                  a current SDM in this release, and no Bochs model offers tertiary controls to test them",
             ),
             Rule::A48 => NotCovered("not an SDM requirement (only Bochs checks it)"),
-            Rule::A49 => NotCovered("not an Intel requirement (a VirtualBox implementation restriction)"),
+            Rule::A49 => {
+                NotCovered("not an Intel requirement (a VirtualBox implementation restriction)")
+            }
             Rule::D20 | Rule::G33 => NotCovered(
                 "the SDM defines no separate validity rule for a loaded IA32_SPEC_CTRL value that \
                  could be verified, and the VMCS field table has no such field",
@@ -440,9 +442,9 @@ impl Rule {
             Rule::G25 => NotCovered(
                 "the SDM does not require guest IA32_S_CET to be canonical; only Bochs does (spec §5)",
             ),
-            Rule::G30 => NotCovered(
-                "the guest UINV field is not in the VMCS field table of this release",
-            ),
+            Rule::G30 => {
+                NotCovered("the guest UINV field is not in the VMCS field table of this release")
+            }
             _ => Coverage::Covered,
         }
     }
