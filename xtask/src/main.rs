@@ -1,79 +1,305 @@
-//! `cargo xtask`: the workspace's runner. `cargo xtask test` runs every test; `cargo xtask run` runs the example.
+//! `cargo xtask`: the workspace's runner.
+//!
+//! - `cargo xtask run [--platform bochs|qemu] [--model NAME] [--cmdline ARGS] [--timeout SECS]`: builds the
+//!   example hypervisor `mini-hv`, boots it (QEMU with KVM when the host can give the guest VMX, else Bochs
+//!   `tigerlake`), streams its serial console and ends with its result.
+//! - `cargo xtask test`: fmt, clippy, every test and doctest, docs, then the example on the Bochs/QEMU matrix.
+//!
+//! Missing Debian packages are installed with `apt-get` when running as root; otherwise the exact command is
+//! printed and the run stops.
 
+mod deps;
+mod emu;
+mod kernel;
+mod proc;
+mod test;
+
+use emu::{Platform, ResultKind, RunSpec};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+use std::time::Duration;
 
-fn workspace_root() -> PathBuf {
+const USAGE: &str = "usage:
+  cargo xtask run [--platform bochs|qemu] [--model NAME] [--cmdline ARGS] [--timeout SECS]
+      Build and run the example hypervisor. Default platform: QEMU with KVM when /dev/kvm works, the host
+      CPU has VMX and kvm_intel allows nesting; else Bochs. --model is the Bochs CPU model (default
+      tigerlake) or QEMU's -cpu model. --cmdline is the kernel command line (e.g. fault=pf).
+      Exit status: 0 PASS, 2 UNSUPPORTED, 1 FAIL or no result.
+  cargo xtask test [--examples-only]
+      fmt, clippy, tests, docs, then the example under Bochs (tigerlake, corei7_skylake_x,
+      corei5_lynnfield_750, core2_penryn_t9600) and QEMU TCG (with and without injected host faults).
+      --examples-only skips the host checks.";
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("xtask lives one level below the workspace root")
-        .to_path_buf()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// Runs `cargo` with `args` in the workspace root; an error names the failed command.
-fn cargo(args: &[&str]) -> Result<(), String> {
+/// Cargo's target directory: `CARGO_TARGET_DIR` (relative to the current directory, as cargo reads it) or
+/// `<workspace>/target`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                std::env::current_dir()
+                    .map(|cwd| cwd.join(&dir))
+                    .unwrap_or(dir)
+            }
+        }
+        _ => workspace_root().join("target"),
+    }
+}
+
+/// Runs `cargo` with `args` (and extra environment) in the workspace root; an error names the failed command.
+pub fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("xtask: cargo {}", args.join(" "));
+    let shown: String = env.iter().map(|(k, v)| format!("{k}=\"{v}\" ")).collect();
+    eprintln!("xtask: {shown}cargo {}", args.join(" "));
     let status = Command::new(&cargo)
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(workspace_root())
         .status()
         .map_err(|e| format!("cannot start cargo: {e}"))?;
     if status.success() {
         Ok(())
     } else {
-        Err(format!("`cargo {}` failed ({status})", args.join(" ")))
+        Err(format!(
+            "`{shown}cargo {}` failed ({status})",
+            args.join(" ")
+        ))
     }
 }
 
-fn test() -> Result<(), String> {
-    cargo(&["fmt", "--all", "--", "--check"])?;
-    cargo(&[
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ])?;
-    cargo(&["test", "--workspace"])?;
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["doc", "--workspace", "--no-deps", "--all-features"])
-        .env("RUSTDOCFLAGS", "-D warnings")
-        .current_dir(workspace_root())
-        .status()
-        .map_err(|e| format!("cannot start cargo: {e}"))?;
-    if !status.success() {
-        return Err("`cargo doc` reported warnings or errors".into());
-    }
-    Ok(())
+/// Options of `cargo xtask run`.
+#[derive(Debug, Default, PartialEq)]
+struct RunOptions {
+    platform: Option<String>,
+    model: Option<String>,
+    cmdline: String,
+    timeout_secs: Option<u64>,
 }
 
-fn run() -> Result<(), String> {
-    cargo(&[
-        "run",
-        "--quiet",
-        "-p",
-        "vmxtool",
-        "--",
-        "caps",
-        "--msr-file",
-        "vmx-caps/testdata/tigerlake.msr",
-    ])
+fn parse_run_options(args: &[String]) -> Result<RunOptions, String> {
+    let mut options = RunOptions::default();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or(format!("{flag} needs a value"))
+        };
+        match flag {
+            "--platform" => {
+                let v = value()?;
+                if v != "bochs" && v != "qemu" {
+                    return Err(format!("--platform must be bochs or qemu, not {v:?}"));
+                }
+                options.platform = Some(v);
+            }
+            "--model" => options.model = Some(value()?),
+            "--cmdline" => options.cmdline = value()?,
+            "--timeout" => {
+                let v = value()?;
+                let secs = v
+                    .parse()
+                    .map_err(|_| format!("--timeout takes seconds, not {v:?}"))?;
+                options.timeout_secs = Some(secs);
+            }
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown option {other:?}\n{USAGE}")),
+        }
+    }
+    Ok(options)
+}
+
+/// `cargo xtask run`: returns the process exit code.
+fn run(args: &[String]) -> Result<ExitCode, String> {
+    let options = parse_run_options(args)?;
+    let platform = match options.platform.as_deref() {
+        Some("bochs") => Platform::Bochs {
+            model: options
+                .model
+                .clone()
+                .unwrap_or(emu::DEFAULT_BOCHS_MODEL.into()),
+        },
+        Some(_) => {
+            let kvm = match emu::kvm_for_vmx() {
+                Ok(()) => true,
+                Err(why) => {
+                    eprintln!(
+                        "xtask: QEMU without KVM (TCG emulates no VMX: expect a clean UNSUPPORTED): {why}"
+                    );
+                    false
+                }
+            };
+            Platform::Qemu {
+                kvm,
+                cpu: options.model.clone(),
+            }
+        }
+        None => match emu::kvm_for_vmx() {
+            Ok(()) => Platform::Qemu {
+                kvm: true,
+                cpu: options.model.clone(),
+            },
+            Err(why) => {
+                eprintln!("xtask: using Bochs: {why}");
+                Platform::Bochs {
+                    model: options
+                        .model
+                        .clone()
+                        .unwrap_or(emu::DEFAULT_BOCHS_MODEL.into()),
+                }
+            }
+        },
+    };
+    let requirements: Vec<&deps::Requirement> = match platform {
+        Platform::Bochs { .. } => deps::BOCHS.iter().collect(),
+        Platform::Qemu { .. } => deps::QEMU.iter().collect(),
+    };
+    deps::ensure(&requirements)?;
+
+    let elf = kernel::build()?;
+    let dir = target_dir().join("mini-hv").join("run");
+    let iso = match platform {
+        Platform::Bochs { .. } => {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            Some(kernel::make_iso(&dir, &elf, &options.cmdline, &[])?)
+        }
+        Platform::Qemu { .. } => None,
+    };
+    let spec = RunSpec {
+        platform: platform.clone(),
+        dir: dir.join("files"),
+        kernel: &elf,
+        iso: iso.as_deref(),
+        cmdline: &options.cmdline,
+        qemu_modules: &[],
+        memory_mib: 128,
+        bochs_ips: 4_000_000,
+        timeout: Duration::from_secs(options.timeout_secs.unwrap_or(300)),
+        echo: true,
+    };
+    eprintln!("xtask: running on {platform}; serial console follows");
+    let report = emu::run(&spec)?;
+    if !report.serial.is_empty() && !report.serial.ends_with('\n') {
+        println!();
+    }
+    eprintln!(
+        "xtask: {} ({:.1} s; files in {})",
+        report.status_text,
+        report.elapsed.as_secs_f64(),
+        report.dir.display()
+    );
+    match report.verdict() {
+        Ok((ResultKind::Pass, _)) => {
+            eprintln!("xtask: RESULT PASS: every guest check passed");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok((ResultKind::Unsupported, why)) => {
+            eprintln!(
+                "xtask: RESULT UNSUPPORTED{}: this CPU lacks VMX or a feature the example requires (see above)",
+                with_space(&why)
+            );
+            Ok(ExitCode::from(2))
+        }
+        Ok((ResultKind::Fail, why)) => {
+            eprintln!(
+                "xtask: RESULT FAIL{}: see the serial console above",
+                with_space(&why)
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        Err(why) => {
+            eprintln!("xtask: the run did not end properly: {why}");
+            eprintln!(
+                "xtask: last lines of {}:\n{}",
+                report.emulator_log.display(),
+                report.emulator_log_tail(15)
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `" why"`, or nothing when `why` is empty.
+fn with_space(why: &str) -> String {
+    if why.is_empty() {
+        String::new()
+    } else {
+        format!(" {why}")
+    }
 }
 
 fn main() -> ExitCode {
+    proc::install_signal_handlers();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("test") => test(),
-        Some("run") => run(),
-        _ => Err("usage: cargo xtask <test|run>".into()),
+        Some("test") if args.len() == 1 => test::run_all().map(|()| ExitCode::SUCCESS),
+        Some("test") if args[1..] == ["--examples-only"] => {
+            test::run_cases(test::CASES).map(|()| ExitCode::SUCCESS)
+        }
+        Some("run") => run(&args[1..]),
+        _ => Err(USAGE.into()),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(message) => {
             eprintln!("xtask: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &[&str]) -> Vec<String> {
+        s.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn run_options_parse() {
+        let o = parse_run_options(&args(&[
+            "--platform",
+            "qemu",
+            "--model=Skylake-Server",
+            "--timeout",
+            "9",
+        ]))
+        .unwrap();
+        assert_eq!(
+            o,
+            RunOptions {
+                platform: Some("qemu".into()),
+                model: Some("Skylake-Server".into()),
+                cmdline: String::new(),
+                timeout_secs: Some(9)
+            }
+        );
+        assert_eq!(
+            parse_run_options(&args(&["--cmdline", "fault=pf"]))
+                .unwrap()
+                .cmdline,
+            "fault=pf"
+        );
+        assert!(parse_run_options(&args(&["--platform", "vbox"])).is_err());
+        assert!(parse_run_options(&args(&["--model"])).is_err());
+        assert!(parse_run_options(&args(&["--timeout", "soon"])).is_err());
+        assert!(parse_run_options(&args(&["--frobnicate"])).is_err());
     }
 }

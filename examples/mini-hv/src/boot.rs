@@ -135,9 +135,9 @@ _start32:
     orl $0x100, %eax
     wrmsr
 
-    /* CR0: clear EM (2), TS (3); set PE (0), MP (1), NE (5), WP (16), PG (31). */
+    /* CR0: clear EM (2), TS (3), NW (29), CD (30); set PE (0), MP (1), NE (5), WP (16), PG (31). */
     movl %cr0, %eax
-    andl $0xFFFFFFF3, %eax
+    andl $0x9FFFFFF3, %eax
     orl $0x80010023, %eax
     movl %eax, %cr0
 

@@ -26,6 +26,7 @@ pub fn qemu_code(outcome: Outcome) -> u8 {
 
 /// Ends the emulator run with `outcome`'s status. Callers print the `mini-hv: RESULT ...` line first.
 pub fn exit(outcome: Outcome) -> ! {
+    crate::serial::flush();
     // SAFETY: both ports belong to emulator debug devices (or nothing); writing them has no memory effect.
     unsafe {
         outb(QEMU_EXIT_PORT, qemu_code(outcome));

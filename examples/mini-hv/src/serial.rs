@@ -18,6 +18,8 @@ const MODEM_CONTROL: u16 = 4;
 const LINE_STATUS: u16 = 5;
 /// Line status: transmitter holding register empty.
 const LSR_THR_EMPTY: u8 = 1 << 5;
+/// Line status: transmitter empty (holding and shift registers both empty: the last byte is out).
+const LSR_TX_EMPTY: u8 = 1 << 6;
 /// How many status polls to wait for the transmitter before writing anyway (no UART must not hang us).
 const SPIN_LIMIT: u32 = 100_000;
 
@@ -45,6 +47,17 @@ pub fn write_byte(byte: u8) {
     }
     // SAFETY: writing the data register transmits the byte.
     unsafe { outb(COM1 + DATA, byte) };
+}
+
+/// Waits (boundedly) until the UART has sent every byte, so that nothing is lost when the emulator stops
+/// right after the last write (Bochs emulates the line's transmit time).
+pub fn flush() {
+    let mut spins = 0;
+    // SAFETY: reading COM1's line status register has no side effect.
+    while unsafe { inb(COM1 + LINE_STATUS) } & LSR_TX_EMPTY == 0 && spins < SPIN_LIMIT {
+        spins += 1;
+        core::hint::spin_loop();
+    }
 }
 
 /// A [`fmt::Write`] over COM1.
