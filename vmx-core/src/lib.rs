@@ -1,2 +1,91 @@
-//! `vmx-core`: work in progress.
+//! Intel VMX (VT-x) instructions with their failures decoded, the VMXON/VMCS lifecycle as
+//! ownership types, and the guest entry/exit trampoline.
+//!
+//! Everything that does not execute a VMX instruction runs on any host. Decoding a VMfailValid
+//! and checking an INVEPT against the capabilities of Bochs' `corei7_skylake_x` model:
+//!
+//! ```
+//! use vmx_caps::{MsrSnapshot, VmxCapabilities};
+//! use vmx_core::{InveptType, InvvpidDescriptor, InvvpidType, VmFail, VmInstructionError};
+//!
+//! let fail = VmFail::Valid(VmInstructionError::from_raw(7));
+//! assert_eq!(
+//!     fail.to_string(),
+//!     "VMfailValid: VM-instruction error 7: VM entry with invalid control field(s)"
+//! );
+//!
+//! let mut msrs = MsrSnapshot::parse(include_str!("../../vmx-caps/testdata/corei7_skylake_x.msr"))?;
+//! let caps = VmxCapabilities::read(&mut msrs)?;
+//! assert_eq!(InveptType::best_for(&caps.ept_vpid), Some(InveptType::SingleContext));
+//! assert!(InvvpidType::IndividualAddress.supported_by(&caps.ept_vpid));
+//! assert!(InvvpidDescriptor::new(InvvpidType::SingleContext, 0, 0).is_err()); // VPID 0
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The whole lifecycle, in a ring-0 kernel on an Intel processor (here with identity-mapped
+//! memory; `translate` is whatever your page tables say):
+//!
+//! ```no_run
+//! use vmx_caps::{LiveMsrs, VmxCapabilities};
+//! use vmx_core::{GuestRegisters, LivePlatform, VmcsRegion, VmxRoot, VmxonRegion};
+//!
+//! static mut VMXON: VmxonRegion = VmxonRegion::zeroed();
+//! static mut VMCS: VmcsRegion = VmcsRegion::zeroed();
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let translate = |p: *const u8| Some(p as u64);
+//! // SAFETY (of this example): CPL 0, one logical processor, identity-mapped memory.
+//! let mut platform = unsafe { LivePlatform::new() };
+//! let caps = VmxCapabilities::read(&mut unsafe { LiveMsrs::new() })?;
+//! let mut root =
+//!     unsafe { VmxRoot::enable(&mut platform, &caps, &mut *(&raw mut VMXON), &translate)? };
+//! let region = unsafe { &mut *(&raw mut VMCS) };
+//! region.init(caps.basic.revision_id(), false)?;
+//! let mut vmcs = region.load(&mut root, &translate)?;
+//! // ... vmcs.write(...) every control, host-state and guest-state field ...
+//! let mut regs = GuestRegisters::new();
+//! loop {
+//!     unsafe { vmcs.run(&mut regs)? }; // VMLAUNCH, then VMRESUME
+//!     let reason = vmcs.read(0x4402)?; // exit reason
+//!     # let _ = reason;
+//!     // ... handle the exit, update GUEST_RIP, `break` when done ...
+//!     # break;
+//! }
+//! vmcs.clear().map_err(|(_, fail)| fail)?;
+//! root.disable(&mut platform).map_err(|(_, fail)| fail)?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layers
+//!
+//! - [`instructions`]: one `unsafe fn` per VMX instruction, the status branch inside the same
+//!   `asm!` block, VMfailValid decoded into [`VmInstructionError`].
+//! - [`VmxRoot`] (VMXON … VMXOFF), [`VmcsRegion`] → [`ActiveVmcs`] (VMPTRLD … VMCLEAR) with the
+//!   launch state; physical addresses come from the caller's [`PhysTranslate`]. The checks before
+//!   VMXON are [`prepare`], [`feature_control_update`] and [`vmx_control_registers`] over a
+//!   [`VmxPlatform`], testable with a fake.
+//! - [`vm_run`] / [`ActiveVmcs::run`]: the trampoline and its [`GuestRegisters`] frame.
+//! - [`VmxRoot::invept`] / [`VmxRoot::invvpid`]: invalidations checked against
+//!   IA32_VMX_EPT_VPID_CAP.
 #![no_std]
+
+mod active;
+mod error;
+pub mod instructions;
+mod invalidation;
+mod lifecycle;
+mod region;
+mod trampoline;
+
+pub use active::{ActiveVmcs, LoadError};
+pub use error::{VmFail, VmInstructionError};
+pub use invalidation::{
+    InvalidationError, InveptDescriptor, InveptType, InvvpidDescriptor, InvvpidType,
+};
+pub use lifecycle::{
+    CR4_VMXE, EnableError, LivePlatform, PriorState, VmxPlatform, VmxRoot, feature_control_update,
+    prepare, vmx_control_registers,
+};
+pub use region::{PhysTranslate, REGION_SIZE, RegionError, VmcsRegion, VmxonRegion};
+pub use trampoline::{FxsaveArea, GuestRegisters, HOST_RIP_ENCODING, HOST_RSP_ENCODING, vm_run};

@@ -1,0 +1,182 @@
+//! The current VMCS: a [`VmcsRegion`] loaded with VMPTRLD, and its launch state.
+
+use crate::error::VmFail;
+use crate::instructions;
+use crate::lifecycle::VmxRoot;
+use crate::region::{PhysTranslate, RegionError, VmcsRegion, region_phys};
+use crate::trampoline::{GuestRegisters, vm_run};
+
+/// Encoding of the exit-reason field (SDM Vol. 3D, Appendix B.3.3 "32-Bit Read-Only Data
+/// Fields"); bit 31 is "VM-entry failure".
+const EXIT_REASON_ENCODING: u32 = 0x4402;
+const EXIT_REASON_ENTRY_FAILURE: u64 = 1 << 31;
+
+/// Why a VMCS region could not be made current.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    /// The region's revision identifier is not the processor's (IA32_VMX_BASIC\[30:0\]); initialise
+    /// it with [`VmcsRegion::init`].
+    #[error(
+        "the VMCS region carries revision identifier {region:#x}, the processor wants {processor:#x}"
+    )]
+    RevisionMismatch {
+        /// The region's revision identifier.
+        region: u32,
+        /// IA32_VMX_BASIC\[30:0\].
+        processor: u32,
+    },
+    /// The region cannot be used (unmapped, misaligned, above 4 GiB).
+    #[error("VMCS region: {0}")]
+    Region(#[from] RegionError),
+    /// VMCLEAR (which makes the launch state clear before the load) failed.
+    #[error("VMCLEAR failed: {0}")]
+    Vmclear(VmFail),
+    /// VMPTRLD failed.
+    #[error("VMPTRLD failed: {0}")]
+    Vmptrld(VmFail),
+}
+
+impl VmcsRegion {
+    /// Makes this region the current VMCS (SDM Vol. 3C, §25.11.3 "Initializing a VMCS"): checks its
+    /// revision identifier against the processor's, translates its address with `translate`, then
+    /// VMCLEAR (launch state clear) and VMPTRLD. The region's contents (fields written while it
+    /// was current before) are kept.
+    ///
+    /// The returned [`ActiveVmcs`] borrows `root` mutably, so no other VMCS can be made current
+    /// while it lives; [`ActiveVmcs::clear`] or dropping it executes VMCLEAR.
+    pub fn load<'a>(
+        &'a mut self,
+        root: &'a mut VmxRoot,
+        translate: &impl PhysTranslate,
+    ) -> Result<ActiveVmcs<'a>, LoadError> {
+        let basic = root.basic();
+        if self.revision_id() != basic.revision_id() {
+            return Err(LoadError::RevisionMismatch {
+                region: self.revision_id(),
+                processor: basic.revision_id(),
+            });
+        }
+        let phys = region_phys(
+            core::ptr::from_ref(self).cast(),
+            translate,
+            basic.physical_address_width_32(),
+        )?;
+        // SAFETY: `root` proves VMX root operation at CPL 0; the region is exclusively borrowed for
+        // 'a, 4-KiB aligned at `phys` (checked) and not current (no other `ActiveVmcs` exists while
+        // `root` is borrowed here).
+        unsafe { instructions::vmclear(phys) }.map_err(LoadError::Vmclear)?;
+        // SAFETY: as above; the region stays borrowed by the returned `ActiveVmcs` until it is
+        // cleared again.
+        unsafe { instructions::vmptrld(phys) }.map_err(LoadError::Vmptrld)?;
+        Ok(ActiveVmcs {
+            region: self,
+            root,
+            phys,
+            launched: false,
+        })
+    }
+}
+
+/// The current VMCS (SDM Vol. 3C, §25.1 "Overview": the "current VMCS" made active by VMPTRLD),
+/// borrowing its [`VmcsRegion`] and the [`VmxRoot`] token while loaded, and tracking its launch
+/// state (clear after the load, launched after the first successful VM entry).
+///
+/// Reads and writes go to this VMCS with VMREAD/VMWRITE; typed access is the `vmcs` crate's
+/// `HardwareVmcs`. Dropping it executes VMCLEAR (errors ignored); [`ActiveVmcs::clear`] reports
+/// them.
+#[derive(Debug)]
+pub struct ActiveVmcs<'a> {
+    region: &'a mut VmcsRegion,
+    root: &'a mut VmxRoot,
+    phys: u64,
+    launched: bool,
+}
+
+impl<'a> ActiveVmcs<'a> {
+    /// VMREAD of the field `encoding`.
+    #[inline(always)]
+    pub fn read(&self, encoding: u32) -> Result<u64, VmFail> {
+        // SAFETY: the borrowed root token proves VMX root operation; this VMCS is current.
+        unsafe { instructions::vmread(encoding) }
+    }
+
+    /// VMWRITE of `value` to the field `encoding`. Writing is safe; entering the guest with the
+    /// result is what [`ActiveVmcs::run`] makes the caller vouch for.
+    #[inline(always)]
+    pub fn write(&mut self, encoding: u32, value: u64) -> Result<(), VmFail> {
+        // SAFETY: the borrowed root token proves VMX root operation; this VMCS is current. The
+        // value takes effect only at the next VM entry/exit, whose safety `run` requires.
+        unsafe { instructions::vmwrite(encoding, value) }
+    }
+
+    /// The physical address of the VMCS region (the current-VMCS pointer).
+    #[must_use]
+    pub fn phys_addr(&self) -> u64 {
+        self.phys
+    }
+
+    /// Whether the VMCS is launched (the next [`run`](ActiveVmcs::run) uses VMRESUME).
+    #[must_use]
+    pub fn is_launched(&self) -> bool {
+        self.launched
+    }
+
+    /// The VMX root token, for INVEPT/INVVPID while this VMCS is current.
+    pub fn root(&self) -> &VmxRoot {
+        self.root
+    }
+
+    /// The region's revision identifier and shadow bit, for inspection.
+    #[must_use]
+    pub fn region(&self) -> &VmcsRegion {
+        self.region
+    }
+
+    /// Enters the guest (VMLAUNCH while the launch state is clear, VMRESUME once launched) and
+    /// returns at the next VM exit with `regs` holding the guest's registers; see [`vm_run`].
+    ///
+    /// The launch state becomes launched after the first VM entry that succeeds; a VM entry that
+    /// fails while loading guest state (a VM exit with bit 31 of the exit reason set) leaves it
+    /// clear, as the SDM specifies (§27.8 "VM-Entry Failures During or After Loading Guest
+    /// State").
+    ///
+    /// # Safety
+    ///
+    /// The obligations of [`vm_run`] on the VMCS contents: the host-state area describes this host
+    /// and the guest configuration keeps the guest away from memory the host relies on;
+    /// CR4.OSFXSR = 1.
+    pub unsafe fn run(&mut self, regs: &mut GuestRegisters) -> Result<(), VmFail> {
+        // SAFETY: VMX root operation and the current VMCS come from `self`; the launch state is
+        // tracked by `self`; the VMCS contents are the caller's obligation.
+        unsafe { vm_run(regs, self.launched) }?;
+        if !self.launched {
+            let reason = self.read(EXIT_REASON_ENCODING)?;
+            self.launched = reason & EXIT_REASON_ENTRY_FAILURE == 0;
+        }
+        Ok(())
+    }
+
+    /// VMCLEAR: writes the VMCS back to its region, sets its launch state to clear and makes it
+    /// not current, handing the region and the root token back. On failure the VMCS stays
+    /// current and comes back with the error.
+    pub fn clear(self) -> Result<(), (Self, VmFail)> {
+        // SAFETY: the root token proves VMX root operation; the region is this VMCS's, owned by
+        // `self`.
+        match unsafe { instructions::vmclear(self.phys) } {
+            Ok(()) => {
+                core::mem::forget(self);
+                Ok(())
+            }
+            Err(fail) => Err((self, fail)),
+        }
+    }
+}
+
+impl Drop for ActiveVmcs<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the root token proves VMX root operation; the region is this VMCS's. VMCLEAR
+        // writes the cached VMCS back before the region's borrow ends. A failure cannot be
+        // reported from `drop`; `clear` reports it.
+        let _ = unsafe { instructions::vmclear(self.phys) };
+    }
+}

@@ -1,0 +1,356 @@
+//! The guest entry/exit trampoline: VMLAUNCH or VMRESUME with the guest's registers loaded from a
+//! [`GuestRegisters`] frame, and back to Rust on the next VM exit with the frame filled.
+//!
+//! # What is switched, and what is not
+//!
+//! - General-purpose registers: all fifteen but RSP, which is a VMCS guest-state field (as are RIP
+//!   and RFLAGS). The host's callee-saved registers (RBX, RBP, R12–R15) and RFLAGS are restored;
+//!   the rest are clobbered, as the System V calling convention allows.
+//! - CR2: loaded before entry, saved after the exit (the VMCS has no CR2 field).
+//! - x87/MMX/SSE state (XMM0–15, MXCSR, FCW): switched with FXSAVE64/FXRSTOR64, the guest's in
+//!   the frame's 512-byte area, the host's on the trampoline's stack. The host must run with
+//!   CR4.OSFXSR = 1. State beyond FXSAVE (AVX upper halves, AVX-512, AMX, …) is *not* switched:
+//!   a host that uses such registers (Rust code does not, unless built with those target
+//!   features) must switch them itself, and a guest that uses them shares them with the host.
+//! - Debug registers DR0–DR3 and DR6, and MSRs not in the VMCS (e.g. IA32_KERNEL_GS_BASE,
+//!   IA32_STAR/LSTAR), are not switched: the hypervisor switches them if the guest may use them.
+
+use core::mem::offset_of;
+
+use crate::error::VmFail;
+use crate::instructions::fail_valid;
+
+/// Encoding of the host-state field HOST_RSP (SDM Vol. 3D, Appendix B.4.4 "Natural-Width
+/// Host-State Fields").
+pub const HOST_RSP_ENCODING: u32 = 0x6c14;
+/// Encoding of the host-state field HOST_RIP (SDM Vol. 3D, Appendix B.4.4 "Natural-Width
+/// Host-State Fields").
+pub const HOST_RIP_ENCODING: u32 = 0x6c16;
+
+/// A 512-byte FXSAVE64 image (SDM Vol. 1, §10.5.1 "FXSAVE Area"), 16-byte aligned as FXSAVE and
+/// FXRSTOR require.
+///
+/// Its contents are only ever the initial image [`FxsaveArea::INIT`] or what FXSAVE64 stored, so
+/// FXRSTOR64 of it cannot fault on reserved MXCSR bits.
+#[derive(Clone)]
+#[repr(C, align(16))]
+pub struct FxsaveArea([u8; 512]);
+
+impl FxsaveArea {
+    const FCW_OFFSET: usize = 0;
+    const MXCSR_OFFSET: usize = 24;
+
+    /// The state after FNINIT with MXCSR at its reset value: FCW = 0x037F (all x87 exceptions
+    /// masked, extended precision, round to nearest), all registers empty, MXCSR = 0x1F80 (all SSE
+    /// exceptions masked), XMM registers zero.
+    pub const INIT: FxsaveArea = {
+        let mut bytes = [0u8; 512];
+        let fcw = 0x037f_u16.to_le_bytes();
+        bytes[Self::FCW_OFFSET] = fcw[0];
+        bytes[Self::FCW_OFFSET + 1] = fcw[1];
+        let mxcsr = 0x1f80_u32.to_le_bytes();
+        bytes[Self::MXCSR_OFFSET] = mxcsr[0];
+        bytes[Self::MXCSR_OFFSET + 1] = mxcsr[1];
+        bytes[Self::MXCSR_OFFSET + 2] = mxcsr[2];
+        bytes[Self::MXCSR_OFFSET + 3] = mxcsr[3];
+        FxsaveArea(bytes)
+    };
+
+    /// The raw image.
+    #[must_use]
+    pub const fn as_bytes(&self) -> &[u8; 512] {
+        &self.0
+    }
+
+    /// The x87 FPU control word (bytes 1:0).
+    #[must_use]
+    pub const fn fcw(&self) -> u16 {
+        u16::from_le_bytes([self.0[Self::FCW_OFFSET], self.0[Self::FCW_OFFSET + 1]])
+    }
+
+    /// MXCSR (bytes 27:24).
+    #[must_use]
+    pub const fn mxcsr(&self) -> u32 {
+        u32::from_le_bytes([
+            self.0[Self::MXCSR_OFFSET],
+            self.0[Self::MXCSR_OFFSET + 1],
+            self.0[Self::MXCSR_OFFSET + 2],
+            self.0[Self::MXCSR_OFFSET + 3],
+        ])
+    }
+
+    /// XMM register `index` (0–15; bytes 160 + 16·index), `None` for a larger index.
+    #[must_use]
+    pub fn xmm(&self, index: usize) -> Option<u128> {
+        let start = 160 + 16 * index;
+        let bytes = self.0.get(start..start + 16)?;
+        let mut value = [0u8; 16];
+        value.copy_from_slice(bytes);
+        Some(u128::from_le_bytes(value))
+    }
+}
+
+impl Default for FxsaveArea {
+    fn default() -> Self {
+        Self::INIT
+    }
+}
+
+impl core::fmt::Debug for FxsaveArea {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("FxsaveArea")
+            .field("fcw", &format_args!("{:#06x}", self.fcw()))
+            .field("mxcsr", &format_args!("{:#010x}", self.mxcsr()))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The guest's registers that the VMCS does not hold, as the trampoline loads them before VM entry
+/// and stores them after VM exit: the general-purpose registers but RSP, CR2 and the FXSAVE state.
+///
+/// RSP, RIP and RFLAGS are the VMCS fields GUEST_RSP, GUEST_RIP and GUEST_RFLAGS.
+///
+/// ```
+/// use vmx_core::GuestRegisters;
+///
+/// let mut regs = GuestRegisters::new();
+/// regs.rax = 0x1234;
+/// assert_eq!(regs.fxsave_area().mxcsr(), 0x1f80);
+/// ```
+#[derive(Clone, Debug, Default)]
+#[repr(C)]
+pub struct GuestRegisters {
+    /// RAX.
+    pub rax: u64,
+    /// RBX.
+    pub rbx: u64,
+    /// RCX.
+    pub rcx: u64,
+    /// RDX.
+    pub rdx: u64,
+    /// RSI.
+    pub rsi: u64,
+    /// RDI.
+    pub rdi: u64,
+    /// RBP.
+    pub rbp: u64,
+    /// R8.
+    pub r8: u64,
+    /// R9.
+    pub r9: u64,
+    /// R10.
+    pub r10: u64,
+    /// R11.
+    pub r11: u64,
+    /// R12.
+    pub r12: u64,
+    /// R13.
+    pub r13: u64,
+    /// R14.
+    pub r14: u64,
+    /// R15.
+    pub r15: u64,
+    /// CR2 (the page-fault linear address), which the VMCS does not hold.
+    pub cr2: u64,
+    fxsave: FxsaveArea,
+}
+
+impl GuestRegisters {
+    /// All registers zero and the x87/SSE state [`FxsaveArea::INIT`].
+    #[must_use]
+    pub const fn new() -> Self {
+        Self {
+            rax: 0,
+            rbx: 0,
+            rcx: 0,
+            rdx: 0,
+            rsi: 0,
+            rdi: 0,
+            rbp: 0,
+            r8: 0,
+            r9: 0,
+            r10: 0,
+            r11: 0,
+            r12: 0,
+            r13: 0,
+            r14: 0,
+            r15: 0,
+            cr2: 0,
+            fxsave: FxsaveArea::INIT,
+        }
+    }
+
+    /// The guest's x87/MMX/SSE state (as FXSAVE64 stored it at the last VM exit).
+    #[must_use]
+    pub const fn fxsave_area(&self) -> &FxsaveArea {
+        &self.fxsave
+    }
+
+    /// Resets the guest's x87/SSE state to [`FxsaveArea::INIT`].
+    pub fn reset_fxsave_area(&mut self) {
+        self.fxsave = FxsaveArea::INIT;
+    }
+}
+
+/// Bytes the trampoline reserves below its saved registers for the host's FXSAVE image: 512 plus 8
+/// that bring RSP back to a 16-byte boundary after the return address and eight pushes.
+const HOST_FXSAVE_SPACE: usize = 512 + 8;
+
+/// The trampoline. Returns 0 after a VM exit, 1 on VMfailInvalid and 2 on VMfailValid (of
+/// VMLAUNCH, VMRESUME or the VMWRITEs of HOST_RSP/HOST_RIP).
+///
+/// Stack layout from HOST_RSP upward: the host's FXSAVE image (512 bytes + 8 of padding), `regs`,
+/// RFLAGS, R15, R14, R13, R12, RBX, RBP, the return address.
+///
+/// # Safety
+///
+/// As [`vm_run`].
+#[unsafe(naked)]
+unsafe extern "sysv64" fn vmx_core_vm_run(regs: *mut GuestRegisters, launched: u64) -> u64 {
+    core::arch::naked_asm!(
+        // Host callee-saved state, then the frame pointer for the exit path.
+        "push rbp",
+        "push rbx",
+        "push r12",
+        "push r13",
+        "push r14",
+        "push r15",
+        "pushfq",
+        "push rdi",
+        "sub rsp, {host_fxsave_space}",
+        "fxsave64 [rsp]",
+        // HOST_RSP = this stack pointer, HOST_RIP = the exit label (4).
+        "mov rax, {host_rsp}",
+        "vmwrite rax, rsp",
+        "jbe 5f",
+        "lea rdx, [rip + 4f]",
+        "mov rax, {host_rip}",
+        "vmwrite rax, rdx",
+        "jbe 5f",
+        // Guest state that the VMCS does not hold.
+        "fxrstor64 [rdi + {fxsave}]",
+        "mov rax, [rdi + {cr2}]",
+        "mov cr2, rax",
+        // ZF = !launched; MOV leaves the flags alone until the branch.
+        "test rsi, rsi",
+        "mov rax, [rdi + {rax}]",
+        "mov rbx, [rdi + {rbx}]",
+        "mov rcx, [rdi + {rcx}]",
+        "mov rdx, [rdi + {rdx}]",
+        "mov rsi, [rdi + {rsi}]",
+        "mov rbp, [rdi + {rbp}]",
+        "mov r8, [rdi + {r8}]",
+        "mov r9, [rdi + {r9}]",
+        "mov r10, [rdi + {r10}]",
+        "mov r11, [rdi + {r11}]",
+        "mov r12, [rdi + {r12}]",
+        "mov r13, [rdi + {r13}]",
+        "mov r14, [rdi + {r14}]",
+        "mov r15, [rdi + {r15}]",
+        "mov rdi, [rdi + {rdi}]",
+        "jz 2f",
+        "vmresume",
+        "jmp 5f",
+        "2:",
+        "vmlaunch",
+        // Reached only when VMLAUNCH/VMRESUME/VMWRITE failed: CF = 1 is VMfailInvalid, ZF = 1
+        // VMfailValid. RSP is still the host's.
+        "5:",
+        "mov eax, 2",
+        "jnc 6f",
+        "mov eax, 1",
+        "6:",
+        "jmp 7f",
+        // VM exit: RSP = HOST_RSP, every other GPR holds the guest's value.
+        "4:",
+        "push rdi",
+        "mov rdi, [rsp + 8 + {host_fxsave_space}]",
+        "pop qword ptr [rdi + {rdi}]",
+        "mov [rdi + {rax}], rax",
+        "mov [rdi + {rbx}], rbx",
+        "mov [rdi + {rcx}], rcx",
+        "mov [rdi + {rdx}], rdx",
+        "mov [rdi + {rsi}], rsi",
+        "mov [rdi + {rbp}], rbp",
+        "mov [rdi + {r8}], r8",
+        "mov [rdi + {r9}], r9",
+        "mov [rdi + {r10}], r10",
+        "mov [rdi + {r11}], r11",
+        "mov [rdi + {r12}], r12",
+        "mov [rdi + {r13}], r13",
+        "mov [rdi + {r14}], r14",
+        "mov [rdi + {r15}], r15",
+        "mov rax, cr2",
+        "mov [rdi + {cr2}], rax",
+        "fxsave64 [rdi + {fxsave}]",
+        "xor eax, eax",
+        // Common epilogue: host x87/SSE state, RFLAGS and callee-saved registers.
+        "7:",
+        "fxrstor64 [rsp]",
+        "add rsp, {host_fxsave_space}",
+        "pop rcx",
+        "popfq",
+        "pop r15",
+        "pop r14",
+        "pop r13",
+        "pop r12",
+        "pop rbx",
+        "pop rbp",
+        "ret",
+        host_fxsave_space = const HOST_FXSAVE_SPACE,
+        host_rsp = const HOST_RSP_ENCODING,
+        host_rip = const HOST_RIP_ENCODING,
+        rax = const offset_of!(GuestRegisters, rax),
+        rbx = const offset_of!(GuestRegisters, rbx),
+        rcx = const offset_of!(GuestRegisters, rcx),
+        rdx = const offset_of!(GuestRegisters, rdx),
+        rsi = const offset_of!(GuestRegisters, rsi),
+        rdi = const offset_of!(GuestRegisters, rdi),
+        rbp = const offset_of!(GuestRegisters, rbp),
+        r8 = const offset_of!(GuestRegisters, r8),
+        r9 = const offset_of!(GuestRegisters, r9),
+        r10 = const offset_of!(GuestRegisters, r10),
+        r11 = const offset_of!(GuestRegisters, r11),
+        r12 = const offset_of!(GuestRegisters, r12),
+        r13 = const offset_of!(GuestRegisters, r13),
+        r14 = const offset_of!(GuestRegisters, r14),
+        r15 = const offset_of!(GuestRegisters, r15),
+        cr2 = const offset_of!(GuestRegisters, cr2),
+        fxsave = const offset_of!(GuestRegisters, fxsave),
+    )
+}
+
+/// Enters the guest of the current VMCS with VMLAUNCH (`launched == false`) or VMRESUME
+/// (`launched == true`) and returns at its next VM exit with `regs` holding the guest's registers.
+///
+/// The trampoline writes HOST_RSP (its own stack pointer, below the host registers it saved) and
+/// HOST_RIP (its exit label) itself before each entry. A failed VMLAUNCH/VMRESUME (VMfail) returns
+/// `Err` with the host state intact. A VM entry that fails *after* the checks of the VMCS control
+/// and host-state fields (invalid guest state, MSR loading; SDM §27.8) is a VM exit with bit 31 of
+/// the exit reason set, and returns `Ok`.
+///
+/// [`ActiveVmcs::run`](crate::ActiveVmcs::run) wraps this and tracks the launch state.
+///
+/// # Safety
+///
+/// - VMX root operation at CPL 0 with a current VMCS whose launch state matches `launched`
+///   (otherwise VMfailValid 4 or 5 is returned, which is safe).
+/// - The VMCS host-state area describes the running host (CR0, CR3, CR4, segment selectors, FS/GS/
+///   TR/GDTR/IDTR bases, SYSENTER MSRs, and EFER/PAT if the exit controls load them), so that the
+///   VM exit resumes this code. On exit the processor sets the GDTR and IDTR limits to 0xFFFF and
+///   the TR limit to 0x67; a host that needs others reloads them.
+/// - The guest configuration (EPT or the absence of it, MSR/I/O bitmaps, …) keeps the guest from
+///   reaching memory the host relies on.
+/// - CR4.OSFXSR = 1 (FXSAVE/FXRSTOR of the SSE state).
+pub unsafe fn vm_run(regs: &mut GuestRegisters, launched: bool) -> Result<(), VmFail> {
+    // SAFETY: the caller upholds the VMX and host-state obligations above; `regs` is a live,
+    // exclusively borrowed, 16-byte aligned frame for the duration of the call.
+    let status = unsafe { vmx_core_vm_run(regs, u64::from(launched)) };
+    match status {
+        0 => Ok(()),
+        1 => Err(VmFail::Invalid),
+        // SAFETY: status 2 is the VMfailValid of a VMX instruction that just executed, with a
+        // current VMCS.
+        _ => Err(unsafe { fail_valid() }),
+    }
+}
