@@ -12,6 +12,7 @@ mod serial;
 mod arch;
 mod boot;
 mod exit;
+mod guest;
 mod hv;
 mod libc;
 mod mem;

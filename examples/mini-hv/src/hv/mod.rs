@@ -1,8 +1,35 @@
-//! The hypervisor: called by `main` once the host is up.
+//! The hypervisor: reads and prints the VMX capabilities (and the raw capability MSRs, so that every
+//! run yields a dump), negotiates the controls, enters VMX operation, builds the VMCS and the EPT for
+//! one guest — the test guest of [`crate::guest`] — runs it, and judges the run.
+//!
+//! Guest-physical memory: RAM at `[0, RAM_SIZE)` (a host allocation holding a copy of the kernel
+//! image at the image's own addresses, so the guest's code runs at its linked addresses), nothing
+//! else: the MMIO device page and everything beyond RAM are unmapped, so each access is an EPT
+//! violation the hypervisor emulates or refuses. The hypervisor's own memory is never mapped.
+
+mod decode;
+mod devices;
+mod memory;
+mod vcpu;
+
+use ept::{
+    EptConfig, EptMapper, FrameAllocator, GuestPhysAddr, HostPhysAddr, LeafAttributes, MemoryType,
+    OffsetPhysToVirt, Permissions,
+};
+use exits::ExitReason;
+use vmcs::{HardwareVmcs, VmcsSnapshot, VmcsWrite, fields};
+use vmx_caps::{
+    ControlRequest, EntryControls, ExitControls, LiveMsrs, MsrSnapshot, PinBasedControls,
+    PrimaryControls, SecondaryControls, VmxCapabilities,
+};
+use vmx_core::{LivePlatform, VmFail, VmcsRegion, VmxRoot, VmxonRegion};
+
+use crate::guest::{self, abi};
+use crate::{print, println};
+use vcpu::{Config, End, Vcpu};
 
 /// How the hypervisor's run ended; `main` prints the matching `mini-hv: RESULT ...` line and exits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code, reason = "Pass is produced once a guest runs")]
 pub enum Outcome {
     /// Every check passed.
     Pass,
@@ -12,18 +39,444 @@ pub enum Outcome {
     Unsupported,
 }
 
-/// CPUID.1:ECX bit 5: VMX (SDM Vol. 3C, 24.6 "Discovering Support for VMX").
-const CPUID_1_ECX_VMX: u32 = 1 << 5;
+/// CPUID.1:ECX.XSAVE.
+const CPUID_1_ECX_XSAVE: u32 = 1 << 26;
+/// CR4.OSXSAVE.
+const CR4_OSXSAVE: u64 = 1 << 18;
+
+/// The VPID of the guest (0 is the host's).
+const GUEST_VPID: u16 = 1;
+
+/// Frames for the EPT paging structures, from the kernel's frame allocator (which never takes
+/// frames back: freed table frames are leaked, and this hypervisor frees none).
+struct KernelFrames;
+
+// SAFETY: `crate::mem::alloc_frame` hands out zeroed, 4-KiB aligned, identity-mapped frames that no one
+// else uses.
+unsafe impl FrameAllocator for KernelFrames {
+    fn allocate_frame(&mut self) -> Option<HostPhysAddr> {
+        crate::mem::alloc_frame().map(HostPhysAddr::new_truncate)
+    }
+
+    unsafe fn deallocate_frame(&mut self, _frame: HostPhysAddr) {}
+}
+
+/// The identity translation of the host (physical == virtual below 4 GiB).
+fn identity(virt: *const u8) -> Option<u64> {
+    let addr = virt as u64;
+    (addr < 1 << 32).then_some(addr)
+}
+
+/// Prints a dump of the current VMCS.
+pub(crate) fn dump_vmcs(vmcs: &HardwareVmcs<'_>) {
+    match VmcsSnapshot::capture(vmcs) {
+        Ok(snapshot) => {
+            println!("--- vmcs dump begin ---");
+            println!("{}", snapshot.dump());
+            println!("--- vmcs dump end ---");
+        }
+        Err(fail) => println!("mini-hv: cannot dump the VMCS: {fail}"),
+    }
+}
 
 /// Runs the hypervisor.
 pub fn run() -> Outcome {
-    let ecx = crate::arch::cpuid(1, 0).ecx;
-    if ecx & CPUID_1_ECX_VMX == 0 {
-        crate::println!("mini-hv: VMX not supported by this CPU (CPUID.1:ECX.VMX = 0)");
+    if !vmx_caps::cpu_has_vmx() {
+        println!("mini-hv: VMX not supported by this CPU (CPUID.1:ECX.VMX[bit 5] = 0)");
         return Outcome::Unsupported;
     }
-    crate::println!(
-        "mini-hv: VMX supported (CPUID.1:ECX.VMX = 1), but this build has no hypervisor to run"
+    // SAFETY: ring 0, one processor.
+    let mut msrs = unsafe { LiveMsrs::new() };
+    let caps = match VmxCapabilities::read(&mut msrs) {
+        Ok(caps) => caps,
+        Err(e) => {
+            println!("mini-hv: cannot read the VMX capability MSRs: {e}");
+            return Outcome::Fail;
+        }
+    };
+    println!("mini-hv: VMX capabilities:");
+    println!("{caps}");
+    match MsrSnapshot::capture(&mut msrs) {
+        Ok(snapshot) => {
+            println!("--- msr dump begin ---");
+            print!("{snapshot}");
+            println!("--- msr dump end ---");
+        }
+        Err(e) => println!("mini-hv: cannot capture the capability MSRs: {e}"),
+    }
+
+    let request = ControlRequest::new()
+        .require(PinBasedControls::ACTIVATE_VMX_PREEMPTION_TIMER)
+        .require(
+            PrimaryControls::HLT_EXITING
+                | PrimaryControls::USE_IO_BITMAPS
+                | PrimaryControls::USE_MSR_BITMAPS
+                | PrimaryControls::CR8_LOAD_EXITING
+                | PrimaryControls::CR8_STORE_EXITING,
+        )
+        .require(SecondaryControls::ENABLE_EPT | SecondaryControls::UNRESTRICTED_GUEST)
+        .prefer(SecondaryControls::ENABLE_VPID | SecondaryControls::WBINVD_EXITING)
+        .require(
+            ExitControls::HOST_ADDRESS_SPACE_SIZE
+                | ExitControls::LOAD_IA32_EFER
+                | ExitControls::SAVE_IA32_EFER,
+        )
+        .require(EntryControls::LOAD_IA32_EFER);
+    let negotiated = caps.negotiate(&request);
+    let mut missing = 0;
+    if let Err(e) = &negotiated {
+        println!("mini-hv: unsupported: {e}");
+        missing += 1;
+    }
+    if !caps.misc.activity_hlt() {
+        println!("mini-hv: unsupported: the HLT activity state (IA32_VMX_MISC[6]) is not supported");
+        missing += 1;
+    }
+    let ept_config = EptConfig::new(caps.ept_vpid, phys_addr_width());
+    if negotiated.is_ok() && !(caps.ept_vpid.page_walk_4() && caps.ept_vpid.memory_type_wb()) {
+        println!("mini-hv: unsupported: EPT needs 4-level walks and write-back paging structures");
+        missing += 1;
+    }
+    let negotiated = match negotiated {
+        Ok(n) if missing == 0 => n,
+        _ => return Outcome::Unsupported,
+    };
+    let controls = negotiated.value;
+    if controls.proc.intersects(
+        PrimaryControls::CR3_LOAD_EXITING
+            | PrimaryControls::CR3_STORE_EXITING
+            | PrimaryControls::INVLPG_EXITING,
+    ) {
+        println!(
+            "mini-hv: unsupported: CR3-load/-store and INVLPG exiting cannot be cleared (no TRUE \
+             capability MSRs), and this hypervisor does not emulate them"
+        );
+        return Outcome::Unsupported;
+    }
+    for bit in negotiated.dropped.iter() {
+        println!("mini-hv: optional control not available: {bit}");
+    }
+    let vpid = controls.proc2.contains(SecondaryControls::ENABLE_VPID);
+    let wbinvd_exiting = controls.proc2.contains(SecondaryControls::WBINVD_EXITING);
+
+    // The host keeps CR4.OSXSAVE set, so that XSETBV can load the guest's XCR0.
+    let leaf1 = crate::arch::cpuid(1, 0);
+    let xcr0_supported = if leaf1.ecx & CPUID_1_ECX_XSAVE != 0 {
+        // SAFETY: XSAVE is supported, so CR4.OSXSAVE may be set; it changes nothing else the host uses.
+        unsafe { crate::arch::write_cr4(crate::arch::cr4() | CR4_OSXSAVE) };
+        let d = crate::arch::cpuid(0xd, 0);
+        u64::from(d.eax) | u64::from(d.edx) << 32
+    } else {
+        0
+    };
+
+    // Guest RAM, with a copy of the kernel image at its linked addresses.
+    let pages = (abi::RAM_SIZE / 4096) as usize;
+    let Some(ram) = crate::mem::alloc_frames(pages) else {
+        println!("mini-hv: cannot allocate {} MiB of guest RAM", abi::RAM_SIZE >> 20);
+        return Outcome::Fail;
+    };
+    let (image_start, image_end) = crate::boot::image_range();
+    if image_end > abi::RAM_SIZE {
+        println!("mini-hv: the kernel image ends at {image_end:#x}, beyond the guest's RAM");
+        return Outcome::Fail;
+    }
+    // SAFETY: the image is mapped and readable; the destination is the fresh allocation, large
+    // enough (checked), identity-mapped and owned by the guest.
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            image_start as *const u8,
+            (ram + image_start) as *mut u8,
+            (image_end - image_start) as usize,
+        )
+    };
+    // SAFETY: [ram, ram + RAM_SIZE) was just allocated for the guest alone.
+    let mem = unsafe { memory::GuestMemory::new(ram, abi::RAM_SIZE) };
+    println!(
+        "mini-hv: guest RAM {} MiB at host {:#x}; kernel image copied to guest {image_start:#x}..{image_end:#x}",
+        abi::RAM_SIZE >> 20,
+        mem.host_base()
     );
-    Outcome::Unsupported
+
+    let Some(vmxon_frame) = crate::mem::alloc_frame() else {
+        println!("mini-hv: out of memory for the VMXON region");
+        return Outcome::Fail;
+    };
+    // SAFETY: a fresh, zeroed, 4-KiB aligned frame used for nothing else, for the rest of the run.
+    let vmxon_region: &'static mut VmxonRegion = unsafe { &mut *(vmxon_frame as *mut VmxonRegion) };
+    // SAFETY: ring 0 on the only processor.
+    let mut platform = unsafe { LivePlatform::new() };
+    // SAFETY: `caps` were read on this processor; `identity` is the host's true translation; nothing
+    // else uses VMX.
+    let mut root = match unsafe { VmxRoot::enable(&mut platform, &caps, vmxon_region, &identity) } {
+        Ok(root) => root,
+        Err(e) => {
+            println!("mini-hv: cannot enter VMX operation: {e}");
+            return Outcome::Fail;
+        }
+    };
+    println!("mini-hv: VMX root operation entered");
+    let outcome = run_guest(&mut root, &caps, &negotiated.value, mem, ept_config, vpid, wbinvd_exiting, xcr0_supported);
+    match root.disable(&mut platform) {
+        Ok(_) => println!("mini-hv: VMX operation left (VMXOFF)"),
+        Err((_, fail)) => {
+            println!("mini-hv: VMXOFF failed: {fail}");
+            return Outcome::Fail;
+        }
+    }
+    outcome
+}
+
+/// MAXPHYADDR (CPUID.80000008H:EAX[7:0]).
+fn phys_addr_width() -> u8 {
+    if crate::arch::cpuid(0x8000_0000, 0).eax >= 0x8000_0008 {
+        crate::arch::cpuid(0x8000_0008, 0).eax as u8
+    } else {
+        36
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_guest(
+    root: &mut VmxRoot,
+    caps: &VmxCapabilities,
+    controls: &vmx_caps::ControlSet,
+    mem: memory::GuestMemory,
+    ept_config: EptConfig,
+    vpid: bool,
+    wbinvd_exiting: bool,
+    xcr0_supported: u64,
+) -> Outcome {
+    // EPT: guest RAM only, write-back, read/write/execute.
+    let mut frames = KernelFrames;
+    // SAFETY: the host identity-maps every frame the kernel allocator hands out.
+    let p2v = unsafe { OffsetPhysToVirt::identity() };
+    let mut ept = match EptMapper::new(ept_config, p2v, &mut frames) {
+        Ok(ept) => ept,
+        Err(e) => {
+            println!("mini-hv: cannot create the EPT: {e}");
+            return Outcome::Fail;
+        }
+    };
+    let map = ept.map(
+        GuestPhysAddr::new_truncate(0),
+        HostPhysAddr::new_truncate(mem.host_base()),
+        mem.size(),
+        LeafAttributes::new(Permissions::RWX, MemoryType::WriteBack),
+        &mut frames,
+    );
+    match map {
+        Ok(flush) => {
+            if let Err(e) = flush.flush(root, &mut frames) {
+                println!("mini-hv: INVEPT failed: {e}");
+                return Outcome::Fail;
+            }
+        }
+        Err(e) => {
+            println!("mini-hv: cannot map guest RAM in the EPT: {e}");
+            return Outcome::Fail;
+        }
+    }
+    println!(
+        "mini-hv: EPT {:#x}: guest-physical 0..{:#x} -> host {:#x} ({} table frames)",
+        ept.eptp().bits(),
+        mem.size(),
+        mem.host_base(),
+        ept.table_frames()
+    );
+
+    // MSR bitmap (everything intercepted but the pass-through MSRs) and I/O bitmaps (every port).
+    let (Some(msr_bitmap), Some(io_bitmaps), Some(vmcs_frame)) = (
+        crate::mem::alloc_frame(),
+        crate::mem::alloc_frames(2),
+        crate::mem::alloc_frame(),
+    ) else {
+        println!("mini-hv: out of memory for the bitmaps and the VMCS");
+        return Outcome::Fail;
+    };
+    // SAFETY: fresh frames owned by this function, identity-mapped.
+    unsafe {
+        core::ptr::write_bytes(msr_bitmap as *mut u8, 0xff, 4096);
+        core::ptr::write_bytes(io_bitmaps as *mut u8, 0xff, 8192);
+    }
+    let allow = |base: u64, msr: u32| {
+        let (offset, index) = match msr {
+            0..=0x1fff => (0, msr),
+            0xc000_0000..=0xc000_1fff => (0x400, msr - 0xc000_0000),
+            _ => return,
+        };
+        let byte = (msr_bitmap + base + offset + u64::from(index / 8)) as *mut u8;
+        // SAFETY: inside the MSR bitmap frame (offsets < 0x1000).
+        unsafe { *byte &= !(1 << (index % 8)) };
+    };
+    for &msr in vcpu::PASSTHROUGH_READ {
+        allow(0, msr);
+    }
+    for &msr in vcpu::PASSTHROUGH_WRITE {
+        allow(0x800, msr);
+    }
+
+    // SAFETY: a fresh, zeroed, 4-KiB aligned frame, used only as this VMCS.
+    let region: &mut VmcsRegion = unsafe { &mut *(vmcs_frame as *mut VmcsRegion) };
+    if let Err(e) = region.init(caps.basic.revision_id(), false) {
+        println!("mini-hv: cannot prepare the VMCS region: {e}");
+        return Outcome::Fail;
+    }
+    let mut active = match region.load(root, &identity) {
+        Ok(active) => active,
+        Err(e) => {
+            println!("mini-hv: cannot load the VMCS: {e}");
+            return Outcome::Fail;
+        }
+    };
+    // SAFETY: VMX root operation at CPL 0 on this processor, the current VMCS is `active`'s, and the
+    // state written below keeps the guest inside its EPT.
+    let mut hw = unsafe { HardwareVmcs::new() };
+
+    let config = Config {
+        cr0_fixed: caps.cr0_fixed,
+        cr4_fixed: caps.cr4_fixed,
+        timer_shift: caps.misc.preemption_timer_tsc_shift(),
+        wbinvd_exiting,
+        xcr0_supported,
+    };
+    let mut vcpu = Vcpu::new(mem, config);
+    let setup = write_vmcs(&mut hw, controls, ept.eptp(), msr_bitmap, io_bitmaps, vpid)
+        .and_then(|()| vcpu.write_reset_state(&mut hw, guest::entry16()));
+    if let Err(fail) = setup {
+        println!("mini-hv: writing the VMCS failed: {fail}");
+        dump_vmcs(&hw);
+        return Outcome::Fail;
+    }
+    println!(
+        "mini-hv: launching the guest in real mode at CS.base {:#x} (VPID {})",
+        guest::entry16(),
+        if vpid { "on" } else { "off" }
+    );
+    let end = vcpu.run(&mut active, &mut hw);
+    let outcome = judge(&vcpu, end, wbinvd_exiting);
+    if let Err((_, fail)) = active.clear() {
+        println!("mini-hv: VMCLEAR failed: {fail}");
+        return Outcome::Fail;
+    }
+    outcome
+}
+
+/// Controls, host state and the addresses of the bitmaps and the EPT.
+fn write_vmcs(
+    vmcs: &mut HardwareVmcs<'_>,
+    controls: &vmx_caps::ControlSet,
+    eptp: ept::EptPointer,
+    msr_bitmap: u64,
+    io_bitmaps: u64,
+    vpid: bool,
+) -> Result<(), VmFail> {
+    vmcs.write(fields::PIN_BASED_VM_EXECUTION_CONTROLS, controls.pin)?;
+    vmcs.write(fields::PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS, controls.proc)?;
+    vmcs.write(fields::SECONDARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS, controls.proc2)?;
+    vmcs.write(fields::PRIMARY_VM_EXIT_CONTROLS, controls.exit)?;
+    vmcs.write(fields::VM_ENTRY_CONTROLS, controls.entry)?;
+    vmcs.write(fields::EXCEPTION_BITMAP, vmcs::ExceptionBitmap::empty())?;
+    vmcs.write(fields::PAGE_FAULT_ERROR_CODE_MASK, 0)?;
+    vmcs.write(fields::PAGE_FAULT_ERROR_CODE_MATCH, 0)?;
+    vmcs.write(fields::CR3_TARGET_COUNT, 0)?;
+    vmcs.write(fields::VM_EXIT_MSR_STORE_COUNT, 0)?;
+    vmcs.write(fields::VM_EXIT_MSR_LOAD_COUNT, 0)?;
+    vmcs.write(fields::VM_ENTRY_MSR_LOAD_COUNT, 0)?;
+    vmcs.write(fields::VM_ENTRY_INTERRUPTION_INFORMATION, vmcs::EntryInterruptionInfo::from_bits(0))?;
+    vmcs.write(fields::ADDRESS_OF_MSR_BITMAPS, msr_bitmap)?;
+    vmcs.write(fields::ADDRESS_OF_IO_BITMAP_A, io_bitmaps)?;
+    vmcs.write(fields::ADDRESS_OF_IO_BITMAP_B, io_bitmaps + 4096)?;
+    vmcs.write(fields::EPT_POINTER, eptp)?;
+    if vpid {
+        vmcs.write(fields::VIRTUAL_PROCESSOR_IDENTIFIER, GUEST_VPID)?;
+    }
+
+    let host = crate::arch::host_state();
+    vmcs.write(fields::HOST_CR0, host.cr0)?;
+    vmcs.write(fields::HOST_CR3, host.cr3)?;
+    vmcs.write(fields::HOST_CR4, host.cr4)?;
+    vmcs.write(fields::HOST_CS_SELECTOR, host.cs)?;
+    vmcs.write(fields::HOST_SS_SELECTOR, host.ss)?;
+    vmcs.write(fields::HOST_DS_SELECTOR, host.ds)?;
+    vmcs.write(fields::HOST_ES_SELECTOR, host.es)?;
+    vmcs.write(fields::HOST_FS_SELECTOR, host.fs)?;
+    vmcs.write(fields::HOST_GS_SELECTOR, host.gs)?;
+    vmcs.write(fields::HOST_TR_SELECTOR, host.tr)?;
+    vmcs.write(fields::HOST_FS_BASE, host.fs_base)?;
+    vmcs.write(fields::HOST_GS_BASE, host.gs_base)?;
+    vmcs.write(fields::HOST_TR_BASE, host.tr_base)?;
+    vmcs.write(fields::HOST_GDTR_BASE, host.gdtr_base)?;
+    vmcs.write(fields::HOST_IDTR_BASE, host.idtr_base)?;
+    vmcs.write(fields::HOST_IA32_SYSENTER_CS, 0)?;
+    vmcs.write(fields::HOST_IA32_SYSENTER_ESP, 0)?;
+    vmcs.write(fields::HOST_IA32_SYSENTER_EIP, 0)?;
+    vmcs.write(fields::HOST_IA32_EFER, host.efer)?;
+    Ok(())
+}
+
+/// Prints the run's report and decides the outcome.
+fn judge(vcpu: &Vcpu, end: End, wbinvd_exiting: bool) -> Outcome {
+    let mut ok = true;
+    println!("mini-hv: guest test results:");
+    for (index, name) in abi::TESTS.iter().enumerate() {
+        let verdict = match vcpu.reports[index] {
+            Some(true) => "pass",
+            Some(false) => {
+                ok = false;
+                "FAIL"
+            }
+            None => {
+                ok = false;
+                "not reported"
+            }
+        };
+        println!("mini-hv:   {index:2} {name:<24} {verdict}");
+    }
+    if vcpu.duplicate_reports != 0 {
+        println!("mini-hv: {} duplicate test reports", vcpu.duplicate_reports);
+        ok = false;
+    }
+    println!("mini-hv: VM exit statistics:");
+    let mut total = 0;
+    for (number, &count) in vcpu.exit_counts.iter().enumerate() {
+        if count != 0 {
+            total += count;
+            println!("mini-hv:   {count:>8}  {}", ExitReason::from_raw(number as u32).basic);
+        }
+    }
+    println!("mini-hv:   {total:>8}  total");
+    match vcpu.timing {
+        Some((median, samples, min)) => println!(
+            "mini-hv: CPUID round trip (VM exit + emulation + VM entry): median {median} TSC ticks over \
+             {samples} samples (minimum {min})"
+        ),
+        None => {
+            println!("mini-hv: the guest reported no CPUID timing");
+            ok = false;
+        }
+    }
+    let wbinvd: &[u64] = if wbinvd_exiting { &[abi::reason::WBINVD] } else { &[] };
+    for &reason in vcpu::EXPECTED_EXITS.iter().chain(wbinvd) {
+        if vcpu.exit_counts[reason as usize] == 0 {
+            println!(
+                "mini-hv: expected VM exit never happened: {}",
+                ExitReason::from_raw(reason as u32).basic
+            );
+            ok = false;
+        }
+    }
+    match end {
+        End::TripleFault { .. } => println!("mini-hv: the guest ended with the expected triple fault; host alive"),
+        End::GuestExit { status } => {
+            println!("mini-hv: the guest stopped itself with status {status:#x} before its final triple fault");
+            ok = false;
+        }
+        End::Stopped => {
+            println!("mini-hv: the hypervisor stopped the guest");
+            ok = false;
+        }
+        End::EntryFailed => ok = false,
+    }
+    if ok { Outcome::Pass } else { Outcome::Fail }
 }

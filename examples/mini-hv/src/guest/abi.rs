@@ -1,0 +1,180 @@
+//! The contract between the hypervisor and the test guest: the guest-physical memory layout, the hypercall
+//! ABI, the emulated devices' registers and the test list. Both sides are compiled from this one file.
+//!
+//! # Hypercall ABI
+//! The guest executes `VMCALL` at CPL 0 with the function number in RAX and up to three arguments in RDI,
+//! RSI and RDX; the hypervisor returns a value in RAX ([`HC_OK`] or a function result, [`HC_UNKNOWN`] for an
+//! unknown function, [`HC_BAD_ARGUMENT`] for an argument it refused) and advances RIP past the `VMCALL`.
+//! Pointers are guest-virtual addresses, translated through the guest's own page tables.
+
+/// Size of the guest's RAM, guest-physical `[0, RAM_SIZE)`.
+pub const RAM_SIZE: u64 = 32 << 20;
+
+/// Guest-physical address of the six pages the guest builds its page tables in (PML4, PDPT, 4 PDs mapping
+/// the first 4 GiB with 2 MiB pages).
+pub const PAGE_TABLES: u64 = 0x1_0000;
+
+/// Initial RSP of the guest's 64-bit code (the stack grows down to the page tables' end, 0x16000).
+pub const STACK_TOP: u64 = 0x9_f000;
+
+/// Guest-physical page of the emulated MMIO device (not backed by RAM: every access is an EPT violation).
+pub const MMIO_BASE: u64 = 0xd000_0000;
+
+/// A guest-physical address that is neither RAM nor a device: accesses are contained by the hypervisor,
+/// which injects #GP(0).
+pub const UNBACKED: u64 = 0xc000_0000;
+
+/// CPUID leaf 0x4000_0000 EAX: the highest hypervisor leaf.
+pub const CPUID_HV_MAX_LEAF: u32 = 0x4000_0001;
+
+/// CPUID leaf 0x4000_0000 EBX, ECX, EDX: the vendor signature.
+pub const CPUID_HV_SIGNATURE: [u8; 12] = *b"MiniHv-VmxRs";
+
+/// CPUID leaf 0x4000_0001 EAX: the hypercall ABI version.
+pub const HC_ABI_VERSION: u32 = 1;
+
+/// A synthetic MSR that the hypervisor emulates as a 64-bit scratch register.
+pub const MSR_SCRATCH: u32 = 0x4d48_0000;
+
+/// The value the hypervisor returns for RDMSR of IA32_MISC_ENABLE (bit 0: fast-strings enable).
+pub const MISC_ENABLE_VALUE: u64 = 1;
+
+/// The value the guest reads from IA32_FEATURE_CONTROL: locked, VMX disabled (VMX is hidden).
+pub const FEATURE_CONTROL_VALUE: u64 = 1;
+
+/// Hypercall: print the string at guest-virtual RDI of RSI bytes (at most [`HC_PRINT_MAX`]).
+pub const HC_PRINT: u64 = 1;
+/// Hypercall: report the result of test RDI (an index into [`TESTS`]): RSI = 1 for pass, 0 for fail.
+pub const HC_REPORT: u64 = 2;
+/// Hypercall: stop the guest with status RDI (0 = success); does not return.
+pub const HC_EXIT: u64 = 3;
+/// Hypercall: report the CPUID round-trip timing: RDI = median TSC ticks, RSI = sample count, RDX = minimum.
+pub const HC_TIMING: u64 = 4;
+/// Hypercall: return how many VM exits with basic exit reason RDI the hypervisor has handled so far.
+pub const HC_EXIT_COUNT: u64 = 5;
+/// Hypercall: return the hypervisor's feature flags ([`FEATURE_WBINVD_EXITING`]).
+pub const HC_FEATURES: u64 = 6;
+
+/// Longest string [`HC_PRINT`] accepts.
+pub const HC_PRINT_MAX: u64 = 256;
+
+/// Hypercall result: success.
+pub const HC_OK: u64 = 0;
+/// Hypercall result: unknown function number.
+pub const HC_UNKNOWN: u64 = u64::MAX;
+/// Hypercall result: an argument was refused (bad pointer, length, test index).
+pub const HC_BAD_ARGUMENT: u64 = u64::MAX - 1;
+
+/// [`HC_FEATURES`] flag: WBINVD causes a VM exit ("WBINVD exiting" was negotiated).
+pub const FEATURE_WBINVD_EXITING: u64 = 1 << 0;
+
+/// Register offsets of the emulated MMIO device at [`MMIO_BASE`].
+pub mod mmio {
+    /// Read-only identification register (32 bits): [`ID_VALUE`].
+    pub const ID: u64 = 0x00;
+    /// Read/write 64-bit scratch register.
+    pub const SCRATCH: u64 = 0x08;
+    /// Read-only counter: each read returns the previous value plus one (starts at 1).
+    pub const COUNTER: u64 = 0x10;
+    /// Read-only count of the writes the device accepted.
+    pub const WRITES: u64 = 0x18;
+    /// The value of [`ID`].
+    pub const ID_VALUE: u32 = 0x4f49_4d4d;
+}
+
+/// The emulated 16550 UART (the guest's console) and its registers.
+pub mod uart {
+    /// Base I/O port (COM1).
+    pub const BASE: u16 = 0x3f8;
+    /// Receive/transmit holding register (divisor latch low with LCR.DLAB).
+    pub const THR: u16 = 0;
+    /// Interrupt enable register (divisor latch high with LCR.DLAB).
+    pub const IER: u16 = 1;
+    /// Interrupt identification register (read).
+    pub const IIR: u16 = 2;
+    /// Line control register.
+    pub const LCR: u16 = 3;
+    /// Modem control register.
+    pub const MCR: u16 = 4;
+    /// Line status register.
+    pub const LSR: u16 = 5;
+    /// Modem status register.
+    pub const MSR: u16 = 6;
+    /// Scratch register.
+    pub const SCR: u16 = 7;
+    /// LCR bit 7: divisor latch access.
+    pub const LCR_DLAB: u8 = 0x80;
+    /// LSR: transmit holding register empty and transmitter empty.
+    pub const LSR_THRE_TEMT: u8 = 0x60;
+    /// IIR: no interrupt pending.
+    pub const IIR_NONE: u8 = 0x01;
+}
+
+/// Basic exit reasons the guest asks [`HC_EXIT_COUNT`] about (SDM Vol. 3D, Appendix C "VMX Basic Exit
+/// Reasons").
+pub mod reason {
+    /// CPUID.
+    pub const CPUID: u64 = 10;
+    /// HLT.
+    pub const HLT: u64 = 12;
+    /// INVD.
+    pub const INVD: u64 = 13;
+    /// VMCALL.
+    pub const VMCALL: u64 = 18;
+    /// VMCLEAR.
+    pub const VMCLEAR: u64 = 19;
+    /// VMLAUNCH.
+    pub const VMLAUNCH: u64 = 20;
+    /// VMPTRLD.
+    pub const VMPTRLD: u64 = 21;
+    /// VMREAD.
+    pub const VMREAD: u64 = 23;
+    /// VMRESUME.
+    pub const VMRESUME: u64 = 24;
+    /// VMWRITE.
+    pub const VMWRITE: u64 = 25;
+    /// VMXOFF.
+    pub const VMXOFF: u64 = 26;
+    /// VMXON.
+    pub const VMXON: u64 = 27;
+    /// Control-register accesses.
+    pub const CR_ACCESS: u64 = 28;
+    /// I/O instruction.
+    pub const IO: u64 = 30;
+    /// RDMSR.
+    pub const RDMSR: u64 = 31;
+    /// WRMSR.
+    pub const WRMSR: u64 = 32;
+    /// EPT violation.
+    pub const EPT_VIOLATION: u64 = 48;
+    /// INVEPT.
+    pub const INVEPT: u64 = 50;
+    /// VMX-preemption timer expired.
+    pub const PREEMPTION_TIMER: u64 = 52;
+    /// INVVPID.
+    pub const INVVPID: u64 = 53;
+    /// WBINVD.
+    pub const WBINVD: u64 = 54;
+    /// XSETBV.
+    pub const XSETBV: u64 = 55;
+}
+
+/// The guest's tests, in the order it runs them; [`HC_REPORT`] names a test by its index here. After the
+/// last one the guest ends with a deliberate triple fault.
+pub const TESTS: &[&str] = &[
+    "cpuid-hypervisor-leaf",
+    "msr-passthrough",
+    "msr-emulated",
+    "msr-forbidden-gp",
+    "io-uart",
+    "io-unclaimed-ports",
+    "hlt-preemption-timer",
+    "vmcall",
+    "mmio-device",
+    "xsetbv",
+    "invd-wbinvd",
+    "cr-access",
+    "vmx-instructions-ud",
+    "unbacked-memory",
+    "cpuid-timing",
+];

@@ -1,0 +1,635 @@
+//! The guest's checks: each exercises one VM-exit path and verifies both what the guest sees and, through
+//! [`abi::HC_EXIT_COUNT`], that the expected exits (and no others of that kind) happened.
+
+use core::arch::asm;
+use core::arch::x86_64::{__cpuid_count, _rdtsc};
+
+use super::abi::{self, reason};
+use super::{Fault, GP, UD, exit_count, gprintln, guarded, hypercall, inb, outb};
+
+type Check = Result<(), &'static str>;
+
+fn ensure(condition: bool, why: &'static str) -> Check {
+    if condition { Ok(()) } else { Err(why) }
+}
+
+fn expect_fault(fault: Option<Fault>, vector: u8, why: &'static str) -> Check {
+    match fault {
+        Some(f) if f.vector == vector && (vector != GP || f.error == 0) => Ok(()),
+        _ => Err(why),
+    }
+}
+
+/// The tests, in the order of [`abi::TESTS`].
+const TESTS: [fn() -> Check; 15] = [
+    cpuid_hypervisor_leaf,
+    msr_passthrough,
+    msr_emulated,
+    msr_forbidden_gp,
+    io_uart,
+    io_unclaimed_ports,
+    hlt_preemption_timer,
+    vmcall,
+    mmio_device,
+    xsetbv,
+    invd_wbinvd,
+    cr_access,
+    vmx_instructions_ud,
+    unbacked_memory,
+    cpuid_timing,
+];
+const _: () = assert!(TESTS.len() == abi::TESTS.len());
+
+/// Runs every test, printing and reporting each result.
+pub fn run_all() {
+    for (index, test) in TESTS.iter().enumerate() {
+        let name = abi::TESTS[index];
+        let result = test();
+        match result {
+            Ok(()) => gprintln!("test {index:2} {name}: ok"),
+            Err(why) => gprintln!("test {index:2} {name}: FAILED: {why}"),
+        }
+        hypercall(abi::HC_REPORT, index as u64, result.is_ok() as u64, 0);
+    }
+}
+
+fn cpuid(leaf: u32, subleaf: u32) -> (u32, u32, u32, u32) {
+    // CPUID is always available; in the guest it exits to the hypervisor.
+    let r = __cpuid_count(leaf, subleaf);
+    (r.eax, r.ebx, r.ecx, r.edx)
+}
+
+fn rdmsr(msr: u32) -> Result<u64, Fault> {
+    let (lo, hi): (u32, u32);
+    match guarded!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi) {
+        None => Ok(u64::from(hi) << 32 | u64::from(lo)),
+        Some(f) => Err(f),
+    }
+}
+
+fn wrmsr(msr: u32, value: u64) -> Option<Fault> {
+    guarded!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32)
+}
+
+fn rdtsc() -> u64 {
+    // SAFETY: RDTSC is enabled at CPL 0 (CR4.TSD only restricts CPL > 0).
+    unsafe { _rdtsc() }
+}
+
+fn read_cr0() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR0 at CPL 0.
+    unsafe { asm!("mov {}, cr0", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+fn read_cr4() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR4 at CPL 0.
+    unsafe { asm!("mov {}, cr4", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+fn cpuid_hypervisor_leaf() -> Check {
+    let before = exit_count(reason::CPUID);
+    let (max, b, c, d) = cpuid(0x4000_0000, 0);
+    ensure(
+        max == abi::CPUID_HV_MAX_LEAF,
+        "leaf 0x40000000 EAX is not the highest hypervisor leaf",
+    )?;
+    let mut signature = [0u8; 12];
+    signature[0..4].copy_from_slice(&b.to_le_bytes());
+    signature[4..8].copy_from_slice(&c.to_le_bytes());
+    signature[8..12].copy_from_slice(&d.to_le_bytes());
+    ensure(
+        signature == abi::CPUID_HV_SIGNATURE,
+        "wrong hypervisor vendor signature",
+    )?;
+    let (version, ..) = cpuid(0x4000_0001, 0);
+    ensure(
+        version == abi::HC_ABI_VERSION,
+        "leaf 0x40000001 EAX is not the ABI version",
+    )?;
+    let (_, _, ecx, _) = cpuid(1, 0);
+    ensure(
+        ecx & (1 << 31) != 0,
+        "CPUID.1:ECX.hypervisor (bit 31) is clear",
+    )?;
+    ensure(
+        ecx & (1 << 5) == 0,
+        "CPUID.1:ECX.VMX (bit 5) is visible to the guest",
+    )?;
+    let exits = exit_count(reason::CPUID) - before;
+    ensure(exits == 3, "expected exactly 3 CPUID exits")
+}
+
+const IA32_TIME_STAMP_COUNTER: u32 = 0x10;
+const IA32_FEATURE_CONTROL: u32 = 0x3a;
+const IA32_SYSENTER_CS: u32 = 0x174;
+const IA32_SYSENTER_ESP: u32 = 0x175;
+const IA32_MISC_ENABLE: u32 = 0x1a0;
+const IA32_VMX_BASIC: u32 = 0x480;
+const IA32_VMX_PROCBASED_CTLS2: u32 = 0x48b;
+const IA32_VMX_TRUE_PROCBASED_CTLS: u32 = 0x48e;
+const IA32_EFER: u32 = 0xc000_0080;
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+const EFER_NXE: u64 = 1 << 11;
+
+fn msr_exits() -> (u64, u64) {
+    (exit_count(reason::RDMSR), exit_count(reason::WRMSR))
+}
+
+fn msr_passthrough() -> Check {
+    let before = msr_exits();
+    let esp = 0xffff_8000_1234_5000;
+    ensure(
+        wrmsr(IA32_SYSENTER_ESP, esp).is_none(),
+        "WRMSR IA32_SYSENTER_ESP faulted",
+    )?;
+    ensure(
+        rdmsr(IA32_SYSENTER_ESP) == Ok(esp),
+        "IA32_SYSENTER_ESP did not read back",
+    )?;
+    ensure(
+        wrmsr(IA32_SYSENTER_CS, 0x10).is_none(),
+        "WRMSR IA32_SYSENTER_CS faulted",
+    )?;
+    ensure(
+        rdmsr(IA32_SYSENTER_CS) == Ok(0x10),
+        "IA32_SYSENTER_CS did not read back",
+    )?;
+    let t0 = rdmsr(IA32_TIME_STAMP_COUNTER).map_err(|_| "RDMSR IA32_TIME_STAMP_COUNTER faulted")?;
+    let t1 = rdmsr(IA32_TIME_STAMP_COUNTER).map_err(|_| "RDMSR IA32_TIME_STAMP_COUNTER faulted")?;
+    ensure(t1 > t0, "the TSC did not advance")?;
+    ensure(
+        msr_exits() == before,
+        "a pass-through MSR access caused a VM exit",
+    )
+}
+
+fn msr_emulated() -> Check {
+    let before = msr_exits();
+    let efer = rdmsr(IA32_EFER).map_err(|_| "RDMSR IA32_EFER faulted")?;
+    ensure(
+        efer & (EFER_LME | EFER_LMA) == EFER_LME | EFER_LMA,
+        "EFER.LME/LMA clear in long mode",
+    )?;
+    ensure(
+        wrmsr(IA32_EFER, efer | EFER_NXE).is_none(),
+        "WRMSR IA32_EFER (NXE) faulted",
+    )?;
+    let efer2 = rdmsr(IA32_EFER).map_err(|_| "RDMSR IA32_EFER faulted")?;
+    ensure(
+        efer2 == efer | EFER_NXE,
+        "EFER.NXE did not stick (or LMA changed)",
+    )?;
+    let pattern = 0x0123_4567_89ab_cdef;
+    ensure(
+        wrmsr(abi::MSR_SCRATCH, pattern).is_none(),
+        "WRMSR scratch MSR faulted",
+    )?;
+    ensure(
+        rdmsr(abi::MSR_SCRATCH) == Ok(pattern),
+        "scratch MSR did not read back",
+    )?;
+    ensure(
+        rdmsr(IA32_FEATURE_CONTROL) == Ok(abi::FEATURE_CONTROL_VALUE),
+        "IA32_FEATURE_CONTROL does not read as locked with VMX off",
+    )?;
+    ensure(
+        rdmsr(IA32_MISC_ENABLE) == Ok(abi::MISC_ENABLE_VALUE),
+        "IA32_MISC_ENABLE is not the emulated value",
+    )?;
+    let after = msr_exits();
+    ensure(after.0 - before.0 == 5, "expected exactly 5 RDMSR exits")?;
+    ensure(after.1 - before.1 == 2, "expected exactly 2 WRMSR exits")
+}
+
+fn msr_forbidden_gp() -> Check {
+    let before = msr_exits();
+    expect_fault(
+        wrmsr(IA32_FEATURE_CONTROL, 5),
+        GP,
+        "WRMSR IA32_FEATURE_CONTROL did not #GP",
+    )?;
+    expect_fault(
+        rdmsr(IA32_VMX_BASIC).err(),
+        GP,
+        "RDMSR IA32_VMX_BASIC did not #GP",
+    )?;
+    expect_fault(
+        rdmsr(IA32_VMX_PROCBASED_CTLS2).err(),
+        GP,
+        "RDMSR IA32_VMX_PROCBASED_CTLS2 did not #GP",
+    )?;
+    expect_fault(
+        rdmsr(IA32_VMX_TRUE_PROCBASED_CTLS).err(),
+        GP,
+        "RDMSR IA32_VMX_TRUE_PROCBASED_CTLS did not #GP",
+    )?;
+    expect_fault(
+        rdmsr(0x1234).err(),
+        GP,
+        "RDMSR of unknown MSR 0x1234 did not #GP",
+    )?;
+    expect_fault(
+        rdmsr(abi::MSR_SCRATCH + 1).err(),
+        GP,
+        "RDMSR of unknown MSR did not #GP",
+    )?;
+    let efer = rdmsr(IA32_EFER).map_err(|_| "RDMSR IA32_EFER faulted")?;
+    expect_fault(
+        wrmsr(IA32_EFER, efer | 1 << 1),
+        GP,
+        "EFER reserved bit 1 did not #GP",
+    )?;
+    expect_fault(
+        wrmsr(IA32_EFER, efer & !EFER_LME),
+        GP,
+        "clearing EFER.LME with paging on did not #GP",
+    )?;
+    let after = msr_exits();
+    ensure(
+        after.0 - before.0 == 6 && after.1 - before.1 == 3,
+        "wrong number of MSR exits",
+    )
+}
+
+fn io_uart() -> Check {
+    use abi::uart::*;
+    let before = exit_count(reason::IO);
+    outb(BASE + SCR, 0x5a);
+    let scr1 = inb(BASE + SCR);
+    outb(BASE + SCR, 0xa5);
+    let scr2 = inb(BASE + SCR);
+    let lsr = inb(BASE + LSR);
+    let iir = inb(BASE + IIR);
+    outb(BASE + LCR, LCR_DLAB | 0x03);
+    outb(BASE + THR, 0x0c);
+    outb(BASE + IER, 0x00);
+    let dll = inb(BASE + THR);
+    outb(BASE + LCR, 0x03);
+    let lcr = inb(BASE + LCR);
+    let exits = exit_count(reason::IO) - before;
+    ensure(
+        scr1 == 0x5a && scr2 == 0xa5,
+        "the scratch register did not read back",
+    )?;
+    ensure(
+        lsr & LSR_THRE_TEMT == LSR_THRE_TEMT,
+        "LSR does not say the transmitter is empty",
+    )?;
+    ensure(
+        iir & 0x0f == IIR_NONE,
+        "IIR does not say no interrupt is pending",
+    )?;
+    ensure(dll == 0x0c, "the divisor latch did not read back")?;
+    ensure(lcr == 0x03, "LCR did not read back")?;
+    ensure(exits == 12, "expected exactly 12 I/O exits")
+}
+
+fn inw(port: u16) -> u16 {
+    let v: u16;
+    // SAFETY: port I/O in the guest only reaches the hypervisor's emulation.
+    unsafe {
+        asm!("in ax, dx", in("dx") port, out("ax") v, options(nomem, nostack, preserves_flags))
+    };
+    v
+}
+
+fn inl(port: u16) -> u32 {
+    let v: u32;
+    // SAFETY: as in `inw`.
+    unsafe {
+        asm!("in eax, dx", in("dx") port, out("eax") v, options(nomem, nostack, preserves_flags))
+    };
+    v
+}
+
+fn io_unclaimed_ports() -> Check {
+    let before = exit_count(reason::IO);
+    let b = inb(0x510);
+    let w = inw(0x510);
+    let l = inl(0x510);
+    outb(0x80, 0x42);
+    let exits = exit_count(reason::IO) - before;
+    ensure(
+        b == 0xff && w == 0xffff && l == 0xffff_ffff,
+        "an unclaimed port did not read all ones",
+    )?;
+    ensure(exits == 4, "expected exactly 4 I/O exits")
+}
+
+fn hlt_preemption_timer() -> Check {
+    let hlt0 = exit_count(reason::HLT);
+    let timer0 = exit_count(reason::PREEMPTION_TIMER);
+    let t0 = rdtsc();
+    // SAFETY: HLT at CPL 0 with interrupts off; the hypervisor wakes the guest with the preemption timer.
+    unsafe { asm!("hlt", options(nomem, nostack, preserves_flags)) };
+    let t1 = rdtsc();
+    ensure(
+        exit_count(reason::HLT) - hlt0 == 1,
+        "expected exactly 1 HLT exit",
+    )?;
+    ensure(
+        exit_count(reason::PREEMPTION_TIMER) - timer0 == 1,
+        "expected exactly 1 preemption-timer exit (the wake-up)",
+    )?;
+    ensure(t1 > t0, "the TSC did not advance across HLT")
+}
+
+fn vmcall() -> Check {
+    let before = exit_count(reason::VMCALL);
+    ensure(
+        hypercall(0x7777, 0, 0, 0) == abi::HC_UNKNOWN,
+        "unknown hypercall did not fail",
+    )?;
+    ensure(
+        hypercall(abi::HC_PRINT, abi::UNBACKED, 8, 0) == abi::HC_BAD_ARGUMENT,
+        "HC_PRINT of unbacked memory was accepted",
+    )?;
+    let text = "vmcall test";
+    ensure(
+        hypercall(
+            abi::HC_PRINT,
+            text.as_ptr() as u64,
+            abi::HC_PRINT_MAX + 1,
+            0,
+        ) == abi::HC_BAD_ARGUMENT,
+        "HC_PRINT longer than HC_PRINT_MAX was accepted",
+    )?;
+    ensure(
+        hypercall(abi::HC_PRINT, text.as_ptr() as u64, text.len() as u64, 0) == abi::HC_OK,
+        "HC_PRINT failed",
+    )?;
+    ensure(
+        hypercall(abi::HC_REPORT, 999, 1, 0) == abi::HC_BAD_ARGUMENT,
+        "HC_REPORT of an unknown test was accepted",
+    )?;
+    ensure(
+        exit_count(reason::VMCALL) - before == 6,
+        "expected exactly 6 VMCALL exits",
+    )
+}
+
+fn mmio_device() -> Check {
+    use abi::mmio::*;
+    let before = exit_count(reason::EPT_VIOLATION);
+    let base = abi::MMIO_BASE;
+    let (id32, id8, r64, r64b, id_after, c1, c2, writes): (u32, u8, u64, u64, u32, u32, u32, u64);
+    // SAFETY: every access targets the emulated device page, which the hypervisor emulates; the
+    // instruction forms are the plain MOVs its decoder handles.
+    unsafe {
+        asm!("mov eax, dword ptr [rdi + {i}]", in("rdi") base, i = const ID, out("eax") id32, options(nostack));
+        asm!("mov cl, byte ptr [rdi + {i}]", in("rdi") base, i = const ID, out("cl") id8, options(nostack));
+        asm!("mov qword ptr [rdi + {s}], rsi", in("rdi") base, s = const SCRATCH, in("rsi") 0x1122_3344_5566_7788u64,
+             options(nostack));
+        asm!("mov r9, qword ptr [rdi + {s}]", in("rdi") base, s = const SCRATCH, out("r9") r64, options(nostack));
+        asm!("mov dword ptr [rdi + {s}], 0xcafebabe", in("rdi") base, s = const SCRATCH, options(nostack));
+        asm!("mov r10, qword ptr [r11 + {s}]", in("r11") base, s = const SCRATCH, out("r10") r64b, options(nostack));
+        asm!("mov word ptr [rdi + {i}], 0x1234", in("rdi") base, i = const ID, options(nostack));
+        asm!("mov edx, dword ptr [rdi + {i}]", in("rdi") base, i = const ID, out("edx") id_after, options(nostack));
+        asm!("mov eax, dword ptr [rdi + {c}]", in("rdi") base, c = const COUNTER, out("eax") c1, options(nostack));
+        asm!("mov eax, dword ptr [rdi + {c}]", in("rdi") base, c = const COUNTER, out("eax") c2, options(nostack));
+        asm!("mov rax, qword ptr [rdi + {w}]", in("rdi") base, w = const WRITES, out("rax") writes, options(nostack));
+    }
+    let exits = exit_count(reason::EPT_VIOLATION) - before;
+    ensure(id32 == ID_VALUE, "32-bit read of ID is wrong")?;
+    ensure(id8 == ID_VALUE as u8, "8-bit read of ID is wrong")?;
+    ensure(
+        r64 == 0x1122_3344_5566_7788,
+        "64-bit scratch did not read back",
+    )?;
+    ensure(
+        r64b == 0x1122_3344_cafe_babe,
+        "32-bit immediate store to scratch is wrong",
+    )?;
+    ensure(id_after == ID_VALUE, "a write changed the read-only ID")?;
+    ensure(c2 == c1.wrapping_add(1), "the counter did not count")?;
+    ensure(
+        writes == 2,
+        "the device did not count exactly 2 accepted writes",
+    )?;
+    ensure(exits == 11, "expected exactly 11 EPT-violation exits")
+}
+
+fn xsetbv_guarded(index: u32, value: u64) -> Option<Fault> {
+    guarded!("xsetbv", in("ecx") index, in("eax") value as u32, in("edx") (value >> 32) as u32)
+}
+
+fn xgetbv(index: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: CR4.OSXSAVE is set by the caller; XCR0 always exists.
+    unsafe {
+        asm!("xgetbv", in("ecx") index, out("eax") lo, out("edx") hi, options(nomem, nostack))
+    };
+    u64::from(hi) << 32 | u64::from(lo)
+}
+
+fn xsetbv() -> Check {
+    const OSXSAVE: u64 = 1 << 18;
+    let (_, _, ecx, _) = cpuid(1, 0);
+    ensure(ecx & (1 << 26) != 0, "CPUID.1:ECX.XSAVE is clear")?;
+    let cr4 = read_cr4();
+    // SAFETY: XSAVE is supported, so CR4.OSXSAVE may be set.
+    unsafe { asm!("mov cr4, {}", in(reg) cr4 | OSXSAVE, options(nomem, nostack)) };
+    let (_, _, ecx, _) = cpuid(1, 0);
+    ensure(
+        ecx & (1 << 27) != 0,
+        "CPUID.1:ECX.OSXSAVE does not follow the guest's CR4",
+    )?;
+    let before = exit_count(reason::XSETBV);
+    ensure(
+        xsetbv_guarded(0, 0x3).is_none(),
+        "XSETBV XCR0 = x87|SSE faulted",
+    )?;
+    ensure(xgetbv(0) == 0x3, "XCR0 did not read back")?;
+    expect_fault(xsetbv_guarded(0, 0x2), GP, "XCR0 without x87 did not #GP")?;
+    expect_fault(xsetbv_guarded(1, 0x1), GP, "XSETBV of XCR1 did not #GP")?;
+    expect_fault(
+        xsetbv_guarded(0, 0x5),
+        GP,
+        "XCR0 with AVX but no SSE did not #GP",
+    )?;
+    ensure(
+        exit_count(reason::XSETBV) - before == 4,
+        "expected exactly 4 XSETBV exits",
+    )
+}
+
+fn invd_wbinvd() -> Check {
+    let features = hypercall(abi::HC_FEATURES, 0, 0, 0);
+    let invd0 = exit_count(reason::INVD);
+    let wbinvd0 = exit_count(reason::WBINVD);
+    // SAFETY: INVD exits unconditionally (the hypervisor never lets it discard the caches); WBINVD only
+    // writes back and invalidates caches.
+    unsafe {
+        asm!("invd", options(nostack));
+        asm!("wbinvd", options(nostack));
+    }
+    ensure(
+        exit_count(reason::INVD) - invd0 == 1,
+        "expected exactly 1 INVD exit",
+    )?;
+    let expected = u64::from(features & abi::FEATURE_WBINVD_EXITING != 0);
+    ensure(
+        exit_count(reason::WBINVD) - wbinvd0 == expected,
+        "wrong number of WBINVD exits",
+    )
+}
+
+fn cr_access() -> Check {
+    const PE: u64 = 1;
+    const CD: u64 = 1 << 30;
+    const NW: u64 = 1 << 29;
+    const PG: u64 = 1 << 31;
+    const VMXE: u64 = 1 << 13;
+    let before = exit_count(reason::CR_ACCESS);
+    let cr0 = read_cr0();
+    ensure(cr0 & (PE | PG) == PE | PG, "CR0.PE/PG not set in long mode")?;
+    ensure(
+        cr0 & (CD | NW) == 0,
+        "CR0.CD/NW read back set after the guest cleared them",
+    )?;
+    // SAFETY: setting CR0.CD only changes caching (and the hypervisor keeps the real CD clear).
+    unsafe { asm!("mov cr0, {}", in(reg) cr0 | CD, options(nomem, nostack)) };
+    let with_cd = read_cr0();
+    // SAFETY: restores the previous CR0.
+    unsafe { asm!("mov cr0, {}", in(reg) cr0, options(nomem, nostack)) };
+    ensure(
+        with_cd == cr0 | CD,
+        "CR0.CD does not read back from the read shadow",
+    )?;
+    ensure(read_cr0() == cr0, "CR0 did not return to its old value")?;
+    let cr4 = read_cr4();
+    ensure(cr4 & VMXE == 0, "CR4.VMXE is visible to the guest")?;
+    let fault = guarded!("mov cr4, {v}", v = in(reg) cr4 | VMXE);
+    expect_fault(fault, GP, "setting CR4.VMXE did not #GP")?;
+    ensure(read_cr4() == cr4, "CR4 changed")?;
+    let tpr: u64;
+    // SAFETY: CR8 (TPR) writes and reads exit and are emulated by the hypervisor.
+    unsafe {
+        asm!("mov cr8, {}", in(reg) 5u64, options(nomem, nostack));
+        asm!("mov {}, cr8", out(reg) tpr, options(nomem, nostack));
+        asm!("mov cr8, {}", in(reg) 0u64, options(nomem, nostack));
+    }
+    ensure(tpr == 5, "CR8 did not read back")?;
+    ensure(
+        exit_count(reason::CR_ACCESS) - before == 6,
+        "expected exactly 6 CR-access exits",
+    )
+}
+
+fn vmx_instructions_ud() -> Check {
+    let region = [0u64; 2];
+    let p = region.as_ptr();
+    let counts = |r: &[u64; 9]| r.map(exit_count);
+    let reasons = [
+        reason::VMXON,
+        reason::VMXOFF,
+        reason::VMCLEAR,
+        reason::VMPTRLD,
+        reason::VMREAD,
+        reason::VMWRITE,
+        reason::VMLAUNCH,
+        reason::VMRESUME,
+        reason::INVEPT,
+    ];
+    let before = counts(&reasons);
+    expect_fault(
+        guarded!("vmxon [{p}]", p = in(reg) p),
+        UD,
+        "VMXON did not #UD",
+    )?;
+    expect_fault(guarded!("vmxoff"), UD, "VMXOFF did not #UD")?;
+    expect_fault(
+        guarded!("vmclear [{p}]", p = in(reg) p),
+        UD,
+        "VMCLEAR did not #UD",
+    )?;
+    expect_fault(
+        guarded!("vmptrld [{p}]", p = in(reg) p),
+        UD,
+        "VMPTRLD did not #UD",
+    )?;
+    expect_fault(
+        guarded!("vmread rax, rcx", in("rcx") 0x681eu64, out("rax") _),
+        UD,
+        "VMREAD did not #UD",
+    )?;
+    expect_fault(
+        guarded!("vmwrite rcx, rax", in("rcx") 0x681eu64, in("rax") 0u64),
+        UD,
+        "VMWRITE did not #UD",
+    )?;
+    expect_fault(guarded!("vmlaunch"), UD, "VMLAUNCH did not #UD")?;
+    expect_fault(guarded!("vmresume"), UD, "VMRESUME did not #UD")?;
+    expect_fault(
+        guarded!("invept rax, [{p}]", p = in(reg) p, in("rax") 2u64),
+        UD,
+        "INVEPT did not #UD",
+    )?;
+    let invvpid0 = exit_count(reason::INVVPID);
+    expect_fault(
+        guarded!("invvpid rax, [{p}]", p = in(reg) p, in("rax") 2u64),
+        UD,
+        "INVVPID did not #UD",
+    )?;
+    ensure(
+        exit_count(reason::INVVPID) - invvpid0 == 1,
+        "expected exactly 1 INVVPID exit",
+    )?;
+    let after = counts(&reasons);
+    for (b, a) in before.iter().zip(after.iter()) {
+        ensure(
+            a - b == 1,
+            "a VMX instruction did not cause exactly 1 VM exit",
+        )?;
+    }
+    Ok(())
+}
+
+fn unbacked_memory() -> Check {
+    let before = exit_count(reason::EPT_VIOLATION);
+    let read = guarded!("mov rax, qword ptr [{a}]", a = in(reg) abi::UNBACKED, out("rax") _);
+    expect_fault(
+        read,
+        GP,
+        "reading unbacked guest-physical memory did not #GP",
+    )?;
+    let write =
+        guarded!("mov qword ptr [{a}], rax", a = in(reg) abi::UNBACKED + 0x40, in("rax") 1u64);
+    expect_fault(
+        write,
+        GP,
+        "writing unbacked guest-physical memory did not #GP",
+    )?;
+    ensure(
+        exit_count(reason::EPT_VIOLATION) - before == 2,
+        "expected exactly 2 EPT-violation exits",
+    )
+}
+
+/// Number of timed CPUID round trips.
+const SAMPLES: usize = 1000;
+
+fn cpuid_timing() -> Check {
+    let mut samples = [0u64; SAMPLES];
+    for sample in samples.iter_mut() {
+        let t0 = rdtsc();
+        // CPUID is serializing: the second RDTSC cannot start before the VM exit and entry complete.
+        let _ = cpuid(0, 0);
+        let t1 = rdtsc();
+        *sample = t1.wrapping_sub(t0);
+    }
+    samples.sort_unstable();
+    let median = (samples[SAMPLES / 2 - 1] + samples[SAMPLES / 2]) / 2;
+    let min = samples[0];
+    gprintln!("{SAMPLES} CPUID round trips: median {median} TSC ticks, minimum {min}");
+    ensure(
+        hypercall(abi::HC_TIMING, median, SAMPLES as u64, min) == abi::HC_OK,
+        "HC_TIMING failed",
+    )?;
+    ensure(min > 0, "a CPUID round trip took no time")
+}

@@ -1,0 +1,846 @@
+//! The virtual CPU: the guest's reset state in the VMCS, the run loop, and the exit dispatcher (a
+//! `match` on the `exits` crate's decoded [`VmExit`]), with the emulation behind each exit.
+
+use core::arch::asm;
+
+use exits::{
+    CrAccessQualification, CrAccessType, ExitReason, IoDirection, IoQualification,
+    IoSize, VmExit,
+};
+use vmcs::fields;
+use vmcs::{
+    ActivityState, EntryInterruptionInfo, HardwareVmcs, InterruptibilityState, InterruptionType,
+    SegmentAccessRights, VmcsRead, VmcsWrite,
+};
+use vmx_caps::{EntryControls, FixedBits};
+use vmx_core::{ActiveVmcs, GuestRegisters, VmFail};
+
+use super::decode::{self, MovAccess, Operation, Reg};
+use super::devices::{self, MmioDevice, Uart};
+use super::memory::{GuestMemory, Paging};
+use crate::guest::abi::{self, reason};
+
+/// Exception vectors the hypervisor injects (SDM Vol. 3A, 6.3.1).
+const UD: u8 = 6;
+const GP: u8 = 13;
+
+const CR0_PE: u64 = 1 << 0;
+const CR0_NW: u64 = 1 << 29;
+const CR0_CD: u64 = 1 << 30;
+const CR0_PG: u64 = 1 << 31;
+const CR4_VMXE: u64 = 1 << 13;
+const CR4_OSXSAVE: u64 = 1 << 18;
+const EFER_SCE: u64 = 1 << 0;
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+const EFER_NXE: u64 = 1 << 11;
+
+/// CR0 as after RESET (SDM Vol. 3A, 10.1.1 "Processor State After Reset"): CD, NW, ET.
+const CR0_RESET: u64 = 0x6000_0010;
+
+const IA32_TIME_STAMP_COUNTER: u32 = 0x10;
+const IA32_FEATURE_CONTROL: u32 = 0x3a;
+const IA32_SYSENTER_CS: u32 = 0x174;
+const IA32_SYSENTER_EIP: u32 = 0x176;
+const IA32_MISC_ENABLE: u32 = 0x1a0;
+const IA32_EFER: u32 = 0xc000_0080;
+const IA32_FS_BASE: u32 = 0xc000_0100;
+const IA32_GS_BASE: u32 = 0xc000_0101;
+
+/// VMX-preemption timer value while the guest runs: a watchdog, reloaded at every VM entry, so it
+/// only fires if the guest runs this many timer ticks without a VM exit.
+const WATCHDOG_TSC_TICKS: u64 = 200_000_000;
+/// TSC ticks after which a halted guest is woken by the VMX-preemption timer.
+const HLT_WAKE_TSC_TICKS: u64 = 100_000;
+/// Exits after which the run is stopped as a runaway.
+const MAX_EXITS: u64 = 1_000_000;
+
+/// How the guest's run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The guest triple-faulted (the planned end of the test guest).
+    TripleFault { rip: u64 },
+    /// The guest asked to stop with [`abi::HC_EXIT`].
+    GuestExit { status: u64 },
+    /// The hypervisor stopped the guest (the reason was printed).
+    Stopped,
+    /// VM entry failed (the reason and a VMCS dump were printed).
+    EntryFailed,
+}
+
+/// What the hypervisor configured, needed by the exit handlers.
+pub struct Config {
+    /// IA32_VMX_CR0_FIXED0/1.
+    pub cr0_fixed: FixedBits,
+    /// IA32_VMX_CR4_FIXED0/1.
+    pub cr4_fixed: FixedBits,
+    /// IA32_VMX_MISC[4:0]: the preemption timer counts every 2^shift TSC ticks.
+    pub timer_shift: u32,
+    /// "WBINVD exiting" was negotiated.
+    pub wbinvd_exiting: bool,
+    /// XCR0 bits the processor supports (CPUID.(EAX=0DH,ECX=0):EDX:EAX).
+    pub xcr0_supported: u64,
+}
+
+/// The guest-visible state the hypervisor emulates, and the run's bookkeeping.
+pub struct Vcpu {
+    pub regs: GuestRegisters,
+    mem: GuestMemory,
+    config: Config,
+    uart: Uart,
+    mmio: MmioDevice,
+    scratch_msr: u64,
+    tpr: u64,
+    halted: bool,
+    /// VM exits by basic exit reason.
+    pub exit_counts: [u64; 96],
+    /// Each test's reported result.
+    pub reports: [Option<bool>; abi::TESTS.len()],
+    /// Reports of tests that had already reported.
+    pub duplicate_reports: u64,
+    /// The CPUID timing the guest reported: (median, samples, minimum).
+    pub timing: Option<(u64, u64, u64)>,
+}
+
+/// What a handler decided.
+enum Next {
+    Resume,
+    Stop(End),
+}
+
+fn timer_value(tsc_ticks: u64, shift: u32) -> u64 {
+    (tsc_ticks >> shift).clamp(1, u64::from(u32::MAX))
+}
+
+impl Vcpu {
+    /// A vCPU for guest RAM `mem`.
+    pub fn new(mem: GuestMemory, config: Config) -> Self {
+        Self {
+            regs: GuestRegisters::new(),
+            mem,
+            config,
+            uart: Uart::new(),
+            mmio: MmioDevice::new(),
+            scratch_msr: 0,
+            tpr: 0,
+            halted: false,
+            exit_counts: [0; 96],
+            reports: [None; abi::TESTS.len()],
+            duplicate_reports: 0,
+            timing: None,
+        }
+    }
+
+    /// The mask of CR0 bits the host owns: CD and NW (the host keeps caching on) and the bits
+    /// IA32_VMX_CR0_FIXED0/1 fix, except PE and PG, which unrestricted guest frees.
+    fn cr0_mask(&self) -> u64 {
+        let f = self.config.cr0_fixed;
+        ((f.must_be_one() | (f.must_be_zero() & 0xffff_ffff)) & !(CR0_PE | CR0_PG)) | CR0_CD | CR0_NW
+    }
+
+    /// The mask of CR4 bits the host owns: VMXE and every bit IA32_VMX_CR4_FIXED0/1 fix.
+    fn cr4_mask(&self) -> u64 {
+        let f = self.config.cr4_fixed;
+        f.must_be_one() | (f.must_be_zero() & 0xffff_ffff) | CR4_VMXE
+    }
+
+    /// The CR0 the processor runs the guest with, for the CR0 value the guest believes it has.
+    fn real_cr0(&self, guest: u64) -> u64 {
+        let f = self.config.cr0_fixed;
+        let must_be_one = f.must_be_one() & !(CR0_PE | CR0_PG);
+        ((guest | must_be_one) & f.fixed1) & !(CR0_CD | CR0_NW)
+    }
+
+    /// Writes the guest's reset-like real-mode state (SDM Vol. 3A, 10.1.1, with the unrestricted
+    /// guest's freedom of a CS base that is not selector × 16): CS.base is the trampoline's linked
+    /// address, IP 0; data segments, GDTR and IDTR at 0 with limit 0xFFFF; TR a busy 32-bit TSS,
+    /// LDTR unusable.
+    pub fn write_reset_state(&self, vmcs: &mut impl VmcsWrite, entry16: u64) -> Result<(), VmFail> {
+        let data = SegmentAccessRights::from_bits(0x93);
+        let code = SegmentAccessRights::from_bits(0x9b);
+        let segs = [
+            (fields::GUEST_ES_SELECTOR, fields::GUEST_ES_BASE, fields::GUEST_ES_LIMIT, fields::GUEST_ES_ACCESS_RIGHTS),
+            (fields::GUEST_SS_SELECTOR, fields::GUEST_SS_BASE, fields::GUEST_SS_LIMIT, fields::GUEST_SS_ACCESS_RIGHTS),
+            (fields::GUEST_DS_SELECTOR, fields::GUEST_DS_BASE, fields::GUEST_DS_LIMIT, fields::GUEST_DS_ACCESS_RIGHTS),
+            (fields::GUEST_FS_SELECTOR, fields::GUEST_FS_BASE, fields::GUEST_FS_LIMIT, fields::GUEST_FS_ACCESS_RIGHTS),
+            (fields::GUEST_GS_SELECTOR, fields::GUEST_GS_BASE, fields::GUEST_GS_LIMIT, fields::GUEST_GS_ACCESS_RIGHTS),
+        ];
+        for (sel, base, limit, ar) in segs {
+            vmcs.write(sel, 0)?;
+            vmcs.write(base, 0)?;
+            vmcs.write(limit, 0xffff)?;
+            vmcs.write(ar, data)?;
+        }
+        vmcs.write(fields::GUEST_CS_SELECTOR, 0xf000)?;
+        vmcs.write(fields::GUEST_CS_BASE, entry16)?;
+        vmcs.write(fields::GUEST_CS_LIMIT, 0xffff)?;
+        vmcs.write(fields::GUEST_CS_ACCESS_RIGHTS, code)?;
+        vmcs.write(fields::GUEST_TR_SELECTOR, 0)?;
+        vmcs.write(fields::GUEST_TR_BASE, 0)?;
+        vmcs.write(fields::GUEST_TR_LIMIT, 0xffff)?;
+        vmcs.write(fields::GUEST_TR_ACCESS_RIGHTS, SegmentAccessRights::from_bits(0x8b))?;
+        vmcs.write(fields::GUEST_LDTR_SELECTOR, 0)?;
+        vmcs.write(fields::GUEST_LDTR_BASE, 0)?;
+        vmcs.write(fields::GUEST_LDTR_LIMIT, 0xffff)?;
+        vmcs.write(
+            fields::GUEST_LDTR_ACCESS_RIGHTS,
+            SegmentAccessRights::from_bits(0x82).with_unusable(true),
+        )?;
+        vmcs.write(fields::GUEST_GDTR_BASE, 0)?;
+        vmcs.write(fields::GUEST_GDTR_LIMIT, 0xffff)?;
+        vmcs.write(fields::GUEST_IDTR_BASE, 0)?;
+        vmcs.write(fields::GUEST_IDTR_LIMIT, 0xffff)?;
+
+        vmcs.write(fields::CR0_GUEST_HOST_MASK, self.cr0_mask())?;
+        vmcs.write(fields::CR0_READ_SHADOW, CR0_RESET)?;
+        vmcs.write(fields::GUEST_CR0, self.real_cr0(CR0_RESET))?;
+        vmcs.write(fields::CR4_GUEST_HOST_MASK, self.cr4_mask())?;
+        vmcs.write(fields::CR4_READ_SHADOW, 0)?;
+        vmcs.write(fields::GUEST_CR4, self.config.cr4_fixed.must_be_one())?;
+        vmcs.write(fields::GUEST_CR3, 0)?;
+        vmcs.write(fields::GUEST_DR7, 0x400)?;
+        vmcs.write(fields::GUEST_RSP, 0)?;
+        vmcs.write(fields::GUEST_RIP, 0)?;
+        vmcs.write(fields::GUEST_RFLAGS, 0x2)?;
+        vmcs.write(fields::GUEST_IA32_EFER, 0)?;
+        vmcs.write(fields::GUEST_IA32_DEBUGCTL, 0)?;
+        vmcs.write(fields::GUEST_IA32_SYSENTER_CS, 0)?;
+        vmcs.write(fields::GUEST_IA32_SYSENTER_ESP, 0)?;
+        vmcs.write(fields::GUEST_IA32_SYSENTER_EIP, 0)?;
+        vmcs.write(fields::GUEST_PENDING_DEBUG_EXCEPTIONS, 0)?;
+        vmcs.write(fields::VMCS_LINK_POINTER, u64::MAX)?;
+        vmcs.write(fields::GUEST_ACTIVITY_STATE, ActivityState::Active)?;
+        vmcs.write(
+            fields::VMX_PREEMPTION_TIMER_VALUE,
+            timer_value(WATCHDOG_TSC_TICKS, self.config.timer_shift) as u32,
+        )?;
+        Ok(())
+    }
+
+    /// Runs the guest until it ends; every exit is counted and dispatched.
+    pub fn run(&mut self, active: &mut ActiveVmcs<'_>, vmcs: &mut HardwareVmcs<'_>) -> End {
+        loop {
+            // SAFETY: the VMCS host state describes this host (written by `hv::run` from
+            // `arch::host_state`), EPT maps only guest RAM, CR4.OSFXSR is set by the boot code.
+            if let Err(fail) = unsafe { active.run(&mut self.regs) } {
+                crate::println!("mini-hv: VM entry failed: {fail}");
+                super::dump_vmcs(vmcs);
+                return End::EntryFailed;
+            }
+            let raw = match vmcs.read_raw(fields::EXIT_REASON.encoding()) {
+                Ok(raw) => raw as u32,
+                Err(fail) => return self.vmcs_error("reading the exit reason", fail),
+            };
+            let reason = ExitReason::from_raw(raw);
+            let exit = match VmExit::decode(reason, &mut |f| vmcs.read_raw(f.encoding())) {
+                Ok(exit) => exit,
+                Err(fail) => return self.vmcs_error("reading the exit information", fail),
+            };
+            let number = usize::from(reason.basic.number());
+            if let Some(count) = self.exit_counts.get_mut(number) {
+                *count += 1;
+            }
+            if reason.entry_failure {
+                crate::println!("mini-hv: VM entry failed: {reason}: {exit}");
+                super::dump_vmcs(vmcs);
+                return End::EntryFailed;
+            }
+            let total: u64 = self.exit_counts.iter().sum();
+            if total > MAX_EXITS {
+                crate::println!("mini-hv: stopping the guest after {MAX_EXITS} VM exits (runaway)");
+                return End::Stopped;
+            }
+            match self.handle(exit, vmcs) {
+                Ok(Next::Resume) => {}
+                Ok(Next::Stop(end)) => return end,
+                Err(fail) => return self.vmcs_error("handling an exit", fail),
+            }
+        }
+    }
+
+    fn vmcs_error(&self, what: &str, fail: VmFail) -> End {
+        crate::println!("mini-hv: VMCS access failed while {what}: {fail}");
+        End::Stopped
+    }
+
+    /// The dispatcher.
+    fn handle(&mut self, exit: VmExit, vmcs: &mut HardwareVmcs<'_>) -> Result<Next, VmFail> {
+        match exit {
+            VmExit::Cpuid { length } => {
+                let guest_cr4 = vmcs.read(fields::CR4_READ_SHADOW)?;
+                let (a, b, c, d) = self.cpuid(self.regs.rax as u32, self.regs.rcx as u32, guest_cr4);
+                self.regs.rax = u64::from(a);
+                self.regs.rbx = u64::from(b);
+                self.regs.rcx = u64::from(c);
+                self.regs.rdx = u64::from(d);
+                skip(vmcs, length.get())
+            }
+            VmExit::Rdmsr { length } => {
+                let msr = self.regs.rcx as u32;
+                match self.rdmsr(msr, vmcs)? {
+                    Some(value) => {
+                        self.regs.rax = value & 0xffff_ffff;
+                        self.regs.rdx = value >> 32;
+                        skip(vmcs, length.get())
+                    }
+                    None => inject(vmcs, GP, Some(0)),
+                }
+            }
+            VmExit::Wrmsr { length } => {
+                let msr = self.regs.rcx as u32;
+                let value = (self.regs.rdx << 32) | (self.regs.rax & 0xffff_ffff);
+                if self.wrmsr(msr, value, vmcs)? {
+                    skip(vmcs, length.get())
+                } else {
+                    inject(vmcs, GP, Some(0))
+                }
+            }
+            VmExit::IoInstruction {
+                qualification,
+                string: None,
+                length,
+            } => {
+                self.io(qualification);
+                skip(vmcs, length.get())
+            }
+            VmExit::IoInstruction { qualification, .. } => {
+                crate::println!(
+                    "mini-hv: guest string I/O ({qualification}) is not emulated; stopping the guest"
+                );
+                Ok(Next::Stop(End::Stopped))
+            }
+            VmExit::Hlt { length } => {
+                skip(vmcs, length.get())?;
+                vmcs.write(fields::GUEST_ACTIVITY_STATE, ActivityState::Hlt)?;
+                vmcs.write(
+                    fields::VMX_PREEMPTION_TIMER_VALUE,
+                    timer_value(HLT_WAKE_TSC_TICKS, self.config.timer_shift) as u32,
+                )?;
+                self.halted = true;
+                Ok(Next::Resume)
+            }
+            VmExit::PreemptionTimerExpired => {
+                if !self.halted {
+                    let rip = vmcs.read(fields::GUEST_RIP)?;
+                    crate::println!(
+                        "mini-hv: watchdog: the guest ran {WATCHDOG_TSC_TICKS} TSC ticks without a \
+                         VM exit (RIP {rip:#x}); stopping it"
+                    );
+                    return Ok(Next::Stop(End::Stopped));
+                }
+                self.halted = false;
+                vmcs.write(fields::GUEST_ACTIVITY_STATE, ActivityState::Active)?;
+                vmcs.write(
+                    fields::VMX_PREEMPTION_TIMER_VALUE,
+                    timer_value(WATCHDOG_TSC_TICKS, self.config.timer_shift) as u32,
+                )?;
+                Ok(Next::Resume)
+            }
+            VmExit::Vmcall { length } => {
+                let next = self.hypercall(vmcs)?;
+                skip(vmcs, length.get())?;
+                Ok(next)
+            }
+            VmExit::EptViolation {
+                qualification,
+                guest_physical,
+                idt_vectoring,
+                ..
+            } => {
+                let rip = vmcs.read(fields::GUEST_RIP)?;
+                if let Some(event) = idt_vectoring {
+                    crate::println!(
+                        "mini-hv: EPT violation at guest-physical {guest_physical:#x} while delivering \
+                         {event:?} (RIP {rip:#x}); stopping the guest"
+                    );
+                    return Ok(Next::Stop(End::Stopped));
+                }
+                if MmioDevice::claims(guest_physical) {
+                    return self.mmio(guest_physical, rip, vmcs);
+                }
+                let kind = if qualification.write {
+                    "write"
+                } else if qualification.fetch {
+                    "instruction fetch"
+                } else {
+                    "read"
+                };
+                crate::println!(
+                    "mini-hv: guest {kind} of unbacked guest-physical {guest_physical:#x} at RIP {rip:#x} \
+                     (EPT violation); injecting #GP(0)"
+                );
+                inject(vmcs, GP, Some(0))
+            }
+            VmExit::ControlRegisterAccess {
+                qualification,
+                length,
+                ..
+            } => self.cr_access(qualification, length.get(), vmcs),
+            VmExit::Xsetbv { length } => {
+                let index = self.regs.rcx as u32;
+                let value = (self.regs.rdx << 32) | (self.regs.rax & 0xffff_ffff);
+                if index != 0 || !self.xcr0_valid(value) {
+                    return inject(vmcs, GP, Some(0));
+                }
+                // SAFETY: the value is valid for this processor (checked above) and the host set
+                // CR4.OSXSAVE; the host uses no state component beyond x87/SSE, which stay enabled.
+                unsafe {
+                    asm!("xsetbv", in("ecx") 0u32, in("eax") value as u32, in("edx") (value >> 32) as u32,
+                         options(nomem, nostack))
+                };
+                skip(vmcs, length.get())
+            }
+            VmExit::Invd { length } | VmExit::Wbinvd { length } => {
+                // INVD would discard the host's dirty cache lines too: both write back instead.
+                // SAFETY: WBINVD only writes back and invalidates caches.
+                unsafe { asm!("wbinvd", options(nomem, nostack)) };
+                skip(vmcs, length.get())
+            }
+            VmExit::Vmxon { .. }
+            | VmExit::Vmxoff { .. }
+            | VmExit::Vmclear { .. }
+            | VmExit::Vmptrld { .. }
+            | VmExit::Vmptrst { .. }
+            | VmExit::Vmread { .. }
+            | VmExit::Vmwrite { .. }
+            | VmExit::Vmlaunch { .. }
+            | VmExit::Vmresume { .. }
+            | VmExit::Invept { .. }
+            | VmExit::Invvpid { .. }
+            | VmExit::Vmfunc { .. } => inject(vmcs, UD, None),
+            VmExit::TripleFault => {
+                let rip = vmcs.read(fields::GUEST_RIP)?;
+                self.uart_flush();
+                crate::println!("mini-hv: the guest triple-faulted at RIP {rip:#x}; guest stopped");
+                Ok(Next::Stop(End::TripleFault { rip }))
+            }
+            other => {
+                let rip = vmcs.read(fields::GUEST_RIP)?;
+                crate::println!("mini-hv: unexpected VM exit at RIP {rip:#x}: {other}; stopping the guest");
+                Ok(Next::Stop(End::Stopped))
+            }
+        }
+    }
+
+    fn uart_flush(&mut self) {
+        if self.uart.has_partial_line() {
+            self.uart.flush();
+        }
+    }
+
+    fn cpuid(&self, leaf: u32, subleaf: u32, guest_cr4: u64) -> (u32, u32, u32, u32) {
+        match leaf {
+            0x4000_0000 => {
+                let s = abi::CPUID_HV_SIGNATURE;
+                let word = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
+                (abi::CPUID_HV_MAX_LEAF, word(0), word(4), word(8))
+            }
+            0x4000_0001 => (abi::HC_ABI_VERSION, 0, 0, 0),
+            0x4000_0002..=0x4fff_ffff => (0, 0, 0, 0),
+            _ => {
+                let r = crate::arch::cpuid(leaf, subleaf);
+                let (a, mut b, mut c, mut d) = (r.eax, r.ebx, r.ecx, r.edx);
+                match leaf {
+                    1 => {
+                        // VMX (5) and SMX (6) hidden, hypervisor present (31), OSXSAVE (27) from the
+                        // guest's CR4.
+                        c &= !((1 << 5) | (1 << 6) | (1 << 27));
+                        c |= 1 << 31;
+                        if guest_cr4 & CR4_OSXSAVE != 0 {
+                            c |= 1 << 27;
+                        }
+                    }
+                    7 if subleaf == 0 => {
+                        // INVPCID (EBX 10) is not enabled for the guest; RDPID (ECX 22) needs
+                        // "enable RDTSCP"; WAITPKG (ECX 5) needs "enable user wait and pause".
+                        b &= !(1 << 10);
+                        c &= !((1 << 22) | (1 << 5));
+                    }
+                    0x8000_0001 => d &= !(1 << 27), // RDTSCP is not enabled for the guest
+                    _ => {}
+                }
+                (a, b, c, d)
+            }
+        }
+    }
+
+    /// RDMSR emulation: `None` means #GP.
+    fn rdmsr(&mut self, msr: u32, vmcs: &mut HardwareVmcs<'_>) -> Result<Option<u64>, VmFail> {
+        Ok(match msr {
+            IA32_EFER => Some(vmcs.read(fields::GUEST_IA32_EFER)?),
+            IA32_FEATURE_CONTROL => Some(abi::FEATURE_CONTROL_VALUE),
+            IA32_MISC_ENABLE => Some(abi::MISC_ENABLE_VALUE),
+            abi::MSR_SCRATCH => Some(self.scratch_msr),
+            _ => None,
+        })
+    }
+
+    /// WRMSR emulation: `false` means #GP.
+    fn wrmsr(&mut self, msr: u32, value: u64, vmcs: &mut HardwareVmcs<'_>) -> Result<bool, VmFail> {
+        Ok(match msr {
+            IA32_EFER => {
+                let old = vmcs.read(fields::GUEST_IA32_EFER)?;
+                let cr0 = vmcs.read(fields::GUEST_CR0)?;
+                let writable = EFER_SCE | EFER_LME | EFER_NXE;
+                if value & !(writable | EFER_LMA) != 0 || (cr0 & CR0_PG != 0 && (value ^ old) & EFER_LME != 0)
+                {
+                    false
+                } else {
+                    vmcs.write(fields::GUEST_IA32_EFER, (value & writable) | (old & EFER_LMA))?;
+                    true
+                }
+            }
+            abi::MSR_SCRATCH => {
+                self.scratch_msr = value;
+                true
+            }
+            _ => false,
+        })
+    }
+
+    fn io(&mut self, q: IoQualification) {
+        let size = match q.size {
+            IoSize::Byte => 1,
+            IoSize::Word => 2,
+            IoSize::Dword => 4,
+            IoSize::Reserved(_) => 1,
+        };
+        match q.direction {
+            IoDirection::Out => {
+                for i in 0..size {
+                    let port = q.port.wrapping_add(i);
+                    if Uart::claims(port) {
+                        self.uart.write(port, (self.regs.rax >> (8 * i)) as u8);
+                    }
+                }
+            }
+            IoDirection::In => {
+                let mut value = 0u64;
+                for i in 0..size {
+                    let port = q.port.wrapping_add(i);
+                    let byte = if Uart::claims(port) { self.uart.read(port) } else { 0xff };
+                    value |= u64::from(byte) << (8 * i);
+                }
+                self.regs.rax = match size {
+                    1 => (self.regs.rax & !0xff) | value,
+                    2 => (self.regs.rax & !0xffff) | value,
+                    _ => value, // a 32-bit destination zero-extends
+                };
+            }
+        }
+    }
+
+    fn hypercall(&mut self, vmcs: &mut HardwareVmcs<'_>) -> Result<Next, VmFail> {
+        let (nr, a0, a1, a2) = (self.regs.rax, self.regs.rdi, self.regs.rsi, self.regs.rdx);
+        let mut next = Next::Resume;
+        let ret = match nr {
+            abi::HC_PRINT => {
+                if a1 > abi::HC_PRINT_MAX {
+                    abi::HC_BAD_ARGUMENT
+                } else {
+                    let mut buf = [0u8; abi::HC_PRINT_MAX as usize];
+                    let text = &mut buf[..a1 as usize];
+                    match self.mem.read_virt(self.paging(vmcs)?, a0, text) {
+                        Ok(()) => {
+                            crate::print!("guest: ");
+                            devices::print_sanitized(text);
+                            crate::println!();
+                            abi::HC_OK
+                        }
+                        Err(e) => {
+                            crate::println!("mini-hv: HC_PRINT refused: {e}");
+                            abi::HC_BAD_ARGUMENT
+                        }
+                    }
+                }
+            }
+            abi::HC_REPORT => match self.reports.get_mut(a0 as usize) {
+                Some(slot) => {
+                    if slot.is_some() {
+                        self.duplicate_reports += 1;
+                    }
+                    *slot = Some(a1 == 1);
+                    abi::HC_OK
+                }
+                None => abi::HC_BAD_ARGUMENT,
+            },
+            abi::HC_EXIT => {
+                self.uart_flush();
+                next = Next::Stop(End::GuestExit { status: a0 });
+                abi::HC_OK
+            }
+            abi::HC_TIMING => {
+                self.timing = Some((a0, a1, a2));
+                abi::HC_OK
+            }
+            abi::HC_EXIT_COUNT => match self.exit_counts.get(a0 as usize) {
+                Some(&count) => count,
+                None => abi::HC_BAD_ARGUMENT,
+            },
+            abi::HC_FEATURES => {
+                if self.config.wbinvd_exiting {
+                    abi::FEATURE_WBINVD_EXITING
+                } else {
+                    0
+                }
+            }
+            _ => abi::HC_UNKNOWN,
+        };
+        self.regs.rax = ret;
+        Ok(next)
+    }
+
+    fn paging(&self, vmcs: &HardwareVmcs<'_>) -> Result<Paging, VmFail> {
+        Ok(Paging {
+            enabled: vmcs.read(fields::GUEST_CR0)? & CR0_PG != 0,
+            long_mode: vmcs.read(fields::GUEST_IA32_EFER)? & EFER_LMA != 0,
+            cr3: vmcs.read(fields::GUEST_CR3)?,
+        })
+    }
+
+    fn mmio(&mut self, gpa: u64, rip: u64, vmcs: &mut HardwareVmcs<'_>) -> Result<Next, VmFail> {
+        let paging = self.paging(vmcs)?;
+        let cs_base = vmcs.read(fields::GUEST_CS_BASE)?;
+        let linear = cs_base.wrapping_add(rip);
+        let mut bytes = [0u8; 15];
+        let in_page = (0x1000 - (linear & 0xfff)) as usize;
+        let fetched = if self.mem.read_virt(paging, linear, &mut bytes).is_ok() {
+            15
+        } else if self.mem.read_virt(paging, linear, &mut bytes[..in_page.min(15)]).is_ok() {
+            in_page.min(15)
+        } else {
+            crate::println!("mini-hv: cannot fetch the instruction at RIP {rip:#x}; injecting #GP(0)");
+            return inject(vmcs, GP, Some(0));
+        };
+        let access = match decode::decode_mov(&bytes[..fetched]) {
+            Ok(access) => access,
+            Err(e) => {
+                crate::println!(
+                    "mini-hv: MMIO access at {gpa:#x} by an instruction the emulator does not handle \
+                     ({e}, RIP {rip:#x}); injecting #GP(0)"
+                );
+                return inject(vmcs, GP, Some(0));
+            }
+        };
+        let MovAccess { length, size, operation } = access;
+        let offset = gpa - abi::MMIO_BASE;
+        let result = match operation {
+            Operation::Load(reg) => self.mmio.read(offset, size).map(|v| self.set_reg(reg, size, v)),
+            Operation::Store(reg) => {
+                let value = self.get_reg(reg, vmcs)?;
+                self.mmio.write(offset, size, value)
+            }
+            Operation::StoreImmediate(value) => self.mmio.write(offset, size, value),
+        };
+        match result {
+            Ok(()) => skip(vmcs, u32::from(length)),
+            Err(e) => {
+                crate::println!(
+                    "mini-hv: MMIO access of {} bytes at device offset {:#x} is not supported; \
+                     injecting #GP(0)",
+                    e.size,
+                    e.offset
+                );
+                inject(vmcs, GP, Some(0))
+            }
+        }
+    }
+
+    fn gpr_mut(&mut self, index: u8) -> Option<&mut u64> {
+        let r = &mut self.regs;
+        Some(match index {
+            0 => &mut r.rax,
+            1 => &mut r.rcx,
+            2 => &mut r.rdx,
+            3 => &mut r.rbx,
+            5 => &mut r.rbp,
+            6 => &mut r.rsi,
+            7 => &mut r.rdi,
+            8 => &mut r.r8,
+            9 => &mut r.r9,
+            10 => &mut r.r10,
+            11 => &mut r.r11,
+            12 => &mut r.r12,
+            13 => &mut r.r13,
+            14 => &mut r.r14,
+            15 => &mut r.r15,
+            _ => return None, // 4: RSP lives in the VMCS
+        })
+    }
+
+    fn read_gpr(&mut self, index: u8, vmcs: &HardwareVmcs<'_>) -> Result<u64, VmFail> {
+        match self.gpr_mut(index) {
+            Some(r) => Ok(*r),
+            None => vmcs.read(fields::GUEST_RSP),
+        }
+    }
+
+    fn write_gpr(&mut self, index: u8, value: u64, vmcs: &mut HardwareVmcs<'_>) -> Result<(), VmFail> {
+        match self.gpr_mut(index) {
+            Some(r) => {
+                *r = value;
+                Ok(())
+            }
+            None => vmcs.write(fields::GUEST_RSP, value),
+        }
+    }
+
+    fn get_reg(&mut self, reg: Reg, vmcs: &HardwareVmcs<'_>) -> Result<u64, VmFail> {
+        let full = self.read_gpr(reg.index, vmcs)?;
+        Ok(if reg.high_byte { (full >> 8) & 0xff } else { full })
+    }
+
+    /// Writes a loaded value to a register with MOV's merge rules: 8- and 16-bit loads keep the
+    /// other bits, 32-bit loads zero-extend. RSP is never an MMIO destination in the guest's code,
+    /// but is handled through the VMCS like any other.
+    fn set_reg(&mut self, reg: Reg, size: u8, value: u64) {
+        let Some(r) = self.gpr_mut(reg.index) else {
+            return;
+        };
+        *r = match (size, reg.high_byte) {
+            (1, true) => (*r & !0xff00) | (value & 0xff) << 8,
+            (1, false) => (*r & !0xff) | (value & 0xff),
+            (2, _) => (*r & !0xffff) | (value & 0xffff),
+            (4, _) => value & 0xffff_ffff,
+            _ => value,
+        };
+    }
+
+    fn cr_access(
+        &mut self,
+        q: CrAccessQualification,
+        length: u32,
+        vmcs: &mut HardwareVmcs<'_>,
+    ) -> Result<Next, VmFail> {
+        let gpr = q.gpr as u8;
+        match (q.access_type, q.cr) {
+            (CrAccessType::MovToCr, 0) => {
+                let value = self.read_gpr(gpr, vmcs)?;
+                if value >> 32 != 0
+                    || (value & CR0_PG != 0 && value & CR0_PE == 0)
+                    || (value & CR0_NW != 0 && value & CR0_CD == 0)
+                {
+                    return inject(vmcs, GP, Some(0));
+                }
+                let old = vmcs.read(fields::GUEST_CR0)?;
+                // Paging switched by an intercepted write: IA32_EFER.LMA and the "IA-32e mode
+                // guest" entry control follow CR0.PG when EFER.LME is set (SDM Vol. 3A, 11.8.5).
+                if (old ^ value) & CR0_PG != 0 {
+                    let efer = vmcs.read(fields::GUEST_IA32_EFER)?;
+                    let lma = value & CR0_PG != 0 && efer & EFER_LME != 0;
+                    let efer = if lma { efer | EFER_LMA } else { efer & !EFER_LMA };
+                    vmcs.write(fields::GUEST_IA32_EFER, efer)?;
+                    vmcs.modify(fields::VM_ENTRY_CONTROLS, |c| {
+                        if lma {
+                            c | EntryControls::IA32E_MODE_GUEST
+                        } else {
+                            c - EntryControls::IA32E_MODE_GUEST
+                        }
+                    })?;
+                }
+                vmcs.write(fields::CR0_READ_SHADOW, value)?;
+                vmcs.write(fields::GUEST_CR0, self.real_cr0(value))?;
+                skip(vmcs, length)
+            }
+            (CrAccessType::MovToCr, 4) => {
+                let value = self.read_gpr(gpr, vmcs)?;
+                let f = self.config.cr4_fixed;
+                if value & CR4_VMXE != 0 || value & f.must_be_zero() != 0 {
+                    return inject(vmcs, GP, Some(0));
+                }
+                vmcs.write(fields::CR4_READ_SHADOW, value)?;
+                vmcs.write(fields::GUEST_CR4, value | f.must_be_one())?;
+                skip(vmcs, length)
+            }
+            (CrAccessType::MovToCr, 8) => {
+                let value = self.read_gpr(gpr, vmcs)?;
+                if value > 15 {
+                    return inject(vmcs, GP, Some(0));
+                }
+                self.tpr = value;
+                skip(vmcs, length)
+            }
+            (CrAccessType::MovFromCr, 8) => {
+                let tpr = self.tpr;
+                self.write_gpr(gpr, tpr, vmcs)?;
+                skip(vmcs, length)
+            }
+            _ => {
+                let rip = vmcs.read(fields::GUEST_RIP)?;
+                crate::println!(
+                    "mini-hv: unexpected control-register access {q} at RIP {rip:#x}; stopping the guest"
+                );
+                Ok(Next::Stop(End::Stopped))
+            }
+        }
+    }
+
+    /// XCR0 validity (SDM Vol. 1, 13.3 "Enabling the XSAVE Feature Set and XSAVE-Enabled
+    /// Features"): x87 set, only supported bits, AVX needs SSE, AVX-512 all three together and
+    /// with AVX, MPX both or neither.
+    fn xcr0_valid(&self, v: u64) -> bool {
+        let avx512 = 0xe0;
+        v & 1 != 0
+            && v & !self.config.xcr0_supported == 0
+            && (v & 4 == 0 || v & 2 != 0)
+            && (v & avx512 == 0 || (v & avx512 == avx512 && v & 4 != 0))
+            && (v & 0x18 == 0 || v & 0x18 == 0x18)
+    }
+}
+
+/// Advances the guest's RIP past the exiting instruction (and drops blocking by STI/MOV SS, which
+/// the instruction ended).
+fn skip(vmcs: &mut HardwareVmcs<'_>, length: u32) -> Result<Next, VmFail> {
+    vmcs.modify(fields::GUEST_RIP, |rip| rip.wrapping_add(u64::from(length)))?;
+    vmcs.modify(fields::GUEST_INTERRUPTIBILITY_STATE, |s| {
+        s - (InterruptibilityState::BLOCKING_BY_STI | InterruptibilityState::BLOCKING_BY_MOV_SS)
+    })?;
+    Ok(Next::Resume)
+}
+
+/// Injects hardware exception `vector` on the next VM entry; RIP stays at the faulting instruction.
+fn inject(vmcs: &mut HardwareVmcs<'_>, vector: u8, error: Option<u32>) -> Result<Next, VmFail> {
+    if let Some(code) = error {
+        vmcs.write(fields::VM_ENTRY_EXCEPTION_ERROR_CODE, code)?;
+    }
+    vmcs.write(
+        fields::VM_ENTRY_INTERRUPTION_INFORMATION,
+        EntryInterruptionInfo::new(vector, InterruptionType::HardwareException, error.is_some()),
+    )?;
+    Ok(Next::Resume)
+}
+
+/// MSRs the guest reads and writes without VM exits: architecturally harmless, because VM entry
+/// and exit switch them (SYSENTER_*, FS/GS base) or reading them is (the TSC).
+pub const PASSTHROUGH_READ: &[u32] = &[
+    IA32_TIME_STAMP_COUNTER,
+    IA32_SYSENTER_CS,
+    IA32_SYSENTER_CS + 1,
+    IA32_SYSENTER_EIP,
+    IA32_FS_BASE,
+    IA32_GS_BASE,
+];
+/// MSRs the guest writes without VM exits (see [`PASSTHROUGH_READ`]).
+pub const PASSTHROUGH_WRITE: &[u32] = &[
+    IA32_SYSENTER_CS,
+    IA32_SYSENTER_CS + 1,
+    IA32_SYSENTER_EIP,
+    IA32_FS_BASE,
+    IA32_GS_BASE,
+];
+
+/// The guest's basic exit reasons the run must have seen.
+pub const EXPECTED_EXITS: &[u64] = &[
+    reason::CPUID,
+    reason::HLT,
+    reason::INVD,
+    reason::VMCALL,
+    reason::VMXON,
+    reason::CR_ACCESS,
+    reason::IO,
+    reason::RDMSR,
+    reason::WRMSR,
+    reason::EPT_VIOLATION,
+    reason::PREEMPTION_TIMER,
+    reason::XSETBV,
+];
