@@ -267,7 +267,11 @@ impl Vcpu {
     fn handle(&mut self, exit: VmExit, vmcs: &mut HardwareVmcs<'_>) -> Result<Next, VmFail> {
         match exit {
             VmExit::Cpuid { length } => {
-                let guest_cr4 = vmcs.read(fields::CR4_READ_SHADOW)?;
+                // The CR4 the guest sees: the read shadow for the bits the host owns, the real
+                // value for the others.
+                let mask = vmcs.read(fields::CR4_GUEST_HOST_MASK)?;
+                let guest_cr4 = (vmcs.read(fields::GUEST_CR4)? & !mask)
+                    | (vmcs.read(fields::CR4_READ_SHADOW)? & mask);
                 let (a, b, c, d) = self.cpuid(self.regs.rax as u32, self.regs.rcx as u32, guest_cr4);
                 self.regs.rax = u64::from(a);
                 self.regs.rbx = u64::from(b);
