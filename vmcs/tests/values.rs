@@ -1,0 +1,167 @@
+//! Property tests of the value types: total decoders, encode/decode round trips, no panics.
+
+use proptest::prelude::*;
+use vmcs::{
+    ActivityState, EntryInterruptionInfo, ExceptionBitmap, FieldValue, InterruptibilityState,
+    InterruptionType, SegmentAccessRights, fields,
+};
+
+fn round_trip<T: FieldValue + PartialEq + std::fmt::Debug>(raw: u64) {
+    let mask = if T::BITS == 64 {
+        u64::MAX
+    } else {
+        (1u64 << T::BITS) - 1
+    };
+    let value = T::from_raw(raw);
+    assert_eq!(value.into_raw(), raw & mask);
+    assert_eq!(T::from_raw(value.into_raw()), value);
+}
+
+proptest! {
+    #[test]
+    fn every_value_type_round_trips(raw in any::<u64>()) {
+        round_trip::<u16>(raw);
+        round_trip::<u32>(raw);
+        round_trip::<u64>(raw);
+        round_trip::<SegmentAccessRights>(raw);
+        round_trip::<InterruptibilityState>(raw);
+        round_trip::<ActivityState>(raw);
+        round_trip::<EntryInterruptionInfo>(raw);
+        round_trip::<ExceptionBitmap>(raw);
+        round_trip::<ept::EptPointer>(raw);
+        round_trip::<vmx_caps::PinBasedControls>(raw);
+        round_trip::<vmx_caps::PrimaryControls>(raw);
+        round_trip::<vmx_caps::SecondaryControls>(raw);
+        round_trip::<vmx_caps::TertiaryControls>(raw);
+        round_trip::<vmx_caps::ExitControls>(raw);
+        round_trip::<vmx_caps::SecondaryExitControls>(raw);
+        round_trip::<vmx_caps::EntryControls>(raw);
+        round_trip::<vmx_caps::VmFuncControls>(raw);
+    }
+
+    #[test]
+    fn every_field_displays_any_value(raw in any::<u64>()) {
+        for info in &fields::ALL {
+            let text = info.display_value(raw & info.width().mask()).to_string();
+            prop_assert!(text.starts_with("0x"), "{}: {}", info.name, text);
+        }
+    }
+
+    #[test]
+    fn segment_access_rights_fields_decode_what_new_encodes(
+        ty in 0u8..16, s in any::<bool>(), dpl in 0u8..4, p in any::<bool>(),
+        l in any::<bool>(), db in any::<bool>(), g in any::<bool>(),
+    ) {
+        let ar = SegmentAccessRights::new(ty, s, dpl, p, l, db, g);
+        prop_assert_eq!(ar.segment_type(), ty);
+        prop_assert_eq!(ar.code_or_data(), s);
+        prop_assert_eq!(ar.dpl(), dpl);
+        prop_assert_eq!(ar.present(), p);
+        prop_assert_eq!(ar.long_mode(), l);
+        prop_assert_eq!(ar.default_big(), db);
+        prop_assert_eq!(ar.granularity(), g);
+        prop_assert!(!ar.unusable() && !ar.available());
+        prop_assert_eq!(ar.reserved_bits(), 0);
+        prop_assert!(ar.with_unusable(true).unusable());
+        prop_assert_eq!(ar.with_unusable(true).with_unusable(false), ar);
+    }
+
+    #[test]
+    fn segment_access_rights_bits_partition_the_word(raw in any::<u32>()) {
+        let ar = SegmentAccessRights::from_bits(raw);
+        let rebuilt = u32::from(ar.segment_type())
+            | u32::from(ar.code_or_data()) << 4
+            | u32::from(ar.dpl()) << 5
+            | u32::from(ar.present()) << 7
+            | u32::from(ar.available()) << 12
+            | u32::from(ar.long_mode()) << 13
+            | u32::from(ar.default_big()) << 14
+            | u32::from(ar.granularity()) << 15
+            | u32::from(ar.unusable()) << 16
+            | ar.reserved_bits();
+        prop_assert_eq!(rebuilt, raw);
+    }
+
+    #[test]
+    fn entry_interruption_info_decodes_what_new_encodes(vector in any::<u8>(), kind in 0u8..8, code in any::<bool>()) {
+        let kind = InterruptionType::from_raw(kind);
+        let info = EntryInterruptionInfo::new(vector, kind, code);
+        prop_assert!(info.valid());
+        prop_assert_eq!(info.vector(), vector);
+        prop_assert_eq!(info.interruption_type(), kind);
+        prop_assert_eq!(info.deliver_error_code(), code);
+        prop_assert_eq!(info.reserved_bits(), 0);
+    }
+
+    #[test]
+    fn entry_interruption_info_is_total(raw in any::<u32>()) {
+        let info = EntryInterruptionInfo::from_bits(raw);
+        let rebuilt = u32::from(info.vector())
+            | u32::from(info.interruption_type().raw()) << 8
+            | u32::from(info.deliver_error_code()) << 11
+            | info.reserved_bits()
+            | u32::from(info.valid()) << 31;
+        prop_assert_eq!(rebuilt, raw);
+        let _ = info.to_string();
+        let _ = format!("{info:?}");
+    }
+
+    #[test]
+    fn activity_state_is_total(raw in any::<u32>()) {
+        let state = ActivityState::from_raw(raw);
+        prop_assert_eq!(state.raw(), raw);
+        prop_assert_eq!(matches!(state, ActivityState::Unknown(_)), raw > 3);
+        let _ = state.to_string();
+    }
+
+    #[test]
+    fn exception_bitmap_vectors(vector in any::<u8>()) {
+        match ExceptionBitmap::vector(vector) {
+            Some(bit) => {
+                prop_assert!(vector < 32);
+                prop_assert!(bit.intercepts(vector));
+                prop_assert_eq!(bit.bits().count_ones(), 1);
+            }
+            None => prop_assert!(vector >= 32 && !ExceptionBitmap::all().intercepts(vector)),
+        }
+    }
+}
+
+#[test]
+fn named_bits_are_the_sdm_ones() {
+    assert_eq!(ExceptionBitmap::PAGE_FAULT.bits(), 1 << 14);
+    assert_eq!(ExceptionBitmap::VIRTUALIZATION_EXCEPTION.bits(), 1 << 20);
+    assert_eq!(ExceptionBitmap::CONTROL_PROTECTION.bits(), 1 << 21);
+    assert_eq!(InterruptibilityState::BLOCKING_BY_NMI.bits(), 8);
+    assert_eq!(InterruptibilityState::ENCLAVE_INTERRUPTION.bits(), 16);
+    // A 64-bit code segment as Linux loads it: 0xa09b.
+    let cs = SegmentAccessRights::from_bits(0xa09b);
+    assert_eq!(
+        cs,
+        SegmentAccessRights::new(0xb, true, 0, true, true, false, true)
+    );
+    assert_eq!(cs.to_string(), "type=0xb code/data dpl=0 P L G");
+    assert_eq!(
+        SegmentAccessRights::UNUSABLE_SEGMENT.to_string(),
+        "unusable"
+    );
+    // #PF with error code, as a hypervisor injects it.
+    let pf = EntryInterruptionInfo::new(14, InterruptionType::HardwareException, true);
+    assert_eq!(pf.bits(), 0x8000_0b0e);
+    assert_eq!(
+        pf.to_string(),
+        "hardware exception vector 14 with error code"
+    );
+    assert_eq!(EntryInterruptionInfo::NONE.to_string(), "invalid");
+    assert_eq!(ActivityState::from_raw(3), ActivityState::WaitForSipi);
+    assert_eq!(ActivityState::from_raw(9).to_string(), "reserved (9)");
+    let info = fields::by_name("GUEST_INTERRUPTIBILITY_STATE").unwrap();
+    assert_eq!(
+        info.display_value(0x9).to_string(),
+        "0x9 (BLOCKING_BY_STI | BLOCKING_BY_NMI)"
+    );
+    let info = fields::by_name("PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS").unwrap();
+    assert_eq!(info.display_value(0x80).to_string(), "0x80 (HLT_EXITING)");
+    let info = fields::by_name("GUEST_RIP").unwrap();
+    assert_eq!(info.display_value(0xfff0).to_string(), "0xfff0");
+}
