@@ -5,6 +5,8 @@
 use core::fmt;
 
 pub use vmcs::{EntryInterruptionInfo, InterruptionType};
+use vmcs::{VmcsWrite, fields};
+use vmx_core::VmFail;
 
 use crate::instruction::InstructionLength;
 
@@ -221,6 +223,26 @@ impl EventInjection {
     /// code" and the valid bit (31).
     pub const fn interruption_info(&self) -> EntryInterruptionInfo {
         EntryInterruptionInfo::new(self.vector, self.kind, self.error_code.is_some())
+    }
+
+    /// Writes the event into the VM-entry event-injection fields of `vmcs`: the interruption
+    /// information always, the exception error code and the instruction length when present.
+    ///
+    /// # Errors
+    ///
+    /// The [`VmFail`] of the first VMWRITE that fails.
+    pub fn write(&self, vmcs: &mut impl VmcsWrite) -> Result<(), VmFail> {
+        vmcs.write(
+            fields::VM_ENTRY_INTERRUPTION_INFORMATION,
+            self.interruption_info(),
+        )?;
+        if let Some(code) = self.error_code {
+            vmcs.write(fields::VM_ENTRY_EXCEPTION_ERROR_CODE, code)?;
+        }
+        if let Some(length) = self.instruction_length {
+            vmcs.write(fields::VM_ENTRY_INSTRUCTION_LENGTH, length.get())?;
+        }
+        Ok(())
     }
 }
 

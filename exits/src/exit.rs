@@ -3,7 +3,7 @@
 use core::fmt;
 
 use thiserror::Error;
-use vmcs::fields;
+use vmcs::{VmcsRead, fields};
 use vmx_core::VmFail;
 
 use crate::InterruptionType;
@@ -494,7 +494,44 @@ pub enum VmExit {
     Unknown { reason: u16 },
 }
 
+impl ExitReason {
+    /// Reads the exit-reason field from a VMCS.
+    ///
+    /// # Errors
+    ///
+    /// [`ExitReadError`] naming the field if the VMREAD fails.
+    pub fn read(vmcs: &impl VmcsRead) -> Result<Self, ExitReadError> {
+        read_field(vmcs, ExitField::ExitReason).map(|raw| Self::from_raw(raw as u32))
+    }
+}
+
+fn read_field(vmcs: &impl VmcsRead, field: ExitField) -> Result<u64, ExitReadError> {
+    vmcs.read_raw(field.encoding())
+        .map_err(|error| ExitReadError { field, error })
+}
+
 impl VmExit {
+    /// Reads and decodes the current VM exit from a VMCS: the exit reason, then only the fields
+    /// that reason needs.
+    ///
+    /// # Errors
+    ///
+    /// [`ExitReadError`] naming the first field whose VMREAD failed.
+    pub fn read(vmcs: &impl VmcsRead) -> Result<Self, ExitReadError> {
+        let reason = ExitReason::read(vmcs)?;
+        Self::read_for(reason, vmcs)
+    }
+
+    /// Decodes the VM exit for an exit reason already read (for instance to look at its flags
+    /// first), reading only the other fields that reason needs.
+    ///
+    /// # Errors
+    ///
+    /// [`ExitReadError`] naming the first field whose VMREAD failed.
+    pub fn read_for(reason: ExitReason, vmcs: &impl VmcsRead) -> Result<Self, ExitReadError> {
+        Self::decode(reason, &mut |field| read_field(vmcs, field))
+    }
+
     /// Decodes the exit from raw field values (no VMCS needed).
     pub fn from_raw(raw: &RawExitInfo) -> Self {
         let reason = ExitReason::from_raw(raw.reason);

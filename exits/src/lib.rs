@@ -2,34 +2,48 @@
 //! Exit Reasons").
 //!
 //! ```
-//! use exits::{ExitReason, IoDirection, RawExitInfo, VmExit};
+//! use exits::{IoDirection, VmExit};
+//! use vmcs::{SoftVmcs, fields};
 //!
-//! // An `OUT DX, AL` to the COM1 data port caused the exit (basic reason 30): the exit
-//! // qualification says 1 byte, OUT, not string, port in DX, port 0x3f8.
-//! let raw = RawExitInfo {
+//! // A VM exit modelled on a software VMCS: the guest executed `OUT DX, AL` with DX = 0x3F8
+//! // (basic exit reason 30; qualification: 1 byte, OUT, port in DX, port 0x3F8 in bits 31:16).
+//! let mut vmcs = SoftVmcs::all_fields();
+//! vmcs.store(fields::EXIT_REASON.encoding(), 30)?;
+//! vmcs.store(fields::EXIT_QUALIFICATION.encoding(), 0x03f8_0000)?;
+//! vmcs.store(fields::VM_EXIT_INSTRUCTION_LENGTH.encoding(), 1)?;
+//!
+//! let (mut rip, guest_al, mut serial) = (0x1000u64, b'A', Vec::new());
+//! // The dispatcher: one match.
+//! match VmExit::read(&vmcs)? {
+//!     VmExit::IoInstruction { qualification, string: None, length }
+//!         if qualification.direction == IoDirection::Out && qualification.port == 0x3f8 =>
+//!     {
+//!         serial.push(guest_al);
+//!         rip += u64::from(length.get());
+//!     }
+//!     VmExit::Cpuid { length } | VmExit::Hlt { length } => rip += u64::from(length.get()),
+//!     VmExit::EptViolation { qualification, guest_physical, .. } => {
+//!         panic!("EPT violation at {guest_physical:#x}: {qualification}")
+//!     }
+//!     VmExit::EntryFailureInvalidGuestState { qualification } => {
+//!         panic!("invalid guest state: {qualification}")
+//!     }
+//!     other => panic!("unhandled exit: {other}"),
+//! }
+//! assert_eq!((serial, rip), (b"A".to_vec(), 0x1001));
+//!
+//! // Every exit also prints: the same exit, decoded from raw values.
+//! let raw = exits::RawExitInfo {
 //!     reason: 30,
 //!     qualification: 0x03f8_0000,
 //!     instruction_length: 1,
-//!     ..RawExitInfo::default()
+//!     ..Default::default()
 //! };
-//! let mut output = Vec::new();
-//! let advance = match VmExit::from_raw(&raw) {
-//!     VmExit::IoInstruction { qualification, string: None, length }
-//!         if qualification.direction == IoDirection::Out =>
-//!     {
-//!         output.push(qualification.port);
-//!         length.get()
-//!     }
-//!     VmExit::Cpuid { length } | VmExit::Hlt { length } => length.get(),
-//!     other => panic!("unexpected exit: {other}"),
-//! };
-//! assert_eq!((output, advance), (vec![0x3f8], 1));
 //! assert_eq!(
 //!     VmExit::from_raw(&raw).to_string(),
 //!     "I/O instruction: OUT DX, AL, port 0x3f8, 1 byte, instruction length 1 byte"
 //! );
-//! assert_eq!(ExitReason::from_raw(0x8000_0021).to_string(),
-//!     "VM-entry failure due to invalid guest state (33), VM-entry failure");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! The layers, each usable alone:

@@ -1,0 +1,282 @@
+//! VM-exit instruction information: property tests for every format and table tests from the SDM,
+//! and memory-operand address computation.
+
+use exits::instruction::*;
+use exits::{AddressSize, Gpr, MemoryOperand, Operand, OperandError, Scale, SegmentRegister};
+use proptest::prelude::*;
+
+/// Decoding never panics, re-encoding then decoding gives the same value, and `Display` works.
+macro_rules! stable {
+    ($name:ident, $ty:ty) => {
+        proptest! {
+            #[test]
+            fn $name(raw in any::<u32>()) {
+                let decoded = <$ty>::from_raw(raw);
+                prop_assert_eq!(<$ty>::from_raw(decoded.to_raw()), decoded);
+                prop_assert!(!decoded.to_string().is_empty());
+            }
+        }
+    };
+}
+
+stable!(memory_operand_is_stable, MemoryOperand);
+stable!(ins_outs_is_stable, InsOutsInfo);
+stable!(invalidation_is_stable, InvalidationInfo);
+stable!(descriptor_table_is_stable, DescriptorTableInfo);
+stable!(ldtr_tr_is_stable, LdtrTrInfo);
+stable!(register_is_stable, RegisterInfo);
+stable!(memory_info_is_stable, MemoryInfo);
+stable!(vmread_vmwrite_is_stable, VmreadVmwriteInfo);
+stable!(loadiwkey_is_stable, LoadiwkeyInfo);
+stable!(msr_immediate_is_stable, MsrImmediateInfo);
+
+proptest! {
+    // Formats where every defined bit is kept: exact round trip on the defined bits.
+    #[test]
+    fn bit_exact_formats(raw in any::<u32>()) {
+        prop_assert_eq!(InsOutsInfo::from_raw(raw).to_raw(), raw & InsOutsInfo::DEFINED_BITS);
+        prop_assert_eq!(RegisterInfo::from_raw(raw).to_raw(), raw & RegisterInfo::DEFINED_BITS);
+        prop_assert_eq!(LoadiwkeyInfo::from_raw(raw).to_raw(), raw & LoadiwkeyInfo::DEFINED_BITS);
+        prop_assert_eq!(MsrImmediateInfo::from_raw(raw).to_raw(), raw & MsrImmediateInfo::DEFINED_BITS);
+        // With both registers valid, the memory operand keeps every defined bit.
+        let valid = raw & !(1 << 22 | 1 << 27);
+        prop_assert_eq!(MemoryOperand::from_raw(valid).to_raw(), valid & MemoryOperand::DEFINED_BITS);
+    }
+
+    #[test]
+    fn effective_address_never_panics(
+        raw in any::<u32>(),
+        displacement in any::<u64>(),
+        segment_base in any::<u64>(),
+        registers in any::<[u64; 16]>(),
+    ) {
+        let operand = MemoryOperand::from_raw(raw);
+        let read = |reg: Gpr| registers[reg.number() as usize];
+        match operand.linear_address(displacement, segment_base, read) {
+            Ok(linear) => {
+                let offset = operand.effective_address(displacement, read).unwrap();
+                prop_assert!(offset <= operand.address_size.mask().unwrap());
+                if operand.address_size != AddressSize::Bits64 {
+                    prop_assert!(linear <= u32::MAX as u64);
+                }
+            }
+            Err(OperandError::ReservedAddressSize(size)) => prop_assert!(size >= 3),
+        }
+    }
+}
+
+#[test]
+fn gpr_numbers() {
+    for n in 0..16u8 {
+        assert_eq!(Gpr::from_number(n).number(), n);
+    }
+    assert_eq!(Gpr::from_number(4).to_string(), "RSP");
+    assert_eq!(Gpr::from_number(15), Gpr::R15);
+}
+
+#[test]
+fn vmptrld_rax_in_64_bit_mode() {
+    // VMPTRLD [RAX]: scaling 0, 64-bit address size (2 << 7), DS (3 << 15), no index (bit 22),
+    // base RAX (0 << 23).
+    let info = MemoryInfo::from_raw(0x0041_8100);
+    assert_eq!(
+        info.0,
+        MemoryOperand {
+            scale: Scale::X1,
+            address_size: AddressSize::Bits64,
+            segment: SegmentRegister::Ds,
+            index: None,
+            base: Some(Gpr::Rax),
+        }
+    );
+    assert_eq!(info.to_raw(), 0x0041_8100);
+    assert_eq!(info.to_string(), "DS:[RAX+disp] (64-bit address)");
+    let address = info
+        .0
+        .linear_address(0, 0, |reg| if reg == Gpr::Rax { 0x5000 } else { 0 });
+    assert_eq!(address, Ok(0x5000));
+}
+
+#[test]
+fn invept_with_scaled_index() {
+    // INVEPT RCX, [RDX + RSI*8 + 0x10]: scaling 3, 64-bit, DS, index RSI (6 << 18),
+    // base RDX (2 << 23), Reg2 RCX (1 << 28).
+    let raw = 0x3 | 2 << 7 | 3 << 15 | 6 << 18 | 2 << 23 | 1 << 28;
+    assert_eq!(raw, 0x1119_8103);
+    let info = InvalidationInfo::from_raw(raw);
+    assert_eq!(info.register, Gpr::Rcx);
+    assert_eq!(info.memory.index, Some(Gpr::Rsi));
+    assert_eq!(info.memory.base, Some(Gpr::Rdx));
+    assert_eq!(info.memory.scale, Scale::X8);
+    assert_eq!(info.to_raw(), raw);
+    let registers = |reg: Gpr| match reg {
+        Gpr::Rdx => 0x1000,
+        Gpr::Rsi => 2,
+        _ => 0xdead,
+    };
+    assert_eq!(info.memory.effective_address(0x10, registers), Ok(0x1020));
+    assert_eq!(
+        info.to_string(),
+        "type in RCX, descriptor at DS:[RDX+RSI*8+disp] (64-bit address)"
+    );
+}
+
+#[test]
+fn addresses_wrap_at_the_address_size() {
+    // 16-bit: [BX + SI + 2] with BX = 0xFFFF wraps to 0x0001 (+SI = 0).
+    let operand = MemoryOperand {
+        scale: Scale::X1,
+        address_size: AddressSize::Bits16,
+        segment: SegmentRegister::Ss,
+        index: Some(Gpr::Rsi),
+        base: Some(Gpr::Rbx),
+    };
+    let regs = |reg: Gpr| if reg == Gpr::Rbx { 0xffff } else { 0 };
+    assert_eq!(operand.effective_address(2, regs), Ok(1));
+    assert_eq!(operand.linear_address(2, 0x2_0000, regs), Ok(0x2_0001));
+    // A negative displacement, sign-extended by the processor: [RSP - 8].
+    let operand = MemoryOperand {
+        address_size: AddressSize::Bits64,
+        index: None,
+        base: Some(Gpr::Rsp),
+        ..operand
+    };
+    let regs = |reg: Gpr| if reg == Gpr::Rsp { 0x1000 } else { 0 };
+    assert_eq!(operand.effective_address((-8i64) as u64, regs), Ok(0xff8));
+    // 32-bit: the linear address wraps at 4 GiB.
+    let operand = MemoryOperand {
+        address_size: AddressSize::Bits32,
+        ..operand
+    };
+    let regs = |_| 0xffff_fff0;
+    assert_eq!(operand.linear_address(0, 0x20, regs), Ok(0x10));
+    // No base and no index: the displacement alone.
+    let operand = MemoryOperand {
+        base: None,
+        ..operand
+    };
+    assert_eq!(operand.effective_address(0x1234, regs), Ok(0x1234));
+    // A reserved address size is an error, not a guess.
+    let operand = MemoryOperand {
+        address_size: AddressSize::Reserved(5),
+        ..operand
+    };
+    assert_eq!(
+        operand.effective_address(0, regs),
+        Err(OperandError::ReservedAddressSize(5))
+    );
+}
+
+#[test]
+fn descriptor_table_instructions() {
+    // LGDT [RAX] in 64-bit mode: identity 2 in bits 29:28.
+    let info = DescriptorTableInfo::from_raw(0x2041_8100);
+    assert_eq!(info.instruction, DescriptorTableInstruction::Lgdt);
+    assert_eq!(info.memory.base, Some(Gpr::Rax));
+    assert_eq!(
+        info.to_string(),
+        "LGDT DS:[RAX+disp] (64-bit address) (16-bit operand size)"
+    );
+    assert_eq!(
+        DescriptorTableInfo::from_raw(0).instruction,
+        DescriptorTableInstruction::Sgdt
+    );
+    assert_eq!(
+        DescriptorTableInfo::from_raw(1 << 28).instruction,
+        DescriptorTableInstruction::Sidt
+    );
+    let lidt = DescriptorTableInfo::from_raw(3 << 28 | 1 << 11);
+    assert_eq!(lidt.instruction, DescriptorTableInstruction::Lidt);
+    assert!(lidt.operand_size_32);
+}
+
+#[test]
+fn ldtr_tr_instructions() {
+    // LTR AX: register form (bit 10), Reg1 = RAX, identity 3.
+    let info = LdtrTrInfo::from_raw(0x3000_0400);
+    assert_eq!(
+        (info.operand, info.instruction),
+        (Operand::Register(Gpr::Rax), LdtrTrInstruction::Ltr)
+    );
+    assert_eq!(info.to_string(), "LTR RAX");
+    // SLDT [RBX] (memory form), identity 0.
+    let info = LdtrTrInfo::from_raw(0x0041_8000 | 3 << 23 | 2 << 7);
+    assert_eq!(info.instruction, LdtrTrInstruction::Sldt);
+    assert!(matches!(info.operand, Operand::Memory(m) if m.base == Some(Gpr::Rbx)));
+    assert_eq!(
+        LdtrTrInfo::from_raw(1 << 28).instruction,
+        LdtrTrInstruction::Str
+    );
+    assert_eq!(
+        LdtrTrInfo::from_raw(2 << 28).instruction,
+        LdtrTrInstruction::Lldt
+    );
+}
+
+#[test]
+fn register_instructions() {
+    // RDRAND EAX: register 0, operand size 1 (32-bit).
+    let info = RegisterInfo::from_raw(0x800);
+    assert_eq!(
+        (info.register, info.operand_size),
+        (Gpr::Rax, OperandSize::Bits32)
+    );
+    // RDSEED R9: register 9, 64-bit.
+    let info = RegisterInfo::from_raw(0x1048);
+    assert_eq!(
+        (info.register, info.operand_size),
+        (Gpr::R9, OperandSize::Bits64)
+    );
+    assert_eq!(info.to_string(), "register R9 (64-bit operand)");
+    assert_eq!(
+        RegisterInfo::from_raw(3 << 11).operand_size,
+        OperandSize::Reserved
+    );
+}
+
+#[test]
+fn vmread_vmwrite_forms() {
+    // VMREAD RAX, RBX: register destination RAX (bit 10), field encoding in RBX (Reg2 = 3).
+    let info = VmreadVmwriteInfo::from_raw(0x3000_0400);
+    assert_eq!(
+        (info.operand, info.field_register),
+        (Operand::Register(Gpr::Rax), Gpr::Rbx)
+    );
+    assert_eq!(info.to_string(), "operand RAX, field encoding in RBX");
+    // VMWRITE RDX, [RDI]: memory source with base RDI (7 << 23), field in RDX (2 << 28).
+    let info = VmreadVmwriteInfo::from_raw(2 << 28 | 7 << 23 | 1 << 22 | 3 << 15 | 2 << 7);
+    assert_eq!(info.field_register, Gpr::Rdx);
+    assert!(
+        matches!(info.operand, Operand::Memory(m) if m.base == Some(Gpr::Rdi) && m.index.is_none())
+    );
+}
+
+#[test]
+fn outs_loadiwkey_and_msr_immediate() {
+    // OUTSB with a 32-bit address size and an FS override.
+    let info = InsOutsInfo::from_raw(0x2_0080);
+    assert_eq!(
+        (info.address_size, info.segment),
+        (AddressSize::Bits32, SegmentRegister::Fs)
+    );
+    assert_eq!(info.to_string(), "segment FS, 32-bit address");
+    assert_eq!(
+        InsOutsInfo::from_raw(7 << 15).segment,
+        SegmentRegister::Reserved(7)
+    );
+    // LOADIWKEY XMM1, XMM2.
+    let info = LoadiwkeyInfo::from_raw(0x2000_0008);
+    assert_eq!((info.xmm1, info.xmm2), (1, 2));
+    assert_eq!(info.to_string(), "XMM1, XMM2");
+    // RDMSR R12, imm32.
+    assert_eq!(MsrImmediateInfo::from_raw(0x60).register, Gpr::R12);
+}
+
+#[test]
+fn instruction_length() {
+    assert!(InstructionLength(1).is_architectural());
+    assert!(InstructionLength(15).is_architectural());
+    assert!(!InstructionLength(0).is_architectural());
+    assert!(!InstructionLength(16).is_architectural());
+    assert_eq!(InstructionLength(3).to_string(), "3 bytes");
+}
