@@ -163,6 +163,8 @@ pub struct RunReport {
     pub status_text: String,
     /// Wall time.
     pub elapsed: Duration,
+    /// Wall time until [`RunSpec::marker`] appeared on the serial console.
+    pub marker_at: Option<Duration>,
     /// The emulator's own log.
     pub emulator_log: PathBuf,
 }
@@ -238,6 +240,8 @@ pub struct RunSpec<'a> {
     pub timeout: Duration,
     /// Copy the serial console to stdout while running.
     pub echo: bool,
+    /// A serial-console string whose first appearance is timed.
+    pub marker: Option<&'a str>,
 }
 
 fn check_path(path: &Path) -> Result<String, String> {
@@ -264,15 +268,16 @@ pub fn run(spec: &RunSpec<'_>) -> Result<RunReport, String> {
         Platform::Bochs { model } => bochs_command(spec, model, &serial)?,
         Platform::Qemu { kvm, cpu } => qemu_command(spec, *kvm, cpu.as_deref(), &serial)?,
     };
-    let (ending, text, elapsed) = proc::supervise(command, spec.timeout, &serial, spec.echo)?;
-    let status_text = explain_status(&spec.platform, ending, &emulator_log);
+    let run = proc::supervise(command, spec.timeout, &serial, spec.echo, spec.marker)?;
+    let status_text = explain_status(&spec.platform, run.ending, &emulator_log);
     Ok(RunReport {
         platform: spec.platform.clone(),
         dir: dir.clone(),
-        serial: text,
-        ending,
+        serial: run.serial,
+        ending: run.ending,
         status_text,
-        elapsed,
+        elapsed: run.elapsed,
+        marker_at: run.marker_at,
         emulator_log,
     })
 }

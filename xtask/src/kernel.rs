@@ -65,7 +65,25 @@ pub fn make_iso(
     cmdline: &str,
     modules: &[IsoModule<'_>],
 ) -> Result<PathBuf, String> {
-    let root = dir.join("iso-root");
+    let mut files = vec![(kernel, "mini-hv")];
+    let mut entry = format!("  multiboot /boot/mini-hv {cmdline}\n");
+    for m in modules {
+        files.push((m.file, m.name));
+        entry += &format!("  module /boot/{} {}\n", m.name, m.args);
+    }
+    make_grub_iso(dir, "mini-hv.iso", &files, &entry, &[])
+}
+
+/// Writes `<dir>/<name>`: a BIOS GRUB ISO with `files` (source, name under `/boot/`) and one menu entry whose
+/// body is `entry`, booted at once. `extra_modules` are GRUB modules beyond the multiboot set (e.g. `linux`).
+pub fn make_grub_iso(
+    dir: &Path,
+    name: &str,
+    files: &[(&Path, &str)],
+    entry: &str,
+    extra_modules: &[&str],
+) -> Result<PathBuf, String> {
+    let root = dir.join(format!("{name}-root"));
     let boot = root.join("boot");
     let grub = boot.join("grub");
     if root.exists() {
@@ -73,22 +91,23 @@ pub fn make_iso(
             .map_err(|e| format!("cannot clear {}: {e}", root.display()))?;
     }
     std::fs::create_dir_all(&grub).map_err(|e| format!("cannot create {}: {e}", grub.display()))?;
-    place(kernel, &boot.join("mini-hv"))?;
-    let mut cfg = String::from("set timeout=0\nset default=0\nmenuentry \"mini-hv\" {\n");
-    cfg += &format!("  multiboot /boot/mini-hv {cmdline}\n");
-    for m in modules {
-        place(m.file, &boot.join(m.name))?;
-        cfg += &format!("  module /boot/{} {}\n", m.name, m.args);
+    for (file, name) in files {
+        place(file, &boot.join(name))?;
     }
-    cfg += "  boot\n}\n";
+    let cfg = format!("set timeout=0\nset default=0\nmenuentry \"boot\" {{\n{entry}  boot\n}}\n");
     std::fs::write(grub.join("grub.cfg"), cfg)
         .map_err(|e| format!("cannot write grub.cfg: {e}"))?;
 
-    let iso = dir.join("mini-hv.iso");
+    let iso = dir.join(name);
+    let mut modules = GRUB_MODULES.to_string();
+    for m in extra_modules {
+        modules += " ";
+        modules += m;
+    }
     let out = Command::new("grub-mkrescue")
         .arg("-o")
         .arg(&iso)
-        .arg(format!("--install-modules={GRUB_MODULES}"))
+        .arg(format!("--install-modules={modules}"))
         .args(["--fonts=", "--locales=", "--themes="])
         .arg(&root)
         .output()

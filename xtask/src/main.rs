@@ -11,6 +11,7 @@
 mod deps;
 mod emu;
 mod kernel;
+mod linux;
 mod proc;
 mod test;
 
@@ -28,7 +29,12 @@ const USAGE: &str = "usage:
   cargo xtask test [--examples-only]
       fmt, clippy, tests, docs, then the example under Bochs (tigerlake, corei7_skylake_x,
       corei5_lynnfield_750, core2_penryn_t9600) and QEMU TCG (with and without injected host faults).
-      --examples-only skips the host checks.";
+      --examples-only skips the host checks.
+  cargo xtask fetch-linux
+      Download Debian's cloud kernel and busybox-static (apt-get download, cached in target/linux-cache)
+      and build the initramfs.
+  cargo xtask linux-baseline [--model NAME] [--timeout SECS]
+      Boot that kernel under plain Bochs (no hypervisor; default corei7_skylake_x) and time the end marker.";
 
 /// The workspace root (xtask lives one level below it).
 pub fn workspace_root() -> PathBuf {
@@ -192,6 +198,7 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
         bochs_ips: 4_000_000,
         timeout: Duration::from_secs(options.timeout_secs.unwrap_or(300)),
         echo: true,
+        marker: None,
     };
     eprintln!("xtask: running on {platform}; serial console follows");
     let report = emu::run(&spec)?;
@@ -253,6 +260,10 @@ fn main() -> ExitCode {
             test::run_cases(test::CASES).map(|()| ExitCode::SUCCESS)
         }
         Some("run") => run(&args[1..]),
+        Some("fetch-linux") if args.len() == 1 => {
+            linux::fetch_command().map(|()| ExitCode::SUCCESS)
+        }
+        Some("linux-baseline") => linux::baseline_command(&args[1..]).map(|()| ExitCode::SUCCESS),
         _ => Err(USAGE.into()),
     };
     match result {

@@ -150,14 +150,27 @@ impl<'a> Follower<'a> {
     }
 }
 
+/// What [`supervise`] observed.
+pub struct Supervised {
+    /// How the process ended.
+    pub ending: Ending,
+    /// The whole serial text.
+    pub serial: String,
+    /// Wall time from start to end.
+    pub elapsed: Duration,
+    /// Wall time from start until the marker first appeared on the serial console (polled every 20 ms).
+    pub marker_at: Option<Duration>,
+}
+
 /// Runs `command` in its own process group until it exits, `timeout` passes, or xtask is interrupted;
-/// meanwhile follows `serial` (echoing it when `echo`). Returns how it ended and the whole serial text.
+/// meanwhile follows `serial` (echoing it when `echo`) and notes when `marker` first appears.
 pub fn supervise(
     mut command: Command,
     timeout: Duration,
     serial: &Path,
     echo: bool,
-) -> Result<(Ending, String, Duration), String> {
+    marker: Option<&str>,
+) -> Result<Supervised, String> {
     command.process_group(0);
     let start = Instant::now();
     let mut child = command
@@ -165,8 +178,15 @@ pub fn supervise(
         .map_err(|e| format!("cannot start {:?}: {e}", command.get_program()))?;
     let pid = child.id();
     let mut follower = Follower::new(serial);
+    let mut marker_at = None;
+    let note_marker = |text: &str, marker_at: &mut Option<Duration>| {
+        if marker_at.is_none() && marker.is_some_and(|m| text.contains(m)) {
+            *marker_at = Some(start.elapsed());
+        }
+    };
     let ending = loop {
         follower.poll(echo);
+        note_marker(&follower.text, &mut marker_at);
         match child.try_wait() {
             Ok(Some(status)) => break Ending::Exited(status),
             Ok(None) => {}
@@ -190,7 +210,13 @@ pub fn supervise(
     };
     // Whatever the emulator flushed on its way out.
     follower.poll(echo);
-    Ok((ending, follower.text, start.elapsed()))
+    note_marker(&follower.text, &mut marker_at);
+    Ok(Supervised {
+        ending,
+        serial: follower.text,
+        elapsed: start.elapsed(),
+        marker_at,
+    })
 }
 
 /// `status` as "exit status N" or "killed by signal N".
@@ -234,8 +260,20 @@ mod tests {
             s = shell_quote(serial.to_str().unwrap()),
             p = shell_quote(pidfile.to_str().unwrap())
         ));
-        let (ending, text, elapsed) =
-            supervise(command, Duration::from_millis(500), &serial, false).unwrap();
+        let Supervised {
+            ending,
+            serial: text,
+            elapsed,
+            marker_at,
+        } = supervise(
+            command,
+            Duration::from_millis(500),
+            &serial,
+            false,
+            Some("hello"),
+        )
+        .unwrap();
+        assert!(marker_at.is_some_and(|t| t <= elapsed));
         assert!(matches!(ending, Ending::TimedOut), "{ending:?}");
         assert_eq!(text, "hello\n");
         assert!(elapsed < Duration::from_secs(10));
@@ -258,8 +296,20 @@ mod tests {
         let serial = std::env::temp_dir().join("xtask-proc-none.log");
         let mut command = Command::new("sh");
         command.arg("-c").arg("exit 3");
-        let (ending, text, _) =
-            supervise(command, Duration::from_secs(10), &serial, false).unwrap();
+        let Supervised {
+            ending,
+            serial: text,
+            marker_at,
+            ..
+        } = supervise(
+            command,
+            Duration::from_secs(10),
+            &serial,
+            false,
+            Some("hello"),
+        )
+        .unwrap();
+        assert_eq!(marker_at, None);
         match ending {
             Ending::Exited(status) => assert_eq!(status.code(), Some(3)),
             other => panic!("{other:?}"),

@@ -276,6 +276,7 @@ fn run_case(
         bochs_ips: 4_000_000,
         timeout: Duration::from_secs(case.timeout_secs),
         echo: false,
+        marker: None,
     };
     let report = emu::run(&spec).map_err(|e| format!("could not run: {e}"))?;
     let judged = report

@@ -1,0 +1,496 @@
+//! A Linux guest for the example: Debian's cloud kernel and `busybox-static`, fetched with `apt-get download`
+//! into a cache (no system-wide install), and an initramfs (cpio `newc`, gzip) whose `/init` prints markers,
+//! checks the CPU flags, runs a short workload and powers off.
+//!
+//! `cargo xtask fetch-linux` fills the cache; `cargo xtask linux-baseline` boots the kernel under plain
+//! Bochs (no hypervisor) from a GRUB ISO and measures the wall time to the end marker: the reference the
+//! hypervisor's Linux boot is compared with.
+
+use crate::emu::{self, Platform, RunSpec};
+use crate::{deps, kernel};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// The meta-package whose dependency names the current cloud kernel package.
+const KERNEL_META_PACKAGE: &str = "linux-image-cloud-amd64";
+/// The statically linked busybox.
+const BUSYBOX_PACKAGE: &str = "busybox-static";
+
+/// Printed by `/init` first.
+pub const START_MARKER: &str = "mini-hv-linux: START";
+/// Printed by `/init` last, before powering off.
+pub const END_MARKER: &str = "mini-hv-linux: END";
+
+/// Kernel command line: serial console; skip the crypto self-tests (about 10 s under Bochs); fewer messages.
+pub const KERNEL_CMDLINE: &str = "console=ttyS0,115200 cryptomgr.notests=1 quiet";
+
+/// md5 of 4 MiB of zeros: the workload's expected checksum.
+const ZEROS_4M_MD5: &str = "b5cfa9d6c8febd618f91ac2843d50a1c";
+
+/// How many fork+exec rounds the workload does.
+const FORKS: u32 = 1000;
+
+/// The guest's `/init` (run by busybox `sh`).
+fn init_script() -> String {
+    format!(
+        r#"#!/bin/sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+echo "{START_MARKER}"
+echo "mini-hv-linux: kernel $(uname -r)"
+grep -m1 'model name' /proc/cpuinfo | sed 's/^/mini-hv-linux: /'
+flags=$(grep -m1 '^flags' /proc/cpuinfo)
+echo "mini-hv-linux: $flags"
+case " $flags " in *" hypervisor "*) hv=present;; *) hv=absent;; esac
+case " $flags " in *" vmx "*) vmx=present;; *) vmx=absent;; esac
+echo "mini-hv-linux: CPU flags: hypervisor $hv, vmx $vmx"
+sum=$(dd if=/dev/zero bs=64k count=64 2>/dev/null | md5sum)
+sum=${{sum%% *}}
+i=0
+while [ $i -lt {FORKS} ]; do /bin/true; i=$((i+1)); done
+if [ "$sum" = "{ZEROS_4M_MD5}" ] && [ $i -eq {FORKS} ]; then
+  echo "mini-hv-linux: workload ok (md5 of 4 MiB, {FORKS} fork+exec)"
+else
+  echo "mini-hv-linux: workload FAILED (md5 $sum, $i forks)"
+fi
+echo "{END_MARKER}"
+poweroff -f
+"#
+    )
+}
+
+/// A cpio `newc` archive writer (the format the kernel's initramfs unpacker reads: "070701", 13 eight-digit
+/// hexadecimal fields, the NUL-terminated name and the data, each padded to 4 bytes; ends with `TRAILER!!!`).
+pub struct Cpio {
+    out: Vec<u8>,
+    next_inode: u32,
+}
+
+impl Default for Cpio {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Cpio {
+    /// An empty archive.
+    pub fn new() -> Self {
+        Cpio {
+            out: Vec::new(),
+            next_inode: 1,
+        }
+    }
+
+    fn pad4(&mut self) {
+        while !self.out.len().is_multiple_of(4) {
+            self.out.push(0);
+        }
+    }
+
+    fn entry(&mut self, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]) {
+        let inode = self.next_inode;
+        self.next_inode += 1;
+        let nlink = if mode & 0o170000 == 0o040000 { 2 } else { 1 };
+        let fields = [
+            inode,
+            mode,
+            0, // uid
+            0, // gid
+            nlink,
+            0, // mtime: reproducible archives
+            data.len() as u32,
+            0, // devmajor
+            0, // devminor
+            rdev.0,
+            rdev.1,
+            name.len() as u32 + 1,
+            0, // check
+        ];
+        self.out.extend_from_slice(b"070701");
+        for field in fields {
+            self.out
+                .extend_from_slice(format!("{field:08x}").as_bytes());
+        }
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.push(0);
+        self.pad4();
+        self.out.extend_from_slice(data);
+        self.pad4();
+    }
+
+    /// A directory.
+    pub fn dir(&mut self, name: &str) {
+        self.entry(name, 0o040755, (0, 0), &[]);
+    }
+
+    /// A regular file with permission bits `perm`.
+    pub fn file(&mut self, name: &str, perm: u32, data: &[u8]) {
+        self.entry(name, 0o100000 | (perm & 0o7777), (0, 0), data);
+    }
+
+    /// A symbolic link to `target`.
+    pub fn symlink(&mut self, name: &str, target: &str) {
+        self.entry(name, 0o120777, (0, 0), target.as_bytes());
+    }
+
+    /// A character device node.
+    pub fn char_device(&mut self, name: &str, perm: u32, major: u32, minor: u32) {
+        self.entry(name, 0o020000 | (perm & 0o7777), (major, minor), &[]);
+    }
+
+    /// Appends the trailer and returns the archive.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.entry("TRAILER!!!", 0, (0, 0), &[]);
+        // The kernel reads archives in 512-byte blocks happily without this, but `cpio` expects it.
+        while !self.out.len().is_multiple_of(512) {
+            self.out.push(0);
+        }
+        self.out
+    }
+}
+
+/// The fetched and prepared guest files.
+pub struct LinuxGuest {
+    /// The kernel image (`vmlinuz`, bzImage).
+    pub kernel: PathBuf,
+    /// The gzip-compressed initramfs.
+    pub initramfs: PathBuf,
+    /// The kernel package's version string (from its file name).
+    pub kernel_package: String,
+}
+
+/// The cache directory: `<target>/linux-cache`.
+pub fn cache_dir() -> PathBuf {
+    crate::target_dir().join("linux-cache")
+}
+
+fn run_quiet(command: &mut Command) -> Result<String, String> {
+    let out = command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {:?}: {e}", command.get_program()))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{:?} {:?} failed ({}): {}",
+            command.get_program(),
+            command.get_args().collect::<Vec<_>>(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// The versioned kernel package the meta-package depends on (e.g. `linux-image-6.1.0-56-cloud-amd64`).
+fn kernel_package_name() -> Result<String, String> {
+    let query = || -> Result<Option<String>, String> {
+        let out = run_quiet(Command::new("apt-cache").args(["depends", KERNEL_META_PACKAGE]))?;
+        Ok(out.lines().find_map(|l| {
+            let dep = l.trim().strip_prefix("Depends:")?.trim();
+            dep.starts_with("linux-image-").then(|| dep.to_string())
+        }))
+    };
+    if let Ok(Some(name)) = query() {
+        return Ok(name);
+    }
+    // Package lists missing or stale (a fresh machine): refresh once.
+    eprintln!("xtask: apt-get update (to find {KERNEL_META_PACKAGE})");
+    run_quiet(Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive")).map_err(|e| {
+        format!("{e}\n  (finding {KERNEL_META_PACKAGE} needs current package lists: run `sudo apt-get update`)")
+    })?;
+    query()?
+        .ok_or_else(|| format!("apt-cache knows no kernel package behind {KERNEL_META_PACKAGE}"))
+}
+
+/// The `.deb` in `dir` whose name starts with `prefix_` (apt names files `<package>_<version>_<arch>.deb`).
+fn find_deb(dir: &Path, package: &str) -> Option<PathBuf> {
+    let prefix = format!("{package}_");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
+        })
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+/// Downloads `package` into `dir` unless a `.deb` of it is already there.
+fn fetch_deb(dir: &Path, package: &str) -> Result<PathBuf, String> {
+    if let Some(deb) = find_deb(dir, package) {
+        return Ok(deb);
+    }
+    eprintln!("xtask: apt-get download {package}");
+    run_quiet(
+        Command::new("apt-get")
+            .args(["download", package])
+            .current_dir(dir),
+    )?;
+    find_deb(dir, package).ok_or_else(|| {
+        format!(
+            "apt-get download {package} left no .deb in {}",
+            dir.display()
+        )
+    })
+}
+
+/// Unpacks `deb` into `into` (fresh) with `dpkg-deb -x`.
+fn unpack(deb: &Path, into: &Path) -> Result<(), String> {
+    if into.exists() {
+        std::fs::remove_dir_all(into)
+            .map_err(|e| format!("cannot clear {}: {e}", into.display()))?;
+    }
+    std::fs::create_dir_all(into).map_err(|e| format!("cannot create {}: {e}", into.display()))?;
+    run_quiet(Command::new("dpkg-deb").arg("-x").arg(deb).arg(into)).map(|_| ())
+}
+
+/// Fetches (or reuses) the kernel and busybox packages and builds the initramfs.
+pub fn fetch() -> Result<LinuxGuest, String> {
+    let cache = cache_dir();
+    let debs = cache.join("debs");
+    std::fs::create_dir_all(&debs).map_err(|e| format!("cannot create {}: {e}", debs.display()))?;
+
+    let kernel_deb = match std::fs::read_dir(&debs).ok().and_then(|d| {
+        d.flatten().map(|e| e.path()).find(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with("linux-image-") && n.contains("-cloud-amd64_") && n.ends_with(".deb")
+            })
+        })
+    }) {
+        Some(deb) => deb,
+        None => fetch_deb(&debs, &kernel_package_name()?)?,
+    };
+    let busybox_deb = fetch_deb(&debs, BUSYBOX_PACKAGE)?;
+
+    let kernel_tree = cache.join("kernel-pkg");
+    let kernel = cache.join("vmlinuz");
+    if !kernel.is_file() {
+        unpack(&kernel_deb, &kernel_tree)?;
+        let boot = kernel_tree.join("boot");
+        let vmlinuz = std::fs::read_dir(&boot)
+            .map_err(|e| format!("{}: {e}", boot.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("vmlinuz-"))
+            })
+            .ok_or_else(|| format!("no boot/vmlinuz-* in {}", kernel_deb.display()))?;
+        std::fs::copy(&vmlinuz, &kernel)
+            .map_err(|e| format!("cannot copy {}: {e}", vmlinuz.display()))?;
+        std::fs::remove_dir_all(&kernel_tree)
+            .map_err(|e| format!("cannot remove {}: {e}", kernel_tree.display()))?;
+    }
+
+    let busybox_tree = cache.join("busybox-pkg");
+    unpack(&busybox_deb, &busybox_tree)?;
+    let busybox_path = busybox_tree.join("bin/busybox");
+    let busybox = std::fs::read(&busybox_path)
+        .map_err(|e| format!("cannot read {}: {e}", busybox_path.display()))?;
+
+    let mut cpio = Cpio::new();
+    for dir in ["bin", "dev", "proc", "sys", "tmp"] {
+        cpio.dir(dir);
+    }
+    cpio.char_device("dev/console", 0o600, 5, 1);
+    cpio.char_device("dev/null", 0o666, 1, 3);
+    cpio.char_device("dev/zero", 0o666, 1, 5);
+    cpio.file("bin/busybox", 0o755, &busybox);
+    cpio.symlink("bin/sh", "busybox");
+    cpio.file("init", 0o755, init_script().as_bytes());
+    let archive = cpio.finish();
+
+    let initramfs = cache.join("initramfs.cpio.gz");
+    let mut gzip = Command::new("gzip")
+        .args(["-9", "-n", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::from(std::fs::File::create(&initramfs).map_err(
+            |e| format!("cannot create {}: {e}", initramfs.display()),
+        )?))
+        .spawn()
+        .map_err(|e| format!("cannot run gzip: {e}"))?;
+    {
+        use std::io::Write;
+        let mut stdin = gzip.stdin.take().ok_or("gzip has no stdin")?;
+        stdin
+            .write_all(&archive)
+            .map_err(|e| format!("writing to gzip: {e}"))?;
+    }
+    let status = gzip.wait().map_err(|e| format!("waiting for gzip: {e}"))?;
+    if !status.success() {
+        return Err(format!("gzip failed ({status})"));
+    }
+    let kernel_package = kernel_deb
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("")
+        .to_string();
+    Ok(LinuxGuest {
+        kernel,
+        initramfs,
+        kernel_package,
+    })
+}
+
+fn size_mib(path: &Path) -> f64 {
+    std::fs::metadata(path)
+        .map(|m| m.len() as f64 / (1024.0 * 1024.0))
+        .unwrap_or(0.0)
+}
+
+/// `cargo xtask fetch-linux`.
+pub fn fetch_command() -> Result<(), String> {
+    let guest = fetch()?;
+    eprintln!("xtask: {}", guest.kernel_package);
+    eprintln!(
+        "xtask: kernel    {} ({:.1} MiB)",
+        guest.kernel.display(),
+        size_mib(&guest.kernel)
+    );
+    eprintln!(
+        "xtask: initramfs {} ({:.1} MiB)",
+        guest.initramfs.display(),
+        size_mib(&guest.initramfs)
+    );
+    Ok(())
+}
+
+/// `cargo xtask linux-baseline [--model NAME] [--timeout SECS]`: plain Bochs boots the kernel and initramfs
+/// from a GRUB ISO; prints the wall time to the end marker.
+pub fn baseline_command(args: &[String]) -> Result<(), String> {
+    let mut model = "corei7_skylake_x".to_string();
+    let mut timeout = 600u64;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--model" => model = it.next().ok_or("--model needs a value")?.clone(),
+            "--timeout" => {
+                let v = it.next().ok_or("--timeout needs a value")?;
+                timeout = v
+                    .parse()
+                    .map_err(|_| format!("--timeout takes seconds, not {v:?}"))?;
+            }
+            other => {
+                return Err(format!(
+                    "unknown option {other:?} (linux-baseline [--model NAME] [--timeout SECS])"
+                ));
+            }
+        }
+    }
+    deps::ensure(&deps::BOCHS.iter().collect::<Vec<_>>())?;
+    let guest = fetch()?;
+    let dir = crate::target_dir().join("mini-hv").join("linux-baseline");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let entry = format!("  linux /boot/vmlinuz {KERNEL_CMDLINE}\n  initrd /boot/initramfs.gz\n");
+    let iso = kernel::make_grub_iso(
+        &dir,
+        "linux.iso",
+        &[
+            (guest.kernel.as_path(), "vmlinuz"),
+            (guest.initramfs.as_path(), "initramfs.gz"),
+        ],
+        &entry,
+        &["linux"],
+    )?;
+    let spec = RunSpec {
+        platform: Platform::Bochs {
+            model: model.clone(),
+        },
+        dir: dir.join("files"),
+        kernel: &guest.kernel,
+        iso: Some(&iso),
+        cmdline: "",
+        qemu_modules: &[],
+        memory_mib: 256,
+        bochs_ips: 20_000_000,
+        timeout: Duration::from_secs(timeout),
+        echo: true,
+        marker: Some(END_MARKER),
+    };
+    eprintln!(
+        "xtask: plain Bochs ({model}) boots {} without a hypervisor",
+        guest.kernel_package
+    );
+    let report = emu::run(&spec)?;
+    eprintln!(
+        "xtask: {} ({:.1} s)",
+        report.status_text,
+        report.elapsed.as_secs_f64()
+    );
+    let start = report.serial.contains(START_MARKER);
+    match report.marker_at {
+        Some(t) if start && report.serial.contains("mini-hv-linux: workload ok") => {
+            eprintln!(
+                "xtask: baseline: plain Bochs ({model}) reached {END_MARKER:?} after {:.1} s wall (whole run {:.1} s)",
+                t.as_secs_f64(),
+                report.elapsed.as_secs_f64()
+            );
+            Ok(())
+        }
+        Some(_) => Err(
+            "the end marker appeared, but the start marker or the workload check did not".into(),
+        ),
+        None => Err(format!(
+            "no end marker ({}); last lines of {}:\n{}",
+            report.status_text,
+            report.emulator_log.display(),
+            report.emulator_log_tail(15)
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpio_newc_layout() {
+        let mut cpio = Cpio::new();
+        cpio.file("init", 0o755, b"#!/bin/sh\n");
+        let archive = cpio.finish();
+        // Header: magic, then 13 fields of 8 hex digits.
+        assert_eq!(&archive[..6], b"070701");
+        let field = |i: usize| {
+            u32::from_str_radix(
+                std::str::from_utf8(&archive[6 + 8 * i..14 + 8 * i]).unwrap(),
+                16,
+            )
+            .unwrap()
+        };
+        assert_eq!(field(1), 0o100755); // mode
+        assert_eq!(field(6), 10); // file size
+        assert_eq!(field(11), 5); // name size with NUL
+        // Name at 110, padded to 116; data at 116, padded to 128; then the trailer.
+        assert_eq!(&archive[110..115], b"init\0");
+        assert_eq!(&archive[116..126], b"#!/bin/sh\n");
+        assert_eq!(&archive[128..134], b"070701");
+        assert_eq!(&archive[128 + 110..128 + 120], b"TRAILER!!!");
+        assert_eq!(archive.len() % 512, 0);
+    }
+
+    #[test]
+    fn init_script_has_the_markers_and_checks() {
+        let s = init_script();
+        assert!(s.starts_with("#!/bin/sh\n"));
+        for needle in [
+            START_MARKER,
+            END_MARKER,
+            ZEROS_4M_MD5,
+            "poweroff -f",
+            "hypervisor",
+            "vmx",
+        ] {
+            assert!(s.contains(needle), "{needle}");
+        }
+    }
+}
