@@ -82,6 +82,9 @@ impl FxsaveArea {
     /// XMM register `index` (0–15; bytes 160 + 16·index), `None` for a larger index.
     #[must_use]
     pub fn xmm(&self, index: usize) -> Option<u128> {
+        if index >= 16 {
+            return None;
+        }
         let start = 160 + 16 * index;
         let bytes = self.0.get(start..start + 16)?;
         let mut value = [0u8; 16];
