@@ -1,12 +1,141 @@
-//! `vmxtool caps` (being built).
+//! `vmxtool caps`: decode the VMX capability MSRs of a CPU (through Linux's `/dev/cpu/N/msr`) or
+//! of a snapshot file, as a `vmxcap`-style report or as JSON.
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use serde_json::{Value, json};
+use vmx_caps::{
+    MsrError, MsrSnapshot, MsrSource, PinBasedControls, PrimaryControls, SecondaryControls,
+    VmxCapabilities,
+};
 
 /// Arguments of `vmxtool caps`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Read the MSRs from a snapshot file: one `<msr hex> <value hex>` pair a line, `#` starts
+    /// a comment.
+    #[arg(long, value_name = "FILE", conflicts_with = "cpu")]
+    msr_file: Option<PathBuf>,
+    /// Read the MSRs of logical CPU N through /dev/cpu/N/msr (root and the `msr` kernel module
+    /// needed). The default is CPU 0.
+    #[arg(long, value_name = "N")]
+    cpu: Option<u32>,
+    /// Print a JSON object instead of the text report.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `errno` EIO, for a short read, which carries no OS error of its own.
+const EIO: i32 = 5;
+
+/// The MSRs of one CPU, read with `pread` at the MSR's address from `/dev/cpu/N/msr`.
+struct DevCpuMsr {
+    file: File,
+}
+
+impl MsrSource for DevCpuMsr {
+    fn read_msr(&mut self, msr: u32) -> Result<u64, MsrError> {
+        let mut buf = [0u8; 8];
+        match self.file.read_exact_at(&mut buf, u64::from(msr)) {
+            Ok(()) => Ok(u64::from_le_bytes(buf)),
+            Err(e) => Err(MsrError::Os {
+                msr,
+                os_error: e.raw_os_error().unwrap_or(EIO),
+            }),
+        }
+    }
+}
+
+/// The CPU vendor string from CPUID leaf 0.
+fn cpu_vendor() -> String {
+    let leaf0 = std::arch::x86_64::__cpuid(0);
+    let mut bytes = Vec::with_capacity(12);
+    for reg in [leaf0.ebx, leaf0.edx, leaf0.ecx] {
+        bytes.extend_from_slice(&reg.to_le_bytes());
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn read_cpu(cpu: u32) -> Result<VmxCapabilities, String> {
+    if !vmx_caps::cpu_has_vmx() {
+        let vendor = cpu_vendor();
+        let hint = if vendor == "AuthenticAMD" {
+            " (an AMD processor: it has SVM, not VMX)"
+        } else {
+            ""
+        };
+        return Err(format!(
+            "this processor does not support VMX: CPUID.1:ECX.VMX[bit 5] = 0 on {vendor}{hint}"
+        ));
+    }
+    let path = format!("/dev/cpu/{cpu}/msr");
+    let file = File::open(&path).map_err(|e| {
+        format!("{path}: {e} (load the msr module with `modprobe msr` and run as root)")
+    })?;
+    VmxCapabilities::read(&mut DevCpuMsr { file }).map_err(|e| format!("{path}: {e}"))
+}
+
+fn read_file(path: &PathBuf) -> Result<VmxCapabilities, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut snapshot = MsrSnapshot::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    VmxCapabilities::read(&mut snapshot).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The JSON form: the summary fields of the issue, then the full decoded capabilities.
+fn to_json(caps: &VmxCapabilities) -> Result<Value, String> {
+    let pair =
+        |(allowed0, allowed1): (u64, u64)| json!({ "allowed0": allowed0, "allowed1": allowed1 });
+    let e = caps.ept_vpid;
+    let p2 = |f: SecondaryControls| caps.proc2.allows(f);
+    Ok(json!({
+        "revision_id": caps.basic.revision_id(),
+        "true_controls": caps.basic.true_controls(),
+        "vmcs_region_size": caps.basic.vmcs_region_size(),
+        "controls": {
+            "pin": pair(caps.pin.raw()),
+            "proc": pair(caps.proc.raw()),
+            "proc2": pair(caps.proc2.raw()),
+            "proc3": pair(caps.proc3.raw()),
+            "exit": pair(caps.exit.raw()),
+            "exit2": pair(caps.exit2.raw()),
+            "entry": pair(caps.entry.raw()),
+        },
+        "features": {
+            "ept": p2(SecondaryControls::ENABLE_EPT),
+            "vpid": p2(SecondaryControls::ENABLE_VPID),
+            "unrestricted_guest": p2(SecondaryControls::UNRESTRICTED_GUEST),
+            "preemption_timer": caps.pin.allows(PinBasedControls::ACTIVATE_VMX_PREEMPTION_TIMER),
+            "posted_interrupts": caps.pin.allows(PinBasedControls::PROCESS_POSTED_INTERRUPTS),
+            "monitor_trap_flag": caps.proc.allows(PrimaryControls::MONITOR_TRAP_FLAG),
+            "vmfunc": p2(SecondaryControls::ENABLE_VM_FUNCTIONS),
+            "vmcs_shadowing": p2(SecondaryControls::VMCS_SHADOWING),
+            "pml": p2(SecondaryControls::ENABLE_PML),
+            "ept_2m_pages": e.pde_2mb(),
+            "ept_1g_pages": e.pdpte_1gb(),
+            "ept_accessed_dirty": e.accessed_dirty(),
+            "ept_5_level": e.page_walk_5(),
+            "invept": e.invept(),
+            "invvpid": e.invvpid(),
+        },
+        "capabilities": serde_json::to_value(caps).map_err(|e| e.to_string())?,
+    }))
+}
 
 /// Runs `vmxtool caps`.
-pub fn run(_args: Args) -> Result<ExitCode, String> {
-    Err("this subcommand is not part of this build yet".into())
+pub fn run(args: Args) -> Result<ExitCode, String> {
+    let caps = match &args.msr_file {
+        Some(path) => read_file(path)?,
+        None => read_cpu(args.cpu.unwrap_or(0))?,
+    };
+    if args.json {
+        let value = to_json(&caps)?;
+        let text = serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?;
+        println!("{text}");
+    } else {
+        print!("{caps}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
