@@ -1,11 +1,53 @@
-//! Intel extended page tables (EPT): typed entries for every level, the EPT pointer, guest- and
-//! host-physical addresses (SDM Vol. 3C §29.3 "The Extended Page Table Mechanism (EPT)").
+//! Intel extended page tables (EPT), SDM Vol. 3C §29.3 "The Extended Page Table Mechanism
+//! (EPT)": typed entries for every level, the EPT pointer built from what the processor
+//! allows, guest- and host-physical addresses, a mapper over tables the caller owns with
+//! 4-KiB/2-MiB/1-GiB pages, software walks, INVEPT-backed flush tokens and a diagnosis of EPT
+//! misconfigurations and violations.
+//!
+//! ```
+//! use ept::{
+//!     EptConfig, EptMapper, Frame, FramePool, GuestPhysAddr, HostPhysAddr, LeafAttributes,
+//!     MemoryType, OffsetPhysToVirt, PageSize, Permissions,
+//! };
+//! use vmx_caps::EptVpidCap;
+//!
+//! // IA32_VMX_EPT_VPID_CAP as read on Bochs' corei7_skylake_x model.
+//! let caps = EptVpidCap(0x0000_0f01_0633_4141);
+//! // Table frames from a fixed pool; host-side, a frame's address stands for its physical one.
+//! let mut frames = vec![Frame::ZERO; 16];
+//! let mut pool = FramePool::new(&mut frames);
+//! // SAFETY: FramePool frames are accessible at their "physical" (= own) address.
+//! let p2v = unsafe { OffsetPhysToVirt::identity() };
+//! let mut ept = EptMapper::new(EptConfig::new(caps, 46), p2v, &mut pool)?;
+//!
+//! // 1 GiB + 4 MiB of guest RAM at GPA 0 -> HPA 1 GiB: one 1-GiB page and two 2-MiB pages.
+//! let ram = LeafAttributes::new(Permissions::RWX, MemoryType::WriteBack);
+//! let gpa = GuestPhysAddr::new(0)?;
+//! let flush = ept.map(gpa, HostPhysAddr::new(1 << 30)?, (1 << 30) + (4 << 20), ram, &mut pool)?;
+//! // SAFETY: this EPT has never been used by a VM entry; on a live one call
+//! // `flush.flush(&vmx_root, &mut pool)`, which executes INVEPT.
+//! unsafe { flush.assume_flushed(&mut pool) };
+//!
+//! let t = ept.translate(GuestPhysAddr::new(0x4020_1234)?).unwrap();
+//! assert_eq!(t.hpa.as_u64(), 0x8020_1234);
+//! assert_eq!(t.page_size, PageSize::Size2M);
+//! assert_eq!(t.permissions(), Permissions::RWX);
+//! assert_eq!(t.memory_type(), Ok(MemoryType::WriteBack));
+//! assert_eq!(ept.eptp().bits(), ept.root().as_u64() | 0x1e); // WB, 4-level walk
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
 
 mod addr;
 mod entry;
 mod eptp;
+mod flush;
+mod frame;
+mod mapper;
 mod types;
 
 pub use addr::{AddrError, GuestPhysAddr, HostPhysAddr, MAX_PHYS_ADDR_WIDTH};
@@ -14,6 +56,11 @@ pub use entry::{
     PdptEntry, Pml4Entry, Pml5Entry, PtEntry, reserved_mask,
 };
 pub use eptp::{EptPointer, EptpBuilder, EptpError};
+pub use flush::{EptFlush, FlushError};
+#[cfg(feature = "alloc")]
+pub use frame::HeapFrameAllocator;
+pub use frame::{Frame, FrameAllocator, FramePool, OffsetPhysToVirt, PhysToVirt};
+pub use mapper::{EptConfig, EptMapper, MapError, Mapping, RangePart, Translation};
 pub use types::{
     Level, MemoryType, PageSize, Permissions, ReservedMemoryType, ReservedWalkLength, WalkLength,
 };

@@ -1,0 +1,1242 @@
+//! The EPT mapper: builds and edits EPT paging structures in memory the caller owns.
+
+use core::fmt;
+
+use vmx_caps::EptVpidCap;
+use vmx_core::InveptType;
+
+use crate::addr::{GuestPhysAddr, HostPhysAddr, MAX_PHYS_ADDR_WIDTH};
+use crate::entry::{ADDRESS_MASK, EntryFlags, LeafAttributes, reserved_mask};
+use crate::eptp::{EptPointer, EptpError};
+use crate::flush::EptFlush;
+use crate::frame::{FrameAllocator, PhysToVirt};
+use crate::types::{Level, MemoryType, PageSize, Permissions, ReservedMemoryType, WalkLength};
+
+const PAGE: u64 = 4096;
+/// Bits that make a mapper-written entry present: R, W, X and user-mode X.
+const ACCESS_BITS: u64 = 0x407;
+/// Access rights of every non-leaf entry the mapper writes: all, so that leaves decide.
+const TABLE_BITS: u64 = 0x407;
+const PS: u64 = EntryFlags::PAGE_SIZE.bits();
+const AD: u64 = EntryFlags::ACCESSED.bits() | EntryFlags::DIRTY.bits();
+const SPP: u64 = EntryFlags::SUB_PAGE_WRITE.bits();
+/// Bits that make two leaves "the same mapping" apart from their address.
+const LEAF_ATTR_MASK: u64 = !(ADDRESS_MASK | AD | PS | SPP);
+const END: u64 = u64::MAX;
+
+/// Which address of a request was wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum RangePart {
+    /// The guest-physical start.
+    GuestPhysAddr,
+    /// The host-physical start.
+    HostPhysAddr,
+    /// The length.
+    Length,
+}
+
+impl fmt::Display for RangePart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::GuestPhysAddr => "guest-physical address",
+            Self::HostPhysAddr => "host-physical address",
+            Self::Length => "length",
+        })
+    }
+}
+
+/// Why the mapper refused a request. When an operation returns an error, the tables are
+/// exactly as they were before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum MapError {
+    /// The range has length 0.
+    #[error("the range is empty")]
+    EmptyRange,
+    /// A start or the length is not a multiple of 4 KiB.
+    #[error("{what} {value:#x} is not a multiple of 4 KiB")]
+    Unaligned {
+        /// Which part of the request.
+        what: RangePart,
+        /// Its value.
+        value: u64,
+    },
+    /// The range ends beyond what the tables can translate (guest side: the page-walk length's
+    /// 48 or 57 bits, capped at 52) or beyond the physical-address width (host side).
+    #[error("{what} range ends at {end:#x}, beyond the {width}-bit limit")]
+    BeyondWidth {
+        /// Which side of the mapping.
+        what: RangePart,
+        /// The first address past the range.
+        end: u64,
+        /// The width exceeded.
+        width: u8,
+    },
+    /// Part of the range is already mapped.
+    #[error("guest-physical {gpa:?} is already mapped (by an {level})")]
+    AlreadyMapped {
+        /// The first mapped guest-physical address met in the range.
+        gpa: GuestPhysAddr,
+        /// The level of the leaf that maps it.
+        level: Level,
+    },
+    /// Part of the range is not mapped.
+    #[error("guest-physical {gpa:?} is not mapped")]
+    NotMapped {
+        /// The first unmapped guest-physical address met in the range.
+        gpa: GuestPhysAddr,
+    },
+    /// `split` was asked to split a 4-KiB page.
+    #[error("guest-physical {gpa:?} is mapped by a 4-KiB page, which cannot be split")]
+    NotLargePage {
+        /// The address.
+        gpa: GuestPhysAddr,
+    },
+    /// The frame allocator ran dry before the operation could reserve every table it needs.
+    #[error(
+        "out of frames: the operation needs {needed} new table frames, the allocator gave {obtained}"
+    )]
+    OutOfFrames {
+        /// Frames the operation needs.
+        needed: usize,
+        /// Frames the allocator gave before returning `None`.
+        obtained: usize,
+    },
+    /// The frame allocator returned a frame that is not 4-KiB aligned.
+    #[error("the frame allocator returned {0:?}, which is not 4-KiB aligned")]
+    MisalignedFrame(HostPhysAddr),
+    /// Write access without read access: an EPT misconfiguration (SDM §29.3.3.1).
+    #[error("permissions {0:?} allow write without read, an EPT misconfiguration")]
+    WriteWithoutRead(Permissions),
+    /// Execute-only permissions on a processor without execute-only support
+    /// (IA32_VMX_EPT_VPID_CAP bit 0).
+    #[error(
+        "permissions {0:?} are execute-only, which this processor does not support (IA32_VMX_EPT_VPID_CAP[0] is 0)"
+    )]
+    ExecuteOnlyNotSupported(Permissions),
+    /// No access at all: such an entry is simply not present; use `unmap` instead.
+    #[error("a mapping needs at least one of read, execute or user-mode execute access")]
+    NoAccess,
+    /// The page size is not supported (IA32_VMX_EPT_VPID_CAP bit 16 for 2 MiB, 17 for 1 GiB).
+    #[error("{0:?} pages are not supported by this processor")]
+    PageSizeNotSupported(PageSize),
+    /// The EPTP settings are not supported.
+    #[error(transparent)]
+    Eptp(#[from] EptpError),
+    /// The processor supports neither INVEPT type (IA32_VMX_EPT_VPID_CAP bits 20, 25, 26).
+    #[error(
+        "INVEPT (single-context or all-context) is not supported: EPT changes could not be invalidated"
+    )]
+    InveptNotSupported,
+    /// The physical-address width is not in 12..=52.
+    #[error("physical-address width {0} is not in 12..=52")]
+    InvalidPhysAddrWidth(u8),
+}
+
+/// The settings of an EPT hierarchy, checked against the processor's capabilities when the
+/// mapper is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EptConfig {
+    caps: EptVpidCap,
+    phys_addr_width: u8,
+    walk: WalkLength,
+    largest_page: PageSize,
+    memory_type: MemoryType,
+    accessed_dirty: bool,
+    supervisor_shadow_stack: bool,
+}
+
+impl EptConfig {
+    /// The defaults the capabilities allow: a 4-level walk (5 if only that is supported),
+    /// write-back paging structures (UC if WB is not allowed), the largest supported page
+    /// size, no A/D flags, no supervisor shadow-stack control. `phys_addr_width` is the
+    /// processor's MAXPHYADDR (CPUID.80000008H:EAX[7:0]).
+    pub fn new(caps: EptVpidCap, phys_addr_width: u8) -> Self {
+        let walk = if !caps.page_walk_4() && caps.page_walk_5() {
+            WalkLength::Five
+        } else {
+            WalkLength::Four
+        };
+        let memory_type = if !caps.memory_type_wb() && caps.memory_type_uc() {
+            MemoryType::Uncacheable
+        } else {
+            MemoryType::WriteBack
+        };
+        let largest_page = if caps.pdpte_1gb() {
+            PageSize::Size1G
+        } else if caps.pde_2mb() {
+            PageSize::Size2M
+        } else {
+            PageSize::Size4K
+        };
+        Self {
+            caps,
+            phys_addr_width,
+            walk,
+            largest_page,
+            memory_type,
+            accessed_dirty: false,
+            supervisor_shadow_stack: false,
+        }
+    }
+
+    /// Sets the page-walk length.
+    pub fn walk_length(self, walk: WalkLength) -> Self {
+        Self { walk, ..self }
+    }
+
+    /// Limits the largest page size the mapper uses.
+    pub fn largest_page(self, size: PageSize) -> Self {
+        Self {
+            largest_page: size,
+            ..self
+        }
+    }
+
+    /// Sets the EPT paging-structure memory type (EPTP bits 2:0).
+    pub fn memory_type(self, memory_type: MemoryType) -> Self {
+        Self {
+            memory_type,
+            ..self
+        }
+    }
+
+    /// Enables accessed and dirty flags (EPTP bit 6).
+    pub fn accessed_dirty(self, on: bool) -> Self {
+        Self {
+            accessed_dirty: on,
+            ..self
+        }
+    }
+
+    /// Enables supervisor shadow-stack enforcement (EPTP bit 7).
+    pub fn supervisor_shadow_stack(self, on: bool) -> Self {
+        Self {
+            supervisor_shadow_stack: on,
+            ..self
+        }
+    }
+
+    /// The capabilities this configuration was made from.
+    pub fn capabilities(&self) -> EptVpidCap {
+        self.caps
+    }
+
+    /// The physical-address width (MAXPHYADDR).
+    pub fn phys_addr_width(&self) -> u8 {
+        self.phys_addr_width
+    }
+}
+
+/// The result of a software walk: where a guest-physical address goes and with which rights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Translation {
+    /// The host-physical address the guest-physical address translates to.
+    pub hpa: HostPhysAddr,
+    /// The size of the page that maps it.
+    pub page_size: PageSize,
+    /// The raw leaf entry.
+    pub leaf: u64,
+}
+
+impl Translation {
+    /// The access rights of the page.
+    pub const fn permissions(&self) -> Permissions {
+        Permissions::from_entry_bits(self.leaf)
+    }
+
+    /// The EPT memory type of the page.
+    pub const fn memory_type(&self) -> Result<MemoryType, ReservedMemoryType> {
+        MemoryType::from_bits(((self.leaf >> 3) & 7) as u8)
+    }
+
+    /// Permissions, memory type and leaf flags.
+    pub const fn attributes(&self) -> Result<LeafAttributes, ReservedMemoryType> {
+        LeafAttributes::from_leaf_bits(self.leaf)
+    }
+}
+
+/// One page mapping, as reported by [`EptMapper::for_each_mapping`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Mapping {
+    /// The first guest-physical address of the page.
+    pub gpa: GuestPhysAddr,
+    /// The host-physical address of the page.
+    pub hpa: HostPhysAddr,
+    /// The page size.
+    pub page_size: PageSize,
+    /// The raw leaf entry.
+    pub leaf: u64,
+}
+
+/// Frames taken from the allocator before a change, linked through their first word (host-
+/// physical address of the next, [`END`] at the end).
+struct Reserve {
+    head: u64,
+    count: usize,
+}
+
+/// Builds and edits an EPT hierarchy in frames from a [`FrameAllocator`], reached through a
+/// [`PhysToVirt`] translation.
+///
+/// Every change is all-or-nothing: a first pass checks the request against the tables and
+/// counts the table frames it needs, the frames are reserved, and only then are the tables
+/// written. Every change returns an [`EptFlush`] to be discharged with INVEPT. Non-root tables
+/// that become empty are freed (after the INVEPT).
+///
+/// Non-leaf entries are written with every access right (R, W, X and user-mode X), so that
+/// leaves alone decide.
+pub struct EptMapper<P: PhysToVirt> {
+    p2v: P,
+    root: u64,
+    config: EptConfig,
+    eptp: EptPointer,
+    invept: InveptType,
+    tables: usize,
+}
+
+impl<P: PhysToVirt> fmt::Debug for EptMapper<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EptMapper")
+            .field("eptp", &self.eptp)
+            .field("config", &self.config)
+            .field("invept", &self.invept)
+            .field("tables", &self.tables)
+            .finish_non_exhaustive()
+    }
+}
+
+#[inline(always)]
+const fn level_below(level: Level) -> Level {
+    match level {
+        Level::Pml5 => Level::Pml4,
+        Level::Pml4 => Level::Pdpt,
+        Level::Pdpt => Level::Pd,
+        _ => Level::Pt,
+    }
+}
+
+#[inline(always)]
+const fn is_leaf(entry: u64, level: Level) -> bool {
+    matches!(level, Level::Pt) || entry & PS != 0
+}
+
+impl<P: PhysToVirt> EptMapper<P> {
+    /// Creates an empty hierarchy: takes one frame for the root table (PML4 or PML5) and builds
+    /// the EPTP, checking the configuration against the capabilities.
+    pub fn new(
+        config: EptConfig,
+        p2v: P,
+        alloc: &mut impl FrameAllocator,
+    ) -> Result<Self, MapError> {
+        let caps = config.caps;
+        if !(12..=MAX_PHYS_ADDR_WIDTH).contains(&config.phys_addr_width) {
+            return Err(MapError::InvalidPhysAddrWidth(config.phys_addr_width));
+        }
+        match config.largest_page {
+            PageSize::Size1G if !caps.pdpte_1gb() => {
+                return Err(MapError::PageSizeNotSupported(PageSize::Size1G));
+            }
+            PageSize::Size2M if !caps.pde_2mb() => {
+                return Err(MapError::PageSizeNotSupported(PageSize::Size2M));
+            }
+            _ => {}
+        }
+        let invept = InveptType::best_for(&caps).ok_or(MapError::InveptNotSupported)?;
+        // Validate the EPTP settings before taking a frame.
+        EptPointer::builder(HostPhysAddr::ZERO)
+            .memory_type(config.memory_type)
+            .walk_length(config.walk)
+            .accessed_dirty(config.accessed_dirty)
+            .supervisor_shadow_stack(config.supervisor_shadow_stack)
+            .build(&caps)?;
+        let root = alloc.allocate_frame().ok_or(MapError::OutOfFrames {
+            needed: 1,
+            obtained: 0,
+        })?;
+        if !root.is_aligned(PAGE) {
+            return Err(MapError::MisalignedFrame(root));
+        }
+        let eptp = EptPointer::builder(root)
+            .memory_type(config.memory_type)
+            .walk_length(config.walk)
+            .accessed_dirty(config.accessed_dirty)
+            .supervisor_shadow_stack(config.supervisor_shadow_stack)
+            .build(&caps)?;
+        let mapper = Self {
+            p2v,
+            root: root.as_u64(),
+            config,
+            eptp,
+            invept,
+            tables: 1,
+        };
+        // SAFETY: the root frame is ours and not yet linked anywhere.
+        unsafe { mapper.zero(mapper.root) };
+        Ok(mapper)
+    }
+
+    /// The EPTP to write into the VMCS.
+    pub fn eptp(&self) -> EptPointer {
+        self.eptp
+    }
+
+    /// The host-physical address of the root table.
+    pub fn root(&self) -> HostPhysAddr {
+        HostPhysAddr::new_truncate(self.root)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EptConfig {
+        &self.config
+    }
+
+    /// The INVEPT type flush tokens use.
+    pub fn invept_type(&self) -> InveptType {
+        self.invept
+    }
+
+    /// The number of table frames in use, the root included.
+    pub fn table_frames(&self) -> usize {
+        self.tables
+    }
+
+    // ----- raw table access -----
+
+    #[inline(always)]
+    fn table(&self, frame: u64) -> *mut u64 {
+        self.p2v.phys_to_virt(HostPhysAddr::new_truncate(frame))
+    }
+
+    /// # Safety
+    /// `frame` is a table frame of this mapper (or reserved by it).
+    #[inline(always)]
+    unsafe fn read(&self, frame: u64, idx: usize) -> u64 {
+        // SAFETY: per `PhysToVirt`, the frame's 512 entries are readable; idx < 512.
+        unsafe { self.table(frame).add(idx).read_volatile() }
+    }
+
+    /// # Safety
+    /// `frame` is a table frame of this mapper (or reserved by it).
+    #[inline(always)]
+    unsafe fn write(&self, frame: u64, idx: usize, value: u64) {
+        // SAFETY: per `PhysToVirt`, the frame's 512 entries are writable; idx < 512.
+        unsafe { self.table(frame).add(idx).write_volatile(value) }
+    }
+
+    /// # Safety
+    /// `frame` is a frame of this mapper that no processor walks.
+    unsafe fn zero(&self, frame: u64) {
+        // SAFETY: per `PhysToVirt`, the frame's 4096 bytes are writable.
+        unsafe { core::ptr::write_bytes(self.table(frame), 0, 512) }
+    }
+
+    fn new_flush(&self) -> EptFlush {
+        EptFlush::new(
+            self.eptp.bits(),
+            self.invept,
+            self.config.caps.invept() && self.config.caps.invept_all_context(),
+        )
+    }
+
+    /// # Safety
+    /// `frame` is a table frame of this mapper, already unlinked.
+    unsafe fn defer_free(&mut self, frame: u64, flush: &mut EptFlush) {
+        self.tables -= 1;
+        // SAFETY: the frame is ours, unlinked, and its memory reachable per `PhysToVirt`.
+        unsafe { flush.defer_free(self.table(frame), HostPhysAddr::new_truncate(frame)) };
+    }
+
+    fn reserve(&self, needed: usize, alloc: &mut impl FrameAllocator) -> Result<Reserve, MapError> {
+        let mut r = Reserve {
+            head: END,
+            count: 0,
+        };
+        while r.count < needed {
+            match alloc.allocate_frame() {
+                Some(f) if f.is_aligned(PAGE) => {
+                    // SAFETY: `f` is a fresh frame from the allocator, reachable per `PhysToVirt`.
+                    unsafe { self.write(f.as_u64(), 0, r.head) };
+                    r.head = f.as_u64();
+                    r.count += 1;
+                }
+                other => {
+                    let obtained = r.count;
+                    self.release(r, alloc);
+                    return Err(match other {
+                        Some(f) => {
+                            // SAFETY: `f` came from `alloc` and is unused.
+                            unsafe { alloc.deallocate_frame(f) };
+                            MapError::MisalignedFrame(f)
+                        }
+                        None => MapError::OutOfFrames { needed, obtained },
+                    });
+                }
+            }
+        }
+        Ok(r)
+    }
+
+    fn release(&self, mut r: Reserve, alloc: &mut impl FrameAllocator) {
+        while r.count > 0 {
+            let f = self.pop(&mut r);
+            // SAFETY: reserved frames come from `alloc` and are unused.
+            unsafe { alloc.deallocate_frame(HostPhysAddr::new_truncate(f)) };
+        }
+    }
+
+    /// Takes a reserved frame (content undefined) and counts it as a table.
+    fn pop(&self, r: &mut Reserve) -> u64 {
+        let f = r.head;
+        // SAFETY: `f` is a reserved frame; its word 0 holds the link.
+        r.head = unsafe { self.read(f, 0) };
+        r.count -= 1;
+        f
+    }
+
+    fn take_table(&mut self, r: &mut Reserve) -> u64 {
+        self.tables += 1;
+        self.pop(r)
+    }
+
+    // ----- validation -----
+
+    fn check_range(&self, gpa: u64, len: u64) -> Result<u64, MapError> {
+        if len == 0 {
+            return Err(MapError::EmptyRange);
+        }
+        if !gpa.is_multiple_of(PAGE) {
+            return Err(MapError::Unaligned {
+                what: RangePart::GuestPhysAddr,
+                value: gpa,
+            });
+        }
+        if !len.is_multiple_of(PAGE) {
+            return Err(MapError::Unaligned {
+                what: RangePart::Length,
+                value: len,
+            });
+        }
+        let width = self.config.walk.gpa_width().min(MAX_PHYS_ADDR_WIDTH);
+        match gpa.checked_add(len) {
+            Some(end) if end <= 1 << width => Ok(end),
+            _ => Err(MapError::BeyondWidth {
+                what: RangePart::GuestPhysAddr,
+                end: gpa.wrapping_add(len),
+                width,
+            }),
+        }
+    }
+
+    fn check_attributes(&self, attrs: &LeafAttributes) -> Result<(), MapError> {
+        let p = attrs.permissions;
+        if p.contains(Permissions::WRITE) && !p.contains(Permissions::READ) {
+            return Err(MapError::WriteWithoutRead(p));
+        }
+        if !p.intersects(Permissions::READ | Permissions::EXECUTE | Permissions::USER_EXECUTE) {
+            return Err(MapError::NoAccess);
+        }
+        if !p.contains(Permissions::READ) && !self.config.caps.execute_only() {
+            return Err(MapError::ExecuteOnlyNotSupported(p));
+        }
+        Ok(())
+    }
+
+    fn page_allowed(&self, level: Level) -> bool {
+        match level {
+            Level::Pt => true,
+            Level::Pd => self.config.largest_page >= PageSize::Size2M,
+            Level::Pdpt => self.config.largest_page >= PageSize::Size1G,
+            _ => false,
+        }
+    }
+
+    fn root_level(&self) -> Level {
+        self.config.walk.root_level()
+    }
+
+    // ----- translate -----
+
+    /// Walks the tables in software: where `gpa` goes, with which rights and memory type, and
+    /// by which page size. `None` if it is not mapped.
+    #[inline]
+    pub fn translate(&self, gpa: GuestPhysAddr) -> Option<Translation> {
+        let gpa = gpa.as_u64();
+        let mut frame = self.root;
+        let mut shift = self.root_level().shift();
+        loop {
+            // SAFETY: `frame` is the root or was read from a present non-leaf entry of ours.
+            let e = unsafe {
+                self.table(frame)
+                    .add(((gpa >> shift) & 0x1ff) as usize)
+                    .read_volatile()
+            };
+            if e & ACCESS_BITS == 0 {
+                return None;
+            }
+            if shift == 12 || e & PS != 0 {
+                let size_mask = (1u64 << shift) - 1;
+                let page_size = match shift {
+                    12 => PageSize::Size4K,
+                    21 => PageSize::Size2M,
+                    _ => PageSize::Size1G,
+                };
+                return Some(Translation {
+                    hpa: HostPhysAddr::new_truncate(
+                        (e & ADDRESS_MASK & !size_mask) | (gpa & size_mask),
+                    ),
+                    page_size,
+                    leaf: e,
+                });
+            }
+            frame = e & ADDRESS_MASK;
+            shift -= 9;
+        }
+    }
+
+    /// Calls `f` with every page mapping, in ascending guest-physical order.
+    pub fn for_each_mapping(&self, mut f: impl FnMut(Mapping)) {
+        self.visit(self.root, self.root_level(), 0, &mut f);
+    }
+
+    fn visit(&self, frame: u64, level: Level, base: u64, f: &mut impl FnMut(Mapping)) {
+        for idx in 0..512 {
+            // SAFETY: `frame` is a table of ours.
+            let e = unsafe { self.read(frame, idx) };
+            if e & ACCESS_BITS == 0 {
+                continue;
+            }
+            let gpa = base + ((idx as u64) << level.shift());
+            if is_leaf(e, level) {
+                let page_size = level.page_size().unwrap_or(PageSize::Size4K);
+                f(Mapping {
+                    gpa: GuestPhysAddr::new_truncate(gpa),
+                    hpa: HostPhysAddr::new_truncate(e & ADDRESS_MASK & !(page_size.bytes() - 1)),
+                    page_size,
+                    leaf: e,
+                });
+            } else {
+                self.visit(e & ADDRESS_MASK, level_below(level), gpa, f);
+            }
+        }
+    }
+
+    /// Calls `f` with the host-physical address and level of every table, the root included.
+    pub fn for_each_table(&self, mut f: impl FnMut(HostPhysAddr, Level)) {
+        self.visit_tables(self.root, self.root_level(), &mut f);
+    }
+
+    fn visit_tables(&self, frame: u64, level: Level, f: &mut impl FnMut(HostPhysAddr, Level)) {
+        f(HostPhysAddr::new_truncate(frame), level);
+        if level == Level::Pt {
+            return;
+        }
+        for idx in 0..512 {
+            // SAFETY: `frame` is a table of ours.
+            let e = unsafe { self.read(frame, idx) };
+            if e & ACCESS_BITS != 0 && !is_leaf(e, level) {
+                self.visit_tables(e & ADDRESS_MASK, level_below(level), f);
+            }
+        }
+    }
+
+    // ----- map -----
+
+    /// Maps `len` bytes of guest-physical memory at `gpa` to host-physical memory at `hpa`,
+    /// with the largest pages that the alignment of both addresses, the length and the
+    /// configuration allow.
+    pub fn map(
+        &mut self,
+        gpa: GuestPhysAddr,
+        hpa: HostPhysAddr,
+        len: u64,
+        attrs: LeafAttributes,
+        alloc: &mut impl FrameAllocator,
+    ) -> Result<EptFlush, MapError> {
+        self.map_with_max_page(gpa, hpa, len, attrs, PageSize::Size1G, alloc)
+    }
+
+    /// Like [`EptMapper::map`], with pages no larger than `max_page`.
+    pub fn map_with_max_page(
+        &mut self,
+        gpa: GuestPhysAddr,
+        hpa: HostPhysAddr,
+        len: u64,
+        attrs: LeafAttributes,
+        max_page: PageSize,
+        alloc: &mut impl FrameAllocator,
+    ) -> Result<EptFlush, MapError> {
+        let (s, hs) = (gpa.as_u64(), hpa.as_u64());
+        let e = self.check_range(s, len)?;
+        if !hs.is_multiple_of(PAGE) {
+            return Err(MapError::Unaligned {
+                what: RangePart::HostPhysAddr,
+                value: hs,
+            });
+        }
+        let width = self.config.phys_addr_width;
+        match hs.checked_add(len) {
+            Some(he) if he <= 1 << width => {}
+            _ => {
+                return Err(MapError::BeyondWidth {
+                    what: RangePart::HostPhysAddr,
+                    end: hs.wrapping_add(len),
+                    width,
+                });
+            }
+        }
+        self.check_attributes(&attrs)?;
+        let op = MapOp {
+            delta: hs.wrapping_sub(s),
+            bits: attrs.to_bits(),
+            max_level: match max_page.min(self.config.largest_page) {
+                PageSize::Size4K => Level::Pt,
+                PageSize::Size2M => Level::Pd,
+                PageSize::Size1G => Level::Pdpt,
+            },
+        };
+        let needed = self.plan_map(Some(self.root), self.root_level(), s, e, &op)?;
+        let mut r = self.reserve(needed, alloc)?;
+        self.apply_map(self.root, self.root_level(), s, e, &op, &mut r, false);
+        self.release(r, alloc);
+        Ok(self.new_flush())
+    }
+
+    #[inline(always)]
+    fn leaf_here(&self, level: Level, op: &MapOp, es: u64, ee: u64, s: u64, e: u64) -> bool {
+        level <= op.max_level
+            && self.page_allowed(level)
+            && s <= es
+            && ee <= e
+            && es.wrapping_add(op.delta) & (level.span() - 1) == 0
+    }
+
+    /// Checks for overlaps and counts new tables. `frame` is `None` for a table that does not
+    /// exist yet.
+    fn plan_map(
+        &self,
+        frame: Option<u64>,
+        level: Level,
+        s: u64,
+        e: u64,
+        op: &MapOp,
+    ) -> Result<usize, MapError> {
+        if level == Level::Pt {
+            if let Some(frame) = frame {
+                for idx in Level::Pt.index_of(s)..=Level::Pt.index_of(e - 1) {
+                    // SAFETY: `frame` is a table of ours.
+                    if unsafe { self.read(frame, idx) } & ACCESS_BITS != 0 {
+                        let gpa = (s & !(Level::Pd.span() - 1)) | ((idx as u64) << 12);
+                        return Err(MapError::AlreadyMapped {
+                            gpa: GuestPhysAddr::new_truncate(gpa),
+                            level,
+                        });
+                    }
+                }
+            }
+            return Ok(0);
+        }
+        let span = level.span();
+        let mut needed = 0;
+        let mut cur = s;
+        while cur < e {
+            let es = cur & !(span - 1);
+            let ee = es + span;
+            let pe = ee.min(e);
+            let entry = match frame {
+                // SAFETY: `frame` is a table of ours.
+                Some(f) => unsafe { self.read(f, level.index_of(cur)) },
+                None => 0,
+            };
+            if entry & ACCESS_BITS != 0 {
+                if is_leaf(entry, level) {
+                    return Err(MapError::AlreadyMapped {
+                        gpa: GuestPhysAddr::new_truncate(cur),
+                        level,
+                    });
+                }
+                needed +=
+                    self.plan_map(Some(entry & ADDRESS_MASK), level_below(level), cur, pe, op)?;
+            } else if !self.leaf_here(level, op, es, ee, cur, e) {
+                needed += 1 + self.plan_map(None, level_below(level), cur, pe, op)?;
+            }
+            cur = pe;
+        }
+        Ok(needed)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn apply_map(
+        &mut self,
+        frame: u64,
+        level: Level,
+        s: u64,
+        e: u64,
+        op: &MapOp,
+        r: &mut Reserve,
+        fresh: bool,
+    ) {
+        if level == Level::Pt {
+            let lo = Level::Pt.index_of(s);
+            let hi = Level::Pt.index_of(e - 1) + 1;
+            let first = (s.wrapping_add(op.delta) & ADDRESS_MASK) | op.bits;
+            if fresh {
+                // SAFETY: a fresh table is ours alone and not yet linked: plain writes.
+                let t = unsafe { core::slice::from_raw_parts_mut(self.table(frame), 512) };
+                for (i, slot) in t[lo..hi].iter_mut().enumerate() {
+                    *slot = first + ((i as u64) << 12);
+                }
+            } else {
+                for (i, idx) in (lo..hi).enumerate() {
+                    // SAFETY: `frame` is a table of ours.
+                    unsafe { self.write(frame, idx, first + ((i as u64) << 12)) };
+                }
+            }
+            return;
+        }
+        let span = level.span();
+        let mut cur = s;
+        while cur < e {
+            let es = cur & !(span - 1);
+            let ee = es + span;
+            let pe = ee.min(e);
+            let idx = level.index_of(cur);
+            let entry = if fresh {
+                0
+            } else {
+                // SAFETY: `frame` is a table of ours.
+                unsafe { self.read(frame, idx) }
+            };
+            if entry & ACCESS_BITS != 0 {
+                self.apply_map(
+                    entry & ADDRESS_MASK,
+                    level_below(level),
+                    cur,
+                    pe,
+                    op,
+                    r,
+                    false,
+                );
+            } else if self.leaf_here(level, op, es, ee, cur, e) {
+                let leaf = (es.wrapping_add(op.delta) & ADDRESS_MASK) | op.bits | PS;
+                // SAFETY: `frame` is a table of ours.
+                unsafe { self.write(frame, idx, leaf) };
+            } else {
+                let child = self.take_table(r);
+                let below = level_below(level);
+                let whole_pt = below == Level::Pt && cur == es && pe == ee;
+                if !whole_pt {
+                    // SAFETY: the reserved frame is ours and unlinked.
+                    unsafe { self.zero(child) };
+                }
+                self.apply_map(child, below, cur, pe, op, r, true);
+                // SAFETY: `frame` is a table of ours; the child is complete before it is linked.
+                unsafe { self.write(frame, idx, child | TABLE_BITS) };
+            }
+            cur = pe;
+        }
+    }
+
+    // ----- unmap / protect (shared walk) -----
+
+    /// Removes every mapping in `len` bytes at `gpa`; the whole range must be mapped. Large
+    /// pages that straddle an end of the range are split first; tables that become empty are
+    /// freed once the returned flush has run.
+    pub fn unmap(
+        &mut self,
+        gpa: GuestPhysAddr,
+        len: u64,
+        alloc: &mut impl FrameAllocator,
+    ) -> Result<EptFlush, MapError> {
+        let s = gpa.as_u64();
+        let e = self.check_range(s, len)?;
+        let needed = self.plan_edit(self.root, self.root_level(), s, e)?;
+        let mut r = self.reserve(needed, alloc)?;
+        let mut flush = self.new_flush();
+        self.apply_edit(
+            self.root,
+            self.root_level(),
+            s,
+            e,
+            Edit::Unmap,
+            &mut r,
+            &mut flush,
+        );
+        self.release(r, alloc);
+        Ok(flush)
+    }
+
+    /// Changes permissions, memory type and leaf flags of every page in `len` bytes at `gpa`;
+    /// the whole range must be mapped. Large pages that straddle an end of the range are split
+    /// first, so that pages outside keep their attributes.
+    pub fn protect(
+        &mut self,
+        gpa: GuestPhysAddr,
+        len: u64,
+        attrs: LeafAttributes,
+        alloc: &mut impl FrameAllocator,
+    ) -> Result<EptFlush, MapError> {
+        let s = gpa.as_u64();
+        let e = self.check_range(s, len)?;
+        self.check_attributes(&attrs)?;
+        let needed = self.plan_edit(self.root, self.root_level(), s, e)?;
+        let mut r = self.reserve(needed, alloc)?;
+        let mut flush = self.new_flush();
+        self.apply_edit(
+            self.root,
+            self.root_level(),
+            s,
+            e,
+            Edit::Protect(attrs.to_bits()),
+            &mut r,
+            &mut flush,
+        );
+        self.release(r, alloc);
+        Ok(flush)
+    }
+
+    /// Checks that [s, e) is wholly mapped and counts the tables that splitting its edges needs.
+    fn plan_edit(&self, frame: u64, level: Level, s: u64, e: u64) -> Result<usize, MapError> {
+        let span = level.span();
+        let mut needed = 0;
+        let mut cur = s;
+        while cur < e {
+            let es = cur & !(span - 1);
+            let pe = (es + span).min(e);
+            // SAFETY: `frame` is a table of ours.
+            let entry = unsafe { self.read(frame, level.index_of(cur)) };
+            if entry & ACCESS_BITS == 0 {
+                return Err(MapError::NotMapped {
+                    gpa: GuestPhysAddr::new_truncate(cur),
+                });
+            }
+            if is_leaf(entry, level) {
+                if cur != es || pe != es + span {
+                    needed += Self::split_cost(level, cur, pe);
+                }
+            } else {
+                needed += self.plan_edit(entry & ADDRESS_MASK, level_below(level), cur, pe)?;
+            }
+            cur = pe;
+        }
+        Ok(needed)
+    }
+
+    /// Tables needed to split a large leaf at `level` so that [s, e) (inside it) is covered by
+    /// whole leaves.
+    fn split_cost(level: Level, s: u64, e: u64) -> usize {
+        let below = level_below(level);
+        if below == Level::Pt {
+            return 1;
+        }
+        let span = below.span();
+        let mut n = 1;
+        if s & (span - 1) != 0 {
+            n += 1;
+        }
+        if e & (span - 1) != 0 && (s & !(span - 1) != (e - 1) & !(span - 1) || s & (span - 1) == 0)
+        {
+            n += 1;
+        }
+        n
+    }
+
+    /// Replaces the large leaf `entry` at `level` with a table of next-lower leaves.
+    fn split_entry(&mut self, entry: u64, level: Level, r: &mut Reserve) -> u64 {
+        let child = self.take_table(r);
+        let below = level_below(level);
+        let step = below.span();
+        let keep = if below == Level::Pt {
+            entry & !(ADDRESS_MASK | PS | SPP)
+        } else {
+            entry & !(ADDRESS_MASK | SPP)
+        };
+        let base = entry & ADDRESS_MASK & !(level.span() - 1);
+        // SAFETY: the reserved frame is ours and unlinked.
+        let t = unsafe { core::slice::from_raw_parts_mut(self.table(child), 512) };
+        for (i, slot) in t.iter_mut().enumerate() {
+            *slot = keep | (base + i as u64 * step);
+        }
+        child
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn apply_edit(
+        &mut self,
+        frame: u64,
+        level: Level,
+        s: u64,
+        e: u64,
+        edit: Edit,
+        r: &mut Reserve,
+        flush: &mut EptFlush,
+    ) {
+        let span = level.span();
+        let mut cur = s;
+        while cur < e {
+            let es = cur & !(span - 1);
+            let pe = (es + span).min(e);
+            let whole = cur == es && pe == es + span;
+            let idx = level.index_of(cur);
+            // SAFETY: `frame` is a table of ours.
+            let entry = unsafe { self.read(frame, idx) };
+            if is_leaf(entry, level) && whole {
+                let new = match edit {
+                    Edit::Unmap => 0,
+                    Edit::Protect(bits) => (entry & !LEAF_ATTR_MASK) | bits,
+                };
+                // SAFETY: `frame` is a table of ours.
+                unsafe { self.write(frame, idx, new) };
+            } else if whole && matches!(edit, Edit::Unmap) {
+                // SAFETY: `frame` is a table of ours; the subtree is unlinked before it is freed.
+                unsafe { self.write(frame, idx, 0) };
+                self.free_subtree(entry & ADDRESS_MASK, level_below(level), flush);
+            } else {
+                let child = if is_leaf(entry, level) {
+                    let child = self.split_entry(entry, level, r);
+                    // SAFETY: `frame` is a table of ours; the child is complete.
+                    unsafe { self.write(frame, idx, child | TABLE_BITS) };
+                    child
+                } else {
+                    entry & ADDRESS_MASK
+                };
+                self.apply_edit(child, level_below(level), cur, pe, edit, r, flush);
+                if matches!(edit, Edit::Unmap) && self.is_empty(child) {
+                    // SAFETY: `frame` is a table of ours; the child is unlinked, then freed.
+                    unsafe {
+                        self.write(frame, idx, 0);
+                        self.defer_free(child, flush);
+                    }
+                }
+            }
+            cur = pe;
+        }
+    }
+
+    fn is_empty(&self, frame: u64) -> bool {
+        // SAFETY: `frame` is a table of ours.
+        (0..512).all(|i| unsafe { self.read(frame, i) } & ACCESS_BITS == 0)
+    }
+
+    fn free_subtree(&mut self, frame: u64, level: Level, flush: &mut EptFlush) {
+        if level != Level::Pt {
+            for idx in 0..512 {
+                // SAFETY: `frame` is a table of ours.
+                let e = unsafe { self.read(frame, idx) };
+                if e & ACCESS_BITS != 0 && !is_leaf(e, level) {
+                    self.free_subtree(e & ADDRESS_MASK, level_below(level), flush);
+                }
+            }
+        }
+        // SAFETY: the subtree was unlinked by the caller.
+        unsafe { self.defer_free(frame, flush) };
+    }
+
+    // ----- split / merge -----
+
+    /// Splits the large page that maps `gpa` into pages of the next smaller size with the same
+    /// attributes (1 GiB into 2 MiB, 2 MiB into 4 KiB).
+    pub fn split(
+        &mut self,
+        gpa: GuestPhysAddr,
+        alloc: &mut impl FrameAllocator,
+    ) -> Result<EptFlush, MapError> {
+        let g = gpa.as_u64();
+        self.check_range(g & !(PAGE - 1), PAGE)?;
+        let mut frame = self.root;
+        let mut level = self.root_level();
+        loop {
+            let idx = level.index_of(g);
+            // SAFETY: `frame` is a table of ours.
+            let entry = unsafe { self.read(frame, idx) };
+            if entry & ACCESS_BITS == 0 {
+                return Err(MapError::NotMapped { gpa });
+            }
+            if is_leaf(entry, level) {
+                if level == Level::Pt {
+                    return Err(MapError::NotLargePage { gpa });
+                }
+                let mut r = self.reserve(1, alloc)?;
+                let child = self.split_entry(entry, level, &mut r);
+                // SAFETY: `frame` is a table of ours; the child is complete.
+                unsafe { self.write(frame, idx, child | TABLE_BITS) };
+                self.release(r, alloc);
+                return Ok(self.new_flush());
+            }
+            frame = entry & ADDRESS_MASK;
+            level = level_below(level);
+        }
+    }
+
+    /// Replaces every table that lies wholly within `len` bytes at `gpa` and whose 512 leaves
+    /// map one contiguous, suitably aligned host range with identical attributes by one large
+    /// leaf, where the configuration allows that page size; repeats upwards (4 KiB → 2 MiB →
+    /// 1 GiB). Accessed and dirty flags of the merged leaves are combined. Leaves with sub-page
+    /// write permissions are never merged. Returns the number of merges with the flush.
+    pub fn merge(&mut self, gpa: GuestPhysAddr, len: u64) -> Result<(EptFlush, usize), MapError> {
+        let s = gpa.as_u64();
+        let e = self.check_range(s, len)?;
+        let mut flush = self.new_flush();
+        let merged = self.apply_merge(self.root, self.root_level(), s, e, &mut flush);
+        Ok((flush, merged))
+    }
+
+    fn apply_merge(
+        &mut self,
+        frame: u64,
+        level: Level,
+        s: u64,
+        e: u64,
+        flush: &mut EptFlush,
+    ) -> usize {
+        if level == Level::Pt {
+            return 0;
+        }
+        let span = level.span();
+        let mut merged = 0;
+        let mut cur = s;
+        while cur < e {
+            let es = cur & !(span - 1);
+            let pe = (es + span).min(e);
+            let idx = level.index_of(cur);
+            // SAFETY: `frame` is a table of ours.
+            let entry = unsafe { self.read(frame, idx) };
+            if entry & ACCESS_BITS != 0 && !is_leaf(entry, level) {
+                let child = entry & ADDRESS_MASK;
+                merged += self.apply_merge(child, level_below(level), cur, pe, flush);
+                let whole = cur == es && pe == es + span;
+                if let Some(leaf) = self
+                    .mergeable(child, level)
+                    .filter(|_| whole && self.page_allowed(level))
+                {
+                    // SAFETY: `frame` is a table of ours; the child is unlinked, then freed.
+                    unsafe {
+                        self.write(frame, idx, leaf);
+                        self.defer_free(child, flush);
+                    }
+                    merged += 1;
+                }
+            }
+            cur = pe;
+        }
+        merged
+    }
+
+    /// The large leaf at `level` equivalent to the table `child`, if there is one.
+    fn mergeable(&self, child: u64, level: Level) -> Option<u64> {
+        let below = level_below(level);
+        // SAFETY: `child` is a table of ours.
+        let first = unsafe { self.read(child, 0) };
+        if first & ACCESS_BITS == 0 || !is_leaf(first, below) {
+            return None;
+        }
+        let base = first & ADDRESS_MASK;
+        if base & (level.span() - 1) != 0 {
+            return None;
+        }
+        let attrs = first & LEAF_ATTR_MASK;
+        let mut ad = 0;
+        for i in 0..512u64 {
+            // SAFETY: `child` is a table of ours.
+            let x = unsafe { self.read(child, i as usize) };
+            let ok = x & ACCESS_BITS != 0
+                && is_leaf(x, below)
+                && x & LEAF_ATTR_MASK == attrs
+                && x & ADDRESS_MASK == base + i * below.span()
+                && (below != Level::Pt || x & SPP == 0);
+            if !ok {
+                return None;
+            }
+            ad |= x & AD;
+        }
+        Some(base | attrs | ad | PS)
+    }
+
+    // ----- teardown -----
+
+    /// Tears the hierarchy down: every table, the root included, goes back to the allocator
+    /// once the returned flush has run.
+    pub fn destroy(mut self) -> EptFlush {
+        let mut flush = self.new_flush();
+        let root = self.root;
+        self.free_subtree(root, self.root_level(), &mut flush);
+        flush
+    }
+
+    /// Checks the invariants the mapper keeps: every entry it wrote is well-formed for its
+    /// level (no reserved bit, valid memory type, no write-without-read), large pages only
+    /// where configured, no empty table below the root, and the table count. Returns the
+    /// first violation as (guest-physical address, level).
+    pub fn check_invariants(&self) -> Result<(), (GuestPhysAddr, Level)> {
+        let mut count = 0;
+        self.check_table(self.root, self.root_level(), 0, &mut count)?;
+        if count != self.tables {
+            return Err((GuestPhysAddr::ZERO, self.root_level()));
+        }
+        Ok(())
+    }
+
+    fn check_table(
+        &self,
+        frame: u64,
+        level: Level,
+        base: u64,
+        count: &mut usize,
+    ) -> Result<(), (GuestPhysAddr, Level)> {
+        *count += 1;
+        let mut present = 0;
+        for idx in 0..512 {
+            // SAFETY: `frame` is a table of ours.
+            let e = unsafe { self.read(frame, idx) };
+            let gpa = base + ((idx as u64) << level.shift());
+            let bad = (GuestPhysAddr::new_truncate(gpa), level);
+            if e & ACCESS_BITS == 0 {
+                if e != 0 {
+                    return Err(bad);
+                }
+                continue;
+            }
+            present += 1;
+            let leaf = is_leaf(e, level);
+            if leaf && !self.page_allowed(level) {
+                return Err(bad);
+            }
+            if e & reserved_mask(level, leaf, self.config.phys_addr_width) != 0 {
+                return Err(bad);
+            }
+            if e & 2 != 0 && e & 1 == 0 {
+                return Err(bad);
+            }
+            if leaf {
+                if MemoryType::from_bits(((e >> 3) & 7) as u8).is_err() {
+                    return Err(bad);
+                }
+            } else {
+                self.check_table(e & ADDRESS_MASK, level_below(level), gpa, count)?;
+            }
+        }
+        if present == 0 && frame != self.root {
+            return Err((GuestPhysAddr::new_truncate(base), level));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy)]
+struct MapOp {
+    /// hpa - gpa (wrapping).
+    delta: u64,
+    /// Leaf attribute bits.
+    bits: u64,
+    /// The largest level at which a leaf may be written.
+    max_level: Level,
+}
+
+#[derive(Clone, Copy)]
+enum Edit {
+    Unmap,
+    Protect(u64),
+}

@@ -1,0 +1,398 @@
+//! Model-based property tests: random sequences of map/unmap/protect/split/merge, each checked
+//! against a plain `BTreeMap` of 4-KiB pages, with frame limits that make some operations run
+//! out of frames (which must leave the tables unchanged).
+
+use std::collections::BTreeMap;
+
+use ept::{
+    EptConfig, EptMapper, GuestPhysAddr, HeapFrameAllocator, HostPhysAddr, LeafAttributes,
+    LeafFlags, MapError, MemoryType, OffsetPhysToVirt, PageSize, Permissions,
+};
+use proptest::prelude::*;
+use vmx_caps::EptVpidCap;
+
+const K4: u64 = 4096;
+const M2: u64 = 2 << 20;
+const G1: u64 = 1 << 30;
+/// IA32_VMX_EPT_VPID_CAP of Bochs' corei7_skylake_x (execute-only, 2M and 1G pages, A/D).
+const SKYLAKE_X: EptVpidCap = EptVpidCap(0x0000_0f01_0633_4141);
+
+fn attrs(i: usize) -> LeafAttributes {
+    match i % 6 {
+        0 => LeafAttributes::new(Permissions::RWX, MemoryType::WriteBack),
+        1 => LeafAttributes::new(Permissions::READ, MemoryType::WriteBack),
+        2 => LeafAttributes::new(Permissions::RW, MemoryType::Uncacheable)
+            .with_flags(LeafFlags::SUPPRESS_VE),
+        3 => LeafAttributes::new(
+            Permissions::RX | Permissions::USER_EXECUTE,
+            MemoryType::WriteThrough,
+        )
+        .with_flags(LeafFlags::IGNORE_PAT),
+        4 => LeafAttributes::new(Permissions::EXECUTE, MemoryType::WriteBack),
+        // Invalid: write without read.
+        _ => LeafAttributes::new(Permissions::WRITE, MemoryType::WriteBack),
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Map {
+        gpa: u64,
+        hpa: u64,
+        len: u64,
+        attr: usize,
+        max: PageSize,
+    },
+    Unmap {
+        gpa: u64,
+        len: u64,
+    },
+    Protect {
+        gpa: u64,
+        len: u64,
+        attr: usize,
+    },
+    Split {
+        gpa: u64,
+    },
+    Merge {
+        gpa: u64,
+        len: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Space {
+    bytes: u64,
+    big: u64,
+}
+
+fn addr(space: Space) -> impl Strategy<Value = u64> {
+    prop_oneof![
+        2 => (0..space.bytes / space.big).prop_map(move |c| c * space.big),
+        3 => (0..space.bytes / M2).prop_map(|c| c * M2),
+        3 => (0..space.bytes / K4).prop_map(|p| p * K4),
+    ]
+}
+
+fn len(space: Space) -> impl Strategy<Value = u64> {
+    prop_oneof![
+        1 => (1..3u64).prop_map(move |n| n * space.big),
+        3 => (1..5u64).prop_map(|n| n * M2),
+        3 => (1..1100u64).prop_map(|n| n * K4),
+        2 => (1..8u64).prop_map(|n| n * K4),
+    ]
+}
+
+fn op(space: Space) -> impl Strategy<Value = Op> {
+    let hpa = prop_oneof![
+        // Same alignment as the guest side (a 1-GiB-aligned delta).
+        Just(None),
+        (0..(1u64 << 20)).prop_map(|p| Some((1 << 36) + p * K4)),
+    ];
+    let max = prop_oneof![
+        Just(PageSize::Size1G),
+        Just(PageSize::Size2M),
+        Just(PageSize::Size4K)
+    ];
+    prop_oneof![
+        4 => (addr(space), hpa, len(space), 0..6usize, max).prop_map(|(gpa, hpa, len, attr, max)| Op::Map {
+            gpa,
+            hpa: hpa.unwrap_or(gpa + (1 << 37)),
+            len,
+            attr,
+            max
+        }),
+        2 => (addr(space), len(space)).prop_map(|(gpa, len)| Op::Unmap { gpa, len }),
+        2 => (addr(space), len(space), 0..6usize).prop_map(|(gpa, len, attr)| Op::Protect { gpa, len, attr }),
+        1 => addr(space).prop_map(|gpa| Op::Split { gpa }),
+        1 => (addr(space), len(space)).prop_map(|(gpa, len)| Op::Merge { gpa, len }),
+    ]
+}
+
+/// Frame limit for one operation: usually none, sometimes only 0-2 frames beyond what is live.
+fn limit() -> impl Strategy<Value = Option<usize>> {
+    prop_oneof![6 => Just(None), 1 => (0..3usize).prop_map(Some)]
+}
+
+type Model = BTreeMap<u64, (u64, u64)>;
+
+struct World {
+    ept: EptMapper<OffsetPhysToVirt>,
+    alloc: HeapFrameAllocator,
+    model: Model,
+    space: Space,
+}
+
+fn gpa(a: u64) -> GuestPhysAddr {
+    GuestPhysAddr::new(a).unwrap()
+}
+
+impl World {
+    fn new(space: Space, largest: PageSize) -> Self {
+        let mut alloc = HeapFrameAllocator::new();
+        // SAFETY: HeapFrameAllocator frames live at their "physical" (= heap) address.
+        let p2v = unsafe { OffsetPhysToVirt::identity() };
+        let ept = EptMapper::new(
+            EptConfig::new(SKYLAKE_X, 48).largest_page(largest),
+            p2v,
+            &mut alloc,
+        )
+        .unwrap();
+        Self {
+            ept,
+            alloc,
+            model: Model::new(),
+            space,
+        }
+    }
+
+    fn done(&mut self, flush: ept::EptFlush) {
+        // SAFETY: these tables are never used by a processor.
+        unsafe { flush.assume_flushed(&mut self.alloc) };
+    }
+
+    fn first_mapped(&self, s: u64, e: u64) -> Option<u64> {
+        self.model.range(s..e).next().map(|(k, _)| *k)
+    }
+
+    fn first_unmapped(&self, s: u64, e: u64) -> Option<u64> {
+        (s..e)
+            .step_by(K4 as usize)
+            .find(|p| !self.model.contains_key(p))
+    }
+
+    /// Applies `op` to both and checks the outcome against the model's prediction.
+    fn step(&mut self, op: &Op, limit: Option<usize>) -> Result<(), TestCaseError> {
+        let clamp = |g: u64, l: u64| l.min(self.space.bytes - g);
+        self.alloc
+            .set_limit(limit.map(|l| self.alloc.live_frames() + l));
+        let before_frames = self.alloc.live_frames();
+        let result = match *op {
+            Op::Map {
+                gpa: g,
+                hpa,
+                len,
+                attr,
+                max,
+            } => {
+                let len = clamp(g, len);
+                let a = attrs(attr);
+                let r = self.ept.map_with_max_page(
+                    gpa(g),
+                    HostPhysAddr::new(hpa).unwrap(),
+                    len,
+                    a,
+                    max,
+                    &mut self.alloc,
+                );
+                let expect = if attr % 6 == 5 {
+                    Err(MapError::WriteWithoutRead(Permissions::WRITE))
+                } else if let Some(m) = self.first_mapped(g, g + len) {
+                    let level = self.ept.translate(gpa(m)).unwrap().page_size.level();
+                    Err(MapError::AlreadyMapped { gpa: gpa(m), level })
+                } else {
+                    Ok(())
+                };
+                let ok = self.check(r, expect, before_frames)?;
+                if ok {
+                    for p in (g..g + len).step_by(K4 as usize) {
+                        self.model.insert(p, (hpa + (p - g), a.to_bits()));
+                    }
+                }
+                if ok && max == PageSize::Size4K {
+                    prop_assert_eq!(
+                        self.ept.translate(gpa(g)).unwrap().page_size,
+                        PageSize::Size4K
+                    );
+                }
+                ok
+            }
+            Op::Unmap { gpa: g, len } => {
+                let len = clamp(g, len);
+                let r = self.ept.unmap(gpa(g), len, &mut self.alloc);
+                let expect = match self.first_unmapped(g, g + len) {
+                    Some(u) => Err(MapError::NotMapped { gpa: gpa(u) }),
+                    None => Ok(()),
+                };
+                let ok = self.check(r, expect, before_frames)?;
+                if ok {
+                    let keys: Vec<u64> = self.model.range(g..g + len).map(|(k, _)| *k).collect();
+                    for k in keys {
+                        self.model.remove(&k);
+                    }
+                }
+                ok
+            }
+            Op::Protect { gpa: g, len, attr } => {
+                let len = clamp(g, len);
+                let a = attrs(attr);
+                let r = self.ept.protect(gpa(g), len, a, &mut self.alloc);
+                let expect = if attr % 6 == 5 {
+                    Err(MapError::WriteWithoutRead(Permissions::WRITE))
+                } else if let Some(u) = self.first_unmapped(g, g + len) {
+                    Err(MapError::NotMapped { gpa: gpa(u) })
+                } else {
+                    Ok(())
+                };
+                let ok = self.check(r, expect, before_frames)?;
+                if ok {
+                    for (_, v) in self.model.range_mut(g..g + len) {
+                        v.1 = a.to_bits();
+                    }
+                }
+                ok
+            }
+            Op::Split { gpa: g } => {
+                let before = self.ept.translate(gpa(g));
+                let r = self.ept.split(gpa(g), &mut self.alloc);
+                let expect = match before {
+                    None => Err(MapError::NotMapped { gpa: gpa(g) }),
+                    Some(t) if t.page_size == PageSize::Size4K => {
+                        Err(MapError::NotLargePage { gpa: gpa(g) })
+                    }
+                    Some(_) => Ok(()),
+                };
+                let ok = self.check(r, expect, before_frames)?;
+                if ok {
+                    let (b, a) = (
+                        before.unwrap().page_size,
+                        self.ept.translate(gpa(g)).unwrap().page_size,
+                    );
+                    prop_assert_eq!(a.bytes() * 512, b.bytes());
+                }
+                ok
+            }
+            Op::Merge { gpa: g, len } => {
+                let len = clamp(g, len);
+                let (flush, _merged) = self.ept.merge(gpa(g), len).unwrap();
+                self.done(flush);
+                true
+            }
+        };
+        let _ = result;
+        self.alloc.set_limit(None);
+        self.compare_all()
+    }
+
+    /// Checks a mapper result against the expected outcome; on out-of-frames (only allowed
+    /// under a frame limit) and on every error, the allocator must hold as many frames as before.
+    fn check(
+        &mut self,
+        r: Result<ept::EptFlush, MapError>,
+        expect: Result<(), MapError>,
+        before_frames: usize,
+    ) -> Result<bool, TestCaseError> {
+        match r {
+            Ok(flush) => {
+                prop_assert_eq!(expect, Ok(()));
+                self.done(flush);
+                Ok(true)
+            }
+            Err(MapError::OutOfFrames { needed, obtained }) => {
+                prop_assert_eq!(
+                    expect,
+                    Ok(()),
+                    "out of frames where the model expected an error"
+                );
+                prop_assert!(obtained < needed);
+                prop_assert_eq!(self.alloc.live_frames(), before_frames);
+                Ok(false)
+            }
+            Err(e) => {
+                prop_assert_eq!(Err(e), expect);
+                prop_assert_eq!(self.alloc.live_frames(), before_frames);
+                Ok(false)
+            }
+        }
+    }
+
+    /// The whole mapper state, expanded to 4-KiB pages, equals the model; invariants hold; the
+    /// allocator holds exactly the mapper's table frames.
+    fn compare_all(&self) -> Result<(), TestCaseError> {
+        let mut it = self.model.iter();
+        let mut mismatch = None;
+        self.ept.for_each_mapping(|m| {
+            if mismatch.is_some() {
+                return;
+            }
+            let bits = m.leaf & !(ept::ADDRESS_MASK | (1 << 7) | (3 << 8));
+            for i in 0..m.page_size.bytes() / K4 {
+                let want = (m.gpa.as_u64() + i * K4, (m.hpa.as_u64() + i * K4, bits));
+                match it.next() {
+                    Some((k, v)) if (*k, *v) == want => {}
+                    other => {
+                        mismatch = Some(format!(
+                            "mapper has {want:x?} (in {m:x?}), model has {other:x?}"
+                        ));
+                        return;
+                    }
+                }
+            }
+        });
+        if let Some(msg) = mismatch {
+            return Err(TestCaseError::fail(msg));
+        }
+        if let Some(extra) = it.next() {
+            return Err(TestCaseError::fail(format!(
+                "model has {extra:x?}, mapper does not"
+            )));
+        }
+        prop_assert_eq!(self.ept.check_invariants(), Ok(()));
+        prop_assert_eq!(self.alloc.live_frames(), self.ept.table_frames());
+        Ok(())
+    }
+}
+
+fn run(space: Space, largest: PageSize, ops: &[(Op, Option<usize>)]) -> Result<(), TestCaseError> {
+    let mut w = World::new(space, largest);
+    for (op, limit) in ops {
+        w.step(op, *limit)?;
+    }
+    // Unmap everything that is left; only the root remains.
+    let keys: Vec<u64> = w.model.keys().copied().collect();
+    for k in keys {
+        if w.model.contains_key(&k) {
+            let run_end = (k..)
+                .step_by(K4 as usize)
+                .find(|p| !w.model.contains_key(p))
+                .unwrap();
+            let flush = w.ept.unmap(gpa(k), run_end - k, &mut w.alloc).unwrap();
+            w.done(flush);
+            for p in (k..run_end).step_by(K4 as usize) {
+                w.model.remove(&p);
+            }
+        }
+    }
+    prop_assert_eq!(w.ept.table_frames(), 1);
+    prop_assert_eq!(w.alloc.live_frames(), 1);
+    Ok(())
+}
+
+const SMALL: Space = Space {
+    bytes: 32 * M2,
+    big: 8 * M2,
+};
+const LARGE: Space = Space {
+    bytes: 4 * G1,
+    big: G1,
+};
+
+proptest! {
+    // 2-MiB pages at most, a 64-MiB guest space: 1500 cases × up to 60 operations.
+    #![proptest_config(ProptestConfig { cases: 1500, ..ProptestConfig::default() })]
+    #[test]
+    fn model_2m(ops in proptest::collection::vec((op(SMALL), limit()), 1..60)) {
+        run(SMALL, PageSize::Size2M, &ops)?;
+    }
+}
+
+proptest! {
+    // 1-GiB pages, a 4-GiB guest space, fewer operations per case (each 1-GiB page is 262144
+    // model entries).
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #[test]
+    fn model_1g(ops in proptest::collection::vec((op(LARGE), limit()), 1..12)) {
+        run(LARGE, PageSize::Size1G, &ops)?;
+    }
+}
