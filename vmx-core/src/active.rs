@@ -42,10 +42,13 @@ impl VmcsRegion {
     /// VMCLEAR (launch state clear) and VMPTRLD. The region's contents (fields written while it
     /// was current before) are kept.
     ///
-    /// The returned [`ActiveVmcs`] borrows `root` mutably, so no other VMCS can be made current
-    /// while it lives; [`ActiveVmcs::clear`] or dropping it executes VMCLEAR.
+    /// The region is taken for `'static`, because the processor may use its memory for as long as
+    /// the VMCS is active: [`ActiveVmcs::clear`] hands it back after VMCLEAR, and an
+    /// [`ActiveVmcs`] that is leaked keeps it forever. On error the region is not handed back (a
+    /// region in a `static` can be borrowed again). The returned [`ActiveVmcs`] borrows `root`
+    /// mutably, so no other VMCS can be made current while it lives.
     pub fn load<'a>(
-        &'a mut self,
+        &'static mut self,
         root: &'a mut VmxRoot,
         translate: &impl PhysTranslate,
     ) -> Result<ActiveVmcs<'a>, LoadError> {
@@ -61,15 +64,18 @@ impl VmcsRegion {
             translate,
             basic.physical_address_width_32(),
         )?;
-        // SAFETY: `root` proves VMX root operation at CPL 0; the region is exclusively borrowed for
-        // 'a, 4-KiB aligned at `phys` (checked) and not current (no other `ActiveVmcs` exists while
-        // `root` is borrowed here).
+        let header = self.header();
+        let region = core::ptr::from_mut(self);
+        // SAFETY: `root` proves VMX root operation at CPL 0; the region is exclusively ours for
+        // 'static, 4-KiB aligned at `phys` (checked) and not current (no other `ActiveVmcs`
+        // exists while `root` is borrowed here).
         unsafe { instructions::vmclear(phys) }.map_err(LoadError::Vmclear)?;
-        // SAFETY: as above; the region stays borrowed by the returned `ActiveVmcs` until it is
-        // cleared again.
+        // SAFETY: as above; from here on the region is only reached through `ActiveVmcs`'s raw
+        // pointer, never through a reference, until VMCLEAR.
         unsafe { instructions::vmptrld(phys) }.map_err(LoadError::Vmptrld)?;
         Ok(ActiveVmcs {
-            region: self,
+            region,
+            header,
             root,
             phys,
             launched: false,
@@ -82,11 +88,17 @@ impl VmcsRegion {
 /// state (clear after the load, launched after the first successful VM entry).
 ///
 /// Reads and writes go to this VMCS with VMREAD/VMWRITE; typed access is the `vmcs` crate's
-/// `HardwareVmcs`. Dropping it executes VMCLEAR (errors ignored); [`ActiveVmcs::clear`] reports
-/// them.
+/// `HardwareVmcs`. Dropping it executes VMCLEAR (errors ignored) and keeps the region;
+/// [`ActiveVmcs::clear`] reports errors and hands the region back.
+///
+/// While loaded, the region is held as a raw pointer (the processor may read and write its memory),
+/// which also makes `ActiveVmcs` `!Send` and `!Sync`.
 #[derive(Debug)]
 pub struct ActiveVmcs<'a> {
-    region: &'a mut VmcsRegion,
+    /// The region, exclusively owned ('static) and only touched by the processor while loaded.
+    region: *mut VmcsRegion,
+    /// The region's first word at load time (revision identifier and shadow bit).
+    header: u32,
     root: &'a mut VmxRoot,
     phys: u64,
     launched: bool,
@@ -126,10 +138,16 @@ impl<'a> ActiveVmcs<'a> {
         self.root
     }
 
-    /// The region's revision identifier and shadow bit, for inspection.
+    /// The VMCS revision identifier the region carried when loaded.
     #[must_use]
-    pub fn region(&self) -> &VmcsRegion {
-        self.region
+    pub fn revision_id(&self) -> u32 {
+        self.header & 0x7fff_ffff
+    }
+
+    /// Whether the region is a shadow VMCS (bit 31 of its first word).
+    #[must_use]
+    pub fn is_shadow(&self) -> bool {
+        self.header & (1 << 31) != 0
     }
 
     /// Enters the guest (VMLAUNCH while the launch state is clear, VMRESUME once launched) and
@@ -157,15 +175,19 @@ impl<'a> ActiveVmcs<'a> {
     }
 
     /// VMCLEAR: writes the VMCS back to its region, sets its launch state to clear and makes it
-    /// not current, handing the region and the root token back. On failure the VMCS stays
-    /// current and comes back with the error.
-    pub fn clear(self) -> Result<(), (Self, VmFail)> {
+    /// not current, handing the region back (and ending the borrow of the root token). On
+    /// failure the VMCS stays current and comes back with the error.
+    pub fn clear(self) -> Result<&'static mut VmcsRegion, (Self, VmFail)> {
         // SAFETY: the root token proves VMX root operation; the region is this VMCS's, owned by
         // `self`.
         match unsafe { instructions::vmclear(self.phys) } {
             Ok(()) => {
+                let region = self.region;
                 core::mem::forget(self);
-                Ok(())
+                // SAFETY: the pointer came from a `&'static mut VmcsRegion` given to `load`;
+                // after VMCLEAR the processor no longer uses the region, and `self` (its only
+                // other holder) is gone without running `drop`.
+                Ok(unsafe { &mut *region })
             }
             Err(fail) => Err((self, fail)),
         }
@@ -175,8 +197,8 @@ impl<'a> ActiveVmcs<'a> {
 impl Drop for ActiveVmcs<'_> {
     fn drop(&mut self) {
         // SAFETY: the root token proves VMX root operation; the region is this VMCS's. VMCLEAR
-        // writes the cached VMCS back before the region's borrow ends. A failure cannot be
-        // reported from `drop`; `clear` reports it.
+        // writes the cached VMCS back; the region itself stays borrowed for 'static (not handed
+        // back). A failure cannot be reported from `drop`; `clear` reports it.
         let _ = unsafe { instructions::vmclear(self.phys) };
     }
 }

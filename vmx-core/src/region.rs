@@ -151,11 +151,10 @@ impl fmt::Debug for VmxonRegion {
 /// of the first word hold the VMCS revision identifier, bit 31 the shadow-VMCS indicator, the second
 /// word the VMX-abort indicator; the rest is the processor's, in an implementation-specific format.
 ///
-/// A region becomes the current VMCS through [`VmcsRegion::load`], which returns an
-/// [`ActiveVmcs`](crate::ActiveVmcs) borrowing it; clearing or dropping that gives it back. While
-/// it is not loaded, the region is clear (VMCLEAR has written it back), so it may be kept or
-/// reloaded later; do not copy or move a region that holds a configured VMCS: keep it in a
-/// `static` or a heap allocation.
+/// A `&'static mut` region becomes the current VMCS through [`VmcsRegion::load`], which returns
+/// an [`ActiveVmcs`](crate::ActiveVmcs) owning it; [`ActiveVmcs::clear`](crate::ActiveVmcs::clear)
+/// gives it back. While it is not loaded, the region is clear (VMCLEAR has written it back), so it
+/// may be reloaded later.
 ///
 /// ```
 /// use vmx_core::VmcsRegion;
