@@ -554,9 +554,10 @@ where
     }
 }
 
-/// The G bit a segment's limit needs.
+/// The G bit a segment's limit needs, given that the pair is inconsistent: with G = 1 the limit's
+/// bits 11:0 are not all 1 (so G must be 0); with G = 0 bits 31:20 are not all 0 (so G must be 1).
 fn granularity_expected(s: &Segment) -> Expected {
-    if s.limit & 0xfff != 0xfff {
+    if s.ar & G != 0 {
         Expected::BitsClear(G)
     } else {
         Expected::BitsSet(G)
