@@ -145,7 +145,10 @@ pub fn decode_mov(bytes: &[u8]) -> Result<MovAccess, DecodeError> {
         high_byte: size == 1 && rex == 0 && reg_field >= 4,
     };
     let reg = if reg.high_byte {
-        Reg { index: reg.index - 4, ..reg }
+        Reg {
+            index: reg.index - 4,
+            ..reg
+        }
     } else {
         reg
     };
@@ -156,7 +159,11 @@ pub fn decode_mov(bytes: &[u8]) -> Result<MovAccess, DecodeError> {
             // C6: imm8; C7: imm16 with 66, else imm32 sign-extended to 64 bits with REX.W.
             let imm_size = size.min(4);
             let raw = c.imm(imm_size)?;
-            let value = if size == 8 { raw as u32 as i32 as i64 as u64 } else { raw };
+            let value = if size == 8 {
+                raw as u32 as i32 as i64 as u64
+            } else {
+                raw
+            };
             Operation::StoreImmediate(value)
         }
     };

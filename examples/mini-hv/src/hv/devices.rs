@@ -109,7 +109,11 @@ impl Uart {
 /// Prints guest-supplied bytes, replacing anything but printable ASCII by `.`.
 pub fn print_sanitized(bytes: &[u8]) {
     for &b in bytes {
-        let c = if (0x20..0x7f).contains(&b) { b as char } else { '.' };
+        let c = if (0x20..0x7f).contains(&b) {
+            b as char
+        } else {
+            '.'
+        };
         crate::print!("{c}");
     }
 }
@@ -154,7 +158,11 @@ impl MmioDevice {
     }
 
     fn mask(size: u8) -> u64 {
-        if size == 8 { u64::MAX } else { (1u64 << (u32::from(size) * 8)) - 1 }
+        if size == 8 {
+            u64::MAX
+        } else {
+            (1u64 << (u32::from(size) * 8)) - 1
+        }
     }
 
     /// A read of `size` bytes at `offset` in the device page.

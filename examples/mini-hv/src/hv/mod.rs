@@ -17,7 +17,7 @@ use ept::{
     OffsetPhysToVirt, Permissions,
 };
 use exits::ExitReason;
-use vmcs::{HardwareVmcs, VmcsSnapshot, VmcsWrite, fields};
+use vmcs::{HardwareVmcs, VmcsSnapshot, VmcsWrite, check, fields};
 use vmx_caps::{
     ControlRequest, EntryControls, ExitControls, LiveMsrs, MsrSnapshot, PinBasedControls,
     PrimaryControls, SecondaryControls, VmxCapabilities,
@@ -43,6 +43,9 @@ pub enum Outcome {
 const CPUID_1_ECX_XSAVE: u32 = 1 << 26;
 /// CR4.OSXSAVE.
 const CR4_OSXSAVE: u64 = 1 << 18;
+
+/// 2 MiB.
+const LARGE_PAGE: u64 = 2 << 20;
 
 /// The VPID of the guest (0 is the host's).
 const GUEST_VPID: u16 = 1;
@@ -129,7 +132,9 @@ pub fn run() -> Outcome {
         missing += 1;
     }
     if !caps.misc.activity_hlt() {
-        println!("mini-hv: unsupported: the HLT activity state (IA32_VMX_MISC[6]) is not supported");
+        println!(
+            "mini-hv: unsupported: the HLT activity state (IA32_VMX_MISC[6]) is not supported"
+        );
         missing += 1;
     }
     let ept_config = EptConfig::new(caps.ept_vpid, phys_addr_width());
@@ -171,11 +176,16 @@ pub fn run() -> Outcome {
     };
 
     // Guest RAM, with a copy of the kernel image at its linked addresses.
-    let pages = (abi::RAM_SIZE / 4096) as usize;
-    let Some(ram) = crate::mem::alloc_frames(pages) else {
-        println!("mini-hv: cannot allocate {} MiB of guest RAM", abi::RAM_SIZE >> 20);
+    // 2 MiB aligned, so that EPT maps it with 2 MiB pages.
+    let pages = ((abi::RAM_SIZE + LARGE_PAGE - 4096) / 4096) as usize;
+    let Some(allocation) = crate::mem::alloc_frames(pages) else {
+        println!(
+            "mini-hv: cannot allocate {} MiB of guest RAM",
+            abi::RAM_SIZE >> 20
+        );
         return Outcome::Fail;
     };
+    let ram = allocation.next_multiple_of(LARGE_PAGE);
     let (image_start, image_end) = crate::boot::image_range();
     if image_end > abi::RAM_SIZE {
         println!("mini-hv: the kernel image ends at {image_end:#x}, beyond the guest's RAM");
@@ -216,7 +226,16 @@ pub fn run() -> Outcome {
         }
     };
     println!("mini-hv: VMX root operation entered");
-    let outcome = run_guest(&mut root, &caps, &negotiated.value, mem, ept_config, vpid, wbinvd_exiting, xcr0_supported);
+    let outcome = run_guest(
+        &mut root,
+        &caps,
+        &negotiated.value,
+        mem,
+        ept_config,
+        vpid,
+        wbinvd_exiting,
+        xcr0_supported,
+    );
     match root.disable(&mut platform) {
         Ok(_) => println!("mini-hv: VMX operation left (VMXOFF)"),
         Err((_, fail)) => {
@@ -348,18 +367,108 @@ fn run_guest(
         dump_vmcs(&hw);
         return Outcome::Fail;
     }
+    if let Some(defect) = requested_defect()
+        && let Err(fail) = defect.apply(&mut hw, caps)
+    {
+        println!("mini-hv: writing the VMCS failed: {fail}");
+        return Outcome::Fail;
+    }
     println!(
         "mini-hv: launching the guest in real mode at CS.base {:#x} (VPID {})",
         guest::entry16(),
         if vpid { "on" } else { "off" }
     );
+    let predicted = software_check(
+        &hw,
+        caps,
+        active.phys_addr(),
+        active.root().vmxon_region_phys(),
+    );
     let end = vcpu.run(&mut active, &mut hw);
+    // The first VMLAUNCH entered the guest if any exit but an entry failure was counted.
+    let entered = vcpu
+        .exit_counts
+        .iter()
+        .enumerate()
+        .any(|(reason, &count)| count != 0 && !matches!(reason, 33 | 34));
+    if let Some(predicted) = predicted
+        && (predicted == check::Outcome::Success) != entered
+    {
+        println!(
+            "mini-hv: WARNING: the software VM-entry checker predicted {predicted}, the processor \
+             disagreed"
+        );
+    }
     let outcome = judge(&vcpu, end, wbinvd_exiting);
     if let Err((_, fail)) = active.clear() {
         println!("mini-hv: VMCLEAR failed: {fail}");
         return Outcome::Fail;
     }
     outcome
+}
+
+/// Runs the `vmcs` crate's software VM-entry checker on the current VMCS before the first
+/// VMLAUNCH, prints every violated rule and returns the predicted outcome (`None` if the checker
+/// could not read the VMCS).
+fn software_check(
+    vmcs: &HardwareVmcs<'_>,
+    caps: &VmxCapabilities,
+    vmcs_phys: u64,
+    vmxon_phys: u64,
+) -> Option<check::Outcome> {
+    let launch =
+        check::LaunchContext::new(check::EntryInstruction::Vmlaunch, vmcs_phys, vmxon_phys);
+    let checker = check::Checker::new(caps, check::CpuFacts::new(phys_addr_width()), launch);
+    let report: check::Report<16> = match checker.report(vmcs, &mut check::NoMemory) {
+        Ok(report) => report,
+        Err(e) => {
+            println!("mini-hv: the software VM-entry checker failed: {e}");
+            return None;
+        }
+    };
+    for violation in report.violations() {
+        println!("mini-hv: software VM-entry check: {violation}");
+    }
+    let outcome = report.outcome();
+    println!("mini-hv: software VM-entry check predicts: {outcome}");
+    Some(outcome)
+}
+
+/// A deliberate VMCS defect, requested on the kernel command line with `mini-hv.defect=guest-state`
+/// or `mini-hv.defect=control`, to exercise the reporting of a failed VM entry.
+#[derive(Debug, Clone, Copy)]
+enum Defect {
+    /// TR not busy: VM entry fails on the guest-state checks (exit reason 33).
+    GuestState,
+    /// More CR3-target values than the processor supports: VMLAUNCH fails with VM-instruction
+    /// error 7 (invalid control fields).
+    Control,
+}
+
+fn requested_defect() -> Option<Defect> {
+    crate::boot::cmdline()
+        .split_ascii_whitespace()
+        .find_map(|word| match word.strip_prefix("mini-hv.defect=")? {
+            "guest-state" => Some(Defect::GuestState),
+            "control" => Some(Defect::Control),
+            other => {
+                println!("mini-hv: ignoring unknown mini-hv.defect={other}");
+                None
+            }
+        })
+}
+
+impl Defect {
+    fn apply(self, vmcs: &mut HardwareVmcs<'_>, caps: &VmxCapabilities) -> Result<(), VmFail> {
+        println!("mini-hv: breaking the VMCS on purpose: {self:?}");
+        match self {
+            Self::GuestState => vmcs.write(
+                fields::GUEST_TR_ACCESS_RIGHTS,
+                vmcs::SegmentAccessRights::from_bits(0x89),
+            ),
+            Self::Control => vmcs.write(fields::CR3_TARGET_COUNT, caps.misc.cr3_target_count() + 1),
+        }
+    }
 }
 
 /// Controls, host state and the addresses of the bitmaps and the EPT.
@@ -372,8 +481,14 @@ fn write_vmcs(
     vpid: bool,
 ) -> Result<(), VmFail> {
     vmcs.write(fields::PIN_BASED_VM_EXECUTION_CONTROLS, controls.pin)?;
-    vmcs.write(fields::PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS, controls.proc)?;
-    vmcs.write(fields::SECONDARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS, controls.proc2)?;
+    vmcs.write(
+        fields::PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS,
+        controls.proc,
+    )?;
+    vmcs.write(
+        fields::SECONDARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS,
+        controls.proc2,
+    )?;
     vmcs.write(fields::PRIMARY_VM_EXIT_CONTROLS, controls.exit)?;
     vmcs.write(fields::VM_ENTRY_CONTROLS, controls.entry)?;
     vmcs.write(fields::EXCEPTION_BITMAP, vmcs::ExceptionBitmap::empty())?;
@@ -383,7 +498,10 @@ fn write_vmcs(
     vmcs.write(fields::VM_EXIT_MSR_STORE_COUNT, 0)?;
     vmcs.write(fields::VM_EXIT_MSR_LOAD_COUNT, 0)?;
     vmcs.write(fields::VM_ENTRY_MSR_LOAD_COUNT, 0)?;
-    vmcs.write(fields::VM_ENTRY_INTERRUPTION_INFORMATION, vmcs::EntryInterruptionInfo::from_bits(0))?;
+    vmcs.write(
+        fields::VM_ENTRY_INTERRUPTION_INFORMATION,
+        vmcs::EntryInterruptionInfo::from_bits(0),
+    )?;
     vmcs.write(fields::ADDRESS_OF_MSR_BITMAPS, msr_bitmap)?;
     vmcs.write(fields::ADDRESS_OF_IO_BITMAP_A, io_bitmaps)?;
     vmcs.write(fields::ADDRESS_OF_IO_BITMAP_B, io_bitmaps + 4096)?;
@@ -442,7 +560,10 @@ fn judge(vcpu: &Vcpu, end: End, wbinvd_exiting: bool) -> Outcome {
     for (number, &count) in vcpu.exit_counts.iter().enumerate() {
         if count != 0 {
             total += count;
-            println!("mini-hv:   {count:>8}  {}", ExitReason::from_raw(number as u32).basic);
+            println!(
+                "mini-hv:   {count:>8}  {}",
+                ExitReason::from_raw(number as u32).basic
+            );
         }
     }
     println!("mini-hv:   {total:>8}  total");
@@ -456,7 +577,11 @@ fn judge(vcpu: &Vcpu, end: End, wbinvd_exiting: bool) -> Outcome {
             ok = false;
         }
     }
-    let wbinvd: &[u64] = if wbinvd_exiting { &[abi::reason::WBINVD] } else { &[] };
+    let wbinvd: &[u64] = if wbinvd_exiting {
+        &[abi::reason::WBINVD]
+    } else {
+        &[]
+    };
     for &reason in vcpu::EXPECTED_EXITS.iter().chain(wbinvd) {
         if vcpu.exit_counts[reason as usize] == 0 {
             println!(
@@ -467,9 +592,13 @@ fn judge(vcpu: &Vcpu, end: End, wbinvd_exiting: bool) -> Outcome {
         }
     }
     match end {
-        End::TripleFault { .. } => println!("mini-hv: the guest ended with the expected triple fault; host alive"),
+        End::TripleFault { .. } => {
+            println!("mini-hv: the guest ended with the expected triple fault; host alive")
+        }
         End::GuestExit { status } => {
-            println!("mini-hv: the guest stopped itself with status {status:#x} before its final triple fault");
+            println!(
+                "mini-hv: the guest stopped itself with status {status:#x} before its final triple fault"
+            );
             ok = false;
         }
         End::Stopped => {

@@ -4,8 +4,7 @@
 use core::arch::asm;
 
 use exits::{
-    CrAccessQualification, CrAccessType, ExitReason, IoDirection, IoQualification,
-    IoSize, VmExit,
+    CrAccessQualification, CrAccessType, ExitReason, IoDirection, IoQualification, IoSize, VmExit,
 };
 use vmcs::fields;
 use vmcs::{
@@ -135,7 +134,9 @@ impl Vcpu {
     /// IA32_VMX_CR0_FIXED0/1 fix, except PE and PG, which unrestricted guest frees.
     fn cr0_mask(&self) -> u64 {
         let f = self.config.cr0_fixed;
-        ((f.must_be_one() | (f.must_be_zero() & 0xffff_ffff)) & !(CR0_PE | CR0_PG)) | CR0_CD | CR0_NW
+        ((f.must_be_one() | (f.must_be_zero() & 0xffff_ffff)) & !(CR0_PE | CR0_PG))
+            | CR0_CD
+            | CR0_NW
     }
 
     /// The mask of CR4 bits the host owns: VMXE and every bit IA32_VMX_CR4_FIXED0/1 fix.
@@ -159,11 +160,36 @@ impl Vcpu {
         let data = SegmentAccessRights::from_bits(0x93);
         let code = SegmentAccessRights::from_bits(0x9b);
         let segs = [
-            (fields::GUEST_ES_SELECTOR, fields::GUEST_ES_BASE, fields::GUEST_ES_LIMIT, fields::GUEST_ES_ACCESS_RIGHTS),
-            (fields::GUEST_SS_SELECTOR, fields::GUEST_SS_BASE, fields::GUEST_SS_LIMIT, fields::GUEST_SS_ACCESS_RIGHTS),
-            (fields::GUEST_DS_SELECTOR, fields::GUEST_DS_BASE, fields::GUEST_DS_LIMIT, fields::GUEST_DS_ACCESS_RIGHTS),
-            (fields::GUEST_FS_SELECTOR, fields::GUEST_FS_BASE, fields::GUEST_FS_LIMIT, fields::GUEST_FS_ACCESS_RIGHTS),
-            (fields::GUEST_GS_SELECTOR, fields::GUEST_GS_BASE, fields::GUEST_GS_LIMIT, fields::GUEST_GS_ACCESS_RIGHTS),
+            (
+                fields::GUEST_ES_SELECTOR,
+                fields::GUEST_ES_BASE,
+                fields::GUEST_ES_LIMIT,
+                fields::GUEST_ES_ACCESS_RIGHTS,
+            ),
+            (
+                fields::GUEST_SS_SELECTOR,
+                fields::GUEST_SS_BASE,
+                fields::GUEST_SS_LIMIT,
+                fields::GUEST_SS_ACCESS_RIGHTS,
+            ),
+            (
+                fields::GUEST_DS_SELECTOR,
+                fields::GUEST_DS_BASE,
+                fields::GUEST_DS_LIMIT,
+                fields::GUEST_DS_ACCESS_RIGHTS,
+            ),
+            (
+                fields::GUEST_FS_SELECTOR,
+                fields::GUEST_FS_BASE,
+                fields::GUEST_FS_LIMIT,
+                fields::GUEST_FS_ACCESS_RIGHTS,
+            ),
+            (
+                fields::GUEST_GS_SELECTOR,
+                fields::GUEST_GS_BASE,
+                fields::GUEST_GS_LIMIT,
+                fields::GUEST_GS_ACCESS_RIGHTS,
+            ),
         ];
         for (sel, base, limit, ar) in segs {
             vmcs.write(sel, 0)?;
@@ -178,7 +204,10 @@ impl Vcpu {
         vmcs.write(fields::GUEST_TR_SELECTOR, 0)?;
         vmcs.write(fields::GUEST_TR_BASE, 0)?;
         vmcs.write(fields::GUEST_TR_LIMIT, 0xffff)?;
-        vmcs.write(fields::GUEST_TR_ACCESS_RIGHTS, SegmentAccessRights::from_bits(0x8b))?;
+        vmcs.write(
+            fields::GUEST_TR_ACCESS_RIGHTS,
+            SegmentAccessRights::from_bits(0x8b),
+        )?;
         vmcs.write(fields::GUEST_LDTR_SELECTOR, 0)?;
         vmcs.write(fields::GUEST_LDTR_BASE, 0)?;
         vmcs.write(fields::GUEST_LDTR_LIMIT, 0xffff)?;
@@ -272,7 +301,8 @@ impl Vcpu {
                 let mask = vmcs.read(fields::CR4_GUEST_HOST_MASK)?;
                 let guest_cr4 = (vmcs.read(fields::GUEST_CR4)? & !mask)
                     | (vmcs.read(fields::CR4_READ_SHADOW)? & mask);
-                let (a, b, c, d) = self.cpuid(self.regs.rax as u32, self.regs.rcx as u32, guest_cr4);
+                let (a, b, c, d) =
+                    self.cpuid(self.regs.rax as u32, self.regs.rcx as u32, guest_cr4);
                 self.regs.rax = u64::from(a);
                 self.regs.rbx = u64::from(b);
                 self.regs.rcx = u64::from(c);
@@ -420,7 +450,9 @@ impl Vcpu {
             }
             other => {
                 let rip = vmcs.read(fields::GUEST_RIP)?;
-                crate::println!("mini-hv: unexpected VM exit at RIP {rip:#x}: {other}; stopping the guest");
+                crate::println!(
+                    "mini-hv: unexpected VM exit at RIP {rip:#x}: {other}; stopping the guest"
+                );
                 Ok(Next::Stop(End::Stopped))
             }
         }
@@ -486,11 +518,15 @@ impl Vcpu {
                 let old = vmcs.read(fields::GUEST_IA32_EFER)?;
                 let cr0 = vmcs.read(fields::GUEST_CR0)?;
                 let writable = EFER_SCE | EFER_LME | EFER_NXE;
-                if value & !(writable | EFER_LMA) != 0 || (cr0 & CR0_PG != 0 && (value ^ old) & EFER_LME != 0)
+                if value & !(writable | EFER_LMA) != 0
+                    || (cr0 & CR0_PG != 0 && (value ^ old) & EFER_LME != 0)
                 {
                     false
                 } else {
-                    vmcs.write(fields::GUEST_IA32_EFER, (value & writable) | (old & EFER_LMA))?;
+                    vmcs.write(
+                        fields::GUEST_IA32_EFER,
+                        (value & writable) | (old & EFER_LMA),
+                    )?;
                     true
                 }
             }
@@ -522,7 +558,11 @@ impl Vcpu {
                 let mut value = 0u64;
                 for i in 0..size {
                     let port = q.port.wrapping_add(i);
-                    let byte = if Uart::claims(port) { self.uart.read(port) } else { 0xff };
+                    let byte = if Uart::claims(port) {
+                        self.uart.read(port)
+                    } else {
+                        0xff
+                    };
                     value |= u64::from(byte) << (8 * i);
                 }
                 self.regs.rax = match size {
@@ -610,10 +650,16 @@ impl Vcpu {
         let in_page = (0x1000 - (linear & 0xfff)) as usize;
         let fetched = if self.mem.read_virt(paging, linear, &mut bytes).is_ok() {
             15
-        } else if self.mem.read_virt(paging, linear, &mut bytes[..in_page.min(15)]).is_ok() {
+        } else if self
+            .mem
+            .read_virt(paging, linear, &mut bytes[..in_page.min(15)])
+            .is_ok()
+        {
             in_page.min(15)
         } else {
-            crate::println!("mini-hv: cannot fetch the instruction at RIP {rip:#x}; injecting #GP(0)");
+            crate::println!(
+                "mini-hv: cannot fetch the instruction at RIP {rip:#x}; injecting #GP(0)"
+            );
             return inject(vmcs, GP, Some(0));
         };
         let access = match decode::decode_mov(&bytes[..fetched]) {
@@ -626,10 +672,17 @@ impl Vcpu {
                 return inject(vmcs, GP, Some(0));
             }
         };
-        let MovAccess { length, size, operation } = access;
+        let MovAccess {
+            length,
+            size,
+            operation,
+        } = access;
         let offset = gpa - abi::MMIO_BASE;
         let result = match operation {
-            Operation::Load(reg) => self.mmio.read(offset, size).map(|v| self.set_reg(reg, size, v)),
+            Operation::Load(reg) => self
+                .mmio
+                .read(offset, size)
+                .map(|v| self.set_reg(reg, size, v)),
             Operation::Store(reg) => {
                 let value = self.get_reg(reg, vmcs)?;
                 self.mmio.write(offset, size, value)
@@ -679,7 +732,12 @@ impl Vcpu {
         }
     }
 
-    fn write_gpr(&mut self, index: u8, value: u64, vmcs: &mut HardwareVmcs<'_>) -> Result<(), VmFail> {
+    fn write_gpr(
+        &mut self,
+        index: u8,
+        value: u64,
+        vmcs: &mut HardwareVmcs<'_>,
+    ) -> Result<(), VmFail> {
         match self.gpr_mut(index) {
             Some(r) => {
                 *r = value;
@@ -691,7 +749,11 @@ impl Vcpu {
 
     fn get_reg(&mut self, reg: Reg, vmcs: &HardwareVmcs<'_>) -> Result<u64, VmFail> {
         let full = self.read_gpr(reg.index, vmcs)?;
-        Ok(if reg.high_byte { (full >> 8) & 0xff } else { full })
+        Ok(if reg.high_byte {
+            (full >> 8) & 0xff
+        } else {
+            full
+        })
     }
 
     /// Writes a loaded value to a register with MOV's merge rules: 8- and 16-bit loads keep the
@@ -732,7 +794,11 @@ impl Vcpu {
                 if (old ^ value) & CR0_PG != 0 {
                     let efer = vmcs.read(fields::GUEST_IA32_EFER)?;
                     let lma = value & CR0_PG != 0 && efer & EFER_LME != 0;
-                    let efer = if lma { efer | EFER_LMA } else { efer & !EFER_LMA };
+                    let efer = if lma {
+                        efer | EFER_LMA
+                    } else {
+                        efer & !EFER_LMA
+                    };
                     vmcs.write(fields::GUEST_IA32_EFER, efer)?;
                     vmcs.modify(fields::VM_ENTRY_CONTROLS, |c| {
                         if lma {
