@@ -166,13 +166,14 @@ pub fn run() -> Outcome {
 
     // The host keeps CR4.OSXSAVE set, so that XSETBV can load the guest's XCR0.
     let leaf1 = crate::arch::cpuid(1, 0);
-    let xcr0_supported = if leaf1.ecx & CPUID_1_ECX_XSAVE != 0 {
+    let xsave = leaf1.ecx & CPUID_1_ECX_XSAVE != 0;
+    let (xcr0_supported, host_xcr0) = if xsave {
         // SAFETY: XSAVE is supported, so CR4.OSXSAVE may be set; it changes nothing else the host uses.
         unsafe { crate::arch::write_cr4(crate::arch::cr4() | CR4_OSXSAVE) };
         let d = crate::arch::cpuid(0xd, 0);
-        u64::from(d.eax) | u64::from(d.edx) << 32
+        (u64::from(d.eax) | u64::from(d.edx) << 32, xgetbv0())
     } else {
-        0
+        (0, 0)
     };
 
     // Guest RAM, with a copy of the kernel image at its linked addresses.
@@ -236,6 +237,12 @@ pub fn run() -> Outcome {
         wbinvd_exiting,
         xcr0_supported,
     );
+    if xsave {
+        // The guest's XCR0 stayed loaded while it ran (the host uses no XSAVE-managed state
+        // beyond x87/SSE); give the host its own back.
+        // SAFETY: the host's XCR0 was valid when read.
+        unsafe { xsetbv0(host_xcr0) };
+    }
     match root.disable(&mut platform) {
         Ok(_) => println!("mini-hv: VMX operation left (VMXOFF)"),
         Err((_, fail)) => {
@@ -244,6 +251,29 @@ pub fn run() -> Outcome {
         }
     }
     outcome
+}
+
+/// XCR0 (requires CR4.OSXSAVE).
+fn xgetbv0() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: the caller set CR4.OSXSAVE; XGETBV of XCR0 has no side effect.
+    unsafe {
+        core::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi,
+                         options(nomem, nostack, preserves_flags))
+    };
+    u64::from(hi) << 32 | u64::from(lo)
+}
+
+/// Loads XCR0.
+///
+/// # Safety
+/// CR4.OSXSAVE is set and `value` is a valid XCR0 for this processor.
+unsafe fn xsetbv0(value: u64) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        core::arch::asm!("xsetbv", in("ecx") 0u32, in("eax") value as u32, in("edx") (value >> 32) as u32,
+                         options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// MAXPHYADDR (CPUID.80000008H:EAX[7:0]).

@@ -334,7 +334,18 @@ impl Vcpu {
                 string: None,
                 length,
             } => {
-                self.io(qualification);
+                let size = match qualification.size {
+                    IoSize::Byte => 1,
+                    IoSize::Word => 2,
+                    IoSize::Dword => 4,
+                    IoSize::Reserved(raw) => {
+                        crate::println!(
+                            "mini-hv: I/O exit with reserved size encoding {raw}; stopping the guest"
+                        );
+                        return Ok(Next::Stop(End::Stopped));
+                    }
+                };
+                self.io(qualification, size);
                 skip(vmcs, length.get())
             }
             VmExit::IoInstruction { qualification, .. } => {
@@ -389,7 +400,7 @@ impl Vcpu {
                     );
                     return Ok(Next::Stop(End::Stopped));
                 }
-                if MmioDevice::claims(guest_physical) {
+                if MmioDevice::claims(guest_physical) && !qualification.fetch {
                     return self.mmio(guest_physical, rip, vmcs);
                 }
                 let kind = if qualification.write {
@@ -538,13 +549,8 @@ impl Vcpu {
         })
     }
 
-    fn io(&mut self, q: IoQualification) {
-        let size = match q.size {
-            IoSize::Byte => 1,
-            IoSize::Word => 2,
-            IoSize::Dword => 4,
-            IoSize::Reserved(_) => 1,
-        };
+    /// Emulates a non-string IN or OUT of `size` bytes.
+    fn io(&mut self, q: IoQualification, size: u16) {
         match q.direction {
             IoDirection::Out => {
                 for i in 0..size {
@@ -679,10 +685,13 @@ impl Vcpu {
         } = access;
         let offset = gpa - abi::MMIO_BASE;
         let result = match operation {
-            Operation::Load(reg) => self
-                .mmio
-                .read(offset, size)
-                .map(|v| self.set_reg(reg, size, v)),
+            Operation::Load(reg) => match self.mmio.read(offset, size) {
+                Ok(value) => {
+                    self.set_reg(reg, size, value, vmcs)?;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
             Operation::Store(reg) => {
                 let value = self.get_reg(reg, vmcs)?;
                 self.mmio.write(offset, size, value)
@@ -757,19 +766,23 @@ impl Vcpu {
     }
 
     /// Writes a loaded value to a register with MOV's merge rules: 8- and 16-bit loads keep the
-    /// other bits, 32-bit loads zero-extend. RSP is never an MMIO destination in the guest's code,
-    /// but is handled through the VMCS like any other.
-    fn set_reg(&mut self, reg: Reg, size: u8, value: u64) {
-        let Some(r) = self.gpr_mut(reg.index) else {
-            return;
-        };
-        *r = match (size, reg.high_byte) {
-            (1, true) => (*r & !0xff00) | (value & 0xff) << 8,
-            (1, false) => (*r & !0xff) | (value & 0xff),
-            (2, _) => (*r & !0xffff) | (value & 0xffff),
+    /// other bits, 32-bit loads zero-extend.
+    fn set_reg(
+        &mut self,
+        reg: Reg,
+        size: u8,
+        value: u64,
+        vmcs: &mut HardwareVmcs<'_>,
+    ) -> Result<(), VmFail> {
+        let old = self.read_gpr(reg.index, vmcs)?;
+        let new = match (size, reg.high_byte) {
+            (1, true) => (old & !0xff00) | (value & 0xff) << 8,
+            (1, false) => (old & !0xff) | (value & 0xff),
+            (2, _) => (old & !0xffff) | (value & 0xffff),
             (4, _) => value & 0xffff_ffff,
             _ => value,
         };
+        self.write_gpr(reg.index, new, vmcs)
     }
 
     fn cr_access(
