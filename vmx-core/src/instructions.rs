@@ -32,7 +32,7 @@ pub const VM_INSTRUCTION_ERROR_ENCODING: u32 = 0x4400;
 /// Runs one VMX instruction (the leading string literals) followed by the status branch described
 /// in the module docs; on failure, returns `Err(VmFail)` from the enclosing function.
 macro_rules! vmx_asm_status {
-    ($($insn:literal),+ ; $($operand:tt)*) => {
+    (@options($($option:ident),*); $($insn:literal),+ ; $($operand:tt)*) => {
         asm!(
             $($insn,)+
             "jbe 3f",
@@ -46,9 +46,12 @@ macro_rules! vmx_asm_status {
             // SAFETY: this block is reached only from the VMfailValid branch of a VMX instruction
             // that just executed, so the processor is in VMX operation with a current VMCS.
             valid = label { return Err(unsafe { fail_valid() }) },
-            options(nostack),
+            options($($option),*),
         )
     };
+    ($($insn:literal),+ ; $($operand:tt)*) => {
+        vmx_asm_status!(@options(nostack); $($insn),+ ; $($operand)*)
+    }
 }
 
 /// Builds the [`VmFail::Valid`] of the instruction that just failed by reading the
@@ -205,7 +208,10 @@ pub unsafe fn vmread(encoding: u32) -> Result<u64, VmFail> {
 pub unsafe fn vmwrite(encoding: u32, value: u64) -> Result<(), VmFail> {
     // SAFETY: the caller guarantees VMX operation and takes responsibility for the value.
     unsafe {
+        // `nomem`: VMWRITE reads only its register operands. Memory the field refers to (bitmaps,
+        // EPT, MSR areas) is read at VM entry, by `vm_run`, which clobbers memory.
         vmx_asm_status!(
+            @options(nostack, nomem);
             "vmwrite {encoding}, {value}";
             encoding = in(reg) u64::from(encoding),
             value = in(reg) value,

@@ -65,7 +65,7 @@ pub(crate) fn region_phys(
     let phys = translate
         .translate(virt)
         .ok_or(RegionError::Unmapped(virt as u64))?;
-    if phys % REGION_SIZE as u64 != 0 {
+    if !phys.is_multiple_of(REGION_SIZE as u64) {
         return Err(RegionError::Misaligned(phys));
     }
     if addresses_32bit && phys > u64::from(u32::MAX) {

@@ -199,6 +199,15 @@ impl GuestRegisters {
 /// that bring RSP back to a 16-byte boundary after the return address and eight pushes.
 const HOST_FXSAVE_SPACE: usize = 512 + 8;
 
+/// Registers the trampoline pushes before reserving [`HOST_FXSAVE_SPACE`]: RBP, RBX, R12–R15,
+/// RFLAGS and the frame pointer.
+const HOST_PUSHES: usize = 8;
+
+// The caller's RSP is 16-byte aligned before the CALL; the return address and the pushes must leave
+// the host FXSAVE image 16-byte aligned, and the guest's image must be 16-byte aligned in the frame.
+const _: () = assert!((8 + 8 * HOST_PUSHES + HOST_FXSAVE_SPACE).is_multiple_of(16));
+const _: () = assert!(offset_of!(GuestRegisters, fxsave).is_multiple_of(16));
+
 /// The trampoline. Returns 0 after a VM exit, 1 on VMfailInvalid and 2 on VMfailValid (of
 /// VMLAUNCH, VMRESUME or the VMWRITEs of HOST_RSP/HOST_RIP).
 ///
