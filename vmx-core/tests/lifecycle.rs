@@ -404,6 +404,26 @@ fn initial_fpu_state() {
 
 proptest! {
     #[test]
+    fn region_headers(revision in any::<u32>(), shadow in any::<bool>()) {
+        let mut vmcs = Box::new(VmcsRegion::zeroed());
+        let mut vmxon = Box::new(VmxonRegion::zeroed());
+        let vmcs_result = vmcs.init(revision, shadow);
+        let vmxon_result = vmxon.init(revision);
+        if revision < 1 << 31 {
+            prop_assert_eq!(vmcs_result, Ok(()));
+            prop_assert_eq!(vmxon_result, Ok(()));
+            prop_assert_eq!(vmcs.header(), revision | u32::from(shadow) << 31);
+            prop_assert_eq!((vmcs.revision_id(), vmcs.is_shadow()), (revision, shadow));
+            prop_assert_eq!(vmxon.header(), revision);
+            prop_assert_eq!(&region_bytes(&*vmcs)[..4], &vmcs.header().to_le_bytes());
+        } else {
+            prop_assert_eq!(vmcs_result, Err(RegionError::RevisionIdTooWide(revision)));
+            prop_assert_eq!(vmxon_result, Err(RegionError::RevisionIdTooWide(revision)));
+            prop_assert_eq!((vmcs.header(), vmxon.header()), (0, 0));
+        }
+    }
+
+    #[test]
     fn feature_control_decision(bits in any::<u64>()) {
         let current = FeatureControl::from_bits_retain(bits);
         let locked = bits & 1 != 0;
