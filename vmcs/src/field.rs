@@ -271,25 +271,28 @@ type Markers<V, A, W> = fn() -> (V, A, W);
 /// whether the typed write accepts it (`A`) and its width (`W`).
 ///
 /// Every field of the SDM's Appendix B is a constant of this type in [`crate::fields`], declared
-/// with [`Field::declare`], which checks the declaration against the encoding at compile time:
+/// with [`Field::declare`], which checks the declaration against the encoding at compile time
+/// (a post-monomorphization check: each call is checked where it is compiled):
 ///
 /// ```
 /// use vmcs::field::{Field, ReadWrite, Width32};
 /// // 0x4000 (pin-based VM-execution controls) is a 32-bit control field.
-/// const PIN: Field<u32, ReadWrite, Width32> = Field::declare(0x4000);
-/// assert_eq!(PIN.encoding(), 0x4000);
+/// let pin: Field<u32, ReadWrite, Width32> = Field::declare::<0x4000>();
+/// assert_eq!(pin.encoding(), 0x4000);
 /// ```
 ///
 /// ```compile_fail
 /// use vmcs::field::{Field, ReadWrite, Width16};
 /// // 0x4000 is a 32-bit field: declaring it 16-bit does not compile.
-/// const PIN: Field<u16, ReadWrite, Width16> = Field::declare(0x4000);
+/// let pin: Field<u16, ReadWrite, Width16> = Field::declare::<0x4000>();
+/// # let _ = pin;
 /// ```
 ///
 /// ```compile_fail
 /// use vmcs::field::{Field, ReadWrite, Width32};
 /// // 0x4402 (exit reason) is a VM-exit information field: it cannot be declared writable.
-/// const EXIT_REASON: Field<u32, ReadWrite, Width32> = Field::declare(0x4402);
+/// let reason: Field<u32, ReadWrite, Width32> = Field::declare::<0x4402>();
+/// # let _ = reason;
 /// ```
 pub struct Field<V, A, W> {
     encoding: u32,
@@ -355,16 +358,21 @@ impl<V, A, W> Field<V, A, W> {
 }
 
 impl<V: FieldValue, A: Access, W: Width> Field<V, A, W> {
-    /// Declares a field. Evaluated in a constant, it fails to compile when the encoding's reserved
-    /// bits are set, its width, type or access bits disagree with `W` and `A`, or the value type's
-    /// width disagrees with the encoding's.
-    ///
-    /// # Panics
-    ///
-    /// In a non-constant context, panics on the same disagreements; the field table in
-    /// [`crate::fields`] only calls it in constants, where a disagreement is a compile error.
+    /// Declares the field with encoding `ENCODING`. The declaration is checked at compile time:
+    /// it does not build when the encoding's reserved bits are set, its width, type or access bits
+    /// disagree with `W` and `A`, or the value type's width disagrees with the encoding's. There
+    /// is no run-time check and nothing can fail at run time.
     #[must_use]
-    pub const fn declare(encoding: u32) -> Self {
+    pub const fn declare<const ENCODING: u32>() -> Self {
+        const { Self::check(ENCODING) };
+        Field {
+            encoding: ENCODING,
+            _marker: PhantomData,
+        }
+    }
+
+    /// The compile-time check of [`Field::declare`]; only ever evaluated in a `const` block.
+    const fn check(encoding: u32) {
         assert!(
             encoding & RESERVED_ENCODING_BITS == 0,
             "reserved encoding bits set"
@@ -386,10 +394,6 @@ impl<V: FieldValue, A: Access, W: Width> Field<V, A, W> {
             V::BITS == bits,
             "value type width disagrees with the encoding"
         );
-        Field {
-            encoding,
-            _marker: PhantomData,
-        }
     }
 }
 
@@ -415,6 +419,11 @@ pub trait VmcsField: Copy {
 
 /// A field handle the typed [`crate::VmcsWrite::write`] accepts: every field but the read-only
 /// VM-exit information fields.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a writable VMCS field",
+    label = "read-only (VM-exit information) field",
+    note = "VM-exit information fields are written by the processor; use `write_raw` if IA32_VMX_MISC[29] allows VMWRITE to them"
+)]
 pub trait WritableField: VmcsField {}
 
 impl<V: FieldValue, A: Access, W: Width> VmcsField for Field<V, A, W> {

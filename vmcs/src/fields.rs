@@ -52,7 +52,7 @@ macro_rules! vmcs_fields {
             #[doc = $doc]
             #[doc = ""]
             #[doc = concat!("Encoding `", stringify!($enc), "`; reads as `", stringify!($ty), "`.")]
-            pub const $name: Field<$ty, $access, $width> = Field::declare($enc);
+            pub const $name: Field<$ty, $access, $width> = Field::declare::<$enc>();
         )*)*
 
         /// Number of fields in the table.
