@@ -236,6 +236,9 @@ pub struct RunSpec<'a> {
     pub memory_mib: u32,
     /// Bochs emulated instructions per second (with `clock: sync=none` this only scales emulated time).
     pub bochs_ips: u32,
+    /// Bochs `ignore_bad_msrs`: when false, an access to an MSR the model lacks raises #GP (strict: the
+    /// example must not touch one); Linux probes some (e.g. IA32_MISC_ENABLE early in `verify_cpu`).
+    pub bochs_ignore_bad_msrs: bool,
     /// Kill the run after this long.
     pub timeout: Duration,
     /// Copy the serial console to stdout while running.
@@ -294,7 +297,7 @@ fn bochs_command(
     let rc = dir.join("cont.rc");
     let config = format!(
         "# Written by cargo xtask for one run of mini-hv.\n\
-         cpu: model={model}, count=1, ips={ips}, reset_on_triple_fault=0, ignore_bad_msrs=0\n\
+         cpu: model={model}, count=1, ips={ips}, reset_on_triple_fault=0, ignore_bad_msrs={ignore}\n\
          megs: {megs}\n\
          romimage: file=/usr/share/bochs/BIOS-bochs-latest\n\
          vgaromimage: file=/usr/share/vgabios/vgabios.bin\n\
@@ -309,6 +312,7 @@ fn bochs_command(
          sound: driver=dummy\n\
          display_library: term\n",
         ips = spec.bochs_ips,
+        ignore = u8::from(spec.bochs_ignore_bad_msrs),
         megs = spec.memory_mib,
         iso = check_path(iso)?,
         serial = check_path(serial)?,

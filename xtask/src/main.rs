@@ -196,6 +196,7 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
         qemu_modules: &[],
         memory_mib: 128,
         bochs_ips: 4_000_000,
+        bochs_ignore_bad_msrs: false,
         timeout: Duration::from_secs(options.timeout_secs.unwrap_or(300)),
         echo: true,
         marker: None,
@@ -243,7 +244,7 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
 }
 
 /// `" why"`, or nothing when `why` is empty.
-fn with_space(why: &str) -> String {
+pub fn with_space(why: &str) -> String {
     if why.is_empty() {
         String::new()
     } else {
