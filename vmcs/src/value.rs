@@ -738,6 +738,19 @@ impl FieldValue for ept::EptPointer {
         self.bits()
     }
     fn format_raw(raw: u64, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:#x} ({:?})", raw, ept::EptPointer::from_bits(raw))
+        let eptp = ept::EptPointer::from_bits(raw);
+        write!(f, "{raw:#x} (root {:#x}, ", eptp.pml4_address().as_u64())?;
+        match eptp.memory_type() {
+            Ok(memory_type) => write!(f, "{memory_type}")?,
+            Err(_) => write!(f, "reserved memory type {}", raw & 7)?,
+        }
+        write!(f, ", {}-level walk", eptp.walk_length_raw())?;
+        if eptp.accessed_dirty_enabled() {
+            f.write_str(", A/D")?;
+        }
+        if eptp.supervisor_shadow_stack_enabled() {
+            f.write_str(", SSS")?;
+        }
+        f.write_str(")")
     }
 }

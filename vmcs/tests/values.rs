@@ -162,6 +162,11 @@ fn named_bits_are_the_sdm_ones() {
     );
     let info = fields::by_name("PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS").unwrap();
     assert_eq!(info.display_value(0x80).to_string(), "0x80 (HLT_EXITING)");
+    let info = fields::by_name("EPT_POINTER").unwrap();
+    assert_eq!(
+        info.display_value(0x1234_505e).to_string(),
+        "0x1234505e (root 0x12345000, WB, 4-level walk, A/D)"
+    );
     let info = fields::by_name("GUEST_RIP").unwrap();
     assert_eq!(info.display_value(0xfff0).to_string(), "0xfff0");
 }
