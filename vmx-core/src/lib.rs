@@ -5,8 +5,10 @@
 //! and checking an INVEPT against the capabilities of Bochs' `corei7_skylake_x` model:
 //!
 //! ```
-//! use vmx_caps::{MsrSnapshot, VmxCapabilities};
-//! use vmx_core::{InveptType, InvvpidDescriptor, InvvpidType, VmFail, VmInstructionError};
+//! use vmx_caps::EptVpidCap;
+//! use vmx_core::{
+//!     InvalidationError, InveptType, InvvpidDescriptor, InvvpidType, VmFail, VmInstructionError,
+//! };
 //!
 //! let fail = VmFail::Valid(VmInstructionError::from_raw(7));
 //! assert_eq!(
@@ -14,12 +16,20 @@
 //!     "VMfailValid: VM-instruction error 7: VM entry with invalid control field(s)"
 //! );
 //!
-//! let mut msrs = MsrSnapshot::parse(include_str!("../../vmx-caps/testdata/corei7_skylake_x.msr"))?;
-//! let caps = VmxCapabilities::read(&mut msrs)?;
-//! assert_eq!(InveptType::best_for(&caps.ept_vpid), Some(InveptType::SingleContext));
-//! assert!(InvvpidType::IndividualAddress.supported_by(&caps.ept_vpid));
-//! assert!(InvvpidDescriptor::new(InvvpidType::SingleContext, 0, 0).is_err()); // VPID 0
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! // IA32_VMX_EPT_VPID_CAP as read on Bochs' corei7_skylake_x (vmx-caps/testdata).
+//! let cap = EptVpidCap(0x0000_0f01_0633_4141);
+//! assert_eq!(InveptType::best_for(&cap), Some(InveptType::SingleContext));
+//! assert!(InvvpidType::IndividualAddress.supported_by(&cap));
+//! // A processor without INVEPT: a typed error, never a silent fallback.
+//! assert_eq!(
+//!     InveptType::AllContext.check(&EptVpidCap(0)),
+//!     Err(InvalidationError::InveptUnsupported)
+//! );
+//! // VPID 0 tags VMX root operation: the SDM forbids it for single-context invalidation.
+//! assert_eq!(
+//!     InvvpidDescriptor::new(InvvpidType::SingleContext, 0, 0),
+//!     Err(InvalidationError::ZeroVpid(InvvpidType::SingleContext))
+//! );
 //! ```
 //!
 //! The whole lifecycle, in a ring-0 kernel on an Intel processor (here with identity-mapped
