@@ -18,6 +18,10 @@
 //! ```
 #![no_std]
 
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod caps;
 pub mod controls;
 mod cr;
