@@ -430,8 +430,22 @@ fn xgetbv(index: u32) -> u64 {
 fn xsetbv() -> Check {
     const OSXSAVE: u64 = 1 << 18;
     let (_, _, ecx, _) = cpuid(1, 0);
-    ensure(ecx & (1 << 26) != 0, "CPUID.1:ECX.XSAVE is clear")?;
     let cr4 = read_cr4();
+    if ecx & (1 << 26) == 0 {
+        // No XSAVE: CR4.OSXSAVE is reserved (#GP) and XSETBV undefined (#UD, before any VM exit).
+        let before = exit_count(reason::XSETBV);
+        let fault = guarded!("mov cr4, {v}", v = in(reg) cr4 | OSXSAVE);
+        expect_fault(fault, GP, "setting CR4.OSXSAVE without XSAVE did not #GP")?;
+        expect_fault(
+            xsetbv_guarded(0, 0x3),
+            UD,
+            "XSETBV without XSAVE did not #UD",
+        )?;
+        return ensure(
+            exit_count(reason::XSETBV) == before,
+            "XSETBV without XSAVE exited",
+        );
+    }
     // SAFETY: XSAVE is supported, so CR4.OSXSAVE may be set.
     unsafe { asm!("mov cr4, {}", in(reg) cr4 | OSXSAVE, options(nomem, nostack)) };
     let (_, _, ecx, _) = cpuid(1, 0);

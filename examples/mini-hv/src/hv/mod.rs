@@ -429,7 +429,7 @@ fn run_guest(
              disagreed"
         );
     }
-    let outcome = judge(&vcpu, end, wbinvd_exiting);
+    let outcome = judge(&vcpu, end, wbinvd_exiting, xcr0_supported != 0);
     if let Err((_, fail)) = active.clear() {
         println!("mini-hv: VMCLEAR failed: {fail}");
         return Outcome::Fail;
@@ -564,7 +564,7 @@ fn write_vmcs(
 }
 
 /// Prints the run's report and decides the outcome.
-fn judge(vcpu: &Vcpu, end: End, wbinvd_exiting: bool) -> Outcome {
+fn judge(vcpu: &Vcpu, end: End, wbinvd_exiting: bool, xsave: bool) -> Outcome {
     let mut ok = true;
     println!("mini-hv: guest test results:");
     for (index, name) in abi::TESTS.iter().enumerate() {
@@ -612,7 +612,8 @@ fn judge(vcpu: &Vcpu, end: End, wbinvd_exiting: bool) -> Outcome {
     } else {
         &[]
     };
-    for &reason in vcpu::EXPECTED_EXITS.iter().chain(wbinvd) {
+    let xsetbv: &[u64] = if xsave { &[abi::reason::XSETBV] } else { &[] };
+    for &reason in vcpu::EXPECTED_EXITS.iter().chain(wbinvd).chain(xsetbv) {
         if vcpu.exit_counts[reason as usize] == 0 {
             println!(
                 "mini-hv: expected VM exit never happened: {}",

@@ -83,6 +83,7 @@ pub struct Config {
 
 /// The guest-visible state the hypervisor emulates, and the run's bookkeeping.
 pub struct Vcpu {
+    /// The guest's general-purpose registers (but RSP), CR2 and x87/SSE state.
     pub regs: GuestRegisters,
     mem: GuestMemory,
     config: Config,
@@ -237,6 +238,10 @@ impl Vcpu {
         vmcs.write(fields::GUEST_IA32_SYSENTER_ESP, 0)?;
         vmcs.write(fields::GUEST_IA32_SYSENTER_EIP, 0)?;
         vmcs.write(fields::GUEST_PENDING_DEBUG_EXCEPTIONS, 0)?;
+        vmcs.write(
+            fields::GUEST_INTERRUPTIBILITY_STATE,
+            InterruptibilityState::empty(),
+        )?;
         vmcs.write(fields::VMCS_LINK_POINTER, u64::MAX)?;
         vmcs.write(fields::GUEST_ACTIVITY_STATE, ActivityState::Active)?;
         vmcs.write(
@@ -912,7 +917,8 @@ pub const PASSTHROUGH_WRITE: &[u32] = &[
     IA32_GS_BASE,
 ];
 
-/// The guest's basic exit reasons the run must have seen.
+/// The guest's basic exit reasons the run must have seen (plus WBINVD and XSETBV when the
+/// processor has them).
 pub const EXPECTED_EXITS: &[u64] = &[
     reason::CPUID,
     reason::HLT,
@@ -925,5 +931,4 @@ pub const EXPECTED_EXITS: &[u64] = &[
     reason::WRMSR,
     reason::EPT_VIOLATION,
     reason::PREEMPTION_TIMER,
-    reason::XSETBV,
 ];
