@@ -191,8 +191,7 @@ pub fn vmx_control_registers(
     Ok((cr0, cr4))
 }
 
-/// The processor state before [`prepare`] changed it, restored if VMXON then fails and (CR4) by
-/// [`VmxRoot::disable`].
+/// The processor state before [`prepare`] changed it, restored if VMXON then fails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PriorState {
     /// CR0 before.
@@ -307,7 +306,8 @@ impl VmxRoot {
         }
     }
 
-    /// Leaves VMX operation: VMXOFF, then CR4.VMXE cleared (CR4 and CR0 as before `enable`).
+    /// Leaves VMX operation: VMXOFF, then clears CR4.VMXE (nothing else: CR0 and CR4 bits that
+    /// `enable` set for the fixed-bit rules stay set, and changes the host made since are kept).
     /// Returns the VMXON region. If VMXOFF fails (VMfailValid 23 under the dual-monitor
     /// treatment of SMIs and SMM), the processor stays in VMX root operation and the token comes
     /// back with the error.
@@ -315,12 +315,13 @@ impl VmxRoot {
         self,
         platform: &mut impl VmxPlatform,
     ) -> Result<&'static mut VmxonRegion, (VmxRoot, VmFail)> {
-        // SAFETY: the token proves VMX root operation; no VMCS is current (loading one borrows
-        // the token mutably, and `ActiveVmcs` clears it when it goes).
+        // SAFETY: the token proves VMX root operation at CPL 0. Every VMCS made current through
+        // it was cleared by its `ActiveVmcs`, or that `ActiveVmcs` was leaked together with its
+        // 'static region, which nothing can then reach.
         match unsafe { instructions::vmxoff() } {
             Ok(()) => {
-                platform.write_cr4(self.prior.cr4);
-                platform.write_cr0(self.prior.cr0);
+                let cr4 = platform.read_cr4();
+                platform.write_cr4(cr4 & !CR4_VMXE);
                 Ok(self.region)
             }
             Err(fail) => Err((self, fail)),
