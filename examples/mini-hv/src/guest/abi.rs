@@ -113,50 +113,52 @@ pub mod uart {
 /// Basic exit reasons the guest asks [`HC_EXIT_COUNT`] about (SDM Vol. 3D, Appendix C "VMX Basic Exit
 /// Reasons").
 pub mod reason {
+    use exits::BasicExitReason as R;
+
     /// CPUID.
-    pub const CPUID: u64 = 10;
+    pub const CPUID: u64 = R::Cpuid.number() as u64;
     /// HLT.
-    pub const HLT: u64 = 12;
+    pub const HLT: u64 = R::Hlt.number() as u64;
     /// INVD.
-    pub const INVD: u64 = 13;
+    pub const INVD: u64 = R::Invd.number() as u64;
     /// VMCALL.
-    pub const VMCALL: u64 = 18;
+    pub const VMCALL: u64 = R::Vmcall.number() as u64;
     /// VMCLEAR.
-    pub const VMCLEAR: u64 = 19;
+    pub const VMCLEAR: u64 = R::Vmclear.number() as u64;
     /// VMLAUNCH.
-    pub const VMLAUNCH: u64 = 20;
+    pub const VMLAUNCH: u64 = R::Vmlaunch.number() as u64;
     /// VMPTRLD.
-    pub const VMPTRLD: u64 = 21;
+    pub const VMPTRLD: u64 = R::Vmptrld.number() as u64;
     /// VMREAD.
-    pub const VMREAD: u64 = 23;
+    pub const VMREAD: u64 = R::Vmread.number() as u64;
     /// VMRESUME.
-    pub const VMRESUME: u64 = 24;
+    pub const VMRESUME: u64 = R::Vmresume.number() as u64;
     /// VMWRITE.
-    pub const VMWRITE: u64 = 25;
+    pub const VMWRITE: u64 = R::Vmwrite.number() as u64;
     /// VMXOFF.
-    pub const VMXOFF: u64 = 26;
+    pub const VMXOFF: u64 = R::Vmxoff.number() as u64;
     /// VMXON.
-    pub const VMXON: u64 = 27;
+    pub const VMXON: u64 = R::Vmxon.number() as u64;
     /// Control-register accesses.
-    pub const CR_ACCESS: u64 = 28;
+    pub const CR_ACCESS: u64 = R::ControlRegisterAccess.number() as u64;
     /// I/O instruction.
-    pub const IO: u64 = 30;
+    pub const IO: u64 = R::IoInstruction.number() as u64;
     /// RDMSR.
-    pub const RDMSR: u64 = 31;
+    pub const RDMSR: u64 = R::Rdmsr.number() as u64;
     /// WRMSR.
-    pub const WRMSR: u64 = 32;
+    pub const WRMSR: u64 = R::Wrmsr.number() as u64;
     /// EPT violation.
-    pub const EPT_VIOLATION: u64 = 48;
+    pub const EPT_VIOLATION: u64 = R::EptViolation.number() as u64;
     /// INVEPT.
-    pub const INVEPT: u64 = 50;
+    pub const INVEPT: u64 = R::Invept.number() as u64;
     /// VMX-preemption timer expired.
-    pub const PREEMPTION_TIMER: u64 = 52;
+    pub const PREEMPTION_TIMER: u64 = R::PreemptionTimerExpired.number() as u64;
     /// INVVPID.
-    pub const INVVPID: u64 = 53;
+    pub const INVVPID: u64 = R::Invvpid.number() as u64;
     /// WBINVD.
-    pub const WBINVD: u64 = 54;
+    pub const WBINVD: u64 = R::Wbinvd.number() as u64;
     /// XSETBV.
-    pub const XSETBV: u64 = 55;
+    pub const XSETBV: u64 = R::Xsetbv.number() as u64;
 }
 
 /// The guest's tests, in the order it runs them; [`HC_REPORT`] names a test by its index here. After the

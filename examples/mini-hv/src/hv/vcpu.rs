@@ -261,14 +261,14 @@ impl Vcpu {
                 super::dump_vmcs(vmcs);
                 return End::EntryFailed;
             }
-            let raw = match vmcs.read_raw(fields::EXIT_REASON.encoding()) {
-                Ok(raw) => raw as u32,
-                Err(fail) => return self.vmcs_error("reading the exit reason", fail),
-            };
-            let reason = ExitReason::from_raw(raw);
-            let exit = match VmExit::decode(reason, &mut |f| vmcs.read_raw(f.encoding())) {
+            let exit = ExitReason::read(vmcs)
+                .and_then(|reason| Ok((reason, VmExit::read_for(reason, vmcs)?)));
+            let (reason, exit) = match exit {
                 Ok(exit) => exit,
-                Err(fail) => return self.vmcs_error("reading the exit information", fail),
+                Err(e) => {
+                    crate::println!("mini-hv: cannot read the VM exit: {e}");
+                    return End::Stopped;
+                }
             };
             let number = usize::from(reason.basic.number());
             if let Some(count) = self.exit_counts.get_mut(number) {
@@ -401,7 +401,7 @@ impl Vcpu {
                 if let Some(event) = idt_vectoring {
                     crate::println!(
                         "mini-hv: EPT violation at guest-physical {guest_physical:#x} while delivering \
-                         {event:?} (RIP {rip:#x}); stopping the guest"
+                         {event} (RIP {rip:#x}); stopping the guest"
                     );
                     return Ok(Next::Stop(End::Stopped));
                 }
