@@ -235,7 +235,7 @@ impl VmcsEnum {
 pub struct EptVpidCap(pub u64);
 
 macro_rules! cap_bits {
-    ($($(#[$doc:meta])* $name:ident = $bit:literal;)*) => {
+    ($($(#[$doc:meta])* $name:ident = $bit:literal, $label:literal;)*) => {
         impl EptVpidCap {
             $(
                 $(#[$doc])*
@@ -243,49 +243,49 @@ macro_rules! cap_bits {
                     self.0.get_bit($bit)
                 }
             )*
-            /// Every defined bit: (bit position, description).
-            pub const NAMES: &'static [(u8, &'static str)] = &[$(($bit, stringify!($name))),*];
+            /// Every defined bit: (bit position, SDM description).
+            pub const NAMES: &'static [(u8, &'static str)] = &[$(($bit, $label)),*];
         }
     };
 }
 
 cap_bits! {
     /// Bit 0: EPT paging-structure entries may allow execute-only translations.
-    execute_only = 0;
+    execute_only = 0, "execute-only translations";
     /// Bit 6: a page-walk length of 4 is supported.
-    page_walk_4 = 6;
+    page_walk_4 = 6, "page-walk length 4";
     /// Bit 7: a page-walk length of 5 is supported.
-    page_walk_5 = 7;
+    page_walk_5 = 7, "page-walk length 5";
     /// Bit 8: the EPT paging structures may be uncacheable (UC).
-    memory_type_uc = 8;
+    memory_type_uc = 8, "uncacheable (UC) paging structures";
     /// Bit 14: the EPT paging structures may be write-back (WB).
-    memory_type_wb = 14;
+    memory_type_wb = 14, "write-back (WB) paging structures";
     /// Bit 16: an EPT PDE may map a 2-Mbyte page.
-    pde_2mb = 16;
+    pde_2mb = 16, "2-Mbyte pages (PDE)";
     /// Bit 17: an EPT PDPTE may map a 1-Gbyte page.
-    pdpte_1gb = 17;
+    pdpte_1gb = 17, "1-Gbyte pages (PDPTE)";
     /// Bit 20: INVEPT is supported.
-    invept = 20;
+    invept = 20, "INVEPT";
     /// Bit 21: accessed and dirty flags for EPT are supported.
-    accessed_dirty = 21;
+    accessed_dirty = 21, "accessed and dirty flags";
     /// Bit 22: EPT violations report advanced VM-exit information.
-    advanced_exit_info = 22;
+    advanced_exit_info = 22, "advanced exit information for EPT violations";
     /// Bit 23: supervisor shadow-stack control is supported.
-    supervisor_shadow_stack = 23;
+    supervisor_shadow_stack = 23, "supervisor shadow-stack control";
     /// Bit 25: the single-context INVEPT type is supported.
-    invept_single_context = 25;
+    invept_single_context = 25, "single-context INVEPT";
     /// Bit 26: the all-context INVEPT type is supported.
-    invept_all_context = 26;
+    invept_all_context = 26, "all-context INVEPT";
     /// Bit 32: INVVPID is supported.
-    invvpid = 32;
+    invvpid = 32, "INVVPID";
     /// Bit 40: the individual-address INVVPID type is supported.
-    invvpid_individual_address = 40;
+    invvpid_individual_address = 40, "individual-address INVVPID";
     /// Bit 41: the single-context INVVPID type is supported.
-    invvpid_single_context = 41;
+    invvpid_single_context = 41, "single-context INVVPID";
     /// Bit 42: the all-context INVVPID type is supported.
-    invvpid_all_context = 42;
+    invvpid_all_context = 42, "all-context INVVPID";
     /// Bit 43: the single-context-retaining-globals INVVPID type is supported.
-    invvpid_single_context_retaining_globals = 43;
+    invvpid_single_context_retaining_globals = 43, "single-context-retaining-globals INVVPID";
 }
 
 impl EptVpidCap {

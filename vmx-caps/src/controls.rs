@@ -215,18 +215,23 @@ impl ControlBit {
         Self { group, bit }
     }
 
-    /// The bit of a single flag, e.g. `ControlBit::of(SecondaryControls::ENABLE_EPT)`.
-    /// For a value with several bits set, the lowest one; for an empty value, bit 0.
-    pub fn of<F: Controls>(flag: F) -> Self {
+    /// The bit of a single flag, e.g. `ControlBit::of(SecondaryControls::ENABLE_EPT)`; `None`
+    /// unless exactly one bit is set.
+    pub fn of<F: Controls>(flag: F) -> Option<Self> {
         let raw = flag.to_raw();
-        let bit = if raw == 0 { 0 } else { raw.trailing_zeros() };
-        // `trailing_zeros` of a non-zero u64 is below 64.
-        Self::new(F::GROUP, bit as u8)
+        if raw.count_ones() != 1 {
+            return None;
+        }
+        // A u64 with one bit set has it below position 64.
+        Some(Self::new(F::GROUP, raw.trailing_zeros() as u8))
     }
 
-    /// The mask of this bit in its field.
+    /// The mask of this bit in its field; 0 for a bit beyond 63, which no field has.
     pub const fn mask(self) -> u64 {
-        1u64 << (self.bit as u32 % 64)
+        match 1u64.checked_shl(self.bit as u32) {
+            Some(mask) => mask,
+            None => 0,
+        }
     }
 
     /// The SDM name, or `None` for a reserved or unknown bit.
@@ -541,12 +546,17 @@ mod tests {
             }
         }
         assert_eq!(
-            ControlBit::of(SecondaryControls::UNRESTRICTED_GUEST).name(),
+            ControlBit::of(SecondaryControls::UNRESTRICTED_GUEST).and_then(ControlBit::name),
             Some("unrestricted guest")
         );
         assert_eq!(
             ControlBit::of(PrimaryControls::ACTIVATE_SECONDARY_CONTROLS),
-            ControlBit::new(ControlGroup::Primary, 31)
+            Some(ControlBit::new(ControlGroup::Primary, 31))
+        );
+        assert_eq!(ControlBit::of(PrimaryControls::empty()), None);
+        assert_eq!(
+            ControlBit::of(PrimaryControls::HLT_EXITING | PrimaryControls::RDTSC_EXITING),
+            None
         );
         assert_eq!(PrimaryControls::HLT_EXITING.bits(), 0x80);
         assert_eq!(

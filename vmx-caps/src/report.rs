@@ -355,7 +355,7 @@ impl fmt::Display for VmxCapabilities {
         write!(
             f,
             "{}",
-            Line("max_hlat_prefix_size", e.max_hlat_prefix_size())
+            Line("maximum HLAT prefix size", e.max_hlat_prefix_size())
         )
     }
 }

@@ -6,6 +6,10 @@ use vmx_caps::{
     NegotiationError, PinBasedControls, PrimaryControls, SecondaryControls, VmxCapabilities, msr,
 };
 
+fn bit<F: vmx_caps::Controls>(flag: F) -> ControlBit {
+    ControlBit::of(flag).expect("a single flag")
+}
+
 fn skylake() -> VmxCapabilities {
     let text = include_str!("../testdata/corei7_skylake_x.msr");
     VmxCapabilities::read(&mut MsrSnapshot::parse(text).unwrap()).unwrap()
@@ -19,8 +23,8 @@ fn unrestricted_guest_requires_ept() {
     assert_eq!(
         err,
         NegotiationError::MissingDependency {
-            control: ControlBit::of(SecondaryControls::UNRESTRICTED_GUEST),
-            requires: ControlBit::of(SecondaryControls::ENABLE_EPT),
+            control: bit(SecondaryControls::UNRESTRICTED_GUEST),
+            requires: bit(SecondaryControls::ENABLE_EPT),
             required: true,
         }
     );
@@ -52,7 +56,7 @@ fn virtual_nmis_and_vid_dependencies() {
     assert!(matches!(
         err,
         NegotiationError::MissingDependency { requires, required: false, .. }
-            if requires == ControlBit::of(PinBasedControls::NMI_EXITING)
+            if requires == bit(PinBasedControls::NMI_EXITING)
     ));
     let err = c
         .negotiate(
@@ -64,7 +68,7 @@ fn virtual_nmis_and_vid_dependencies() {
     assert!(matches!(
         err,
         NegotiationError::MissingDependency { requires, .. }
-            if requires == ControlBit::of(PinBasedControls::EXTERNAL_INTERRUPT_EXITING)
+            if requires == bit(PinBasedControls::EXTERNAL_INTERRUPT_EXITING)
     ));
 }
 
@@ -172,8 +176,8 @@ fn activation_follows_the_activated_field() {
     assert_eq!(
         bits,
         [
-            ControlBit::of(ExitControls::ACTIVATE_SECONDARY_CONTROLS),
-            ControlBit::of(vmx_caps::SecondaryExitControls::LOAD_FRED),
+            bit(ExitControls::ACTIVATE_SECONDARY_CONTROLS),
+            bit(vmx_caps::SecondaryExitControls::LOAD_FRED),
         ]
     );
 }
