@@ -110,6 +110,9 @@ pub fn run() -> Outcome {
 
     let request = ControlRequest::new()
         .require(PinBasedControls::ACTIVATE_VMX_PREEMPTION_TIMER)
+        // NMIs that arrive while the guest runs belong to the host: they exit instead of being
+        // delivered through the guest's IDT.
+        .prefer(PinBasedControls::NMI_EXITING)
         .require(
             PrimaryControls::HLT_EXITING
                 | PrimaryControls::USE_IO_BITMAPS

@@ -458,6 +458,17 @@ impl Vcpu {
             | VmExit::Invept { .. }
             | VmExit::Invvpid { .. }
             | VmExit::Vmfunc { .. } => inject(vmcs, UD, None),
+            VmExit::ExceptionOrNmi {
+                info: Some(info), ..
+            } if info.kind == InterruptionType::Nmi => {
+                // "NMI exiting": a host NMI. This host has no NMI sources to serve; note it and
+                // resume (the guest never saw it).
+                let rip = vmcs.read(fields::GUEST_RIP)?;
+                crate::println!(
+                    "mini-hv: host NMI while the guest ran (guest RIP {rip:#x}); resuming"
+                );
+                Ok(Next::Resume)
+            }
             VmExit::TripleFault => {
                 let rip = vmcs.read(fields::GUEST_RIP)?;
                 self.uart_flush();
