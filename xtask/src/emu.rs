@@ -163,8 +163,8 @@ pub struct RunReport {
     pub status_text: String,
     /// Wall time.
     pub elapsed: Duration,
-    /// Wall time until [`RunSpec::marker`] appeared on the serial console.
-    pub marker_at: Option<Duration>,
+    /// Wall time until each of [`RunSpec::markers`] appeared on the serial console.
+    pub markers_at: Vec<Option<Duration>>,
     /// The emulator's own log.
     pub emulator_log: PathBuf,
 }
@@ -243,8 +243,8 @@ pub struct RunSpec<'a> {
     pub timeout: Duration,
     /// Copy the serial console to stdout while running.
     pub echo: bool,
-    /// A serial-console string whose first appearance is timed.
-    pub marker: Option<&'a str>,
+    /// Serial-console strings whose first appearance is timed.
+    pub markers: &'a [&'a str],
 }
 
 fn check_path(path: &Path) -> Result<String, String> {
@@ -271,7 +271,7 @@ pub fn run(spec: &RunSpec<'_>) -> Result<RunReport, String> {
         Platform::Bochs { model } => bochs_command(spec, model, &serial)?,
         Platform::Qemu { kvm, cpu } => qemu_command(spec, *kvm, cpu.as_deref(), &serial)?,
     };
-    let run = proc::supervise(command, spec.timeout, &serial, spec.echo, spec.marker)?;
+    let run = proc::supervise(command, spec.timeout, &serial, spec.echo, spec.markers)?;
     let status_text = explain_status(&spec.platform, run.ending, &emulator_log);
     Ok(RunReport {
         platform: spec.platform.clone(),
@@ -280,7 +280,7 @@ pub fn run(spec: &RunSpec<'_>) -> Result<RunReport, String> {
         ending: run.ending,
         status_text,
         elapsed: run.elapsed,
-        marker_at: run.marker_at,
+        markers_at: run.markers_at,
         emulator_log,
     })
 }

@@ -199,7 +199,7 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
         bochs_ignore_bad_msrs: false,
         timeout: Duration::from_secs(options.timeout_secs.unwrap_or(300)),
         echo: true,
-        marker: None,
+        markers: &[],
     };
     eprintln!("xtask: running on {platform}; serial console follows");
     let report = emu::run(&spec)?;

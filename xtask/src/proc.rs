@@ -158,18 +158,19 @@ pub struct Supervised {
     pub serial: String,
     /// Wall time from start to end.
     pub elapsed: Duration,
-    /// Wall time from start until the marker first appeared on the serial console (polled every 20 ms).
-    pub marker_at: Option<Duration>,
+    /// For each marker, the wall time from start until it first appeared on the serial console (polled
+    /// every 20 ms).
+    pub markers_at: Vec<Option<Duration>>,
 }
 
 /// Runs `command` in its own process group until it exits, `timeout` passes, or xtask is interrupted;
-/// meanwhile follows `serial` (echoing it when `echo`) and notes when `marker` first appears.
+/// meanwhile follows `serial` (echoing it when `echo`) and notes when each of `markers` first appears.
 pub fn supervise(
     mut command: Command,
     timeout: Duration,
     serial: &Path,
     echo: bool,
-    marker: Option<&str>,
+    markers: &[&str],
 ) -> Result<Supervised, String> {
     command.process_group(0);
     let start = Instant::now();
@@ -178,15 +179,17 @@ pub fn supervise(
         .map_err(|e| format!("cannot start {:?}: {e}", command.get_program()))?;
     let pid = child.id();
     let mut follower = Follower::new(serial);
-    let mut marker_at = None;
-    let note_marker = |text: &str, marker_at: &mut Option<Duration>| {
-        if marker_at.is_none() && marker.is_some_and(|m| text.contains(m)) {
-            *marker_at = Some(start.elapsed());
+    let mut markers_at = vec![None; markers.len()];
+    let note_markers = |text: &str, markers_at: &mut [Option<Duration>]| {
+        for (at, marker) in markers_at.iter_mut().zip(markers) {
+            if at.is_none() && text.contains(marker) {
+                *at = Some(start.elapsed());
+            }
         }
     };
     let ending = loop {
         follower.poll(echo);
-        note_marker(&follower.text, &mut marker_at);
+        note_markers(&follower.text, &mut markers_at);
         match child.try_wait() {
             Ok(Some(status)) => break Ending::Exited(status),
             Ok(None) => {}
@@ -210,12 +213,12 @@ pub fn supervise(
     };
     // Whatever the emulator flushed on its way out.
     follower.poll(echo);
-    note_marker(&follower.text, &mut marker_at);
+    note_markers(&follower.text, &mut markers_at);
     Ok(Supervised {
         ending,
         serial: follower.text,
         elapsed: start.elapsed(),
-        marker_at,
+        markers_at,
     })
 }
 
@@ -264,16 +267,17 @@ mod tests {
             ending,
             serial: text,
             elapsed,
-            marker_at,
+            markers_at,
         } = supervise(
             command,
             Duration::from_millis(500),
             &serial,
             false,
-            Some("hello"),
+            &["hello", "absent"],
         )
         .unwrap();
-        assert!(marker_at.is_some_and(|t| t <= elapsed));
+        assert!(markers_at[0].is_some_and(|t| t <= elapsed));
+        assert_eq!(markers_at[1], None);
         assert!(matches!(ending, Ending::TimedOut), "{ending:?}");
         assert_eq!(text, "hello\n");
         assert!(elapsed < Duration::from_secs(10));
@@ -299,17 +303,10 @@ mod tests {
         let Supervised {
             ending,
             serial: text,
-            marker_at,
+            markers_at,
             ..
-        } = supervise(
-            command,
-            Duration::from_secs(10),
-            &serial,
-            false,
-            Some("hello"),
-        )
-        .unwrap();
-        assert_eq!(marker_at, None);
+        } = supervise(command, Duration::from_secs(10), &serial, false, &["hello"]).unwrap();
+        assert_eq!(markers_at, vec![None]);
         match ending {
             Ending::Exited(status) => assert_eq!(status.code(), Some(3)),
             other => panic!("{other:?}"),

@@ -281,7 +281,7 @@ fn run_case(
         bochs_ignore_bad_msrs: false,
         timeout: Duration::from_secs(case.timeout_secs),
         echo: false,
-        marker: None,
+        markers: &[],
     };
     let report = emu::run(&spec).map_err(|e| format!("could not run: {e}"))?;
     let judged = report
