@@ -1,12 +1,202 @@
-//! `vmxtool check` (being built).
+//! `vmxtool check`: runs the software VM-entry checker offline on a VMCS snapshot and prints every
+//! violated rule and the predicted outcome of VMLAUNCH (or VMRESUME).
+//!
+//! Exit status: 0 when the VM entry is predicted to succeed, 2 when it is predicted to fail, 1 on
+//! an error (unreadable input).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use serde_json::{Value, json};
+use vmcs::check::{
+    Checker, CpuFacts, EntryInstruction, LaunchContext, NoMemory, Outcome, Report, Rule, Violation,
+};
+use vmcs::{VmcsRead, VmcsSnapshot, fields};
+use vmx_caps::{MsrSnapshot, VmxCapabilities};
+use vmx_core::{VmFail, VmInstructionError};
 
 /// Arguments of `vmxtool check`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The VMCS: a JSON snapshot (the `vmcs` crate's serde format, fields keyed by encoding or name).
+    #[arg(long, value_name = "SNAPSHOT.json")]
+    vmcs: PathBuf,
+    /// The capability MSRs: a dump with one `<msr hex> <value hex>` pair a line.
+    #[arg(long, value_name = "DUMP.msr")]
+    caps: PathBuf,
+    /// MAXPHYADDR, the physical-address width (CPUID.80000008H:EAX[7:0]).
+    #[arg(long, value_name = "N", default_value_t = 39, value_parser = clap::value_parser!(u8).range(32..=52))]
+    maxphyaddr: u8,
+    /// Linear-address width for canonicality checks: 48, or 57 with 5-level paging.
+    #[arg(long, value_name = "N", default_value_t = 48, value_parser = parse_width)]
+    linear_width: u8,
+    /// Predict VMRESUME (of a launched VMCS) instead of VMLAUNCH (of a clear one).
+    #[arg(long)]
+    vmresume: bool,
+    /// The current-VMCS pointer (for the VMCS link pointer check K24); unchecked if absent.
+    #[arg(long, value_name = "ADDR", value_parser = parse_u64)]
+    current_vmcs: Option<u64>,
+    /// Print a JSON object instead of the text report.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_width(s: &str) -> Result<u8, String> {
+    match s {
+        "48" => Ok(48),
+        "57" => Ok(57),
+        _ => Err(format!("{s:?}: the linear-address width is 48 or 57")),
+    }
+}
+
+fn parse_u64(s: &str) -> Result<u64, String> {
+    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    parsed.map_err(|e| format!("{s:?} is not a number: {e}"))
+}
+
+/// The snapshot as a VMCS: a field missing from it reads as unsupported (VMfailValid 12), so the
+/// checker reports the rules needing it as unchecked, or fails if every VMCS must have it.
+struct SnapshotVmcs(VmcsSnapshot);
+
+impl VmcsRead for SnapshotVmcs {
+    fn read_raw(&self, encoding: u32) -> Result<u64, VmFail> {
+        self.0
+            .get_raw(encoding)
+            .ok_or(VmFail::Valid(VmInstructionError::UnsupportedVmcsComponent))
+    }
+}
+
+/// Stands for an unknown current-VMCS pointer: not 4-KByte aligned, so no valid link pointer
+/// equals it.
+const UNKNOWN_POINTER: u64 = u64::MAX - 1;
 
 /// Runs `vmxtool check`.
-pub fn run(_args: Args) -> Result<ExitCode, String> {
-    Err("this subcommand is not part of this build yet".into())
+pub fn run(args: Args) -> Result<ExitCode, String> {
+    let caps_text = std::fs::read_to_string(&args.caps)
+        .map_err(|e| format!("reading {}: {e}", args.caps.display()))?;
+    let mut msrs =
+        MsrSnapshot::parse(&caps_text).map_err(|e| format!("{}: {e}", args.caps.display()))?;
+    let caps =
+        VmxCapabilities::read(&mut msrs).map_err(|e| format!("{}: {e}", args.caps.display()))?;
+    let vmcs_text = std::fs::read_to_string(&args.vmcs)
+        .map_err(|e| format!("reading {}: {e}", args.vmcs.display()))?;
+    let snapshot: VmcsSnapshot =
+        serde_json::from_str(&vmcs_text).map_err(|e| format!("{}: {e}", args.vmcs.display()))?;
+    let vmcs = SnapshotVmcs(snapshot);
+
+    let mut cpu = CpuFacts::new(args.maxphyaddr);
+    cpu.linear_address_width = args.linear_width;
+    let instruction = if args.vmresume {
+        EntryInstruction::Vmresume
+    } else {
+        EntryInstruction::Vmlaunch
+    };
+    let current = args.current_vmcs.unwrap_or(UNKNOWN_POINTER);
+    let launch = LaunchContext::new(instruction, current, UNKNOWN_POINTER);
+    let checker = Checker::new(&caps, cpu, launch);
+    let report: Report<{ Rule::COUNT * 2 }> =
+        checker.report(&vmcs, &mut NoMemory).map_err(|e| {
+            let name = fields::by_encoding(e.encoding).map_or("an unknown field", |i| i.name);
+            format!(
+                "{}: {name} ({:#06x}) is missing from the snapshot",
+                args.vmcs.display(),
+                e.encoding
+            )
+        })?;
+    let mut unchecked: Vec<Rule> = report.summary.unchecked.iter().collect();
+    if args.current_vmcs.is_none() && link_pointer_in_use(&vmcs) {
+        unchecked.push(Rule::K24);
+    }
+
+    if args.json {
+        println!("{:#}", to_json(&report, &unchecked));
+    } else {
+        print_text(&report, &unchecked);
+    }
+    Ok(if report.outcome() == Outcome::Success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+fn link_pointer_in_use(vmcs: &SnapshotVmcs) -> bool {
+    vmcs.read_raw(fields::VMCS_LINK_POINTER.encoding())
+        .is_ok_and(|v| v != u64::MAX)
+}
+
+fn field_name(encoding: u32) -> &'static str {
+    fields::by_encoding(encoding).map_or("?", |i| i.name)
+}
+
+fn violation_json(v: &Violation) -> Value {
+    json!({
+        "rule": v.rule.id(),
+        "section": v.rule.section_title(),
+        "summary": v.rule.summary(),
+        "fields": v.fields.as_slice().iter().map(|e| field_name(*e)).collect::<Vec<_>>(),
+        "encodings": v.fields.as_slice(),
+        "actual": format!("{:#x}", v.actual),
+        "expected": v.expected.to_string(),
+        "outcome": outcome_json(v.outcome),
+    })
+}
+
+fn outcome_json(outcome: Outcome) -> Value {
+    let mut o = json!({ "outcome": outcome.kind() });
+    match outcome {
+        Outcome::VmFailValid(error) => o["vm_instruction_error"] = json!(error.number()),
+        Outcome::EntryFailure {
+            exit_reason,
+            qualification,
+        } => {
+            o["exit_reason"] = json!(exit_reason);
+            o["exit_qualification"] = json!(qualification);
+        }
+        Outcome::Success | Outcome::VmFailInvalid => {}
+    }
+    o
+}
+
+fn to_json<const N: usize>(report: &Report<N>, unchecked: &[Rule]) -> Value {
+    let mut o = outcome_json(report.outcome());
+    o["violations"] = report.violations().map(violation_json).collect();
+    o["unchecked"] = unchecked.iter().map(|r| r.id()).collect();
+    o
+}
+
+fn print_text<const N: usize>(report: &Report<N>, unchecked: &[Rule]) {
+    println!("predicted outcome: {}", report.outcome());
+    let count = report.summary.violations;
+    println!("{count} violation{}", if count == 1 { "" } else { "s" });
+    for v in report.violations() {
+        println!("  {:<4} {}", v.rule.id(), v.rule.summary());
+        println!("       section: {}", v.rule.section_title());
+        let fields: Vec<String> = v
+            .fields
+            .as_slice()
+            .iter()
+            .map(|e| format!("{} ({e:#06x})", field_name(*e)))
+            .collect();
+        if !fields.is_empty() {
+            println!("       fields:  {}", fields.join(", "));
+        }
+        println!(
+            "       actual {:#x}, expected {}; alone: {}",
+            v.actual, v.expected, v.outcome
+        );
+    }
+    if report.dropped() > 0 {
+        println!("  ... and {} more", report.dropped());
+    }
+    if !unchecked.is_empty() {
+        let ids: Vec<&str> = unchecked.iter().map(|r| r.id()).collect();
+        println!(
+            "not checked (need memory, a CPU fact or a missing field): {}",
+            ids.join(", ")
+        );
+    }
 }

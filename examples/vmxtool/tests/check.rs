@@ -1,0 +1,161 @@
+//! `vmxtool check` run as a process on snapshots of the checker tests' known-good VMCS.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use vmcs::VmcsSnapshot;
+
+#[path = "../../../vmcs/tests/check_common/mod.rs"]
+mod check_common;
+use check_common::*;
+
+fn caps_file() -> String {
+    format!(
+        "{}/../../vmx-caps/testdata/tigerlake.msr",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// Writes `env`'s VMCS as a JSON snapshot into a file named after the test.
+fn snapshot_file(env: &Env, name: &str) -> PathBuf {
+    let snapshot = VmcsSnapshot::capture(&env.vmcs).unwrap();
+    let path =
+        std::env::temp_dir().join(format!("vmxtool-check-{}-{name}.json", std::process::id()));
+    std::fs::write(&path, serde_json::to_string(&snapshot).unwrap()).unwrap();
+    path
+}
+
+fn vmxtool(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vmxtool"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn check_json(env: &Env, name: &str, extra: &[&str]) -> (Option<i32>, Value) {
+    let path = snapshot_file(env, name);
+    let caps = caps_file();
+    let mut args = vec![
+        "check",
+        "--vmcs",
+        path.to_str().unwrap(),
+        "--caps",
+        &caps,
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let out = vmxtool(&args);
+    std::fs::remove_file(&path).unwrap();
+    let json = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code(), json)
+}
+
+fn rules(json: &Value) -> Vec<&str> {
+    json["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["rule"].as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn valid_vmcs_succeeds() {
+    let (code, json) = check_json(&Env::tigerlake(), "valid", &[]);
+    assert_eq!(code, Some(0));
+    assert_eq!(json["outcome"], "success");
+    assert_eq!(json["violations"].as_array().unwrap().len(), 0);
+    assert!(json.get("vm_instruction_error").is_none());
+    let (code, json) = check_json(&Env::tigerlake(), "resume", &["--vmresume"]);
+    assert_eq!((code, &json["outcome"]), (Some(0), &Value::from("success")));
+}
+
+#[test]
+fn host_state_error_is_vmfail_valid_8() {
+    let mut env = Env::tigerlake();
+    env.w(e!(HOST_CR0), 0x8005_0013); // NE clear
+    env.w(e!(GUEST_TR_ACCESS_RIGHTS), 0x1_008b); // unusable TR: guest state too
+    let (code, json) = check_json(&env, "host", &[]);
+    assert_eq!(code, Some(2));
+    assert_eq!(json["outcome"], "vmfail_valid");
+    assert_eq!(json["vm_instruction_error"], 8);
+    let found = rules(&json);
+    assert!(found.contains(&"D1") && found.contains(&"H34"), "{found:?}");
+    let d1 = &json["violations"][found.iter().position(|r| *r == "D1").unwrap()];
+    assert_eq!(d1["fields"][0], "HOST_CR0");
+    assert_eq!(d1["actual"], "0x80050013");
+    assert_eq!(d1["outcome"]["vm_instruction_error"], 8);
+}
+
+#[test]
+fn guest_state_error_is_exit_33() {
+    let mut env = Env::tigerlake();
+    env.w(e!(GUEST_RIP), 1 << 47);
+    let (code, json) = check_json(&env, "guest", &[]);
+    assert_eq!(code, Some(2));
+    assert_eq!(json["outcome"], "entry_failure");
+    assert_eq!(json["exit_reason"], 0x8000_0021u32);
+    assert_eq!(json["exit_qualification"], 0);
+    assert_eq!(rules(&json), ["J2"]);
+    // With 5-level paging the same RIP is canonical.
+    let (code, json) = check_json(&env, "guest57", &["--linear-width", "57"]);
+    assert_eq!((code, &json["outcome"]), (Some(0), &Value::from("success")));
+}
+
+#[test]
+fn memory_rules_are_listed_as_unchecked() {
+    let mut env = Env::tigerlake();
+    env.w(e!(VMCS_LINK_POINTER), LINK_VMCS);
+    let (code, json) = check_json(&env, "link", &[]);
+    assert_eq!(code, Some(0));
+    let unchecked: Vec<&str> = json["unchecked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(unchecked, ["K23", "K24"]);
+    let (_, json) = check_json(&env, "link-cur", &["--current-vmcs", "0x3000"]);
+    assert_eq!(json["outcome"], "entry_failure");
+    assert_eq!(json["exit_qualification"], 4);
+    assert_eq!(rules(&json), ["K24"]);
+}
+
+#[test]
+fn maxphyaddr_changes_the_address_checks() {
+    let mut env = Env::tigerlake();
+    env.w(e!(ADDRESS_OF_MSR_BITMAPS), 1 << 40);
+    let (_, json) = check_json(&env, "phys39", &[]);
+    assert_eq!(rules(&json), ["A10"]);
+    assert_eq!(json["vm_instruction_error"], 7);
+    let (code, _) = check_json(&env, "phys46", &["--maxphyaddr", "46"]);
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn text_report_and_errors() {
+    let mut env = Env::tigerlake();
+    env.w(e!(VIRTUAL_PROCESSOR_IDENTIFIER), 0);
+    let path = snapshot_file(&env, "text");
+    let caps = caps_file();
+    let out = vmxtool(&["check", "--vmcs", path.to_str().unwrap(), "--caps", &caps]);
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("predicted outcome: VMfailValid"), "{text}");
+    assert!(
+        text.contains("A27") && text.contains("VIRTUAL_PROCESSOR_IDENTIFIER"),
+        "{text}"
+    );
+
+    // A snapshot without a field every VMCS has is an error, not a guess.
+    let path =
+        std::env::temp_dir().join(format!("vmxtool-check-{}-empty.json", std::process::id()));
+    std::fs::write(&path, "{}").unwrap();
+    let out = vmxtool(&["check", "--vmcs", path.to_str().unwrap(), "--caps", &caps]);
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing from the snapshot"));
+}
