@@ -96,6 +96,8 @@ pub struct Vcpu {
     pub exit_counts: [u64; 96],
     /// Each test's reported result.
     pub reports: [Option<bool>; abi::TESTS.len()],
+    /// VM exits of every reason.
+    pub total_exits: u64,
     /// Reports of tests that had already reported.
     pub duplicate_reports: u64,
     /// The CPUID timing the guest reported: (median, samples, minimum).
@@ -125,6 +127,7 @@ impl Vcpu {
             tpr: 0,
             halted: false,
             exit_counts: [0; 96],
+            total_exits: 0,
             reports: [None; abi::TESTS.len()],
             duplicate_reports: 0,
             timing: None,
@@ -279,8 +282,8 @@ impl Vcpu {
                 super::dump_vmcs(vmcs);
                 return End::EntryFailed;
             }
-            let total: u64 = self.exit_counts.iter().sum();
-            if total > MAX_EXITS {
+            self.total_exits += 1;
+            if self.total_exits > MAX_EXITS {
                 crate::println!("mini-hv: stopping the guest after {MAX_EXITS} VM exits (runaway)");
                 return End::Stopped;
             }
@@ -301,13 +304,17 @@ impl Vcpu {
     fn handle(&mut self, exit: VmExit, vmcs: &mut HardwareVmcs<'_>) -> Result<Next, VmFail> {
         match exit {
             VmExit::Cpuid { length } => {
-                // The CR4 the guest sees: the read shadow for the bits the host owns, the real
-                // value for the others.
-                let mask = vmcs.read(fields::CR4_GUEST_HOST_MASK)?;
-                let guest_cr4 = (vmcs.read(fields::GUEST_CR4)? & !mask)
-                    | (vmcs.read(fields::CR4_READ_SHADOW)? & mask);
-                let (a, b, c, d) =
-                    self.cpuid(self.regs.rax as u32, self.regs.rcx as u32, guest_cr4);
+                let leaf = self.regs.rax as u32;
+                // Leaf 1 reports CR4.OSXSAVE as the guest sees it: the read shadow for the bits
+                // the host owns, the real value for the others.
+                let guest_cr4 = if leaf == 1 {
+                    let mask = vmcs.read(fields::CR4_GUEST_HOST_MASK)?;
+                    (vmcs.read(fields::GUEST_CR4)? & !mask)
+                        | (vmcs.read(fields::CR4_READ_SHADOW)? & mask)
+                } else {
+                    0
+                };
+                let (a, b, c, d) = self.cpuid(leaf, self.regs.rcx as u32, guest_cr4);
                 self.regs.rax = u64::from(a);
                 self.regs.rbx = u64::from(b);
                 self.regs.rcx = u64::from(c);
@@ -891,9 +898,11 @@ impl Vcpu {
 /// the instruction ended).
 fn skip(vmcs: &mut HardwareVmcs<'_>, length: u32) -> Result<Next, VmFail> {
     vmcs.modify(fields::GUEST_RIP, |rip| rip.wrapping_add(u64::from(length)))?;
-    vmcs.modify(fields::GUEST_INTERRUPTIBILITY_STATE, |s| {
-        s - (InterruptibilityState::BLOCKING_BY_STI | InterruptibilityState::BLOCKING_BY_MOV_SS)
-    })?;
+    let ended = InterruptibilityState::BLOCKING_BY_STI | InterruptibilityState::BLOCKING_BY_MOV_SS;
+    let state = vmcs.read(fields::GUEST_INTERRUPTIBILITY_STATE)?;
+    if state.intersects(ended) {
+        vmcs.write(fields::GUEST_INTERRUPTIBILITY_STATE, state - ended)?;
+    }
     Ok(Next::Resume)
 }
 
