@@ -290,7 +290,7 @@ impl<'a, V: VmcsRead + ?Sized, M: PhysMemory + ?Sized, S: ViolationSink + ?Sized
     }
 
     /// The bits at and above the physical-address width of VMCS-referenced structures:
-    /// MAXPHYADDR, or 32 if IA32_VMX_BASIC[48] limits them to 32 bits.
+    /// MAXPHYADDR, or 32 if IA32_VMX_BASIC\[48\] limits them to 32 bits.
     pub(super) fn beyond_phys(&self) -> u64 {
         let width = if self.caps.address_width_32 {
             32.min(self.cpu.maxphyaddr)

@@ -339,7 +339,7 @@ where
     Ok(())
 }
 
-/// Limit and granularity agree: limit[11:0] not all 1 needs G = 0; limit[31:20] not all 0
+/// Limit and granularity agree: limit\[11:0\] not all 1 needs G = 0; limit\[31:20\] not all 0
 /// needs G = 1.
 fn granularity_ok(s: &Segment) -> bool {
     let g = s.ar & G != 0;

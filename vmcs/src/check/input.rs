@@ -28,10 +28,10 @@ bitflags! {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct CpuFacts {
-    /// MAXPHYADDR, the physical-address width (CPUID.80000008H:EAX[7:0]).
+    /// MAXPHYADDR, the physical-address width (CPUID.80000008H:EAX\[7:0\]).
     pub maxphyaddr: u8,
     /// The linear-address width used for canonicality checks: 48, or 57 with 5-level paging
-    /// (CPUID.80000008H:EAX[15:8]).
+    /// (CPUID.80000008H:EAX\[15:8\]).
     pub linear_address_width: u8,
     /// CPUID feature bits that change reserved-bit masks.
     pub features: CpuFeatures,
@@ -205,7 +205,7 @@ impl PhysMemory for NoMemory {
 /// (a host-side image, or an identity-mapped region in a hypervisor).
 #[derive(Clone, Copy, Debug)]
 pub struct FlatMemory<'a> {
-    /// Physical address of `bytes[0]`.
+    /// Physical address of `bytes\[0\]`.
     pub base: u64,
     /// The memory contents.
     pub bytes: &'a [u8],

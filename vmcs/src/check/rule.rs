@@ -148,13 +148,13 @@ rules! {
     A4 => F7, "Primary processor-based VM-execution controls: no bit outside allowed-1 is 1.";
     A5 => F7, "Secondary processor-based VM-execution controls within IA32_VMX_PROCBASED_CTLS2 (if activated).";
     A6 => F7, "Tertiary processor-based VM-execution controls within IA32_VMX_PROCBASED_CTLS3 (if activated).";
-    A7 => F7, "CR3-target count does not exceed IA32_VMX_MISC[24:16].";
+    A7 => F7, "CR3-target count does not exceed IA32_VMX_MISC bits 24:16.";
     A8 => F7, "Use I/O bitmaps: I/O-bitmap A address 4-KByte aligned and within MAXPHYADDR.";
     A9 => F7, "Use I/O bitmaps: I/O-bitmap B address 4-KByte aligned and within MAXPHYADDR.";
     A10 => F7, "Use MSR bitmaps: MSR-bitmap address 4-KByte aligned and within MAXPHYADDR.";
     A11 => F7, "Use TPR shadow: virtual-APIC address 4-KByte aligned and within MAXPHYADDR.";
     A12 => F7, "Use TPR shadow without virtual-interrupt delivery: TPR threshold bits 31:4 are 0.";
-    A13 => F7, "Use TPR shadow without VID and APIC-access virtualization: TPR threshold[3:0] <= VTPR[7:4].";
+    A13 => F7, "Use TPR shadow without VID and APIC-access virtualization: TPR threshold bits 3:0 <= VTPR bits 7:4.";
     A14 => F7, "Use TPR shadow = 0: virtualize x2APIC mode = 0.";
     A15 => F7, "Use TPR shadow = 0: APIC-register virtualization = 0.";
     A16 => F7, "Use TPR shadow = 0: virtual-interrupt delivery = 0.";
@@ -169,9 +169,9 @@ rules! {
     A25 => F7, "Process posted interrupts = 1: posted-interrupt descriptor address bits 5:0 are 0.";
     A26 => F7, "Process posted interrupts = 1: posted-interrupt descriptor address within MAXPHYADDR.";
     A27 => F7, "Enable VPID = 1: VPID is not 0000H.";
-    A28 => F7, "Enable EPT: EPTP memory type is supported (UC per EPT_VPID_CAP[8], WB per [14]).";
+    A28 => F7, "Enable EPT: EPTP memory type is supported (UC per EPT_VPID_CAP bit 8, WB per bit 14).";
     A29 => F7, "Enable EPT: EPTP page-walk length is 4, or 5 if 5-level walks are supported.";
-    A30 => F7, "Enable EPT: EPTP accessed/dirty enable only if EPT_VPID_CAP[21].";
+    A30 => F7, "Enable EPT: EPTP accessed/dirty enable only if EPT_VPID_CAP bit 21.";
     A31 => F7, "Enable EPT: EPTP supervisor shadow-stack enable only if supported.";
     A32 => F7, "Enable EPT: EPTP reserved bits 11:8 and 63:MAXPHYADDR are 0.";
     A33 => F7, "Enable EPT = 0: unrestricted guest = 0.";
@@ -212,7 +212,7 @@ rules! {
     C11 => F7, "Event injection: interruption-information bits 30:12 are 0.";
     C12 => F7, "Event injection with error code: VM-entry exception error code bits 31:16 are 0.";
     C13 => F7, "Injecting a software interrupt or exception: VM-entry instruction length is 1 to 15.";
-    C14 => F7, "Injecting a software interrupt or exception: length 0 only if IA32_VMX_MISC[30].";
+    C14 => F7, "Injecting a software interrupt or exception: length 0 only if IA32_VMX_MISC bit 30.";
     C15 => F7, "VM-entry MSR-load count > 0: address bits 3:0 are 0 and within MAXPHYADDR.";
     C16 => F7, "VM-entry MSR-load count > 0: the area's last byte is within MAXPHYADDR.";
     D1 => F8, "Host CR0: every bit set in IA32_VMX_CR0_FIXED0 is 1.";
@@ -344,7 +344,7 @@ rules! {
     J4 => X33, "Guest RFLAGS bit 1 is 1.";
     J5 => X33, "Guest RFLAGS.VM = 0 in an IA-32e mode guest or with CR0.PE = 0.";
     J6 => X33, "Injecting an external interrupt: guest RFLAGS.IF = 1.";
-    K1 => X33, "Guest activity state is 0-3 and supported per IA32_VMX_MISC[8:6].";
+    K1 => X33, "Guest activity state is 0-3 and supported per IA32_VMX_MISC bits 8:6.";
     K2 => X33, "HLT activity state: SS.DPL = 0.";
     K3 => X33, "Activity state not active: blocking by STI and by MOV SS are 0.";
     K4 => X33, "Injecting in HLT state: only external interrupt, NMI, #DB, #MC or pending MTF.";
@@ -377,7 +377,7 @@ rules! {
     M4 => MsrLoading, "VM-entry MSR-load entry: index is not IA32_SMM_MONITOR_CTL.";
     M5 => MsrLoading, "VM-entry MSR-load entry: index is not IA32_BIOS_UPDT_TRIG or IA32_BIOS_SIGN_ID.";
     M6 => MsrLoading, "VM-entry MSR-load entry: WRMSR of the value would not fault.";
-    M7 => MsrLoading, "VM-entry MSR-load count does not exceed 512 * (IA32_VMX_MISC[27:25] + 1).";
+    M7 => MsrLoading, "VM-entry MSR-load count does not exceed 512 * (IA32_VMX_MISC bits 27:25 + 1).";
 }
 
 impl Rule {
