@@ -139,3 +139,50 @@ pub fn run(args: Args) -> Result<ExitCode, String> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `DevCpuMsr` against a sparse file: the MSR driver takes the file offset as the MSR
+    /// address and returns its 8 bytes, little-endian. (A regular file cannot model consecutive
+    /// MSRs, whose 8-byte values would overlap, so one MSR is placed.)
+    #[test]
+    fn dev_cpu_msr_reads_at_the_msr_offset() {
+        let path = std::env::temp_dir().join(format!("vmxtool-devcpu-{}", std::process::id()));
+        let file = File::create(&path).unwrap();
+        file.write_all_at(&0x00d8_1000_0000_002bu64.to_le_bytes(), 0x480)
+            .unwrap();
+        drop(file);
+        let mut source = DevCpuMsr {
+            file: File::open(&path).unwrap(),
+        };
+        let basic = source.read_msr(0x480);
+        let zero_hole = source.read_msr(0x3a);
+        // Past the end of the file: a short read, reported as EIO with the MSR.
+        let past_end = source.read_msr(0x1000);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(basic, Ok(0x00d8_1000_0000_002b));
+        assert_eq!(zero_hole, Ok(0));
+        assert_eq!(
+            past_end,
+            Err(MsrError::Os {
+                msr: 0x1000,
+                os_error: EIO
+            })
+        );
+    }
+
+    #[test]
+    fn json_for_a_model_without_secondary_exit_controls() {
+        let text = include_str!("../../../vmx-caps/testdata/tigerlake.msr");
+        let caps = VmxCapabilities::read(&mut MsrSnapshot::parse(text).unwrap()).unwrap();
+        let v = to_json(&caps).unwrap();
+        assert_eq!(
+            v["controls"]["exit2"],
+            json!({ "allowed0": 0, "allowed1": 0 })
+        );
+        assert_eq!(v["features"]["monitor_trap_flag"], true);
+        assert_eq!(v["vmcs_region_size"], 4096);
+    }
+}
