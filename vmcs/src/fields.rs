@@ -523,11 +523,37 @@ vmcs_fields! {
     }
 }
 
-/// Position of the field with full encoding `encoding` in [`ALL`].
+/// Compact index of a full encoding: width, type and index bits side by side (13 bits).
+const fn compact(encoding: u32) -> usize {
+    ((((encoding >> 13) & 3) << 11) | (((encoding >> 10) & 3) << 9) | ((encoding >> 1) & 0x1ff))
+        as usize
+}
+
+/// Position in [`ALL`] plus one for every compact index (0: no such field), built at compile time.
+static LOOKUP: [u8; 1 << 13] = {
+    assert!(COUNT < u8::MAX as usize);
+    let mut table = [0u8; 1 << 13];
+    let mut i = 0;
+    while i < COUNT {
+        let slot = compact(ALL_ENCODINGS[i]);
+        assert!(table[slot] == 0, "two fields with one encoding");
+        table[slot] = (i + 1) as u8;
+        i += 1;
+    }
+    table
+};
+
+/// Position of the field with full encoding `encoding` in [`ALL`] (constant time).
 #[must_use]
+#[inline]
 pub fn position(encoding: u32) -> Option<usize> {
-    ALL.binary_search_by_key(&encoding, |info| info.encoding)
-        .ok()
+    if encoding & (crate::field::RESERVED_ENCODING_BITS | crate::field::HIGH_ACCESS) != 0 {
+        return None;
+    }
+    match LOOKUP[compact(encoding)] {
+        0 => None,
+        p => Some(usize::from(p) - 1),
+    }
 }
 
 /// Metadata of the field with full encoding `encoding` (`None` for high-half encodings and

@@ -111,6 +111,7 @@ impl SoftVmcs {
         self.slot(encoding).is_ok()
     }
 
+    #[inline]
     fn slot(&self, encoding: u32) -> Result<Slot, VmFail> {
         if encoding & RESERVED_ENCODING_BITS != 0 {
             return Err(UNSUPPORTED);
@@ -131,6 +132,7 @@ impl SoftVmcs {
         })
     }
 
+    #[inline]
     fn put(&mut self, slot: Slot, value: u64) {
         let stored = &mut self.values[slot.position];
         if slot.high {
@@ -213,6 +215,7 @@ impl fmt::Debug for SoftVmcs {
 }
 
 impl VmcsRead for SoftVmcs {
+    #[inline]
     fn read_raw(&self, encoding: u32) -> Result<u64, VmFail> {
         let slot = self.slot(encoding)?;
         let value = self.values[slot.position];
@@ -221,6 +224,7 @@ impl VmcsRead for SoftVmcs {
 }
 
 impl VmcsWrite for SoftVmcs {
+    #[inline]
     fn write_raw(&mut self, encoding: u32, value: u64) -> Result<(), VmFail> {
         let slot = self.slot(encoding)?;
         if slot.info.read_only() && !self.vmwrite_any_field {
