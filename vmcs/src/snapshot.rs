@@ -137,6 +137,24 @@ impl VmcsSnapshot {
     }
 }
 
+/// A snapshot reads like the VMCS it was taken from: VMREAD of a field it does not hold (or of an
+/// encoding that names no field) fails with error 12, high halves read bits 63:32.
+impl VmcsRead for VmcsSnapshot {
+    fn read_raw(&self, encoding: u32) -> Result<u64, VmFail> {
+        let unsupported = VmFail::Valid(VmInstructionError::UnsupportedVmcsComponent);
+        let full = encoding & !crate::field::HIGH_ACCESS;
+        let info = fields::by_encoding(full).ok_or(unsupported)?;
+        let value = self.get_raw(full).ok_or(unsupported)?;
+        if encoding & crate::field::HIGH_ACCESS == 0 {
+            Ok(value)
+        } else if info.width() == crate::field::FieldWidth::Bits64 {
+            Ok(value >> 32)
+        } else {
+            Err(unsupported)
+        }
+    }
+}
+
 impl Default for VmcsSnapshot {
     fn default() -> Self {
         Self::new()

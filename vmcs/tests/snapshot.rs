@@ -51,6 +51,28 @@ fn capture_leaves_out_unsupported_fields_and_load_refuses_them() {
     assert!(error.to_string().contains(error.field));
 }
 
+#[test]
+fn a_snapshot_reads_like_the_vmcs_it_was_taken_from() {
+    let vmcs = filled();
+    let snapshot = VmcsSnapshot::capture(&vmcs).unwrap();
+    for encoding in 0..0x8000 {
+        assert_eq!(
+            snapshot.read_raw(encoding),
+            vmcs.read_raw(encoding),
+            "{encoding:#x}"
+        );
+    }
+    let small = SoftVmcs::with_limits(0x10, false);
+    let partial = VmcsSnapshot::capture(&small).unwrap();
+    assert_eq!(
+        partial.read(fields::TSC_MULTIPLIER),
+        Err(VmFail::Valid(
+            vmx_core::VmInstructionError::UnsupportedVmcsComponent
+        ))
+    );
+    assert_eq!(partial.read(fields::GUEST_RIP), Ok(0));
+}
+
 /// A VMCS that has no current VMCS: every access fails with VMfailInvalid.
 struct NoCurrentVmcs;
 impl VmcsRead for NoCurrentVmcs {
