@@ -109,6 +109,17 @@ pub const CASES: &[Case] = &[
         timeout_secs: 60,
     },
     Case {
+        name: "qemu-host-stack-overflow",
+        on: On::QemuTcg,
+        cmdline: "fault=stack",
+        expect: Expect::Fail(&[
+            "mini-hv: HOST EXCEPTION vector 8 (#DF double fault)",
+            "kernel stack overflow: CR2 is in the guard page",
+            "mini-hv: RESULT FAIL (host exception)",
+        ]),
+        timeout_secs: 60,
+    },
+    Case {
         name: "qemu-host-panic",
         on: On::QemuTcg,
         cmdline: "fault=panic",
@@ -211,9 +222,9 @@ pub fn run_cases(cases: &[Case]) -> Result<(), String> {
                         .lock()
                         .unwrap_or_else(|poisoned| poisoned.into_inner());
                     match outcome {
-                        Ok(line) => eprintln!("xtask test: ok   {:<22} {line}", case.name),
+                        Ok(line) => eprintln!("xtask test: ok   {:<24} {line}", case.name),
                         Err(report) => {
-                            eprintln!("xtask test: FAIL {:<22} {report}", case.name);
+                            eprintln!("xtask test: FAIL {:<24} {report}", case.name);
                             failures.push(case.name.to_string());
                         }
                     }

@@ -443,10 +443,11 @@ extern "C" fn exception_handler(frame: &ExceptionFrame) -> ! {
         f.r14,
         f.r15
     );
-    let (stack_bottom, stack_top) = crate::boot::stack_range();
-    if f.rsp < stack_bottom + 512 && f.rsp + 4096 >= stack_bottom {
+    let guard = crate::boot::stack_guard();
+    if (guard..guard + 4096).contains(&cr2()) {
+        let (bottom, top) = crate::boot::stack_range();
         crate::println!(
-            "  (RSP is at the bottom of the kernel stack {stack_bottom:#x}..{stack_top:#x}: stack overflow?)"
+            "  kernel stack overflow: CR2 is in the guard page below the stack {bottom:#x}..{top:#x}"
         );
     }
     crate::println!("mini-hv: RESULT FAIL (host exception)");

@@ -5,7 +5,9 @@
 //! refuses ELF64 Multiboot images without it) and from GRUB's `multiboot` command. The entry code:
 //! 1. saves the Multiboot magic (EAX) and information address (EBX), zeroes `.bss`;
 //! 2. checks CPUID.80000001H:EDX.LM (bit 29), else reports on COM1 and ends the run with a failure;
-//! 3. builds page tables that identity-map 0–4 GiB with 2 MiB pages (PML4 → PDPT → 4 page directories);
+//! 3. builds page tables that identity-map 0–4 GiB with 2 MiB pages (PML4 → PDPT → 4 page directories),
+//!    except the 4 KiB guard page below the kernel stack, left unmapped (its 2 MiB page is split into 4 KiB
+//!    pages);
 //! 4. sets CR4.PAE/OSFXSR/OSXMMEXCPT, IA32_EFER.LME, CR0.PG/PE/MP/NE/WP (EM and TS clear: SSE usable);
 //! 5. far-jumps into 64-bit code, loads the data segments and the stack, calls `kmain(magic, info)`.
 
@@ -30,7 +32,7 @@ multiboot_header:
     .long multiboot_header
     .long __image_start
     .long __load_end
-    .long __bss_end
+    .long __kernel_end
     .long _start32
     .popsection
 
@@ -61,7 +63,15 @@ boot_pdpt:
     .skip 4096
 boot_pd:
     .skip 4 * 4096
-    .balign 16
+boot_pt:
+    .skip 4096
+    .popsection
+
+    .pushsection .kstack, "aw", @nobits
+    .balign 4096
+    .global boot_stack_guard
+boot_stack_guard:
+    .skip 4096
     .global boot_stack_bottom
 boot_stack_bottom:
     .skip {stack_size}
@@ -120,6 +130,29 @@ _start32:
     incl %ecx
     cmpl $2048, %ecx
     jne 3b
+
+    /* The 2 MiB page holding the stack guard becomes a page table of 4 KiB pages without the guard page,
+       so that a kernel stack overflow faults (#PF, then #DF on IST1 with a crash report). */
+    movl $boot_stack_guard, %eax
+    movl %eax, %ebx
+    andl $0xFFE00000, %ebx
+    movl %ebx, %edx
+    orl $3, %edx
+    xorl %ecx, %ecx
+7:
+    movl %edx, boot_pt(,%ecx,8)
+    addl $4096, %edx
+    incl %ecx
+    cmpl $512, %ecx
+    jne 7b
+    movl %eax, %ecx
+    subl %ebx, %ecx
+    shrl $12, %ecx
+    movl $0, boot_pt(,%ecx,8)
+    shrl $21, %ebx
+    movl $boot_pt, %edx
+    orl $3, %edx
+    movl %edx, boot_pd(,%ebx,8)
 
     movl $boot_pml4, %eax
     movl %eax, %cr3
@@ -191,14 +224,23 @@ start64:
 unsafe extern "C" {
     static __image_start: u8;
     static __image_end: u8;
+    static __kernel_end: u8;
 }
 
-/// The physical range `[start, end)` the kernel image occupies (code, data, `.bss` with stacks and the boot
-/// page tables).
+/// The physical range `[start, end)` of the kernel image: code, data and `.bss` (with the boot page tables and
+/// the exception stack), all mapped. The kernel stack and its guard page follow it (see [`kernel_range`]).
 pub fn image_range() -> (u64, u64) {
     (
         core::ptr::addr_of!(__image_start) as u64,
         core::ptr::addr_of!(__image_end) as u64,
+    )
+}
+
+/// Everything the kernel occupies: the image plus the kernel stack and its guard page.
+pub fn kernel_range() -> (u64, u64) {
+    (
+        core::ptr::addr_of!(__image_start) as u64,
+        core::ptr::addr_of!(__kernel_end) as u64,
     )
 }
 
@@ -489,12 +531,12 @@ pub fn modules() -> impl Iterator<Item = Module> {
     })
 }
 
-/// Physical ranges the frame allocator must never hand out: the kernel image, the Multiboot information,
+/// Physical ranges the frame allocator must never hand out: the kernel (image and stack), the Multiboot information,
 /// the memory map, the module list, every module and every string the loader passed. Ranges are rounded out
 /// to 4 KiB. Calls `f` once per range.
 pub fn reserved_ranges(mut f: impl FnMut(u64, u64)) {
     let page = |start: u64, end: u64| (start & !0xFFF, (end + 0xFFF) & !0xFFF);
-    let (s, e) = image_range();
+    let (s, e) = kernel_range();
     let (s, e) = page(s, e);
     f(s, e);
     let Some(b) = boot_info() else { return };
@@ -537,8 +579,14 @@ pub fn reserved_ranges(mut f: impl FnMut(u64, u64)) {
 }
 
 unsafe extern "C" {
+    static boot_stack_guard: u8;
     static boot_stack_bottom: u8;
     static boot_stack_top: u8;
+}
+
+/// The unmapped 4 KiB guard page below the kernel stack.
+pub fn stack_guard() -> u64 {
+    core::ptr::addr_of!(boot_stack_guard) as u64
 }
 
 /// The kernel stack `[bottom, top)` set up by the entry code.

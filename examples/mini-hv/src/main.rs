@@ -35,6 +35,11 @@ fn print_memory_banner() {
         "mini-hv: kernel image {image_start:#x}..{image_end:#x} ({} KiB)",
         (image_end - image_start) / 1024
     );
+    let (stack_bottom, stack_top) = boot::stack_range();
+    println!(
+        "mini-hv: kernel stack {stack_bottom:#x}..{stack_top:#x}, guard page {:#x} unmapped",
+        boot::stack_guard()
+    );
     if let Some((lower, upper)) = boot::basic_memory() {
         println!("mini-hv: memory: {lower} KiB lower, {upper} KiB upper");
     }
@@ -74,7 +79,7 @@ fn allocator_self_test() -> Result<(), &'static str> {
     let before = mem::total_free();
     let one = mem::alloc_frame().ok_or("alloc_frame returned None")?;
     let four = mem::alloc_frames(4).ok_or("alloc_frames(4) returned None")?;
-    let (image_start, image_end) = boot::image_range();
+    let (image_start, image_end) = boot::kernel_range();
     for (addr, frames) in [(one, 1u64), (four, 4)] {
         let end = addr + frames * mem::FRAME_SIZE;
         if addr % mem::FRAME_SIZE != 0 {
@@ -108,7 +113,16 @@ fn allocator_self_test() -> Result<(), &'static str> {
     Ok(())
 }
 
-/// `fault=pf|ud|panic` on the kernel command line makes the host fail on purpose, so that the runner's
+/// Recurses until the kernel stack overflows into its guard page (1 KiB per frame, kept by `black_box`).
+fn overflow_stack(depth: u64) -> u64 {
+    let frame = core::hint::black_box([depth; 128]);
+    if depth == u64::MAX {
+        return frame[0];
+    }
+    overflow_stack(depth + 1) + core::hint::black_box(frame)[127]
+}
+
+/// `fault=pf|ud|panic|stack` on the kernel command line makes the host fail on purpose, so that the runner's
 /// tests can check the crash report and the panic path end the run with RESULT FAIL (never a hang).
 fn fault_injection(cmdline: &str) {
     let Some(fault) = cmdline
@@ -127,7 +141,11 @@ fn fault_injection(cmdline: &str) {
         // SAFETY: deliberately raising #UD; the handler ends the run.
         "ud" => unsafe { core::arch::asm!("ud2") },
         "panic" => panic!("fault injection requested on the command line"),
-        other => println!("mini-hv: unknown fault {other:?} ignored (known: pf, ud, panic)"),
+        "stack" => {
+            let depth = overflow_stack(0);
+            println!("mini-hv: recursion returned at depth {depth}");
+        }
+        other => println!("mini-hv: unknown fault {other:?} ignored (known: pf, ud, panic, stack)"),
     }
 }
 
