@@ -222,8 +222,13 @@ pub enum VmExit {
     InitSignal,
     /// 4: start-up IPI, with its vector (exit qualification bits 7:0).
     StartupIpi { vector: u8 },
-    /// 5: I/O SMI; the qualification describes the I/O instruction that retired before the SMI.
-    IoSmi { qualification: IoQualification },
+    /// 5: I/O SMI (an SMM VM exit): the qualification describes the I/O instruction that retired
+    /// just before the SMI; `guest_linear_address` is its memory operand's linear address for INS
+    /// and OUTS.
+    IoSmi {
+        qualification: IoQualification,
+        guest_linear_address: Option<u64>,
+    },
     /// 6: other SMI.
     OtherSmi,
     /// 7: interrupt window.
@@ -438,7 +443,6 @@ pub enum VmExit {
     SppEvent {
         qualification: SppQualification,
         guest_physical: u64,
-        guest_linear: u64,
         idt_vectoring: Option<IdtVectoring>,
     },
     /// 67: UMWAIT.
@@ -602,7 +606,7 @@ impl VmExit {
                             error_code,
                             qualification,
                             length,
-                            idt_vectoring: idt_vectoring(read)?,
+                            idt_vectoring: idt_vectoring(read, length)?,
                         }
                     }
                 }
@@ -617,9 +621,18 @@ impl VmExit {
             R::StartupIpi => Self::StartupIpi {
                 vector: q(read)? as u8,
             },
-            R::IoSmi => Self::IoSmi {
-                qualification: IoQualification::from_raw(q(read)?),
-            },
+            R::IoSmi => {
+                let qualification = IoQualification::from_raw(q(read)?);
+                let guest_linear_address = if qualification.string {
+                    Some(read(ExitField::GuestLinearAddress)?)
+                } else {
+                    None
+                };
+                Self::IoSmi {
+                    qualification,
+                    guest_linear_address,
+                }
+            }
             R::OtherSmi => Self::OtherSmi,
             R::InterruptWindow => Self::InterruptWindow,
             R::NmiWindow => Self::NmiWindow,
@@ -632,7 +645,7 @@ impl VmExit {
                 Self::TaskSwitch {
                     qualification,
                     length,
-                    idt_vectoring: idt_vectoring(read)?,
+                    idt_vectoring: idt_vectoring(read, length)?,
                 }
             }
             R::Cpuid => Self::Cpuid {
@@ -762,7 +775,7 @@ impl VmExit {
             R::TprBelowThreshold => Self::TprBelowThreshold,
             R::ApicAccess => Self::ApicAccess {
                 qualification: ApicAccessQualification::from_raw(q(read)?),
-                idt_vectoring: idt_vectoring(read)?,
+                idt_vectoring: idt_vectoring(read, None)?,
             },
             R::VirtualizedEoi => Self::VirtualizedEoi {
                 vector: q(read)? as u8,
@@ -789,12 +802,12 @@ impl VmExit {
                     qualification,
                     guest_physical,
                     guest_linear,
-                    idt_vectoring: idt_vectoring(read)?,
+                    idt_vectoring: idt_vectoring(read, None)?,
                 }
             }
             R::EptMisconfiguration => Self::EptMisconfiguration {
                 guest_physical: read(ExitField::GuestPhysicalAddress)?,
-                idt_vectoring: idt_vectoring(read)?,
+                idt_vectoring: idt_vectoring(read, None)?,
             },
             R::Invept => Self::Invept {
                 displacement: q(read)?,
@@ -840,7 +853,7 @@ impl VmExit {
             },
             R::PageModificationLogFull => Self::PageModificationLogFull {
                 qualification: PmlFullQualification::from_raw(q(read)?),
-                idt_vectoring: idt_vectoring(read)?,
+                idt_vectoring: idt_vectoring(read, None)?,
             },
             R::Xsaves => Self::Xsaves {
                 displacement: q(read)?,
@@ -858,8 +871,7 @@ impl VmExit {
             R::SppEvent => Self::SppEvent {
                 qualification: SppQualification::from_raw(q(read)?),
                 guest_physical: read(ExitField::GuestPhysicalAddress)?,
-                guest_linear: read(ExitField::GuestLinearAddress)?,
-                idt_vectoring: idt_vectoring(read)?,
+                idt_vectoring: idt_vectoring(read, None)?,
             },
             R::Umwait => Self::Umwait {
                 info: RegisterInfo::from_raw(info(read)?),
@@ -1089,8 +1101,12 @@ impl VmExit {
 
 /// Reads the IDT-vectoring information and, if it is valid, its error code and (for software
 /// events) the instruction length.
+///
+/// `known_length` is the instruction length if the caller has already read it, so that no field
+/// is read twice.
 fn idt_vectoring<E>(
     read: &mut dyn FnMut(ExitField) -> Result<u64, E>,
+    known_length: Option<InstructionLength>,
 ) -> Result<Option<IdtVectoring>, E> {
     let Some(info) = IdtVectoringInfo::from_raw(read(ExitField::IdtVectoringInformation)? as u32)
     else {
@@ -1101,10 +1117,10 @@ fn idt_vectoring<E>(
     } else {
         None
     };
-    let instruction_length = if is_software_event(info.kind) {
-        Some(InstructionLength(read(ExitField::InstructionLength)? as u32))
-    } else {
-        None
+    let instruction_length = match known_length {
+        _ if !is_software_event(info.kind) => None,
+        Some(length) => Some(length),
+        None => Some(InstructionLength(read(ExitField::InstructionLength)? as u32)),
     };
     Ok(Some(IdtVectoring {
         info,
@@ -1158,7 +1174,17 @@ impl fmt::Display for VmExit {
             Self::StartupIpi { vector } | Self::VirtualizedEoi { vector } => {
                 write!(f, ": vector {vector:#04x}")?
             }
-            Self::IoSmi { qualification } => write!(f, ": after {qualification}")?,
+            Self::IoSmi {
+                qualification,
+                guest_linear_address,
+            } => {
+                write!(f, ": after {qualification}")?;
+                write_opt(
+                    f,
+                    "operand at linear address",
+                    guest_linear_address.map(HexU64),
+                )?;
+            }
             Self::TaskSwitch { qualification, .. } => write!(f, ": {qualification}")?,
             Self::Invlpg { linear_address, .. } => {
                 write!(f, ": linear address {linear_address:#x}")?
@@ -1257,12 +1283,8 @@ impl fmt::Display for VmExit {
             Self::SppEvent {
                 qualification,
                 guest_physical,
-                guest_linear,
                 ..
-            } => write!(
-                f,
-                ": {qualification}, guest-physical {guest_physical:#x}, guest-linear {guest_linear:#x}"
-            )?,
+            } => write!(f, ": {qualification}, guest-physical {guest_physical:#x}")?,
             Self::Loadiwkey { info, .. } => write!(f, ": {info}")?,
             Self::InstructionTimeout { qualification } => write!(f, ": {qualification}")?,
             Self::RdmsrImmediate { msr, info, .. } | Self::WrmsrnsImmediate { msr, info, .. } => {

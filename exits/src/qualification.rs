@@ -677,7 +677,8 @@ pub struct EptViolationQualification {
     pub writable_linear: bool,
     /// Bit 11 (advanced information): the linear address is execute-disable.
     pub execute_disable_linear: bool,
-    /// Bit 12: NMI unblocking due to IRET.
+    /// Bit 12: NMI unblocking due to IRET (undefined if "NMI exiting" is 1 and "virtual NMIs" is
+    /// 0, or if the exit also reports a valid IDT-vectoring event).
     pub nmi_unblocking: bool,
     /// Bit 13: the access was a shadow-stack access.
     pub shadow_stack_access: bool,

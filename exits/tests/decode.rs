@@ -388,3 +388,23 @@ proptest! {
         prop_assert!(!fields.contains(&F::ExitReason));
     }
 }
+
+#[test]
+fn io_smi_after_outs_reads_the_linear_address() {
+    let smi = RawExitInfo {
+        qualification: 0x03f8_0010,
+        guest_linear_address: 0x9000,
+        ..raw(5)
+    };
+    let (exit, fields) = decode_recording(&smi);
+    assert_eq!(fields, [F::ExitQualification, F::GuestLinearAddress]);
+    assert!(matches!(
+        exit,
+        VmExit::IoSmi { qualification, guest_linear_address: Some(0x9000) } if qualification.string
+    ));
+    let (_, fields) = decode_recording(&RawExitInfo {
+        qualification: 0x03f8_0000,
+        ..smi
+    });
+    assert_eq!(fields, [F::ExitQualification]);
+}

@@ -281,3 +281,50 @@ fn small_formats() {
         EntryFailureQualification::Unknown(1)
     );
 }
+
+/// Spreads the bits of `n` over the set bits of `mask` (lowest first).
+fn deposit(mut n: u64, mask: u64) -> u64 {
+    let mut out = 0;
+    let mut m = mask;
+    while m != 0 {
+        let low = m & m.wrapping_neg();
+        if n & 1 != 0 {
+            out |= low;
+        }
+        n >>= 1;
+        m &= m - 1;
+    }
+    out
+}
+
+/// Every combination of the defined bits, for the formats with at most 18 of them.
+macro_rules! exhaustive {
+    ($($ty:ty),*) => {{
+        $(
+            let mask = <$ty>::DEFINED_BITS;
+            assert!(mask.count_ones() <= 18);
+            let mut seen = std::collections::HashSet::new();
+            for n in 0..1u64 << mask.count_ones() {
+                let raw = deposit(n, mask);
+                let decoded = <$ty>::from_raw(raw);
+                assert_eq!(decoded.to_raw(), raw, "{} {raw:#x}", stringify!($ty));
+                assert!(seen.insert(decoded), "{} {raw:#x} decodes like another value", stringify!($ty));
+            }
+        )*
+    }};
+}
+
+#[test]
+fn every_combination_of_defined_bits_is_distinct_and_round_trips() {
+    exhaustive!(
+        DebugQualification,
+        TaskSwitchQualification,
+        MovDrQualification,
+        MwaitQualification,
+        ApicAccessQualification,
+        EptViolationQualification,
+        PmlFullQualification,
+        SppQualification,
+        NotifyQualification
+    );
+}
