@@ -568,6 +568,10 @@ fn write_vmcs(
 
 /// Prints the run's report and decides the outcome.
 fn judge(vcpu: &Vcpu, end: End, wbinvd_exiting: bool, xsave: bool) -> Outcome {
+    if end == End::EntryFailed && vcpu.total_exits <= 1 {
+        println!("mini-hv: the guest never ran");
+        return Outcome::Fail;
+    }
     let mut ok = true;
     println!("mini-hv: guest test results:");
     for (index, name) in abi::TESTS.iter().enumerate() {
