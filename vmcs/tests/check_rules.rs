@@ -337,7 +337,7 @@ fn cases() -> Vec<Case> {
         G24: |e| guest_cet(e), |e| e.w(e!(GUEST_IA32_S_CET), 1 << 6);
         G24: |e| { guest_cet(e); e.w(e!(GUEST_IA32_S_CET), 0x800) }, |e| e.w(e!(GUEST_IA32_S_CET), 0xc00);
         G26: |e| guest_cet(e), |e| e.w(e!(GUEST_SSP), 0x8001);
-        G27: |e| guest_cet(e), |e| e.w(e!(GUEST_SSP), NONCANON);
+        G27: |e| { guest_cet(e); e.w(e!(GUEST_SSP), 0xffff_0000_0000_8000) }, |e| e.w(e!(GUEST_SSP), 1 << 48);
         G27: |e| { guest32(e); guest_cet(e) }, |e| e.w(e!(GUEST_SSP), 1 << 32);
         G28: |e| guest_cet(e), |e| e.w(e!(GUEST_IA32_INTERRUPT_SSP_TABLE_ADDR), NONCANON);
         G29: |e| { permissive(e); e.set(ENTRY, 1 << 22); e.w(e!(GUEST_IA32_PKRS), 5) }, |e| e.w(e!(GUEST_IA32_PKRS), 1 << 32);
@@ -389,7 +389,7 @@ fn cases() -> Vec<Case> {
         I3: |_e| (), |e| e.w(e!(GUEST_GDTR_LIMIT), 0x1_0000);
         I4: |_e| (), |e| e.w(e!(GUEST_IDTR_LIMIT), 0x1_0000);
         J1: |e| guest32(e), |e| e.w(e!(GUEST_RIP), 1 << 32);
-        J2: |e| e.w(e!(GUEST_RIP), 0xffff_8000_0000_0000), |e| e.w(e!(GUEST_RIP), NONCANON);
+        J2: |e| e.w(e!(GUEST_RIP), NONCANON), |e| e.w(e!(GUEST_RIP), 1 << 48);
         J3: |_e| (), |e| e.set(RFLAGS, 1 << 3);
         J4: |_e| (), |e| e.w(RFLAGS, 0);
         J5: |_e| (), |e| e.set(RFLAGS, 1 << 17);

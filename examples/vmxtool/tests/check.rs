@@ -92,7 +92,7 @@ fn host_state_error_is_vmfail_valid_8() {
 #[test]
 fn guest_state_error_is_exit_33() {
     let mut env = Env::tigerlake();
-    env.w(e!(GUEST_RIP), 1 << 47);
+    env.w(e!(GUEST_RIP), 1 << 48);
     let (code, json) = check_json(&env, "guest", &[]);
     assert_eq!(code, Some(2));
     assert_eq!(json["outcome"], "entry_failure");

@@ -289,6 +289,12 @@ impl<'a, V: VmcsRead + ?Sized, M: PhysMemory + ?Sized, S: ViolationSink + ?Sized
         }
     }
 
+    /// Bits 63:N of `actual` must be identical, N being the linear-address width.
+    pub(super) fn high_identical(&mut self, rule: Rule, fields: &[u32], actual: u64) {
+        let bit = self.cpu.linear_address_width;
+        self.expect(rule, fields, actual, Expected::HighBitsIdentical { bit });
+    }
+
     /// The bits at and above the physical-address width of VMCS-referenced structures:
     /// MAXPHYADDR, or 32 if IA32_VMX_BASIC\[48\] limits them to 32 bits.
     pub(super) fn beyond_phys(&self) -> u64 {

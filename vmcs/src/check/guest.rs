@@ -4,7 +4,7 @@ use super::controls::{Controls, event};
 use super::engine::{CheckError, Ctx, beyond, bits::*, enc};
 use super::host::{
     CR0_PE, CR0_PG, CR0_WP, CR4_CET, CR4_FRED, CR4_PAE, CR4_PCIDE, EFER_LMA, EFER_LME,
-    S_CET_RESERVED, S_CET_SUPPRESS_TRACKER, address_for_mode, cr3_reserved,
+    S_CET_RESERVED, S_CET_SUPPRESS_TRACKER, cr3_reserved,
 };
 use super::input::{CpuFeatures, PhysMemory};
 use super::report::{Expected, Outcome, ViolationSink};
@@ -309,7 +309,11 @@ where
         let ssp_f = enc!(GUEST_SSP);
         if let Some(ssp) = cx.read_opt(ssp_f, &[Rule::G26, Rule::G27]) {
             cx.clear(Rule::G26, &[ssp_f], ssp, 3);
-            address_for_mode(cx, Rule::G27, ssp_f, ssp, g.ia32e);
+            if g.ia32e {
+                cx.high_identical(Rule::G27, &[ssp_f], ssp);
+            } else {
+                cx.clear(Rule::G27, &[ssp_f], ssp, !0xffff_ffff);
+            }
         }
         let isst_f = enc!(GUEST_IA32_INTERRUPT_SSP_TABLE_ADDR);
         if let Some(isst) = cx.read_opt(isst_f, &[Rule::G28]) {
@@ -600,7 +604,7 @@ where
     let cs_ar_f = enc!(GUEST_CS_ACCESS_RIGHTS);
     let rip = cx.read(rip_f)?;
     if g.ia32e && g.seg[CS].ar & L != 0 {
-        cx.canonical(Rule::J2, &[rip_f, cs_ar_f], rip);
+        cx.high_identical(Rule::J2, &[rip_f, cs_ar_f], rip);
     } else {
         cx.clear(Rule::J1, &[rip_f, cs_ar_f], rip, !0xffff_ffff);
     }

@@ -96,6 +96,8 @@
 //! - M7: a count above 512 × (IA32_VMX_MISC\[27:25\] + 1) is predicted to fail at the first
 //!   entry past that maximum, as KVM does (the SDM says the processor "may" fail).
 //! - Canonicality uses [`CpuFacts::linear_address_width`] (48 or 57) for host and guest alike.
+//!   Guest RIP (J2) and guest SSP (G27) follow the SDM's weaker "bits 63:N identical" (N being
+//!   that width), which accepts e.g. 0000_8000_0000_0000H with N = 48; Bochs does not check J2.
 
 mod controls;
 mod engine;

@@ -159,6 +159,12 @@ pub enum Expected {
         /// Linear-address width (48 or 57).
         width: u8,
     },
+    /// Bits 63:`bit` all equal (the SDM's "bits 63:N must be identical", N being the
+    /// linear-address width; weaker than canonicality, which also includes bit N-1).
+    HighBitsIdentical {
+        /// The lowest bit of the range (N).
+        bit: u8,
+    },
     /// One of these values.
     OneOf(&'static [u64]),
     /// Every byte a valid PAT memory type (0, 1, 4, 5, 6 or 7).
@@ -176,6 +182,7 @@ impl Expected {
             Expected::AtMost(v) => actual <= v,
             Expected::InRange { min, max } => (min..=max).contains(&actual),
             Expected::Canonical { width } => is_canonical(actual, width),
+            Expected::HighBitsIdentical { bit } => is_canonical(actual, bit.saturating_add(1)),
             Expected::OneOf(values) => values.contains(&actual),
             Expected::PatMemoryTypes => actual
                 .to_le_bytes()
@@ -195,6 +202,7 @@ impl fmt::Display for Expected {
             Expected::AtMost(v) => write!(f, "<= {v:#x}"),
             Expected::InRange { min, max } => write!(f, "in {min:#x}..={max:#x}"),
             Expected::Canonical { width } => write!(f, "canonical ({width}-bit)"),
+            Expected::HighBitsIdentical { bit } => write!(f, "bits 63:{bit} identical"),
             Expected::OneOf(values) => {
                 f.write_str("one of")?;
                 for v in *values {
@@ -209,6 +217,9 @@ impl fmt::Display for Expected {
 
 /// Whether `value` is canonical for a `width`-bit linear address (bits 63:width-1 all equal).
 pub const fn is_canonical(value: u64, width: u8) -> bool {
+    if width == 0 || width >= 64 {
+        return true;
+    }
     let shift = 64 - width as u32;
     (((value << shift) as i64) >> shift) as u64 == value
 }

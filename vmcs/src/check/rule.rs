@@ -287,7 +287,7 @@ rules! {
     G24 => X33, "Load CET state (entry): guest IA32_S_CET reserved bits 0, SUPPRESS and TRACKER not both 1.";
     G25 => X33, "Load CET state (entry): guest IA32_S_CET canonicality (not required by the SDM).";
     G26 => X33, "Load CET state (entry): guest SSP bits 1:0 are 0.";
-    G27 => X33, "Load CET state (entry): guest SSP canonical (bits 63:32 = 0 outside IA-32e mode).";
+    G27 => X33, "Load CET state (entry): guest SSP bits 63:N identical (bits 63:32 = 0 outside IA-32e mode).";
     G28 => X33, "Load CET state (entry): guest IA32_INTERRUPT_SSP_TABLE_ADDR canonical.";
     G29 => X33, "Load PKRS (entry): guest IA32_PKRS bits 63:32 are 0.";
     G30 => X33, "Load UINV: guest UINV bits 15:8 are 0.";
@@ -339,7 +339,7 @@ rules! {
     I3 => X33, "Guest GDTR limit bits 31:16 are 0.";
     I4 => X33, "Guest IDTR limit bits 31:16 are 0.";
     J1 => X33, "Guest RIP bits 63:32 are 0 unless IA-32e mode guest with CS.L = 1.";
-    J2 => X33, "IA-32e mode guest with CS.L = 1: RIP is canonical for the linear-address width.";
+    J2 => X33, "IA-32e mode guest with CS.L = 1: RIP bits 63:N identical (N = linear-address width).";
     J3 => X33, "Guest RFLAGS reserved bits 63:22, 15, 5 and 3 are 0.";
     J4 => X33, "Guest RFLAGS bit 1 is 1.";
     J5 => X33, "Guest RFLAGS.VM = 0 in an IA-32e mode guest or with CR0.PE = 0.";

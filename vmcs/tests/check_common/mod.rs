@@ -67,7 +67,7 @@ pub struct Memory(pub HashMap<u64, u8>);
 impl Memory {
     pub fn write(&mut self, address: u64, bytes: &[u8]) {
         for (i, b) in bytes.iter().enumerate() {
-            self.0.insert(address + i as u64, *b);
+            self.0.insert(address.wrapping_add(i as u64), *b);
         }
     }
     pub fn write_u64(&mut self, address: u64, value: u64) {
@@ -78,7 +78,11 @@ impl Memory {
 impl PhysMemory for Memory {
     fn read(&mut self, address: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
         for (i, b) in buf.iter_mut().enumerate() {
-            *b = self.0.get(&(address + i as u64)).copied().unwrap_or(0);
+            *b = self
+                .0
+                .get(&address.wrapping_add(i as u64))
+                .copied()
+                .unwrap_or(0);
         }
         Ok(())
     }
