@@ -311,6 +311,7 @@ fn cases() -> Vec<Case> {
         G1: |_e| (), |e| e.clear(GCR0, 1 << 5);
         G1: |e| { unrestricted(e); guest32(e); e.clear(GCR0, 1 << 31 | 1) }, |e| e.clear(GCR0, 1 << 5);
         G2: |_e| (), |e| e.set(GCR0, 1 << 32);
+        G2: |e| { rebuild(e, false, msr::IA32_VMX_CR0_FIXED1, 0x9fff_ffff); e.set(GCR0, 3 << 29) }, |e| e.set(GCR0, 1 << 33);
         G3: |e| unrestricted(e), |e| e.clear(GCR0, 1);
         G4: |_e| (), |e| e.clear(GCR4, 1 << 13);
         G5: |_e| (), |e| e.set(GCR4, 1 << 15);
@@ -432,6 +433,7 @@ fn cases() -> Vec<Case> {
         M2: |e| msr_entry(e, 0x174, 0x10), |e| e.mem.write_u64(MSR_LOAD_AREA, 0xc000_0100);
         M3: |e| msr_entry(e, 0x174, 0x10), |e| e.mem.write_u64(MSR_LOAD_AREA, 0x808);
         M4: |e| msr_entry(e, 0x174, 0x10), |e| e.mem.write_u64(MSR_LOAD_AREA, 0x9b);
+        M4: |e| { e.launch.in_smm = true; msr_entry(e, 0x9b, 0) }, |e| e.launch.in_smm = false;
         M5: |e| msr_entry(e, 0x174, 0x10), |e| e.mem.write_u64(MSR_LOAD_AREA, 0x79);
         M6: |e| msr_entry(e, 0xc000_0080, 0xd01), |e| e.mem.write_u64(MSR_LOAD_AREA + 8, 0xd03);
         M6: |e| msr_entry(e, 0x277, 0x0007_0406_0007_0406), |e| e.mem.write_u64(MSR_LOAD_AREA + 8, 0x0007_0406_0007_0408);

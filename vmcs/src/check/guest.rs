@@ -90,6 +90,10 @@ const SMI: u64 = Intr::BLOCKING_BY_SMI.bits() as u64;
 const NMI_BLOCKING: u64 = Intr::BLOCKING_BY_NMI.bits() as u64;
 const ENCLAVE: u64 = Intr::ENCLAVE_INTERRUPTION.bits() as u64;
 
+/// CR0.NW (bit 29) and CR0.CD (bit 30).
+const CR0_NW: u64 = 1 << 29;
+const CR0_CD: u64 = 1 << 30;
+
 /// RFLAGS bits.
 const RFLAGS_FIXED1: u64 = 1 << 1;
 const RFLAGS_TF: u64 = 1 << 8;
@@ -193,12 +197,14 @@ where
     let entry_f = enc!(VM_ENTRY_CONTROLS);
     let (cr0, cr4) = (g.cr0, g.cr4);
 
-    let mut fixed0 = caps.cr0_fixed0;
+    // CR0.NW (bit 29) and CR0.CD (bit 30) are never checked: VM entry does not change them.
+    let unchecked_bits = CR0_NW | CR0_CD;
+    let mut fixed0 = caps.cr0_fixed0 & !unchecked_bits;
     if g.unrestricted {
         fixed0 &= !(CR0_PE | CR0_PG);
     }
     cx.set(Rule::G1, &[cr0_f], cr0, fixed0);
-    cx.clear(Rule::G2, &[cr0_f], cr0, !caps.cr0_fixed1);
+    cx.clear(Rule::G2, &[cr0_f], cr0, !caps.cr0_fixed1 & !unchecked_bits);
     if cr0 & CR0_PG != 0 {
         cx.set(Rule::G3, &[cr0_f], cr0, CR0_PE);
     }

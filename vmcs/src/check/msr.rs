@@ -50,6 +50,7 @@ where
         );
     }
     let cpu = *cx.cpu;
+    let in_smm = cx.launch.in_smm;
     let fields = [address_f, count_f];
     for i in 0..count.min(max) {
         let qualification = i + 1;
@@ -89,7 +90,8 @@ where
                 Expected::NotEqual(index),
                 qualification,
             ),
-            IA32_SMM_MONITOR_CTL => fail_at(
+            // Writable only in SMM: fails when the VM entry does not commence in SMM.
+            IA32_SMM_MONITOR_CTL if !in_smm => fail_at(
                 cx,
                 Rule::M4,
                 &fields,

@@ -261,8 +261,8 @@ rules! {
     F6 => F8, "Host address-space size = 1: host CR4.PAE = 1.";
     F7 => F8, "Host address-space size = 1: host RIP is canonical.";
     F8 => F8, "Processor without Intel 64: host address-space size and IA-32e mode guest are 0.";
-    G1 => X33, "Guest CR0: every bit set in IA32_VMX_CR0_FIXED0 is 1 (PE, PG exempt with unrestricted guest).";
-    G2 => X33, "Guest CR0: every bit clear in IA32_VMX_CR0_FIXED1 is 0.";
+    G1 => X33, "Guest CR0: every bit set in IA32_VMX_CR0_FIXED0 is 1 (PE, PG exempt with unrestricted guest; NW, CD never checked).";
+    G2 => X33, "Guest CR0: every bit clear in IA32_VMX_CR0_FIXED1 is 0 (NW, CD never checked).";
     G3 => X33, "Guest CR0.PG = 1: CR0.PE = 1.";
     G4 => X33, "Guest CR4: every bit set in IA32_VMX_CR4_FIXED0 is 1.";
     G5 => X33, "Guest CR4: every bit clear in IA32_VMX_CR4_FIXED1 is 0.";
@@ -374,7 +374,7 @@ rules! {
     M1 => MsrLoading, "VM-entry MSR-load entry: bits 63:32 of the first quadword are 0.";
     M2 => MsrLoading, "VM-entry MSR-load entry: index is not IA32_FS_BASE or IA32_GS_BASE.";
     M3 => MsrLoading, "VM-entry MSR-load entry: index is not an x2APIC MSR (800H-8FFH).";
-    M4 => MsrLoading, "VM-entry MSR-load entry: index is not IA32_SMM_MONITOR_CTL.";
+    M4 => MsrLoading, "VM-entry MSR-load entry outside SMM: index is not IA32_SMM_MONITOR_CTL.";
     M5 => MsrLoading, "VM-entry MSR-load entry: index is not IA32_BIOS_UPDT_TRIG or IA32_BIOS_SIGN_ID.";
     M6 => MsrLoading, "VM-entry MSR-load entry: WRMSR of the value would not fault.";
     M7 => MsrLoading, "VM-entry MSR-load count does not exceed 512 * (IA32_VMX_MISC bits 27:25 + 1).";
