@@ -198,7 +198,6 @@ pub struct StringIo {
 /// from raw values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[allow(missing_docs)] // Each variant documents itself; fields are named after the SDM fields.
 pub enum VmExit {
     /// 0: exception or NMI.
     ExceptionOrNmi {
@@ -215,18 +214,26 @@ pub enum VmExit {
         idt_vectoring: Option<IdtVectoring>,
     },
     /// 1: external interrupt. `info` is present if "acknowledge interrupt on exit" was 1.
-    ExternalInterrupt { info: Option<ExitInterruptionInfo> },
+    ExternalInterrupt {
+        /// VM-exit interruption information (the vector of the acknowledged interrupt).
+        info: Option<ExitInterruptionInfo>,
+    },
     /// 2: triple fault.
     TripleFault,
     /// 3: INIT signal.
     InitSignal,
     /// 4: start-up IPI, with its vector (exit qualification bits 7:0).
-    StartupIpi { vector: u8 },
+    StartupIpi {
+        /// Exit qualification bits 7:0: the vector.
+        vector: u8,
+    },
     /// 5: I/O SMI (an SMM VM exit): the qualification describes the I/O instruction that retired
     /// just before the SMI; `guest_linear_address` is its memory operand's linear address for INS
     /// and OUTS.
     IoSmi {
+        /// Exit qualification.
         qualification: IoQualification,
+        /// Guest-linear address.
         guest_linear_address: Option<u64>,
     },
     /// 6: other SMI.
@@ -237,265 +244,454 @@ pub enum VmExit {
     NmiWindow,
     /// 9: task switch. `length` is present for switches by CALL, IRET and JMP.
     TaskSwitch {
+        /// Exit qualification.
         qualification: TaskSwitchQualification,
+        /// VM-exit instruction length.
         length: Option<InstructionLength>,
+        /// IDT-vectoring information and error code: the event whose delivery caused this exit.
         idt_vectoring: Option<IdtVectoring>,
     },
     /// 10: CPUID.
-    Cpuid { length: InstructionLength },
+    Cpuid {
+        /// VM-exit instruction length.
+        length: InstructionLength,
+    },
     /// 11: GETSEC.
-    Getsec { length: InstructionLength },
+    Getsec {
+        /// VM-exit instruction length.
+        length: InstructionLength,
+    },
     /// 12: HLT.
-    Hlt { length: InstructionLength },
+    Hlt {
+        /// VM-exit instruction length.
+        length: InstructionLength,
+    },
     /// 13: INVD.
-    Invd { length: InstructionLength },
+    Invd {
+        /// VM-exit instruction length.
+        length: InstructionLength,
+    },
     /// 14: INVLPG, with its linear-address operand (the exit qualification).
     Invlpg {
+        /// Exit qualification: the linear-address operand.
         linear_address: u64,
+        /// VM-exit instruction length.
         length: InstructionLength,
     },
     /// 15: RDPMC.
-    Rdpmc { length: InstructionLength },
+    Rdpmc {
+        /// VM-exit instruction length.
+        length: InstructionLength,
+    },
     /// 16: RDTSC.
-    Rdtsc { length: InstructionLength },
+    Rdtsc {
+        /// VM-exit instruction length.
+        length: InstructionLength,
+    },
     /// 17: RSM.
-    Rsm { length: InstructionLength },
+    Rsm {
+        /// VM-exit instruction length.
+        length: InstructionLength,
+    },
     /// 18: VMCALL.
-    Vmcall { length: InstructionLength },
+    Vmcall {
+        /// VM-exit instruction length.
+        length: InstructionLength,
+    },
     /// 19: VMCLEAR.
     Vmclear {
+        /// Exit qualification: the displacement of the memory operand, sign-extended to 64 bits.
         displacement: u64,
+        /// VM-exit instruction information.
         info: MemoryInfo,
+        /// VM-exit instruction length.
         length: InstructionLength,
     },
     /// 20: VMLAUNCH.
-    Vmlaunch { length: InstructionLength },
+    Vmlaunch {
+        /// VM-exit instruction length.
+        length: InstructionLength,
+    },
     /// 21: VMPTRLD.
     Vmptrld {
+        /// Exit qualification: the displacement of the memory operand, sign-extended to 64 bits.
         displacement: u64,
+        /// VM-exit instruction information.
         info: MemoryInfo,
+        /// VM-exit instruction length.
         length: InstructionLength,
     },
     /// 22: VMPTRST.
     Vmptrst {
+        /// Exit qualification: the displacement of the memory operand, sign-extended to 64 bits.
         displacement: u64,
+        /// VM-exit instruction information.
         info: MemoryInfo,
+        /// VM-exit instruction length.
         length: InstructionLength,
     },
     /// 23: VMREAD (`displacement` is meaningful for a memory operand only).
     Vmread {
+        /// Exit qualification: the displacement of the memory operand, sign-extended to 64 bits.
         displacement: u64,
+        /// VM-exit instruction information.
         info: VmreadVmwriteInfo,
+        /// VM-exit instruction length.
         length: InstructionLength,
     },
     /// 24: VMRESUME.
-    Vmresume { length: InstructionLength },
+    Vmresume {
+        /// VM-exit instruction length.
+        length: InstructionLength,
+    },
     /// 25: VMWRITE (`displacement` is meaningful for a memory operand only).
     Vmwrite {
+        /// Exit qualification: the displacement of the memory operand, sign-extended to 64 bits.
         displacement: u64,
+        /// VM-exit instruction information.
         info: VmreadVmwriteInfo,
+        /// VM-exit instruction length.
         length: InstructionLength,
     },
     /// 26: VMXOFF.
-    Vmxoff { length: InstructionLength },
+    Vmxoff {
+        /// VM-exit instruction length.
+        length: InstructionLength,
+    },
     /// 27: VMXON.
     Vmxon {
+        /// Exit qualification: the displacement of the memory operand, sign-extended to 64 bits.
         displacement: u64,
+        /// VM-exit instruction information.
         info: MemoryInfo,
+        /// VM-exit instruction length.
         length: InstructionLength,
     },
     /// 28: control-register access. `guest_linear_address` is the LMSW memory operand's address.
     ControlRegisterAccess {
+        /// Exit qualification.
         qualification: CrAccessQualification,
+        /// Guest-linear address.
         guest_linear_address: Option<u64>,
+        /// VM-exit instruction length.
         length: InstructionLength,
     },
     /// 29: MOV DR.
     MovDr {
+        /// Exit qualification.
         qualification: MovDrQualification,
+        /// VM-exit instruction length.
         length: InstructionLength,
     },
     /// 30: I/O instruction; `string` is present for INS and OUTS.
     IoInstruction {
+        /// Exit qualification.
         qualification: IoQualification,
+        /// For INS and OUTS: the guest-linear address and the instruction information.
         string: Option<StringIo>,
+        /// VM-exit instruction length.
         length: InstructionLength,
     },
     /// 31: RDMSR (the MSR index is in the guest's RCX).
-    Rdmsr { length: InstructionLength },
+    Rdmsr {
+        /// VM-exit instruction length.
+        length: InstructionLength,
+    },
     /// 32: WRMSR (the MSR index is in the guest's RCX).
-    Wrmsr { length: InstructionLength },
+    Wrmsr {
+        /// VM-exit instruction length.
+        length: InstructionLength,
+    },
     /// 33: VM-entry failure due to invalid guest state.
     EntryFailureInvalidGuestState {
+        /// Exit qualification.
         qualification: EntryFailureQualification,
     },
     /// 34: VM-entry failure due to MSR loading; `entry` is the 1-based index of the MSR-load
     /// entry that failed (the exit qualification).
-    EntryFailureMsrLoading { entry: u64 },
+    EntryFailureMsrLoading {
+        /// Exit qualification: the 1-based index of the failing MSR-load entry.
+        entry: u64,
+    },
     /// 36: MWAIT.
     Mwait {
+        /// Exit qualification.
         qualification: MwaitQualification,
+        /// VM-exit instruction length.
         length: InstructionLength,
     },
     /// 37: monitor trap flag.
     MonitorTrapFlag,
     /// 39: MONITOR.
-    Monitor { length: InstructionLength },
+    Monitor {
+        /// VM-exit instruction length.
+        length: InstructionLength,
+    },
     /// 40: PAUSE.
-    Pause { length: InstructionLength },
+    Pause {
+        /// VM-exit instruction length.
+        length: InstructionLength,
+    },
     /// 41: VM-entry failure due to machine-check event.
     EntryFailureMachineCheck,
     /// 43: TPR below threshold.
     TprBelowThreshold,
     /// 44: APIC access.
     ApicAccess {
+        /// Exit qualification.
         qualification: ApicAccessQualification,
+        /// IDT-vectoring information and error code: the event whose delivery caused this exit.
         idt_vectoring: Option<IdtVectoring>,
     },
     /// 45: virtualized EOI, with the vector (exit qualification bits 7:0).
-    VirtualizedEoi { vector: u8 },
+    VirtualizedEoi {
+        /// Exit qualification bits 7:0: the vector.
+        vector: u8,
+    },
     /// 46: LGDT, LIDT, SGDT or SIDT.
     GdtrIdtrAccess {
+        /// Exit qualification: the displacement of the memory operand, sign-extended to 64 bits.
         displacement: u64,
+        /// VM-exit instruction information.
         info: DescriptorTableInfo,
+        /// VM-exit instruction length.
         length: InstructionLength,
     },
     /// 47: LLDT, LTR, SLDT or STR (`displacement` is meaningful for a memory operand only).
     LdtrTrAccess {
+        /// Exit qualification: the displacement of the memory operand, sign-extended to 64 bits.
         displacement: u64,
+        /// VM-exit instruction information.
         info: LdtrTrInfo,
+        /// VM-exit instruction length.
         length: InstructionLength,
     },
     /// 48: EPT violation. `guest_linear` is present when the qualification says it is valid.
     EptViolation {
+        /// Exit qualification.
         qualification: EptViolationQualification,
+        /// Guest-physical address.
         guest_physical: u64,
+        /// Guest-linear address.
         guest_linear: Option<u64>,
+        /// IDT-vectoring information and error code: the event whose delivery caused this exit.
         idt_vectoring: Option<IdtVectoring>,
     },
     /// 49: EPT misconfiguration.
     EptMisconfiguration {
+        /// Guest-physical address.
         guest_physical: u64,
+        /// IDT-vectoring information and error code: the event whose delivery caused this exit.
         idt_vectoring: Option<IdtVectoring>,
     },
     /// 50: INVEPT.
     Invept {
+        /// Exit qualification: the displacement of the memory operand, sign-extended to 64 bits.
         displacement: u64,
+        /// VM-exit instruction information.
         info: InvalidationInfo,
+        /// VM-exit instruction length.
         length: InstructionLength,
     },
     /// 51: RDTSCP.
-    Rdtscp { length: InstructionLength },
+    Rdtscp {
+        /// VM-exit instruction length.
+        length: InstructionLength,
+    },
     /// 52: VMX-preemption timer expired.
     PreemptionTimerExpired,
     /// 53: INVVPID.
     Invvpid {
+        /// Exit qualification: the displacement of the memory operand, sign-extended to 64 bits.
         displacement: u64,
+        /// VM-exit instruction information.
         info: InvalidationInfo,
+        /// VM-exit instruction length.
         length: InstructionLength,
     },
     /// 54: WBINVD or WBNOINVD.
-    Wbinvd { length: InstructionLength },
+    Wbinvd {
+        /// VM-exit instruction length.
+        length: InstructionLength,
+    },
     /// 55: XSETBV.
-    Xsetbv { length: InstructionLength },
+    Xsetbv {
+        /// VM-exit instruction length.
+        length: InstructionLength,
+    },
     /// 56: APIC write, with the offset of the write on the virtual-APIC page (bits 11:0).
-    ApicWrite { offset: u16 },
+    ApicWrite {
+        /// Exit qualification bits 11:0: the offset on the virtual-APIC page.
+        offset: u16,
+    },
     /// 57: RDRAND.
     Rdrand {
+        /// VM-exit instruction information.
         info: RegisterInfo,
+        /// VM-exit instruction length.
         length: InstructionLength,
     },
     /// 58: INVPCID.
     Invpcid {
+        /// Exit qualification: the displacement of the memory operand, sign-extended to 64 bits.
         displacement: u64,
+        /// VM-exit instruction information.
         info: InvalidationInfo,
+        /// VM-exit instruction length.
         length: InstructionLength,
     },
     /// 59: VMFUNC.
-    Vmfunc { length: InstructionLength },
+    Vmfunc {
+        /// VM-exit instruction length.
+        length: InstructionLength,
+    },
     /// 60: ENCLS.
-    Encls { length: InstructionLength },
+    Encls {
+        /// VM-exit instruction length.
+        length: InstructionLength,
+    },
     /// 61: RDSEED.
     Rdseed {
+        /// VM-exit instruction information.
         info: RegisterInfo,
+        /// VM-exit instruction length.
         length: InstructionLength,
     },
     /// 62: page-modification log full.
     PageModificationLogFull {
+        /// Exit qualification.
         qualification: PmlFullQualification,
+        /// IDT-vectoring information and error code: the event whose delivery caused this exit.
         idt_vectoring: Option<IdtVectoring>,
     },
     /// 63: XSAVES.
     Xsaves {
+        /// Exit qualification: the displacement of the memory operand, sign-extended to 64 bits.
         displacement: u64,
+        /// VM-exit instruction information.
         info: MemoryInfo,
+        /// VM-exit instruction length.
         length: InstructionLength,
     },
     /// 64: XRSTORS.
     Xrstors {
+        /// Exit qualification: the displacement of the memory operand, sign-extended to 64 bits.
         displacement: u64,
+        /// VM-exit instruction information.
         info: MemoryInfo,
+        /// VM-exit instruction length.
         length: InstructionLength,
     },
     /// 65: PCONFIG.
-    Pconfig { length: InstructionLength },
+    Pconfig {
+        /// VM-exit instruction length.
+        length: InstructionLength,
+    },
     /// 66: SPP-related event.
     SppEvent {
+        /// Exit qualification.
         qualification: SppQualification,
+        /// Guest-physical address.
         guest_physical: u64,
+        /// IDT-vectoring information and error code: the event whose delivery caused this exit.
         idt_vectoring: Option<IdtVectoring>,
     },
     /// 67: UMWAIT.
     Umwait {
+        /// VM-exit instruction information.
         info: RegisterInfo,
+        /// VM-exit instruction length.
         length: InstructionLength,
     },
     /// 68: TPAUSE.
     Tpause {
+        /// VM-exit instruction information.
         info: RegisterInfo,
+        /// VM-exit instruction length.
         length: InstructionLength,
     },
     /// 69: LOADIWKEY.
     Loadiwkey {
+        /// VM-exit instruction information.
         info: LoadiwkeyInfo,
+        /// VM-exit instruction length.
         length: InstructionLength,
     },
     /// 70: ENCLV.
-    Enclv { length: InstructionLength },
+    Enclv {
+        /// VM-exit instruction length.
+        length: InstructionLength,
+    },
     /// 72: ENQCMD PASID translation failure.
-    EnqcmdPasidTranslationFailure { length: InstructionLength },
+    EnqcmdPasidTranslationFailure {
+        /// VM-exit instruction length.
+        length: InstructionLength,
+    },
     /// 73: ENQCMDS PASID translation failure.
-    EnqcmdsPasidTranslationFailure { length: InstructionLength },
+    EnqcmdsPasidTranslationFailure {
+        /// VM-exit instruction length.
+        length: InstructionLength,
+    },
     /// 74: bus lock (trap-like: the instruction has completed).
     BusLock,
     /// 75: instruction timeout ("notify VM exit").
-    InstructionTimeout { qualification: NotifyQualification },
+    InstructionTimeout {
+        /// Exit qualification.
+        qualification: NotifyQualification,
+    },
     /// 76: SEAMCALL.
-    Seamcall { length: InstructionLength },
+    Seamcall {
+        /// VM-exit instruction length.
+        length: InstructionLength,
+    },
     /// 77: TDCALL.
-    Tdcall { length: InstructionLength },
+    Tdcall {
+        /// VM-exit instruction length.
+        length: InstructionLength,
+    },
     /// 78: RDMSRLIST.
-    Rdmsrlist { length: InstructionLength },
+    Rdmsrlist {
+        /// VM-exit instruction length.
+        length: InstructionLength,
+    },
     /// 79: WRMSRLIST.
-    Wrmsrlist { length: InstructionLength },
+    Wrmsrlist {
+        /// VM-exit instruction length.
+        length: InstructionLength,
+    },
     /// 80: URDMSR.
-    Urdmsr { length: InstructionLength },
+    Urdmsr {
+        /// VM-exit instruction length.
+        length: InstructionLength,
+    },
     /// 81: UWRMSR.
-    Uwrmsr { length: InstructionLength },
+    Uwrmsr {
+        /// VM-exit instruction length.
+        length: InstructionLength,
+    },
     /// 84: RDMSR with an immediate MSR index (the exit qualification).
     RdmsrImmediate {
+        /// Exit qualification: the MSR index (the immediate operand).
         msr: u32,
+        /// VM-exit instruction information.
         info: MsrImmediateInfo,
+        /// VM-exit instruction length.
         length: InstructionLength,
     },
     /// 85: WRMSRNS with an immediate MSR index (the exit qualification).
     WrmsrnsImmediate {
+        /// Exit qualification: the MSR index (the immediate operand).
         msr: u32,
+        /// VM-exit instruction information.
         info: MsrImmediateInfo,
+        /// VM-exit instruction length.
         length: InstructionLength,
     },
     /// A basic exit reason the SDM does not define (nothing else is read).
-    Unknown { reason: u16 },
+    Unknown {
+        /// The basic exit-reason number.
+        reason: u16,
+    },
 }
 
 impl ExitReason {

@@ -47,23 +47,38 @@ impl fmt::Display for InstructionLength {
 /// fields (0 = RAX … 15 = R15).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[allow(missing_docs)] // The variant names are the register names.
 pub enum Gpr {
+    /// RAX (0).
     Rax = 0,
+    /// RCX (1).
     Rcx = 1,
+    /// RDX (2).
     Rdx = 2,
+    /// RBX (3).
     Rbx = 3,
+    /// RSP (4).
     Rsp = 4,
+    /// RBP (5).
     Rbp = 5,
+    /// RSI (6).
     Rsi = 6,
+    /// RDI (7).
     Rdi = 7,
+    /// R8 (8).
     R8 = 8,
+    /// R9 (9).
     R9 = 9,
+    /// R10 (10).
     R10 = 10,
+    /// R11 (11).
     R11 = 11,
+    /// R12 (12).
     R12 = 12,
+    /// R13 (13).
     R13 = 13,
+    /// R14 (14).
     R14 = 14,
+    /// R15 (15).
     R15 = 15,
 }
 
