@@ -128,7 +128,9 @@ where
     allowed(cx, (Rule::A3, Rule::A4), proc_field, proc, caps.proc, DWORD);
     let proc2_field = enc!(SECONDARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS);
     let mut proc2 = 0;
-    if proc & PROC_SECONDARY != 0 {
+    // A control that activates another field counts only where the processor supports its
+    // 1-setting; otherwise the field is neither checked nor used (SDM "VM-Execution Control Fields").
+    if proc & PROC_SECONDARY & caps.proc.1 != 0 {
         // Every rule that looks at a secondary control depends on this field.
         if let Some(value) = cx.read_opt(proc2_field, &[Rule::A5]) {
             proc2 = value;
@@ -142,7 +144,7 @@ where
             );
         }
     }
-    if proc & PROC_TERTIARY != 0 {
+    if proc & PROC_TERTIARY & caps.proc.1 != 0 {
         let field = enc!(TERTIARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS);
         if let Some(proc3) = cx.read_opt(field, &[Rule::A6]) {
             cx.clear(Rule::A6, &[field], proc3, !caps.proc3_allowed1);
@@ -430,7 +432,7 @@ where
         caps.exit,
         0xffff_ffff,
     );
-    if c.exit & EXIT_SECONDARY != 0 {
+    if c.exit & EXIT_SECONDARY & caps.exit.1 != 0 {
         let field2 = enc!(SECONDARY_VM_EXIT_CONTROLS);
         if let Some(exit2) = cx.read_opt(field2, &[Rule::B3]) {
             cx.clear(Rule::B3, &[field2], exit2, !caps.exit2_allowed1);

@@ -42,6 +42,34 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Comparing with a real VM entry
+//! A hypervisor calls the checker just before VMLAUNCH/VMRESUME, with [`crate::HardwareVmcs`] as
+//! the backend, its own (identity-mapped) memory as the [`PhysMemory`] and a closure that logs
+//! each violation, so nothing is allocated; afterwards [`Outcome::observed`] turns what the
+//! processor did into an [`Outcome`] to compare with the prediction:
+//!
+//! ```
+//! use vmcs::check::{Checker, CpuFacts, EntryInstruction, LaunchContext, NoMemory, Outcome, Violation};
+//! use vmcs::SoftVmcs;
+//! use vmx_caps::{MsrSnapshot, VmxCapabilities};
+//! use vmx_core::{VmFail, VmInstructionError};
+//!
+//! # let mut msrs = MsrSnapshot::parse(include_str!("../../../vmx-caps/testdata/tigerlake.msr")).unwrap();
+//! # let caps = VmxCapabilities::read(&mut msrs).unwrap();
+//! # let vmcs = SoftVmcs::new(&caps); // stands for HardwareVmcs here
+//! let launch = LaunchContext::new(EntryInstruction::Vmlaunch, 0x1000, 0x2000);
+//! let checker = Checker::new(&caps, CpuFacts::new(39), launch);
+//! let mut log = |v: &Violation| { let _ = v.rule.id(); /* print to the serial console */ };
+//! let predicted = checker.check(&vmcs, &mut NoMemory, &mut log)?.outcome;
+//!
+//! // ... VMLAUNCH ran and failed with VMfailValid(7); on a VM exit, pass EXIT_REASON and
+//! // EXIT_QUALIFICATION as read from the VMCS instead.
+//! let status: Result<(), VmFail> = Err(VmFail::Valid(VmInstructionError::from_raw(7)));
+//! let observed = Outcome::observed(status, 0, 0);
+//! assert_eq!(predicted, observed);
+//! # Ok::<(), vmcs::check::CheckError>(())
+//! ```
+//!
 //! # Inputs
 //! - The capabilities ([`vmx_caps::VmxCapabilities`]): allowed control settings (TRUE MSRs per
 //!   IA32_VMX_BASIC\[55\]), fixed CR0/CR4 bits, IA32_VMX_MISC, IA32_VMX_EPT_VPID_CAP, VM functions,
@@ -85,6 +113,9 @@
 //! without them.
 //!
 //! # Reading of the SDM where the spec asks
+//! - The secondary and tertiary processor-based controls and the secondary VM-exit controls are
+//!   checked and used only when their "activate" control is 1 *and* the processor supports that
+//!   1-setting; otherwise they count as 0 (a set but unsupported "activate" bit fails A4 or B2).
 //! - C10 (error-code consistency) is skipped when IA32_VMX_BASIC\[56\] is 1; #CP (21) counts as
 //!   an exception that delivers an error code. C12 uses the current reserved range 31:16.
 //! - C13/C14: a length of 0 fails only without IA32_VMX_MISC\[30\] (reported as C14); above 15
