@@ -314,3 +314,16 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn cpu_facts_from_this_processor() {
+    let facts = vmcs::check::CpuFacts::from_cpuid();
+    assert!((32..=52).contains(&facts.maxphyaddr), "{facts:?}");
+    assert!(matches!(facts.linear_address_width, 48 | 57), "{facts:?}");
+    assert!(facts.features.contains(vmcs::check::CpuFeatures::INTEL64));
+    assert_eq!(
+        vmcs::check::CpuFacts::perf_global_ctrl_mask(4, 3),
+        !0x7_0000_000f
+    );
+    assert_eq!(vmcs::check::CpuFacts::perf_global_ctrl_mask(64, 64), 0);
+}

@@ -66,6 +66,53 @@ impl CpuFacts {
         }
     }
 
+    /// The facts of the processor this code runs on, from CPUID: MAXPHYADDR and the linear-address
+    /// width (leaf 80000008H), Intel 64 and NX (80000001H), SGX and RTM (leaf 07H), LAM (07H
+    /// subleaf 1) and the IA32_PERF_GLOBAL_CTRL counters (leaf 0AH). The other model-specific
+    /// masks stay as in [`CpuFacts::new`].
+    pub fn from_cpuid() -> Self {
+        use core::arch::x86_64::{__cpuid, __cpuid_count};
+        let max_basic = __cpuid(0).eax;
+        let max_extended = __cpuid(0x8000_0000).eax;
+        let mut facts = Self::new(36);
+        facts.features = CpuFeatures::empty();
+        if max_extended >= 0x8000_0008 {
+            let widths = __cpuid(0x8000_0008).eax;
+            facts.maxphyaddr = (widths & 0xff) as u8;
+            facts.linear_address_width = ((widths >> 8) & 0xff) as u8;
+        }
+        if max_extended >= 0x8000_0001 {
+            let edx = __cpuid(0x8000_0001).edx;
+            facts
+                .features
+                .set(CpuFeatures::INTEL64, edx & (1 << 29) != 0);
+            facts.features.set(CpuFeatures::NX, edx & (1 << 20) != 0);
+        }
+        if max_basic >= 7 {
+            let leaf7 = __cpuid_count(7, 0);
+            facts
+                .features
+                .set(CpuFeatures::SGX, leaf7.ebx & (1 << 2) != 0);
+            facts
+                .features
+                .set(CpuFeatures::RTM, leaf7.ebx & (1 << 11) != 0);
+            if leaf7.eax >= 1 {
+                let lam = __cpuid_count(7, 1).eax & (1 << 26) != 0;
+                facts.features.set(CpuFeatures::LAM, lam);
+            }
+        }
+        if max_basic >= 0xa {
+            let pmu = __cpuid(0xa);
+            let version = pmu.eax & 0xff;
+            if version >= 2 {
+                let general = ((pmu.eax >> 8) & 0xff) as u8;
+                let fixed = (pmu.edx & 0x1f) as u8;
+                facts.perf_global_ctrl_reserved = Some(Self::perf_global_ctrl_mask(general, fixed));
+            }
+        }
+        facts
+    }
+
     /// The reserved bits of IA32_PERF_GLOBAL_CTRL for `general` general-purpose and `fixed`
     /// fixed-function counters (SDM "Architectural Performance Monitoring").
     pub const fn perf_global_ctrl_mask(general: u8, fixed: u8) -> u64 {
