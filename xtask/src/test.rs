@@ -40,6 +40,9 @@ pub struct Case {
     pub on: On,
     /// Kernel command line (`fault=...` injects a host fault).
     pub cmdline: &'static str,
+    /// Boot modules for QEMU (`-initrd`): file name, size in bytes, command-line arguments. The runner
+    /// writes the files (a byte pattern) before the run.
+    pub modules: &'static [(&'static str, usize, &'static str)],
     /// Expected ending.
     pub expect: Expect,
     /// Timeout in seconds.
@@ -56,6 +59,7 @@ pub const CASES: &[Case] = &[
         name: "bochs-tigerlake",
         on: On::Bochs("tigerlake"),
         cmdline: "",
+        modules: &[],
         expect: Expect::Pass,
         timeout_secs: 240,
     },
@@ -63,6 +67,7 @@ pub const CASES: &[Case] = &[
         name: "bochs-skylake-x",
         on: On::Bochs("corei7_skylake_x"),
         cmdline: "",
+        modules: &[],
         expect: Expect::Pass,
         timeout_secs: 240,
     },
@@ -70,6 +75,7 @@ pub const CASES: &[Case] = &[
         name: "bochs-lynnfield",
         on: On::Bochs("corei5_lynnfield_750"),
         cmdline: "",
+        modules: &[],
         // EPT (2M) and VPID, but no unrestricted guest.
         expect: Expect::Unsupported(&["required controls not supported", "\"unrestricted guest\""]),
         timeout_secs: 120,
@@ -78,6 +84,7 @@ pub const CASES: &[Case] = &[
         name: "bochs-penryn",
         on: On::Bochs("core2_penryn_t9600"),
         cmdline: "",
+        modules: &[],
         // No EPT, no VPID, no unrestricted guest, no preemption timer, no EFER load/save.
         expect: Expect::Unsupported(&[
             "required controls not supported",
@@ -92,13 +99,28 @@ pub const CASES: &[Case] = &[
         name: "qemu-tcg",
         on: On::QemuTcg,
         cmdline: "",
+        modules: &[],
         expect: Expect::Unsupported(&["mini-hv: VMX not supported by this CPU (CPUID.1:ECX.VMX"]),
+        timeout_secs: 60,
+    },
+    Case {
+        name: "qemu-boot-modules",
+        on: On::QemuTcg,
+        cmdline: "",
+        modules: &[
+            ("module-a", 12 * 1024, "alpha beta"),
+            ("module-b", 100_000, ""),
+        ],
+        // The banner lists each module with its size and command line (the boot-module plumbing the Linux
+        // guest needs), and the frame allocator keeps out of them (its self-test checks).
+        expect: Expect::Unsupported(&["(12 KiB) ", "module-a alpha beta", "(97 KiB) ", "module-b"]),
         timeout_secs: 60,
     },
     Case {
         name: "qemu-host-page-fault",
         on: On::QemuTcg,
         cmdline: "fault=pf",
+        modules: &[],
         expect: Expect::Fail(&[
             "mini-hv: HOST EXCEPTION vector 14 (#PF page fault)",
             "CR2 0x0000004000000000",
@@ -112,6 +134,7 @@ pub const CASES: &[Case] = &[
         name: "qemu-host-stack-overflow",
         on: On::QemuTcg,
         cmdline: "fault=stack",
+        modules: &[],
         expect: Expect::Fail(&[
             "mini-hv: HOST EXCEPTION vector 8 (#DF double fault)",
             "kernel stack overflow: CR2 is in the guard page",
@@ -123,6 +146,7 @@ pub const CASES: &[Case] = &[
         name: "qemu-host-panic",
         on: On::QemuTcg,
         cmdline: "fault=panic",
+        modules: &[],
         expect: Expect::Fail(&[
             "mini-hv: PANIC at examples/mini-hv/src/main.rs:",
             "fault injection requested on the command line",
@@ -315,13 +339,26 @@ fn run_case(
             cpu: None,
         },
     };
+    let mut qemu_modules = Vec::new();
+    if !case.modules.is_empty() {
+        let dir = base.join(format!("{}-modules", case.name));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        for (name, size, args) in case.modules {
+            let file = dir.join(name);
+            let bytes: Vec<u8> = (0..*size).map(|i| (i % 251) as u8).collect();
+            std::fs::write(&file, bytes)
+                .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+            qemu_modules.push((file, args.to_string()));
+        }
+    }
     let spec = RunSpec {
         platform,
         dir: base.join(case.name),
         kernel: elf,
         iso,
         cmdline: case.cmdline,
-        qemu_modules: &[],
+        qemu_modules: &qemu_modules,
         memory_mib: 128,
         bochs_ips: 4_000_000,
         bochs_ignore_bad_msrs: false,
@@ -378,6 +415,14 @@ mod tests {
         assert!(judge(Expect::Pass, ResultKind::Unsupported, "", serial).is_err());
         assert!(judge(Expect::Pass, ResultKind::Pass, "", "").is_ok());
         assert!(judge(Expect::Fail(&[]), ResultKind::Pass, "", "").is_err());
+    }
+
+    #[test]
+    fn only_qemu_cases_carry_modules() {
+        // The Bochs ISOs are keyed by command line only; modules there would be silently dropped.
+        for case in CASES.iter().filter(|c| matches!(c.on, On::Bochs(_))) {
+            assert!(case.modules.is_empty(), "{}", case.name);
+        }
     }
 
     #[test]

@@ -74,7 +74,7 @@ fn print_memory_banner() {
 }
 
 /// Checks the allocator's promises on a few real allocations: 4 KiB aligned, zeroed, inside usable RAM,
-/// outside the kernel image, distinct, and accounted in [`mem::total_free`].
+/// outside the kernel and the boot modules, distinct, and accounted in [`mem::total_free`].
 fn allocator_self_test() -> Result<(), &'static str> {
     let before = mem::total_free();
     let one = mem::alloc_frame().ok_or("alloc_frame returned None")?;
@@ -90,6 +90,9 @@ fn allocator_self_test() -> Result<(), &'static str> {
         }
         if addr < image_end && end > image_start {
             return Err("frame overlaps the kernel image");
+        }
+        if boot::modules().any(|m| addr < m.end && end > m.start) {
+            return Err("frame overlaps a boot module");
         }
         // SAFETY: the allocator just handed out [addr, end): identity-mapped RAM nobody else uses.
         let bytes =
