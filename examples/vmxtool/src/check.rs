@@ -9,7 +9,8 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 use vmcs::check::{
-    Checker, CpuFacts, EntryInstruction, LaunchContext, NoMemory, Outcome, Report, Rule, Violation,
+    Checker, CpuFacts, EntryInstruction, FlatMemory, LaunchContext, MemoryError, Outcome,
+    PhysMemory, Report, Rule, Violation,
 };
 use vmcs::{VmcsRead, VmcsSnapshot, fields};
 use vmx_caps::{MsrSnapshot, VmxCapabilities};
@@ -36,9 +37,43 @@ pub struct Args {
     /// The current-VMCS pointer (for the VMCS link pointer check K24); unchecked if absent.
     #[arg(long, value_name = "ADDR", value_parser = parse_u64)]
     current_vmcs: Option<u64>,
+    /// Physical memory for the rules that read it (virtual-APIC page, VMCS link pointer header,
+    /// PDPTEs, VM-entry MSR-load area): the raw contents of FILE placed at physical address ADDR.
+    /// Repeatable; without it those rules are listed as unchecked.
+    #[arg(long, value_name = "ADDR=FILE", value_parser = parse_region)]
+    memory: Vec<(u64, PathBuf)>,
     /// Print a JSON object instead of the text report.
     #[arg(long)]
     json: bool,
+}
+
+fn parse_region(s: &str) -> Result<(u64, PathBuf), String> {
+    let (address, file) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected ADDR=FILE"))?;
+    Ok((parse_u64(address)?, PathBuf::from(file)))
+}
+
+/// Memory images at physical addresses; a read must fall inside one image.
+struct Regions(Vec<(u64, Vec<u8>)>);
+
+impl PhysMemory for Regions {
+    fn read(&mut self, address: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        for (base, bytes) in &self.0 {
+            let mut region = FlatMemory { base: *base, bytes };
+            if region.read(address, buf).is_ok() {
+                return Ok(());
+            }
+        }
+        if self.0.is_empty() {
+            Err(MemoryError::Unavailable)
+        } else {
+            Err(MemoryError::OutOfRange {
+                address,
+                len: buf.len(),
+            })
+        }
+    }
 }
 
 fn parse_width(s: &str) -> Result<u8, String> {
@@ -97,15 +132,19 @@ pub fn run(args: Args) -> Result<ExitCode, String> {
     let current = args.current_vmcs.unwrap_or(UNKNOWN_POINTER);
     let launch = LaunchContext::new(instruction, current, UNKNOWN_POINTER);
     let checker = Checker::new(&caps, cpu, launch);
-    let report: Report<{ Rule::COUNT * 2 }> =
-        checker.report(&vmcs, &mut NoMemory).map_err(|e| {
-            let name = fields::by_encoding(e.encoding).map_or("an unknown field", |i| i.name);
-            format!(
-                "{}: {name} ({:#06x}) is missing from the snapshot",
-                args.vmcs.display(),
-                e.encoding
-            )
-        })?;
+    let mut memory = Regions(Vec::new());
+    for (base, file) in &args.memory {
+        let bytes = std::fs::read(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
+        memory.0.push((*base, bytes));
+    }
+    let report: Report<{ Rule::COUNT * 2 }> = checker.report(&vmcs, &mut memory).map_err(|e| {
+        let name = fields::by_encoding(e.encoding).map_or("an unknown field", |i| i.name);
+        format!(
+            "{}: {name} ({:#06x}) is missing from the snapshot",
+            args.vmcs.display(),
+            e.encoding
+        )
+    })?;
     let mut unchecked: Vec<Rule> = report.summary.unchecked.iter().collect();
     if args.current_vmcs.is_none() && link_pointer_in_use(&vmcs) {
         unchecked.push(Rule::K24);

@@ -159,3 +159,46 @@ fn text_report_and_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing from the snapshot"));
 }
+
+#[test]
+fn memory_images_enable_the_memory_rules() {
+    let mut env = Env::tigerlake();
+    env.w(e!(VMCS_LINK_POINTER), LINK_VMCS);
+    env.w(e!(VM_ENTRY_MSR_LOAD_COUNT), 2);
+    env.w(e!(VM_ENTRY_MSR_LOAD_ADDRESS), MSR_LOAD_AREA);
+    let dir = std::env::temp_dir();
+    let link = dir.join(format!("vmxtool-check-{}-link.bin", std::process::id()));
+    let msrs = dir.join(format!("vmxtool-check-{}-msrs.bin", std::process::id()));
+    std::fs::write(&link, 5u32.to_le_bytes()).unwrap(); // wrong revision id (tigerlake: 4)
+    let mut area = Vec::new();
+    for (index, value) in [(0x174u64, 0x10u64), (0xc000_0101, 0)] {
+        area.extend_from_slice(&index.to_le_bytes());
+        area.extend_from_slice(&value.to_le_bytes());
+    }
+    std::fs::write(&msrs, area).unwrap();
+    let link_arg = format!("{LINK_VMCS:#x}={}", link.display());
+    let msrs_arg = format!("{MSR_LOAD_AREA}={}", msrs.display());
+    let (code, json) = check_json(
+        &env,
+        "memory",
+        &[
+            "--memory",
+            &link_arg,
+            "--memory",
+            &msrs_arg,
+            "--current-vmcs",
+            "0x1000",
+        ],
+    );
+    std::fs::remove_file(&link).unwrap();
+    std::fs::remove_file(&msrs).unwrap();
+    assert_eq!(code, Some(2));
+    assert_eq!(rules(&json), ["K23", "M2"]);
+    assert_eq!(json["exit_qualification"], 4);
+    assert_eq!(
+        json["violations"][1]["outcome"]["exit_reason"],
+        0x8000_0022u32
+    );
+    assert_eq!(json["violations"][1]["outcome"]["exit_qualification"], 2);
+    assert_eq!(json["unchecked"].as_array().unwrap().len(), 0);
+}
