@@ -157,6 +157,16 @@ impl RawExitInfo {
     }
 }
 
+impl fmt::Display for RawExitInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "exit reason {:#x}", self.reason)?;
+        for field in &ExitField::ALL[1..] {
+            write!(f, ", {} {:#x}", field.sdm_name(), self.get(*field))?;
+        }
+        Ok(())
+    }
+}
+
 /// What the exit qualification of an exception or NMI exit says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -172,6 +182,16 @@ pub enum ExceptionQualification {
     None,
 }
 
+impl fmt::Display for ExceptionQualification {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::PageFault { linear_address } => write!(f, "linear address {linear_address:#x}"),
+            Self::Debug(debug) => write!(f, "conditions {debug}"),
+            Self::None => f.write_str("none"),
+        }
+    }
+}
+
 /// A string I/O instruction's extra information.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -181,6 +201,16 @@ pub struct StringIo {
     /// The instruction information; meaningful only if IA32_VMX_BASIC bit 54 ("VM exits due to
     /// INS and OUTS save instruction information") is 1.
     pub info: InsOutsInfo,
+}
+
+impl fmt::Display for StringIo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "string at linear address {:#x} ({})",
+            self.guest_linear_address, self.info
+        )
+    }
 }
 
 /// A decoded VM exit (or VM-entry failure): one variant per basic exit reason, carrying the
@@ -1355,12 +1385,8 @@ impl fmt::Display for VmExit {
                     None => f.write_str(": interruption information not valid")?,
                 }
                 write_opt(f, "error code", error_code.map(HexU32))?;
-                match qualification {
-                    ExceptionQualification::PageFault { linear_address } => {
-                        write!(f, ", linear address {linear_address:#x}")?
-                    }
-                    ExceptionQualification::Debug(debug) => write!(f, ", conditions {debug}")?,
-                    ExceptionQualification::None => {}
+                if *qualification != ExceptionQualification::None {
+                    write!(f, ", {qualification}")?;
                 }
             }
             Self::ExternalInterrupt { info } => match info {
@@ -1429,11 +1455,7 @@ impl fmt::Display for VmExit {
             } => {
                 write!(f, ": {qualification}")?;
                 if let Some(string) = string {
-                    write!(
-                        f,
-                        ", string at linear address {:#x} ({})",
-                        string.guest_linear_address, string.info
-                    )?;
+                    write!(f, ", {string}")?;
                 }
             }
             Self::EntryFailureInvalidGuestState { qualification } => {

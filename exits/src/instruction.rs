@@ -283,6 +283,12 @@ impl Scale {
     }
 }
 
+impl fmt::Display for Scale {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "*{}", self.factor())
+    }
+}
+
 /// Why a memory operand's address could not be computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
 pub enum OperandError {

@@ -255,11 +255,7 @@ impl fmt::Display for CrAccessQualification {
             CrAccessType::Lmsw => write!(
                 f,
                 "LMSW {:#06x} ({} operand)",
-                self.lmsw_source,
-                match self.lmsw_operand {
-                    LmswOperandType::Register => "register",
-                    LmswOperandType::Memory => "memory",
-                }
+                self.lmsw_source, self.lmsw_operand
             ),
         }
     }
@@ -469,11 +465,7 @@ impl fmt::Display for IoQualification {
         } else {
             write!(f, " ({port})")?;
         }
-        write!(f, ", port {:#x}, ", self.port)?;
-        match self.size.bytes() {
-            Some(bytes) => write!(f, "{bytes} byte{}", if bytes == 1 { "" } else { "s" }),
-            None => write!(f, "reserved size {}", self.size.to_raw()),
-        }
+        write!(f, ", port {:#x}, {}", self.port, self.size)
     }
 }
 
@@ -880,10 +872,7 @@ impl SppQualification {
 
 impl fmt::Display for SppQualification {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self.kind {
-            SppEventKind::Misconfiguration => "SPPT misconfiguration",
-            SppEventKind::Miss => "SPPT miss",
-        })?;
+        write!(f, "{}", self.kind)?;
         if self.nmi_unblocking {
             f.write_str(", NMI unblocking due to IRET")?;
         }
@@ -981,5 +970,71 @@ impl fmt::Display for EntryFailureQualification {
             Self::InvalidVmcsLinkPointer => f.write_str("invalid VMCS link pointer"),
             Self::Unknown(raw) => write!(f, "undefined qualification {raw:#x}"),
         }
+    }
+}
+
+impl fmt::Display for CrAccessType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::MovToCr => "MOV to CR",
+            Self::MovFromCr => "MOV from CR",
+            Self::Clts => "CLTS",
+            Self::Lmsw => "LMSW",
+        })
+    }
+}
+
+impl fmt::Display for LmswOperandType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Register => "register",
+            Self::Memory => "memory",
+        })
+    }
+}
+
+impl fmt::Display for MovDrDirection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::ToDr => "MOV to DR",
+            Self::FromDr => "MOV from DR",
+        })
+    }
+}
+
+impl fmt::Display for IoSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.bytes() {
+            Some(1) => f.write_str("1 byte"),
+            Some(bytes) => write!(f, "{bytes} bytes"),
+            None => write!(f, "reserved size {}", self.to_raw()),
+        }
+    }
+}
+
+impl fmt::Display for IoDirection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Out => "OUT",
+            Self::In => "IN",
+        })
+    }
+}
+
+impl fmt::Display for IoOperandEncoding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Dx => "port in DX",
+            Self::Immediate => "immediate port",
+        })
+    }
+}
+
+impl fmt::Display for SppEventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Misconfiguration => "SPPT misconfiguration",
+            Self::Miss => "SPPT miss",
+        })
     }
 }

@@ -408,3 +408,23 @@ fn io_smi_after_outs_reads_the_linear_address() {
     });
     assert_eq!(fields, [F::ExitQualification]);
 }
+
+#[test]
+fn string_io_and_raw_display() {
+    let outs = RawExitInfo {
+        qualification: 0x03f8_0030,
+        guest_linear_address: 0x7000,
+        instruction_info: 0x1_8080,
+        instruction_length: 2,
+        ..raw(30)
+    };
+    assert_eq!(
+        VmExit::from_raw(&outs).to_string(),
+        "I/O instruction: REP OUTS (DX), port 0x3f8, 1 byte, string at linear address 0x7000 \
+         (segment DS, 32-bit address), instruction length 2 bytes"
+    );
+    assert!(
+        outs.to_string()
+            .starts_with("exit reason 0x1e, exit qualification 0x3f80030, ")
+    );
+}

@@ -328,3 +328,24 @@ fn every_combination_of_defined_bits_is_distinct_and_round_trips() {
         NotifyQualification
     );
 }
+
+#[test]
+fn field_enums_display() {
+    assert_eq!(IoSize::Byte.to_string(), "1 byte");
+    assert_eq!(IoSize::Dword.to_string(), "4 bytes");
+    assert_eq!(IoSize::Reserved(2).to_string(), "reserved size 2");
+    assert_eq!(IoDirection::In.to_string(), "IN");
+    assert_eq!(IoOperandEncoding::Immediate.to_string(), "immediate port");
+    assert_eq!(CrAccessType::MovFromCr.to_string(), "MOV from CR");
+    assert_eq!(LmswOperandType::Memory.to_string(), "memory");
+    assert_eq!(MovDrDirection::ToDr.to_string(), "MOV to DR");
+    assert_eq!(SppEventKind::Miss.to_string(), "SPPT miss");
+    assert_eq!(
+        ApicAccessType::Reserved(7).to_string(),
+        "reserved access type 7"
+    );
+    assert_eq!(
+        EntryFailureQualification::Unknown(9).to_string(),
+        "undefined qualification 0x9"
+    );
+}
