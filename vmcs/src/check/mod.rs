@@ -18,7 +18,7 @@
 //!
 //! ```
 //! use vmcs::check::{Checker, CpuFacts, EntryInstruction, LaunchContext, NoMemory, Outcome, Report, Rule};
-//! use vmcs::{fields, SoftVmcs, VmcsWrite};
+//! use vmcs::SoftVmcs;
 //! use vmx_caps::{MsrSnapshot, VmxCapabilities};
 //!
 //! let mut msrs = MsrSnapshot::parse(include_str!("../../../vmx-caps/testdata/tigerlake.msr")).unwrap();
@@ -27,7 +27,7 @@
 //! let checker = Checker::new(&caps, CpuFacts::new(39), launch);
 //!
 //! // A VMCS of zeroes: the controls miss their allowed-0 bits, so VMLAUNCH fails with error 7.
-//! let mut vmcs = SoftVmcs::new(&caps);
+//! let vmcs = SoftVmcs::new(&caps);
 //! let report: Report<64> = checker.report(&vmcs, &mut NoMemory)?;
 //! assert_eq!(report.outcome(), Outcome::VmFailValid(vmx_core::VmInstructionError::from_raw(7)));
 //! assert!(report.violates(Rule::A1));
@@ -38,7 +38,6 @@
 //! let mut n = 0;
 //! let summary = checker.check(&vmcs, &mut NoMemory, &mut |_: &vmcs::check::Violation| n += 1)?;
 //! assert_eq!(n, summary.violations);
-//! # vmcs.write(fields::GUEST_RIP, 0)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -84,7 +83,9 @@
 //!
 //! Optional fields that the backend cannot read (a VMREAD of a field the processor does not
 //! support fails) leave the rules that need them unchecked; a failing read of a field every VMX
-//! processor has is a [`CheckError`].
+//! processor has is a [`CheckError`]. The checker reads an optional field only when a control
+//! that uses it is 1, so on a processor that supports the controls set, no VMREAD fails (a
+//! failing VMREAD would overwrite the VM-instruction error field of the current VMCS).
 //!
 //! # Coverage
 //! Every rule of the spec is evaluated except those listed below ([`Rule::coverage`] gives the same
@@ -120,6 +121,8 @@
 //!   an exception that delivers an error code. C12 uses the current reserved range 31:16.
 //! - C13/C14: a length of 0 fails only without IA32_VMX_MISC\[30\] (reported as C14); above 15
 //!   fails as C13.
+//! - G1/G2 never check CR0.NW and CR0.CD (VM entry does not change them); M4 fails only outside
+//!   SMM (IA32_SMM_MONITOR_CTL is writable in SMM).
 //! - K12: blocking by MOV SS fails with qualification 0; blocking by STI fails with qualification
 //!   3 when [`CpuFacts::nmi_injection_checks_sti`] says the processor makes that check.
 //! - K18 follows the SDM's reserved list (bits 11:4, 13, 15, 63:17); bit 16 (RTM) is K21's.
