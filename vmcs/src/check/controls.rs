@@ -527,7 +527,8 @@ where
     let info = c.injection;
     if let Some((kind, vector)) = c.injected() {
         if kind == 1 || (kind == OTHER_EVENT && !caps.mtf) {
-            cx.fail(Rule::C6, &[info_field], info, Expected::BitsClear(7 << 8));
+            // Actual: the interruption type (bits 10:8), a reserved value here.
+            cx.fail(Rule::C6, &[info_field], kind, Expected::NotEqual(kind));
         }
         if kind == NMI {
             cx.expect(Rule::C7, &[info_field], vector, Expected::Equal(2));
