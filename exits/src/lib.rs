@@ -51,7 +51,8 @@
 //!   SDM defines (0–85), undefined numbers kept in [`BasicExitReason::Unknown`].
 //! - [`qualification`]: one type per exit-qualification format.
 //! - [`event`]: VM-exit interruption information, IDT-vectoring information and the VM-entry values
-//!   that re-inject an interrupted event ([`IdtVectoring::reinjection`]).
+//!   that re-inject an interrupted event ([`IdtVectoring::reinjection`], written into any
+//!   [`vmcs::VmcsWrite`] by [`EventInjection::write`]).
 //! - [`instruction`]: the VM-exit instruction length and every format of the VM-exit instruction
 //!   information, with [`MemoryOperand::linear_address`] to find a memory operand.
 //! - [`VmExit`]: the decoded exit, read from any [`vmcs::VmcsRead`] backend or decoded from
