@@ -4,7 +4,9 @@ use crate::error::VmFail;
 use crate::instructions;
 use crate::lifecycle::VmxRoot;
 use crate::region::{PhysTranslate, RegionError, VmcsRegion, region_phys};
-use crate::trampoline::{GuestRegisters, vm_run};
+use crate::trampoline::{
+    GuestRegisters, HOST_RIP_ENCODING, HOST_RSP_ENCODING, HostStateCache, vm_run,
+};
 
 /// Encoding of the exit-reason field (SDM Vol. 3D, Appendix B.3.3 "32-Bit Read-Only Data
 /// Fields"); bit 31 is "VM-entry failure".
@@ -79,6 +81,7 @@ impl VmcsRegion {
             root,
             phys,
             launched: false,
+            host_cache: HostStateCache::new(),
         })
     }
 }
@@ -102,6 +105,8 @@ pub struct ActiveVmcs<'a> {
     root: &'a mut VmxRoot,
     phys: u64,
     launched: bool,
+    /// HOST_RSP/HOST_RIP as the trampoline last wrote them into this VMCS (empty after the load).
+    host_cache: HostStateCache,
 }
 
 impl<'a> ActiveVmcs<'a> {
@@ -114,8 +119,14 @@ impl<'a> ActiveVmcs<'a> {
 
     /// VMWRITE of `value` to the field `encoding`. Writing is safe; entering the guest with the
     /// result is what [`ActiveVmcs::run`] makes the caller vouch for.
+    ///
+    /// A write to HOST_RSP or HOST_RIP (which the trampoline owns) empties the
+    /// [`HostStateCache`], so the next [`run`](ActiveVmcs::run) writes both again.
     #[inline(always)]
     pub fn write(&mut self, encoding: u32, value: u64) -> Result<(), VmFail> {
+        if encoding == HOST_RSP_ENCODING || encoding == HOST_RIP_ENCODING {
+            self.host_cache.reset();
+        }
         // SAFETY: the borrowed root token proves VMX root operation; this VMCS is current. The
         // value takes effect only at the next VM entry/exit, whose safety `run` requires.
         unsafe { instructions::vmwrite(encoding, value) }
@@ -131,6 +142,20 @@ impl<'a> ActiveVmcs<'a> {
     #[must_use]
     pub fn is_launched(&self) -> bool {
         self.launched
+    }
+
+    /// What the trampoline last wrote to HOST_RSP/HOST_RIP of this VMCS, and how often it had to
+    /// (once for a vCPU loop that always enters from the same stack depth).
+    #[must_use]
+    pub fn host_state_cache(&self) -> &HostStateCache {
+        &self.host_cache
+    }
+
+    /// Empties the [`HostStateCache`]: the next [`run`](ActiveVmcs::run) writes HOST_RSP and
+    /// HOST_RIP again. Required after code other than [`ActiveVmcs::write`] (e.g. the `vmcs`
+    /// crate's hardware backend, or a raw VMWRITE) wrote either field.
+    pub fn reset_host_state_cache(&mut self) {
+        self.host_cache.reset();
     }
 
     /// The VMX root token, for INVEPT/INVVPID while this VMCS is current.
@@ -162,11 +187,15 @@ impl<'a> ActiveVmcs<'a> {
     ///
     /// The obligations of [`vm_run`] on the VMCS contents: the host-state area describes this host
     /// and the guest configuration keeps the guest away from memory the host relies on;
-    /// CR4.OSFXSR = 1.
+    /// CR4.OSFXSR = 1. HOST_RSP and HOST_RIP belong to the trampoline: if anything but
+    /// [`ActiveVmcs::write`] wrote them since the last run, call
+    /// [`reset_host_state_cache`](ActiveVmcs::reset_host_state_cache) first.
     pub unsafe fn run(&mut self, regs: &mut GuestRegisters) -> Result<(), VmFail> {
-        // SAFETY: VMX root operation and the current VMCS come from `self`; the launch state is
-        // tracked by `self`; the VMCS contents are the caller's obligation.
-        unsafe { vm_run(regs, self.launched) }?;
+        // SAFETY: VMX root operation and the current VMCS come from `self`; the launch state and
+        // the host-state cache (created empty at the load, so it only ever describes this VMCS)
+        // are tracked by `self`; the VMCS contents and foreign HOST_RSP/HOST_RIP writes are the
+        // caller's obligation.
+        unsafe { vm_run(regs, &mut self.host_cache, self.launched) }?;
         if !self.launched {
             let reason = self.read(EXIT_REASON_ENCODING)?;
             self.launched = reason & EXIT_REASON_ENTRY_FAILURE == 0;

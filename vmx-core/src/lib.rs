@@ -98,4 +98,6 @@ pub use lifecycle::{
     prepare, vmx_control_registers,
 };
 pub use region::{PhysTranslate, REGION_SIZE, RegionError, VmcsRegion, VmxonRegion};
-pub use trampoline::{FxsaveArea, GuestRegisters, HOST_RIP_ENCODING, HOST_RSP_ENCODING, vm_run};
+pub use trampoline::{
+    FxsaveArea, GuestRegisters, HOST_RIP_ENCODING, HOST_RSP_ENCODING, HostStateCache, vm_run,
+};

@@ -214,11 +214,18 @@ const _: () = assert!(offset_of!(GuestRegisters, fxsave).is_multiple_of(16));
 /// Stack layout from HOST_RSP upward: the host's FXSAVE image (512 bytes + 8 of padding), `regs`,
 /// RFLAGS, R15, R14, R13, R12, RBX, RBP, the return address.
 ///
+/// HOST_RSP and HOST_RIP are written (out of line, label 8) only when `cache.host_rsp` differs from
+/// this entry's stack pointer; the common path is one compare and one not-taken branch.
+///
 /// # Safety
 ///
 /// As [`vm_run`].
 #[unsafe(naked)]
-unsafe extern "sysv64" fn vmx_core_vm_run(regs: *mut GuestRegisters, launched: u64) -> u64 {
+unsafe extern "sysv64" fn vmx_core_vm_run(
+    regs: *mut GuestRegisters,
+    launched: u64,
+    cache: *mut HostStateCache,
+) -> u64 {
     core::arch::naked_asm!(
         // Host callee-saved state, then the frame pointer for the exit path.
         "push rbp",
@@ -231,18 +238,15 @@ unsafe extern "sysv64" fn vmx_core_vm_run(regs: *mut GuestRegisters, launched: u
         "push rdi",
         "sub rsp, {host_fxsave_space}",
         "fxsave64 [rsp]",
-        // HOST_RSP = this stack pointer, HOST_RIP = the exit label (4).
-        "mov rax, {host_rsp}",
-        "vmwrite rax, rsp",
-        "jbe 5f",
-        "lea rdx, [rip + 4f]",
-        "mov rax, {host_rip}",
-        "vmwrite rax, rdx",
-        "jbe 5f",
-        // Guest state that the VMCS does not hold.
+        // Guest state that the VMCS does not hold. MOV to CR2 leaves the flags undefined, so it
+        // comes before every flag test.
         "fxrstor64 [rdi + {fxsave}]",
         "mov rax, [rdi + {cr2}]",
         "mov cr2, rax",
+        // HOST_RSP/HOST_RIP already hold this stack pointer and the exit label (4)?
+        "cmp rsp, [rdx + {cached_rsp}]",
+        "jne 8f",
+        "9:",
         // ZF = !launched; MOV leaves the flags alone until the branch.
         "test rsi, rsi",
         "mov rax, [rdi + {rax}]",
@@ -309,9 +313,25 @@ unsafe extern "sysv64" fn vmx_core_vm_run(regs: *mut GuestRegisters, launched: u
         "pop rbx",
         "pop rbp",
         "ret",
+        // Out of line: the cache missed (first entry of this VMCS, another stack depth, or the
+        // cache was reset). HOST_RSP = this stack pointer, HOST_RIP = the exit label (4); the
+        // cache is updated only when both writes succeeded.
+        "8:",
+        "mov eax, {host_rsp}",
+        "vmwrite rax, rsp",
+        "jbe 5b",
+        "lea rcx, [rip + 4b]",
+        "mov eax, {host_rip}",
+        "vmwrite rax, rcx",
+        "jbe 5b",
+        "mov [rdx + {cached_rsp}], rsp",
+        "inc qword ptr [rdx + {writes}]",
+        "jmp 9b",
         host_fxsave_space = const HOST_FXSAVE_SPACE,
         host_rsp = const HOST_RSP_ENCODING,
         host_rip = const HOST_RIP_ENCODING,
+        cached_rsp = const offset_of!(HostStateCache, host_rsp),
+        writes = const offset_of!(HostStateCache, writes),
         rax = const offset_of!(GuestRegisters, rax),
         rbx = const offset_of!(GuestRegisters, rbx),
         rcx = const offset_of!(GuestRegisters, rcx),
@@ -332,11 +352,92 @@ unsafe extern "sysv64" fn vmx_core_vm_run(regs: *mut GuestRegisters, launched: u
     )
 }
 
+/// What the trampoline last wrote to the host-state fields HOST_RSP and HOST_RIP of one VMCS, so
+/// that an entry whose stack pointer matches skips both VMWRITEs.
+///
+/// # The invariant
+///
+/// A cache that is not empty ([`HostStateCache::host_rsp`] is `Some(rsp)`) promises that the
+/// VMCS it belongs to holds HOST_RSP = `rsp` and HOST_RIP = the trampoline's exit label. It stays
+/// true as long as
+///
+/// - the cache is used with that one VMCS only (a cache per VMCS; [`ActiveVmcs`] owns one per
+///   load, so a VMCS cleared and loaded again, or moved to another logical processor, starts with
+///   an empty cache), and
+/// - nothing else writes HOST_RSP or HOST_RIP of that VMCS. [`ActiveVmcs::write`] of either
+///   field empties the cache itself; code that writes them by other means (raw
+///   [`instructions::vmwrite`](crate::instructions::vmwrite), the `vmcs` crate's hardware
+///   backend) calls [`HostStateCache::reset`] (or [`ActiveVmcs::reset_host_state_cache`]) before
+///   the next entry.
+///
+/// The stack pointer itself is compared on every entry, so running the same VMCS from another
+/// stack or another call depth (a vCPU loop moved to another thread's stack, a deeper call chain)
+/// is detected and both fields are written again: the cache is never trusted for the *value* of
+/// HOST_RSP, only for the fact that the VMCS already holds it.
+///
+/// ```
+/// use vmx_core::HostStateCache;
+///
+/// let mut cache = HostStateCache::new();
+/// assert_eq!((cache.host_rsp(), cache.writes()), (None, 0));
+/// cache.reset();
+/// assert_eq!(cache.host_rsp(), None);
+/// ```
+///
+/// [`ActiveVmcs`]: crate::ActiveVmcs
+/// [`ActiveVmcs::write`]: crate::ActiveVmcs::write
+/// [`ActiveVmcs::reset_host_state_cache`]: crate::ActiveVmcs::reset_host_state_cache
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct HostStateCache {
+    /// HOST_RSP as last written by the trampoline; 0 (never a valid stack pointer at an entry)
+    /// when empty.
+    host_rsp: u64,
+    /// How many times the trampoline wrote HOST_RSP and HOST_RIP through this cache.
+    writes: u64,
+}
+
+impl HostStateCache {
+    /// An empty cache: the next entry writes HOST_RSP and HOST_RIP.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self {
+            host_rsp: 0,
+            writes: 0,
+        }
+    }
+
+    /// The HOST_RSP value the trampoline last wrote into the VMCS, `None` when empty.
+    #[must_use]
+    pub const fn host_rsp(&self) -> Option<u64> {
+        if self.host_rsp == 0 {
+            None
+        } else {
+            Some(self.host_rsp)
+        }
+    }
+
+    /// How many entries found the cache empty or stale and wrote HOST_RSP and HOST_RIP (a vCPU
+    /// loop that always enters from the same stack depth writes them once).
+    #[must_use]
+    pub const fn writes(&self) -> u64 {
+        self.writes
+    }
+
+    /// Empties the cache, so that the next entry writes HOST_RSP and HOST_RIP again. Needed after
+    /// HOST_RSP or HOST_RIP was written by anything but the trampoline.
+    pub const fn reset(&mut self) {
+        self.host_rsp = 0;
+    }
+}
+
 /// Enters the guest of the current VMCS with VMLAUNCH (`launched == false`) or VMRESUME
 /// (`launched == true`) and returns at its next VM exit with `regs` holding the guest's registers.
 ///
 /// The trampoline writes HOST_RSP (its own stack pointer, below the host registers it saved) and
-/// HOST_RIP (its exit label) itself before each entry. A failed VMLAUNCH/VMRESUME (VMfail) returns
+/// HOST_RIP (its exit label) itself, but only when `cache` says the VMCS does not hold them already
+/// (see [`HostStateCache`]): an entry from the same stack depth as the last one costs no VMWRITE.
+/// A failed VMLAUNCH/VMRESUME (VMfail) returns
 /// `Err` with the host state intact. A VM entry that fails *after* the checks of the VMCS control
 /// and host-state fields (invalid guest state, MSR loading; SDM §27.8) is a VM exit with bit 31 of
 /// the exit reason set, and returns `Ok`.
@@ -347,6 +448,10 @@ unsafe extern "sysv64" fn vmx_core_vm_run(regs: *mut GuestRegisters, launched: u
 ///
 /// - VMX root operation at CPL 0 with a current VMCS whose launch state matches `launched`
 ///   (otherwise VMfailValid 4 or 5 is returned, which is safe).
+/// - `cache` belongs to the current VMCS and its invariant holds (see [`HostStateCache`]): it is
+///   empty, or that VMCS's HOST_RSP and HOST_RIP were last written by this trampoline through
+///   this very cache. A stale cache would send the next VM exit to a stack that is no longer the
+///   trampoline's.
 /// - The VMCS host-state area describes the running host (CR0, CR3, CR4, segment selectors, FS/GS/
 ///   TR/GDTR/IDTR bases, SYSENTER MSRs, and EFER/PAT if the exit controls load them), so that the
 ///   VM exit resumes this code. On exit the processor sets the GDTR and IDTR limits to 0xFFFF and
@@ -354,10 +459,15 @@ unsafe extern "sysv64" fn vmx_core_vm_run(regs: *mut GuestRegisters, launched: u
 /// - The guest configuration (EPT or the absence of it, MSR/I/O bitmaps, …) keeps the guest from
 ///   reaching memory the host relies on.
 /// - CR4.OSFXSR = 1 (FXSAVE/FXRSTOR of the SSE state).
-pub unsafe fn vm_run(regs: &mut GuestRegisters, launched: bool) -> Result<(), VmFail> {
-    // SAFETY: the caller upholds the VMX and host-state obligations above; `regs` is a live,
-    // exclusively borrowed, 16-byte aligned frame for the duration of the call.
-    let status = unsafe { vmx_core_vm_run(regs, u64::from(launched)) };
+pub unsafe fn vm_run(
+    regs: &mut GuestRegisters,
+    cache: &mut HostStateCache,
+    launched: bool,
+) -> Result<(), VmFail> {
+    // SAFETY: the caller upholds the VMX, host-state and cache obligations above; `regs` is a
+    // live, exclusively borrowed, 16-byte aligned frame and `cache` a live, exclusively borrowed
+    // cache for the duration of the call.
+    let status = unsafe { vmx_core_vm_run(regs, u64::from(launched), cache) };
     match status {
         0 => Ok(()),
         1 => Err(VmFail::Invalid),

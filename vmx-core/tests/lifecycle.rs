@@ -469,3 +469,19 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn host_state_cache_starts_empty_and_matches_the_trampoline_layout() {
+    use vmx_core::HostStateCache;
+    let cache = HostStateCache::new();
+    assert_eq!(cache, HostStateCache::default());
+    assert_eq!((cache.host_rsp(), cache.writes()), (None, 0));
+    // The trampoline addresses the cache as two u64: the last HOST_RSP (0 = empty), the write count.
+    assert_eq!(
+        (size_of::<HostStateCache>(), align_of::<HostStateCache>()),
+        (16, 8)
+    );
+    let mut reset = cache.clone();
+    reset.reset();
+    assert_eq!(reset, cache);
+}

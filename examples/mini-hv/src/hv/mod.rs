@@ -432,6 +432,11 @@ fn run_guest(
              disagreed"
         );
     }
+    println!(
+        "mini-hv: HOST_RSP/HOST_RIP written {} time(s) for {} VM exits (trampoline cache)",
+        active.host_state_cache().writes(),
+        vcpu.total_exits
+    );
     let outcome = judge(&vcpu, end, wbinvd_exiting, xcr0_supported != 0);
     if let Err((_, fail)) = active.clear() {
         println!("mini-hv: VMCLEAR failed: {fail}");
