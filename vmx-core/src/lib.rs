@@ -75,13 +75,15 @@
 //!   launch state; physical addresses come from the caller's [`PhysTranslate`]. The checks before
 //!   VMXON are [`prepare`], [`feature_control_update`] and [`vmx_control_registers`] over a
 //!   [`VmxPlatform`], testable with a fake.
-//! - [`vm_run`] / [`ActiveVmcs::run`]: the trampoline and its [`GuestRegisters`] frame.
+//! - [`vm_run`] / [`ActiveVmcs::run`]: the trampoline and its [`GuestRegisters`] frame, whose
+//!   registers are also reachable by SDM number ([`GpReg`]).
 //! - [`VmxRoot::invept`] / [`VmxRoot::invvpid`]: invalidations checked against
 //!   IA32_VMX_EPT_VPID_CAP.
 #![no_std]
 
 mod active;
 mod error;
+mod gpr;
 pub mod instructions;
 mod invalidation;
 mod lifecycle;
@@ -90,6 +92,7 @@ mod trampoline;
 
 pub use active::{ActiveVmcs, LoadError};
 pub use error::{VmFail, VmInstructionError};
+pub use gpr::{GpReg, RspInVmcs, UnknownGpReg};
 pub use invalidation::{
     InvalidationError, InveptDescriptor, InveptType, InvvpidDescriptor, InvvpidType,
 };

@@ -18,6 +18,7 @@
 use core::mem::offset_of;
 
 use crate::error::VmFail;
+use crate::gpr::{GpReg, RspInVmcs};
 use crate::instructions::fail_valid;
 
 /// Encoding of the host-state field HOST_RSP (SDM Vol. 3D, Appendix B.4.4 "Natural-Width
@@ -111,7 +112,9 @@ impl core::fmt::Debug for FxsaveArea {
 /// The guest's registers that the VMCS does not hold, as the trampoline loads them before VM entry
 /// and stores them after VM exit: the general-purpose registers but RSP, CR2 and the FXSAVE state.
 ///
-/// RSP, RIP and RFLAGS are the VMCS fields GUEST_RSP, GUEST_RIP and GUEST_RFLAGS.
+/// RSP, RIP and RFLAGS are the VMCS fields GUEST_RSP, GUEST_RIP and GUEST_RFLAGS. Registers named
+/// by their SDM number (exit qualifications, instruction information) are reached with
+/// [`GuestRegisters::gpr`] / [`GuestRegisters::set_gpr`] and a [`GpReg`].
 ///
 /// ```
 /// use vmx_core::GuestRegisters;
@@ -180,6 +183,72 @@ impl GuestRegisters {
             r15: 0,
             cr2: 0,
             fxsave: FxsaveArea::INIT,
+        }
+    }
+
+    /// The guest's value of `reg`, `None` for [`GpReg::Rsp`] (the VMCS field GUEST_RSP holds it).
+    ///
+    /// ```
+    /// use vmx_core::{GpReg, GuestRegisters};
+    ///
+    /// let mut regs = GuestRegisters::new();
+    /// regs.r9 = 9;
+    /// assert_eq!(regs.gpr(GpReg::R9), Some(9));
+    /// assert_eq!(regs.gpr(GpReg::Rsp), None);
+    /// ```
+    #[must_use]
+    pub const fn gpr(&self, reg: GpReg) -> Option<u64> {
+        Some(match reg {
+            GpReg::Rax => self.rax,
+            GpReg::Rcx => self.rcx,
+            GpReg::Rdx => self.rdx,
+            GpReg::Rbx => self.rbx,
+            GpReg::Rsp => return None,
+            GpReg::Rbp => self.rbp,
+            GpReg::Rsi => self.rsi,
+            GpReg::Rdi => self.rdi,
+            GpReg::R8 => self.r8,
+            GpReg::R9 => self.r9,
+            GpReg::R10 => self.r10,
+            GpReg::R11 => self.r11,
+            GpReg::R12 => self.r12,
+            GpReg::R13 => self.r13,
+            GpReg::R14 => self.r14,
+            GpReg::R15 => self.r15,
+        })
+    }
+
+    /// The frame's slot for `reg`, `None` for [`GpReg::Rsp`] (the VMCS field GUEST_RSP holds it).
+    pub const fn gpr_mut(&mut self, reg: GpReg) -> Option<&mut u64> {
+        Some(match reg {
+            GpReg::Rax => &mut self.rax,
+            GpReg::Rcx => &mut self.rcx,
+            GpReg::Rdx => &mut self.rdx,
+            GpReg::Rbx => &mut self.rbx,
+            GpReg::Rsp => return None,
+            GpReg::Rbp => &mut self.rbp,
+            GpReg::Rsi => &mut self.rsi,
+            GpReg::Rdi => &mut self.rdi,
+            GpReg::R8 => &mut self.r8,
+            GpReg::R9 => &mut self.r9,
+            GpReg::R10 => &mut self.r10,
+            GpReg::R11 => &mut self.r11,
+            GpReg::R12 => &mut self.r12,
+            GpReg::R13 => &mut self.r13,
+            GpReg::R14 => &mut self.r14,
+            GpReg::R15 => &mut self.r15,
+        })
+    }
+
+    /// Sets the guest's `reg` to `value` (loaded at the next VM entry); [`RspInVmcs`] for
+    /// [`GpReg::Rsp`], whose value is written to the VMCS field GUEST_RSP instead.
+    pub const fn set_gpr(&mut self, reg: GpReg, value: u64) -> Result<(), RspInVmcs> {
+        match self.gpr_mut(reg) {
+            Some(slot) => {
+                *slot = value;
+                Ok(())
+            }
+            None => Err(RspInVmcs),
         }
     }
 

@@ -12,7 +12,7 @@ use vmcs::{
     SegmentAccessRights, VmcsRead, VmcsWrite,
 };
 use vmx_caps::{EntryControls, FixedBits};
-use vmx_core::{ActiveVmcs, GuestRegisters, VmFail};
+use vmx_core::{ActiveVmcs, GpReg, GuestRegisters, RspInVmcs, VmFail};
 
 use super::decode::{self, MovAccess, Operation, Reg};
 use super::devices::{self, MmioDevice, Uart};
@@ -735,52 +735,31 @@ impl Vcpu {
         }
     }
 
-    fn gpr_mut(&mut self, index: u8) -> Option<&mut u64> {
-        let r = &mut self.regs;
-        Some(match index {
-            0 => &mut r.rax,
-            1 => &mut r.rcx,
-            2 => &mut r.rdx,
-            3 => &mut r.rbx,
-            5 => &mut r.rbp,
-            6 => &mut r.rsi,
-            7 => &mut r.rdi,
-            8 => &mut r.r8,
-            9 => &mut r.r9,
-            10 => &mut r.r10,
-            11 => &mut r.r11,
-            12 => &mut r.r12,
-            13 => &mut r.r13,
-            14 => &mut r.r14,
-            15 => &mut r.r15,
-            _ => return None, // 4: RSP lives in the VMCS
-        })
-    }
-
-    fn read_gpr(&mut self, index: u8, vmcs: &HardwareVmcs<'_>) -> Result<u64, VmFail> {
-        match self.gpr_mut(index) {
-            Some(r) => Ok(*r),
+    /// The guest's register `reg`: the trampoline frame, or GUEST_RSP for RSP. Kept out of line
+    /// (cold: MMIO and CR accesses only), so that inlining it does not cost the CPUID path.
+    #[inline(never)]
+    fn read_gpr(&mut self, reg: GpReg, vmcs: &HardwareVmcs<'_>) -> Result<u64, VmFail> {
+        match self.regs.gpr(reg) {
+            Some(value) => Ok(value),
             None => vmcs.read(fields::GUEST_RSP),
         }
     }
 
+    #[inline(never)]
     fn write_gpr(
         &mut self,
-        index: u8,
+        reg: GpReg,
         value: u64,
         vmcs: &mut HardwareVmcs<'_>,
     ) -> Result<(), VmFail> {
-        match self.gpr_mut(index) {
-            Some(r) => {
-                *r = value;
-                Ok(())
-            }
-            None => vmcs.write(fields::GUEST_RSP, value),
+        match self.regs.set_gpr(reg, value) {
+            Ok(()) => Ok(()),
+            Err(RspInVmcs) => vmcs.write(fields::GUEST_RSP, value),
         }
     }
 
     fn get_reg(&mut self, reg: Reg, vmcs: &HardwareVmcs<'_>) -> Result<u64, VmFail> {
-        let full = self.read_gpr(reg.index, vmcs)?;
+        let full = self.read_gpr(GpReg::from_field(reg.index.into()), vmcs)?;
         Ok(if reg.high_byte {
             (full >> 8) & 0xff
         } else {
@@ -797,7 +776,7 @@ impl Vcpu {
         value: u64,
         vmcs: &mut HardwareVmcs<'_>,
     ) -> Result<(), VmFail> {
-        let old = self.read_gpr(reg.index, vmcs)?;
+        let old = self.read_gpr(GpReg::from_field(reg.index.into()), vmcs)?;
         let new = match (size, reg.high_byte) {
             (1, true) => (old & !0xff00) | (value & 0xff) << 8,
             (1, false) => (old & !0xff) | (value & 0xff),
@@ -805,7 +784,7 @@ impl Vcpu {
             (4, _) => value & 0xffff_ffff,
             _ => value,
         };
-        self.write_gpr(reg.index, new, vmcs)
+        self.write_gpr(GpReg::from_field(reg.index.into()), new, vmcs)
     }
 
     fn cr_access(
@@ -814,7 +793,7 @@ impl Vcpu {
         length: u32,
         vmcs: &mut HardwareVmcs<'_>,
     ) -> Result<Next, VmFail> {
-        let gpr = q.gpr as u8;
+        let gpr = GpReg::from_field(q.gpr.number().into());
         match (q.access_type, q.cr) {
             (CrAccessType::MovToCr, 0) => {
                 let value = self.read_gpr(gpr, vmcs)?;
