@@ -82,7 +82,7 @@ fn map_ours(heap: &mut Heap) -> (Duration, EptMapper<OffsetPhysToVirt>) {
     // SAFETY: heap frames are reachable at their "physical" (= heap) address.
     let p2v = unsafe { OffsetPhysToVirt::identity() };
     let start = Instant::now();
-    let mut ept = EptMapper::new(EptConfig::new(caps(), 46), p2v, heap).expect("mapper");
+    let mut ept = EptMapper::new(EptConfig::new(caps(), 48), p2v, heap).expect("mapper");
     let flush = ept
         .map_with_max_page(
             GuestPhysAddr::new(GUEST_BASE).expect("gpa"),

@@ -18,7 +18,7 @@
 //! let mut pool = FramePool::new(&mut frames);
 //! // SAFETY: FramePool frames are accessible at their "physical" (= own) address.
 //! let p2v = unsafe { OffsetPhysToVirt::identity() };
-//! let mut ept = EptMapper::new(EptConfig::new(caps, 46), p2v, &mut pool)?;
+//! let mut ept = EptMapper::new(EptConfig::new(caps, 48), p2v, &mut pool)?;
 //!
 //! // 1 GiB + 4 MiB of guest RAM at GPA 0 -> HPA 1 GiB: one 1-GiB page and two 2-MiB pages.
 //! let ram = LeafAttributes::new(Permissions::RWX, MemoryType::WriteBack);
@@ -43,6 +43,7 @@
 extern crate alloc;
 
 mod addr;
+pub mod diagnose;
 mod entry;
 mod eptp;
 mod flush;
@@ -51,6 +52,9 @@ mod mapper;
 mod types;
 
 pub use addr::{AddrError, GuestPhysAddr, HostPhysAddr, MAX_PHYS_ADDR_WIDTH};
+pub use diagnose::{
+    Access, EptWalker, MisconfigRule, Misconfiguration, Violation, ViolationReason,
+};
 pub use entry::{
     ADDRESS_MASK, EntryFlags, EntryKind, LeafAttributes, LeafFlags, MEMORY_TYPE_MASK, PdEntry,
     PdptEntry, Pml4Entry, Pml5Entry, PtEntry, reserved_mask,

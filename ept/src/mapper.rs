@@ -6,6 +6,7 @@ use vmx_caps::EptVpidCap;
 use vmx_core::InveptType;
 
 use crate::addr::{GuestPhysAddr, HostPhysAddr, MAX_PHYS_ADDR_WIDTH};
+use crate::diagnose::EptWalker;
 use crate::entry::{ADDRESS_MASK, EntryFlags, LeafAttributes, reserved_mask};
 use crate::eptp::{EptPointer, EptpError};
 use crate::flush::EptFlush;
@@ -106,6 +107,17 @@ pub enum MapError {
     /// The frame allocator returned a frame that is not 4-KiB aligned.
     #[error("the frame allocator returned {0:?}, which is not 4-KiB aligned")]
     MisalignedFrame(HostPhysAddr),
+    /// The frame allocator returned a frame beyond the physical-address width; an entry
+    /// pointing at it would set reserved bits (an EPT misconfiguration).
+    #[error(
+        "the frame allocator returned {frame:?}, beyond the {width}-bit physical-address width"
+    )]
+    FrameBeyondWidth {
+        /// The frame.
+        frame: HostPhysAddr,
+        /// The configured physical-address width.
+        width: u8,
+    },
     /// Write access without read access: an EPT misconfiguration (SDM §29.3.3.1).
     #[error("permissions {0:?} allow write without read, an EPT misconfiguration")]
     WriteWithoutRead(Permissions),
@@ -151,7 +163,7 @@ impl EptConfig {
     /// The defaults the capabilities allow: a 4-level walk (5 if only that is supported),
     /// write-back paging structures (UC if WB is not allowed), the largest supported page
     /// size, no A/D flags, no supervisor shadow-stack control. `phys_addr_width` is the
-    /// processor's MAXPHYADDR (CPUID.80000008H:EAX[7:0]).
+    /// processor's MAXPHYADDR (CPUID.80000008H:EAX bits 7:0).
     pub fn new(caps: EptVpidCap, phys_addr_width: u8) -> Self {
         let walk = if !caps.page_walk_4() && caps.page_walk_5() {
             WalkLength::Five
@@ -357,15 +369,19 @@ impl<P: PhysToVirt> EptMapper<P> {
             needed: 1,
             obtained: 0,
         })?;
-        if !root.is_aligned(PAGE) {
-            return Err(MapError::MisalignedFrame(root));
+        if let Err(e) = Self::check_frame(root, config.phys_addr_width) {
+            // SAFETY: `root` came from `alloc` and is unused.
+            unsafe { alloc.deallocate_frame(root) };
+            return Err(e);
         }
-        let eptp = EptPointer::builder(root)
-            .memory_type(config.memory_type)
-            .walk_length(config.walk)
-            .accessed_dirty(config.accessed_dirty)
-            .supervisor_shadow_stack(config.supervisor_shadow_stack)
-            .build(&caps)?;
+        // The settings were validated above.
+        let eptp = EptPointer::from_parts(
+            root,
+            config.memory_type,
+            config.walk,
+            config.accessed_dirty,
+            config.supervisor_shadow_stack,
+        );
         let mapper = Self {
             p2v,
             root: root.as_u64(),
@@ -438,7 +454,7 @@ impl<P: PhysToVirt> EptMapper<P> {
         EptFlush::new(
             self.eptp.bits(),
             self.invept,
-            self.config.caps.invept() && self.config.caps.invept_all_context(),
+            InveptType::AllContext.supported_by(&self.config.caps),
         )
     }
 
@@ -450,6 +466,16 @@ impl<P: PhysToVirt> EptMapper<P> {
         unsafe { flush.defer_free(self.table(frame), HostPhysAddr::new_truncate(frame)) };
     }
 
+    fn check_frame(frame: HostPhysAddr, width: u8) -> Result<(), MapError> {
+        if !frame.is_aligned(PAGE) {
+            Err(MapError::MisalignedFrame(frame))
+        } else if frame.as_u64() >> width != 0 {
+            Err(MapError::FrameBeyondWidth { frame, width })
+        } else {
+            Ok(())
+        }
+    }
+
     fn reserve(&self, needed: usize, alloc: &mut impl FrameAllocator) -> Result<Reserve, MapError> {
         let mut r = Reserve {
             head: END,
@@ -457,7 +483,7 @@ impl<P: PhysToVirt> EptMapper<P> {
         };
         while r.count < needed {
             match alloc.allocate_frame() {
-                Some(f) if f.is_aligned(PAGE) => {
+                Some(f) if Self::check_frame(f, self.config.phys_addr_width).is_ok() => {
                     // SAFETY: `f` is a fresh frame from the allocator, reachable per `PhysToVirt`.
                     unsafe { self.write(f.as_u64(), 0, r.head) };
                     r.head = f.as_u64();
@@ -470,7 +496,10 @@ impl<P: PhysToVirt> EptMapper<P> {
                         Some(f) => {
                             // SAFETY: `f` came from `alloc` and is unused.
                             unsafe { alloc.deallocate_frame(f) };
-                            MapError::MisalignedFrame(f)
+                            match Self::check_frame(f, self.config.phys_addr_width) {
+                                Err(e) => e,
+                                Ok(()) => MapError::MisalignedFrame(f),
+                            }
                         }
                         None => MapError::OutOfFrames { needed, obtained },
                     });
@@ -594,6 +623,31 @@ impl<P: PhysToVirt> EptMapper<P> {
             }
             frame = e & ADDRESS_MASK;
             shift -= 9;
+        }
+    }
+
+    /// A walker over these tables that applies the processor's misconfiguration rules (see
+    /// [`crate::diagnose`]); pass [`EptMapper::entry_reader`] as its reader.
+    pub fn walker(&self) -> EptWalker {
+        EptWalker::from_parts(
+            self.eptp,
+            self.root_level(),
+            self.config.caps,
+            self.config.phys_addr_width,
+        )
+    }
+
+    /// Reads the entry at a host-physical address inside one of this mapper's tables
+    /// (`None` for any other address): the reader for [`EptMapper::walker`].
+    pub fn entry_reader(&self) -> impl FnMut(HostPhysAddr) -> Option<u64> + '_ {
+        move |addr: HostPhysAddr| {
+            let frame = addr.as_u64() & !(PAGE - 1);
+            let mut found = false;
+            self.visit_tables(self.root, self.root_level(), &mut |t, _| {
+                found |= t.as_u64() == frame
+            });
+            // SAFETY: `frame` is one of our tables; the offset is 8-aligned inside it.
+            found.then(|| unsafe { self.read(frame, ((addr.as_u64() & (PAGE - 1)) / 8) as usize) })
         }
     }
 
