@@ -25,6 +25,15 @@ pub const END_MARKER: &str = "mini-hv-linux: END";
 /// Kernel command line: serial console; skip the crypto self-tests (about 10 s under Bochs); fewer messages.
 pub const KERNEL_CMDLINE: &str = "console=ttyS0,115200 cryptomgr.notests=1 quiet";
 
+/// The serial lines whose wall-clock arrival `linux-baseline` reports: start, then each workload phase, end.
+const PHASES: [&str; 5] = [
+    START_MARKER,
+    "s: md5 done",
+    "s: forks done",
+    "s: fork+exec done",
+    END_MARKER,
+];
+
 /// md5 of 4 MiB of zeros: the workload's expected checksum.
 const ZEROS_4M_MD5: &str = "b5cfa9d6c8febd618f91ac2843d50a1c";
 
@@ -425,7 +434,7 @@ pub fn baseline_command(args: &[String]) -> Result<(), String> {
         bochs_ignore_bad_msrs: true,
         timeout: Duration::from_secs(timeout),
         echo: true,
-        markers: &[START_MARKER, END_MARKER],
+        markers: &PHASES,
     };
     eprintln!(
         "xtask: plain Bochs ({model}) boots {} without a hypervisor",
@@ -439,7 +448,8 @@ pub fn baseline_command(args: &[String]) -> Result<(), String> {
         report.status_text,
         report.elapsed.as_secs_f64()
     );
-    let (Some(start), Some(end)) = (report.markers_at[0], report.markers_at[1]) else {
+    let (Some(start), Some(end)) = (report.markers_at[0], report.markers_at[PHASES.len() - 1])
+    else {
         return Err(format!(
             "no {} marker ({}); last lines of {}:\n{}",
             if report.markers_at[0].is_none() {
@@ -452,6 +462,11 @@ pub fn baseline_command(args: &[String]) -> Result<(), String> {
             report.emulator_log_tail(15)
         ));
     };
+    for (phase, at) in PHASES.iter().zip(&report.markers_at) {
+        if let Some(at) = at {
+            eprintln!("xtask:   {:>7.1} s  {phase}", at.as_secs_f64());
+        }
+    }
     if !report.serial.contains("mini-hv-linux: workload ok") {
         return Err("the end marker appeared, but the workload check did not pass".into());
     }
