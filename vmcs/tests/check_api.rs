@@ -211,9 +211,11 @@ fn reports_keep_count_beyond_capacity() {
     assert_eq!(e8.fields.as_slice(), [fields::HOST_CS_SELECTOR.encoding()]);
     assert_eq!((e8.actual, e8.expected), (0, Expected::NotEqual(0)));
     assert_eq!(e8.outcome, fail_valid(8));
-    assert!(
-        e8.to_string()
-            .starts_with("E8 [Checks on Host Segment and Descriptor-Table Registers]")
+    assert_eq!(
+        e8.to_string(),
+        "E8 [Checks on Host Segment and Descriptor-Table Registers] Host CS selector is not 0000H. \
+         fields: HOST_CS_SELECTOR; actual 0x0, expected != 0x0 -> VMfailValid, VM-instruction \
+         error 8: VM entry with invalid host-state field(s)"
     );
 }
 

@@ -294,16 +294,27 @@ pub struct Violation {
 }
 
 impl fmt::Display for Violation {
+    /// One line: rule, SDM section, summary, fields by name, actual and expected values, and the
+    /// outcome this violation alone causes.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} [{}] {} actual {:#x}, expected {} -> {}",
+            "{} [{}] {}",
             self.rule,
             self.rule.section_title(),
-            self.rule.summary(),
-            self.actual,
-            self.expected,
-            self.outcome
+            self.rule.summary()
+        )?;
+        for (i, encoding) in self.fields.as_slice().iter().enumerate() {
+            let sep = if i == 0 { " fields: " } else { ", " };
+            match crate::fields::by_encoding(*encoding) {
+                Some(info) => write!(f, "{sep}{}", info.name)?,
+                None => write!(f, "{sep}{encoding:#06x}")?,
+            }
+        }
+        write!(
+            f,
+            "; actual {:#x}, expected {} -> {}",
+            self.actual, self.expected, self.outcome
         )
     }
 }
