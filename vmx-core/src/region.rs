@@ -47,6 +47,13 @@ pub enum RegionError {
     /// The caller's [`PhysTranslate`] returned a physical address that is not 4-KiB aligned.
     #[error("the region's physical address {0:#x} is not 4-KiB aligned")]
     Misaligned(u64),
+    /// A frame handed to `from_frame` is the null pointer.
+    #[error("the frame pointer is null")]
+    NullFrame,
+    /// A frame handed to `from_frame` does not start on a 4-KiB boundary (the region types are
+    /// `align(4096)`).
+    #[error("the frame at virtual address {0:#x} is not 4-KiB aligned")]
+    FrameMisaligned(u64),
     /// The physical address does not fit in 32 bits while IA32_VMX_BASIC\[48\] limits VMX structures
     /// to the low 4 GiB.
     #[error(
@@ -72,6 +79,26 @@ pub(crate) fn region_phys(
         return Err(RegionError::AboveFourGib(phys));
     }
     Ok(phys)
+}
+
+/// Checks that `virt` can hold a region (non-null, 4-KiB aligned) and zeroes its 4 KiB, for the
+/// `from_frame` constructors.
+///
+/// # Safety
+///
+/// As `VmxonRegion::from_frame`: when the checks pass, `virt` is valid for writes of
+/// [`REGION_SIZE`] bytes that nothing else uses.
+unsafe fn zero_frame(virt: *mut u8) -> Result<(), RegionError> {
+    if virt.is_null() {
+        return Err(RegionError::NullFrame);
+    }
+    let addr = virt.addr() as u64;
+    if !addr.is_multiple_of(REGION_SIZE as u64) {
+        return Err(RegionError::FrameMisaligned(addr));
+    }
+    // SAFETY: the caller guarantees REGION_SIZE writable bytes at `virt`, used by nothing else.
+    unsafe { core::ptr::write_bytes(virt, 0, REGION_SIZE) };
+    Ok(())
 }
 
 const REVISION_MASK: u32 = 0x7fff_ffff;
@@ -105,6 +132,44 @@ impl VmxonRegion {
             header: 0,
             data: [0; REGION_SIZE - 4],
         }
+    }
+
+    /// The region in a 4-KiB frame that the caller's allocator handed out, zeroed (revision
+    /// identifier 0, as [`VmxonRegion::zeroed`]), without a cast at the call site. [`VmxRoot::enable`](crate::VmxRoot::enable) writes the revision identifier.
+    ///
+    /// The pointer is checked (non-null, 4-KiB aligned: [`RegionError::NullFrame`],
+    /// [`RegionError::FrameMisaligned`]) before anything is written; its physical address is
+    /// checked later, when the region is used, through the caller's [`PhysTranslate`].
+    ///
+    /// ```
+    /// use vmx_core::{RegionError, VmxonRegion};
+    ///
+    /// // A 4-KiB frame from an allocator (here the host's heap, leaked for 'static).
+    /// let layout = std::alloc::Layout::from_size_align(4096, 4096)?;
+    /// // SAFETY (of this example): the layout's size is not zero.
+    /// let frame = unsafe { std::alloc::alloc(layout) };
+    /// // SAFETY (of this example): a fresh frame that nothing else uses.
+    /// let region = unsafe { VmxonRegion::from_frame(frame) }?;
+    /// assert_eq!(region.revision_id(), 0);
+    /// // Misaligned: refused before anything is written.
+    /// let odd = frame.wrapping_add(8);
+    /// assert_eq!(unsafe { VmxonRegion::from_frame(odd) }.err(), Some(RegionError::FrameMisaligned(odd as u64)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Safety
+    ///
+    /// `virt` is the virtual address of [`REGION_SIZE`] bytes of writable memory that nothing
+    /// else reads, writes or frees from now on (the region is handed out for `'static`, and the
+    /// processor may use the memory while it is in VMX operation with it). Its previous
+    /// contents do not matter (the frame is zeroed first).
+    pub unsafe fn from_frame(virt: *mut u8) -> Result<&'static mut Self, RegionError> {
+        // SAFETY: forwarded from the caller.
+        unsafe { zero_frame(virt) }?;
+        // SAFETY: `virt` is non-null, 4-KiB aligned (checked) and REGION_SIZE = size_of::<Self>()
+        // bytes long, exclusively the caller's for 'static; all zeros is a valid `VmxonRegion` (an
+        // integer header and bytes), and the frame was just zeroed.
+        Ok(unsafe { &mut *virt.cast::<Self>() })
     }
 
     /// A zeroed region carrying `revision_id`.
@@ -181,6 +246,41 @@ impl VmcsRegion {
             abort_indicator: 0,
             data: [0; REGION_SIZE - 8],
         }
+    }
+
+    /// The region in a 4-KiB frame that the caller's allocator handed out, zeroed (revision
+    /// identifier 0, as [`VmcsRegion::zeroed`]), without a cast at the call site. [`VmcsRegion::init`] writes the revision identifier.
+    ///
+    /// The pointer is checked (non-null, 4-KiB aligned: [`RegionError::NullFrame`],
+    /// [`RegionError::FrameMisaligned`]) before anything is written; its physical address is
+    /// checked later, when the region is used, through the caller's [`PhysTranslate`].
+    ///
+    /// ```
+    /// use vmx_core::VmcsRegion;
+    ///
+    /// let layout = std::alloc::Layout::from_size_align(4096, 4096)?;
+    /// // SAFETY (of this example): the layout's size is not zero.
+    /// let frame = unsafe { std::alloc::alloc(layout) };
+    /// // SAFETY (of this example): a fresh frame that nothing else uses.
+    /// let region = unsafe { VmcsRegion::from_frame(frame) }?;
+    /// region.init(0x2b, false)?;
+    /// assert_eq!(region.header(), 0x2b);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Safety
+    ///
+    /// `virt` is the virtual address of [`REGION_SIZE`] bytes of writable memory that nothing
+    /// else reads, writes or frees from now on (the region is handed out for `'static`, and the
+    /// processor may use the memory while it is in VMX operation with it). Its previous
+    /// contents do not matter (the frame is zeroed first).
+    pub unsafe fn from_frame(virt: *mut u8) -> Result<&'static mut Self, RegionError> {
+        // SAFETY: forwarded from the caller.
+        unsafe { zero_frame(virt) }?;
+        // SAFETY: `virt` is non-null, 4-KiB aligned (checked) and REGION_SIZE = size_of::<Self>()
+        // bytes long, exclusively the caller's for 'static; all zeros is a valid `VmcsRegion` (an
+        // integer header and bytes), and the frame was just zeroed.
+        Ok(unsafe { &mut *virt.cast::<Self>() })
     }
 
     /// A zeroed region carrying `revision_id`, a shadow VMCS when `shadow` (SDM §25.10 "VMCS Types:

@@ -485,3 +485,87 @@ fn host_state_cache_starts_empty_and_matches_the_trampoline_layout() {
     reset.reset();
     assert_eq!(reset, cache);
 }
+
+/// A leaked 8-KiB, 4-KiB aligned allocation filled with 0xAA: a frame from "an allocator" and the
+/// frame after it (for misaligned pointers that stay inside the allocation).
+fn dirty_frames() -> *mut u8 {
+    let layout = std::alloc::Layout::from_size_align(2 * REGION_SIZE, REGION_SIZE).unwrap();
+    // SAFETY: the layout's size is not zero.
+    let frame = unsafe { std::alloc::alloc(layout) };
+    assert!(!frame.is_null());
+    // SAFETY: the allocation is 2 * REGION_SIZE bytes, ours.
+    unsafe { core::ptr::write_bytes(frame, 0xaa, 2 * REGION_SIZE) };
+    frame
+}
+
+fn bytes_at(frame: *const u8, len: usize) -> Vec<u8> {
+    // SAFETY: callers pass a range inside a live `dirty_frames` allocation.
+    unsafe { core::slice::from_raw_parts(frame, len) }.to_vec()
+}
+
+#[test]
+fn regions_from_frames_are_zeroed_and_usable() {
+    let frames = dirty_frames();
+    // SAFETY: the first frame of a fresh allocation that nothing else uses; leaked ('static).
+    let vmxon = unsafe { VmxonRegion::from_frame(frames) }.unwrap();
+    assert_eq!(
+        core::ptr::from_ref(&*vmxon).cast::<u8>(),
+        frames.cast_const()
+    );
+    assert_eq!(vmxon.header(), 0);
+    assert!(region_bytes(&*vmxon).iter().all(|&b| b == 0));
+    vmxon.init(0x4).unwrap();
+    assert_eq!(vmxon.revision_id(), 0x4);
+    // The zeroing stopped at the frame's end.
+    assert!(
+        bytes_at(frames.wrapping_add(REGION_SIZE), REGION_SIZE)
+            .iter()
+            .all(|&b| b == 0xaa)
+    );
+
+    let frame = frames.wrapping_add(REGION_SIZE);
+    // SAFETY: the second frame, used by nothing else.
+    let vmcs = unsafe { VmcsRegion::from_frame(frame) }.unwrap();
+    assert_eq!((vmcs.header(), vmcs.abort_indicator()), (0, 0));
+    assert!(region_bytes(&*vmcs).iter().all(|&b| b == 0));
+    vmcs.init(0x2b, true).unwrap();
+    assert_eq!(vmcs.header(), 0x8000_002b);
+}
+
+#[test]
+fn bad_frames_are_refused_before_anything_is_written() {
+    // SAFETY: a null pointer is refused before any access.
+    let null = unsafe { VmxonRegion::from_frame(core::ptr::null_mut()) };
+    assert_eq!(null.err(), Some(RegionError::NullFrame));
+    // SAFETY: as above.
+    let null = unsafe { VmcsRegion::from_frame(core::ptr::null_mut()) };
+    assert_eq!(null.err(), Some(RegionError::NullFrame));
+    assert_eq!(
+        RegionError::FrameMisaligned(0x1008).to_string(),
+        "the frame at virtual address 0x1008 is not 4-KiB aligned"
+    );
+}
+
+proptest! {
+    #[test]
+    fn misaligned_frames_are_refused_untouched(offset in 1..REGION_SIZE, vmcs in any::<bool>()) {
+        let frames = dirty_frames();
+        let ptr = frames.wrapping_add(offset);
+        let err = if vmcs {
+            // SAFETY: misaligned, so refused before any access (and the memory is ours anyway).
+            unsafe { VmcsRegion::from_frame(ptr) }.err()
+        } else {
+            // SAFETY: as above.
+            unsafe { VmxonRegion::from_frame(ptr) }.err()
+        };
+        prop_assert_eq!(err, Some(RegionError::FrameMisaligned(ptr as u64)));
+        prop_assert!(bytes_at(frames, 2 * REGION_SIZE).iter().all(|&b| b == 0xaa));
+        // SAFETY: allocated by `dirty_frames` with this layout; no reference into it survives.
+        unsafe {
+            std::alloc::dealloc(
+                frames,
+                std::alloc::Layout::from_size_align(2 * REGION_SIZE, REGION_SIZE).unwrap(),
+            )
+        };
+    }
+}

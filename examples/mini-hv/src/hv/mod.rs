@@ -216,8 +216,14 @@ pub fn run() -> Outcome {
         println!("mini-hv: out of memory for the VMXON region");
         return Outcome::Fail;
     };
-    // SAFETY: a fresh, zeroed, 4-KiB aligned frame used for nothing else, for the rest of the run.
-    let vmxon_region: &'static mut VmxonRegion = unsafe { &mut *(vmxon_frame as *mut VmxonRegion) };
+    // SAFETY: a fresh frame (identity-mapped) used for nothing else, for the rest of the run.
+    let vmxon_region = match unsafe { VmxonRegion::from_frame(vmxon_frame as *mut u8) } {
+        Ok(region) => region,
+        Err(e) => {
+            println!("mini-hv: cannot use the VMXON frame: {e}");
+            return Outcome::Fail;
+        }
+    };
     // SAFETY: ring 0 on the only processor.
     let mut platform = unsafe { LivePlatform::new() };
     // SAFETY: `caps` were read on this processor; `identity` is the host's true translation; nothing
@@ -368,8 +374,14 @@ fn run_guest(
         allow(0x800, msr);
     }
 
-    // SAFETY: a fresh, zeroed, 4-KiB aligned frame, used only as this VMCS.
-    let region: &mut VmcsRegion = unsafe { &mut *(vmcs_frame as *mut VmcsRegion) };
+    // SAFETY: a fresh frame (identity-mapped), used only as this VMCS for the rest of the run.
+    let region = match unsafe { VmcsRegion::from_frame(vmcs_frame as *mut u8) } {
+        Ok(region) => region,
+        Err(e) => {
+            println!("mini-hv: cannot use the VMCS frame: {e}");
+            return Outcome::Fail;
+        }
+    };
     if let Err(e) = region.init(caps.basic.revision_id(), false) {
         println!("mini-hv: cannot prepare the VMCS region: {e}");
         return Outcome::Fail;
