@@ -5,20 +5,25 @@ use vmx_caps::{ControlRequest, MsrSnapshot, PrimaryControls, SecondaryControls, 
 
 #[test]
 fn capabilities_round_trip_through_json() {
-    for text in [
-        include_str!("../testdata/core2_penryn_t9600.msr"),
-        include_str!("../testdata/corei5_lynnfield_750.msr"),
-        include_str!("../testdata/corei7_skylake_x.msr"),
-        include_str!("../testdata/tigerlake.msr"),
-    ] {
+    let dir = format!("{}/testdata", env!("CARGO_MANIFEST_DIR"));
+    let mut dumps = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("msr") {
+            continue;
+        }
+        dumps += 1;
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = text.as_str();
         let caps = VmxCapabilities::read(&mut MsrSnapshot::parse(text).unwrap()).unwrap();
         let json = serde_json::to_value(caps).unwrap();
         // Control fields are plain integers, unknown bits included.
         assert_eq!(json["pin"]["allowed0"], 0x16);
         assert_eq!(json["basic"], caps.basic.0);
         let back: VmxCapabilities = serde_json::from_value(json).unwrap();
-        assert_eq!(back, caps);
+        assert_eq!(back, caps, "{}", path.display());
     }
+    assert_eq!(dumps, 11, "every bundled dump");
 }
 
 #[test]

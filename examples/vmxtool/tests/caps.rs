@@ -58,24 +58,51 @@ fn expected(model: &str) -> [bool; 15] {
             true, true, true, true, false, false, true, true, true, true, true, true, false, true,
             true,
         ],
-        "tigerlake" => [
+        "corei5_arrandale_m520" | "corei7_sandy_bridge_2600k" | "corei7_ivy_bridge_3770k" => [
+            true, true, true, true, false, false, false, false, false, true, false, false, false,
+            true, true,
+        ],
+        // Haswell and Broadwell; Cannon Lake drops PML (and APIC-register virtualization).
+        "corei7_haswell_4770" | "broadwell_ult" | "corei3_cnl" => [
+            true, true, true, true, false, false, true, true, false, true, true, true, false, true,
+            true,
+        ],
+        "corei7_icelake_u" | "tigerlake" => [
             true, true, true, true, false, true, true, true, true, true, true, true, false, true,
             true,
         ],
-        _ => panic!("no expectations for {model}"),
+        _ => panic!("no expectations for {model}: add its row"),
     }
+}
+
+/// Every bundled dump (`vmx-caps/testdata/*.msr`), by model name, sorted.
+fn all_models() -> Vec<String> {
+    let dir = format!("{}/../../vmx-caps/testdata", env!("CARGO_MANIFEST_DIR"));
+    let mut models: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter_map(|name| name.strip_suffix(".msr").map(str::to_owned))
+        .collect();
+    models.sort();
+    models
 }
 
 #[test]
 fn json_shape_and_features() {
-    for model in [
-        "core2_penryn_t9600",
-        "corei5_lynnfield_750",
-        "corei7_skylake_x",
-        "tigerlake",
-    ] {
+    let models = all_models();
+    assert_eq!(
+        models.len(),
+        11,
+        "every Bochs 2.7 model with VMX: {models:?}"
+    );
+    for model in &models {
+        let model = model.as_str();
         let v = caps_json(model);
-        let revision = if model == "tigerlake" { 4 } else { 0x2b };
+        let revision = if matches!(model, "tigerlake" | "corei7_icelake_u") {
+            4
+        } else {
+            0x2b
+        };
         assert_eq!(v["revision_id"], revision, "{model}");
         assert_eq!(v["true_controls"], true);
         let controls = v["controls"].as_object().unwrap();
