@@ -72,11 +72,14 @@
 //! - [`instructions`]: one `unsafe fn` per VMX instruction, the status branch inside the same
 //!   `asm!` block, VMfailValid decoded into [`VmInstructionError`].
 //! - [`VmxRoot`] (VMXON … VMXOFF), [`VmcsRegion`] → [`ActiveVmcs`] (VMPTRLD … VMCLEAR) with the
-//!   launch state; physical addresses come from the caller's [`PhysTranslate`]. The checks before
-//!   VMXON are [`prepare`], [`feature_control_update`] and [`vmx_control_registers`] over a
-//!   [`VmxPlatform`], testable with a fake.
-//! - [`vm_run`] / [`ActiveVmcs::run`]: the trampoline and its [`GuestRegisters`] frame, whose
-//!   registers are also reachable by SDM number ([`GpReg`]).
+//!   launch state; physical addresses come from the caller's [`PhysTranslate`]. Regions live in a
+//!   `static` or in an allocator's 4-KiB frame ([`VmxonRegion::from_frame`],
+//!   [`VmcsRegion::from_frame`]). The checks before VMXON are [`prepare`],
+//!   [`feature_control_update`] and [`vmx_control_registers`] over a [`VmxPlatform`], testable
+//!   with a fake.
+//! - [`vm_run`] / [`ActiveVmcs::run`]: the trampoline (HOST_RSP/HOST_RIP written only when the
+//!   per-VMCS [`HostStateCache`] misses) and its [`GuestRegisters`] frame, whose registers are also
+//!   reachable by SDM number ([`GpReg`]).
 //! - [`VmxRoot::invept`] / [`VmxRoot::invvpid`]: invalidations checked against
 //!   IA32_VMX_EPT_VPID_CAP.
 #![no_std]
