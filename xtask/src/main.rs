@@ -67,6 +67,7 @@ pub fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let shown: String = env.iter().map(|(k, v)| format!("{k}=\"{v}\" ")).collect();
     eprintln!("xtask: {shown}cargo {}", args.join(" "));
+    let start = std::time::Instant::now();
     let status = Command::new(&cargo)
         .args(args)
         .envs(env.iter().copied())
@@ -74,6 +75,11 @@ pub fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
         .status()
         .map_err(|e| format!("cannot start cargo: {e}"))?;
     if status.success() {
+        eprintln!(
+            "xtask: `cargo {}` done in {:.1} s",
+            args[0],
+            start.elapsed().as_secs_f64()
+        );
         Ok(())
     } else {
         Err(format!(
