@@ -10,6 +10,7 @@ use ept::{
     LeafFlags, MapError, MemoryType, OffsetPhysToVirt, PageSize, Permissions,
 };
 use proptest::prelude::*;
+use proptest::test_runner::RngAlgorithm;
 use vmx_caps::EptVpidCap;
 
 const K4: u64 = 4096;
@@ -80,7 +81,7 @@ fn len(space: Space) -> impl Strategy<Value = u64> {
     prop_oneof![
         1 => (1..3u64).prop_map(move |n| n * space.big),
         3 => (1..4u64).prop_map(|n| n * M2),
-        3 => (1..700u64).prop_map(|n| n * K4),
+        3 => (1..300u64).prop_map(|n| n * K4),
         2 => (1..8u64).prop_map(|n| n * K4),
     ]
 }
@@ -106,7 +107,7 @@ fn op(space: Space) -> impl Strategy<Value = Op> {
         }),
         2 => (addr(space), len(space)).prop_map(|(gpa, len)| Op::Unmap { gpa, len }),
         2 => (addr(space), len(space), 0..6usize).prop_map(|(gpa, len, attr)| Op::Protect { gpa, len, attr }),
-        1 => addr(space).prop_map(|gpa| Op::Split { gpa }),
+        2 => addr(space).prop_map(|gpa| Op::Split { gpa }),
         1 => (addr(space), len(space)).prop_map(|(gpa, len)| Op::Merge { gpa, len }),
     ]
 }
@@ -118,7 +119,7 @@ fn target() -> impl Strategy<Value = bool> {
 
 /// Frame limit for one operation: usually none, sometimes only 0-2 frames beyond what is live.
 fn limit() -> impl Strategy<Value = Option<usize>> {
-    prop_oneof![6 => Just(None), 1 => (0..3usize).prop_map(Some)]
+    prop_oneof![4 => Just(None), 1 => (0..3usize).prop_map(Some)]
 }
 
 type Model = BTreeMap<u64, (u64, u64)>;
@@ -201,7 +202,7 @@ impl World {
         let place = |g: u64, len: u64| {
             let (rs, re) = runs[(g / K4) as usize % runs.len()];
             let aligned = (rs + M2 - 1) & !(M2 - 1);
-            let start = if g % M2 == 0 && aligned < re {
+            let start = if g.is_multiple_of(M2) && aligned < re {
                 aligned
             } else {
                 rs + (g / K4) % ((re - rs) / K4) * K4
@@ -209,7 +210,43 @@ impl World {
             (start, len.min(re - start))
         };
         match *op {
-            Op::Map { .. } => op.clone(),
+            Op::Map {
+                gpa,
+                hpa,
+                len,
+                attr,
+                max,
+            } => {
+                // Into a gap between runs, keeping the host side's alignment relative to it.
+                let mut gaps = Vec::new();
+                let mut prev = 0;
+                for &(rs, re) in runs
+                    .iter()
+                    .chain([(self.space.bytes, self.space.bytes)].iter())
+                {
+                    if rs > prev {
+                        gaps.push((prev, rs));
+                    }
+                    prev = re;
+                }
+                if gaps.is_empty() {
+                    return op.clone();
+                }
+                let (gs, ge) = gaps[(gpa / K4) as usize % gaps.len()];
+                let aligned = (gs + M2 - 1) & !(M2 - 1);
+                let start = if gpa.is_multiple_of(M2) && aligned < ge {
+                    aligned
+                } else {
+                    gs
+                };
+                Op::Map {
+                    gpa: start,
+                    hpa: hpa - gpa + start,
+                    len: len.min(ge - start),
+                    attr,
+                    max,
+                }
+            }
             Op::Unmap { gpa, len } => {
                 let (gpa, len) = place(gpa, len);
                 Op::Unmap { gpa, len }
@@ -382,6 +419,8 @@ impl World {
         self.compare_range(
             s.saturating_sub(big) & !(big - 1),
             ((e + big - 1) & !(big - 1)).min(self.space.bytes),
+            s,
+            e,
         )?;
         prop_assert_eq!(self.alloc.live_frames(), self.ept.table_frames());
         let kind = match op {
@@ -397,12 +436,22 @@ impl World {
         Ok(())
     }
 
-    /// The pages of [s, e) translate as the model says: every page within 2 MiB of either end,
-    /// every 61st page in between (the whole space is compared at the end of each case).
-    fn compare_range(&self, s: u64, e: u64) -> Result<(), TestCaseError> {
+    /// The pages of the window [s, e) around an operation on [op_s, op_e) translate as the
+    /// model says: every page within 64 KiB of either end of the operation or within 16 KiB of
+    /// a 2-MiB boundary, every 17th page elsewhere (the whole space is compared at the end of
+    /// each case).
+    fn compare_range(&self, s: u64, e: u64, op_s: u64, op_e: u64) -> Result<(), TestCaseError> {
+        let near = |p: u64, x: u64| p.abs_diff(x) < 64 << 10;
         let mut it = self.model.range(s..e).peekable();
         let mut p = s;
+        let mut n = 0u64;
         while p < e {
+            let full = near(p, op_s) || near(p, op_e) || (p + (16 << 10)) % M2 < 32 << 10;
+            n += 1;
+            if !full && !n.is_multiple_of(17) {
+                p += K4;
+                continue;
+            }
             while it.peek().is_some_and(|(k, _)| **k < p) {
                 it.next();
             }
@@ -414,11 +463,7 @@ impl World {
                 )
             });
             prop_assert_eq!(got, want, "at {:#x}", p);
-            p += if p - s < M2 || e - p <= M2 {
-                K4
-            } else {
-                61 * K4
-            };
+            p += K4;
         }
         Ok(())
     }
@@ -526,8 +571,8 @@ fn run(
 }
 
 const SMALL: Space = Space {
-    bytes: 32 * M2,
-    big: 8 * M2,
+    bytes: 4 * M2,
+    big: M2,
 };
 const LARGE: Space = Space {
     bytes: 4 * G1,
@@ -535,8 +580,8 @@ const LARGE: Space = Space {
 };
 
 proptest! {
-    // 2-MiB pages at most, a 16-MiB guest space: 2000 cases × 1-99 operations (about 10^5).
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    // 2-MiB pages at most, an 8-MiB guest space: 2000 cases × 1-99 operations (about 10^5).
+    #![proptest_config(ProptestConfig { cases: 2000, rng_algorithm: RngAlgorithm::XorShift, ..ProptestConfig::default() })]
     #[test]
     fn model_2m(ops in proptest::collection::vec((op(SMALL), target(), limit()), 1..100)) {
         run(SMALL, PageSize::Size2M, &ops)?;
@@ -546,7 +591,7 @@ proptest! {
 proptest! {
     // 1-GiB pages, a 4-GiB guest space, fewer operations per case (each 1-GiB page is 262144
     // model entries).
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 48, rng_algorithm: RngAlgorithm::XorShift, ..ProptestConfig::default() })]
     #[test]
     fn model_1g(ops in proptest::collection::vec((op(LARGE), target(), limit()), 1..12)) {
         run(LARGE, PageSize::Size1G, &ops)?;
@@ -560,6 +605,7 @@ fn generated_cases_exercise_every_path() {
     use proptest::test_runner::{Config, TestRunner};
     let mut runner = TestRunner::new(Config {
         cases: 150,
+        rng_algorithm: RngAlgorithm::XorShift,
         ..Config::default()
     });
     let strategy = proptest::collection::vec((op(SMALL), target(), limit()), 1..100);
@@ -568,14 +614,16 @@ fn generated_cases_exercise_every_path() {
         .unwrap();
     let t = TALLY.with(Cell::get);
     eprintln!("{t:?}");
-    for (i, ok) in t.ok.iter().enumerate() {
+    // Successes of map, unmap, protect, split (needs a large page) and merge calls.
+    let at_least = [500, 500, 500, 40, 300];
+    for (i, (ok, min)) in t.ok.iter().zip(at_least).enumerate() {
         assert!(
-            *ok >= 100,
+            *ok >= min,
             "operation kind {i} succeeded only {ok} times: {t:?}"
         );
     }
     assert!(
-        t.errors >= 1000 && t.out_of_frames >= 50 && t.merged >= 20,
+        t.errors >= 1000 && t.out_of_frames >= 40 && t.merged >= 10,
         "{t:?}"
     );
 }
