@@ -30,6 +30,14 @@ bitflags::bitflags! {
     }
 }
 
+impl Access {
+    /// The access bits (2:0) of an EPT-violation exit qualification; the other bits are
+    /// ignored.
+    pub const fn from_exit_qualification(qualification: u64) -> Self {
+        Self::from_bits_truncate((qualification & 7) as u8)
+    }
+}
+
 /// The rule of SDM §29.3.3.1 an entry breaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -665,6 +673,19 @@ mod tests {
             walker(LYNNFIELD).explain_violation(GPA, Access::all(), false, t.reader()),
             None
         );
+    }
+
+    #[test]
+    fn access_from_exit_qualification() {
+        assert_eq!(
+            Access::from_exit_qualification(0x183),
+            Access::DATA_READ | Access::DATA_WRITE
+        );
+        assert_eq!(
+            Access::from_exit_qualification(0x4),
+            Access::INSTRUCTION_FETCH
+        );
+        assert_eq!(Access::from_exit_qualification(u64::MAX), Access::all());
     }
 
     #[test]
