@@ -1,5 +1,7 @@
 //! Where the mapper's table frames come from, and how it reaches them.
 
+use core::marker::PhantomData;
+
 use crate::addr::HostPhysAddr;
 
 /// A source of 4-KiB frames for EPT paging structures.
@@ -84,7 +86,11 @@ unsafe impl PhysToVirt for OffsetPhysToVirt {
 /// host-side tests, tools and kernels whose memory is identity-mapped; pair it with
 /// [`OffsetPhysToVirt::identity`].
 pub struct FramePool<'a> {
-    frames: &'a mut [Frame],
+    /// The array, held as a raw pointer: once handed out, a frame is written through pointers
+    /// derived from its address, so the pool must not keep a `&mut` over it.
+    frames: *mut Frame,
+    len: usize,
+    _borrow: PhantomData<&'a mut [Frame]>,
     /// Bit i set: frame i is free.
     free: [u64; 64],
     free_count: usize,
@@ -107,6 +113,7 @@ impl<'a> FramePool<'a> {
     /// A pool over `frames`; frames past [`FramePool::MAX_FRAMES`] are not used.
     pub fn new(frames: &'a mut [Frame]) -> Self {
         let n = frames.len().min(Self::MAX_FRAMES);
+        let (frames, len) = (frames.as_mut_ptr(), n);
         let mut free = [0u64; 64];
         for (i, word) in free.iter_mut().enumerate() {
             let lo = i * 64;
@@ -121,6 +128,8 @@ impl<'a> FramePool<'a> {
         }
         Self {
             frames,
+            len,
+            _borrow: PhantomData,
             free,
             free_count: n,
         }
@@ -132,10 +141,10 @@ impl<'a> FramePool<'a> {
     }
 
     fn index_of(&self, frame: HostPhysAddr) -> Option<usize> {
-        let base = self.frames.as_ptr() as u64;
+        let base = self.frames as u64;
         let off = frame.as_u64().checked_sub(base)?;
         let idx = (off / 4096) as usize;
-        (off % 4096 == 0 && idx < self.frames.len().min(Self::MAX_FRAMES)).then_some(idx)
+        (off % 4096 == 0 && idx < self.len).then_some(idx)
     }
 }
 
@@ -146,7 +155,9 @@ unsafe impl FrameAllocator for FramePool<'_> {
         let (word_idx, word) = self.free.iter_mut().enumerate().find(|(_, w)| **w != 0)?;
         let bit = word.trailing_zeros() as usize;
         let idx = word_idx * 64 + bit;
-        let addr = HostPhysAddr::new(&self.frames[idx] as *const Frame as u64).ok()?;
+        // `idx < len` since only bits below `len` are ever set; the cast exposes the pointer's
+        // provenance for the integer-to-pointer translation that follows.
+        let addr = HostPhysAddr::new(self.frames.wrapping_add(idx) as u64).ok()?;
         *word &= !(1u64 << bit);
         self.free_count -= 1;
         Some(addr)
