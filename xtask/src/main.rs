@@ -228,6 +228,11 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
                 "xtask: RESULT UNSUPPORTED{}: this CPU lacks VMX or a feature the example requires (see above)",
                 with_space(&why)
             );
+            if matches!(platform, Platform::Qemu { kvm: false, .. }) {
+                eprintln!(
+                    "xtask: QEMU's TCG has no VMX; `cargo xtask run --platform bochs` runs the hypervisor under Bochs"
+                );
+            }
             Ok(ExitCode::from(2))
         }
         Ok((ResultKind::Fail, why)) => {
