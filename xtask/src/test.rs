@@ -162,6 +162,8 @@ pub const CASES: &[Case] = &[
 /// Runs the host checks (fmt, clippy, tests with doctests, docs), then every case of [`CASES`].
 pub fn run_all() -> Result<(), String> {
     let start = Instant::now();
+    // Emulators first: a machine that lacks them should say so before minutes of host checks.
+    deps::ensure(&deps::BOCHS.iter().chain(deps::QEMU).collect::<Vec<_>>())?;
     crate::cargo(&["fmt", "--all", "--", "--check"], &[])?;
     // The freestanding kernel is checked on its own: built together with the rest of the workspace, its
     // dependencies would get the features (e.g. `std`) other members enable, and `std`'s panic handler
