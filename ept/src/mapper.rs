@@ -519,6 +519,12 @@ impl<P: PhysToVirt> EptMapper<P> {
 
     /// Takes a reserved frame (content undefined) and counts it as a table.
     fn pop(&self, r: &mut Reserve) -> u64 {
+        // The planning passes count exactly what the apply passes take (the model tests check
+        // this); an empty reserve here would be a bug in those counts.
+        debug_assert!(
+            r.count > 0,
+            "EPT mapper reserve exhausted: planning undercounted"
+        );
         let f = r.head;
         // SAFETY: `f` is a reserved frame; its word 0 holds the link.
         r.head = unsafe { self.read(f, 0) };
