@@ -107,6 +107,20 @@ fn apt_get(args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// The `apt-get` arguments that install `missing` when running as root; otherwise the error telling the user
+/// the exact command.
+fn install_args<'a>(missing: &[&'a str], root: bool) -> Result<Vec<&'a str>, String> {
+    let list = missing.join(" ");
+    if !root {
+        return Err(format!(
+            "missing Debian packages: {list}\n  install them with:\n    sudo apt-get install -y --no-install-recommends {list}"
+        ));
+    }
+    let mut args = vec!["install", "-y", "--no-install-recommends"];
+    args.extend(missing.iter().copied());
+    Ok(args)
+}
+
 /// Makes sure every package of `requirements` is installed: installs the missing ones when running as root
 /// (running `apt-get update` and retrying once if the first install fails), else returns an error that
 /// gives the exact command to run.
@@ -116,14 +130,8 @@ pub fn ensure(requirements: &[&Requirement]) -> Result<(), String> {
         return Ok(());
     }
     let list = missing.join(" ");
-    if !is_root() {
-        return Err(format!(
-            "missing Debian packages: {list}\n  install them with:\n    sudo apt-get install -y --no-install-recommends {list}"
-        ));
-    }
+    let args = install_args(&missing, is_root())?;
     eprintln!("xtask: installing missing Debian packages: {list}");
-    let mut args = vec!["install", "-y", "--no-install-recommends"];
-    args.extend(missing.iter().copied());
     if apt_get(&args).is_err() {
         // A fresh machine's package lists may be missing or stale.
         apt_get(&["update"])?;
@@ -137,5 +145,39 @@ pub fn ensure(requirements: &[&Requirement]) -> Result<(), String> {
             "apt-get ran, but these packages are still missing: {}",
             still.join(" ")
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_root_gets_the_exact_command() {
+        let e = install_args(&["bochs", "bochs-term"], false).unwrap_err();
+        assert!(
+            e.contains("sudo apt-get install -y --no-install-recommends bochs bochs-term"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn root_installs_noninteractively() {
+        let args = install_args(&["xorriso"], true).unwrap();
+        assert_eq!(
+            args,
+            ["install", "-y", "--no-install-recommends", "xorriso"]
+        );
+    }
+
+    #[test]
+    fn installed_essential_package_is_not_missing() {
+        // bsdutils is Essential on Debian; a machine without dpkg falls back to the file check.
+        assert!(missing(&[&BOCHS[BOCHS.len() - 1]]).is_empty());
+        let absent = Requirement {
+            package: "xtask-no-such-package",
+            provides: "/nonexistent/xtask",
+        };
+        assert_eq!(missing(&[&absent]), ["xtask-no-such-package"]);
     }
 }
