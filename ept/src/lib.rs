@@ -36,6 +36,18 @@
 //! assert_eq!(ept.eptp().bits(), ept.root().as_u64() | 0x1e); // WB, 4-level walk
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Model
+//!
+//! - The caller owns the memory: frames come from a [`FrameAllocator`] and are reached through a
+//!   [`PhysToVirt`] translation (both `unsafe` traits: their implementor vouches for the frames).
+//!   [`FramePool`] needs no allocator; `HeapFrameAllocator` (feature `alloc`) suits host tests.
+//! - Every change is all-or-nothing: it is validated and its table frames are reserved before any
+//!   entry is written, so an error ([`MapError`]) leaves tables and allocator untouched.
+//! - Every change returns an [`EptFlush`], discharged by INVEPT through
+//!   `vmx_core::VmxRoot::invept` (single-context where supported, else all-context); tables the
+//!   change emptied go back to the allocator only after that INVEPT.
+//! - [`EptWalker`] explains EPT misconfigurations and violations for any tables.
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 
