@@ -21,10 +21,11 @@ use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 const USAGE: &str = "usage:
-  cargo xtask run [--platform bochs|qemu] [--model NAME] [--cmdline ARGS] [--timeout SECS]
+  cargo xtask run [--platform bochs|qemu] [--model NAME] [--cmdline ARGS] [--memory MIB] [--timeout SECS]
       Build and run the example hypervisor. Default platform: QEMU with KVM when /dev/kvm works, the host
       CPU has VMX and kvm_intel allows nesting; else Bochs. --model is the Bochs CPU model (default
       tigerlake) or QEMU's -cpu model. --cmdline is the kernel command line (e.g. fault=pf).
+      --memory is the machine's RAM in MiB (default 128).
       Exit status: 0 PASS, 2 UNSUPPORTED, 1 FAIL or no result.
   cargo xtask test [--examples-only]
       fmt, clippy, tests, docs, then the example under Bochs (tigerlake, corei7_skylake_x,
@@ -96,6 +97,7 @@ struct RunOptions {
     model: Option<String>,
     cmdline: String,
     timeout_secs: Option<u64>,
+    memory_mib: Option<u32>,
 }
 
 fn parse_run_options(args: &[String]) -> Result<RunOptions, String> {
@@ -122,6 +124,18 @@ fn parse_run_options(args: &[String]) -> Result<RunOptions, String> {
             }
             "--model" => options.model = Some(value()?),
             "--cmdline" => options.cmdline = value()?,
+            "--memory" => {
+                let v = value()?;
+                let mib: u32 = v
+                    .parse()
+                    .map_err(|_| format!("--memory takes MiB, not {v:?}"))?;
+                if !(32..=3072).contains(&mib) {
+                    return Err(format!(
+                        "--memory {mib}: between 32 and 3072 MiB (the kernel maps the first 4 GiB)"
+                    ));
+                }
+                options.memory_mib = Some(mib);
+            }
             "--timeout" => {
                 let v = value()?;
                 let secs = v
@@ -200,7 +214,7 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
         iso: iso.as_deref(),
         cmdline: &options.cmdline,
         qemu_modules: &[],
-        memory_mib: 128,
+        memory_mib: options.memory_mib.unwrap_or(128),
         bochs_ips: 4_000_000,
         bochs_ignore_bad_msrs: false,
         timeout: Duration::from_secs(options.timeout_secs.unwrap_or(300)),
@@ -311,7 +325,8 @@ mod tests {
                 platform: Some("qemu".into()),
                 model: Some("Skylake-Server".into()),
                 cmdline: String::new(),
-                timeout_secs: Some(9)
+                timeout_secs: Some(9),
+                memory_mib: None,
             }
         );
         assert_eq!(
@@ -324,5 +339,12 @@ mod tests {
         assert!(parse_run_options(&args(&["--model"])).is_err());
         assert!(parse_run_options(&args(&["--timeout", "soon"])).is_err());
         assert!(parse_run_options(&args(&["--frobnicate"])).is_err());
+        assert_eq!(
+            parse_run_options(&args(&["--memory=512"]))
+                .unwrap()
+                .memory_mib,
+            Some(512)
+        );
+        assert!(parse_run_options(&args(&["--memory", "8192"])).is_err());
     }
 }
