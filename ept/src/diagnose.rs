@@ -208,6 +208,32 @@ impl Walk {
 
 /// Walks EPT paging structures the way the processor does, checking each entry against the
 /// misconfiguration rules of the processor described by its capabilities.
+///
+/// ```
+/// use ept::{Access, EptPointer, EptWalker, GuestPhysAddr, Level, MisconfigRule, Permissions, ViolationReason};
+/// use vmx_caps::EptVpidCap;
+///
+/// // A 4-level hierarchy in a "memory dump": PML4 at 0x1000, PDPT at 0x2000, PD at 0x3000.
+/// let mut pd_entry = 0x0020_0000 | 0x80 | (6 << 3) | 0b001; // 2-MiB page, WB, read-only
+/// let read = |pd_entry: u64| move |a: ept::HostPhysAddr| match a.as_u64() {
+///     0x1000 => Some(0x2007),
+///     0x2000 => Some(0x3007),
+///     0x3008 => Some(pd_entry),
+///     _ => Some(0),
+/// };
+/// let caps = EptVpidCap(0x0000_0f01_0611_4141); // Bochs corei5_lynnfield_750
+/// let walker = EptWalker::new(EptPointer::from_bits(0x101e), caps, 39)?;
+/// let gpa = GuestPhysAddr::new(0x0020_1000)?;
+///
+/// let v = walker.explain_violation(gpa, Access::DATA_WRITE, false, read(pd_entry)).unwrap();
+/// assert_eq!((v.level, v.reason), (Level::Pd, ViolationReason::Missing(Permissions::WRITE)));
+///
+/// pd_entry = (pd_entry & !0b111) | 0b010; // write without read
+/// let m = walker.explain_misconfiguration(gpa, read(pd_entry)).unwrap();
+/// assert_eq!((m.level, m.rule), (Level::Pd, MisconfigRule::WriteWithoutRead));
+/// assert_eq!(m.entry_address.as_u64(), 0x3008);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EptWalker {
     eptp: EptPointer,
