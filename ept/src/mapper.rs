@@ -308,6 +308,8 @@ pub struct EptMapper<P: PhysToVirt> {
     eptp: EptPointer,
     invept: InveptType,
     tables: usize,
+    /// The shift of the root level (39 or 48), cached for `translate`.
+    root_shift: u32,
 }
 
 impl<P: PhysToVirt> fmt::Debug for EptMapper<P> {
@@ -389,6 +391,7 @@ impl<P: PhysToVirt> EptMapper<P> {
             eptp,
             invept,
             tables: 1,
+            root_shift: config.walk.root_level().shift(),
         };
         // SAFETY: the root frame is ours and not yet linked anywhere.
         unsafe { mapper.zero(mapper.root) };
@@ -601,7 +604,7 @@ impl<P: PhysToVirt> EptMapper<P> {
     pub fn translate(&self, gpa: GuestPhysAddr) -> Option<Translation> {
         let gpa = gpa.as_u64();
         let mut frame = self.root;
-        let mut shift = self.root_level().shift();
+        let mut shift = self.root_shift;
         loop {
             // SAFETY: `frame` is the root or was read from a present non-leaf entry of ours.
             let e = unsafe {
