@@ -10,6 +10,7 @@
 use core::fmt;
 
 use thiserror::Error;
+use vmx_core::{GpReg, GuestRegisters};
 
 const fn bits(raw: u32, low: u32, width: u32) -> u32 {
     (raw >> low) & ((1 << width) - 1)
@@ -40,91 +41,6 @@ impl InstructionLength {
 impl fmt::Display for InstructionLength {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} byte{}", self.0, if self.0 == 1 { "" } else { "s" })
-    }
-}
-
-/// A general-purpose register, numbered as in the instruction-information and exit-qualification
-/// fields (0 = RAX … 15 = R15).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub enum Gpr {
-    /// RAX (0).
-    Rax = 0,
-    /// RCX (1).
-    Rcx = 1,
-    /// RDX (2).
-    Rdx = 2,
-    /// RBX (3).
-    Rbx = 3,
-    /// RSP (4).
-    Rsp = 4,
-    /// RBP (5).
-    Rbp = 5,
-    /// RSI (6).
-    Rsi = 6,
-    /// RDI (7).
-    Rdi = 7,
-    /// R8 (8).
-    R8 = 8,
-    /// R9 (9).
-    R9 = 9,
-    /// R10 (10).
-    R10 = 10,
-    /// R11 (11).
-    R11 = 11,
-    /// R12 (12).
-    R12 = 12,
-    /// R13 (13).
-    R13 = 13,
-    /// R14 (14).
-    R14 = 14,
-    /// R15 (15).
-    R15 = 15,
-}
-
-impl Gpr {
-    /// Every register, in encoding order.
-    pub const ALL: [Gpr; 16] = [
-        Gpr::Rax,
-        Gpr::Rcx,
-        Gpr::Rdx,
-        Gpr::Rbx,
-        Gpr::Rsp,
-        Gpr::Rbp,
-        Gpr::Rsi,
-        Gpr::Rdi,
-        Gpr::R8,
-        Gpr::R9,
-        Gpr::R10,
-        Gpr::R11,
-        Gpr::R12,
-        Gpr::R13,
-        Gpr::R14,
-        Gpr::R15,
-    ];
-
-    /// The register with this 4-bit number; only the low 4 bits of `number` are used.
-    pub const fn from_number(number: u8) -> Self {
-        Self::ALL[(number & 0xf) as usize]
-    }
-
-    /// The register's 4-bit number.
-    pub const fn number(self) -> u8 {
-        self as u8
-    }
-
-    /// The register's 64-bit assembler name.
-    pub const fn name(self) -> &'static str {
-        [
-            "RAX", "RCX", "RDX", "RBX", "RSP", "RBP", "RSI", "RDI", "R8", "R9", "R10", "R11",
-            "R12", "R13", "R14", "R15",
-        ][self as usize]
-    }
-}
-
-impl fmt::Display for Gpr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
     }
 }
 
@@ -311,9 +227,9 @@ pub struct MemoryOperand {
     /// Bits 17:15: segment register.
     pub segment: SegmentRegister,
     /// Bits 21:18: the index register, `None` if bit 22 ("IndexReg invalid") is set.
-    pub index: Option<Gpr>,
+    pub index: Option<GpReg>,
     /// Bits 26:23: the base register, `None` if bit 27 ("BaseReg invalid") is set.
-    pub base: Option<Gpr>,
+    pub base: Option<GpReg>,
 }
 
 impl MemoryOperand {
@@ -329,12 +245,12 @@ impl MemoryOperand {
             index: if raw & 1 << 22 != 0 {
                 None
             } else {
-                Some(Gpr::from_number((raw >> 18) as u8))
+                Some(GpReg::from_field((raw >> 18) as u64))
             },
             base: if raw & 1 << 27 != 0 {
                 None
             } else {
-                Some(Gpr::from_number((raw >> 23) as u8))
+                Some(GpReg::from_field((raw >> 23) as u64))
             },
         }
     }
@@ -362,11 +278,13 @@ impl MemoryOperand {
     ///
     /// `displacement` is the exit qualification of the VM exit, which holds the instruction's
     /// displacement sign-extended to 64 bits. `register` returns a guest register's value (RSP comes
-    /// from the guest-state area, the others from wherever the VM-exit handler saved them).
+    /// from the guest-state area, the others from wherever the VM-exit handler saved them);
+    /// [`effective_address_in`](Self::effective_address_in) takes them from vmx-core's
+    /// [`GuestRegisters`] frame.
     pub fn effective_address(
         &self,
         displacement: u64,
-        register: impl Fn(Gpr) -> u64,
+        register: impl Fn(GpReg) -> u64,
     ) -> Result<u64, OperandError> {
         let mask = match self.address_size {
             AddressSize::Reserved(raw) => return Err(OperandError::ReservedAddressSize(raw)),
@@ -388,7 +306,7 @@ impl MemoryOperand {
         &self,
         displacement: u64,
         segment_base: u64,
-        register: impl Fn(Gpr) -> u64,
+        register: impl Fn(GpReg) -> u64,
     ) -> Result<u64, OperandError> {
         let offset = self.effective_address(displacement, register)?;
         let linear = segment_base.wrapping_add(offset);
@@ -396,6 +314,54 @@ impl MemoryOperand {
             AddressSize::Bits64 => linear,
             _ => linear & 0xffff_ffff,
         })
+    }
+
+    /// [`effective_address`](Self::effective_address) with the registers taken from the
+    /// trampoline's [`GuestRegisters`] frame and RSP from `guest_rsp`, the value of the VMCS
+    /// guest-state field GUEST_RSP (the frame does not hold RSP).
+    ///
+    /// ```
+    /// use exits::instruction::MemoryInfo;
+    /// use vmx_core::GuestRegisters;
+    ///
+    /// // VMPTRLD [RSP + RSI*8 + 0x10], 64-bit addressing: base RSP (4), index RSI (6), scale 8.
+    /// let info = MemoryInfo::from_raw(3 | 2 << 7 | 6 << 18 | 4 << 23);
+    /// let mut regs = GuestRegisters::new();
+    /// regs.rsi = 2;
+    /// let guest_rsp = 0x7000; // read from GUEST_RSP
+    /// assert_eq!(info.0.effective_address_in(0x10, &regs, guest_rsp), Ok(0x7020));
+    /// ```
+    pub fn effective_address_in(
+        &self,
+        displacement: u64,
+        registers: &GuestRegisters,
+        guest_rsp: u64,
+    ) -> Result<u64, OperandError> {
+        self.effective_address(displacement, |reg| frame_or_rsp(registers, reg, guest_rsp))
+    }
+
+    /// [`linear_address`](Self::linear_address) with the registers taken from the trampoline's
+    /// [`GuestRegisters`] frame and RSP from `guest_rsp`, the value of the VMCS guest-state field
+    /// GUEST_RSP (the frame does not hold RSP).
+    pub fn linear_address_in(
+        &self,
+        displacement: u64,
+        segment_base: u64,
+        registers: &GuestRegisters,
+        guest_rsp: u64,
+    ) -> Result<u64, OperandError> {
+        self.linear_address(displacement, segment_base, |reg| {
+            frame_or_rsp(registers, reg, guest_rsp)
+        })
+    }
+}
+
+/// The guest's value of `reg`: from the frame, or `guest_rsp` for RSP, the one register the frame
+/// does not hold.
+fn frame_or_rsp(registers: &GuestRegisters, reg: GpReg, guest_rsp: u64) -> u64 {
+    match registers.gpr(reg) {
+        Some(value) => value,
+        None => guest_rsp,
     }
 }
 
@@ -427,7 +393,7 @@ impl fmt::Display for MemoryOperand {
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Operand {
     /// Bit 10 = 1: a register operand (bits 6:3).
-    Register(Gpr),
+    Register(GpReg),
     /// Bit 10 = 0: a memory operand.
     Memory(MemoryOperand),
 }
@@ -435,7 +401,7 @@ pub enum Operand {
 impl Operand {
     const fn from_raw(raw: u32) -> Self {
         if raw & 1 << 10 != 0 {
-            Self::Register(Gpr::from_number((raw >> 3) as u8))
+            Self::Register(GpReg::from_field((raw >> 3) as u64))
         } else {
             Self::Memory(MemoryOperand::from_raw(raw))
         }
@@ -501,7 +467,7 @@ pub struct InvalidationInfo {
     /// The memory operand (the INVEPT/INVPCID/INVVPID descriptor).
     pub memory: MemoryOperand,
     /// Bits 31:28 (Reg2): the register holding the invalidation type.
-    pub register: Gpr,
+    pub register: GpReg,
 }
 
 impl InvalidationInfo {
@@ -509,7 +475,7 @@ impl InvalidationInfo {
     pub const fn from_raw(raw: u32) -> Self {
         Self {
             memory: MemoryOperand::from_raw(raw),
-            register: Gpr::from_number((raw >> 28) as u8),
+            register: GpReg::from_field((raw >> 28) as u64),
         }
     }
 
@@ -690,7 +656,7 @@ impl fmt::Display for OperandSize {
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct RegisterInfo {
     /// Bits 6:3: the destination register (RDRAND, RDSEED) or the source register (TPAUSE, UMWAIT).
-    pub register: Gpr,
+    pub register: GpReg,
     /// Bits 12:11: the operand size (RDRAND, RDSEED; undefined for TPAUSE and UMWAIT).
     pub operand_size: OperandSize,
 }
@@ -702,7 +668,7 @@ impl RegisterInfo {
     /// Decodes the field; undefined bits are ignored.
     pub const fn from_raw(raw: u32) -> Self {
         Self {
-            register: Gpr::from_number((raw >> 3) as u8),
+            register: GpReg::from_field((raw >> 3) as u64),
             operand_size: match (raw >> 11) & 3 {
                 0 => OperandSize::Bits16,
                 1 => OperandSize::Bits32,
@@ -760,7 +726,7 @@ pub struct VmreadVmwriteInfo {
     /// Reg1 (bits 6:3) or memory, per bit 10: the destination of VMREAD, the source of VMWRITE.
     pub operand: Operand,
     /// Bits 31:28 (Reg2): the register holding the VMCS-field encoding.
-    pub field_register: Gpr,
+    pub field_register: GpReg,
 }
 
 impl VmreadVmwriteInfo {
@@ -768,7 +734,7 @@ impl VmreadVmwriteInfo {
     pub const fn from_raw(raw: u32) -> Self {
         Self {
             operand: Operand::from_raw(raw),
-            field_register: Gpr::from_number((raw >> 28) as u8),
+            field_register: GpReg::from_field((raw >> 28) as u64),
         }
     }
 
@@ -828,7 +794,7 @@ impl fmt::Display for LoadiwkeyInfo {
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct MsrImmediateInfo {
     /// Bits 6:3: the destination (RDMSR) or source (WRMSRNS) register.
-    pub register: Gpr,
+    pub register: GpReg,
 }
 
 impl MsrImmediateInfo {
@@ -838,7 +804,7 @@ impl MsrImmediateInfo {
     /// Decodes the field; undefined bits are ignored.
     pub const fn from_raw(raw: u32) -> Self {
         Self {
-            register: Gpr::from_number(bits(raw, 3, 4) as u8),
+            register: GpReg::from_field(bits(raw, 3, 4) as u64),
         }
     }
 

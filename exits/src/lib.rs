@@ -54,7 +54,10 @@
 //!   that re-inject an interrupted event ([`IdtVectoring::reinjection`], written into any
 //!   [`vmcs::VmcsWrite`] by [`EventInjection::write`]).
 //! - [`instruction`]: the VM-exit instruction length and every format of the VM-exit instruction
-//!   information, with [`MemoryOperand::linear_address`] to find a memory operand.
+//!   information, with [`MemoryOperand::linear_address`] to find a memory operand
+//!   ([`MemoryOperand::linear_address_in`] reads the registers from vmx-core's
+//!   [`GuestRegisters`](vmx_core::GuestRegisters) frame). Registers are [`GpReg`], vmx-core's
+//!   numbering, re-exported here.
 //! - [`VmExit`]: the decoded exit, read from any [`vmcs::VmcsRead`] backend or decoded from
 //!   [`RawExitInfo`]; it reads only the fields its reason needs.
 //!
@@ -75,8 +78,7 @@ pub use event::{
 };
 pub use exit::{ExceptionQualification, ExitField, ExitReadError, RawExitInfo, StringIo, VmExit};
 pub use instruction::{
-    AddressSize, Gpr, InstructionLength, MemoryOperand, Operand, OperandError, Scale,
-    SegmentRegister,
+    AddressSize, InstructionLength, MemoryOperand, Operand, OperandError, Scale, SegmentRegister,
 };
 pub use qualification::{
     ApicAccessQualification, ApicAccessType, CrAccessQualification, CrAccessType,
@@ -86,3 +88,6 @@ pub use qualification::{
     SppEventKind, SppQualification, TaskSwitchQualification, TaskSwitchSource,
 };
 pub use reason::{BasicExitReason, ExitReason};
+/// General-purpose registers by SDM number, as the exit qualifications and the instruction
+/// information name them: vmx-core's type, re-exported so that one import serves.
+pub use vmx_core::GpReg;

@@ -14,7 +14,7 @@
 
 use core::fmt;
 
-use crate::instruction::Gpr;
+use vmx_core::GpReg;
 
 const fn bit(raw: u64, n: u32) -> bool {
     raw & 1 << n != 0
@@ -207,7 +207,7 @@ pub struct CrAccessQualification {
     /// Bit 6: LMSW operand type (meaningful for LMSW only; 0 otherwise).
     pub lmsw_operand: LmswOperandType,
     /// Bits 11:8: the general-purpose register of MOV CR (0 for CLTS and LMSW).
-    pub gpr: Gpr,
+    pub gpr: GpReg,
     /// Bits 31:16: the LMSW source data (0 for the other access types).
     pub lmsw_source: u16,
 }
@@ -231,7 +231,7 @@ impl CrAccessQualification {
             } else {
                 LmswOperandType::Register
             },
-            gpr: Gpr::from_number((raw >> 8) as u8),
+            gpr: GpReg::from_field(raw >> 8),
             lmsw_source: (raw >> 16) as u16,
         }
     }
@@ -280,7 +280,7 @@ pub struct MovDrQualification {
     /// Bit 4: direction of access.
     pub direction: MovDrDirection,
     /// Bits 11:8: the general-purpose register.
-    pub gpr: Gpr,
+    pub gpr: GpReg,
 }
 
 impl MovDrQualification {
@@ -296,7 +296,7 @@ impl MovDrQualification {
             } else {
                 MovDrDirection::ToDr
             },
-            gpr: Gpr::from_number((raw >> 8) as u8),
+            gpr: GpReg::from_field(raw >> 8),
         }
     }
 

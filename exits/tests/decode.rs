@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 
 use exits::{
-    BasicExitReason, ExceptionQualification, ExitField, ExitReason, Gpr, InstructionLength,
+    BasicExitReason, ExceptionQualification, ExitField, ExitReason, GpReg, InstructionLength,
     RawExitInfo, VmExit,
 };
 use proptest::prelude::*;
@@ -307,12 +307,12 @@ fn memory_operand_instructions_read_displacement_and_info() {
     else {
         panic!()
     };
-    let registers = |reg: Gpr| if reg == Gpr::Rdx { 0x1000 } else { 2 };
+    let registers = |reg: GpReg| if reg == GpReg::Rdx { 0x1000 } else { 2 };
     assert_eq!(
         info.memory.linear_address(displacement, 0, registers),
         Ok(0x1020)
     );
-    assert_eq!((info.register, length), (Gpr::Rcx, InstructionLength(4)));
+    assert_eq!((info.register, length), (GpReg::Rcx, InstructionLength(4)));
 }
 
 #[test]
@@ -357,7 +357,7 @@ fn msr_immediate_exits() {
         ]
     );
     assert!(
-        matches!(exit, VmExit::RdmsrImmediate { msr: 0xc000_0080, info, .. } if info.register == Gpr::R12)
+        matches!(exit, VmExit::RdmsrImmediate { msr: 0xc000_0080, info, .. } if info.register == GpReg::R12)
     );
 }
 

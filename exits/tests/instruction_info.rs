@@ -2,8 +2,9 @@
 //! and memory-operand address computation.
 
 use exits::instruction::*;
-use exits::{AddressSize, Gpr, MemoryOperand, Operand, OperandError, Scale, SegmentRegister};
+use exits::{AddressSize, GpReg, MemoryOperand, Operand, OperandError, Scale, SegmentRegister};
 use proptest::prelude::*;
+use vmx_core::GuestRegisters;
 
 /// Decoding never panics, re-encoding then decoding gives the same value, and `Display` works.
 macro_rules! stable {
@@ -51,7 +52,7 @@ proptest! {
         registers in any::<[u64; 16]>(),
     ) {
         let operand = MemoryOperand::from_raw(raw);
-        let read = |reg: Gpr| registers[reg.number() as usize];
+        let read = |reg: GpReg| registers[usize::from(reg.index())];
         match operand.linear_address(displacement, segment_base, read) {
             Ok(linear) => {
                 let offset = operand.effective_address(displacement, read).unwrap();
@@ -63,15 +64,72 @@ proptest! {
             Err(OperandError::ReservedAddressSize(size)) => prop_assert!(size >= 3),
         }
     }
+
+    #[test]
+    fn frame_addresses_agree_with_the_register_closure(
+        raw in any::<u32>(),
+        displacement in any::<u64>(),
+        segment_base in any::<u64>(),
+        registers in any::<[u64; 16]>(),
+    ) {
+        // The frame holds every register but RSP, which is passed as GUEST_RSP.
+        let mut frame = GuestRegisters::new();
+        for reg in GpReg::ALL.into_iter().filter(|reg| !reg.in_vmcs()) {
+            frame.set_gpr(reg, registers[usize::from(reg.index())]).unwrap();
+        }
+        let guest_rsp = registers[usize::from(GpReg::Rsp.index())];
+        let operand = MemoryOperand::from_raw(raw);
+        let read = |reg: GpReg| registers[usize::from(reg.index())];
+        prop_assert_eq!(
+            operand.effective_address_in(displacement, &frame, guest_rsp),
+            operand.effective_address(displacement, read)
+        );
+        prop_assert_eq!(
+            operand.linear_address_in(displacement, segment_base, &frame, guest_rsp),
+            operand.linear_address(displacement, segment_base, read)
+        );
+    }
 }
 
 #[test]
-fn gpr_numbers() {
-    for n in 0..16u8 {
-        assert_eq!(Gpr::from_number(n).number(), n);
+fn register_fields_use_the_sdm_numbering() {
+    // Every 4-bit value of Reg1 (bits 6:3), Reg2 (31:28), index (21:18) and base (26:23) names the
+    // vmx-core register with that SDM number.
+    for n in 0..16u32 {
+        let reg = GpReg::from_index(u64::from(n)).unwrap();
+        assert_eq!(u32::from(reg.index()), n);
+        assert_eq!(RegisterInfo::from_raw(n << 3).register, reg);
+        assert_eq!(VmreadVmwriteInfo::from_raw(n << 28).field_register, reg);
+        let memory = MemoryOperand::from_raw(n << 18 | n << 23);
+        assert_eq!((memory.index, memory.base), (Some(reg), Some(reg)));
     }
-    assert_eq!(Gpr::from_number(4).to_string(), "RSP");
-    assert_eq!(Gpr::from_number(15), Gpr::R15);
+    assert_eq!(RegisterInfo::from_raw(4 << 3).register.to_string(), "RSP");
+    assert_eq!(MsrImmediateInfo::from_raw(15 << 3).register, GpReg::R15);
+}
+
+#[test]
+fn addresses_from_the_guest_register_frame() {
+    // INVVPID RAX, [RSP + R9*4 - 8] in 64-bit mode: RSP comes from GUEST_RSP, R9 from the frame.
+    let raw = 2 | 2 << 7 | 2 << 15 | 9 << 18 | 4 << 23;
+    let memory = InvalidationInfo::from_raw(raw).memory;
+    let mut regs = GuestRegisters::new();
+    regs.r9 = 0x10;
+    regs.rax = 0xdead; // not an operand
+    let guest_rsp = 0x8000;
+    assert_eq!(
+        memory.effective_address_in((-8i64) as u64, &regs, guest_rsp),
+        Ok(0x8038)
+    );
+    assert_eq!(
+        memory.linear_address_in((-8i64) as u64, 0x1_0000, &regs, guest_rsp),
+        Ok(0x1_8038)
+    );
+    // A reserved address size is reported, not guessed.
+    let reserved = MemoryOperand::from_raw(raw & !(7 << 7) | 5 << 7);
+    assert_eq!(
+        reserved.effective_address_in(0, &regs, guest_rsp),
+        Err(OperandError::ReservedAddressSize(5))
+    );
 }
 
 #[test]
@@ -86,14 +144,14 @@ fn vmptrld_rax_in_64_bit_mode() {
             address_size: AddressSize::Bits64,
             segment: SegmentRegister::Ds,
             index: None,
-            base: Some(Gpr::Rax),
+            base: Some(GpReg::Rax),
         }
     );
     assert_eq!(info.to_raw(), 0x0041_8100);
     assert_eq!(info.to_string(), "DS:[RAX+disp] (64-bit address)");
     let address = info
         .0
-        .linear_address(0, 0, |reg| if reg == Gpr::Rax { 0x5000 } else { 0 });
+        .linear_address(0, 0, |reg| if reg == GpReg::Rax { 0x5000 } else { 0 });
     assert_eq!(address, Ok(0x5000));
 }
 
@@ -104,14 +162,14 @@ fn invept_with_scaled_index() {
     let raw = 0x3 | 2 << 7 | 3 << 15 | 6 << 18 | 2 << 23 | 1 << 28;
     assert_eq!(raw, 0x1119_8103);
     let info = InvalidationInfo::from_raw(raw);
-    assert_eq!(info.register, Gpr::Rcx);
-    assert_eq!(info.memory.index, Some(Gpr::Rsi));
-    assert_eq!(info.memory.base, Some(Gpr::Rdx));
+    assert_eq!(info.register, GpReg::Rcx);
+    assert_eq!(info.memory.index, Some(GpReg::Rsi));
+    assert_eq!(info.memory.base, Some(GpReg::Rdx));
     assert_eq!(info.memory.scale, Scale::X8);
     assert_eq!(info.to_raw(), raw);
-    let registers = |reg: Gpr| match reg {
-        Gpr::Rdx => 0x1000,
-        Gpr::Rsi => 2,
+    let registers = |reg: GpReg| match reg {
+        GpReg::Rdx => 0x1000,
+        GpReg::Rsi => 2,
         _ => 0xdead,
     };
     assert_eq!(info.memory.effective_address(0x10, registers), Ok(0x1020));
@@ -128,20 +186,20 @@ fn addresses_wrap_at_the_address_size() {
         scale: Scale::X1,
         address_size: AddressSize::Bits16,
         segment: SegmentRegister::Ss,
-        index: Some(Gpr::Rsi),
-        base: Some(Gpr::Rbx),
+        index: Some(GpReg::Rsi),
+        base: Some(GpReg::Rbx),
     };
-    let regs = |reg: Gpr| if reg == Gpr::Rbx { 0xffff } else { 0 };
+    let regs = |reg: GpReg| if reg == GpReg::Rbx { 0xffff } else { 0 };
     assert_eq!(operand.effective_address(2, regs), Ok(1));
     assert_eq!(operand.linear_address(2, 0x2_0000, regs), Ok(0x2_0001));
     // A negative displacement, sign-extended by the processor: [RSP - 8].
     let operand = MemoryOperand {
         address_size: AddressSize::Bits64,
         index: None,
-        base: Some(Gpr::Rsp),
+        base: Some(GpReg::Rsp),
         ..operand
     };
-    let regs = |reg: Gpr| if reg == Gpr::Rsp { 0x1000 } else { 0 };
+    let regs = |reg: GpReg| if reg == GpReg::Rsp { 0x1000 } else { 0 };
     assert_eq!(operand.effective_address((-8i64) as u64, regs), Ok(0xff8));
     // 32-bit: the linear address wraps at 4 GiB.
     let operand = MemoryOperand {
@@ -172,7 +230,7 @@ fn descriptor_table_instructions() {
     // LGDT [RAX] in 64-bit mode: identity 2 in bits 29:28.
     let info = DescriptorTableInfo::from_raw(0x2041_8100);
     assert_eq!(info.instruction, DescriptorTableInstruction::Lgdt);
-    assert_eq!(info.memory.base, Some(Gpr::Rax));
+    assert_eq!(info.memory.base, Some(GpReg::Rax));
     assert_eq!(
         info.to_string(),
         "LGDT DS:[RAX+disp] (64-bit address) (16-bit operand size)"
@@ -196,13 +254,13 @@ fn ldtr_tr_instructions() {
     let info = LdtrTrInfo::from_raw(0x3000_0400);
     assert_eq!(
         (info.operand, info.instruction),
-        (Operand::Register(Gpr::Rax), LdtrTrInstruction::Ltr)
+        (Operand::Register(GpReg::Rax), LdtrTrInstruction::Ltr)
     );
     assert_eq!(info.to_string(), "LTR RAX");
     // SLDT [RBX] (memory form), identity 0.
     let info = LdtrTrInfo::from_raw(0x0041_8000 | 3 << 23 | 2 << 7);
     assert_eq!(info.instruction, LdtrTrInstruction::Sldt);
-    assert!(matches!(info.operand, Operand::Memory(m) if m.base == Some(Gpr::Rbx)));
+    assert!(matches!(info.operand, Operand::Memory(m) if m.base == Some(GpReg::Rbx)));
     assert_eq!(
         LdtrTrInfo::from_raw(1 << 28).instruction,
         LdtrTrInstruction::Str
@@ -219,13 +277,13 @@ fn register_instructions() {
     let info = RegisterInfo::from_raw(0x800);
     assert_eq!(
         (info.register, info.operand_size),
-        (Gpr::Rax, OperandSize::Bits32)
+        (GpReg::Rax, OperandSize::Bits32)
     );
     // RDSEED R9: register 9, 64-bit.
     let info = RegisterInfo::from_raw(0x1048);
     assert_eq!(
         (info.register, info.operand_size),
-        (Gpr::R9, OperandSize::Bits64)
+        (GpReg::R9, OperandSize::Bits64)
     );
     assert_eq!(info.to_string(), "register R9 (64-bit operand)");
     assert_eq!(
@@ -240,14 +298,14 @@ fn vmread_vmwrite_forms() {
     let info = VmreadVmwriteInfo::from_raw(0x3000_0400);
     assert_eq!(
         (info.operand, info.field_register),
-        (Operand::Register(Gpr::Rax), Gpr::Rbx)
+        (Operand::Register(GpReg::Rax), GpReg::Rbx)
     );
     assert_eq!(info.to_string(), "operand RAX, field encoding in RBX");
     // VMWRITE RDX, [RDI]: memory source with base RDI (7 << 23), field in RDX (2 << 28).
     let info = VmreadVmwriteInfo::from_raw(2 << 28 | 7 << 23 | 1 << 22 | 3 << 15 | 2 << 7);
-    assert_eq!(info.field_register, Gpr::Rdx);
+    assert_eq!(info.field_register, GpReg::Rdx);
     assert!(
-        matches!(info.operand, Operand::Memory(m) if m.base == Some(Gpr::Rdi) && m.index.is_none())
+        matches!(info.operand, Operand::Memory(m) if m.base == Some(GpReg::Rdi) && m.index.is_none())
     );
 }
 
@@ -269,7 +327,7 @@ fn outs_loadiwkey_and_msr_immediate() {
     assert_eq!((info.xmm1, info.xmm2), (1, 2));
     assert_eq!(info.to_string(), "XMM1, XMM2");
     // RDMSR R12, imm32.
-    assert_eq!(MsrImmediateInfo::from_raw(0x60).register, Gpr::R12);
+    assert_eq!(MsrImmediateInfo::from_raw(0x60).register, GpReg::R12);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Exit qualifications: property tests over every bit, and table tests written from the SDM's
 //! tables.
 
-use exits::Gpr;
+use exits::GpReg;
 use exits::qualification::*;
 use proptest::prelude::*;
 
@@ -102,7 +102,7 @@ fn cr_access_encodings() {
     let q = CrAccessQualification::from_raw(0);
     assert_eq!(
         (q.cr, q.access_type, q.gpr),
-        (0, CrAccessType::MovToCr, Gpr::Rax)
+        (0, CrAccessType::MovToCr, GpReg::Rax)
     );
     assert_eq!(q.to_string(), "MOV CR0, RAX");
     // MOV CR4, RBX.
@@ -114,7 +114,7 @@ fn cr_access_encodings() {
     let q = CrAccessQualification::from_raw(0xf18);
     assert_eq!(
         (q.cr, q.access_type, q.gpr),
-        (8, CrAccessType::MovFromCr, Gpr::R15)
+        (8, CrAccessType::MovFromCr, GpReg::R15)
     );
     assert_eq!(q.to_string(), "MOV R15, CR8");
     // CLTS: access type 2.
@@ -143,14 +143,14 @@ fn mov_dr_encodings() {
     let q = MovDrQualification::from_raw(7);
     assert_eq!(
         (q.dr, q.direction, q.gpr),
-        (7, MovDrDirection::ToDr, Gpr::Rax)
+        (7, MovDrDirection::ToDr, GpReg::Rax)
     );
     assert_eq!(q.to_string(), "MOV DR7, RAX");
     // MOV RSI, DR6: direction bit 4, GPR 6.
     let q = MovDrQualification::from_raw(0x616);
     assert_eq!(
         (q.dr, q.direction, q.gpr),
-        (6, MovDrDirection::FromDr, Gpr::Rsi)
+        (6, MovDrDirection::FromDr, GpReg::Rsi)
     );
     assert_eq!(q.to_string(), "MOV RSI, DR6");
 }
