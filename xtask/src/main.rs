@@ -285,6 +285,13 @@ fn main() -> ExitCode {
         Some("test") if args[1..] == ["--examples-only"] => {
             test::run_cases(test::CASES).map(|()| ExitCode::SUCCESS)
         }
+        Some("run")
+            if args
+                .iter()
+                .any(|a| a == "--guest" || a.starts_with("--guest=")) =>
+        {
+            linux::run_command(&args[1..]).map(|()| ExitCode::SUCCESS)
+        }
         Some("run") => run(&args[1..]),
         Some("fetch-linux") if args.len() == 1 => {
             linux::fetch_command().map(|()| ExitCode::SUCCESS)

@@ -225,6 +225,7 @@ pub fn run_all() -> Result<(), String> {
 
     let examples_start = Instant::now();
     run_cases(CASES)?;
+    crate::linux::test_step()?;
     eprintln!(
         "xtask test: all passed (host checks {:.1} s, example runs {:.1} s, total {:.1} s)",
         host_time.as_secs_f64(),

@@ -9,6 +9,7 @@
 
 mod decode;
 mod devices;
+mod linux_guest;
 mod memory;
 mod vcpu;
 
@@ -87,6 +88,9 @@ pub fn run() -> Outcome {
     if !vmx_caps::cpu_has_vmx() {
         println!("mini-hv: VMX not supported by this CPU (CPUID.1:ECX.VMX[bit 5] = 0)");
         return Outcome::Unsupported;
+    }
+    if linux_guest::requested() {
+        return linux_guest::run();
     }
     // SAFETY: ring 0, one processor.
     let mut msrs = unsafe { LiveMsrs::new() };

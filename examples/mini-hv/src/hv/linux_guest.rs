@@ -1,0 +1,912 @@
+//! The Linux guest (`mini-hv.guest=linux` on the hypervisor's command line): an unmodified Linux
+//! kernel, loaded per the x86 boot protocol by [`loader`], run with its devices passed through.
+//!
+//! - EPT identity-maps (guest-physical == host-physical) the first MiB (but any Multiboot structure in it)
+//!   and everything from `hv_end` to 4 GiB: guest RAM, the ACPI tables, the PCI hole with the IOAPIC,
+//!   HPET and LAPIC. `[1 MiB, hv_end)` — the hypervisor's image, stack, modules, VMCS, bitmaps and EPT
+//!   tables — is never mapped, and the guest's e820 map marks it reserved: a guest touch is a reported
+//!   EPT violation.
+//! - I/O bitmaps open but for the ACPI PM1a control port (power-off), the keyboard controller's command
+//!   port and 0xCF9 (resets); MSR bitmap open but for IA32_FEATURE_CONTROL and the VMX capability MSRs.
+//!   No external-interrupt or HLT exiting: interrupts reach the guest directly, HLT halts it in place.
+//! - Handled exits: CPUID (hypervisor bit, VMX hidden, leaf 0x40000000), the intercepted MSRs and ports,
+//!   CR0/CR4 writes to host-owned bits, XSETBV, INVD/WBINVD; INIT, SIPI, triple fault, EPT violations and
+//!   anything else end the run with a report. The guest's ACPI power-off is its "pass", a reset its "fail".
+
+use core::arch::asm;
+
+use ept::{
+    EptConfig, EptMapper, GuestPhysAddr, HostPhysAddr, LeafAttributes, MemoryType,
+    OffsetPhysToVirt, Permissions,
+};
+use exits::{CrAccessType, ExitReason, IoDirection, IoSize, VmExit};
+use vmcs::{
+    ActivityState, EntryInterruptionInfo, HardwareVmcs, InterruptibilityState, InterruptionType,
+    SegmentAccessRights, VmcsRead, VmcsWrite, fields,
+};
+use vmx_caps::{
+    ControlRequest, EntryControls, ExitControls, LiveMsrs, PrimaryControls, SecondaryControls,
+    VmxCapabilities,
+};
+use vmx_core::{GpReg, GuestRegisters, LivePlatform, VmFail, VmcsRegion, VmxRoot, VmxonRegion};
+
+use super::{Outcome, identity};
+use crate::println;
+
+#[path = "../linux/loader.rs"]
+mod loader;
+
+const MIB: u64 = 1 << 20;
+const LARGE_PAGE: u64 = 2 * MIB;
+/// Frames reserved for the EPT paging structures (an identity map of 4 GiB with large pages needs
+/// about a dozen).
+const EPT_POOL_FRAMES: usize = 64;
+
+const UD: u8 = 6;
+const GP: u8 = 13;
+const CR0_PE: u64 = 1 << 0;
+const CR0_ET: u64 = 1 << 4;
+const CR0_NW: u64 = 1 << 29;
+const CR0_CD: u64 = 1 << 30;
+const CR0_PG: u64 = 1 << 31;
+const CR4_VMXE: u64 = 1 << 13;
+const CR4_OSXSAVE: u64 = 1 << 18;
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+const IA32_FEATURE_CONTROL: u32 = 0x3a;
+/// IA32_VMX_BASIC through IA32_VMX_VMFUNC.
+const VMX_CAPABILITY_MSRS: core::ops::RangeInclusive<u32> = 0x480..=0x491;
+/// IA32_FEATURE_CONTROL as the guest reads it: locked, VMX off.
+const FEATURE_CONTROL_LOCKED: u64 = 1;
+/// PAT after reset.
+const PAT_RESET: u64 = 0x0007_0406_0007_0406;
+/// The hypervisor's CPUID signature (leaf 0x40000000, EBX:ECX:EDX).
+const SIGNATURE: &[u8; 12] = b"MiniHVLinux!";
+/// PM1x_CNT.SLP_EN.
+const SLP_EN: u16 = 1 << 13;
+/// The keyboard controller's command port (command 0xFE pulses the reset line).
+const KBC_COMMAND: u16 = 0x64;
+/// The PIIX reset control register (bit 2 resets the CPU).
+const RESET_CONTROL: u16 = 0xcf9;
+/// PM1a control port Bochs' PIIX4 uses when the FADT cannot be read.
+const BOCHS_PM1A_CNT: u16 = 0xb004;
+
+/// Whether the command line asks for the Linux guest.
+pub fn requested() -> bool {
+    crate::boot::cmdline()
+        .split_ascii_whitespace()
+        .any(|w| w == "mini-hv.guest=linux")
+}
+
+/// Frames for the EPT from a pool allocated up front (so that they lie below `hv_end`).
+struct Pool {
+    next: u64,
+    end: u64,
+}
+
+// SAFETY: the pool's frames were allocated (zeroed, identity-mapped) for the EPT alone; each is handed out
+// once.
+unsafe impl ept::FrameAllocator for Pool {
+    fn allocate_frame(&mut self) -> Option<HostPhysAddr> {
+        (self.next < self.end).then(|| {
+            let f = self.next;
+            self.next += 4096;
+            HostPhysAddr::new_truncate(f)
+        })
+    }
+
+    unsafe fn deallocate_frame(&mut self, _frame: HostPhysAddr) {}
+}
+
+/// How the guest ended.
+enum End {
+    PowerOff,
+    Reset(&'static str),
+    Stopped,
+}
+
+struct Linux {
+    regs: GuestRegisters,
+    cr0_fixed: vmx_caps::FixedBits,
+    cr4_fixed: vmx_caps::FixedBits,
+    xcr0_supported: u64,
+    pm1a: u16,
+    proc2: SecondaryControls,
+    exit_counts: [u64; 96],
+    total: u64,
+}
+
+/// Runs Linux as the guest.
+pub fn run() -> Outcome {
+    println!("mini-hv: guest: Linux (boot protocol, 32-bit entry, devices passed through)");
+    // SAFETY: ring 0, one processor.
+    let mut msrs = unsafe { LiveMsrs::new() };
+    let caps = match VmxCapabilities::read(&mut msrs) {
+        Ok(caps) => caps,
+        Err(e) => {
+            println!("mini-hv: cannot read the VMX capability MSRs: {e}");
+            return Outcome::Fail;
+        }
+    };
+    let request = ControlRequest::new()
+        .require(PrimaryControls::USE_IO_BITMAPS | PrimaryControls::USE_MSR_BITMAPS)
+        .require(SecondaryControls::ENABLE_EPT | SecondaryControls::UNRESTRICTED_GUEST)
+        .prefer(
+            SecondaryControls::ENABLE_VPID
+                | SecondaryControls::WBINVD_EXITING
+                | SecondaryControls::ENABLE_RDTSCP
+                | SecondaryControls::ENABLE_INVPCID
+                | SecondaryControls::ENABLE_XSAVES_XRSTORS,
+        )
+        .require(
+            ExitControls::HOST_ADDRESS_SPACE_SIZE
+                | ExitControls::LOAD_IA32_EFER
+                | ExitControls::SAVE_IA32_EFER,
+        )
+        .prefer(ExitControls::SAVE_IA32_PAT | ExitControls::LOAD_IA32_PAT)
+        .require(EntryControls::LOAD_IA32_EFER)
+        .prefer(EntryControls::LOAD_IA32_PAT);
+    let negotiated = match caps.negotiate(&request) {
+        Ok(n) => n,
+        Err(e) => {
+            println!("mini-hv: unsupported: {e}");
+            return Outcome::Unsupported;
+        }
+    };
+    let controls = negotiated.value;
+    if controls.proc.intersects(
+        PrimaryControls::CR3_LOAD_EXITING
+            | PrimaryControls::CR3_STORE_EXITING
+            | PrimaryControls::INVLPG_EXITING
+            | PrimaryControls::HLT_EXITING,
+    ) {
+        println!("mini-hv: unsupported: CR3/INVLPG/HLT exiting cannot be cleared");
+        return Outcome::Unsupported;
+    }
+    if !(caps.ept_vpid.page_walk_4() && caps.ept_vpid.memory_type_wb()) {
+        println!("mini-hv: unsupported: EPT needs 4-level walks and write-back paging structures");
+        return Outcome::Unsupported;
+    }
+    for bit in negotiated.dropped.iter() {
+        println!("mini-hv: optional control not available: {bit}");
+    }
+    let pat = controls.entry.contains(EntryControls::LOAD_IA32_PAT)
+        && controls
+            .exit
+            .contains(ExitControls::SAVE_IA32_PAT | ExitControls::LOAD_IA32_PAT);
+
+    let xsave = crate::arch::cpuid(1, 0).ecx & (1 << 26) != 0;
+    let (xcr0_supported, host_xcr0) = if xsave {
+        // SAFETY: XSAVE is supported, so CR4.OSXSAVE may be set; it changes nothing else the host uses.
+        unsafe { crate::arch::write_cr4(crate::arch::cr4() | CR4_OSXSAVE) };
+        let d = crate::arch::cpuid(0xd, 0);
+        (u64::from(d.eax) | u64::from(d.edx) << 32, super::xgetbv0())
+    } else {
+        (0, 0)
+    };
+
+    // Everything the hypervisor needs, allocated before hv_end is fixed.
+    let (Some(vmxon_frame), Some(vmcs_frame), Some(msr_bitmap), Some(io_bitmaps), Some(pool)) = (
+        crate::mem::alloc_frame(),
+        crate::mem::alloc_frame(),
+        crate::mem::alloc_frame(),
+        crate::mem::alloc_frames(2),
+        crate::mem::alloc_frames(EPT_POOL_FRAMES),
+    ) else {
+        println!("mini-hv: out of memory for the VMCS, bitmaps and EPT");
+        return Outcome::Fail;
+    };
+    let mut high = pool + EPT_POOL_FRAMES as u64 * 4096;
+    for a in [vmxon_frame, vmcs_frame, msr_bitmap, io_bitmaps + 4096] {
+        high = high.max(a + 4096);
+    }
+    let mut holes = [(0u64, 0u64); 72];
+    let mut n_holes = 0;
+    crate::boot::reserved_ranges(|s, e| {
+        high = high.max(e);
+        if s < MIB && n_holes < holes.len() - 1 {
+            holes[n_holes] = (s, e.min(MIB));
+            n_holes += 1;
+        }
+    });
+    let hv_end = high.next_multiple_of(LARGE_PAGE);
+    holes[n_holes] = (MIB, hv_end);
+    n_holes += 1;
+    let holes = &holes[..n_holes];
+    println!(
+        "mini-hv: hypervisor memory 0x100000..{hv_end:#x} (reserved in the guest's e820 map, unmapped)"
+    );
+
+    let loaded = match loader::load(hv_end, holes) {
+        Ok(l) => l,
+        Err(e) => {
+            println!("mini-hv: cannot load Linux: {e}");
+            return Outcome::Fail;
+        }
+    };
+    println!(
+        "mini-hv: Linux boot protocol {}.{:02}, {}relocatable; kernel {:#x} ({} KiB, init_size {} MiB), \
+         initrd {:#x} ({} KiB), zero page {:#x}",
+        loaded.protocol >> 8,
+        loaded.protocol & 0xff,
+        if loaded.relocatable { "" } else { "not " },
+        loaded.entry32,
+        loaded.kernel_size / 1024,
+        loaded.init_size.div_ceil(MIB),
+        loaded.initrd,
+        loaded.initrd_size / 1024,
+        loaded.boot_params
+    );
+    println!("mini-hv: Linux command line: {}", loaded.cmdline);
+    println!("mini-hv: guest e820 map:");
+    let mut ram_top = 0;
+    for e in loaded.e820.entries() {
+        println!(
+            "mini-hv:   {:#014x}..{:#014x} type {}",
+            e.addr,
+            e.addr + e.size,
+            e.kind
+        );
+        if e.kind == loader::E820_RAM && e.addr + e.size <= 1 << 32 {
+            ram_top = ram_top.max(e.addr + e.size);
+        }
+    }
+    let pm1a = loader::pm1a_control_port().unwrap_or(BOCHS_PM1A_CNT);
+    println!("mini-hv: ACPI PM1a control port {pm1a:#x} trapped (power-off)");
+
+    // Bitmaps: MSRs all open but the VMX ones; ports all open but power-off and reset.
+    // SAFETY: fresh frames owned by this function, identity-mapped.
+    unsafe {
+        let msr = msr_bitmap as *mut u8;
+        for m in core::iter::once(IA32_FEATURE_CONTROL).chain(VMX_CAPABILITY_MSRS) {
+            *msr.add((m / 8) as usize) |= 1 << (m % 8); // read, low MSRs
+            *msr.add(0x800 + (m / 8) as usize) |= 1 << (m % 8); // write, low MSRs
+        }
+        let io = io_bitmaps as *mut u8;
+        for p in [pm1a, pm1a + 1, KBC_COMMAND, RESET_CONTROL] {
+            *io.add((p / 8) as usize) |= 1 << (p % 8);
+        }
+    }
+
+    // EPT: identity map of [0, 1 MiB) but the holes, and of [hv_end, 4 GiB).
+    let mut pool = Pool {
+        next: pool,
+        end: pool + EPT_POOL_FRAMES as u64 * 4096,
+    };
+    let config = EptConfig::new(caps.ept_vpid, super::phys_addr_width());
+    // SAFETY: the host identity-maps every frame of the pool.
+    let p2v = unsafe { OffsetPhysToVirt::identity() };
+    let mut ept = match EptMapper::new(config, p2v, &mut pool) {
+        Ok(ept) => ept,
+        Err(e) => {
+            println!("mini-hv: cannot create the EPT: {e}");
+            return Outcome::Fail;
+        }
+    };
+    let ram_top = ram_top.next_multiple_of(LARGE_PAGE);
+    let mut ranges = [(0u64, 0u64, MemoryType::WriteBack); 80];
+    let mut count = 0;
+    let mut at = 0;
+    let mut low_holes = [(0u64, 0u64); 72];
+    low_holes[..holes.len() - 1].copy_from_slice(&holes[..holes.len() - 1]);
+    let low_holes = &mut low_holes[..holes.len() - 1];
+    low_holes.sort_unstable();
+    for &(s, e) in low_holes.iter() {
+        if s > at {
+            ranges[count] = (at, s, MemoryType::WriteBack);
+            count += 1;
+        }
+        at = at.max(e);
+    }
+    if at < MIB {
+        ranges[count] = (at, MIB, MemoryType::WriteBack);
+        count += 1;
+    }
+    ranges[count] = (hv_end, ram_top, MemoryType::WriteBack);
+    ranges[count + 1] = (ram_top, 1 << 32, MemoryType::Uncacheable);
+    count += 2;
+    // SAFETY: ring 0 on the only processor.
+    let mut platform = unsafe { LivePlatform::new() };
+    // SAFETY: a fresh frame (identity-mapped) used for nothing else, for the rest of the run.
+    let vmxon_region = match unsafe { VmxonRegion::from_frame(vmxon_frame as *mut u8) } {
+        Ok(region) => region,
+        Err(e) => {
+            println!("mini-hv: cannot use the VMXON frame: {e}");
+            return Outcome::Fail;
+        }
+    };
+    // SAFETY: `caps` were read on this processor; `identity` is the host's true translation.
+    let mut root = match unsafe { VmxRoot::enable(&mut platform, &caps, vmxon_region, &identity) } {
+        Ok(root) => root,
+        Err(e) => {
+            println!("mini-hv: cannot enter VMX operation: {e}");
+            return Outcome::Fail;
+        }
+    };
+    for &(s, e, memory_type) in &ranges[..count] {
+        if e <= s {
+            continue;
+        }
+        let map = ept.map(
+            GuestPhysAddr::new_truncate(s),
+            HostPhysAddr::new_truncate(s),
+            e - s,
+            LeafAttributes::new(Permissions::RWX, memory_type),
+            &mut pool,
+        );
+        let flushed = match map {
+            Ok(flush) => flush
+                .flush(&root, &mut pool)
+                .map_err(|e| println!("mini-hv: INVEPT failed: {e}")),
+            Err(err) => {
+                println!("mini-hv: cannot map {s:#x}..{e:#x} in the EPT: {err}");
+                Err(())
+            }
+        };
+        if flushed.is_err() {
+            let _ = root.disable(&mut platform);
+            return Outcome::Fail;
+        }
+        println!("mini-hv: EPT identity map {s:#x}..{e:#x} ({memory_type:?})");
+    }
+    println!("mini-hv: EPT {} table frames", ept.table_frames());
+
+    let mut linux = Linux {
+        regs: GuestRegisters::new(),
+        cr0_fixed: caps.cr0_fixed,
+        cr4_fixed: caps.cr4_fixed,
+        xcr0_supported,
+        pm1a,
+        proc2: controls.proc2,
+        exit_counts: [0; 96],
+        total: 0,
+    };
+    linux.regs.rsi = loaded.boot_params;
+    let end = launch(
+        &mut root,
+        &caps,
+        &controls,
+        ept.eptp(),
+        msr_bitmap,
+        io_bitmaps,
+        vmcs_frame,
+        pat,
+        loaded.entry32,
+        &mut linux,
+    );
+    if xsave {
+        // SAFETY: the host's XCR0 was valid when read.
+        unsafe { super::xsetbv0(host_xcr0) };
+    }
+    if let Err((_, fail)) = root.disable(&mut platform) {
+        println!("mini-hv: VMXOFF failed: {fail}");
+        return Outcome::Fail;
+    }
+    println!("mini-hv: VM exit statistics (whole Linux run):");
+    for (number, &count) in linux.exit_counts.iter().enumerate() {
+        if count != 0 {
+            println!(
+                "mini-hv:   {count:>8}  {}",
+                ExitReason::from_raw(number as u32).basic
+            );
+        }
+    }
+    println!("mini-hv:   {:>8}  total", linux.total);
+    match end {
+        End::PowerOff => {
+            println!("mini-hv: the Linux guest powered off (ACPI S5): guest result pass");
+            Outcome::Pass
+        }
+        End::Reset(how) => {
+            println!("mini-hv: the Linux guest reset the machine ({how}): guest result fail");
+            Outcome::Fail
+        }
+        End::Stopped => Outcome::Fail,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn launch(
+    root: &mut VmxRoot,
+    caps: &VmxCapabilities,
+    controls: &vmx_caps::ControlSet,
+    eptp: ept::EptPointer,
+    msr_bitmap: u64,
+    io_bitmaps: u64,
+    vmcs_frame: u64,
+    pat: bool,
+    entry32: u64,
+    linux: &mut Linux,
+) -> End {
+    // SAFETY: a fresh frame (identity-mapped), used only as this VMCS for the rest of the run.
+    let region = match unsafe { VmcsRegion::from_frame(vmcs_frame as *mut u8) } {
+        Ok(region) => region,
+        Err(e) => {
+            println!("mini-hv: cannot use the VMCS frame: {e}");
+            return End::Stopped;
+        }
+    };
+    if let Err(e) = region.init(caps.basic.revision_id(), false) {
+        println!("mini-hv: cannot prepare the VMCS region: {e}");
+        return End::Stopped;
+    }
+    let mut active = match region.load(root, &identity) {
+        Ok(active) => active,
+        Err(e) => {
+            println!("mini-hv: cannot load the VMCS: {e}");
+            return End::Stopped;
+        }
+    };
+    // SAFETY: VMX root operation at CPL 0, the current VMCS is `active`'s; the guest state written below
+    // keeps the guest inside its EPT.
+    let mut hw = unsafe { HardwareVmcs::new() };
+    let vpid = controls.proc2.contains(SecondaryControls::ENABLE_VPID);
+    let setup = super::write_vmcs(&mut hw, controls, eptp, msr_bitmap, io_bitmaps, vpid)
+        .and_then(|()| linux.write_entry_state(&mut hw, entry32, pat));
+    if let Err(fail) = setup {
+        println!("mini-hv: writing the VMCS failed: {fail}");
+        super::dump_vmcs(&hw);
+        return End::Stopped;
+    }
+    println!(
+        "mini-hv: launching Linux at {entry32:#x} (32-bit protected mode, paging off, ESI = zero page {:#x})",
+        linux.regs.rsi
+    );
+    let start = rdtsc();
+    let end = linux.run(&mut active, &mut hw);
+    let ticks = rdtsc().wrapping_sub(start);
+    println!(
+        "mini-hv: the guest ran {ticks} TSC ticks for {} VM exits ({} ticks per exit)",
+        linux.total,
+        ticks / linux.total.max(1)
+    );
+    if let Err((_, fail)) = active.clear() {
+        println!("mini-hv: VMCLEAR failed: {fail}");
+        return End::Stopped;
+    }
+    end
+}
+
+impl Linux {
+    /// Host-owned CR0 bits: the fixed ones but PE and PG (unrestricted guest), and CD/NW.
+    fn cr0_mask(&self) -> u64 {
+        let f = self.cr0_fixed;
+        ((f.must_be_one() | (f.must_be_zero() & 0xffff_ffff)) & !(CR0_PE | CR0_PG))
+            | CR0_CD
+            | CR0_NW
+    }
+
+    fn real_cr0(&self, guest: u64) -> u64 {
+        let f = self.cr0_fixed;
+        ((guest | (f.must_be_one() & !(CR0_PE | CR0_PG))) & f.fixed1) & !(CR0_CD | CR0_NW)
+    }
+
+    fn cr4_mask(&self) -> u64 {
+        let f = self.cr4_fixed;
+        f.must_be_one() | (f.must_be_zero() & 0xffff_ffff) | CR4_VMXE
+    }
+
+    /// The boot protocol's 32-bit entry state: flat 4 GiB code (selector 0x10) and data (0x18) segments,
+    /// protected mode, paging off, interrupts off; ESI (set by the caller) points to the zero page.
+    fn write_entry_state(
+        &self,
+        vmcs: &mut HardwareVmcs<'_>,
+        entry: u64,
+        pat: bool,
+    ) -> Result<(), VmFail> {
+        let data = SegmentAccessRights::from_bits(0xc093);
+        for (sel, base, limit, ar) in [
+            (
+                fields::GUEST_ES_SELECTOR,
+                fields::GUEST_ES_BASE,
+                fields::GUEST_ES_LIMIT,
+                fields::GUEST_ES_ACCESS_RIGHTS,
+            ),
+            (
+                fields::GUEST_SS_SELECTOR,
+                fields::GUEST_SS_BASE,
+                fields::GUEST_SS_LIMIT,
+                fields::GUEST_SS_ACCESS_RIGHTS,
+            ),
+            (
+                fields::GUEST_DS_SELECTOR,
+                fields::GUEST_DS_BASE,
+                fields::GUEST_DS_LIMIT,
+                fields::GUEST_DS_ACCESS_RIGHTS,
+            ),
+            (
+                fields::GUEST_FS_SELECTOR,
+                fields::GUEST_FS_BASE,
+                fields::GUEST_FS_LIMIT,
+                fields::GUEST_FS_ACCESS_RIGHTS,
+            ),
+            (
+                fields::GUEST_GS_SELECTOR,
+                fields::GUEST_GS_BASE,
+                fields::GUEST_GS_LIMIT,
+                fields::GUEST_GS_ACCESS_RIGHTS,
+            ),
+        ] {
+            vmcs.write(sel, 0x18)?;
+            vmcs.write(base, 0)?;
+            vmcs.write(limit, 0xffff_ffff)?;
+            vmcs.write(ar, data)?;
+        }
+        vmcs.write(fields::GUEST_CS_SELECTOR, 0x10)?;
+        vmcs.write(fields::GUEST_CS_BASE, 0)?;
+        vmcs.write(fields::GUEST_CS_LIMIT, 0xffff_ffff)?;
+        vmcs.write(
+            fields::GUEST_CS_ACCESS_RIGHTS,
+            SegmentAccessRights::from_bits(0xc09b),
+        )?;
+        vmcs.write(fields::GUEST_TR_SELECTOR, 0x20)?;
+        vmcs.write(fields::GUEST_TR_BASE, 0)?;
+        vmcs.write(fields::GUEST_TR_LIMIT, 0x67)?;
+        vmcs.write(
+            fields::GUEST_TR_ACCESS_RIGHTS,
+            SegmentAccessRights::from_bits(0x8b),
+        )?;
+        vmcs.write(fields::GUEST_LDTR_SELECTOR, 0)?;
+        vmcs.write(fields::GUEST_LDTR_BASE, 0)?;
+        vmcs.write(fields::GUEST_LDTR_LIMIT, 0)?;
+        vmcs.write(
+            fields::GUEST_LDTR_ACCESS_RIGHTS,
+            SegmentAccessRights::from_bits(0x82).with_unusable(true),
+        )?;
+        vmcs.write(fields::GUEST_GDTR_BASE, 0)?;
+        vmcs.write(fields::GUEST_GDTR_LIMIT, 0)?;
+        vmcs.write(fields::GUEST_IDTR_BASE, 0)?;
+        vmcs.write(fields::GUEST_IDTR_LIMIT, 0)?;
+        let cr0 = CR0_PE | CR0_ET;
+        vmcs.write(fields::CR0_GUEST_HOST_MASK, self.cr0_mask())?;
+        vmcs.write(fields::CR0_READ_SHADOW, cr0)?;
+        vmcs.write(fields::GUEST_CR0, self.real_cr0(cr0))?;
+        vmcs.write(fields::CR4_GUEST_HOST_MASK, self.cr4_mask())?;
+        vmcs.write(fields::CR4_READ_SHADOW, 0)?;
+        vmcs.write(fields::GUEST_CR4, self.cr4_fixed.must_be_one())?;
+        vmcs.write(fields::GUEST_CR3, 0)?;
+        vmcs.write(fields::GUEST_DR7, 0x400)?;
+        vmcs.write(fields::GUEST_RSP, 0)?;
+        vmcs.write(fields::GUEST_RIP, entry)?;
+        vmcs.write(fields::GUEST_RFLAGS, 0x2)?;
+        vmcs.write(fields::GUEST_IA32_EFER, 0)?;
+        vmcs.write(fields::GUEST_IA32_DEBUGCTL, 0)?;
+        vmcs.write(fields::GUEST_IA32_SYSENTER_CS, 0)?;
+        vmcs.write(fields::GUEST_IA32_SYSENTER_ESP, 0)?;
+        vmcs.write(fields::GUEST_IA32_SYSENTER_EIP, 0)?;
+        vmcs.write(fields::GUEST_PENDING_DEBUG_EXCEPTIONS, 0)?;
+        vmcs.write(
+            fields::GUEST_INTERRUPTIBILITY_STATE,
+            InterruptibilityState::empty(),
+        )?;
+        vmcs.write(fields::VMCS_LINK_POINTER, u64::MAX)?;
+        vmcs.write(fields::GUEST_ACTIVITY_STATE, ActivityState::Active)?;
+        if pat {
+            vmcs.write(fields::GUEST_IA32_PAT, PAT_RESET)?;
+            // SAFETY: IA32_PAT exists (the PAT controls were offered); reading it has no side effect.
+            vmcs.write(fields::HOST_IA32_PAT, unsafe { crate::arch::rdmsr(0x277) })?;
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, active: &mut vmx_core::ActiveVmcs<'_>, vmcs: &mut HardwareVmcs<'_>) -> End {
+        loop {
+            // SAFETY: the host state describes this host (`write_vmcs`), EPT never maps host memory.
+            if let Err(fail) = unsafe { active.run(&mut self.regs) } {
+                println!("mini-hv: VM entry failed: {fail}");
+                super::dump_vmcs(vmcs);
+                return End::Stopped;
+            }
+            let exit = ExitReason::read(vmcs).and_then(|r| Ok((r, VmExit::read_for(r, vmcs)?)));
+            let (reason, exit) = match exit {
+                Ok(e) => e,
+                Err(e) => {
+                    println!("mini-hv: cannot read the VM exit: {e}");
+                    return End::Stopped;
+                }
+            };
+            if let Some(c) = self.exit_counts.get_mut(usize::from(reason.basic.number())) {
+                *c += 1;
+            }
+            self.total += 1;
+            if reason.entry_failure {
+                println!("mini-hv: VM entry failed: {reason}: {exit}");
+                super::dump_vmcs(vmcs);
+                return End::Stopped;
+            }
+            match self.handle(exit, vmcs) {
+                Ok(None) => {}
+                Ok(Some(end)) => return end,
+                Err(fail) => {
+                    println!("mini-hv: VMCS access failed while handling an exit: {fail}");
+                    return End::Stopped;
+                }
+            }
+        }
+    }
+
+    fn stop(
+        &self,
+        vmcs: &HardwareVmcs<'_>,
+        what: core::fmt::Arguments<'_>,
+    ) -> Result<Option<End>, VmFail> {
+        let rip = vmcs.read(fields::GUEST_RIP)?;
+        println!("mini-hv: {what} (guest RIP {rip:#x}); stopping the guest");
+        Ok(Some(End::Stopped))
+    }
+
+    fn handle(&mut self, exit: VmExit, vmcs: &mut HardwareVmcs<'_>) -> Result<Option<End>, VmFail> {
+        match exit {
+            VmExit::Cpuid { length } => {
+                let (leaf, sub) = (self.regs.rax as u32, self.regs.rcx as u32);
+                let cr4 = vmcs.read(fields::GUEST_CR4)?;
+                let (a, b, c, d) = self.cpuid(leaf, sub, cr4);
+                self.regs.rax = u64::from(a);
+                self.regs.rbx = u64::from(b);
+                self.regs.rcx = u64::from(c);
+                self.regs.rdx = u64::from(d);
+                skip(vmcs, length.get())
+            }
+            VmExit::Rdmsr { length } => match self.regs.rcx as u32 {
+                IA32_FEATURE_CONTROL => {
+                    self.regs.rax = FEATURE_CONTROL_LOCKED;
+                    self.regs.rdx = 0;
+                    skip(vmcs, length.get())
+                }
+                _ => inject(vmcs, GP, Some(0)),
+            },
+            // IA32_FEATURE_CONTROL is locked; the VMX capability MSRs are read-only (and hidden).
+            VmExit::Wrmsr { .. } => inject(vmcs, GP, Some(0)),
+            VmExit::IoInstruction { qualification: q, string: None, length } => {
+                let size = match q.size {
+                    IoSize::Byte => 1,
+                    IoSize::Word => 2,
+                    IoSize::Dword => 4,
+                    IoSize::Reserved(_) => return self.stop(vmcs, format_args!("I/O exit with a reserved size")),
+                };
+                let value = self.regs.rax as u32;
+                if q.direction == IoDirection::Out {
+                    if q.port == self.pm1a && size >= 2 && value as u16 & SLP_EN != 0 {
+                        return Ok(Some(End::PowerOff));
+                    }
+                    if q.port == KBC_COMMAND && value as u8 == 0xfe {
+                        return Ok(Some(End::Reset("keyboard controller reset pulse")));
+                    }
+                    if q.port == RESET_CONTROL && value & 4 != 0 {
+                        return Ok(Some(End::Reset("reset control register 0xcf9")));
+                    }
+                    // SAFETY: a port the guest owns (passed through), written as the guest asked.
+                    unsafe { port_out(q.port, size, value) };
+                } else {
+                    // SAFETY: as above, a read.
+                    let v = u64::from(unsafe { port_in(q.port, size) });
+                    self.regs.rax = match size {
+                        1 => (self.regs.rax & !0xff) | v,
+                        2 => (self.regs.rax & !0xffff) | v,
+                        _ => v,
+                    };
+                }
+                skip(vmcs, length.get())
+            }
+            VmExit::IoInstruction { qualification, .. } => {
+                self.stop(vmcs, format_args!("string I/O on a trapped port ({qualification}) is not emulated"))
+            }
+            VmExit::ControlRegisterAccess { qualification: q, length, .. } => {
+                // The register operand from the raw qualification (bits 11:8).
+                let gpr = GpReg::from_field((vmcs.read(fields::EXIT_QUALIFICATION)? >> 8) & 0xf);
+                let value = match self.regs.gpr(gpr) {
+                    Some(v) => v,
+                    None => vmcs.read(fields::GUEST_RSP)?,
+                };
+                match (q.access_type, q.cr) {
+                    (CrAccessType::MovToCr, 0) => {
+                        if value >> 32 != 0
+                            || (value & CR0_PG != 0 && value & CR0_PE == 0)
+                            || (value & CR0_NW != 0 && value & CR0_CD == 0)
+                        {
+                            return inject(vmcs, GP, Some(0));
+                        }
+                        let old = vmcs.read(fields::GUEST_CR0)?;
+                        if (old ^ value) & CR0_PG != 0 {
+                            let efer = vmcs.read(fields::GUEST_IA32_EFER)?;
+                            let lma = value & CR0_PG != 0 && efer & EFER_LME != 0;
+                            let efer = if lma { efer | EFER_LMA } else { efer & !EFER_LMA };
+                            vmcs.write(fields::GUEST_IA32_EFER, efer)?;
+                            vmcs.modify(fields::VM_ENTRY_CONTROLS, |c| {
+                                if lma {
+                                    c | EntryControls::IA32E_MODE_GUEST
+                                } else {
+                                    c - EntryControls::IA32E_MODE_GUEST
+                                }
+                            })?;
+                        }
+                        vmcs.write(fields::CR0_READ_SHADOW, value)?;
+                        vmcs.write(fields::GUEST_CR0, self.real_cr0(value))?;
+                        skip(vmcs, length.get())
+                    }
+                    (CrAccessType::MovToCr, 4) => {
+                        let f = self.cr4_fixed;
+                        if value & CR4_VMXE != 0 || value & f.must_be_zero() != 0 {
+                            return inject(vmcs, GP, Some(0));
+                        }
+                        vmcs.write(fields::CR4_READ_SHADOW, value)?;
+                        vmcs.write(fields::GUEST_CR4, value | f.must_be_one())?;
+                        skip(vmcs, length.get())
+                    }
+                    _ => self.stop(vmcs, format_args!("unexpected control-register access {q}")),
+                }
+            }
+            VmExit::Xsetbv { length } => {
+                let value = (self.regs.rdx << 32) | (self.regs.rax & 0xffff_ffff);
+                let s = self.xcr0_supported;
+                let avx512 = 0xe0;
+                let valid = self.regs.rcx as u32 == 0
+                    && value & 1 != 0
+                    && value & !s == 0
+                    && (value & 4 == 0 || value & 2 != 0)
+                    && (value & avx512 == 0 || (value & avx512 == avx512 && value & 4 != 0))
+                    && (value & 0x18 == 0 || value & 0x18 == 0x18);
+                if !valid {
+                    return inject(vmcs, GP, Some(0));
+                }
+                // SAFETY: a valid XCR0 for this processor (checked); the host set CR4.OSXSAVE and uses no
+                // state beyond x87/SSE, which stay enabled.
+                unsafe { super::xsetbv0(value) };
+                skip(vmcs, length.get())
+            }
+            VmExit::Invd { length } | VmExit::Wbinvd { length } => {
+                // INVD would drop the host's dirty lines too: both write back.
+                // SAFETY: WBINVD only writes back and invalidates caches.
+                unsafe { asm!("wbinvd", options(nomem, nostack)) };
+                skip(vmcs, length.get())
+            }
+            VmExit::Vmxon { .. }
+            | VmExit::Vmxoff { .. }
+            | VmExit::Vmclear { .. }
+            | VmExit::Vmptrld { .. }
+            | VmExit::Vmptrst { .. }
+            | VmExit::Vmread { .. }
+            | VmExit::Vmwrite { .. }
+            | VmExit::Vmlaunch { .. }
+            | VmExit::Vmresume { .. }
+            | VmExit::Invept { .. }
+            | VmExit::Invvpid { .. }
+            | VmExit::Vmcall { .. }
+            | VmExit::Vmfunc { .. } => inject(vmcs, UD, None),
+            VmExit::TripleFault => self.stop(vmcs, format_args!("the guest triple-faulted")),
+            VmExit::InitSignal => self.stop(vmcs, format_args!("INIT signal to the guest (not emulated)")),
+            VmExit::StartupIpi { vector } => {
+                self.stop(vmcs, format_args!("SIPI (vector {vector:#x}) to the guest (not emulated)"))
+            }
+            VmExit::EptViolation { qualification, guest_physical, .. } => self.stop(
+                vmcs,
+                format_args!(
+                    "EPT violation: guest-physical {guest_physical:#x} is not the guest's ({qualification})"
+                ),
+            ),
+            other => self.stop(vmcs, format_args!("unexpected VM exit: {other}")),
+        }
+    }
+
+    fn cpuid(&self, leaf: u32, sub: u32, guest_cr4: u64) -> (u32, u32, u32, u32) {
+        let word = |i: usize| {
+            u32::from_le_bytes([
+                SIGNATURE[i],
+                SIGNATURE[i + 1],
+                SIGNATURE[i + 2],
+                SIGNATURE[i + 3],
+            ])
+        };
+        match leaf {
+            0x4000_0000 => (0x4000_0000, word(0), word(4), word(8)),
+            0x4000_0001..=0x4fff_ffff => (0, 0, 0, 0),
+            _ => {
+                let r = crate::arch::cpuid(leaf, sub);
+                let (mut a, mut b, mut c, mut d) = (r.eax, r.ebx, r.ecx, r.edx);
+                match leaf {
+                    1 => {
+                        // VMX (5) and SMX (6) hidden, hypervisor (31) set, OSXSAVE (27) from the guest's CR4.
+                        c &= !((1 << 5) | (1 << 6) | (1 << 27));
+                        c |= 1 << 31;
+                        if guest_cr4 & CR4_OSXSAVE != 0 {
+                            c |= 1 << 27;
+                        }
+                    }
+                    7 if sub == 0 => {
+                        if !self.proc2.contains(SecondaryControls::ENABLE_INVPCID) {
+                            b &= !(1 << 10);
+                        }
+                        if !self.proc2.contains(SecondaryControls::ENABLE_RDTSCP) {
+                            c &= !(1 << 22); // RDPID
+                        }
+                        c &= !(1 << 5); // WAITPKG: "enable user wait and pause" is not set
+                    }
+                    0xd if sub == 1
+                        && !self
+                            .proc2
+                            .contains(SecondaryControls::ENABLE_XSAVES_XRSTORS) =>
+                    {
+                        a &= !(1 << 3);
+                    }
+                    0x8000_0001 if !self.proc2.contains(SecondaryControls::ENABLE_RDTSCP) => {
+                        d &= !(1 << 27)
+                    }
+                    _ => {}
+                }
+                (a, b, c, d)
+            }
+        }
+    }
+}
+
+/// Advances RIP past the exiting instruction and ends STI/MOV SS blocking.
+fn skip(vmcs: &mut HardwareVmcs<'_>, length: u32) -> Result<Option<End>, VmFail> {
+    vmcs.modify(fields::GUEST_RIP, |rip| rip.wrapping_add(u64::from(length)))?;
+    let ended = InterruptibilityState::BLOCKING_BY_STI | InterruptibilityState::BLOCKING_BY_MOV_SS;
+    let state = vmcs.read(fields::GUEST_INTERRUPTIBILITY_STATE)?;
+    if state.intersects(ended) {
+        vmcs.write(fields::GUEST_INTERRUPTIBILITY_STATE, state - ended)?;
+    }
+    Ok(None)
+}
+
+/// Injects hardware exception `vector` at the next VM entry (RIP stays at the faulting instruction).
+fn inject(
+    vmcs: &mut HardwareVmcs<'_>,
+    vector: u8,
+    error: Option<u32>,
+) -> Result<Option<End>, VmFail> {
+    if let Some(code) = error {
+        vmcs.write(fields::VM_ENTRY_EXCEPTION_ERROR_CODE, code)?;
+    }
+    vmcs.write(
+        fields::VM_ENTRY_INTERRUPTION_INFORMATION,
+        EntryInterruptionInfo::new(vector, InterruptionType::HardwareException, error.is_some()),
+    )?;
+    Ok(None)
+}
+
+fn rdtsc() -> u64 {
+    // SAFETY: RDTSC has no side effect (CR4.TSD is clear in the host).
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// OUT of `size` bytes.
+///
+/// # Safety
+/// The port belongs to the guest's passed-through devices.
+unsafe fn port_out(port: u16, size: u16, value: u32) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        match size {
+            1 => asm!("out dx, al", in("dx") port, in("al") value as u8, options(nomem, nostack)),
+            2 => asm!("out dx, ax", in("dx") port, in("ax") value as u16, options(nomem, nostack)),
+            _ => asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack)),
+        }
+    }
+}
+
+/// IN of `size` bytes.
+///
+/// # Safety
+/// The port belongs to the guest's passed-through devices.
+unsafe fn port_in(port: u16, size: u16) -> u32 {
+    let v: u32;
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        match size {
+            1 => {
+                let b: u8;
+                asm!("in al, dx", in("dx") port, out("al") b, options(nomem, nostack));
+                v = u32::from(b);
+            }
+            2 => {
+                let w: u16;
+                asm!("in ax, dx", in("dx") port, out("ax") w, options(nomem, nostack));
+                v = u32::from(w);
+            }
+            _ => asm!("in eax, dx", in("dx") port, out("eax") v, options(nomem, nostack)),
+        }
+    }
+    v
+}
