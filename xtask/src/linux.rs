@@ -537,32 +537,24 @@ pub fn check_hv_serial(serial: &str) -> Result<(u64, f64), String> {
     Ok((exits, uptime))
 }
 
-/// Builds mini-hv and the ISO with the kernel and initramfs as Multiboot modules, runs it under Bochs, checks the
-/// markers and prints the measures.
-pub fn run_hv(model: &str, timeout: Duration, echo: bool) -> Result<HvRun, String> {
-    deps::ensure(&deps::BOCHS.iter().collect::<Vec<_>>())?;
-    let guest = fetch()?;
+/// Builds mini-hv and a GRUB ISO with `modules` (file, name, arguments), and boots it under Bochs with
+/// `memory_mib` of RAM; `name` is the run's directory under `target/mini-hv/linux/`.
+fn boot_hv(
+    name: &str,
+    model: &str,
+    modules: &[(&Path, &str, &str)],
+    memory_mib: u32,
+    timeout: Duration,
+    echo: bool,
+) -> Result<emu::RunReport, String> {
     let elf = kernel::build()?;
-    let dir = crate::target_dir().join("mini-hv").join("linux");
+    let dir = crate::target_dir().join("mini-hv").join("linux").join(name);
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let kernel_args = format!("kernel {KERNEL_CMDLINE}");
-    let iso = kernel::make_iso(
-        &dir,
-        &elf,
-        HV_CMDLINE,
-        &[
-            kernel::IsoModule {
-                file: &guest.kernel,
-                name: "vmlinuz",
-                args: &kernel_args,
-            },
-            kernel::IsoModule {
-                file: &guest.initramfs,
-                name: "initramfs.gz",
-                args: "initrd",
-            },
-        ],
-    )?;
+    let modules: Vec<kernel::IsoModule<'_>> = modules
+        .iter()
+        .map(|&(file, name, args)| kernel::IsoModule { file, name, args })
+        .collect();
+    let iso = kernel::make_iso(&dir, &elf, HV_CMDLINE, &modules)?;
     let spec = RunSpec {
         platform: Platform::Bochs {
             model: model.to_string(),
@@ -572,19 +564,39 @@ pub fn run_hv(model: &str, timeout: Duration, echo: bool) -> Result<HvRun, Strin
         iso: Some(&iso),
         cmdline: HV_CMDLINE,
         qemu_modules: &[],
-        // The same machine as `linux-baseline`.
-        memory_mib: 256,
+        memory_mib,
         bochs_ips: 20_000_000,
         bochs_ignore_bad_msrs: true,
         timeout,
         echo,
         markers: &PHASES,
     };
+    emu::run(&spec)
+}
+
+/// Runs Linux under mini-hv on Bochs (the machine `linux-baseline` uses: 256 MiB, 20 M ips), checks the
+/// markers and prints the measures.
+pub fn run_hv(model: &str, timeout: Duration, echo: bool) -> Result<HvRun, String> {
+    deps::ensure(&deps::BOCHS.iter().collect::<Vec<_>>())?;
+    let guest = fetch()?;
+    let kernel_args = format!("kernel {KERNEL_CMDLINE}");
     eprintln!(
         "xtask: Bochs ({model}) boots mini-hv with {} as its guest",
         guest.kernel_package
     );
-    let report = emu::run(&spec)?;
+    let cpu_before = crate::proc::children_cpu_time();
+    let report = boot_hv(
+        "boot",
+        model,
+        &[
+            (&guest.kernel, "vmlinuz", &kernel_args),
+            (&guest.initramfs, "initramfs.gz", "initrd"),
+        ],
+        256,
+        timeout,
+        echo,
+    )?;
+    let cpu = crate::proc::children_cpu_time().saturating_sub(cpu_before);
     let (exits, guest_uptime) = check_hv_serial(&report.serial).map_err(|why| {
         format!(
             "{why} ({}, {:.1} s); serial log in {}",
@@ -601,10 +613,11 @@ pub fn run_hv(model: &str, timeout: Duration, echo: bool) -> Result<HvRun, Strin
     }
     eprintln!(
         "xtask: Linux under mini-hv ({model}): {END_MARKER:?} after {:.1} s wall; {exits} VM exits, {:.0} per \
-         second of guest time ({guest_uptime:.1} s guest uptime); whole run {:.1} s",
+         second of guest time ({guest_uptime:.1} s guest uptime); whole run {:.1} s wall, {:.1} s of Bochs CPU time",
         end_marker.as_secs_f64(),
         exits as f64 / guest_uptime.max(0.001),
-        report.elapsed.as_secs_f64()
+        report.elapsed.as_secs_f64(),
+        cpu.as_secs_f64()
     );
     Ok(HvRun {
         end_marker,
@@ -613,10 +626,12 @@ pub fn run_hv(model: &str, timeout: Duration, echo: bool) -> Result<HvRun, Strin
     })
 }
 
-/// `cargo xtask run --guest linux [--model NAME] [--timeout SECS]`.
+/// `cargo xtask run --guest linux [--model NAME] [--timeout SECS] [--bad-inputs]` (`--bad-inputs`: the
+/// [`BAD_INPUTS`] runs instead of the boot).
 pub fn run_command(args: &[String]) -> Result<(), String> {
     let mut model = "corei7_skylake_x".to_string();
     let mut timeout = 300u64;
+    let mut bad_inputs = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -627,6 +642,7 @@ pub fn run_command(args: &[String]) -> Result<(), String> {
                 }
             }
             "--guest=linux" | "--platform=bochs" => {}
+            "--bad-inputs" => bad_inputs = true,
             "--platform" => {
                 let p = it.next().ok_or("--platform needs a value")?;
                 if p != "bochs" {
@@ -642,18 +658,97 @@ pub fn run_command(args: &[String]) -> Result<(), String> {
             }
             other => {
                 return Err(format!(
-                    "unknown option {other:?} (run --guest linux [--model NAME] [--timeout SECS])"
+                    "unknown option {other:?} (run --guest linux [--model NAME] [--timeout SECS] [--bad-inputs])"
                 ));
             }
         }
     }
+    if bad_inputs {
+        return bad_input_checks(&model);
+    }
     run_hv(&model, Duration::from_secs(timeout), true).map(|_| ())
 }
 
-/// The step of `cargo xtask test`: Linux under mini-hv on one Bochs model.
+/// A bad-input run: name, modules as (is the initramfs, tag and arguments), RAM in MiB, the expected message.
+type BadInput = (
+    &'static str,
+    &'static [(bool, &'static str)],
+    u32,
+    &'static str,
+);
+
+/// Bad guest inputs, each of which must end the run with a clear message and `RESULT FAIL`: (name, modules as
+/// (is the initramfs, tag and arguments), RAM in MiB, the expected message).
+const BAD_INPUTS: [BadInput; 3] = [
+    (
+        "not-a-kernel",
+        &[(true, "kernel console=ttyS0"), (true, "initrd")],
+        256,
+        "mini-hv: cannot load Linux: the kernel module is not a Linux bzImage",
+    ),
+    (
+        "no-initrd",
+        &[(false, "kernel console=ttyS0")],
+        256,
+        "mini-hv: cannot load Linux: no Multiboot module tagged `initrd`",
+    ),
+    (
+        "too-little-memory",
+        &[(false, "kernel console=ttyS0"), (true, "initrd")],
+        64,
+        "mini-hv: cannot load Linux: too little memory",
+    ),
+];
+
+/// Runs [`BAD_INPUTS`] and checks each ends as expected.
+pub fn bad_input_checks(model: &str) -> Result<(), String> {
+    let guest = fetch()?;
+    for (name, modules, memory, expected) in BAD_INPUTS {
+        let modules: Vec<(&Path, &str, &str)> = modules
+            .iter()
+            .map(|&(initrd, args)| {
+                let file = if initrd {
+                    guest.initramfs.as_path()
+                } else {
+                    guest.kernel.as_path()
+                };
+                // Named by role: each file on the ISO once.
+                let name = if args.starts_with("kernel") {
+                    "vmlinuz"
+                } else {
+                    "initramfs.gz"
+                };
+                (file, name, args)
+            })
+            .collect();
+        let report = boot_hv(
+            name,
+            model,
+            &modules,
+            memory,
+            Duration::from_secs(60),
+            false,
+        )?;
+        if !report.serial.contains(expected) || !report.serial.contains("mini-hv: RESULT FAIL") {
+            return Err(format!(
+                "bad input {name}: expected {expected:?} and RESULT FAIL ({}); serial log in {}",
+                report.status_text,
+                report.dir.display()
+            ));
+        }
+        eprintln!(
+            "xtask: bad input {name:<18} ends cleanly in {:.1} s: {expected}",
+            report.elapsed.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// The step of `cargo xtask test`: Linux under mini-hv on one Bochs model, then the bad inputs.
 pub fn test_step() -> Result<(), String> {
     let start = std::time::Instant::now();
     let run = run_hv("corei7_skylake_x", Duration::from_secs(240), false)?;
+    bad_input_checks("corei7_skylake_x")?;
     eprintln!(
         "xtask test: ok   linux-under-mini-hv      end marker at {:.1} s, {} exits in {:.1} s of guest time \
          (step {:.1} s)",

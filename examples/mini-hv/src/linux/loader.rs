@@ -55,6 +55,8 @@ mod off {
 pub enum LoadError {
     /// No Multiboot module carries the tag.
     MissingModule(&'static str),
+    /// The module with the tag is empty (or the loader gave no address).
+    EmptyModule(&'static str),
     /// The kernel module is shorter than its own setup header says.
     Truncated { need: u64, have: u64 },
     /// The boot sector's 0xAA55 signature is missing.
@@ -86,6 +88,7 @@ impl fmt::Display for LoadError {
                 f,
                 "no Multiboot module tagged `{tag}` (GRUB: `module /boot/FILE {tag} ...`)"
             ),
+            Self::EmptyModule(tag) => write!(f, "the `{tag}` module is empty"),
             Self::Truncated { need, have } => write!(
                 f,
                 "the kernel module is truncated: its header needs {need} bytes, the module has {have}"
@@ -262,7 +265,10 @@ fn module_bytes(tag: &'static str) -> Result<(&'static [u8], &'static str), Load
         };
         let mut words = args.trim_start().splitn(2, ' ');
         if words.next() == Some(tag) {
-            let len = m.end.saturating_sub(m.start) as usize;
+            if m.start == 0 || m.end <= m.start {
+                return Err(LoadError::EmptyModule(tag));
+            }
+            let len = (m.end - m.start) as usize;
             // SAFETY: the loader placed the module at [start, end), below 4 GiB (identity-mapped); the frame
             // allocator never hands it out, and nothing writes it.
             let bytes = unsafe { core::slice::from_raw_parts(m.start as *const u8, len) };
