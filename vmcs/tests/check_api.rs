@@ -58,6 +58,10 @@ fn memory_rules_without_memory_are_unchecked_not_passed() {
     env.w(e!(VMCS_LINK_POINTER), LINK_VMCS);
     env.w(e!(VM_ENTRY_MSR_LOAD_COUNT), 2);
     env.w(e!(VM_ENTRY_MSR_LOAD_ADDRESS), MSR_LOAD_AREA);
+    // Two entries loading IA32_SYSENTER_CS (any value is valid), so that with memory every rule
+    // is decided.
+    env.mem.write_u64(MSR_LOAD_AREA, 0x174);
+    env.mem.write_u64(MSR_LOAD_AREA + 16, 0x174);
     let summary = env
         .checker()
         .check(&env.vmcs, &mut NoMemory, &mut |_: &Violation| {})

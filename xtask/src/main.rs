@@ -10,6 +10,7 @@
 
 mod deps;
 mod emu;
+mod entry_diff;
 mod kernel;
 mod linux;
 mod proc;
@@ -35,7 +36,11 @@ const USAGE: &str = "usage:
       Download Debian's cloud kernel and busybox-static (apt-get download, cached in target/linux-cache)
       and build the initramfs.
   cargo xtask linux-baseline [--model NAME] [--timeout SECS]
-      Boot that kernel under plain Bochs (no hypervisor; default corei7_skylake_x) and time the end marker.";
+      Boot that kernel under plain Bochs (no hypervisor; default corei7_skylake_x) and time the end marker.
+  cargo xtask entry-diff [--cases N] [--seed S] [--model M] [--timeout SECS] [--cmdline ARGS]
+      Differential test of the software VM-entry checker against Bochs (default 1000 cases, seed 1,
+      tigerlake): prints each disagreement, `entry-diff: N cases, A agree, D disagree, E excused` and
+      the time per case; fails unless D = 0.";
 
 /// The workspace root (xtask lives one level below it).
 pub fn workspace_root() -> PathBuf {
@@ -297,6 +302,7 @@ fn main() -> ExitCode {
             linux::fetch_command().map(|()| ExitCode::SUCCESS)
         }
         Some("linux-baseline") => linux::baseline_command(&args[1..]).map(|()| ExitCode::SUCCESS),
+        Some("entry-diff") => entry_diff::command(&args[1..]),
         _ => Err(USAGE.into()),
     };
     match result {

@@ -99,6 +99,16 @@ pub const CASES: &[Case] = &[
         timeout_secs: 90,
     },
     Case {
+        // The differential test of the software VM-entry checker against Bochs (`cargo xtask
+        // entry-diff`): RESULT PASS only without unexcused disagreements. About 5 s.
+        name: "bochs-entry-diff",
+        on: On::Bochs("tigerlake"),
+        cmdline: "mini-hv.entry-diff=400 mini-hv.entry-diff-seed=1",
+        modules: &[],
+        expect: Expect::Pass,
+        timeout_secs: 30,
+    },
+    Case {
         name: "qemu-tcg",
         on: On::QemuTcg,
         cmdline: "",

@@ -109,7 +109,9 @@
 //! Partial by nature: M6 ("WRMSR would fault") is evaluated for the MSRs whose WRMSR rules are
 //! architectural — IA32_EFER (reserved bits), IA32_PAT (memory types), IA32_SYSENTER_ESP/EIP,
 //! IA32_LSTAR, IA32_CSTAR, IA32_KERNEL_GS_BASE (canonical), IA32_DEBUGCTL and
-//! IA32_PERF_GLOBAL_CTRL (reserved bits, when [`CpuFacts`] knows them); other indices pass.
+//! IA32_PERF_GLOBAL_CTRL (reserved bits, when [`CpuFacts`] knows them); IA32_TIME_STAMP_COUNTER,
+//! IA32_SYSENTER_CS and IA32_STAR take any value; for other indices M6 is reported unchecked
+//! (whether such an MSR exists on the model, and which values it takes, is not known).
 //! D14/G16, G7, G23 and G31 need the model-specific masks in [`CpuFacts`] and are unchecked
 //! without them.
 //!

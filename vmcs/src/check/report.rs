@@ -74,8 +74,10 @@ impl Outcome {
         }
     }
 
-    /// Rank in SDM order of evaluation: a lower rank is detected first.
-    pub(crate) const fn rank(self) -> u64 {
+    /// Rank in the SDM's order of evaluation: a lower rank is detected first (VMfailInvalid, then
+    /// VMfailValid 26, 4/5, 7, 8, then VM-entry failures with qualification 0, 3, 4, 2, then MSR
+    /// loading by index, success last). The prediction is the lowest-ranked violation's outcome.
+    pub const fn rank(self) -> u64 {
         match self {
             Outcome::VmFailInvalid => 0,
             Outcome::VmFailValid(error) => match error.number() {

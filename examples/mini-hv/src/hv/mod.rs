@@ -9,6 +9,7 @@
 
 mod decode;
 mod devices;
+mod entry_diff;
 mod linux_guest;
 mod memory;
 mod vcpu;
@@ -289,7 +290,7 @@ unsafe fn xsetbv0(value: u64) {
     };
 }
 
-/// MAXPHYADDR (CPUID.80000008H:EAX[7:0]).
+/// MAXPHYADDR (CPUID.80000008H:EAX\[7:0\]).
 fn phys_addr_width() -> u8 {
     if crate::arch::cpuid(0x8000_0000, 0).eax >= 0x8000_0008 {
         crate::arch::cpuid(0x8000_0008, 0).eax as u8
@@ -390,6 +391,30 @@ fn run_guest(
         println!("mini-hv: cannot prepare the VMCS region: {e}");
         return Outcome::Fail;
     }
+    let config = Config {
+        cr0_fixed: caps.cr0_fixed,
+        cr4_fixed: caps.cr4_fixed,
+        timer_shift: caps.misc.preemption_timer_tsc_shift(),
+        wbinvd_exiting,
+        xcr0_supported,
+    };
+    let ram_base = mem.host_base();
+    let mut vcpu = Vcpu::new(mem, config);
+    if let Some(params) = entry_diff::requested() {
+        let setup = entry_diff::Setup {
+            root,
+            region,
+            caps,
+            controls,
+            eptp: ept.eptp(),
+            msr_bitmap,
+            io_bitmaps,
+            vpid,
+            vcpu: &vcpu,
+            ram_base,
+        };
+        return entry_diff::run(params, setup);
+    }
     let mut active = match region.load(root, &identity) {
         Ok(active) => active,
         Err(e) => {
@@ -400,15 +425,6 @@ fn run_guest(
     // SAFETY: VMX root operation at CPL 0 on this processor, the current VMCS is `active`'s, and the
     // state written below keeps the guest inside its EPT.
     let mut hw = unsafe { HardwareVmcs::new() };
-
-    let config = Config {
-        cr0_fixed: caps.cr0_fixed,
-        cr4_fixed: caps.cr4_fixed,
-        timer_shift: caps.misc.preemption_timer_tsc_shift(),
-        wbinvd_exiting,
-        xcr0_supported,
-    };
-    let mut vcpu = Vcpu::new(mem, config);
     let setup = write_vmcs(&mut hw, controls, ept.eptp(), msr_bitmap, io_bitmaps, vpid)
         .and_then(|()| vcpu.write_reset_state(&mut hw, guest::entry16()));
     if let Err(fail) = setup {
@@ -430,10 +446,29 @@ fn run_guest(
     let predicted = software_check(
         &hw,
         caps,
+        check::EntryInstruction::Vmlaunch,
         active.phys_addr(),
         active.root().vmxon_region_phys(),
     );
     let end = vcpu.run(&mut active, &mut hw);
+    if end == End::EntryFailed {
+        // Next to the VMCS dump `run` printed: the checker's diagnosis of the entry that failed
+        // (a failed entry leaves the guest state as it was, and the launch state tells which
+        // instruction ran).
+        println!("mini-hv: the software VM-entry checker's diagnosis of the failed VM entry:");
+        let instruction = if active.is_launched() {
+            check::EntryInstruction::Vmresume
+        } else {
+            check::EntryInstruction::Vmlaunch
+        };
+        software_check(
+            &hw,
+            caps,
+            instruction,
+            active.phys_addr(),
+            active.root().vmxon_region_phys(),
+        );
+    }
     // The first VMLAUNCH entered the guest if any exit but an entry failure was counted.
     let entered = vcpu
         .exit_counts
@@ -461,17 +496,17 @@ fn run_guest(
     outcome
 }
 
-/// Runs the `vmcs` crate's software VM-entry checker on the current VMCS before the first
-/// VMLAUNCH, prints every violated rule and returns the predicted outcome (`None` if the checker
-/// could not read the VMCS).
+/// Runs the `vmcs` crate's software VM-entry checker on the current VMCS (before the first
+/// VMLAUNCH, and again after a VM entry failed) for `instruction`, prints every violated rule and
+/// returns the predicted outcome (`None` if the checker could not read the VMCS).
 fn software_check(
     vmcs: &HardwareVmcs<'_>,
     caps: &VmxCapabilities,
+    instruction: check::EntryInstruction,
     vmcs_phys: u64,
     vmxon_phys: u64,
 ) -> Option<check::Outcome> {
-    let launch =
-        check::LaunchContext::new(check::EntryInstruction::Vmlaunch, vmcs_phys, vmxon_phys);
+    let launch = check::LaunchContext::new(instruction, vmcs_phys, vmxon_phys);
     let checker = check::Checker::new(caps, check::CpuFacts::new(phys_addr_width()), launch);
     let report: check::Report<16> = match checker.report(vmcs, &mut check::NoMemory) {
         Ok(report) => report,

@@ -73,7 +73,7 @@ pub struct Config {
     pub cr0_fixed: FixedBits,
     /// IA32_VMX_CR4_FIXED0/1.
     pub cr4_fixed: FixedBits,
-    /// IA32_VMX_MISC[4:0]: the preemption timer counts every 2^shift TSC ticks.
+    /// IA32_VMX_MISC\[4:0\]: the preemption timer counts every 2^shift TSC ticks.
     pub timer_shift: u32,
     /// "WBINVD exiting" was negotiated.
     pub wbinvd_exiting: bool,
@@ -793,7 +793,7 @@ impl Vcpu {
         length: u32,
         vmcs: &mut HardwareVmcs<'_>,
     ) -> Result<Next, VmFail> {
-        let gpr = GpReg::from_field(q.gpr.number().into());
+        let gpr = q.gpr;
         match (q.access_type, q.cr) {
             (CrAccessType::MovToCr, 0) => {
                 let value = self.read_gpr(gpr, vmcs)?;

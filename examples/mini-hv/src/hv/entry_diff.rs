@@ -1,0 +1,1160 @@
+//! Differential testing of the software VM-entry checker (`vmcs::check`) against the processor.
+//!
+//! Selected with `mini-hv.entry-diff=<cases>` on the kernel command line (seed:
+//! `mini-hv.entry-diff-seed=<seed>`, default 1). Starting from the known-good VMCS the hypervisor
+//! builds for its guest — with the guest parked on a VMCALL and the VMX-preemption timer at 0, so
+//! that a VM entry that succeeds exits again before the guest executes anything — each case:
+//! 1. rewrites the known-good VMCS (every writable field) and the MSR areas,
+//! 2. applies one to three seeded random mutations aimed at the VM-entry rules (bit flips and
+//!    boundary values in the controls, host and guest fields, event injection, the VM-entry
+//!    MSR-load list),
+//! 3. asks the checker for its prediction ([`check::Outcome`]),
+//! 4. executes the real VMLAUNCH and records what happened ([`check::Outcome::observed`]),
+//! 5. recovers: after a VM entry that succeeded (the VMCS is now launched) VMCLEAR and VMPTRLD
+//!    make it clear again.
+//!
+//! Each disagreement is printed on one line (the mutation, the prediction with its rules, the
+//! actual outcome); a disagreement that a known deviation of Bochs from the SDM explains
+//! ([`BOCHS_DEVIATIONS`]) is counted as excused. The run ends with
+//! `entry-diff: <N> cases, <A> agree, <D> disagree, <E> excused` and passes only with `D = 0`.
+//!
+//! Host-state mutations are restricted to values the SDM makes VM entry reject (fixed CR bits,
+//! non-canonical bases, selector RPL/TI bits, reserved EFER bits): a host-state value that VM
+//! entry accepted would be loaded at the next VM exit, and this host has to survive it.
+
+use core::fmt;
+
+use vmcs::check::{self, Outcome, Rule};
+use vmcs::{HardwareVmcs, VmcsRead, VmcsSnapshot, VmcsWrite, fields};
+use vmx_caps::VmxCapabilities;
+use vmx_core::{GuestRegisters, VmFail, VmcsRegion, VmxRoot};
+
+use super::vcpu::Vcpu;
+use crate::{print, println};
+
+/// The parameters of a run, from the kernel command line.
+#[derive(Clone, Copy, Debug)]
+pub struct Params {
+    /// Number of cases.
+    pub cases: u32,
+    /// PRNG seed.
+    pub seed: u64,
+    /// Execute only this case (the others are generated but neither checked nor launched), to
+    /// find a disagreement's trace in the emulator's log.
+    pub only: Option<u32>,
+    /// Print each case's mutation before its VM entry (`mini-hv.entry-diff-trace`).
+    pub trace: bool,
+}
+
+/// The differential mode's parameters, if the command line asks for it.
+pub fn requested() -> Option<Params> {
+    let mut cases = None;
+    let mut seed = 1;
+    let mut only = None;
+    let mut trace = false;
+    for word in crate::boot::cmdline().split_ascii_whitespace() {
+        if word == "mini-hv.entry-diff-trace" {
+            trace = true;
+        } else if let Some(v) = word.strip_prefix("mini-hv.entry-diff=") {
+            match v.parse() {
+                Ok(n) => cases = Some(n),
+                Err(_) => println!("mini-hv: ignoring mini-hv.entry-diff={v} (not a number)"),
+            }
+        } else if let Some(v) = word.strip_prefix("mini-hv.entry-diff-only=") {
+            only = v.parse().ok();
+        } else if let Some(v) = word.strip_prefix("mini-hv.entry-diff-seed=") {
+            match v.parse() {
+                Ok(s) => seed = s,
+                Err(_) => println!("mini-hv: ignoring mini-hv.entry-diff-seed={v} (not a number)"),
+            }
+        }
+    }
+    cases.map(|cases| Params {
+        cases,
+        seed,
+        only,
+        trace,
+    })
+}
+
+/// How Bochs departs from the SDM for one rule.
+#[derive(Clone, Copy)]
+pub enum DeviationKind {
+    /// Bochs does not make this check of the spec: a violation of it alone does not fail there.
+    NotChecked(Rule),
+    /// Bochs checks only part of the rule: the function says whether it misses this violation.
+    Partial(Rule, fn(&check::Violation) -> bool),
+    /// Bochs makes the check but reports exit qualification 0 instead of the SDM's.
+    QualificationZero(Rule),
+    /// Bochs makes a check the current SDM does not have (or no longer has), or lacks an
+    /// architectural MSR: the function gives the outcome Bochs produces for the current VMCS.
+    Stricter(fn(&HardwareVmcs<'_>) -> Option<Outcome>),
+}
+
+/// A rule Bochs 2.7 implements differently from the SDM (spec `vm-entry-checks.md`, section 5,
+/// and the findings of this differential test), with the SDM text that makes Bochs wrong.
+#[derive(Clone, Copy)]
+pub struct Deviation {
+    /// The spec's rule ID, or a name for a check the spec does not list.
+    pub id: &'static str,
+    /// What Bochs does.
+    pub kind: DeviationKind,
+    /// How Bochs departs from the SDM.
+    pub bochs: &'static str,
+    /// Where the SDM states the rule.
+    pub sdm: &'static str,
+}
+
+const X33_Q0: Outcome = Outcome::EntryFailure {
+    exit_reason: check::EXIT_REASON_ENTRY_FAILURE | check::EXIT_REASON_INVALID_GUEST_STATE,
+    qualification: 0,
+};
+const VMFAIL_CONTROLS: Outcome = Outcome::VmFailValid(vmx_core::VmInstructionError::from_raw(7));
+
+/// The rules where Bochs is not an oracle. A disagreement is excused when the checker's
+/// prediction, recomputed as Bochs behaves for these rules, equals what Bochs did.
+pub const BOCHS_DEVIATIONS: &[Deviation] = &[
+    Deviation {
+        id: "G7",
+        kind: DeviationKind::NotChecked(Rule::G7),
+        bochs: "does not check the reserved bits of guest IA32_DEBUGCTL",
+        sdm: "SDM Vol. 3C, \"Checks on Guest Control Registers, Debug Registers, and MSRs\": if \
+              \"load debug controls\" is 1, bits reserved in the IA32_DEBUGCTL field must be 0",
+    },
+    Deviation {
+        id: "C3",
+        kind: DeviationKind::NotChecked(Rule::C3),
+        bochs: "does not check that \"entry to SMM\" is 0 outside SMM (the entry then fails on \
+                the guest-state check that SMIs be blocked, exit 33)",
+        sdm: "SDM Vol. 3C, \"Checks on VM-Entry Control Fields\": \"entry to SMM\" must be 0 if \
+              the VM entry does not commence in SMM (VMfailValid 7, before any guest-state check)",
+    },
+    Deviation {
+        id: "G9",
+        kind: DeviationKind::NotChecked(Rule::G9),
+        bochs: "does not check \"IA-32e mode guest\" => CR0.PG = 1 (only the CR0 fixed bits catch it)",
+        sdm: "SDM Vol. 3C, \"Checks on Guest Control Registers, Debug Registers, and MSRs\": if \
+              \"IA-32e mode guest\" is 1, bit 31 of the CR0 field (PG) must be 1",
+    },
+    Deviation {
+        id: "J2",
+        kind: DeviationKind::NotChecked(Rule::J2),
+        bochs: "does not check that guest RIP bits 63:N are identical for a 64-bit guest",
+        sdm: "SDM Vol. 3C, \"Checks on Guest RIP, RFLAGS, and SSP\": if \"IA-32e mode guest\" \
+              and CS.L are 1, bits 63:N of RIP must be identical (N = linear-address width)",
+    },
+    Deviation {
+        id: "K4",
+        kind: DeviationKind::NotChecked(Rule::K4),
+        bochs: "does not restrict the events injected into the HLT state",
+        sdm: "SDM Vol. 3C, \"Checks on Guest Non-Register State\": in the HLT state only external \
+              interrupts, NMIs, #DB, #MC and pending MTF may be injected",
+    },
+    Deviation {
+        id: "K5",
+        kind: DeviationKind::NotChecked(Rule::K5),
+        bochs: "tests `type != NMI && vector != 18`, letting any type with vector 18 into the \
+                shutdown state",
+        sdm: "SDM Vol. 3C, \"Checks on Guest Non-Register State\": in the shutdown state only NMIs \
+              and machine-check exceptions may be injected",
+    },
+    Deviation {
+        id: "K12",
+        kind: DeviationKind::QualificationZero(Rule::K12),
+        bochs: "reports an NMI injected under blocking by STI with exit qualification 0, not 3",
+        sdm: "SDM Vol. 3C, \"VM-Entry Failures During or After Loading Guest State\": exit \
+              qualification 3 for an NMI injected while blocking by STI is 1",
+    },
+    Deviation {
+        id: "K18",
+        kind: DeviationKind::Partial(Rule::K18, |v| v.actual & BOCHS_PENDING_DBG_RESERVED == 0),
+        bochs: "keeps the pending debug exceptions in 32 bits (tmpDR6): reserved bits 63:32 are \
+                never checked",
+        sdm: "SDM Vol. 3C, \"Checks on Guest Non-Register State\": bits 11:4, 13, 15 and 63:17 of \
+              the pending debug exceptions field must be 0",
+    },
+    Deviation {
+        id: "K19",
+        kind: DeviationKind::NotChecked(Rule::K19),
+        bochs: "does not check pending-debug BS = 1 under single-step with blocking or HLT",
+        sdm: "SDM Vol. 3C, \"Checks on Guest Non-Register State\": with blocking by STI/MOV SS or \
+              HLT, RFLAGS.TF = 1 and IA32_DEBUGCTL.BTF = 0, pending-debug BS must be 1",
+    },
+    Deviation {
+        id: "K20",
+        kind: DeviationKind::NotChecked(Rule::K20),
+        bochs: "does not check pending-debug BS = 0 without single-step",
+        sdm: "SDM Vol. 3C, \"Checks on Guest Non-Register State\": with blocking by STI/MOV SS or \
+              HLT and (RFLAGS.TF = 0 or IA32_DEBUGCTL.BTF = 1), pending-debug BS must be 0",
+    },
+    Deviation {
+        id: "K21",
+        kind: DeviationKind::NotChecked(Rule::K21),
+        bochs: "does not check the RTM bit of the pending debug exceptions",
+        sdm: "SDM Vol. 3C, \"Checks on Guest Non-Register State\": pending-debug bit 16 (RTM) = 1 \
+              requires bits 11:0 and 14 = 0, bit 12 = 1, RTM support, no blocking by MOV SS",
+    },
+    Deviation {
+        id: "M7",
+        kind: DeviationKind::NotChecked(Rule::M7),
+        bochs: "loads VM-entry MSR-load lists longer than the recommended maximum",
+        sdm: "SDM Vol. 3D, Appendix A.6 \"Miscellaneous Data\" (IA32_VMX_MISC[27:25]): a list \
+              longer than the recommended maximum \"may\" make VM entry fail; both are correct",
+    },
+    Deviation {
+        id: "A48",
+        kind: DeviationKind::Stricter(tsc_multiplier_zero),
+        bochs: "fails VM entry (error 7) when \"use TSC scaling\" is 1 and the TSC multiplier is 0",
+        sdm: "SDM Vol. 3C, \"Checks on VMX Controls\", \"VM-Execution Control Fields\": no check \
+              of the TSC-multiplier field is listed",
+    },
+    Deviation {
+        id: "CS.RPL",
+        kind: DeviationKind::Stricter(cs_rpl_old_rule),
+        bochs: "requires CS.DPL = CS.RPL for a non-conforming CS and CS.DPL <= CS.RPL for a \
+                conforming one (the rule of SDMs before \"unrestricted guest\"), also when \
+                \"unrestricted guest\" is 1",
+        sdm: "SDM Vol. 3C, \"Checks on Guest Segment Registers\", access-rights fields, CS DPL: \
+              type 9/11 => DPL = SS.DPL, type 13/15 => DPL <= SS.DPL; the CS selector's RPL is \
+              only compared with SS.RPL, and only when \"unrestricted guest\" is 0",
+    },
+    Deviation {
+        id: "IA32_DEBUGCTL",
+        kind: DeviationKind::Stricter(debugctl_in_msr_list),
+        bochs: "does not implement IA32_DEBUGCTL (1D9H): WRMSR faults, so a VM-entry MSR-load \
+                entry for it fails (exit 34) whatever its value",
+        sdm: "SDM Vol. 4, \"Architectural MSRs\": IA32_DEBUGCTL (1D9H) is architectural; Vol. 3C, \
+              \"VM-Entry Failures During or After Loading Guest State\": an entry fails only if \
+              WRMSR of its value would fault (0 never does)",
+    },
+];
+
+/// The pending-debug bits Bochs checks: the reserved ones among bits 31:0 (bit 16 included).
+const BOCHS_PENDING_DBG_RESERVED: u64 = 0xffff_aff0;
+
+/// Bochs' missing IA32_DEBUGCTL: the first VM-entry MSR-load entry for it fails.
+fn debugctl_in_msr_list(vmcs: &HardwareVmcs<'_>) -> Option<Outcome> {
+    use check::PhysMemory;
+    let count = vmcs
+        .read_raw(fields::VM_ENTRY_MSR_LOAD_COUNT.encoding())
+        .ok()?;
+    let area = vmcs
+        .read_raw(fields::VM_ENTRY_MSR_LOAD_ADDRESS.encoding())
+        .ok()?;
+    (0..count.min(ENTRY_AREA_ENTRIES as u64)).find_map(|i| {
+        let index = IdentityMemory.read_u64(area.wrapping_add(16 * i)).ok()?;
+        (index == 0x1d9).then_some(Outcome::EntryFailure {
+            exit_reason: check::EXIT_REASON_ENTRY_FAILURE | check::EXIT_REASON_MSR_LOADING,
+            qualification: i + 1,
+        })
+    })
+}
+
+/// Bochs' A48: "use TSC scaling" (secondary bit 25, effective) with a TSC multiplier of 0.
+fn tsc_multiplier_zero(vmcs: &HardwareVmcs<'_>) -> Option<Outcome> {
+    let read = |e: u32| vmcs.read_raw(e).unwrap_or(0);
+    (read(fields::PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS.encoding()) & 1 << 31 != 0
+        && read(fields::SECONDARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS.encoding()) & 1 << 25 != 0
+        && vmcs.read_raw(fields::TSC_MULTIPLIER.encoding()) == Ok(0))
+    .then_some(VMFAIL_CONTROLS)
+}
+
+/// Bochs' old CS rule: a code-segment CS whose DPL differs from its selector's RPL
+/// (non-conforming) or exceeds it (conforming), outside virtual-8086 mode.
+fn cs_rpl_old_rule(vmcs: &HardwareVmcs<'_>) -> Option<Outcome> {
+    let (Ok(selector), Ok(ar), Ok(rflags)) = (
+        vmcs.read_raw(fields::GUEST_CS_SELECTOR.encoding()),
+        vmcs.read_raw(fields::GUEST_CS_ACCESS_RIGHTS.encoding()),
+        vmcs.read_raw(fields::GUEST_RFLAGS.encoding()),
+    ) else {
+        return None;
+    };
+    let (rpl, dpl, ty) = (selector & 3, (ar >> 5) & 3, ar & 0xf);
+    let fails = rflags & 1 << 17 == 0
+        && match ty {
+            9 | 11 => dpl != rpl,
+            13 | 15 => dpl > rpl,
+            _ => false,
+        };
+    fails.then_some(X33_Q0)
+}
+
+/// The deviation entry of a rule the checker reported.
+fn deviation(rule: Rule) -> Option<&'static Deviation> {
+    BOCHS_DEVIATIONS.iter().find(|d| match d.kind {
+        DeviationKind::NotChecked(r)
+        | DeviationKind::Partial(r, _)
+        | DeviationKind::QualificationZero(r) => r == rule,
+        DeviationKind::Stricter(_) => false,
+    })
+}
+
+/// SplitMix64: small, seedable, deterministic.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// Guest-physical address of the VMCALL the guest is parked on.
+const STUB_GPA: u64 = 0x7000;
+/// VMCALL; HLT; JMP $.
+const STUB: [u8; 6] = [0x0f, 0x01, 0xc1, 0xf4, 0xeb, 0xfe];
+
+/// Entries of the VM-entry MSR-load area (4 frames: past the recommended maximum of 512).
+const ENTRY_AREA_ENTRIES: usize = 1024;
+/// Entries of each VM-exit MSR area (one frame).
+const EXIT_AREA_ENTRIES: usize = 256;
+
+const IA32_SYSENTER_CS: u32 = 0x174;
+
+/// One change a mutation made.
+#[derive(Clone, Copy, Debug)]
+enum Change {
+    /// A VMCS field (full encoding) changed from `old` to `new`.
+    Field { encoding: u32, old: u64, new: u64 },
+    /// Entry `slot` (0-based) of the VM-entry MSR-load area.
+    MsrEntry { slot: usize, index: u64, value: u64 },
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Change::Field { encoding, old, new } => {
+                match fields::by_encoding(encoding) {
+                    Some(info) => f.write_str(info.name)?,
+                    None => write!(f, "{encoding:#x}")?,
+                }
+                write!(f, " {old:#x}->{new:#x}")
+            }
+            Change::MsrEntry { slot, index, value } => {
+                write!(f, "msr-load[{slot}]=({index:#x}, {value:#x})")
+            }
+        }
+    }
+}
+
+/// The changes of one case.
+struct Mutation {
+    changes: [Option<Change>; 12],
+    len: usize,
+}
+
+impl Mutation {
+    fn new() -> Self {
+        Self {
+            changes: [None; 12],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, change: Change) {
+        if let Some(slot) = self.changes.get_mut(self.len) {
+            *slot = Some(change);
+            self.len += 1;
+        }
+    }
+}
+
+impl fmt::Display for Mutation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, change) in self.changes.iter().flatten().enumerate() {
+            if i != 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{change}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Identity-mapped physical memory below 4 GiB, for the checker's memory rules.
+struct IdentityMemory;
+
+impl check::PhysMemory for IdentityMemory {
+    fn read(&mut self, address: u64, buf: &mut [u8]) -> Result<(), check::MemoryError> {
+        let out = check::MemoryError::OutOfRange {
+            address,
+            len: buf.len(),
+        };
+        let end = address.checked_add(buf.len() as u64).ok_or(out)?;
+        if end > 1 << 32 {
+            return Err(out);
+        }
+        // SAFETY: the boot code identity-maps the first 4 GiB; plain physical reads (RAM, or what
+        // the platform answers for unbacked addresses), as VM entry itself makes.
+        unsafe {
+            core::ptr::copy_nonoverlapping(address as *const u8, buf.as_mut_ptr(), buf.len());
+        }
+        Ok(())
+    }
+}
+
+/// Everything the mode needs from the hypervisor's setup.
+pub struct Setup<'a> {
+    /// VMX root operation.
+    pub root: &'a mut VmxRoot,
+    /// The VMCS region (initialised, not current).
+    pub region: &'static mut VmcsRegion,
+    /// The capabilities.
+    pub caps: &'a VmxCapabilities,
+    /// The negotiated controls.
+    pub controls: &'a vmx_caps::ControlSet,
+    /// The EPT pointer of guest RAM.
+    pub eptp: ept::EptPointer,
+    /// MSR bitmap frame.
+    pub msr_bitmap: u64,
+    /// I/O bitmaps (two frames).
+    pub io_bitmaps: u64,
+    /// "enable VPID" negotiated.
+    pub vpid: bool,
+    /// The vCPU (for the guest's reset state).
+    pub vcpu: &'a Vcpu,
+    /// Host address of guest-physical 0.
+    pub ram_base: u64,
+}
+
+/// What a case's mutation generator may use.
+struct Env {
+    maxphyaddr: u8,
+    cr0_fixed: vmx_caps::FixedBits,
+    cr4_fixed: vmx_caps::FixedBits,
+    entry_area: u64,
+    msr_list_max: u32,
+}
+
+/// Runs the differential test; `Pass` when no disagreement is left unexcused.
+pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
+    let Setup {
+        root,
+        region,
+        caps,
+        controls,
+        eptp,
+        msr_bitmap,
+        io_bitmaps,
+        vpid,
+        vcpu,
+        ram_base,
+    } = setup;
+    let (Some(entry_area), Some(exit_store), Some(exit_load)) = (
+        crate::mem::alloc_frames(ENTRY_AREA_ENTRIES * 16 / 4096),
+        crate::mem::alloc_frame(),
+        crate::mem::alloc_frame(),
+    ) else {
+        println!("mini-hv: entry-diff: out of memory for the MSR areas");
+        return super::Outcome::Fail;
+    };
+    // SAFETY: guest RAM is host memory owned by the hypervisor, identity-mapped; the stub lies
+    // in its low, otherwise unused part.
+    unsafe {
+        core::ptr::copy_nonoverlapping(STUB.as_ptr(), (ram_base + STUB_GPA) as *mut u8, STUB.len())
+    };
+    // The VM-exit MSR-load list only ever holds IA32_SYSENTER_CS = 0 (harmless for this host,
+    // whatever the count), so that no mutation turns a VM exit into a VMX abort.
+    fill_msr_area(exit_load, EXIT_AREA_ENTRIES);
+    let env = Env {
+        maxphyaddr: super::phys_addr_width(),
+        cr0_fixed: caps.cr0_fixed,
+        cr4_fixed: caps.cr4_fixed,
+        entry_area,
+        msr_list_max: caps.misc.max_msr_list_entries(),
+    };
+
+    let mut active = match region.load(root, &super::identity) {
+        Ok(active) => active,
+        Err(e) => {
+            println!("mini-hv: entry-diff: cannot load the VMCS: {e}");
+            return super::Outcome::Fail;
+        }
+    };
+    // SAFETY: VMX root operation at CPL 0; the current VMCS is `active`'s for the whole run (it
+    // is reloaded in place); the host state written is this host's.
+    let mut hw = unsafe { HardwareVmcs::new() };
+    let baseline = super::write_vmcs(&mut hw, controls, eptp, msr_bitmap, io_bitmaps, vpid)
+        .and_then(|()| vcpu.write_reset_state(&mut hw, STUB_GPA))
+        .and_then(|()| hw.write(fields::VMX_PREEMPTION_TIMER_VALUE, 0))
+        .and_then(|()| hw.write(fields::VM_ENTRY_MSR_LOAD_ADDRESS, entry_area))
+        .and_then(|()| hw.write(fields::VM_EXIT_MSR_STORE_ADDRESS, exit_store))
+        .and_then(|()| hw.write(fields::VM_EXIT_MSR_LOAD_ADDRESS, exit_load))
+        .and_then(|()| VmcsSnapshot::capture(&hw));
+    let baseline = match baseline {
+        Ok(snapshot) => snapshot,
+        Err(fail) => {
+            println!("mini-hv: entry-diff: writing the known-good VMCS failed: {fail}");
+            return super::Outcome::Fail;
+        }
+    };
+    let cpu = check::CpuFacts::from_cpuid();
+    let vmxon = active.root().vmxon_region_phys();
+    println!(
+        "mini-hv: entry-diff: start: {} cases, seed {}, MAXPHYADDR {}",
+        params.cases, params.seed, env.maxphyaddr
+    );
+
+    for d in BOCHS_DEVIATIONS {
+        println!(
+            "mini-hv: entry-diff: excusable {}: Bochs {} ({})",
+            d.id, d.bochs, d.sdm
+        );
+    }
+    let mut rng = Rng(params.seed);
+    let mut regs = GuestRegisters::new();
+    let (mut agree, mut disagree, mut excused) = (0u32, 0u32, 0u32);
+    let mut by_outcome = [0u32; 6];
+    for case in 0..params.cases {
+        if let Err(fail) = restore(&mut hw, &baseline) {
+            println!("mini-hv: entry-diff: case {case}: restoring the VMCS failed: {fail}");
+            return super::Outcome::Fail;
+        }
+        fill_msr_area(entry_area, ENTRY_AREA_ENTRIES);
+        let mut mutation = Mutation::new();
+        let mutated = mutate(&mut rng, &env, &mut hw, &mut mutation);
+        if let Err(fail) = mutated {
+            println!("mini-hv: entry-diff: case {case}: VMWRITE failed: {fail} ({mutation})");
+            return super::Outcome::Fail;
+        }
+        if params.only.is_some_and(|only| only != case) {
+            continue;
+        }
+        let launch =
+            check::LaunchContext::new(check::EntryInstruction::Vmlaunch, active.phys_addr(), vmxon);
+        let checker = check::Checker::new(caps, cpu, launch);
+        let report: check::Report<32> = match checker.report(&hw, &mut IdentityMemory) {
+            Ok(report) => report,
+            Err(e) => {
+                println!("mini-hv: entry-diff: case {case}: the checker failed: {e} ({mutation})");
+                return super::Outcome::Fail;
+            }
+        };
+        let predicted = report.outcome();
+        if params.trace {
+            println!("mini-hv: entry-diff: case {case}: {mutation}; predicted: {predicted}");
+        }
+        active.reset_host_state_cache();
+        // SAFETY: the host-state area is this host's (host mutations are limited to values VM
+        // entry must reject); EPT maps guest RAM only; the guest exits before its first
+        // instruction (preemption timer 0) or at the VMCALL it is parked on.
+        let status = unsafe { active.run(&mut regs) };
+        let observed = match status {
+            Ok(()) => {
+                let reason = hw.read_raw(fields::EXIT_REASON.encoding());
+                let qualification = hw.read_raw(fields::EXIT_QUALIFICATION.encoding());
+                match (reason, qualification) {
+                    (Ok(r), Ok(q)) => Outcome::observed(Ok(()), r as u32, q),
+                    (Err(fail), _) | (_, Err(fail)) => {
+                        println!("mini-hv: entry-diff: case {case}: cannot read the exit: {fail}");
+                        return super::Outcome::Fail;
+                    }
+                }
+            }
+            Err(fail) => Outcome::observed(Err(fail), 0, 0),
+        };
+        by_outcome[match observed {
+            Outcome::Success => 0,
+            Outcome::VmFailInvalid => 1,
+            Outcome::VmFailValid(e) if e.number() == 7 => 2,
+            Outcome::VmFailValid(_) => 3,
+            Outcome::EntryFailure { exit_reason, .. } if exit_reason & 0xffff == 33 => 4,
+            Outcome::EntryFailure { .. } => 5,
+        }] += 1;
+        if active.is_launched() {
+            // The entry succeeded: make the launch state clear again (VMCLEAR, VMPTRLD).
+            let region = match active.clear() {
+                Ok(region) => region,
+                Err((_, fail)) => {
+                    println!("mini-hv: entry-diff: case {case}: VMCLEAR failed: {fail}");
+                    return super::Outcome::Fail;
+                }
+            };
+            active = match region.load(root, &super::identity) {
+                Ok(active) => active,
+                Err(e) => {
+                    println!("mini-hv: entry-diff: case {case}: cannot reload the VMCS: {e}");
+                    return super::Outcome::Fail;
+                }
+            };
+        }
+        if predicted == observed || same_guest_failure(&report, observed) {
+            agree += 1;
+            continue;
+        }
+        let as_bochs = bochs_view(&report, &hw);
+        let verdict = if as_bochs == Some(observed) {
+            excused += 1;
+            "excused"
+        } else {
+            disagree += 1;
+            "DISAGREE"
+        };
+        println!("mini-hv: entry-diff: {verdict} case {case}: mutation: {mutation}");
+        print!("mini-hv: entry-diff:   predicted: {predicted} (rules:");
+        for violation in report.violations() {
+            print!(" {}", violation.rule.id());
+            if deviation(violation.rule).is_some() {
+                print!("[bochs-deviation]");
+            }
+        }
+        println!("); actual: {observed}");
+    }
+    println!(
+        "mini-hv: entry-diff: observed outcomes: {} success, {} VMfailInvalid, {} VMfailValid(7), \
+         {} other VMfailValid, {} exit 33, {} exit 34",
+        by_outcome[0], by_outcome[1], by_outcome[2], by_outcome[3], by_outcome[4], by_outcome[5]
+    );
+    println!(
+        "entry-diff: {} cases, {agree} agree, {disagree} disagree, {excused} excused",
+        agree + disagree + excused
+    );
+    if let Err((_, fail)) = active.clear() {
+        println!("mini-hv: entry-diff: VMCLEAR failed: {fail}");
+        return super::Outcome::Fail;
+    }
+    if disagree == 0 {
+        super::Outcome::Pass
+    } else {
+        super::Outcome::Fail
+    }
+}
+
+/// The checker's prediction as Bochs would produce it: violations of rules Bochs does not check
+/// are dropped, K12 fails with qualification 0, and Bochs' own extra checks are added. `None`
+/// when the report dropped violations for lack of room (no recomputation possible).
+fn bochs_view<const N: usize>(
+    report: &check::Report<N>,
+    vmcs: &HardwareVmcs<'_>,
+) -> Option<Outcome> {
+    if report.dropped() != 0 {
+        return None;
+    }
+    let mut best = Outcome::Success;
+    let mut consider = |outcome: Outcome| {
+        if outcome.rank() < best.rank() {
+            best = outcome;
+        }
+    };
+    for v in report.violations() {
+        match deviation(v.rule).map(|d| d.kind) {
+            Some(DeviationKind::NotChecked(_)) => {}
+            Some(DeviationKind::Partial(_, missed)) if missed(v) => {}
+            Some(DeviationKind::QualificationZero(_)) => consider(X33_Q0),
+            _ => consider(v.outcome),
+        }
+    }
+    for d in BOCHS_DEVIATIONS {
+        if let DeviationKind::Stricter(outcome_of) = d.kind
+            && let Some(outcome) = outcome_of(vmcs)
+        {
+            consider(outcome);
+        }
+    }
+    Some(best)
+}
+
+/// Whether `observed` is a VM-entry failure for invalid guest state (exit 33) with the
+/// qualification of one of the violated guest-state rules, while the checker predicted exit 33 as
+/// well: the SDM does not order the guest-state checks, so a processor may report any of them
+/// (the checker's module docs say so).
+fn same_guest_failure<const N: usize>(report: &check::Report<N>, observed: Outcome) -> bool {
+    let guest = |o: Outcome| {
+        matches!(o, Outcome::EntryFailure { exit_reason, .. }
+            if exit_reason & 0xffff == check::EXIT_REASON_INVALID_GUEST_STATE)
+    };
+    guest(report.outcome()) && guest(observed) && report.violations().any(|v| v.outcome == observed)
+}
+
+/// Writes every writable field of `baseline` (but HOST_RSP/HOST_RIP, which the trampoline owns).
+fn restore(hw: &mut HardwareVmcs<'_>, baseline: &VmcsSnapshot) -> Result<(), VmFail> {
+    for (info, value) in baseline.iter() {
+        if info.read_only()
+            || info.encoding == fields::HOST_RSP.encoding()
+            || info.encoding == fields::HOST_RIP.encoding()
+        {
+            continue;
+        }
+        hw.write_raw(info.encoding, value)?;
+    }
+    Ok(())
+}
+
+/// Fills an MSR area with `entries` entries loading IA32_SYSENTER_CS with 0.
+fn fill_msr_area(area: u64, entries: usize) {
+    for i in 0..entries {
+        write_msr_entry(area, i, u64::from(IA32_SYSENTER_CS), 0);
+    }
+}
+
+fn write_msr_entry(area: u64, slot: usize, index: u64, value: u64) {
+    let entry = (area + 16 * slot as u64) as *mut u64;
+    // SAFETY: `area` is an identity-mapped frame run owned by this module and `slot` lies inside
+    // it (callers stay below the area's entry count).
+    unsafe {
+        entry.write_volatile(index);
+        entry.add(1).write_volatile(value);
+    }
+}
+
+/// Control fields whose bits are flipped.
+const CONTROL_FIELDS: &[u32] = &[
+    fields::PIN_BASED_VM_EXECUTION_CONTROLS.encoding(),
+    fields::PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS.encoding(),
+    fields::SECONDARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS.encoding(),
+    fields::PRIMARY_VM_EXIT_CONTROLS.encoding(),
+    fields::VM_ENTRY_CONTROLS.encoding(),
+];
+
+/// Other control fields: bit flips and boundary values.
+const CONTROL_VALUES: &[u32] = &[
+    fields::CR3_TARGET_COUNT.encoding(),
+    fields::TPR_THRESHOLD.encoding(),
+    fields::VIRTUAL_PROCESSOR_IDENTIFIER.encoding(),
+    fields::EPT_POINTER.encoding(),
+    fields::ADDRESS_OF_IO_BITMAP_A.encoding(),
+    fields::ADDRESS_OF_IO_BITMAP_B.encoding(),
+    fields::ADDRESS_OF_MSR_BITMAPS.encoding(),
+    fields::VIRTUAL_APIC_ADDRESS.encoding(),
+    fields::APIC_ACCESS_ADDRESS.encoding(),
+    fields::VMREAD_BITMAP_ADDRESS.encoding(),
+    fields::VMWRITE_BITMAP_ADDRESS.encoding(),
+    fields::PML_ADDRESS.encoding(),
+    fields::EPTP_LIST_ADDRESS.encoding(),
+    fields::VIRTUALIZATION_EXCEPTION_INFORMATION_ADDRESS.encoding(),
+    fields::VM_ENTRY_MSR_LOAD_COUNT.encoding(),
+];
+
+/// Guest-state fields: bit flips and boundary values (the guest never executes an instruction).
+const GUEST_FIELDS: &[u32] = &[
+    fields::GUEST_CR0.encoding(),
+    fields::GUEST_CR3.encoding(),
+    fields::GUEST_CR4.encoding(),
+    fields::GUEST_DR7.encoding(),
+    fields::GUEST_RSP.encoding(),
+    fields::GUEST_RIP.encoding(),
+    fields::GUEST_RFLAGS.encoding(),
+    fields::GUEST_ES_SELECTOR.encoding(),
+    fields::GUEST_CS_SELECTOR.encoding(),
+    fields::GUEST_SS_SELECTOR.encoding(),
+    fields::GUEST_DS_SELECTOR.encoding(),
+    fields::GUEST_FS_SELECTOR.encoding(),
+    fields::GUEST_GS_SELECTOR.encoding(),
+    fields::GUEST_LDTR_SELECTOR.encoding(),
+    fields::GUEST_TR_SELECTOR.encoding(),
+    fields::GUEST_ES_BASE.encoding(),
+    fields::GUEST_CS_BASE.encoding(),
+    fields::GUEST_SS_BASE.encoding(),
+    fields::GUEST_DS_BASE.encoding(),
+    fields::GUEST_FS_BASE.encoding(),
+    fields::GUEST_GS_BASE.encoding(),
+    fields::GUEST_LDTR_BASE.encoding(),
+    fields::GUEST_TR_BASE.encoding(),
+    fields::GUEST_ES_LIMIT.encoding(),
+    fields::GUEST_CS_LIMIT.encoding(),
+    fields::GUEST_SS_LIMIT.encoding(),
+    fields::GUEST_DS_LIMIT.encoding(),
+    fields::GUEST_FS_LIMIT.encoding(),
+    fields::GUEST_GS_LIMIT.encoding(),
+    fields::GUEST_LDTR_LIMIT.encoding(),
+    fields::GUEST_TR_LIMIT.encoding(),
+    fields::GUEST_ES_ACCESS_RIGHTS.encoding(),
+    fields::GUEST_CS_ACCESS_RIGHTS.encoding(),
+    fields::GUEST_SS_ACCESS_RIGHTS.encoding(),
+    fields::GUEST_DS_ACCESS_RIGHTS.encoding(),
+    fields::GUEST_FS_ACCESS_RIGHTS.encoding(),
+    fields::GUEST_GS_ACCESS_RIGHTS.encoding(),
+    fields::GUEST_LDTR_ACCESS_RIGHTS.encoding(),
+    fields::GUEST_TR_ACCESS_RIGHTS.encoding(),
+    fields::GUEST_GDTR_BASE.encoding(),
+    fields::GUEST_IDTR_BASE.encoding(),
+    fields::GUEST_GDTR_LIMIT.encoding(),
+    fields::GUEST_IDTR_LIMIT.encoding(),
+    fields::GUEST_IA32_DEBUGCTL.encoding(),
+    fields::GUEST_IA32_SYSENTER_CS.encoding(),
+    fields::GUEST_IA32_SYSENTER_ESP.encoding(),
+    fields::GUEST_IA32_SYSENTER_EIP.encoding(),
+    fields::GUEST_IA32_EFER.encoding(),
+    fields::GUEST_IA32_PAT.encoding(),
+    fields::GUEST_INTERRUPTIBILITY_STATE.encoding(),
+    fields::GUEST_ACTIVITY_STATE.encoding(),
+    fields::GUEST_PENDING_DEBUG_EXCEPTIONS.encoding(),
+    fields::VMCS_LINK_POINTER.encoding(),
+    fields::GUEST_PDPTE0.encoding(),
+    fields::GUEST_PDPTE1.encoding(),
+    fields::GUEST_IA32_S_CET.encoding(),
+    fields::GUEST_SSP.encoding(),
+    fields::GUEST_IA32_INTERRUPT_SSP_TABLE_ADDR.encoding(),
+    fields::GUEST_IA32_PERF_GLOBAL_CTRL.encoding(),
+];
+
+/// Host selectors: an RPL or TI bit, or a null CS/TR, must make VM entry fail.
+const HOST_SELECTORS: &[u32] = &[
+    fields::HOST_ES_SELECTOR.encoding(),
+    fields::HOST_CS_SELECTOR.encoding(),
+    fields::HOST_SS_SELECTOR.encoding(),
+    fields::HOST_DS_SELECTOR.encoding(),
+    fields::HOST_FS_SELECTOR.encoding(),
+    fields::HOST_GS_SELECTOR.encoding(),
+    fields::HOST_TR_SELECTOR.encoding(),
+];
+
+/// Host addresses that must be canonical.
+const HOST_ADDRESSES: &[u32] = &[
+    fields::HOST_FS_BASE.encoding(),
+    fields::HOST_GS_BASE.encoding(),
+    fields::HOST_TR_BASE.encoding(),
+    fields::HOST_GDTR_BASE.encoding(),
+    fields::HOST_IDTR_BASE.encoding(),
+    fields::HOST_IA32_SYSENTER_ESP.encoding(),
+    fields::HOST_IA32_SYSENTER_EIP.encoding(),
+    fields::HOST_IA32_INTERRUPT_SSP_TABLE_ADDR.encoding(),
+    fields::HOST_SSP.encoding(),
+];
+
+/// Entries for the VM-entry MSR-load list: (index quadword, value). Valid ones load MSRs this
+/// host does not depend on (SYSENTER MSRs are reloaded at every VM exit; no SYSCALL is used).
+const MSR_ENTRIES: &[(u64, u64)] = &[
+    (0x174, 0x10),                                    // IA32_SYSENTER_CS
+    (0x175, 0x1000),                                  // IA32_SYSENTER_ESP
+    (0x175, 0x0000_8000_0000_0000),                   // ... non-canonical: M6
+    (0x176, 0xffff_8000_0000_0000),                   // IA32_SYSENTER_EIP
+    (0xc000_0081, 0x0023_0010_0000_0000),             // IA32_STAR
+    (0xc000_0082, 0xffff_ffff_8000_0000),             // IA32_LSTAR
+    (0xc000_0082, 0x8000_0000_0000),                  // ... non-canonical: M6
+    (0xc000_0102, 0x1234_5000),                       // IA32_KERNEL_GS_BASE
+    (0xc000_0102, 0xfff0_0000_0000_0000 ^ (1 << 63)), // ... non-canonical: M6
+    (0x277, 0x0007_0406_0007_0406),                   // IA32_PAT
+    (0x277, 0x0007_0406_0007_0402),                   // ... memory type 2: M6
+    (0xc000_0080, 0x2),                               // IA32_EFER reserved bit: M6
+    (0xc000_0100, 0),                                 // IA32_FS_BASE: M2
+    (0xc000_0101, 0),                                 // IA32_GS_BASE: M2
+    (0x808, 0),                                       // x2APIC TPR: M3
+    (0x8ff, 0),                                       // x2APIC range end: M3
+    (0x9b, 0),                                        // IA32_SMM_MONITOR_CTL: M4
+    (0x1_0000_0174, 0),                               // reserved bits 63:32: M1
+    (0x1d9, 0),                                       // IA32_DEBUGCTL
+    (0x1d9, 1 << 63),                                 // ... reserved: M6
+];
+
+fn field_bits(encoding: u32) -> u32 {
+    match fields::by_encoding(encoding) {
+        Some(info) => info.width().bits(),
+        None => 64,
+    }
+}
+
+/// A boundary value for a field that holds `old`.
+fn boundary(rng: &mut Rng, env: &Env, old: u64) -> u64 {
+    let m = u32::from(env.maxphyaddr);
+    match rng.below(14) {
+        0 => 0,
+        1 => u64::MAX,
+        2 => old | 1 << m,
+        3 => old | 1 << (m - 1),
+        4 => 0x0000_8000_0000_0000,
+        5 => 0xffff_8000_0000_0000,
+        6 => 0x0000_7fff_ffff_f000,
+        7 => old | 1,
+        8 => old | 0xfff,
+        9 => old | 1 << 32,
+        10 => old ^ 1 << 31,
+        11 => old.wrapping_add(1),
+        12 => old.wrapping_sub(1),
+        _ => old | 1 << 63,
+    }
+}
+
+fn set_field(
+    hw: &mut HardwareVmcs<'_>,
+    mutation: &mut Mutation,
+    encoding: u32,
+    new: u64,
+) -> Result<(), VmFail> {
+    let old = hw.read_raw(encoding)?;
+    let bits = field_bits(encoding);
+    let new = if bits >= 64 {
+        new
+    } else {
+        new & ((1 << bits) - 1)
+    };
+    hw.write_raw(encoding, new)?;
+    mutation.push(Change::Field { encoding, old, new });
+    Ok(())
+}
+
+/// Applies one to three mutations. Fields the processor does not support are skipped.
+fn mutate(
+    rng: &mut Rng,
+    env: &Env,
+    hw: &mut HardwareVmcs<'_>,
+    mutation: &mut Mutation,
+) -> Result<(), VmFail> {
+    let count = match rng.below(10) {
+        0..=5 => 1,
+        6..=8 => 2,
+        _ => 3,
+    };
+    for _ in 0..count {
+        match one_mutation(rng, env, hw, mutation) {
+            // An unsupported field (VMREAD/VMWRITE error 12): nothing changed.
+            Err(VmFail::Valid(e)) if e.number() == 12 => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+fn one_mutation(
+    rng: &mut Rng,
+    env: &Env,
+    hw: &mut HardwareVmcs<'_>,
+    mutation: &mut Mutation,
+) -> Result<(), VmFail> {
+    match rng.below(100) {
+        // Control bits.
+        0..=24 => {
+            let encoding = rng.pick(CONTROL_FIELDS);
+            let mut bit = rng.below(32);
+            // Keep "activate VMX-preemption timer": it ends every successful entry at once.
+            if encoding == fields::PIN_BASED_VM_EXECUTION_CONTROLS.encoding() && bit == 6 {
+                bit = 5;
+            }
+            let old = hw.read_raw(encoding)?;
+            set_field(hw, mutation, encoding, old ^ 1 << bit)
+        }
+        // Other control fields.
+        25..=39 => {
+            let encoding = rng.pick(CONTROL_VALUES);
+            let old = hw.read_raw(encoding)?;
+            let new = if encoding == fields::VM_ENTRY_MSR_LOAD_COUNT.encoding() {
+                // Up to the area's size (past the recommended maximum): a longer list would run
+                // into memory this test does not control, and the checker does not look past
+                // the recommended maximum.
+                let max = u64::from(env.msr_list_max);
+                rng.pick(&[0, 1, 2, 5, max, max + 1, ENTRY_AREA_ENTRIES as u64])
+            } else if encoding == fields::CR3_TARGET_COUNT.encoding() {
+                rng.pick(&[0, 1, 3, 4, 5, 0x100, 0xffff_ffff])
+            } else if rng.chance(50) {
+                old ^ 1 << rng.below(u64::from(field_bits(encoding)))
+            } else {
+                boundary(rng, env, old)
+            };
+            set_field(hw, mutation, encoding, new)
+        }
+        // Guest state.
+        40..=64 => {
+            let encoding = rng.pick(GUEST_FIELDS);
+            let old = hw.read_raw(encoding)?;
+            let new = match encoding {
+                // Not wait-for-SIPI (3) here: a guest that VM entry puts into that state stays
+                // there (Bochs does not end it with the preemption timer), and the run would
+                // hang. `inject` uses it, where the injection itself must fail the entry (K6).
+                e if e == fields::GUEST_ACTIVITY_STATE.encoding() => {
+                    rng.pick(&[0, 1, 2, 4, 0xffff_ffff])
+                }
+                _ if rng.chance(60) => old ^ 1 << rng.below(u64::from(field_bits(encoding))),
+                _ => boundary(rng, env, old),
+            };
+            set_field(hw, mutation, encoding, new)
+        }
+        // Event injection, with the guest state it depends on.
+        65..=79 => inject(rng, hw, mutation),
+        // The VM-entry MSR-load list.
+        80..=89 => msr_list(rng, env, hw, mutation),
+        // Host state: only values VM entry must reject.
+        _ => host(rng, env, hw, mutation),
+    }
+}
+
+fn inject(rng: &mut Rng, hw: &mut HardwareVmcs<'_>, mutation: &mut Mutation) -> Result<(), VmFail> {
+    let kind = rng.below(8);
+    let vector = rng.pick(&[
+        0u64, 1, 2, 3, 6, 8, 10, 13, 14, 17, 18, 21, 31, 32, 0x80, 0xff,
+    ]);
+    let mut info = 1 << 31 | kind << 8 | vector;
+    if rng.chance(40) {
+        info |= 1 << 11;
+    }
+    if rng.chance(5) {
+        info |= 1 << rng.pick(&[12u64, 13, 20, 30]);
+    }
+    set_field(
+        hw,
+        mutation,
+        fields::VM_ENTRY_INTERRUPTION_INFORMATION.encoding(),
+        info,
+    )?;
+    if info & 1 << 11 != 0 || rng.chance(20) {
+        let code = rng.pick(&[0u64, 0x1234, 0x8000, 0x1_0000, 0xffff_ffff]);
+        set_field(
+            hw,
+            mutation,
+            fields::VM_ENTRY_EXCEPTION_ERROR_CODE.encoding(),
+            code,
+        )?;
+    }
+    if matches!(kind, 4..=6) || rng.chance(20) {
+        let length = rng.pick(&[0u64, 1, 2, 15, 16]);
+        set_field(
+            hw,
+            mutation,
+            fields::VM_ENTRY_INSTRUCTION_LENGTH.encoding(),
+            length,
+        )?;
+    }
+    // The guest state the injection rules look at.
+    match rng.below(8) {
+        0 | 1 => set_field(hw, mutation, fields::GUEST_RFLAGS.encoding(), 0x202),
+        2 => set_field(
+            hw,
+            mutation,
+            fields::GUEST_INTERRUPTIBILITY_STATE.encoding(),
+            rng.pick(&[1u64, 2, 8, 9]),
+        ),
+        3 => set_field(
+            hw,
+            mutation,
+            fields::GUEST_ACTIVITY_STATE.encoding(),
+            rng.pick(&[1u64, 2, 3]),
+        ),
+        4 => {
+            let cr0 = hw.read_raw(fields::GUEST_CR0.encoding())?;
+            set_field(hw, mutation, fields::GUEST_CR0.encoding(), cr0 | 1)
+        }
+        _ => Ok(()),
+    }
+}
+
+fn msr_list(
+    rng: &mut Rng,
+    env: &Env,
+    hw: &mut HardwareVmcs<'_>,
+    mutation: &mut Mutation,
+) -> Result<(), VmFail> {
+    let count = 1 + rng.below(4);
+    for slot in 0..count as usize {
+        let (index, value) = rng.pick(MSR_ENTRIES);
+        write_msr_entry(env.entry_area, slot, index, value);
+        mutation.push(Change::MsrEntry { slot, index, value });
+    }
+    set_field(
+        hw,
+        mutation,
+        fields::VM_ENTRY_MSR_LOAD_COUNT.encoding(),
+        count,
+    )?;
+    if rng.chance(15) {
+        let address = env.entry_area | rng.pick(&[8u64, 1, 1 << env.maxphyaddr, 1 << 63]);
+        set_field(
+            hw,
+            mutation,
+            fields::VM_ENTRY_MSR_LOAD_ADDRESS.encoding(),
+            address,
+        )?;
+    }
+    Ok(())
+}
+
+fn host(
+    rng: &mut Rng,
+    env: &Env,
+    hw: &mut HardwareVmcs<'_>,
+    mutation: &mut Mutation,
+) -> Result<(), VmFail> {
+    match rng.below(7) {
+        0 => {
+            // A CR0 bit fixed to 1 cleared, or one fixed to 0 set.
+            let old = hw.read_raw(fields::HOST_CR0.encoding())?;
+            let new = fixed_violation(rng, env.cr0_fixed, old);
+            set_field(hw, mutation, fields::HOST_CR0.encoding(), new)
+        }
+        1 => {
+            let old = hw.read_raw(fields::HOST_CR4.encoding())?;
+            let new = if rng.chance(20) {
+                old & !(1 << 5) // PAE, required with "host address-space size"
+            } else {
+                fixed_violation(rng, env.cr4_fixed, old)
+            };
+            set_field(hw, mutation, fields::HOST_CR4.encoding(), new)
+        }
+        2 => {
+            let old = hw.read_raw(fields::HOST_CR3.encoding())?;
+            let bit = rng.below(64 - u64::from(env.maxphyaddr)) + u64::from(env.maxphyaddr);
+            set_field(hw, mutation, fields::HOST_CR3.encoding(), old | 1 << bit)
+        }
+        3 => {
+            let encoding = rng.pick(HOST_SELECTORS);
+            let old = hw.read_raw(encoding)?;
+            let new = if rng.chance(25)
+                && (encoding == fields::HOST_CS_SELECTOR.encoding()
+                    || encoding == fields::HOST_TR_SELECTOR.encoding())
+            {
+                0
+            } else {
+                old | rng.pick(&[1u64, 2, 3, 4])
+            };
+            set_field(hw, mutation, encoding, new)
+        }
+        4 => {
+            let encoding = rng.pick(HOST_ADDRESSES);
+            let old = hw.read_raw(encoding)?;
+            let new = old
+                ^ rng.pick(&[
+                    1u64 << 47,
+                    1 << 63,
+                    1 << 48,
+                    0x0000_8000_0000_0000 | 1 << 62,
+                ]);
+            set_field(hw, mutation, encoding, new)
+        }
+        5 => {
+            let old = hw.read_raw(fields::HOST_IA32_EFER.encoding())?;
+            let new = match rng.below(4) {
+                0 => old & !(1 << 10), // LMA
+                1 => old & !(1 << 8),  // LME
+                _ => old | 1 << rng.pick(&[1u64, 2, 7, 9, 12, 16, 63]),
+            };
+            set_field(hw, mutation, fields::HOST_IA32_EFER.encoding(), new)
+        }
+        _ => {
+            // "host address-space size" cleared while the host runs in IA-32e mode.
+            let encoding = fields::PRIMARY_VM_EXIT_CONTROLS.encoding();
+            let old = hw.read_raw(encoding)?;
+            set_field(hw, mutation, encoding, old & !(1 << 9))
+        }
+    }
+}
+
+/// `old` with one bit that IA32_VMX_CRx_FIXED0/1 fix put on the wrong side (or a bit of 63:32
+/// set).
+fn fixed_violation(rng: &mut Rng, fixed: vmx_caps::FixedBits, old: u64) -> u64 {
+    let ones = fixed.must_be_one();
+    let zeros = fixed.must_be_zero() & 0xffff_ffff;
+    for _ in 0..8 {
+        let bit = 1u64 << rng.below(32);
+        if ones & bit != 0 {
+            return old & !bit;
+        }
+        if zeros & bit != 0 {
+            return old | bit;
+        }
+    }
+    old | 1 << (32 + rng.below(32))
+}
