@@ -137,6 +137,31 @@ pub const BOCHS_DEVIATIONS: &[Deviation] = &[
               \"IA-32e mode guest\" is 1, bit 31 of the CR0 field (PG) must be 1",
     },
     Deviation {
+        id: "G16",
+        kind: DeviationKind::NotChecked(Rule::G16),
+        bochs: "does not check the reserved bits of guest IA32_PERF_GLOBAL_CTRL",
+        sdm: "SDM Vol. 3C, \"Checks on Guest Control Registers, Debug Registers, and MSRs\": if \
+              \"load IA32_PERF_GLOBAL_CTRL\" is 1, bits reserved in IA32_PERF_GLOBAL_CTRL (per \
+              the counters CPUID leaf 0AH enumerates) must be 0 in the field",
+    },
+    Deviation {
+        id: "H19",
+        kind: DeviationKind::NotChecked(Rule::H19),
+        bochs: "never compares CS.DPL with SS.DPL: it requires CS.DPL = CS.RPL (old SDM), and \
+                CS.RPL = SS.RPL = SS.DPL only without \"unrestricted guest\", so the rule is \
+                missed with \"unrestricted guest\" or an unusable SS",
+        sdm: "SDM Vol. 3C, \"Checks on Guest Segment Registers\": CS type 9 or 11 => CS.DPL \
+              equals the DPL in the access-rights field for SS (which VM entry loads even for an \
+              unusable SS: SS.DPL becomes the CPL)",
+    },
+    Deviation {
+        id: "H20",
+        kind: DeviationKind::NotChecked(Rule::H20),
+        bochs: "never compares CS.DPL with SS.DPL (as for H19)",
+        sdm: "SDM Vol. 3C, \"Checks on Guest Segment Registers\": CS type 13 or 15 => CS.DPL \
+              is not greater than the DPL in the access-rights field for SS",
+    },
+    Deviation {
         id: "J2",
         kind: DeviationKind::NotChecked(Rule::J2),
         bochs: "does not check that guest RIP bits 63:N are identical for a 64-bit guest",
@@ -334,6 +359,19 @@ enum Change {
     Field { encoding: u32, old: u64, new: u64 },
     /// Entry `slot` (0-based) of the VM-entry MSR-load area.
     MsrEntry { slot: usize, index: u64, value: u64 },
+    /// The guest was switched to a consistent state of another mode before the mutations.
+    Mode(GuestMode),
+}
+
+/// The guest mode a case starts from (the known-good VMCS is real mode).
+#[derive(Clone, Copy, Debug)]
+enum GuestMode {
+    /// 32-bit protected mode, flat segments, no paging.
+    Protected32,
+    /// 32-bit protected mode with PAE paging (PDPTEs from the VMCS, EPT being on).
+    Pae32,
+    /// IA-32e mode, 64-bit code segment, 4-level paging.
+    Long64,
 }
 
 impl fmt::Display for Change {
@@ -349,6 +387,7 @@ impl fmt::Display for Change {
             Change::MsrEntry { slot, index, value } => {
                 write!(f, "msr-load[{slot}]=({index:#x}, {value:#x})")
             }
+            Change::Mode(mode) => write!(f, "mode {mode:?}"),
         }
     }
 }
@@ -798,6 +837,8 @@ const GUEST_FIELDS: &[u32] = &[
     fields::VMCS_LINK_POINTER.encoding(),
     fields::GUEST_PDPTE0.encoding(),
     fields::GUEST_PDPTE1.encoding(),
+    fields::GUEST_PDPTE2.encoding(),
+    fields::GUEST_PDPTE3.encoding(),
     fields::GUEST_IA32_S_CET.encoding(),
     fields::GUEST_SSP.encoding(),
     fields::GUEST_IA32_INTERRUPT_SSP_TABLE_ADDR.encoding(),
@@ -906,6 +947,16 @@ fn mutate(
     hw: &mut HardwareVmcs<'_>,
     mutation: &mut Mutation,
 ) -> Result<(), VmFail> {
+    let mode = match rng.below(10) {
+        0..=4 => None,
+        5 | 6 => Some(GuestMode::Protected32),
+        7 => Some(GuestMode::Pae32),
+        _ => Some(GuestMode::Long64),
+    };
+    if let Some(mode) = mode {
+        switch_mode(hw, mode)?;
+        mutation.push(Change::Mode(mode));
+    }
     let count = match rng.below(10) {
         0..=5 => 1,
         6..=8 => 2,
@@ -917,6 +968,67 @@ fn mutate(
             Err(VmFail::Valid(e)) if e.number() == 12 => {}
             other => other?,
         }
+    }
+    Ok(())
+}
+
+/// Guest-physical address of the (empty) top-level paging structure of the paged modes.
+const PAGING_ROOT_GPA: u64 = 0x8000;
+
+/// Rewrites the guest state as a consistent `mode` (the guest is parked on the stub at
+/// `STUB_GPA`; its paging structures are empty, which does not matter before its first
+/// instruction).
+fn switch_mode(hw: &mut HardwareVmcs<'_>, mode: GuestMode) -> Result<(), VmFail> {
+    const CR0_PE: u64 = 1;
+    const CR0_PG: u64 = 1 << 31;
+    const CR4_PAE: u64 = 1 << 5;
+    let long = matches!(mode, GuestMode::Long64);
+    let paged = !matches!(mode, GuestMode::Protected32);
+    let cr0 = hw.read_raw(fields::GUEST_CR0.encoding())? | CR0_PE;
+    let cr4 = hw.read_raw(fields::GUEST_CR4.encoding())?;
+    let (cr0, cr4) = if paged {
+        (cr0 | CR0_PG, cr4 | CR4_PAE)
+    } else {
+        (cr0, cr4)
+    };
+    let writes: [(u32, u64); 20] = [
+        (fields::GUEST_CR0.encoding(), cr0),
+        (fields::GUEST_CR4.encoding(), cr4),
+        (
+            fields::GUEST_CR3.encoding(),
+            if paged { PAGING_ROOT_GPA } else { 0 },
+        ),
+        (
+            fields::GUEST_IA32_EFER.encoding(),
+            if long { 0x500 } else { 0 },
+        ),
+        (fields::GUEST_CS_SELECTOR.encoding(), 0x08),
+        (fields::GUEST_CS_BASE.encoding(), 0),
+        (fields::GUEST_CS_LIMIT.encoding(), 0xffff_ffff),
+        (
+            fields::GUEST_CS_ACCESS_RIGHTS.encoding(),
+            if long { 0xa09b } else { 0xc09b },
+        ),
+        (fields::GUEST_RIP.encoding(), STUB_GPA),
+        (fields::GUEST_SS_SELECTOR.encoding(), 0x10),
+        (fields::GUEST_SS_LIMIT.encoding(), 0xffff_ffff),
+        (fields::GUEST_SS_ACCESS_RIGHTS.encoding(), 0xc093),
+        (fields::GUEST_DS_SELECTOR.encoding(), 0x10),
+        (fields::GUEST_DS_LIMIT.encoding(), 0xffff_ffff),
+        (fields::GUEST_DS_ACCESS_RIGHTS.encoding(), 0xc093),
+        (fields::GUEST_ES_SELECTOR.encoding(), 0x10),
+        (fields::GUEST_ES_LIMIT.encoding(), 0xffff_ffff),
+        (fields::GUEST_ES_ACCESS_RIGHTS.encoding(), 0xc093),
+        (fields::GUEST_TR_SELECTOR.encoding(), 0x18),
+        (fields::GUEST_TR_LIMIT.encoding(), 0x67),
+    ];
+    for (encoding, value) in writes {
+        hw.write_raw(encoding, value)?;
+    }
+    if long {
+        let entry = fields::VM_ENTRY_CONTROLS.encoding();
+        let controls = hw.read_raw(entry)?;
+        hw.write_raw(entry, controls | 1 << 9)?;
     }
     Ok(())
 }
