@@ -479,6 +479,15 @@ struct Env {
     cr4_fixed: vmx_caps::FixedBits,
     entry_area: u64,
     msr_list_max: u32,
+    /// Frames the feature mutations point control fields at: virtual-APIC page, APIC-access
+    /// page, shadow VMCS, and one for bitmaps, lists and logs.
+    frames: [u64; 4],
+    /// VMCS revision identifier (for shadow-VMCS headers).
+    revision: u32,
+    /// The current-VMCS pointer.
+    vmcs_phys: u64,
+    /// The VMXON pointer.
+    vmxon_phys: u64,
 }
 
 /// Runs the differential test; `Pass` when no disagreement is left unexcused.
@@ -511,14 +520,10 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
     // The VM-exit MSR-load list only ever holds IA32_SYSENTER_CS = 0 (harmless for this host,
     // whatever the count), so that no mutation turns a VM exit into a VMX abort.
     fill_msr_area(exit_load, EXIT_AREA_ENTRIES);
-    let env = Env {
-        maxphyaddr: super::phys_addr_width(),
-        cr0_fixed: caps.cr0_fixed,
-        cr4_fixed: caps.cr4_fixed,
-        entry_area,
-        msr_list_max: caps.misc.max_msr_list_entries(),
+    let Some(feature_frames) = crate::mem::alloc_frames(4) else {
+        println!("mini-hv: entry-diff: out of memory for the feature frames");
+        return super::Outcome::Fail;
     };
-
     let mut active = match region.load(root, &super::identity) {
         Ok(active) => active,
         Err(e) => {
@@ -545,6 +550,17 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
     };
     let cpu = check::CpuFacts::from_cpuid();
     let vmxon = active.root().vmxon_region_phys();
+    let env = Env {
+        maxphyaddr: super::phys_addr_width(),
+        cr0_fixed: caps.cr0_fixed,
+        cr4_fixed: caps.cr4_fixed,
+        entry_area,
+        msr_list_max: caps.misc.max_msr_list_entries(),
+        frames: core::array::from_fn(|i| feature_frames + 4096 * i as u64),
+        revision: caps.basic.revision_id(),
+        vmcs_phys: active.phys_addr(),
+        vmxon_phys: vmxon,
+    };
     println!(
         "mini-hv: entry-diff: start: {} cases, seed {}, MAXPHYADDR {}",
         params.cases, params.seed, env.maxphyaddr
@@ -1040,8 +1056,10 @@ fn one_mutation(
     mutation: &mut Mutation,
 ) -> Result<(), VmFail> {
     match rng.below(100) {
+        // A feature switched on with the fields it uses.
+        0..=11 => feature(rng, env, hw, mutation),
         // Control bits.
-        0..=24 => {
+        12..=24 => {
             let encoding = rng.pick(CONTROL_FIELDS);
             let mut bit = rng.below(32);
             // Keep "activate VMX-preemption timer": it ends every successful entry at once.
@@ -1092,6 +1110,176 @@ fn one_mutation(
         80..=89 => msr_list(rng, env, hw, mutation),
         // Host state: only values VM entry must reject.
         _ => host(rng, env, hw, mutation),
+    }
+}
+
+/// Sets `bits` in the control field `encoding`.
+fn set_bits(
+    hw: &mut HardwareVmcs<'_>,
+    mutation: &mut Mutation,
+    encoding: u32,
+    bits: u64,
+) -> Result<(), VmFail> {
+    let old = hw.read_raw(encoding)?;
+    set_field(hw, mutation, encoding, old | bits)
+}
+
+/// A page address for a control field: one of the feature frames, usually valid, sometimes
+/// misaligned or beyond MAXPHYADDR.
+fn page(rng: &mut Rng, env: &Env, frame: usize) -> u64 {
+    let base = env.frames[frame];
+    match rng.below(10) {
+        0 => base | 0x80,
+        1 => base | 1 << env.maxphyaddr,
+        _ => base,
+    }
+}
+
+/// Switches on a feature (pin/processor-based/secondary controls) together with the fields and
+/// memory it uses, with valid and boundary values: the TPR shadow and APIC virtualization, VMCS
+/// shadowing and the link pointer, VM functions, PML, #VE, virtual NMIs, the preemption-timer
+/// save control.
+fn feature(
+    rng: &mut Rng,
+    env: &Env,
+    hw: &mut HardwareVmcs<'_>,
+    mutation: &mut Mutation,
+) -> Result<(), VmFail> {
+    let pin = fields::PIN_BASED_VM_EXECUTION_CONTROLS.encoding();
+    let proc = fields::PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS.encoding();
+    let proc2 = fields::SECONDARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS.encoding();
+    match rng.below(7) {
+        0 => {
+            // TPR shadow, APIC virtualization.
+            if rng.chance(85) {
+                set_bits(hw, mutation, proc, 1 << 21)?;
+            }
+            let vapic = page(rng, env, 0);
+            set_field(hw, mutation, fields::VIRTUAL_APIC_ADDRESS.encoding(), vapic)?;
+            let threshold = rng.pick(&[0u64, 1, 7, 15, 16, 0x80]);
+            set_field(hw, mutation, fields::TPR_THRESHOLD.encoding(), threshold)?;
+            let vtpr = rng.pick(&[0u8, 0x10, 0x70, 0xf0, 0xff]);
+            // SAFETY: the virtual-APIC frame is owned by this module, identity-mapped.
+            unsafe { ((env.frames[0] + 0x80) as *mut u8).write_volatile(vtpr) };
+            let mut extra = 0;
+            for bit in [0u64, 4, 8, 9] {
+                if rng.chance(30) {
+                    extra |= 1 << bit;
+                }
+            }
+            if extra != 0 {
+                set_bits(hw, mutation, proc2, extra)?;
+            }
+            if extra & 1 != 0 {
+                let apic = page(rng, env, 1);
+                set_field(hw, mutation, fields::APIC_ACCESS_ADDRESS.encoding(), apic)?;
+            }
+            if rng.chance(50) {
+                set_bits(hw, mutation, pin, 1)?;
+            }
+            Ok(())
+        }
+        1 => {
+            // VMCS shadowing and the VMCS link pointer.
+            if rng.chance(70) {
+                set_bits(hw, mutation, proc2, 1 << 14)?;
+                let bitmap = page(rng, env, 3);
+                set_field(
+                    hw,
+                    mutation,
+                    fields::VMREAD_BITMAP_ADDRESS.encoding(),
+                    bitmap,
+                )?;
+                let bitmap = page(rng, env, 3);
+                set_field(
+                    hw,
+                    mutation,
+                    fields::VMWRITE_BITMAP_ADDRESS.encoding(),
+                    bitmap,
+                )?;
+            }
+            let shadow = env.frames[2];
+            let header = match rng.below(4) {
+                0 => env.revision,
+                1 => env.revision | 1 << 31,
+                2 => env.revision ^ 1,
+                _ => 0,
+            };
+            // SAFETY: the shadow-VMCS frame is owned by this module, identity-mapped.
+            unsafe { (shadow as *mut u32).write_volatile(header) };
+            let link = rng.pick(&[
+                shadow,
+                shadow,
+                shadow | 8,
+                env.vmcs_phys,
+                env.vmxon_phys,
+                shadow | 1 << env.maxphyaddr,
+            ]);
+            set_field(hw, mutation, fields::VMCS_LINK_POINTER.encoding(), link)
+        }
+        2 => {
+            // VM functions (EPTP switching).
+            set_bits(hw, mutation, proc2, 1 << 13)?;
+            let functions = rng.pick(&[0u64, 1, 2, 1 << 63]);
+            set_field(
+                hw,
+                mutation,
+                fields::VM_FUNCTION_CONTROLS.encoding(),
+                functions,
+            )?;
+            let list = page(rng, env, 3);
+            set_field(hw, mutation, fields::EPTP_LIST_ADDRESS.encoding(), list)?;
+            if rng.chance(20) {
+                let old = hw.read_raw(proc2)?;
+                set_field(hw, mutation, proc2, old & !(1 << 1))?;
+            }
+            Ok(())
+        }
+        3 => {
+            // Page-modification logging.
+            set_bits(hw, mutation, proc2, 1 << 17)?;
+            let log = page(rng, env, 3);
+            set_field(hw, mutation, fields::PML_ADDRESS.encoding(), log)?;
+            let index = rng.pick(&[0u64, 511, 512, 0xffff]);
+            set_field(hw, mutation, fields::PML_INDEX.encoding(), index)?;
+            if rng.chance(20) {
+                let old = hw.read_raw(proc2)?;
+                set_field(hw, mutation, proc2, old & !(1 << 1))?;
+            }
+            Ok(())
+        }
+        4 => {
+            // EPT-violation #VE.
+            set_bits(hw, mutation, proc2, 1 << 18)?;
+            let info = page(rng, env, 3);
+            set_field(
+                hw,
+                mutation,
+                fields::VIRTUALIZATION_EXCEPTION_INFORMATION_ADDRESS.encoding(),
+                info,
+            )
+        }
+        5 => {
+            // NMI exiting, virtual NMIs, NMI-window exiting.
+            let old = hw.read_raw(pin)?;
+            let new =
+                (old & !(1 << 3 | 1 << 5)) | rng.pick(&[0u64, 1 << 3, 1 << 5, 1 << 3 | 1 << 5]);
+            set_field(hw, mutation, pin, new)?;
+            if rng.chance(50) {
+                set_bits(hw, mutation, proc, 1 << 22)?;
+            }
+            Ok(())
+        }
+        _ => {
+            // Save the preemption timer, acknowledge interrupts on exit.
+            let exit = fields::PRIMARY_VM_EXIT_CONTROLS.encoding();
+            set_bits(
+                hw,
+                mutation,
+                exit,
+                rng.pick(&[1u64 << 22, 1 << 15, 1 << 22 | 1 << 15]),
+            )
+        }
     }
 }
 
