@@ -487,6 +487,9 @@ pub fn baseline_command(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// Bochs' emulated instructions per second for the Linux runs (as `linux-baseline`).
+const BOCHS_IPS: u32 = 20_000_000;
+
 /// Mini-hv's command line that selects the Linux guest.
 pub const HV_CMDLINE: &str = "mini-hv.guest=linux";
 
@@ -496,12 +499,14 @@ pub struct HvRun {
     pub end_marker: Duration,
     /// VM exits of the whole run.
     pub exits: u64,
-    /// The guest's uptime at its last report (seconds of guest time).
-    pub guest_uptime: f64,
+    /// Seconds of emulated (guest) time from VMLAUNCH to the power-off: TSC ticks / instructions per second
+    /// (the Bochs TSC counts emulated instructions). Linux's own uptime is no measure: on some models it
+    /// calibrates the TSC from CPUID leaf 0x15 values that do not match Bochs' clock.
+    pub guest_seconds: f64,
 }
 
-/// The checks on a Linux run's serial console under mini-hv; returns (total exits, last guest uptime).
-pub fn check_hv_serial(serial: &str) -> Result<(u64, f64), String> {
+/// The checks on a Linux run's serial console under mini-hv; returns (total exits, TSC ticks the guest ran).
+pub fn check_hv_serial(serial: &str) -> Result<(u64, u64), String> {
     for needle in [
         START_MARKER,
         "mini-hv-linux: CPU flags: hypervisor present, vmx absent",
@@ -525,19 +530,18 @@ pub fn check_hv_serial(serial: &str) -> Result<(u64, f64), String> {
         .filter_map(|n| n.trim().parse::<u64>().ok())
         .next_back()
         .ok_or("no exit statistics (`mini-hv: N total`)")?;
-    let uptime = serial
+    let ticks = serial
         .lines()
         .filter_map(|l| {
-            l.split("uptime ")
-                .nth(1)?
+            l.strip_prefix("mini-hv: the guest ran ")?
                 .split(' ')
                 .next()?
-                .parse::<f64>()
+                .parse::<u64>()
                 .ok()
         })
         .next_back()
-        .ok_or("no guest uptime line")?;
-    Ok((exits, uptime))
+        .ok_or("no guest run time (`mini-hv: the guest ran N TSC ticks`)")?;
+    Ok((exits, ticks))
 }
 
 /// Builds mini-hv and a GRUB ISO with `modules` (file, name, arguments), and boots it under Bochs with
@@ -568,7 +572,7 @@ fn boot_hv(
         cmdline: HV_CMDLINE,
         qemu_modules: &[],
         memory_mib,
-        bochs_ips: 20_000_000,
+        bochs_ips: BOCHS_IPS,
         bochs_ignore_bad_msrs: true,
         timeout,
         echo,
@@ -600,7 +604,7 @@ pub fn run_hv(model: &str, timeout: Duration, echo: bool) -> Result<HvRun, Strin
         echo,
     )?;
     let cpu = crate::proc::children_cpu_time().saturating_sub(cpu_before);
-    let (exits, guest_uptime) = check_hv_serial(&report.serial).map_err(|why| {
+    let (exits, ticks) = check_hv_serial(&report.serial).map_err(|why| {
         format!(
             "{why} ({}, {:.1} s); serial log in {}",
             report.status_text,
@@ -609,6 +613,7 @@ pub fn run_hv(model: &str, timeout: Duration, echo: bool) -> Result<HvRun, Strin
         )
     })?;
     let end_marker = report.markers_at[PHASES.len() - 1].ok_or("no end marker time")?;
+    let guest_seconds = ticks as f64 / f64::from(BOCHS_IPS);
     for (phase, at) in PHASES.iter().zip(&report.markers_at) {
         if let Some(at) = at {
             eprintln!("xtask:   {:>7.1} s  {phase}", at.as_secs_f64());
@@ -616,16 +621,16 @@ pub fn run_hv(model: &str, timeout: Duration, echo: bool) -> Result<HvRun, Strin
     }
     eprintln!(
         "xtask: Linux under mini-hv ({model}): {END_MARKER:?} after {:.1} s wall; {exits} VM exits, {:.0} per \
-         second of guest time ({guest_uptime:.1} s guest uptime); whole run {:.1} s wall, {:.1} s of Bochs CPU time",
+         second of guest time ({guest_seconds:.1} s of emulated time); whole run {:.1} s wall, {:.1} s of Bochs CPU time",
         end_marker.as_secs_f64(),
-        exits as f64 / guest_uptime.max(0.001),
+        exits as f64 / guest_seconds.max(0.001),
         report.elapsed.as_secs_f64(),
         cpu.as_secs_f64()
     );
     Ok(HvRun {
         end_marker,
         exits,
-        guest_uptime,
+        guest_seconds,
     })
 }
 
@@ -757,7 +762,7 @@ pub fn test_step() -> Result<(), String> {
          (step {:.1} s)",
         run.end_marker.as_secs_f64(),
         run.exits,
-        run.guest_uptime,
+        run.guest_seconds,
         start.elapsed().as_secs_f64()
     );
     Ok(())
@@ -796,9 +801,10 @@ mod tests {
     fn hv_serial_checks() {
         let good = "mini-hv-linux: START\nmini-hv-linux: CPU flags: hypervisor present, vmx absent\n\
                     mini-hv-linux: uptime 3.25 s: fork+exec done\nmini-hv-linux: workload ok (x)\n\
-                    mini-hv-linux: END\nmini-hv:       12  CPUID\nmini-hv:     1234  total\n\
+                    mini-hv-linux: END\nmini-hv: the guest ran 5000 TSC ticks for 1234 VM exits\n\
+                    mini-hv:       12  CPUID\nmini-hv:     1234  total\n\
                     mini-hv: the Linux guest powered off (ACPI S5)\nmini-hv: RESULT PASS\n";
-        assert_eq!(check_hv_serial(good), Ok((1234, 3.25)));
+        assert_eq!(check_hv_serial(good), Ok((1234, 5000)));
         let vmx = good.replace("vmx absent", "vmx present");
         assert!(check_hv_serial(&vmx).unwrap_err().contains("vmx absent"));
         let failed = good.replace("RESULT PASS", "RESULT FAIL");
