@@ -488,6 +488,9 @@ struct Env {
     vmcs_phys: u64,
     /// The VMXON pointer.
     vmxon_phys: u64,
+    /// "monitor trap flag" is supported. Without it, Bochs does not reject the injection of
+    /// type 7 (other event, rule C6) but panics while delivering it, so such models get none.
+    mtf: bool,
 }
 
 /// Runs the differential test; `Pass` when no disagreement is left unexcused.
@@ -560,6 +563,9 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
         revision: caps.basic.revision_id(),
         vmcs_phys: active.phys_addr(),
         vmxon_phys: vmxon,
+        mtf: caps
+            .proc
+            .allows(vmx_caps::PrimaryControls::MONITOR_TRAP_FLAG),
     };
     println!(
         "mini-hv: entry-diff: start: {} cases, seed {}, MAXPHYADDR {}",
@@ -576,6 +582,7 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
     let mut regs = GuestRegisters::new();
     let (mut agree, mut disagree, mut excused) = (0u32, 0u32, 0u32);
     let mut by_outcome = [0u32; 6];
+    let mut agree_in_other_order = 0u32;
     for case in 0..params.cases {
         if let Err(fail) = restore(&mut hw, &baseline) {
             println!("mini-hv: entry-diff: case {case}: restoring the VMCS failed: {fail}");
@@ -649,8 +656,13 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
                 }
             };
         }
-        if predicted == observed || same_guest_failure(&report, observed) {
+        if predicted == observed {
             agree += 1;
+            continue;
+        }
+        if same_guest_failure(&report, observed) {
+            agree += 1;
+            agree_in_other_order += 1;
             continue;
         }
         let as_bochs = bochs_view(&report, &hw);
@@ -675,6 +687,10 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
         "mini-hv: entry-diff: observed outcomes: {} success, {} VMfailInvalid, {} VMfailValid(7), \
          {} other VMfailValid, {} exit 33, {} exit 34",
         by_outcome[0], by_outcome[1], by_outcome[2], by_outcome[3], by_outcome[4], by_outcome[5]
+    );
+    println!(
+        "mini-hv: entry-diff: {agree_in_other_order} of the agreements are exit-33 failures that \
+         report another violated guest-state rule's qualification (the SDM does not order them)"
     );
     println!(
         "entry-diff: {} cases, {agree} agree, {disagree} disagree, {excused} excused",
@@ -1105,7 +1121,7 @@ fn one_mutation(
             set_field(hw, mutation, encoding, new)
         }
         // Event injection, with the guest state it depends on.
-        65..=79 => inject(rng, hw, mutation),
+        65..=79 => inject(rng, env, hw, mutation),
         // The VM-entry MSR-load list.
         80..=89 => msr_list(rng, env, hw, mutation),
         // Host state: only values VM entry must reject.
@@ -1283,8 +1299,13 @@ fn feature(
     }
 }
 
-fn inject(rng: &mut Rng, hw: &mut HardwareVmcs<'_>, mutation: &mut Mutation) -> Result<(), VmFail> {
-    let kind = rng.below(8);
+fn inject(
+    rng: &mut Rng,
+    env: &Env,
+    hw: &mut HardwareVmcs<'_>,
+    mutation: &mut Mutation,
+) -> Result<(), VmFail> {
+    let kind = rng.below(if env.mtf { 8 } else { 7 });
     let vector = rng.pick(&[
         0u64, 1, 2, 3, 6, 8, 10, 13, 14, 17, 18, 21, 31, 32, 0x80, 0xff,
     ]);
