@@ -63,6 +63,14 @@ echo "mini-hv-linux: $flags"
 case " $flags " in *" hypervisor "*) hv=present;; *) hv=absent;; esac
 case " $flags " in *" vmx "*) vmx=present;; *) vmx=absent;; esac
 echo "mini-hv-linux: CPU flags: hypervisor $hv, vmx $vmx"
+for w in $(cat /proc/cmdline); do
+  case $w in mini-hv-linux.touch=*)
+    p=${{w#*=}}
+    echo "mini-hv-linux: reading physical page $p through /dev/mem"
+    dd if=/dev/mem of=/dev/null bs=4096 skip=$p count=1
+    echo "mini-hv-linux: read physical page $p";;
+  esac
+done
 echo "mini-hv-linux: uptime $(cut -d' ' -f1 /proc/uptime) s: workload starts"
 sum=$(dd if=/dev/zero bs=64k count=64 2>/dev/null | md5sum)
 sum=${{sum%% *}}
@@ -687,7 +695,7 @@ type BadInput = (
 
 /// Bad guest inputs, each of which must end the run with a clear message and `RESULT FAIL`: (name, modules as
 /// (is the initramfs, tag and arguments), RAM in MiB, the expected message).
-const BAD_INPUTS: [BadInput; 3] = [
+const BAD_INPUTS: [BadInput; 4] = [
     (
         "not-a-kernel",
         &[(true, "kernel console=ttyS0"), (true, "initrd")],
@@ -701,6 +709,17 @@ const BAD_INPUTS: [BadInput; 3] = [
         "mini-hv: cannot load Linux: no Multiboot module tagged `initrd`",
     ),
     (
+        // The guest reads the page at 0x10000 through /dev/mem (allowed below 1 MiB for a non-RAM page):
+        // GRUB put the Multiboot information there, so it is the hypervisor's, reserved and unmapped.
+        "touch-hv-memory",
+        &[
+            (false, "kernel {cmdline} mini-hv-linux.touch=16"),
+            (true, "initrd"),
+        ],
+        256,
+        "EPT violation: guest-physical 0x10000 is not the guest's",
+    ),
+    (
         "too-little-memory",
         &[(false, "kernel console=ttyS0"), (true, "initrd")],
         64,
@@ -712,9 +731,14 @@ const BAD_INPUTS: [BadInput; 3] = [
 pub fn bad_input_checks(model: &str) -> Result<(), String> {
     let guest = fetch()?;
     for (name, modules, memory, expected) in BAD_INPUTS {
+        let modules: Vec<(bool, String)> = modules
+            .iter()
+            .map(|&(initrd, args)| (initrd, args.replace("{cmdline}", KERNEL_CMDLINE)))
+            .collect();
         let modules: Vec<(&Path, &str, &str)> = modules
             .iter()
-            .map(|&(initrd, args)| {
+            .map(|(initrd, args)| {
+                let (initrd, args) = (*initrd, args.as_str());
                 let file = if initrd {
                     guest.initramfs.as_path()
                 } else {
@@ -734,7 +758,7 @@ pub fn bad_input_checks(model: &str) -> Result<(), String> {
             model,
             &modules,
             memory,
-            Duration::from_secs(60),
+            Duration::from_secs(120),
             false,
         )?;
         if !report.serial.contains(expected) || !report.serial.contains("mini-hv: RESULT FAIL") {
