@@ -13,7 +13,8 @@ use vmcs::check::{FlatMemory, Outcome, Report, Violation};
 
 fn main() {
     let mut env = Env::tigerlake();
-    // A realistic MSR-load area: 8 entries the checker has to read and classify.
+    // A realistic MSR-load area: 8 entries the checker has to read and classify, each an MSR
+    // whose WRMSR rule is architectural (so M6 is decided, not left unchecked).
     let mut area = vec![0u8; 8 * 16];
     let msrs: [(u32, u64); 8] = [
         (0x174, 0x10),                        // IA32_SYSENTER_CS
@@ -22,7 +23,7 @@ fn main() {
         (0xc000_0081, 0x0023_0010_0000_0000), // IA32_STAR
         (0xc000_0082, 0xffff_8000_0000_4000), // IA32_LSTAR
         (0xc000_0083, 0xffff_8000_0000_5000), // IA32_CSTAR
-        (0xc000_0084, 0x4_7700),              // IA32_FMASK
+        (0x277, 0x0007_0406_0007_0406),        // IA32_PAT (power-on default)
         (0xc000_0102, 0xffff_8000_0010_0000), // IA32_KERNEL_GS_BASE
     ];
     for (i, (index, value)) in msrs.iter().enumerate() {
