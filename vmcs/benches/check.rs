@@ -23,7 +23,7 @@ fn main() {
         (0xc000_0081, 0x0023_0010_0000_0000), // IA32_STAR
         (0xc000_0082, 0xffff_8000_0000_4000), // IA32_LSTAR
         (0xc000_0083, 0xffff_8000_0000_5000), // IA32_CSTAR
-        (0x277, 0x0007_0406_0007_0406),        // IA32_PAT (power-on default)
+        (0x277, 0x0007_0406_0007_0406),       // IA32_PAT (power-on default)
         (0xc000_0102, 0xffff_8000_0010_0000), // IA32_KERNEL_GS_BASE
     ];
     for (i, (index, value)) in msrs.iter().enumerate() {
