@@ -251,8 +251,11 @@ pub fn run() -> Outcome {
             ram_top = ram_top.max(e.addr + e.size);
         }
     }
-    let pm1a = loader::pm1a_control_port().unwrap_or(BOCHS_PM1A_CNT);
-    println!("mini-hv: ACPI PM1a control port {pm1a:#x} trapped (power-off)");
+    let (pm1a, source) = match loader::pm1a_control_port() {
+        Some(port) => (port, "from the FADT"),
+        None => (BOCHS_PM1A_CNT, "no FADT found: the PIIX4 port Bochs uses"),
+    };
+    println!("mini-hv: ACPI PM1a control port {pm1a:#x} ({source}) trapped (power-off)");
 
     // Bitmaps: MSRs all open but the VMX ones; ports all open but power-off and reset.
     // SAFETY: fresh frames owned by this function, identity-mapped.
