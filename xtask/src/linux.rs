@@ -25,8 +25,9 @@ pub const END_MARKER: &str = "mini-hv-linux: END";
 /// Kernel command line: serial console; skip the crypto self-tests (about 10 s under Bochs); fewer messages; no
 /// CPU-vulnerability mitigations (page-table isolation switches CR3 twice per system call, and every TLB refill
 /// after it costs a two-dimensional walk under EPT: with them the workload phase under mini-hv took 44% longer
-/// than under plain Bochs, without them 1% to 28% over three pairs of runs on the shared 2-core machine); a panic reboots at once (mini-hv traps the reset: a clean
-/// failure, not a hang). The same line for `linux-baseline` and the run under mini-hv.
+/// than under plain Bochs, without them 1% to 28% over three pairs of runs on the shared 2-core machine); a
+/// panic reboots at once (mini-hv traps the reset: a clean failure, not a hang). The same line for
+/// `linux-baseline` and the run under mini-hv.
 pub const KERNEL_CMDLINE: &str =
     "console=ttyS0,115200 cryptomgr.notests=1 quiet mitigations=off panic=-1";
 
