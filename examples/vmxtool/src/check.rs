@@ -25,7 +25,7 @@ pub struct Args {
     /// The capability MSRs: a dump with one `<msr hex> <value hex>` pair a line.
     #[arg(long, value_name = "DUMP.msr")]
     caps: PathBuf,
-    /// MAXPHYADDR, the physical-address width (CPUID.80000008H:EAX[7:0]).
+    /// MAXPHYADDR, the physical-address width (CPUID.80000008H:EAX\[7:0\]).
     #[arg(long, value_name = "N", default_value_t = 39, value_parser = clap::value_parser!(u8).range(32..=52))]
     maxphyaddr: u8,
     /// Linear-address width for canonicality checks: 48, or 57 with 5-level paging.
