@@ -345,6 +345,33 @@ fn bochs_command(
     Ok((command, log))
 }
 
+/// QEMU's `-initrd` value for Multiboot modules given as (file, command-line arguments): `"file args,file
+/// args"`. QEMU splits the list at single commas (a doubled comma stands for one, in paths and arguments
+/// alike) and each entry at its first space into the file name and the rest; the module's Multiboot command
+/// line is then the whole entry, path included (as GRUB's `module` line gives it). So a comma is written twice
+/// and a file name cannot contain white space.
+pub fn qemu_initrd_arg(modules: &[(PathBuf, String)]) -> Result<String, String> {
+    let mut list = Vec::with_capacity(modules.len());
+    for (file, args) in modules {
+        let path = file
+            .to_str()
+            .ok_or_else(|| format!("{}: a QEMU module path must be UTF-8", file.display()))?;
+        if path.is_empty() || path.contains(char::is_whitespace) {
+            return Err(format!(
+                "{path:?}: QEMU takes a Multiboot module's file name up to its first space, so it cannot \
+                 contain white space (set CARGO_TARGET_DIR to a path without spaces)"
+            ));
+        }
+        let entry = if args.is_empty() {
+            path.to_string()
+        } else {
+            format!("{path} {args}")
+        };
+        list.push(entry.replace(',', ",,"));
+    }
+    Ok(list.join(","))
+}
+
 fn qemu_command(
     spec: &RunSpec<'_>,
     kvm: bool,
@@ -363,20 +390,9 @@ fn qemu_command(
         command.arg("-append").arg(spec.cmdline);
     }
     if !spec.qemu_modules.is_empty() {
-        // `-initrd "file args,file args"`; a comma inside an argument is written twice.
-        let list: Vec<String> = spec
-            .qemu_modules
-            .iter()
-            .map(|(file, args)| {
-                let entry = if args.is_empty() {
-                    file.display().to_string()
-                } else {
-                    format!("{} {args}", file.display())
-                };
-                entry.replace(',', ",,")
-            })
-            .collect();
-        command.arg("-initrd").arg(list.join(","));
+        command
+            .arg("-initrd")
+            .arg(qemu_initrd_arg(spec.qemu_modules)?);
     }
     command.args(["-display", "none", "-monitor", "none", "-no-reboot"]);
     command
@@ -425,6 +441,55 @@ mod tests {
         }
         assert_eq!(qemu_status_result(0), None);
         assert_eq!(qemu_status_result(1), None);
+    }
+
+    #[test]
+    fn qemu_initrd_doubles_commas_and_joins_modules() {
+        let modules = [
+            (
+                PathBuf::from("/cache/vmlinuz"),
+                "kernel console=ttyS0,115200 quiet".to_string(),
+            ),
+            (
+                PathBuf::from("/cache/initramfs.cpio.gz"),
+                "initrd".to_string(),
+            ),
+            (PathBuf::from("/cache/a,b"), String::new()),
+        ];
+        assert_eq!(
+            qemu_initrd_arg(&modules).unwrap(),
+            "/cache/vmlinuz kernel console=ttyS0,,115200 quiet,/cache/initramfs.cpio.gz initrd,/cache/a,,b"
+        );
+        assert_eq!(qemu_initrd_arg(&[]).unwrap(), "");
+        // QEMU's reading: split at single commas, then undouble; each entry is the module's command line.
+        let arg = qemu_initrd_arg(&modules).unwrap();
+        let mut entries = vec![String::new()];
+        let mut chars = arg.chars().peekable();
+        while let Some(c) = chars.next() {
+            match (c, chars.peek()) {
+                (',', Some(',')) => {
+                    chars.next();
+                    entries.last_mut().unwrap().push(',');
+                }
+                (',', _) => entries.push(String::new()),
+                _ => entries.last_mut().unwrap().push(c),
+            }
+        }
+        assert_eq!(
+            entries,
+            [
+                "/cache/vmlinuz kernel console=ttyS0,115200 quiet",
+                "/cache/initramfs.cpio.gz initrd",
+                "/cache/a,b"
+            ]
+        );
+    }
+
+    #[test]
+    fn qemu_module_paths_with_spaces_are_rejected() {
+        let modules = [(PathBuf::from("/my cache/vmlinuz"), "kernel".to_string())];
+        let e = qemu_initrd_arg(&modules).unwrap_err();
+        assert!(e.contains("white space"), "{e}");
     }
 
     #[test]

@@ -4,12 +4,14 @@
 //!
 //! `cargo xtask fetch-linux` fills the cache; `cargo xtask linux-baseline` boots the kernel under plain
 //! Bochs (no hypervisor) from a GRUB ISO and measures the wall time to the end marker: the reference the
-//! hypervisor's Linux boot is compared with.
+//! hypervisor's Linux boot is compared with. `cargo xtask run --guest linux` boots them as mini-hv's guest:
+//! under Bochs from a GRUB ISO whose `module` lines carry them, or under QEMU (KVM with nested VMX; TCG only
+//! proves the module passing and ends in UNSUPPORTED) as the same Multiboot modules through `-initrd`.
 
-use crate::emu::{self, Platform, RunSpec};
+use crate::emu::{self, Platform, ResultKind, RunSpec};
 use crate::{deps, kernel};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
 /// The meta-package whose dependency names the current cloud kernel package.
@@ -645,47 +647,198 @@ pub fn run_hv(model: &str, timeout: Duration, echo: bool) -> Result<HvRun, Strin
     })
 }
 
-/// `cargo xtask run --guest linux [--model NAME] [--timeout SECS] [--bad-inputs]` (`--bad-inputs`: the
-/// [`BAD_INPUTS`] runs instead of the boot).
-pub fn run_command(args: &[String]) -> Result<(), String> {
-    let mut model = "corei7_skylake_x".to_string();
-    let mut timeout = 300u64;
-    let mut bad_inputs = false;
+/// RAM for the Linux guest under QEMU: room for mini-hv, the two modules (about 15 MiB), the kernel's
+/// in-place decompression and the unpacked initramfs.
+pub const QEMU_MEMORY_MIB: u32 = 512;
+
+/// The Multiboot modules that carry the Linux guest to mini-hv under QEMU (`-initrd`), tagged as the GRUB
+/// ISO's `module` lines tag them: the kernel `kernel <Linux command line>`, the initramfs `initrd`.
+pub fn qemu_modules(guest: &LinuxGuest) -> Vec<(PathBuf, String)> {
+    vec![
+        (guest.kernel.clone(), format!("kernel {KERNEL_CMDLINE}")),
+        (guest.initramfs.clone(), "initrd".to_string()),
+    ]
+}
+
+/// Options of `cargo xtask run --guest linux`.
+#[derive(Debug, Default, PartialEq)]
+struct RunOptions {
+    /// `bochs` or `qemu`; `None`: QEMU with KVM when the host gives nested VMX, else Bochs.
+    platform: Option<String>,
+    /// Bochs CPU model or QEMU `-cpu` model.
+    model: Option<String>,
+    timeout_secs: Option<u64>,
+    bad_inputs: bool,
+}
+
+fn parse_run_options(args: &[String]) -> Result<RunOptions, String> {
+    let mut options = RunOptions::default();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        match arg.as_str() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or(format!("{flag} needs a value"))
+        };
+        match flag {
             "--guest" => {
-                let g = it.next().ok_or("--guest needs a value")?;
+                let g = value()?;
                 if g != "linux" {
                     return Err(format!("--guest {g}: only `linux` is known"));
                 }
             }
-            "--guest=linux" | "--platform=bochs" => {}
-            "--bad-inputs" => bad_inputs = true,
             "--platform" => {
-                let p = it.next().ok_or("--platform needs a value")?;
-                if p != "bochs" {
-                    return Err(format!("--guest linux runs under Bochs, not {p}"));
+                let p = value()?;
+                if p != "bochs" && p != "qemu" {
+                    return Err(format!("--platform must be bochs or qemu, not {p:?}"));
                 }
+                options.platform = Some(p);
             }
-            "--model" => model = it.next().ok_or("--model needs a value")?.clone(),
+            "--model" => options.model = Some(value()?),
             "--timeout" => {
-                let v = it.next().ok_or("--timeout needs a value")?;
-                timeout = v
-                    .parse()
-                    .map_err(|_| format!("--timeout takes seconds, not {v:?}"))?;
+                let v = value()?;
+                options.timeout_secs = Some(
+                    v.parse()
+                        .map_err(|_| format!("--timeout takes seconds, not {v:?}"))?,
+                );
             }
+            "--bad-inputs" if inline.is_none() => options.bad_inputs = true,
             other => {
                 return Err(format!(
-                    "unknown option {other:?} (run --guest linux [--model NAME] [--timeout SECS] [--bad-inputs])"
+                    "unknown option {other:?} (run --guest linux [--platform bochs|qemu] [--model NAME] \
+                     [--timeout SECS] [--bad-inputs])"
                 ));
             }
         }
     }
-    if bad_inputs {
-        return bad_input_checks(&model);
+    if options.bad_inputs && options.platform.as_deref() == Some("qemu") {
+        return Err("--bad-inputs runs under Bochs only".into());
     }
-    run_hv(&model, Duration::from_secs(timeout), true).map(|_| ())
+    Ok(options)
+}
+
+/// `cargo xtask run --guest linux [--platform bochs|qemu] [--model NAME] [--timeout SECS] [--bad-inputs]`:
+/// QEMU with KVM when the host gives nested VMX (or `--platform qemu`: TCG otherwise, which ends in the clean
+/// no-VMX UNSUPPORTED), else Bochs (`corei7_skylake_x`). `--bad-inputs`: the [`BAD_INPUTS`] runs (Bochs)
+/// instead of the boot. Exit status as `cargo xtask run`: 0 PASS, 2 UNSUPPORTED, 1 otherwise.
+pub fn run_command(args: &[String]) -> Result<ExitCode, String> {
+    let options = parse_run_options(args)?;
+    let timeout = Duration::from_secs(options.timeout_secs.unwrap_or(300));
+    let qemu_kvm = match options.platform.as_deref() {
+        Some("bochs") => None,
+        Some(_) => Some(match emu::kvm_for_vmx() {
+            Ok(()) => true,
+            Err(why) => {
+                eprintln!(
+                    "xtask: QEMU without KVM (TCG emulates no VMX: expect a clean UNSUPPORTED): {why}"
+                );
+                false
+            }
+        }),
+        None if options.bad_inputs => None,
+        None => match emu::kvm_for_vmx() {
+            Ok(()) => Some(true),
+            Err(why) => {
+                eprintln!("xtask: using Bochs: {why}");
+                None
+            }
+        },
+    };
+    if let Some(kvm) = qemu_kvm {
+        return run_qemu(kvm, options.model, timeout);
+    }
+    let model = options
+        .model
+        .unwrap_or_else(|| "corei7_skylake_x".to_string());
+    if options.bad_inputs {
+        bad_input_checks(&model)?;
+    } else {
+        run_hv(&model, timeout, true)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Boots mini-hv under QEMU (`-kernel`) with the Linux guest as Multiboot modules (`-initrd`) and
+/// [`QEMU_MEMORY_MIB`] of RAM, streams the serial console and judges the run.
+fn run_qemu(kvm: bool, cpu: Option<String>, timeout: Duration) -> Result<ExitCode, String> {
+    deps::ensure(&deps::QEMU.iter().collect::<Vec<_>>())?;
+    let guest = fetch()?;
+    let elf = kernel::build()?;
+    let modules = qemu_modules(&guest);
+    let platform = Platform::Qemu { kvm, cpu };
+    eprintln!(
+        "xtask: {platform} boots mini-hv with {} as its guest; serial console follows",
+        guest.kernel_package
+    );
+    let spec = RunSpec {
+        platform: platform.clone(),
+        dir: crate::target_dir()
+            .join("mini-hv")
+            .join("linux")
+            .join("qemu"),
+        kernel: &elf,
+        iso: None,
+        cmdline: HV_CMDLINE,
+        qemu_modules: &modules,
+        memory_mib: QEMU_MEMORY_MIB,
+        bochs_ips: BOCHS_IPS,
+        bochs_ignore_bad_msrs: true,
+        timeout,
+        echo: true,
+        markers: &PHASES,
+    };
+    let report = emu::run(&spec)?;
+    eprintln!(
+        "xtask: {} ({:.1} s; files in {})",
+        report.status_text,
+        report.elapsed.as_secs_f64(),
+        report.dir.display()
+    );
+    match report.verdict() {
+        Ok((ResultKind::Pass, _)) => {
+            let (exits, _) = check_hv_serial(&report.serial)?;
+            let end = report.markers_at[PHASES.len() - 1].ok_or("no end marker time")?;
+            eprintln!(
+                "xtask: Linux under mini-hv ({platform}): {END_MARKER:?} after {:.1} s wall; {exits} VM exits",
+                end.as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok((ResultKind::Unsupported, why)) => {
+            eprintln!(
+                "xtask: RESULT UNSUPPORTED{}: this CPU lacks VMX or a feature mini-hv requires (see above)",
+                crate::with_space(&why)
+            );
+            if !kvm {
+                eprintln!(
+                    "xtask: QEMU's TCG has no VMX; `cargo xtask run --guest linux --platform bochs` boots Linux \
+                     under mini-hv on Bochs"
+                );
+            }
+            Ok(ExitCode::from(2))
+        }
+        Ok((ResultKind::Fail, why)) => {
+            eprintln!(
+                "xtask: RESULT FAIL{}: see the serial console above",
+                crate::with_space(&why)
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        Err(why) => {
+            eprintln!("xtask: the run did not end properly: {why}");
+            eprintln!(
+                "xtask: last lines of {}:\n{}",
+                report.emulator_log.display(),
+                report.emulator_log_tail(15)
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 /// A bad-input run: name, modules as (is the initramfs, tag and arguments), RAM in MiB, the expected message.
@@ -847,6 +1000,70 @@ mod tests {
         let failed = good.replace("RESULT PASS", "RESULT FAIL");
         assert!(check_hv_serial(&failed).is_err());
         assert!(check_hv_serial(&good.replace("1234  total", "")).is_err());
+    }
+
+    fn args(s: &[&str]) -> Vec<String> {
+        s.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn run_options_parse() {
+        let o = parse_run_options(&args(&[
+            "--guest",
+            "linux",
+            "--platform=qemu",
+            "--model",
+            "host",
+            "--timeout",
+            "60",
+        ]))
+        .unwrap();
+        assert_eq!(
+            o,
+            RunOptions {
+                platform: Some("qemu".into()),
+                model: Some("host".into()),
+                timeout_secs: Some(60),
+                bad_inputs: false,
+            }
+        );
+        assert_eq!(
+            parse_run_options(&args(&["--guest=linux"])).unwrap(),
+            RunOptions::default()
+        );
+        assert!(parse_run_options(&args(&["--guest", "windows"])).is_err());
+        assert!(parse_run_options(&args(&["--platform", "vbox"])).is_err());
+        assert!(parse_run_options(&args(&["--bad-inputs", "--platform", "qemu"])).is_err());
+        assert!(
+            parse_run_options(&args(&["--bad-inputs"]))
+                .unwrap()
+                .bad_inputs
+        );
+        assert!(parse_run_options(&args(&["--timeout", "soon"])).is_err());
+        assert!(parse_run_options(&args(&["--memory", "512"])).is_err());
+    }
+
+    #[test]
+    fn qemu_modules_carry_the_tags_and_the_escaped_command_line() {
+        let guest = LinuxGuest {
+            kernel: PathBuf::from("/c/vmlinuz"),
+            initramfs: PathBuf::from("/c/initramfs.cpio.gz"),
+            kernel_package: String::new(),
+        };
+        let modules = qemu_modules(&guest);
+        assert_eq!(modules[0].1, format!("kernel {KERNEL_CMDLINE}"));
+        assert_eq!(modules[1].1, "initrd");
+        // The console option's comma is doubled, so QEMU does not read it as a module separator.
+        let arg = emu::qemu_initrd_arg(&modules).unwrap();
+        assert!(
+            arg.starts_with("/c/vmlinuz kernel console=ttyS0,,115200 "),
+            "{arg}"
+        );
+        assert!(arg.ends_with(",/c/initramfs.cpio.gz initrd"), "{arg}");
+        assert_eq!(
+            arg.matches(",,").count(),
+            KERNEL_CMDLINE.matches(',').count()
+        );
     }
 
     #[test]

@@ -35,6 +35,11 @@ const USAGE: &str = "usage:
   cargo xtask fetch-linux
       Download Debian's cloud kernel and busybox-static (apt-get download, cached in target/linux-cache)
       and build the initramfs.
+  cargo xtask run --guest linux [--platform bochs|qemu] [--model NAME] [--timeout SECS] [--bad-inputs]
+      Boot that kernel as mini-hv's guest: QEMU with KVM (-cpu host, 512 MiB, the kernel and initramfs as
+      Multiboot modules) when the host gives nested VMX, else Bochs (default corei7_skylake_x, 256 MiB, a
+      GRUB ISO). --platform qemu without KVM ends in UNSUPPORTED (TCG has no VMX). --bad-inputs (Bochs):
+      bad kernels, initramfs and memory sizes, each must end in a clear RESULT FAIL.
   cargo xtask linux-baseline [--model NAME] [--timeout SECS]
       Boot that kernel under plain Bochs (no hypervisor; default corei7_skylake_x) and time the end marker.
   cargo xtask entry-diff [--cases N] [--seed S] [--model M] [--timeout SECS] [--cmdline ARGS]
@@ -295,7 +300,7 @@ fn main() -> ExitCode {
                 .iter()
                 .any(|a| a == "--guest" || a.starts_with("--guest=")) =>
         {
-            linux::run_command(&args[1..]).map(|()| ExitCode::SUCCESS)
+            linux::run_command(&args[1..])
         }
         Some("run") => run(&args[1..]),
         Some("fetch-linux") if args.len() == 1 => {
