@@ -4,7 +4,7 @@
 use crate::proc::{self, Ending};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
 /// The Bochs CPU model used when none is given: the richest VMX model of Bochs 2.7.
@@ -41,6 +41,28 @@ impl fmt::Display for Platform {
                 let cpu = cpu.as_deref().unwrap_or(if *kvm { "host" } else { "max" });
                 write!(f, "QEMU {} (-cpu {cpu})", if *kvm { "KVM" } else { "TCG" })
             }
+        }
+    }
+}
+
+/// The emulator of a run: `Some(kvm)` for QEMU (with KVM or not), `None` for Bochs. `Some("bochs")` is Bochs;
+/// `Some("qemu")` is QEMU with KVM when [`kvm_for_vmx`] allows, else TCG (which ends in a clean no-VMX
+/// UNSUPPORTED); no platform is QEMU with KVM when it can, else Bochs. Says on stderr why KVM is not used.
+pub fn choose_qemu_kvm(platform: Option<&str>) -> Option<bool> {
+    if platform == Some("bochs") {
+        return None;
+    }
+    match kvm_for_vmx() {
+        Ok(()) => Some(true),
+        Err(why) if platform.is_some() => {
+            eprintln!(
+                "xtask: QEMU without KVM (TCG emulates no VMX: expect a clean UNSUPPORTED): {why}"
+            );
+            Some(false)
+        }
+        Err(why) => {
+            eprintln!("xtask: using Bochs: {why}");
+            None
         }
     }
 }
@@ -146,6 +168,56 @@ fn explain_status(platform: &Platform, ending: Ending, log: &Path) -> String {
         ),
         (false, _) => format!("Bochs {what} (see {})", log.display()),
         (true, None) => format!("QEMU {what}"),
+    }
+}
+
+/// Ends a streamed `cargo xtask run`: prints the emulator's status and the verdict and maps it to the exit
+/// status: 0 PASS (once `on_pass` accepts the run), 2 UNSUPPORTED, 1 FAIL or no proper end. `requirer` names
+/// what lacks a CPU feature (e.g. `the example`); `tcg_hint` is the advice after an UNSUPPORTED from QEMU
+/// without KVM.
+pub fn run_exit_code(
+    report: &RunReport,
+    requirer: &str,
+    tcg_hint: &str,
+    on_pass: impl FnOnce() -> Result<(), String>,
+) -> Result<ExitCode, String> {
+    eprintln!(
+        "xtask: {} ({:.1} s; files in {})",
+        report.status_text,
+        report.elapsed.as_secs_f64(),
+        report.dir.display()
+    );
+    match report.verdict() {
+        Ok((ResultKind::Pass, _)) => {
+            on_pass()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok((ResultKind::Unsupported, why)) => {
+            eprintln!(
+                "xtask: RESULT UNSUPPORTED{}: this CPU lacks VMX or a feature {requirer} requires (see above)",
+                crate::with_space(&why)
+            );
+            if matches!(report.platform, Platform::Qemu { kvm: false, .. }) {
+                eprintln!("xtask: QEMU's TCG has no VMX; {tcg_hint}");
+            }
+            Ok(ExitCode::from(2))
+        }
+        Ok((ResultKind::Fail, why)) => {
+            eprintln!(
+                "xtask: RESULT FAIL{}: see the serial console above",
+                crate::with_space(&why)
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        Err(why) => {
+            eprintln!("xtask: the run did not end properly: {why}");
+            eprintln!(
+                "xtask: last lines of {}:\n{}",
+                report.emulator_log.display(),
+                report.emulator_log_tail(15)
+            );
+            Ok(ExitCode::FAILURE)
+        }
     }
 }
 

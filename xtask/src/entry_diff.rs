@@ -40,28 +40,14 @@ fn parse(args: &[String]) -> Result<Options, String> {
         timeout_secs: 0,
         extra: String::new(),
     };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .ok_or(format!("{flag} needs a value"))
-        };
-        let number = |v: String| {
-            v.parse()
-                .map_err(|_| format!("{flag} takes a number, not {v:?}"))
-        };
+    let mut args = crate::args::Options::new(args);
+    while let Some(flag) = args.next_flag() {
         match flag {
-            "--cases" => options.cases = number(value()?)? as u32,
-            "--seed" => options.seed = number(value()?)?,
-            "--model" => options.model = value()?,
-            "--timeout" => options.timeout_secs = number(value()?)?,
-            "--cmdline" => options.extra = value()?,
+            "--cases" => options.cases = args.number("a number")?,
+            "--seed" => options.seed = args.number("a number")?,
+            "--model" => options.model = args.value()?,
+            "--timeout" => options.timeout_secs = args.number("a number")?,
+            "--cmdline" => options.extra = args.value()?,
             other => return Err(format!("unknown option {other:?}\n{}", crate::USAGE)),
         }
     }
@@ -191,10 +177,7 @@ fn tail(text: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args(s: &[&str]) -> Vec<String> {
-        s.iter().map(|a| a.to_string()).collect()
-    }
+    use crate::args::owned as args;
 
     #[test]
     fn options_parse() {

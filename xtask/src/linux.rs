@@ -8,7 +8,7 @@
 //! under Bochs from a GRUB ISO whose `module` lines carry them, or under QEMU (KVM with nested VMX; TCG only
 //! proves the module passing and ends in UNSUPPORTED) as the same Multiboot modules through `-initrd`.
 
-use crate::emu::{self, Platform, ResultKind, RunSpec};
+use crate::emu::{self, Platform, RunSpec};
 use crate::{deps, kernel};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -406,16 +406,11 @@ pub fn fetch_command() -> Result<(), String> {
 pub fn baseline_command(args: &[String]) -> Result<(), String> {
     let mut model = "corei7_skylake_x".to_string();
     let mut timeout = 600u64;
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--model" => model = it.next().ok_or("--model needs a value")?.clone(),
-            "--timeout" => {
-                let v = it.next().ok_or("--timeout needs a value")?;
-                timeout = v
-                    .parse()
-                    .map_err(|_| format!("--timeout takes seconds, not {v:?}"))?;
-            }
+    let mut args = crate::args::Options::new(args);
+    while let Some(flag) = args.next_flag() {
+        match flag {
+            "--model" => model = args.value()?,
+            "--timeout" => timeout = args.number("seconds")?,
             other => {
                 return Err(format!(
                     "unknown option {other:?} (linux-baseline [--model NAME] [--timeout SECS])"
@@ -673,41 +668,19 @@ struct RunOptions {
 
 fn parse_run_options(args: &[String]) -> Result<RunOptions, String> {
     let mut options = RunOptions::default();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .ok_or(format!("{flag} needs a value"))
-        };
+    let mut args = crate::args::Options::new(args);
+    while let Some(flag) = args.next_flag() {
         match flag {
             "--guest" => {
-                let g = value()?;
+                let g = args.value()?;
                 if g != "linux" {
                     return Err(format!("--guest {g}: only `linux` is known"));
                 }
             }
-            "--platform" => {
-                let p = value()?;
-                if p != "bochs" && p != "qemu" {
-                    return Err(format!("--platform must be bochs or qemu, not {p:?}"));
-                }
-                options.platform = Some(p);
-            }
-            "--model" => options.model = Some(value()?),
-            "--timeout" => {
-                let v = value()?;
-                options.timeout_secs = Some(
-                    v.parse()
-                        .map_err(|_| format!("--timeout takes seconds, not {v:?}"))?,
-                );
-            }
-            "--bad-inputs" if inline.is_none() => options.bad_inputs = true,
+            "--platform" => options.platform = Some(args.platform()?),
+            "--model" => options.model = Some(args.value()?),
+            "--timeout" => options.timeout_secs = Some(args.number("seconds")?),
+            "--bad-inputs" if !args.has_inline_value() => options.bad_inputs = true,
             other => {
                 return Err(format!(
                     "unknown option {other:?} (run --guest linux [--platform bochs|qemu] [--model NAME] \
@@ -729,25 +702,11 @@ fn parse_run_options(args: &[String]) -> Result<RunOptions, String> {
 pub fn run_command(args: &[String]) -> Result<ExitCode, String> {
     let options = parse_run_options(args)?;
     let timeout = Duration::from_secs(options.timeout_secs.unwrap_or(300));
-    let qemu_kvm = match options.platform.as_deref() {
-        Some("bochs") => None,
-        Some(_) => Some(match emu::kvm_for_vmx() {
-            Ok(()) => true,
-            Err(why) => {
-                eprintln!(
-                    "xtask: QEMU without KVM (TCG emulates no VMX: expect a clean UNSUPPORTED): {why}"
-                );
-                false
-            }
-        }),
-        None if options.bad_inputs => None,
-        None => match emu::kvm_for_vmx() {
-            Ok(()) => Some(true),
-            Err(why) => {
-                eprintln!("xtask: using Bochs: {why}");
-                None
-            }
-        },
+    // `--bad-inputs` runs under Bochs (the parser refused it with `--platform qemu`).
+    let qemu_kvm = if options.bad_inputs {
+        None
+    } else {
+        emu::choose_qemu_kvm(options.platform.as_deref())
     };
     if let Some(kvm) = qemu_kvm {
         return run_qemu(kvm, options.model, timeout);
@@ -793,52 +752,20 @@ fn run_qemu(kvm: bool, cpu: Option<String>, timeout: Duration) -> Result<ExitCod
         markers: &PHASES,
     };
     let report = emu::run(&spec)?;
-    eprintln!(
-        "xtask: {} ({:.1} s; files in {})",
-        report.status_text,
-        report.elapsed.as_secs_f64(),
-        report.dir.display()
-    );
-    match report.verdict() {
-        Ok((ResultKind::Pass, _)) => {
+    emu::run_exit_code(
+        &report,
+        "mini-hv",
+        "`cargo xtask run --guest linux --platform bochs` boots Linux under mini-hv on Bochs",
+        || {
             let (exits, _) = check_hv_serial(&report.serial)?;
             let end = report.markers_at[PHASES.len() - 1].ok_or("no end marker time")?;
             eprintln!(
                 "xtask: Linux under mini-hv ({platform}): {END_MARKER:?} after {:.1} s wall; {exits} VM exits",
                 end.as_secs_f64()
             );
-            Ok(ExitCode::SUCCESS)
-        }
-        Ok((ResultKind::Unsupported, why)) => {
-            eprintln!(
-                "xtask: RESULT UNSUPPORTED{}: this CPU lacks VMX or a feature mini-hv requires (see above)",
-                crate::with_space(&why)
-            );
-            if !kvm {
-                eprintln!(
-                    "xtask: QEMU's TCG has no VMX; `cargo xtask run --guest linux --platform bochs` boots Linux \
-                     under mini-hv on Bochs"
-                );
-            }
-            Ok(ExitCode::from(2))
-        }
-        Ok((ResultKind::Fail, why)) => {
-            eprintln!(
-                "xtask: RESULT FAIL{}: see the serial console above",
-                crate::with_space(&why)
-            );
-            Ok(ExitCode::FAILURE)
-        }
-        Err(why) => {
-            eprintln!("xtask: the run did not end properly: {why}");
-            eprintln!(
-                "xtask: last lines of {}:\n{}",
-                report.emulator_log.display(),
-                report.emulator_log_tail(15)
-            );
-            Ok(ExitCode::FAILURE)
-        }
-    }
+            Ok(())
+        },
+    )
 }
 
 /// A bad-input run: name, modules as (is the initramfs, tag and arguments), RAM in MiB, the expected message.
@@ -961,6 +888,7 @@ pub fn test_step() -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::args::owned as args;
 
     #[test]
     fn cpio_newc_layout() {
@@ -1000,10 +928,6 @@ mod tests {
         let failed = good.replace("RESULT PASS", "RESULT FAIL");
         assert!(check_hv_serial(&failed).is_err());
         assert!(check_hv_serial(&good.replace("1234  total", "")).is_err());
-    }
-
-    fn args(s: &[&str]) -> Vec<String> {
-        s.iter().map(|a| a.to_string()).collect()
     }
 
     #[test]

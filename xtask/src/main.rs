@@ -8,6 +8,7 @@
 //! Missing Debian packages are installed with `apt-get` when running as root; otherwise the exact command is
 //! printed and the run stops.
 
+mod args;
 mod deps;
 mod emu;
 mod entry_diff;
@@ -16,7 +17,7 @@ mod linux;
 mod proc;
 mod test;
 
-use emu::{Platform, ResultKind, RunSpec};
+use emu::{Platform, RunSpec};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
@@ -112,33 +113,14 @@ struct RunOptions {
 
 fn parse_run_options(args: &[String]) -> Result<RunOptions, String> {
     let mut options = RunOptions::default();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .ok_or(format!("{flag} needs a value"))
-        };
+    let mut args = args::Options::new(args);
+    while let Some(flag) = args.next_flag() {
         match flag {
-            "--platform" => {
-                let v = value()?;
-                if v != "bochs" && v != "qemu" {
-                    return Err(format!("--platform must be bochs or qemu, not {v:?}"));
-                }
-                options.platform = Some(v);
-            }
-            "--model" => options.model = Some(value()?),
-            "--cmdline" => options.cmdline = value()?,
+            "--platform" => options.platform = Some(args.platform()?),
+            "--model" => options.model = Some(args.value()?),
+            "--cmdline" => options.cmdline = args.value()?,
             "--memory" => {
-                let v = value()?;
-                let mib: u32 = v
-                    .parse()
-                    .map_err(|_| format!("--memory takes MiB, not {v:?}"))?;
+                let mib: u32 = args.number("MiB")?;
                 if !(32..=3072).contains(&mib) {
                     return Err(format!(
                         "--memory {mib}: between 32 and 3072 MiB (the kernel maps the first 4 GiB)"
@@ -146,13 +128,7 @@ fn parse_run_options(args: &[String]) -> Result<RunOptions, String> {
                 }
                 options.memory_mib = Some(mib);
             }
-            "--timeout" => {
-                let v = value()?;
-                let secs = v
-                    .parse()
-                    .map_err(|_| format!("--timeout takes seconds, not {v:?}"))?;
-                options.timeout_secs = Some(secs);
-            }
+            "--timeout" => options.timeout_secs = Some(args.number("seconds")?),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown option {other:?}\n{USAGE}")),
         }
@@ -163,42 +139,16 @@ fn parse_run_options(args: &[String]) -> Result<RunOptions, String> {
 /// `cargo xtask run`: returns the process exit code.
 fn run(args: &[String]) -> Result<ExitCode, String> {
     let options = parse_run_options(args)?;
-    let platform = match options.platform.as_deref() {
-        Some("bochs") => Platform::Bochs {
+    let platform = match emu::choose_qemu_kvm(options.platform.as_deref()) {
+        Some(kvm) => Platform::Qemu {
+            kvm,
+            cpu: options.model.clone(),
+        },
+        None => Platform::Bochs {
             model: options
                 .model
                 .clone()
                 .unwrap_or(emu::DEFAULT_BOCHS_MODEL.into()),
-        },
-        Some(_) => {
-            let kvm = match emu::kvm_for_vmx() {
-                Ok(()) => true,
-                Err(why) => {
-                    eprintln!(
-                        "xtask: QEMU without KVM (TCG emulates no VMX: expect a clean UNSUPPORTED): {why}"
-                    );
-                    false
-                }
-            };
-            Platform::Qemu {
-                kvm,
-                cpu: options.model.clone(),
-            }
-        }
-        None => match emu::kvm_for_vmx() {
-            Ok(()) => Platform::Qemu {
-                kvm: true,
-                cpu: options.model.clone(),
-            },
-            Err(why) => {
-                eprintln!("xtask: using Bochs: {why}");
-                Platform::Bochs {
-                    model: options
-                        .model
-                        .clone()
-                        .unwrap_or(emu::DEFAULT_BOCHS_MODEL.into()),
-                }
-            }
         },
     };
     let requirements: Vec<&deps::Requirement> = match platform {
@@ -236,46 +186,15 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
     if !report.serial.is_empty() && !report.serial.ends_with('\n') {
         println!();
     }
-    eprintln!(
-        "xtask: {} ({:.1} s; files in {})",
-        report.status_text,
-        report.elapsed.as_secs_f64(),
-        report.dir.display()
-    );
-    match report.verdict() {
-        Ok((ResultKind::Pass, _)) => {
+    emu::run_exit_code(
+        &report,
+        "the example",
+        "`cargo xtask run --platform bochs` runs the hypervisor under Bochs",
+        || {
             eprintln!("xtask: RESULT PASS: every guest check passed");
-            Ok(ExitCode::SUCCESS)
-        }
-        Ok((ResultKind::Unsupported, why)) => {
-            eprintln!(
-                "xtask: RESULT UNSUPPORTED{}: this CPU lacks VMX or a feature the example requires (see above)",
-                with_space(&why)
-            );
-            if matches!(platform, Platform::Qemu { kvm: false, .. }) {
-                eprintln!(
-                    "xtask: QEMU's TCG has no VMX; `cargo xtask run --platform bochs` runs the hypervisor under Bochs"
-                );
-            }
-            Ok(ExitCode::from(2))
-        }
-        Ok((ResultKind::Fail, why)) => {
-            eprintln!(
-                "xtask: RESULT FAIL{}: see the serial console above",
-                with_space(&why)
-            );
-            Ok(ExitCode::FAILURE)
-        }
-        Err(why) => {
-            eprintln!("xtask: the run did not end properly: {why}");
-            eprintln!(
-                "xtask: last lines of {}:\n{}",
-                report.emulator_log.display(),
-                report.emulator_log_tail(15)
-            );
-            Ok(ExitCode::FAILURE)
-        }
-    }
+            Ok(())
+        },
+    )
 }
 
 /// `" why"`, or nothing when `why` is empty.
@@ -322,10 +241,7 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args(s: &[&str]) -> Vec<String> {
-        s.iter().map(|a| a.to_string()).collect()
-    }
+    use args::owned as args;
 
     #[test]
     fn run_options_parse() {
