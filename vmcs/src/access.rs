@@ -3,6 +3,7 @@
 use vmx_core::VmFail;
 
 use crate::field::{VmcsField, WritableField};
+use crate::segment::{self, DescriptorTable, GuestDescriptorTable, GuestSegment, Segment};
 use crate::value::FieldValue;
 
 /// Reading a VMCS: VMREAD (SDM Vol. 3C, "VMREAD—Read Field from Virtual-Machine Control
@@ -38,6 +39,28 @@ pub trait VmcsRead {
     /// As [`VmcsRead::read_raw`].
     fn read<F: VmcsField>(&self, field: F) -> Result<F::Value, VmFail> {
         self.read_raw(field.encoding()).map(F::Value::from_raw)
+    }
+
+    /// Reads guest segment register `seg` (its selector, base, limit and access-rights fields,
+    /// SDM Vol. 3C, 25.4.1 "Guest Register State").
+    ///
+    /// # Errors
+    ///
+    /// As [`VmcsRead::read_raw`], for the first field that fails.
+    fn read_guest_segment(&self, seg: GuestSegment) -> Result<Segment, VmFail> {
+        segment::read_segment(self, seg)
+    }
+
+    /// Reads guest descriptor-table register `table` (GDTR or IDTR: base and limit fields).
+    ///
+    /// # Errors
+    ///
+    /// As [`VmcsRead::read_raw`], for the first field that fails.
+    fn read_guest_descriptor_table(
+        &self,
+        table: GuestDescriptorTable,
+    ) -> Result<DescriptorTable, VmFail> {
+        segment::read_table(self, table)
     }
 }
 
@@ -94,6 +117,30 @@ pub trait VmcsWrite: VmcsRead {
     ) -> Result<(), VmFail> {
         let value = self.read(field)?;
         self.write(field, change(value))
+    }
+
+    /// Writes guest segment register `seg`: its selector, base, limit and access-rights fields
+    /// (SDM Vol. 3C, 25.4.1 "Guest Register State"), in that order.
+    ///
+    /// # Errors
+    ///
+    /// As [`VmcsWrite::write_raw`], for the first field that fails (the fields before it are
+    /// written).
+    fn write_guest_segment(&mut self, seg: GuestSegment, value: Segment) -> Result<(), VmFail> {
+        segment::write_segment(self, seg, value)
+    }
+
+    /// Writes guest descriptor-table register `table` (GDTR or IDTR): its base, then its limit.
+    ///
+    /// # Errors
+    ///
+    /// As [`VmcsWrite::write_raw`], for the first field that fails.
+    fn write_guest_descriptor_table(
+        &mut self,
+        table: GuestDescriptorTable,
+        value: DescriptorTable,
+    ) -> Result<(), VmFail> {
+        segment::write_table(self, table, value)
     }
 }
 

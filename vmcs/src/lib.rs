@@ -52,6 +52,7 @@ pub mod check;
 pub mod field;
 pub mod fields;
 mod hardware;
+mod segment;
 mod snapshot;
 mod soft;
 mod value;
@@ -59,6 +60,10 @@ mod value;
 pub use access::{VmcsRead, VmcsWrite};
 pub use field::{Field, FieldInfo, FieldType, FieldWidth, VmcsField, WritableField};
 pub use hardware::HardwareVmcs;
+pub use segment::{
+    AccessRightsField, BaseField, DescriptorTable, GuestDescriptorTable, GuestSegment, LimitField,
+    Segment, SelectorField,
+};
 pub use snapshot::{Dump, UnknownField, VmcsSnapshot};
 pub use soft::{LoadError, SoftVmcs};
 pub use value::{
