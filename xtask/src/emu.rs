@@ -485,6 +485,61 @@ fn qemu_command(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::ExitStatus;
+
+    /// A QEMU TCG run that exited with `code` after printing `serial`.
+    fn qemu_report(serial: &str, ending: Ending) -> RunReport {
+        RunReport {
+            platform: Platform::Qemu {
+                kvm: false,
+                cpu: None,
+            },
+            dir: PathBuf::from("/nonexistent"),
+            serial: serial.into(),
+            ending,
+            status_text: String::new(),
+            elapsed: Duration::from_secs(1),
+            markers_at: Vec::new(),
+            emulator_log: PathBuf::from("/nonexistent/qemu.log"),
+        }
+    }
+
+    #[test]
+    fn run_exit_codes_follow_the_verdict() {
+        // `isa-debug-exit` codes: (v << 1) | 1, in the exit status's high byte.
+        let exited = |code: i32| Ending::Exited(ExitStatus::from_raw(code << 8));
+        let ok = || Ok(());
+        let code = |serial: &str, ending| run_exit_code(&qemu_report(serial, ending), "x", "y", ok);
+        assert_eq!(
+            code("mini-hv: RESULT PASS\n", exited(33)),
+            Ok(ExitCode::SUCCESS)
+        );
+        assert_eq!(
+            code("mini-hv: RESULT UNSUPPORTED (no VMX)\n", exited(37)),
+            Ok(ExitCode::from(2))
+        );
+        assert_eq!(
+            code("mini-hv: RESULT FAIL\n", exited(35)),
+            Ok(ExitCode::FAILURE)
+        );
+        // The serial console and the exit status disagree; no result line; a timeout.
+        assert_eq!(
+            code("mini-hv: RESULT PASS\n", exited(35)),
+            Ok(ExitCode::FAILURE)
+        );
+        assert_eq!(code("", exited(33)), Ok(ExitCode::FAILURE));
+        assert_eq!(
+            code("mini-hv: RESULT PASS\n", Ending::TimedOut),
+            Ok(ExitCode::FAILURE)
+        );
+        // A PASS the caller's own check refuses is an error.
+        let report = qemu_report("mini-hv: RESULT PASS\n", exited(33));
+        assert_eq!(
+            run_exit_code(&report, "x", "y", || Err("no end marker".into())),
+            Err("no end marker".to_string())
+        );
+    }
 
     #[test]
     fn result_line_takes_the_last_result() {
