@@ -10,6 +10,7 @@
 mod decode;
 mod devices;
 mod entry_diff;
+mod guest_state;
 mod linux_guest;
 mod memory;
 mod vcpu;

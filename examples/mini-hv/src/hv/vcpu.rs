@@ -8,14 +8,15 @@ use exits::{
 };
 use vmcs::fields;
 use vmcs::{
-    ActivityState, EntryInterruptionInfo, HardwareVmcs, InterruptibilityState, InterruptionType,
-    SegmentAccessRights, VmcsRead, VmcsWrite,
+    ActivityState, DescriptorTable, GuestDescriptorTable, GuestSegment, HardwareVmcs,
+    InterruptionType, Segment, SegmentAccessRights, VmcsRead, VmcsWrite,
 };
-use vmx_caps::{EntryControls, FixedBits};
+use vmx_caps::FixedBits;
 use vmx_core::{ActiveVmcs, GpReg, GuestRegisters, RspInVmcs, VmFail};
 
 use super::decode::{self, MovAccess, Operation, Reg};
 use super::devices::{self, MmioDevice, Uart};
+use super::guest_state::{self, CR0_PG, CrPolicy, EFER_LMA, EFER_LME};
 use super::memory::{GuestMemory, Paging};
 use crate::guest::abi::{self, reason};
 
@@ -23,15 +24,8 @@ use crate::guest::abi::{self, reason};
 const UD: u8 = 6;
 const GP: u8 = 13;
 
-const CR0_PE: u64 = 1 << 0;
-const CR0_NW: u64 = 1 << 29;
-const CR0_CD: u64 = 1 << 30;
-const CR0_PG: u64 = 1 << 31;
-const CR4_VMXE: u64 = 1 << 13;
 const CR4_OSXSAVE: u64 = 1 << 18;
 const EFER_SCE: u64 = 1 << 0;
-const EFER_LME: u64 = 1 << 8;
-const EFER_LMA: u64 = 1 << 10;
 const EFER_NXE: u64 = 1 << 11;
 
 /// CR0 as after RESET (SDM Vol. 3A, 10.1.1 "Processor State After Reset"): CD, NW, ET.
@@ -134,26 +128,12 @@ impl Vcpu {
         }
     }
 
-    /// The mask of CR0 bits the host owns: CD and NW (the host keeps caching on) and the bits
-    /// IA32_VMX_CR0_FIXED0/1 fix, except PE and PG, which unrestricted guest frees.
-    fn cr0_mask(&self) -> u64 {
-        let f = self.config.cr0_fixed;
-        ((f.must_be_one() | (f.must_be_zero() & 0xffff_ffff)) & !(CR0_PE | CR0_PG))
-            | CR0_CD
-            | CR0_NW
-    }
-
-    /// The mask of CR4 bits the host owns: VMXE and every bit IA32_VMX_CR4_FIXED0/1 fix.
-    fn cr4_mask(&self) -> u64 {
-        let f = self.config.cr4_fixed;
-        f.must_be_one() | (f.must_be_zero() & 0xffff_ffff) | CR4_VMXE
-    }
-
-    /// The CR0 the processor runs the guest with, for the CR0 value the guest believes it has.
-    fn real_cr0(&self, guest: u64) -> u64 {
-        let f = self.config.cr0_fixed;
-        let must_be_one = f.must_be_one() & !(CR0_PE | CR0_PG);
-        ((guest | must_be_one) & f.fixed1) & !(CR0_CD | CR0_NW)
+    /// The CR0/CR4 ownership policy of this processor.
+    fn cr(&self) -> CrPolicy {
+        CrPolicy {
+            cr0_fixed: self.config.cr0_fixed,
+            cr4_fixed: self.config.cr4_fixed,
+        }
     }
 
     /// Writes the guest's reset-like real-mode state (SDM Vol. 3A, 10.1.1, with the unrestricted
@@ -161,92 +141,29 @@ impl Vcpu {
     /// address, IP 0; data segments, GDTR and IDTR at 0 with limit 0xFFFF; TR a busy 32-bit TSS,
     /// LDTR unusable.
     pub fn write_reset_state(&self, vmcs: &mut impl VmcsWrite, entry16: u64) -> Result<(), VmFail> {
-        let data = SegmentAccessRights::from_bits(0x93);
-        let code = SegmentAccessRights::from_bits(0x9b);
-        let segs = [
-            (
-                fields::GUEST_ES_SELECTOR,
-                fields::GUEST_ES_BASE,
-                fields::GUEST_ES_LIMIT,
-                fields::GUEST_ES_ACCESS_RIGHTS,
-            ),
-            (
-                fields::GUEST_SS_SELECTOR,
-                fields::GUEST_SS_BASE,
-                fields::GUEST_SS_LIMIT,
-                fields::GUEST_SS_ACCESS_RIGHTS,
-            ),
-            (
-                fields::GUEST_DS_SELECTOR,
-                fields::GUEST_DS_BASE,
-                fields::GUEST_DS_LIMIT,
-                fields::GUEST_DS_ACCESS_RIGHTS,
-            ),
-            (
-                fields::GUEST_FS_SELECTOR,
-                fields::GUEST_FS_BASE,
-                fields::GUEST_FS_LIMIT,
-                fields::GUEST_FS_ACCESS_RIGHTS,
-            ),
-            (
-                fields::GUEST_GS_SELECTOR,
-                fields::GUEST_GS_BASE,
-                fields::GUEST_GS_LIMIT,
-                fields::GUEST_GS_ACCESS_RIGHTS,
-            ),
-        ];
-        for (sel, base, limit, ar) in segs {
-            vmcs.write(sel, 0)?;
-            vmcs.write(base, 0)?;
-            vmcs.write(limit, 0xffff)?;
-            vmcs.write(ar, data)?;
-        }
-        vmcs.write(fields::GUEST_CS_SELECTOR, 0xf000)?;
-        vmcs.write(fields::GUEST_CS_BASE, entry16)?;
-        vmcs.write(fields::GUEST_CS_LIMIT, 0xffff)?;
-        vmcs.write(fields::GUEST_CS_ACCESS_RIGHTS, code)?;
-        vmcs.write(fields::GUEST_TR_SELECTOR, 0)?;
-        vmcs.write(fields::GUEST_TR_BASE, 0)?;
-        vmcs.write(fields::GUEST_TR_LIMIT, 0xffff)?;
-        vmcs.write(
-            fields::GUEST_TR_ACCESS_RIGHTS,
-            SegmentAccessRights::from_bits(0x8b),
+        let real_mode = |selector: u16, base: u64, access_rights: u32| Segment {
+            selector,
+            base,
+            limit: 0xffff,
+            access_rights: SegmentAccessRights::from_bits(access_rights),
+        };
+        guest_state::write_data_segments(vmcs, real_mode(0, 0, 0x93))?;
+        vmcs.write_guest_segment(GuestSegment::Cs, real_mode(0xf000, entry16, 0x9b))?;
+        vmcs.write_guest_segment(GuestSegment::Tr, real_mode(0, 0, 0x8b))?;
+        vmcs.write_guest_segment(
+            GuestSegment::Ldtr,
+            Segment {
+                access_rights: SegmentAccessRights::from_bits(0x82).with_unusable(true),
+                ..real_mode(0, 0, 0)
+            },
         )?;
-        vmcs.write(fields::GUEST_LDTR_SELECTOR, 0)?;
-        vmcs.write(fields::GUEST_LDTR_BASE, 0)?;
-        vmcs.write(fields::GUEST_LDTR_LIMIT, 0xffff)?;
-        vmcs.write(
-            fields::GUEST_LDTR_ACCESS_RIGHTS,
-            SegmentAccessRights::from_bits(0x82).with_unusable(true),
-        )?;
-        vmcs.write(fields::GUEST_GDTR_BASE, 0)?;
-        vmcs.write(fields::GUEST_GDTR_LIMIT, 0xffff)?;
-        vmcs.write(fields::GUEST_IDTR_BASE, 0)?;
-        vmcs.write(fields::GUEST_IDTR_LIMIT, 0xffff)?;
-
-        vmcs.write(fields::CR0_GUEST_HOST_MASK, self.cr0_mask())?;
-        vmcs.write(fields::CR0_READ_SHADOW, CR0_RESET)?;
-        vmcs.write(fields::GUEST_CR0, self.real_cr0(CR0_RESET))?;
-        vmcs.write(fields::CR4_GUEST_HOST_MASK, self.cr4_mask())?;
-        vmcs.write(fields::CR4_READ_SHADOW, 0)?;
-        vmcs.write(fields::GUEST_CR4, self.config.cr4_fixed.must_be_one())?;
-        vmcs.write(fields::GUEST_CR3, 0)?;
-        vmcs.write(fields::GUEST_DR7, 0x400)?;
-        vmcs.write(fields::GUEST_RSP, 0)?;
-        vmcs.write(fields::GUEST_RIP, 0)?;
-        vmcs.write(fields::GUEST_RFLAGS, 0x2)?;
-        vmcs.write(fields::GUEST_IA32_EFER, 0)?;
-        vmcs.write(fields::GUEST_IA32_DEBUGCTL, 0)?;
-        vmcs.write(fields::GUEST_IA32_SYSENTER_CS, 0)?;
-        vmcs.write(fields::GUEST_IA32_SYSENTER_ESP, 0)?;
-        vmcs.write(fields::GUEST_IA32_SYSENTER_EIP, 0)?;
-        vmcs.write(fields::GUEST_PENDING_DEBUG_EXCEPTIONS, 0)?;
-        vmcs.write(
-            fields::GUEST_INTERRUPTIBILITY_STATE,
-            InterruptibilityState::empty(),
-        )?;
-        vmcs.write(fields::VMCS_LINK_POINTER, u64::MAX)?;
-        vmcs.write(fields::GUEST_ACTIVITY_STATE, ActivityState::Active)?;
+        let table = DescriptorTable {
+            base: 0,
+            limit: 0xffff,
+        };
+        vmcs.write_guest_descriptor_table(GuestDescriptorTable::Gdtr, table)?;
+        vmcs.write_guest_descriptor_table(GuestDescriptorTable::Idtr, table)?;
+        self.cr().write_initial_state(vmcs, CR0_RESET, 0)?;
         vmcs.write(
             fields::VMX_PREEMPTION_TIMER_VALUE,
             timer_value(WATCHDOG_TSC_TICKS, self.config.timer_shift) as u32,
@@ -436,15 +353,12 @@ impl Vcpu {
             VmExit::Xsetbv { length } => {
                 let index = self.regs.rcx as u32;
                 let value = (self.regs.rdx << 32) | (self.regs.rax & 0xffff_ffff);
-                if index != 0 || !self.xcr0_valid(value) {
+                if index != 0 || !guest_state::xcr0_valid(self.config.xcr0_supported, value) {
                     return inject(vmcs, GP, Some(0));
                 }
                 // SAFETY: the value is valid for this processor (checked above) and the host set
                 // CR4.OSXSAVE; the host uses no state component beyond x87/SSE, which stay enabled.
-                unsafe {
-                    asm!("xsetbv", in("ecx") 0u32, in("eax") value as u32, in("edx") (value >> 32) as u32,
-                         options(nomem, nostack))
-                };
+                unsafe { super::xsetbv0(value) };
                 skip(vmcs, length.get())
             }
             VmExit::Invd { length } | VmExit::Wbinvd { length } => {
@@ -797,44 +711,16 @@ impl Vcpu {
         match (q.access_type, q.cr) {
             (CrAccessType::MovToCr, 0) => {
                 let value = self.read_gpr(gpr, vmcs)?;
-                if value >> 32 != 0
-                    || (value & CR0_PG != 0 && value & CR0_PE == 0)
-                    || (value & CR0_NW != 0 && value & CR0_CD == 0)
-                {
+                if !self.cr().mov_to_cr0(vmcs, value)? {
                     return inject(vmcs, GP, Some(0));
                 }
-                let old = vmcs.read(fields::GUEST_CR0)?;
-                // Paging switched by an intercepted write: IA32_EFER.LMA and the "IA-32e mode
-                // guest" entry control follow CR0.PG when EFER.LME is set (SDM Vol. 3A, 11.8.5).
-                if (old ^ value) & CR0_PG != 0 {
-                    let efer = vmcs.read(fields::GUEST_IA32_EFER)?;
-                    let lma = value & CR0_PG != 0 && efer & EFER_LME != 0;
-                    let efer = if lma {
-                        efer | EFER_LMA
-                    } else {
-                        efer & !EFER_LMA
-                    };
-                    vmcs.write(fields::GUEST_IA32_EFER, efer)?;
-                    vmcs.modify(fields::VM_ENTRY_CONTROLS, |c| {
-                        if lma {
-                            c | EntryControls::IA32E_MODE_GUEST
-                        } else {
-                            c - EntryControls::IA32E_MODE_GUEST
-                        }
-                    })?;
-                }
-                vmcs.write(fields::CR0_READ_SHADOW, value)?;
-                vmcs.write(fields::GUEST_CR0, self.real_cr0(value))?;
                 skip(vmcs, length)
             }
             (CrAccessType::MovToCr, 4) => {
                 let value = self.read_gpr(gpr, vmcs)?;
-                let f = self.config.cr4_fixed;
-                if value & CR4_VMXE != 0 || value & f.must_be_zero() != 0 {
+                if !self.cr().mov_to_cr4(vmcs, value)? {
                     return inject(vmcs, GP, Some(0));
                 }
-                vmcs.write(fields::CR4_READ_SHADOW, value)?;
-                vmcs.write(fields::GUEST_CR4, value | f.must_be_one())?;
                 skip(vmcs, length)
             }
             (CrAccessType::MovToCr, 8) => {
@@ -859,41 +745,17 @@ impl Vcpu {
             }
         }
     }
-
-    /// XCR0 validity (SDM Vol. 1, 13.3 "Enabling the XSAVE Feature Set and XSAVE-Enabled
-    /// Features"): x87 set, only supported bits, AVX needs SSE, AVX-512 all three together and
-    /// with AVX, MPX both or neither.
-    fn xcr0_valid(&self, v: u64) -> bool {
-        let avx512 = 0xe0;
-        v & 1 != 0
-            && v & !self.config.xcr0_supported == 0
-            && (v & 4 == 0 || v & 2 != 0)
-            && (v & avx512 == 0 || (v & avx512 == avx512 && v & 4 != 0))
-            && (v & 0x18 == 0 || v & 0x18 == 0x18)
-    }
 }
 
-/// Advances the guest's RIP past the exiting instruction (and drops blocking by STI/MOV SS, which
-/// the instruction ended).
+/// Advances the guest's RIP past the exiting instruction ([`guest_state::skip_instruction`]).
 fn skip(vmcs: &mut HardwareVmcs<'_>, length: u32) -> Result<Next, VmFail> {
-    vmcs.modify(fields::GUEST_RIP, |rip| rip.wrapping_add(u64::from(length)))?;
-    let ended = InterruptibilityState::BLOCKING_BY_STI | InterruptibilityState::BLOCKING_BY_MOV_SS;
-    let state = vmcs.read(fields::GUEST_INTERRUPTIBILITY_STATE)?;
-    if state.intersects(ended) {
-        vmcs.write(fields::GUEST_INTERRUPTIBILITY_STATE, state - ended)?;
-    }
+    guest_state::skip_instruction(vmcs, length)?;
     Ok(Next::Resume)
 }
 
-/// Injects hardware exception `vector` on the next VM entry; RIP stays at the faulting instruction.
+/// Injects hardware exception `vector` on the next VM entry ([`guest_state::inject_exception`]).
 fn inject(vmcs: &mut HardwareVmcs<'_>, vector: u8, error: Option<u32>) -> Result<Next, VmFail> {
-    if let Some(code) = error {
-        vmcs.write(fields::VM_ENTRY_EXCEPTION_ERROR_CODE, code)?;
-    }
-    vmcs.write(
-        fields::VM_ENTRY_INTERRUPTION_INFORMATION,
-        EntryInterruptionInfo::new(vector, InterruptionType::HardwareException, error.is_some()),
-    )?;
+    guest_state::inject_exception(vmcs, vector, error)?;
     Ok(Next::Resume)
 }
 
