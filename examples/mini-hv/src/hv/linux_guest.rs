@@ -21,7 +21,7 @@ use ept::{
 };
 use exits::{CrAccessType, ExitReason, IoDirection, IoSize, VmExit};
 use vmcs::{
-    ActivityState, EntryInterruptionInfo, HardwareVmcs, InterruptibilityState, InterruptionType,
+    DescriptorTable, GuestDescriptorTable, GuestSegment, HardwareVmcs, Segment,
     SegmentAccessRights, VmcsRead, VmcsWrite, fields,
 };
 use vmx_caps::{
@@ -30,6 +30,7 @@ use vmx_caps::{
 };
 use vmx_core::{GpReg, GuestRegisters, LivePlatform, VmFail, VmcsRegion, VmxRoot, VmxonRegion};
 
+use super::guest_state::{self, CR0_PE, CrPolicy};
 use super::{Outcome, identity};
 use crate::println;
 
@@ -44,15 +45,8 @@ const EPT_POOL_FRAMES: usize = 64;
 
 const UD: u8 = 6;
 const GP: u8 = 13;
-const CR0_PE: u64 = 1 << 0;
 const CR0_ET: u64 = 1 << 4;
-const CR0_NW: u64 = 1 << 29;
-const CR0_CD: u64 = 1 << 30;
-const CR0_PG: u64 = 1 << 31;
-const CR4_VMXE: u64 = 1 << 13;
 const CR4_OSXSAVE: u64 = 1 << 18;
-const EFER_LME: u64 = 1 << 8;
-const EFER_LMA: u64 = 1 << 10;
 const IA32_FEATURE_CONTROL: u32 = 0x3a;
 /// IA32_VMX_BASIC through IA32_VMX_VMFUNC.
 const VMX_CAPABILITY_MSRS: core::ops::RangeInclusive<u32> = 0x480..=0x491;
@@ -471,22 +465,12 @@ fn launch(
 }
 
 impl Linux {
-    /// Host-owned CR0 bits: the fixed ones but PE and PG (unrestricted guest), and CD/NW.
-    fn cr0_mask(&self) -> u64 {
-        let f = self.cr0_fixed;
-        ((f.must_be_one() | (f.must_be_zero() & 0xffff_ffff)) & !(CR0_PE | CR0_PG))
-            | CR0_CD
-            | CR0_NW
-    }
-
-    fn real_cr0(&self, guest: u64) -> u64 {
-        let f = self.cr0_fixed;
-        ((guest | (f.must_be_one() & !(CR0_PE | CR0_PG))) & f.fixed1) & !(CR0_CD | CR0_NW)
-    }
-
-    fn cr4_mask(&self) -> u64 {
-        let f = self.cr4_fixed;
-        f.must_be_one() | (f.must_be_zero() & 0xffff_ffff) | CR4_VMXE
+    /// The CR0/CR4 ownership policy of this processor.
+    fn cr(&self) -> CrPolicy {
+        CrPolicy {
+            cr0_fixed: self.cr0_fixed,
+            cr4_fixed: self.cr4_fixed,
+        }
     }
 
     /// The boot protocol's 32-bit entry state: flat 4 GiB code (selector 0x10) and data (0x18) segments,
@@ -497,93 +481,37 @@ impl Linux {
         entry: u64,
         pat: bool,
     ) -> Result<(), VmFail> {
-        let data = SegmentAccessRights::from_bits(0xc093);
-        for (sel, base, limit, ar) in [
-            (
-                fields::GUEST_ES_SELECTOR,
-                fields::GUEST_ES_BASE,
-                fields::GUEST_ES_LIMIT,
-                fields::GUEST_ES_ACCESS_RIGHTS,
-            ),
-            (
-                fields::GUEST_SS_SELECTOR,
-                fields::GUEST_SS_BASE,
-                fields::GUEST_SS_LIMIT,
-                fields::GUEST_SS_ACCESS_RIGHTS,
-            ),
-            (
-                fields::GUEST_DS_SELECTOR,
-                fields::GUEST_DS_BASE,
-                fields::GUEST_DS_LIMIT,
-                fields::GUEST_DS_ACCESS_RIGHTS,
-            ),
-            (
-                fields::GUEST_FS_SELECTOR,
-                fields::GUEST_FS_BASE,
-                fields::GUEST_FS_LIMIT,
-                fields::GUEST_FS_ACCESS_RIGHTS,
-            ),
-            (
-                fields::GUEST_GS_SELECTOR,
-                fields::GUEST_GS_BASE,
-                fields::GUEST_GS_LIMIT,
-                fields::GUEST_GS_ACCESS_RIGHTS,
-            ),
-        ] {
-            vmcs.write(sel, 0x18)?;
-            vmcs.write(base, 0)?;
-            vmcs.write(limit, 0xffff_ffff)?;
-            vmcs.write(ar, data)?;
-        }
-        vmcs.write(fields::GUEST_CS_SELECTOR, 0x10)?;
-        vmcs.write(fields::GUEST_CS_BASE, 0)?;
-        vmcs.write(fields::GUEST_CS_LIMIT, 0xffff_ffff)?;
-        vmcs.write(
-            fields::GUEST_CS_ACCESS_RIGHTS,
-            SegmentAccessRights::from_bits(0xc09b),
+        let flat = |selector: u16, access_rights: u32| Segment {
+            selector,
+            base: 0,
+            limit: 0xffff_ffff,
+            access_rights: SegmentAccessRights::from_bits(access_rights),
+        };
+        guest_state::write_data_segments(vmcs, flat(0x18, 0xc093))?;
+        vmcs.write_guest_segment(GuestSegment::Cs, flat(0x10, 0xc09b))?;
+        vmcs.write_guest_segment(
+            GuestSegment::Tr,
+            Segment {
+                selector: 0x20,
+                base: 0,
+                limit: 0x67,
+                access_rights: SegmentAccessRights::from_bits(0x8b),
+            },
         )?;
-        vmcs.write(fields::GUEST_TR_SELECTOR, 0x20)?;
-        vmcs.write(fields::GUEST_TR_BASE, 0)?;
-        vmcs.write(fields::GUEST_TR_LIMIT, 0x67)?;
-        vmcs.write(
-            fields::GUEST_TR_ACCESS_RIGHTS,
-            SegmentAccessRights::from_bits(0x8b),
+        vmcs.write_guest_segment(
+            GuestSegment::Ldtr,
+            Segment {
+                selector: 0,
+                base: 0,
+                limit: 0,
+                access_rights: SegmentAccessRights::from_bits(0x82).with_unusable(true),
+            },
         )?;
-        vmcs.write(fields::GUEST_LDTR_SELECTOR, 0)?;
-        vmcs.write(fields::GUEST_LDTR_BASE, 0)?;
-        vmcs.write(fields::GUEST_LDTR_LIMIT, 0)?;
-        vmcs.write(
-            fields::GUEST_LDTR_ACCESS_RIGHTS,
-            SegmentAccessRights::from_bits(0x82).with_unusable(true),
-        )?;
-        vmcs.write(fields::GUEST_GDTR_BASE, 0)?;
-        vmcs.write(fields::GUEST_GDTR_LIMIT, 0)?;
-        vmcs.write(fields::GUEST_IDTR_BASE, 0)?;
-        vmcs.write(fields::GUEST_IDTR_LIMIT, 0)?;
-        let cr0 = CR0_PE | CR0_ET;
-        vmcs.write(fields::CR0_GUEST_HOST_MASK, self.cr0_mask())?;
-        vmcs.write(fields::CR0_READ_SHADOW, cr0)?;
-        vmcs.write(fields::GUEST_CR0, self.real_cr0(cr0))?;
-        vmcs.write(fields::CR4_GUEST_HOST_MASK, self.cr4_mask())?;
-        vmcs.write(fields::CR4_READ_SHADOW, 0)?;
-        vmcs.write(fields::GUEST_CR4, self.cr4_fixed.must_be_one())?;
-        vmcs.write(fields::GUEST_CR3, 0)?;
-        vmcs.write(fields::GUEST_DR7, 0x400)?;
-        vmcs.write(fields::GUEST_RSP, 0)?;
-        vmcs.write(fields::GUEST_RIP, entry)?;
-        vmcs.write(fields::GUEST_RFLAGS, 0x2)?;
-        vmcs.write(fields::GUEST_IA32_EFER, 0)?;
-        vmcs.write(fields::GUEST_IA32_DEBUGCTL, 0)?;
-        vmcs.write(fields::GUEST_IA32_SYSENTER_CS, 0)?;
-        vmcs.write(fields::GUEST_IA32_SYSENTER_ESP, 0)?;
-        vmcs.write(fields::GUEST_IA32_SYSENTER_EIP, 0)?;
-        vmcs.write(fields::GUEST_PENDING_DEBUG_EXCEPTIONS, 0)?;
-        vmcs.write(
-            fields::GUEST_INTERRUPTIBILITY_STATE,
-            InterruptibilityState::empty(),
-        )?;
-        vmcs.write(fields::VMCS_LINK_POINTER, u64::MAX)?;
-        vmcs.write(fields::GUEST_ACTIVITY_STATE, ActivityState::Active)?;
+        let empty = DescriptorTable { base: 0, limit: 0 };
+        vmcs.write_guest_descriptor_table(GuestDescriptorTable::Gdtr, empty)?;
+        vmcs.write_guest_descriptor_table(GuestDescriptorTable::Idtr, empty)?;
+        self.cr()
+            .write_initial_state(vmcs, CR0_PE | CR0_ET, entry)?;
         if pat {
             vmcs.write(fields::GUEST_IA32_PAT, PAT_RESET)?;
             // SAFETY: IA32_PAT exists (the PAT controls were offered); reading it has no side effect.
@@ -703,37 +631,15 @@ impl Linux {
                 };
                 match (q.access_type, q.cr) {
                     (CrAccessType::MovToCr, 0) => {
-                        if value >> 32 != 0
-                            || (value & CR0_PG != 0 && value & CR0_PE == 0)
-                            || (value & CR0_NW != 0 && value & CR0_CD == 0)
-                        {
+                        if !self.cr().mov_to_cr0(vmcs, value)? {
                             return inject(vmcs, GP, Some(0));
                         }
-                        let old = vmcs.read(fields::GUEST_CR0)?;
-                        if (old ^ value) & CR0_PG != 0 {
-                            let efer = vmcs.read(fields::GUEST_IA32_EFER)?;
-                            let lma = value & CR0_PG != 0 && efer & EFER_LME != 0;
-                            let efer = if lma { efer | EFER_LMA } else { efer & !EFER_LMA };
-                            vmcs.write(fields::GUEST_IA32_EFER, efer)?;
-                            vmcs.modify(fields::VM_ENTRY_CONTROLS, |c| {
-                                if lma {
-                                    c | EntryControls::IA32E_MODE_GUEST
-                                } else {
-                                    c - EntryControls::IA32E_MODE_GUEST
-                                }
-                            })?;
-                        }
-                        vmcs.write(fields::CR0_READ_SHADOW, value)?;
-                        vmcs.write(fields::GUEST_CR0, self.real_cr0(value))?;
                         skip(vmcs, length.get())
                     }
                     (CrAccessType::MovToCr, 4) => {
-                        let f = self.cr4_fixed;
-                        if value & CR4_VMXE != 0 || value & f.must_be_zero() != 0 {
+                        if !self.cr().mov_to_cr4(vmcs, value)? {
                             return inject(vmcs, GP, Some(0));
                         }
-                        vmcs.write(fields::CR4_READ_SHADOW, value)?;
-                        vmcs.write(fields::GUEST_CR4, value | f.must_be_one())?;
                         skip(vmcs, length.get())
                     }
                     _ => self.stop(vmcs, format_args!("unexpected control-register access {q}")),
@@ -741,14 +647,8 @@ impl Linux {
             }
             VmExit::Xsetbv { length } => {
                 let value = (self.regs.rdx << 32) | (self.regs.rax & 0xffff_ffff);
-                let s = self.xcr0_supported;
-                let avx512 = 0xe0;
                 let valid = self.regs.rcx as u32 == 0
-                    && value & 1 != 0
-                    && value & !s == 0
-                    && (value & 4 == 0 || value & 2 != 0)
-                    && (value & avx512 == 0 || (value & avx512 == avx512 && value & 4 != 0))
-                    && (value & 0x18 == 0 || value & 0x18 == 0x18);
+                    && guest_state::xcr0_valid(self.xcr0_supported, value);
                 if !valid {
                     return inject(vmcs, GP, Some(0));
                 }
@@ -842,30 +742,19 @@ impl Linux {
     }
 }
 
-/// Advances RIP past the exiting instruction and ends STI/MOV SS blocking.
+/// Advances RIP past the exiting instruction ([`guest_state::skip_instruction`]).
 fn skip(vmcs: &mut HardwareVmcs<'_>, length: u32) -> Result<Option<End>, VmFail> {
-    vmcs.modify(fields::GUEST_RIP, |rip| rip.wrapping_add(u64::from(length)))?;
-    let ended = InterruptibilityState::BLOCKING_BY_STI | InterruptibilityState::BLOCKING_BY_MOV_SS;
-    let state = vmcs.read(fields::GUEST_INTERRUPTIBILITY_STATE)?;
-    if state.intersects(ended) {
-        vmcs.write(fields::GUEST_INTERRUPTIBILITY_STATE, state - ended)?;
-    }
+    guest_state::skip_instruction(vmcs, length)?;
     Ok(None)
 }
 
-/// Injects hardware exception `vector` at the next VM entry (RIP stays at the faulting instruction).
+/// Injects hardware exception `vector` at the next VM entry ([`guest_state::inject_exception`]).
 fn inject(
     vmcs: &mut HardwareVmcs<'_>,
     vector: u8,
     error: Option<u32>,
 ) -> Result<Option<End>, VmFail> {
-    if let Some(code) = error {
-        vmcs.write(fields::VM_ENTRY_EXCEPTION_ERROR_CODE, code)?;
-    }
-    vmcs.write(
-        fields::VM_ENTRY_INTERRUPTION_INFORMATION,
-        EntryInterruptionInfo::new(vector, InterruptionType::HardwareException, error.is_some()),
-    )?;
+    guest_state::inject_exception(vmcs, vector, error)?;
     Ok(None)
 }
 
