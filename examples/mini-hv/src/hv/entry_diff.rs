@@ -25,7 +25,10 @@
 use core::fmt;
 
 use vmcs::check::{self, Outcome, Rule};
-use vmcs::{HardwareVmcs, VmcsRead, VmcsSnapshot, VmcsWrite, fields};
+use vmcs::{
+    GuestSegment, HardwareVmcs, Segment, SegmentAccessRights, VmcsRead, VmcsSnapshot, VmcsWrite,
+    fields,
+};
 use vmx_caps::VmxCapabilities;
 use vmx_core::{GuestRegisters, VmFail, VmcsRegion, VmxRoot};
 
@@ -1023,7 +1026,7 @@ fn switch_mode(hw: &mut HardwareVmcs<'_>, mode: GuestMode) -> Result<(), VmFail>
     } else {
         (cr0, cr4)
     };
-    let writes: [(u32, u64); 20] = [
+    let writes: [(u32, u64); 5] = [
         (fields::GUEST_CR0.encoding(), cr0),
         (fields::GUEST_CR4.encoding(), cr4),
         (
@@ -1034,29 +1037,34 @@ fn switch_mode(hw: &mut HardwareVmcs<'_>, mode: GuestMode) -> Result<(), VmFail>
             fields::GUEST_IA32_EFER.encoding(),
             if long { 0x500 } else { 0 },
         ),
-        (fields::GUEST_CS_SELECTOR.encoding(), 0x08),
-        (fields::GUEST_CS_BASE.encoding(), 0),
-        (fields::GUEST_CS_LIMIT.encoding(), 0xffff_ffff),
-        (
-            fields::GUEST_CS_ACCESS_RIGHTS.encoding(),
-            if long { 0xa09b } else { 0xc09b },
-        ),
         (fields::GUEST_RIP.encoding(), STUB_GPA),
-        (fields::GUEST_SS_SELECTOR.encoding(), 0x10),
-        (fields::GUEST_SS_LIMIT.encoding(), 0xffff_ffff),
-        (fields::GUEST_SS_ACCESS_RIGHTS.encoding(), 0xc093),
-        (fields::GUEST_DS_SELECTOR.encoding(), 0x10),
-        (fields::GUEST_DS_LIMIT.encoding(), 0xffff_ffff),
-        (fields::GUEST_DS_ACCESS_RIGHTS.encoding(), 0xc093),
-        (fields::GUEST_ES_SELECTOR.encoding(), 0x10),
-        (fields::GUEST_ES_LIMIT.encoding(), 0xffff_ffff),
-        (fields::GUEST_ES_ACCESS_RIGHTS.encoding(), 0xc093),
-        (fields::GUEST_TR_SELECTOR.encoding(), 0x18),
-        (fields::GUEST_TR_LIMIT.encoding(), 0x67),
     ];
     for (encoding, value) in writes {
         hw.write_raw(encoding, value)?;
     }
+    // Flat segments (the bases, 0, and TR's access rights, a busy 32-bit TSS, are the baseline's).
+    let flat = |selector: u16, access_rights: u32| Segment {
+        selector,
+        base: 0,
+        limit: 0xffff_ffff,
+        access_rights: SegmentAccessRights::from_bits(access_rights),
+    };
+    hw.write_guest_segment(
+        GuestSegment::Cs,
+        flat(0x08, if long { 0xa09b } else { 0xc09b }),
+    )?;
+    for seg in [GuestSegment::Ss, GuestSegment::Ds, GuestSegment::Es] {
+        hw.write_guest_segment(seg, flat(0x10, 0xc093))?;
+    }
+    hw.write_guest_segment(
+        GuestSegment::Tr,
+        Segment {
+            selector: 0x18,
+            base: 0,
+            limit: 0x67,
+            access_rights: SegmentAccessRights::from_bits(0x8b),
+        },
+    )?;
     if long {
         let entry = fields::VM_ENTRY_CONTROLS.encoding();
         let controls = hw.read_raw(entry)?;
