@@ -28,10 +28,10 @@ use vmx_caps::{
     ControlRequest, EntryControls, ExitControls, LiveMsrs, PrimaryControls, SecondaryControls,
     VmxCapabilities,
 };
-use vmx_core::{GpReg, GuestRegisters, LivePlatform, VmFail, VmcsRegion, VmxRoot, VmxonRegion};
+use vmx_core::{GpReg, GuestRegisters, LivePlatform, VmFail, VmxRoot};
 
+use super::Outcome;
 use super::guest_state::{self, CR0_PE, CrPolicy};
-use super::{Outcome, identity};
 use crate::println;
 
 #[path = "../linux/loader.rs"]
@@ -304,21 +304,10 @@ pub fn run() -> Outcome {
     count += 2;
     // SAFETY: ring 0 on the only processor.
     let mut platform = unsafe { LivePlatform::new() };
-    // SAFETY: a fresh frame (identity-mapped) used for nothing else, for the rest of the run.
-    let vmxon_region = match unsafe { VmxonRegion::from_frame(vmxon_frame as *mut u8) } {
-        Ok(region) => region,
-        Err(e) => {
-            println!("mini-hv: cannot use the VMXON frame: {e}");
-            return Outcome::Fail;
-        }
-    };
-    // SAFETY: `caps` were read on this processor; `identity` is the host's true translation.
-    let mut root = match unsafe { VmxRoot::enable(&mut platform, &caps, vmxon_region, &identity) } {
-        Ok(root) => root,
-        Err(e) => {
-            println!("mini-hv: cannot enter VMX operation: {e}");
-            return Outcome::Fail;
-        }
+    // SAFETY: a fresh frame (identity-mapped) used for nothing else, for the rest of the run; `caps`
+    // were read on this processor; nothing else uses VMX.
+    let Some(mut root) = (unsafe { super::enter_vmx(&mut platform, &caps, vmxon_frame) }) else {
+        return Outcome::Fail;
     };
     for &(s, e, memory_type) in &ranges[..count] {
         if e <= s {
@@ -416,23 +405,11 @@ fn launch(
     linux: &mut Linux,
 ) -> End {
     // SAFETY: a fresh frame (identity-mapped), used only as this VMCS for the rest of the run.
-    let region = match unsafe { VmcsRegion::from_frame(vmcs_frame as *mut u8) } {
-        Ok(region) => region,
-        Err(e) => {
-            println!("mini-hv: cannot use the VMCS frame: {e}");
-            return End::Stopped;
-        }
-    };
-    if let Err(e) = region.init(caps.basic.revision_id(), false) {
-        println!("mini-hv: cannot prepare the VMCS region: {e}");
+    let Some(region) = (unsafe { super::vmcs_region(vmcs_frame, caps) }) else {
         return End::Stopped;
-    }
-    let mut active = match region.load(root, &identity) {
-        Ok(active) => active,
-        Err(e) => {
-            println!("mini-hv: cannot load the VMCS: {e}");
-            return End::Stopped;
-        }
+    };
+    let Some(mut active) = super::load_vmcs(region, root) else {
+        return End::Stopped;
     };
     // SAFETY: VMX root operation at CPL 0, the current VMCS is `active`'s; the guest state written below
     // keeps the guest inside its EPT.

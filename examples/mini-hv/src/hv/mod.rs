@@ -25,7 +25,7 @@ use vmx_caps::{
     ControlRequest, EntryControls, ExitControls, LiveMsrs, MsrSnapshot, PinBasedControls,
     PrimaryControls, SecondaryControls, VmxCapabilities,
 };
-use vmx_core::{LivePlatform, VmFail, VmcsRegion, VmxRoot, VmxonRegion};
+use vmx_core::{ActiveVmcs, LivePlatform, VmFail, VmcsRegion, VmxRoot, VmxonRegion};
 
 use crate::guest::{self, abi};
 use crate::{print, println};
@@ -222,24 +222,12 @@ pub fn run() -> Outcome {
         println!("mini-hv: out of memory for the VMXON region");
         return Outcome::Fail;
     };
-    // SAFETY: a fresh frame (identity-mapped) used for nothing else, for the rest of the run.
-    let vmxon_region = match unsafe { VmxonRegion::from_frame(vmxon_frame as *mut u8) } {
-        Ok(region) => region,
-        Err(e) => {
-            println!("mini-hv: cannot use the VMXON frame: {e}");
-            return Outcome::Fail;
-        }
-    };
     // SAFETY: ring 0 on the only processor.
     let mut platform = unsafe { LivePlatform::new() };
-    // SAFETY: `caps` were read on this processor; `identity` is the host's true translation; nothing
-    // else uses VMX.
-    let mut root = match unsafe { VmxRoot::enable(&mut platform, &caps, vmxon_region, &identity) } {
-        Ok(root) => root,
-        Err(e) => {
-            println!("mini-hv: cannot enter VMX operation: {e}");
-            return Outcome::Fail;
-        }
+    // SAFETY: a fresh frame (identity-mapped) used for nothing else, for the rest of the run; `caps`
+    // were read on this processor; nothing else uses VMX.
+    let Some(mut root) = (unsafe { enter_vmx(&mut platform, &caps, vmxon_frame) }) else {
+        return Outcome::Fail;
     };
     println!("mini-hv: VMX root operation entered");
     let outcome = run_guest(
@@ -266,6 +254,66 @@ pub fn run() -> Outcome {
         }
     }
     outcome
+}
+
+/// Enters VMX root operation (VMXON) with the VMXON region in `vmxon_frame`; prints why not.
+///
+/// # Safety
+/// `vmxon_frame` is a fresh identity-mapped frame used for nothing else for the rest of the run;
+/// `caps` were read on this processor; nothing else uses VMX.
+unsafe fn enter_vmx(
+    platform: &mut LivePlatform,
+    caps: &VmxCapabilities,
+    vmxon_frame: u64,
+) -> Option<VmxRoot> {
+    // SAFETY: guaranteed by the caller (a fresh frame, the caller's alone).
+    let region = match unsafe { VmxonRegion::from_frame(vmxon_frame as *mut u8) } {
+        Ok(region) => region,
+        Err(e) => {
+            println!("mini-hv: cannot use the VMXON frame: {e}");
+            return None;
+        }
+    };
+    // SAFETY: `caps` were read on this processor (caller); `identity` is the host's true
+    // translation; nothing else uses VMX (caller).
+    match unsafe { VmxRoot::enable(platform, caps, region, &identity) } {
+        Ok(root) => Some(root),
+        Err(e) => {
+            println!("mini-hv: cannot enter VMX operation: {e}");
+            None
+        }
+    }
+}
+
+/// A VMCS region in `frame`, with this processor's revision identifier; prints why not.
+///
+/// # Safety
+/// `frame` is a fresh identity-mapped frame, used only as this VMCS for the rest of the run.
+unsafe fn vmcs_region(frame: u64, caps: &VmxCapabilities) -> Option<&'static mut VmcsRegion> {
+    // SAFETY: guaranteed by the caller.
+    let region = match unsafe { VmcsRegion::from_frame(frame as *mut u8) } {
+        Ok(region) => region,
+        Err(e) => {
+            println!("mini-hv: cannot use the VMCS frame: {e}");
+            return None;
+        }
+    };
+    if let Err(e) = region.init(caps.basic.revision_id(), false) {
+        println!("mini-hv: cannot prepare the VMCS region: {e}");
+        return None;
+    }
+    Some(region)
+}
+
+/// VMPTRLD of `region`: the current VMCS; prints why not.
+fn load_vmcs<'a>(region: &'static mut VmcsRegion, root: &'a mut VmxRoot) -> Option<ActiveVmcs<'a>> {
+    match region.load(root, &identity) {
+        Ok(active) => Some(active),
+        Err(e) => {
+            println!("mini-hv: cannot load the VMCS: {e}");
+            None
+        }
+    }
 }
 
 /// XCR0 (requires CR4.OSXSAVE).
@@ -381,17 +429,9 @@ fn run_guest(
     }
 
     // SAFETY: a fresh frame (identity-mapped), used only as this VMCS for the rest of the run.
-    let region = match unsafe { VmcsRegion::from_frame(vmcs_frame as *mut u8) } {
-        Ok(region) => region,
-        Err(e) => {
-            println!("mini-hv: cannot use the VMCS frame: {e}");
-            return Outcome::Fail;
-        }
-    };
-    if let Err(e) = region.init(caps.basic.revision_id(), false) {
-        println!("mini-hv: cannot prepare the VMCS region: {e}");
+    let Some(region) = (unsafe { vmcs_region(vmcs_frame, caps) }) else {
         return Outcome::Fail;
-    }
+    };
     let config = Config {
         cr0_fixed: caps.cr0_fixed,
         cr4_fixed: caps.cr4_fixed,
@@ -416,12 +456,8 @@ fn run_guest(
         };
         return entry_diff::run(params, setup);
     }
-    let mut active = match region.load(root, &identity) {
-        Ok(active) => active,
-        Err(e) => {
-            println!("mini-hv: cannot load the VMCS: {e}");
-            return Outcome::Fail;
-        }
+    let Some(mut active) = load_vmcs(region, root) else {
+        return Outcome::Fail;
     };
     // SAFETY: VMX root operation at CPL 0 on this processor, the current VMCS is `active`'s, and the
     // state written below keeps the guest inside its EPT.
