@@ -8,7 +8,7 @@ use vmcs::{
     Segment, VmcsWrite, fields,
 };
 use vmx_caps::{EntryControls, FixedBits};
-use vmx_core::VmFail;
+use vmx_core::{GuestRegisters, VmFail};
 
 pub(super) const CR0_PE: u64 = 1 << 0;
 pub(super) const CR0_NW: u64 = 1 << 29;
@@ -148,13 +148,34 @@ pub(super) fn write_data_segments(vmcs: &mut impl VmcsWrite, data: Segment) -> R
 /// XCR0 validity (SDM Vol. 1, 13.3 "Enabling the XSAVE Feature Set and XSAVE-Enabled
 /// Features"): x87 set, only `supported` bits, AVX needs SSE, AVX-512 all three together and
 /// with AVX, MPX both or neither.
-pub(super) fn xcr0_valid(supported: u64, v: u64) -> bool {
+fn xcr0_valid(supported: u64, v: u64) -> bool {
     let avx512 = 0xe0;
     v & 1 != 0
         && v & !supported == 0
         && (v & 4 == 0 || v & 2 != 0)
         && (v & avx512 == 0 || (v & avx512 == avx512 && v & 4 != 0))
         && (v & 0x18 == 0 || v & 0x18 == 0x18)
+}
+
+/// XSETBV emulation: loads XCR0 with EDX:EAX when ECX is 0 and the value is valid for a
+/// processor supporting `xcr0_supported` ([`xcr0_valid`]); `false` means #GP.
+pub(super) fn emulate_xsetbv(regs: &GuestRegisters, xcr0_supported: u64) -> bool {
+    let value = (regs.rdx << 32) | (regs.rax & 0xffff_ffff);
+    if regs.rcx as u32 != 0 || !xcr0_valid(xcr0_supported, value) {
+        return false;
+    }
+    // SAFETY: a valid XCR0 for this processor (checked above; without XSAVE `xcr0_supported` is
+    // empty and nothing is valid); both guests' set-up set the host's CR4.OSXSAVE when XSAVE
+    // exists; the host uses no state component beyond x87/SSE, which stay enabled.
+    unsafe { super::xsetbv0(value) };
+    true
+}
+
+/// INVD and WBINVD emulation: both write back (INVD would discard the host's dirty cache lines
+/// too).
+pub(super) fn emulate_wbinvd() {
+    // SAFETY: WBINVD only writes back and invalidates caches.
+    unsafe { core::arch::asm!("wbinvd", options(nomem, nostack)) };
 }
 
 /// Advances the guest's RIP past the exiting instruction (and drops blocking by STI/MOV SS, which

@@ -623,21 +623,13 @@ impl Linux {
                 }
             }
             VmExit::Xsetbv { length } => {
-                let value = (self.regs.rdx << 32) | (self.regs.rax & 0xffff_ffff);
-                let valid = self.regs.rcx as u32 == 0
-                    && guest_state::xcr0_valid(self.xcr0_supported, value);
-                if !valid {
+                if !guest_state::emulate_xsetbv(&self.regs, self.xcr0_supported) {
                     return inject(vmcs, GP, Some(0));
                 }
-                // SAFETY: a valid XCR0 for this processor (checked); the host set CR4.OSXSAVE and uses no
-                // state beyond x87/SSE, which stay enabled.
-                unsafe { super::xsetbv0(value) };
                 skip(vmcs, length.get())
             }
             VmExit::Invd { length } | VmExit::Wbinvd { length } => {
-                // INVD would drop the host's dirty lines too: both write back.
-                // SAFETY: WBINVD only writes back and invalidates caches.
-                unsafe { asm!("wbinvd", options(nomem, nostack)) };
+                guest_state::emulate_wbinvd();
                 skip(vmcs, length.get())
             }
             VmExit::Vmxon { .. }

@@ -1,8 +1,6 @@
 //! The virtual CPU: the guest's reset state in the VMCS, the run loop, and the exit dispatcher (a
 //! `match` on the `exits` crate's decoded [`VmExit`]), with the emulation behind each exit.
 
-use core::arch::asm;
-
 use exits::{
     CrAccessQualification, CrAccessType, ExitReason, IoDirection, IoQualification, IoSize, VmExit,
 };
@@ -351,20 +349,13 @@ impl Vcpu {
                 ..
             } => self.cr_access(qualification, length.get(), vmcs),
             VmExit::Xsetbv { length } => {
-                let index = self.regs.rcx as u32;
-                let value = (self.regs.rdx << 32) | (self.regs.rax & 0xffff_ffff);
-                if index != 0 || !guest_state::xcr0_valid(self.config.xcr0_supported, value) {
+                if !guest_state::emulate_xsetbv(&self.regs, self.config.xcr0_supported) {
                     return inject(vmcs, GP, Some(0));
                 }
-                // SAFETY: the value is valid for this processor (checked above) and the host set
-                // CR4.OSXSAVE; the host uses no state component beyond x87/SSE, which stay enabled.
-                unsafe { super::xsetbv0(value) };
                 skip(vmcs, length.get())
             }
             VmExit::Invd { length } | VmExit::Wbinvd { length } => {
-                // INVD would discard the host's dirty cache lines too: both write back instead.
-                // SAFETY: WBINVD only writes back and invalidates caches.
-                unsafe { asm!("wbinvd", options(nomem, nostack)) };
+                guest_state::emulate_wbinvd();
                 skip(vmcs, length.get())
             }
             VmExit::Vmxon { .. }
