@@ -115,12 +115,8 @@ pub fn run() -> Outcome {
     println!("mini-hv: guest: Linux (boot protocol, 32-bit entry, devices passed through)");
     // SAFETY: ring 0, one processor.
     let mut msrs = unsafe { LiveMsrs::new() };
-    let caps = match VmxCapabilities::read(&mut msrs) {
-        Ok(caps) => caps,
-        Err(e) => {
-            println!("mini-hv: cannot read the VMX capability MSRs: {e}");
-            return Outcome::Fail;
-        }
+    let Some(caps) = super::read_caps(&mut msrs) else {
+        return Outcome::Fail;
     };
     let request = ControlRequest::new()
         .require(PrimaryControls::USE_IO_BITMAPS | PrimaryControls::USE_MSR_BITMAPS)

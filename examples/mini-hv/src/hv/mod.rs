@@ -96,12 +96,8 @@ pub fn run() -> Outcome {
     }
     // SAFETY: ring 0, one processor.
     let mut msrs = unsafe { LiveMsrs::new() };
-    let caps = match VmxCapabilities::read(&mut msrs) {
-        Ok(caps) => caps,
-        Err(e) => {
-            println!("mini-hv: cannot read the VMX capability MSRs: {e}");
-            return Outcome::Fail;
-        }
+    let Some(caps) = read_caps(&mut msrs) else {
+        return Outcome::Fail;
     };
     println!("mini-hv: VMX capabilities:");
     println!("{caps}");
@@ -254,6 +250,17 @@ pub fn run() -> Outcome {
         }
     }
     outcome
+}
+
+/// The VMX capabilities (SDM Vol. 3D, Appendix A) of this processor; prints why not.
+fn read_caps(msrs: &mut LiveMsrs) -> Option<VmxCapabilities> {
+    match VmxCapabilities::read(msrs) {
+        Ok(caps) => Some(caps),
+        Err(e) => {
+            println!("mini-hv: cannot read the VMX capability MSRs: {e}");
+            None
+        }
+    }
 }
 
 /// Enters VMX root operation (VMXON) with the VMXON region in `vmxon_frame`; prints why not.
