@@ -3,6 +3,7 @@
 //! with, and the exit-handling steps that are the same for both (advancing RIP, injecting an
 //! exception, MOV to CR0/CR4, XSETBV validation).
 
+use exits::VmExit;
 use vmcs::{
     ActivityState, EntryInterruptionInfo, GuestSegment, InterruptibilityState, InterruptionType,
     Segment, VmcsWrite, fields,
@@ -176,6 +177,28 @@ pub(super) fn emulate_xsetbv(regs: &GuestRegisters, xcr0_supported: u64) -> bool
 pub(super) fn emulate_wbinvd() {
     // SAFETY: WBINVD only writes back and invalidates caches.
     unsafe { core::arch::asm!("wbinvd", options(nomem, nostack)) };
+}
+
+/// Whether `exit` is a VMX instruction's (VMCALL, VMXON, VMXOFF, VMCLEAR, VMPTRLD, VMPTRST,
+/// VMREAD, VMWRITE, VMLAUNCH, VMRESUME, INVEPT, INVVPID, VMFUNC): neither guest is offered VMX,
+/// so each raises #UD (a guest that uses VMCALL as a hypercall handles it before asking).
+pub(super) fn is_vmx_instruction(exit: &VmExit) -> bool {
+    matches!(
+        exit,
+        VmExit::Vmcall { .. }
+            | VmExit::Vmxon { .. }
+            | VmExit::Vmxoff { .. }
+            | VmExit::Vmclear { .. }
+            | VmExit::Vmptrld { .. }
+            | VmExit::Vmptrst { .. }
+            | VmExit::Vmread { .. }
+            | VmExit::Vmwrite { .. }
+            | VmExit::Vmlaunch { .. }
+            | VmExit::Vmresume { .. }
+            | VmExit::Invept { .. }
+            | VmExit::Invvpid { .. }
+            | VmExit::Vmfunc { .. }
+    )
 }
 
 /// Advances the guest's RIP past the exiting instruction (and drops blocking by STI/MOV SS, which

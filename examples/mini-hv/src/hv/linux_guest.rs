@@ -628,19 +628,7 @@ impl Linux {
                 guest_state::emulate_wbinvd();
                 skip(vmcs, length.get())
             }
-            VmExit::Vmxon { .. }
-            | VmExit::Vmxoff { .. }
-            | VmExit::Vmclear { .. }
-            | VmExit::Vmptrld { .. }
-            | VmExit::Vmptrst { .. }
-            | VmExit::Vmread { .. }
-            | VmExit::Vmwrite { .. }
-            | VmExit::Vmlaunch { .. }
-            | VmExit::Vmresume { .. }
-            | VmExit::Invept { .. }
-            | VmExit::Invvpid { .. }
-            | VmExit::Vmcall { .. }
-            | VmExit::Vmfunc { .. } => inject(vmcs, UD, None),
+            vmx if guest_state::is_vmx_instruction(&vmx) => inject(vmcs, UD, None),
             VmExit::TripleFault => self.stop(vmcs, format_args!("the guest triple-faulted")),
             VmExit::InitSignal => self.stop(vmcs, format_args!("INIT signal to the guest (not emulated)")),
             VmExit::StartupIpi { vector } => {

@@ -358,18 +358,8 @@ impl Vcpu {
                 guest_state::emulate_wbinvd();
                 skip(vmcs, length.get())
             }
-            VmExit::Vmxon { .. }
-            | VmExit::Vmxoff { .. }
-            | VmExit::Vmclear { .. }
-            | VmExit::Vmptrld { .. }
-            | VmExit::Vmptrst { .. }
-            | VmExit::Vmread { .. }
-            | VmExit::Vmwrite { .. }
-            | VmExit::Vmlaunch { .. }
-            | VmExit::Vmresume { .. }
-            | VmExit::Invept { .. }
-            | VmExit::Invvpid { .. }
-            | VmExit::Vmfunc { .. } => inject(vmcs, UD, None),
+            // VMCALL, the hypercall, was handled above.
+            vmx if guest_state::is_vmx_instruction(&vmx) => inject(vmcs, UD, None),
             VmExit::ExceptionOrNmi {
                 info: Some(info), ..
             } if info.kind == InterruptionType::Nmi => {
