@@ -16,6 +16,7 @@ pub(super) const CR0_NW: u64 = 1 << 29;
 pub(super) const CR0_CD: u64 = 1 << 30;
 pub(super) const CR0_PG: u64 = 1 << 31;
 pub(super) const CR4_VMXE: u64 = 1 << 13;
+const CR4_OSXSAVE: u64 = 1 << 18;
 pub(super) const EFER_LME: u64 = 1 << 8;
 pub(super) const EFER_LMA: u64 = 1 << 10;
 
@@ -177,6 +178,17 @@ pub(super) fn emulate_xsetbv(regs: &GuestRegisters, xcr0_supported: u64) -> bool
 pub(super) fn emulate_wbinvd() {
     // SAFETY: WBINVD only writes back and invalidates caches.
     unsafe { core::arch::asm!("wbinvd", options(nomem, nostack)) };
+}
+
+/// CPUID.1:ECX as both guests see it: VMX (bit 5) and SMX (6) hidden, "hypervisor present" (31)
+/// set, OSXSAVE (27) from the guest's CR4 (`guest_cr4`) rather than the host's.
+pub(super) fn cpuid_leaf1_ecx(ecx: u32, guest_cr4: u64) -> u32 {
+    let mut c = ecx & !((1 << 5) | (1 << 6) | (1 << 27));
+    c |= 1 << 31;
+    if guest_cr4 & CR4_OSXSAVE != 0 {
+        c |= 1 << 27;
+    }
+    c
 }
 
 /// Whether `exit` is a VMX instruction's (VMCALL, VMXON, VMXOFF, VMCLEAR, VMPTRLD, VMPTRST,

@@ -660,14 +660,7 @@ impl Linux {
                 let r = crate::arch::cpuid(leaf, sub);
                 let (mut a, mut b, mut c, mut d) = (r.eax, r.ebx, r.ecx, r.edx);
                 match leaf {
-                    1 => {
-                        // VMX (5) and SMX (6) hidden, hypervisor (31) set, OSXSAVE (27) from the guest's CR4.
-                        c &= !((1 << 5) | (1 << 6) | (1 << 27));
-                        c |= 1 << 31;
-                        if guest_cr4 & CR4_OSXSAVE != 0 {
-                            c |= 1 << 27;
-                        }
-                    }
+                    1 => c = guest_state::cpuid_leaf1_ecx(c, guest_cr4),
                     7 if sub == 0 => {
                         if !self.proc2.contains(SecondaryControls::ENABLE_INVPCID) {
                             b &= !(1 << 10);

@@ -22,7 +22,6 @@ use crate::guest::abi::{self, reason};
 const UD: u8 = 6;
 const GP: u8 = 13;
 
-const CR4_OSXSAVE: u64 = 1 << 18;
 const EFER_SCE: u64 = 1 << 0;
 const EFER_NXE: u64 = 1 << 11;
 
@@ -406,15 +405,7 @@ impl Vcpu {
                 let r = crate::arch::cpuid(leaf, subleaf);
                 let (a, mut b, mut c, mut d) = (r.eax, r.ebx, r.ecx, r.edx);
                 match leaf {
-                    1 => {
-                        // VMX (5) and SMX (6) hidden, hypervisor present (31), OSXSAVE (27) from the
-                        // guest's CR4.
-                        c &= !((1 << 5) | (1 << 6) | (1 << 27));
-                        c |= 1 << 31;
-                        if guest_cr4 & CR4_OSXSAVE != 0 {
-                            c |= 1 << 27;
-                        }
-                    }
+                    1 => c = guest_state::cpuid_leaf1_ecx(c, guest_cr4),
                     7 if subleaf == 0 => {
                         // INVPCID (EBX 10) is not enabled for the guest; RDPID (ECX 22) needs
                         // "enable RDTSCP"; WAITPKG (ECX 5) needs "enable user wait and pause".
