@@ -163,6 +163,7 @@ impl fmt::Display for GuestSegment {
 /// A segment register's four guest-state fields as one value: selector, base address, segment
 /// limit (in bytes, as the VMCS holds it) and access rights (SDM Vol. 3C, 25.4.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Segment {
     /// The selector.
     pub selector: u16,
@@ -237,6 +238,7 @@ impl fmt::Display for GuestDescriptorTable {
 /// A descriptor-table register's guest-state fields as one value: base address and limit. (The
 /// VMCS field is 32 bits wide; VM entry requires bits 31:16 to be zero.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct DescriptorTable {
     /// The base address.
     pub base: u64,
