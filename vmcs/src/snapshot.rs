@@ -187,8 +187,7 @@ impl fmt::Display for Dump<'_> {
             .snapshot
             .iter()
             .map(|(info, _)| info.name.len())
-            .max()
-            .unwrap_or(0);
+            .fold(0, usize::max);
         for (n, ty) in ORDER.into_iter().enumerate() {
             if n > 0 {
                 writeln!(f)?;

@@ -427,23 +427,26 @@ impl VmxCapabilities {
             }
         };
         let true_msr = |plain: u64, true_msr: Option<u64>| true_msr.unwrap_or(plain);
+        // An MSR that does not exist on this processor reports no capability: every bit 0 (no
+        // control may be 1, no EPT/VPID feature, ...). Read errors still propagate through `?`.
+        let absent_is_zero = |value: Option<u64>| value.unwrap_or_default();
 
-        let pin = read_if(msr::IA32_VMX_PINBASED_CTLS)?.unwrap_or(0);
-        let entry = read_if(msr::IA32_VMX_ENTRY_CTLS)?.unwrap_or(0);
-        let misc = read_if(msr::IA32_VMX_MISC)?.unwrap_or(0);
-        let cr0_fixed0 = read_if(msr::IA32_VMX_CR0_FIXED0)?.unwrap_or(0);
-        let cr0_fixed1 = read_if(msr::IA32_VMX_CR0_FIXED1)?.unwrap_or(0);
-        let cr4_fixed0 = read_if(msr::IA32_VMX_CR4_FIXED0)?.unwrap_or(0);
-        let cr4_fixed1 = read_if(msr::IA32_VMX_CR4_FIXED1)?.unwrap_or(0);
-        let vmcs_enum = read_if(msr::IA32_VMX_VMCS_ENUM)?.unwrap_or(0);
-        let ept_vpid = read_if(msr::IA32_VMX_EPT_VPID_CAP)?.unwrap_or(0);
+        let pin = absent_is_zero(read_if(msr::IA32_VMX_PINBASED_CTLS)?);
+        let entry = absent_is_zero(read_if(msr::IA32_VMX_ENTRY_CTLS)?);
+        let misc = absent_is_zero(read_if(msr::IA32_VMX_MISC)?);
+        let cr0_fixed0 = absent_is_zero(read_if(msr::IA32_VMX_CR0_FIXED0)?);
+        let cr0_fixed1 = absent_is_zero(read_if(msr::IA32_VMX_CR0_FIXED1)?);
+        let cr4_fixed0 = absent_is_zero(read_if(msr::IA32_VMX_CR4_FIXED0)?);
+        let cr4_fixed1 = absent_is_zero(read_if(msr::IA32_VMX_CR4_FIXED1)?);
+        let vmcs_enum = absent_is_zero(read_if(msr::IA32_VMX_VMCS_ENUM)?);
+        let ept_vpid = absent_is_zero(read_if(msr::IA32_VMX_EPT_VPID_CAP)?);
         let true_pin = read_if(msr::IA32_VMX_TRUE_PINBASED_CTLS)?;
         let true_proc = read_if(msr::IA32_VMX_TRUE_PROCBASED_CTLS)?;
         let true_exit = read_if(msr::IA32_VMX_TRUE_EXIT_CTLS)?;
         let true_entry = read_if(msr::IA32_VMX_TRUE_ENTRY_CTLS)?;
-        let vmfunc = read_if(msr::IA32_VMX_VMFUNC)?.unwrap_or(0);
-        let proc3 = read_if(msr::IA32_VMX_PROCBASED_CTLS3)?.unwrap_or(0);
-        let exit2 = read_if(msr::IA32_VMX_EXIT_CTLS2)?.unwrap_or(0);
+        let vmfunc = absent_is_zero(read_if(msr::IA32_VMX_VMFUNC)?);
+        let proc3 = absent_is_zero(read_if(msr::IA32_VMX_PROCBASED_CTLS3)?);
+        let exit2 = absent_is_zero(read_if(msr::IA32_VMX_EXIT_CTLS2)?);
 
         Ok(Self {
             feature_control,

@@ -280,9 +280,15 @@ fn debugctl_in_msr_list(vmcs: &HardwareVmcs<'_>) -> Option<Outcome> {
 
 /// Bochs' A48: "use TSC scaling" (secondary bit 25, effective) with a TSC multiplier of 0.
 fn tsc_multiplier_zero(vmcs: &HardwareVmcs<'_>) -> Option<Outcome> {
-    let read = |e: u32| vmcs.read_raw(e).unwrap_or(0);
-    (read(fields::PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS.encoding()) & 1 << 31 != 0
-        && read(fields::SECONDARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS.encoding()) & 1 << 25 != 0
+    // A field that cannot be read excuses nothing.
+    let primary = vmcs
+        .read_raw(fields::PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS.encoding())
+        .ok()?;
+    let secondary = vmcs
+        .read_raw(fields::SECONDARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS.encoding())
+        .ok()?;
+    (primary & 1 << 31 != 0
+        && secondary & 1 << 25 != 0
         && vmcs.read_raw(fields::TSC_MULTIPLIER.encoding()) == Ok(0))
     .then_some(VMFAIL_CONTROLS)
 }
