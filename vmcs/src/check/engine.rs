@@ -220,6 +220,27 @@ impl<'a, V: VmcsRead + ?Sized, M: PhysMemory + ?Sized, S: ViolationSink + ?Sized
         }
     }
 
+    /// An optional MSR field (`encoding`, read only if present) whose reserved bits are the
+    /// model-specific `reserved` mask of [`CpuFacts`]: a set reserved bit violates `rule`; an
+    /// unknown mask leaves `rule` unchecked (never passed).
+    pub(super) fn model_reserved_msr(&mut self, rule: Rule, encoding: u32, reserved: Option<u64>) {
+        match reserved {
+            None => self.unchecked(&[rule]),
+            Some(mask) => {
+                if let Some(value) = self.read_opt(encoding, &[rule]) {
+                    self.clear(rule, &[encoding], value, mask);
+                }
+            }
+        }
+    }
+
+    /// An optional IA32_PAT field: every byte must hold a valid PAT memory type.
+    pub(super) fn pat_msr(&mut self, rule: Rule, encoding: u32) {
+        if let Some(pat) = self.read_opt(encoding, &[rule]) {
+            self.expect(rule, &[encoding], pat, Expected::PatMemoryTypes);
+        }
+    }
+
     /// Marks `rules` as not evaluated.
     pub(super) fn unchecked(&mut self, rules: &[Rule]) {
         for rule in rules {

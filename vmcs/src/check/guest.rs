@@ -250,21 +250,11 @@ where
         }
     }
     if c.entry(ENTRY_PERF) {
-        let field = enc!(GUEST_IA32_PERF_GLOBAL_CTRL);
-        match (
-            cpu.perf_global_ctrl_reserved,
-            cx.read_opt(field, &[Rule::G16]),
-        ) {
-            (Some(reserved), Some(value)) => cx.clear(Rule::G16, &[field], value, reserved),
-            (None, _) => cx.unchecked(&[Rule::G16]),
-            (_, None) => {}
-        }
+        let reserved = cpu.perf_global_ctrl_reserved;
+        cx.model_reserved_msr(Rule::G16, enc!(GUEST_IA32_PERF_GLOBAL_CTRL), reserved);
     }
     if c.entry(ENTRY_PAT) {
-        let field = enc!(GUEST_IA32_PAT);
-        if let Some(pat) = cx.read_opt(field, &[Rule::G17]) {
-            cx.expect(Rule::G17, &[field], pat, Expected::PatMemoryTypes);
-        }
+        cx.pat_msr(Rule::G17, enc!(GUEST_IA32_PAT));
     }
     if c.entry(ENTRY_EFER) {
         let field = enc!(GUEST_IA32_EFER);

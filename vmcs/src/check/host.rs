@@ -98,21 +98,11 @@ where
 
     // D14-D19: MSRs loaded on VM exit.
     if c.exit(EXIT_PERF) {
-        let field = enc!(HOST_IA32_PERF_GLOBAL_CTRL);
-        match (
-            cpu.perf_global_ctrl_reserved,
-            cx.read_opt(field, &[Rule::D14]),
-        ) {
-            (Some(reserved), Some(value)) => cx.clear(Rule::D14, &[field], value, reserved),
-            (None, _) => cx.unchecked(&[Rule::D14]),
-            (_, None) => {}
-        }
+        let reserved = cpu.perf_global_ctrl_reserved;
+        cx.model_reserved_msr(Rule::D14, enc!(HOST_IA32_PERF_GLOBAL_CTRL), reserved);
     }
     if c.exit(EXIT_PAT) {
-        let field = enc!(HOST_IA32_PAT);
-        if let Some(pat) = cx.read_opt(field, &[Rule::D15]) {
-            cx.expect(Rule::D15, &[field], pat, Expected::PatMemoryTypes);
-        }
+        cx.pat_msr(Rule::D15, enc!(HOST_IA32_PAT));
     }
     if c.exit(EXIT_EFER) {
         let field = enc!(HOST_IA32_EFER);
