@@ -208,6 +208,40 @@ macro_rules! entry_common {
     };
 }
 
+/// The large-page half of a PDPTE or PDE: bit 7 (page size) selects between a reference to
+/// the next table and a leaf mapping a page of `$size`, whose address drops the bits below it.
+macro_rules! large_page {
+    ($constructor:ident, $name:literal, $size:expr) => {
+        #[doc = concat!("An entry mapping the ", $name, " page at `page` (aligned to its size; lower bits are dropped).")]
+        pub const fn $constructor(page: HostPhysAddr, attributes: LeafAttributes) -> Self {
+            Self(
+                (page.as_u64() & ADDRESS_MASK & !($size.bytes() - 1))
+                    | attributes.to_bits()
+                    | EntryFlags::PAGE_SIZE.bits(),
+            )
+        }
+
+        #[doc = concat!("Bit 7: the entry maps a ", $name, " page.")]
+        pub const fn is_page(self) -> bool {
+            self.0 & EntryFlags::PAGE_SIZE.bits() != 0
+        }
+
+        /// What the entry holds.
+        pub const fn kind(self) -> EntryKind {
+            if !self.is_present() {
+                EntryKind::NotPresent
+            } else if self.is_page() {
+                EntryKind::Page(
+                    HostPhysAddr::new_truncate(self.0 & ADDRESS_MASK & !($size.bytes() - 1)),
+                    $size,
+                )
+            } else {
+                EntryKind::Table(self.address())
+            }
+        }
+    };
+}
+
 macro_rules! leaf_accessors {
     () => {
         /// Bits 5:3: the EPT memory type of the page, or the reserved value.
@@ -305,33 +339,7 @@ impl PdptEntry {
     table_constructor!();
     leaf_accessors!();
 
-    /// An entry mapping the 1-GByte page at `page` (1-GiB aligned; low bits are dropped).
-    pub const fn page_1g(page: HostPhysAddr, attributes: LeafAttributes) -> Self {
-        Self(
-            (page.as_u64() & ADDRESS_MASK & !0x3fff_ffff)
-                | attributes.to_bits()
-                | EntryFlags::PAGE_SIZE.bits(),
-        )
-    }
-
-    /// Bit 7: the entry maps a 1-GByte page.
-    pub const fn is_page(self) -> bool {
-        self.0 & EntryFlags::PAGE_SIZE.bits() != 0
-    }
-
-    /// What the entry holds.
-    pub const fn kind(self) -> EntryKind {
-        if !self.is_present() {
-            EntryKind::NotPresent
-        } else if self.is_page() {
-            EntryKind::Page(
-                HostPhysAddr::new_truncate(self.0 & ADDRESS_MASK & !0x3fff_ffff),
-                PageSize::Size1G,
-            )
-        } else {
-            EntryKind::Table(self.address())
-        }
-    }
+    large_page!(page_1g, "1-GByte", PageSize::Size1G);
 }
 
 /// An EPT page-directory entry: references an EPT page table (bit 7 = 0) or maps a 2-MByte
@@ -345,33 +353,7 @@ impl PdEntry {
     table_constructor!();
     leaf_accessors!();
 
-    /// An entry mapping the 2-MByte page at `page` (2-MiB aligned; low bits are dropped).
-    pub const fn page_2m(page: HostPhysAddr, attributes: LeafAttributes) -> Self {
-        Self(
-            (page.as_u64() & ADDRESS_MASK & !0x1f_ffff)
-                | attributes.to_bits()
-                | EntryFlags::PAGE_SIZE.bits(),
-        )
-    }
-
-    /// Bit 7: the entry maps a 2-MByte page.
-    pub const fn is_page(self) -> bool {
-        self.0 & EntryFlags::PAGE_SIZE.bits() != 0
-    }
-
-    /// What the entry holds.
-    pub const fn kind(self) -> EntryKind {
-        if !self.is_present() {
-            EntryKind::NotPresent
-        } else if self.is_page() {
-            EntryKind::Page(
-                HostPhysAddr::new_truncate(self.0 & ADDRESS_MASK & !0x1f_ffff),
-                PageSize::Size2M,
-            )
-        } else {
-            EntryKind::Table(self.address())
-        }
-    }
+    large_page!(page_2m, "2-MByte", PageSize::Size2M);
 }
 
 /// An EPT page-table entry: maps a 4-KByte page. Bit 7 is ignored; bit 61 enables sub-page
