@@ -507,50 +507,50 @@ where
         }
     }
 
-    // TR: H29-H34.
-    let tr = seg[TR];
-    let tr_ar = &[f[TR][ar]];
+    // TR: H29-H34 (H29-H33 shared in shape with LDTR's H35-H39).
     let tr_types: &'static [u64] = if g.ia32e { &[11] } else { &[3, 11] };
-    cx.expect(Rule::H29, tr_ar, tr.kind(), Expected::OneOf(tr_types));
-    cx.clear(Rule::H30, tr_ar, tr.ar, S);
-    cx.set(Rule::H31, tr_ar, tr.ar, P);
+    let tr_rules = [Rule::H29, Rule::H30, Rule::H31, Rule::H32, Rule::H33];
+    system_segment(cx, &seg[TR], &f[TR], Expected::OneOf(tr_types), tr_rules);
+    cx.clear(Rule::H34, &[f[TR][ar]], seg[TR].ar, UNUSABLE);
+
+    // LDTR: H35-H39, only when usable.
+    if seg[LDTR].usable() {
+        let ldtr_rules = [Rule::H35, Rule::H36, Rule::H37, Rule::H38, Rule::H39];
+        system_segment(cx, &seg[LDTR], &f[LDTR], Expected::Equal(2), ldtr_rules);
+    }
+}
+
+/// The checks TR and LDTR share, in the order of `rules`: the type is what `kind` accepts, S = 0,
+/// P = 1, the reserved access-rights bits are 0, and G agrees with the limit.
+fn system_segment<V, M, S>(
+    cx: &mut Ctx<'_, V, M, S>,
+    s: &Segment,
+    fields: &[u32; 4],
+    kind: Expected,
+    [type_rule, s_rule, p_rule, reserved_rule, granularity_rule]: [Rule; 5],
+) where
+    V: VmcsRead + ?Sized,
+    M: PhysMemory + ?Sized,
+    S: ViolationSink + ?Sized,
+{
+    let (limit, ar) = (2, 3);
+    let ar_f = &[fields[ar]];
+    cx.expect(type_rule, ar_f, s.kind(), kind);
+    cx.clear(s_rule, ar_f, s.ar, S);
+    cx.set(p_rule, ar_f, s.ar, P);
     cx.clear(
-        Rule::H32,
-        tr_ar,
-        tr.ar,
+        reserved_rule,
+        ar_f,
+        s.ar,
         AR_RESERVED_11_8 | AR_RESERVED_31_17,
     );
-    if !granularity_ok(&tr) {
+    if !granularity_ok(s) {
         cx.fail(
-            Rule::H33,
-            &[f[TR][ar], f[TR][limit]],
-            tr.ar,
-            granularity_expected(&tr),
+            granularity_rule,
+            &[fields[ar], fields[limit]],
+            s.ar,
+            granularity_expected(s),
         );
-    }
-    cx.clear(Rule::H34, tr_ar, tr.ar, UNUSABLE);
-
-    // LDTR: H35-H39.
-    let ldtr = seg[LDTR];
-    if ldtr.usable() {
-        let ldtr_ar = &[f[LDTR][ar]];
-        cx.expect(Rule::H35, ldtr_ar, ldtr.kind(), Expected::Equal(2));
-        cx.clear(Rule::H36, ldtr_ar, ldtr.ar, S);
-        cx.set(Rule::H37, ldtr_ar, ldtr.ar, P);
-        cx.clear(
-            Rule::H38,
-            ldtr_ar,
-            ldtr.ar,
-            AR_RESERVED_11_8 | AR_RESERVED_31_17,
-        );
-        if !granularity_ok(&ldtr) {
-            cx.fail(
-                Rule::H39,
-                &[f[LDTR][ar], f[LDTR][limit]],
-                ldtr.ar,
-                granularity_expected(&ldtr),
-            );
-        }
     }
 }
 
