@@ -239,6 +239,9 @@ pub fn run_all() -> Result<(), String> {
         ],
         &[],
     )?;
+    // The kernel's pure logic (its `mini_hv_logic` library) on the host; the kernel's link arguments
+    // apply to its binary only (`examples/mini-hv/build.rs`).
+    crate::cargo(&["test", "-p", "mini-hv", "--lib"], &[])?;
     let rustdoc = [("RUSTDOCFLAGS", "-D warnings")];
     crate::cargo(
         &[

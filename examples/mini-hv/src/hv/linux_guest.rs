@@ -1,5 +1,5 @@
 //! The Linux guest (`mini-hv.guest=linux` on the hypervisor's command line): an unmodified Linux
-//! kernel, loaded per the x86 boot protocol by [`loader`], run with its devices passed through.
+//! kernel, loaded per the x86 boot protocol ([`mini_hv_logic::boot_protocol`]) by [`loader`], run with its devices passed through.
 //!
 //! - EPT identity-maps (guest-physical == host-physical) the first MiB (but any Multiboot structure in it)
 //!   and everything from `hv_end` to 4 GiB: guest RAM, the ACPI tables, the PCI hole with the IOAPIC,
@@ -31,8 +31,8 @@ use vmx_caps::{
 use vmx_core::{GpReg, GuestRegisters, LivePlatform, VmFail, VmxRoot};
 
 use super::Outcome;
-use super::guest_state::{self, CR0_PE, CrPolicy};
 use crate::println;
+use mini_hv_logic::guest_state::{self, CR0_PE, CrPolicy};
 
 #[path = "../linux/loader.rs"]
 mod loader;
@@ -237,7 +237,7 @@ pub fn run() -> Outcome {
             e.addr + e.size,
             e.kind
         );
-        if e.kind == loader::E820_RAM && e.addr + e.size <= 1 << 32 {
+        if e.kind == mini_hv_logic::boot_protocol::E820_RAM && e.addr + e.size <= 1 << 32 {
             ram_top = ram_top.max(e.addr + e.size);
         }
     }
@@ -619,13 +619,13 @@ impl Linux {
                 }
             }
             VmExit::Xsetbv { length } => {
-                if !guest_state::emulate_xsetbv(&self.regs, self.xcr0_supported) {
+                if !super::emulate_xsetbv(&self.regs, self.xcr0_supported) {
                     return inject(vmcs, GP, Some(0));
                 }
                 skip(vmcs, length.get())
             }
             VmExit::Invd { length } | VmExit::Wbinvd { length } => {
-                guest_state::emulate_wbinvd();
+                super::emulate_wbinvd();
                 skip(vmcs, length.get())
             }
             vmx if guest_state::is_vmx_instruction(&vmx) => inject(vmcs, UD, None),

@@ -7,10 +7,8 @@
 //! else: the MMIO device page and everything beyond RAM are unmapped, so each access is an EPT
 //! violation the hypervisor emulates or refuses. The hypervisor's own memory is never mapped.
 
-mod decode;
 mod devices;
 mod entry_diff;
-mod guest_state;
 mod linux_guest;
 mod memory;
 mod vcpu;
@@ -29,6 +27,7 @@ use vmx_core::{ActiveVmcs, LivePlatform, VmFail, VmcsRegion, VmxRoot, VmxonRegio
 
 use crate::guest::{self, abi};
 use crate::{print, println};
+use mini_hv_logic::guest_state;
 use vcpu::{Config, End, Vcpu};
 
 /// How the hypervisor's run ended; `main` prints the matching `mini-hv: RESULT ...` line and exits.
@@ -344,6 +343,27 @@ unsafe fn xsetbv0(value: u64) {
         core::arch::asm!("xsetbv", in("ecx") 0u32, in("eax") value as u32, in("edx") (value >> 32) as u32,
                          options(nomem, nostack, preserves_flags))
     };
+}
+
+/// XSETBV emulation: loads XCR0 with the guest's EDX:EAX when [`guest_state::xsetbv_value`]
+/// accepts it; `false` means #GP.
+fn emulate_xsetbv(regs: &vmx_core::GuestRegisters, xcr0_supported: u64) -> bool {
+    let Some(value) = guest_state::xsetbv_value(regs, xcr0_supported) else {
+        return false;
+    };
+    // SAFETY: a valid XCR0 for this processor (checked by `xsetbv_value`; without XSAVE
+    // `xcr0_supported` is empty and nothing is valid); both guests' set-up set the host's
+    // CR4.OSXSAVE when XSAVE exists; the host uses no state component beyond x87/SSE, which stay
+    // enabled.
+    unsafe { xsetbv0(value) };
+    true
+}
+
+/// INVD and WBINVD emulation: both write back (INVD would discard the host's dirty cache lines
+/// too).
+fn emulate_wbinvd() {
+    // SAFETY: WBINVD only writes back and invalidates caches.
+    unsafe { core::arch::asm!("wbinvd", options(nomem, nostack)) };
 }
 
 /// MAXPHYADDR (CPUID.80000008H:EAX\[7:0\]).

@@ -12,11 +12,11 @@ use vmcs::{
 use vmx_caps::FixedBits;
 use vmx_core::{ActiveVmcs, GpReg, GuestRegisters, RspInVmcs, VmFail};
 
-use super::decode::{self, MovAccess, Operation, Reg};
 use super::devices::{self, MmioDevice, Uart};
-use super::guest_state::{self, CR0_PG, CrPolicy, EFER_LMA, EFER_LME};
 use super::memory::{GuestMemory, Paging};
 use crate::guest::abi::{self, reason};
+use mini_hv_logic::decode::{self, MovAccess, Operation, Reg};
+use mini_hv_logic::guest_state::{self, CR0_PG, CrPolicy, EFER_LMA, EFER_LME};
 
 /// Exception vectors the hypervisor injects (SDM Vol. 3A, 6.3.1).
 const UD: u8 = 6;
@@ -348,13 +348,13 @@ impl Vcpu {
                 ..
             } => self.cr_access(qualification, length.get(), vmcs),
             VmExit::Xsetbv { length } => {
-                if !guest_state::emulate_xsetbv(&self.regs, self.config.xcr0_supported) {
+                if !super::emulate_xsetbv(&self.regs, self.config.xcr0_supported) {
                     return inject(vmcs, GP, Some(0));
                 }
                 skip(vmcs, length.get())
             }
             VmExit::Invd { length } | VmExit::Wbinvd { length } => {
-                guest_state::emulate_wbinvd();
+                super::emulate_wbinvd();
                 skip(vmcs, length.get())
             }
             // VMCALL, the hypercall, was handled above.

@@ -1,7 +1,6 @@
-//! What the two guests (the test guest of [`super::vcpu`] and the Linux guest of
-//! [`super::linux_guest`]) share: the CR0/CR4 ownership policy, the guest-state fields both start
-//! with, and the exit-handling steps that are the same for both (advancing RIP, injecting an
-//! exception, MOV to CR0/CR4, XSETBV validation).
+//! What the two guests (the kernel's test guest and its Linux guest) share: the CR0/CR4 ownership
+//! policy, the guest-state fields both start with, and the exit-handling steps that are the same for
+//! both (advancing RIP, injecting an exception, MOV to CR0/CR4, XSETBV validation).
 
 use exits::VmExit;
 use vmcs::{
@@ -11,20 +10,29 @@ use vmcs::{
 use vmx_caps::{EntryControls, FixedBits};
 use vmx_core::{GuestRegisters, VmFail};
 
-pub(super) const CR0_PE: u64 = 1 << 0;
-pub(super) const CR0_NW: u64 = 1 << 29;
-pub(super) const CR0_CD: u64 = 1 << 30;
-pub(super) const CR0_PG: u64 = 1 << 31;
-pub(super) const CR4_VMXE: u64 = 1 << 13;
+/// CR0.PE (protection enable).
+pub const CR0_PE: u64 = 1 << 0;
+/// CR0.NW (not write-through).
+pub const CR0_NW: u64 = 1 << 29;
+/// CR0.CD (cache disable).
+pub const CR0_CD: u64 = 1 << 30;
+/// CR0.PG (paging).
+pub const CR0_PG: u64 = 1 << 31;
+/// CR4.VMXE (VMX enable).
+pub const CR4_VMXE: u64 = 1 << 13;
 const CR4_OSXSAVE: u64 = 1 << 18;
-pub(super) const EFER_LME: u64 = 1 << 8;
-pub(super) const EFER_LMA: u64 = 1 << 10;
+/// IA32_EFER.LME (IA-32e mode enable).
+pub const EFER_LME: u64 = 1 << 8;
+/// IA32_EFER.LMA (IA-32e mode active).
+pub const EFER_LMA: u64 = 1 << 10;
 
 /// The CR0 and CR4 fixed bits (IA32_VMX_CR0_FIXED0/1, IA32_VMX_CR4_FIXED0/1) that decide which
 /// control-register bits the host owns.
 #[derive(Clone, Copy)]
-pub(super) struct CrPolicy {
+pub struct CrPolicy {
+    /// IA32_VMX_CR0_FIXED0 and IA32_VMX_CR0_FIXED1.
     pub cr0_fixed: FixedBits,
+    /// IA32_VMX_CR4_FIXED0 and IA32_VMX_CR4_FIXED1.
     pub cr4_fixed: FixedBits,
 }
 
@@ -134,7 +142,7 @@ impl CrPolicy {
 }
 
 /// Writes the data segments ES, SS, DS, FS and GS, all as `data`.
-pub(super) fn write_data_segments(vmcs: &mut impl VmcsWrite, data: Segment) -> Result<(), VmFail> {
+pub fn write_data_segments(vmcs: &mut impl VmcsWrite, data: Segment) -> Result<(), VmFail> {
     for seg in [
         GuestSegment::Es,
         GuestSegment::Ss,
@@ -150,7 +158,7 @@ pub(super) fn write_data_segments(vmcs: &mut impl VmcsWrite, data: Segment) -> R
 /// XCR0 validity (SDM Vol. 1, 13.3 "Enabling the XSAVE Feature Set and XSAVE-Enabled
 /// Features"): x87 set, only `supported` bits, AVX needs SSE, AVX-512 all three together and
 /// with AVX, MPX both or neither.
-fn xcr0_valid(supported: u64, v: u64) -> bool {
+pub fn xcr0_valid(supported: u64, v: u64) -> bool {
     let avx512 = 0xe0;
     v & 1 != 0
         && v & !supported == 0
@@ -159,30 +167,17 @@ fn xcr0_valid(supported: u64, v: u64) -> bool {
         && (v & 0x18 == 0 || v & 0x18 == 0x18)
 }
 
-/// XSETBV emulation: loads XCR0 with EDX:EAX when ECX is 0 and the value is valid for a
-/// processor supporting `xcr0_supported` ([`xcr0_valid`]); `false` means #GP.
-pub(super) fn emulate_xsetbv(regs: &GuestRegisters, xcr0_supported: u64) -> bool {
+/// XSETBV (SDM Vol. 2, "XSETBV—Set Extended Control Register"): the value EDX:EAX it loads into
+/// XCR0, or `None` when it raises #GP: ECX does not name XCR0 (only ECX = 0 exists), or the value is
+/// not a valid XCR0 for a processor supporting `xcr0_supported` ([`xcr0_valid`]).
+pub fn xsetbv_value(regs: &GuestRegisters, xcr0_supported: u64) -> Option<u64> {
     let value = (regs.rdx << 32) | (regs.rax & 0xffff_ffff);
-    if regs.rcx as u32 != 0 || !xcr0_valid(xcr0_supported, value) {
-        return false;
-    }
-    // SAFETY: a valid XCR0 for this processor (checked above; without XSAVE `xcr0_supported` is
-    // empty and nothing is valid); both guests' set-up set the host's CR4.OSXSAVE when XSAVE
-    // exists; the host uses no state component beyond x87/SSE, which stay enabled.
-    unsafe { super::xsetbv0(value) };
-    true
-}
-
-/// INVD and WBINVD emulation: both write back (INVD would discard the host's dirty cache lines
-/// too).
-pub(super) fn emulate_wbinvd() {
-    // SAFETY: WBINVD only writes back and invalidates caches.
-    unsafe { core::arch::asm!("wbinvd", options(nomem, nostack)) };
+    (regs.rcx as u32 == 0 && xcr0_valid(xcr0_supported, value)).then_some(value)
 }
 
 /// CPUID.1:ECX as both guests see it: VMX (bit 5) and SMX (6) hidden, "hypervisor present" (31)
 /// set, OSXSAVE (27) from the guest's CR4 (`guest_cr4`) rather than the host's.
-pub(super) fn cpuid_leaf1_ecx(ecx: u32, guest_cr4: u64) -> u32 {
+pub fn cpuid_leaf1_ecx(ecx: u32, guest_cr4: u64) -> u32 {
     let mut c = ecx & !((1 << 5) | (1 << 6) | (1 << 27));
     c |= 1 << 31;
     if guest_cr4 & CR4_OSXSAVE != 0 {
@@ -194,7 +189,7 @@ pub(super) fn cpuid_leaf1_ecx(ecx: u32, guest_cr4: u64) -> u32 {
 /// Whether `exit` is a VMX instruction's (VMCALL, VMXON, VMXOFF, VMCLEAR, VMPTRLD, VMPTRST,
 /// VMREAD, VMWRITE, VMLAUNCH, VMRESUME, INVEPT, INVVPID, VMFUNC): neither guest is offered VMX,
 /// so each raises #UD (a guest that uses VMCALL as a hypercall handles it before asking).
-pub(super) fn is_vmx_instruction(exit: &VmExit) -> bool {
+pub fn is_vmx_instruction(exit: &VmExit) -> bool {
     matches!(
         exit,
         VmExit::Vmcall { .. }
@@ -215,7 +210,7 @@ pub(super) fn is_vmx_instruction(exit: &VmExit) -> bool {
 
 /// Advances the guest's RIP past the exiting instruction (and drops blocking by STI/MOV SS, which
 /// the instruction ended).
-pub(super) fn skip_instruction(vmcs: &mut impl VmcsWrite, length: u32) -> Result<(), VmFail> {
+pub fn skip_instruction(vmcs: &mut impl VmcsWrite, length: u32) -> Result<(), VmFail> {
     vmcs.modify(fields::GUEST_RIP, |rip| rip.wrapping_add(u64::from(length)))?;
     let ended = InterruptibilityState::BLOCKING_BY_STI | InterruptibilityState::BLOCKING_BY_MOV_SS;
     let state = vmcs.read(fields::GUEST_INTERRUPTIBILITY_STATE)?;
@@ -226,7 +221,7 @@ pub(super) fn skip_instruction(vmcs: &mut impl VmcsWrite, length: u32) -> Result
 }
 
 /// Injects hardware exception `vector` on the next VM entry; RIP stays at the faulting instruction.
-pub(super) fn inject_exception(
+pub fn inject_exception(
     vmcs: &mut impl VmcsWrite,
     vector: u8,
     error: Option<u32>,

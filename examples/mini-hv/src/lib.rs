@@ -1,0 +1,16 @@
+//! The parts of `mini-hv` that are plain logic: no instruction, port or memory access of their own,
+//! only values and the `vmcs` crate's access traits. The kernel (`src/main.rs`) is built on them, and
+//! `cargo test -p mini-hv --lib` unit-tests them on the host (`cargo xtask test` runs it), where the
+//! software VMCS (`vmcs::SoftVmcs`) stands in for the processor's.
+//!
+//! - [`decode`]: the MOV forms a guest uses on MMIO, decoded for emulation.
+//! - [`guest_state`]: the CR0/CR4 ownership policy and MOV to CR0/CR4 emulation, XCR0 validation,
+//!   the guest-state fields both guests start with, and the exit-handling steps both share.
+//! - [`boot_protocol`]: the Linux x86 boot protocol (setup header, memory layout, zero page, e820
+//!   map).
+
+#![cfg_attr(not(test), no_std)]
+
+pub mod boot_protocol;
+pub mod decode;
+pub mod guest_state;
