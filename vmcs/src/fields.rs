@@ -216,6 +216,8 @@ vmcs_fields! {
     [Width64, ReadOnly] {
         /// Guest-physical address
         GUEST_PHYSICAL_ADDRESS: u64 = 0x2400;
+        /// MSR data (VM-exit information for the MSR-list instructions)
+        MSR_DATA: u64 = 0x2402;
         /// Original-event data (FRED)
         ORIGINAL_EVENT_DATA: u64 = 0x2404;
     }
@@ -263,6 +265,8 @@ vmcs_fields! {
         GUEST_IA32_FRED_SSP2: u64 = 0x2826;
         /// Guest IA32_FRED_SSP3
         GUEST_IA32_FRED_SSP3: u64 = 0x2828;
+        /// Guest IA32_SPEC_CTRL (loaded by VM entry with the "load guest IA32_SPEC_CTRL" control)
+        GUEST_IA32_SPEC_CTRL: u64 = 0x282e;
     }
     // B.2.4 64-Bit Host-State Fields
     [Width64, ReadWrite] {
@@ -290,6 +294,8 @@ vmcs_fields! {
         HOST_IA32_FRED_SSP2: u64 = 0x2c14;
         /// Host IA32_FRED_SSP3
         HOST_IA32_FRED_SSP3: u64 = 0x2c16;
+        /// Host IA32_SPEC_CTRL (loaded at VM exit with the "load host IA32_SPEC_CTRL" control)
+        HOST_IA32_SPEC_CTRL: u64 = 0x2c1a;
     }
     // B.3.1 32-Bit Control Fields
     [Width32, ReadWrite] {

@@ -325,6 +325,9 @@ const BOCHS_ONLY: &[(&str, u32)] = &[
     ("VMCS_GUEST_IO_RSI", 0x6404),
     ("VMCS_GUEST_IO_RDI", 0x6406),
     ("VMCS_GUEST_IO_RIP", 0x6408),
+    ("VMCS_64BIT_MSR_DATA", 0x2402),
+    ("VMCS_64BIT_GUEST_IA32_SPEC_CTRL", 0x282e),
+    ("VMCS_64BIT_HOST_IA32_SPEC_CTRL", 0x2c1a),
 ];
 
 #[test]
@@ -342,6 +345,45 @@ fn every_encoding_linux_or_bochs_knows_is_declared() {
         .sum();
     assert!(with_high >= 195 + 40, "{with_high} encodings");
     const { assert!(fields::COUNT >= 199) };
+}
+
+/// The IA32_SPEC_CTRL and MSR-data fields Bochs emulates: 64-bit, full and high access, of the
+/// group their encoding's bits 11:10 name (read-only data, guest state, host state).
+#[test]
+fn spec_ctrl_and_msr_data_fields() {
+    for (field, name, ty, high) in [
+        (
+            fields::MSR_DATA.encoding(),
+            "MSR_DATA",
+            FieldType::ExitInformation,
+            0x2403,
+        ),
+        (
+            fields::GUEST_IA32_SPEC_CTRL.encoding(),
+            "GUEST_IA32_SPEC_CTRL",
+            FieldType::GuestState,
+            0x282f,
+        ),
+        (
+            fields::HOST_IA32_SPEC_CTRL.encoding(),
+            "HOST_IA32_SPEC_CTRL",
+            FieldType::HostState,
+            0x2c1b,
+        ),
+    ] {
+        let info = fields::by_encoding(field).unwrap();
+        assert_eq!(info.name, name);
+        assert_eq!(info.width(), FieldWidth::Bits64, "{name}");
+        assert_eq!(info.field_type(), ty, "{name}");
+        assert_eq!(info.read_only(), ty == FieldType::ExitInformation, "{name}");
+        assert_eq!(info.high_encoding(), Some(high), "{name}");
+        assert_eq!(info.value_type, "u64", "{name}");
+    }
+    assert!(fields::MSR_DATA.read_only());
+    assert_eq!(fields::MSR_DATA.encoding(), 0x2402);
+    assert_eq!(fields::GUEST_IA32_SPEC_CTRL.encoding(), 0x282e);
+    assert_eq!(fields::HOST_IA32_SPEC_CTRL.encoding(), 0x2c1a);
+    assert_eq!(fields::HOST_IA32_SPEC_CTRL.high().encoding(), 0x2c1b);
 }
 
 #[test]
