@@ -42,6 +42,11 @@
 //! # Ok::<(), VmFail>(())
 //! ```
 //!
+//! The structures a VMCS points to (MSR, I/O, VMREAD and VMWRITE bitmaps, MSR areas, the
+//! virtual-APIC page, the posted-interrupt descriptor, the #VE information area, the EPTP list,
+//! the page-modification log) are in [`structures`], each with its SDM layout and the fields it
+//! is written into.
+//!
 //! The field table ([`fields`]) declares each field once; its width, type and read-only-ness come
 //! from the encoding (SDM "VMCS Component Encoding") and are checked at compile time.
 #![no_std]
@@ -55,6 +60,7 @@ mod hardware;
 mod segment;
 mod snapshot;
 mod soft;
+pub mod structures;
 mod value;
 
 pub use access::{VmcsRead, VmcsWrite};
