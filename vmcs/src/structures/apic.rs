@@ -6,7 +6,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use vmx_core::{PhysTranslate, VmFail};
 
-use super::{InFrame, StructureError, VectorSet, in_frame, phys_of, vmcs_err};
+use super::{InFrame, StructureError, VectorSet, in_frame, phys_of, vmcs_err, write_address};
 use crate::{VmcsRead, VmcsWrite, fields};
 
 /// A register of the virtual-APIC page, by its offset (SDM Vol. 3C, 30.1 "Virtual Apic State";
@@ -304,9 +304,7 @@ impl ApicAccessPage {
         vmcs: &mut impl VmcsWrite,
         translate: &impl PhysTranslate,
     ) -> Result<(), StructureError> {
-        let phys = phys_of(self, translate)?;
-        vmcs.write(fields::APIC_ACCESS_ADDRESS, phys)
-            .map_err(vmcs_err::<Self>)
+        write_address(self, vmcs, translate, fields::APIC_ACCESS_ADDRESS)
     }
 }
 

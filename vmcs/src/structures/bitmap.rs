@@ -47,6 +47,11 @@ impl BitPage {
         }
     }
 
+    /// Number of set bits.
+    pub(crate) fn count_ones(&self) -> u32 {
+        self.0.iter().map(|b| b.count_ones()).sum()
+    }
+
     /// Fills every bit with `value`.
     pub(crate) fn fill(&mut self, value: bool) {
         self.0.fill(if value { 0xff } else { 0 });

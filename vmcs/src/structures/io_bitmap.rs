@@ -216,12 +216,11 @@ impl IoBitmaps {
 
 impl core::fmt::Debug for IoBitmaps {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let count = |p: &BitPage| p.0.iter().map(|b| b.count_ones()).sum::<u32>();
         write!(
             f,
             "IoBitmaps {{ A: {} set, B: {} set }}",
-            count(&self.a),
-            count(&self.b)
+            self.a.count_ones(),
+            self.b.count_ones()
         )
     }
 }

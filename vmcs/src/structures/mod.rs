@@ -211,6 +211,17 @@ fn phys_of<T: InFrame>(value: &T, translate: &impl PhysTranslate) -> Result<u64,
     Ok(phys)
 }
 
+/// Writes the physical address of `value` (checked as [`phys_of`] does) into `field`.
+fn write_address<T: InFrame>(
+    value: &T,
+    vmcs: &mut impl crate::VmcsWrite,
+    translate: &impl PhysTranslate,
+    field: crate::Field<u64, crate::field::ReadWrite, crate::field::Width64>,
+) -> Result<(), StructureError> {
+    let phys = phys_of(value, translate)?;
+    vmcs.write(field, phys).map_err(vmcs_err::<T>)
+}
+
 /// Maps a VMWRITE failure to [`StructureError::Vmcs`] naming structure `T`.
 fn vmcs_err<T: InFrame>(fail: VmFail) -> StructureError {
     StructureError::Vmcs {

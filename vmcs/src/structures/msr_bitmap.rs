@@ -6,7 +6,7 @@ use core::ops::RangeInclusive;
 use vmx_core::PhysTranslate;
 
 use super::bitmap::BitPage;
-use super::{StructureError, in_frame, phys_of, vmcs_err};
+use super::{StructureError, in_frame, write_address};
 use crate::{VmcsWrite, fields};
 
 /// The direction of an MSR access: RDMSR or WRMSR.
@@ -200,9 +200,7 @@ impl MsrBitmap {
         vmcs: &mut impl VmcsWrite,
         translate: &impl PhysTranslate,
     ) -> Result<(), StructureError> {
-        let phys = phys_of(self, translate)?;
-        vmcs.write(fields::ADDRESS_OF_MSR_BITMAPS, phys)
-            .map_err(vmcs_err::<Self>)
+        write_address(self, vmcs, translate, fields::ADDRESS_OF_MSR_BITMAPS)
     }
 
     /// The raw page, as the processor reads it.
@@ -214,8 +212,11 @@ impl MsrBitmap {
 
 impl core::fmt::Debug for MsrBitmap {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let set = self.page.0.iter().map(|b| b.count_ones()).sum::<u32>();
-        write!(f, "MsrBitmap {{ {set} of 32768 bits set }}")
+        write!(
+            f,
+            "MsrBitmap {{ {} of 32768 bits set }}",
+            self.page.count_ones()
+        )
     }
 }
 

@@ -4,7 +4,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use vmx_core::{PhysTranslate, VmFail};
 
-use super::{StructureError, in_frame, phys_of, vmcs_err};
+use super::{StructureError, in_frame, vmcs_err, write_address};
 use crate::{VmcsRead, VmcsWrite, fields};
 
 /// Entries in the page-modification log.
@@ -129,10 +129,8 @@ impl PmlLog {
         vmcs: &mut impl VmcsWrite,
         translate: &impl PhysTranslate,
     ) -> Result<(), StructureError> {
-        let phys = phys_of(self, translate)?;
-        vmcs.write(fields::PML_ADDRESS, phys)
-            .and_then(|()| Self::reset_index(vmcs))
-            .map_err(vmcs_err::<Self>)
+        write_address(self, vmcs, translate, fields::PML_ADDRESS)?;
+        Self::reset_index(vmcs).map_err(vmcs_err::<Self>)
     }
 }
 

@@ -4,7 +4,7 @@
 use vmx_core::PhysTranslate;
 
 use super::bitmap::{BitPage, PAGE_BITS};
-use super::{StructureError, in_frame, phys_of, vmcs_err};
+use super::{StructureError, in_frame, write_address};
 use crate::field::VmcsField;
 use crate::{VmcsWrite, fields};
 
@@ -127,9 +127,7 @@ impl ShadowBitmap {
         vmcs: &mut impl VmcsWrite,
         translate: &impl PhysTranslate,
     ) -> Result<(), StructureError> {
-        let phys = phys_of(self, translate)?;
-        vmcs.write(fields::VMREAD_BITMAP_ADDRESS, phys)
-            .map_err(vmcs_err::<Self>)
+        write_address(self, vmcs, translate, fields::VMREAD_BITMAP_ADDRESS)
     }
 
     /// Writes this bitmap's physical address into `VMWRITE_BITMAP_ADDRESS` (4-KiB aligned).
@@ -142,9 +140,7 @@ impl ShadowBitmap {
         vmcs: &mut impl VmcsWrite,
         translate: &impl PhysTranslate,
     ) -> Result<(), StructureError> {
-        let phys = phys_of(self, translate)?;
-        vmcs.write(fields::VMWRITE_BITMAP_ADDRESS, phys)
-            .map_err(vmcs_err::<Self>)
+        write_address(self, vmcs, translate, fields::VMWRITE_BITMAP_ADDRESS)
     }
 
     /// The raw page, as the processor reads it.
@@ -156,8 +152,11 @@ impl ShadowBitmap {
 
 impl core::fmt::Debug for ShadowBitmap {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let set = self.page.0.iter().map(|b| b.count_ones()).sum::<u32>();
-        write!(f, "ShadowBitmap {{ {set} of 32768 bits set }}")
+        write!(
+            f,
+            "ShadowBitmap {{ {} of 32768 bits set }}",
+            self.page.count_ones()
+        )
     }
 }
 

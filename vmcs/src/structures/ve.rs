@@ -5,7 +5,7 @@ use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 use vmx_core::PhysTranslate;
 
-use super::{StructureError, in_frame, phys_of, vmcs_err};
+use super::{StructureError, in_frame, write_address};
 use crate::{VmcsWrite, fields};
 
 /// What the processor saved in the information area when it delivered a #VE (a copy).
@@ -130,9 +130,12 @@ impl VeInformationArea {
         vmcs: &mut impl VmcsWrite,
         translate: &impl PhysTranslate,
     ) -> Result<(), StructureError> {
-        let phys = phys_of(self, translate)?;
-        vmcs.write(fields::VIRTUALIZATION_EXCEPTION_INFORMATION_ADDRESS, phys)
-            .map_err(vmcs_err::<Self>)
+        write_address(
+            self,
+            vmcs,
+            translate,
+            fields::VIRTUALIZATION_EXCEPTION_INFORMATION_ADDRESS,
+        )
     }
 }
 
