@@ -2,6 +2,7 @@
 
 use vmx_core::VmFail;
 
+use crate::controls::{self, ControlsError};
 use crate::field::{VmcsField, WritableField};
 use crate::segment::{self, DescriptorTable, GuestDescriptorTable, GuestSegment, Segment};
 use crate::value::FieldValue;
@@ -61,6 +62,21 @@ pub trait VmcsRead {
         table: GuestDescriptorTable,
     ) -> Result<DescriptorTable, VmFail> {
         segment::read_table(self, table)
+    }
+
+    /// Reads the VMX control fields in use into a [`vmx_caps::ControlSet`]: the pin-based,
+    /// primary processor-based, primary VM-exit and VM-entry controls always; the secondary
+    /// processor-based controls when "activate secondary controls" is 1; the tertiary ones when
+    /// "activate tertiary controls" is 1; the secondary VM-exit controls when "activate
+    /// secondary controls" (VM-exit control bit 31) is 1; the VM-function controls when the
+    /// secondary controls are in use and "enable VM functions" is 1. A field that is not in use
+    /// is not read (it may not exist) and is 0 in the result, as the processor treats it.
+    ///
+    /// # Errors
+    ///
+    /// As [`VmcsRead::read_raw`], for the first field that fails.
+    fn read_controls(&self) -> Result<vmx_caps::ControlSet, VmFail> {
+        controls::read(self)
     }
 }
 
@@ -141,6 +157,41 @@ pub trait VmcsWrite: VmcsRead {
         value: DescriptorTable,
     ) -> Result<(), VmFail> {
         segment::write_table(self, table, value)
+    }
+
+    /// Writes a [`vmx_caps::ControlSet`] (e.g. [`vmx_caps::NegotiatedControls::value`]) into the
+    /// VMX control fields in one call: the pin-based, primary processor-based, primary VM-exit and
+    /// VM-entry controls always, and each activated field only when its activating control is 1
+    /// in `controls` (as [`VmcsRead::read_controls`] reads them), so that no VMWRITE touches a
+    /// field the processor may not have.
+    ///
+    /// ```
+    /// use vmcs::{SoftVmcs, VmcsRead, VmcsWrite};
+    /// use vmx_caps::{ControlRequest, MsrSnapshot, PrimaryControls, SecondaryControls, VmxCapabilities};
+    ///
+    /// let mut msrs = MsrSnapshot::parse(include_str!("../../vmx-caps/testdata/tigerlake.msr")).unwrap();
+    /// let caps = VmxCapabilities::read(&mut msrs).unwrap();
+    /// let request = ControlRequest::new()
+    ///     .require(PrimaryControls::HLT_EXITING)
+    ///     .require(SecondaryControls::ENABLE_EPT);
+    /// let controls = caps.negotiate(&request).unwrap().value;
+    /// let mut vmcs = SoftVmcs::new(&caps);
+    /// vmcs.write_controls(&controls)?;
+    /// assert_eq!(vmcs.read_controls()?, controls);
+    ///
+    /// // Secondary controls without "activate secondary controls" would be ignored: refused.
+    /// let mut inert = controls;
+    /// inert.proc.remove(PrimaryControls::ACTIVATE_SECONDARY_CONTROLS);
+    /// assert!(vmcs.write_controls(&inert).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ControlsError::Inactive`] (before any write) when `controls` has bits in a field whose
+    /// activating control is 0; [`ControlsError::Vmcs`] naming the field whose VMWRITE failed.
+    fn write_controls(&mut self, controls: &vmx_caps::ControlSet) -> Result<(), ControlsError> {
+        controls::write(self, controls)
     }
 }
 

@@ -54,6 +54,7 @@
 
 mod access;
 pub mod check;
+mod controls;
 pub mod field;
 pub mod fields;
 mod hardware;
@@ -64,6 +65,7 @@ pub mod structures;
 mod value;
 
 pub use access::{VmcsRead, VmcsWrite};
+pub use controls::ControlsError;
 pub use field::{Field, FieldInfo, FieldType, FieldWidth, VmcsField, WritableField};
 pub use hardware::HardwareVmcs;
 pub use segment::{

@@ -40,8 +40,9 @@ pub use controls::{
 };
 pub use cr::{CR0_PE, CR0_PG, ControlRegister, FixedBitsError};
 pub use negotiate::{
-    CONFLICTS, ControlRequest, ControlSet, DEPENDENCIES, Default1Policy, NegotiatedControls,
-    NegotiationError, UnsupportedControls,
+    CONFLICTS, ControlRequest, ControlSet, DEPENDENCIES, Default1Policy, DependencyPolicy,
+    DropReason, DroppedControl, NegotiatedControls, NegotiationError, RequestProblem,
+    RequestProblems,
 };
 pub use source::{
     LiveMsrs, MsrError, MsrSnapshot, MsrSource, SNAPSHOT_CAPACITY, SnapshotError,

@@ -98,12 +98,143 @@ impl ControlSet {
         })
     }
 
+    /// The controls set in `self` or in `other`.
+    #[must_use]
+    pub fn union(&self, other: &Self) -> Self {
+        self.map2(other, |a, b| a | b)
+    }
+
+    /// The controls set in both `self` and `other`.
+    #[must_use]
+    pub fn intersection(&self, other: &Self) -> Self {
+        self.map2(other, |a, b| a & b)
+    }
+
+    /// The controls set in `self` and not in `other`.
+    #[must_use]
+    pub fn difference(&self, other: &Self) -> Self {
+        self.map2(other, |a, b| a & !b)
+    }
+
+    /// Whether every control set in `other` is set in `self` (true for an empty `other`).
+    pub fn contains_all(&self, other: &Self) -> bool {
+        other.difference(self).is_empty()
+    }
+
+    /// Whether some control is set in both `self` and `other`.
+    pub fn intersects(&self, other: &Self) -> bool {
+        !self.intersection(other).is_empty()
+    }
+
+    /// The bits set in fields that are not in use because their activating control is 0
+    /// ([`ControlGroup::activated_by`], followed up the chain: the VM-function controls need
+    /// "enable VM functions", which needs "activate secondary controls"). A processor treats
+    /// such a field as 0 (SDM Vol. 3C, 25.6.2 "Processor-Based VM-Execution Controls"), so
+    /// these bits would have no effect.
+    #[must_use]
+    pub fn inactive(&self) -> Self {
+        let mut out = Self::EMPTY;
+        for group in ControlGroup::ALL {
+            if !self.is_active(group) {
+                out.set(group, self.get(group));
+            }
+        }
+        out
+    }
+
+    /// Whether `group`'s field is in use: it has no activating control, or its activating
+    /// control is 1 and in use itself.
+    pub fn is_active(&self, group: ControlGroup) -> bool {
+        let mut group = group;
+        while let Some(act) = group.activated_by() {
+            if !self.contains(act) {
+                return false;
+            }
+            group = act.group;
+        }
+        true
+    }
+
     fn map2(&self, other: &Self, f: impl Fn(u64, u64) -> u64) -> Self {
         let mut out = Self::EMPTY;
         for g in ControlGroup::ALL {
             out.set(g, f(self.get(g), other.get(g)));
         }
         out
+    }
+}
+
+impl<F: Controls> From<F> for ControlSet {
+    /// The set holding `flags` in their field and nothing else.
+    fn from(flags: F) -> Self {
+        let mut set = Self::EMPTY;
+        set.insert(flags);
+        set
+    }
+}
+
+impl From<ControlBit> for ControlSet {
+    /// The set holding this one bit (empty for a bit beyond the field's width).
+    fn from(bit: ControlBit) -> Self {
+        let mut set = Self::EMPTY;
+        set.set(bit.group, bit.mask());
+        set
+    }
+}
+
+macro_rules! set_operator {
+    ($trait:ident, $method:ident, $assign:ident, $assign_method:ident, $function:ident) => {
+        impl<T: Into<ControlSet>> core::ops::$trait<T> for ControlSet {
+            type Output = ControlSet;
+            fn $method(self, other: T) -> ControlSet {
+                ControlSet::$function(&self, &other.into())
+            }
+        }
+
+        impl<T: Into<ControlSet>> core::ops::$assign<T> for ControlSet {
+            fn $assign_method(&mut self, other: T) {
+                *self = ControlSet::$function(self, &other.into());
+            }
+        }
+    };
+}
+
+set_operator!(BitOr, bitor, BitOrAssign, bitor_assign, union);
+set_operator!(BitAnd, bitand, BitAndAssign, bitand_assign, intersection);
+set_operator!(Sub, sub, SubAssign, sub_assign, difference);
+
+impl fmt::Display for ControlSet {
+    /// Every set bit, field by field in the SDM's order, e.g. `primary processor-based
+    /// VM-execution controls: "HLT exiting" (bit 7), "activate secondary controls" (bit 31);
+    /// secondary processor-based VM-execution controls: "enable EPT" (bit 1)`; `none` when empty.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("none");
+        }
+        let mut first_group = true;
+        for group in ControlGroup::ALL {
+            let raw = self.get(group);
+            if raw == 0 {
+                continue;
+            }
+            if !first_group {
+                f.write_str("; ")?;
+            }
+            first_group = false;
+            write!(f, "{group}: ")?;
+            let mut first_bit = true;
+            for bit in (0..group.width()).filter(|b| raw & (1u64 << b) != 0) {
+                if !first_bit {
+                    f.write_str(", ")?;
+                }
+                first_bit = false;
+                match group.bit_name(bit) {
+                    Some(name) => write!(f, "\"{name}\" (bit {bit})")?,
+                    None => write!(f, "reserved bit {bit}")?,
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -120,6 +251,20 @@ pub enum Default1Policy {
     /// An unrequested default1 control stays 1 (the SDM's recommendation for software that does
     /// not know the control).
     Keep,
+}
+
+/// What to do with an optional control whose dependency ([`DEPENDENCIES`]) was not requested at
+/// all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum DependencyPolicy {
+    /// The request is inconsistent: negotiation fails, naming every such pair.
+    #[default]
+    Reject,
+    /// The optional control is dropped (unless its dependency ends up 1 anyway, e.g. fixed to 1
+    /// by the allowed-0 setting) and [`NegotiatedControls::drops`] says why. A *required*
+    /// control whose dependency is not required still fails.
+    DropOptional,
 }
 
 /// The controls a caller requires and those it would like (any field). Built with
@@ -146,15 +291,19 @@ pub struct ControlRequest {
     pub optional: ControlSet,
     /// What happens to unrequested default1 controls.
     pub default1: Default1Policy,
+    /// What happens to an optional control whose dependency was not requested.
+    pub dependencies: DependencyPolicy,
 }
 
 impl ControlRequest {
-    /// Nothing required, nothing optional, [`Default1Policy::Clear`].
+    /// Nothing required, nothing optional, [`Default1Policy::Clear`],
+    /// [`DependencyPolicy::Reject`].
     pub const fn new() -> Self {
         Self {
             required: ControlSet::EMPTY,
             optional: ControlSet::EMPTY,
             default1: Default1Policy::Clear,
+            dependencies: DependencyPolicy::Reject,
         }
     }
 
@@ -175,6 +324,12 @@ impl ControlRequest {
         self.default1 = policy;
         self
     }
+
+    /// Sets the policy for optional controls whose dependency was not requested.
+    pub fn with_dependencies(mut self, policy: DependencyPolicy) -> Self {
+        self.dependencies = policy;
+        self
+    }
 }
 
 /// The result of a successful negotiation.
@@ -183,24 +338,113 @@ impl ControlRequest {
 pub struct NegotiatedControls {
     /// The value to write to each control field.
     pub value: ControlSet,
-    /// Optional controls that are 0 in `value`: not allowed by the processor, or dependent on a
-    /// control that is not.
+    /// Optional controls that are 0 in `value`: not allowed by the processor, dependent on a
+    /// control that is 0, or in conflict with another control. [`drops`](Self::drops) says
+    /// which reason applies to each.
     pub dropped: ControlSet,
     /// Controls that are 1 in `value` without having been requested: fixed to 1 by the
     /// allowed-0 settings, kept by [`Default1Policy::Keep`], or activating controls.
     pub forced: ControlSet,
+    /// The dropped optional controls whose allowed-1 setting is 0 (or whose field's activating
+    /// control may not be 1).
+    pub unsupported: ControlSet,
 }
 
-/// Why a request cannot be met.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum NegotiationError {
-    /// Required controls whose allowed-1 setting is 0, every one of them.
-    #[error("required controls not supported by the processor: {0}")]
-    Unsupported(UnsupportedControls),
+impl NegotiatedControls {
+    /// The controls the request named (required or optional).
+    pub fn requested(&self) -> ControlSet {
+        self.value.difference(&self.forced).union(&self.dropped)
+    }
+
+    /// Every dropped optional control with the reason it was dropped, field by field.
+    pub fn drops(&self) -> impl Iterator<Item = DroppedControl> + '_ {
+        let requested = self.requested();
+        self.dropped.iter().map(move |control| {
+            let reason = if self.unsupported.contains(control) {
+                DropReason::Unsupported
+            } else if let Some(&(_, requires)) = DEPENDENCIES
+                .iter()
+                .find(|&&(c, r)| c == control && !self.value.contains(r))
+            {
+                DropReason::Dependency {
+                    requires,
+                    requested: requested.contains(requires),
+                }
+            } else {
+                // Allowed, with its dependencies 1: only a conflict drops such a control, so
+                // it is in a pair of CONFLICTS (a hand-made value that is in none names itself).
+                let with = CONFLICTS
+                    .iter()
+                    .find_map(|&(a, b)| match () {
+                        _ if a == control => Some(b),
+                        _ if b == control => Some(a),
+                        _ => None,
+                    })
+                    .unwrap_or(control);
+                DropReason::Conflict { with }
+            };
+            DroppedControl { control, reason }
+        })
+    }
+}
+
+/// Why an optional control was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum DropReason {
+    /// The processor does not allow it to be 1 (its allowed-1 setting, or that of its field's
+    /// activating control, is 0).
+    Unsupported,
+    /// It depends on `requires` ([`DEPENDENCIES`]), which is 0.
+    Dependency {
+        /// The control it depends on.
+        requires: ControlBit,
+        /// Whether `requires` was requested (then it was dropped itself); if not, the request
+        /// used [`DependencyPolicy::DropOptional`].
+        requested: bool,
+    },
+    /// It cannot be 1 together with `with` ([`CONFLICTS`]), which was kept.
+    Conflict {
+        /// The control that was kept.
+        with: ControlBit,
+    },
+}
+
+/// An optional control that negotiation dropped, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct DroppedControl {
+    /// The control.
+    pub control: ControlBit,
+    /// Why it is 0.
+    pub reason: DropReason,
+}
+
+impl fmt::Display for DroppedControl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.control)?;
+        match self.reason {
+            DropReason::Unsupported => f.write_str("not supported by the processor"),
+            DropReason::Dependency {
+                requires,
+                requested: true,
+            } => write!(f, "requires {requires}, which was dropped"),
+            DropReason::Dependency {
+                requires,
+                requested: false,
+            } => write!(f, "requires {requires}, which was not requested"),
+            DropReason::Conflict { with } => write!(f, "cannot be 1 together with {with}"),
+        }
+    }
+}
+
+/// One inconsistency of a [`ControlRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum RequestProblem {
     /// A requested control depends on another that is not requested as strongly (a required
-    /// control needs its dependency required too; an optional one needs it at least optional).
-    #[error("{control} requires {requires}, which is not {}", if *.required { "required" } else { "requested" })]
+    /// control needs its dependency required too; an optional one needs it at least optional,
+    /// unless the request uses [`DependencyPolicy::DropOptional`]).
     MissingDependency {
         /// The control that was requested.
         control: ControlBit,
@@ -209,12 +453,7 @@ pub enum NegotiationError {
         /// Whether `control` was required (then `requires` must be required too).
         required: bool,
     },
-    /// The capability MSRs contradict themselves: this control must be 1 (allowed-0 setting)
-    /// yet may not be 1 (allowed-1 setting), so no value of its field is valid.
-    #[error("the capability MSRs say {0} must be 1 and must be 0")]
-    ContradictoryCapabilities(ControlBit),
-    /// Two required controls that cannot both be 1.
-    #[error("{first} and {second} cannot both be 1")]
+    /// Two required controls that cannot both be 1 ([`CONFLICTS`]).
     Conflict {
         /// One control.
         first: ControlBit,
@@ -223,46 +462,129 @@ pub enum NegotiationError {
     },
 }
 
-/// Required controls the processor does not allow, per field; its `Display` names every bit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct UnsupportedControls(pub ControlSet);
-
-impl UnsupportedControls {
-    /// Every unsupported bit.
-    pub fn iter(&self) -> impl Iterator<Item = ControlBit> + '_ {
-        self.0.iter()
+impl fmt::Display for RequestProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::MissingDependency {
+                control,
+                requires,
+                required,
+            } => write!(
+                f,
+                "{control} requires {requires}, which is not {}",
+                if required { "required" } else { "requested" }
+            ),
+            Self::Conflict { first, second } => write!(f, "{first} and {second} cannot both be 1"),
+        }
     }
 }
 
-impl fmt::Display for UnsupportedControls {
+/// Every inconsistency of a request, in the order of [`DEPENDENCIES`] then [`CONFLICTS`] (no
+/// allocation: one bit per pair of those tables).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct RequestProblems {
+    /// Bit i: `DEPENDENCIES[i]` is missing for a required control.
+    missing_required: u32,
+    /// Bit i: `DEPENDENCIES[i]` is missing for an optional control.
+    missing_optional: u32,
+    /// Bit i: both controls of `CONFLICTS[i]` are required.
+    conflicts: u32,
+}
+
+const _: () = assert!(DEPENDENCIES.len() <= 32 && CONFLICTS.len() <= 32);
+
+impl RequestProblems {
+    /// Every problem.
+    pub fn iter(&self) -> impl Iterator<Item = RequestProblem> + '_ {
+        let dependencies =
+            DEPENDENCIES
+                .iter()
+                .enumerate()
+                .filter_map(|(i, &(control, requires))| {
+                    let required = self.missing_required & 1 << i != 0;
+                    (required || self.missing_optional & 1 << i != 0).then_some(
+                        RequestProblem::MissingDependency {
+                            control,
+                            requires,
+                            required,
+                        },
+                    )
+                });
+        let conflicts = CONFLICTS
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| self.conflicts & 1 << i != 0)
+            .map(|(_, &(first, second))| RequestProblem::Conflict { first, second });
+        dependencies.chain(conflicts)
+    }
+
+    /// How many problems there are.
+    pub const fn len(&self) -> usize {
+        (self.missing_required.count_ones()
+            + self.missing_optional.count_ones()
+            + self.conflicts.count_ones()) as usize
+    }
+
+    /// Whether there is none.
+    pub const fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl fmt::Display for RequestProblems {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut first_group = true;
-        for group in ControlGroup::ALL {
-            let raw = self.0.get(group);
-            if raw == 0 {
-                continue;
-            }
-            if !first_group {
+        for (i, problem) in self.iter().enumerate() {
+            if i > 0 {
                 f.write_str("; ")?;
             }
-            first_group = false;
-            write!(f, "{group}: ")?;
-            let mut first_bit = true;
-            for bit in (0..group.width()).filter(|b| raw & (1u64 << b) != 0) {
-                if !first_bit {
-                    f.write_str(", ")?;
-                }
-                first_bit = false;
-                match group.bit_name(bit) {
-                    Some(name) => write!(f, "\"{name}\" (bit {bit})")?,
-                    None => write!(f, "reserved bit {bit}")?,
-                }
-            }
+            write!(f, "{problem}")?;
         }
         Ok(())
     }
 }
+
+/// Why a request cannot be met: every problem found, at once. At least one of the three parts is
+/// non-empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NegotiationError {
+    /// Required controls whose allowed-1 setting is 0 (including activating controls that the
+    /// required controls imply), every one of them.
+    pub unsupported: ControlSet,
+    /// Every inconsistency of the request itself (missing dependencies, conflicts).
+    pub problems: RequestProblems,
+    /// Controls whose allowed-0 setting says they must be 1 while their allowed-1 setting says
+    /// they may not be: the capability MSRs contradict themselves, and no value of the field is
+    /// valid.
+    pub contradictory: ControlSet,
+}
+
+impl fmt::Display for NegotiationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut sep = "";
+        if !self.unsupported.is_empty() {
+            write!(
+                f,
+                "required controls not supported by the processor: {}",
+                self.unsupported
+            )?;
+            sep = "; ";
+        }
+        if !self.problems.is_empty() {
+            write!(f, "{sep}inconsistent request: {}", self.problems)?;
+            sep = "; ";
+        }
+        if !self.contradictory.is_empty() {
+            write!(
+                f,
+                "{sep}the capability MSRs say these controls must be 1 and must be 0: {}",
+                self.contradictory
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl core::error::Error for NegotiationError {}
 
 macro_rules! bit {
     ($group:ident, $ty:ident :: $flag:ident) => {
@@ -380,9 +702,12 @@ impl VmxCapabilities {
     /// and the activating controls are set exactly where the field they activate is non-zero
     /// (or they were requested). A field whose activating control is 0 is 0.
     ///
-    /// Fails with [`NegotiationError::Unsupported`] naming every required control that is not
-    /// allowed, or with the first inconsistency of the request itself (a missing dependency or
-    /// two conflicting required controls).
+    /// Fails with a [`NegotiationError`] that names every problem at once: every required
+    /// control that is not allowed, every inconsistency of the request itself (a missing
+    /// dependency, two conflicting required controls) and every control the capability MSRs
+    /// contradict themselves on. With [`DependencyPolicy::DropOptional`], an optional control
+    /// whose dependency was not requested is dropped instead, and
+    /// [`NegotiatedControls::drops`] names it with the dependency.
     ///
     /// ```
     /// use vmx_caps::{ControlRequest, MsrSnapshot, PrimaryControls, SecondaryControls, VmxCapabilities};
@@ -405,29 +730,24 @@ impl VmxCapabilities {
         request: &ControlRequest,
     ) -> Result<NegotiatedControls, NegotiationError> {
         let explicit_required = request.required;
-        let explicit_optional = request.optional.map2(&explicit_required, |o, r| o & !r);
-        let explicit = explicit_required.map2(&explicit_optional, |r, o| r | o);
+        let explicit_optional = request.optional.difference(&explicit_required);
+        let explicit = explicit_required.union(&explicit_optional);
 
-        // The request itself must be consistent.
-        for &(control, requires) in DEPENDENCIES {
+        // The request itself must be consistent: every problem is collected.
+        let mut problems = RequestProblems::default();
+        for (i, &(control, requires)) in DEPENDENCIES.iter().enumerate() {
             if explicit_required.contains(control) && !explicit_required.contains(requires) {
-                return Err(NegotiationError::MissingDependency {
-                    control,
-                    requires,
-                    required: true,
-                });
-            }
-            if explicit_optional.contains(control) && !explicit.contains(requires) {
-                return Err(NegotiationError::MissingDependency {
-                    control,
-                    requires,
-                    required: false,
-                });
+                problems.missing_required |= 1 << i;
+            } else if explicit_optional.contains(control)
+                && !explicit.contains(requires)
+                && request.dependencies == DependencyPolicy::Reject
+            {
+                problems.missing_optional |= 1 << i;
             }
         }
-        for &(first, second) in CONFLICTS {
+        for (i, &(first, second)) in CONFLICTS.iter().enumerate() {
             if explicit_required.contains(first) && explicit_required.contains(second) {
-                return Err(NegotiationError::Conflict { first, second });
+                problems.conflicts |= 1 << i;
             }
         }
 
@@ -464,16 +784,14 @@ impl VmxCapabilities {
             }
         }
 
-        let contradictory = allowed0.map2(&allowed1, |a0, a1| a0 & !a1);
-        if let Some(bit) = contradictory.iter().next() {
-            return Err(NegotiationError::ContradictoryCapabilities(bit));
-        }
-
-        let unsupported = required.map2(&allowed1, |r, a1| r & !a1);
-        if !unsupported.is_empty() {
-            return Err(NegotiationError::Unsupported(UnsupportedControls(
+        let contradictory = allowed0.difference(&allowed1);
+        let unsupported = required.difference(&allowed1);
+        if !(contradictory.is_empty() && unsupported.is_empty() && problems.is_empty()) {
+            return Err(NegotiationError {
                 unsupported,
-            )));
+                problems,
+                contradictory,
+            });
         }
 
         let mut value = ControlSet::EMPTY;
@@ -539,12 +857,13 @@ impl VmxCapabilities {
             }
         }
 
-        let dropped = explicit_optional.map2(&value, |o, v| o & !v);
-        let forced = value.map2(&explicit, |v, e| v & !e);
+        let dropped = explicit_optional.difference(&value);
+        let forced = value.difference(&explicit);
         Ok(NegotiatedControls {
             value,
             dropped,
             forced,
+            unsupported: dropped.difference(&allowed1),
         })
     }
 }

@@ -2,8 +2,9 @@
 
 use proptest::prelude::*;
 use vmx_caps::{
-    ControlBit, ControlGroup, ControlRequest, ControlSet, DEPENDENCIES, ExitControls, MsrSnapshot,
-    NegotiationError, PinBasedControls, PrimaryControls, SecondaryControls, VmxCapabilities, msr,
+    CONFLICTS, ControlBit, ControlGroup, ControlRequest, ControlSet, DEPENDENCIES,
+    DependencyPolicy, DropReason, DroppedControl, ExitControls, MsrSnapshot, NegotiationError,
+    PinBasedControls, PrimaryControls, RequestProblem, SecondaryControls, VmxCapabilities, msr,
 };
 
 fn bit<F: vmx_caps::Controls>(flag: F) -> ControlBit {
@@ -15,23 +16,30 @@ fn skylake() -> VmxCapabilities {
     VmxCapabilities::read(&mut MsrSnapshot::parse(text).unwrap()).unwrap()
 }
 
+/// The request problems of a failed negotiation.
+fn problems(err: &NegotiationError) -> Vec<RequestProblem> {
+    err.problems.iter().collect()
+}
+
 #[test]
 fn unrestricted_guest_requires_ept() {
     let err = skylake()
         .negotiate(&ControlRequest::new().require(SecondaryControls::UNRESTRICTED_GUEST))
         .unwrap_err();
     assert_eq!(
-        err,
-        NegotiationError::MissingDependency {
+        problems(&err),
+        [RequestProblem::MissingDependency {
             control: bit(SecondaryControls::UNRESTRICTED_GUEST),
             requires: bit(SecondaryControls::ENABLE_EPT),
             required: true,
-        }
+        }]
     );
+    assert!(err.unsupported.is_empty() && err.contradictory.is_empty());
     assert_eq!(
         err.to_string(),
-        "\"unrestricted guest\" (secondary processor-based VM-execution controls bit 7) requires \
-         \"enable EPT\" (secondary processor-based VM-execution controls bit 1), which is not required"
+        "inconsistent request: \"unrestricted guest\" (secondary processor-based VM-execution \
+         controls bit 7) requires \"enable EPT\" (secondary processor-based VM-execution controls \
+         bit 1), which is not required"
     );
     // Required UG with only optional EPT is not enough either.
     let err = skylake()
@@ -42,8 +50,8 @@ fn unrestricted_guest_requires_ept() {
         )
         .unwrap_err();
     assert!(matches!(
-        err,
-        NegotiationError::MissingDependency { required: true, .. }
+        problems(&err)[..],
+        [RequestProblem::MissingDependency { required: true, .. }]
     ));
 }
 
@@ -54,8 +62,8 @@ fn virtual_nmis_and_vid_dependencies() {
         .negotiate(&ControlRequest::new().prefer(PinBasedControls::VIRTUAL_NMIS))
         .unwrap_err();
     assert!(matches!(
-        err,
-        NegotiationError::MissingDependency { requires, required: false, .. }
+        problems(&err)[..],
+        [RequestProblem::MissingDependency { requires, required: false, .. }]
             if requires == bit(PinBasedControls::NMI_EXITING)
     ));
     let err = c
@@ -66,10 +74,155 @@ fn virtual_nmis_and_vid_dependencies() {
         )
         .unwrap_err();
     assert!(matches!(
-        err,
-        NegotiationError::MissingDependency { requires, .. }
+        problems(&err)[..],
+        [RequestProblem::MissingDependency { requires, .. }]
             if requires == bit(PinBasedControls::EXTERNAL_INTERRUPT_EXITING)
     ));
+}
+
+#[test]
+fn every_problem_at_once() {
+    // Penryn: no EPT, no unrestricted guest, no preemption timer. The request also forgets
+    // three dependencies (two required, one optional) and asks for two conflicting controls.
+    let text = include_str!("../testdata/core2_penryn_t9600.msr");
+    let c = VmxCapabilities::read(&mut MsrSnapshot::parse(text).unwrap()).unwrap();
+    let request = ControlRequest::new()
+        .require(SecondaryControls::UNRESTRICTED_GUEST | SecondaryControls::ENABLE_PML)
+        .require(ExitControls::SAVE_VMX_PREEMPTION_TIMER_VALUE)
+        .prefer(PrimaryControls::NMI_WINDOW_EXITING)
+        .require(
+            SecondaryControls::VIRTUALIZE_APIC_ACCESSES | SecondaryControls::VIRTUALIZE_X2APIC_MODE,
+        )
+        .require(PrimaryControls::USE_TPR_SHADOW);
+    let err = c.negotiate(&request).unwrap_err();
+    let missing = |control, requires, required| RequestProblem::MissingDependency {
+        control,
+        requires,
+        required,
+    };
+    assert_eq!(
+        problems(&err),
+        [
+            missing(
+                bit(SecondaryControls::UNRESTRICTED_GUEST),
+                bit(SecondaryControls::ENABLE_EPT),
+                true
+            ),
+            missing(
+                bit(SecondaryControls::ENABLE_PML),
+                bit(SecondaryControls::ENABLE_EPT),
+                true
+            ),
+            missing(
+                bit(PrimaryControls::NMI_WINDOW_EXITING),
+                bit(PinBasedControls::VIRTUAL_NMIS),
+                false
+            ),
+            missing(
+                bit(ExitControls::SAVE_VMX_PREEMPTION_TIMER_VALUE),
+                bit(PinBasedControls::ACTIVATE_VMX_PREEMPTION_TIMER),
+                true
+            ),
+            RequestProblem::Conflict {
+                first: bit(SecondaryControls::VIRTUALIZE_APIC_ACCESSES),
+                second: bit(SecondaryControls::VIRTUALIZE_X2APIC_MODE),
+            },
+        ]
+    );
+    // And, in the same error, every required control Penryn lacks (its dump: secondary
+    // controls only "virtualize APIC accesses" and "WBINVD exiting"; no timer save).
+    let expected = ControlSet::from(
+        SecondaryControls::UNRESTRICTED_GUEST
+            | SecondaryControls::ENABLE_PML
+            | SecondaryControls::VIRTUALIZE_X2APIC_MODE,
+    ) | ExitControls::SAVE_VMX_PREEMPTION_TIMER_VALUE;
+    assert_eq!(err.unsupported, expected);
+    let text = err.to_string();
+    assert!(
+        text.starts_with(
+            "required controls not supported by the processor: secondary processor-based \
+             VM-execution controls: \"virtualize x2APIC mode\" (bit 4), \"unrestricted guest\" \
+             (bit 7), \"enable PML\" (bit 17); primary VM-exit controls: \
+             \"save VMX-preemption timer value\" (bit 22); inconsistent request: "
+        ),
+        "{text}"
+    );
+    assert_eq!(text.matches(" requires ").count(), 4, "{text}");
+    assert!(text.ends_with("cannot both be 1"), "{text}");
+}
+
+#[test]
+fn optional_controls_without_their_dependency_can_be_dropped() {
+    let c = skylake();
+    let request = ControlRequest::new()
+        .require(SecondaryControls::ENABLE_EPT)
+        .prefer(PinBasedControls::VIRTUAL_NMIS)
+        .prefer(SecondaryControls::VIRTUAL_INTERRUPT_DELIVERY | SecondaryControls::ENABLE_PML)
+        .prefer(PrimaryControls::USE_TPR_SHADOW)
+        .prefer(PinBasedControls::PROCESS_POSTED_INTERRUPTS);
+    // Rejected by default: three optional controls lack a requested dependency.
+    let err = c.negotiate(&request).unwrap_err();
+    assert_eq!(err.problems.len(), 3, "{err}");
+    assert!(problems(&err).iter().all(|p| matches!(
+        p,
+        RequestProblem::MissingDependency {
+            required: false,
+            ..
+        }
+    )));
+
+    let n = c
+        .negotiate(&request.with_dependencies(DependencyPolicy::DropOptional))
+        .unwrap();
+    // PML depends on EPT, which is required: kept. TPR shadow has no dependency: kept.
+    assert!(n.value.proc2.contains(SecondaryControls::ENABLE_PML));
+    assert!(n.value.proc.contains(PrimaryControls::USE_TPR_SHADOW));
+    let drops: Vec<_> = n.drops().collect();
+    let dependency = |control, requires| DroppedControl {
+        control,
+        reason: DropReason::Dependency {
+            requires,
+            requested: false,
+        },
+    };
+    assert_eq!(
+        drops,
+        [
+            dependency(
+                bit(PinBasedControls::VIRTUAL_NMIS),
+                bit(PinBasedControls::NMI_EXITING)
+            ),
+            // Posted interrupts lack both, and are not supported by Bochs either.
+            DroppedControl {
+                control: bit(PinBasedControls::PROCESS_POSTED_INTERRUPTS),
+                reason: DropReason::Unsupported,
+            },
+            dependency(
+                bit(SecondaryControls::VIRTUAL_INTERRUPT_DELIVERY),
+                bit(PinBasedControls::EXTERNAL_INTERRUPT_EXITING)
+            ),
+        ]
+    );
+    assert_eq!(
+        drops[0].to_string(),
+        "\"virtual NMIs\" (pin-based VM-execution controls bit 5): requires \"NMI exiting\" \
+         (pin-based VM-execution controls bit 3), which was not requested"
+    );
+    assert_eq!(
+        n.dropped,
+        ControlSet::from(
+            PinBasedControls::VIRTUAL_NMIS | PinBasedControls::PROCESS_POSTED_INTERRUPTS
+        ) | SecondaryControls::VIRTUAL_INTERRUPT_DELIVERY
+    );
+    // A required control still needs its dependency required.
+    let err = c
+        .negotiate(
+            &ControlRequest::new()
+                .require(PinBasedControls::VIRTUAL_NMIS)
+                .with_dependencies(DependencyPolicy::DropOptional),
+        )
+        .unwrap_err();
+    assert_eq!(err.problems.len(), 1);
 }
 
 #[test]
@@ -126,7 +279,10 @@ fn conflicts() {
                 .require(PrimaryControls::USE_TPR_SHADOW),
         )
         .unwrap_err();
-    assert!(matches!(err, NegotiationError::Conflict { .. }));
+    assert!(matches!(
+        problems(&err)[..],
+        [RequestProblem::Conflict { .. }]
+    ));
     let n = c
         .negotiate(
             &ControlRequest::new()
@@ -140,6 +296,36 @@ fn conflicts() {
             .contains(SecondaryControls::VIRTUALIZE_APIC_ACCESSES)
     );
     assert_eq!(n.dropped.proc2, SecondaryControls::VIRTUALIZE_X2APIC_MODE);
+    assert_eq!(
+        n.drops().collect::<Vec<_>>(),
+        [DroppedControl {
+            control: bit(SecondaryControls::VIRTUALIZE_X2APIC_MODE),
+            reason: DropReason::Conflict {
+                with: bit(SecondaryControls::VIRTUALIZE_APIC_ACCESSES)
+            },
+        }]
+    );
+}
+
+#[test]
+fn set_display_and_activation() {
+    let set = ControlSet::from(
+        PrimaryControls::HLT_EXITING | PrimaryControls::ACTIVATE_SECONDARY_CONTROLS,
+    ) | SecondaryControls::ENABLE_EPT
+        | vmx_caps::TertiaryControls::IPI_VIRTUALIZATION;
+    assert_eq!(
+        set.to_string(),
+        "primary processor-based VM-execution controls: \"HLT exiting\" (bit 7), \
+         \"activate secondary controls\" (bit 31); secondary processor-based VM-execution \
+         controls: \"enable EPT\" (bit 1); tertiary processor-based VM-execution controls: \
+         \"IPI virtualization\" (bit 4)"
+    );
+    // Tertiary controls without "activate tertiary controls" would have no effect.
+    assert_eq!(
+        set.inactive(),
+        ControlSet::from(vmx_caps::TertiaryControls::IPI_VIRTUALIZATION)
+    );
+    assert_eq!(ControlSet::EMPTY.to_string(), "none");
 }
 
 #[test]
@@ -169,10 +355,8 @@ fn activation_follows_the_activated_field() {
     let err = c
         .negotiate(&ControlRequest::new().require(vmx_caps::SecondaryExitControls::LOAD_FRED))
         .unwrap_err();
-    let NegotiationError::Unsupported(u) = err else {
-        panic!("{err:?}")
-    };
-    let bits: Vec<_> = u.iter().collect();
+    assert!(err.problems.is_empty());
+    let bits: Vec<_> = err.unsupported.iter().collect();
     assert_eq!(
         bits,
         [
@@ -258,6 +442,7 @@ proptest! {
         req_mask in arb_set(),
         optional in arb_set(),
         keep in any::<bool>(),
+        drop_optional in any::<bool>(),
     ) {
         // Make the required set mostly satisfiable: a random part of allowed-1.
         let mut required = ControlSet::EMPTY;
@@ -267,6 +452,9 @@ proptest! {
         let mut request = ControlRequest { required, optional, ..ControlRequest::new() };
         if keep {
             request = request.with_default1(vmx_caps::Default1Policy::Keep);
+        }
+        if drop_optional {
+            request = request.with_dependencies(DependencyPolicy::DropOptional);
         }
         match caps.negotiate(&request) {
             Ok(n) => {
@@ -287,14 +475,103 @@ proptest! {
                         prop_assert!(n.value.contains(requires), "{} without {}", control, requires);
                     }
                 }
-            }
-            Err(NegotiationError::Unsupported(u)) => {
-                prop_assert!(u.iter().next().is_some());
-                for bit in u.iter() {
-                    prop_assert!(!may_be_one(&caps, bit), "{} is allowed", bit);
+                // Every dropped control has exactly one reason, and the reason holds.
+                prop_assert_eq!(n.drops().count(), n.dropped.iter().count());
+                for d in n.drops() {
+                    prop_assert!(n.dropped.contains(d.control) && !n.value.contains(d.control));
+                    match d.reason {
+                        DropReason::Unsupported => {
+                            prop_assert!(!may_be_one(&caps, d.control), "{}", d)
+                        }
+                        DropReason::Dependency { requires, requested } => {
+                            prop_assert!(!n.value.contains(requires), "{}", d);
+                            prop_assert!(
+                                DEPENDENCIES.contains(&(d.control, requires)),
+                                "{}", d
+                            );
+                            let asked = request.required.contains(requires)
+                                || request.optional.contains(requires);
+                            prop_assert_eq!(requested, asked, "{}", d);
+                            prop_assert!(requested || drop_optional, "{}", d);
+                        }
+                        DropReason::Conflict { with } => {
+                            prop_assert!(n.value.contains(with), "{}", d);
+                            prop_assert!(
+                                CONFLICTS.contains(&(d.control, with))
+                                    || CONFLICTS.contains(&(with, d.control)),
+                                "{}", d
+                            );
+                        }
+                    }
                 }
             }
-            Err(_) => {}
+            Err(e) => {
+                prop_assert!(
+                    !(e.unsupported.is_empty() && e.problems.is_empty() && e.contradictory.is_empty())
+                );
+                for bit in e.unsupported.iter() {
+                    prop_assert!(!may_be_one(&caps, bit), "{} is allowed", bit);
+                }
+                for bit in e.contradictory.iter() {
+                    prop_assert!(caps_forces(&caps, bit), "{} is not forced", bit);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn set_operations_are_the_per_field_bit_operations(a in arb_set(), b in arb_set()) {
+        let (union, inter, diff) = (a | b, a & b, a - b);
+        for g in ControlGroup::ALL {
+            let (x, y) = (a.get(g), b.get(g));
+            prop_assert_eq!(union.get(g), x | y);
+            prop_assert_eq!(inter.get(g), x & y);
+            prop_assert_eq!(diff.get(g), x & !y);
+        }
+        prop_assert!(union.contains_all(&a) && union.contains_all(&b));
+        prop_assert!(a.contains_all(&inter) && a.contains_all(&diff));
+        prop_assert!(!diff.intersects(&b));
+        prop_assert_eq!(diff | inter, a);
+        prop_assert_eq!(a.contains_all(&b), (b - a).is_empty());
+        prop_assert_eq!(a.intersects(&b), a.iter().any(|bit| b.contains(bit)));
+        let mut c = a;
+        c |= b;
+        c -= inter;
+        prop_assert_eq!(c, (a - b) | (b - a));
+        c &= a;
+        prop_assert_eq!(c, a - b);
+        for bit in a.iter() {
+            prop_assert!(a.contains_all(&ControlSet::from(bit)));
+        }
+    }
+
+    #[test]
+    fn set_display_names_every_bit(a in arb_set()) {
+        let text = a.to_string();
+        if a.is_empty() {
+            prop_assert_eq!(text, "none");
+        } else {
+            prop_assert_eq!(text.matches("bit ").count(), a.iter().count(), "{}", text);
+            for bit in a.iter() {
+                let needle = match bit.name() {
+                    Some(name) => format!("\"{name}\" (bit {})", bit.bit),
+                    None => format!("reserved bit {}", bit.bit),
+                };
+                prop_assert!(text.contains(&needle), "{} in {}", needle, text);
+            }
+            for g in ControlGroup::ALL {
+                prop_assert_eq!(text.contains(&format!("{g}: ")), a.get(g) != 0);
+            }
+        }
+    }
+
+    #[test]
+    fn inactive_bits_are_those_of_fields_without_activation(a in arb_set()) {
+        let inactive = a.inactive();
+        for g in ControlGroup::ALL {
+            let expected = if active(&a, g) { 0 } else { a.get(g) };
+            prop_assert_eq!(inactive.get(g), expected, "{}", g);
+            prop_assert_eq!(a.is_active(g), active(&a, g));
         }
     }
 
