@@ -370,6 +370,29 @@ fn msr_entries_are_laid_out_as_the_sdm_says() {
     assert!(area.set_data(1, 0x10));
     assert_eq!(area.data_of(0x174), Some(0x10));
     assert!(!area.set_data(2, 0));
+    let bytes = area.entry_bytes(0).unwrap();
+    assert_eq!(MsrEntry::from_le_bytes(bytes), (area.get(0).unwrap(), 0));
+    assert!(area.set(
+        0,
+        MsrEntry {
+            index: 0x277,
+            data: 6
+        }
+    ));
+    assert_eq!(u32_at(&*area, 0), 0x277);
+    assert_eq!(u64_at(&*area, 8), 6);
+    assert!(!area.set(2, MsrEntry::default()));
+    assert!(area.set_with_reserved(
+        1,
+        MsrEntry {
+            index: 0x174,
+            data: 0
+        },
+        1
+    ));
+    assert_eq!(u32_at(&*area, 20), 1);
+    assert_eq!(MsrEntry::from_le_bytes(area.entry_bytes(1).unwrap()).1, 1);
+    assert_eq!(MsrEntry::address_in(0x1000, 3), 0x1030);
     area.push(MsrEntry::default()).unwrap();
     area.push(MsrEntry::default()).unwrap();
     assert_eq!(

@@ -20,6 +20,35 @@ pub struct MsrEntry {
     pub data: u64,
 }
 
+impl MsrEntry {
+    /// Bytes per entry.
+    pub const SIZE: u64 = 16;
+
+    /// Physical address of entry `i` of an area at `area` (its bytes are at
+    /// `area + 16 * i`), wrapping as the processor's address arithmetic does.
+    #[must_use]
+    pub const fn address_in(area: u64, i: u64) -> u64 {
+        area.wrapping_add(Self::SIZE.wrapping_mul(i))
+    }
+
+    /// Decodes the 16 bytes of an entry (little-endian): the entry and its reserved bits 63:32,
+    /// which VM entry requires to be zero.
+    #[must_use]
+    pub fn from_le_bytes(bytes: [u8; 16]) -> (MsrEntry, u32) {
+        let word = |at: usize| {
+            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
+        let data = u64::from(word(8)) | u64::from(word(12)) << 32;
+        (
+            MsrEntry {
+                index: word(0),
+                data,
+            },
+            word(4),
+        )
+    }
+}
+
 /// An entry in memory: 16 bytes, written by the processor in an MSR-store area (hence atomics).
 #[repr(C, align(16))]
 struct RawEntry {
@@ -185,6 +214,25 @@ impl<const N: usize> MsrArea<N> {
             index: raw.index.load(Ordering::Relaxed),
             data: raw.data.load(Ordering::Relaxed),
         })
+    }
+
+    /// Replaces entry `i` (reserved bits zero); `false` when there is no entry `i`.
+    pub fn set(&self, i: usize, entry: MsrEntry) -> bool {
+        self.set_with_reserved(i, entry, 0)
+    }
+
+    /// Replaces entry `i` with bits 63:32 set to `reserved`, an entry VM entry refuses unless
+    /// `reserved` is 0 (for tests of the VM-entry checks); `false` when there is no entry `i`.
+    pub fn set_with_reserved(&self, i: usize, entry: MsrEntry, reserved: u32) -> bool {
+        match self.entries[..self.len].get(i) {
+            Some(raw) => {
+                raw.index.store(entry.index, Ordering::Relaxed);
+                raw.reserved.store(reserved, Ordering::Relaxed);
+                raw.data.store(entry.data, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Sets the data of entry `i`; `false` when there is no entry `i`.

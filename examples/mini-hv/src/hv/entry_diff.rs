@@ -24,7 +24,8 @@
 
 use core::fmt;
 
-use vmcs::check::{self, Outcome, Rule};
+use vmcs::check::{self, Outcome, PhysMemory, Rule};
+use vmcs::structures::{InFrame, IoBitmaps, MsrArea, MsrBitmap, MsrEntry};
 use vmcs::{
     GuestSegment, HardwareVmcs, Segment, SegmentAccessRights, VmcsRead, VmcsSnapshot, VmcsWrite,
     fields,
@@ -262,7 +263,6 @@ const BOCHS_PENDING_DBG_RESERVED: u64 = 0xffff_aff0;
 
 /// Bochs' missing IA32_DEBUGCTL: the first VM-entry MSR-load entry for it fails.
 fn debugctl_in_msr_list(vmcs: &HardwareVmcs<'_>) -> Option<Outcome> {
-    use check::PhysMemory;
     let count = vmcs
         .read_raw(fields::VM_ENTRY_MSR_LOAD_COUNT.encoding())
         .ok()?;
@@ -270,8 +270,12 @@ fn debugctl_in_msr_list(vmcs: &HardwareVmcs<'_>) -> Option<Outcome> {
         .read_raw(fields::VM_ENTRY_MSR_LOAD_ADDRESS.encoding())
         .ok()?;
     (0..count.min(ENTRY_AREA_ENTRIES as u64)).find_map(|i| {
-        let index = IdentityMemory.read_u64(area.wrapping_add(16 * i)).ok()?;
-        (index == 0x1d9).then_some(Outcome::EntryFailure {
+        let mut bytes = [0; 16];
+        IdentityMemory
+            .read(MsrEntry::address_in(area, i), &mut bytes)
+            .ok()?;
+        let (entry, reserved) = MsrEntry::from_le_bytes(bytes);
+        (entry.index == 0x1d9 && reserved == 0).then_some(Outcome::EntryFailure {
             exit_reason: check::EXIT_REASON_ENTRY_FAILURE | check::EXIT_REASON_MSR_LOADING,
             qualification: i + 1,
         })
@@ -354,10 +358,12 @@ const STUB_GPA: u64 = 0x7000;
 /// VMCALL; HLT; JMP $.
 const STUB: [u8; 6] = [0x0f, 0x01, 0xc1, 0xf4, 0xeb, 0xfe];
 
-/// Entries of the VM-entry MSR-load area (4 frames: past the recommended maximum of 512).
+/// Entries of the VM-entry MSR-load area (past the recommended maximum of 512).
 const ENTRY_AREA_ENTRIES: usize = 1024;
-/// Entries of each VM-exit MSR area (one frame).
-const EXIT_AREA_ENTRIES: usize = 256;
+/// The VM-entry MSR-load area.
+type EntryArea = MsrArea<ENTRY_AREA_ENTRIES>;
+/// Each VM-exit MSR area.
+type ExitArea = MsrArea<256>;
 
 const IA32_SYSENTER_CS: u32 = 0x174;
 
@@ -469,10 +475,10 @@ pub struct Setup<'a> {
     pub controls: &'a vmx_caps::ControlSet,
     /// The EPT pointer of guest RAM.
     pub eptp: ept::EptPointer,
-    /// MSR bitmap frame.
-    pub msr_bitmap: u64,
-    /// I/O bitmaps (two frames).
-    pub io_bitmaps: u64,
+    /// The MSR bitmap.
+    pub msr_bitmap: &'a MsrBitmap,
+    /// The I/O bitmaps.
+    pub io_bitmaps: &'a IoBitmaps,
     /// "enable VPID" negotiated.
     pub vpid: bool,
     /// The vCPU (for the guest's reset state).
@@ -486,7 +492,10 @@ struct Env {
     maxphyaddr: u8,
     cr0_fixed: vmx_caps::FixedBits,
     cr4_fixed: vmx_caps::FixedBits,
-    entry_area: u64,
+    /// The VM-entry MSR-load area, every entry in use (the VMCS count says how many load).
+    entry_area: &'static EntryArea,
+    /// Its physical address.
+    entry_area_phys: u64,
     msr_list_max: u32,
     /// Frames the feature mutations point control fields at: virtual-APIC page, APIC-access
     /// page, shadow VMCS, and one for bitmaps, lists and logs.
@@ -516,13 +525,32 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
         vcpu,
         ram_base,
     } = setup;
-    let (Some(entry_area), Some(exit_store), Some(exit_load)) = (
-        crate::mem::alloc_frames(ENTRY_AREA_ENTRIES * 16 / 4096),
-        crate::mem::alloc_frame(),
-        crate::mem::alloc_frame(),
+    let frames = |bytes: usize| crate::mem::alloc_frames(bytes.div_ceil(4096));
+    let (Some(entry_frames), Some(store_frames), Some(load_frames)) = (
+        frames(size_of::<EntryArea>()),
+        frames(size_of::<ExitArea>()),
+        frames(size_of::<ExitArea>()),
     ) else {
         println!("mini-hv: entry-diff: out of memory for the MSR areas");
         return super::Outcome::Fail;
+    };
+    // SAFETY: fresh identity-mapped frame runs of the areas' sizes, used only as these areas for
+    // the rest of the run.
+    let areas = unsafe {
+        EntryArea::from_frame(entry_frames as *mut u8).and_then(|entry| {
+            Ok((
+                entry,
+                ExitArea::from_frame(store_frames as *mut u8)?,
+                ExitArea::from_frame(load_frames as *mut u8)?,
+            ))
+        })
+    };
+    let (entry_area, exit_store, exit_load) = match areas {
+        Ok(areas) => areas,
+        Err(e) => {
+            println!("mini-hv: entry-diff: cannot place the MSR areas: {e}");
+            return super::Outcome::Fail;
+        }
     };
     // SAFETY: guest RAM is host memory owned by the hypervisor, identity-mapped; the stub lies
     // in its low, otherwise unused part.
@@ -531,7 +559,9 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
     };
     // The VM-exit MSR-load list only ever holds IA32_SYSENTER_CS = 0 (harmless for this host,
     // whatever the count), so that no mutation turns a VM exit into a VMX abort.
-    fill_msr_area(exit_load, EXIT_AREA_ENTRIES);
+    fill_msr_area(exit_load);
+    fill_msr_area(entry_area);
+    let entry_area: &'static EntryArea = entry_area;
     let Some(feature_frames) = crate::mem::alloc_frames(4) else {
         println!("mini-hv: entry-diff: out of memory for the feature frames");
         return super::Outcome::Fail;
@@ -546,13 +576,26 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
     // SAFETY: VMX root operation at CPL 0; the current VMCS is `active`'s for the whole run (it
     // is reloaded in place); the host state written is this host's.
     let mut hw = unsafe { HardwareVmcs::new() };
-    let baseline = super::write_vmcs(&mut hw, controls, eptp, msr_bitmap, io_bitmaps, vpid)
-        .and_then(|()| vcpu.write_reset_state(&mut hw, STUB_GPA))
-        .and_then(|()| hw.write(fields::VMX_PREEMPTION_TIMER_VALUE, 0))
-        .and_then(|()| hw.write(fields::VM_ENTRY_MSR_LOAD_ADDRESS, entry_area))
-        .and_then(|()| hw.write(fields::VM_EXIT_MSR_STORE_ADDRESS, exit_store))
-        .and_then(|()| hw.write(fields::VM_EXIT_MSR_LOAD_ADDRESS, exit_load))
-        .and_then(|()| VmcsSnapshot::capture(&hw));
+    // The known-good VMCS loads and stores no MSR (counts 0); the mutations raise the counts.
+    let mut known_good = || -> Result<VmcsSnapshot, super::SetupError> {
+        super::write_vmcs(&mut hw, controls, eptp, msr_bitmap, io_bitmaps, vpid)?;
+        vcpu.write_reset_state(&mut hw, STUB_GPA)?;
+        hw.write(fields::VMX_PREEMPTION_TIMER_VALUE, 0)?;
+        hw.write(
+            fields::VM_ENTRY_MSR_LOAD_ADDRESS,
+            entry_area.phys_addr(&super::identity)?,
+        )?;
+        hw.write(
+            fields::VM_EXIT_MSR_STORE_ADDRESS,
+            exit_store.phys_addr(&super::identity)?,
+        )?;
+        hw.write(
+            fields::VM_EXIT_MSR_LOAD_ADDRESS,
+            exit_load.phys_addr(&super::identity)?,
+        )?;
+        Ok(VmcsSnapshot::capture(&hw)?)
+    };
+    let baseline = known_good();
     let baseline = match baseline {
         Ok(snapshot) => snapshot,
         Err(fail) => {
@@ -566,6 +609,13 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
         maxphyaddr: super::phys_addr_width(),
         cr0_fixed: caps.cr0_fixed,
         cr4_fixed: caps.cr4_fixed,
+        entry_area_phys: match entry_area.phys_addr(&super::identity) {
+            Ok(phys) => phys,
+            Err(e) => {
+                println!("mini-hv: entry-diff: {e}");
+                return super::Outcome::Fail;
+            }
+        },
         entry_area,
         msr_list_max: caps.misc.max_msr_list_entries(),
         frames: core::array::from_fn(|i| feature_frames + 4096 * i as u64),
@@ -597,7 +647,7 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
             println!("mini-hv: entry-diff: case {case}: restoring the VMCS failed: {fail}");
             return super::Outcome::Fail;
         }
-        fill_msr_area(entry_area, ENTRY_AREA_ENTRIES);
+        reset_msr_area(entry_area);
         let mut mutation = Mutation::new();
         let mutated = mutate(&mut rng, &env, &mut hw, &mut mutation);
         if let Err(fail) = mutated {
@@ -777,19 +827,22 @@ fn restore(hw: &mut HardwareVmcs<'_>, baseline: &VmcsSnapshot) -> Result<(), VmF
 }
 
 /// Fills an MSR area with `entries` entries loading IA32_SYSENTER_CS with 0.
-fn fill_msr_area(area: u64, entries: usize) {
-    for i in 0..entries {
-        write_msr_entry(area, i, u64::from(IA32_SYSENTER_CS), 0);
-    }
+/// The filler entry: IA32_SYSENTER_CS = 0 (harmless to load for this host).
+const FILLER: MsrEntry = MsrEntry {
+    index: IA32_SYSENTER_CS,
+    data: 0,
+};
+
+/// Puts every entry of `area` in use, each [`FILLER`].
+fn fill_msr_area<const N: usize>(area: &mut MsrArea<N>) {
+    area.clear();
+    while area.push(FILLER).is_ok() {}
 }
 
-fn write_msr_entry(area: u64, slot: usize, index: u64, value: u64) {
-    let entry = (area + 16 * slot as u64) as *mut u64;
-    // SAFETY: `area` is an identity-mapped frame run owned by this module and `slot` lies inside
-    // it (callers stay below the area's entry count).
-    unsafe {
-        entry.write_volatile(index);
-        entry.add(1).write_volatile(value);
+/// Resets every entry in use of `area` to [`FILLER`].
+fn reset_msr_area<const N: usize>(area: &MsrArea<N>) {
+    for i in 0..area.len() {
+        area.set(i, FILLER);
     }
 }
 
@@ -1386,7 +1439,13 @@ fn msr_list(
     let count = 1 + rng.below(4);
     for slot in 0..count as usize {
         let (index, value) = rng.pick(MSR_ENTRIES);
-        write_msr_entry(env.entry_area, slot, index, value);
+        // Bits 31:0 of `index` are the MSR, bits 63:32 the entry's reserved bits (rule M1).
+        let entry = MsrEntry {
+            index: index as u32,
+            data: value,
+        };
+        env.entry_area
+            .set_with_reserved(slot, entry, (index >> 32) as u32);
         mutation.push(Change::MsrEntry { slot, index, value });
     }
     set_field(
@@ -1396,7 +1455,7 @@ fn msr_list(
         count,
     )?;
     if rng.chance(15) {
-        let address = env.entry_area | rng.pick(&[8u64, 1, 1 << env.maxphyaddr, 1 << 63]);
+        let address = env.entry_area_phys | rng.pick(&[8u64, 1, 1 << env.maxphyaddr, 1 << 63]);
         set_field(
             hw,
             mutation,

@@ -20,6 +20,7 @@ use ept::{
     OffsetPhysToVirt, Permissions,
 };
 use exits::{CrAccessType, ExitReason, IoDirection, IoSize, VmExit};
+use vmcs::structures::{IoBitmaps, MsrAccess, MsrBitmap};
 use vmcs::{
     DescriptorTable, GuestDescriptorTable, GuestSegment, HardwareVmcs, Segment,
     SegmentAccessRights, VmcsRead, VmcsWrite, fields,
@@ -176,7 +177,7 @@ pub fn run() -> Outcome {
     };
 
     // Everything the hypervisor needs, allocated before hv_end is fixed.
-    let (Some(vmxon_frame), Some(vmcs_frame), Some(msr_bitmap), Some(io_bitmaps), Some(pool)) = (
+    let (Some(vmxon_frame), Some(vmcs_frame), Some(msr_frame), Some(io_frames), Some(pool)) = (
         crate::mem::alloc_frame(),
         crate::mem::alloc_frame(),
         crate::mem::alloc_frame(),
@@ -187,7 +188,7 @@ pub fn run() -> Outcome {
         return Outcome::Fail;
     };
     let mut high = pool + EPT_POOL_FRAMES as u64 * 4096;
-    for a in [vmxon_frame, vmcs_frame, msr_bitmap, io_bitmaps + 4096] {
+    for a in [vmxon_frame, vmcs_frame, msr_frame, io_frames + 4096] {
         high = high.max(a + 4096);
     }
     let mut holes = [(0u64, 0u64); 72];
@@ -248,17 +249,22 @@ pub fn run() -> Outcome {
     println!("mini-hv: ACPI PM1a control port {pm1a:#x} ({source}) trapped (power-off)");
 
     // Bitmaps: MSRs all open but the VMX ones; ports all open but power-off and reset.
-    // SAFETY: fresh frames owned by this function, identity-mapped.
-    unsafe {
-        let msr = msr_bitmap as *mut u8;
-        for m in core::iter::once(IA32_FEATURE_CONTROL).chain(VMX_CAPABILITY_MSRS) {
-            *msr.add((m / 8) as usize) |= 1 << (m % 8); // read, low MSRs
-            *msr.add(0x800 + (m / 8) as usize) |= 1 << (m % 8); // write, low MSRs
+    // SAFETY: fresh identity-mapped frames, used only as these bitmaps for the rest of the run.
+    let Some((msr_bitmap, io_bitmaps)) = (unsafe { super::bitmaps_in(msr_frame, io_frames) })
+    else {
+        return Outcome::Fail;
+    };
+    for msr in core::iter::once(IA32_FEATURE_CONTROL).chain(VMX_CAPABILITY_MSRS) {
+        let trapped = msr_bitmap
+            .intercept(msr, MsrAccess::Read)
+            .and_then(|()| msr_bitmap.intercept(msr, MsrAccess::Write));
+        if let Err(e) = trapped {
+            println!("mini-hv: cannot trap MSR {msr:#x}: {e}");
+            return Outcome::Fail;
         }
-        let io = io_bitmaps as *mut u8;
-        for p in [pm1a, pm1a + 1, KBC_COMMAND, RESET_CONTROL] {
-            *io.add((p / 8) as usize) |= 1 << (p % 8);
-        }
+    }
+    for port in [pm1a, pm1a + 1, KBC_COMMAND, RESET_CONTROL] {
+        io_bitmaps.intercept(port);
     }
 
     // EPT: identity map of [0, 1 MiB) but the holes, and of [hv_end, 4 GiB).
@@ -393,8 +399,8 @@ fn launch(
     caps: &VmxCapabilities,
     controls: &vmx_caps::ControlSet,
     eptp: ept::EptPointer,
-    msr_bitmap: u64,
-    io_bitmaps: u64,
+    msr_bitmap: &MsrBitmap,
+    io_bitmaps: &IoBitmaps,
     vmcs_frame: u64,
     pat: bool,
     entry32: u64,
@@ -412,7 +418,7 @@ fn launch(
     let mut hw = unsafe { HardwareVmcs::new() };
     let vpid = controls.proc2.contains(SecondaryControls::ENABLE_VPID);
     let setup = super::write_vmcs(&mut hw, controls, eptp, msr_bitmap, io_bitmaps, vpid)
-        .and_then(|()| linux.write_entry_state(&mut hw, entry32, pat));
+        .and_then(|()| Ok(linux.write_entry_state(&mut hw, entry32, pat)?));
     if let Err(fail) = setup {
         println!("mini-hv: writing the VMCS failed: {fail}");
         super::dump_vmcs(&hw);

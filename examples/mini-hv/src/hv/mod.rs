@@ -18,6 +18,7 @@ use ept::{
     OffsetPhysToVirt, Permissions,
 };
 use exits::ExitReason;
+use vmcs::structures::{InFrame, IoBitmaps, MsrAccess, MsrBitmap, StructureError};
 use vmcs::{HardwareVmcs, VmcsSnapshot, VmcsWrite, check, fields};
 use vmx_caps::{
     ControlRequest, EntryControls, ExitControls, LiveMsrs, MsrSnapshot, PinBasedControls,
@@ -425,7 +426,7 @@ fn run_guest(
     );
 
     // MSR bitmap (everything intercepted but the pass-through MSRs) and I/O bitmaps (every port).
-    let (Some(msr_bitmap), Some(io_bitmaps), Some(vmcs_frame)) = (
+    let (Some(msr_frame), Some(io_frames), Some(vmcs_frame)) = (
         crate::mem::alloc_frame(),
         crate::mem::alloc_frames(2),
         crate::mem::alloc_frame(),
@@ -433,26 +434,27 @@ fn run_guest(
         println!("mini-hv: out of memory for the bitmaps and the VMCS");
         return Outcome::Fail;
     };
-    // SAFETY: fresh frames owned by this function, identity-mapped.
-    unsafe {
-        core::ptr::write_bytes(msr_bitmap as *mut u8, 0xff, 4096);
-        core::ptr::write_bytes(io_bitmaps as *mut u8, 0xff, 8192);
-    }
-    let allow = |base: u64, msr: u32| {
-        let (offset, index) = match msr {
-            0..=0x1fff => (0, msr),
-            0xc000_0000..=0xc000_1fff => (0x400, msr - 0xc000_0000),
-            _ => return,
-        };
-        let byte = (msr_bitmap + base + offset + u64::from(index / 8)) as *mut u8;
-        // SAFETY: inside the MSR bitmap frame (offsets < 0x1000).
-        unsafe { *byte &= !(1 << (index % 8)) };
+    // SAFETY: fresh identity-mapped frames (one, and two contiguous), used only as these bitmaps
+    // for the rest of the run.
+    let bitmaps = unsafe { bitmaps_in(msr_frame, io_frames) };
+    let Some((msr_bitmap, io_bitmaps)) = bitmaps else {
+        return Outcome::Fail;
     };
-    for &msr in vcpu::PASSTHROUGH_READ {
-        allow(0, msr);
-    }
-    for &msr in vcpu::PASSTHROUGH_WRITE {
-        allow(0x800, msr);
+    msr_bitmap.fill(true);
+    io_bitmaps.fill(true);
+    let passthrough = vcpu::PASSTHROUGH_READ
+        .iter()
+        .map(|&msr| (msr, MsrAccess::Read))
+        .chain(
+            vcpu::PASSTHROUGH_WRITE
+                .iter()
+                .map(|&msr| (msr, MsrAccess::Write)),
+        );
+    for (msr, access) in passthrough {
+        if let Err(e) = msr_bitmap.pass_through(msr, access) {
+            println!("mini-hv: cannot pass MSR {msr:#x} through: {e}");
+            return Outcome::Fail;
+        }
     }
 
     // SAFETY: a fresh frame (identity-mapped), used only as this VMCS for the rest of the run.
@@ -490,7 +492,7 @@ fn run_guest(
     // state written below keeps the guest inside its EPT.
     let mut hw = unsafe { HardwareVmcs::new() };
     let setup = write_vmcs(&mut hw, controls, ept.eptp(), msr_bitmap, io_bitmaps, vpid)
-        .and_then(|()| vcpu.write_reset_state(&mut hw, guest::entry16()));
+        .and_then(|()| Ok(vcpu.write_reset_state(&mut hw, guest::entry16())?));
     if let Err(fail) = setup {
         println!("mini-hv: writing the VMCS failed: {fail}");
         dump_vmcs(&hw);
@@ -558,6 +560,55 @@ fn run_guest(
         return Outcome::Fail;
     }
     outcome
+}
+
+/// The MSR bitmap in `msr_frame` and the I/O bitmaps in `io_frames` (two contiguous frames),
+/// zeroed (nothing intercepted); prints why not.
+///
+/// # Safety
+/// The frames are fresh and identity-mapped, used only as these bitmaps for the rest of the run.
+unsafe fn bitmaps_in(
+    msr_frame: u64,
+    io_frames: u64,
+) -> Option<(&'static mut MsrBitmap, &'static mut IoBitmaps)> {
+    // SAFETY: guaranteed by the caller (one frame for the 4-KiB MSR bitmap, two for the 8-KiB I/O
+    // bitmaps).
+    let made = unsafe {
+        MsrBitmap::from_frame(msr_frame as *mut u8)
+            .and_then(|msr| Ok((msr, IoBitmaps::from_frame(io_frames as *mut u8)?)))
+    };
+    made.map_err(|e| println!("mini-hv: cannot place the bitmaps: {e}"))
+        .ok()
+}
+
+/// Why writing the VMCS failed: a VMWRITE, or a structure the VMCS points to.
+#[derive(Debug)]
+pub(crate) enum SetupError {
+    /// A VMWRITE failed.
+    Vmcs(VmFail),
+    /// A structure's address was refused, or its VMWRITE failed.
+    Structure(StructureError),
+}
+
+impl From<VmFail> for SetupError {
+    fn from(fail: VmFail) -> Self {
+        SetupError::Vmcs(fail)
+    }
+}
+
+impl From<StructureError> for SetupError {
+    fn from(e: StructureError) -> Self {
+        SetupError::Structure(e)
+    }
+}
+
+impl core::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SetupError::Vmcs(fail) => fail.fmt(f),
+            SetupError::Structure(e) => e.fmt(f),
+        }
+    }
 }
 
 /// Runs the `vmcs` crate's software VM-entry checker on the current VMCS (before the first
@@ -629,10 +680,10 @@ fn write_vmcs(
     vmcs: &mut HardwareVmcs<'_>,
     controls: &vmx_caps::ControlSet,
     eptp: ept::EptPointer,
-    msr_bitmap: u64,
-    io_bitmaps: u64,
+    msr_bitmap: &MsrBitmap,
+    io_bitmaps: &IoBitmaps,
     vpid: bool,
-) -> Result<(), VmFail> {
+) -> Result<(), SetupError> {
     vmcs.write(fields::PIN_BASED_VM_EXECUTION_CONTROLS, controls.pin)?;
     vmcs.write(
         fields::PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS,
@@ -655,9 +706,8 @@ fn write_vmcs(
         fields::VM_ENTRY_INTERRUPTION_INFORMATION,
         vmcs::EntryInterruptionInfo::from_bits(0),
     )?;
-    vmcs.write(fields::ADDRESS_OF_MSR_BITMAPS, msr_bitmap)?;
-    vmcs.write(fields::ADDRESS_OF_IO_BITMAP_A, io_bitmaps)?;
-    vmcs.write(fields::ADDRESS_OF_IO_BITMAP_B, io_bitmaps + 4096)?;
+    msr_bitmap.write_to(vmcs, &identity)?;
+    io_bitmaps.write_to(vmcs, &identity)?;
     vmcs.write(fields::EPT_POINTER, eptp)?;
     if vpid {
         vmcs.write(fields::VIRTUAL_PROCESSOR_IDENTIFIER, GUEST_VPID)?;
