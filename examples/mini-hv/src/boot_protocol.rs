@@ -496,3 +496,305 @@ impl<'a> Layout<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Offsets and rules from the kernel's Documentation/arch/x86/boot.rst ("The Real-Mode Kernel
+    //! Header", "Details of Header Fields") and zero-page.rst, written out here as numbers.
+
+    use super::*;
+
+    const HV_END: u64 = 0x120_0000;
+
+    fn put(bytes: &mut [u8], at: usize, value: &[u8]) {
+        bytes[at..at + value.len()].copy_from_slice(value);
+    }
+
+    /// A bzImage: `setup_sects` 4, protocol 2.15, relocatable, 2 MiB alignment, `pref_address`
+    /// 16 MiB, `init_size` 32 MiB, `cmdline_size` 2048, `initrd_addr_max` 0x7fffffff, and a
+    /// protected-mode part of `pm` bytes. The jump at 0x200 ends the header at 0x268.
+    fn bzimage(pm: usize) -> Vec<u8> {
+        let mut k = vec![0u8; 5 * 512 + pm];
+        k[0x1f1] = 4;
+        put(&mut k, 0x1f4, &((pm / 16) as u32).to_le_bytes());
+        put(&mut k, 0x1fe, &[0x55, 0xaa]);
+        put(&mut k, 0x200, &[0xeb, 0x66]);
+        put(&mut k, 0x202, b"HdrS");
+        put(&mut k, 0x206, &0x020f_u16.to_le_bytes());
+        k[0x211] = 1;
+        put(&mut k, 0x22c, &0x7fff_ffff_u32.to_le_bytes());
+        put(&mut k, 0x230, &0x20_0000_u32.to_le_bytes());
+        k[0x234] = 1;
+        put(&mut k, 0x238, &2048_u32.to_le_bytes());
+        put(&mut k, 0x258, &0x100_0000_u64.to_le_bytes());
+        put(&mut k, 0x260, &0x200_0000_u32.to_le_bytes());
+        // Past the header: must not reach the zero page.
+        k[0x268] = 0x5a;
+        // The first bytes of the protected-mode kernel.
+        k[5 * 512] = 0xfc;
+        k
+    }
+
+    /// A PC's firmware map with 128 MiB of RAM, the hypervisor's `[1 MiB, HV_END)` as a hole.
+    fn e820() -> E820 {
+        let firmware = [
+            (0, 0x9_fc00, 1),
+            (0x9_fc00, 0x400, 2),
+            (0xf_0000, 0x1_0000, 2),
+            (0x10_0000, 0x7ef_0000, 1),
+        ];
+        E820::build(firmware.into_iter(), &[(0x10_0000, HV_END)]).unwrap()
+    }
+
+    fn entry(addr: u64, size: u64, kind: u32) -> E820Entry {
+        E820Entry { addr, size, kind }
+    }
+
+    #[test]
+    fn e820_turns_holes_reserved_and_merges_neighbours() {
+        assert_eq!(
+            e820().entries(),
+            [
+                entry(0, 0x9_fc00, E820_RAM),
+                entry(0x9_fc00, 0x400, E820_RESERVED),
+                // The BIOS area and the hypervisor's hole: adjacent, both reserved.
+                entry(0xf_0000, HV_END - 0xf_0000, E820_RESERVED),
+                entry(HV_END, 0x7ff_0000 - HV_END, E820_RAM),
+            ]
+        );
+    }
+
+    #[test]
+    fn e820_overlaps_take_the_highest_type() {
+        // RAM with an ACPI (3) range inside it.
+        let map = E820::build([(0, 0x1_0000, 1), (0x8000, 0x1000, 3)].into_iter(), &[]).unwrap();
+        assert_eq!(
+            map.entries(),
+            [
+                entry(0, 0x8000, 1),
+                entry(0x8000, 0x1000, 3),
+                entry(0x9000, 0x7000, 1)
+            ]
+        );
+        // Gaps stay gaps.
+        let map = E820::build([(0, 0x1000, 1), (0x3000, 0x1000, 1)].into_iter(), &[]).unwrap();
+        assert_eq!(
+            map.entries(),
+            [entry(0, 0x1000, 1), entry(0x3000, 0x1000, 1)]
+        );
+    }
+
+    #[test]
+    fn e820_overflow_is_an_error() {
+        let regions = (0..200u64).map(|i| (i * 0x2000, 0x1000, 1));
+        assert!(matches!(
+            E820::build(regions, &[]),
+            Err(LoadError::E820Overflow)
+        ));
+    }
+
+    #[test]
+    fn module_tags() {
+        // GRUB passes the arguments only; QEMU and others the path first.
+        assert_eq!(
+            module_args("kernel console=ttyS0 quiet", "kernel"),
+            Some("console=ttyS0 quiet")
+        );
+        assert_eq!(
+            module_args("/boot/vmlinuz kernel quiet", "kernel"),
+            Some("quiet")
+        );
+        assert_eq!(module_args("/boot/initrd.gz initrd", "initrd"), Some(""));
+        assert_eq!(module_args("initrd", "initrd"), Some(""));
+        assert_eq!(module_args("/boot/initrd.gz initrd", "kernel"), None);
+        assert_eq!(module_args("kernelx quiet", "kernel"), None);
+        assert_eq!(module_args("/boot/kernel", "kernel"), None);
+        assert_eq!(module_args("", "kernel"), None);
+    }
+
+    #[test]
+    fn setup_header_fields() {
+        let header = SetupHeader::parse(&bzimage(0x1000)).unwrap();
+        assert_eq!(
+            header,
+            SetupHeader {
+                protocol: 0x020f,
+                setup_size: 2560,
+                relocatable: true,
+                kernel_alignment: 0x20_0000,
+                pref_address: 0x100_0000,
+                init_size: 0x200_0000,
+                cmdline_size: 2048,
+                initrd_addr_max: 0x7fff_ffff,
+                header_end: 0x268,
+            }
+        );
+        // setup_sects 0 means 4; init_size never below the kernel's own size; alignment at least
+        // a page.
+        let mut k = bzimage(0x1000);
+        k[0x1f1] = 0;
+        put(&mut k, 0x260, &0x10_u32.to_le_bytes());
+        put(&mut k, 0x230, &0_u32.to_le_bytes());
+        let header = SetupHeader::parse(&k).unwrap();
+        assert_eq!(header.setup_size, 2560);
+        assert_eq!(header.init_size, 0x1000);
+        assert_eq!(header.kernel_alignment, 0x1000);
+    }
+
+    #[test]
+    fn setup_header_errors() {
+        let k = bzimage(0x1000);
+        assert!(matches!(
+            SetupHeader::parse(&k[..0x267]),
+            Err(LoadError::Truncated {
+                need: 0x268,
+                have: 0x267
+            })
+        ));
+        let mut bad = k.clone();
+        bad[0x1fe] = 0;
+        assert!(matches!(
+            SetupHeader::parse(&bad),
+            Err(LoadError::BadBootFlag(0xaa00))
+        ));
+        let mut bad = k.clone();
+        bad[0x205] = b'T';
+        assert!(matches!(
+            SetupHeader::parse(&bad),
+            Err(LoadError::BadMagic(_))
+        ));
+        let mut bad = k.clone();
+        put(&mut bad, 0x206, &0x0209_u16.to_le_bytes());
+        assert!(matches!(
+            SetupHeader::parse(&bad),
+            Err(LoadError::OldProtocol(0x0209))
+        ));
+        let mut bad = k.clone();
+        bad[0x211] = 0;
+        assert!(matches!(
+            SetupHeader::parse(&bad),
+            Err(LoadError::NotBzImage)
+        ));
+        // syssize (in 16-byte units) says more than the file holds.
+        assert!(matches!(
+            SetupHeader::parse(&k[..k.len() - 1]),
+            Err(LoadError::Truncated { need, .. }) if need == 2560 + 0x1000
+        ));
+    }
+
+    #[test]
+    fn layout_of_a_relocatable_kernel() {
+        let kernel = bzimage(0x1000);
+        let initrd = b"070701 and the rest of a cpio archive";
+        let layout = Layout::plan(&kernel, "console=ttyS0", initrd, e820(), HV_END).unwrap();
+        assert_eq!(layout.boot_params, HV_END);
+        assert_eq!(layout.cmdline_at, HV_END + 0x1000);
+        // pref_address (16 MiB) is below the hypervisor's end: the next 2 MiB boundary above the
+        // zero page and the command line.
+        assert_eq!(layout.entry32, 0x140_0000);
+        assert_eq!(layout.kernel_size, 0x1000);
+        assert_eq!(layout.init_size, 0x200_0000);
+        // The initramfs in the last page(s) of RAM, page-aligned.
+        assert_eq!(layout.initrd, 0x7fe_f000);
+        assert_eq!(layout.initrd_size, initrd.len() as u64);
+        assert_eq!(layout.protected_mode(&kernel)[0], 0xfc);
+        assert_eq!(layout.protected_mode(&kernel).len(), 0x1000);
+    }
+
+    #[test]
+    fn layout_prefers_pref_address_and_respects_initrd_addr_max() {
+        let mut kernel = bzimage(0x1000);
+        put(&mut kernel, 0x258, &0x300_0000_u64.to_le_bytes());
+        put(&mut kernel, 0x22c, &0x37ff_ffff_u32.to_le_bytes());
+        let firmware = [(0, 0x9_fc00, 1), (0x10_0000, 0x7ff0_0000, 1)];
+        let map = E820::build(firmware.into_iter(), &[(0x10_0000, HV_END)]).unwrap();
+        let initrd = [0x1f, 0x8b, 0, 0, 0, 0];
+        let layout = Layout::plan(&kernel, "", &initrd, map, HV_END).unwrap();
+        assert_eq!(layout.entry32, 0x300_0000);
+        assert_eq!(layout.initrd, 0x3800_0000 - 0x1000);
+    }
+
+    #[test]
+    fn layout_of_a_kernel_that_is_not_relocatable() {
+        let mut kernel = bzimage(0x1000);
+        kernel[0x234] = 0;
+        let initrd = b"070701";
+        assert!(matches!(
+            Layout::plan(&kernel, "", initrd, e820(), HV_END),
+            Err(LoadError::NotRelocatable { address: 0x10_0000 })
+        ));
+        // With the hypervisor out of the way, at 1 MiB.
+        let map = E820::build([(0x10_0000, 0x400_0000, 1)].into_iter(), &[]).unwrap();
+        let layout = Layout::plan(&kernel, "", initrd, map, 0x10_0000).unwrap();
+        assert_eq!(layout.entry32, 0x10_0000);
+    }
+
+    #[test]
+    fn layout_errors() {
+        let kernel = bzimage(0x1000);
+        let cpio = b"070701";
+        // cmdline_size counts the NUL's room: 2047 bytes fit, 2048 do not.
+        let long = "x".repeat(2048);
+        assert!(Layout::plan(&kernel, &long[..2047], cpio, e820(), HV_END).is_ok());
+        assert!(matches!(
+            Layout::plan(&kernel, &long, cpio, e820(), HV_END),
+            Err(LoadError::CmdlineTooLong {
+                len: 2048,
+                max: 2047
+            })
+        ));
+        assert!(matches!(
+            Layout::plan(&kernel, "", b"hello", e820(), HV_END),
+            Err(LoadError::NotInitramfs([b'h', b'e', b'l', b'l']))
+        ));
+        assert!(matches!(
+            Layout::plan(&kernel, "", b"", e820(), HV_END),
+            Err(LoadError::NotInitramfs([0, 0, 0, 0]))
+        ));
+        // No RAM entry starting at the hypervisor's end.
+        assert!(matches!(
+            Layout::plan(&kernel, "", cpio, e820(), HV_END + 0x1000),
+            Err(LoadError::NoRam)
+        ));
+        // 32 MiB of RAM above the hypervisor: the kernel at 20 MiB needs 32 MiB plus the initramfs.
+        let map = E820::build([(HV_END, 0x200_0000, 1)].into_iter(), &[]).unwrap();
+        assert!(matches!(
+            Layout::plan(&kernel, "", cpio, map, HV_END),
+            Err(LoadError::TooLittleMemory { need, have: 0x200_0000 })
+                if need == 0x140_0000 + 0x200_0000 + 0x1000 - HV_END
+        ));
+    }
+
+    #[test]
+    fn the_zero_page() {
+        let kernel = bzimage(0x1000);
+        let initrd = b"070701";
+        let layout = Layout::plan(&kernel, "quiet", initrd, e820(), HV_END).unwrap();
+        let mut page = [0xee; ZERO_PAGE_SIZE];
+        layout.write_zero_page(&kernel, &mut page);
+        let le32 = |at: usize| u32::from_le_bytes(page[at..at + 4].try_into().unwrap());
+        let le64 = |at: usize| u64::from_le_bytes(page[at..at + 8].try_into().unwrap());
+        // The setup header is copied from 0x1f1 to its end (0x202 + the jump's byte, 0x66), but
+        // for the fields the loader fills; everything else starts zero.
+        for range in [0x1f1..0x210, 0x211..0x214, 0x220..0x228, 0x22c..0x268] {
+            assert_eq!(page[range.clone()], kernel[range]);
+        }
+        assert_eq!(page[0x1f0], 0);
+        assert_eq!(page[0x268], 0);
+        assert_eq!(page[0xfff], 0);
+        // type_of_loader 0xff ("undefined"), code32_start, ramdisk_image/size, cmd_line_ptr.
+        assert_eq!(page[0x210], 0xff);
+        assert_eq!(le32(0x214), 0x140_0000);
+        assert_eq!(le32(0x218), 0x7fe_f000);
+        assert_eq!(le32(0x21c), initrd.len() as u32);
+        assert_eq!(le32(0x228), (HV_END + 0x1000) as u32);
+        // e820_entries at 0x1e8, the table at 0x2d0: 20-byte entries (addr, size, type).
+        assert_eq!(page[0x1e8], 4);
+        assert_eq!((le64(0x2d0), le64(0x2d8), le32(0x2e0)), (0, 0x9_fc00, 1));
+        assert_eq!(
+            (le64(0x2d0 + 60), le64(0x2d8 + 60), le32(0x2e0 + 60)),
+            (HV_END, 0x7ff_0000 - HV_END, 1)
+        );
+        assert_eq!(le32(0x2d0 + 80), 0);
+    }
+}

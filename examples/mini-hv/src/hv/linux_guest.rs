@@ -33,7 +33,7 @@ use vmx_core::{GpReg, GuestRegisters, LivePlatform, VmFail, VmxRoot};
 
 use super::Outcome;
 use crate::println;
-use mini_hv_logic::guest_state::{self, CR0_PE, CrPolicy};
+use mini_hv_logic::guest_state::{self, CR0_PE, CrPolicy, CrWriteError};
 
 #[path = "../linux/loader.rs"]
 mod loader;
@@ -106,6 +106,8 @@ struct Linux {
     cr4_fixed: vmx_caps::FixedBits,
     xcr0_supported: u64,
     pm1a: u16,
+    /// Guest RAM above the hypervisor, `[hv_end, ram_top)`: where MOV to CR0/CR4 may read PDPTEs.
+    ram: (u64, u64),
     proc2: SecondaryControls,
     exit_counts: [u64; 96],
     total: u64,
@@ -345,6 +347,7 @@ pub fn run() -> Outcome {
         cr4_fixed: caps.cr4_fixed,
         xcr0_supported,
         pm1a,
+        ram: (hv_end, ram_top),
         proc2: controls.proc2,
         exit_counts: [0; 96],
         total: 0,
@@ -449,6 +452,7 @@ impl Linux {
         CrPolicy {
             cr0_fixed: self.cr0_fixed,
             cr4_fixed: self.cr4_fixed,
+            maxphyaddr: super::phys_addr_width(),
         }
     }
 
@@ -608,20 +612,27 @@ impl Linux {
                     Some(v) => v,
                     None => vmcs.read(fields::GUEST_RSP)?,
                 };
-                match (q.access_type, q.cr) {
-                    (CrAccessType::MovToCr, 0) => {
-                        if !self.cr().mov_to_cr0(vmcs, value)? {
-                            return inject(vmcs, GP, Some(0));
-                        }
-                        skip(vmcs, length.get())
-                    }
-                    (CrAccessType::MovToCr, 4) => {
-                        if !self.cr().mov_to_cr4(vmcs, value)? {
-                            return inject(vmcs, GP, Some(0));
-                        }
-                        skip(vmcs, length.get())
-                    }
-                    _ => self.stop(vmcs, format_args!("unexpected control-register access {q}")),
+                let (ram_start, ram_end) = self.ram;
+                // Guest RAM is identity-mapped; the PDPTEs are read only from there.
+                let read_u64 = |gpa: u64| {
+                    (gpa >= ram_start && gpa.checked_add(8).is_some_and(|end| end <= ram_end)).then(|| {
+                        // SAFETY: guest RAM above the hypervisor, identity-mapped in the host, read only.
+                        unsafe { (gpa as *const u64).read_unaligned() }
+                    })
+                };
+                let written = match (q.access_type, q.cr) {
+                    (CrAccessType::MovToCr, 0) => self.cr().mov_to_cr0(vmcs, value, read_u64),
+                    (CrAccessType::MovToCr, 4) => self.cr().mov_to_cr4(vmcs, value, read_u64),
+                    _ => return self.stop(vmcs, format_args!("unexpected control-register access {q}")),
+                };
+                match written {
+                    Ok(()) => skip(vmcs, length.get()),
+                    Err(CrWriteError::Fault(_)) => inject(vmcs, GP, Some(0)),
+                    Err(CrWriteError::Vmcs(fail)) => Err(fail),
+                    Err(CrWriteError::PdptNotReadable(gpa)) => self.stop(
+                        vmcs,
+                        format_args!("MOV to CR{} loads PDPTEs from {gpa:#x}, outside guest RAM", q.cr),
+                    ),
                 }
             }
             VmExit::Xsetbv { length } => {

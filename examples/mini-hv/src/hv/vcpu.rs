@@ -16,7 +16,7 @@ use super::devices::{self, MmioDevice, Uart};
 use super::memory::{GuestMemory, Paging};
 use crate::guest::abi::{self, reason};
 use mini_hv_logic::decode::{self, MovAccess, Operation, Reg};
-use mini_hv_logic::guest_state::{self, CR0_PG, CrPolicy, EFER_LMA, EFER_LME};
+use mini_hv_logic::guest_state::{self, CR0_PG, CrPolicy, CrWriteError, EFER_LMA, EFER_LME};
 
 /// Exception vectors the hypervisor injects (SDM Vol. 3A, 6.3.1).
 const UD: u8 = 6;
@@ -130,6 +130,7 @@ impl Vcpu {
         CrPolicy {
             cr0_fixed: self.config.cr0_fixed,
             cr4_fixed: self.config.cr4_fixed,
+            maxphyaddr: super::phys_addr_width(),
         }
     }
 
@@ -222,9 +223,7 @@ impl Vcpu {
                 // Leaf 1 reports CR4.OSXSAVE as the guest sees it: the read shadow for the bits
                 // the host owns, the real value for the others.
                 let guest_cr4 = if leaf == 1 {
-                    let mask = vmcs.read(fields::CR4_GUEST_HOST_MASK)?;
-                    (vmcs.read(fields::GUEST_CR4)? & !mask)
-                        | (vmcs.read(fields::CR4_READ_SHADOW)? & mask)
+                    self.cr().guest_cr4(vmcs)?
                 } else {
                     0
                 };
@@ -681,19 +680,34 @@ impl Vcpu {
     ) -> Result<Next, VmFail> {
         let gpr = q.gpr;
         match (q.access_type, q.cr) {
-            (CrAccessType::MovToCr, 0) => {
+            (CrAccessType::MovToCr, cr @ (0 | 4)) => {
                 let value = self.read_gpr(gpr, vmcs)?;
-                if !self.cr().mov_to_cr0(vmcs, value)? {
-                    return inject(vmcs, GP, Some(0));
+                let mem = &self.mem;
+                let read_u64 = |gpa| {
+                    let mut bytes = [0; 8];
+                    mem.read(gpa, &mut bytes)
+                        .ok()
+                        .map(|()| u64::from_le_bytes(bytes))
+                };
+                let written = if cr == 0 {
+                    self.cr().mov_to_cr0(vmcs, value, read_u64)
+                } else {
+                    self.cr().mov_to_cr4(vmcs, value, read_u64)
+                };
+                match written {
+                    Ok(()) => skip(vmcs, length),
+                    Err(CrWriteError::Fault(_)) => inject(vmcs, GP, Some(0)),
+                    Err(CrWriteError::Vmcs(fail)) => Err(fail),
+                    Err(CrWriteError::PdptNotReadable(gpa)) => {
+                        // What the processor's PDPTE load meets there: an EPT violation, which this
+                        // hypervisor answers for unbacked guest-physical addresses with #GP(0).
+                        crate::println!(
+                            "mini-hv: MOV to CR{cr} loads PDPTEs from unbacked guest-physical {gpa:#x}; \
+                             injecting #GP(0)"
+                        );
+                        inject(vmcs, GP, Some(0))
+                    }
                 }
-                skip(vmcs, length)
-            }
-            (CrAccessType::MovToCr, 4) => {
-                let value = self.read_gpr(gpr, vmcs)?;
-                if !self.cr().mov_to_cr4(vmcs, value)? {
-                    return inject(vmcs, GP, Some(0));
-                }
-                skip(vmcs, length)
             }
             (CrAccessType::MovToCr, 8) => {
                 let value = self.read_gpr(gpr, vmcs)?;
