@@ -146,6 +146,18 @@ struct GuestControl {
     in_64bit_mode: bool,
 }
 
+impl GuestControl {
+    /// The value a MOV to CR0/CR4 writes from register value `value`: all 64 bits in 64-bit mode,
+    /// the low 32 bits elsewhere (the operand size is 32 bits outside 64-bit mode).
+    fn operand(&self, value: u64) -> u64 {
+        if self.in_64bit_mode {
+            value
+        } else {
+            value & 0xffff_ffff
+        }
+    }
+}
+
 /// The CR0 and CR4 fixed bits (IA32_VMX_CR0_FIXED0/1, IA32_VMX_CR4_FIXED0/1) that decide which
 /// control-register bits the host owns, and MAXPHYADDR (for the PDPTEs' reserved bits).
 #[derive(Clone, Copy)]
@@ -253,11 +265,7 @@ impl CrPolicy {
         read_u64: impl FnMut(u64) -> Option<u64>,
     ) -> Result<(), CrWriteError> {
         let g = self.guest_control(vmcs)?;
-        let value = if g.in_64bit_mode {
-            value
-        } else {
-            value & 0xffff_ffff
-        };
+        let value = g.operand(value);
         let paging = value & CR0_PG != 0;
         let was_paging = g.cr0 & CR0_PG != 0;
         if value >> 32 != 0 {
@@ -323,11 +331,7 @@ impl CrPolicy {
         read_u64: impl FnMut(u64) -> Option<u64>,
     ) -> Result<(), CrWriteError> {
         let g = self.guest_control(vmcs)?;
-        let value = if g.in_64bit_mode {
-            value
-        } else {
-            value & 0xffff_ffff
-        };
+        let value = g.operand(value);
         let f = self.cr4_fixed;
         let reserved = value & (f.must_be_zero() | CR4_VMXE | CR4_SMXE);
         if reserved != 0 {
