@@ -78,11 +78,13 @@ fn caps() -> EptVpidCap {
     EptVpidCap(0x0000_0f01_0633_4141)
 }
 
-fn map_ours(heap: &mut Heap) -> (Duration, EptMapper<OffsetPhysToVirt>) {
+fn map_ours(heap: &mut Heap) -> (Duration, EptMapper<OffsetPhysToVirt, &mut Heap>) {
     // SAFETY: heap frames are reachable at their "physical" (= heap) address.
     let p2v = unsafe { OffsetPhysToVirt::identity() };
     let start = Instant::now();
-    let mut ept = EptMapper::new(EptConfig::new(caps(), 48), p2v, heap).expect("mapper");
+    let mut ept = EptMapper::new(EptConfig::new(caps(), 48), p2v, heap)
+        .map_err(|e| e.error)
+        .expect("mapper");
     let flush = ept
         .map_with_max_page(
             GuestPhysAddr::new(GUEST_BASE).expect("gpa"),
@@ -90,12 +92,11 @@ fn map_ours(heap: &mut Heap) -> (Duration, EptMapper<OffsetPhysToVirt>) {
             GIB,
             LeafAttributes::new(Permissions::RWX, MemoryType::WriteBack),
             PageSize::Size4K,
-            heap,
         )
         .expect("map");
     let took = start.elapsed();
     // SAFETY: these tables are never used by a processor.
-    unsafe { flush.assume_flushed(heap) };
+    unsafe { ept.assume_flushed(flush) };
     (took, ept)
 }
 
@@ -140,7 +141,7 @@ fn main() {
         let mut heap_ours = Heap::default();
         let (t, ept) = map_ours(&mut heap_ours);
         best_ours = best_ours.min(t);
-        frames_ours = heap_ours.frames.len();
+        frames_ours = ept.allocator().frames.len();
         assert_eq!(frames_ours, ept.table_frames());
 
         let mut heap_theirs = Heap::default();

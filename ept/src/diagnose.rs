@@ -47,6 +47,10 @@ pub enum MisconfigRule {
     /// Bits 2:0 are 100b (execute-only), which the processor does not support
     /// (IA32_VMX_EPT_VPID_CAP bit 0 is 0).
     ExecuteOnlyNotSupported,
+    /// Under mode-based execute control for EPT, bit 0 (read) is clear and bit 10 (execute
+    /// access for user-mode linear addresses) is set: a user-execute-only translation, which
+    /// the processor does not support (IA32_VMX_EPT_VPID_CAP bit 0 is 0).
+    UserExecuteOnlyNotSupported,
     /// Bit 7 is set in an entry at a level that cannot map a page on this processor: always
     /// for PML5Es and PML4Es, for PDPTEs without 1-GByte page support (IA32_VMX_EPT_VPID_CAP
     /// bit 17), for PDEs without 2-MByte page support (bit 16).
@@ -66,6 +70,10 @@ impl fmt::Display for MisconfigRule {
             }
             Self::ExecuteOnlyNotSupported => f.write_str(
                 "bits 2:0 are 100b (execute-only), unsupported (IA32_VMX_EPT_VPID_CAP[0] = 0)",
+            ),
+            Self::UserExecuteOnlyNotSupported => f.write_str(
+                "bit 0 (read) is clear and bit 10 (user-mode execute) set under mode-based \
+                 execute control: execute-only, unsupported (IA32_VMX_EPT_VPID_CAP[0] = 0)",
             ),
             Self::LargePageNotAllowed => {
                 f.write_str("bit 7 (page size) is set where this processor cannot map a page")
@@ -289,13 +297,24 @@ impl EptWalker {
         e & 7 != 0 || (self.mode_based_execute && e & EntryFlags::USER_EXECUTE.bits() != 0)
     }
 
+    /// The rules of SDM Vol. 3C §29.3.3.1 "EPT Misconfigurations" for a present entry, in the
+    /// SDM's order: write without read; execute-only without support (bit 2, and bit 10 under
+    /// mode-based execute control); then reserved bits (bit 7 where the level cannot map a page
+    /// on this processor, the level's reserved bits, address bits beyond the physical-address
+    /// width) and a reserved memory type in the last entry of the walk.
     fn check(&self, level: Level, e: u64) -> Option<MisconfigRule> {
-        match e & 7 {
-            0b010 | 0b110 => return Some(MisconfigRule::WriteWithoutRead),
-            0b100 if !self.caps.execute_only() => {
-                return Some(MisconfigRule::ExecuteOnlyNotSupported);
+        if e & EntryFlags::READ.bits() == 0 {
+            if e & EntryFlags::WRITE.bits() != 0 {
+                return Some(MisconfigRule::WriteWithoutRead);
             }
-            _ => {}
+            if !self.caps.execute_only() {
+                if e & EntryFlags::EXECUTE.bits() != 0 {
+                    return Some(MisconfigRule::ExecuteOnlyNotSupported);
+                }
+                if self.mode_based_execute && e & EntryFlags::USER_EXECUTE.bits() != 0 {
+                    return Some(MisconfigRule::UserExecuteOnlyNotSupported);
+                }
+            }
         }
         let ps = e & EntryFlags::PAGE_SIZE.bits() != 0;
         let page_allowed = match level {
@@ -734,12 +753,58 @@ mod tests {
         );
         // Under MBEC, bit 10 alone makes an entry present (user-execute-only).
         let t = Tables::new(0x4407, 0x5430);
+        assert_eq!(w.explain_misconfiguration(GPA, t.reader()), None);
         let v = w
             .explain_violation(GPA, Access::DATA_READ, false, t.reader())
             .unwrap();
         assert_eq!(
             (v.level, v.reason),
             (Level::Pt, ViolationReason::Missing(Permissions::READ))
+        );
+    }
+
+    /// SDM §29.3.3.1: under mode-based execute control, an entry with bit 0 clear and bit 10
+    /// set is execute-only (for user-mode addresses), a misconfiguration without execute-only
+    /// support; without the control bit 10 is ignored and such an entry is not present.
+    #[test]
+    fn user_execute_only_without_execute_only_support() {
+        let caps = NO_EXEC_ONLY_NO_2M;
+        let mbec = walker(caps).mode_based_execute(true);
+        // (PDE, PTE, level) with bit 10 set and bit 0 clear at that level.
+        let rows: &[(u64, u64, Level)] = &[
+            (0x4407, 0x5430, Level::Pt),
+            (0x4400, 0x5437, Level::Pd),
+            (0x4407, 0x5434, Level::Pt),
+        ];
+        for &(pde, pte, level) in rows {
+            let t = Tables::new(pde, pte);
+            let m = mbec.explain_misconfiguration(GPA, t.reader());
+            let m = m.unwrap_or_else(|| panic!("no misconfiguration for {pde:#x}/{pte:#x}"));
+            let rule = if pte & 4 != 0 && level == Level::Pt {
+                MisconfigRule::ExecuteOnlyNotSupported
+            } else {
+                MisconfigRule::UserExecuteOnlyNotSupported
+            };
+            assert_eq!((m.level, m.rule), (level, rule), "{pde:#x}/{pte:#x}");
+        }
+        // Readable entries with bit 10 are fine; so is bit 10 alone where execute-only is
+        // supported, and without mode-based execute control the entry is simply not present.
+        let t = Tables::new(0x4407, 0x5431);
+        assert_eq!(mbec.explain_misconfiguration(GPA, t.reader()), None);
+        let t = Tables::new(0x4407, 0x5430);
+        let lynnfield = walker(LYNNFIELD).mode_based_execute(true);
+        assert_eq!(lynnfield.explain_misconfiguration(GPA, t.reader()), None);
+        assert!(matches!(
+            walker(caps).walk(GPA, t.reader()).outcome,
+            WalkOutcome::NotPresent {
+                level: Level::Pt,
+                ..
+            }
+        ));
+        assert!(
+            MisconfigRule::UserExecuteOnlyNotSupported
+                .to_string()
+                .contains("bit 10")
         );
     }
 

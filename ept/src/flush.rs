@@ -1,113 +1,142 @@
-//! The must-use token that stands for a pending INVEPT.
+//! Pending invalidations: the must-use token a change returns, the table frames it unlinked,
+//! and the INVEPT that must run on every processor that may cache the EPT before those frames
+//! are reused.
 
-use core::ptr;
+use core::fmt;
 
 use vmx_core::{InvalidationError, InveptType, VmxRoot};
 
 use crate::addr::HostPhysAddr;
-use crate::frame::FrameAllocator;
+use crate::frame::{FrameAllocator, PhysToVirt};
 
-/// Table frames unlinked by a change, held until the INVEPT that makes them unreachable for the
-/// processor. Each frame links to the next through its own first two words: word 0 holds the
-/// host-virtual address of the next frame (null at the end), word 1 the frame's host-physical
-/// address. Both are multiples of 8, so to a processor still walking the frame through a stale
-/// paging-structure cache entry they read as not-present EPT entries.
+/// Table frames unlinked by changes, held by the mapper until the INVEPT that makes them
+/// unreachable for every processor. The frames form a list through their own first word, the
+/// host-physical address of the next frame ([`END`] at the end). Both are multiples of 8 with
+/// bit 10 clear, so to a processor still walking the frame through a stale paging-structure
+/// cache entry the word reads as a not-present EPT entry.
 #[derive(Debug)]
-struct FreedFrames {
-    head: *mut u64,
-    tail: *mut u64,
+pub(crate) struct FreedFrames {
+    head: u64,
     count: usize,
 }
 
+/// The end of a [`FreedFrames`] list: not 4-KiB aligned, so never a frame.
+const END: u64 = 8;
+
 impl FreedFrames {
-    const EMPTY: Self = Self {
-        head: ptr::null_mut(),
-        tail: ptr::null_mut(),
+    pub(crate) const EMPTY: Self = Self {
+        head: END,
         count: 0,
     };
 
     /// # Safety
     ///
-    /// `virt` points to the 4096 writable bytes of the unlinked frame `phys`, owned from now on
-    /// by this list.
-    unsafe fn push(&mut self, virt: *mut u64, phys: HostPhysAddr) {
-        // SAFETY: per the contract, `virt` is valid for writes of its first two words.
-        unsafe {
-            virt.write_volatile(0);
-            virt.add(1).write_volatile(phys.as_u64());
-        }
-        if self.tail.is_null() {
-            self.head = virt;
-        } else {
-            // SAFETY: `tail` is a frame of this list, valid for writes.
-            unsafe { self.tail.write_volatile(virt as u64) };
-        }
-        self.tail = virt;
+    /// `frame` is an unlinked table frame reachable through `p2v`, owned from now on by this
+    /// list.
+    pub(crate) unsafe fn push(&mut self, p2v: &impl PhysToVirt, frame: HostPhysAddr) {
+        // SAFETY: per the contract and `PhysToVirt`, the frame's first word is writable.
+        unsafe { p2v.phys_to_virt(frame).write_volatile(self.head) };
+        self.head = frame.as_u64();
         self.count += 1;
     }
 
-    fn append(&mut self, other: FreedFrames) {
-        if other.head.is_null() {
-            return;
-        }
-        if self.tail.is_null() {
-            self.head = other.head;
-        } else {
-            // SAFETY: `tail` is a frame of this list, valid for writes.
-            unsafe { self.tail.write_volatile(other.head as u64) };
-        }
-        self.tail = other.tail;
-        self.count += other.count;
+    pub(crate) const fn len(&self) -> usize {
+        self.count
     }
 
-    fn release(self, alloc: &mut impl FrameAllocator) {
-        let mut cur = self.head;
-        while !cur.is_null() {
-            // SAFETY: every frame of the list is valid for reads of its first two words.
-            let (next, phys) =
-                unsafe { (cur.read_volatile() as *mut u64, cur.add(1).read_volatile()) };
-            // SAFETY: the frame came from the allocator the mapper was given (the caller's
-            // promise on `EptFlush::flush`) and is no longer linked into any table.
-            unsafe { alloc.deallocate_frame(HostPhysAddr::new_truncate(phys)) };
-            cur = next;
+    /// Gives every frame of the list to `alloc` and empties the list.
+    ///
+    /// # Safety
+    ///
+    /// Every frame of the list came from `alloc`, and no logical processor can reach it any
+    /// more, not even through cached EPT paging-structure entries.
+    pub(crate) unsafe fn release(
+        &mut self,
+        p2v: &impl PhysToVirt,
+        alloc: &mut impl FrameAllocator,
+    ) {
+        let mut cur = core::mem::replace(&mut self.head, END);
+        self.count = 0;
+        while cur != END {
+            let frame = HostPhysAddr::new_truncate(cur);
+            // SAFETY: every frame of the list is reachable through `p2v` and holds the link.
+            cur = unsafe { p2v.phys_to_virt(frame).read_volatile() };
+            // SAFETY: per the contract, the frame came from `alloc` and is unreachable.
+            unsafe { alloc.deallocate_frame(frame) };
         }
+    }
+}
+
+/// Executes INVEPT on every logical processor that may hold translations or paging-structure
+/// cache entries derived from an EPT (SDM Vol. 3C §29.4.3.1 "Operations that Invalidate Cached
+/// Mappings"): the proof the mapper needs before it reuses table frames.
+///
+/// [`ThisCpuOnly`] covers an EPT used by one logical processor; a shootdown through the
+/// caller's "run on these CPUs" primitive covers the others.
+///
+/// # Safety
+///
+/// When [`EptInvalidate::invalidate`] returns `Ok(())`, every logical processor that may hold
+/// translations derived from `eptp` (every processor on which a VMCS with this EPTP has been
+/// current since the EPT was created) has executed INVEPT of type `kind` for `eptp`, or an
+/// all-context INVEPT, after the call began. The mapper frees table frames on the strength of
+/// this promise.
+pub unsafe trait EptInvalidate {
+    /// Why the invalidation failed.
+    type Error: fmt::Debug + fmt::Display;
+
+    /// Invalidates the mappings derived from `eptp` everywhere they may be cached.
+    fn invalidate(&mut self, kind: InveptType, eptp: u64) -> Result<(), Self::Error>;
+}
+
+/// INVEPT on the current logical processor only, for EPTs that no other processor has used.
+#[derive(Debug, Clone, Copy)]
+pub struct ThisCpuOnly<'a> {
+    root: &'a VmxRoot,
+}
+
+impl<'a> ThisCpuOnly<'a> {
+    /// Invalidation through `root`, the VMX root operation of the current logical processor.
+    ///
+    /// # Safety
+    ///
+    /// Every EPT invalidated through the result has been, since its creation, in the current
+    /// VMCS of no logical processor but this one (e.g. a hypervisor that runs on one processor,
+    /// or an EPT bound to a vCPU that never migrated).
+    pub const unsafe fn new(root: &'a VmxRoot) -> Self {
+        Self { root }
+    }
+}
+
+// SAFETY: the constructor's contract limits the EPTs to this processor, and `VmxRoot::invept`
+// executes INVEPT on it (it is `!Send`, so it is this processor's) or returns an error.
+unsafe impl EptInvalidate for ThisCpuOnly<'_> {
+    type Error = InvalidationError;
+
+    fn invalidate(&mut self, kind: InveptType, eptp: u64) -> Result<(), InvalidationError> {
+        self.root.invept(kind, eptp)
     }
 }
 
 /// A pending invalidation of the EPT-derived translations after a change to the tables
 /// (SDM Vol. 3C §29.4.3.1 "Operations that Invalidate Cached Mappings").
 ///
-/// Discharge it with [`EptFlush::flush`], which executes INVEPT of the type the capabilities
-/// allow (single-context when supported, else all-context) — never INVLPG or a CR3 reload,
-/// which do not touch EPT-derived mappings. Table frames the change unlinked are kept in the
-/// token and given back to the allocator only after the INVEPT, since until then the
-/// processor may still walk them through its paging-structure caches. Dropping the token
-/// leaks those frames.
-#[must_use = "the processor may keep using the old translations until INVEPT: call `flush`"]
-#[derive(Debug)]
+/// Discharge it with [`crate::EptMapper::flush`], which executes INVEPT of the type the
+/// capabilities allow (single-context when supported, else all-context) wherever the
+/// [`EptInvalidate`] says the EPT may be cached — never INVLPG or a CR3 reload, which do not
+/// touch EPT-derived mappings — and only then gives the table frames that changes unlinked back
+/// to the mapper's own allocator. The token holds no frames: dropping it only delays their
+/// release to the next flush.
+#[must_use = "processors may keep using the old translations until INVEPT: call `EptMapper::flush`"]
+#[derive(Debug, PartialEq, Eq)]
 pub struct EptFlush {
     eptp: u64,
     kind: InveptType,
-    all_context_supported: bool,
-    freed: FreedFrames,
 }
 
 impl EptFlush {
-    pub(crate) const fn new(eptp: u64, kind: InveptType, all_context_supported: bool) -> Self {
-        Self {
-            eptp,
-            kind,
-            all_context_supported,
-            freed: FreedFrames::EMPTY,
-        }
-    }
-
-    /// # Safety
-    ///
-    /// As [`FreedFrames::push`].
-    pub(crate) unsafe fn defer_free(&mut self, virt: *mut u64, phys: HostPhysAddr) {
-        // SAFETY: forwarded to the caller.
-        unsafe { self.freed.push(virt, phys) };
+    pub(crate) const fn new(eptp: u64, kind: InveptType) -> Self {
+        Self { eptp, kind }
     }
 
     /// The EPTP whose translations are stale.
@@ -115,65 +144,43 @@ impl EptFlush {
         self.eptp
     }
 
-    /// The INVEPT type [`EptFlush::flush`] will use.
+    /// The INVEPT type the flush will use.
     pub const fn invept_type(&self) -> InveptType {
         self.kind
     }
 
-    /// How many table frames wait for the INVEPT before going back to the allocator.
-    pub const fn pending_frames(&self) -> usize {
-        self.freed.count
-    }
-
-    /// Merges two pending invalidations into one. For the same EPTP the result keeps the
-    /// stronger type; for different EPTPs it becomes all-context if the processor supports
-    /// it. Without all-context support, tokens of different EPTPs are given back unchanged.
-    pub fn combine(mut self, other: EptFlush) -> Result<EptFlush, (EptFlush, EptFlush)> {
+    /// Merges two pending invalidations of the same EPT into one, of the stronger type. Tokens
+    /// of different EPTs are given back unchanged: each is flushed by its own mapper.
+    pub fn combine(self, other: EptFlush) -> Result<EptFlush, (EptFlush, EptFlush)> {
         if self.eptp != other.eptp {
-            if !(self.all_context_supported && other.all_context_supported) {
-                return Err((self, other));
-            }
-            self.kind = InveptType::AllContext;
-        } else if other.kind == InveptType::AllContext {
-            self.kind = InveptType::AllContext;
+            return Err((self, other));
         }
-        self.freed.append(other.freed);
-        Ok(self)
-    }
-
-    /// Executes INVEPT through [`VmxRoot::invept`] (which checks the type against the
-    /// capabilities), then gives the frames the change unlinked back to `alloc`, the allocator
-    /// the mapper took them from. If INVEPT fails, the token comes back inside the error,
-    /// frames still held.
-    pub fn flush(self, root: &VmxRoot, alloc: &mut impl FrameAllocator) -> Result<(), FlushError> {
-        match root.invept(self.kind, self.eptp) {
-            Ok(()) => {
-                self.freed.release(alloc);
-                Ok(())
-            }
-            Err(error) => Err(FlushError { error, token: self }),
-        }
-    }
-
-    /// Gives the held frames back without invalidating.
-    ///
-    /// # Safety
-    ///
-    /// No logical processor may hold translations derived from this EPT: it was never used
-    /// for a VM entry (e.g. the tables are still being built), or an INVEPT covering it has
-    /// been executed since the change by other means. `alloc` is the allocator the mapper
-    /// took the frames from.
-    pub unsafe fn assume_flushed(self, alloc: &mut impl FrameAllocator) {
-        self.freed.release(alloc);
+        let kind = if other.kind == InveptType::AllContext {
+            InveptType::AllContext
+        } else {
+            self.kind
+        };
+        Ok(Self { kind, ..self })
     }
 }
 
-/// INVEPT failed; the token is handed back so that its frames are not lost.
+/// Why [`crate::EptMapper::flush`] did not flush; the token comes back so that it is not lost.
 #[derive(Debug, thiserror::Error)]
-#[error("INVEPT for EPTP {:#x} failed: {error}", .token.eptp)]
-pub struct FlushError {
-    /// Why INVEPT failed.
-    pub error: InvalidationError,
-    /// The token, still pending.
-    pub token: EptFlush,
+pub enum FlushError<E: fmt::Debug + fmt::Display> {
+    /// The token is another EPT's: flushing this mapper would leave that EPT stale.
+    #[error("the flush token is for EPTP {:#x}, this mapper's EPTP is {mapper:#x}", .token.eptp)]
+    ForeignToken {
+        /// The token, still pending.
+        token: EptFlush,
+        /// This mapper's EPTP.
+        mapper: u64,
+    },
+    /// The invalidation failed; the frames stay held.
+    #[error("INVEPT for EPTP {:#x} failed: {error}", .token.eptp)]
+    Invalidation {
+        /// Why it failed.
+        error: E,
+        /// The token, still pending.
+        token: EptFlush,
+    },
 }

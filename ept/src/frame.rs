@@ -25,6 +25,18 @@ pub unsafe trait FrameAllocator {
     unsafe fn deallocate_frame(&mut self, frame: HostPhysAddr);
 }
 
+// SAFETY: forwards to `A`, whose guarantees carry over.
+unsafe impl<A: FrameAllocator + ?Sized> FrameAllocator for &mut A {
+    fn allocate_frame(&mut self) -> Option<HostPhysAddr> {
+        (**self).allocate_frame()
+    }
+
+    unsafe fn deallocate_frame(&mut self, frame: HostPhysAddr) {
+        // SAFETY: the caller's promise is `A`'s precondition.
+        unsafe { (**self).deallocate_frame(frame) }
+    }
+}
+
 /// How the mapper reaches a table frame from the host's point of view: the caller's
 /// physical-to-virtual translation.
 ///
@@ -148,6 +160,15 @@ impl<'a> FramePool<'a> {
     }
 }
 
+impl core::fmt::Debug for FramePool<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("FramePool")
+            .field("frames", &self.len)
+            .field("free", &self.free_count)
+            .finish_non_exhaustive()
+    }
+}
+
 // SAFETY: each frame of the exclusively borrowed array is handed out at most once until it is
 // given back; frames are 4-KiB aligned by `Frame`'s alignment.
 unsafe impl FrameAllocator for FramePool<'_> {
@@ -180,6 +201,7 @@ pub use heap::HeapFrameAllocator;
 #[cfg(feature = "alloc")]
 mod heap {
     use core::alloc::Layout;
+    use core::cell::Cell;
 
     use super::FrameAllocator;
     use crate::addr::HostPhysAddr;
@@ -197,7 +219,7 @@ mod heap {
     pub struct HeapFrameAllocator {
         live: usize,
         allocated_total: usize,
-        limit: Option<usize>,
+        limit: Cell<Option<usize>>,
     }
 
     impl HeapFrameAllocator {
@@ -206,7 +228,7 @@ mod heap {
             Self {
                 live: 0,
                 allocated_total: 0,
-                limit: None,
+                limit: Cell::new(None),
             }
         }
 
@@ -215,13 +237,14 @@ mod heap {
             Self {
                 live: 0,
                 allocated_total: 0,
-                limit: Some(limit),
+                limit: Cell::new(Some(limit)),
             }
         }
 
-        /// Changes the limit (`None`: unlimited).
-        pub fn set_limit(&mut self, limit: Option<usize>) {
-            self.limit = limit;
+        /// Changes the limit (`None`: unlimited). Takes `&self`, so that a test can change it
+        /// while a mapper owns the allocator ([`crate::EptMapper::allocator`]).
+        pub fn set_limit(&self, limit: Option<usize>) {
+            self.limit.set(limit);
         }
 
         /// Frames currently handed out.
@@ -239,7 +262,7 @@ mod heap {
     // until given back.
     unsafe impl FrameAllocator for HeapFrameAllocator {
         fn allocate_frame(&mut self) -> Option<HostPhysAddr> {
-            if self.limit.is_some_and(|l| self.live >= l) {
+            if self.limit.get().is_some_and(|l| self.live >= l) {
                 return None;
             }
             // SAFETY: FRAME has a nonzero size.

@@ -18,15 +18,16 @@
 //! let mut pool = FramePool::new(&mut frames);
 //! // SAFETY: FramePool frames are accessible at their "physical" (= own) address.
 //! let p2v = unsafe { OffsetPhysToVirt::identity() };
-//! let mut ept = EptMapper::new(EptConfig::new(caps, 48), p2v, &mut pool)?;
+//! // The mapper borrows the pool for its life: table frames can only go back to it.
+//! let mut ept = EptMapper::new(EptConfig::new(caps, 48), p2v, &mut pool).map_err(|e| e.error)?;
 //!
 //! // 1 GiB + 4 MiB of guest RAM at GPA 0 -> HPA 1 GiB: one 1-GiB page and two 2-MiB pages.
 //! let ram = LeafAttributes::new(Permissions::RWX, MemoryType::WriteBack);
 //! let gpa = GuestPhysAddr::new(0)?;
-//! let flush = ept.map(gpa, HostPhysAddr::new(1 << 30)?, (1 << 30) + (4 << 20), ram, &mut pool)?;
+//! let flush = ept.map(gpa, HostPhysAddr::new(1 << 30)?, (1 << 30) + (4 << 20), ram)?;
 //! // SAFETY: this EPT has never been used by a VM entry; on a live one call
-//! // `flush.flush(&vmx_root, &mut pool)`, which executes INVEPT.
-//! unsafe { flush.assume_flushed(&mut pool) };
+//! // `ept.flush(flush, &mut invalidate)`, which executes INVEPT on every CPU that may cache it.
+//! unsafe { ept.assume_flushed(flush) };
 //!
 //! let t = ept.translate(GuestPhysAddr::new(0x4020_1234)?).unwrap();
 //! assert_eq!(t.hpa.as_u64(), 0x8020_1234);
@@ -42,11 +43,14 @@
 //! - The caller owns the memory: frames come from a [`FrameAllocator`] and are reached through a
 //!   [`PhysToVirt`] translation (both `unsafe` traits: their implementor vouches for the frames).
 //!   [`FramePool`] needs no allocator; `HeapFrameAllocator` (feature `alloc`) suits host tests.
+//!   The mapper owns its allocator (or a `&mut` to it) for its whole life, so a table frame can
+//!   only ever go back to the allocator that gave it.
 //! - Every change is all-or-nothing: it is validated and its table frames are reserved before any
 //!   entry is written, so an error ([`MapError`]) leaves tables and allocator untouched.
-//! - Every change returns an [`EptFlush`], discharged by INVEPT through
-//!   `vmx_core::VmxRoot::invept` (single-context where supported, else all-context); tables the
-//!   change emptied go back to the allocator only after that INVEPT.
+//! - Every change returns an [`EptFlush`] token, discharged by [`EptMapper::flush`] with INVEPT
+//!   (single-context where supported, else all-context) through an [`EptInvalidate`]: on every
+//!   processor that may cache the EPT. Tables that changes emptied go back to the allocator
+//!   only after that. [`ThisCpuOnly`] (an `unsafe` promise) covers an EPT used by one processor.
 //! - [`EptWalker`] explains EPT misconfigurations and violations for any tables.
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -72,11 +76,11 @@ pub use entry::{
     PdptEntry, Pml4Entry, Pml5Entry, PtEntry, reserved_mask,
 };
 pub use eptp::{EptPointer, EptpBuilder, EptpError};
-pub use flush::{EptFlush, FlushError};
+pub use flush::{EptFlush, EptInvalidate, FlushError, ThisCpuOnly};
 #[cfg(feature = "alloc")]
 pub use frame::HeapFrameAllocator;
 pub use frame::{Frame, FrameAllocator, FramePool, OffsetPhysToVirt, PhysToVirt};
-pub use mapper::{EptConfig, EptMapper, MapError, Mapping, RangePart, Translation};
+pub use mapper::{CreateError, EptConfig, EptMapper, MapError, Mapping, RangePart, Translation};
 pub use types::{
     Level, MemoryType, PageSize, Permissions, ReservedMemoryType, ReservedWalkLength, WalkLength,
 };

@@ -9,7 +9,7 @@ use crate::addr::{GuestPhysAddr, HostPhysAddr, MAX_PHYS_ADDR_WIDTH};
 use crate::diagnose::EptWalker;
 use crate::entry::{ADDRESS_MASK, EntryFlags, LeafAttributes, reserved_mask};
 use crate::eptp::{EptPointer, EptpError};
-use crate::flush::EptFlush;
+use crate::flush::{EptFlush, EptInvalidate, FlushError, FreedFrames};
 use crate::frame::{FrameAllocator, PhysToVirt};
 use crate::types::{Level, MemoryType, PageSize, Permissions, ReservedMemoryType, WalkLength};
 
@@ -144,6 +144,16 @@ pub enum MapError {
     /// The physical-address width is not in 12..=52.
     #[error("physical-address width {0} is not in 12..=52")]
     InvalidPhysAddrWidth(u8),
+}
+
+/// [`EptMapper::new`] failed; the allocator it was given comes back.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct CreateError<A> {
+    /// Why the mapper could not be created.
+    pub error: MapError,
+    /// The allocator, every frame it handed out given back.
+    pub allocator: A,
 }
 
 /// The settings of an EPT hierarchy, checked against the processor's capabilities when the
@@ -301,8 +311,12 @@ struct Reserve {
 ///
 /// Non-leaf entries are written with every access right (R, W, X and user-mode X), so that
 /// leaves alone decide.
-pub struct EptMapper<P: PhysToVirt> {
+pub struct EptMapper<P: PhysToVirt, A: FrameAllocator> {
     p2v: P,
+    alloc: A,
+    /// Table frames unlinked by changes, waiting for the invalidation before going back to
+    /// `alloc`.
+    pending: FreedFrames,
     root: u64,
     config: EptConfig,
     eptp: EptPointer,
@@ -312,13 +326,14 @@ pub struct EptMapper<P: PhysToVirt> {
     root_shift: u32,
 }
 
-impl<P: PhysToVirt> fmt::Debug for EptMapper<P> {
+impl<P: PhysToVirt, A: FrameAllocator> fmt::Debug for EptMapper<P, A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EptMapper")
             .field("eptp", &self.eptp)
             .field("config", &self.config)
             .field("invept", &self.invept)
             .field("tables", &self.tables)
+            .field("pending", &self.pending.len())
             .finish_non_exhaustive()
     }
 }
@@ -338,14 +353,41 @@ const fn is_leaf(entry: u64, level: Level) -> bool {
     matches!(level, Level::Pt) || entry & PS != 0
 }
 
-impl<P: PhysToVirt> EptMapper<P> {
-    /// Creates an empty hierarchy: takes one frame for the root table (PML4 or PML5) and builds
-    /// the EPTP, checking the configuration against the capabilities.
-    pub fn new(
-        config: EptConfig,
-        p2v: P,
-        alloc: &mut impl FrameAllocator,
-    ) -> Result<Self, MapError> {
+impl<P: PhysToVirt, A: FrameAllocator> EptMapper<P, A> {
+    /// Creates an empty hierarchy over the frames of `alloc`: takes one frame for the root
+    /// table (PML4 or PML5) and builds the EPTP, checking the configuration against the
+    /// capabilities. The mapper keeps `alloc` for its life, so that every table frame goes back
+    /// to the allocator it came from; pass `&mut allocator` to keep ownership. On error the
+    /// allocator comes back inside the error.
+    pub fn new(config: EptConfig, p2v: P, mut alloc: A) -> Result<Self, CreateError<A>> {
+        match Self::create_root(&config, &mut alloc) {
+            Ok((root, eptp, invept)) => {
+                let mapper = Self {
+                    p2v,
+                    alloc,
+                    pending: FreedFrames::EMPTY,
+                    root: root.as_u64(),
+                    config,
+                    eptp,
+                    invept,
+                    tables: 1,
+                    root_shift: config.walk.root_level().shift(),
+                };
+                // SAFETY: the root frame is ours and not yet linked anywhere.
+                unsafe { mapper.zero(mapper.root) };
+                Ok(mapper)
+            }
+            Err(error) => Err(CreateError {
+                error,
+                allocator: alloc,
+            }),
+        }
+    }
+
+    fn create_root(
+        config: &EptConfig,
+        alloc: &mut A,
+    ) -> Result<(HostPhysAddr, EptPointer, InveptType), MapError> {
         let caps = config.caps;
         if !(12..=MAX_PHYS_ADDR_WIDTH).contains(&config.phys_addr_width) {
             return Err(MapError::InvalidPhysAddrWidth(config.phys_addr_width));
@@ -384,18 +426,7 @@ impl<P: PhysToVirt> EptMapper<P> {
             config.accessed_dirty,
             config.supervisor_shadow_stack,
         );
-        let mapper = Self {
-            p2v,
-            root: root.as_u64(),
-            config,
-            eptp,
-            invept,
-            tables: 1,
-            root_shift: config.walk.root_level().shift(),
-        };
-        // SAFETY: the root frame is ours and not yet linked anywhere.
-        unsafe { mapper.zero(mapper.root) };
-        Ok(mapper)
+        Ok((root, eptp, invept))
     }
 
     /// The EPTP to write into the VMCS.
@@ -421,6 +452,59 @@ impl<P: PhysToVirt> EptMapper<P> {
     /// The number of table frames in use, the root included.
     pub fn table_frames(&self) -> usize {
         self.tables
+    }
+
+    /// The number of unlinked table frames waiting for a flush before going back to the
+    /// allocator.
+    pub fn pending_frames(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The allocator the table frames come from (read-only: replacing it would send frames
+    /// back to the wrong one).
+    pub fn allocator(&self) -> &A {
+        &self.alloc
+    }
+
+    // ----- invalidation -----
+
+    /// Discharges `token`: invalidates the mappings derived from this EPT through `invalidate`
+    /// (INVEPT of the token's type everywhere the EPT may be cached), then gives every table
+    /// frame that changes unlinked back to the allocator. A token of another EPT, or a failed
+    /// invalidation, comes back inside the error with the frames still held.
+    pub fn flush<I: EptInvalidate>(
+        &mut self,
+        token: EptFlush,
+        invalidate: &mut I,
+    ) -> Result<(), FlushError<I::Error>> {
+        if token.eptp() != self.eptp.bits() {
+            return Err(FlushError::ForeignToken {
+                token,
+                mapper: self.eptp.bits(),
+            });
+        }
+        match invalidate.invalidate(token.invept_type(), token.eptp()) {
+            // SAFETY: the pending frames came from `self.alloc` and were unlinked before the
+            // invalidation began; `EptInvalidate` promises that no processor holds cached
+            // translations of this EPT from before that point, so none can reach them.
+            Ok(()) => unsafe { self.pending.release(&self.p2v, &mut self.alloc) },
+            Err(error) => return Err(FlushError::Invalidation { error, token }),
+        }
+        Ok(())
+    }
+
+    /// Discharges `token` without invalidating, giving the unlinked table frames back.
+    ///
+    /// # Safety
+    ///
+    /// No logical processor may hold translations derived from this EPT from before the
+    /// changes: the EPT was never in a VMCS used for VM entry (e.g. the tables are still being
+    /// built), or an INVEPT covering it has been executed since the changes, by other means,
+    /// on every processor that used it.
+    pub unsafe fn assume_flushed(&mut self, token: EptFlush) {
+        debug_assert_eq!(token.eptp(), self.eptp.bits(), "token of another EPT");
+        // SAFETY: the frames came from `self.alloc`; unreachable per the caller's promise.
+        unsafe { self.pending.release(&self.p2v, &mut self.alloc) };
     }
 
     // ----- raw table access -----
@@ -454,19 +538,18 @@ impl<P: PhysToVirt> EptMapper<P> {
     }
 
     fn new_flush(&self) -> EptFlush {
-        EptFlush::new(
-            self.eptp.bits(),
-            self.invept,
-            InveptType::AllContext.supported_by(&self.config.caps),
-        )
+        EptFlush::new(self.eptp.bits(), self.invept)
     }
 
     /// # Safety
     /// `frame` is a table frame of this mapper, already unlinked.
-    unsafe fn defer_free(&mut self, frame: u64, flush: &mut EptFlush) {
+    unsafe fn defer_free(&mut self, frame: u64) {
         self.tables -= 1;
         // SAFETY: the frame is ours, unlinked, and its memory reachable per `PhysToVirt`.
-        unsafe { flush.defer_free(self.table(frame), HostPhysAddr::new_truncate(frame)) };
+        unsafe {
+            self.pending
+                .push(&self.p2v, HostPhysAddr::new_truncate(frame))
+        };
     }
 
     fn check_frame(frame: HostPhysAddr, width: u8) -> Result<(), MapError> {
@@ -479,13 +562,13 @@ impl<P: PhysToVirt> EptMapper<P> {
         }
     }
 
-    fn reserve(&self, needed: usize, alloc: &mut impl FrameAllocator) -> Result<Reserve, MapError> {
+    fn reserve(&mut self, needed: usize) -> Result<Reserve, MapError> {
         let mut r = Reserve {
             head: END,
             count: 0,
         };
         while r.count < needed {
-            match alloc.allocate_frame() {
+            match self.alloc.allocate_frame() {
                 Some(f) if Self::check_frame(f, self.config.phys_addr_width).is_ok() => {
                     // SAFETY: `f` is a fresh frame from the allocator, reachable per `PhysToVirt`.
                     unsafe { self.write(f.as_u64(), 0, r.head) };
@@ -494,11 +577,11 @@ impl<P: PhysToVirt> EptMapper<P> {
                 }
                 other => {
                     let obtained = r.count;
-                    self.release(r, alloc);
+                    self.release(r);
                     return Err(match other {
                         Some(f) => {
                             // SAFETY: `f` came from `alloc` and is unused.
-                            unsafe { alloc.deallocate_frame(f) };
+                            unsafe { self.alloc.deallocate_frame(f) };
                             match Self::check_frame(f, self.config.phys_addr_width) {
                                 Err(e) => e,
                                 Ok(()) => MapError::MisalignedFrame(f),
@@ -512,11 +595,11 @@ impl<P: PhysToVirt> EptMapper<P> {
         Ok(r)
     }
 
-    fn release(&self, mut r: Reserve, alloc: &mut impl FrameAllocator) {
+    fn release(&mut self, mut r: Reserve) {
         while r.count > 0 {
             let f = self.pop(&mut r);
             // SAFETY: reserved frames come from `alloc` and are unused.
-            unsafe { alloc.deallocate_frame(HostPhysAddr::new_truncate(f)) };
+            unsafe { self.alloc.deallocate_frame(HostPhysAddr::new_truncate(f)) };
         }
     }
 
@@ -586,8 +669,10 @@ impl<P: PhysToVirt> EptMapper<P> {
     fn page_allowed(&self, level: Level) -> bool {
         match level {
             Level::Pt => true,
-            Level::Pd => self.config.largest_page >= PageSize::Size2M,
-            Level::Pdpt => self.config.largest_page >= PageSize::Size1G,
+            Level::Pd => self.config.largest_page >= PageSize::Size2M && self.config.caps.pde_2mb(),
+            Level::Pdpt => {
+                self.config.largest_page >= PageSize::Size1G && self.config.caps.pdpte_1gb()
+            }
             _ => false,
         }
     }
@@ -717,9 +802,8 @@ impl<P: PhysToVirt> EptMapper<P> {
         hpa: HostPhysAddr,
         len: u64,
         attrs: LeafAttributes,
-        alloc: &mut impl FrameAllocator,
     ) -> Result<EptFlush, MapError> {
-        self.map_with_max_page(gpa, hpa, len, attrs, PageSize::Size1G, alloc)
+        self.map_with_max_page(gpa, hpa, len, attrs, PageSize::Size1G)
     }
 
     /// Like [`EptMapper::map`], with pages no larger than `max_page`.
@@ -730,7 +814,6 @@ impl<P: PhysToVirt> EptMapper<P> {
         len: u64,
         attrs: LeafAttributes,
         max_page: PageSize,
-        alloc: &mut impl FrameAllocator,
     ) -> Result<EptFlush, MapError> {
         let (s, hs) = (gpa.as_u64(), hpa.as_u64());
         let e = self.check_range(s, len)?;
@@ -762,9 +845,9 @@ impl<P: PhysToVirt> EptMapper<P> {
             },
         };
         let needed = self.plan_map(Some(self.root), self.root_level(), s, e, &op)?;
-        let mut r = self.reserve(needed, alloc)?;
+        let mut r = self.reserve(needed)?;
         self.apply_map(self.root, self.root_level(), s, e, &op, &mut r, false);
-        self.release(r, alloc);
+        self.release(r);
         Ok(self.new_flush())
     }
 
@@ -908,28 +991,14 @@ impl<P: PhysToVirt> EptMapper<P> {
     /// Removes every mapping in `len` bytes at `gpa`; the whole range must be mapped. Large
     /// pages that straddle an end of the range are split first; tables that become empty are
     /// freed once the returned flush has run.
-    pub fn unmap(
-        &mut self,
-        gpa: GuestPhysAddr,
-        len: u64,
-        alloc: &mut impl FrameAllocator,
-    ) -> Result<EptFlush, MapError> {
+    pub fn unmap(&mut self, gpa: GuestPhysAddr, len: u64) -> Result<EptFlush, MapError> {
         let s = gpa.as_u64();
         let e = self.check_range(s, len)?;
         let needed = self.plan_edit(self.root, self.root_level(), s, e)?;
-        let mut r = self.reserve(needed, alloc)?;
-        let mut flush = self.new_flush();
-        self.apply_edit(
-            self.root,
-            self.root_level(),
-            s,
-            e,
-            Edit::Unmap,
-            &mut r,
-            &mut flush,
-        );
-        self.release(r, alloc);
-        Ok(flush)
+        let mut r = self.reserve(needed)?;
+        self.apply_edit(self.root, self.root_level(), s, e, Edit::Unmap, &mut r);
+        self.release(r);
+        Ok(self.new_flush())
     }
 
     /// Changes permissions, memory type and leaf flags of every page in `len` bytes at `gpa`;
@@ -940,25 +1009,23 @@ impl<P: PhysToVirt> EptMapper<P> {
         gpa: GuestPhysAddr,
         len: u64,
         attrs: LeafAttributes,
-        alloc: &mut impl FrameAllocator,
     ) -> Result<EptFlush, MapError> {
         let s = gpa.as_u64();
         let e = self.check_range(s, len)?;
         self.check_attributes(&attrs)?;
         let needed = self.plan_edit(self.root, self.root_level(), s, e)?;
-        let mut r = self.reserve(needed, alloc)?;
-        let mut flush = self.new_flush();
+        let mut r = self.reserve(needed)?;
+        let bits = attrs.to_bits();
         self.apply_edit(
             self.root,
             self.root_level(),
             s,
             e,
-            Edit::Protect(attrs.to_bits()),
+            Edit::Protect(bits),
             &mut r,
-            &mut flush,
         );
-        self.release(r, alloc);
-        Ok(flush)
+        self.release(r);
+        Ok(self.new_flush())
     }
 
     /// Checks that [s, e) is wholly mapped and counts the tables that splitting its edges needs.
@@ -978,7 +1045,7 @@ impl<P: PhysToVirt> EptMapper<P> {
             }
             if is_leaf(entry, level) {
                 if cur != es || pe != es + span {
-                    needed += Self::split_cost(level, cur, pe);
+                    needed += self.split_cost(level, cur, pe);
                 }
             } else {
                 needed += self.plan_edit(entry & ADDRESS_MASK, level_below(level), cur, pe)?;
@@ -990,10 +1057,10 @@ impl<P: PhysToVirt> EptMapper<P> {
 
     /// Tables needed to split a large leaf at `level` so that [s, e) (inside it) is covered by
     /// whole leaves.
-    fn split_cost(level: Level, s: u64, e: u64) -> usize {
+    fn split_cost(&self, level: Level, s: u64, e: u64) -> usize {
         let below = level_below(level);
-        if below == Level::Pt {
-            return 1;
+        if below == Level::Pt || !self.page_allowed(below) {
+            return self.split_tables(level);
         }
         let span = below.span();
         let mut n = 1;
@@ -1007,10 +1074,35 @@ impl<P: PhysToVirt> EptMapper<P> {
         n
     }
 
-    /// Replaces the large leaf `entry` at `level` with a table of next-lower leaves.
-    fn split_entry(&mut self, entry: u64, level: Level, r: &mut Reserve) -> u64 {
-        let child = self.take_table(r);
+    /// Tables that splitting one large leaf at `level` takes: one, or for a 1-GiB page where
+    /// 2-MiB pages are not allowed, a page directory and its 512 page tables.
+    fn split_tables(&self, level: Level) -> usize {
         let below = level_below(level);
+        if below != Level::Pt && !self.page_allowed(below) {
+            513
+        } else {
+            1
+        }
+    }
+
+    /// Replaces the large leaf `entry` at `level` with a table of next-lower leaves, or, for a
+    /// 1-GiB page where 2-MiB pages are not allowed, with a page directory of 512 page tables of
+    /// 4-KiB leaves.
+    fn split_entry(&mut self, entry: u64, level: Level, r: &mut Reserve) -> u64 {
+        let below = level_below(level);
+        if below != Level::Pt && !self.page_allowed(below) {
+            let child = self.take_table(r);
+            let base = entry & ADDRESS_MASK & !(level.span() - 1);
+            for i in 0..512u64 {
+                // A 2-MiB leaf with this one's attributes, split in turn into a page table.
+                let leaf = (entry & !ADDRESS_MASK) | (base + i * below.span());
+                let pt = self.split_entry(leaf, below, r);
+                // SAFETY: the reserved frame `child` is ours and unlinked.
+                unsafe { self.write(child, i as usize, pt | TABLE_BITS) };
+            }
+            return child;
+        }
+        let child = self.take_table(r);
         let step = below.span();
         let keep = if below == Level::Pt {
             entry & !(ADDRESS_MASK | PS | SPP)
@@ -1026,7 +1118,6 @@ impl<P: PhysToVirt> EptMapper<P> {
         child
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn apply_edit(
         &mut self,
         frame: u64,
@@ -1035,7 +1126,6 @@ impl<P: PhysToVirt> EptMapper<P> {
         e: u64,
         edit: Edit,
         r: &mut Reserve,
-        flush: &mut EptFlush,
     ) {
         let span = level.span();
         let mut cur = s;
@@ -1056,7 +1146,7 @@ impl<P: PhysToVirt> EptMapper<P> {
             } else if whole && matches!(edit, Edit::Unmap) {
                 // SAFETY: `frame` is a table of ours; the subtree is unlinked before it is freed.
                 unsafe { self.write(frame, idx, 0) };
-                self.free_subtree(entry & ADDRESS_MASK, level_below(level), flush);
+                self.free_subtree(entry & ADDRESS_MASK, level_below(level));
             } else {
                 let child = if is_leaf(entry, level) {
                     let child = self.split_entry(entry, level, r);
@@ -1066,12 +1156,12 @@ impl<P: PhysToVirt> EptMapper<P> {
                 } else {
                     entry & ADDRESS_MASK
                 };
-                self.apply_edit(child, level_below(level), cur, pe, edit, r, flush);
+                self.apply_edit(child, level_below(level), cur, pe, edit, r);
                 if matches!(edit, Edit::Unmap) && self.is_empty(child) {
                     // SAFETY: `frame` is a table of ours; the child is unlinked, then freed.
                     unsafe {
                         self.write(frame, idx, 0);
-                        self.defer_free(child, flush);
+                        self.defer_free(child);
                     }
                 }
             }
@@ -1084,29 +1174,26 @@ impl<P: PhysToVirt> EptMapper<P> {
         (0..512).all(|i| unsafe { self.read(frame, i) } & ACCESS_BITS == 0)
     }
 
-    fn free_subtree(&mut self, frame: u64, level: Level, flush: &mut EptFlush) {
+    fn free_subtree(&mut self, frame: u64, level: Level) {
         if level != Level::Pt {
             for idx in 0..512 {
                 // SAFETY: `frame` is a table of ours.
                 let e = unsafe { self.read(frame, idx) };
                 if e & ACCESS_BITS != 0 && !is_leaf(e, level) {
-                    self.free_subtree(e & ADDRESS_MASK, level_below(level), flush);
+                    self.free_subtree(e & ADDRESS_MASK, level_below(level));
                 }
             }
         }
         // SAFETY: the subtree was unlinked by the caller.
-        unsafe { self.defer_free(frame, flush) };
+        unsafe { self.defer_free(frame) };
     }
 
     // ----- split / merge -----
 
     /// Splits the large page that maps `gpa` into pages of the next smaller size with the same
-    /// attributes (1 GiB into 2 MiB, 2 MiB into 4 KiB).
-    pub fn split(
-        &mut self,
-        gpa: GuestPhysAddr,
-        alloc: &mut impl FrameAllocator,
-    ) -> Result<EptFlush, MapError> {
+    /// attributes (1 GiB into 2 MiB, 2 MiB into 4 KiB; 1 GiB into 4 KiB where the processor
+    /// allows 1-GiB but not 2-MiB pages).
+    pub fn split(&mut self, gpa: GuestPhysAddr) -> Result<EptFlush, MapError> {
         let g = gpa.as_u64();
         self.check_range(g & !(PAGE - 1), PAGE)?;
         let mut frame = self.root;
@@ -1122,11 +1209,11 @@ impl<P: PhysToVirt> EptMapper<P> {
                 if level == Level::Pt {
                     return Err(MapError::NotLargePage { gpa });
                 }
-                let mut r = self.reserve(1, alloc)?;
+                let mut r = self.reserve(self.split_tables(level))?;
                 let child = self.split_entry(entry, level, &mut r);
                 // SAFETY: `frame` is a table of ours; the child is complete.
                 unsafe { self.write(frame, idx, child | TABLE_BITS) };
-                self.release(r, alloc);
+                self.release(r);
                 return Ok(self.new_flush());
             }
             frame = entry & ADDRESS_MASK;
@@ -1142,19 +1229,11 @@ impl<P: PhysToVirt> EptMapper<P> {
     pub fn merge(&mut self, gpa: GuestPhysAddr, len: u64) -> Result<(EptFlush, usize), MapError> {
         let s = gpa.as_u64();
         let e = self.check_range(s, len)?;
-        let mut flush = self.new_flush();
-        let merged = self.apply_merge(self.root, self.root_level(), s, e, &mut flush);
-        Ok((flush, merged))
+        let merged = self.apply_merge(self.root, self.root_level(), s, e);
+        Ok((self.new_flush(), merged))
     }
 
-    fn apply_merge(
-        &mut self,
-        frame: u64,
-        level: Level,
-        s: u64,
-        e: u64,
-        flush: &mut EptFlush,
-    ) -> usize {
+    fn apply_merge(&mut self, frame: u64, level: Level, s: u64, e: u64) -> usize {
         if level == Level::Pt {
             return 0;
         }
@@ -1169,7 +1248,7 @@ impl<P: PhysToVirt> EptMapper<P> {
             let entry = unsafe { self.read(frame, idx) };
             if entry & ACCESS_BITS != 0 && !is_leaf(entry, level) {
                 let child = entry & ADDRESS_MASK;
-                merged += self.apply_merge(child, level_below(level), cur, pe, flush);
+                merged += self.apply_merge(child, level_below(level), cur, pe);
                 let whole = cur == es && pe == es + span;
                 if let Some(leaf) = self
                     .mergeable(child, level)
@@ -1178,7 +1257,7 @@ impl<P: PhysToVirt> EptMapper<P> {
                     // SAFETY: `frame` is a table of ours; the child is unlinked, then freed.
                     unsafe {
                         self.write(frame, idx, leaf);
-                        self.defer_free(child, flush);
+                        self.defer_free(child);
                     }
                     merged += 1;
                 }
@@ -1220,13 +1299,29 @@ impl<P: PhysToVirt> EptMapper<P> {
 
     // ----- teardown -----
 
-    /// Tears the hierarchy down: every table, the root included, goes back to the allocator
-    /// once the returned flush has run.
-    pub fn destroy(mut self) -> EptFlush {
-        let mut flush = self.new_flush();
+    /// Tears the hierarchy down: invalidates the mappings derived from this EPT through
+    /// `invalidate`, then gives every table, the root included, back to the allocator, and
+    /// returns the allocator. If the invalidation fails, the mapper comes back unchanged.
+    ///
+    /// # Safety
+    ///
+    /// No VMCS that will be used for a VM entry holds this EPTP any more (VMCLEAR'ed or given
+    /// another EPTP): INVEPT drops cached translations, it cannot stop a later VM entry from
+    /// walking the freed tables.
+    pub unsafe fn destroy<I: EptInvalidate>(
+        mut self,
+        invalidate: &mut I,
+    ) -> Result<A, (Self, I::Error)> {
+        if let Err(e) = invalidate.invalidate(self.invept, self.eptp.bits()) {
+            return Err((self, e));
+        }
         let root = self.root;
-        self.free_subtree(root, self.root_level(), &mut flush);
-        flush
+        self.free_subtree(root, self.root_level());
+        // SAFETY: every table came from `self.alloc`; no processor holds cached translations
+        // of this EPT (the invalidation above) and no VM entry will load it (the caller's
+        // promise).
+        unsafe { self.pending.release(&self.p2v, &mut self.alloc) };
+        Ok(self.alloc)
     }
 
     /// Checks the invariants the mapper keeps: every entry it wrote is well-formed for its

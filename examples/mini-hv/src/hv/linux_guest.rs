@@ -17,7 +17,7 @@ use core::arch::asm;
 
 use ept::{
     EptConfig, EptMapper, GuestPhysAddr, HostPhysAddr, LeafAttributes, MemoryType,
-    OffsetPhysToVirt, Permissions,
+    OffsetPhysToVirt, Permissions, ThisCpuOnly,
 };
 use exits::{CrAccessType, ExitReason, IoDirection, IoSize, VmExit};
 use vmcs::structures::{IoBitmaps, MsrAccess, MsrBitmap};
@@ -270,14 +270,14 @@ pub fn run() -> Outcome {
     }
 
     // EPT: identity map of [0, 1 MiB) but the holes, and of [hv_end, 4 GiB).
-    let mut pool = Pool {
+    let pool = Pool {
         next: pool,
         end: pool + EPT_POOL_FRAMES as u64 * 4096,
     };
     let config = EptConfig::new(caps.ept_vpid, super::phys_addr_width());
     // SAFETY: the host identity-maps every frame of the pool.
     let p2v = unsafe { OffsetPhysToVirt::identity() };
-    let mut ept = match EptMapper::new(config, p2v, &mut pool) {
+    let mut ept = match EptMapper::new(config, p2v, pool) {
         Ok(ept) => ept,
         Err(e) => {
             println!("mini-hv: cannot create the EPT: {e}");
@@ -322,11 +322,12 @@ pub fn run() -> Outcome {
             HostPhysAddr::new_truncate(s),
             e - s,
             LeafAttributes::new(Permissions::RWX, memory_type),
-            &mut pool,
         );
+        // SAFETY: this hypervisor runs on one processor: no other one has used this EPT.
+        let mut this_cpu = unsafe { ThisCpuOnly::new(&root) };
         let flushed = match map {
-            Ok(flush) => flush
-                .flush(&root, &mut pool)
+            Ok(flush) => ept
+                .flush(flush, &mut this_cpu)
                 .map_err(|e| println!("mini-hv: INVEPT failed: {e}")),
             Err(err) => {
                 println!("mini-hv: cannot map {s:#x}..{e:#x} in the EPT: {err}");

@@ -15,7 +15,7 @@ mod vcpu;
 
 use ept::{
     EptConfig, EptMapper, FrameAllocator, GuestPhysAddr, HostPhysAddr, LeafAttributes, MemoryType,
-    OffsetPhysToVirt, Permissions,
+    OffsetPhysToVirt, Permissions, ThisCpuOnly,
 };
 use exits::ExitReason;
 use vmcs::structures::{InFrame, IoBitmaps, MsrAccess, MsrBitmap, StructureError};
@@ -388,10 +388,9 @@ fn run_guest(
     xcr0_supported: u64,
 ) -> Outcome {
     // EPT: guest RAM only, write-back, read/write/execute.
-    let mut frames = KernelFrames;
     // SAFETY: the host identity-maps every frame the kernel allocator hands out.
     let p2v = unsafe { OffsetPhysToVirt::identity() };
-    let mut ept = match EptMapper::new(ept_config, p2v, &mut frames) {
+    let mut ept = match EptMapper::new(ept_config, p2v, KernelFrames) {
         Ok(ept) => ept,
         Err(e) => {
             println!("mini-hv: cannot create the EPT: {e}");
@@ -403,11 +402,12 @@ fn run_guest(
         HostPhysAddr::new_truncate(mem.host_base()),
         mem.size(),
         LeafAttributes::new(Permissions::RWX, MemoryType::WriteBack),
-        &mut frames,
     );
     match map {
         Ok(flush) => {
-            if let Err(e) = flush.flush(root, &mut frames) {
+            // SAFETY: this hypervisor runs on one processor: no other one has used this EPT.
+            let mut this_cpu = unsafe { ThisCpuOnly::new(root) };
+            if let Err(e) = ept.flush(flush, &mut this_cpu) {
                 println!("mini-hv: INVEPT failed: {e}");
                 return Outcome::Fail;
             }
