@@ -18,7 +18,8 @@ pub enum Expect {
     Pass,
     /// `RESULT UNSUPPORTED`, and the serial log contains every one of these strings.
     Unsupported(&'static [&'static str]),
-    /// `RESULT FAIL`, and the serial log contains every one of these strings (deliberate host faults).
+    /// `RESULT FAIL`, and the serial log contains every one of these strings (deliberate host faults
+    /// and VMCS defects).
     Fail(&'static [&'static str]),
 }
 
@@ -91,7 +92,7 @@ pub const CASES: &[Case] = &[
         modules: &[],
         // EPT (2M) and VPID, but no unrestricted guest.
         expect: Expect::Unsupported(&["required controls not supported", "\"unrestricted guest\""]),
-        timeout_secs: 90,
+        timeout_secs: 60,
     },
     Case {
         name: "bochs-penryn",
@@ -106,7 +107,7 @@ pub const CASES: &[Case] = &[
             "\"unrestricted guest\"",
             "\"load IA32_EFER\"",
         ]),
-        timeout_secs: 90,
+        timeout_secs: 60,
     },
     Case {
         // The differential test of the software VM-entry checker against Bochs (`cargo xtask
@@ -117,6 +118,47 @@ pub const CASES: &[Case] = &[
         modules: &[],
         expect: Expect::Pass,
         timeout_secs: 30,
+    },
+    Case {
+        // A deliberate guest-state defect (TR not busy): VMLAUNCH fails with exit reason 33, which
+        // mini-hv decodes and dumps, and the software checker names the rule before and after.
+        // About 5 s.
+        name: "bochs-defect-guest-state",
+        on: On::Bochs("tigerlake"),
+        cmdline: "mini-hv.defect=guest-state",
+        modules: &[],
+        expect: Expect::Fail(&[
+            "mini-hv: breaking the VMCS on purpose: GuestState",
+            "mini-hv: software VM-entry check predicts: VM-entry failure, exit reason 0x80000021 (basic 33)",
+            "mini-hv: VM entry failed: VM-entry failure due to invalid guest state (33)",
+            "--- vmcs dump begin ---",
+            "GUEST_TR_ACCESS_RIGHTS",
+            "mini-hv: the software VM-entry checker's diagnosis of the failed VM entry:",
+            "mini-hv: software VM-entry check: H29 ",
+            "mini-hv: HOST_RSP/HOST_RIP written 1 time(s) for 0 VM exits",
+            "mini-hv: the guest never ran",
+        ]),
+        timeout_secs: 20,
+    },
+    Case {
+        // A deliberate control-field defect (more CR3-target values than IA32_VMX_MISC allows):
+        // VMLAUNCH fails with VMfailValid, VM-instruction error 7. About 5 s.
+        name: "bochs-defect-control",
+        on: On::Bochs("tigerlake"),
+        cmdline: "mini-hv.defect=control",
+        modules: &[],
+        expect: Expect::Fail(&[
+            "mini-hv: breaking the VMCS on purpose: Control",
+            "mini-hv: software VM-entry check predicts: VMfailValid, VM-instruction error 7",
+            "mini-hv: VM entry failed: VMfailValid: VM-instruction error 7: VM entry with invalid \
+             control field(s)",
+            "mini-hv: the software VM-entry checker's diagnosis of the failed VM entry:",
+            "mini-hv: software VM-entry check: A7 ",
+            "CR3_TARGET_COUNT",
+            "mini-hv: HOST_RSP/HOST_RIP written 1 time(s) for 0 VM exits",
+            "mini-hv: the guest never ran",
+        ]),
+        timeout_secs: 20,
     },
     Case {
         name: "qemu-tcg",

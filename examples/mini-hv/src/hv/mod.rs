@@ -549,12 +549,24 @@ fn run_guest(
              disagreed"
         );
     }
+    let host_writes = active.host_state_cache().writes();
     println!(
-        "mini-hv: HOST_RSP/HOST_RIP written {} time(s) for {} VM exits (trampoline cache)",
-        active.host_state_cache().writes(),
+        "mini-hv: HOST_RSP/HOST_RIP written {host_writes} time(s) for {} VM exits (trampoline cache)",
         vcpu.total_exits
     );
-    let outcome = judge(&vcpu, end, wbinvd_exiting, xcr0_supported != 0);
+    // Every entry comes from the same frame of `Vcpu::run` and nothing else writes the two
+    // fields, so the trampoline writes them at the first entry and never again.
+    let cache_held = host_writes == 1;
+    if !cache_held {
+        println!(
+            "mini-hv: the trampoline's host-state cache failed: HOST_RSP/HOST_RIP written \
+             {host_writes} time(s), expected once"
+        );
+    }
+    let outcome = match judge(&vcpu, end, wbinvd_exiting, xcr0_supported != 0) {
+        Outcome::Pass if !cache_held => Outcome::Fail,
+        outcome => outcome,
+    };
     if let Err((_, fail)) = active.clear() {
         println!("mini-hv: VMCLEAR failed: {fail}");
         return Outcome::Fail;
