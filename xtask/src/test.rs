@@ -16,11 +16,36 @@ pub enum Expect {
         reason = "the matrix uses it once the hypervisor passes on Bochs (see CASES)"
     )]
     Pass,
+    /// `RESULT PASS`, and each named guest check has this verdict on its `mini-hv: <n> <name>
+    /// <verdict>` line ([`PASS`] or [`SKIPPED`]).
+    PassChecks(&'static [(&'static str, &'static str)]),
     /// `RESULT UNSUPPORTED`, and the serial log contains every one of these strings.
     Unsupported(&'static [&'static str]),
     /// `RESULT FAIL`, and the serial log contains every one of these strings (deliberate host faults
     /// and VMCS defects).
     Fail(&'static [&'static str]),
+}
+
+/// The verdict of a guest check that passed. (One whose feature the CPU model lacks says
+/// `skipped (not supported by this CPU)`; both models of the matrix that pass have every feature
+/// the checks need.)
+pub const PASS: &str = "pass";
+
+/// The guest checks of issue 12 on Bochs `tigerlake`.
+const TIGERLAKE_CHECKS: &[(&str, &str)] = &[("register-preservation", PASS), ("msr-areas", PASS)];
+/// The guest checks of issue 12 on Bochs `corei7_skylake_x`.
+const SKYLAKE_X_CHECKS: &[(&str, &str)] = &[("register-preservation", PASS), ("msr-areas", PASS)];
+
+/// The verdict on guest check `name`'s result line (`mini-hv: <n> <name> <verdict>`), if any.
+fn guest_verdict(serial: &str, name: &str) -> Option<String> {
+    serial.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        let (Some("mini-hv:"), Some(n), Some(check)) = (words.next(), words.next(), words.next())
+        else {
+            return None;
+        };
+        (n.parse::<u32>().is_ok() && check == name).then(|| words.collect::<Vec<_>>().join(" "))
+    })
 }
 
 /// Where a case runs.
@@ -74,7 +99,7 @@ pub const CASES: &[Case] = &[
         on: On::Bochs("tigerlake"),
         cmdline: "",
         modules: &[],
-        expect: Expect::Pass,
+        expect: Expect::PassChecks(TIGERLAKE_CHECKS),
         timeout_secs: 120,
     },
     Case {
@@ -82,7 +107,7 @@ pub const CASES: &[Case] = &[
         on: On::Bochs("corei7_skylake_x"),
         cmdline: "",
         modules: &[],
-        expect: Expect::Pass,
+        expect: Expect::PassChecks(SKYLAKE_X_CHECKS),
         timeout_secs: 120,
     },
     Case {
@@ -402,12 +427,29 @@ pub fn run_cases(cases: &[Case]) -> Result<(), String> {
 /// Checks a run's result against the expectation; `Ok` carries the summary.
 fn judge(expect: Expect, kind: ResultKind, why: &str, serial: &str) -> Result<String, String> {
     let (wanted, strings): (ResultKind, &[&str]) = match expect {
-        Expect::Pass => (ResultKind::Pass, &[]),
+        Expect::Pass | Expect::PassChecks(_) => (ResultKind::Pass, &[]),
         Expect::Unsupported(s) => (ResultKind::Unsupported, s),
         Expect::Fail(s) => (ResultKind::Fail, s),
     };
     if kind != wanted {
         return Err(format!("expected RESULT {wanted}, got RESULT {kind} {why}"));
+    }
+    if let Expect::PassChecks(checks) = expect {
+        for &(name, want) in checks {
+            match guest_verdict(serial, name) {
+                Some(got) if got == want => {}
+                Some(got) => {
+                    return Err(format!(
+                        "RESULT {kind} as expected, but guest check {name} is {got:?}, not {want:?}"
+                    ));
+                }
+                None => {
+                    return Err(format!(
+                        "RESULT {kind} as expected, but the serial log has no result line for guest check {name}"
+                    ));
+                }
+            }
+        }
     }
     let missing: Vec<&&str> = strings.iter().filter(|s| !serial.contains(**s)).collect();
     if !missing.is_empty() {
@@ -496,6 +538,8 @@ fn run_case(
 mod tests {
     use super::*;
 
+    const SKIPPED: &str = "skipped (not supported by this CPU)";
+
     #[test]
     fn judge_compares_kind_and_strings() {
         let serial = "mini-hv: missing: unrestricted guest, EPT\nmini-hv: RESULT UNSUPPORTED\n";
@@ -519,6 +563,26 @@ mod tests {
         assert!(judge(Expect::Pass, ResultKind::Unsupported, "", serial).is_err());
         assert!(judge(Expect::Pass, ResultKind::Pass, "", "").is_ok());
         assert!(judge(Expect::Fail(&[]), ResultKind::Pass, "", "").is_err());
+        let checks = Expect::PassChecks(&[("msr-areas", PASS), ("pml-log", SKIPPED)]);
+        let good = "mini-hv:   16 msr-areas                pass\n\
+                    mini-hv:   22 pml-log                  skipped (not supported by this CPU)\n";
+        assert!(judge(checks, ResultKind::Pass, "", good).is_ok());
+        let skipped_wrongly = good.replace(
+            "16 msr-areas                pass",
+            "16 msr-areas skipped (not supported by this CPU)",
+        );
+        assert!(judge(checks, ResultKind::Pass, "", &skipped_wrongly).is_err());
+        let failed = good.replace("skipped (not supported by this CPU)", "FAIL");
+        assert!(judge(checks, ResultKind::Pass, "", &failed).is_err());
+        assert!(
+            judge(
+                checks,
+                ResultKind::Pass,
+                "",
+                "mini-hv:   16 msr-areas pass\n"
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -44,7 +44,8 @@ pub const FEATURE_CONTROL_VALUE: u64 = 1;
 
 /// Hypercall: print the string at guest-virtual RDI of RSI bytes (at most [`HC_PRINT_MAX`]).
 pub const HC_PRINT: u64 = 1;
-/// Hypercall: report the result of test RDI (an index into [`TESTS`]): RSI = 1 for pass, 0 for fail.
+/// Hypercall: report the result of test RDI (an index into [`TESTS`]): RSI = [`REPORT_PASS`],
+/// [`REPORT_FAIL`] or [`REPORT_SKIPPED`].
 pub const HC_REPORT: u64 = 2;
 /// Hypercall: stop the guest with status RDI (0 = success); does not return.
 pub const HC_EXIT: u64 = 3;
@@ -54,6 +55,27 @@ pub const HC_TIMING: u64 = 4;
 pub const HC_EXIT_COUNT: u64 = 5;
 /// Hypercall: return the hypervisor's feature flags ([`FEATURE_WBINVD_EXITING`]).
 pub const HC_FEATURES: u64 = 6;
+
+/// Hypercall: check the MSR areas after the guest wrote RDI to [`IA32_KERNEL_GS_BASE`]: returns
+/// [`MSR_AREAS_STORED`] if the VM-exit MSR-store area holds RDI, plus [`MSR_AREAS_HOST_RESTORED`] if the
+/// VM-exit MSR-load area gave the host its own value back.
+pub const HC_MSR_AREAS: u64 = 7;
+
+/// [`HC_REPORT`] result: the test passed.
+pub const REPORT_PASS: u64 = 1;
+/// [`HC_REPORT`] result: the test failed.
+pub const REPORT_FAIL: u64 = 0;
+/// [`HC_REPORT`] result: the test needs a feature this CPU lacks (the hypervisor checks that claim).
+pub const REPORT_SKIPPED: u64 = 2;
+
+/// IA32_KERNEL_GS_BASE, the MSR the `msr-areas` test switches through the MSR areas.
+pub const IA32_KERNEL_GS_BASE: u32 = 0xc000_0102;
+/// The guest's IA32_KERNEL_GS_BASE, loaded by the VM-entry MSR-load area at the first VM entry.
+pub const MSR_AREA_GUEST_INITIAL: u64 = 0x0000_5a5a_1234_5000;
+/// [`HC_MSR_AREAS`] flag: the VM-exit MSR-store area holds the guest's value.
+pub const MSR_AREAS_STORED: u64 = 1 << 0;
+/// [`HC_MSR_AREAS`] flag: the host's value was restored at the VM exit.
+pub const MSR_AREAS_HOST_RESTORED: u64 = 1 << 1;
 
 /// Longest string [`HC_PRINT`] accepts.
 pub const HC_PRINT_MAX: u64 = 256;
@@ -179,4 +201,6 @@ pub const TESTS: &[&str] = &[
     "vmx-instructions-ud",
     "unbacked-memory",
     "cpuid-timing",
+    "register-preservation",
+    "msr-areas",
 ];

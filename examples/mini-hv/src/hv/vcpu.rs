@@ -5,6 +5,7 @@ use exits::{
     CrAccessQualification, CrAccessType, ExitReason, IoDirection, IoQualification, IoSize, VmExit,
 };
 use vmcs::fields;
+use vmcs::structures::MsrArea;
 use vmcs::{
     ActivityState, DescriptorTable, GuestDescriptorTable, GuestSegment, HardwareVmcs,
     InterruptionType, Segment, SegmentAccessRights, VmcsRead, VmcsWrite,
@@ -86,7 +87,9 @@ pub struct Vcpu {
     /// VM exits by basic exit reason.
     pub exit_counts: [u64; 96],
     /// Each test's reported result.
-    pub reports: [Option<bool>; abi::TESTS.len()],
+    pub reports: [Option<Verdict>; abi::TESTS.len()],
+    /// The guest's MSR area (VM-entry MSR-load and VM-exit MSR-store), for [`abi::HC_MSR_AREAS`].
+    pub guest_msrs: Option<&'static MsrArea<1>>,
     /// VM exits of every reason.
     pub total_exits: u64,
     /// Reports of tests that had already reported.
@@ -94,6 +97,21 @@ pub struct Vcpu {
     /// The CPUID timing the guest reported: (median, samples, minimum).
     pub timing: Option<(u64, u64, u64)>,
 }
+
+/// A test's result as the guest reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// [`abi::REPORT_PASS`].
+    Pass,
+    /// [`abi::REPORT_FAIL`].
+    Fail,
+    /// [`abi::REPORT_SKIPPED`]: the guest found the feature missing.
+    Skipped,
+}
+
+/// The host's IA32_KERNEL_GS_BASE while the test guest runs, restored at every VM exit by the
+/// VM-exit MSR-load area.
+pub const HOST_KERNEL_GS_BASE: u64 = 0xffff_8000_4d48_0000;
 
 /// What a handler decided.
 enum Next {
@@ -120,6 +138,7 @@ impl Vcpu {
             exit_counts: [0; 96],
             total_exits: 0,
             reports: [None; abi::TESTS.len()],
+            guest_msrs: None,
             duplicate_reports: 0,
             timing: None,
         }
@@ -517,8 +536,19 @@ impl Vcpu {
                     if slot.is_some() {
                         self.duplicate_reports += 1;
                     }
-                    *slot = Some(a1 == 1);
-                    abi::HC_OK
+                    let verdict = match a1 {
+                        abi::REPORT_PASS => Some(Verdict::Pass),
+                        abi::REPORT_FAIL => Some(Verdict::Fail),
+                        abi::REPORT_SKIPPED => Some(Verdict::Skipped),
+                        _ => None,
+                    };
+                    match verdict {
+                        Some(v) => {
+                            *slot = Some(v);
+                            abi::HC_OK
+                        }
+                        None => abi::HC_BAD_ARGUMENT,
+                    }
                 }
                 None => abi::HC_BAD_ARGUMENT,
             },
@@ -542,6 +572,23 @@ impl Vcpu {
                     0
                 }
             }
+            abi::HC_MSR_AREAS => match self.guest_msrs {
+                Some(area) => {
+                    let stored = area.data_of(abi::IA32_KERNEL_GS_BASE) == Some(a0);
+                    // SAFETY: IA32_KERNEL_GS_BASE exists on every processor with long mode; reading
+                    // it has no side effect.
+                    let host = unsafe { crate::arch::rdmsr(abi::IA32_KERNEL_GS_BASE) };
+                    let mut flags = 0;
+                    if stored {
+                        flags |= abi::MSR_AREAS_STORED;
+                    }
+                    if host == HOST_KERNEL_GS_BASE {
+                        flags |= abi::MSR_AREAS_HOST_RESTORED;
+                    }
+                    flags
+                }
+                None => abi::HC_UNKNOWN,
+            },
             _ => abi::HC_UNKNOWN,
         };
         self.regs.rax = ret;
@@ -746,8 +793,10 @@ fn inject(vmcs: &mut HardwareVmcs<'_>, vector: u8, error: Option<u32>) -> Result
 }
 
 /// MSRs the guest reads and writes without VM exits: architecturally harmless, because VM entry
-/// and exit switch them (SYSENTER_*, FS/GS base) or reading them is (the TSC).
+/// and exit switch them (SYSENTER_*, FS/GS base; KERNEL_GS_BASE through the MSR areas) or reading
+/// them is (the TSC).
 pub const PASSTHROUGH_READ: &[u32] = &[
+    abi::IA32_KERNEL_GS_BASE,
     IA32_TIME_STAMP_COUNTER,
     IA32_SYSENTER_CS,
     IA32_SYSENTER_CS + 1,
@@ -757,6 +806,7 @@ pub const PASSTHROUGH_READ: &[u32] = &[
 ];
 /// MSRs the guest writes without VM exits (see [`PASSTHROUGH_READ`]).
 pub const PASSTHROUGH_WRITE: &[u32] = &[
+    abi::IA32_KERNEL_GS_BASE,
     IA32_SYSENTER_CS,
     IA32_SYSENTER_CS + 1,
     IA32_SYSENTER_EIP,
