@@ -82,6 +82,9 @@
 //!   reachable by SDM number ([`GpReg`]).
 //! - [`VmxRoot::invept`] / [`VmxRoot::invvpid`]: invalidations checked against
 //!   IA32_VMX_EPT_VPID_CAP.
+//! - [`PerCpuVmx`]: VMX operation on every logical processor through the caller's
+//!   [`RunOnCpu`], with rollback when one processor fails, and cross-processor invalidation
+//!   ([`CpuInvalidate`], [`PerCpuVmx::invvpid_everywhere`]).
 #![no_std]
 
 mod active;
@@ -91,6 +94,7 @@ pub mod instructions;
 mod invalidation;
 mod lifecycle;
 mod region;
+mod smp;
 mod trampoline;
 
 pub use active::{ActiveVmcs, LoadError};
@@ -104,6 +108,10 @@ pub use lifecycle::{
     prepare, vmx_control_registers,
 };
 pub use region::{PhysTranslate, REGION_SIZE, RegionError, VmcsRegion, VmxonRegion};
+pub use smp::{
+    CpuFailure, CpuInvalidate, CpuSet, CpuVmxOps, EnterAllError, EnterAllFailure, LeaveAllError,
+    LiveVmxError, LiveVmxOn, MAX_CPUS, PerCpuVmx, RunOnCpu,
+};
 pub use trampoline::{
     FxsaveArea, GuestRegisters, HOST_RIP_ENCODING, HOST_RSP_ENCODING, HostStateCache, vm_run,
 };
