@@ -5,9 +5,10 @@
 use core::fmt;
 
 pub use vmcs::{EntryInterruptionInfo, InterruptionType};
-use vmcs::{VmcsWrite, fields};
+use vmcs::{VmcsRead, VmcsWrite, fields};
 use vmx_core::VmFail;
 
+use crate::exit::{ExitReadError, idt_vectoring, read_field};
 use crate::instruction::InstructionLength;
 
 /// Whether an event of this type came from an instruction (INT n, INT1, INT3, INTO), so that
@@ -22,7 +23,7 @@ pub const fn is_software_event(kind: InterruptionType) -> bool {
 }
 
 /// Names the exception vectors 0–31 (#DE …) for display.
-fn exception_mnemonic(vector: u8) -> Option<&'static str> {
+pub(crate) fn exception_mnemonic(vector: u8) -> Option<&'static str> {
     const NAMES: [&str; 32] = [
         "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "", "#TS", "#NP", "#SS",
         "#GP", "#PF", "", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP", "", "", "", "", "", "", "#HV",
@@ -170,6 +171,39 @@ pub struct IdtVectoring {
 }
 
 impl IdtVectoring {
+    /// Reads the event whose delivery the current VM exit interrupted, if any: the IDT-vectoring
+    /// information field (4408H) and, when its valid bit is set, the IDT-vectoring error code
+    /// (440AH) if flagged valid and, for a software interrupt or exception, the VM-exit
+    /// instruction length (440CH) unless `known_length` already holds it. Useful for exits whose
+    /// decoded form does not carry it (the [`crate::VmExit`] variants of the reasons that can
+    /// occur during event delivery do: [`crate::VmExit::idt_vectoring`]).
+    ///
+    /// ```
+    /// use exits::{IdtVectoring, InterruptionType, inject};
+    /// use vmcs::{SoftVmcs, VmcsRead, fields};
+    ///
+    /// // An EPT violation while the guest's IDT delivered #PF with error code 2.
+    /// let mut vmcs = SoftVmcs::all_fields();
+    /// vmcs.store(fields::IDT_VECTORING_INFORMATION.encoding(), 0x8000_0b0e)?;
+    /// vmcs.store(fields::IDT_VECTORING_ERROR_CODE.encoding(), 2)?;
+    /// let event = IdtVectoring::read(&vmcs, None)?.expect("valid");
+    /// assert_eq!((event.info.vector, event.info.kind), (14, InterruptionType::HardwareException));
+    /// inject::reinject(&mut vmcs, &event)?;
+    /// assert_eq!(vmcs.read(fields::VM_ENTRY_INTERRUPTION_INFORMATION)?.bits(), 0x8000_0b0e);
+    /// assert_eq!(vmcs.read(fields::VM_ENTRY_EXCEPTION_ERROR_CODE)?, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ExitReadError`] naming the first field whose VMREAD failed.
+    pub fn read(
+        vmcs: &impl VmcsRead,
+        known_length: Option<InstructionLength>,
+    ) -> Result<Option<Self>, ExitReadError> {
+        idt_vectoring(&mut |field| read_field(vmcs, field), known_length)
+    }
+
     /// The VM-entry values that deliver this event again on the next VM entry (SDM "Information for
     /// VM Exits During Event Delivery": the VMM re-injects the event by copying the IDT-vectoring
     /// fields into the VM-entry event-injection fields).

@@ -735,7 +735,7 @@ impl ExitReason {
     }
 }
 
-fn read_field(vmcs: &impl VmcsRead, field: ExitField) -> Result<u64, ExitReadError> {
+pub(crate) fn read_field(vmcs: &impl VmcsRead, field: ExitField) -> Result<u64, ExitReadError> {
     vmcs.read_raw(field.encoding())
         .map_err(|error| ExitReadError { field, error })
 }
@@ -1330,7 +1330,7 @@ impl VmExit {
 ///
 /// `known_length` is the instruction length if the caller has already read it, so that no field
 /// is read twice.
-fn idt_vectoring<E>(
+pub(crate) fn idt_vectoring<E>(
     read: &mut dyn FnMut(ExitField) -> Result<u64, E>,
     known_length: Option<InstructionLength>,
 ) -> Result<Option<IdtVectoring>, E> {

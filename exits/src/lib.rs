@@ -53,6 +53,11 @@
 //! - [`event`]: VM-exit interruption information, IDT-vectoring information and the VM-entry values
 //!   that re-inject an interrupted event ([`IdtVectoring::reinjection`], written into any
 //!   [`vmcs::VmcsWrite`] by [`EventInjection::write`]).
+//! - [`inject`]: event injection checked against what VM entry accepts — hardware exceptions with
+//!   or without their error code, NMIs, external interrupts, software interrupts and exceptions,
+//!   re-injection of an interrupted event — and the interrupt-window and NMI-window helpers.
+//! - [`complete`]: [`complete::skip_instruction`] completes an emulated instruction (RIP, the STI
+//!   and MOV SS shadows, RFLAGS.RF, a pending single-step trap).
 //! - [`instruction`]: the VM-exit instruction length and every format of the VM-exit instruction
 //!   information, with [`MemoryOperand::linear_address`] to find a memory operand
 //!   ([`MemoryOperand::linear_address_in`] reads the registers from vmx-core's
@@ -66,8 +71,10 @@
 //! the `serde` feature, `Serialize` and `Deserialize` too.
 #![no_std]
 
+pub mod complete;
 pub mod event;
 mod exit;
+pub mod inject;
 pub mod instruction;
 pub mod qualification;
 mod reason;

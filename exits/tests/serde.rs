@@ -65,3 +65,15 @@ fn io_qualification_serializes_decoded() {
         })
     );
 }
+
+#[test]
+fn exceptions_deserialize_only_from_exception_vectors() {
+    use exits::inject::Exception;
+    assert_eq!(serde_json::to_string(&Exception::GP).unwrap(), "13");
+    assert_eq!(
+        serde_json::from_str::<Exception>("14").unwrap(),
+        Exception::PF
+    );
+    assert!(serde_json::from_str::<Exception>("2").is_err());
+    assert!(serde_json::from_str::<Exception>("32").is_err());
+}
