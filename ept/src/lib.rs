@@ -50,7 +50,9 @@
 //! - Every change returns an [`EptFlush`] token, discharged by [`EptMapper::flush`] with INVEPT
 //!   (single-context where supported, else all-context) through an [`EptInvalidate`]: on every
 //!   processor that may cache the EPT. Tables that changes emptied go back to the allocator
-//!   only after that. [`ThisCpuOnly`] (an `unsafe` promise) covers an EPT used by one processor.
+//!   only after that. [`EptShootdown`] runs the INVEPT on every processor through the caller's
+//!   "run on CPU n" primitive; [`ThisCpuOnly`] (an `unsafe` promise) covers an EPT used by one
+//!   processor. [`shootdown`] says which changes need the invalidation before and which after.
 //! - [`EptWalker`] explains EPT misconfigurations and violations for any tables.
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -65,6 +67,7 @@ mod eptp;
 mod flush;
 mod frame;
 mod mapper;
+pub mod shootdown;
 mod types;
 
 pub use addr::{AddrError, GuestPhysAddr, HostPhysAddr, MAX_PHYS_ADDR_WIDTH};
@@ -80,7 +83,11 @@ pub use flush::{EptFlush, EptInvalidate, FlushError, ThisCpuOnly};
 #[cfg(feature = "alloc")]
 pub use frame::HeapFrameAllocator;
 pub use frame::{Frame, FrameAllocator, FramePool, OffsetPhysToVirt, PhysToVirt};
-pub use mapper::{CreateError, EptConfig, EptMapper, MapError, Mapping, RangePart, Translation};
+pub use mapper::{
+    BreakBeforeMakeError, CreateError, EptConfig, EptMapper, MapError, Mapping, RangePart,
+    Translation,
+};
+pub use shootdown::{EptShootdown, ShootdownError};
 pub use types::{
     Level, MemoryType, PageSize, Permissions, ReservedMemoryType, ReservedWalkLength, WalkLength,
 };

@@ -156,6 +156,23 @@ pub struct CreateError<A> {
     pub allocator: A,
 }
 
+/// Why [`EptMapper::split_break_before_make`] stopped. After a [`FlushError`] the tables hold
+/// the step before it (the page without execute access, or split): retry the flush with the
+/// token inside, then the remaining steps.
+#[derive(Debug, thiserror::Error)]
+pub enum BreakBeforeMakeError<E: fmt::Debug + fmt::Display> {
+    /// The split (or a protect step) was refused; execute access is as it was.
+    #[error(transparent)]
+    Map(#[from] MapError),
+    /// An invalidation failed.
+    #[error(transparent)]
+    Flush(#[from] FlushError<E>),
+    /// The page is execute-only: it cannot lose execute access without losing every access.
+    /// Unmap it, flush, and map it again instead.
+    #[error("permissions {0:?} are execute-only: taking execute away would leave no access")]
+    ExecuteOnly(Permissions),
+}
+
 /// The settings of an EPT hierarchy, checked against the processor's capabilities when the
 /// mapper is created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1219,6 +1236,56 @@ impl<P: PhysToVirt, A: FrameAllocator> EptMapper<P, A> {
             frame = entry & ADDRESS_MASK;
             level = level_below(level);
         }
+    }
+
+    /// [`EptMapper::split`] for a page the guest may be executing from on other processors, in
+    /// break-before-make order (see [`crate::shootdown`]): takes execute access (bits 2 and 10)
+    /// away from the large page and invalidates through `invalidate`, splits and invalidates,
+    /// then gives execute access back and invalidates. No processor can hold instruction-TLB
+    /// entries of both sizes for the page (the iTLB-multihit erratum). A page without execute
+    /// access is simply split (and invalidated). If the split fails (out of frames), execute
+    /// access is restored before the error is returned.
+    pub fn split_break_before_make<I: EptInvalidate>(
+        &mut self,
+        gpa: GuestPhysAddr,
+        invalidate: &mut I,
+    ) -> Result<(), BreakBeforeMakeError<I::Error>> {
+        let t = self.translate(gpa).ok_or(MapError::NotMapped { gpa })?;
+        if t.page_size == PageSize::Size4K {
+            return Err(MapError::NotLargePage { gpa }.into());
+        }
+        let base = GuestPhysAddr::new_truncate(gpa.as_u64() & !(t.page_size.bytes() - 1));
+        let len = t.page_size.bytes();
+        let attrs =
+            LeafAttributes::from_leaf_bits(t.leaf).map_err(|_| MapError::NotMapped { gpa })?;
+        let execute = Permissions::EXECUTE | Permissions::USER_EXECUTE;
+        let executable = attrs.permissions.intersects(execute);
+        if executable {
+            if !attrs.permissions.contains(Permissions::READ) {
+                return Err(BreakBeforeMakeError::ExecuteOnly(attrs.permissions));
+            }
+            let no_exec = LeafAttributes {
+                permissions: attrs.permissions - execute,
+                ..attrs
+            };
+            let f = self.protect(base, len, no_exec)?;
+            self.flush(f, invalidate)?;
+        }
+        match self.split(gpa) {
+            Ok(f) => self.flush(f, invalidate)?,
+            Err(e) => {
+                if executable {
+                    let f = self.protect(base, len, attrs)?;
+                    self.flush(f, invalidate)?;
+                }
+                return Err(e.into());
+            }
+        }
+        if executable {
+            let f = self.protect(base, len, attrs)?;
+            self.flush(f, invalidate)?;
+        }
+        Ok(())
     }
 
     /// Replaces every table that lies wholly within `len` bytes at `gpa` and whose 512 leaves

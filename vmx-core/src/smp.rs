@@ -135,7 +135,8 @@ impl fmt::Debug for CpuSet {
 /// of `run_on` waited for it, so `f` may use everything the caller borrows (no other code
 /// touches that data meanwhile). When it returns an error, `f` has not run at all. Processors
 /// are numbered `0..cpu_count()`, each number standing for one logical processor for the life
-/// of the implementor.
+/// of the implementor, and the numbers cover every logical processor of the machine that runs
+/// the caller's code (cross-processor invalidations that cover `0..cpu_count()` rely on it).
 pub unsafe trait RunOnCpu {
     /// Why a processor could not run the closure (offline, not answering).
     type Error: fmt::Debug + fmt::Display;
@@ -557,14 +558,18 @@ pub enum LiveVmxError {
     /// VMXON or a check before it failed.
     #[error(transparent)]
     Enable(#[from] EnableError),
+    /// The all-context INVEPT after VMXON failed (VMX operation was left again).
+    #[error("INVEPT all-context after VMXON failed: {0}")]
+    Invept(InvalidationError),
     /// VMXOFF failed (VMfailValid 23 under the dual-monitor treatment of SMIs and SMM).
     #[error("VMXOFF failed: {0}")]
     Vmxoff(VmFail),
 }
 
 /// [`CpuVmxOps`] on the processors themselves: reads each processor's capabilities, then
-/// [`VmxRoot::enable`] with the processor's own VMXON region; [`VmxRoot::disable`] gives the
-/// region back to its slot.
+/// [`VmxRoot::enable`] with the processor's own VMXON region followed by an all-context INVEPT
+/// where supported (the SDM's guideline after VMXON); [`VmxRoot::disable`] gives the region back
+/// to its slot.
 #[derive(Debug)]
 pub struct LiveVmxOn<'r, T: PhysTranslate> {
     regions: &'r mut [Option<&'static mut VmxonRegion>],
@@ -610,7 +615,28 @@ impl<T: PhysTranslate> CpuVmxOps for LiveVmxOn<'_, T> {
         // is true for the region; nothing else uses VMX here.
         let mut platform = unsafe { LivePlatform::new() };
         // SAFETY: as above.
-        Ok(unsafe { VmxRoot::enable(&mut platform, &caps, region, &self.translate) }?)
+        let root = unsafe { VmxRoot::enable(&mut platform, &caps, region, &self.translate) }?;
+        // SDM Vol. 3C §29.4.3.3 "Guidelines for Use of the INVEPT Instruction": an all-context
+        // INVEPT right after VMXON drops EPT-derived information cached in an earlier period of
+        // VMX operation, so that only processors in VMX operation now can hold any.
+        let all_context = InveptType::AllContext;
+        match root.invept(all_context, 0) {
+            Err(e) if all_context.supported_by(&caps.ept_vpid) => {
+                let region = root
+                    .disable(&mut platform)
+                    .map_err(|(_, fail)| LiveVmxError::Vmxoff(fail));
+                Err(match region {
+                    Ok(region) => {
+                        self.regions[cpu] = Some(region);
+                        LiveVmxError::Invept(e)
+                    }
+                    Err(e) => e,
+                })
+            }
+            // Without all-context INVEPT (`invept` checked the capability and did nothing) no
+            // such invalidation exists; with it, done.
+            _ => Ok(root),
+        }
     }
 
     fn leave(&mut self, cpu: usize, root: VmxRoot) -> Result<(), (VmxRoot, LiveVmxError)> {
