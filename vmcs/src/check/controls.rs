@@ -496,6 +496,14 @@ where
     Ok(())
 }
 
+/// The hardware exceptions whose injection must deliver an error code when IA32_VMX_BASIC\[56\]
+/// is 0: #DF (8), #TS (10), #NP (11), #SS (12), #GP (13), #PF (14) and #AC (17). The SDM's list
+/// does not name #CP (21): it falls in the must-not-deliver range 18-31, and processors with CET
+/// report BASIC[56] = 1.
+const fn delivers_error_code(vector: u64) -> bool {
+    matches!(vector, 8 | 10..=14 | 17)
+}
+
 /// C1-C16.
 fn entry_controls<V, M, S>(cx: &mut Ctx<'_, V, M, S>, c: &Controls) -> Result<(), CheckError>
 where
@@ -540,19 +548,31 @@ where
             cx.expect(Rule::C9, &[info_field], vector, Expected::Equal(0));
         }
         let deliver = info & (1 << 11) != 0;
-        if !caps.no_error_code_check {
-            let cr0_field = enc!(GUEST_CR0);
-            let protected = !c.unrestricted() || cx.read(cr0_field)? & 1 != 0;
-            let pushes_code = matches!(vector, 8 | 10..=14 | 17 | 21);
-            let should = protected && kind == HARDWARE_EXCEPTION && pushes_code;
-            if deliver != should {
-                let expected = if should {
-                    Expected::BitsSet(1 << 11)
-                } else {
-                    Expected::BitsClear(1 << 11)
-                };
-                cx.fail(Rule::C10, &[info_field, cr0_field], info, expected);
-            }
+        // C10, SDM "Checks on VM-Entry Control Fields": deliver-error-code must be 0 if the type
+        // is not hardware exception, or guest CR0.PE is 0, or IA32_VMX_BASIC[56] is 0 and the
+        // vector is 0-7, 9, 15, 16 or 18-31; it must be 1 for a hardware exception 8, 10-14 or
+        // 17 with CR0.PE = 1 and BASIC[56] = 0. BASIC[56] = 1 lifts only the vector parts. CR0.PE
+        // counts as 1 without "unrestricted guest", as the SDM's earlier wording ("unrestricted
+        // guest" is 0 or CR0.PE is 1) and processors have it (a PE = 0 guest there fails G1 too).
+        let cr0_field = enc!(GUEST_CR0);
+        let protected = !c.unrestricted() || cx.read(cr0_field)? & 1 != 0;
+        let should = if kind != HARDWARE_EXCEPTION || !protected {
+            Some(false)
+        } else if caps.no_error_code_check || vector > 31 {
+            // Vectors above 31 are C8's.
+            None
+        } else {
+            Some(delivers_error_code(vector))
+        };
+        if let Some(should) = should
+            && deliver != should
+        {
+            let expected = if should {
+                Expected::BitsSet(1 << 11)
+            } else {
+                Expected::BitsClear(1 << 11)
+            };
+            cx.fail(Rule::C10, &[info_field, cr0_field], info, expected);
         }
         cx.clear(Rule::C11, &[info_field], info, 0x7fff_f000);
         if deliver {

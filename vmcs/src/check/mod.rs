@@ -101,7 +101,7 @@
 //! - A46, A47: IPI virtualization and HLAT (tertiary controls) — their entry checks could not be
 //!   verified against a current SDM for this release, and no Bochs model offers tertiary controls.
 //! - A48 (TSC multiplier ≠ 0) is only a Bochs check; A49 is a VirtualBox restriction, not Intel's.
-//! - D20, G33 (IA32_SPEC_CTRL loading): no verified SDM rule and no host/guest field.
+//! - D20, G33 (IA32_SPEC_CTRL loading): no verified SDM rule for the loaded value.
 //! - D21–D23, G32, H40, K17 (FRED): the SDM text of these checks could not be verified for this
 //!   release; CR4.FRED itself is checked (G12).
 //! - G25: the SDM does not require guest IA32_S_CET to be canonical (only Bochs does).
@@ -119,12 +119,20 @@
 //! - The secondary and tertiary processor-based controls and the secondary VM-exit controls are
 //!   checked and used only when their "activate" control is 1 *and* the processor supports that
 //!   1-setting; otherwise they count as 0 (a set but unsupported "activate" bit fails A4 or B2).
-//! - C10 (error-code consistency) is skipped when IA32_VMX_BASIC\[56\] is 1; #CP (21) counts as
-//!   an exception that delivers an error code. C12 uses the current reserved range 31:16.
+//! - C10 (error-code consistency): deliver-error-code must be 0 for an interruption type other
+//!   than hardware exception and for a guest with CR0.PE = 0 (which only "unrestricted guest"
+//!   allows; without it CR0.PE counts as 1), whatever IA32_VMX_BASIC\[56\] says. BASIC\[56\] = 1
+//!   lifts only the vector-dependent parts (must be 1 for #DF, #TS, #NP, #SS, #GP, #PF, #AC; must
+//!   be 0 for vectors 0–7, 9, 15, 16, 18–31). #CP (21) is not in the SDM's must-deliver list: with
+//!   BASIC\[56\] = 0 an error code for it fails. C12 uses the current reserved range 31:16.
 //! - C13/C14: a length of 0 fails only without IA32_VMX_MISC\[30\] (reported as C14); above 15
 //!   fails as C13.
 //! - G1/G2 never check CR0.NW and CR0.CD (VM entry does not change them); M4 fails only outside
 //!   SMM (IA32_SMM_MONITOR_CTL is writable in SMM).
+//! - H27/H28 (limit and granularity, access-rights bits 31:17) apply to CS always, even with its
+//!   unusable bit set, and to the other segments when usable. M3 (an MSR-load entry in the
+//!   x2APIC range 800H–8FFH) fails whatever the guest's x2APIC mode: the SDM makes it
+//!   unconditional (KVM checks it only for guests in x2APIC mode).
 //! - K12: blocking by MOV SS fails with qualification 0; blocking by STI fails with qualification
 //!   3 when [`CpuFacts::nmi_injection_checks_sti`] says the processor makes that check.
 //! - K18 follows the SDM's reserved list (bits 11:4, 13, 15, 63:17); bit 16 (RTM) is K21's.
@@ -138,12 +146,16 @@
 //! # Differential testing against Bochs
 //! `cargo xtask entry-diff [--cases N] [--seed S] [--model M]` runs the example hypervisor in a
 //! mode that mutates its known-good VMCS at random, predicts each VMLAUNCH with this checker and
-//! executes it under Bochs (0 unexcused disagreements over 10,000 cases on `tigerlake`). What the
-//! disagreements taught:
+//! executes it under Bochs; every fourth case injects one combination of a grid of interruption
+//! type × vector × deliver-error-code × guest mode (CR0.PE = 0 and 1, with and without
+//! "unrestricted guest"), and the model decides IA32_VMX_BASIC\[56\] (`tigerlake` 1,
+//! `corei7_skylake_x` 0). What the disagreements taught:
 //! - M6 is reported unchecked, not passed, for MSRs without an architectural WRMSR rule (Bochs
 //!   refuses e.g. index 4; only a table of the model's MSRs could predict that).
 //! - Bochs departs from the SDM (the mode's excused list, each with its SDM citation): it lacks
-//!   C3, G7, G9, G16, J2, K4, K19–K21 and M7, checks only bits 31:0 for K18, reports K12 with
+//!   C3, G7, G9, G16, J2, K4, K19–K21 and M7, skips C10 entirely on models with CET (which
+//!   report IA32_VMX_BASIC\[56\] = 1), lets any event with vector 18 into the shutdown state
+//!   (K5), checks only bits 31:0 for K18, reports K12 with
 //!   qualification 0, never compares CS.DPL with SS.DPL (H19/H20) but applies the pre-"unrestricted
 //!   guest" rule CS.DPL = CS.RPL, fails A48 (TSC multiplier 0), refuses every MSR-load entry for
 //!   IA32_DEBUGCTL (an MSR it lacks), and panics delivering an injected event of type 7 on models

@@ -208,7 +208,7 @@ rules! {
     C7 => F7, "Event injection: an NMI has vector 2.";
     C8 => F7, "Event injection: a hardware exception has a vector <= 31.";
     C9 => F7, "Event injection: an other event (pending MTF VM exit) has vector 0.";
-    C10 => F7, "Event injection: deliver-error-code is 1 exactly for the exceptions that push one in protected mode.";
+    C10 => F7, "Event injection: deliver-error-code is 0 unless a hardware exception is injected with CR0.PE = 1; with IA32_VMX_BASIC bit 56 = 0 it is 1 exactly for vectors 8, 10-14 and 17.";
     C11 => F7, "Event injection: interruption-information bits 30:12 are 0.";
     C12 => F7, "Event injection with error code: VM-entry exception error code bits 31:16 are 0.";
     C13 => F7, "Injecting a software interrupt or exception: VM-entry instruction length is 1 to 15.";
@@ -433,7 +433,7 @@ impl Rule {
             }
             Rule::D20 | Rule::G33 => NotCovered(
                 "the SDM defines no separate validity rule for a loaded IA32_SPEC_CTRL value that \
-                 could be verified, and the VMCS field table has no such field",
+                 could be verified (the fields are GUEST_IA32_SPEC_CTRL and HOST_IA32_SPEC_CTRL)",
             ),
             Rule::D21 | Rule::D22 | Rule::D23 | Rule::G32 | Rule::H40 | Rule::K17 => NotCovered(
                 "FRED VM-entry checks need the FRED VMCS fields and a verified SDM text; neither is \

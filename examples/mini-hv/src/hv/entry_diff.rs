@@ -7,7 +7,9 @@
 //! 1. rewrites the known-good VMCS (every writable field) and the MSR areas,
 //! 2. applies one to three seeded random mutations aimed at the VM-entry rules (bit flips and
 //!    boundary values in the controls, host and guest fields, event injection, the VM-entry
-//!    MSR-load list),
+//!    MSR-load list), or, every fourth case, the next combination of the event-injection grid
+//!    (interruption type × vector × deliver-error-code × guest mode: CR0.PE = 0 and 1, with and
+//!    without "unrestricted guest"; IA32_VMX_BASIC\[56\] is the model's),
 //! 3. asks the checker for its prediction ([`check::Outcome`]),
 //! 4. executes the real VMLAUNCH and records what happened ([`check::Outcome::observed`]),
 //! 5. recovers: after a VM entry that succeeded (the VMCS is now launched) VMCLEAR and VMPTRLD
@@ -86,8 +88,9 @@ pub fn requested() -> Option<Params> {
 pub enum DeviationKind {
     /// Bochs does not make this check of the spec: a violation of it alone does not fail there.
     NotChecked(Rule),
-    /// Bochs checks only part of the rule: the function says whether it misses this violation.
-    Partial(Rule, fn(&check::Violation) -> bool),
+    /// Bochs checks only part of the rule: the function says whether it misses this violation
+    /// on a processor with these capabilities.
+    Partial(Rule, fn(&check::Violation, &VmxCapabilities) -> bool),
     /// Bochs makes the check but reports exit qualification 0 instead of the SDM's.
     QualificationZero(Rule),
     /// Bochs makes a check the current SDM does not have (or no longer has), or lacks an
@@ -181,7 +184,9 @@ pub const BOCHS_DEVIATIONS: &[Deviation] = &[
     },
     Deviation {
         id: "K5",
-        kind: DeviationKind::NotChecked(Rule::K5),
+        // The violation's actual value is the interruption-information field: Bochs misses the
+        // violations whose vector is 18.
+        kind: DeviationKind::Partial(Rule::K5, |v, _| v.actual & 0xff == 18),
         bochs: "tests `type != NMI && vector != 18`, letting any type with vector 18 into the \
                 shutdown state",
         sdm: "SDM Vol. 3C, \"Checks on Guest Non-Register State\": in the shutdown state only NMIs \
@@ -196,11 +201,23 @@ pub const BOCHS_DEVIATIONS: &[Deviation] = &[
     },
     Deviation {
         id: "K18",
-        kind: DeviationKind::Partial(Rule::K18, |v| v.actual & BOCHS_PENDING_DBG_RESERVED == 0),
+        kind: DeviationKind::Partial(Rule::K18, |v, _| v.actual & BOCHS_PENDING_DBG_RESERVED == 0),
         bochs: "keeps the pending debug exceptions in 32 bits (tmpDR6): reserved bits 63:32 are \
                 never checked",
         sdm: "SDM Vol. 3C, \"Checks on Guest Non-Register State\": bits 11:4, 13, 15 and 63:17 of \
               the pending debug exceptions field must be 0",
+    },
+    Deviation {
+        id: "C10",
+        // With IA32_VMX_BASIC[56] = 1 the checker reports C10 only for the parts that flag does
+        // not lift (the type and CR0.PE parts), which Bochs skips.
+        kind: DeviationKind::Partial(Rule::C10, |_, caps| caps.basic.no_error_code_check()),
+        bochs: "skips the whole deliver-error-code check on models with CET (those report \
+                IA32_VMX_BASIC[56] = 1), so it injects an error code with an NMI, an external or \
+                software interrupt, or into a guest with CR0.PE = 0",
+        sdm: "SDM Vol. 3C, \"Checks on VM-Entry Control Fields\": deliver-error-code must be 0 if \
+              the interruption type is not hardware exception or guest CR0.PE is 0; \
+              IA32_VMX_BASIC[56] = 1 lifts only the vector-dependent parts (Appendix A.1)",
     },
     Deviation {
         id: "K19",
@@ -642,6 +659,7 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
     let (mut agree, mut disagree, mut excused) = (0u32, 0u32, 0u32);
     let mut by_outcome = [0u32; 6];
     let mut agree_in_other_order = 0u32;
+    let (mut grid_cases, mut grid_failed) = (0u32, 0u32);
     for case in 0..params.cases {
         if let Err(fail) = restore(&mut hw, &baseline) {
             println!("mini-hv: entry-diff: case {case}: restoring the VMCS failed: {fail}");
@@ -649,7 +667,11 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
         }
         reset_msr_area(entry_area);
         let mut mutation = Mutation::new();
-        let mutated = mutate(&mut rng, &env, &mut hw, &mut mutation);
+        let grid = grid_combination(case);
+        let mutated = match grid {
+            Some(index) => inject_grid(&env, &mut hw, &mut mutation, index),
+            None => mutate(&mut rng, &env, &mut hw, &mut mutation),
+        };
         if let Err(fail) = mutated {
             println!("mini-hv: entry-diff: case {case}: VMWRITE failed: {fail} ({mutation})");
             return super::Outcome::Fail;
@@ -715,6 +737,12 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
                 }
             };
         }
+        if grid.is_some() {
+            grid_cases += 1;
+            if observed != Outcome::Success {
+                grid_failed += 1;
+            }
+        }
         if predicted == observed {
             agree += 1;
             continue;
@@ -724,8 +752,7 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
             agree_in_other_order += 1;
             continue;
         }
-        let as_bochs = bochs_view(&report, &hw);
-        let verdict = if as_bochs == Some(observed) {
+        let verdict = if bochs_excuses(&report, &hw, caps, observed) {
             excused += 1;
             "excused"
         } else {
@@ -752,6 +779,12 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
          report another violated guest-state rule's qualification (the SDM does not order them)"
     );
     println!(
+        "mini-hv: entry-diff: event-injection grid: {grid_cases} cases over {GRID_SIZE} \
+         combinations (type x vector x deliver-error-code x guest mode), {grid_failed} of them \
+         failed VM entry; IA32_VMX_BASIC[56] = {}",
+        u8::from(caps.basic.no_error_code_check())
+    );
+    println!(
         "entry-diff: {} cases, {agree} agree, {disagree} disagree, {excused} excused",
         agree + disagree + excused
     );
@@ -766,18 +799,25 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
     }
 }
 
-/// The checker's prediction as Bochs would produce it: violations of rules Bochs does not check
-/// are dropped, K12 fails with qualification 0, and Bochs' own extra checks are added. `None`
-/// when the report dropped violations for lack of room (no recomputation possible).
-fn bochs_view<const N: usize>(
+/// Whether Bochs' known deviations explain `observed`: the checker's prediction is recomputed as
+/// Bochs would produce it (violations of rules Bochs does not check are dropped, K12 fails with
+/// qualification 0, Bochs' own extra checks are added) and must equal `observed`, or, when both
+/// are exit-33 failures, `observed` must carry the qualification of one of the violations kept
+/// (the SDM does not order the guest-state checks, as for [`same_guest_failure`]). Never when the
+/// report dropped violations for lack of room (no recomputation possible).
+fn bochs_excuses<const N: usize>(
     report: &check::Report<N>,
     vmcs: &HardwareVmcs<'_>,
-) -> Option<Outcome> {
+    caps: &VmxCapabilities,
+    observed: Outcome,
+) -> bool {
     if report.dropped() != 0 {
-        return None;
+        return false;
     }
     let mut best = Outcome::Success;
+    let mut kept_observed = false;
     let mut consider = |outcome: Outcome| {
+        kept_observed |= outcome == observed;
         if outcome.rank() < best.rank() {
             best = outcome;
         }
@@ -785,7 +825,7 @@ fn bochs_view<const N: usize>(
     for v in report.violations() {
         match deviation(v.rule).map(|d| d.kind) {
             Some(DeviationKind::NotChecked(_)) => {}
-            Some(DeviationKind::Partial(_, missed)) if missed(v) => {}
+            Some(DeviationKind::Partial(_, missed)) if missed(v, caps) => {}
             Some(DeviationKind::QualificationZero(_)) => consider(X33_Q0),
             _ => consider(v.outcome),
         }
@@ -797,7 +837,13 @@ fn bochs_view<const N: usize>(
             consider(outcome);
         }
     }
-    Some(best)
+    best == observed || (guest_failure(best) && guest_failure(observed) && kept_observed)
+}
+
+/// Whether `outcome` is a VM-entry failure for invalid guest state (exit 33).
+fn guest_failure(outcome: Outcome) -> bool {
+    matches!(outcome, Outcome::EntryFailure { exit_reason, .. }
+        if exit_reason & 0xffff == check::EXIT_REASON_INVALID_GUEST_STATE)
 }
 
 /// Whether `observed` is a VM-entry failure for invalid guest state (exit 33) with the
@@ -805,11 +851,9 @@ fn bochs_view<const N: usize>(
 /// well: the SDM does not order the guest-state checks, so a processor may report any of them
 /// (the checker's module docs say so).
 fn same_guest_failure<const N: usize>(report: &check::Report<N>, observed: Outcome) -> bool {
-    let guest = |o: Outcome| {
-        matches!(o, Outcome::EntryFailure { exit_reason, .. }
-            if exit_reason & 0xffff == check::EXIT_REASON_INVALID_GUEST_STATE)
-    };
-    guest(report.outcome()) && guest(observed) && report.violations().any(|v| v.outcome == observed)
+    guest_failure(report.outcome())
+        && guest_failure(observed)
+        && report.violations().any(|v| v.outcome == observed)
 }
 
 /// Writes every writable field of `baseline` (but HOST_RSP/HOST_RIP, which the trampoline owns).
@@ -1032,6 +1076,122 @@ fn set_field(
     hw.write_raw(encoding, new)?;
     mutation.push(Change::Field { encoding, old, new });
     Ok(())
+}
+
+/// Every `GRID_EVERY`-th case (from case 0) injects one combination of the event-injection grid
+/// instead of random mutations; the combinations follow each other in order, so any
+/// `GRID_EVERY * GRID_SIZE` consecutive cases cover each of them.
+const GRID_EVERY: u32 = 4;
+
+/// The hardware-exception vectors of the grid: all 32, and two beyond (C8).
+const HARDWARE_VECTORS: [u8; 34] = {
+    let mut v = [0u8; 34];
+    let mut i = 0;
+    while i < 32 {
+        v[i] = i as u8;
+        i += 1;
+    }
+    v[32] = 32;
+    v[33] = 0xff;
+    v
+};
+
+/// The grid's vectors for each interruption type (index = type, SDM "Format of the VM-Entry
+/// Interruption-Information Field"): every vector for hardware exceptions (C8, C10), the valid
+/// and an invalid one where the type fixes it (C7 NMI = 2, C9 other event = 0), a few others.
+const GRID_VECTORS: [&[u8]; 8] = [
+    &[0x20, 8, 0xff], // external interrupt
+    &[0, 8],          // reserved (C6)
+    &[2, 8],          // NMI
+    &HARDWARE_VECTORS,
+    &[3, 0x80], // software interrupt
+    &[1],       // privileged software exception (INT1)
+    &[3, 4],    // software exception (INT3, INTO)
+    &[0, 1],    // other event (pending MTF VM exit)
+];
+
+/// The guest modes of the grid: CR0.PE = 0 (only with "unrestricted guest"), and CR0.PE = 1 with
+/// and without "unrestricted guest".
+const GRID_MODES: [(Option<GuestMode>, bool); 4] = [
+    (None, true),                         // the baseline: real mode, unrestricted guest
+    (Some(GuestMode::Protected32), true), // CR0.PE = 1, paging off
+    (Some(GuestMode::Pae32), false),      // CR0.PE = 1 without unrestricted guest
+    (Some(GuestMode::Long64), true),      // IA-32e mode
+];
+
+/// Number of grid combinations: guest modes x deliver-error-code x (type, vector) pairs.
+const GRID_SIZE: u32 = {
+    let mut pairs = 0;
+    let mut t = 0;
+    while t < GRID_VECTORS.len() {
+        pairs += GRID_VECTORS[t].len();
+        t += 1;
+    }
+    (GRID_MODES.len() * 2 * pairs) as u32
+};
+
+/// The grid combination case `case` runs, if it is a grid case.
+fn grid_combination(case: u32) -> Option<u32> {
+    case.is_multiple_of(GRID_EVERY)
+        .then_some((case / GRID_EVERY) % GRID_SIZE)
+}
+
+/// Injects grid combination `index` into an otherwise valid guest: the guest mode, then the
+/// event (error code 0, instruction length 1, RFLAGS.IF = 1 so that only the injection rules
+/// decide). Type 7 becomes the reserved type 1 on models without the monitor trap flag (Bochs
+/// panics delivering it there instead of failing C6).
+fn inject_grid(
+    env: &Env,
+    hw: &mut HardwareVmcs<'_>,
+    mutation: &mut Mutation,
+    index: u32,
+) -> Result<(), VmFail> {
+    let (mode, unrestricted) = GRID_MODES[(index % GRID_MODES.len() as u32) as usize];
+    let rest = index / GRID_MODES.len() as u32;
+    let deliver = u64::from(rest % 2);
+    let mut pair = (rest / 2) as usize;
+    let mut kind = 0;
+    for (t, vectors) in GRID_VECTORS.iter().enumerate() {
+        if pair < vectors.len() {
+            kind = t;
+            break;
+        }
+        pair -= vectors.len();
+    }
+    let vector = u64::from(GRID_VECTORS[kind][pair]);
+    let kind = if kind == 7 && !env.mtf {
+        1
+    } else {
+        kind as u64
+    };
+    if let Some(mode) = mode {
+        switch_mode(hw, mode)?;
+        mutation.push(Change::Mode(mode));
+    }
+    if !unrestricted {
+        let proc2 = fields::SECONDARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS.encoding();
+        let old = hw.read_raw(proc2)?;
+        set_field(hw, mutation, proc2, old & !(1 << 7))?;
+    }
+    set_field(hw, mutation, fields::GUEST_RFLAGS.encoding(), 0x202)?;
+    set_field(
+        hw,
+        mutation,
+        fields::VM_ENTRY_INSTRUCTION_LENGTH.encoding(),
+        1,
+    )?;
+    set_field(
+        hw,
+        mutation,
+        fields::VM_ENTRY_EXCEPTION_ERROR_CODE.encoding(),
+        0,
+    )?;
+    set_field(
+        hw,
+        mutation,
+        fields::VM_ENTRY_INTERRUPTION_INFORMATION.encoding(),
+        1 << 31 | deliver << 11 | kind << 8 | vector,
+    )
 }
 
 /// Applies one to three mutations. Fields the processor does not support are skipped.
