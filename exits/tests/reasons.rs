@@ -72,7 +72,7 @@ fn every_flag_combination_decodes_and_round_trips() {
             assert_eq!(reason.pending_mtf, raw & 1 << 28 != 0);
             assert_eq!(reason.from_vmx_root, raw & 1 << 29 != 0);
             assert_eq!(reason.bus_lock_detected, raw & 1 << 26 != 0);
-            let _ = reason.to_string();
+            assert!(!reason.to_string().is_empty());
         }
     }
 }
@@ -150,9 +150,9 @@ proptest! {
         };
         let exit = VmExit::from_raw(&raw);
         prop_assert_eq!(exit.basic_reason().number() as u32, raw.reason & 0xffff);
-        let _ = exit.to_string();
+        prop_assert!(!exit.to_string().is_empty());
         if let Some(event) = exit.idt_vectoring() {
-            let _ = event.reinjection().to_string();
+            prop_assert!(!event.reinjection().to_string().is_empty());
         }
     }
 }

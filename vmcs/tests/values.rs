@@ -17,6 +17,61 @@ fn round_trip<T: FieldValue + PartialEq + std::fmt::Debug>(raw: u64) {
     assert_eq!(T::from_raw(value.into_raw()), value);
 }
 
+/// A field layout transcribed from an SDM table: (name, low bit, high bit); `None` names the
+/// reserved ranges.
+type Layout = &'static [(Option<&'static str>, u32, u32)];
+
+/// SDM Vol. 3C, "Format of the Access-Rights Field" (guest-state area).
+const AR_LAYOUT: Layout = &[
+    (Some("type"), 0, 3),
+    (Some("S"), 4, 4),
+    (Some("DPL"), 5, 6),
+    (Some("P"), 7, 7),
+    (None, 8, 11),
+    (Some("AVL"), 12, 12),
+    (Some("L"), 13, 13),
+    (Some("D/B"), 14, 14),
+    (Some("G"), 15, 15),
+    (Some("unusable"), 16, 16),
+    (None, 17, 31),
+];
+
+/// SDM Vol. 3C, "Format of the VM-Entry Interruption-Information Field".
+const INTERRUPTION_INFO_LAYOUT: Layout = &[
+    (Some("vector"), 0, 7),
+    (Some("type"), 8, 10),
+    (Some("deliver error code"), 11, 11),
+    (None, 12, 30),
+    (Some("valid"), 31, 31),
+];
+
+fn mask(low: u32, high: u32) -> u64 {
+    ((1u64 << (high - low + 1)) - 1) << low
+}
+
+/// The named field of `raw` per `layout`.
+fn sdm_field(layout: Layout, raw: u32, name: &str) -> u64 {
+    let &(_, low, high) = layout.iter().find(|(n, ..)| *n == Some(name)).unwrap();
+    (u64::from(raw) & mask(low, high)) >> low
+}
+
+/// The bits of `raw` in the layout's reserved ranges, in place.
+fn reserved(layout: Layout, raw: u32) -> u64 {
+    layout
+        .iter()
+        .filter(|(n, ..)| n.is_none())
+        .map(|&(_, low, high)| u64::from(raw) & mask(low, high))
+        .sum()
+}
+
+#[test]
+fn the_layouts_cover_32_bits() {
+    for layout in [AR_LAYOUT, INTERRUPTION_INFO_LAYOUT] {
+        let all: u64 = layout.iter().map(|&(_, low, high)| mask(low, high)).sum();
+        assert_eq!(all, 0xffff_ffff);
+    }
+}
+
 proptest! {
     #[test]
     fn every_value_type_round_trips(raw in any::<u64>()) {
@@ -67,19 +122,19 @@ proptest! {
     }
 
     #[test]
-    fn segment_access_rights_bits_partition_the_word(raw in any::<u32>()) {
+    fn segment_access_rights_follow_the_sdm_layout(raw in any::<u32>()) {
         let ar = SegmentAccessRights::from_bits(raw);
-        let rebuilt = u32::from(ar.segment_type())
-            | u32::from(ar.code_or_data()) << 4
-            | u32::from(ar.dpl()) << 5
-            | u32::from(ar.present()) << 7
-            | u32::from(ar.available()) << 12
-            | u32::from(ar.long_mode()) << 13
-            | u32::from(ar.default_big()) << 14
-            | u32::from(ar.granularity()) << 15
-            | u32::from(ar.unusable()) << 16
-            | ar.reserved_bits();
-        prop_assert_eq!(rebuilt, raw);
+        let f = |name| sdm_field(AR_LAYOUT, raw, name);
+        prop_assert_eq!(u64::from(ar.segment_type()), f("type"));
+        prop_assert_eq!(u64::from(ar.code_or_data()), f("S"));
+        prop_assert_eq!(u64::from(ar.dpl()), f("DPL"));
+        prop_assert_eq!(u64::from(ar.present()), f("P"));
+        prop_assert_eq!(u64::from(ar.available()), f("AVL"));
+        prop_assert_eq!(u64::from(ar.long_mode()), f("L"));
+        prop_assert_eq!(u64::from(ar.default_big()), f("D/B"));
+        prop_assert_eq!(u64::from(ar.granularity()), f("G"));
+        prop_assert_eq!(u64::from(ar.unusable()), f("unusable"));
+        prop_assert_eq!(u64::from(ar.reserved_bits()), reserved(AR_LAYOUT, raw));
     }
 
     #[test]
@@ -94,16 +149,17 @@ proptest! {
     }
 
     #[test]
-    fn entry_interruption_info_is_total(raw in any::<u32>()) {
+    fn entry_interruption_info_follows_the_sdm_layout(raw in any::<u32>()) {
         let info = EntryInterruptionInfo::from_bits(raw);
-        let rebuilt = u32::from(info.vector())
-            | u32::from(info.interruption_type().raw()) << 8
-            | u32::from(info.deliver_error_code()) << 11
-            | info.reserved_bits()
-            | u32::from(info.valid()) << 31;
-        prop_assert_eq!(rebuilt, raw);
-        let _ = info.to_string();
-        let _ = format!("{info:?}");
+        let f = |name| sdm_field(INTERRUPTION_INFO_LAYOUT, raw, name);
+        prop_assert_eq!(u64::from(info.vector()), f("vector"));
+        prop_assert_eq!(u64::from(info.interruption_type().raw()), f("type"));
+        prop_assert_eq!(u64::from(info.deliver_error_code()), f("deliver error code"));
+        prop_assert_eq!(u64::from(info.valid()), f("valid"));
+        prop_assert_eq!(u64::from(info.reserved_bits()), reserved(INTERRUPTION_INFO_LAYOUT, raw));
+        prop_assert!(!info.to_string().is_empty());
+        let debug = format!("{info:?}");
+        prop_assert!(!debug.is_empty());
     }
 
     #[test]
@@ -111,7 +167,7 @@ proptest! {
         let state = ActivityState::from_raw(raw);
         prop_assert_eq!(state.raw(), raw);
         prop_assert_eq!(matches!(state, ActivityState::Unknown(_)), raw > 3);
-        let _ = state.to_string();
+        prop_assert!(!state.to_string().is_empty());
     }
 
     #[test]
