@@ -138,13 +138,13 @@ pub const CASES: &[Case] = &[
         // The differential test of the software VM-entry checker against Bochs (`cargo xtask
         // entry-diff`): RESULT PASS only without unexcused disagreements. 5,000 cases: the
         // event-injection grid (every 4th case, 384 combinations) is covered more than three
-        // times. About 15 s of cases plus the boot.
+        // times. About 10 s of cases (2 ms each) plus 5 s of boot.
         name: "bochs-entry-diff",
         on: On::Bochs("tigerlake"),
         cmdline: "mini-hv.entry-diff=5000 mini-hv.entry-diff-seed=1",
         modules: &[],
         expect: Expect::Pass,
-        timeout_secs: 90,
+        timeout_secs: 50,
     },
     Case {
         // A deliberate guest-state defect (TR not busy): VMLAUNCH fails with exit reason 33, which
