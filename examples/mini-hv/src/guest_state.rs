@@ -1,11 +1,11 @@
 //! What the two guests (the kernel's test guest and its Linux guest) share: the CR0/CR4 ownership
 //! policy, the guest-state fields both start with, and the exit-handling steps that are the same for
-//! both (advancing RIP, injecting an exception, MOV to CR0/CR4, XSETBV validation).
+//! both (MOV to CR0/CR4, XSETBV validation). Advancing RIP and injecting exceptions are the `exits`
+//! crate's ([`exits::complete`], [`exits::inject`]).
 
 use exits::VmExit;
 use vmcs::{
-    ActivityState, EntryInterruptionInfo, GuestSegment, InterruptibilityState, InterruptionType,
-    Segment, VmcsRead, VmcsWrite, fields,
+    ActivityState, GuestSegment, InterruptibilityState, Segment, VmcsRead, VmcsWrite, fields,
 };
 use vmx_caps::{EntryControls, FixedBits};
 use vmx_core::{GuestRegisters, VmFail};
@@ -471,33 +471,6 @@ pub fn is_vmx_instruction(exit: &VmExit) -> bool {
             | VmExit::Invept { .. }
             | VmExit::Invvpid { .. }
             | VmExit::Vmfunc { .. }
-    )
-}
-
-/// Advances the guest's RIP past the exiting instruction (and drops blocking by STI/MOV SS, which
-/// the instruction ended).
-pub fn skip_instruction(vmcs: &mut impl VmcsWrite, length: u32) -> Result<(), VmFail> {
-    vmcs.modify(fields::GUEST_RIP, |rip| rip.wrapping_add(u64::from(length)))?;
-    let ended = InterruptibilityState::BLOCKING_BY_STI | InterruptibilityState::BLOCKING_BY_MOV_SS;
-    let state = vmcs.read(fields::GUEST_INTERRUPTIBILITY_STATE)?;
-    if state.intersects(ended) {
-        vmcs.write(fields::GUEST_INTERRUPTIBILITY_STATE, state - ended)?;
-    }
-    Ok(())
-}
-
-/// Injects hardware exception `vector` on the next VM entry; RIP stays at the faulting instruction.
-pub fn inject_exception(
-    vmcs: &mut impl VmcsWrite,
-    vector: u8,
-    error: Option<u32>,
-) -> Result<(), VmFail> {
-    if let Some(code) = error {
-        vmcs.write(fields::VM_ENTRY_EXCEPTION_ERROR_CODE, code)?;
-    }
-    vmcs.write(
-        fields::VM_ENTRY_INTERRUPTION_INFORMATION,
-        EntryInterruptionInfo::new(vector, InterruptionType::HardwareException, error.is_some()),
     )
 }
 

@@ -19,7 +19,9 @@ use ept::{
     EptConfig, EptMapper, GuestPhysAddr, HostPhysAddr, LeafAttributes, MemoryType,
     OffsetPhysToVirt, Permissions, ThisCpuOnly,
 };
-use exits::{CrAccessType, ExitReason, IoDirection, IoSize, VmExit};
+use exits::complete::{CompleteError, skip_instruction};
+use exits::inject::{Exception, InjectError, inject_exception};
+use exits::{CrAccessType, ExitReason, InstructionLength, IoDirection, IoSize, VmExit};
 use vmcs::structures::{IoBitmaps, MsrAccess, MsrBitmap};
 use vmcs::{
     DescriptorTable, GuestDescriptorTable, GuestSegment, HardwareVmcs, Segment,
@@ -44,8 +46,8 @@ const LARGE_PAGE: u64 = 2 * MIB;
 /// about a dozen).
 const EPT_POOL_FRAMES: usize = 64;
 
-const UD: u8 = 6;
-const GP: u8 = 13;
+const UD: Exception = Exception::UD;
+const GP: Exception = Exception::GP;
 const CR0_ET: u64 = 1 << 4;
 const CR4_OSXSAVE: u64 = 1 << 18;
 const IA32_FEATURE_CONTROL: u32 = 0x3a;
@@ -160,8 +162,8 @@ pub fn run() -> Outcome {
         println!("mini-hv: unsupported: EPT needs 4-level walks and write-back paging structures");
         return Outcome::Unsupported;
     }
-    for bit in negotiated.dropped.iter() {
-        println!("mini-hv: optional control not available: {bit}");
+    for dropped in negotiated.drops() {
+        println!("mini-hv: optional control dropped: {dropped}");
     }
     let pat = controls.entry.contains(EntryControls::LOAD_IA32_PAT)
         && controls
@@ -706,20 +708,33 @@ impl Linux {
     }
 }
 
-/// Advances RIP past the exiting instruction ([`guest_state::skip_instruction`]).
+/// Completes the exiting instruction ([`exits::complete::skip_instruction`]); a length that is no
+/// instruction's ends the run.
 fn skip(vmcs: &mut HardwareVmcs<'_>, length: u32) -> Result<Option<End>, VmFail> {
-    guest_state::skip_instruction(vmcs, length)?;
-    Ok(None)
+    match skip_instruction(vmcs, InstructionLength(length)) {
+        Ok(_) => Ok(None),
+        Err(CompleteError::Vmcs(fail)) => Err(fail),
+        Err(e) => {
+            println!("mini-hv: cannot complete the instruction: {e}");
+            Ok(Some(End::Stopped))
+        }
+    }
 }
 
-/// Injects hardware exception `vector` at the next VM entry ([`guest_state::inject_exception`]).
+/// Injects `exception` at the next VM entry ([`exits::inject::inject_exception`]).
 fn inject(
     vmcs: &mut HardwareVmcs<'_>,
-    vector: u8,
+    exception: Exception,
     error: Option<u32>,
 ) -> Result<Option<End>, VmFail> {
-    guest_state::inject_exception(vmcs, vector, error)?;
-    Ok(None)
+    match inject_exception(vmcs, exception, error) {
+        Ok(()) => Ok(None),
+        Err(InjectError::Vmcs(fail)) => Err(fail),
+        Err(e) => {
+            println!("mini-hv: cannot inject {exception}: {e}");
+            Ok(Some(End::Stopped))
+        }
+    }
 }
 
 fn rdtsc() -> u64 {

@@ -166,8 +166,8 @@ pub fn run() -> Outcome {
         );
         return Outcome::Unsupported;
     }
-    for bit in negotiated.dropped.iter() {
-        println!("mini-hv: optional control not available: {bit}");
+    for dropped in negotiated.drops() {
+        println!("mini-hv: optional control dropped: {dropped}");
     }
     let vpid = controls.proc2.contains(SecondaryControls::ENABLE_VPID);
     let wbinvd_exiting = controls.proc2.contains(SecondaryControls::WBINVD_EXITING);
@@ -641,6 +641,14 @@ pub(crate) enum SetupError {
     MsrArea(MsrAreaError),
     /// No frame for a structure.
     OutOfMemory,
+    /// The control fields were refused or their VMWRITE failed.
+    Controls(vmcs::ControlsError),
+}
+
+impl From<vmcs::ControlsError> for SetupError {
+    fn from(e: vmcs::ControlsError) -> Self {
+        SetupError::Controls(e)
+    }
 }
 
 impl From<MsrAreaError> for SetupError {
@@ -670,6 +678,7 @@ impl core::fmt::Display for SetupError {
             SetupError::OutOfMemory => {
                 f.write_str("out of memory for a structure the VMCS points to")
             }
+            SetupError::Controls(e) => e.fmt(f),
         }
     }
 }
@@ -747,17 +756,7 @@ fn write_vmcs(
     io_bitmaps: &IoBitmaps,
     vpid: bool,
 ) -> Result<(), SetupError> {
-    vmcs.write(fields::PIN_BASED_VM_EXECUTION_CONTROLS, controls.pin)?;
-    vmcs.write(
-        fields::PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS,
-        controls.proc,
-    )?;
-    vmcs.write(
-        fields::SECONDARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS,
-        controls.proc2,
-    )?;
-    vmcs.write(fields::PRIMARY_VM_EXIT_CONTROLS, controls.exit)?;
-    vmcs.write(fields::VM_ENTRY_CONTROLS, controls.entry)?;
+    vmcs.write_controls(controls)?;
     vmcs.write(fields::EXCEPTION_BITMAP, vmcs::ExceptionBitmap::empty())?;
     vmcs.write(fields::PAGE_FAULT_ERROR_CODE_MASK, 0)?;
     vmcs.write(fields::PAGE_FAULT_ERROR_CODE_MATCH, 0)?;

@@ -1,8 +1,11 @@
 //! The virtual CPU: the guest's reset state in the VMCS, the run loop, and the exit dispatcher (a
 //! `match` on the `exits` crate's decoded [`VmExit`]), with the emulation behind each exit.
 
+use exits::complete::{CompleteError, skip_instruction};
+use exits::inject::{Exception, InjectError, inject_exception};
 use exits::{
-    CrAccessQualification, CrAccessType, ExitReason, IoDirection, IoQualification, IoSize, VmExit,
+    CrAccessQualification, CrAccessType, ExitReason, InstructionLength, IoDirection,
+    IoQualification, IoSize, VmExit,
 };
 use vmcs::fields;
 use vmcs::structures::MsrArea;
@@ -19,9 +22,9 @@ use crate::guest::abi::{self, reason};
 use mini_hv_logic::decode::{self, MovAccess, Operation, Reg};
 use mini_hv_logic::guest_state::{self, CR0_PG, CrPolicy, CrWriteError, EFER_LMA, EFER_LME};
 
-/// Exception vectors the hypervisor injects (SDM Vol. 3A, 6.3.1).
-const UD: u8 = 6;
-const GP: u8 = 13;
+/// Exceptions the hypervisor injects.
+const UD: Exception = Exception::UD;
+const GP: Exception = Exception::GP;
 
 const EFER_SCE: u64 = 1 << 0;
 const EFER_NXE: u64 = 1 << 11;
@@ -780,16 +783,33 @@ impl Vcpu {
     }
 }
 
-/// Advances the guest's RIP past the exiting instruction ([`guest_state::skip_instruction`]).
+/// Completes the exiting instruction ([`exits::complete::skip_instruction`]); a length that is no
+/// instruction's stops the guest.
 fn skip(vmcs: &mut HardwareVmcs<'_>, length: u32) -> Result<Next, VmFail> {
-    guest_state::skip_instruction(vmcs, length)?;
-    Ok(Next::Resume)
+    match skip_instruction(vmcs, InstructionLength(length)) {
+        Ok(_) => Ok(Next::Resume),
+        Err(CompleteError::Vmcs(fail)) => Err(fail),
+        Err(e) => {
+            crate::println!("mini-hv: cannot complete the instruction: {e}; stopping the guest");
+            Ok(Next::Stop(End::Stopped))
+        }
+    }
 }
 
-/// Injects hardware exception `vector` on the next VM entry ([`guest_state::inject_exception`]).
-fn inject(vmcs: &mut HardwareVmcs<'_>, vector: u8, error: Option<u32>) -> Result<Next, VmFail> {
-    guest_state::inject_exception(vmcs, vector, error)?;
-    Ok(Next::Resume)
+/// Injects `exception` on the next VM entry ([`exits::inject::inject_exception`]).
+fn inject(
+    vmcs: &mut HardwareVmcs<'_>,
+    exception: Exception,
+    error: Option<u32>,
+) -> Result<Next, VmFail> {
+    match inject_exception(vmcs, exception, error) {
+        Ok(()) => Ok(Next::Resume),
+        Err(InjectError::Vmcs(fail)) => Err(fail),
+        Err(e) => {
+            crate::println!("mini-hv: cannot inject {exception}: {e}; stopping the guest");
+            Ok(Next::Stop(End::Stopped))
+        }
+    }
 }
 
 /// MSRs the guest reads and writes without VM exits: architecturally harmless, because VM entry
