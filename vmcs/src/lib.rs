@@ -58,6 +58,7 @@ mod controls;
 pub mod field;
 pub mod fields;
 mod hardware;
+pub mod init;
 mod segment;
 mod snapshot;
 mod soft;
