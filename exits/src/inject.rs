@@ -238,7 +238,10 @@ pub enum InjectError {
 /// (which the VMCS does not hold).
 ///
 /// Reads GUEST_CR0 only for an exception that pushes an error code; writes the VM-entry
-/// interruption-information field and, when delivered, the VM-entry exception error code.
+/// interruption-information field and, when delivered, the VM-entry exception error code. The
+/// activity state is not read: a guest that is not active takes only #DB and #MC in the HLT state
+/// and #MC in the shutdown state (VM entry fails otherwise); an instruction exit always leaves
+/// the guest active.
 ///
 /// # Errors
 ///
@@ -348,7 +351,8 @@ fn interrupt_blocking(vmcs: &impl VmcsRead) -> Result<Option<Blocking>, VmFail> 
 /// instruction of `length` bytes raises, e.g. after a VM exit on INT3 through the exception
 /// bitmap: the guest's handler returns to RIP + `length`.
 ///
-/// Writes the VM-entry interruption-information field and the VM-entry instruction length.
+/// Writes the VM-entry interruption-information field and the VM-entry instruction length (the
+/// guest executed the instruction, so it is active).
 ///
 /// # Errors
 ///
