@@ -84,7 +84,8 @@
 //!   IA32_VMX_EPT_VPID_CAP.
 //! - [`PerCpuVmx`]: VMX operation on every logical processor through the caller's
 //!   [`RunOnCpu`], with rollback when one processor fails, and cross-processor invalidation
-//!   ([`CpuInvalidate`], [`PerCpuVmx::invvpid_everywhere`]).
+//!   ([`CpuInvalidate`], [`PerCpuVmx::invvpid_everywhere`]); [`smp`] also explains moving a
+//!   vCPU between processors.
 #![no_std]
 
 mod active;
@@ -94,7 +95,7 @@ pub mod instructions;
 mod invalidation;
 mod lifecycle;
 mod region;
-mod smp;
+pub mod smp;
 mod trampoline;
 
 pub use active::{ActiveVmcs, LoadError};

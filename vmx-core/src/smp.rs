@@ -42,6 +42,55 @@
 //! assert_eq!(err.to_string(), "CPU 2 could not enter VMX operation: no VMX (CPUs 0..2 left it again)");
 //! assert_eq!(*log.borrow(), ["enter 0", "enter 1", "enter 2", "leave 1", "leave 0"]);
 //! ```
+//!
+//! # Moving a vCPU between processors
+//!
+//! A VMCS may be active on one logical processor at a time, and its launch state and cached
+//! contents live in that processor (SDM Vol. 3C §25.1 "Overview", §25.11.1 "Software Use of
+//! Virtual-Machine Control Structures"). Moving it is: VMCLEAR on the old processor (the
+//! processor writes its cached state to the region and sets the launch state to clear), then
+//! VMPTRLD on the new one and VMLAUNCH (VMRESUME would fail: the launch state is clear), with
+//! the host-state area rewritten for the new processor. The ownership types already force this
+//! order:
+//!
+//! - A region is loaded by value (`&'static mut VmcsRegion`) and owned by the [`ActiveVmcs`]
+//!   while current; the only way back to the region is [`ActiveVmcs::clear`], VMCLEAR on the
+//!   processor where it is current. (Dropping the [`ActiveVmcs`] executes VMCLEAR and keeps the
+//!   region forever.)
+//! - An [`ActiveVmcs`] cannot leave its processor: it is `!Send`, and it borrows that
+//!   processor's `!Send` [`VmxRoot`]. The cleared region (`&'static mut VmcsRegion`) is `Send`:
+//!   that is what travels, e.g. through [`RunOnCpu`].
+//! - [`VmcsRegion::load`] on the new processor makes the launch state clear and starts with an
+//!   empty [`HostStateCache`](crate::HostStateCache), so the first [`ActiveVmcs::run`] is a
+//!   VMLAUNCH and writes HOST_RSP and HOST_RIP for the new stack.
+//! - What the types cannot know is the rest of the host-state area: HOST_GS_BASE, HOST_TR_BASE,
+//!   HOST_GDTR_BASE, HOST_IDTR_BASE, HOST_TR_SELECTOR (and any other per-processor value) still
+//!   describe the old processor. [`ActiveVmcs::run`]'s safety contract requires them to describe
+//!   the current one: write them after the load, before the first run.
+//!
+//! ```
+//! # use vmx_core::{ActiveVmcs, VmcsRegion};
+//! fn assert_send<T: Send>() {}
+//! // The cleared region travels between processors.
+//! assert_send::<&'static mut VmcsRegion>();
+//! ```
+//!
+//! ```compile_fail,E0277
+//! # use vmx_core::ActiveVmcs;
+//! fn assert_send<T: Send>() {}
+//! // A current VMCS cannot: it must be cleared where it is current.
+//! assert_send::<ActiveVmcs<'static>>();
+//! ```
+//!
+//! ```compile_fail,E0382
+//! # use vmx_core::{PhysTranslate, VmcsRegion, VmxRoot};
+//! // Loading a region that is current (on this or another processor) does not compile: the
+//! // region moved into the first `ActiveVmcs`.
+//! fn twice(region: &'static mut VmcsRegion, a: &mut VmxRoot, b: &mut VmxRoot, t: &impl PhysTranslate) {
+//!     let _on_a = region.load(a, t);
+//!     let _on_b = region.load(b, t);
+//! }
+//! ```
 
 use core::fmt;
 
@@ -49,6 +98,8 @@ use vmx_caps::{CapsError, LiveMsrs, VmxCapabilities};
 
 use crate::lifecycle::{EnableError, LivePlatform, VmxRoot};
 use crate::region::{PhysTranslate, VmxonRegion};
+#[cfg(doc)]
+use crate::{ActiveVmcs, VmcsRegion};
 use crate::{InvalidationError, InveptType, InvvpidType, VmFail};
 
 /// The most logical processors a [`CpuSet`] (and so a [`PerCpuVmx`]) covers.
