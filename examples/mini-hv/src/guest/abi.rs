@@ -61,6 +61,60 @@ pub const HC_FEATURES: u64 = 6;
 /// VM-exit MSR-load area gave the host its own value back.
 pub const HC_MSR_AREAS: u64 = 7;
 
+/// Hypercall: the virtual APIC as the hypervisor sees it: VTPR from the virtual-APIC page in bits
+/// 7:0, RVI in bits 15:8 and SVI in bits 23:16 from the guest interrupt status.
+pub const HC_APIC_STATE: u64 = 8;
+/// Hypercall: with RDI a vector (32-255), turn on virtual-interrupt delivery and request that vector
+/// (VIRR and RVI, VTPR and VPPR 0, an empty EOI-exit bitmap); with RDI = 0 turn it off again.
+pub const HC_VID_REQUEST: u64 = 9;
+/// Hypercall: the page-modification log. RDI = [`PML_RESET`]: empty it (PML index 511);
+/// [`PML_COUNT`]: return the entries logged since; [`PML_CONTAINS`]: return 1 if the log holds the
+/// page of guest-physical RSI, else 0; [`PML_ONE_LEFT`]: set the PML index to 0 (one free entry);
+/// [`PML_LAST_ENTRY`]: return entry 0.
+pub const HC_PML: u64 = 10;
+/// [`HC_PML`] request: empty the log.
+pub const PML_RESET: u64 = 0;
+/// [`HC_PML`] request: count the logged entries.
+pub const PML_COUNT: u64 = 1;
+/// [`HC_PML`] request: look for a page in the log.
+pub const PML_CONTAINS: u64 = 2;
+/// [`HC_PML`] request: leave one free entry.
+pub const PML_ONE_LEFT: u64 = 3;
+/// [`HC_PML`] request: return entry 0 of the log (the last one the processor fills).
+pub const PML_LAST_ENTRY: u64 = 4;
+
+/// [`HC_FEATURES`] flag: TPR shadow, APIC-access virtualization and APIC-register virtualization
+/// are on, the APIC-access page at [`APIC_GPA`].
+pub const FEATURE_APIC_VIRTUALIZATION: u64 = 1 << 1;
+/// [`HC_FEATURES`] flag: [`HC_VID_REQUEST`] can turn on virtual-interrupt delivery.
+pub const FEATURE_VIRTUAL_INTERRUPT_DELIVERY: u64 = 1 << 2;
+/// [`HC_FEATURES`] flag: VMFUNC 0 switches between EPTP 0 (the normal view) and EPTP 1, where the
+/// page at [`EPTP_VIEW_PAGE`] is another host page holding [`EPTP_VIEW_MARKER`].
+pub const FEATURE_EPTP_SWITCHING: u64 = 1 << 3;
+/// [`HC_FEATURES`] flag: "EPT-violation #VE" is on, the information area at [`VE_AREA_GPA`] (its
+/// bytes 4-7 non-zero until the guest arms it).
+pub const FEATURE_VIRTUALIZATION_EXCEPTION: u64 = 1 << 4;
+/// [`HC_FEATURES`] flag: page-modification logging is on ([`HC_PML`]).
+pub const FEATURE_PML: u64 = 1 << 5;
+
+/// Guest-physical address of the APIC-access page (the xAPIC default base).
+pub const APIC_GPA: u64 = 0xfee0_0000;
+/// The value the hypervisor puts in the virtual APIC's version register (offset 30H).
+pub const APIC_VERSION_VALUE: u32 = 0x0005_0014;
+/// VTPR at the first VM entry (priority class 3).
+pub const APIC_INITIAL_TPR: u32 = 0x30;
+/// The TPR threshold: a guest TPR write below class 2 makes a TPR-below-threshold VM exit.
+pub const APIC_TPR_THRESHOLD: u8 = 2;
+/// Guest-physical address of the virtualization-exception information area.
+pub const VE_AREA_GPA: u64 = 0xe000_0000;
+/// The page that differs between the two EPT views.
+pub const EPTP_VIEW_PAGE: u64 = 0x1f0_0000;
+/// What the page at [`EPTP_VIEW_PAGE`] holds in EPT view 1.
+pub const EPTP_VIEW_MARKER: u64 = 0x2121_312d_5745_4956;
+/// Four 2-MiB regions of guest RAM that nothing touches before the `pml-log` check, so that its
+/// first write to each sets a clear EPT dirty flag (and is logged).
+pub const PML_FRESH_REGIONS: [u64; 4] = [0x160_0000, 0x180_0000, 0x1a0_0000, 0x1c0_0000];
+
 /// [`HC_REPORT`] result: the test passed.
 pub const REPORT_PASS: u64 = 1;
 /// [`HC_REPORT`] result: the test failed.
@@ -181,6 +235,22 @@ pub mod reason {
     pub const WBINVD: u64 = R::Wbinvd.number() as u64;
     /// XSETBV.
     pub const XSETBV: u64 = R::Xsetbv.number() as u64;
+    /// External interrupt.
+    pub const EXTERNAL_INTERRUPT: u64 = R::ExternalInterrupt.number() as u64;
+    /// Interrupt window.
+    pub const INTERRUPT_WINDOW: u64 = R::InterruptWindow.number() as u64;
+    /// TPR below threshold.
+    pub const TPR_BELOW_THRESHOLD: u64 = R::TprBelowThreshold.number() as u64;
+    /// APIC access.
+    pub const APIC_ACCESS: u64 = R::ApicAccess.number() as u64;
+    /// Virtualized EOI.
+    pub const VIRTUALIZED_EOI: u64 = R::VirtualizedEoi.number() as u64;
+    /// APIC write.
+    pub const APIC_WRITE: u64 = R::ApicWrite.number() as u64;
+    /// VMFUNC.
+    pub const VMFUNC: u64 = R::Vmfunc.number() as u64;
+    /// Page-modification log full.
+    pub const PML_FULL: u64 = R::PageModificationLogFull.number() as u64;
 }
 
 /// The guest's tests, in the order it runs them; [`HC_REPORT`] names a test by its index here. After the
@@ -203,4 +273,9 @@ pub const TESTS: &[&str] = &[
     "cpuid-timing",
     "register-preservation",
     "msr-areas",
+    "apic-virtualization",
+    "virtual-interrupt-delivery",
+    "vmfunc-eptp-switch",
+    "virtualization-exception",
+    "pml-log",
 ];

@@ -121,6 +121,11 @@ mini_hv_guest_exc_\v:
     pushq $\v
     jmp mini_hv_guest_exc_common
     .endr
+    .global mini_hv_guest_irq_0x30
+mini_hv_guest_irq_0x30:
+    pushq $0
+    pushq $0x30
+    jmp mini_hv_guest_exc_common
 mini_hv_guest_exc_common:
     pushq %rax
     movq {recovery}(%rip), %rax
@@ -164,6 +169,14 @@ unsafe extern "C" {
     static mini_hv_guest_entry16: u8;
     /// The linked addresses of the 32 exception entry stubs, by vector.
     static mini_hv_guest_exc_table: [u64; 32];
+    /// The entry stub of interrupt vector 0x30 (joins the exception path).
+    static mini_hv_guest_irq_0x30: u8;
+}
+
+/// The entry stub of interrupt vector [`super::IRQ_VECTOR`]: like an exception without error
+/// code, it stops at a recovery point or is fatal.
+pub fn irq_stub() -> u64 {
+    core::ptr::addr_of!(mini_hv_guest_irq_0x30) as u64
 }
 
 /// The linked (== guest-physical) address of the guest's first instruction.

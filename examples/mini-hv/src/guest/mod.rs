@@ -171,8 +171,14 @@ struct Gate {
     reserved: u32,
 }
 
-/// The guest's IDT: the 32 exception vectors.
-static mut IDT: [Gate; 32] = [Gate {
+/// The one interrupt vector the guest handles (the `virtual-interrupt-delivery` check's).
+const IRQ_VECTOR: u8 = 0x30;
+
+/// IDT entries: the 32 exception vectors, then not-present gates up to [`IRQ_VECTOR`].
+const IDT_ENTRIES: usize = IRQ_VECTOR as usize + 1;
+
+/// The guest's IDT: the 32 exception vectors and [`IRQ_VECTOR`].
+static mut IDT: [Gate; IDT_ENTRIES] = [Gate {
     offset_low: 0,
     selector: 0,
     ist: 0,
@@ -180,7 +186,7 @@ static mut IDT: [Gate; 32] = [Gate {
     offset_mid: 0,
     offset_high: 0,
     reserved: 0,
-}; 32];
+}; IDT_ENTRIES];
 
 /// The guest's 64-bit code segment selector (see the GDT in [`boot`]).
 const GUEST_CS: u16 = 0x18;
@@ -199,8 +205,12 @@ fn lidt(base: u64, limit: u16) {
 
 fn install_idt() {
     let idt = &raw mut IDT;
-    for vector in 0..32 {
-        let handler = boot::exception_stub(vector);
+    for vector in (0..32).chain([usize::from(IRQ_VECTOR)]) {
+        let handler = if vector < 32 {
+            boot::exception_stub(vector)
+        } else {
+            boot::irq_stub()
+        };
         let gate = Gate {
             offset_low: handler as u16,
             selector: GUEST_CS,
@@ -213,7 +223,7 @@ fn install_idt() {
         // SAFETY: one CPU; the IDT is written before it is loaded, only here.
         unsafe { (*idt)[vector] = gate };
     }
-    lidt(idt as u64, (32 * 16 - 1) as u16);
+    lidt(idt as u64, (IDT_ENTRIES * 16 - 1) as u16);
 }
 
 /// The guest's 64-bit entry, called by [`boot`] on the guest's stack. Never returns: the run ends with a

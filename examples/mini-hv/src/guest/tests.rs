@@ -5,7 +5,7 @@ use core::arch::asm;
 use core::arch::x86_64::{__cpuid_count, _rdtsc};
 
 use super::abi::{self, reason};
-use super::{Fault, GP, UD, exit_count, gprintln, guarded, hypercall, inb, outb};
+use super::{Fault, GP, IRQ_VECTOR, UD, exit_count, gprintln, guarded, hypercall, inb, outb};
 
 type Check = Result<(), &'static str>;
 
@@ -24,7 +24,7 @@ fn expect_fault(fault: Option<Fault>, vector: u8, why: &'static str) -> Check {
 const NOT_SUPPORTED: &str = "not supported by this CPU";
 
 /// The tests, in the order of [`abi::TESTS`].
-const TESTS: [fn() -> Check; 17] = [
+const TESTS: [fn() -> Check; 22] = [
     cpuid_hypervisor_leaf,
     msr_passthrough,
     msr_emulated,
@@ -42,6 +42,11 @@ const TESTS: [fn() -> Check; 17] = [
     cpuid_timing,
     register_preservation,
     msr_areas,
+    apic_virtualization,
+    virtual_interrupt_delivery,
+    vmfunc_eptp_switch,
+    virtualization_exception,
+    pml_log,
 ];
 const _: () = assert!(TESTS.len() == abi::TESTS.len());
 
@@ -906,5 +911,286 @@ fn msr_areas() -> Check {
     ensure(
         again == mine,
         "the VM-entry MSR-load area did not load the stored guest value back",
+    )
+}
+
+/// The hypervisor's [`abi::HC_FEATURES`] flags.
+fn features() -> u64 {
+    hypercall(abi::HC_FEATURES, 0, 0, 0)
+}
+
+/// Reads the 32-bit register at `offset` of the (virtualized) local APIC.
+fn apic_read(offset: u64) -> u32 {
+    // SAFETY: the APIC-access page is mapped at APIC_GPA (FEATURE_APIC_VIRTUALIZATION, checked by
+    // the callers) inside the identity-mapped first 4 GiB; reads of it are virtualized or exit.
+    unsafe { core::ptr::read_volatile((abi::APIC_GPA + offset) as *const u32) }
+}
+
+/// Writes the 32-bit register at `offset` of the (virtualized) local APIC.
+fn apic_write(offset: u64, value: u32) {
+    // SAFETY: as in `apic_read`.
+    unsafe { core::ptr::write_volatile((abi::APIC_GPA + offset) as *mut u32, value) };
+}
+
+/// VM exits the virtualized APIC accesses must not cause.
+const APIC_QUIET: [u64; 3] = [
+    reason::APIC_ACCESS,
+    reason::APIC_WRITE,
+    reason::EPT_VIOLATION,
+];
+
+fn apic_virtualization() -> Check {
+    if features() & abi::FEATURE_APIC_VIRTUALIZATION == 0 {
+        return Err(NOT_SUPPORTED);
+    }
+    let quiet = APIC_QUIET.map(exit_count);
+    let tpr_exits = exit_count(reason::TPR_BELOW_THRESHOLD);
+    ensure(
+        apic_read(0x30) == abi::APIC_VERSION_VALUE,
+        "the APIC version register did not read from the virtual-APIC page",
+    )?;
+    ensure(
+        apic_read(0x80) == abi::APIC_INITIAL_TPR,
+        "the TPR did not read as VTPR",
+    )?;
+    // Class 5, not below the threshold (2): virtualized, no VM exit.
+    apic_write(0x80, 0x50);
+    ensure(apic_read(0x80) == 0x50, "a TPR write did not reach VTPR")?;
+    ensure(
+        hypercall(abi::HC_APIC_STATE, 0, 0, 0) & 0xff == 0x50,
+        "the hypervisor does not see the TPR write in the virtual-APIC page",
+    )?;
+    ensure(
+        exit_count(reason::TPR_BELOW_THRESHOLD) == tpr_exits,
+        "a TPR write above the threshold caused a TPR-below-threshold VM exit",
+    )?;
+    // Class 1, below the threshold: a TPR-below-threshold VM exit after the write.
+    apic_write(0x80, 0x10);
+    ensure(
+        exit_count(reason::TPR_BELOW_THRESHOLD) - tpr_exits == 1,
+        "lowering the TPR below the threshold did not cause one TPR-below-threshold VM exit",
+    )?;
+    ensure(
+        apic_read(0x80) == 0x10,
+        "the TPR write before the exit was lost",
+    )?;
+    ensure(
+        APIC_QUIET.map(exit_count) == quiet,
+        "a virtualized APIC access caused an APIC-access, APIC-write or EPT-violation VM exit",
+    )
+}
+
+fn virtual_interrupt_delivery() -> Check {
+    if features() & abi::FEATURE_VIRTUAL_INTERRUPT_DELIVERY == 0 {
+        return Err(NOT_SUPPORTED);
+    }
+    let vector = u64::from(IRQ_VECTOR);
+    ensure(
+        hypercall(abi::HC_VID_REQUEST, vector, 0, 0) == abi::HC_OK,
+        "the hypervisor refused to request a virtual interrupt",
+    )?;
+    let state = hypercall(abi::HC_APIC_STATE, 0, 0, 0);
+    ensure(
+        (state >> 8) & 0xff == vector && (state >> 16) & 0xff == 0,
+        "RVI/SVI are not (vector, 0) after the request",
+    )?;
+    let quiet = [
+        reason::EXTERNAL_INTERRUPT,
+        reason::INTERRUPT_WINDOW,
+        reason::APIC_ACCESS,
+        reason::VIRTUALIZED_EOI,
+        reason::APIC_WRITE,
+    ];
+    let before = quiet.map(exit_count);
+    // Delivered right after the instruction that follows STI (blocking by STI), through IDT
+    // vector 0x30, whose stub returns to the recovery point with IF set.
+    let taken = guarded!("sti\n nop\n cli");
+    // SAFETY: clearing IF again; the guest handles no other interrupt.
+    unsafe { asm!("cli", options(nomem, nostack)) };
+    match taken {
+        Some(Fault { vector: v, .. }) if u64::from(v) == vector => {}
+        Some(_) => return Err("another event than the virtual interrupt arrived"),
+        None => return Err("the virtual interrupt was not delivered when RFLAGS.IF became 1"),
+    }
+    ensure(
+        apic_read(0x110) == 1 << (vector - 32),
+        "VISR does not hold the delivered vector",
+    )?;
+    let state = hypercall(abi::HC_APIC_STATE, 0, 0, 0);
+    ensure(
+        (state >> 8) & 0xff == 0 && (state >> 16) & 0xff == vector,
+        "RVI/SVI are not (0, vector) after the delivery",
+    )?;
+    // Virtual EOI: the EOI-exit bitmap is empty, so no VM exit; VISR and SVI clear.
+    apic_write(0xb0, 0);
+    ensure(
+        apic_read(0x110) == 0,
+        "the virtual EOI left the vector in VISR",
+    )?;
+    let state = hypercall(abi::HC_APIC_STATE, 0, 0, 0);
+    ensure(
+        (state >> 16) & 0xff == 0,
+        "the virtual EOI did not update SVI",
+    )?;
+    ensure(
+        quiet.map(exit_count) == before,
+        "the delivery or the EOI caused a VM exit",
+    )?;
+    ensure(
+        hypercall(abi::HC_VID_REQUEST, 0, 0, 0) == abi::HC_OK,
+        "the hypervisor refused to turn virtual-interrupt delivery off",
+    )
+}
+
+fn vmfunc_eptp_switch() -> Check {
+    if features() & abi::FEATURE_EPTP_SWITCHING == 0 {
+        return Err(NOT_SUPPORTED);
+    }
+    let page = abi::EPTP_VIEW_PAGE as *mut u64;
+    let mine = 0x2130_2d57_4549_5630u64;
+    // SAFETY: a page of guest RAM nothing else uses.
+    unsafe { page.write_volatile(mine) };
+    let quiet = [reason::VMFUNC, reason::EPT_VIOLATION];
+    let before = quiet.map(exit_count);
+    let (in_view1, in_view0): (u64, u64);
+    // SAFETY: VMFUNC 0 switches between two EPT views that map the guest's code, data and stack
+    // alike; only the page read here differs.
+    unsafe {
+        asm!(
+            "xor eax, eax",
+            "mov ecx, 1",
+            "vmfunc",
+            "mov {one}, qword ptr [{page}]",
+            "xor eax, eax",
+            "xor ecx, ecx",
+            "vmfunc",
+            "mov {zero}, qword ptr [{page}]",
+            page = in(reg) page,
+            one = out(reg) in_view1,
+            zero = out(reg) in_view0,
+            out("eax") _,
+            out("ecx") _,
+            options(nostack),
+        )
+    };
+    ensure(quiet.map(exit_count) == before, "VMFUNC caused a VM exit")?;
+    ensure(
+        in_view1 == abi::EPTP_VIEW_MARKER,
+        "EPT view 1 does not show its own page",
+    )?;
+    ensure(
+        in_view0 == mine,
+        "back in EPT view 0, the page is not the guest's own",
+    )
+}
+
+fn virtualization_exception() -> Check {
+    const VE: u8 = 20;
+    if features() & abi::FEATURE_VIRTUALIZATION_EXCEPTION == 0 {
+        return Err(NOT_SUPPORTED);
+    }
+    let area = |offset: u64| (abi::VE_AREA_GPA + offset) as *mut u32;
+    // SAFETY: the information area is mapped at VE_AREA_GPA (FEATURE_VIRTUALIZATION_EXCEPTION).
+    let read32 = |offset| unsafe { area(offset).read_volatile() };
+    // SAFETY: as above; 8-byte fields are 8-byte aligned.
+    let read64 = |offset| unsafe { area(offset).cast::<u64>().read_volatile() };
+    ensure(
+        read32(4) != 0,
+        "the #VE information area was armed before the guest armed it",
+    )?;
+    // SAFETY: as above.
+    unsafe { area(4).write_volatile(0) };
+    let target = abi::UNBACKED + 0x2040;
+    let before = exit_count(reason::EPT_VIOLATION);
+    let fault = guarded!("mov rax, qword ptr [{a}]", a = in(reg) target, out("rax") _);
+    expect_fault(fault, VE, "the EPT violation was not delivered as #VE")?;
+    ensure(
+        exit_count(reason::EPT_VIOLATION) == before,
+        "the convertible EPT violation caused a VM exit",
+    )?;
+    ensure(
+        read32(0) == 48,
+        "the #VE exit reason is not 48 (EPT violation)",
+    )?;
+    ensure(
+        read32(4) == 0xffff_ffff,
+        "the processor did not mark the area busy",
+    )?;
+    let qualification = read64(8);
+    ensure(
+        qualification & 1 != 0 && qualification & 2 == 0,
+        "the #VE exit qualification does not say data read",
+    )?;
+    ensure(
+        read64(16) == target,
+        "the #VE guest-linear address is wrong",
+    )?;
+    ensure(
+        read64(24) == target,
+        "the #VE guest-physical address is wrong",
+    )?;
+    // SAFETY: as above (the 16-bit EPTP index at byte 32).
+    let index = unsafe { area(32).cast::<u16>().read_volatile() };
+    ensure(index == 0, "the #VE EPTP index is not 0")?;
+    // Busy: the next EPT violation exits (and the hypervisor refuses it with #GP).
+    let fault = guarded!("mov rax, qword ptr [{a}]", a = in(reg) target, out("rax") _);
+    expect_fault(
+        fault,
+        GP,
+        "with the area busy, the EPT violation was not a VM exit",
+    )?;
+    ensure(
+        exit_count(reason::EPT_VIOLATION) - before == 1,
+        "with the area busy, the EPT violation did not exit once",
+    )
+}
+
+fn pml_log() -> Check {
+    if features() & abi::FEATURE_PML == 0 {
+        return Err(NOT_SUPPORTED);
+    }
+    let pml = |request, gpa| hypercall(abi::HC_PML, request, gpa, 0);
+    // SAFETY: the regions are guest RAM that nothing else uses.
+    let touch = |gpa: u64| unsafe { (gpa as *mut u8).write_volatile(1) };
+    let [r0, r1, r2, r3] = abi::PML_FRESH_REGIONS;
+    ensure(pml(abi::PML_RESET, 0) == abi::HC_OK, "HC_PML reset failed")?;
+    touch(r1 + 0x1123);
+    touch(r2 + 0x456);
+    ensure(
+        pml(abi::PML_COUNT, 0) == 2,
+        "two first writes did not log two pages",
+    )?;
+    ensure(
+        pml(abi::PML_CONTAINS, r1 + 0x1123) == 1 && pml(abi::PML_CONTAINS, r2 + 0x456) == 1,
+        "the log lacks a written page",
+    )?;
+    ensure(
+        pml(abi::PML_CONTAINS, r3) == 0,
+        "the log holds a page never written",
+    )?;
+    let full = exit_count(reason::PML_FULL);
+    ensure(
+        pml(abi::PML_ONE_LEFT, 0) == abi::HC_OK,
+        "HC_PML one-left failed",
+    )?;
+    touch(r3 + 0x10); // logged in entry 0: the index wraps to FFFFH
+    ensure(
+        exit_count(reason::PML_FULL) == full,
+        "the write into the last free entry caused a PML-full VM exit",
+    )?;
+    // The index is now FFFFH (the SDM; Bochs 2.7's VMREAD returns 1FFH, yet it treats the log as
+    // full): look at the entry itself.
+    ensure(
+        pml(abi::PML_LAST_ENTRY, 0) & !0xfff == (r3 + 0x10) & !0xfff,
+        "the write into the last free entry was not logged in entry 0",
+    )?;
+    touch(r0 + 0x20); // the log is full: VM exit, the hypervisor empties it, the write is logged
+    ensure(
+        exit_count(reason::PML_FULL) - full == 1,
+        "a write with the log full did not cause one PML-full VM exit",
+    )?;
+    ensure(
+        pml(abi::PML_COUNT, 0) == 1 && pml(abi::PML_CONTAINS, r0 + 0x20) == 1,
+        "after the PML-full exit the retried write was not logged",
     )
 }

@@ -9,6 +9,7 @@
 
 mod devices;
 mod entry_diff;
+mod extras;
 mod linux_guest;
 mod memory;
 mod vcpu;
@@ -133,7 +134,7 @@ pub fn run() -> Outcome {
                 | ExitControls::SAVE_IA32_EFER,
         )
         .require(EntryControls::LOAD_IA32_EFER);
-    let negotiated = caps.negotiate(&request);
+    let negotiated = caps.negotiate(&extras::prefer(request));
     let mut missing = 0;
     if let Err(e) = &negotiated {
         println!("mini-hv: unsupported: {e}");
@@ -234,7 +235,12 @@ pub fn run() -> Outcome {
         &caps,
         &negotiated.value,
         mem,
-        ept_config,
+        // PML needs the EPT's dirty flags (not in the entry-diff mode, whose known-good VMCS has
+        // no PML).
+        ept_config.accessed_dirty(
+            entry_diff::requested().is_none()
+                && extras::wants_accessed_dirty(&negotiated.value, &caps),
+        ),
         vpid,
         wbinvd_exiting,
         xcr0_supported,
@@ -474,11 +480,12 @@ fn run_guest(
     let ram_base = mem.host_base();
     let mut vcpu = Vcpu::new(mem, config);
     if let Some(params) = entry_diff::requested() {
+        let without_extras = extras::without(*controls);
         let setup = entry_diff::Setup {
             root,
             region,
             caps,
-            controls,
+            controls: &without_extras,
             eptp: ept.eptp(),
             msr_bitmap,
             io_bitmaps,
@@ -497,7 +504,12 @@ fn run_guest(
     let setup = write_vmcs(&mut hw, controls, ept.eptp(), msr_bitmap, io_bitmaps, vpid)
         .and_then(|()| Ok(vcpu.write_reset_state(&mut hw, guest::entry16())?))
         .and_then(|()| write_guest_msr_areas(&mut hw, caps))
-        .map(|area| vcpu.guest_msrs = Some(area));
+        .map(|area| vcpu.guest_msrs = Some(area))
+        .and_then(|()| {
+            let root = active.root();
+            extras::Extras::setup(&mut hw, controls, caps, &mut ept, root, ram_base)
+        })
+        .map(|extras| vcpu.extras = Some(extras));
     if let Err(fail) = setup {
         println!("mini-hv: writing the VMCS failed: {fail}");
         dump_vmcs(&hw);
@@ -568,7 +580,7 @@ fn run_guest(
              {host_writes} time(s), expected once"
         );
     }
-    let outcome = match judge(&vcpu, end, wbinvd_exiting, xcr0_supported != 0) {
+    let outcome = match judge(&vcpu, caps, end, wbinvd_exiting, xcr0_supported != 0) {
         Outcome::Pass if !cache_held => Outcome::Fail,
         outcome => outcome,
     };
@@ -643,11 +655,27 @@ pub(crate) enum SetupError {
     OutOfMemory,
     /// The control fields were refused or their VMWRITE failed.
     Controls(vmcs::ControlsError),
+    /// An EPT change was refused.
+    Ept(ept::MapError),
+    /// An EPT flush failed.
+    Flush(ept::FlushError<vmx_core::InvalidationError>),
 }
 
 impl From<vmcs::ControlsError> for SetupError {
     fn from(e: vmcs::ControlsError) -> Self {
         SetupError::Controls(e)
+    }
+}
+
+impl From<ept::MapError> for SetupError {
+    fn from(e: ept::MapError) -> Self {
+        SetupError::Ept(e)
+    }
+}
+
+impl From<ept::FlushError<vmx_core::InvalidationError>> for SetupError {
+    fn from(e: ept::FlushError<vmx_core::InvalidationError>) -> Self {
+        SetupError::Flush(e)
     }
 }
 
@@ -675,6 +703,8 @@ impl core::fmt::Display for SetupError {
             SetupError::Vmcs(fail) => fail.fmt(f),
             SetupError::Structure(e) => e.fmt(f),
             SetupError::MsrArea(e) => e.fmt(f),
+            SetupError::Ept(e) => e.fmt(f),
+            SetupError::Flush(e) => e.fmt(f),
             SetupError::OutOfMemory => {
                 f.write_str("out of memory for a structure the VMCS points to")
             }
@@ -799,7 +829,13 @@ fn write_vmcs(
 }
 
 /// Prints the run's report and decides the outcome.
-fn judge(vcpu: &Vcpu, end: End, wbinvd_exiting: bool, xsave: bool) -> Outcome {
+fn judge(
+    vcpu: &Vcpu,
+    caps: &VmxCapabilities,
+    end: End,
+    wbinvd_exiting: bool,
+    xsave: bool,
+) -> Outcome {
     if end == End::EntryFailed && vcpu.total_exits <= 1 {
         println!("mini-hv: the guest never ran");
         return Outcome::Fail;
@@ -813,16 +849,23 @@ fn judge(vcpu: &Vcpu, end: End, wbinvd_exiting: bool, xsave: bool) -> Outcome {
                 ok = false;
                 "FAIL"
             }
-            Some(Verdict::Skipped) => {
-                ok = false;
-                "FAIL (skipped, but this CPU has what it needs)"
-            }
+            Some(Verdict::Skipped) => match extras::model_lacks(name, caps) {
+                Some(true) => "skipped (not supported by this CPU)",
+                Some(false) => {
+                    ok = false;
+                    "FAIL (skipped, but this CPU has what it needs)"
+                }
+                None => {
+                    ok = false;
+                    "FAIL (skipped, but it needs no optional feature)"
+                }
+            },
             None => {
                 ok = false;
                 "not reported"
             }
         };
-        println!("mini-hv:   {index:2} {name:<24} {verdict}");
+        println!("mini-hv:   {index:2} {name:<26} {verdict}");
     }
     if vcpu.duplicate_reports != 0 {
         println!("mini-hv: {} duplicate test reports", vcpu.duplicate_reports);

@@ -93,6 +93,8 @@ pub struct Vcpu {
     pub reports: [Option<Verdict>; abi::TESTS.len()],
     /// The guest's MSR area (VM-entry MSR-load and VM-exit MSR-store), for [`abi::HC_MSR_AREAS`].
     pub guest_msrs: Option<&'static MsrArea<1>>,
+    /// The structures of the optional checks.
+    pub extras: Option<super::extras::Extras>,
     /// VM exits of every reason.
     pub total_exits: u64,
     /// Reports of tests that had already reported.
@@ -142,6 +144,7 @@ impl Vcpu {
             total_exits: 0,
             reports: [None; abi::TESTS.len()],
             guest_msrs: None,
+            extras: None,
             duplicate_reports: 0,
             timing: None,
         }
@@ -391,6 +394,20 @@ impl Vcpu {
                 );
                 Ok(Next::Resume)
             }
+            VmExit::TprBelowThreshold if self.extras.is_some() => {
+                if let Some(extras) = &self.extras {
+                    extras.tpr_below_threshold(vmcs)?;
+                }
+                Ok(Next::Resume)
+            }
+            VmExit::PageModificationLogFull { .. }
+                if match &self.extras {
+                    Some(extras) => extras.pml_full(vmcs)?,
+                    None => false,
+                } =>
+            {
+                Ok(Next::Resume)
+            }
             VmExit::TripleFault => {
                 let rip = vmcs.read(fields::GUEST_RIP)?;
                 self.uart_flush();
@@ -569,10 +586,11 @@ impl Vcpu {
                 None => abi::HC_BAD_ARGUMENT,
             },
             abi::HC_FEATURES => {
+                let extras = self.extras.as_ref().map_or(0, |e| e.features());
                 if self.config.wbinvd_exiting {
-                    abi::FEATURE_WBINVD_EXITING
+                    abi::FEATURE_WBINVD_EXITING | extras
                 } else {
-                    0
+                    extras
                 }
             }
             abi::HC_MSR_AREAS => match self.guest_msrs {
@@ -592,7 +610,14 @@ impl Vcpu {
                 }
                 None => abi::HC_UNKNOWN,
             },
-            _ => abi::HC_UNKNOWN,
+            _ => match self
+                .extras
+                .as_mut()
+                .and_then(|e| e.hypercall(nr, a0, a1, vmcs))
+            {
+                Some(ret) => ret?,
+                None => abi::HC_UNKNOWN,
+            },
         };
         self.regs.rax = ret;
         Ok(next)
