@@ -99,7 +99,9 @@ impl Exception {
     pub const XM: Self = Self(19);
     /// 20: #VE, virtualization exception.
     pub const VE: Self = Self(20);
-    /// 21: #CP, control-protection exception (error code).
+    /// 21: #CP, control-protection exception (error code). VM entry accepts its error code only
+    /// on processors with IA32_VMX_BASIC\[56\] = 1 (every processor with CET, the only ones that
+    /// raise #CP); the entry check's list of vectors that deliver one predates CET.
     pub const CP: Self = Self(21);
 
     /// The exception with this vector.
@@ -386,7 +388,11 @@ pub fn inject_software_event(
 /// software interrupt or exception.
 ///
 /// Writes the VM-entry interruption-information field, and the error code and instruction length
-/// when the event has them.
+/// when the event has them. For an NMI it also clears blocking by NMI in the interruptibility
+/// state (one VMREAD, and a VMWRITE when set): with "virtual NMIs", a VM exit during delivery of
+/// an injected NMI leaves virtual-NMI blocking set, and VM entry would fail on an NMI injected
+/// under it (SDM Vol. 3C, "Resuming Guest Software after Handling an Exception"); without
+/// virtual NMIs the delivery sets blocking by NMI again.
 ///
 /// # Errors
 ///
@@ -415,6 +421,15 @@ pub fn reinject(vmcs: &mut impl VmcsWrite, event: &IdtVectoring) -> Result<(), I
                     other.unwrap_or(InstructionLength(0)),
                 ));
             }
+        }
+    }
+    if kind == InterruptionType::Nmi {
+        let state = vmcs.read(fields::GUEST_INTERRUPTIBILITY_STATE)?;
+        if state.contains(InterruptibilityState::BLOCKING_BY_NMI) {
+            vmcs.write(
+                fields::GUEST_INTERRUPTIBILITY_STATE,
+                state - InterruptibilityState::BLOCKING_BY_NMI,
+            )?;
         }
     }
     write(vmcs, injection)

@@ -22,7 +22,7 @@ use vmx_core::VmFail;
 
 /// The VM-entry checks on event injection (SDM "Checks on VMX Controls" and "Checks on Guest
 /// Non-Register State"): the rules an injection can break.
-const INJECTION_RULES: [Rule; 15] = [
+const INJECTION_RULES: [Rule; 16] = [
     Rule::C6,
     Rule::C7,
     Rule::C8,
@@ -38,6 +38,7 @@ const INJECTION_RULES: [Rule; 15] = [
     Rule::K6,
     Rule::K11,
     Rule::K12,
+    Rule::K15,
 ];
 
 /// The injection rules the checker says are violated.
@@ -99,6 +100,12 @@ fn every_exception_passes_the_entry_checks_in_protected_mode() {
         };
         let code = exception.has_error_code().then_some(0x1234);
         inject_exception(&mut env.vmcs, exception, code).unwrap();
+        if vector == 21 && model == "skylake_x" {
+            // #CP pushes an error code, but the VM-entry check's must-deliver list predates
+            // CET: without IA32_VMX_BASIC[56] (no CET processor lacks it) VM entry refuses it.
+            assert_eq!(injection_violations(&env), [Rule::C10]);
+            continue;
+        }
         assert_eq!(
             env.check().outcome(),
             Outcome::Success,
@@ -389,8 +396,33 @@ fn reinjection_of_every_kind_passes_the_checks() {
             );
         }
     }
+    // With virtual NMIs, a VM exit during delivery of an injected NMI leaves virtual-NMI
+    // blocking set (SDM "Resuming Guest Software after Handling an Exception"): re-injecting
+    // clears it, else VM entry fails (K15).
+    let mut env = self::env();
+    env.set(
+        e!(PIN_BASED_VM_EXECUTION_CONTROLS),
+        PinBasedControls::VIRTUAL_NMIS.bits().into(),
+    );
+    env.vmcs
+        .write(
+            fields::GUEST_INTERRUPTIBILITY_STATE,
+            InterruptibilityState::BLOCKING_BY_NMI,
+        )
+        .unwrap();
+    let event = stored(&mut env, 0x8000_0202, 0, 0);
+    let mut copied = env.clone();
+    copied.w(e!(VM_ENTRY_INTERRUPTION_INFORMATION), 0x8000_0202);
+    assert_eq!(injection_violations(&copied), [Rule::K15]);
+    reinject(&mut env.vmcs, &event).unwrap();
+    assert_eq!(
+        env.vmcs.read(fields::GUEST_INTERRUPTIBILITY_STATE),
+        Ok(InterruptibilityState::empty())
+    );
+    assert_eq!(env.check().outcome(), Outcome::Success);
+
     // Nothing valid: nothing to read.
-    let mut env = env();
+    let mut env = self::env();
     env.vmcs
         .store(fields::IDT_VECTORING_INFORMATION.encoding(), 0x0000_0b0e)
         .unwrap();
