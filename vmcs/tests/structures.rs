@@ -840,3 +840,148 @@ fn from_frame_checks_and_zeroes() {
     // SAFETY: allocated above with this layout; `io` is not used any more.
     unsafe { std::alloc::dealloc(frame, layout) };
 }
+
+// ---- Sub-page permission table (SDM "Sub-Page Write Permissions"; Bochs 2.7 `spp_walk`) ----
+
+mod spp {
+    use super::*;
+    use ept::{GuestPhysAddr, HeapFrameAllocator, OffsetPhysToVirt};
+    use vmcs::structures::{SppError, SppTable, SppVector, SppWalkError};
+
+    fn table(limit: Option<usize>) -> SppTable<OffsetPhysToVirt, HeapFrameAllocator> {
+        // SAFETY: heap frames are "physical" at their own addresses.
+        let p2v = unsafe { OffsetPhysToVirt::identity() };
+        let alloc = match limit {
+            Some(l) => HeapFrameAllocator::with_limit(l),
+            None => HeapFrameAllocator::new(),
+        };
+        SppTable::new(p2v, alloc).unwrap()
+    }
+
+    fn entry(table: u64, i: u64) -> u64 {
+        // SAFETY: `table` is a live table frame of the SPPT (identity-mapped heap), i < 512.
+        unsafe {
+            ((table & 0x000f_ffff_ffff_f000) as *const u64)
+                .add(i as usize)
+                .read()
+        }
+    }
+
+    fn raw_write(table: u64, i: u64, value: u64) {
+        // SAFETY: as in `entry`; the test owns the table.
+        unsafe {
+            ((table & 0x000f_ffff_ffff_f000) as *mut u64)
+                .add(i as usize)
+                .write(value)
+        }
+    }
+
+    #[test]
+    fn vector_bits_are_the_even_bits() {
+        // Sub-page i (bytes 128i..128i+127) is bit 2i.
+        let v = SppVector::from_writable(1 << 5);
+        assert_eq!(v.bits(), 1 << 10);
+        assert!(v.allows_write(0x280) && v.allows_write(0x2ff));
+        assert!(!v.allows_write(0x27f) && !v.allows_write(0x300));
+        assert_eq!(SppVector::ALL_WRITABLE.bits(), 0x5555_5555_5555_5555);
+        assert_eq!(SppVector::from_bits(2).reserved_bits(), 2);
+    }
+
+    proptest! {
+        #[test]
+        fn vector_round_trips(mask in any::<u32>(), offset in 0u64..4096) {
+            let v = SppVector::from_writable(mask);
+            prop_assert_eq!(v.writable(), mask);
+            prop_assert_eq!(v.reserved_bits(), 0);
+            prop_assert_eq!(v.allows_write(offset), mask >> (offset / 128) & 1 == 1);
+        }
+    }
+
+    #[test]
+    fn table_walks_four_levels_like_the_ept() {
+        let mut sppt = table(None);
+        let gpa = 0x0000_0080_4060_3000u64; // PML4 1, PDPT 1, PD 3, PT 3
+        let vector = SppVector::from_writable(0x8000_0001);
+        sppt.set(GuestPhysAddr::new(gpa).unwrap(), vector).unwrap();
+        assert_eq!(sppt.table_frames(), 4);
+        let l4 = entry(sppt.pointer(), (gpa >> 39) & 0x1ff);
+        assert_eq!(l4 & 0xfff, 1, "valid bit, reserved bits 11:1 clear");
+        let l3 = entry(l4, (gpa >> 30) & 0x1ff);
+        let l2 = entry(l3, (gpa >> 21) & 0x1ff);
+        assert_eq!(l2 & 1, 1);
+        assert_eq!(entry(l2, (gpa >> 12) & 0x1ff), vector.bits());
+        assert_eq!(
+            sppt.lookup(GuestPhysAddr::new(gpa + 0x123).unwrap()),
+            Ok(vector)
+        );
+        // The neighbour page shares the leaf table: present, nothing writable.
+        assert_eq!(
+            sppt.lookup(GuestPhysAddr::new(gpa + 0x1000).unwrap()),
+            Ok(SppVector::NONE_WRITABLE)
+        );
+        // Another 512-GiB region: the root entry is not valid.
+        assert_eq!(
+            sppt.lookup(GuestPhysAddr::new(0x1000).unwrap()),
+            Err(SppWalkError::NotPresent {
+                level: 4,
+                gpa: 0x1000
+            })
+        );
+        // Reserved bits make the walk a misconfiguration, at the leaf and above it.
+        raw_write(l2, (gpa >> 12) & 0x1ff, vector.bits() | 1 << 1);
+        assert!(matches!(
+            sppt.lookup(GuestPhysAddr::new(gpa).unwrap()),
+            Err(SppWalkError::Misconfigured { level: 1, .. })
+        ));
+        raw_write(l3, (gpa >> 21) & 0x1ff, l2 | 1 << 4);
+        assert!(matches!(
+            sppt.lookup(GuestPhysAddr::new(gpa).unwrap()),
+            Err(SppWalkError::Misconfigured { level: 2, .. })
+        ));
+        let mut vmcs = SoftVmcs::all_fields();
+        sppt.write_to(&mut vmcs).unwrap();
+        assert_eq!(
+            vmcs.read(fields::SUB_PAGE_PERMISSION_TABLE_POINTER)
+                .unwrap(),
+            sppt.pointer()
+        );
+        // SAFETY: no VMCS a processor uses references this table.
+        let alloc = unsafe { sppt.destroy() };
+        assert_eq!(alloc.live_frames(), 0);
+    }
+
+    #[test]
+    fn refusals() {
+        let mut sppt = table(Some(2));
+        let gpa = GuestPhysAddr::new(0x5000).unwrap();
+        assert_eq!(
+            sppt.set(gpa, SppVector::from_bits(0x3)),
+            Err(SppError::ReservedBits(0x3))
+        );
+        assert_eq!(
+            sppt.set(gpa, SppVector::ALL_WRITABLE),
+            Err(SppError::OutOfFrames)
+        );
+        assert_eq!(sppt.table_frames(), 2);
+        // SAFETY: no VMCS references this table.
+        let alloc = unsafe { sppt.destroy() };
+        assert_eq!(alloc.live_frames(), 0);
+    }
+
+    proptest! {
+        #[test]
+        fn table_matches_a_map(pages in prop::collection::btree_map(0u64..(1 << 24), any::<u32>(), 1..24)) {
+            let mut sppt = table(None);
+            for (&page, &mask) in &pages {
+                sppt.set(GuestPhysAddr::new(page << 12).unwrap(), SppVector::from_writable(mask)).unwrap();
+            }
+            for (&page, &mask) in &pages {
+                let got = sppt.lookup(GuestPhysAddr::new(page << 12).unwrap()).unwrap();
+                prop_assert_eq!(got.writable(), mask);
+            }
+            // SAFETY: no VMCS references this table.
+            let alloc = unsafe { sppt.destroy() };
+            prop_assert_eq!(alloc.live_frames(), 0);
+        }
+    }
+}

@@ -13,6 +13,7 @@
 //! | [`VeInformationArea`] | virtualization-exception information area (26.5.7.2) | `VIRTUALIZATION_EXCEPTION_INFORMATION_ADDRESS` |
 //! | [`EptpList`] | EPTP list for EPTP switching (25.6.14, VMFUNC leaf 0) | `EPTP_LIST_ADDRESS`, `EPTP_INDEX` |
 //! | [`PmlLog`] | page-modification log (29.3.6) | `PML_ADDRESS`, `PML_INDEX` |
+//! | [`SppTable`], [`SppVector`] | sub-page permission table ("Sub-Page Write Permissions") | `SUB_PAGE_PERMISSION_TABLE_POINTER` |
 //!
 //! Each structure is one `#[repr(C)]` declaration whose size, alignment and field offsets are
 //! asserted at compile time. Physical addresses come from the caller's
@@ -50,6 +51,7 @@ mod msr_bitmap;
 mod pml;
 mod posted;
 mod shadow;
+mod spp;
 mod ve;
 mod vectors;
 
@@ -64,6 +66,7 @@ pub use msr_bitmap::{MsrAccess, MsrBitmap, MsrBitmapError};
 pub use pml::{PML_ENTRIES, PmlLog};
 pub use posted::{PostOutcome, PostedInterruptDescriptor};
 pub use shadow::{ShadowBitmap, ShadowBitmapError};
+pub use spp::{SUBPAGE_SIZE, SUBPAGES, SppError, SppTable, SppVector, SppWalkError};
 pub use ve::{VeInformation, VeInformationArea};
 pub use vectors::VectorSet;
 
