@@ -619,10 +619,13 @@ proptest! {
 /// out-of-frames refusals and merges.
 #[test]
 fn generated_cases_exercise_every_path() {
-    use proptest::test_runner::{Config, TestRunner};
+    use proptest::test_runner::{Config, RngSeed, TestRunner};
+    // A fixed seed: the thresholds below are about the generator, and must not depend on luck
+    // (with a random seed they failed now and then).
     let mut runner = TestRunner::new(Config {
         cases: 150,
         rng_algorithm: RngAlgorithm::XorShift,
+        rng_seed: RngSeed::Fixed(0x0e97_5eed),
         ..Config::default()
     });
     let strategy = proptest::collection::vec((op(SMALL), target(), limit()), 1..100);
