@@ -4,7 +4,9 @@
 
 use core::fmt;
 
-use vmx_core::{InvalidationError, InveptType, VmxRoot};
+use vmx_core::InveptType;
+#[cfg(target_arch = "x86_64")]
+use vmx_core::{InvalidationError, VmxRoot};
 
 use crate::addr::HostPhysAddr;
 use crate::frame::{FrameAllocator, PhysToVirt};
@@ -89,12 +91,15 @@ pub unsafe trait EptInvalidate {
     fn invalidate(&mut self, kind: InveptType, eptp: u64) -> Result<(), Self::Error>;
 }
 
-/// INVEPT on the current logical processor only, for EPTs that no other processor has used.
+/// INVEPT on the current logical processor only, for EPTs that no other processor has used. Only
+/// on x86_64 targets.
+#[cfg(target_arch = "x86_64")]
 #[derive(Debug, Clone, Copy)]
 pub struct ThisCpuOnly<'a> {
     root: &'a VmxRoot,
 }
 
+#[cfg(target_arch = "x86_64")]
 impl<'a> ThisCpuOnly<'a> {
     /// Invalidation through `root`, the VMX root operation of the current logical processor.
     ///
@@ -110,6 +115,7 @@ impl<'a> ThisCpuOnly<'a> {
 
 // SAFETY: the constructor's contract limits the EPTs to this processor, and `VmxRoot::invept`
 // executes INVEPT on it (it is `!Send`, so it is this processor's) or returns an error.
+#[cfg(target_arch = "x86_64")]
 unsafe impl EptInvalidate for ThisCpuOnly<'_> {
     type Error = InvalidationError;
 

@@ -79,7 +79,9 @@ pub use entry::{
     PdptEntry, Pml4Entry, Pml5Entry, PtEntry, reserved_mask,
 };
 pub use eptp::{EptPointer, EptpBuilder, EptpError};
-pub use flush::{EptFlush, EptInvalidate, FlushError, ThisCpuOnly};
+#[cfg(target_arch = "x86_64")]
+pub use flush::ThisCpuOnly;
+pub use flush::{EptFlush, EptInvalidate, FlushError};
 #[cfg(feature = "alloc")]
 pub use frame::HeapFrameAllocator;
 pub use frame::{Frame, FrameAllocator, FramePool, OffsetPhysToVirt, PhysToVirt};

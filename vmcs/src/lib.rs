@@ -57,6 +57,7 @@ pub mod check;
 mod controls;
 pub mod field;
 pub mod fields;
+#[cfg(target_arch = "x86_64")]
 mod hardware;
 pub mod init;
 mod segment;
@@ -68,6 +69,7 @@ mod value;
 pub use access::{VmcsRead, VmcsWrite};
 pub use controls::ControlsError;
 pub use field::{Field, FieldInfo, FieldType, FieldWidth, VmcsField, WritableField};
+#[cfg(target_arch = "x86_64")]
 pub use hardware::HardwareVmcs;
 pub use segment::{
     AccessRightsField, BaseField, DescriptorTable, GuestDescriptorTable, GuestSegment, LimitField,

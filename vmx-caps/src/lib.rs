@@ -44,7 +44,9 @@ pub use negotiate::{
     DropReason, DroppedControl, NegotiatedControls, NegotiationError, RequestProblem,
     RequestProblems,
 };
+#[cfg(target_arch = "x86_64")]
+pub use source::{LiveMsrs, cpu_has_vmx};
 pub use source::{
-    LiveMsrs, MsrError, MsrSnapshot, MsrSource, SNAPSHOT_CAPACITY, SnapshotError,
-    SnapshotErrorKind, SnapshotFull, cpu_has_vmx,
+    MsrError, MsrSnapshot, MsrSource, SNAPSHOT_CAPACITY, SnapshotError, SnapshotErrorKind,
+    SnapshotFull,
 };

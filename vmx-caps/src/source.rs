@@ -273,19 +273,23 @@ impl MsrSource for MsrSnapshot {
 /// Only VMX capability MSRs that exist on this processor (by the SDM's rules, see
 /// [`msr::Presence::exists`]) are read; any other address gives [`MsrError::NotPresent`]
 /// instead of a #GP. Without VMX (CPUID.1:ECX.VMX = 0) every read gives
-/// [`MsrError::VmxUnsupported`].
+/// [`MsrError::VmxUnsupported`]. Only on x86_64 targets.
+#[cfg(target_arch = "x86_64")]
 #[derive(Debug)]
 pub struct LiveMsrs {
     vmx: bool,
     presence: Option<msr::Presence>,
 }
 
-/// Whether the processor this code runs on reports VMX (CPUID.1:ECX.VMX\[bit 5\]).
+/// Whether the processor this code runs on reports VMX (CPUID.1:ECX.VMX\[bit 5\]). Only on
+/// x86_64 targets.
+#[cfg(target_arch = "x86_64")]
 pub fn cpu_has_vmx() -> bool {
     let leaf1 = core::arch::x86_64::__cpuid(1);
     leaf1.ecx & (1 << 5) != 0
 }
 
+#[cfg(target_arch = "x86_64")]
 impl LiveMsrs {
     /// A reader of the live capability MSRs.
     ///
@@ -325,6 +329,7 @@ impl LiveMsrs {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 impl MsrSource for LiveMsrs {
     fn read_msr(&mut self, msr: u32) -> Result<u64, MsrError> {
         if !self.vmx {

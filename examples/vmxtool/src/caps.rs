@@ -1,16 +1,19 @@
 //! `vmxtool caps`: decode the VMX capability MSRs of a CPU (through Linux's `/dev/cpu/N/msr`) or
 //! of a snapshot file, as a `vmxcap`-style report or as JSON.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use serde_json::{Value, json};
 use vmx_caps::{
-    MsrError, MsrSnapshot, MsrSource, PinBasedControls, PrimaryControls, SecondaryControls,
-    VmxCapabilities,
+    MsrSnapshot, PinBasedControls, PrimaryControls, SecondaryControls, VmxCapabilities,
 };
+
+// Reading a live CPU's MSRs (x86_64 only).
+#[cfg(any(target_arch = "x86_64", test))]
+use std::{fs::File, os::unix::fs::FileExt};
+#[cfg(any(target_arch = "x86_64", test))]
+use vmx_caps::{MsrError, MsrSource};
 
 /// Arguments of `vmxtool caps`.
 #[derive(clap::Args)]
@@ -29,13 +32,17 @@ pub struct Args {
 }
 
 /// `errno` EIO, for a short read, which carries no OS error of its own.
+#[cfg(any(target_arch = "x86_64", test))]
 const EIO: i32 = 5;
 
-/// The MSRs of one CPU, read with `pread` at the MSR's address from `/dev/cpu/N/msr`.
+/// The MSRs of one CPU, read with `pread` at the MSR's address from `/dev/cpu/N/msr` (x86_64
+/// Linux).
+#[cfg(any(target_arch = "x86_64", test))]
 struct DevCpuMsr {
     file: File,
 }
 
+#[cfg(any(target_arch = "x86_64", test))]
 impl MsrSource for DevCpuMsr {
     fn read_msr(&mut self, msr: u32) -> Result<u64, MsrError> {
         let mut buf = [0u8; 8];
@@ -50,6 +57,7 @@ impl MsrSource for DevCpuMsr {
 }
 
 /// The CPU vendor string from CPUID leaf 0.
+#[cfg(target_arch = "x86_64")]
 fn cpu_vendor() -> String {
     let leaf0 = std::arch::x86_64::__cpuid(0);
     let mut bytes = Vec::with_capacity(12);
@@ -59,6 +67,17 @@ fn cpu_vendor() -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// Without `--msr-file` on a processor of another architecture: there is no VMX to read.
+#[cfg(not(target_arch = "x86_64"))]
+fn read_cpu(_cpu: u32) -> Result<VmxCapabilities, String> {
+    Err(format!(
+        "this machine is not x86_64 ({}): it has no VMX capability MSRs to read; decode a dump \
+         taken on an Intel machine with --msr-file",
+        std::env::consts::ARCH
+    ))
+}
+
+#[cfg(target_arch = "x86_64")]
 fn read_cpu(cpu: u32) -> Result<VmxCapabilities, String> {
     if !vmx_caps::cpu_has_vmx() {
         let vendor = cpu_vendor();

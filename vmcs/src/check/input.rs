@@ -69,7 +69,8 @@ impl CpuFacts {
     /// The facts of the processor this code runs on, from CPUID: MAXPHYADDR and the linear-address
     /// width (leaf 80000008H), Intel 64 and NX (80000001H), SGX and RTM (leaf 07H), LAM (07H
     /// subleaf 1) and the IA32_PERF_GLOBAL_CTRL counters (leaf 0AH). The other model-specific
-    /// masks stay as in [`CpuFacts::new`].
+    /// masks stay as in [`CpuFacts::new`]. Only on x86_64 targets.
+    #[cfg(target_arch = "x86_64")]
     pub fn from_cpuid() -> Self {
         use core::arch::x86_64::{__cpuid, __cpuid_count};
         let max_basic = __cpuid(0).eax;
