@@ -28,7 +28,7 @@
 use core::fmt;
 
 use vmx_core::{
-    CpuFailure, CpuInvalidate, CpuSet, InvalidationError, InveptType, PerCpuVmx, RunOnCpu,
+    CpuFailure, CpuInvalidate, CpuSet, InvalidationError, InveptType, MAX_CPUS, PerCpuVmx, RunOnCpu,
 };
 
 use crate::flush::EptInvalidate;
@@ -46,6 +46,8 @@ pub struct EptShootdown<'a, 's, Run: RunOnCpu, R: CpuInvalidate> {
     runner: &'a mut Run,
     cpus: &'a mut PerCpuVmx<'s, R>,
     targets: CpuSet,
+    /// Made by `new`: the targets must still be every processor the runner numbers.
+    all: bool,
     invalidations: u64,
 }
 
@@ -66,6 +68,7 @@ impl<'a, 's, Run: RunOnCpu, R: CpuInvalidate> EptShootdown<'a, 's, Run, R> {
             runner,
             cpus,
             targets,
+            all: true,
             invalidations: 0,
         }
     }
@@ -85,6 +88,7 @@ impl<'a, 's, Run: RunOnCpu, R: CpuInvalidate> EptShootdown<'a, 's, Run, R> {
             runner,
             cpus,
             targets,
+            all: false,
             invalidations: 0,
         }
     }
@@ -126,6 +130,13 @@ unsafe impl<Run: RunOnCpu, R: CpuInvalidate> EptInvalidate for EptShootdown<'_, 
     type Error = ShootdownError<Run::Error>;
 
     fn invalidate(&mut self, kind: InveptType, eptp: u64) -> Result<(), Self::Error> {
+        if self.all && self.runner.cpu_count() > MAX_CPUS {
+            // Processors past MAX_CPUS have no slot: they cannot be reached.
+            return Err(ShootdownError {
+                cpu: MAX_CPUS,
+                failure: CpuFailure::NotInVmx,
+            });
+        }
         let mut done = 0;
         let result = self
             .cpus

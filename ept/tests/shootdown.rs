@@ -39,6 +39,8 @@ struct Machine {
 struct Runner {
     m: Rc<Machine>,
     offline: CpuSet,
+    /// The number of CPUs it claims (`CPUS` unless a test says otherwise).
+    count: usize,
 }
 
 // SAFETY: host fake: "CPU n" is simulated by `current`, which the tokens check.
@@ -46,11 +48,11 @@ unsafe impl RunOnCpu for Runner {
     type Error = &'static str;
 
     fn cpu_count(&self) -> usize {
-        CPUS
+        self.count
     }
 
     fn run_on(&mut self, cpu: usize, f: &mut dyn FnMut()) -> Result<(), &'static str> {
-        if cpu >= CPUS || self.offline.contains(cpu) {
+        if cpu >= self.count || self.offline.contains(cpu) {
             return Err("no answer");
         }
         self.m.current.set(Some(cpu));
@@ -138,6 +140,7 @@ fn machine() -> (Rc<Machine>, Runner, Mapper) {
     let runner = Runner {
         m: m.clone(),
         offline: CpuSet::EMPTY,
+        count: CPUS,
     };
     let alloc = Logged {
         heap: HeapFrameAllocator::new(),
@@ -293,6 +296,30 @@ fn a_cpu_outside_vmx_fails_the_shootdown_unless_excluded_unsafely() {
     );
     assert_eq!(inveptd(&m.log.borrow(), eptp), [0, 1, 2]);
     assert_eq!(ept.pending_frames(), 3);
+    // A machine with more CPUs than a PerCpuVmx can hold: refused before any INVEPT.
+    let token = match err {
+        FlushError::Invalidation { token, .. } => token,
+        other => panic!("{other:?}"),
+    };
+    runner.count = 300;
+    m.log.borrow_mut().clear();
+    let err = ept
+        .flush(token, &mut EptShootdown::new(&mut runner, &mut cpus))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            FlushError::Invalidation {
+                error: ShootdownError {
+                    cpu: 256,
+                    failure: CpuFailure::NotInVmx
+                },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(m.log.borrow().is_empty());
 }
 
 /// Splitting an executable 2-MiB page in break-before-make order: execute access goes away

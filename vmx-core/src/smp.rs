@@ -184,7 +184,8 @@ impl fmt::Debug for CpuSet {
 /// When [`RunOnCpu::run_on`] returns `Ok(())`, `f` has run to completion exactly once, on the
 /// logical processor numbered `cpu` (at CPL 0, without migrating while it ran), and the caller
 /// of `run_on` waited for it, so `f` may use everything the caller borrows (no other code
-/// touches that data meanwhile). When it returns an error, `f` has not run at all. Processors
+/// touches that data meanwhile; the caller's writes before the call are visible to `f`, and
+/// `f`'s writes to the caller after it returns, as with a lock handed over and back). When it returns an error, `f` has not run at all. Processors
 /// are numbered `0..cpu_count()`, each number standing for one logical processor for the life
 /// of the implementor, and the numbers cover every logical processor of the machine that runs
 /// the caller's code (cross-processor invalidations that cover `0..cpu_count()` rely on it).
