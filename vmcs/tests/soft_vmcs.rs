@@ -254,7 +254,29 @@ proptest! {
         let info = &fields::ALL[i];
         let mut vmcs = SoftVmcs::with_limits(fields::MAX_INDEX, true);
         vmcs.write_raw(info.encoding, value).unwrap();
-        prop_assert_eq!(vmcs.read_raw(info.encoding).unwrap(), value & info.width().mask());
+        // The width from the encoding as the SDM defines it ("VMCS Component Encoding", bits
+        // 14:13: 0 16-bit, 1 64-bit, 2 32-bit, 3 natural width, 64 bits on Intel 64), not from the
+        // crate's width type.
+        let mask = match (info.encoding >> 13) & 3 {
+            0 => 0xffff,
+            2 => 0xffff_ffff,
+            _ => u64::MAX,
+        };
+        prop_assert_eq!(vmcs.read_raw(info.encoding).unwrap(), value & mask);
+    }
+}
+
+#[test]
+fn raw_writes_truncate_to_the_sdm_widths() {
+    let mut vmcs = SoftVmcs::all_fields();
+    for (encoding, expected) in [
+        (0x080e, 0xcdef),                // Guest TR selector, 16-bit
+        (0x480e, 0x90ab_cdef),           // Guest TR limit, 32-bit
+        (0x2806, 0x1234_5678_90ab_cdef), // Guest IA32_EFER, 64-bit
+        (0x6802, 0x1234_5678_90ab_cdef), // Guest CR3, natural width
+    ] {
+        vmcs.write_raw(encoding, 0x1234_5678_90ab_cdef).unwrap();
+        assert_eq!(vmcs.read_raw(encoding), Ok(expected), "{encoding:#x}");
     }
 }
 
