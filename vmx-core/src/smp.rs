@@ -94,13 +94,12 @@
 
 use core::fmt;
 
-use vmx_caps::{CapsError, LiveMsrs, VmxCapabilities};
-
-use crate::lifecycle::{EnableError, LivePlatform, VmxRoot};
-use crate::region::{PhysTranslate, VmxonRegion};
+use crate::lifecycle::VmxRoot;
 #[cfg(doc)]
-use crate::{ActiveVmcs, VmcsRegion};
-use crate::{InvalidationError, InveptType, InvvpidType, VmFail};
+use crate::{ActiveVmcs, PhysTranslate, VmcsRegion};
+use crate::{InvalidationError, InveptType, InvvpidType};
+#[cfg(target_arch = "x86_64")]
+pub use live::{LiveVmxError, LiveVmxOn};
 
 /// The most logical processors a [`CpuSet`] (and so a [`PerCpuVmx`]) covers.
 pub const MAX_CPUS: usize = 256;
@@ -597,111 +596,127 @@ impl<R: CpuInvalidate> PerCpuVmx<'_, R> {
     }
 }
 
-/// Why [`LiveVmxOn`] could not enter or leave VMX operation on a processor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum LiveVmxError {
-    /// No VMXON region was given for this processor (or it was lost in an earlier failed
-    /// VMXON).
-    #[error("no VMXON region for this processor")]
-    NoRegion,
-    /// The processor's capability MSRs could not be read.
-    #[error("reading the VMX capabilities: {0}")]
-    Caps(#[from] CapsError),
-    /// VMXON or a check before it failed.
-    #[error(transparent)]
-    Enable(#[from] EnableError),
-    /// The all-context INVEPT after VMXON failed (VMX operation was left again).
-    #[error("INVEPT all-context after VMXON failed: {0}")]
-    Invept(InvalidationError),
-    /// VMXOFF failed (VMfailValid 23 under the dual-monitor treatment of SMIs and SMM).
-    #[error("VMXOFF failed: {0}")]
-    Vmxoff(VmFail),
-}
+/// The processors themselves (x86-64 only: CPUID, RDMSR and VMX instructions).
+#[cfg(target_arch = "x86_64")]
+mod live {
+    use vmx_caps::{CapsError, LiveMsrs, VmxCapabilities};
 
-/// [`CpuVmxOps`] on the processors themselves: reads each processor's capabilities, then
-/// [`VmxRoot::enable`] with the processor's own VMXON region followed by an all-context INVEPT
-/// where supported (the SDM's guideline after VMXON); [`VmxRoot::disable`] gives the region back
-/// to its slot.
-#[derive(Debug)]
-pub struct LiveVmxOn<'r, T: PhysTranslate> {
-    regions: &'r mut [Option<&'static mut VmxonRegion>],
-    translate: T,
-}
+    use super::CpuVmxOps;
+    #[cfg(doc)]
+    use super::{PerCpuVmx, RunOnCpu};
+    use crate::lifecycle::{EnableError, LivePlatform, VmxRoot};
+    use crate::region::{PhysTranslate, VmxonRegion};
+    use crate::{InvalidationError, InveptType, VmFail};
 
-impl<'r, T: PhysTranslate> LiveVmxOn<'r, T> {
-    /// VMXON regions `regions[cpu]`, one per processor, at physical addresses `translate` gives.
-    ///
-    /// # Safety
-    ///
-    /// Used only through [`PerCpuVmx`] with a [`RunOnCpu`] (so each call runs on its
-    /// processor, at CPL 0); `translate` gives the true physical address of every region; no
-    /// other code uses VMX or changes CR4.VMXE on these processors meanwhile; the caller
-    /// accepts the IA32_FEATURE_CONTROL, CR0 and CR4 changes [`VmxRoot::enable`] documents,
-    /// on every processor.
-    pub unsafe fn new(regions: &'r mut [Option<&'static mut VmxonRegion>], translate: T) -> Self {
-        Self { regions, translate }
+    /// Why [`LiveVmxOn`] could not enter or leave VMX operation on a processor.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+    pub enum LiveVmxError {
+        /// No VMXON region was given for this processor (or it was lost in an earlier failed
+        /// VMXON).
+        #[error("no VMXON region for this processor")]
+        NoRegion,
+        /// The processor's capability MSRs could not be read.
+        #[error("reading the VMX capabilities: {0}")]
+        Caps(#[from] CapsError),
+        /// VMXON or a check before it failed.
+        #[error(transparent)]
+        Enable(#[from] EnableError),
+        /// The all-context INVEPT after VMXON failed (VMX operation was left again).
+        #[error("INVEPT all-context after VMXON failed: {0}")]
+        Invept(InvalidationError),
+        /// VMXOFF failed (VMfailValid 23 under the dual-monitor treatment of SMIs and SMM).
+        #[error("VMXOFF failed: {0}")]
+        Vmxoff(VmFail),
     }
-}
 
-impl<T: PhysTranslate> CpuVmxOps for LiveVmxOn<'_, T> {
-    type Root = VmxRoot;
-    type Error = LiveVmxError;
+    /// [`CpuVmxOps`] on the processors themselves: reads each processor's capabilities, then
+    /// [`VmxRoot::enable`] with the processor's own VMXON region followed by an all-context INVEPT
+    /// where supported (the SDM's guideline after VMXON); [`VmxRoot::disable`] gives the region back
+    /// to its slot.
+    #[derive(Debug)]
+    pub struct LiveVmxOn<'r, T: PhysTranslate> {
+        regions: &'r mut [Option<&'static mut VmxonRegion>],
+        translate: T,
+    }
 
-    fn enter(&mut self, cpu: usize) -> Result<VmxRoot, LiveVmxError> {
-        let region = self
-            .regions
-            .get_mut(cpu)
-            .and_then(Option::take)
-            .ok_or(LiveVmxError::NoRegion)?;
-        // SAFETY: `new`'s contract: this runs on processor `cpu` at CPL 0.
-        let caps = VmxCapabilities::read(&mut unsafe { LiveMsrs::new() });
-        let caps = match caps {
-            Ok(caps) => caps,
-            Err(e) => {
-                self.regions[cpu] = Some(region);
-                return Err(e.into());
-            }
-        };
-        // SAFETY: `new`'s contract: CPL 0 on processor `cpu`, which the token stays on (it is
-        // `!Send` and kept in this processor's slot); `caps` were just read there; `translate`
-        // is true for the region; nothing else uses VMX here.
-        let mut platform = unsafe { LivePlatform::new() };
-        // SAFETY: as above.
-        let root = unsafe { VmxRoot::enable(&mut platform, &caps, region, &self.translate) }?;
-        // SDM Vol. 3C §29.4.3.3 "Guidelines for Use of the INVEPT Instruction": an all-context
-        // INVEPT right after VMXON drops EPT-derived information cached in an earlier period of
-        // VMX operation, so that only processors in VMX operation now can hold any.
-        let all_context = InveptType::AllContext;
-        match root.invept(all_context, 0) {
-            Err(e) if all_context.supported_by(&caps.ept_vpid) => {
-                let region = root
-                    .disable(&mut platform)
-                    .map_err(|(_, fail)| LiveVmxError::Vmxoff(fail));
-                Err(match region {
-                    Ok(region) => {
-                        self.regions[cpu] = Some(region);
-                        LiveVmxError::Invept(e)
-                    }
-                    Err(e) => e,
-                })
-            }
-            // Without all-context INVEPT (`invept` checked the capability and did nothing) no
-            // such invalidation exists; with it, done.
-            _ => Ok(root),
+    impl<'r, T: PhysTranslate> LiveVmxOn<'r, T> {
+        /// VMXON regions `regions[cpu]`, one per processor, at physical addresses `translate` gives.
+        ///
+        /// # Safety
+        ///
+        /// Used only through [`PerCpuVmx`] with a [`RunOnCpu`] (so each call runs on its
+        /// processor, at CPL 0); `translate` gives the true physical address of every region; no
+        /// other code uses VMX or changes CR4.VMXE on these processors meanwhile; the caller
+        /// accepts the IA32_FEATURE_CONTROL, CR0 and CR4 changes [`VmxRoot::enable`] documents,
+        /// on every processor.
+        pub unsafe fn new(
+            regions: &'r mut [Option<&'static mut VmxonRegion>],
+            translate: T,
+        ) -> Self {
+            Self { regions, translate }
         }
     }
 
-    fn leave(&mut self, cpu: usize, root: VmxRoot) -> Result<(), (VmxRoot, LiveVmxError)> {
-        // SAFETY: `new`'s contract: CPL 0 on processor `cpu`, the token's processor.
-        let mut platform = unsafe { LivePlatform::new() };
-        match root.disable(&mut platform) {
-            Ok(region) => {
-                if let Some(slot) = self.regions.get_mut(cpu) {
-                    *slot = Some(region);
+    impl<T: PhysTranslate> CpuVmxOps for LiveVmxOn<'_, T> {
+        type Root = VmxRoot;
+        type Error = LiveVmxError;
+
+        fn enter(&mut self, cpu: usize) -> Result<VmxRoot, LiveVmxError> {
+            let region = self
+                .regions
+                .get_mut(cpu)
+                .and_then(Option::take)
+                .ok_or(LiveVmxError::NoRegion)?;
+            // SAFETY: `new`'s contract: this runs on processor `cpu` at CPL 0.
+            let caps = VmxCapabilities::read(&mut unsafe { LiveMsrs::new() });
+            let caps = match caps {
+                Ok(caps) => caps,
+                Err(e) => {
+                    self.regions[cpu] = Some(region);
+                    return Err(e.into());
                 }
-                Ok(())
+            };
+            // SAFETY: `new`'s contract: CPL 0 on processor `cpu`, which the token stays on (it is
+            // `!Send` and kept in this processor's slot); `caps` were just read there; `translate`
+            // is true for the region; nothing else uses VMX here.
+            let mut platform = unsafe { LivePlatform::new() };
+            // SAFETY: as above.
+            let root = unsafe { VmxRoot::enable(&mut platform, &caps, region, &self.translate) }?;
+            // SDM Vol. 3C §29.4.3.3 "Guidelines for Use of the INVEPT Instruction": an all-context
+            // INVEPT right after VMXON drops EPT-derived information cached in an earlier period of
+            // VMX operation, so that only processors in VMX operation now can hold any.
+            let all_context = InveptType::AllContext;
+            match root.invept(all_context, 0) {
+                Err(e) if all_context.supported_by(&caps.ept_vpid) => {
+                    let region = root
+                        .disable(&mut platform)
+                        .map_err(|(_, fail)| LiveVmxError::Vmxoff(fail));
+                    Err(match region {
+                        Ok(region) => {
+                            self.regions[cpu] = Some(region);
+                            LiveVmxError::Invept(e)
+                        }
+                        Err(e) => e,
+                    })
+                }
+                // Without all-context INVEPT (`invept` checked the capability and did nothing) no
+                // such invalidation exists; with it, done.
+                _ => Ok(root),
             }
-            Err((root, fail)) => Err((root, LiveVmxError::Vmxoff(fail))),
+        }
+
+        fn leave(&mut self, cpu: usize, root: VmxRoot) -> Result<(), (VmxRoot, LiveVmxError)> {
+            // SAFETY: `new`'s contract: CPL 0 on processor `cpu`, the token's processor.
+            let mut platform = unsafe { LivePlatform::new() };
+            match root.disable(&mut platform) {
+                Ok(region) => {
+                    if let Some(slot) = self.regions.get_mut(cpu) {
+                        *slot = Some(region);
+                    }
+                    Ok(())
+                }
+                Err((root, fail)) => Err((root, LiveVmxError::Vmxoff(fail))),
+            }
         }
     }
 }
