@@ -222,6 +222,7 @@ mod serde_impl {
 
     use super::VmcsSnapshot;
     use crate::fields;
+    use vmx_caps::number::{self, Radix};
 
     impl Serialize for VmcsSnapshot {
         fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -264,18 +265,20 @@ mod serde_impl {
         }
 
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
-            let parsed = if let Some(hex) = v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
-                u32::from_str_radix(hex, 16).ok()
-            } else if v.bytes().all(|b| b.is_ascii_digit()) {
-                v.parse().ok()
-            } else {
-                fields::by_name(v).map(|info| info.encoding)
-            };
-            parsed.map(Key).ok_or_else(|| {
-                E::custom(format_args!(
-                    "{v:?} is neither an encoding nor a VMCS field name"
-                ))
-            })
+            // A key that starts like a number is one, by the workspace's one number syntax
+            // (`vmx_caps::number`, decimal without a prefix); field names start with a letter.
+            if v.starts_with(|c: char| c.is_ascii_digit() || c == '+' || c == '-') {
+                return number::parse_u32(v, Radix::Decimal).map(Key).map_err(|e| {
+                    E::custom(format_args!("{v:?} is not a VMCS field encoding: {e}"))
+                });
+            }
+            fields::by_name(v)
+                .map(|info| Key(info.encoding))
+                .ok_or_else(|| {
+                    E::custom(format_args!(
+                        "{v:?} is neither an encoding nor a VMCS field name"
+                    ))
+                })
         }
     }
 

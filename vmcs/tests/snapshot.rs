@@ -183,7 +183,7 @@ mod serde_tests {
 
     #[test]
     fn keys_may_be_hex_decimal_or_names() {
-        let json = r#"{"0x681e": 4096, "26652": 8192, "GUEST_CS_SELECTOR": 16}"#;
+        let json = r#"{"0x681e": 4096, "26_652": 8192, "GUEST_CS_SELECTOR": 16}"#;
         let snapshot: VmcsSnapshot = serde_json::from_str(json).unwrap();
         assert_eq!(snapshot.get(fields::GUEST_RIP), Some(4096));
         assert_eq!(snapshot.get(fields::GUEST_RSP), Some(8192));
@@ -195,6 +195,16 @@ mod serde_tests {
         for (json, reason) in [
             (r#"{"0x681f": 1}"#, "not the full encoding"),
             (r#"{"NO_SUCH_FIELD": 1}"#, "neither an encoding nor"),
+            // One number syntax everywhere (vmx_caps::number): no sign, before or after `0x`.
+            (
+                r#"{"+26652": 1}"#,
+                "a sign (`+` or `-`) is not part of a number",
+            ),
+            (
+                r#"{"0x+681e": 1}"#,
+                "'+' at position 2 is not a hexadecimal digit",
+            ),
+            (r#"{"0x1_0000_0000": 1}"#, "does not fit in 32 bits"),
             (r#"{"GUEST_CS_SELECTOR": 65536}"#, "does not fit"),
             (r#"{"GUEST_RIP": 1, "0x681e": 2}"#, "appears twice"),
             (r#"[1, 2]"#, "a map"),

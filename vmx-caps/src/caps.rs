@@ -6,8 +6,54 @@ use crate::controls::{
     ControlGroup, Controls, EntryControls, ExitControls, PinBasedControls, PrimaryControls,
     SecondaryControls, SecondaryExitControls, TertiaryControls, VmFuncControls,
 };
-use crate::msr;
+use crate::msr::{self, MsrSet};
 use crate::source::{MsrError, MsrSource};
+
+/// Reads capability MSRs for [`VmxCapabilities::read`] (every read error fails) and
+/// [`VmxCapabilities::read_partial`] (an MSR the source lacks is recorded instead).
+struct Reader<'a, S: MsrSource> {
+    source: &'a mut S,
+    tolerate_missing: bool,
+    missing: MsrSet,
+}
+
+impl<S: MsrSource> Reader<'_, S> {
+    fn error(msr: u32, source: MsrError) -> CapsError {
+        CapsError {
+            msr,
+            name: msr::name(msr).unwrap_or("MSR"),
+            source,
+        }
+    }
+
+    /// `IA32_VMX_BASIC`, which nothing can be decoded without.
+    fn basic(&mut self) -> Result<u64, CapsError> {
+        self.source
+            .read_msr(msr::IA32_VMX_BASIC)
+            .map_err(|e| Self::error(msr::IA32_VMX_BASIC, e))
+    }
+
+    /// An MSR that exists: its value, or `None` when a partial read finds it missing.
+    fn get(&mut self, msr: u32) -> Result<Option<u64>, CapsError> {
+        match self.source.read_msr(msr) {
+            Ok(value) => Ok(Some(value)),
+            Err(MsrError::Missing { .. }) if self.tolerate_missing => {
+                self.missing.insert(msr);
+                Ok(None)
+            }
+            Err(e) => Err(Self::error(msr, e)),
+        }
+    }
+
+    /// An MSR whose existence `exists` decides: not read where it does not exist; read where
+    /// it does, or where that is unknown (`None`, only in a partial read).
+    fn get_if(&mut self, exists: Option<bool>, msr: u32) -> Result<Option<u64>, CapsError> {
+        match exists {
+            Some(false) => Ok(None),
+            Some(true) | None => self.get(msr),
+        }
+    }
+}
 
 /// A capability MSR could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -397,67 +443,105 @@ pub struct VmxCapabilities {
 impl VmxCapabilities {
     /// Reads and decodes every capability MSR that exists on the source's processor, following
     /// the SDM's rules for which MSRs exist (see [`msr::Presence::exists`]); nothing else is
-    /// read, so reading live MSRs never faults.
+    /// read, so reading live MSRs never faults. Any MSR the source lacks is an error: see
+    /// [`VmxCapabilities::read_partial`] for dumps that may be incomplete.
     pub fn read(source: &mut impl MsrSource) -> Result<Self, CapsError> {
-        let mut read = |msr: u32| {
-            source.read_msr(msr).map_err(|source| CapsError {
-                msr,
-                name: msr::name(msr).unwrap_or("MSR"),
-                source,
-            })
+        let mut reader = Reader {
+            source,
+            tolerate_missing: false,
+            missing: MsrSet::EMPTY,
         };
-        let feature_control = FeatureControl::from_bits_retain(read(msr::IA32_FEATURE_CONTROL)?);
-        let basic = read(msr::IA32_VMX_BASIC)?;
-        let procbased = read(msr::IA32_VMX_PROCBASED_CTLS)?;
-        let exit = read(msr::IA32_VMX_EXIT_CTLS)?;
-        let mut presence = msr::Presence {
-            basic,
-            procbased,
-            exit,
-            procbased2: 0,
-        };
-        if presence.has_procbased2() {
-            presence.procbased2 = read(msr::IA32_VMX_PROCBASED_CTLS2)?;
-        }
-        let mut read_if = |msr: u32| -> Result<Option<u64>, CapsError> {
-            if presence.exists(msr) {
-                read(msr).map(Some)
-            } else {
-                Ok(None)
-            }
-        };
-        let true_msr = |plain: u64, true_msr: Option<u64>| true_msr.unwrap_or(plain);
-        // An MSR that does not exist on this processor reports no capability: every bit 0 (no
-        // control may be 1, no EPT/VPID feature, ...). Read errors still propagate through `?`.
-        let absent_is_zero = |value: Option<u64>| value.unwrap_or_default();
+        Self::decode(&mut reader)
+    }
 
-        let pin = absent_is_zero(read_if(msr::IA32_VMX_PINBASED_CTLS)?);
-        let entry = absent_is_zero(read_if(msr::IA32_VMX_ENTRY_CTLS)?);
-        let misc = absent_is_zero(read_if(msr::IA32_VMX_MISC)?);
-        let cr0_fixed0 = absent_is_zero(read_if(msr::IA32_VMX_CR0_FIXED0)?);
-        let cr0_fixed1 = absent_is_zero(read_if(msr::IA32_VMX_CR0_FIXED1)?);
-        let cr4_fixed0 = absent_is_zero(read_if(msr::IA32_VMX_CR4_FIXED0)?);
-        let cr4_fixed1 = absent_is_zero(read_if(msr::IA32_VMX_CR4_FIXED1)?);
-        let vmcs_enum = absent_is_zero(read_if(msr::IA32_VMX_VMCS_ENUM)?);
-        let ept_vpid = absent_is_zero(read_if(msr::IA32_VMX_EPT_VPID_CAP)?);
-        let true_pin = read_if(msr::IA32_VMX_TRUE_PINBASED_CTLS)?;
-        let true_proc = read_if(msr::IA32_VMX_TRUE_PROCBASED_CTLS)?;
-        let true_exit = read_if(msr::IA32_VMX_TRUE_EXIT_CTLS)?;
-        let true_entry = read_if(msr::IA32_VMX_TRUE_ENTRY_CTLS)?;
-        let vmfunc = absent_is_zero(read_if(msr::IA32_VMX_VMFUNC)?);
-        let proc3 = absent_is_zero(read_if(msr::IA32_VMX_PROCBASED_CTLS3)?);
-        let exit2 = absent_is_zero(read_if(msr::IA32_VMX_EXIT_CTLS2)?);
+    /// Decodes whatever part of the capability MSRs the source holds, e.g. a dump taken on a
+    /// real machine by a tool that skips `IA32_FEATURE_CONTROL` or `IA32_VMX_VMFUNC`.
+    ///
+    /// Only `IA32_VMX_BASIC` is indispensable (without it nothing can be decoded, and the
+    /// error names it). Every other MSR that the SDM's rules say exists but that the source
+    /// reports [`MsrError::Missing`] goes into [`PartialCapabilities::missing`] and decodes as
+    /// follows (other read errors still fail):
+    ///
+    /// - a TRUE MSR (`IA32_VMX_BASIC[55]` = 1) without its plain counterpart, or the reverse:
+    ///   the counterpart stands in. The allowed-1 settings of the two agree (SDM Vol. 3D, A.2);
+    ///   the plain MSR reports the default1 controls as allowed-0 = 1, so substituting it is
+    ///   conservative (those controls appear forced);
+    /// - any other missing MSR: all zero, i.e. no control may be 1, no EPT/VPID capability,
+    ///   no fixed bits known. [`PartialCapabilities::is_known`] says what this applies to.
+    ///
+    /// Where the MSR that decides whether another exists is missing (e.g. both
+    /// `IA32_VMX_PROCBASED_CTLS` and its TRUE form), the dependent MSR is taken if the source
+    /// has it and counted missing if not.
+    pub fn read_partial(source: &mut impl MsrSource) -> Result<PartialCapabilities, CapsError> {
+        let mut reader = Reader {
+            source,
+            tolerate_missing: true,
+            missing: MsrSet::EMPTY,
+        };
+        let caps = Self::decode(&mut reader)?;
+        Ok(PartialCapabilities {
+            caps,
+            missing: reader.missing,
+        })
+    }
+
+    fn decode<S: MsrSource>(r: &mut Reader<'_, S>) -> Result<Self, CapsError> {
+        // An MSR that does not exist on this processor reports no capability: every bit 0 (no
+        // control may be 1, no EPT/VPID feature, ...). The same reading applies to an MSR a
+        // partial source lacks (recorded in `missing`). Read errors propagate through `?`.
+        let absent_is_zero = |value: Option<u64>| value.unwrap_or_default();
+        // `Some(true/false)`: the SDM's rule decides; `None`: the deciding MSR is missing.
+        let bit = |value: Option<u64>, bit: usize| value.map(|v| v.get_bit(bit));
+
+        let feature_control =
+            FeatureControl::from_bits_retain(absent_is_zero(r.get(msr::IA32_FEATURE_CONTROL)?));
+        let basic = r.basic()?;
+        let has_true = basic.get_bit(55);
+        let procbased = r.get(msr::IA32_VMX_PROCBASED_CTLS)?;
+        let exit = r.get(msr::IA32_VMX_EXIT_CTLS)?;
+        let true_proc = r.get_if(Some(has_true), msr::IA32_VMX_TRUE_PROCBASED_CTLS)?;
+        let true_exit = r.get_if(Some(has_true), msr::IA32_VMX_TRUE_EXIT_CTLS)?;
+        // The allowed-1 halves (which decide what exists) agree between a TRUE MSR and its plain
+        // counterpart, so either answers.
+        let proc_any = procbased.or(true_proc);
+        let exit_any = exit.or(true_exit);
+        let procbased2 = r.get_if(bit(proc_any, 63), msr::IA32_VMX_PROCBASED_CTLS2)?;
+        let proc2_any = match bit(proc_any, 63) {
+            Some(false) => Some(0),
+            _ => procbased2,
+        };
+        let ept_vpid_exists = proc2_any.map(|p| p.get_bit(33) || p.get_bit(37));
+
+        let pin = r.get(msr::IA32_VMX_PINBASED_CTLS)?;
+        let entry = r.get(msr::IA32_VMX_ENTRY_CTLS)?;
+        let misc = absent_is_zero(r.get(msr::IA32_VMX_MISC)?);
+        let cr0_fixed0 = absent_is_zero(r.get(msr::IA32_VMX_CR0_FIXED0)?);
+        let cr0_fixed1 = absent_is_zero(r.get(msr::IA32_VMX_CR0_FIXED1)?);
+        let cr4_fixed0 = absent_is_zero(r.get(msr::IA32_VMX_CR4_FIXED0)?);
+        let cr4_fixed1 = absent_is_zero(r.get(msr::IA32_VMX_CR4_FIXED1)?);
+        let vmcs_enum = absent_is_zero(r.get(msr::IA32_VMX_VMCS_ENUM)?);
+        let ept_vpid = absent_is_zero(r.get_if(ept_vpid_exists, msr::IA32_VMX_EPT_VPID_CAP)?);
+        let true_pin = r.get_if(Some(has_true), msr::IA32_VMX_TRUE_PINBASED_CTLS)?;
+        let true_entry = r.get_if(Some(has_true), msr::IA32_VMX_TRUE_ENTRY_CTLS)?;
+        let vmfunc = absent_is_zero(r.get_if(bit(proc2_any, 45), msr::IA32_VMX_VMFUNC)?);
+        let proc3 = absent_is_zero(r.get_if(bit(proc_any, 49), msr::IA32_VMX_PROCBASED_CTLS3)?);
+        let exit2 = absent_is_zero(r.get_if(bit(exit_any, 63), msr::IA32_VMX_EXIT_CTLS2)?);
+        // The effective pair: the TRUE MSR where it exists, the plain one standing in for a
+        // missing TRUE MSR (and the reverse), zero when both are missing.
+        let effective = |plain: Option<u64>, true_msr: Option<u64>| {
+            absent_is_zero(if has_true { true_msr.or(plain) } else { plain })
+        };
 
         Ok(Self {
             feature_control,
             basic: VmxBasic(basic),
-            pin: AllowedControls::from_split_msr(true_msr(pin, true_pin)),
-            proc: AllowedControls::from_split_msr(true_msr(procbased, true_proc)),
-            proc2: AllowedControls::from_split_msr(presence.procbased2),
+            pin: AllowedControls::from_split_msr(effective(pin, true_pin)),
+            proc: AllowedControls::from_split_msr(effective(procbased, true_proc)),
+            proc2: AllowedControls::from_split_msr(absent_is_zero(procbased2)),
             proc3: AllowedControls::from_allowed1(proc3),
-            exit: AllowedControls::from_split_msr(true_msr(exit, true_exit)),
+            exit: AllowedControls::from_split_msr(effective(exit, true_exit)),
             exit2: AllowedControls::from_allowed1(exit2),
-            entry: AllowedControls::from_split_msr(true_msr(entry, true_entry)),
+            entry: AllowedControls::from_split_msr(effective(entry, true_entry)),
             misc: VmxMisc(misc),
             cr0_fixed: FixedBits {
                 fixed0: cr0_fixed0,
@@ -526,6 +610,82 @@ impl ControlState {
             Self::Yes => "yes",
             Self::Forced => "forced",
             Self::Default1 => "default1",
+        }
+    }
+}
+
+/// Capabilities decoded from a source that may lack some MSRs
+/// ([`VmxCapabilities::read_partial`]), with the MSRs it lacked.
+///
+/// Its `Display` is the report of [`VmxCapabilities`] with every MSR of [`missing`](Self::missing)
+/// shown as "not in the dump" and what depends on it as "unknown".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct PartialCapabilities {
+    /// The decoded capabilities; a missing MSR decodes as the rule of
+    /// [`VmxCapabilities::read_partial`] says.
+    pub caps: VmxCapabilities,
+    /// The MSRs that exist by the SDM's rules (or might, where the MSR deciding it is missing)
+    /// but that the source did not hold.
+    pub missing: MsrSet,
+}
+
+/// How much of a control group's allowed settings a [`PartialCapabilities`] knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum GroupKnowledge {
+    /// Both halves were read from the MSR that reports them (or the field has no MSR on this
+    /// processor, so nothing may be 1).
+    Exact,
+    /// The TRUE MSR is missing and its plain counterpart stands in: the allowed-1 settings are
+    /// exact, but a default1 control that appears forced may in fact be allowed 0.
+    Default1Unknown,
+    /// The reporting MSR is missing: nothing is known, and the decoded pair is empty.
+    Unknown,
+}
+
+impl PartialCapabilities {
+    /// Whether nothing was missing (the decode equals [`VmxCapabilities::read`]'s).
+    pub fn is_complete(&self) -> bool {
+        self.missing.is_empty()
+    }
+
+    /// Whether `msr` is known: read from the source, or known not to exist.
+    pub fn is_known(&self, msr: u32) -> bool {
+        !self.missing.contains(msr)
+    }
+
+    /// How much of `group`'s allowed settings is known.
+    pub fn group_knowledge(&self, group: ControlGroup) -> GroupKnowledge {
+        let (plain, true_msr) = match group {
+            ControlGroup::Pin => (
+                msr::IA32_VMX_PINBASED_CTLS,
+                msr::IA32_VMX_TRUE_PINBASED_CTLS,
+            ),
+            ControlGroup::Primary => (
+                msr::IA32_VMX_PROCBASED_CTLS,
+                msr::IA32_VMX_TRUE_PROCBASED_CTLS,
+            ),
+            ControlGroup::Exit => (msr::IA32_VMX_EXIT_CTLS, msr::IA32_VMX_TRUE_EXIT_CTLS),
+            ControlGroup::Entry => (msr::IA32_VMX_ENTRY_CTLS, msr::IA32_VMX_TRUE_ENTRY_CTLS),
+            ControlGroup::Secondary
+            | ControlGroup::Tertiary
+            | ControlGroup::SecondaryExit
+            | ControlGroup::VmFunc => {
+                let msr = self.caps.group_msr(group);
+                return if self.is_known(msr) {
+                    GroupKnowledge::Exact
+                } else {
+                    GroupKnowledge::Unknown
+                };
+            }
+        };
+        let has_true = self.caps.basic.true_controls();
+        match (self.is_known(plain), has_true && self.is_known(true_msr)) {
+            (_, true) => GroupKnowledge::Exact,
+            (true, false) if has_true => GroupKnowledge::Default1Unknown,
+            (true, false) => GroupKnowledge::Exact,
+            (false, false) => GroupKnowledge::Unknown,
         }
     }
 }

@@ -27,12 +27,14 @@ pub mod controls;
 mod cr;
 pub mod msr;
 mod negotiate;
+pub mod number;
 mod report;
 mod source;
 
 pub use caps::{
-    AllowedControls, CapsError, ControlState, EptVpidCap, FeatureControl, FixedBits, VmcsEnum,
-    VmcsMemoryType, VmxBasic, VmxCapabilities, VmxMisc,
+    AllowedControls, CapsError, ControlState, EptVpidCap, FeatureControl, FixedBits,
+    GroupKnowledge, PartialCapabilities, VmcsEnum, VmcsMemoryType, VmxBasic, VmxCapabilities,
+    VmxMisc,
 };
 pub use controls::{
     ControlBit, ControlGroup, Controls, EntryControls, ExitControls, PinBasedControls,

@@ -131,3 +131,47 @@ impl Presence {
         }
     }
 }
+
+/// A set of VMX capability MSRs (those of [`ALL`]), e.g. the ones a dump lacks
+/// ([`PartialCapabilities::missing`](crate::PartialCapabilities::missing)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct MsrSet(u32);
+
+impl MsrSet {
+    /// The empty set.
+    pub const EMPTY: Self = Self(0);
+
+    fn index(msr: u32) -> Option<usize> {
+        ALL.iter().position(|(m, _)| *m == msr)
+    }
+
+    /// Adds `msr`; returns `false` (and adds nothing) when it is not a VMX capability MSR.
+    pub fn insert(&mut self, msr: u32) -> bool {
+        match Self::index(msr) {
+            Some(i) => {
+                self.0 |= 1 << i;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether `msr` is in the set.
+    pub fn contains(self, msr: u32) -> bool {
+        Self::index(msr).is_some_and(|i| self.0 & (1 << i) != 0)
+    }
+
+    /// Whether the set is empty.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The members as (address, SDM name), in address order.
+    pub fn iter(self) -> impl Iterator<Item = (u32, &'static str)> {
+        ALL.iter()
+            .enumerate()
+            .filter(move |(i, _)| self.0 & (1 << i) != 0)
+            .map(|(_, entry)| *entry)
+    }
+}

@@ -4,9 +4,12 @@
 
 use core::fmt;
 
-use crate::caps::{FeatureControl, FixedBits, VmcsMemoryType, VmxCapabilities};
+use crate::caps::{
+    ControlState, FeatureControl, FixedBits, GroupKnowledge, PartialCapabilities, VmcsMemoryType,
+    VmxCapabilities,
+};
 use crate::controls::ControlGroup;
-use crate::msr;
+use crate::msr::{self, MsrSet};
 
 /// Width of the label column.
 const LABEL: usize = 48;
@@ -16,6 +19,42 @@ fn yes_no(b: bool) -> &'static str {
 }
 
 struct Line<'a, V: fmt::Display>(&'a str, V);
+
+/// A value the report shows, or "unknown" where the MSR it comes from is not in the dump.
+struct Known<V: fmt::Display>(Option<V>);
+
+impl<V: fmt::Display> fmt::Display for Known<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(v) => v.fmt(f),
+            None => f.write_str("unknown"),
+        }
+    }
+}
+
+/// What the report says in place of a missing MSR's value.
+const NOT_IN_DUMP: &str = "not in the dump";
+
+/// An MSR value in hex, or [`NOT_IN_DUMP`].
+struct HexOrMissing(Option<u64>);
+
+/// A number in hex.
+struct Hex(u64);
+
+impl fmt::Display for Hex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+
+impl fmt::Display for HexOrMissing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(v) => write!(f, "{v:#x}"),
+            None => f.write_str(NOT_IN_DUMP),
+        }
+    }
+}
 
 impl<V: fmt::Display> fmt::Display for Line<'_, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -53,22 +92,48 @@ impl VmxCapabilities {
         }
     }
 
-    fn fmt_group(&self, f: &mut fmt::Formatter<'_>, group: ControlGroup) -> fmt::Result {
+    fn fmt_group(
+        &self,
+        f: &mut fmt::Formatter<'_>,
+        group: ControlGroup,
+        missing: MsrSet,
+    ) -> fmt::Result {
         let msr = self.group_msr(group);
         let name = msr::name(msr).unwrap_or("MSR");
         let (a0, a1) = self.allowed(group);
         let gname = group.name();
         let first = gname.chars().next().map_or(' ', |c| c.to_ascii_uppercase());
         let rest = gname.get(1..).unwrap_or("");
+        let knowledge = PartialCapabilities {
+            caps: *self,
+            missing,
+        }
+        .group_knowledge(group);
         write!(f, "{first}{rest} ({name}")?;
-        if !self.presence().exists(msr) {
-            writeln!(f, ": not present)")?;
-        } else {
-            writeln!(f, "): allowed-0 {a0:#x}, allowed-1 {a1:#x}")?;
+        match knowledge {
+            GroupKnowledge::Unknown => writeln!(f, ": {NOT_IN_DUMP})")?,
+            GroupKnowledge::Default1Unknown => writeln!(
+                f,
+                ": {NOT_IN_DUMP}; from {}: allowed-0 {a0:#x}, allowed-1 {a1:#x})",
+                msr::name(self.plain_group_msr(group)).unwrap_or("MSR")
+            )?,
+            GroupKnowledge::Exact if !self.presence().exists(msr) => writeln!(f, ": not present)")?,
+            GroupKnowledge::Exact => writeln!(f, "): allowed-0 {a0:#x}, allowed-1 {a1:#x}")?,
         }
         let shown = a0 | a1 | group.default1();
         for bit in 0..group.width() {
-            let state = self.control_state(group, bit).as_str();
+            let state = self.control_state(group, bit);
+            let state = match (knowledge, state) {
+                (GroupKnowledge::Unknown, _) => "unknown",
+                // The plain MSR reports a default1 control as allowed-0 = 1; only the missing
+                // TRUE MSR could say whether 0 is allowed.
+                (GroupKnowledge::Default1Unknown, ControlState::Forced)
+                    if group.default1() & (1u64 << bit) != 0 =>
+                {
+                    "forced or default1 (unknown)"
+                }
+                _ => state.as_str(),
+            };
             match group.bit_name(bit) {
                 Some(name) => write!(f, "{}", Line(name, state))?,
                 None if shown & (1u64 << bit) != 0 => {
@@ -79,9 +144,38 @@ impl VmxCapabilities {
         }
         Ok(())
     }
+
+    /// The non-TRUE MSR of `group` (the group's own MSR for groups without a TRUE form).
+    fn plain_group_msr(&self, group: ControlGroup) -> u32 {
+        match group {
+            ControlGroup::Pin => msr::IA32_VMX_PINBASED_CTLS,
+            ControlGroup::Primary => msr::IA32_VMX_PROCBASED_CTLS,
+            ControlGroup::Exit => msr::IA32_VMX_EXIT_CTLS,
+            ControlGroup::Entry => msr::IA32_VMX_ENTRY_CTLS,
+            other => self.group_msr(other),
+        }
+    }
 }
 
-fn fmt_fixed(f: &mut fmt::Formatter<'_>, reg: &str, fixed: &FixedBits) -> fmt::Result {
+fn fmt_fixed(
+    f: &mut fmt::Formatter<'_>,
+    reg: &str,
+    fixed: &FixedBits,
+    known: (bool, bool),
+) -> fmt::Result {
+    if known != (true, true) {
+        let value = |k: bool, v: u64| HexOrMissing(k.then_some(v));
+        writeln!(
+            f,
+            "{reg} fixed bits (IA32_VMX_{reg}_FIXED0 {}, IA32_VMX_{reg}_FIXED1 {})",
+            value(known.0, fixed.fixed0),
+            value(known.1, fixed.fixed1)
+        )?;
+        for label in ["must be 1", "must be 0", "may be 0 or 1"] {
+            write!(f, "{}", Line(label, "unknown"))?;
+        }
+        return Ok(());
+    }
     writeln!(
         f,
         "{reg} fixed bits (IA32_VMX_{reg}_FIXED0 {:#x}, IA32_VMX_{reg}_FIXED1 {:#x})",
@@ -112,23 +206,47 @@ fn fmt_fixed(f: &mut fmt::Formatter<'_>, reg: &str, fixed: &FixedBits) -> fmt::R
 /// default1 class).
 impl fmt::Display for VmxCapabilities {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_report(f, MsrSet::EMPTY)
+    }
+}
+
+/// The report of [`VmxCapabilities`], with each missing MSR shown as "not in the dump" and the
+/// fields and controls it reports as "unknown".
+impl fmt::Display for PartialCapabilities {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.missing.is_empty() {
+            write!(f, "MSRs {NOT_IN_DUMP}:")?;
+            for (address, name) in self.missing.iter() {
+                write!(f, " {name} ({address:#x})")?;
+            }
+            writeln!(f)?;
+        }
+        self.caps.fmt_report(f, self.missing)
+    }
+}
+
+impl VmxCapabilities {
+    fn fmt_report(&self, f: &mut fmt::Formatter<'_>, missing: MsrSet) -> fmt::Result {
+        let known = |msr: u32| !missing.contains(msr);
         let fc = self.feature_control;
+        let fc_known = known(msr::IA32_FEATURE_CONTROL);
+        let fc_flag = |b: bool| Known(fc_known.then_some(yes_no(b)));
         writeln!(
             f,
-            "Feature control (IA32_FEATURE_CONTROL): {:#x}",
-            fc.bits()
+            "Feature control (IA32_FEATURE_CONTROL): {}",
+            HexOrMissing(fc_known.then_some(fc.bits()))
         )?;
         write!(
             f,
             "{}",
-            Line("lock", yes_no(fc.contains(FeatureControl::LOCK)))
+            Line("lock", fc_flag(fc.contains(FeatureControl::LOCK)))
         )?;
         write!(
             f,
             "{}",
             Line(
                 "VMX inside SMX",
-                yes_no(fc.contains(FeatureControl::VMX_INSIDE_SMX))
+                fc_flag(fc.contains(FeatureControl::VMX_INSIDE_SMX))
             )
         )?;
         write!(
@@ -136,7 +254,7 @@ impl fmt::Display for VmxCapabilities {
             "{}",
             Line(
                 "VMX outside SMX",
-                yes_no(fc.contains(FeatureControl::VMX_OUTSIDE_SMX))
+                fc_flag(fc.contains(FeatureControl::VMX_OUTSIDE_SMX))
             )
         )?;
         write!(
@@ -144,9 +262,10 @@ impl fmt::Display for VmxCapabilities {
             "{}",
             Line(
                 "SENTER local function enables",
-                format_args!(
-                    "{:#x}",
-                    (fc & FeatureControl::SENTER_LOCAL_FUNCTION_ENABLES).bits() >> 8
+                HexOrMissing(
+                    fc_known.then_some(
+                        (fc & FeatureControl::SENTER_LOCAL_FUNCTION_ENABLES).bits() >> 8
+                    )
                 )
             )
         )?;
@@ -155,7 +274,7 @@ impl fmt::Display for VmxCapabilities {
             "{}",
             Line(
                 "SENTER global enable",
-                yes_no(fc.contains(FeatureControl::SENTER_GLOBAL_ENABLE))
+                fc_flag(fc.contains(FeatureControl::SENTER_GLOBAL_ENABLE))
             )
         )?;
         write!(
@@ -163,7 +282,7 @@ impl fmt::Display for VmxCapabilities {
             "{}",
             Line(
                 "SGX launch control enable",
-                yes_no(fc.contains(FeatureControl::SGX_LAUNCH_CONTROL_ENABLE))
+                fc_flag(fc.contains(FeatureControl::SGX_LAUNCH_CONTROL_ENABLE))
             )
         )?;
         write!(
@@ -171,13 +290,13 @@ impl fmt::Display for VmxCapabilities {
             "{}",
             Line(
                 "SGX global enable",
-                yes_no(fc.contains(FeatureControl::SGX_GLOBAL_ENABLE))
+                fc_flag(fc.contains(FeatureControl::SGX_GLOBAL_ENABLE))
             )
         )?;
         write!(
             f,
             "{}",
-            Line("LMCE on", yes_no(fc.contains(FeatureControl::LMCE_ON)))
+            Line("LMCE on", fc_flag(fc.contains(FeatureControl::LMCE_ON)))
         )?;
 
         let b = self.basic;
@@ -240,80 +359,111 @@ impl fmt::Display for VmxCapabilities {
         )?;
 
         for group in ControlGroup::ALL {
-            self.fmt_group(f, group)?;
+            self.fmt_group(f, group, missing)?;
         }
 
         let m = self.misc;
-        writeln!(f, "Miscellaneous data (IA32_VMX_MISC): {:#018x}", m.0)?;
+        let misc_known = known(msr::IA32_VMX_MISC);
+        if misc_known {
+            writeln!(f, "Miscellaneous data (IA32_VMX_MISC): {:#018x}", m.0)?;
+        } else {
+            writeln!(f, "Miscellaneous data (IA32_VMX_MISC): {NOT_IN_DUMP}")?;
+        }
+
         write!(
             f,
             "{}",
             Line(
                 "VMX-preemption timer rate (TSC bit)",
-                m.preemption_timer_tsc_shift()
+                Known(misc_known.then(|| m.preemption_timer_tsc_shift()))
             )
         )?;
         write!(
             f,
             "{}",
-            Line("VM exit stores EFER.LMA", yes_no(m.stores_lma_on_exit()))
+            Line(
+                "VM exit stores EFER.LMA",
+                Known(misc_known.then(|| yes_no(m.stores_lma_on_exit())))
+            )
         )?;
         write!(
             f,
             "{}",
-            Line("HLT activity state", yes_no(m.activity_hlt()))
+            Line(
+                "HLT activity state",
+                Known(misc_known.then(|| yes_no(m.activity_hlt())))
+            )
         )?;
         write!(
             f,
             "{}",
-            Line("shutdown activity state", yes_no(m.activity_shutdown()))
+            Line(
+                "shutdown activity state",
+                Known(misc_known.then(|| yes_no(m.activity_shutdown())))
+            )
         )?;
         write!(
             f,
             "{}",
             Line(
                 "wait-for-SIPI activity state",
-                yes_no(m.activity_wait_for_sipi())
+                Known(misc_known.then(|| yes_no(m.activity_wait_for_sipi())))
             )
         )?;
         write!(
             f,
             "{}",
-            Line("Intel PT in VMX operation", yes_no(m.intel_pt_in_vmx()))
+            Line(
+                "Intel PT in VMX operation",
+                Known(misc_known.then(|| yes_no(m.intel_pt_in_vmx())))
+            )
         )?;
         write!(
             f,
             "{}",
             Line(
                 "RDMSR of IA32_SMBASE in SMM",
-                yes_no(m.rdmsr_smbase_in_smm())
+                Known(misc_known.then(|| yes_no(m.rdmsr_smbase_in_smm())))
             )
         )?;
-        write!(f, "{}", Line("CR3-target values", m.cr3_target_count()))?;
         write!(
             f,
             "{}",
-            Line("maximum MSR-list entries", m.max_msr_list_entries())
+            Line(
+                "CR3-target values",
+                Known(misc_known.then(|| m.cr3_target_count()))
+            )
+        )?;
+        write!(
+            f,
+            "{}",
+            Line(
+                "maximum MSR-list entries",
+                Known(misc_known.then(|| m.max_msr_list_entries()))
+            )
         )?;
         write!(
             f,
             "{}",
             Line(
                 "IA32_SMM_MONITOR_CTL bit 2 settable",
-                yes_no(m.smm_monitor_ctl_bit2())
+                Known(misc_known.then(|| yes_no(m.smm_monitor_ctl_bit2())))
             )
         )?;
         write!(
             f,
             "{}",
-            Line("VMWRITE to any VMCS field", yes_no(m.vmwrite_any_field()))
+            Line(
+                "VMWRITE to any VMCS field",
+                Known(misc_known.then(|| yes_no(m.vmwrite_any_field())))
+            )
         )?;
         write!(
             f,
             "{}",
             Line(
                 "zero-length instruction injection",
-                yes_no(m.zero_length_injection())
+                Known(misc_known.then(|| yes_no(m.zero_length_injection())))
             )
         )?;
         write!(
@@ -321,41 +471,65 @@ impl fmt::Display for VmxCapabilities {
             "{}",
             Line(
                 "MSEG revision identifier",
-                format_args!("{:#x}", m.mseg_revision_id())
+                Known(misc_known.then(|| Hex(m.mseg_revision_id().into())))
             )
         )?;
 
-        fmt_fixed(f, "CR0", &self.cr0_fixed)?;
-        fmt_fixed(f, "CR4", &self.cr4_fixed)?;
+        fmt_fixed(
+            f,
+            "CR0",
+            &self.cr0_fixed,
+            (
+                known(msr::IA32_VMX_CR0_FIXED0),
+                known(msr::IA32_VMX_CR0_FIXED1),
+            ),
+        )?;
+        fmt_fixed(
+            f,
+            "CR4",
+            &self.cr4_fixed,
+            (
+                known(msr::IA32_VMX_CR4_FIXED0),
+                known(msr::IA32_VMX_CR4_FIXED1),
+            ),
+        )?;
 
+        let enum_known = known(msr::IA32_VMX_VMCS_ENUM);
         writeln!(
             f,
-            "VMCS enumeration (IA32_VMX_VMCS_ENUM): {:#x}",
-            self.vmcs_enum.0
+            "VMCS enumeration (IA32_VMX_VMCS_ENUM): {}",
+            HexOrMissing(enum_known.then_some(self.vmcs_enum.0))
         )?;
         write!(
             f,
             "{}",
             Line(
                 "highest field index",
-                format_args!("{:#x}", self.vmcs_enum.highest_index())
+                Known(enum_known.then(|| Hex(self.vmcs_enum.highest_index().into())))
             )
         )?;
 
         let e = self.ept_vpid;
+        let ept_known = known(msr::IA32_VMX_EPT_VPID_CAP);
         write!(f, "EPT and VPID capabilities (IA32_VMX_EPT_VPID_CAP")?;
-        if self.presence().exists(msr::IA32_VMX_EPT_VPID_CAP) {
+        if !ept_known {
+            writeln!(f, ": {NOT_IN_DUMP})")?;
+        } else if self.presence().exists(msr::IA32_VMX_EPT_VPID_CAP) {
             writeln!(f, "): {:#018x}", e.0)?;
         } else {
             writeln!(f, ": not present)")?;
         }
         for &(bit, name) in crate::caps::EptVpidCap::NAMES {
-            write!(f, "{}", Line(name, yes_no(e.0 & (1u64 << bit) != 0)))?;
+            let value = ept_known.then(|| yes_no(e.0 & (1u64 << bit) != 0));
+            write!(f, "{}", Line(name, Known(value)))?;
         }
         write!(
             f,
             "{}",
-            Line("maximum HLAT prefix size", e.max_hlat_prefix_size())
+            Line(
+                "maximum HLAT prefix size",
+                Known(ept_known.then(|| e.max_hlat_prefix_size()))
+            )
         )
     }
 }

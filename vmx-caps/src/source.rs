@@ -4,6 +4,7 @@
 use core::fmt;
 
 use crate::msr;
+use crate::number::{self, NumberError, Radix};
 
 /// A source of MSR values: the live CPU ([`LiveMsrs`]), a text snapshot ([`MsrSnapshot`]), a
 /// Linux `/dev/cpu/N/msr` file, or a test double.
@@ -91,11 +92,11 @@ pub enum SnapshotErrorKind {
     #[error("an MSR address without a value (expected `<msr hex> <value hex>`)")]
     MissingValue,
     /// The MSR address is not a hexadecimal number that fits in 32 bits.
-    #[error("the MSR address is not a 32-bit hexadecimal number")]
-    InvalidMsr,
+    #[error("the MSR address is not a 32-bit hexadecimal number: {0}")]
+    InvalidMsr(NumberError),
     /// The value is not a hexadecimal number that fits in 64 bits.
-    #[error("the MSR value is not a 64-bit hexadecimal number")]
-    InvalidValue,
+    #[error("the MSR value is not a 64-bit hexadecimal number: {0}")]
+    InvalidValue(NumberError),
     /// Something other than a comment follows the value.
     #[error("unexpected text after the value (comments start with `#`)")]
     TrailingText,
@@ -110,18 +111,24 @@ pub enum SnapshotErrorKind {
     TooMany,
 }
 
-fn parse_hex<T>(
-    text: &str,
-    parse: fn(&str, u32) -> Result<T, core::num::ParseIntError>,
-) -> Option<T> {
-    let digits = text
-        .strip_prefix("0x")
-        .or_else(|| text.strip_prefix("0X"))
-        .unwrap_or(text);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    parse(digits, 16).ok()
+/// The lines of `text`, each ended by LF, CR LF or a lone CR (old Mac files), without the end.
+fn lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    core::iter::from_fn(move || {
+        let current = rest?;
+        match current.find(['\n', '\r']) {
+            Some(end) => {
+                let after = &current[end..];
+                let skip = if after.starts_with("\r\n") { 2 } else { 1 };
+                rest = Some(&current[end + skip..]);
+                Some(&current[..end])
+            }
+            None => {
+                rest = None;
+                (!current.is_empty()).then_some(current)
+            }
+        }
+    })
 }
 
 impl MsrSnapshot {
@@ -134,10 +141,12 @@ impl MsrSnapshot {
     }
 
     /// Parses the text form. Blank lines and comments are skipped; the error names the 1-based
-    /// line of the first problem.
+    /// line of the first problem. Lines end with LF, CR LF or CR; a leading UTF-8 byte-order
+    /// mark is skipped. Numbers follow [`crate::number`], hexadecimal without a prefix.
     pub fn parse(text: &str) -> Result<Self, SnapshotError> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut snap = Self::new();
-        for (index, raw_line) in text.lines().enumerate() {
+        for (index, raw_line) in lines(text).enumerate() {
             let line = index + 1;
             let err = |kind| SnapshotError { line, kind };
             let content = match raw_line.find('#') {
@@ -148,11 +157,11 @@ impl MsrSnapshot {
             let Some(msr_text) = fields.next() else {
                 continue;
             };
-            let msr = parse_hex(msr_text, u32::from_str_radix)
-                .ok_or(err(SnapshotErrorKind::InvalidMsr))?;
+            let msr = number::parse_u32(msr_text, Radix::Hex)
+                .map_err(|e| err(SnapshotErrorKind::InvalidMsr(e)))?;
             let value_text = fields.next().ok_or(err(SnapshotErrorKind::MissingValue))?;
-            let value = parse_hex(value_text, u64::from_str_radix)
-                .ok_or(err(SnapshotErrorKind::InvalidValue))?;
+            let value = number::parse_u64(value_text, Radix::Hex)
+                .map_err(|e| err(SnapshotErrorKind::InvalidValue(e)))?;
             if fields.next().is_some() {
                 return Err(err(SnapshotErrorKind::TrailingText));
             }

@@ -698,3 +698,215 @@ fn report_shows_every_msr() {
     assert!(report.contains(&line("load CET state", "yes")));
     assert!(report.contains(&line("highest field index", "0x1a")));
 }
+
+/// The capability MSRs Hyper-V offers a nested guest (`testdata/nested/`, see its header): no
+/// `IA32_FEATURE_CONTROL` and no `IA32_VMX_TRUE_ENTRY_CTLS` although `IA32_VMX_BASIC[55]` = 1.
+fn hyperv() -> MsrSnapshot {
+    snapshot("nested/hyperv_nested_raptorlake")
+}
+
+#[test]
+fn hyperv_dump_decodes_partially() {
+    // The strict read names the first missing MSR.
+    let err = VmxCapabilities::read(&mut hyperv()).unwrap_err();
+    assert_eq!(err.msr, msr::IA32_FEATURE_CONTROL);
+
+    let p = VmxCapabilities::read_partial(&mut hyperv()).unwrap();
+    assert_eq!(
+        p.missing.iter().collect::<Vec<_>>(),
+        [
+            (0x3a, "IA32_FEATURE_CONTROL"),
+            (0x490, "IA32_VMX_TRUE_ENTRY_CTLS")
+        ]
+    );
+    assert!(!p.is_complete());
+    let c = p.caps;
+    assert_eq!(c.basic.revision_id(), 1);
+    assert!(c.basic.true_controls());
+    // The TRUE MSRs that are there give the effective pairs.
+    assert_eq!(c.proc.raw(), (0x2400_65f2, 0xf7f9_fffe));
+    assert!(
+        c.proc
+            .requires(PrimaryControls::HLT_EXITING | PrimaryControls::MWAIT_EXITING)
+    );
+    assert!(
+        !c.pin
+            .allows(PinBasedControls::ACTIVATE_VMX_PREEMPTION_TIMER)
+    );
+    // The plain entry MSR stands in for the missing TRUE one: default1 bits 2 and 8 appear
+    // forced, which only the TRUE MSR could relax.
+    assert_eq!(c.entry.raw(), (0x11ff, 0x0030_f3ff));
+    assert_eq!(
+        p.group_knowledge(ControlGroup::Entry),
+        vmx_caps::GroupKnowledge::Default1Unknown
+    );
+    assert_eq!(
+        p.group_knowledge(ControlGroup::Primary),
+        vmx_caps::GroupKnowledge::Exact
+    );
+    // No VM functions, tertiary or secondary exit controls: those MSRs do not exist, and are
+    // not missing.
+    assert!(p.is_known(msr::IA32_VMX_VMFUNC));
+    assert!(p.caps.vmfunc.is_empty());
+    let report = p.to_string();
+    for needle in [
+        "MSRs not in the dump: IA32_FEATURE_CONTROL (0x3a) IA32_VMX_TRUE_ENTRY_CTLS (0x490)\n",
+        "Feature control (IA32_FEATURE_CONTROL): not in the dump\n",
+        "VM-entry controls (IA32_VMX_TRUE_ENTRY_CTLS: not in the dump; from IA32_VMX_ENTRY_CTLS: allowed-0 0x11ff, allowed-1 0x30f3ff)",
+        "IA32_VMX_VMFUNC: not present)",
+    ] {
+        assert!(report.contains(needle), "{needle}\n{report}");
+    }
+    let line = |label: &str, state: &str| format!("\n    {label:<48}{state}\n");
+    assert!(report.contains(&line("lock", "unknown")), "{report}");
+    assert!(report.contains(&line("load debug controls", "forced or default1 (unknown)")));
+    assert!(report.contains(&line("IA-32e mode guest", "yes")));
+    assert!(report.contains(&line("HLT exiting", "forced")));
+}
+
+/// The SDM's rules for which MSRs exist, as this test states them independently of
+/// `msr::Presence`: the control groups each MSR decides.
+fn groups_reported_by(m: u32) -> &'static [ControlGroup] {
+    use ControlGroup as G;
+    match m {
+        msr::IA32_VMX_PINBASED_CTLS | msr::IA32_VMX_TRUE_PINBASED_CTLS => &[G::Pin],
+        msr::IA32_VMX_PROCBASED_CTLS | msr::IA32_VMX_TRUE_PROCBASED_CTLS => &[G::Primary],
+        msr::IA32_VMX_EXIT_CTLS | msr::IA32_VMX_TRUE_EXIT_CTLS => &[G::Exit],
+        msr::IA32_VMX_ENTRY_CTLS | msr::IA32_VMX_TRUE_ENTRY_CTLS => &[G::Entry],
+        msr::IA32_VMX_PROCBASED_CTLS2 => &[G::Secondary],
+        msr::IA32_VMX_VMFUNC => &[G::VmFunc],
+        _ => &[],
+    }
+}
+
+/// Every model's dump with one line deleted: the rest decodes as in the full dump, the deleted
+/// MSR is named missing, and only the groups it reports lose exactness.
+#[test]
+fn each_deleted_line_is_named_and_the_rest_decodes() {
+    for model in MODELS {
+        let full_snap = snapshot(model);
+        let full = caps(model);
+        for (deleted, _) in full_snap.iter() {
+            let mut snap = MsrSnapshot::new();
+            for (m, v) in full_snap.iter().filter(|(m, _)| *m != deleted) {
+                snap.insert(m, v).unwrap();
+            }
+            if deleted == msr::IA32_VMX_BASIC {
+                let err = VmxCapabilities::read_partial(&mut snap).unwrap_err();
+                assert_eq!(err.name, "IA32_VMX_BASIC");
+                assert_eq!(
+                    err.to_string(),
+                    "reading IA32_VMX_BASIC (0x480): MSR 0x480 is not in the source"
+                );
+                continue;
+            }
+            let p = VmxCapabilities::read_partial(&mut snap).unwrap();
+            let ctx = format!("{model} without {deleted:#x}");
+            // Without IA32_VMX_PROCBASED_CTLS2, whether EPT_VPID_CAP and VMFUNC exist is
+            // unknown: the dump's own lines are used, and their absence is reported too.
+            let mut expected = vec![deleted];
+            if deleted == msr::IA32_VMX_PROCBASED_CTLS2 {
+                for dependent in [msr::IA32_VMX_EPT_VPID_CAP, msr::IA32_VMX_VMFUNC] {
+                    if full_snap.get(dependent).is_none() {
+                        expected.push(dependent);
+                    }
+                }
+            }
+            assert_eq!(
+                p.missing.iter().map(|(m, _)| m).collect::<Vec<_>>(),
+                expected,
+                "{ctx}"
+            );
+            assert_eq!(p.caps.basic, full.basic, "{ctx}");
+            for group in ControlGroup::ALL {
+                let knowledge = p.group_knowledge(group);
+                let affected = expected
+                    .iter()
+                    .any(|m| groups_reported_by(*m).contains(&group));
+                // A deleted plain MSR whose TRUE form is present loses nothing.
+                let true_present = deleted < msr::IA32_VMX_MISC
+                    && deleted != msr::IA32_VMX_BASIC
+                    && full.basic.true_controls();
+                if affected && !true_present {
+                    assert_ne!(
+                        knowledge,
+                        vmx_caps::GroupKnowledge::Exact,
+                        "{ctx} {group:?}"
+                    );
+                    // The allowed-1 settings never claim more than the truth.
+                    let (_, a1) = p.caps.allowed(group);
+                    assert_eq!(a1 & !full.allowed(group).1, 0, "{ctx} {group:?}");
+                } else {
+                    assert_eq!(
+                        knowledge,
+                        vmx_caps::GroupKnowledge::Exact,
+                        "{ctx} {group:?}"
+                    );
+                    assert_eq!(
+                        p.caps.allowed(group),
+                        full.allowed(group),
+                        "{ctx} {group:?}"
+                    );
+                }
+            }
+            if deleted != msr::IA32_VMX_MISC {
+                assert_eq!(p.caps.misc, full.misc, "{ctx}");
+            }
+            if !expected.contains(&msr::IA32_VMX_EPT_VPID_CAP) {
+                assert_eq!(p.caps.ept_vpid, full.ept_vpid, "{ctx}");
+            }
+            if deleted != msr::IA32_FEATURE_CONTROL {
+                assert_eq!(p.caps.feature_control, full.feature_control, "{ctx}");
+            }
+            let name = msr::name(deleted).unwrap();
+            assert!(
+                p.to_string()
+                    .starts_with(&format!("MSRs not in the dump: {name} ({deleted:#x})")),
+                "{ctx}"
+            );
+        }
+    }
+}
+
+#[test]
+fn only_basic_decodes_with_everything_else_missing() {
+    let mut snap = MsrSnapshot::new();
+    snap.insert(
+        msr::IA32_VMX_BASIC,
+        snapshot("tigerlake").get(0x480).unwrap(),
+    )
+    .unwrap();
+    let p = VmxCapabilities::read_partial(&mut snap).unwrap();
+    // Every MSR whose existence is known (0x3a, 0x481..=0x48a, the TRUE MSRs by BASIC[55]) or
+    // unknown (those decided by missing MSRs) is missing; nothing else.
+    assert_eq!(
+        p.missing.iter().map(|(m, _)| m).collect::<Vec<_>>(),
+        msr::ALL
+            .iter()
+            .map(|(m, _)| *m)
+            .filter(|m| *m != msr::IA32_VMX_BASIC)
+            .collect::<Vec<_>>()
+    );
+    for group in ControlGroup::ALL {
+        assert_eq!(p.group_knowledge(group), vmx_caps::GroupKnowledge::Unknown);
+        assert_eq!(p.caps.allowed(group), (0, 0));
+    }
+    let report = p.to_string();
+    assert!(report.contains("Miscellaneous data (IA32_VMX_MISC): not in the dump\n"));
+    assert!(report.contains(
+        "CR0 fixed bits (IA32_VMX_CR0_FIXED0 not in the dump, IA32_VMX_CR0_FIXED1 not in the dump)"
+    ));
+    let line = |label: &str, state: &str| format!("\n    {label:<48}{state}\n");
+    for label in [
+        "HLT exiting",
+        "enable EPT",
+        "INVEPT",
+        "HLT activity state",
+        "must be 1",
+    ] {
+        assert!(
+            report.contains(&line(label, "unknown")),
+            "{label}\n{report}"
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! Negotiation: dependencies, conflicts, activation, and properties over arbitrary capabilities.
 
 use proptest::prelude::*;
+use vmx_caps::number::NumberError;
 use vmx_caps::{
     CONFLICTS, ControlBit, ControlGroup, ControlRequest, ControlSet, DEPENDENCIES,
     DependencyPolicy, DropReason, DroppedControl, ExitControls, MsrSnapshot, NegotiationError,
@@ -603,7 +604,11 @@ proptest! {
         text.push_str(&format!("0x3a {bad}\n"));
         let err = MsrSnapshot::parse(&text).unwrap_err();
         prop_assert_eq!(err.line, good * 3 + 1);
-        prop_assert_eq!(err.kind, vmx_caps::SnapshotErrorKind::InvalidValue);
+        let names_the_first_digit = matches!(
+            err.kind,
+            vmx_caps::SnapshotErrorKind::InvalidValue(NumberError::InvalidDigit { position: 0, .. })
+        );
+        prop_assert!(names_the_first_digit, "{:?}", err.kind);
     }
 }
 
@@ -653,9 +658,28 @@ fn snapshot_errors() {
     use vmx_caps::SnapshotErrorKind as K;
     let cases = [
         ("0x480\n", 1, K::MissingValue),
-        ("# c\n0x1_0 1\n", 2, K::InvalidMsr),
-        ("0x100000000 1\n", 1, K::InvalidMsr),
-        ("0x480 0x1ffffffffffffffff\n", 1, K::InvalidValue),
+        (
+            "# c\n0x1__0 1\n",
+            2,
+            K::InvalidMsr(NumberError::InvalidDigit {
+                found: '_',
+                position: 4,
+                radix: "hexadecimal",
+            }),
+        ),
+        (
+            "0x100000000 1\n",
+            1,
+            K::InvalidMsr(NumberError::TooLarge { bits: 32 }),
+        ),
+        (
+            "0x480 0x1ffffffffffffffff\n",
+            1,
+            K::InvalidValue(NumberError::TooLarge { bits: 64 }),
+        ),
+        // One number syntax everywhere (vmx_caps::number): no sign.
+        ("+480 1\n", 1, K::InvalidMsr(NumberError::Sign)),
+        ("0x480 +1\n", 1, K::InvalidValue(NumberError::Sign)),
         ("0x480 1 2\n", 1, K::TrailingText),
         ("0x480 1\n0x480 2\n", 2, K::Duplicate { msr: 0x480 }),
     ];
@@ -676,6 +700,32 @@ fn snapshot_errors() {
     );
     assert_eq!(
         MsrSnapshot::parse("0x480 zz").unwrap_err().to_string(),
-        "line 1: the MSR value is not a 64-bit hexadecimal number"
+        "line 1: the MSR value is not a 64-bit hexadecimal number: 'z' at position 0 is not a hexadecimal digit"
+    );
+    // Line ends: LF, CR LF and a lone CR all end a line; a UTF-8 byte-order mark is skipped.
+    for text in [
+        "# c\n0x480 1\n0x481 2\n",
+        "# c\r\n0x480 1\r\n0x481 2\r\n",
+        "# c\r0x480 1\r0x481 2\r",
+        "\u{feff}# c\n0x480 1\r0x481 2",
+    ] {
+        let snap = MsrSnapshot::parse(text).unwrap();
+        assert_eq!(
+            snap.iter().collect::<Vec<_>>(),
+            [(0x480, 1), (0x481, 2)],
+            "{text:?}"
+        );
+    }
+    assert_eq!(
+        MsrSnapshot::parse("# c\r0x480 1\r\r0x481 zz\r")
+            .unwrap_err()
+            .line,
+        4
+    );
+    assert_eq!(
+        MsrSnapshot::parse("# c\r\n\r\n0x481 zz\n")
+            .unwrap_err()
+            .line,
+        3
     );
 }

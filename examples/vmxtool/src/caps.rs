@@ -1,13 +1,16 @@
 //! `vmxtool caps`: decode the VMX capability MSRs of a CPU (through Linux's `/dev/cpu/N/msr`) or
 //! of a snapshot file, as a `vmxcap`-style report or as JSON.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use serde_json::{Value, json};
 use vmx_caps::{
-    MsrSnapshot, PinBasedControls, PrimaryControls, SecondaryControls, VmxCapabilities,
+    ControlGroup, GroupKnowledge, MsrSnapshot, PartialCapabilities, PinBasedControls,
+    PrimaryControls, SecondaryControls, VmxCapabilities, msr,
 };
+
+use crate::io;
 
 // Reading a live CPU's MSRs (x86_64 only).
 #[cfg(any(target_arch = "x86_64", test))]
@@ -18,8 +21,9 @@ use vmx_caps::{MsrError, MsrSource};
 /// Arguments of `vmxtool caps`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Read the MSRs from a snapshot file: one `<msr hex> <value hex>` pair a line, `#` starts
-    /// a comment.
+    /// Read the MSRs from a snapshot file (`-` for standard input): one `<msr hex> <value hex>`
+    /// pair a line, `#` starts a comment. MSRs missing from it are reported "not in the dump";
+    /// only IA32_VMX_BASIC is indispensable.
     #[arg(long, value_name = "FILE", conflicts_with = "cpu")]
     msr_file: Option<PathBuf>,
     /// Read the MSRs of logical CPU N through /dev/cpu/N/msr (root and the `msr` kernel module
@@ -69,7 +73,7 @@ fn cpu_vendor() -> String {
 
 /// Without `--msr-file` on a processor of another architecture: there is no VMX to read.
 #[cfg(not(target_arch = "x86_64"))]
-fn read_cpu(_cpu: u32) -> Result<VmxCapabilities, String> {
+fn read_cpu(_cpu: u32) -> Result<PartialCapabilities, String> {
     Err(format!(
         "this machine is not x86_64 ({}): it has no VMX capability MSRs to read; decode a dump \
          taken on an Intel machine with --msr-file",
@@ -78,7 +82,7 @@ fn read_cpu(_cpu: u32) -> Result<VmxCapabilities, String> {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn read_cpu(cpu: u32) -> Result<VmxCapabilities, String> {
+fn read_cpu(cpu: u32) -> Result<PartialCapabilities, String> {
     if !vmx_caps::cpu_has_vmx() {
         let vendor = cpu_vendor();
         let hint = if vendor == "AuthenticAMD" {
@@ -94,22 +98,46 @@ fn read_cpu(cpu: u32) -> Result<VmxCapabilities, String> {
     let file = File::open(&path).map_err(|e| {
         format!("{path}: {e} (load the msr module with `modprobe msr` and run as root)")
     })?;
-    VmxCapabilities::read(&mut DevCpuMsr { file }).map_err(|e| format!("{path}: {e}"))
+    // A live CPU has every MSR that exists: any read failure is an error.
+    let caps =
+        VmxCapabilities::read(&mut DevCpuMsr { file }).map_err(|e| format!("{path}: {e}"))?;
+    Ok(PartialCapabilities {
+        caps,
+        missing: msr::MsrSet::EMPTY,
+    })
 }
 
-fn read_file(path: &PathBuf) -> Result<VmxCapabilities, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut snapshot = MsrSnapshot::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    VmxCapabilities::read(&mut snapshot).map_err(|e| format!("{}: {e}", path.display()))
+/// Decodes a dump, whatever part of the capability MSRs it holds.
+pub fn read_file(path: &Path) -> Result<PartialCapabilities, String> {
+    let name = io::shown(path);
+    let text = io::read_text(path)?;
+    let mut snapshot = MsrSnapshot::parse(&text).map_err(|e| format!("{name}: {e}"))?;
+    VmxCapabilities::read_partial(&mut snapshot).map_err(|e| {
+        format!("{name}: {e}; nothing can be decoded without it (no VMX capability at all)")
+    })
 }
 
-/// The JSON form: the summary fields of the issue, then the full decoded capabilities.
-fn to_json(caps: &VmxCapabilities) -> Result<Value, String> {
+/// The JSON form: the summary fields of the issue, then the full decoded capabilities. Where
+/// the dump lacks the MSR a feature depends on, the feature is `null` (unknown); the missing
+/// MSRs are listed under `missing_msrs`.
+fn to_json(partial: &PartialCapabilities) -> Result<Value, String> {
+    let caps = &partial.caps;
     let pair =
         |(allowed0, allowed1): (u64, u64)| json!({ "allowed0": allowed0, "allowed1": allowed1 });
     let e = caps.ept_vpid;
-    let p2 = |f: SecondaryControls| caps.proc2.allows(f);
+    let group_known = |g| partial.group_knowledge(g) != GroupKnowledge::Unknown;
+    let known = |k: bool, v: bool| if k { json!(v) } else { Value::Null };
+    let p2 =
+        |f: SecondaryControls| known(group_known(ControlGroup::Secondary), caps.proc2.allows(f));
+    let pin = |f: PinBasedControls| known(group_known(ControlGroup::Pin), caps.pin.allows(f));
+    let ept_known = partial.is_known(msr::IA32_VMX_EPT_VPID_CAP);
+    let missing: Vec<Value> = partial
+        .missing
+        .iter()
+        .map(|(msr, name)| json!({ "msr": msr, "name": name }))
+        .collect();
     Ok(json!({
+        "missing_msrs": missing,
         "revision_id": caps.basic.revision_id(),
         "true_controls": caps.basic.true_controls(),
         "vmcs_region_size": caps.basic.vmcs_region_size(),
@@ -126,18 +154,21 @@ fn to_json(caps: &VmxCapabilities) -> Result<Value, String> {
             "ept": p2(SecondaryControls::ENABLE_EPT),
             "vpid": p2(SecondaryControls::ENABLE_VPID),
             "unrestricted_guest": p2(SecondaryControls::UNRESTRICTED_GUEST),
-            "preemption_timer": caps.pin.allows(PinBasedControls::ACTIVATE_VMX_PREEMPTION_TIMER),
-            "posted_interrupts": caps.pin.allows(PinBasedControls::PROCESS_POSTED_INTERRUPTS),
-            "monitor_trap_flag": caps.proc.allows(PrimaryControls::MONITOR_TRAP_FLAG),
+            "preemption_timer": pin(PinBasedControls::ACTIVATE_VMX_PREEMPTION_TIMER),
+            "posted_interrupts": pin(PinBasedControls::PROCESS_POSTED_INTERRUPTS),
+            "monitor_trap_flag": known(
+                group_known(ControlGroup::Primary),
+                caps.proc.allows(PrimaryControls::MONITOR_TRAP_FLAG)
+            ),
             "vmfunc": p2(SecondaryControls::ENABLE_VM_FUNCTIONS),
             "vmcs_shadowing": p2(SecondaryControls::VMCS_SHADOWING),
             "pml": p2(SecondaryControls::ENABLE_PML),
-            "ept_2m_pages": e.pde_2mb(),
-            "ept_1g_pages": e.pdpte_1gb(),
-            "ept_accessed_dirty": e.accessed_dirty(),
-            "ept_5_level": e.page_walk_5(),
-            "invept": e.invept(),
-            "invvpid": e.invvpid(),
+            "ept_2m_pages": known(ept_known, e.pde_2mb()),
+            "ept_1g_pages": known(ept_known, e.pdpte_1gb()),
+            "ept_accessed_dirty": known(ept_known, e.accessed_dirty()),
+            "ept_5_level": known(ept_known, e.page_walk_5()),
+            "invept": known(ept_known, e.invept()),
+            "invvpid": known(ept_known, e.invvpid()),
         },
         "capabilities": serde_json::to_value(caps).map_err(|e| e.to_string())?,
     }))
@@ -149,13 +180,14 @@ pub fn run(args: Args) -> Result<ExitCode, String> {
         Some(path) => read_file(path)?,
         None => read_cpu(args.cpu.unwrap_or(0))?,
     };
-    if args.json {
+    let text = if args.json {
         let value = to_json(&caps)?;
         let text = serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?;
-        println!("{text}");
+        format!("{text}\n")
     } else {
-        print!("{caps}");
-    }
+        caps.to_string()
+    };
+    io::write_stdout(&text)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -195,7 +227,7 @@ mod tests {
     #[test]
     fn json_for_a_model_without_secondary_exit_controls() {
         let text = include_str!("../../../vmx-caps/testdata/tigerlake.msr");
-        let caps = VmxCapabilities::read(&mut MsrSnapshot::parse(text).unwrap()).unwrap();
+        let caps = VmxCapabilities::read_partial(&mut MsrSnapshot::parse(text).unwrap()).unwrap();
         let v = to_json(&caps).unwrap();
         assert_eq!(
             v["controls"]["exit2"],

@@ -16,6 +16,8 @@ use vmcs::{VmcsRead, VmcsSnapshot, fields};
 use vmx_caps::{MsrSnapshot, VmxCapabilities};
 use vmx_core::{VmFail, VmInstructionError};
 
+use crate::io;
+
 /// Arguments of `vmxtool check`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -35,7 +37,7 @@ pub struct Args {
     #[arg(long)]
     vmresume: bool,
     /// The current-VMCS pointer (for the VMCS link pointer check K24); unchecked if absent.
-    #[arg(long, value_name = "ADDR", value_parser = parse_u64)]
+    #[arg(long, value_name = "ADDR", value_parser = io::parse_u64)]
     current_vmcs: Option<u64>,
     /// Physical memory for the rules that read it (virtual-APIC page, VMCS link pointer header,
     /// PDPTEs, VM-entry MSR-load area): the raw contents of FILE placed at physical address ADDR.
@@ -51,7 +53,7 @@ fn parse_region(s: &str) -> Result<(u64, PathBuf), String> {
     let (address, file) = s
         .split_once('=')
         .ok_or_else(|| format!("{s:?}: expected ADDR=FILE"))?;
-    Ok((parse_u64(address)?, PathBuf::from(file)))
+    Ok((io::parse_u64(address)?, PathBuf::from(file)))
 }
 
 /// Memory images at physical addresses; a read must fall inside one image.
@@ -84,16 +86,6 @@ fn parse_width(s: &str) -> Result<u8, String> {
     }
 }
 
-fn parse_u64(s: &str) -> Result<u64, String> {
-    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => s.parse(),
-    };
-    parsed.map_err(|e| format!("{s:?} is not a number: {e}"))
-}
-
-/// The snapshot as a VMCS: a field missing from it reads as unsupported (VMfailValid 12), so the
-/// checker reports the rules needing it as unchecked, or fails if every VMCS must have it.
 struct SnapshotVmcs(VmcsSnapshot);
 
 impl VmcsRead for SnapshotVmcs {
@@ -110,16 +102,18 @@ const UNKNOWN_POINTER: u64 = u64::MAX - 1;
 
 /// Runs `vmxtool check`.
 pub fn run(args: Args) -> Result<ExitCode, String> {
-    let caps_text = std::fs::read_to_string(&args.caps)
-        .map_err(|e| format!("reading {}: {e}", args.caps.display()))?;
-    let mut msrs =
-        MsrSnapshot::parse(&caps_text).map_err(|e| format!("{}: {e}", args.caps.display()))?;
-    let caps =
-        VmxCapabilities::read(&mut msrs).map_err(|e| format!("{}: {e}", args.caps.display()))?;
-    let vmcs_text = std::fs::read_to_string(&args.vmcs)
-        .map_err(|e| format!("reading {}: {e}", args.vmcs.display()))?;
+    if args.caps.as_os_str() == "-" && args.vmcs.as_os_str() == "-" {
+        return Err("--caps and --vmcs cannot both be standard input".to_owned());
+    }
+    let caps_name = io::shown(&args.caps);
+    let caps_text = io::read_text(&args.caps)?;
+    let mut msrs = MsrSnapshot::parse(&caps_text).map_err(|e| format!("{caps_name}: {e}"))?;
+    // The checker needs every capability the rules consult: a partial dump is refused here.
+    let caps = VmxCapabilities::read(&mut msrs).map_err(|e| format!("{caps_name}: {e}"))?;
+    let vmcs_name = io::shown(&args.vmcs);
+    let vmcs_text = io::read_text(&args.vmcs)?;
     let snapshot: VmcsSnapshot =
-        serde_json::from_str(&vmcs_text).map_err(|e| format!("{}: {e}", args.vmcs.display()))?;
+        serde_json::from_str(&vmcs_text).map_err(|e| format!("{vmcs_name}: {e}"))?;
     let vmcs = SnapshotVmcs(snapshot);
 
     let mut cpu = CpuFacts::new(args.maxphyaddr);
@@ -134,7 +128,7 @@ pub fn run(args: Args) -> Result<ExitCode, String> {
     let checker = Checker::new(&caps, cpu, launch);
     let mut memory = Regions(Vec::new());
     for (base, file) in &args.memory {
-        let bytes = std::fs::read(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
+        let bytes = io::read_bounded(file, io::MEMORY_LIMIT)?;
         memory.0.push((*base, bytes));
     }
     let report: Report<{ Rule::COUNT * 2 }> = checker.report(&vmcs, &mut memory).map_err(|e| {
@@ -150,11 +144,12 @@ pub fn run(args: Args) -> Result<ExitCode, String> {
         unchecked.push(Rule::K24);
     }
 
-    if args.json {
-        println!("{:#}", to_json(&report, &unchecked));
+    let text = if args.json {
+        format!("{:#}\n", to_json(&report, &unchecked))
     } else {
-        print_text(&report, &unchecked);
-    }
+        text_report(&report, &unchecked).map_err(|e| e.to_string())?
+    };
+    io::write_stdout(&text)?;
     Ok(if report.outcome() == Outcome::Success {
         ExitCode::SUCCESS
     } else {
@@ -207,13 +202,22 @@ fn to_json<const N: usize>(report: &Report<N>, unchecked: &[Rule]) -> Value {
     o
 }
 
-fn print_text<const N: usize>(report: &Report<N>, unchecked: &[Rule]) {
-    println!("predicted outcome: {}", report.outcome());
+fn text_report<const N: usize>(
+    report: &Report<N>,
+    unchecked: &[Rule],
+) -> Result<String, std::fmt::Error> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    writeln!(out, "predicted outcome: {}", report.outcome())?;
     let count = report.summary.violations;
-    println!("{count} violation{}", if count == 1 { "" } else { "s" });
+    writeln!(
+        out,
+        "{count} violation{}",
+        if count == 1 { "" } else { "s" }
+    )?;
     for v in report.violations() {
-        println!("  {:<4} {}", v.rule.id(), v.rule.summary());
-        println!("       section: {}", v.rule.section_title());
+        writeln!(out, "  {:<4} {}", v.rule.id(), v.rule.summary())?;
+        writeln!(out, "       section: {}", v.rule.section_title())?;
         let fields: Vec<String> = v
             .fields
             .as_slice()
@@ -221,21 +225,24 @@ fn print_text<const N: usize>(report: &Report<N>, unchecked: &[Rule]) {
             .map(|e| format!("{} ({e:#06x})", field_name(*e)))
             .collect();
         if !fields.is_empty() {
-            println!("       fields:  {}", fields.join(", "));
+            writeln!(out, "       fields:  {}", fields.join(", "))?;
         }
-        println!(
+        writeln!(
+            out,
             "       actual {:#x}, expected {}; alone: {}",
             v.actual, v.expected, v.outcome
-        );
+        )?;
     }
     if report.dropped() > 0 {
-        println!("  ... and {} more", report.dropped());
+        writeln!(out, "  ... and {} more", report.dropped())?;
     }
     if !unchecked.is_empty() {
         let ids: Vec<&str> = unchecked.iter().map(|r| r.id()).collect();
-        println!(
+        writeln!(
+            out,
             "not checked (need memory, a CPU fact or a missing field): {}",
             ids.join(", ")
-        );
+        )?;
     }
+    Ok(out)
 }

@@ -7,39 +7,41 @@ use std::process::ExitCode;
 use exits::{EventInjection, ExitField, ExitReason, RawExitInfo, VmExit};
 use serde::Serialize;
 
+use crate::io;
+
 /// Arguments of `vmxtool exit`. Numbers are decimal or `0x`-prefixed hexadecimal.
 #[derive(clap::Args)]
 pub struct Args {
     /// The exit-reason field: a basic reason (e.g. 30) or the full 32-bit value with its flags
     /// (e.g. 0x80000021 for a VM-entry failure due to invalid guest state).
-    #[arg(value_parser = parse_u32)]
+    #[arg(value_parser = io::parse_u32)]
     reason: u32,
     /// The exit qualification (default 0).
-    #[arg(value_parser = parse_u64)]
+    #[arg(value_parser = io::parse_u64)]
     qualification: Option<u64>,
     /// The VM-exit instruction-information field.
-    #[arg(long, value_name = "X", value_parser = parse_u32)]
+    #[arg(long, value_name = "X", value_parser = io::parse_u32)]
     instruction_info: Option<u32>,
     /// The VM-exit interruption-information field.
-    #[arg(long, value_name = "X", value_parser = parse_u32)]
+    #[arg(long, value_name = "X", value_parser = io::parse_u32)]
     interruption_info: Option<u32>,
     /// The VM-exit interruption error code.
-    #[arg(long, value_name = "X", value_parser = parse_u32)]
+    #[arg(long, value_name = "X", value_parser = io::parse_u32)]
     error_code: Option<u32>,
     /// The IDT-vectoring information field.
-    #[arg(long, value_name = "X", value_parser = parse_u32)]
+    #[arg(long, value_name = "X", value_parser = io::parse_u32)]
     idt_vectoring: Option<u32>,
     /// The IDT-vectoring error code.
-    #[arg(long, value_name = "X", value_parser = parse_u32)]
+    #[arg(long, value_name = "X", value_parser = io::parse_u32)]
     idt_error_code: Option<u32>,
     /// The VM-exit instruction length (default 0, printed as given).
-    #[arg(long, value_name = "X", value_parser = parse_u32)]
+    #[arg(long, value_name = "X", value_parser = io::parse_u32)]
     length: Option<u32>,
     /// The guest-linear-address field.
-    #[arg(long, value_name = "X", value_parser = parse_u64)]
+    #[arg(long, value_name = "X", value_parser = io::parse_u64)]
     guest_linear: Option<u64>,
     /// The guest-physical-address field.
-    #[arg(long, value_name = "X", value_parser = parse_u64)]
+    #[arg(long, value_name = "X", value_parser = io::parse_u64)]
     guest_physical: Option<u64>,
     /// Print the decoded exit as a JSON object with `reason`, `exit` and `reinjection`.
     #[arg(long)]
@@ -56,26 +58,6 @@ struct Decoded {
 }
 
 /// Parses a decimal or `0x`-hexadecimal number.
-fn parse_u64(text: &str) -> Result<u64, String> {
-    let trimmed = text.trim();
-    let (digits, radix) = match trimmed
-        .strip_prefix("0x")
-        .or_else(|| trimmed.strip_prefix("0X"))
-    {
-        Some(hex) => (hex, 16),
-        None => (trimmed, 10),
-    };
-    u64::from_str_radix(&digits.replace('_', ""), radix)
-        .map_err(|e| format!("cannot read {text:?} as a number: {e}"))
-}
-
-/// Parses a decimal or `0x`-hexadecimal number that fits in 32 bits.
-fn parse_u32(text: &str) -> Result<u32, String> {
-    let value = parse_u64(text)?;
-    u32::try_from(value).map_err(|_| format!("{text} does not fit in 32 bits"))
-}
-
-/// The option that supplies each field, to say which given options the reason does not use.
 fn option_of(field: ExitField) -> Option<&'static str> {
     match field {
         ExitField::ExitReason => None,
@@ -143,10 +125,10 @@ pub fn run(args: Args) -> Result<ExitCode, String> {
     for (field, is_given) in given {
         let unused = is_given && !used.contains(&field);
         if let Some(option) = option_of(field).filter(|_| unused) {
-            eprintln!(
+            io::write_stderr(&format!(
                 "vmxtool: note: {option} ({}) is not used for this exit",
                 field.sdm_name()
-            );
+            ));
         }
     }
 
@@ -159,16 +141,16 @@ pub fn run(args: Args) -> Result<ExitCode, String> {
         };
         let text = serde_json::to_string_pretty(&decoded)
             .map_err(|e| format!("cannot encode JSON: {e}"))?;
-        println!("{text}");
+        io::write_stdout(&format!("{text}\n"))?;
     } else {
-        println!("exit reason: {reason}");
-        println!("exit:        {exit}");
+        let mut text = format!("exit reason: {reason}\nexit:        {exit}\n");
         if let Some(injection) = reinjection {
-            println!(
-                "re-inject:   {injection} (VM-entry interruption information {:#010x})",
+            text.push_str(&format!(
+                "re-inject:   {injection} (VM-entry interruption information {:#010x})\n",
                 injection.interruption_info().bits()
-            );
+            ));
         }
+        io::write_stdout(&text)?;
     }
     Ok(ExitCode::SUCCESS)
 }

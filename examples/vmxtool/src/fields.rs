@@ -1,7 +1,6 @@
 //! `vmxtool fields`: every VMCS field of the SDM's Appendix B with its encoding, width, type and
 //! access, from the `vmcs` crate's field table.
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use serde_json::{Value, json};
@@ -24,12 +23,8 @@ pub fn run(args: Args) -> Result<ExitCode, String> {
     } else {
         table()
     };
-    match writeln!(std::io::stdout().lock(), "{text}") {
-        Ok(()) => Ok(ExitCode::SUCCESS),
-        // A closed pipe (`vmxtool fields | head`) is the reader's choice, not a failure.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
-        Err(e) => Err(format!("cannot write to standard output: {e}")),
-    }
+    crate::io::write_stdout(&format!("{text}\n"))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// One field as `vmxtool fields --json` prints it.

@@ -8,6 +8,7 @@ mod caps;
 mod check;
 mod exit;
 mod fields;
+mod io;
 
 /// Decode Intel VMX capabilities, VMCS fields and VM exits, and check a VMCS.
 #[derive(Parser)]
@@ -30,7 +31,21 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to standard output, usage errors to standard error; neither
+            // may abort when its stream is closed or full.
+            let code = u8::try_from(e.exit_code()).unwrap_or(2);
+            if let Err(write) = e.print()
+                && write.kind() != std::io::ErrorKind::BrokenPipe
+            {
+                io::write_stderr(&format!("vmxtool: cannot write: {write}"));
+                return ExitCode::FAILURE;
+            }
+            return ExitCode::from(code);
+        }
+    };
     let result = match cli.command {
         Command::Caps(args) => caps::run(args),
         Command::Fields(args) => fields::run(args),
@@ -40,7 +55,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(message) => {
-            eprintln!("vmxtool: {message}");
+            io::write_stderr(&format!("vmxtool: {message}"));
             ExitCode::FAILURE
         }
     }

@@ -202,3 +202,45 @@ fn memory_images_enable_the_memory_rules() {
     assert_eq!(json["violations"][1]["outcome"]["exit_qualification"], 2);
     assert_eq!(json["unchecked"].as_array().unwrap().len(), 0);
 }
+
+/// Standard output full (`>/dev/full`): an error, not an abort; closed (`| head -1`): a quiet
+/// end with the check's own status. Standard input stands in for the snapshot file.
+#[test]
+fn output_failures_are_reported_not_aborts() {
+    let snapshot = VmcsSnapshot::capture(&Env::tigerlake().vmcs).unwrap();
+    let json = serde_json::to_string(&snapshot).unwrap();
+    let caps = caps_file();
+    for extra in [&[][..], &["--json"][..]] {
+        for full in [true, false] {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_vmxtool"));
+            command
+                .args(["check", "--vmcs", "-", "--caps", &caps])
+                .args(extra)
+                .stdin(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            if full {
+                command.stdout(
+                    std::fs::File::options()
+                        .write(true)
+                        .open("/dev/full")
+                        .unwrap(),
+                );
+            } else {
+                let (reader, writer) = std::io::pipe().unwrap();
+                drop(reader);
+                command.stdout(writer);
+            }
+            let mut child = command.spawn().unwrap();
+            std::io::Write::write_all(&mut child.stdin.take().unwrap(), json.as_bytes()).unwrap();
+            let out = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            if full {
+                assert_eq!(out.status.code(), Some(1), "{extra:?}: {err}");
+                assert!(err.contains("cannot write to standard output"), "{err}");
+            } else {
+                assert_eq!(out.status.code(), Some(0), "{extra:?}: {err}");
+                assert_eq!(err, "");
+            }
+        }
+    }
+}
