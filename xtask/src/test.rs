@@ -17,7 +17,7 @@ pub enum Expect {
     )]
     Pass,
     /// `RESULT PASS`, and each named guest check has this verdict on its `mini-hv: <n> <name>
-    /// <verdict>` line ([`PASS`] or [`SKIPPED`]).
+    /// <verdict>` line ([`PASS`], or `skipped (not supported by this CPU)`).
     PassChecks(&'static [(&'static str, &'static str)]),
     /// `RESULT UNSUPPORTED`, and the serial log contains every one of these strings.
     Unsupported(&'static [&'static str]),
