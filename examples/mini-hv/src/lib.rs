@@ -8,9 +8,12 @@
 //!   the guest-state fields both guests start with, and the exit-handling steps both share.
 //! - [`boot_protocol`]: the Linux x86 boot protocol (setup header, memory layout, zero page, e820
 //!   map).
+//! - [`requirements`]: what the example needs from VMX, as data, and the verdict for any capability
+//!   set (shared with `vmxtool caps --example`).
 
 #![cfg_attr(not(test), no_std)]
 
 pub mod boot_protocol;
 pub mod decode;
 pub mod guest_state;
+pub mod requirements;

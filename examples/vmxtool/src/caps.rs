@@ -11,6 +11,7 @@ use vmx_caps::{
 };
 
 use crate::io;
+use crate::requirements::Verdict;
 
 // Reading a live CPU's MSRs (x86_64 only).
 #[cfg(any(target_arch = "x86_64", test))]
@@ -31,8 +32,13 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     cpu: Option<u32>,
     /// Print a JSON object instead of the text report.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "example")]
     json: bool,
+    /// Print whether the example hypervisor (examples/mini-hv) runs with these capabilities,
+    /// with which fallbacks, or which requirements are missing; exit status 0 when it runs, 2
+    /// when it does not (as `cargo xtask run` for UNSUPPORTED).
+    #[arg(long)]
+    example: bool,
 }
 
 /// `errno` EIO, for a short read, which carries no OS error of its own.
@@ -180,6 +186,25 @@ pub fn run(args: Args) -> Result<ExitCode, String> {
         Some(path) => read_file(path)?,
         None => read_cpu(args.cpu.unwrap_or(0))?,
     };
+    if args.example {
+        let verdict = Verdict::of(&caps.caps);
+        let mut text = String::new();
+        if !caps.missing.is_empty() {
+            let names: Vec<&str> = caps.missing.iter().map(|(_, name)| name).collect();
+            text.push_str(&format!(
+                "note: not in the dump (a TRUE MSR is read from its plain counterpart, any other \
+                 as offering nothing): {}\n",
+                names.join(", ")
+            ));
+        }
+        text.push_str(&verdict.to_string());
+        io::write_stdout(&text)?;
+        return Ok(if verdict.runs() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(2)
+        });
+    }
     let text = if args.json {
         let value = to_json(&caps)?;
         let text = serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?;

@@ -9,6 +9,9 @@ mod check;
 mod exit;
 mod fields;
 mod io;
+/// The example hypervisor's requirements, the very data mini-hv negotiates with.
+#[path = "../../mini-hv/src/requirements.rs"]
+mod requirements;
 
 /// Decode Intel VMX capabilities, VMCS fields and VM exits, and check a VMCS.
 #[derive(Parser)]

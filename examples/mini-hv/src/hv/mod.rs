@@ -24,15 +24,13 @@ use vmcs::structures::{
     write_msr_areas,
 };
 use vmcs::{HardwareVmcs, VmcsSnapshot, VmcsWrite, check, fields};
-use vmx_caps::{
-    ControlRequest, EntryControls, ExitControls, LiveMsrs, MsrSnapshot, PinBasedControls,
-    PrimaryControls, SecondaryControls, VmxCapabilities,
-};
+use vmx_caps::{LiveMsrs, MsrSnapshot, SecondaryControls, VmxCapabilities};
 use vmx_core::{ActiveVmcs, LivePlatform, VmFail, VmcsRegion, VmxRoot, VmxonRegion};
 
 use crate::guest::{self, abi};
 use crate::{print, println};
 use mini_hv_logic::guest_state;
+use mini_hv_logic::requirements::{self, Verdict as Requirements};
 use vcpu::{Config, End, Vcpu, Verdict};
 
 /// How the hypervisor's run ended; `main` prints the matching `mini-hv: RESULT ...` line and exits.
@@ -114,59 +112,19 @@ pub fn run() -> Outcome {
         Err(e) => println!("mini-hv: cannot capture the capability MSRs: {e}"),
     }
 
-    let request = ControlRequest::new()
-        .require(PinBasedControls::ACTIVATE_VMX_PREEMPTION_TIMER)
-        // NMIs that arrive while the guest runs belong to the host: they exit instead of being
-        // delivered through the guest's IDT.
-        .prefer(PinBasedControls::NMI_EXITING)
-        .require(
-            PrimaryControls::HLT_EXITING
-                | PrimaryControls::USE_IO_BITMAPS
-                | PrimaryControls::USE_MSR_BITMAPS
-                | PrimaryControls::CR8_LOAD_EXITING
-                | PrimaryControls::CR8_STORE_EXITING,
-        )
-        .require(SecondaryControls::ENABLE_EPT | SecondaryControls::UNRESTRICTED_GUEST)
-        .prefer(SecondaryControls::ENABLE_VPID | SecondaryControls::WBINVD_EXITING)
-        .require(
-            ExitControls::HOST_ADDRESS_SPACE_SIZE
-                | ExitControls::LOAD_IA32_EFER
-                | ExitControls::SAVE_IA32_EFER,
-        )
-        .require(EntryControls::LOAD_IA32_EFER);
-    let negotiated = caps.negotiate(&extras::prefer(request));
-    let mut missing = 0;
-    if let Err(e) = &negotiated {
+    // The requirements as data (`mini_hv_logic::requirements`, also behind `vmxtool caps
+    // --example`), plus the optional controls of the extra checks.
+    let verdict = Requirements::evaluate(&caps, &extras::prefer(requirements::request()));
+    print!("mini-hv: {verdict}");
+    if let Err(e) = &verdict.negotiated {
         println!("mini-hv: unsupported: {e}");
-        missing += 1;
-    }
-    if !caps.misc.activity_hlt() {
-        println!(
-            "mini-hv: unsupported: the HLT activity state (IA32_VMX_MISC[6]) is not supported"
-        );
-        missing += 1;
     }
     let ept_config = EptConfig::new(caps.ept_vpid, phys_addr_width());
-    if negotiated.is_ok() && !(caps.ept_vpid.page_walk_4() && caps.ept_vpid.memory_type_wb()) {
-        println!("mini-hv: unsupported: EPT needs 4-level walks and write-back paging structures");
-        missing += 1;
-    }
-    let negotiated = match negotiated {
-        Ok(n) if missing == 0 => n,
+    let negotiated = match verdict.negotiated {
+        Ok(n) if verdict.runs() => n,
         _ => return Outcome::Unsupported,
     };
     let controls = negotiated.value;
-    if controls.proc.intersects(
-        PrimaryControls::CR3_LOAD_EXITING
-            | PrimaryControls::CR3_STORE_EXITING
-            | PrimaryControls::INVLPG_EXITING,
-    ) {
-        println!(
-            "mini-hv: unsupported: CR3-load/-store and INVLPG exiting cannot be cleared (no TRUE \
-             capability MSRs), and this hypervisor does not emulate them"
-        );
-        return Outcome::Unsupported;
-    }
     for dropped in negotiated.drops() {
         println!("mini-hv: optional control dropped: {dropped}");
     }
