@@ -34,6 +34,7 @@ use vmcs::{InterruptibilityState, InterruptionType, VmcsRead, VmcsWrite, fields}
 use vmx_caps::{PinBasedControls, PrimaryControls};
 use vmx_core::VmFail;
 
+use crate::VmExit;
 use crate::event::{EventInjection, IdtVectoring, exception_mnemonic, is_software_event};
 use crate::instruction::InstructionLength;
 
@@ -536,6 +537,56 @@ pub fn request_nmi_window(vmcs: &mut impl VmcsWrite) -> Result<(), InjectError> 
 /// The [`VmFail`] of the VMREAD or VMWRITE of the primary processor-based controls.
 pub fn close_nmi_window(vmcs: &mut impl VmcsWrite) -> Result<(), VmFail> {
     set_primary(vmcs, PrimaryControls::NMI_WINDOW_EXITING, false)
+}
+
+/// A window exit: the guest became able to take the events it names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum Window {
+    /// Interrupt window (exit reason 7): external interrupts can be injected.
+    Interrupt,
+    /// NMI window (exit reason 8): an NMI can be injected.
+    Nmi,
+}
+
+/// On an interrupt-window or NMI-window exit, clears the window-exiting control that caused it
+/// (the exit would otherwise recur before every guest instruction) and says which window opened,
+/// so that the pending event can be delivered now; for any other exit, `None` with nothing read
+/// or written.
+///
+/// ```
+/// use exits::VmExit;
+/// use exits::inject::{Window, close_fired_window, request_interrupt_window};
+/// use vmcs::{SoftVmcs, VmcsRead, fields};
+/// use vmx_caps::PrimaryControls;
+///
+/// let mut vmcs = SoftVmcs::all_fields();
+/// request_interrupt_window(&mut vmcs)?;
+/// assert_eq!(close_fired_window(&mut vmcs, &VmExit::Hlt { length: exits::InstructionLength(1) })?, None);
+/// assert_eq!(close_fired_window(&mut vmcs, &VmExit::InterruptWindow)?, Some(Window::Interrupt));
+/// let proc = vmcs.read(fields::PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS)?;
+/// assert!(!proc.contains(PrimaryControls::INTERRUPT_WINDOW_EXITING));
+/// # Ok::<(), vmx_core::VmFail>(())
+/// ```
+///
+/// # Errors
+///
+/// The [`VmFail`] of the VMREAD or VMWRITE of the primary processor-based controls.
+pub fn close_fired_window(
+    vmcs: &mut impl VmcsWrite,
+    exit: &VmExit,
+) -> Result<Option<Window>, VmFail> {
+    match exit {
+        VmExit::InterruptWindow => {
+            close_interrupt_window(vmcs)?;
+            Ok(Some(Window::Interrupt))
+        }
+        VmExit::NmiWindow => {
+            close_nmi_window(vmcs)?;
+            Ok(Some(Window::Nmi))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Sets or clears `control` in the primary processor-based controls; writes only on a change.

@@ -9,11 +9,12 @@ use std::cell::RefCell;
 use check_common::Env;
 use exits::complete::{CompleteError, PENDING_DEBUG_BS, skip_instruction};
 use exits::inject::{
-    Blocking, Delivery, Exception, InjectError, SoftwareEvent, close_interrupt_window,
-    close_nmi_window, deliver_external_interrupt, deliver_nmi, inject_exception,
-    inject_external_interrupt, inject_nmi, inject_software_event, reinject, request_nmi_window,
+    Blocking, Delivery, Exception, InjectError, SoftwareEvent, Window, close_fired_window,
+    close_interrupt_window, close_nmi_window, deliver_external_interrupt, deliver_nmi,
+    inject_exception, inject_external_interrupt, inject_nmi, inject_software_event, reinject,
+    request_nmi_window,
 };
-use exits::{IdtVectoring, IdtVectoringInfo, InstructionLength, InterruptionType};
+use exits::{IdtVectoring, IdtVectoringInfo, InstructionLength, InterruptionType, VmExit};
 use proptest::prelude::*;
 use vmcs::check::{Outcome, Rule};
 use vmcs::{ActivityState, InterruptibilityState, SoftVmcs, VmcsRead, VmcsWrite, fields};
@@ -266,7 +267,11 @@ fn windows() {
     assert_eq!(env.check().outcome(), Outcome::Success);
     // The window exit: the guest enabled interrupts. Close the window and deliver.
     env.vmcs.write(fields::GUEST_RFLAGS, 0x202).unwrap();
-    close_interrupt_window(&mut env.vmcs).unwrap();
+    assert_eq!(
+        close_fired_window(&mut env.vmcs, &VmExit::InterruptWindow),
+        Ok(Some(Window::Interrupt))
+    );
+    close_interrupt_window(&mut env.vmcs).unwrap(); // closing again changes nothing
     assert!(!proc(&env).contains(PrimaryControls::INTERRUPT_WINDOW_EXITING));
     assert_eq!(
         deliver_external_interrupt(&mut env.vmcs, 0x30),
@@ -308,6 +313,16 @@ fn windows() {
             InterruptibilityState::empty(),
         )
         .unwrap();
+    // Not a window exit: nothing closed.
+    assert_eq!(
+        close_fired_window(&mut env.vmcs, &VmExit::TripleFault),
+        Ok(None)
+    );
+    assert!(proc(&env).contains(PrimaryControls::NMI_WINDOW_EXITING));
+    assert_eq!(
+        close_fired_window(&mut env.vmcs, &VmExit::NmiWindow),
+        Ok(Some(Window::Nmi))
+    );
     close_nmi_window(&mut env.vmcs).unwrap();
     assert_eq!(deliver_nmi(&mut env.vmcs), Ok(Delivery::Injected));
     assert!(!proc(&env).contains(PrimaryControls::NMI_WINDOW_EXITING));
