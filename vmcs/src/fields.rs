@@ -29,6 +29,7 @@ use crate::value::{
     SegmentAccessRights,
 };
 use ept::EptPointer;
+use vmx_caps::arch::{Cr0, Cr4, Dr7, Efer, Rflags};
 use vmx_caps::{
     EntryControls, ExitControls, PinBasedControls, PrimaryControls, SecondaryControls,
     SecondaryExitControls, TertiaryControls, VmFuncControls,
@@ -230,7 +231,7 @@ vmcs_fields! {
         /// Guest IA32_PAT
         GUEST_IA32_PAT: u64 = 0x2804;
         /// Guest IA32_EFER
-        GUEST_IA32_EFER: u64 = 0x2806;
+        GUEST_IA32_EFER: Efer = 0x2806;
         /// Guest IA32_PERF_GLOBAL_CTRL
         GUEST_IA32_PERF_GLOBAL_CTRL: u64 = 0x2808;
         /// Guest PDPTE0
@@ -273,7 +274,7 @@ vmcs_fields! {
         /// Host IA32_PAT
         HOST_IA32_PAT: u64 = 0x2c00;
         /// Host IA32_EFER
-        HOST_IA32_EFER: u64 = 0x2c02;
+        HOST_IA32_EFER: Efer = 0x2c02;
         /// Host IA32_PERF_GLOBAL_CTRL
         HOST_IA32_PERF_GLOBAL_CTRL: u64 = 0x2c04;
         /// Host IA32_PKRS
@@ -414,13 +415,13 @@ vmcs_fields! {
     // B.4.1 Natural-Width Control Fields
     [WidthNatural, ReadWrite] {
         /// CR0 guest/host mask
-        CR0_GUEST_HOST_MASK: u64 = 0x6000;
+        CR0_GUEST_HOST_MASK: Cr0 = 0x6000;
         /// CR4 guest/host mask
-        CR4_GUEST_HOST_MASK: u64 = 0x6002;
+        CR4_GUEST_HOST_MASK: Cr4 = 0x6002;
         /// CR0 read shadow
-        CR0_READ_SHADOW: u64 = 0x6004;
+        CR0_READ_SHADOW: Cr0 = 0x6004;
         /// CR4 read shadow
-        CR4_READ_SHADOW: u64 = 0x6006;
+        CR4_READ_SHADOW: Cr4 = 0x6006;
         /// CR3-target value 0
         CR3_TARGET_VALUE_0: u64 = 0x6008;
         /// CR3-target value 1
@@ -448,11 +449,11 @@ vmcs_fields! {
     // B.4.3 Natural-Width Guest-State Fields
     [WidthNatural, ReadWrite] {
         /// Guest CR0
-        GUEST_CR0: u64 = 0x6800;
+        GUEST_CR0: Cr0 = 0x6800;
         /// Guest CR3
         GUEST_CR3: u64 = 0x6802;
         /// Guest CR4
-        GUEST_CR4: u64 = 0x6804;
+        GUEST_CR4: Cr4 = 0x6804;
         /// Guest ES base
         GUEST_ES_BASE: u64 = 0x6806;
         /// Guest CS base
@@ -474,13 +475,13 @@ vmcs_fields! {
         /// Guest IDTR base
         GUEST_IDTR_BASE: u64 = 0x6818;
         /// Guest DR7
-        GUEST_DR7: u64 = 0x681a;
+        GUEST_DR7: Dr7 = 0x681a;
         /// Guest RSP
         GUEST_RSP: u64 = 0x681c;
         /// Guest RIP
         GUEST_RIP: u64 = 0x681e;
         /// Guest RFLAGS
-        GUEST_RFLAGS: u64 = 0x6820;
+        GUEST_RFLAGS: Rflags = 0x6820;
         /// Guest pending debug exceptions
         GUEST_PENDING_DEBUG_EXCEPTIONS: u64 = 0x6822;
         /// Guest IA32_SYSENTER_ESP
@@ -497,11 +498,11 @@ vmcs_fields! {
     // B.4.4 Natural-Width Host-State Fields
     [WidthNatural, ReadWrite] {
         /// Host CR0
-        HOST_CR0: u64 = 0x6c00;
+        HOST_CR0: Cr0 = 0x6c00;
         /// Host CR3
         HOST_CR3: u64 = 0x6c02;
         /// Host CR4
-        HOST_CR4: u64 = 0x6c04;
+        HOST_CR4: Cr4 = 0x6c04;
         /// Host FS base
         HOST_FS_BASE: u64 = 0x6c06;
         /// Host GS base

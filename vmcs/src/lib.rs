@@ -81,3 +81,6 @@ pub use value::{
     ActivityState, EntryInterruptionInfo, ExceptionBitmap, FieldValue, InterruptibilityState,
     InterruptionType, SegmentAccessRights,
 };
+/// The architectural register types of the CR0, CR4, IA32_EFER, RFLAGS and DR7 fields (declared
+/// in [`vmx_caps::arch`]).
+pub use vmx_caps::arch::{Cr0, Cr4, Dr7, Efer, Rflags, Xcr0};

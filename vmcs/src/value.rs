@@ -724,6 +724,11 @@ flags_value!(vmx_caps::ExitControls, u32, 32);
 flags_value!(vmx_caps::SecondaryExitControls, u64, 64);
 flags_value!(vmx_caps::EntryControls, u32, 32);
 flags_value!(vmx_caps::VmFuncControls, u64, 64);
+flags_value!(vmx_caps::arch::Cr0, u64, 64);
+flags_value!(vmx_caps::arch::Cr4, u64, 64);
+flags_value!(vmx_caps::arch::Efer, u64, 64);
+flags_value!(vmx_caps::arch::Rflags, u64, 64);
+flags_value!(vmx_caps::arch::Dr7, u64, 64);
 
 // ---------------------------------------------------------------------------------------------
 // EPT pointer

@@ -246,7 +246,11 @@ proptest! {
         typed_round_trip(fields::GUEST_TR_SELECTOR, c);
         typed_round_trip(fields::GUEST_TR_LIMIT, a);
         typed_round_trip(fields::GUEST_CR3, b);
-        typed_round_trip(fields::HOST_IA32_EFER, b);
+        typed_round_trip(fields::HOST_IA32_EFER, vmcs::Efer::from_bits_retain(b));
+        typed_round_trip(fields::GUEST_CR0, vmcs::Cr0::from_bits_retain(b));
+        typed_round_trip(fields::CR4_READ_SHADOW, vmcs::Cr4::from_bits_retain(b));
+        typed_round_trip(fields::GUEST_RFLAGS, vmcs::Rflags::from_bits_retain(b));
+        typed_round_trip(fields::GUEST_DR7, vmcs::Dr7::from_bits_retain(b));
     }
 
     #[test]

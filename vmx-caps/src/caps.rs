@@ -256,10 +256,6 @@ impl FixedBits {
     pub const fn must_be_zero(&self) -> u64 {
         !self.fixed1
     }
-    /// `value` with the must-be-one bits set and the must-be-zero bits cleared.
-    pub const fn apply(&self, value: u64) -> u64 {
-        (value | self.must_be_one()) & !self.must_be_zero()
-    }
 }
 
 /// `IA32_VMX_VMCS_ENUM` (SDM Vol. 3D, A.9 "VMCS Enumeration").

@@ -22,6 +22,7 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+pub mod arch;
 mod caps;
 pub mod controls;
 mod cr;
@@ -40,7 +41,7 @@ pub use controls::{
     ControlBit, ControlGroup, Controls, EntryControls, ExitControls, PinBasedControls,
     PrimaryControls, SecondaryControls, SecondaryExitControls, TertiaryControls, VmFuncControls,
 };
-pub use cr::{CR0_PE, CR0_PG, ControlRegister, FixedBitsError};
+pub use cr::{ControlRegister, CrFixedBits, CrUse, FixedBitsError};
 pub use negotiate::{
     CONFLICTS, ControlRequest, ControlSet, DEPENDENCIES, Default1Policy, DependencyPolicy,
     DropReason, DroppedControl, NegotiatedControls, NegotiationError, RequestProblem,

@@ -1,5 +1,7 @@
 //! Addresses of the VMX capability MSRs (SDM Vol. 3D, Appendix A, "VMX Capability Reporting
-//! Facility", and Vol. 4, "Model-Specific Registers") and the rules that say which of them exist.
+//! Facility", and Vol. 4, "Model-Specific Registers") and the rules that say which of them exist;
+//! and the addresses of the architectural MSRs a hypervisor saves, loads or intercepts around the
+//! VMCS (SDM Vol. 4, Table 2-2 "IA-32 Architectural MSRs").
 
 /// `IA32_FEATURE_CONTROL` (0x3A): lock bit and VMXON enables inside/outside SMX.
 pub const IA32_FEATURE_CONTROL: u32 = 0x3a;
@@ -47,6 +49,78 @@ pub const IA32_VMX_VMFUNC: u32 = 0x491;
 pub const IA32_VMX_PROCBASED_CTLS3: u32 = 0x492;
 /// `IA32_VMX_EXIT_CTLS2` (0x493): allowed-1 settings of the secondary VM-exit controls (A.4.2).
 pub const IA32_VMX_EXIT_CTLS2: u32 = 0x493;
+
+/// `IA32_TIME_STAMP_COUNTER` (10H): the time-stamp counter.
+pub const IA32_TIME_STAMP_COUNTER: u32 = 0x10;
+/// `IA32_APIC_BASE` (1BH): local APIC base address and enables.
+pub const IA32_APIC_BASE: u32 = 0x1b;
+/// `IA32_TSC_ADJUST` (3BH): adjustment added to the time-stamp counter.
+pub const IA32_TSC_ADJUST: u32 = 0x3b;
+/// `IA32_SPEC_CTRL` (48H): speculation control.
+pub const IA32_SPEC_CTRL: u32 = 0x48;
+/// `IA32_BIOS_UPDT_TRIG` (79H): microcode update trigger.
+pub const IA32_BIOS_UPDT_TRIG: u32 = 0x79;
+/// `IA32_BIOS_SIGN_ID` (8BH): microcode update signature.
+pub const IA32_BIOS_SIGN_ID: u32 = 0x8b;
+/// `IA32_SMM_MONITOR_CTL` (9BH): SMM monitor configuration (dual-monitor treatment).
+pub const IA32_SMM_MONITOR_CTL: u32 = 0x9b;
+/// `IA32_MTRRCAP` (FEH): MTRR capabilities.
+pub const IA32_MTRRCAP: u32 = 0xfe;
+/// `IA32_SYSENTER_CS` (174H): SYSENTER target code segment.
+pub const IA32_SYSENTER_CS: u32 = 0x174;
+/// `IA32_SYSENTER_ESP` (175H): SYSENTER target stack pointer.
+pub const IA32_SYSENTER_ESP: u32 = 0x175;
+/// `IA32_SYSENTER_EIP` (176H): SYSENTER target instruction pointer.
+pub const IA32_SYSENTER_EIP: u32 = 0x176;
+/// `IA32_MISC_ENABLE` (1A0H): miscellaneous processor feature enables.
+pub const IA32_MISC_ENABLE: u32 = 0x1a0;
+/// `IA32_DEBUGCTL` (1D9H): debug control (LBR, BTF, ...).
+pub const IA32_DEBUGCTL: u32 = 0x1d9;
+/// `IA32_PAT` (277H): page attribute table.
+pub const IA32_PAT: u32 = 0x277;
+/// `IA32_MTRR_DEF_TYPE` (2FFH): default memory type and MTRR enables.
+pub const IA32_MTRR_DEF_TYPE: u32 = 0x2ff;
+/// `IA32_PERF_GLOBAL_CTRL` (38FH): global enables of the performance counters.
+pub const IA32_PERF_GLOBAL_CTRL: u32 = 0x38f;
+/// `IA32_RTIT_CTL` (570H): Intel Processor Trace control.
+pub const IA32_RTIT_CTL: u32 = 0x570;
+/// `IA32_S_CET` (6A2H): supervisor-mode CET configuration.
+pub const IA32_S_CET: u32 = 0x6a2;
+/// `IA32_INTERRUPT_SSP_TABLE_ADDR` (6A8H): linear address of the interrupt shadow-stack table.
+pub const IA32_INTERRUPT_SSP_TABLE_ADDR: u32 = 0x6a8;
+/// `IA32_TSC_DEADLINE` (6E0H): TSC-deadline mode of the local APIC timer.
+pub const IA32_TSC_DEADLINE: u32 = 0x6e0;
+/// `IA32_PKRS` (6E1H): protection keys for supervisor-mode pages.
+pub const IA32_PKRS: u32 = 0x6e1;
+/// First x2APIC MSR (800H): `IA32_X2APIC_*` occupy 800H to 8FFH.
+pub const IA32_X2APIC_FIRST: u32 = 0x800;
+/// `IA32_X2APIC_TPR` (808H): the x2APIC task-priority register.
+pub const IA32_X2APIC_TPR: u32 = 0x808;
+/// Last x2APIC MSR (8FFH).
+pub const IA32_X2APIC_LAST: u32 = 0x8ff;
+/// `IA32_BNDCFGS` (D90H): supervisor MPX configuration.
+pub const IA32_BNDCFGS: u32 = 0xd90;
+/// `IA32_XSS` (DA0H): supervisor state components enabled for XSAVES.
+pub const IA32_XSS: u32 = 0xda0;
+/// `IA32_EFER` (C0000080H): extended feature enables ([`crate::arch::Efer`]).
+pub const IA32_EFER: u32 = 0xc000_0080;
+/// `IA32_STAR` (C0000081H): SYSCALL/SYSRET segment selectors.
+pub const IA32_STAR: u32 = 0xc000_0081;
+/// `IA32_LSTAR` (C0000082H): SYSCALL target RIP in 64-bit mode.
+pub const IA32_LSTAR: u32 = 0xc000_0082;
+/// `IA32_CSTAR` (C0000083H): SYSCALL target RIP in compatibility mode (not used by Intel
+/// processors).
+pub const IA32_CSTAR: u32 = 0xc000_0083;
+/// `IA32_FMASK` (C0000084H): RFLAGS mask of SYSCALL.
+pub const IA32_FMASK: u32 = 0xc000_0084;
+/// `IA32_FS_BASE` (C0000100H): FS base address.
+pub const IA32_FS_BASE: u32 = 0xc000_0100;
+/// `IA32_GS_BASE` (C0000101H): GS base address.
+pub const IA32_GS_BASE: u32 = 0xc000_0101;
+/// `IA32_KERNEL_GS_BASE` (C0000102H): the GS base SWAPGS exchanges.
+pub const IA32_KERNEL_GS_BASE: u32 = 0xc000_0102;
+/// `IA32_TSC_AUX` (C0000103H): the value RDTSCP and RDPID return.
+pub const IA32_TSC_AUX: u32 = 0xc000_0103;
 
 /// Every VMX capability MSR, in address order, with its SDM name.
 pub const ALL: [(u32, &str); 21] = [

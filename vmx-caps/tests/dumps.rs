@@ -1,8 +1,9 @@
 //! Decoding the capability MSRs read on every Bochs 2.7 CPU model with VMX (`testdata/*.msr`,
 //! eleven models), and negotiating the example hypervisor's controls against each.
 
+use vmx_caps::arch::{Cr0, Cr4};
 use vmx_caps::{
-    ControlGroup, ControlRequest, ControlState, Default1Policy, EntryControls, ExitControls,
+    ControlGroup, ControlRequest, ControlState, CrUse, Default1Policy, EntryControls, ExitControls,
     FeatureControl, MsrSnapshot, PinBasedControls, PrimaryControls, SecondaryControls,
     VmFuncControls, VmcsMemoryType, VmxCapabilities, msr,
 };
@@ -649,25 +650,38 @@ fn missing_msr_is_named() {
 #[test]
 fn cr_fixed_bits() {
     let c = caps("corei7_skylake_x");
-    assert_eq!(c.cr0_for_vmx(0x10), 0x8000_0031);
-    assert_eq!(c.cr4_for_vmx(0x20), 0x2020);
-    assert!(c.check_cr0(0x8000_0031, false).is_ok());
+    let vmx = c.cr0_fixed_bits(CrUse::Vmx);
+    assert_eq!(vmx.apply(Cr0::ET).bits(), 0x8000_0031);
+    assert_eq!(c.cr4_fixed_bits().apply(Cr4::PAE).bits(), 0x2020);
+    assert!(vmx.check(Cr0::from_bits_retain(0x8000_0031)).is_ok());
     // Real mode: PE = PG = 0 is allowed only for an unrestricted guest.
-    let err = c.check_cr0(0x30, false).unwrap_err();
+    let restricted = c.cr0_fixed_bits(CrUse::Guest {
+        unrestricted_guest: false,
+    });
+    let unrestricted = c.cr0_fixed_bits(CrUse::Guest {
+        unrestricted_guest: true,
+    });
+    let err = restricted.check(Cr0::from_bits_retain(0x30)).unwrap_err();
     assert_eq!(err.missing, 0x8000_0001);
     assert_eq!(
         err.to_string(),
         "CR0 value 0x30 is not allowed in VMX operation: bits 0x80000001 must be 1, bits 0x0 must be 0"
     );
-    assert!(c.check_cr0(0x30, true).is_ok());
+    assert!(unrestricted.check(Cr0::from_bits_retain(0x30)).is_ok());
     // NE stays required even for an unrestricted guest.
-    assert_eq!(c.check_cr0(0x10, true).unwrap_err().missing, 0x20);
-    assert_eq!(c.cr0_for_guest(0x10, true), 0x30);
-    assert_eq!(c.cr0_for_guest(0x10, false), 0x8000_0031);
-    // CR4 bits beyond FIXED1 (here bit 22, PKS... not in 0x3727ff) must be 0.
-    let err = c.check_cr4(0x2000 | (1 << 23)).unwrap_err();
+    assert_eq!(unrestricted.check(Cr0::ET).unwrap_err().missing, 0x20);
+    assert_eq!(unrestricted.apply(Cr0::ET).bits(), 0x30);
+    assert_eq!(restricted.apply(Cr0::ET).bits(), 0x8000_0031);
+    // CD and NW are never checked for a guest (VM entry does not change them), but are for VMXON
+    // when FIXED1 forbids them; the reset value passes as an unrestricted guest's CR0 once NE is
+    // set.
+    assert!(unrestricted.check(Cr0::RESET | Cr0::NE).is_ok());
+    // FIXED1 is 0xffffffff: bits 63:32 are fixed to 0, and NE to 1.
+    assert_eq!(unrestricted.fixed().bits(), 0xffff_ffff_0000_0020);
+    // CR4 bits beyond FIXED1 (here bit 23, CET, not in 0x3727ff) must be 0.
+    let err = c.cr4_fixed_bits().check(Cr4::VMXE | Cr4::CET).unwrap_err();
     assert_eq!(err.forbidden, 1 << 23);
-    assert!(c.check_cr4(0).is_err());
+    assert!(c.cr4_fixed_bits().check(Cr4::empty()).is_err());
 }
 
 #[test]

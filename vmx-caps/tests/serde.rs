@@ -41,3 +41,43 @@ fn negotiation_result_serializes() {
     assert_eq!(json["value"]["proc2"], 0x2);
     assert_eq!(json["value"]["proc"], 0x0400_6172 | 0x80 | 0x8000_0000u32);
 }
+
+#[test]
+fn architectural_registers_serialize_as_integers() {
+    use vmx_caps::arch::{Cr0, Cr4, Dr7, Efer, Rflags, Xcr0};
+    use vmx_caps::{CrUse, MsrSnapshot as Snap};
+    // Linux's long-mode EFER with an unknown bit 16: the integer, unknown bit kept.
+    let efer = Efer::from_bits_retain(0x1_0d01);
+    assert_eq!(serde_json::to_value(efer).unwrap(), 0x1_0d01);
+    assert_eq!(
+        serde_json::from_value::<Efer>(0x1_0d01.into()).unwrap(),
+        efer
+    );
+    let cr0 = Cr0::PE | Cr0::NE | Cr0::PG;
+    assert_eq!(serde_json::to_string(&cr0).unwrap(), "2147483681");
+    for raw in [0u64, 0x2000, u64::MAX] {
+        let json = serde_json::Value::from(raw);
+        assert_eq!(
+            serde_json::from_value::<Cr4>(json.clone()).unwrap().bits(),
+            raw
+        );
+        assert_eq!(
+            serde_json::from_value::<Rflags>(json.clone())
+                .unwrap()
+                .bits(),
+            raw
+        );
+        assert_eq!(
+            serde_json::from_value::<Dr7>(json.clone()).unwrap().bits(),
+            raw
+        );
+        assert_eq!(serde_json::from_value::<Xcr0>(json).unwrap().bits(), raw);
+    }
+    // The fixed bits, as a whole.
+    let text = include_str!("../testdata/tigerlake.msr");
+    let caps = VmxCapabilities::read(&mut Snap::parse(text).unwrap()).unwrap();
+    let fixed = caps.cr0_fixed_bits(CrUse::Vmx);
+    let json = serde_json::to_value(fixed).unwrap();
+    assert_eq!(json["must_be_one"], 0x8000_0021u64);
+    assert_eq!(json["register"], "Cr0");
+}

@@ -105,8 +105,8 @@ pub use invalidation::{
     InvalidationError, InveptDescriptor, InveptType, InvvpidDescriptor, InvvpidType,
 };
 pub use lifecycle::{
-    CR4_VMXE, EnableError, LivePlatform, PriorState, VmxPlatform, VmxRoot, feature_control_update,
-    prepare, vmx_control_registers,
+    EnableError, LivePlatform, PriorState, VmxPlatform, VmxRoot, feature_control_update, prepare,
+    vmx_control_registers,
 };
 pub use region::{PhysTranslate, REGION_SIZE, RegionError, VmcsRegion, VmxonRegion};
 pub use smp::{

@@ -5,7 +5,8 @@
 use core::arch::asm;
 use core::marker::PhantomData;
 
-use vmx_caps::{EptVpidCap, FeatureControl, FixedBits, VmxBasic, VmxCapabilities, msr};
+use vmx_caps::arch::{Cr0, Cr4};
+use vmx_caps::{CrFixedBits, CrUse, EptVpidCap, FeatureControl, VmxBasic, VmxCapabilities, msr};
 
 use crate::error::VmFail;
 use crate::instructions;
@@ -13,9 +14,6 @@ use crate::invalidation::{
     InvalidationError, InveptDescriptor, InveptType, InvvpidDescriptor, InvvpidType,
 };
 use crate::region::{PhysTranslate, REGION_SIZE, RegionError, VmxonRegion, region_phys};
-
-/// CR4.VMXE (bit 13): VMX enable.
-pub const CR4_VMXE: u64 = 1 << 13;
 
 /// The processor state that entering VMX operation reads and changes: CPUID, MSRs and control
 /// registers. [`LivePlatform`] is the processor itself; tests substitute a fake.
@@ -27,13 +25,13 @@ pub trait VmxPlatform {
     /// WRMSR of an MSR that exists on this processor.
     fn write_msr(&mut self, msr: u32, value: u64);
     /// MOV from CR0.
-    fn read_cr0(&mut self) -> u64;
+    fn read_cr0(&mut self) -> Cr0;
     /// MOV to CR0.
-    fn write_cr0(&mut self, value: u64);
+    fn write_cr0(&mut self, value: Cr0);
     /// MOV from CR4.
-    fn read_cr4(&mut self) -> u64;
+    fn read_cr4(&mut self) -> Cr4;
     /// MOV to CR4.
-    fn write_cr4(&mut self, value: u64);
+    fn write_cr4(&mut self, value: Cr4);
 }
 
 /// The running processor as a [`VmxPlatform`] (CPUID, RDMSR/WRMSR, MOV to/from CR0/CR4). `!Send`:
@@ -74,30 +72,30 @@ impl VmxPlatform for LivePlatform {
         unsafe { x86::msr::wrmsr(msr, value) }
     }
 
-    fn read_cr0(&mut self) -> u64 {
+    fn read_cr0(&mut self) -> Cr0 {
         let value: u64;
         // SAFETY: CPL 0 by `new`'s contract; reading CR0 has no side effect.
         unsafe { asm!("mov {}, cr0", out(reg) value, options(nomem, nostack, preserves_flags)) };
-        value
+        Cr0::from_bits_retain(value)
     }
 
-    fn write_cr0(&mut self, value: u64) {
+    fn write_cr0(&mut self, value: Cr0) {
         // SAFETY: CPL 0 by `new`'s contract; the caller of `VmxRoot::enable` accepted the CR0
         // changes it documents (setting IA32_VMX_CR0_FIXED0 bits, which a 64-bit host has set).
-        unsafe { asm!("mov cr0, {}", in(reg) value, options(nostack, preserves_flags)) };
+        unsafe { asm!("mov cr0, {}", in(reg) value.bits(), options(nostack, preserves_flags)) };
     }
 
-    fn read_cr4(&mut self) -> u64 {
+    fn read_cr4(&mut self) -> Cr4 {
         let value: u64;
         // SAFETY: CPL 0 by `new`'s contract; reading CR4 has no side effect.
         unsafe { asm!("mov {}, cr4", out(reg) value, options(nomem, nostack, preserves_flags)) };
-        value
+        Cr4::from_bits_retain(value)
     }
 
-    fn write_cr4(&mut self, value: u64) {
+    fn write_cr4(&mut self, value: Cr4) {
         // SAFETY: CPL 0 by `new`'s contract; the caller accepted the CR4 changes documented by
         // `VmxRoot::enable` (CR4.VMXE and the IA32_VMX_CR4_FIXED0 bits).
-        unsafe { asm!("mov cr4, {}", in(reg) value, options(nostack, preserves_flags)) };
+        unsafe { asm!("mov cr4, {}", in(reg) value.bits(), options(nostack, preserves_flags)) };
     }
 }
 
@@ -170,23 +168,22 @@ pub fn feature_control_update(
 }
 
 /// CR0 and CR4 for VMX operation (SDM Vol. 3C, §24.8): CR4.VMXE and every must-be-one bit of the
-/// fixed-bit MSRs set. A bit that is set but must be 0 is an error rather than silently cleared,
-/// since clearing it would change how the host runs.
+/// fixed bits ([`VmxCapabilities::cr0_fixed_bits`] for [`CrUse::Vmx`],
+/// [`VmxCapabilities::cr4_fixed_bits`]) set. A bit that is set but must be 0 is an error rather
+/// than silently cleared, since clearing it would change how the host runs.
 pub fn vmx_control_registers(
-    cr0: u64,
-    cr4: u64,
-    cr0_fixed: &FixedBits,
-    cr4_fixed: &FixedBits,
-) -> Result<(u64, u64), EnableError> {
-    let cr0 = cr0 | cr0_fixed.must_be_one();
-    let cr4 = cr4 | CR4_VMXE | cr4_fixed.must_be_one();
-    let cr0_bad = cr0 & cr0_fixed.must_be_zero();
-    if cr0_bad != 0 {
-        return Err(EnableError::Cr0MustBeZero(cr0_bad));
+    cr0: Cr0,
+    cr4: Cr4,
+    cr0_fixed: CrFixedBits<Cr0>,
+    cr4_fixed: CrFixedBits<Cr4>,
+) -> Result<(Cr0, Cr4), EnableError> {
+    let cr0 = cr0 | cr0_fixed.must_be_one;
+    let cr4 = cr4 | Cr4::VMXE | cr4_fixed.must_be_one;
+    if let Err(error) = cr0_fixed.check(cr0) {
+        return Err(EnableError::Cr0MustBeZero(error.forbidden));
     }
-    let cr4_bad = cr4 & cr4_fixed.must_be_zero();
-    if cr4_bad != 0 {
-        return Err(EnableError::Cr4MustBeZero(cr4_bad));
+    if let Err(error) = cr4_fixed.check(cr4) {
+        return Err(EnableError::Cr4MustBeZero(error.forbidden));
     }
     Ok((cr0, cr4))
 }
@@ -195,9 +192,9 @@ pub fn vmx_control_registers(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PriorState {
     /// CR0 before.
-    pub cr0: u64,
+    pub cr0: Cr0,
     /// CR4 before (CR4.VMXE was clear).
-    pub cr4: u64,
+    pub cr4: Cr4,
     /// The value written to IA32_FEATURE_CONTROL, if it was unlocked (it stays locked).
     pub feature_control_written: Option<FeatureControl>,
 }
@@ -215,13 +212,18 @@ pub fn prepare(
     }
     let cr0 = platform.read_cr0();
     let cr4 = platform.read_cr4();
-    if cr4 & CR4_VMXE != 0 {
+    if cr4.contains(Cr4::VMXE) {
         return Err(EnableError::AlreadyEnabled);
     }
     let feature_control =
         FeatureControl::from_bits_retain(platform.read_msr(msr::IA32_FEATURE_CONTROL));
     let update = feature_control_update(feature_control)?;
-    let (new_cr0, new_cr4) = vmx_control_registers(cr0, cr4, &caps.cr0_fixed, &caps.cr4_fixed)?;
+    let (new_cr0, new_cr4) = vmx_control_registers(
+        cr0,
+        cr4,
+        caps.cr0_fixed_bits(CrUse::Vmx),
+        caps.cr4_fixed_bits(),
+    )?;
     if let Some(value) = update {
         platform.write_msr(msr::IA32_FEATURE_CONTROL, value.bits());
     }
@@ -321,7 +323,7 @@ impl VmxRoot {
         match unsafe { instructions::vmxoff() } {
             Ok(()) => {
                 let cr4 = platform.read_cr4();
-                platform.write_cr4(cr4 & !CR4_VMXE);
+                platform.write_cr4(cr4 - Cr4::VMXE);
                 Ok(self.region)
             }
             Err(fail) => Err((self, fail)),

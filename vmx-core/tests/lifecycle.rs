@@ -5,11 +5,13 @@
 use core::mem::{align_of, offset_of, size_of};
 
 use proptest::prelude::*;
-use vmx_caps::{FeatureControl, FixedBits, MsrSnapshot, VmxBasic, VmxCapabilities};
+use vmx_caps::arch::{Cr0, Cr4};
+use vmx_caps::{
+    CrFixedBits, CrUse, FeatureControl, FixedBits, MsrSnapshot, VmxBasic, VmxCapabilities,
+};
 use vmx_core::{
-    CR4_VMXE, EnableError, FxsaveArea, GuestRegisters, PriorState, REGION_SIZE, RegionError,
-    VmcsRegion, VmxPlatform, VmxRoot, VmxonRegion, feature_control_update, prepare,
-    vmx_control_registers,
+    EnableError, FxsaveArea, GuestRegisters, PriorState, REGION_SIZE, RegionError, VmcsRegion,
+    VmxPlatform, VmxRoot, VmxonRegion, feature_control_update, prepare, vmx_control_registers,
 };
 
 fn caps(name: &str) -> VmxCapabilities {
@@ -24,8 +26,8 @@ fn caps(name: &str) -> VmxCapabilities {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Write {
     Msr(u32, u64),
-    Cr0(u64),
-    Cr4(u64),
+    Cr0(Cr0),
+    Cr4(Cr4),
 }
 
 /// A processor made of fields; every write is recorded.
@@ -33,15 +35,17 @@ enum Write {
 struct FakePlatform {
     vmx: bool,
     feature_control: u64,
-    cr0: u64,
-    cr4: u64,
+    cr0: Cr0,
+    cr4: Cr4,
     writes: Vec<Write>,
 }
 
 /// CR0 of a 64-bit host: PG, AM, WP, NE, ET, MP, PE.
-const HOST_CR0: u64 = 0x8005_0033;
+const HOST_CR0: Cr0 = Cr0::from_bits_retain(0x8005_0033);
 /// CR4 of a 64-bit host: PAE, PGE, OSFXSR, OSXMMEXCPT.
-const HOST_CR4: u64 = 0x6a0;
+const HOST_CR4: Cr4 = Cr4::from_bits_retain(0x6a0);
+/// CR4.VMXE.
+const CR4_VMXE: Cr4 = Cr4::VMXE;
 
 impl FakePlatform {
     fn new(feature_control: u64) -> Self {
@@ -68,17 +72,17 @@ impl VmxPlatform for FakePlatform {
         self.feature_control = value;
         self.writes.push(Write::Msr(msr, value));
     }
-    fn read_cr0(&mut self) -> u64 {
+    fn read_cr0(&mut self) -> Cr0 {
         self.cr0
     }
-    fn write_cr0(&mut self, value: u64) {
+    fn write_cr0(&mut self, value: Cr0) {
         self.cr0 = value;
         self.writes.push(Write::Cr0(value));
     }
-    fn read_cr4(&mut self) -> u64 {
+    fn read_cr4(&mut self) -> Cr4 {
         self.cr4
     }
-    fn write_cr4(&mut self, value: u64) {
+    fn write_cr4(&mut self, value: Cr4) {
         self.cr4 = value;
         self.writes.push(Write::Cr4(value));
     }
@@ -118,8 +122,8 @@ fn prepare_cases() {
         caps: VmxCapabilities,
         vmx: bool,
         feature_control: u64,
-        cr0: u64,
-        cr4: u64,
+        cr0: Cr0,
+        cr4: Cr4,
         expected: Result<Vec<Write>, EnableError>,
     }
     let base = |name, caps| Case {
@@ -166,14 +170,14 @@ fn prepare_cases() {
             ..base("CR4.VMXE already set", skylake)
         },
         Case {
-            cr0: HOST_CR0 & !(1 << 5),
+            cr0: HOST_CR0 - Cr0::NE,
             expected: Ok(vec![Write::Cr0(HOST_CR0), Write::Cr4(HOST_CR4 | CR4_VMXE)]),
             ..base("CR0.NE clear: set by CR0_FIXED0", skylake)
         },
         Case {
             // CR4.FSGSBASE (bit 16) is 0 in penryn's IA32_VMX_CR4_FIXED1 (0x467ff).
             feature_control: 0,
-            cr4: HOST_CR4 | 1 << 16,
+            cr4: HOST_CR4 | Cr4::FSGSBASE,
             expected: Err(EnableError::Cr4MustBeZero(1 << 16)),
             ..base(
                 "CR4 bit outside FIXED1: nothing written, not even the lock",
@@ -181,8 +185,8 @@ fn prepare_cases() {
             )
         },
         Case {
-            cr4: HOST_CR4 | 1 << 16,
-            expected: Ok(vec![Write::Cr4(HOST_CR4 | 1 << 16 | CR4_VMXE)]),
+            cr4: HOST_CR4 | Cr4::FSGSBASE,
+            expected: Ok(vec![Write::Cr4(HOST_CR4 | Cr4::FSGSBASE | CR4_VMXE)]),
             ..base(
                 "CR4.FSGSBASE allowed by tigerlake's FIXED1 (0xf72fff)",
                 tigerlake,
@@ -448,22 +452,23 @@ proptest! {
         fixed0_4 in any::<u64>(), fixed1_4 in any::<u64>(),
     ) {
         let f0 = FixedBits { fixed0: fixed0_0, fixed1: fixed1_0 | fixed0_0 };
-        let f4 = FixedBits { fixed0: fixed0_4, fixed1: fixed1_4 | fixed0_4 | CR4_VMXE };
-        match vmx_control_registers(cr0, cr4, &f0, &f4) {
+        let f4 = FixedBits { fixed0: fixed0_4, fixed1: fixed1_4 | fixed0_4 | CR4_VMXE.bits() };
+        let (cr0, cr4) = (Cr0::from_bits_retain(cr0), Cr4::from_bits_retain(cr4));
+        match vmx_control_registers(cr0, cr4, CrFixedBits::<Cr0>::cr0(&f0, CrUse::Vmx), CrFixedBits::<Cr4>::cr4(&f4)) {
             Ok((new0, new4)) => {
-                prop_assert_eq!(new0, cr0 | fixed0_0);
-                prop_assert_eq!(new4, cr4 | fixed0_4 | CR4_VMXE);
-                prop_assert_eq!(f0.apply(new0), new0);
-                prop_assert_eq!(f4.apply(new4), new4);
+                prop_assert_eq!(new0.bits(), cr0.bits() | fixed0_0);
+                prop_assert_eq!(new4.bits(), cr4.bits() | fixed0_4 | CR4_VMXE.bits());
+                prop_assert_eq!(new0.bits() & !f0.fixed1, 0);
+                prop_assert_eq!(new4.bits() & !f4.fixed1, 0);
             }
             Err(EnableError::Cr0MustBeZero(bad)) => {
                 prop_assert_ne!(bad, 0);
-                prop_assert_eq!(bad, (cr0 | fixed0_0) & !f0.fixed1);
+                prop_assert_eq!(bad, (cr0.bits() | fixed0_0) & !f0.fixed1);
             }
             Err(EnableError::Cr4MustBeZero(bad)) => {
-                prop_assert_eq!((cr0 | fixed0_0) & !f0.fixed1, 0);
+                prop_assert_eq!((cr0.bits() | fixed0_0) & !f0.fixed1, 0);
                 prop_assert_ne!(bad, 0);
-                prop_assert_eq!(bad, (cr4 | fixed0_4 | CR4_VMXE) & !f4.fixed1);
+                prop_assert_eq!(bad, (cr4.bits() | fixed0_4 | CR4_VMXE.bits()) & !f4.fixed1);
             }
             Err(other) => prop_assert!(false, "unexpected {other}"),
         }

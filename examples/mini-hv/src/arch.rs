@@ -8,6 +8,9 @@ use core::arch::{asm, global_asm};
 use core::cell::UnsafeCell;
 use core::mem::size_of;
 
+use vmx_caps::arch::{Cr0, Cr4, Efer};
+use vmx_caps::msr::{IA32_EFER, IA32_FS_BASE, IA32_GS_BASE};
+
 /// Host code segment selector.
 pub const KERNEL_CS: u16 = 0x08;
 /// Host data/stack segment selector.
@@ -98,40 +101,33 @@ pub unsafe fn wrmsr(msr: u32, value: u64) {
     };
 }
 
-/// IA32_EFER.
-pub const IA32_EFER: u32 = 0xC000_0080;
-/// IA32_FS_BASE.
-pub const IA32_FS_BASE: u32 = 0xC000_0100;
-/// IA32_GS_BASE.
-pub const IA32_GS_BASE: u32 = 0xC000_0101;
-
 macro_rules! read_cr {
-    ($(#[$doc:meta])* $name:ident, $reg:literal) => {
+    ($(#[$doc:meta])* $name:ident, $reg:literal, $ty:ty, $wrap:expr) => {
         $(#[$doc])*
-        pub fn $name() -> u64 {
+        pub fn $name() -> $ty {
             let value: u64;
             // SAFETY: reading a control register has no side effect; the kernel runs at CPL 0.
             unsafe { asm!(concat!("mov {}, ", $reg), out(reg) value, options(nomem, nostack, preserves_flags)) };
-            value
+            $wrap(value)
         }
     };
 }
 
 read_cr!(
     /// CR0.
-    cr0, "cr0"
+    cr0, "cr0", Cr0, Cr0::from_bits_retain
 );
 read_cr!(
     /// CR2 (the last page-fault linear address).
-    cr2, "cr2"
+    cr2, "cr2", u64, u64::from
 );
 read_cr!(
     /// CR3.
-    cr3, "cr3"
+    cr3, "cr3", u64, u64::from
 );
 read_cr!(
     /// CR4.
-    cr4, "cr4"
+    cr4, "cr4", Cr4, Cr4::from_bits_retain
 );
 
 /// Writes CR4.
@@ -142,9 +138,9 @@ read_cr!(
     dead_code,
     reason = "host API for the hypervisor (src/hv), which may not use all of it"
 )]
-pub unsafe fn write_cr4(value: u64) {
+pub unsafe fn write_cr4(value: Cr4) {
     // SAFETY: guaranteed by the caller.
-    unsafe { asm!("mov cr4, {}", in(reg) value, options(nostack, preserves_flags)) };
+    unsafe { asm!("mov cr4, {}", in(reg) value.bits(), options(nostack, preserves_flags)) };
 }
 
 /// Writes CR0.
@@ -155,9 +151,9 @@ pub unsafe fn write_cr4(value: u64) {
     dead_code,
     reason = "host API for the hypervisor (src/hv), which may not use all of it"
 )]
-pub unsafe fn write_cr0(value: u64) {
+pub unsafe fn write_cr0(value: Cr0) {
     // SAFETY: guaranteed by the caller.
-    unsafe { asm!("mov cr0, {}", in(reg) value, options(nostack, preserves_flags)) };
+    unsafe { asm!("mov cr0, {}", in(reg) value.bits(), options(nostack, preserves_flags)) };
 }
 
 /// A cell for the host's descriptor tables: one CPU, written during `init` only.
@@ -411,10 +407,10 @@ extern "C" fn exception_handler(frame: &ExceptionFrame) -> ! {
     crate::println!("  RSP {:#018x}  SS {:#06x}", f.rsp, f.ss);
     crate::println!(
         "  CR0 {:#018x}  CR2 {:#018x}  CR3 {:#018x}  CR4 {:#018x}",
-        cr0(),
+        cr0().bits(),
         cr2(),
         cr3(),
-        cr4()
+        cr4().bits()
     );
     crate::println!(
         "  RAX {:#018x}  RBX {:#018x}  RCX {:#018x}  RDX {:#018x}",
@@ -552,13 +548,13 @@ pub struct HostState {
     /// IA32_GS_BASE.
     pub gs_base: u64,
     /// CR0.
-    pub cr0: u64,
+    pub cr0: Cr0,
     /// CR3.
     pub cr3: u64,
     /// CR4.
-    pub cr4: u64,
+    pub cr4: Cr4,
     /// IA32_EFER.
-    pub efer: u64,
+    pub efer: Efer,
 }
 
 /// Reads the current host state.
@@ -598,6 +594,6 @@ pub fn host_state() -> HostState {
         cr0: cr0(),
         cr3: cr3(),
         cr4: cr4(),
-        efer,
+        efer: Efer::from_bits_retain(efer),
     }
 }

@@ -7,42 +7,9 @@ use exits::VmExit;
 use vmcs::{
     ActivityState, GuestSegment, InterruptibilityState, Segment, VmcsRead, VmcsWrite, fields,
 };
-use vmx_caps::{EntryControls, FixedBits};
+use vmx_caps::arch::{Cr0, Cr4, Dr7, Efer, Rflags, Xcr0};
+use vmx_caps::{CrFixedBits, CrUse, EntryControls, FixedBits};
 use vmx_core::{GuestRegisters, VmFail};
-
-/// CR0.PE (protection enable).
-pub const CR0_PE: u64 = 1 << 0;
-/// CR0.WP (write protect).
-pub const CR0_WP: u64 = 1 << 16;
-/// CR0.NW (not write-through).
-pub const CR0_NW: u64 = 1 << 29;
-/// CR0.CD (cache disable).
-pub const CR0_CD: u64 = 1 << 30;
-/// CR0.PG (paging).
-pub const CR0_PG: u64 = 1 << 31;
-/// CR4.PSE (page size extensions).
-pub const CR4_PSE: u64 = 1 << 4;
-/// CR4.PAE (physical address extension).
-pub const CR4_PAE: u64 = 1 << 5;
-/// CR4.PGE (page global enable).
-pub const CR4_PGE: u64 = 1 << 7;
-/// CR4.LA57 (57-bit linear addresses).
-pub const CR4_LA57: u64 = 1 << 12;
-/// CR4.VMXE (VMX enable).
-pub const CR4_VMXE: u64 = 1 << 13;
-/// CR4.SMXE (SMX enable).
-pub const CR4_SMXE: u64 = 1 << 14;
-/// CR4.PCIDE (PCID enable).
-pub const CR4_PCIDE: u64 = 1 << 17;
-const CR4_OSXSAVE: u64 = 1 << 18;
-/// CR4.SMEP (supervisor-mode execution prevention).
-pub const CR4_SMEP: u64 = 1 << 20;
-/// CR4.CET (control-flow enforcement technology).
-pub const CR4_CET: u64 = 1 << 23;
-/// IA32_EFER.LME (IA-32e mode enable).
-pub const EFER_LME: u64 = 1 << 8;
-/// IA32_EFER.LMA (IA-32e mode active).
-pub const EFER_LMA: u64 = 1 << 10;
 
 /// Why a MOV to CR0 or CR4 raises #GP(0): the conditions of the SDM's "MOV—Move to/from Control
 /// Registers" (Vol. 2B; Protected Mode, Compatibility Mode and 64-Bit Mode Exceptions) that a
@@ -67,7 +34,7 @@ pub enum CrFault {
     ClearWriteProtectWithCet,
     /// A 1 in a reserved bit of CR4 (bits IA32_VMX_CR4_FIXED1 reports 0, and VMXE and SMXE, which
     /// the guest's CPUID hides); carries those bits.
-    Cr4Reserved(u64),
+    Cr4Reserved(Cr4),
     /// Clearing CR4.PAE while IA-32e mode is active (leaving IA-32e mode that way).
     ClearPaeInIa32eMode,
     /// Setting CR4.PCIDE outside IA-32e mode.
@@ -99,7 +66,7 @@ impl core::fmt::Display for CrFault {
             Self::ClearPagingIn64BitMode => f.write_str("CR0.PG cleared in 64-bit mode"),
             Self::ClearPagingWithPcide => f.write_str("CR0.PG cleared with CR4.PCIDE = 1"),
             Self::ClearWriteProtectWithCet => f.write_str("CR0.WP cleared with CR4.CET = 1"),
-            Self::Cr4Reserved(bits) => write!(f, "reserved CR4 bits {bits:#x} set"),
+            Self::Cr4Reserved(bits) => write!(f, "reserved CR4 bits {:#x} set", bits.bits()),
             Self::ClearPaeInIa32eMode => f.write_str("CR4.PAE cleared in IA-32e mode"),
             Self::PcideOutsideIa32eMode => f.write_str("CR4.PCIDE set outside IA-32e mode"),
             Self::PcideWithNonzeroPcid => f.write_str("CR4.PCIDE set with CR3[11:0] != 0"),
@@ -138,10 +105,10 @@ impl From<CrFault> for CrWriteError {
 
 /// The guest's view of the registers the MOV to CR0/CR4 rules depend on.
 struct GuestControl {
-    cr0: u64,
+    cr0: Cr0,
     cr3: u64,
-    cr4: u64,
-    efer: u64,
+    cr4: Cr4,
+    efer: Efer,
     /// IA-32e mode active and CS.L = 1.
     in_64bit_mode: bool,
 }
@@ -171,26 +138,35 @@ pub struct CrPolicy {
 }
 
 impl CrPolicy {
+    /// The CR0 fixed bits of an unrestricted guest (PE, PG, NW and CD free).
+    fn cr0_fixed(self) -> CrFixedBits<Cr0> {
+        CrFixedBits::<Cr0>::cr0(
+            &self.cr0_fixed,
+            CrUse::Guest {
+                unrestricted_guest: true,
+            },
+        )
+    }
+
+    /// The CR4 fixed bits.
+    fn cr4_fixed(self) -> CrFixedBits<Cr4> {
+        CrFixedBits::<Cr4>::cr4(&self.cr4_fixed)
+    }
+
     /// The mask of CR0 bits the host owns: CD and NW (the host keeps caching on) and the bits
     /// IA32_VMX_CR0_FIXED0/1 fix, except PE and PG, which unrestricted guest frees.
-    pub fn cr0_mask(self) -> u64 {
-        let f = self.cr0_fixed;
-        ((f.must_be_one() | (f.must_be_zero() & 0xffff_ffff)) & !(CR0_PE | CR0_PG))
-            | CR0_CD
-            | CR0_NW
+    pub fn cr0_mask(self) -> Cr0 {
+        self.cr0_fixed().fixed() | Cr0::CD | Cr0::NW
     }
 
     /// The mask of CR4 bits the host owns: VMXE and every bit IA32_VMX_CR4_FIXED0/1 fix.
-    pub fn cr4_mask(self) -> u64 {
-        let f = self.cr4_fixed;
-        f.must_be_one() | (f.must_be_zero() & 0xffff_ffff) | CR4_VMXE
+    pub fn cr4_mask(self) -> Cr4 {
+        self.cr4_fixed().fixed() | Cr4::VMXE
     }
 
     /// The CR0 the processor runs the guest with, for the CR0 value the guest believes it has.
-    pub fn real_cr0(self, guest: u64) -> u64 {
-        let f = self.cr0_fixed;
-        let must_be_one = f.must_be_one() & !(CR0_PE | CR0_PG);
-        ((guest | must_be_one) & f.fixed1) & !(CR0_CD | CR0_NW)
+    pub fn real_cr0(self, guest: Cr0) -> Cr0 {
+        self.cr0_fixed().apply(guest) - (Cr0::CD | Cr0::NW)
     }
 
     /// Writes the guest-state fields both guests start with: CR0 (`cr0` as the guest sees it) and
@@ -200,21 +176,21 @@ impl CrPolicy {
     pub fn write_initial_state(
         self,
         vmcs: &mut impl VmcsWrite,
-        cr0: u64,
+        cr0: Cr0,
         rip: u64,
     ) -> Result<(), VmFail> {
         vmcs.write(fields::CR0_GUEST_HOST_MASK, self.cr0_mask())?;
         vmcs.write(fields::CR0_READ_SHADOW, cr0)?;
         vmcs.write(fields::GUEST_CR0, self.real_cr0(cr0))?;
         vmcs.write(fields::CR4_GUEST_HOST_MASK, self.cr4_mask())?;
-        vmcs.write(fields::CR4_READ_SHADOW, 0)?;
-        vmcs.write(fields::GUEST_CR4, self.cr4_fixed.must_be_one())?;
+        vmcs.write(fields::CR4_READ_SHADOW, Cr4::RESET)?;
+        vmcs.write(fields::GUEST_CR4, self.cr4_fixed().apply(Cr4::RESET))?;
         vmcs.write(fields::GUEST_CR3, 0)?;
-        vmcs.write(fields::GUEST_DR7, 0x400)?;
+        vmcs.write(fields::GUEST_DR7, Dr7::RESET)?;
         vmcs.write(fields::GUEST_RSP, 0)?;
         vmcs.write(fields::GUEST_RIP, rip)?;
-        vmcs.write(fields::GUEST_RFLAGS, 0x2)?;
-        vmcs.write(fields::GUEST_IA32_EFER, 0)?;
+        vmcs.write(fields::GUEST_RFLAGS, Rflags::RESET)?;
+        vmcs.write(fields::GUEST_IA32_EFER, Efer::RESET)?;
         vmcs.write(fields::GUEST_IA32_DEBUGCTL, 0)?;
         vmcs.write(fields::GUEST_IA32_SYSENTER_CS, 0)?;
         vmcs.write(fields::GUEST_IA32_SYSENTER_ESP, 0)?;
@@ -229,15 +205,15 @@ impl CrPolicy {
     }
 
     /// The CR0 the guest sees: the read shadow in the bits the host owns, the real CR0 elsewhere.
-    pub fn guest_cr0(self, vmcs: &impl VmcsRead) -> Result<u64, VmFail> {
+    pub fn guest_cr0(self, vmcs: &impl VmcsRead) -> Result<Cr0, VmFail> {
         let mask = self.cr0_mask();
-        Ok(vmcs.read(fields::GUEST_CR0)? & !mask | vmcs.read(fields::CR0_READ_SHADOW)? & mask)
+        Ok((vmcs.read(fields::GUEST_CR0)? - mask) | (vmcs.read(fields::CR0_READ_SHADOW)? & mask))
     }
 
     /// The CR4 the guest sees: the read shadow in the bits the host owns, the real CR4 elsewhere.
-    pub fn guest_cr4(self, vmcs: &impl VmcsRead) -> Result<u64, VmFail> {
+    pub fn guest_cr4(self, vmcs: &impl VmcsRead) -> Result<Cr4, VmFail> {
         let mask = self.cr4_mask();
-        Ok(vmcs.read(fields::GUEST_CR4)? & !mask | vmcs.read(fields::CR4_READ_SHADOW)? & mask)
+        Ok((vmcs.read(fields::GUEST_CR4)? - mask) | (vmcs.read(fields::CR4_READ_SHADOW)? & mask))
     }
 
     fn guest_control(self, vmcs: &impl VmcsRead) -> Result<GuestControl, VmFail> {
@@ -248,7 +224,7 @@ impl CrPolicy {
             cr3: vmcs.read(fields::GUEST_CR3)?,
             cr4: self.guest_cr4(vmcs)?,
             efer,
-            in_64bit_mode: efer & EFER_LMA != 0 && cs_l,
+            in_64bit_mode: efer.contains(Efer::LMA) && cs_l,
         })
     }
 
@@ -261,47 +237,44 @@ impl CrPolicy {
     pub fn mov_to_cr0(
         self,
         vmcs: &mut impl VmcsWrite,
-        value: u64,
+        value: Cr0,
         read_u64: impl FnMut(u64) -> Option<u64>,
     ) -> Result<(), CrWriteError> {
         let g = self.guest_control(vmcs)?;
-        let value = g.operand(value);
-        let paging = value & CR0_PG != 0;
-        let was_paging = g.cr0 & CR0_PG != 0;
-        if value >> 32 != 0 {
+        let value = Cr0::from_bits_retain(g.operand(value.bits()));
+        let paging = value.contains(Cr0::PG);
+        let was_paging = g.cr0.contains(Cr0::PG);
+        if value.intersects(Cr0::RESERVED_HIGH) {
             return Err(CrFault::Cr0HighBits.into());
         }
-        if paging && value & CR0_PE == 0 {
+        if paging && !value.contains(Cr0::PE) {
             return Err(CrFault::PagingWithoutProtection.into());
         }
-        if value & CR0_NW != 0 && value & CR0_CD == 0 {
+        if value.contains(Cr0::NW) && !value.contains(Cr0::CD) {
             return Err(CrFault::NotWriteThroughWithoutCacheDisable.into());
         }
-        if paging && !was_paging && g.efer & EFER_LME != 0 && g.cr4 & CR4_PAE == 0 {
+        if paging && !was_paging && g.efer.contains(Efer::LME) && !g.cr4.contains(Cr4::PAE) {
             return Err(CrFault::LongModeWithoutPae.into());
         }
         if !paging && g.in_64bit_mode {
             return Err(CrFault::ClearPagingIn64BitMode.into());
         }
-        if !paging && g.cr4 & CR4_PCIDE != 0 {
+        if !paging && g.cr4.contains(Cr4::PCIDE) {
             return Err(CrFault::ClearPagingWithPcide.into());
         }
-        if value & CR0_WP == 0 && g.cr4 & CR4_CET != 0 {
+        if !value.contains(Cr0::WP) && g.cr4.contains(Cr4::CET) {
             return Err(CrFault::ClearWriteProtectWithCet.into());
         }
-        let pae_paging = paging && g.cr4 & CR4_PAE != 0 && g.efer & EFER_LME == 0;
-        let pdptes = if pae_paging && (value ^ g.cr0) & (CR0_CD | CR0_NW | CR0_PG) != 0 {
+        let pae_paging = paging && g.cr4.contains(Cr4::PAE) && !g.efer.contains(Efer::LME);
+        let pdptes = if pae_paging && (value ^ g.cr0).intersects(Cr0::CD | Cr0::NW | Cr0::PG) {
             Some(self.read_pdptes(g.cr3, read_u64)?)
         } else {
             None
         };
         if paging != was_paging {
-            let lma = paging && g.efer & EFER_LME != 0;
-            let efer = if lma {
-                g.efer | EFER_LMA
-            } else {
-                g.efer & !EFER_LMA
-            };
+            let lma = paging && g.efer.contains(Efer::LME);
+            let mut efer = g.efer;
+            efer.set(Efer::LMA, lma);
             vmcs.write(fields::GUEST_IA32_EFER, efer)?;
             vmcs.modify(fields::VM_ENTRY_CONTROLS, |c| {
                 if lma {
@@ -327,39 +300,39 @@ impl CrPolicy {
     pub fn mov_to_cr4(
         self,
         vmcs: &mut impl VmcsWrite,
-        value: u64,
+        value: Cr4,
         read_u64: impl FnMut(u64) -> Option<u64>,
     ) -> Result<(), CrWriteError> {
         let g = self.guest_control(vmcs)?;
-        let value = g.operand(value);
-        let f = self.cr4_fixed;
-        let reserved = value & (f.must_be_zero() | CR4_VMXE | CR4_SMXE);
-        if reserved != 0 {
+        let value = Cr4::from_bits_retain(g.operand(value.bits()));
+        let f = self.cr4_fixed();
+        let reserved = value & (f.must_be_zero | Cr4::VMXE | Cr4::SMXE);
+        if !reserved.is_empty() {
             return Err(CrFault::Cr4Reserved(reserved).into());
         }
-        let ia32e = g.efer & EFER_LMA != 0;
-        if ia32e && value & CR4_PAE == 0 {
+        let ia32e = g.efer.contains(Efer::LMA);
+        if ia32e && !value.contains(Cr4::PAE) {
             return Err(CrFault::ClearPaeInIa32eMode.into());
         }
-        if !ia32e && value & CR4_PCIDE != 0 {
+        if !ia32e && value.contains(Cr4::PCIDE) {
             return Err(CrFault::PcideOutsideIa32eMode.into());
         }
-        if value & !g.cr4 & CR4_PCIDE != 0 && g.cr3 & 0xfff != 0 {
+        if (value - g.cr4).contains(Cr4::PCIDE) && g.cr3 & 0xfff != 0 {
             return Err(CrFault::PcideWithNonzeroPcid.into());
         }
-        if ia32e && (value ^ g.cr4) & CR4_LA57 != 0 {
+        if ia32e && (value ^ g.cr4).contains(Cr4::LA57) {
             return Err(CrFault::La57ChangeInIa32eMode.into());
         }
-        if value & CR4_CET != 0 && g.cr0 & CR0_WP == 0 {
+        if value.contains(Cr4::CET) && !g.cr0.contains(Cr0::WP) {
             return Err(CrFault::CetWithoutWriteProtect.into());
         }
-        let pae_paging = g.cr0 & CR0_PG != 0 && value & CR4_PAE != 0 && !ia32e;
-        if pae_paging && (value ^ g.cr4) & (CR4_PAE | CR4_PGE | CR4_PSE | CR4_SMEP) != 0 {
+        let pae_paging = g.cr0.contains(Cr0::PG) && value.contains(Cr4::PAE) && !ia32e;
+        if pae_paging && (value ^ g.cr4).intersects(Cr4::PAE | Cr4::PGE | Cr4::PSE | Cr4::SMEP) {
             let pdptes = self.read_pdptes(g.cr3, read_u64)?;
             write_pdptes(vmcs, pdptes)?;
         }
         vmcs.write(fields::CR4_READ_SHADOW, value)?;
-        vmcs.write(fields::GUEST_CR4, value | f.must_be_one())?;
+        vmcs.write(fields::GUEST_CR4, f.apply(value))?;
         Ok(())
     }
 
@@ -417,36 +390,20 @@ pub fn write_data_segments(vmcs: &mut impl VmcsWrite, data: Segment) -> Result<(
     Ok(())
 }
 
-/// XCR0 validity (SDM Vol. 1, 13.3 "Enabling the XSAVE Feature Set and XSAVE-Enabled
-/// Features"): x87 set, only `supported` bits, AVX needs SSE, AVX-512 (opmask, ZMM_Hi256,
-/// Hi16_ZMM) all three together and with AVX, MPX (BNDREGS, BNDCSR) both or neither, AMX
-/// (XTILECFG, XTILEDATA) both or neither.
-pub fn xcr0_valid(supported: u64, v: u64) -> bool {
-    let both_or_neither = |bits: u64| v & bits == 0 || v & bits == bits;
-    let avx512 = 0xe0;
-    v & 1 != 0
-        && v & !supported == 0
-        && (v & 4 == 0 || v & 2 != 0)
-        && both_or_neither(avx512)
-        && (v & avx512 == 0 || v & 4 != 0)
-        && both_or_neither(0x18)
-        && both_or_neither(0x6_0000)
-}
-
 /// XSETBV (SDM Vol. 2, "XSETBV—Set Extended Control Register"): the value EDX:EAX it loads into
 /// XCR0, or `None` when it raises #GP: ECX does not name XCR0 (only ECX = 0 exists), or the value is
-/// not a valid XCR0 for a processor supporting `xcr0_supported` ([`xcr0_valid`]).
-pub fn xsetbv_value(regs: &GuestRegisters, xcr0_supported: u64) -> Option<u64> {
-    let value = (regs.rdx << 32) | (regs.rax & 0xffff_ffff);
-    (regs.rcx as u32 == 0 && xcr0_valid(xcr0_supported, value)).then_some(value)
+/// not a valid XCR0 for a processor supporting `xcr0_supported` ([`Xcr0::is_valid_for`]).
+pub fn xsetbv_value(regs: &GuestRegisters, xcr0_supported: Xcr0) -> Option<Xcr0> {
+    let value = Xcr0::from_bits_retain((regs.rdx << 32) | (regs.rax & 0xffff_ffff));
+    (regs.rcx as u32 == 0 && value.is_valid_for(xcr0_supported)).then_some(value)
 }
 
 /// CPUID.1:ECX as both guests see it: VMX (bit 5) and SMX (6) hidden, "hypervisor present" (31)
 /// set, OSXSAVE (27) from the guest's CR4 (`guest_cr4`) rather than the host's.
-pub fn cpuid_leaf1_ecx(ecx: u32, guest_cr4: u64) -> u32 {
+pub fn cpuid_leaf1_ecx(ecx: u32, guest_cr4: Cr4) -> u32 {
     let mut c = ecx & !((1 << 5) | (1 << 6) | (1 << 27));
     c |= 1 << 31;
-    if guest_cr4 & CR4_OSXSAVE != 0 {
+    if guest_cr4.contains(Cr4::OSXSAVE) {
         c |= 1 << 27;
     }
     c
@@ -484,10 +441,6 @@ mod tests {
     use std::collections::HashMap;
     use vmcs::{SegmentAccessRights, SoftVmcs};
     use vmx_caps::{MsrSnapshot, VmxCapabilities};
-
-    const CR0_ET: u64 = 1 << 4;
-    const CR0_NE: u64 = 1 << 5;
-    const CR4_OSFXSR: u64 = 1 << 9;
     /// CS access rights: 64-bit code (L = 1) and 32-bit code (D = 1).
     const CS_64: u32 = 0xa09b;
     const CS_32: u32 = 0xc09b;
@@ -503,7 +456,7 @@ mod tests {
         };
         let mut vmcs = SoftVmcs::new(&caps);
         policy
-            .write_initial_state(&mut vmcs, CR0_ET, 0)
+            .write_initial_state(&mut vmcs, Cr0::ET, 0)
             .expect("the software VMCS takes the initial state");
         vmcs.write(fields::VM_ENTRY_CONTROLS, EntryControls::LOAD_IA32_EFER)
             .expect("entry controls");
@@ -516,10 +469,10 @@ mod tests {
 
     /// The guest in protected mode without paging: CR0 = PE|ET, CR4 = `cr4`, EFER = `efer`,
     /// 32-bit code.
-    fn protected(cr4: u64, efer: u64) -> (CrPolicy, SoftVmcs) {
+    fn protected(cr4: Cr4, efer: Efer) -> (CrPolicy, SoftVmcs) {
         let (policy, mut vmcs) = tigerlake();
         policy
-            .mov_to_cr0(&mut vmcs, CR0_PE | CR0_ET, no_memory)
+            .mov_to_cr0(&mut vmcs, Cr0::PE | Cr0::ET, no_memory)
             .expect("PE");
         policy.mov_to_cr4(&mut vmcs, cr4, no_memory).expect("CR4");
         vmcs.write(fields::GUEST_IA32_EFER, efer).expect("EFER");
@@ -532,10 +485,10 @@ mod tests {
     }
 
     /// The guest in IA-32e mode (paging on with LME and PAE), in 64-bit mode when `cs_l`.
-    fn ia32e(cs_l: bool, cr4: u64) -> (CrPolicy, SoftVmcs) {
-        let (policy, mut vmcs) = protected(CR4_PAE | cr4, EFER_LME);
+    fn ia32e(cs_l: bool, cr4: Cr4) -> (CrPolicy, SoftVmcs) {
+        let (policy, mut vmcs) = protected(Cr4::PAE | cr4, Efer::LME);
         policy
-            .mov_to_cr0(&mut vmcs, CR0_PE | CR0_ET | CR0_PG | CR0_WP, no_memory)
+            .mov_to_cr0(&mut vmcs, Cr0::PE | Cr0::ET | Cr0::PG | Cr0::WP, no_memory)
             .expect("paging on");
         let cs = if cs_l { CS_64 } else { CS_32 };
         vmcs.write(
@@ -563,12 +516,12 @@ mod tests {
 
     #[test]
     fn entering_ia32e_mode_sets_lma_and_the_entry_control() {
-        let (policy, mut vmcs) = protected(CR4_PAE, EFER_LME);
-        let value = CR0_PE | CR0_ET | CR0_PG;
+        let (policy, mut vmcs) = protected(Cr4::PAE, Efer::LME);
+        let value = Cr0::PE | Cr0::ET | Cr0::PG;
         policy.mov_to_cr0(&mut vmcs, value, no_memory).unwrap();
         assert_eq!(
             vmcs.read(fields::GUEST_IA32_EFER).unwrap(),
-            EFER_LME | EFER_LMA
+            Efer::LME | Efer::LMA
         );
         assert!(
             vmcs.read(fields::VM_ENTRY_CONTROLS)
@@ -577,43 +530,45 @@ mod tests {
         );
         assert_eq!(vmcs.read(fields::CR0_READ_SHADOW).unwrap(), value);
         // CR0_FIXED0 0x80000021: NE is forced in the real CR0 (PE and PG are the guest's).
-        assert_eq!(vmcs.read(fields::GUEST_CR0).unwrap(), value | CR0_NE);
+        assert_eq!(vmcs.read(fields::GUEST_CR0).unwrap(), value | Cr0::NE);
         assert_eq!(policy.guest_cr0(&vmcs).unwrap(), value);
     }
 
     #[test]
     fn paging_with_lme_and_without_pae_is_gp() {
-        let (policy, vmcs) = protected(0, EFER_LME);
+        let (policy, vmcs) = protected(Cr4::empty(), Efer::LME);
         faults(vmcs, CrFault::LongModeWithoutPae, |v| {
-            policy.mov_to_cr0(v, CR0_PE | CR0_ET | CR0_PG, no_memory)
+            policy.mov_to_cr0(v, Cr0::PE | Cr0::ET | Cr0::PG, no_memory)
         });
     }
 
     #[test]
     fn pae_cannot_be_cleared_in_ia32e_mode() {
         for cs_l in [true, false] {
-            let (policy, vmcs) = ia32e(cs_l, 0);
+            let (policy, vmcs) = ia32e(cs_l, Cr4::empty());
             faults(vmcs, CrFault::ClearPaeInIa32eMode, |v| {
-                policy.mov_to_cr4(v, 0, no_memory)
+                policy.mov_to_cr4(v, Cr4::empty(), no_memory)
             });
         }
         // Outside IA-32e mode PAE comes and goes.
-        let (policy, mut vmcs) = protected(CR4_PAE, 0);
-        policy.mov_to_cr4(&mut vmcs, 0, no_memory).unwrap();
-        assert_eq!(policy.guest_cr4(&vmcs).unwrap(), 0);
+        let (policy, mut vmcs) = protected(Cr4::PAE, Efer::empty());
+        policy
+            .mov_to_cr4(&mut vmcs, Cr4::empty(), no_memory)
+            .unwrap();
+        assert_eq!(policy.guest_cr4(&vmcs).unwrap(), Cr4::empty());
     }
 
     #[test]
     fn paging_can_be_cleared_in_compatibility_mode_only() {
-        let (policy, vmcs) = ia32e(true, 0);
+        let (policy, vmcs) = ia32e(true, Cr4::empty());
         faults(vmcs, CrFault::ClearPagingIn64BitMode, |v| {
-            policy.mov_to_cr0(v, CR0_PE | CR0_ET | CR0_WP, no_memory)
+            policy.mov_to_cr0(v, Cr0::PE | Cr0::ET | Cr0::WP, no_memory)
         });
-        let (policy, mut vmcs) = ia32e(false, 0);
+        let (policy, mut vmcs) = ia32e(false, Cr4::empty());
         policy
-            .mov_to_cr0(&mut vmcs, CR0_PE | CR0_ET | CR0_WP, no_memory)
+            .mov_to_cr0(&mut vmcs, Cr0::PE | Cr0::ET | Cr0::WP, no_memory)
             .unwrap();
-        assert_eq!(vmcs.read(fields::GUEST_IA32_EFER).unwrap(), EFER_LME);
+        assert_eq!(vmcs.read(fields::GUEST_IA32_EFER).unwrap(), Efer::LME);
         assert!(
             !vmcs
                 .read(fields::VM_ENTRY_CONTROLS)
@@ -626,118 +581,118 @@ mod tests {
     fn invalid_cr0_combinations() {
         let (policy, vmcs) = tigerlake();
         faults(vmcs.clone(), CrFault::PagingWithoutProtection, |v| {
-            policy.mov_to_cr0(v, CR0_PG | CR0_ET, no_memory)
+            policy.mov_to_cr0(v, Cr0::PG | Cr0::ET, no_memory)
         });
         faults(vmcs, CrFault::NotWriteThroughWithoutCacheDisable, |v| {
-            policy.mov_to_cr0(v, CR0_NW | CR0_ET, no_memory)
+            policy.mov_to_cr0(v, Cr0::NW | Cr0::ET, no_memory)
         });
     }
 
     #[test]
     fn cr0_high_bits_fault_in_64_bit_mode_and_are_not_operands_elsewhere() {
-        let (policy, vmcs) = ia32e(true, 0);
+        let (policy, vmcs) = ia32e(true, Cr4::empty());
         let cr0 = policy.guest_cr0(&vmcs).unwrap();
         faults(vmcs, CrFault::Cr0HighBits, |v| {
-            policy.mov_to_cr0(v, cr0 | 1 << 32, no_memory)
+            policy.mov_to_cr0(v, cr0 | Cr0::from_bits_retain(1 << 32), no_memory)
         });
         // Outside 64-bit mode the operand is 32 bits: the register's upper half is not written.
-        let (policy, mut vmcs) = protected(0, 0);
+        let (policy, mut vmcs) = protected(Cr4::empty(), Efer::empty());
         policy
             .mov_to_cr0(
                 &mut vmcs,
-                0xdead_0000_0000_0000 | CR0_PE | CR0_ET,
+                Cr0::from_bits_retain(0xdead_0000_0000_0000) | Cr0::PE | Cr0::ET,
                 no_memory,
             )
             .unwrap();
-        assert_eq!(policy.guest_cr0(&vmcs).unwrap(), CR0_PE | CR0_ET);
+        assert_eq!(policy.guest_cr0(&vmcs).unwrap(), Cr0::PE | Cr0::ET);
     }
 
     #[test]
     fn reserved_cr4_bits() {
-        let (policy, vmcs) = ia32e(true, 0);
+        let (policy, vmcs) = ia32e(true, Cr4::empty());
         let cr4 = policy.guest_cr4(&vmcs).unwrap();
         // VMXE and SMXE: the guest's CPUID has neither VMX nor SMX. LA57 (bit 12) and bit 32:
         // CR4_FIXED1 0xf72fff has them 0.
-        for bit in [CR4_VMXE, CR4_SMXE, CR4_LA57, 1 << 32] {
+        for bit in [Cr4::VMXE, Cr4::SMXE, Cr4::LA57, Cr4::FRED] {
             faults(vmcs.clone(), CrFault::Cr4Reserved(bit), |v| {
                 policy.mov_to_cr4(v, cr4 | bit, no_memory)
             });
         }
         // Bits FIXED1 allows are written (OSFXSR, SMEP).
-        let (policy, mut vmcs) = ia32e(true, 0);
+        let (policy, mut vmcs) = ia32e(true, Cr4::empty());
         policy
-            .mov_to_cr4(&mut vmcs, cr4 | CR4_OSFXSR | CR4_SMEP, no_memory)
+            .mov_to_cr4(&mut vmcs, cr4 | Cr4::OSFXSR | Cr4::SMEP, no_memory)
             .unwrap();
         assert_eq!(
             policy.guest_cr4(&vmcs).unwrap(),
-            cr4 | CR4_OSFXSR | CR4_SMEP
+            cr4 | Cr4::OSFXSR | Cr4::SMEP
         );
         // The real CR4 keeps VMXE (CR4_FIXED0); the guest does not see it.
         assert_eq!(
             vmcs.read(fields::GUEST_CR4).unwrap(),
-            cr4 | CR4_OSFXSR | CR4_SMEP | CR4_VMXE
+            cr4 | Cr4::OSFXSR | Cr4::SMEP | Cr4::VMXE
         );
     }
 
     #[test]
     fn pcide_rules() {
-        let (policy, vmcs) = protected(CR4_PAE, 0);
+        let (policy, vmcs) = protected(Cr4::PAE, Efer::empty());
         faults(vmcs, CrFault::PcideOutsideIa32eMode, |v| {
-            policy.mov_to_cr4(v, CR4_PAE | CR4_PCIDE, no_memory)
+            policy.mov_to_cr4(v, Cr4::PAE | Cr4::PCIDE, no_memory)
         });
-        let (policy, mut vmcs) = ia32e(false, 0);
+        let (policy, mut vmcs) = ia32e(false, Cr4::empty());
         vmcs.write(fields::GUEST_CR3, 0x5001).unwrap();
         faults(vmcs.clone(), CrFault::PcideWithNonzeroPcid, |v| {
-            policy.mov_to_cr4(v, CR4_PAE | CR4_PCIDE, no_memory)
+            policy.mov_to_cr4(v, Cr4::PAE | Cr4::PCIDE, no_memory)
         });
         vmcs.write(fields::GUEST_CR3, 0x5000).unwrap();
         policy
-            .mov_to_cr4(&mut vmcs, CR4_PAE | CR4_PCIDE, no_memory)
+            .mov_to_cr4(&mut vmcs, Cr4::PAE | Cr4::PCIDE, no_memory)
             .unwrap();
         // Setting it again (already 1) does not look at CR3.
         vmcs.write(fields::GUEST_CR3, 0x5001).unwrap();
         policy
-            .mov_to_cr4(&mut vmcs, CR4_PAE | CR4_PCIDE, no_memory)
+            .mov_to_cr4(&mut vmcs, Cr4::PAE | Cr4::PCIDE, no_memory)
             .unwrap();
         // With PCIDE = 1, paging cannot be turned off, even in compatibility mode.
         faults(vmcs, CrFault::ClearPagingWithPcide, |v| {
-            policy.mov_to_cr0(v, CR0_PE | CR0_ET | CR0_WP, no_memory)
+            policy.mov_to_cr0(v, Cr0::PE | Cr0::ET | Cr0::WP, no_memory)
         });
     }
 
     #[test]
     fn cet_needs_write_protect() {
-        let (policy, mut vmcs) = ia32e(true, 0);
+        let (policy, mut vmcs) = ia32e(true, Cr4::empty());
         policy
-            .mov_to_cr0(&mut vmcs, CR0_PE | CR0_ET | CR0_PG, no_memory)
+            .mov_to_cr0(&mut vmcs, Cr0::PE | Cr0::ET | Cr0::PG, no_memory)
             .unwrap();
         faults(vmcs.clone(), CrFault::CetWithoutWriteProtect, |v| {
-            policy.mov_to_cr4(v, CR4_PAE | CR4_CET, no_memory)
+            policy.mov_to_cr4(v, Cr4::PAE | Cr4::CET, no_memory)
         });
         policy
-            .mov_to_cr0(&mut vmcs, CR0_PE | CR0_ET | CR0_PG | CR0_WP, no_memory)
+            .mov_to_cr0(&mut vmcs, Cr0::PE | Cr0::ET | Cr0::PG | Cr0::WP, no_memory)
             .unwrap();
         policy
-            .mov_to_cr4(&mut vmcs, CR4_PAE | CR4_CET, no_memory)
+            .mov_to_cr4(&mut vmcs, Cr4::PAE | Cr4::CET, no_memory)
             .unwrap();
         faults(vmcs, CrFault::ClearWriteProtectWithCet, |v| {
-            policy.mov_to_cr0(v, CR0_PE | CR0_ET | CR0_PG, no_memory)
+            policy.mov_to_cr0(v, Cr0::PE | Cr0::ET | Cr0::PG, no_memory)
         });
     }
 
     #[test]
     fn la57_is_fixed_in_ia32e_mode() {
         // A processor with 5-level paging (CR4_FIXED1 with bit 12).
-        let (mut policy, mut vmcs) = protected(CR4_PAE, EFER_LME);
-        policy.cr4_fixed.fixed1 |= CR4_LA57;
+        let (mut policy, mut vmcs) = protected(Cr4::PAE, Efer::LME);
+        policy.cr4_fixed.fixed1 |= Cr4::LA57.bits();
         policy
-            .mov_to_cr4(&mut vmcs, CR4_PAE | CR4_LA57, no_memory)
+            .mov_to_cr4(&mut vmcs, Cr4::PAE | Cr4::LA57, no_memory)
             .unwrap();
         policy
-            .mov_to_cr0(&mut vmcs, CR0_PE | CR0_ET | CR0_PG, no_memory)
+            .mov_to_cr0(&mut vmcs, Cr0::PE | Cr0::ET | Cr0::PG, no_memory)
             .unwrap();
         faults(vmcs, CrFault::La57ChangeInIa32eMode, |v| {
-            policy.mov_to_cr4(v, CR4_PAE, no_memory)
+            policy.mov_to_cr4(v, Cr4::PAE, no_memory)
         });
     }
 
@@ -763,11 +718,11 @@ mod tests {
         // reserved bits (not checked).
         let entries = [0x1_0001, 0x2_0019, 0x1e6, 0x3_0e01];
         let memory = pdpt(entries);
-        let (policy, mut vmcs) = protected(CR4_PAE, 0);
+        let (policy, mut vmcs) = protected(Cr4::PAE, Efer::empty());
         // CR3[4:0] are not part of the PDPT's address.
         vmcs.write(fields::GUEST_CR3, 0x3018).unwrap();
         policy
-            .mov_to_cr0(&mut vmcs, CR0_PE | CR0_ET | CR0_PG, |gpa| {
+            .mov_to_cr0(&mut vmcs, Cr0::PE | Cr0::ET | Cr0::PG, |gpa| {
                 memory.get(&gpa).copied()
             })
             .unwrap();
@@ -775,17 +730,17 @@ mod tests {
         // MOV to CR4 that changes PGE reloads them; one that changes OSFXSR does not read memory.
         let changed = pdpt([0x5_0001, 0, 0, 0]);
         policy
-            .mov_to_cr4(&mut vmcs, CR4_PAE | CR4_PGE, |gpa| {
+            .mov_to_cr4(&mut vmcs, Cr4::PAE | Cr4::PGE, |gpa| {
                 changed.get(&gpa).copied()
             })
             .unwrap();
         assert_eq!(pdptes(&vmcs), [0x5_0001, 0, 0, 0]);
         policy
-            .mov_to_cr4(&mut vmcs, CR4_PAE | CR4_PGE | CR4_OSFXSR, no_memory)
+            .mov_to_cr4(&mut vmcs, Cr4::PAE | Cr4::PGE | Cr4::OSFXSR, no_memory)
             .unwrap();
         // MOV to CR0 that changes only WP does not either.
         policy
-            .mov_to_cr0(&mut vmcs, CR0_PE | CR0_ET | CR0_PG | CR0_WP, no_memory)
+            .mov_to_cr0(&mut vmcs, Cr0::PE | Cr0::ET | Cr0::PG | Cr0::WP, no_memory)
             .unwrap();
         assert_eq!(pdptes(&vmcs), [0x5_0001, 0, 0, 0]);
     }
@@ -803,18 +758,20 @@ mod tests {
             let mut entries = [0x1_0001; 4];
             entries[usize::from(index)] = entry;
             let memory = pdpt(entries);
-            let (policy, mut vmcs) = protected(CR4_PAE, 0);
+            let (policy, mut vmcs) = protected(Cr4::PAE, Efer::empty());
             vmcs.write(fields::GUEST_CR3, 0x3000).unwrap();
             faults(vmcs, CrFault::PdpteReserved { index, entry }, |v| {
-                policy.mov_to_cr0(v, CR0_PE | CR0_ET | CR0_PG, |gpa| memory.get(&gpa).copied())
+                policy.mov_to_cr0(v, Cr0::PE | Cr0::ET | Cr0::PG, |gpa| {
+                    memory.get(&gpa).copied()
+                })
             });
         }
         // Just below MAXPHYADDR: an address bit.
         let memory = pdpt([1 << 38 | 1, 0, 0, 0]);
-        let (policy, mut vmcs) = protected(CR4_PAE, 0);
+        let (policy, mut vmcs) = protected(Cr4::PAE, Efer::empty());
         vmcs.write(fields::GUEST_CR3, 0x3000).unwrap();
         policy
-            .mov_to_cr0(&mut vmcs, CR0_PE | CR0_ET | CR0_PG, |gpa| {
+            .mov_to_cr0(&mut vmcs, Cr0::PE | Cr0::ET | Cr0::PG, |gpa| {
                 memory.get(&gpa).copied()
             })
             .unwrap();
@@ -822,19 +779,29 @@ mod tests {
 
     #[test]
     fn an_unreadable_pdpt_is_reported_and_changes_nothing() {
-        let (policy, mut vmcs) = protected(CR4_PAE, 0);
+        let (policy, mut vmcs) = protected(Cr4::PAE, Efer::empty());
         vmcs.write(fields::GUEST_CR3, 0x7000).unwrap();
         let before = values(&vmcs);
         assert_eq!(
-            policy.mov_to_cr0(&mut vmcs, CR0_PE | CR0_ET | CR0_PG, no_memory),
+            policy.mov_to_cr0(&mut vmcs, Cr0::PE | Cr0::ET | Cr0::PG, no_memory),
             Err(CrWriteError::PdptNotReadable(0x7000))
         );
         assert_eq!(values(&vmcs), before);
         // IA-32e paging has no PDPTE registers: nothing is read.
-        let (policy, mut vmcs) = protected(CR4_PAE, EFER_LME);
+        let (policy, mut vmcs) = protected(Cr4::PAE, Efer::LME);
         policy
-            .mov_to_cr0(&mut vmcs, CR0_PE | CR0_ET | CR0_PG, no_memory)
+            .mov_to_cr0(&mut vmcs, Cr0::PE | Cr0::ET | Cr0::PG, no_memory)
             .unwrap();
+    }
+
+    /// XSETBV's acceptance of XCR0 value `v` on a processor supporting `supported`.
+    fn xcr0_valid(supported: u64, v: u64) -> bool {
+        Xcr0::from_bits_retain(v).is_valid_for(Xcr0::from_bits_retain(supported))
+    }
+
+    /// [`xsetbv_value`] on raw values.
+    fn xsetbv(regs: &GuestRegisters, supported: u64) -> Option<u64> {
+        xsetbv_value(regs, Xcr0::from_bits_retain(supported)).map(|x| x.bits())
     }
 
     #[test]
@@ -870,27 +837,27 @@ mod tests {
         regs.rax = 0xffff_ffff_0000_0007;
         regs.rdx = 0;
         regs.rcx = 1 << 32; // ECX = 0: the upper half of RCX is not the operand.
-        assert_eq!(xsetbv_value(&regs, 0x7), Some(0x7));
+        assert_eq!(xsetbv(&regs, 0x7), Some(0x7));
         regs.rcx = 1;
-        assert_eq!(xsetbv_value(&regs, 0x7), None);
+        assert_eq!(xsetbv(&regs, 0x7), None);
         regs.rcx = 0;
         regs.rdx = 0xffff_ffff_0000_0200; // EDX = 0x200: XCR0 bit 41
-        assert_eq!(xsetbv_value(&regs, 0x7), None);
-        assert_eq!(xsetbv_value(&regs, 1 << 41 | 0x7), Some(1 << 41 | 0x7));
+        assert_eq!(xsetbv(&regs, 0x7), None);
+        assert_eq!(xsetbv(&regs, 1 << 41 | 0x7), Some(1 << 41 | 0x7));
         regs.rdx = 0;
         regs.rax = 0x3;
-        assert_eq!(xsetbv_value(&regs, 0x7), Some(0x3));
+        assert_eq!(xsetbv(&regs, 0x7), Some(0x3));
         regs.rax = 0x2;
-        assert_eq!(xsetbv_value(&regs, 0x7), None);
+        assert_eq!(xsetbv(&regs, 0x7), None);
     }
 
     #[test]
     fn cpuid_leaf1_hides_vmx_and_smx_and_reports_the_guests_osxsave() {
         let host = 0x7ffa_f3ff_u32 | 1 << 5 | 1 << 6 | 1 << 27;
-        let ecx = cpuid_leaf1_ecx(host, 0);
+        let ecx = cpuid_leaf1_ecx(host, Cr4::empty());
         assert_eq!(ecx & (1 << 5 | 1 << 6 | 1 << 27), 0);
         assert_ne!(ecx & 1 << 31, 0);
         assert_eq!(ecx & !(1 << 31), host & !(1 << 5 | 1 << 6 | 1 << 27));
-        assert_ne!(cpuid_leaf1_ecx(host, CR4_OSXSAVE) & 1 << 27, 0);
+        assert_ne!(cpuid_leaf1_ecx(host, Cr4::OSXSAVE) & 1 << 27, 0);
     }
 }

@@ -2,7 +2,7 @@
 //! violation reporter.
 
 use vmx_caps::{
-    EntryControls, ExitControls, PinBasedControls, PrimaryControls, SecondaryControls,
+    EntryControls, ExitControls, FixedBits, PinBasedControls, PrimaryControls, SecondaryControls,
     VmxCapabilities,
 };
 use vmx_core::VmFail;
@@ -43,10 +43,8 @@ pub(super) struct CapsView {
     pub exit2_allowed1: u64,
     pub entry: (u64, u64),
     pub vmfunc_allowed1: u64,
-    pub cr0_fixed0: u64,
-    pub cr0_fixed1: u64,
-    pub cr4_fixed0: u64,
-    pub cr4_fixed1: u64,
+    pub cr0_fixed: FixedBits,
+    pub cr4_fixed: FixedBits,
     pub revision_id: u32,
     pub address_width_32: bool,
     pub no_error_code_check: bool,
@@ -76,10 +74,8 @@ impl CapsView {
             exit2_allowed1: caps.exit2.raw().1,
             entry: caps.entry.raw(),
             vmfunc_allowed1: caps.vmfunc.bits(),
-            cr0_fixed0: caps.cr0_fixed.fixed0,
-            cr0_fixed1: caps.cr0_fixed.fixed1,
-            cr4_fixed0: caps.cr4_fixed.fixed0,
-            cr4_fixed1: caps.cr4_fixed.fixed1,
+            cr0_fixed: caps.cr0_fixed,
+            cr4_fixed: caps.cr4_fixed,
             revision_id: caps.basic.revision_id(),
             address_width_32: caps.basic.physical_address_width_32(),
             no_error_code_check: caps.basic.no_error_code_check(),

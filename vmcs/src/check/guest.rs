@@ -2,14 +2,13 @@
 
 use super::controls::{Controls, event};
 use super::engine::{CheckError, Ctx, beyond, bits::*, enc};
-use super::host::{
-    CR0_PE, CR0_PG, CR0_WP, CR4_CET, CR4_FRED, CR4_PAE, CR4_PCIDE, EFER_LMA, EFER_LME,
-    S_CET_RESERVED, S_CET_SUPPRESS_TRACKER, cr3_reserved,
-};
+use super::host::{S_CET_RESERVED, S_CET_SUPPRESS_TRACKER, cr3_reserved};
 use super::input::{CpuFeatures, PhysMemory};
 use super::report::{Expected, Outcome, ViolationSink};
 use super::rule::Rule;
 use crate::{InterruptibilityState as Intr, SegmentAccessRights as Ar, VmcsRead};
+use vmx_caps::arch::{Cr0, Cr4, Dr7, Efer, Rflags};
+use vmx_caps::{CrFixedBits, CrUse};
 
 /// Segment registers in encoding order.
 const ES: usize = 0;
@@ -90,17 +89,6 @@ const SMI: u64 = Intr::BLOCKING_BY_SMI.bits() as u64;
 const NMI_BLOCKING: u64 = Intr::BLOCKING_BY_NMI.bits() as u64;
 const ENCLAVE: u64 = Intr::ENCLAVE_INTERRUPTION.bits() as u64;
 
-/// CR0.NW (bit 29) and CR0.CD (bit 30).
-const CR0_NW: u64 = 1 << 29;
-const CR0_CD: u64 = 1 << 30;
-
-/// RFLAGS bits.
-const RFLAGS_FIXED1: u64 = 1 << 1;
-const RFLAGS_TF: u64 = 1 << 8;
-const RFLAGS_IF: u64 = 1 << 9;
-const RFLAGS_VM: u64 = 1 << 17;
-const RFLAGS_RESERVED: u64 = !0x3f_ffff | (1 << 15) | (1 << 5) | (1 << 3);
-
 /// Activity states.
 const ACTIVE: u64 = 0;
 const HLT: u64 = 1;
@@ -168,7 +156,7 @@ where
         seg,
         ia32e: c.ia32e_guest(),
         unrestricted: c.unrestricted(),
-        v86: rflags & RFLAGS_VM != 0,
+        v86: rflags & Rflags::VM.bits() != 0,
         injected: c.injected(),
     };
     control_registers(cx, c, &g)?;
@@ -197,21 +185,23 @@ where
     let entry_f = enc!(VM_ENTRY_CONTROLS);
     let (cr0, cr4) = (g.cr0, g.cr4);
 
-    // CR0.NW (bit 29) and CR0.CD (bit 30) are never checked: VM entry does not change them.
-    let unchecked_bits = CR0_NW | CR0_CD;
-    let mut fixed0 = caps.cr0_fixed0 & !unchecked_bits;
-    if g.unrestricted {
-        fixed0 &= !(CR0_PE | CR0_PG);
+    // NW and CD are never checked, PE and PG not with unrestricted guest.
+    let cr0_fixed = CrFixedBits::<Cr0>::cr0(
+        &caps.cr0_fixed,
+        CrUse::Guest {
+            unrestricted_guest: g.unrestricted,
+        },
+    );
+    let cr4_fixed = CrFixedBits::<Cr4>::cr4(&caps.cr4_fixed);
+    cx.set(Rule::G1, &[cr0_f], cr0, cr0_fixed.must_be_one.bits());
+    cx.clear(Rule::G2, &[cr0_f], cr0, cr0_fixed.must_be_zero.bits());
+    if cr0 & Cr0::PG.bits() != 0 {
+        cx.set(Rule::G3, &[cr0_f], cr0, Cr0::PE.bits());
     }
-    cx.set(Rule::G1, &[cr0_f], cr0, fixed0);
-    cx.clear(Rule::G2, &[cr0_f], cr0, !caps.cr0_fixed1 & !unchecked_bits);
-    if cr0 & CR0_PG != 0 {
-        cx.set(Rule::G3, &[cr0_f], cr0, CR0_PE);
-    }
-    cx.set(Rule::G4, &[cr4_f], cr4, caps.cr4_fixed0);
-    cx.clear(Rule::G5, &[cr4_f], cr4, !caps.cr4_fixed1);
-    if cr4 & CR4_CET != 0 {
-        cx.set(Rule::G6, &[cr0_f, cr4_f], cr0, CR0_WP);
+    cx.set(Rule::G4, &[cr4_f], cr4, cr4_fixed.must_be_one.bits());
+    cx.clear(Rule::G5, &[cr4_f], cr4, cr4_fixed.must_be_zero.bits());
+    if cr4 & Cr4::CET.bits() != 0 {
+        cx.set(Rule::G6, &[cr0_f, cr4_f], cr0, Cr0::WP.bits());
     }
     if c.entry(ENTRY_DEBUG) {
         let debugctl_f = enc!(GUEST_IA32_DEBUGCTL);
@@ -224,14 +214,14 @@ where
         }
         let dr7_f = enc!(GUEST_DR7);
         let dr7 = cx.read(dr7_f)?;
-        cx.clear(Rule::G8, &[dr7_f], dr7, !0xffff_ffff);
+        cx.clear(Rule::G8, &[dr7_f], dr7, Dr7::RESERVED_HIGH.bits());
     }
     if g.ia32e {
-        cx.set(Rule::G9, &[cr0_f, entry_f], cr0, CR0_PG);
-        cx.set(Rule::G10, &[cr4_f, entry_f], cr4, CR4_PAE);
+        cx.set(Rule::G9, &[cr0_f, entry_f], cr0, Cr0::PG.bits());
+        cx.set(Rule::G10, &[cr4_f, entry_f], cr4, Cr4::PAE.bits());
     } else {
-        cx.clear(Rule::G11, &[cr4_f, entry_f], cr4, CR4_PCIDE);
-        cx.clear(Rule::G12, &[cr4_f, entry_f], cr4, CR4_FRED);
+        cx.clear(Rule::G11, &[cr4_f, entry_f], cr4, Cr4::PCIDE.bits());
+        cx.clear(Rule::G12, &[cr4_f, entry_f], cr4, Cr4::FRED.bits());
     }
     let cr3 = cx.read(cr3_f)?;
     cx.clear(
@@ -261,16 +251,18 @@ where
         if let Some(efer) = cx.read_opt(field, &[Rule::G18, Rule::G19, Rule::G20]) {
             cx.clear(Rule::G18, &[field], efer, cpu.efer_reserved());
             let lma = if g.ia32e {
-                Expected::BitsSet(EFER_LMA)
+                Expected::BitsSet(Efer::LMA.bits())
             } else {
-                Expected::BitsClear(EFER_LMA)
+                Expected::BitsClear(Efer::LMA.bits())
             };
             cx.expect(Rule::G19, &[field, entry_f], efer, lma);
-            if cr0 & CR0_PG != 0 && (efer & EFER_LMA != 0) != (efer & EFER_LME != 0) {
-                let lme = if efer & EFER_LMA != 0 {
-                    Expected::BitsSet(EFER_LME)
+            if cr0 & Cr0::PG.bits() != 0
+                && (efer & Efer::LMA.bits() != 0) != (efer & Efer::LME.bits() != 0)
+            {
+                let lme = if efer & Efer::LMA.bits() != 0 {
+                    Expected::BitsSet(Efer::LME.bits())
                 } else {
-                    Expected::BitsClear(EFER_LME)
+                    Expected::BitsClear(Efer::LME.bits())
                 };
                 cx.fail(Rule::G20, &[field, cr0_f], efer, lme);
             }
@@ -476,7 +468,7 @@ where
                 Expected::Equal(ss.rpl()),
             );
         }
-        if cs.kind() == 3 || g.cr0 & CR0_PE == 0 {
+        if cs.kind() == 3 || g.cr0 & Cr0::PE.bits() == 0 {
             cx.expect(
                 Rule::H22,
                 &[f[SS][ar], f[CS][ar], cr0_f],
@@ -604,17 +596,22 @@ where
     } else {
         cx.clear(Rule::J1, &[rip_f, cs_ar_f], rip, !0xffff_ffff);
     }
-    cx.clear(Rule::J3, &[rflags_f], g.rflags, RFLAGS_RESERVED);
-    cx.set(Rule::J4, &[rflags_f], g.rflags, RFLAGS_FIXED1);
-    if g.ia32e || g.cr0 & CR0_PE == 0 {
-        cx.clear(Rule::J5, &[rflags_f, enc!(GUEST_CR0)], g.rflags, RFLAGS_VM);
+    cx.clear(Rule::J3, &[rflags_f], g.rflags, Rflags::RESERVED.bits());
+    cx.set(Rule::J4, &[rflags_f], g.rflags, Rflags::RESERVED_1.bits());
+    if g.ia32e || g.cr0 & Cr0::PE.bits() == 0 {
+        cx.clear(
+            Rule::J5,
+            &[rflags_f, enc!(GUEST_CR0)],
+            g.rflags,
+            Rflags::VM.bits(),
+        );
     }
     if let Some((event::EXTERNAL_INTERRUPT, _)) = g.injected {
         cx.set(
             Rule::J6,
             &[rflags_f, enc!(VM_ENTRY_INTERRUPTION_INFORMATION)],
             g.rflags,
-            RFLAGS_IF,
+            Rflags::IF.bits(),
         );
     }
     Ok(())
@@ -732,7 +729,7 @@ where
             Expected::NotEqual(STI | MOV_SS),
         );
     }
-    if g.rflags & RFLAGS_IF == 0 {
+    if g.rflags & Rflags::IF.bits() == 0 {
         cx.clear(Rule::K10, &[int_f, rflags_f], intr, STI);
     }
     match g.injected {
@@ -783,7 +780,7 @@ where
         let debugctl_f = enc!(GUEST_IA32_DEBUGCTL);
         let btf = cx.read(debugctl_f)? & 2 != 0;
         let fields = [pde_f, rflags_f, debugctl_f, int_f];
-        if g.rflags & RFLAGS_TF != 0 && !btf {
+        if g.rflags & Rflags::TF.bits() != 0 && !btf {
             cx.set(Rule::K19, &fields, pde, BS);
         } else {
             cx.clear(Rule::K20, &fields, pde, BS);
@@ -838,7 +835,7 @@ where
     M: PhysMemory + ?Sized,
     S: ViolationSink + ?Sized,
 {
-    if g.cr0 & CR0_PG == 0 || g.cr4 & CR4_PAE == 0 || g.ia32e {
+    if g.cr0 & Cr0::PG.bits() == 0 || g.cr4 & Cr4::PAE.bits() == 0 || g.ia32e {
         return Ok(());
     }
     // Present PDPTEs: bits 2:1 and 8:5 and those beyond MAXPHYADDR are reserved.

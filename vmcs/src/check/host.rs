@@ -6,19 +6,9 @@ use super::input::{CpuFeatures, PhysMemory};
 use super::report::{Expected, ViolationSink};
 use super::rule::Rule;
 use crate::VmcsRead;
+use vmx_caps::arch::{Cr0, Cr4, Efer};
+use vmx_caps::{CrFixedBits, CrUse};
 
-/// CR0.PE (bit 0), CR0.WP (bit 16), CR0.PG (bit 31).
-pub(super) const CR0_PE: u64 = 1 << 0;
-pub(super) const CR0_WP: u64 = 1 << 16;
-pub(super) const CR0_PG: u64 = 1 << 31;
-/// CR4.PAE (bit 5), CR4.PCIDE (bit 17), CR4.CET (bit 23), CR4.FRED (bit 32).
-pub(super) const CR4_PAE: u64 = 1 << 5;
-pub(super) const CR4_PCIDE: u64 = 1 << 17;
-pub(super) const CR4_CET: u64 = 1 << 23;
-pub(super) const CR4_FRED: u64 = 1 << 32;
-/// IA32_EFER.LME (bit 8) and LMA (bit 10).
-pub(super) const EFER_LME: u64 = 1 << 8;
-pub(super) const EFER_LMA: u64 = 1 << 10;
 /// IA32_S_CET reserved bits 9:6, SUPPRESS (bit 10) and TRACKER (bit 11).
 pub(super) const S_CET_RESERVED: u64 = 0x3c0;
 pub(super) const S_CET_SUPPRESS_TRACKER: u64 = 0xc00;
@@ -47,18 +37,20 @@ where
     let exit_f = enc!(PRIMARY_VM_EXIT_CONTROLS);
 
     // D1-D8: control registers and SYSENTER MSRs.
-    cx.set(Rule::D1, &[cr0_f], cr0, caps.cr0_fixed0);
-    cx.clear(Rule::D2, &[cr0_f], cr0, !caps.cr0_fixed1);
-    cx.set(Rule::D3, &[cr4_f], cr4, caps.cr4_fixed0);
-    cx.clear(Rule::D4, &[cr4_f], cr4, !caps.cr4_fixed1);
+    let cr0_fixed = CrFixedBits::<Cr0>::cr0(&caps.cr0_fixed, CrUse::Vmx);
+    let cr4_fixed = CrFixedBits::<Cr4>::cr4(&caps.cr4_fixed);
+    cx.set(Rule::D1, &[cr0_f], cr0, cr0_fixed.must_be_one.bits());
+    cx.clear(Rule::D2, &[cr0_f], cr0, cr0_fixed.must_be_zero.bits());
+    cx.set(Rule::D3, &[cr4_f], cr4, cr4_fixed.must_be_one.bits());
+    cx.clear(Rule::D4, &[cr4_f], cr4, cr4_fixed.must_be_zero.bits());
     cx.clear(
         Rule::D5,
         &[cr3_f],
         cr3,
         cr3_reserved(cpu.maxphyaddr, cpu.features),
     );
-    if cr4 & CR4_CET != 0 {
-        cx.set(Rule::D6, &[cr0_f, cr4_f], cr0, CR0_WP);
+    if cr4 & Cr4::CET.bits() != 0 {
+        cx.set(Rule::D6, &[cr0_f, cr4_f], cr0, Cr0::WP.bits());
     }
     if cpu.features.contains(CpuFeatures::INTEL64) {
         for (rule, field) in [
@@ -115,8 +107,8 @@ where
                     Expected::BitsClear(bit)
                 }
             };
-            cx.expect(Rule::D17, &[field, exit_f], efer, want(EFER_LMA));
-            cx.expect(Rule::D18, &[field, exit_f], efer, want(EFER_LME));
+            cx.expect(Rule::D17, &[field, exit_f], efer, want(Efer::LMA.bits()));
+            cx.expect(Rule::D18, &[field, exit_f], efer, want(Efer::LME.bits()));
         }
     }
     if c.exit(EXIT_PKRS) {
@@ -190,10 +182,10 @@ where
         cx.clear(Rule::F2, &[entry_f, exit_f], c.entry, ENTRY_IA32E);
     }
     if host_64 {
-        cx.set(Rule::F6, &[cr4_f, exit_f], cr4, CR4_PAE);
+        cx.set(Rule::F6, &[cr4_f, exit_f], cr4, Cr4::PAE.bits());
         cx.canonical(Rule::F7, &[rip_f, exit_f], rip);
     } else {
-        cx.clear(Rule::F4, &[cr4_f, exit_f], cr4, CR4_PCIDE);
+        cx.clear(Rule::F4, &[cr4_f, exit_f], cr4, Cr4::PCIDE.bits());
         cx.clear(Rule::F5, &[rip_f, exit_f], rip, !0xffff_ffff);
     }
     if !cpu.features.contains(CpuFeatures::INTEL64) {

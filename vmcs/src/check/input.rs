@@ -1,6 +1,7 @@
 //! What the checker needs besides the VMCS: CPU facts, the launch context and guest/host memory.
 
 use bitflags::bitflags;
+use vmx_caps::arch::Efer;
 
 bitflags! {
     /// CPUID-enumerated features that change what VM entry accepts (reserved-bit masks of loaded
@@ -132,9 +133,9 @@ impl CpuFacts {
 
     /// The reserved bits of IA32_EFER: everything but SCE (0), LME (8), LMA (10) and, with NX, NXE (11).
     pub const fn efer_reserved(&self) -> u64 {
-        let mut valid = (1 << 0) | (1 << 8) | (1 << 10);
+        let mut valid = Efer::SCE.bits() | Efer::LME.bits() | Efer::LMA.bits();
         if self.features.contains(CpuFeatures::NX) {
-            valid |= 1 << 11;
+            valid |= Efer::NXE.bits();
         }
         !valid
     }

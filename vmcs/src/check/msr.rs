@@ -6,25 +6,12 @@ use super::input::PhysMemory;
 use super::report::{Expected, Outcome, ViolationSink};
 use super::rule::{FailureClass, Rule};
 use crate::VmcsRead;
-
-/// MSR indices the rules name (SDM Vol. 4, "Model-Specific Registers").
-const IA32_BIOS_UPDT_TRIG: u64 = 0x79;
-const IA32_BIOS_SIGN_ID: u64 = 0x8b;
-const IA32_SMM_MONITOR_CTL: u64 = 0x9b;
-const IA32_TIME_STAMP_COUNTER: u64 = 0x10;
-const IA32_SYSENTER_CS: u64 = 0x174;
-const IA32_SYSENTER_ESP: u64 = 0x175;
-const IA32_SYSENTER_EIP: u64 = 0x176;
-const IA32_DEBUGCTL: u64 = 0x1d9;
-const IA32_PAT: u64 = 0x277;
-const IA32_PERF_GLOBAL_CTRL: u64 = 0x38f;
-const IA32_EFER: u64 = 0xc000_0080;
-const IA32_STAR: u64 = 0xc000_0081;
-const IA32_LSTAR: u64 = 0xc000_0082;
-const IA32_CSTAR: u64 = 0xc000_0083;
-const IA32_FS_BASE: u64 = 0xc000_0100;
-const IA32_GS_BASE: u64 = 0xc000_0101;
-const IA32_KERNEL_GS_BASE: u64 = 0xc000_0102;
+use vmx_caps::msr::{
+    IA32_BIOS_SIGN_ID, IA32_BIOS_UPDT_TRIG, IA32_CSTAR, IA32_DEBUGCTL, IA32_EFER, IA32_FS_BASE,
+    IA32_GS_BASE, IA32_KERNEL_GS_BASE, IA32_LSTAR, IA32_PAT, IA32_PERF_GLOBAL_CTRL,
+    IA32_SMM_MONITOR_CTL, IA32_STAR, IA32_SYSENTER_CS, IA32_SYSENTER_EIP, IA32_SYSENTER_ESP,
+    IA32_TIME_STAMP_COUNTER, IA32_X2APIC_FIRST, IA32_X2APIC_LAST,
+};
 
 /// Checks the VM-entry MSR-load area entry by entry, in the order the processor loads them.
 pub(super) fn msr_load<V, M, S>(cx: &mut Ctx<'_, V, M, S>, _c: &Controls) -> Result<(), CheckError>
@@ -66,6 +53,8 @@ where
             return Ok(());
         };
         let index = head & 0xffff_ffff;
+        // Bits 31:0 of the entry's first quadword: the MSR address.
+        let msr = index as u32;
         if head >> 32 != 0 {
             fail_at(
                 cx,
@@ -76,7 +65,7 @@ where
                 qualification,
             );
         }
-        match index {
+        match msr {
             IA32_FS_BASE | IA32_GS_BASE => fail_at(
                 cx,
                 Rule::M2,
@@ -85,7 +74,7 @@ where
                 Expected::NotEqual(index),
                 qualification,
             ),
-            0x800..=0x8ff => fail_at(
+            IA32_X2APIC_FIRST..=IA32_X2APIC_LAST => fail_at(
                 cx,
                 Rule::M3,
                 &fields,
@@ -112,7 +101,7 @@ where
             ),
             _ => {
                 // M6: the value WRMSR would refuse, for the MSRs whose rules are architectural.
-                let expected = match index {
+                let expected = match msr {
                     IA32_EFER => Some(Expected::BitsClear(cpu.efer_reserved())),
                     IA32_PAT => Some(Expected::PatMemoryTypes),
                     IA32_SYSENTER_ESP | IA32_SYSENTER_EIP | IA32_LSTAR | IA32_CSTAR
@@ -130,7 +119,7 @@ where
                     Some(_) => {}
                     // WRMSR takes any value of these.
                     None if matches!(
-                        index,
+                        msr,
                         IA32_TIME_STAMP_COUNTER | IA32_SYSENTER_CS | IA32_STAR
                     ) => {}
                     // Whether WRMSR of an MSR without an architectural rule faults (it may not

@@ -123,7 +123,7 @@ pub const REPORT_FAIL: u64 = 0;
 pub const REPORT_SKIPPED: u64 = 2;
 
 /// IA32_KERNEL_GS_BASE, the MSR the `msr-areas` test switches through the MSR areas.
-pub const IA32_KERNEL_GS_BASE: u32 = 0xc000_0102;
+pub use vmx_caps::msr::IA32_KERNEL_GS_BASE;
 /// The guest's IA32_KERNEL_GS_BASE, loaded by the VM-entry MSR-load area at the first VM entry.
 pub const MSR_AREA_GUEST_INITIAL: u64 = 0x0000_5a5a_1234_5000;
 /// [`HC_MSR_AREAS`] flag: the VM-exit MSR-store area holds the guest's value.

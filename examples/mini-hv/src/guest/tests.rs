@@ -4,6 +4,13 @@
 use core::arch::asm;
 use core::arch::x86_64::{__cpuid_count, _rdtsc};
 
+use vmx_caps::arch::{Cr0, Cr4, Efer, Xcr0};
+use vmx_caps::msr::{
+    IA32_EFER, IA32_FEATURE_CONTROL, IA32_MISC_ENABLE, IA32_SYSENTER_CS, IA32_SYSENTER_ESP,
+    IA32_TIME_STAMP_COUNTER, IA32_VMX_BASIC, IA32_VMX_PROCBASED_CTLS2,
+    IA32_VMX_TRUE_PROCBASED_CTLS,
+};
+
 use super::abi::{self, reason};
 use super::{Fault, GP, IRQ_VECTOR, UD, exit_count, gprintln, guarded, hypercall, inb, outb};
 
@@ -142,19 +149,6 @@ fn cpuid_hypervisor_leaf() -> Check {
     ensure(exits == 3, "expected exactly 3 CPUID exits")
 }
 
-const IA32_TIME_STAMP_COUNTER: u32 = 0x10;
-const IA32_FEATURE_CONTROL: u32 = 0x3a;
-const IA32_SYSENTER_CS: u32 = 0x174;
-const IA32_SYSENTER_ESP: u32 = 0x175;
-const IA32_MISC_ENABLE: u32 = 0x1a0;
-const IA32_VMX_BASIC: u32 = 0x480;
-const IA32_VMX_PROCBASED_CTLS2: u32 = 0x48b;
-const IA32_VMX_TRUE_PROCBASED_CTLS: u32 = 0x48e;
-const IA32_EFER: u32 = 0xc000_0080;
-const EFER_LME: u64 = 1 << 8;
-const EFER_LMA: u64 = 1 << 10;
-const EFER_NXE: u64 = 1 << 11;
-
 fn msr_exits() -> (u64, u64) {
     (exit_count(reason::RDMSR), exit_count(reason::WRMSR))
 }
@@ -191,16 +185,16 @@ fn msr_emulated() -> Check {
     let before = msr_exits();
     let efer = rdmsr(IA32_EFER).map_err(|_| "RDMSR IA32_EFER faulted")?;
     ensure(
-        efer & (EFER_LME | EFER_LMA) == EFER_LME | EFER_LMA,
+        efer & (Efer::LME.bits() | Efer::LMA.bits()) == Efer::LME.bits() | Efer::LMA.bits(),
         "EFER.LME/LMA clear in long mode",
     )?;
     ensure(
-        wrmsr(IA32_EFER, efer | EFER_NXE).is_none(),
+        wrmsr(IA32_EFER, efer | Efer::NXE.bits()).is_none(),
         "WRMSR IA32_EFER (NXE) faulted",
     )?;
     let efer2 = rdmsr(IA32_EFER).map_err(|_| "RDMSR IA32_EFER faulted")?;
     ensure(
-        efer2 == efer | EFER_NXE,
+        efer2 == efer | Efer::NXE.bits(),
         "EFER.NXE did not stick (or LMA changed)",
     )?;
     let pattern = 0x0123_4567_89ab_cdef;
@@ -264,7 +258,7 @@ fn msr_forbidden_gp() -> Check {
         "EFER reserved bit 1 did not #GP",
     )?;
     expect_fault(
-        wrmsr(IA32_EFER, efer & !EFER_LME),
+        wrmsr(IA32_EFER, efer & !Efer::LME.bits()),
         GP,
         "clearing EFER.LME with paging on did not #GP",
     )?;
@@ -447,7 +441,7 @@ fn xgetbv(index: u32) -> u64 {
 }
 
 fn xsetbv() -> Check {
-    const OSXSAVE: u64 = 1 << 18;
+    const OSXSAVE: u64 = Cr4::OSXSAVE.bits();
     let (_, _, ecx, _) = cpuid(1, 0);
     let cr4 = read_cr4();
     if ecx & (1 << 26) == 0 {
@@ -456,7 +450,7 @@ fn xsetbv() -> Check {
         let fault = guarded!("mov cr4, {v}", v = in(reg) cr4 | OSXSAVE);
         expect_fault(fault, GP, "setting CR4.OSXSAVE without XSAVE did not #GP")?;
         expect_fault(
-            xsetbv_guarded(0, 0x3),
+            xsetbv_guarded(0, (Xcr0::X87 | Xcr0::SSE).bits()),
             UD,
             "XSETBV without XSAVE did not #UD",
         )?;
@@ -474,14 +468,25 @@ fn xsetbv() -> Check {
     )?;
     let before = exit_count(reason::XSETBV);
     ensure(
-        xsetbv_guarded(0, 0x3).is_none(),
+        xsetbv_guarded(0, (Xcr0::X87 | Xcr0::SSE).bits()).is_none(),
         "XSETBV XCR0 = x87|SSE faulted",
     )?;
-    ensure(xgetbv(0) == 0x3, "XCR0 did not read back")?;
-    expect_fault(xsetbv_guarded(0, 0x2), GP, "XCR0 without x87 did not #GP")?;
-    expect_fault(xsetbv_guarded(1, 0x1), GP, "XSETBV of XCR1 did not #GP")?;
+    ensure(
+        xgetbv(0) == (Xcr0::X87 | Xcr0::SSE).bits(),
+        "XCR0 did not read back",
+    )?;
     expect_fault(
-        xsetbv_guarded(0, 0x5),
+        xsetbv_guarded(0, Xcr0::SSE.bits()),
+        GP,
+        "XCR0 without x87 did not #GP",
+    )?;
+    expect_fault(
+        xsetbv_guarded(1, Xcr0::X87.bits()),
+        GP,
+        "XSETBV of XCR1 did not #GP",
+    )?;
+    expect_fault(
+        xsetbv_guarded(0, (Xcr0::X87 | Xcr0::AVX).bits()),
         GP,
         "XCR0 with AVX but no SSE did not #GP",
     )?;
@@ -513,11 +518,11 @@ fn invd_wbinvd() -> Check {
 }
 
 fn cr_access() -> Check {
-    const PE: u64 = 1;
-    const CD: u64 = 1 << 30;
-    const NW: u64 = 1 << 29;
-    const PG: u64 = 1 << 31;
-    const VMXE: u64 = 1 << 13;
+    const PE: u64 = Cr0::PE.bits();
+    const CD: u64 = Cr0::CD.bits();
+    const NW: u64 = Cr0::NW.bits();
+    const PG: u64 = Cr0::PG.bits();
+    const VMXE: u64 = Cr4::VMXE.bits();
     let before = exit_count(reason::CR_ACCESS);
     let cr0 = read_cr0();
     ensure(cr0 & (PE | PG) == PE | PG, "CR0.PE/PG not set in long mode")?;

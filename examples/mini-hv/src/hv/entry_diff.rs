@@ -32,7 +32,13 @@ use vmcs::{
     GuestSegment, HardwareVmcs, Segment, SegmentAccessRights, VmcsRead, VmcsSnapshot, VmcsWrite,
     fields,
 };
-use vmx_caps::VmxCapabilities;
+use vmx_caps::arch::{Cr0, Cr4, Efer, Rflags};
+use vmx_caps::msr::{
+    IA32_DEBUGCTL, IA32_EFER, IA32_FS_BASE, IA32_GS_BASE, IA32_KERNEL_GS_BASE, IA32_LSTAR,
+    IA32_PAT, IA32_SMM_MONITOR_CTL, IA32_STAR, IA32_SYSENTER_CS, IA32_SYSENTER_EIP,
+    IA32_SYSENTER_ESP, IA32_X2APIC_LAST, IA32_X2APIC_TPR,
+};
+use vmx_caps::{CrFixedBits, CrUse, VmxCapabilities};
 use vmx_core::{GuestRegisters, VmFail, VmcsRegion, VmxRoot};
 
 use super::vcpu::Vcpu;
@@ -292,7 +298,7 @@ fn debugctl_in_msr_list(vmcs: &HardwareVmcs<'_>) -> Option<Outcome> {
             .read(MsrEntry::address_in(area, i), &mut bytes)
             .ok()?;
         let (entry, reserved) = MsrEntry::from_le_bytes(bytes);
-        (entry.index == 0x1d9 && reserved == 0).then_some(Outcome::EntryFailure {
+        (entry.index == IA32_DEBUGCTL && reserved == 0).then_some(Outcome::EntryFailure {
             exit_reason: check::EXIT_REASON_ENTRY_FAILURE | check::EXIT_REASON_MSR_LOADING,
             qualification: i + 1,
         })
@@ -381,8 +387,6 @@ const ENTRY_AREA_ENTRIES: usize = 1024;
 type EntryArea = MsrArea<ENTRY_AREA_ENTRIES>;
 /// Each VM-exit MSR area.
 type ExitArea = MsrArea<256>;
-
-const IA32_SYSENTER_CS: u32 = 0x174;
 
 /// One change a mutation made.
 #[derive(Clone, Copy, Debug)]
@@ -507,8 +511,8 @@ pub struct Setup<'a> {
 /// What a case's mutation generator may use.
 struct Env {
     maxphyaddr: u8,
-    cr0_fixed: vmx_caps::FixedBits,
-    cr4_fixed: vmx_caps::FixedBits,
+    cr0_fixed: CrFixedBits<Cr0>,
+    cr4_fixed: CrFixedBits<Cr4>,
     /// The VM-entry MSR-load area, every entry in use (the VMCS count says how many load).
     entry_area: &'static EntryArea,
     /// Its physical address.
@@ -624,8 +628,8 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
     let vmxon = active.root().vmxon_region_phys();
     let env = Env {
         maxphyaddr: super::phys_addr_width(),
-        cr0_fixed: caps.cr0_fixed,
-        cr4_fixed: caps.cr4_fixed,
+        cr0_fixed: caps.cr0_fixed_bits(CrUse::Vmx),
+        cr4_fixed: caps.cr4_fixed_bits(),
         entry_area_phys: match entry_area.phys_addr(&super::identity) {
             Ok(phys) => phys,
             Err(e) => {
@@ -1010,27 +1014,32 @@ const HOST_ADDRESSES: &[u32] = &[
 /// Entries for the VM-entry MSR-load list: (index quadword, value). Valid ones load MSRs this
 /// host does not depend on (SYSENTER MSRs are reloaded at every VM exit; no SYSCALL is used).
 const MSR_ENTRIES: &[(u64, u64)] = &[
-    (0x174, 0x10),                                    // IA32_SYSENTER_CS
-    (0x175, 0x1000),                                  // IA32_SYSENTER_ESP
-    (0x175, 0x0000_8000_0000_0000),                   // ... non-canonical: M6
-    (0x176, 0xffff_8000_0000_0000),                   // IA32_SYSENTER_EIP
-    (0xc000_0081, 0x0023_0010_0000_0000),             // IA32_STAR
-    (0xc000_0082, 0xffff_ffff_8000_0000),             // IA32_LSTAR
-    (0xc000_0082, 0x8000_0000_0000),                  // ... non-canonical: M6
-    (0xc000_0102, 0x1234_5000),                       // IA32_KERNEL_GS_BASE
-    (0xc000_0102, 0xfff0_0000_0000_0000 ^ (1 << 63)), // ... non-canonical: M6
-    (0x277, 0x0007_0406_0007_0406),                   // IA32_PAT
-    (0x277, 0x0007_0406_0007_0402),                   // ... memory type 2: M6
-    (0xc000_0080, 0x2),                               // IA32_EFER reserved bit: M6
-    (0xc000_0100, 0),                                 // IA32_FS_BASE: M2
-    (0xc000_0101, 0),                                 // IA32_GS_BASE: M2
-    (0x808, 0),                                       // x2APIC TPR: M3
-    (0x8ff, 0),                                       // x2APIC range end: M3
-    (0x9b, 0),                                        // IA32_SMM_MONITOR_CTL: M4
-    (0x1_0000_0174, 0),                               // reserved bits 63:32: M1
-    (0x1d9, 0),                                       // IA32_DEBUGCTL
-    (0x1d9, 1 << 63),                                 // ... reserved: M6
+    (msr(IA32_SYSENTER_CS), 0x10),
+    (msr(IA32_SYSENTER_ESP), 0x1000),
+    (msr(IA32_SYSENTER_ESP), 0x0000_8000_0000_0000), // non-canonical: M6
+    (msr(IA32_SYSENTER_EIP), 0xffff_8000_0000_0000),
+    (msr(IA32_STAR), 0x0023_0010_0000_0000),
+    (msr(IA32_LSTAR), 0xffff_ffff_8000_0000),
+    (msr(IA32_LSTAR), 0x8000_0000_0000), // non-canonical: M6
+    (msr(IA32_KERNEL_GS_BASE), 0x1234_5000),
+    (msr(IA32_KERNEL_GS_BASE), 0xfff0_0000_0000_0000 ^ (1 << 63)), // non-canonical: M6
+    (msr(IA32_PAT), 0x0007_0406_0007_0406),
+    (msr(IA32_PAT), 0x0007_0406_0007_0402), // memory type 2: M6
+    (msr(IA32_EFER), 0x2),                  // reserved bit: M6
+    (msr(IA32_FS_BASE), 0),                 // M2
+    (msr(IA32_GS_BASE), 0),                 // M2
+    (msr(IA32_X2APIC_TPR), 0),              // M3
+    (msr(IA32_X2APIC_LAST), 0),             // x2APIC range end: M3
+    (msr(IA32_SMM_MONITOR_CTL), 0),         // M4
+    (1 << 32 | msr(IA32_SYSENTER_CS), 0),   // reserved bits 63:32: M1
+    (msr(IA32_DEBUGCTL), 0),
+    (msr(IA32_DEBUGCTL), 1 << 63), // reserved: M6
 ];
+
+/// An MSR address as the index quadword of an MSR-area entry.
+const fn msr(index: u32) -> u64 {
+    index as u64
+}
 
 fn field_bits(encoding: u32) -> u32 {
     match fields::by_encoding(encoding) {
@@ -1233,15 +1242,12 @@ const PAGING_ROOT_GPA: u64 = 0x8000;
 /// `STUB_GPA`; its paging structures are empty, which does not matter before its first
 /// instruction).
 fn switch_mode(hw: &mut HardwareVmcs<'_>, mode: GuestMode) -> Result<(), VmFail> {
-    const CR0_PE: u64 = 1;
-    const CR0_PG: u64 = 1 << 31;
-    const CR4_PAE: u64 = 1 << 5;
     let long = matches!(mode, GuestMode::Long64);
     let paged = !matches!(mode, GuestMode::Protected32);
-    let cr0 = hw.read_raw(fields::GUEST_CR0.encoding())? | CR0_PE;
+    let cr0 = hw.read_raw(fields::GUEST_CR0.encoding())? | Cr0::PE.bits();
     let cr4 = hw.read_raw(fields::GUEST_CR4.encoding())?;
     let (cr0, cr4) = if paged {
-        (cr0 | CR0_PG, cr4 | CR4_PAE)
+        (cr0 | Cr0::PG.bits(), cr4 | Cr4::PAE.bits())
     } else {
         (cr0, cr4)
     };
@@ -1254,7 +1260,11 @@ fn switch_mode(hw: &mut HardwareVmcs<'_>, mode: GuestMode) -> Result<(), VmFail>
         ),
         (
             fields::GUEST_IA32_EFER.encoding(),
-            if long { 0x500 } else { 0 },
+            if long {
+                (Efer::LME | Efer::LMA).bits()
+            } else {
+                0
+            },
         ),
         (fields::GUEST_RIP.encoding(), STUB_GPA),
     ];
@@ -1569,7 +1579,12 @@ fn inject(
     }
     // The guest state the injection rules look at.
     match rng.below(8) {
-        0 | 1 => set_field(hw, mutation, fields::GUEST_RFLAGS.encoding(), 0x202),
+        0 | 1 => set_field(
+            hw,
+            mutation,
+            fields::GUEST_RFLAGS.encoding(),
+            (Rflags::RESERVED_1 | Rflags::IF).bits(),
+        ),
         2 => set_field(
             hw,
             mutation,
@@ -1584,7 +1599,12 @@ fn inject(
         ),
         4 => {
             let cr0 = hw.read_raw(fields::GUEST_CR0.encoding())?;
-            set_field(hw, mutation, fields::GUEST_CR0.encoding(), cr0 | 1)
+            set_field(
+                hw,
+                mutation,
+                fields::GUEST_CR0.encoding(),
+                cr0 | Cr0::PE.bits(),
+            )
         }
         _ => Ok(()),
     }
@@ -1636,15 +1656,17 @@ fn host(
         0 => {
             // A CR0 bit fixed to 1 cleared, or one fixed to 0 set.
             let old = hw.read_raw(fields::HOST_CR0.encoding())?;
-            let new = fixed_violation(rng, env.cr0_fixed, old);
+            let f = env.cr0_fixed;
+            let new = fixed_violation(rng, f.must_be_one.bits(), f.must_be_zero.bits(), old);
             set_field(hw, mutation, fields::HOST_CR0.encoding(), new)
         }
         1 => {
             let old = hw.read_raw(fields::HOST_CR4.encoding())?;
             let new = if rng.chance(20) {
-                old & !(1 << 5) // PAE, required with "host address-space size"
+                old & !Cr4::PAE.bits() // required with "host address-space size"
             } else {
-                fixed_violation(rng, env.cr4_fixed, old)
+                let f = env.cr4_fixed;
+                fixed_violation(rng, f.must_be_one.bits(), f.must_be_zero.bits(), old)
             };
             set_field(hw, mutation, fields::HOST_CR4.encoding(), new)
         }
@@ -1681,8 +1703,8 @@ fn host(
         5 => {
             let old = hw.read_raw(fields::HOST_IA32_EFER.encoding())?;
             let new = match rng.below(4) {
-                0 => old & !(1 << 10), // LMA
-                1 => old & !(1 << 8),  // LME
+                0 => old & !Efer::LMA.bits(),
+                1 => old & !Efer::LME.bits(),
                 _ => old | 1 << rng.pick(&[1u64, 2, 7, 9, 12, 16, 63]),
             };
             set_field(hw, mutation, fields::HOST_IA32_EFER.encoding(), new)
@@ -1696,11 +1718,10 @@ fn host(
     }
 }
 
-/// `old` with one bit that IA32_VMX_CRx_FIXED0/1 fix put on the wrong side (or a bit of 63:32
-/// set).
-fn fixed_violation(rng: &mut Rng, fixed: vmx_caps::FixedBits, old: u64) -> u64 {
-    let ones = fixed.must_be_one();
-    let zeros = fixed.must_be_zero() & 0xffff_ffff;
+/// `old` with one bit that IA32_VMX_CRx_FIXED0/1 fix (`ones` must be 1, `zeros` must be 0) put
+/// on the wrong side (or a bit of 63:32 set).
+fn fixed_violation(rng: &mut Rng, ones: u64, zeros: u64, old: u64) -> u64 {
+    let zeros = zeros & 0xffff_ffff;
     for _ in 0..8 {
         let bit = 1u64 << rng.below(32);
         if ones & bit != 0 {

@@ -35,7 +35,9 @@ use vmx_core::{GpReg, GuestRegisters, LivePlatform, VmFail, VmxRoot};
 
 use super::Outcome;
 use crate::println;
-use mini_hv_logic::guest_state::{self, CR0_PE, CrPolicy, CrWriteError};
+use mini_hv_logic::guest_state::{self, CrPolicy, CrWriteError};
+use vmx_caps::arch::{Cr0, Cr4, Xcr0};
+use vmx_caps::msr::{IA32_FEATURE_CONTROL, IA32_PAT, IA32_VMX_BASIC, IA32_VMX_VMFUNC};
 
 #[path = "../linux/loader.rs"]
 mod loader;
@@ -48,11 +50,8 @@ const EPT_POOL_FRAMES: usize = 64;
 
 const UD: Exception = Exception::UD;
 const GP: Exception = Exception::GP;
-const CR0_ET: u64 = 1 << 4;
-const CR4_OSXSAVE: u64 = 1 << 18;
-const IA32_FEATURE_CONTROL: u32 = 0x3a;
 /// IA32_VMX_BASIC through IA32_VMX_VMFUNC.
-const VMX_CAPABILITY_MSRS: core::ops::RangeInclusive<u32> = 0x480..=0x491;
+const VMX_CAPABILITY_MSRS: core::ops::RangeInclusive<u32> = IA32_VMX_BASIC..=IA32_VMX_VMFUNC;
 /// IA32_FEATURE_CONTROL as the guest reads it: locked, VMX off.
 const FEATURE_CONTROL_LOCKED: u64 = 1;
 /// PAT after reset.
@@ -106,7 +105,7 @@ struct Linux {
     regs: GuestRegisters,
     cr0_fixed: vmx_caps::FixedBits,
     cr4_fixed: vmx_caps::FixedBits,
-    xcr0_supported: u64,
+    xcr0_supported: Xcr0,
     pm1a: u16,
     /// Guest RAM above the hypervisor, `[hv_end, ram_top)`: where MOV to CR0/CR4 may read PDPTEs.
     ram: (u64, u64),
@@ -173,11 +172,14 @@ pub fn run() -> Outcome {
     let xsave = crate::arch::cpuid(1, 0).ecx & (1 << 26) != 0;
     let (xcr0_supported, host_xcr0) = if xsave {
         // SAFETY: XSAVE is supported, so CR4.OSXSAVE may be set; it changes nothing else the host uses.
-        unsafe { crate::arch::write_cr4(crate::arch::cr4() | CR4_OSXSAVE) };
+        unsafe { crate::arch::write_cr4(crate::arch::cr4() | Cr4::OSXSAVE) };
         let d = crate::arch::cpuid(0xd, 0);
-        (u64::from(d.eax) | u64::from(d.edx) << 32, super::xgetbv0())
+        (
+            Xcr0::from_bits_retain(u64::from(d.eax) | u64::from(d.edx) << 32),
+            super::xgetbv0(),
+        )
     } else {
-        (0, 0)
+        (Xcr0::empty(), Xcr0::empty())
     };
 
     // Everything the hypervisor needs, allocated before hv_end is fixed.
@@ -497,11 +499,13 @@ impl Linux {
         vmcs.write_guest_descriptor_table(GuestDescriptorTable::Gdtr, empty)?;
         vmcs.write_guest_descriptor_table(GuestDescriptorTable::Idtr, empty)?;
         self.cr()
-            .write_initial_state(vmcs, CR0_PE | CR0_ET, entry)?;
+            .write_initial_state(vmcs, Cr0::PE | Cr0::ET, entry)?;
         if pat {
             vmcs.write(fields::GUEST_IA32_PAT, PAT_RESET)?;
             // SAFETY: IA32_PAT exists (the PAT controls were offered); reading it has no side effect.
-            vmcs.write(fields::HOST_IA32_PAT, unsafe { crate::arch::rdmsr(0x277) })?;
+            vmcs.write(fields::HOST_IA32_PAT, unsafe {
+                crate::arch::rdmsr(IA32_PAT)
+            })?;
         }
         Ok(())
     }
@@ -624,8 +628,12 @@ impl Linux {
                     })
                 };
                 let written = match (q.access_type, q.cr) {
-                    (CrAccessType::MovToCr, 0) => self.cr().mov_to_cr0(vmcs, value, read_u64),
-                    (CrAccessType::MovToCr, 4) => self.cr().mov_to_cr4(vmcs, value, read_u64),
+                    (CrAccessType::MovToCr, 0) => {
+                        self.cr().mov_to_cr0(vmcs, Cr0::from_bits_retain(value), read_u64)
+                    }
+                    (CrAccessType::MovToCr, 4) => {
+                        self.cr().mov_to_cr4(vmcs, Cr4::from_bits_retain(value), read_u64)
+                    }
                     _ => return self.stop(vmcs, format_args!("unexpected control-register access {q}")),
                 };
                 match written {
@@ -664,7 +672,7 @@ impl Linux {
         }
     }
 
-    fn cpuid(&self, leaf: u32, sub: u32, guest_cr4: u64) -> (u32, u32, u32, u32) {
+    fn cpuid(&self, leaf: u32, sub: u32, guest_cr4: Cr4) -> (u32, u32, u32, u32) {
         let word = |i: usize| {
             u32::from_le_bytes([
                 SIGNATURE[i],

@@ -32,6 +32,7 @@ use crate::{print, println};
 use mini_hv_logic::guest_state;
 use mini_hv_logic::requirements::{self, Verdict as Requirements};
 use vcpu::{Config, End, Vcpu, Verdict};
+use vmx_caps::arch::{Cr4, Xcr0};
 
 /// How the hypervisor's run ended; `main` prints the matching `mini-hv: RESULT ...` line and exits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,8 +47,6 @@ pub enum Outcome {
 
 /// CPUID.1:ECX.XSAVE.
 const CPUID_1_ECX_XSAVE: u32 = 1 << 26;
-/// CR4.OSXSAVE.
-const CR4_OSXSAVE: u64 = 1 << 18;
 
 /// 2 MiB.
 const LARGE_PAGE: u64 = 2 << 20;
@@ -136,11 +135,14 @@ pub fn run() -> Outcome {
     let xsave = leaf1.ecx & CPUID_1_ECX_XSAVE != 0;
     let (xcr0_supported, host_xcr0) = if xsave {
         // SAFETY: XSAVE is supported, so CR4.OSXSAVE may be set; it changes nothing else the host uses.
-        unsafe { crate::arch::write_cr4(crate::arch::cr4() | CR4_OSXSAVE) };
+        unsafe { crate::arch::write_cr4(crate::arch::cr4() | Cr4::OSXSAVE) };
         let d = crate::arch::cpuid(0xd, 0);
-        (u64::from(d.eax) | u64::from(d.edx) << 32, xgetbv0())
+        (
+            Xcr0::from_bits_retain(u64::from(d.eax) | u64::from(d.edx) << 32),
+            xgetbv0(),
+        )
     } else {
-        (0, 0)
+        (Xcr0::empty(), Xcr0::empty())
     };
 
     // Guest RAM, with a copy of the kernel image at its linked addresses.
@@ -291,21 +293,22 @@ fn load_vmcs<'a>(region: &'static mut VmcsRegion, root: &'a mut VmxRoot) -> Opti
 }
 
 /// XCR0 (requires CR4.OSXSAVE).
-fn xgetbv0() -> u64 {
+fn xgetbv0() -> Xcr0 {
     let (lo, hi): (u32, u32);
     // SAFETY: the caller set CR4.OSXSAVE; XGETBV of XCR0 has no side effect.
     unsafe {
         core::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi,
                          options(nomem, nostack, preserves_flags))
     };
-    u64::from(hi) << 32 | u64::from(lo)
+    Xcr0::from_bits_retain(u64::from(hi) << 32 | u64::from(lo))
 }
 
 /// Loads XCR0.
 ///
 /// # Safety
 /// CR4.OSXSAVE is set and `value` is a valid XCR0 for this processor.
-unsafe fn xsetbv0(value: u64) {
+unsafe fn xsetbv0(value: Xcr0) {
+    let value = value.bits();
     // SAFETY: guaranteed by the caller.
     unsafe {
         core::arch::asm!("xsetbv", in("ecx") 0u32, in("eax") value as u32, in("edx") (value >> 32) as u32,
@@ -315,7 +318,7 @@ unsafe fn xsetbv0(value: u64) {
 
 /// XSETBV emulation: loads XCR0 with the guest's EDX:EAX when [`guest_state::xsetbv_value`]
 /// accepts it; `false` means #GP.
-fn emulate_xsetbv(regs: &vmx_core::GuestRegisters, xcr0_supported: u64) -> bool {
+fn emulate_xsetbv(regs: &vmx_core::GuestRegisters, xcr0_supported: Xcr0) -> bool {
     let Some(value) = guest_state::xsetbv_value(regs, xcr0_supported) else {
         return false;
     };
@@ -352,7 +355,7 @@ fn run_guest(
     ept_config: EptConfig,
     vpid: bool,
     wbinvd_exiting: bool,
-    xcr0_supported: u64,
+    xcr0_supported: Xcr0,
 ) -> Outcome {
     // EPT: guest RAM only, write-back, read/write/execute.
     // SAFETY: the host identity-maps every frame the kernel allocator hands out.
@@ -538,7 +541,7 @@ fn run_guest(
              {host_writes} time(s), expected once"
         );
     }
-    let outcome = match judge(&vcpu, caps, end, wbinvd_exiting, xcr0_supported != 0) {
+    let outcome = match judge(&vcpu, caps, end, wbinvd_exiting, !xcr0_supported.is_empty()) {
         Outcome::Pass if !cache_held => Outcome::Fail,
         outcome => outcome,
     };

@@ -20,26 +20,16 @@ use super::devices::{self, MmioDevice, Uart};
 use super::memory::{GuestMemory, Paging};
 use crate::guest::abi::{self, reason};
 use mini_hv_logic::decode::{self, MovAccess, Operation, Reg};
-use mini_hv_logic::guest_state::{self, CR0_PG, CrPolicy, CrWriteError, EFER_LMA, EFER_LME};
+use mini_hv_logic::guest_state::{self, CrPolicy, CrWriteError};
+use vmx_caps::arch::{Cr0, Cr4, Efer, Xcr0};
+use vmx_caps::msr::{
+    IA32_EFER, IA32_FEATURE_CONTROL, IA32_FS_BASE, IA32_GS_BASE, IA32_MISC_ENABLE,
+    IA32_SYSENTER_CS, IA32_SYSENTER_EIP, IA32_SYSENTER_ESP, IA32_TIME_STAMP_COUNTER,
+};
 
 /// Exceptions the hypervisor injects.
 const UD: Exception = Exception::UD;
 const GP: Exception = Exception::GP;
-
-const EFER_SCE: u64 = 1 << 0;
-const EFER_NXE: u64 = 1 << 11;
-
-/// CR0 as after RESET (SDM Vol. 3A, 10.1.1 "Processor State After Reset"): CD, NW, ET.
-const CR0_RESET: u64 = 0x6000_0010;
-
-const IA32_TIME_STAMP_COUNTER: u32 = 0x10;
-const IA32_FEATURE_CONTROL: u32 = 0x3a;
-const IA32_SYSENTER_CS: u32 = 0x174;
-const IA32_SYSENTER_EIP: u32 = 0x176;
-const IA32_MISC_ENABLE: u32 = 0x1a0;
-const IA32_EFER: u32 = 0xc000_0080;
-const IA32_FS_BASE: u32 = 0xc000_0100;
-const IA32_GS_BASE: u32 = 0xc000_0101;
 
 /// VMX-preemption timer value while the guest runs: a watchdog, reloaded at every VM entry, so it
 /// only fires if the guest runs this many timer ticks without a VM exit.
@@ -73,7 +63,7 @@ pub struct Config {
     /// "WBINVD exiting" was negotiated.
     pub wbinvd_exiting: bool,
     /// XCR0 bits the processor supports (CPUID.(EAX=0DH,ECX=0):EDX:EAX).
-    pub xcr0_supported: u64,
+    pub xcr0_supported: Xcr0,
 }
 
 /// The guest-visible state the hypervisor emulates, and the run's bookkeeping.
@@ -186,7 +176,7 @@ impl Vcpu {
         };
         vmcs.write_guest_descriptor_table(GuestDescriptorTable::Gdtr, table)?;
         vmcs.write_guest_descriptor_table(GuestDescriptorTable::Idtr, table)?;
-        self.cr().write_initial_state(vmcs, CR0_RESET, 0)?;
+        self.cr().write_initial_state(vmcs, Cr0::RESET, 0)?;
         vmcs.write(
             fields::VMX_PREEMPTION_TIMER_VALUE,
             timer_value(WATCHDOG_TSC_TICKS, self.config.timer_shift) as u32,
@@ -250,7 +240,7 @@ impl Vcpu {
                 let guest_cr4 = if leaf == 1 {
                     self.cr().guest_cr4(vmcs)?
                 } else {
-                    0
+                    Cr4::empty()
                 };
                 let (a, b, c, d) = self.cpuid(leaf, self.regs.rcx as u32, guest_cr4);
                 self.regs.rax = u64::from(a);
@@ -430,7 +420,7 @@ impl Vcpu {
         }
     }
 
-    fn cpuid(&self, leaf: u32, subleaf: u32, guest_cr4: u64) -> (u32, u32, u32, u32) {
+    fn cpuid(&self, leaf: u32, subleaf: u32, guest_cr4: Cr4) -> (u32, u32, u32, u32) {
         match leaf {
             0x4000_0000 => {
                 let s = abi::CPUID_HV_SIGNATURE;
@@ -461,7 +451,7 @@ impl Vcpu {
     /// RDMSR emulation: `None` means #GP.
     fn rdmsr(&mut self, msr: u32, vmcs: &mut HardwareVmcs<'_>) -> Result<Option<u64>, VmFail> {
         Ok(match msr {
-            IA32_EFER => Some(vmcs.read(fields::GUEST_IA32_EFER)?),
+            IA32_EFER => Some(vmcs.read(fields::GUEST_IA32_EFER)?.bits()),
             IA32_FEATURE_CONTROL => Some(abi::FEATURE_CONTROL_VALUE),
             IA32_MISC_ENABLE => Some(abi::MISC_ENABLE_VALUE),
             abi::MSR_SCRATCH => Some(self.scratch_msr),
@@ -475,15 +465,16 @@ impl Vcpu {
             IA32_EFER => {
                 let old = vmcs.read(fields::GUEST_IA32_EFER)?;
                 let cr0 = vmcs.read(fields::GUEST_CR0)?;
-                let writable = EFER_SCE | EFER_LME | EFER_NXE;
-                if value & !(writable | EFER_LMA) != 0
-                    || (cr0 & CR0_PG != 0 && (value ^ old) & EFER_LME != 0)
+                let value = Efer::from_bits_retain(value);
+                let writable = Efer::SCE | Efer::LME | Efer::NXE;
+                if !(writable | Efer::LMA).contains(value)
+                    || (cr0.contains(Cr0::PG) && (value ^ old).contains(Efer::LME))
                 {
                     false
                 } else {
                     vmcs.write(
                         fields::GUEST_IA32_EFER,
-                        (value & writable) | (old & EFER_LMA),
+                        (value & writable) | (old & Efer::LMA),
                     )?;
                     true
                 }
@@ -625,8 +616,8 @@ impl Vcpu {
 
     fn paging(&self, vmcs: &HardwareVmcs<'_>) -> Result<Paging, VmFail> {
         Ok(Paging {
-            enabled: vmcs.read(fields::GUEST_CR0)? & CR0_PG != 0,
-            long_mode: vmcs.read(fields::GUEST_IA32_EFER)? & EFER_LMA != 0,
+            enabled: vmcs.read(fields::GUEST_CR0)?.contains(Cr0::PG),
+            long_mode: vmcs.read(fields::GUEST_IA32_EFER)?.contains(Efer::LMA),
             cr3: vmcs.read(fields::GUEST_CR3)?,
         })
     }
@@ -765,9 +756,11 @@ impl Vcpu {
                         .map(|()| u64::from_le_bytes(bytes))
                 };
                 let written = if cr == 0 {
-                    self.cr().mov_to_cr0(vmcs, value, read_u64)
+                    self.cr()
+                        .mov_to_cr0(vmcs, Cr0::from_bits_retain(value), read_u64)
                 } else {
-                    self.cr().mov_to_cr4(vmcs, value, read_u64)
+                    self.cr()
+                        .mov_to_cr4(vmcs, Cr4::from_bits_retain(value), read_u64)
                 };
                 match written {
                     Ok(()) => skip(vmcs, length),
@@ -844,7 +837,7 @@ pub const PASSTHROUGH_READ: &[u32] = &[
     abi::IA32_KERNEL_GS_BASE,
     IA32_TIME_STAMP_COUNTER,
     IA32_SYSENTER_CS,
-    IA32_SYSENTER_CS + 1,
+    IA32_SYSENTER_ESP,
     IA32_SYSENTER_EIP,
     IA32_FS_BASE,
     IA32_GS_BASE,
@@ -853,7 +846,7 @@ pub const PASSTHROUGH_READ: &[u32] = &[
 pub const PASSTHROUGH_WRITE: &[u32] = &[
     abi::IA32_KERNEL_GS_BASE,
     IA32_SYSENTER_CS,
-    IA32_SYSENTER_CS + 1,
+    IA32_SYSENTER_ESP,
     IA32_SYSENTER_EIP,
     IA32_FS_BASE,
     IA32_GS_BASE,
