@@ -20,16 +20,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use vmcs::{InterruptibilityState, VmcsRead, VmcsWrite, fields};
+use vmcs::{InterruptibilityState, Rflags, VmcsRead, VmcsWrite, fields};
 use vmx_caps::EntryControls;
 use vmx_core::VmFail;
 
 use crate::instruction::InstructionLength;
 
-/// RFLAGS.TF (bit 8): single-step.
-const RFLAGS_TF: u64 = 1 << 8;
-/// RFLAGS.RF (bit 16): resume flag.
-const RFLAGS_RF: u64 = 1 << 16;
 /// IA32_DEBUGCTL.BTF (bit 1): single-step on branches only.
 const DEBUGCTL_BTF: u64 = 1 << 1;
 /// Pending debug exceptions, BS (bit 14): a single-step trap is pending (SDM Vol. 3C, "Format of
@@ -107,11 +103,11 @@ pub fn skip_instruction(
     }
 
     let rflags = vmcs.read(fields::GUEST_RFLAGS)?;
-    if rflags & RFLAGS_RF != 0 {
-        vmcs.write(fields::GUEST_RFLAGS, rflags & !RFLAGS_RF)?;
+    if rflags.contains(Rflags::RF) {
+        vmcs.write(fields::GUEST_RFLAGS, rflags - Rflags::RF)?;
     }
     let single_step =
-        rflags & RFLAGS_TF != 0 && vmcs.read(fields::GUEST_IA32_DEBUGCTL)? & DEBUGCTL_BTF == 0;
+        rflags.contains(Rflags::TF) && vmcs.read(fields::GUEST_IA32_DEBUGCTL)? & DEBUGCTL_BTF == 0;
     if single_step {
         vmcs.modify(fields::GUEST_PENDING_DEBUG_EXCEPTIONS, |p| {
             p | PENDING_DEBUG_BS

@@ -30,18 +30,13 @@
 
 use core::fmt;
 
-use vmcs::{InterruptibilityState, InterruptionType, VmcsRead, VmcsWrite, fields};
+use vmcs::{Cr0, InterruptibilityState, InterruptionType, Rflags, VmcsRead, VmcsWrite, fields};
 use vmx_caps::{PinBasedControls, PrimaryControls};
 use vmx_core::VmFail;
 
 use crate::VmExit;
 use crate::event::{EventInjection, IdtVectoring, exception_mnemonic, is_software_event};
 use crate::instruction::InstructionLength;
-
-/// RFLAGS.IF (bit 9): maskable interrupts enabled.
-const RFLAGS_IF: u64 = 1 << 9;
-/// CR0.PE (bit 0): protected mode.
-const CR0_PE: u64 = 1 << 0;
 
 /// A hardware exception: a vector from 0 to 31 other than 2 (NMI, which has its own interruption
 /// type) (SDM Vol. 3A, "Exception and Interrupt Vectors").
@@ -261,7 +256,10 @@ pub fn inject_exception(
         (false, Some(_)) => return Err(InjectError::UnexpectedErrorCode(exception)),
         (true, None) => return Err(InjectError::MissingErrorCode(exception)),
         (true, Some(code)) if code >> 16 != 0 => return Err(InjectError::ErrorCodeTooWide(code)),
-        (true, Some(code)) => (vmcs.read(fields::GUEST_CR0)? & CR0_PE != 0).then_some(code),
+        (true, Some(code)) => vmcs
+            .read(fields::GUEST_CR0)?
+            .contains(Cr0::PE)
+            .then_some(code),
     };
     write(
         vmcs,
@@ -339,7 +337,7 @@ pub fn inject_external_interrupt(vmcs: &mut impl VmcsWrite, vector: u8) -> Resul
 
 /// `Some` when an external interrupt is blocked: RFLAGS.IF = 0, or blocking by STI or MOV SS.
 fn interrupt_blocking(vmcs: &impl VmcsRead) -> Result<Option<Blocking>, VmFail> {
-    let interrupts_enabled = vmcs.read(fields::GUEST_RFLAGS)? & RFLAGS_IF != 0;
+    let interrupts_enabled = vmcs.read(fields::GUEST_RFLAGS)?.contains(Rflags::IF);
     let interruptibility = vmcs.read(fields::GUEST_INTERRUPTIBILITY_STATE)?;
     let shadow = InterruptibilityState::BLOCKING_BY_STI | InterruptibilityState::BLOCKING_BY_MOV_SS;
     Ok(

@@ -66,7 +66,9 @@ fn skylake_env() -> Env {
 }
 
 fn with_interrupts(mut env: Env) -> Env {
-    env.vmcs.write(fields::GUEST_RFLAGS, 0x202).unwrap();
+    env.vmcs
+        .write(fields::GUEST_RFLAGS, vmcs::Rflags::from_bits_retain(0x202))
+        .unwrap();
     assert_eq!(env.check().outcome(), Outcome::Success);
     env
 }
@@ -217,7 +219,9 @@ fn blocked_events_are_refused_and_the_checker_agrees() {
         (InterruptibilityState::empty(), 0x2),
     ] {
         let mut env = env();
-        env.vmcs.write(fields::GUEST_RFLAGS, rflags).unwrap();
+        env.vmcs
+            .write(fields::GUEST_RFLAGS, vmcs::Rflags::from_bits_retain(rflags))
+            .unwrap();
         env.vmcs
             .write(fields::GUEST_INTERRUPTIBILITY_STATE, state)
             .unwrap();
@@ -252,7 +256,9 @@ fn windows() {
     // Interrupts disabled: the interrupt waits for the window, and the checker accepts the
     // window control on tigerlake.
     let mut env = env();
-    env.vmcs.write(fields::GUEST_RFLAGS, 0x2).unwrap();
+    env.vmcs
+        .write(fields::GUEST_RFLAGS, vmcs::Rflags::from_bits_retain(0x2))
+        .unwrap();
     assert_eq!(
         deliver_external_interrupt(&mut env.vmcs, 0x30),
         Ok(Delivery::WindowRequested)
@@ -266,7 +272,9 @@ fn windows() {
     assert_eq!(entry_info(&env), 0);
     assert_eq!(env.check().outcome(), Outcome::Success);
     // The window exit: the guest enabled interrupts. Close the window and deliver.
-    env.vmcs.write(fields::GUEST_RFLAGS, 0x202).unwrap();
+    env.vmcs
+        .write(fields::GUEST_RFLAGS, vmcs::Rflags::from_bits_retain(0x202))
+        .unwrap();
     assert_eq!(
         close_fired_window(&mut env.vmcs, &VmExit::InterruptWindow),
         Ok(Some(Window::Interrupt))
@@ -556,7 +564,12 @@ fn skip_advances_rip_and_ends_the_shadows() {
 #[test]
 fn skip_with_tf_makes_a_single_step_trap_pending() {
     let mut env = env();
-    env.vmcs.write(fields::GUEST_RFLAGS, 0x1_0302).unwrap(); // TF, IF, RF
+    env.vmcs
+        .write(
+            fields::GUEST_RFLAGS,
+            vmcs::Rflags::from_bits_retain(0x1_0302),
+        )
+        .unwrap(); // TF, IF, RF
     env.vmcs
         .write(
             fields::GUEST_INTERRUPTIBILITY_STATE,
@@ -569,12 +582,17 @@ fn skip_with_tf_makes_a_single_step_trap_pending() {
         env.vmcs.read(fields::GUEST_PENDING_DEBUG_EXCEPTIONS),
         Ok(PENDING_DEBUG_BS)
     );
-    assert_eq!(env.vmcs.read(fields::GUEST_RFLAGS), Ok(0x302)); // RF cleared
+    assert_eq!(
+        env.vmcs.read(fields::GUEST_RFLAGS),
+        Ok(vmcs::Rflags::from_bits_retain(0x302))
+    ); // RF cleared
     assert_eq!(env.check().outcome(), Outcome::Success);
 
     // IA32_DEBUGCTL.BTF: single-step on branches only; nothing pending.
     let mut env = self::env();
-    env.vmcs.write(fields::GUEST_RFLAGS, 0x302).unwrap();
+    env.vmcs
+        .write(fields::GUEST_RFLAGS, vmcs::Rflags::from_bits_retain(0x302))
+        .unwrap();
     env.vmcs.write(fields::GUEST_IA32_DEBUGCTL, 2).unwrap();
     let done = skip_instruction(&mut env.vmcs, InstructionLength(2)).unwrap();
     assert!(!done.single_step);
@@ -583,7 +601,9 @@ fn skip_with_tf_makes_a_single_step_trap_pending() {
     // The checker's K19 is what the STI shadow would have demanded: with the shadow kept and TF
     // set, BS must be 1. skip_instruction ends the shadow, so either way the entry is valid.
     let mut env = self::env();
-    env.vmcs.write(fields::GUEST_RFLAGS, 0x302).unwrap();
+    env.vmcs
+        .write(fields::GUEST_RFLAGS, vmcs::Rflags::from_bits_retain(0x302))
+        .unwrap();
     env.vmcs
         .write(
             fields::GUEST_INTERRUPTIBILITY_STATE,
@@ -646,7 +666,7 @@ proptest! {
     ) {
         let mut env = env();
         let rflags = 0x202 | u64::from(tf) << 8 | u64::from(rf) << 16;
-        env.vmcs.write(fields::GUEST_RFLAGS, rflags).unwrap();
+        env.vmcs.write(fields::GUEST_RFLAGS, vmcs::Rflags::from_bits_retain(rflags)).unwrap();
         env.vmcs.write(fields::GUEST_IA32_DEBUGCTL, u64::from(btf) << 1).unwrap();
         let rip = 0x40_0000_0000 | u64::from(rip_low);
         env.vmcs.write(fields::GUEST_RIP, rip).unwrap();

@@ -21,8 +21,8 @@
 //! vmcs.write(fields::PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS, PrimaryControls::ACTIVATE_SECONDARY_CONTROLS)?;
 //! vmcs.write(fields::SECONDARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS, SecondaryControls::UNRESTRICTED_GUEST | SecondaryControls::ENABLE_EPT)?;
 //! // The hypervisor owns every CR0/CR4 bit whose guest value differs from what the guest sees.
-//! vmcs.write(fields::CR0_GUEST_HOST_MASK, !0)?;
-//! vmcs.write(fields::CR4_GUEST_HOST_MASK, !0)?;
+//! vmcs.write(fields::CR0_GUEST_HOST_MASK, vmcs::Cr0::all())?;
+//! vmcs.write(fields::CR4_GUEST_HOST_MASK, vmcs::Cr4::all())?;
 //! let mut regs = GuestRegisters::new();
 //!
 //! // INIT exit on an application processor: post-INIT state, waiting for SIPI.
@@ -40,7 +40,8 @@
 
 use core::fmt;
 
-use vmx_caps::{EntryControls, PrimaryControls, SecondaryControls, VmxCapabilities};
+use vmx_caps::arch::{Cr0, Cr4, Dr7, Efer, Rflags};
+use vmx_caps::{CrUse, EntryControls, PrimaryControls, SecondaryControls, VmxCapabilities};
 use vmx_core::{GpReg, GuestRegisters, VmFail};
 
 use crate::access::{VmcsRead, VmcsWrite};
@@ -50,14 +51,6 @@ use crate::value::{
     ActivityState, EntryInterruptionInfo, InterruptibilityState, SegmentAccessRights,
 };
 
-/// CR0.ET (bit 4): set after INIT.
-const CR0_ET: u64 = 1 << 4;
-/// CR0.NW (bit 29) and CR0.CD (bit 30): kept by INIT.
-const CR0_NW_CD: u64 = (1 << 29) | (1 << 30);
-/// RFLAGS after INIT: only the reserved bit 1.
-const RFLAGS_INIT: u64 = 0x2;
-/// DR7 after INIT.
-const DR7_INIT: u64 = 0x400;
 /// RIP after INIT (the reset vector's offset in the CS segment at FFFF0000h).
 const RIP_INIT: u64 = 0xfff0;
 /// The limit of every segment and of GDTR/IDTR after INIT.
@@ -178,15 +171,19 @@ pub fn apply_init<V: VmcsWrite + ?Sized>(
 
     // CR0 as the guest sees it keeps CD and NW; ET is set; everything else is 0.
     let cr0_mask = vmcs.read(fields::CR0_GUEST_HOST_MASK)?;
-    let seen = (vmcs.read(fields::GUEST_CR0)? & !cr0_mask)
+    let seen = (vmcs.read(fields::GUEST_CR0)? - cr0_mask)
         | (vmcs.read(fields::CR0_READ_SHADOW)? & cr0_mask);
-    let cr0 = (seen & CR0_NW_CD) | CR0_ET;
-    let guest_cr0 = caps.cr0_for_guest(cr0, true);
-    let guest_cr4 = caps.cr4_fixed.apply(0);
+    let cr0 = (seen & (Cr0::NW | Cr0::CD)) | Cr0::ET;
+    let guest_cr0 = caps
+        .cr0_fixed_bits(CrUse::Guest {
+            unrestricted_guest: true,
+        })
+        .apply(cr0);
+    let guest_cr4 = caps.cr4_fixed_bits().apply(Cr4::RESET);
     let cr4_mask = vmcs.read(fields::CR4_GUEST_HOST_MASK)?;
     for (register, forced, mask) in [
-        ("CR0", guest_cr0 ^ cr0, cr0_mask),
-        ("CR4", guest_cr4, cr4_mask),
+        ("CR0", (guest_cr0 ^ cr0).bits(), cr0_mask.bits()),
+        ("CR4", (guest_cr4 ^ Cr4::RESET).bits(), cr4_mask.bits()),
     ] {
         if forced & !mask != 0 {
             return Err(InitError::MaskMissing {
@@ -199,12 +196,12 @@ pub fn apply_init<V: VmcsWrite + ?Sized>(
     vmcs.write(fields::GUEST_CR0, guest_cr0)?;
     vmcs.write(fields::CR0_READ_SHADOW, cr0)?;
     vmcs.write(fields::GUEST_CR4, guest_cr4)?;
-    vmcs.write(fields::CR4_READ_SHADOW, 0)?;
+    vmcs.write(fields::CR4_READ_SHADOW, Cr4::RESET)?;
     vmcs.write(fields::GUEST_CR3, 0)?;
-    vmcs.write(fields::GUEST_DR7, DR7_INIT)?;
+    vmcs.write(fields::GUEST_DR7, Dr7::RESET)?;
     vmcs.write(fields::GUEST_RSP, 0)?;
     vmcs.write(fields::GUEST_RIP, RIP_INIT)?;
-    vmcs.write(fields::GUEST_RFLAGS, RFLAGS_INIT)?;
+    vmcs.write(fields::GUEST_RFLAGS, Rflags::RESET)?;
     vmcs.write(fields::GUEST_IA32_DEBUGCTL, 0)?;
 
     vmcs.write_guest_segment(GuestSegment::Cs, real_mode(0xf000, 0xffff_0000, AR_CODE))?;
@@ -234,7 +231,7 @@ pub fn apply_init<V: VmcsWrite + ?Sized>(
         entry - EntryControls::IA32E_MODE_GUEST,
     )?;
     if entry.contains(EntryControls::LOAD_IA32_EFER) {
-        vmcs.write(fields::GUEST_IA32_EFER, 0)?;
+        vmcs.write(fields::GUEST_IA32_EFER, Efer::RESET)?;
     }
     vmcs.write(
         fields::GUEST_INTERRUPTIBILITY_STATE,

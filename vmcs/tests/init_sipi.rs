@@ -50,14 +50,14 @@ fn init_puts_an_application_processor_in_the_sdm_post_init_state() {
     assert_eq!(state, ActivityState::WaitForSipi);
     let v = &env.vmcs;
     // SDM Table 10-1, INIT column.
-    assert_eq!(v.read(fields::CR0_READ_SHADOW).unwrap(), 0x10); // ET; CD/NW were 0
-    assert_eq!(v.read(fields::CR4_READ_SHADOW).unwrap(), 0);
+    assert_eq!(v.read(fields::CR0_READ_SHADOW).unwrap().bits(), 0x10); // ET; CD/NW were 0
+    assert_eq!(v.read(fields::CR4_READ_SHADOW).unwrap().bits(), 0);
     assert_eq!(v.read(fields::GUEST_CR3).unwrap(), 0);
     assert_eq!(v.read(fields::GUEST_RIP).unwrap(), 0xfff0);
-    assert_eq!(v.read(fields::GUEST_RFLAGS).unwrap(), 0x2);
-    assert_eq!(v.read(fields::GUEST_DR7).unwrap(), 0x400);
+    assert_eq!(v.read(fields::GUEST_RFLAGS).unwrap().bits(), 0x2);
+    assert_eq!(v.read(fields::GUEST_DR7).unwrap().bits(), 0x400);
     assert_eq!(v.read(fields::GUEST_RSP).unwrap(), 0);
-    assert_eq!(v.read(fields::GUEST_IA32_EFER).unwrap(), 0);
+    assert_eq!(v.read(fields::GUEST_IA32_EFER).unwrap().bits(), 0);
     let cs = v.read_guest_segment(GuestSegment::Cs).unwrap();
     assert_eq!(
         (cs.selector, cs.base, cs.limit),
@@ -83,8 +83,14 @@ fn init_puts_an_application_processor_in_the_sdm_post_init_state() {
         ActivityState::WaitForSipi
     );
     // VMX keeps CR0.NE and CR4.VMXE set underneath (tigerlake's FIXED0), PE/PG clear.
-    assert_eq!(v.read(fields::GUEST_CR0).unwrap() & 0x8000_0021, 0x20);
-    assert_eq!(v.read(fields::GUEST_CR4).unwrap() & (1 << 13), 1 << 13);
+    assert_eq!(
+        v.read(fields::GUEST_CR0).unwrap().bits() & 0x8000_0021,
+        0x20
+    );
+    assert_eq!(
+        v.read(fields::GUEST_CR4).unwrap().bits() & (1 << 13),
+        1 << 13
+    );
     // EDX holds the processor signature; every other GPR and CR2 are 0.
     for reg in GpReg::ALL {
         let want = if reg == GpReg::Rdx {
@@ -137,7 +143,10 @@ fn init_of_the_bootstrap_processor_runs_from_the_reset_vector_and_keeps_cd_nw() 
     )
     .unwrap();
     assert_eq!(state, ActivityState::Active);
-    assert_eq!(env.vmcs.read(fields::CR0_READ_SHADOW).unwrap(), 0x6000_0010);
+    assert_eq!(
+        env.vmcs.read(fields::CR0_READ_SHADOW).unwrap().bits(),
+        0x6000_0010
+    );
     assert_eq!(
         apply_sipi(&mut env.vmcs, 0x9a).unwrap(),
         SipiOutcome::Ignored

@@ -44,8 +44,6 @@ struct FakePlatform {
 const HOST_CR0: Cr0 = Cr0::from_bits_retain(0x8005_0033);
 /// CR4 of a 64-bit host: PAE, PGE, OSFXSR, OSXMMEXCPT.
 const HOST_CR4: Cr4 = Cr4::from_bits_retain(0x6a0);
-/// CR4.VMXE.
-const CR4_VMXE: Cr4 = Cr4::VMXE;
 
 impl FakePlatform {
     fn new(feature_control: u64) -> Self {
@@ -108,7 +106,7 @@ fn prepare_on_bochs_reset_state_only_sets_cr4_vmxe() {
             },
             "{model}"
         );
-        assert_eq!(fake.writes, [Write::Cr4(HOST_CR4 | CR4_VMXE)], "{model}");
+        assert_eq!(fake.writes, [Write::Cr4(HOST_CR4 | Cr4::VMXE)], "{model}");
     }
 }
 
@@ -133,7 +131,7 @@ fn prepare_cases() {
         feature_control: 0x5,
         cr0: HOST_CR0,
         cr4: HOST_CR4,
-        expected: Ok(vec![Write::Cr4(HOST_CR4 | CR4_VMXE)]),
+        expected: Ok(vec![Write::Cr4(HOST_CR4 | Cr4::VMXE)]),
     };
     let cases = [
         Case {
@@ -143,14 +141,17 @@ fn prepare_cases() {
         },
         Case {
             feature_control: 0,
-            expected: Ok(vec![Write::Msr(0x3a, 0x5), Write::Cr4(HOST_CR4 | CR4_VMXE)]),
+            expected: Ok(vec![
+                Write::Msr(0x3a, 0x5),
+                Write::Cr4(HOST_CR4 | Cr4::VMXE),
+            ]),
             ..base("unlocked: set and lock", skylake)
         },
         Case {
             feature_control: 1 << 18 | 1 << 1,
             expected: Ok(vec![
                 Write::Msr(0x3a, 1 << 18 | 0x7),
-                Write::Cr4(HOST_CR4 | CR4_VMXE),
+                Write::Cr4(HOST_CR4 | Cr4::VMXE),
             ]),
             ..base("unlocked: other enables kept", skylake)
         },
@@ -165,13 +166,13 @@ fn prepare_cases() {
             ..base("locked with VMX only inside SMX", skylake)
         },
         Case {
-            cr4: HOST_CR4 | CR4_VMXE,
+            cr4: HOST_CR4 | Cr4::VMXE,
             expected: Err(EnableError::AlreadyEnabled),
             ..base("CR4.VMXE already set", skylake)
         },
         Case {
             cr0: HOST_CR0 - Cr0::NE,
-            expected: Ok(vec![Write::Cr0(HOST_CR0), Write::Cr4(HOST_CR4 | CR4_VMXE)]),
+            expected: Ok(vec![Write::Cr0(HOST_CR0), Write::Cr4(HOST_CR4 | Cr4::VMXE)]),
             ..base("CR0.NE clear: set by CR0_FIXED0", skylake)
         },
         Case {
@@ -186,7 +187,7 @@ fn prepare_cases() {
         },
         Case {
             cr4: HOST_CR4 | Cr4::FSGSBASE,
-            expected: Ok(vec![Write::Cr4(HOST_CR4 | Cr4::FSGSBASE | CR4_VMXE)]),
+            expected: Ok(vec![Write::Cr4(HOST_CR4 | Cr4::FSGSBASE | Cr4::VMXE)]),
             ..base(
                 "CR4.FSGSBASE allowed by tigerlake's FIXED1 (0xf72fff)",
                 tigerlake,
@@ -452,12 +453,12 @@ proptest! {
         fixed0_4 in any::<u64>(), fixed1_4 in any::<u64>(),
     ) {
         let f0 = FixedBits { fixed0: fixed0_0, fixed1: fixed1_0 | fixed0_0 };
-        let f4 = FixedBits { fixed0: fixed0_4, fixed1: fixed1_4 | fixed0_4 | CR4_VMXE.bits() };
+        let f4 = FixedBits { fixed0: fixed0_4, fixed1: fixed1_4 | fixed0_4 | Cr4::VMXE.bits() };
         let (cr0, cr4) = (Cr0::from_bits_retain(cr0), Cr4::from_bits_retain(cr4));
         match vmx_control_registers(cr0, cr4, CrFixedBits::<Cr0>::cr0(&f0, CrUse::Vmx), CrFixedBits::<Cr4>::cr4(&f4)) {
             Ok((new0, new4)) => {
                 prop_assert_eq!(new0.bits(), cr0.bits() | fixed0_0);
-                prop_assert_eq!(new4.bits(), cr4.bits() | fixed0_4 | CR4_VMXE.bits());
+                prop_assert_eq!(new4.bits(), cr4.bits() | fixed0_4 | Cr4::VMXE.bits());
                 prop_assert_eq!(new0.bits() & !f0.fixed1, 0);
                 prop_assert_eq!(new4.bits() & !f4.fixed1, 0);
             }
@@ -468,7 +469,7 @@ proptest! {
             Err(EnableError::Cr4MustBeZero(bad)) => {
                 prop_assert_eq!((cr0.bits() | fixed0_0) & !f0.fixed1, 0);
                 prop_assert_ne!(bad, 0);
-                prop_assert_eq!(bad, (cr4.bits() | fixed0_4 | CR4_VMXE.bits()) & !f4.fixed1);
+                prop_assert_eq!(bad, (cr4.bits() | fixed0_4 | Cr4::VMXE.bits()) & !f4.fixed1);
             }
             Err(other) => prop_assert!(false, "unexpected {other}"),
         }
