@@ -8,7 +8,7 @@
 //!
 //! let mut vmcs = SoftVmcs::all_fields();
 //! vmcs.write(fields::GUEST_RIP, 0x1000)?;
-//! vmcs.write(fields::GUEST_RFLAGS, 0x202)?;
+//! vmcs.write(fields::GUEST_RFLAGS, vmcs::Rflags::RESET | vmcs::Rflags::IF)?;
 //! vmcs.write(fields::GUEST_INTERRUPTIBILITY_STATE, InterruptibilityState::BLOCKING_BY_STI)?;
 //!
 //! // The guest executed a 2-byte CPUID right after STI; the hypervisor emulated it.

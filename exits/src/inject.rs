@@ -14,14 +14,15 @@
 //! use vmx_caps::PrimaryControls;
 //!
 //! let mut vmcs = SoftVmcs::all_fields();
-//! vmcs.write(fields::GUEST_CR0, 0x8000_0031)?; // protected mode: #GP pushes its error code
+//! // Protected mode: #GP pushes its error code.
+//! vmcs.write(fields::GUEST_CR0, vmcs::Cr0::PE | vmcs::Cr0::ET | vmcs::Cr0::NE | vmcs::Cr0::PG)?;
 //!
 //! inject_exception(&mut vmcs, Exception::GP, Some(0))?;
 //! let info = vmcs.read(fields::VM_ENTRY_INTERRUPTION_INFORMATION)?;
 //! assert_eq!(info.bits(), 0x8000_0b0d); // valid, deliver error code, hardware exception, 13
 //!
 //! // An interrupt for a guest that has interrupts disabled: wait for the window instead.
-//! vmcs.write(fields::GUEST_RFLAGS, 0x2)?; // IF = 0
+//! vmcs.write(fields::GUEST_RFLAGS, vmcs::Rflags::RESET)?; // IF = 0
 //! assert_eq!(deliver_external_interrupt(&mut vmcs, 0x20)?, Delivery::WindowRequested);
 //! let proc = vmcs.read(fields::PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS)?;
 //! assert!(proc.contains(PrimaryControls::INTERRUPT_WINDOW_EXITING));
