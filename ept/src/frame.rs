@@ -196,6 +196,7 @@ unsafe impl FrameAllocator for FramePool<'_> {
 }
 
 #[cfg(feature = "alloc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
 pub use heap::HeapFrameAllocator;
 
 #[cfg(feature = "alloc")]
@@ -216,6 +217,7 @@ mod heap {
     /// [`crate::OffsetPhysToVirt::identity`]. Optionally limited to a number of frames, to
     /// exercise out-of-frames paths.
     #[derive(Debug, Default)]
+    #[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
     pub struct HeapFrameAllocator {
         live: usize,
         allocated_total: usize,

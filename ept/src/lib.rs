@@ -55,6 +55,7 @@
 //!   processor. [`shootdown`] says which changes need the invalidation before and which after.
 //! - [`EptWalker`] explains EPT misconfigurations and violations for any tables.
 #![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 #[cfg(feature = "alloc")]
@@ -83,6 +84,7 @@ pub use eptp::{EptPointer, EptpBuilder, EptpError};
 pub use flush::ThisCpuOnly;
 pub use flush::{EptFlush, EptInvalidate, FlushError};
 #[cfg(feature = "alloc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
 pub use frame::HeapFrameAllocator;
 pub use frame::{Frame, FrameAllocator, FramePool, OffsetPhysToVirt, PhysToVirt};
 pub use mapper::{

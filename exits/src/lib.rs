@@ -70,6 +70,7 @@
 //! undefined encodings kept in `Reserved`/`Unknown` forms. Every type implements `Display`; with
 //! the `serde` feature, `Serialize` and `Deserialize` too.
 #![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod complete;
 pub mod event;

@@ -50,6 +50,7 @@
 //! The field table ([`fields`]) declares each field once; its width, type and read-only-ness come
 //! from the encoding (SDM "VMCS Component Encoding") and are checked at compile time.
 #![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod access;

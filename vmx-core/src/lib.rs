@@ -87,6 +87,7 @@
 //!   ([`CpuInvalidate`], [`PerCpuVmx::invvpid_everywhere`]); [`smp`] also explains moving a
 //!   vCPU between processors.
 #![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod active;
 mod error;
