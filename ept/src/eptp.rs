@@ -347,7 +347,7 @@ mod tests {
         );
     }
 
-    /// IA32_VMX_EPT_VPID_CAP values captured under Bochs (shared/testdata/msr-dumps).
+    /// IA32_VMX_EPT_VPID_CAP values captured under Bochs (the dumps in vmx-caps/testdata).
     const LYNNFIELD: EptVpidCap = EptVpidCap(0x0000_0f01_0611_4141);
     const SKYLAKE_X: EptVpidCap = EptVpidCap(0x0000_0f01_0633_4141);
     const TIGERLAKE: EptVpidCap = EptVpidCap(0x0000_0f01_06b3_4141);

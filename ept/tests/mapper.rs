@@ -12,7 +12,7 @@ use vmx_core::InveptType;
 const K4: u64 = 4096;
 const M2: u64 = 2 << 20;
 const G1: u64 = 1 << 30;
-/// IA32_VMX_EPT_VPID_CAP values captured under Bochs (shared/testdata/msr-dumps).
+/// IA32_VMX_EPT_VPID_CAP values captured under Bochs (the dumps in vmx-caps/testdata).
 const SKYLAKE_X: EptVpidCap = EptVpidCap(0x0000_0f01_0633_4141);
 const LYNNFIELD: EptVpidCap = EptVpidCap(0x0000_0f01_0611_4141);
 const RWX: LeafAttributes = LeafAttributes::new(Permissions::RWX, MemoryType::WriteBack);
