@@ -32,6 +32,7 @@ mod negotiate;
 pub mod number;
 mod report;
 mod source;
+pub mod virt;
 
 pub use caps::{
     AllowedControls, CapsError, ControlState, EptVpidCap, FeatureControl, FixedBits,
