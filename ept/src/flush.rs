@@ -4,9 +4,7 @@
 
 use core::fmt;
 
-use vmx_core::InveptType;
-#[cfg(target_arch = "x86_64")]
-use vmx_core::{InvalidationError, VmxRoot};
+use vmx_core::{InvalidationError, InveptType, VmxInstructions, VmxRoot};
 
 use crate::addr::HostPhysAddr;
 use crate::frame::{FrameAllocator, PhysToVirt};
@@ -91,16 +89,23 @@ pub unsafe trait EptInvalidate {
     fn invalidate(&mut self, kind: InveptType, eptp: u64) -> Result<(), Self::Error>;
 }
 
-/// INVEPT on the current logical processor only, for EPTs that no other processor has used. Only
-/// on x86_64 targets.
-#[cfg(target_arch = "x86_64")]
-#[derive(Debug, Clone, Copy)]
-pub struct ThisCpuOnly<'a> {
-    root: &'a VmxRoot,
+/// INVEPT on the current logical processor only, for EPTs that no other processor has used.
+/// `P` is the processor of the VMX root operation ([`vmx_core::LivePlatform`], or
+/// [`vmx_core::SoftVmx`] in tests).
+#[derive(Debug)]
+pub struct ThisCpuOnly<'a, P> {
+    root: &'a VmxRoot<P>,
 }
 
-#[cfg(target_arch = "x86_64")]
-impl<'a> ThisCpuOnly<'a> {
+impl<P> Clone for ThisCpuOnly<'_, P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<P> Copy for ThisCpuOnly<'_, P> {}
+
+impl<'a, P: VmxInstructions> ThisCpuOnly<'a, P> {
     /// Invalidation through `root`, the VMX root operation of the current logical processor.
     ///
     /// # Safety
@@ -108,15 +113,14 @@ impl<'a> ThisCpuOnly<'a> {
     /// Every EPT invalidated through the result has been, since its creation, in the current
     /// VMCS of no logical processor but this one (e.g. a hypervisor that runs on one processor,
     /// or an EPT bound to a vCPU that never migrated).
-    pub const unsafe fn new(root: &'a VmxRoot) -> Self {
+    pub const unsafe fn new(root: &'a VmxRoot<P>) -> Self {
         Self { root }
     }
 }
 
 // SAFETY: the constructor's contract limits the EPTs to this processor, and `VmxRoot::invept`
 // executes INVEPT on it (it is `!Send`, so it is this processor's) or returns an error.
-#[cfg(target_arch = "x86_64")]
-unsafe impl EptInvalidate for ThisCpuOnly<'_> {
+unsafe impl<P: VmxInstructions> EptInvalidate for ThisCpuOnly<'_, P> {
     type Error = InvalidationError;
 
     fn invalidate(&mut self, kind: InveptType, eptp: u64) -> Result<(), InvalidationError> {

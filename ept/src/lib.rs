@@ -84,9 +84,7 @@ pub use entry::{
     PdptEntry, Pml4Entry, Pml5Entry, PtEntry, reserved_mask,
 };
 pub use eptp::{EptPointer, EptpBuilder, EptpError};
-#[cfg(target_arch = "x86_64")]
-pub use flush::ThisCpuOnly;
-pub use flush::{EptFlush, EptInvalidate, FlushError};
+pub use flush::{EptFlush, EptInvalidate, FlushError, ThisCpuOnly};
 #[cfg(feature = "alloc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
 pub use frame::HeapFrameAllocator;

@@ -8,8 +8,9 @@ use crate::segment::{self, DescriptorTable, GuestDescriptorTable, GuestSegment, 
 use crate::value::FieldValue;
 
 /// Reading a VMCS: VMREAD (SDM Vol. 3C, "VMREAD—Read Field from Virtual-Machine Control
-/// Structure"), implemented by [`crate::HardwareVmcs`] (the current VMCS of the processor) and
-/// [`crate::SoftVmcs`] (a VMCS in plain memory).
+/// Structure"), implemented by [`vmx_core::ActiveVmcs`] (the loaded VMCS of a processor),
+/// [`crate::SoftVmcs`] (a VMCS in plain memory) and `HardwareVmcs` (unchecked: whatever VMCS is
+/// current).
 ///
 /// ```
 /// use vmcs::{fields, SegmentAccessRights, SoftVmcs, VmcsRead, VmcsWrite};

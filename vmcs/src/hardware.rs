@@ -1,97 +1,66 @@
-//! The hardware backend: VMREAD and VMWRITE of the processor's current VMCS.
+//! The current VMCS behind the field-access traits: vmx-core's [`ActiveVmcs`] (checked, on the
+//! processor it was loaded on, or on the software processor [`vmx_core::SoftVmx`]), and
+//! [`HardwareVmcs`], the unchecked handle on whatever VMCS is current.
 
+#[cfg(target_arch = "x86_64")]
 use core::fmt;
+#[cfg(target_arch = "x86_64")]
 use core::marker::PhantomData;
 
-use vmx_core::instructions;
-use vmx_core::{ActiveVmcs, HOST_RIP_ENCODING, HOST_RSP_ENCODING, VmFail};
+use vmx_core::{ActiveVmcs, VmFail, VmxInstructions};
 
 use crate::access::{VmcsRead, VmcsWrite};
 
-/// The current VMCS of this logical processor, accessed with VMREAD and VMWRITE through
-/// [`vmx_core::instructions`].
-///
-/// Made by [`HardwareVmcs::from_active`], it borrows vmx-core's [`ActiveVmcs`] (the VMCS that
-/// VMPTRLD made current): the handle cannot outlive the loaded VMCS, no other VMCS can be made
-/// current while it lives (the `ActiveVmcs` holds the VMX root token mutably), and writes to
-/// HOST_RSP or HOST_RIP empty the `ActiveVmcs`'s [`HostStateCache`](vmx_core::HostStateCache),
-/// as [`ActiveVmcs::write`] does, so the next [`ActiveVmcs::run`] writes both fields again.
-/// [`HardwareVmcs::new`] is the unchecked handle for code that manages the current VMCS itself.
-///
-/// Neither `Send` nor `Sync`: the current VMCS is a property of one logical processor.
+/// The loaded VMCS is read with VMREAD of its processor: the safe route to the current VMCS.
 ///
 /// ```no_run
-/// use vmcs::{HardwareVmcs, VmcsRead, VmcsWrite, fields};
-/// use vmx_core::{ActiveVmcs, VmFail};
+/// use vmcs::{VmcsRead, VmcsWrite, fields};
+/// use vmx_core::{ActiveVmcs, LivePlatform, VmFail};
 ///
 /// /// Skips the instruction that caused the VM exit (e.g. CPUID after emulating it).
-/// fn skip_instruction(active: &mut ActiveVmcs<'_>) -> Result<(), VmFail> {
-///     let mut vmcs = HardwareVmcs::from_active(active);
+/// fn skip_instruction(vmcs: &mut ActiveVmcs<'_, LivePlatform>) -> Result<(), VmFail> {
 ///     let rip = vmcs.read(fields::GUEST_RIP)?;
 ///     let length = vmcs.read(fields::VM_EXIT_INSTRUCTION_LENGTH)?;
 ///     vmcs.write(fields::GUEST_RIP, rip + u64::from(length))
 /// }
 /// ```
+impl<P: VmxInstructions> VmcsRead for ActiveVmcs<'_, P> {
+    #[inline(always)]
+    fn read_raw(&self, encoding: u32) -> Result<u64, VmFail> {
+        ActiveVmcs::read_raw(self, encoding)
+    }
+}
+
+/// VMWRITE to the loaded VMCS; a write of HOST_RSP or HOST_RIP empties the `ActiveVmcs`'s
+/// [`HostStateCache`](vmx_core::HostStateCache) (as [`ActiveVmcs::write_raw`] does), so the next
+/// [`ActiveVmcs::run`] writes both again. Safe, as [`ActiveVmcs::write_raw`] is: the written state
+/// is vouched for when entering the guest ([`ActiveVmcs::run`] is `unsafe`).
+impl<P: VmxInstructions> VmcsWrite for ActiveVmcs<'_, P> {
+    #[inline(always)]
+    fn write_raw(&mut self, encoding: u32, value: u64) -> Result<(), VmFail> {
+        ActiveVmcs::write_raw(self, encoding, value)
+    }
+}
+
+/// Whatever VMCS is current on this logical processor, accessed with VMREAD and VMWRITE of
+/// [`vmx_core::instructions`], tied to no [`ActiveVmcs`]: for code that manages the current VMCS
+/// itself. [`ActiveVmcs`] implements the same traits and is the checked route. Only on `x86_64`
+/// targets.
 ///
-/// While the handle lives, the `ActiveVmcs` cannot be used (so it cannot enter the guest); make
-/// a handle per VM exit, it costs nothing:
-///
-/// ```compile_fail
-/// use vmcs::{HardwareVmcs, VmcsRead, fields};
-/// use vmx_core::ActiveVmcs;
-///
-/// fn misuse(active: &mut ActiveVmcs<'_>) {
-///     let vmcs = HardwareVmcs::from_active(active);
-///     let _ = active.read(fields::GUEST_RIP.encoding()); // error: `*active` is borrowed mutably
-///     let _ = vmcs.read(fields::GUEST_RIP);
-/// }
-/// ```
+/// Neither `Send` nor `Sync`: the current VMCS is a property of one logical processor.
 ///
 /// ```compile_fail
 /// fn send<T: Send>() {}
-/// send::<vmcs::HardwareVmcs<'static>>(); // error: the current VMCS belongs to one processor
+/// send::<vmcs::HardwareVmcs>(); // error: the current VMCS belongs to one processor
 /// ```
-pub struct HardwareVmcs<'a> {
-    /// The loaded VMCS this handle borrows; `None` for a handle made by [`HardwareVmcs::new`].
-    active: Option<&'a mut dyn HostStateOwner>,
+#[cfg(target_arch = "x86_64")]
+pub struct HardwareVmcs {
     _not_send: PhantomData<*mut ()>,
 }
 
-/// What the handle needs of the borrowed [`ActiveVmcs`]: emptying its host-state cache. A trait
-/// object, so that the handle keeps its one lifetime whatever the `ActiveVmcs`'s own is.
-trait HostStateOwner {
-    fn reset_host_state_cache(&mut self);
-}
-
-impl HostStateOwner for ActiveVmcs<'_> {
-    fn reset_host_state_cache(&mut self) {
-        ActiveVmcs::reset_host_state_cache(self);
-    }
-}
-
-/// Whether `encoding` is HOST_RSP or HOST_RIP, the host-state fields the vmx-core trampoline
-/// writes itself and caches.
-const fn trampoline_field(encoding: u32) -> bool {
-    encoding == HOST_RSP_ENCODING || encoding == HOST_RIP_ENCODING
-}
-
-impl<'a> HardwareVmcs<'a> {
-    /// A handle on `active`, the current VMCS, for as long as it is borrowed.
-    ///
-    /// Safe, as [`ActiveVmcs::write`] is: the `ActiveVmcs` proves VMX root operation and that its
-    /// VMCS is current, and the state written is vouched for when entering the guest
-    /// ([`ActiveVmcs::run`] is `unsafe`). Writes to HOST_RSP or HOST_RIP reset the
-    /// `ActiveVmcs`'s host-state cache.
-    #[must_use]
-    pub fn from_active(active: &'a mut ActiveVmcs<'_>) -> Self {
-        HardwareVmcs {
-            active: Some(active),
-            _not_send: PhantomData,
-        }
-    }
-
-    /// A handle on whatever VMCS is current when it is used, tied to no [`ActiveVmcs`];
-    /// [`HardwareVmcs::from_active`] is the checked form.
+#[cfg(target_arch = "x86_64")]
+impl HardwareVmcs {
+    /// A handle on whatever VMCS is current when it is used.
     ///
     /// # Safety
     ///
@@ -106,68 +75,56 @@ impl<'a> HardwareVmcs<'a> {
     #[must_use]
     pub unsafe fn new() -> Self {
         HardwareVmcs {
-            active: None,
             _not_send: PhantomData,
         }
     }
-
-    /// Whether the handle borrows an [`ActiveVmcs`] (made by [`HardwareVmcs::from_active`]).
-    #[must_use]
-    pub fn is_tied_to_active(&self) -> bool {
-        self.active.is_some()
-    }
 }
 
-impl fmt::Debug for HardwareVmcs<'_> {
+#[cfg(target_arch = "x86_64")]
+impl fmt::Debug for HardwareVmcs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HardwareVmcs")
-            .field("tied_to_active", &self.is_tied_to_active())
-            .finish()
+        f.debug_struct("HardwareVmcs").finish()
     }
 }
 
-impl VmcsRead for HardwareVmcs<'_> {
+#[cfg(target_arch = "x86_64")]
+impl VmcsRead for HardwareVmcs {
     #[inline]
     fn read_raw(&self, encoding: u32) -> Result<u64, VmFail> {
-        // SAFETY: VMX root operation at CPL 0 on this processor, with the intended VMCS current:
-        // proven by the borrowed `ActiveVmcs` (`from_active`) or vouched for by the caller (`new`).
-        unsafe { instructions::vmread(encoding) }
+        // SAFETY: VMX root operation at CPL 0 on this processor, with the intended VMCS current,
+        // as the caller of `new` vouched.
+        unsafe { vmx_core::instructions::vmread(encoding) }
     }
 }
 
-impl VmcsWrite for HardwareVmcs<'_> {
+#[cfg(target_arch = "x86_64")]
+impl VmcsWrite for HardwareVmcs {
     #[inline]
     fn write_raw(&mut self, encoding: u32, value: u64) -> Result<(), VmFail> {
-        if trampoline_field(encoding)
-            && let Some(active) = self.active.as_deref_mut()
-        {
-            active.reset_host_state_cache();
-        }
         // SAFETY: VMX root operation at CPL 0 with the intended VMCS current, as for `read_raw`;
-        // the written state takes effect at the next VM entry, which `ActiveVmcs::run` (unsafe)
-        // or the caller of `new` answers for. HOST_RSP/HOST_RIP writes emptied the borrowed
-        // `ActiveVmcs`'s cache above; for `new` handles that is the caller's obligation.
-        unsafe { instructions::vmwrite(encoding, value) }
+        // the written state and the host-state cache after HOST_RSP/HOST_RIP writes are the
+        // caller's of `new` to answer for.
+        unsafe { vmx_core::instructions::vmwrite(encoding, value) }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::trampoline_field;
     use crate::fields;
 
     #[test]
-    fn trampoline_fields_are_host_rsp_and_host_rip() {
-        // Of every field in the table, exactly HOST_RSP and HOST_RIP (vmx-core's constants agree
-        // with the table's encodings).
-        let mut hits = fields::ALL
+    fn vmx_core_host_state_encodings_are_the_tables() {
+        // The trampoline's fields, whose writes empty the host-state cache, are the table's
+        // HOST_RSP and HOST_RIP and no other field.
+        let trampoline = [vmx_core::HOST_RSP_ENCODING, vmx_core::HOST_RIP_ENCODING];
+        let mut names = fields::ALL
             .iter()
-            .filter(|info| trampoline_field(info.encoding))
+            .filter(|info| trampoline.contains(&info.encoding))
             .map(|info| info.name);
-        assert_eq!(hits.next(), Some("HOST_RSP"));
-        assert_eq!(hits.next(), Some("HOST_RIP"));
-        assert_eq!(hits.next(), None);
-        assert!(trampoline_field(fields::HOST_RSP.encoding()));
-        assert!(trampoline_field(fields::HOST_RIP.encoding()));
+        assert_eq!(names.next(), Some("HOST_RSP"));
+        assert_eq!(names.next(), Some("HOST_RIP"));
+        assert_eq!(names.next(), None);
+        assert_eq!(fields::HOST_RSP.encoding(), vmx_core::HOST_RSP_ENCODING);
+        assert_eq!(fields::HOST_RIP.encoding(), vmx_core::HOST_RIP_ENCODING);
     }
 }

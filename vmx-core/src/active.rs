@@ -1,12 +1,10 @@
 //! The current VMCS: a [`VmcsRegion`] loaded with VMPTRLD, and its launch state.
 
 use crate::error::VmFail;
-use crate::instructions;
 use crate::lifecycle::VmxRoot;
+use crate::processor::VmxInstructions;
 use crate::region::{PhysTranslate, RegionError, VmcsRegion, region_phys};
-use crate::trampoline::{
-    GuestRegisters, HOST_RIP_ENCODING, HOST_RSP_ENCODING, HostStateCache, vm_run,
-};
+use crate::trampoline::{GuestRegisters, HOST_RIP_ENCODING, HOST_RSP_ENCODING, HostStateCache};
 
 /// Encoding of the exit-reason field (SDM Vol. 3D, Appendix B.3.3 "32-Bit Read-Only Data
 /// Fields"); bit 31 is "VM-entry failure".
@@ -38,6 +36,23 @@ pub enum LoadError {
     Vmptrld(VmFail),
 }
 
+/// Why [`ActiveVmcs::run`] returned without a VM exit to handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RunError {
+    /// VMLAUNCH or VMRESUME (or the trampoline's VMWRITE of HOST_RSP/HOST_RIP before it) failed
+    /// with VMfail: no VM entry was attempted, the guest did not run, the launch state is
+    /// unchanged.
+    #[error("VM entry failed: {0}")]
+    Entry(VmFail),
+    /// VMLAUNCH did not fail (the guest was entered, or the entry failed while loading guest
+    /// state, and a VM exit followed), but the VMREAD of the exit reason that tells the two apart
+    /// failed. The VMCS is taken as launched (the next run uses VMRESUME; if the entry had in fact
+    /// failed, VMRESUME reports VMfailValid 5, "VMRESUME with non-launched VMCS"), and the VM
+    /// exit is not handled.
+    #[error("VMLAUNCH completed, but reading its exit reason failed: {0}")]
+    ExitReasonRead(VmFail),
+}
+
 impl VmcsRegion {
     /// Makes this region the current VMCS (SDM Vol. 3C, §25.11.3 "Initializing a VMCS"): checks its
     /// revision identifier against the processor's, translates its address with `translate`, then
@@ -49,11 +64,11 @@ impl VmcsRegion {
     /// [`ActiveVmcs`] that is leaked keeps it forever. On error the region is not handed back (a
     /// region in a `static` can be borrowed again). The returned [`ActiveVmcs`] borrows `root`
     /// mutably, so no other VMCS can be made current while it lives.
-    pub fn load<'a>(
+    pub fn load<'a, P: VmxInstructions>(
         &'static mut self,
-        root: &'a mut VmxRoot,
+        root: &'a mut VmxRoot<P>,
         translate: &impl PhysTranslate,
-    ) -> Result<ActiveVmcs<'a>, LoadError> {
+    ) -> Result<ActiveVmcs<'a, P>, LoadError> {
         let basic = root.basic();
         if self.revision_id() != basic.revision_id() {
             return Err(LoadError::RevisionMismatch {
@@ -71,10 +86,10 @@ impl VmcsRegion {
         // SAFETY: `root` proves VMX root operation at CPL 0; the region is exclusively ours for
         // 'static, 4-KiB aligned at `phys` (checked) and not current (no other `ActiveVmcs`
         // exists while `root` is borrowed here).
-        unsafe { instructions::vmclear(phys) }.map_err(LoadError::Vmclear)?;
+        unsafe { root.processor_mut().vmclear(phys) }.map_err(LoadError::Vmclear)?;
         // SAFETY: as above; from here on the region is only reached through `ActiveVmcs`'s raw
         // pointer, never through a reference, until VMCLEAR.
-        unsafe { instructions::vmptrld(phys) }.map_err(LoadError::Vmptrld)?;
+        unsafe { root.processor_mut().vmptrld(phys) }.map_err(LoadError::Vmptrld)?;
         Ok(ActiveVmcs {
             region,
             header,
@@ -90,31 +105,33 @@ impl VmcsRegion {
 /// borrowing its [`VmcsRegion`] and the [`VmxRoot`] token while loaded, and tracking its launch
 /// state (clear after the load, launched after the first successful VM entry).
 ///
-/// Reads and writes go to this VMCS with VMREAD/VMWRITE; typed access is the `vmcs` crate's
-/// `HardwareVmcs`. Dropping it executes VMCLEAR (errors ignored) and keeps the region;
-/// [`ActiveVmcs::clear`] reports errors and hands the region back.
+/// Reads and writes go to this VMCS with VMREAD/VMWRITE of the processor `P` (the running one,
+/// [`LivePlatform`](crate::LivePlatform), or a software one, [`SoftVmx`](crate::SoftVmx));
+/// the `vmcs` crate implements its typed field-access traits for it. Dropping it executes VMCLEAR
+/// (errors ignored) and keeps the region; [`ActiveVmcs::clear`] reports errors and hands the
+/// region back.
 ///
 /// While loaded, the region is held as a raw pointer (the processor may read and write its memory),
 /// which also makes `ActiveVmcs` `!Send` and `!Sync`.
 #[derive(Debug)]
-pub struct ActiveVmcs<'a> {
+pub struct ActiveVmcs<'a, P: VmxInstructions> {
     /// The region, exclusively owned ('static) and only touched by the processor while loaded.
     region: *mut VmcsRegion,
     /// The region's first word at load time (revision identifier and shadow bit).
     header: u32,
-    root: &'a mut VmxRoot,
+    root: &'a mut VmxRoot<P>,
     phys: u64,
     launched: bool,
     /// HOST_RSP/HOST_RIP as the trampoline last wrote them into this VMCS (empty after the load).
     host_cache: HostStateCache,
 }
 
-impl<'a> ActiveVmcs<'a> {
+impl<'a, P: VmxInstructions> ActiveVmcs<'a, P> {
     /// VMREAD of the field `encoding`.
     #[inline(always)]
-    pub fn read(&self, encoding: u32) -> Result<u64, VmFail> {
+    pub fn read_raw(&self, encoding: u32) -> Result<u64, VmFail> {
         // SAFETY: the borrowed root token proves VMX root operation; this VMCS is current.
-        unsafe { instructions::vmread(encoding) }
+        unsafe { self.root.processor().vmread(encoding) }
     }
 
     /// VMWRITE of `value` to the field `encoding`. Writing is safe; entering the guest with the
@@ -123,13 +140,13 @@ impl<'a> ActiveVmcs<'a> {
     /// A write to HOST_RSP or HOST_RIP (which the trampoline owns) empties the
     /// [`HostStateCache`], so the next [`run`](ActiveVmcs::run) writes both again.
     #[inline(always)]
-    pub fn write(&mut self, encoding: u32, value: u64) -> Result<(), VmFail> {
+    pub fn write_raw(&mut self, encoding: u32, value: u64) -> Result<(), VmFail> {
         if encoding == HOST_RSP_ENCODING || encoding == HOST_RIP_ENCODING {
             self.host_cache.reset();
         }
         // SAFETY: the borrowed root token proves VMX root operation; this VMCS is current. The
         // value takes effect only at the next VM entry/exit, whose safety `run` requires.
-        unsafe { instructions::vmwrite(encoding, value) }
+        unsafe { self.root.processor_mut().vmwrite(encoding, value) }
     }
 
     /// The physical address of the VMCS region (the current-VMCS pointer).
@@ -152,15 +169,22 @@ impl<'a> ActiveVmcs<'a> {
     }
 
     /// Empties the [`HostStateCache`]: the next [`run`](ActiveVmcs::run) writes HOST_RSP and
-    /// HOST_RIP again. Required after code other than [`ActiveVmcs::write`] (e.g. the `vmcs`
-    /// crate's hardware backend, or a raw VMWRITE) wrote either field.
+    /// HOST_RIP again. Required after code other than [`ActiveVmcs::write_raw`] (and the `vmcs`
+    /// crate's access traits implemented on `ActiveVmcs`, which call it) wrote either field, e.g.
+    /// a raw VMWRITE.
     pub fn reset_host_state_cache(&mut self) {
         self.host_cache.reset();
     }
 
     /// The VMX root token, for INVEPT/INVVPID while this VMCS is current.
-    pub fn root(&self) -> &VmxRoot {
+    pub fn root(&self) -> &VmxRoot<P> {
         self.root
+    }
+
+    /// The processor, mutably, for its own safe methods (e.g. a [`SoftVmx`](crate::SoftVmx)'s
+    /// next VM exit); its `unsafe` methods stay the caller's responsibility.
+    pub fn processor_mut(&mut self) -> &mut P {
+        self.root.processor_mut()
     }
 
     /// The VMCS revision identifier the region carried when loaded.
@@ -178,27 +202,46 @@ impl<'a> ActiveVmcs<'a> {
     /// Enters the guest (VMLAUNCH while the launch state is clear, VMRESUME once launched) and
     /// returns at the next VM exit with `regs` holding the guest's registers; see [`vm_run`].
     ///
-    /// The launch state becomes launched after the first VM entry that succeeds; a VM entry that
-    /// fails while loading guest state (a VM exit with bit 31 of the exit reason set) leaves it
-    /// clear, as the SDM specifies (§27.8 "VM-Entry Failures During or After Loading Guest
-    /// State").
+    /// The launch state becomes launched once VMLAUNCH did not VMfail and the exit reason shows
+    /// no VM-entry failure: a VM entry that fails while loading guest state (a VM exit with bit 31
+    /// of the exit reason set) leaves it clear, as the SDM specifies (§27.8 "VM-Entry Failures
+    /// During or After Loading Guest State"). If that exit reason cannot be read, the VMCS is taken
+    /// as launched and [`RunError::ExitReasonRead`] is returned.
+    ///
+    /// # Errors
+    ///
+    /// [`RunError::Entry`] when VMLAUNCH/VMRESUME failed (VMfail: nothing ran);
+    /// [`RunError::ExitReasonRead`] as above.
     ///
     /// # Safety
     ///
-    /// The obligations of [`vm_run`] on the VMCS contents: the host-state area describes this host
-    /// and the guest configuration keeps the guest away from memory the host relies on;
-    /// CR4.OSFXSR = 1. HOST_RSP and HOST_RIP belong to the trampoline: if anything but
-    /// [`ActiveVmcs::write`] wrote them since the last run, call
+    /// The obligations of [`vm_run`] on the processor's state and the VMCS contents: the
+    /// host-state area describes this host and the guest configuration keeps the guest away from
+    /// memory the host relies on; CR4.OSFXSR = 1, CR0.TS = 0 and CR0.EM = 0; interrupts stay
+    /// disabled. HOST_RSP and HOST_RIP belong to the trampoline: if anything but
+    /// [`ActiveVmcs::write_raw`] wrote them since the last run, call
     /// [`reset_host_state_cache`](ActiveVmcs::reset_host_state_cache) first.
-    pub unsafe fn run(&mut self, regs: &mut GuestRegisters) -> Result<(), VmFail> {
+    ///
+    /// [`vm_run`]: crate::vm_run
+    pub unsafe fn run(&mut self, regs: &mut GuestRegisters) -> Result<(), RunError> {
         // SAFETY: VMX root operation and the current VMCS come from `self`; the launch state and
         // the host-state cache (created empty at the load, so it only ever describes this VMCS)
         // are tracked by `self`; the VMCS contents and foreign HOST_RSP/HOST_RIP writes are the
         // caller's obligation.
-        unsafe { vm_run(regs, &mut self.host_cache, self.launched) }?;
+        unsafe {
+            self.root
+                .processor_mut()
+                .vm_entry(regs, &mut self.host_cache, self.launched)
+        }
+        .map_err(RunError::Entry)?;
         if !self.launched {
-            let reason = self.read(EXIT_REASON_ENCODING)?;
-            self.launched = reason & EXIT_REASON_ENTRY_FAILURE == 0;
+            match self.read_raw(EXIT_REASON_ENCODING) {
+                Ok(reason) => self.launched = reason & EXIT_REASON_ENTRY_FAILURE == 0,
+                Err(fail) => {
+                    self.launched = true;
+                    return Err(RunError::ExitReasonRead(fail));
+                }
+            }
         }
         Ok(())
     }
@@ -207,9 +250,10 @@ impl<'a> ActiveVmcs<'a> {
     /// not current, handing the region back (and ending the borrow of the root token). On
     /// failure the VMCS stays current and comes back with the error.
     pub fn clear(self) -> Result<&'static mut VmcsRegion, (Self, VmFail)> {
+        let phys = self.phys;
         // SAFETY: the root token proves VMX root operation; the region is this VMCS's, owned by
         // `self`.
-        match unsafe { instructions::vmclear(self.phys) } {
+        match unsafe { self.root.processor_mut().vmclear(phys) } {
             Ok(()) => {
                 let region = self.region;
                 core::mem::forget(self);
@@ -223,11 +267,12 @@ impl<'a> ActiveVmcs<'a> {
     }
 }
 
-impl Drop for ActiveVmcs<'_> {
+impl<P: VmxInstructions> Drop for ActiveVmcs<'_, P> {
     fn drop(&mut self) {
+        let phys = self.phys;
         // SAFETY: the root token proves VMX root operation; the region is this VMCS's. VMCLEAR
         // writes the cached VMCS back; the region itself stays borrowed for 'static (not handed
         // back). A failure cannot be reported from `drop`; `clear` reports it.
-        let _ = unsafe { instructions::vmclear(self.phys) };
+        let _ = unsafe { self.root.processor_mut().vmclear(phys) };
     }
 }

@@ -7,6 +7,9 @@
 //! [`vmwrite`], inlined, is therefore the instruction and one not-taken branch. On VMfailValid the
 //! VM-instruction error field (encoding 0x4400) is read in a separate `#[cold]` function.
 //!
+//! The stub's section is switched to with `.pushsection .text.unlikely.vmx_core,"ax"`, a form that
+//! both object formats accept: ELF reads it as an allocated, executable `PROGBITS` section, COFF
+//! (PE/UEFI targets) as a read-only code section (the ELF-only `@progbits` is what COFF rejects).
 //! A freestanding kernel's linker script must collect `.text.*` input sections (rustc already puts
 //! each function in its own `.text.<symbol>` section, so any working script does).
 //!
@@ -36,7 +39,7 @@ macro_rules! vmx_asm_status {
         asm!(
             $($insn,)+
             "jbe 3f",
-            ".pushsection .text.unlikely.vmx_core,\"ax\",@progbits",
+            ".pushsection .text.unlikely.vmx_core,\"ax\"",
             "3:",
             "jc {invalid}",
             "jmp {valid}",

@@ -45,38 +45,43 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let translate = |p: *const u8| Some(p as u64);
 //! // SAFETY (of this example): CPL 0, one logical processor, identity-mapped memory.
-//! let mut platform = unsafe { LivePlatform::new() };
+//! let platform = unsafe { LivePlatform::new() };
 //! let caps = VmxCapabilities::read(&mut unsafe { LiveMsrs::new() })?;
-//! let mut root =
-//!     unsafe { VmxRoot::enable(&mut platform, &caps, &mut *(&raw mut VMXON), &translate)? };
+//! let mut root = unsafe {
+//!     VmxRoot::enable(platform, &caps, &mut *(&raw mut VMXON), &translate).map_err(|(_, e)| e)?
+//! };
 //! let region = unsafe { &mut *(&raw mut VMCS) };
 //! region.init(caps.basic.revision_id(), false)?;
 //! let mut vmcs = region.load(&mut root, &translate)?;
-//! // ... vmcs.write(...) every control, host-state and guest-state field ...
+//! // ... vmcs.write_raw(...) every control, host-state and guest-state field (or the typed
+//! // `vmcs::VmcsWrite::write`, which the `vmcs` crate implements for `ActiveVmcs`) ...
 //! let mut regs = GuestRegisters::new();
 //! loop {
 //!     unsafe { vmcs.run(&mut regs)? }; // VMLAUNCH, then VMRESUME
-//!     let reason = vmcs.read(0x4402)?; // exit reason
+//!     let reason = vmcs.read_raw(0x4402)?; // exit reason
 //!     # let _ = reason;
 //!     // ... handle the exit, update GUEST_RIP, `break` when done ...
 //!     # break;
 //! }
 //! vmcs.clear().map_err(|(_, fail)| fail)?;
-//! root.disable(&mut platform).map_err(|(_, fail)| fail)?;
+//! let (_platform, _vmxon) = root.disable().map_err(|(_, fail)| fail)?;
 //! # Ok(())
 //! # }
 //! ```
 //!
 //! # Layers
 //!
-//! - [`instructions`]: one `unsafe fn` per VMX instruction, the status branch inside the same
-//!   `asm!` block, VMfailValid decoded into [`VmInstructionError`].
-//! - [`VmxRoot`] (VMXON … VMXOFF), [`VmcsRegion`] → [`ActiveVmcs`] (VMPTRLD … VMCLEAR) with the
-//!   launch state; physical addresses come from the caller's [`PhysTranslate`]. Regions live in a
-//!   `static` or in an allocator's 4-KiB frame ([`VmxonRegion::from_frame`],
-//!   [`VmcsRegion::from_frame`]). The checks before VMXON are [`prepare`],
-//!   [`feature_control_update`] and [`vmx_control_registers`] over a [`VmxPlatform`], testable
-//!   with a fake.
+//! - [`instructions`] (`x86_64` targets): one `unsafe fn` per VMX instruction, the status branch
+//!   inside the same `asm!` block, VMfailValid decoded into [`VmInstructionError`].
+//! - [`VmxInstructions`] and [`VmxPlatform`]: the processor the lifecycle runs on, as traits:
+//!   [`LivePlatform`] is the running processor (zero-sized; the generic code compiles to the bare
+//!   instructions), [`SoftVmx`] a software model of one for tests on any host (launch states,
+//!   VMfail numbers, the trampoline's host-state writes, a VM exit of your choice).
+//! - [`VmxRoot`] (VMXON … VMXOFF, owning its processor), [`VmcsRegion`] → [`ActiveVmcs`]
+//!   (VMPTRLD … VMCLEAR) with the launch state; physical addresses come from the caller's
+//!   [`PhysTranslate`]. Regions live in a `static` or in an allocator's 4-KiB frame
+//!   ([`VmxonRegion::from_frame`], [`VmcsRegion::from_frame`]). The checks before VMXON are
+//!   [`prepare`], [`feature_control_update`] and [`vmx_control_registers`].
 //! - [`vm_run`] / [`ActiveVmcs::run`]: the trampoline (HOST_RSP/HOST_RIP written only when the
 //!   per-VMCS [`HostStateCache`] misses) and its [`GuestRegisters`] frame, whose registers are also
 //!   reachable by SDM number ([`GpReg`]).
@@ -86,6 +91,9 @@
 //!   [`RunOnCpu`], with rollback when one processor fails, and cross-processor invalidation
 //!   ([`CpuInvalidate`], [`PerCpuVmx::invvpid_everywhere`]); [`smp`] also explains moving a
 //!   vCPU between processors.
+//!
+//! On targets other than `x86_64` (decoding dumps on another machine) everything but
+//! [`instructions`], [`vm_run`] and [`LivePlatform`] builds, [`SoftVmx`] included.
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -96,28 +104,39 @@ struct ReadmeDoctests;
 mod active;
 mod error;
 mod gpr;
+#[cfg(target_arch = "x86_64")]
 pub mod instructions;
 mod invalidation;
 mod lifecycle;
+mod processor;
 mod region;
 pub mod smp;
+mod soft;
 mod trampoline;
 
-pub use active::{ActiveVmcs, LoadError};
+pub use active::{ActiveVmcs, LoadError, RunError};
 pub use error::{VmFail, VmInstructionError};
 pub use gpr::{GpReg, RspInVmcs, UnknownGpReg};
 pub use invalidation::{
     InvalidationError, InveptDescriptor, InveptType, InvvpidDescriptor, InvvpidType,
 };
+#[cfg(target_arch = "x86_64")]
+pub use lifecycle::LivePlatform;
 pub use lifecycle::{
-    EnableError, LivePlatform, PriorState, VmxPlatform, VmxRoot, feature_control_update, prepare,
+    EnableError, PriorState, VmxPlatform, VmxRoot, feature_control_update, prepare,
     vmx_control_registers,
 };
+pub use processor::VmxInstructions;
 pub use region::{PhysTranslate, REGION_SIZE, RegionError, VmcsRegion, VmxonRegion};
 pub use smp::{
     CpuFailure, CpuInvalidate, CpuSet, CpuVmxOps, EnterAllError, EnterAllFailure, LeaveAllError,
-    LiveVmxError, LiveVmxOn, MAX_CPUS, PerCpuVmx, RunOnCpu,
+    MAX_CPUS, PerCpuVmx, RunOnCpu,
 };
+#[cfg(target_arch = "x86_64")]
+pub use smp::{LiveVmxError, LiveVmxOn};
+pub use soft::{SoftExit, SoftVmx, SoftVmxCounters};
+#[cfg(target_arch = "x86_64")]
+pub use trampoline::vm_run;
 pub use trampoline::{
-    FxsaveArea, GuestRegisters, HOST_RIP_ENCODING, HOST_RSP_ENCODING, HostStateCache, vm_run,
+    FxsaveArea, GuestRegisters, HOST_RIP_ENCODING, HOST_RSP_ENCODING, HostStateCache,
 };

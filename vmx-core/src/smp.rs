@@ -76,17 +76,18 @@
 //! ```
 //!
 //! ```compile_fail,E0277
-//! # use vmx_core::ActiveVmcs;
+//! # use vmx_core::{ActiveVmcs, SoftVmx};
 //! fn assert_send<T: Send>() {}
 //! // A current VMCS cannot: it must be cleared where it is current.
-//! assert_send::<ActiveVmcs<'static>>();
+//! assert_send::<ActiveVmcs<'static, SoftVmx>>();
 //! ```
 //!
 //! ```compile_fail,E0382
-//! # use vmx_core::{PhysTranslate, VmcsRegion, VmxRoot};
+//! # use vmx_core::{PhysTranslate, SoftVmx, VmcsRegion, VmxRoot};
 //! // Loading a region that is current (on this or another processor) does not compile: the
 //! // region moved into the first `ActiveVmcs`.
-//! fn twice(region: &'static mut VmcsRegion, a: &mut VmxRoot, b: &mut VmxRoot, t: &impl PhysTranslate) {
+//! type Root = VmxRoot<SoftVmx>;
+//! fn twice(region: &'static mut VmcsRegion, a: &mut Root, b: &mut Root, t: &impl PhysTranslate) {
 //!     let _on_a = region.load(a, t);
 //!     let _on_b = region.load(b, t);
 //! }
@@ -95,6 +96,7 @@
 use core::fmt;
 
 use crate::lifecycle::VmxRoot;
+use crate::processor::VmxInstructions;
 #[cfg(doc)]
 use crate::{ActiveVmcs, PhysTranslate, VmcsRegion};
 use crate::{InvalidationError, InveptType, InvvpidType};
@@ -563,7 +565,7 @@ pub unsafe trait CpuInvalidate {
 
 // SAFETY: `VmxRoot` is `!Send`: it is used on the processor in VMX operation, where its
 // wrappers execute INVEPT/INVVPID or return an error.
-unsafe impl CpuInvalidate for VmxRoot {
+unsafe impl<P: VmxInstructions> CpuInvalidate for VmxRoot<P> {
     fn invept(&mut self, kind: InveptType, eptp: u64) -> Result<(), InvalidationError> {
         VmxRoot::invept(self, kind, eptp)
     }
@@ -658,10 +660,10 @@ mod live {
     }
 
     impl<T: PhysTranslate> CpuVmxOps for LiveVmxOn<'_, T> {
-        type Root = VmxRoot;
+        type Root = VmxRoot<LivePlatform>;
         type Error = LiveVmxError;
 
-        fn enter(&mut self, cpu: usize) -> Result<VmxRoot, LiveVmxError> {
+        fn enter(&mut self, cpu: usize) -> Result<VmxRoot<LivePlatform>, LiveVmxError> {
             let region = self
                 .regions
                 .get_mut(cpu)
@@ -679,9 +681,10 @@ mod live {
             // SAFETY: `new`'s contract: CPL 0 on processor `cpu`, which the token stays on (it is
             // `!Send` and kept in this processor's slot); `caps` were just read there; `translate`
             // is true for the region; nothing else uses VMX here.
-            let mut platform = unsafe { LivePlatform::new() };
+            let platform = unsafe { LivePlatform::new() };
             // SAFETY: as above.
-            let root = unsafe { VmxRoot::enable(&mut platform, &caps, region, &self.translate) }?;
+            let root = unsafe { VmxRoot::enable(platform, &caps, region, &self.translate) }
+                .map_err(|(_, e)| e)?;
             // SDM Vol. 3C §29.4.3.3 "Guidelines for Use of the INVEPT Instruction": an all-context
             // INVEPT right after VMXON drops EPT-derived information cached in an earlier period of
             // VMX operation, so that only processors in VMX operation now can hold any.
@@ -689,7 +692,8 @@ mod live {
             match root.invept(all_context, 0) {
                 Err(e) if all_context.supported_by(&caps.ept_vpid) => {
                     let region = root
-                        .disable(&mut platform)
+                        .disable()
+                        .map(|(_, region)| region)
                         .map_err(|(_, fail)| LiveVmxError::Vmxoff(fail));
                     Err(match region {
                         Ok(region) => {
@@ -705,11 +709,14 @@ mod live {
             }
         }
 
-        fn leave(&mut self, cpu: usize, root: VmxRoot) -> Result<(), (VmxRoot, LiveVmxError)> {
-            // SAFETY: `new`'s contract: CPL 0 on processor `cpu`, the token's processor.
-            let mut platform = unsafe { LivePlatform::new() };
-            match root.disable(&mut platform) {
-                Ok(region) => {
+        fn leave(
+            &mut self,
+            cpu: usize,
+            root: VmxRoot<LivePlatform>,
+        ) -> Result<(), (VmxRoot<LivePlatform>, LiveVmxError)> {
+            // The token owns its processor: VMXOFF runs on processor `cpu`, where it was entered.
+            match root.disable() {
+                Ok((_, region)) => {
                     if let Some(slot) = self.regions.get_mut(cpu) {
                         *slot = Some(region);
                     }

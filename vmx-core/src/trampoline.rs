@@ -12,13 +12,19 @@
 //!   CR4.OSFXSR = 1. State beyond FXSAVE (AVX upper halves, AVX-512, AMX, …) is *not* switched:
 //!   a host that uses such registers (Rust code does not, unless built with those target
 //!   features) must switch them itself, and a guest that uses them shares them with the host.
-//! - Debug registers DR0–DR3 and DR6, and MSRs not in the VMCS (e.g. IA32_KERNEL_GS_BASE,
+//! - Debug registers DR0–DR3 and DR6, XCR0, and MSRs not in the VMCS (e.g. IA32_KERNEL_GS_BASE,
 //!   IA32_STAR/LSTAR), are not switched: the hypervisor switches them if the guest may use them.
+//!   The processor itself sets DR7 to 0x400 and clears IA32_DEBUGCTL at every VM exit (see the
+//!   safety section of `vm_run`).
+//! - Maskable interrupts are off for the whole trampoline (CLI, and the VM exit clears IF); the
+//!   caller's RFLAGS, IF included, is restored on return.
 
 use core::mem::offset_of;
 
+#[cfg(target_arch = "x86_64")]
 use crate::error::VmFail;
 use crate::gpr::{GpReg, RspInVmcs};
+#[cfg(target_arch = "x86_64")]
 use crate::instructions::fail_valid;
 
 /// Encoding of the host-state field HOST_RSP (SDM Vol. 3D, Appendix B.4.4 "Natural-Width
@@ -289,6 +295,7 @@ const _: () = assert!(offset_of!(GuestRegisters, fxsave).is_multiple_of(16));
 /// # Safety
 ///
 /// As [`vm_run`].
+#[cfg(target_arch = "x86_64")]
 #[unsafe(naked)]
 unsafe extern "sysv64" fn vmx_core_vm_run(
     regs: *mut GuestRegisters,
@@ -304,6 +311,10 @@ unsafe extern "sysv64" fn vmx_core_vm_run(
         "push r14",
         "push r15",
         "pushfq",
+        // No maskable interrupt from here to the VM entry (a handler could use SSE or fault and
+        // overwrite the guest's XMM registers or CR2) nor after the exit (which leaves RFLAGS =
+        // 2): POPFQ gives the caller back its IF on return.
+        "cli",
         "push rdi",
         "sub rsp, {host_fxsave_space}",
         "fxsave64 [rsp]",
@@ -433,10 +444,10 @@ unsafe extern "sysv64" fn vmx_core_vm_run(
 /// - the cache is used with that one VMCS only (a cache per VMCS; [`ActiveVmcs`] owns one per
 ///   load, so a VMCS cleared and loaded again, or moved to another logical processor, starts with
 ///   an empty cache), and
-/// - nothing else writes HOST_RSP or HOST_RIP of that VMCS. [`ActiveVmcs::write`] of either
+/// - nothing else writes HOST_RSP or HOST_RIP of that VMCS. [`ActiveVmcs::write_raw`] of either
 ///   field empties the cache itself; code that writes them by other means (raw
-///   [`instructions::vmwrite`](crate::instructions::vmwrite), the `vmcs` crate's hardware
-///   backend) calls [`HostStateCache::reset`] (or [`ActiveVmcs::reset_host_state_cache`]) before
+///   [`instructions::vmwrite`](crate::instructions::vmwrite), the `vmcs` crate's unchecked
+///   `HardwareVmcs`) calls [`HostStateCache::reset`] (or [`ActiveVmcs::reset_host_state_cache`]) before
 ///   the next entry.
 ///
 /// The stack pointer itself is compared on every entry, so running the same VMCS from another
@@ -454,7 +465,7 @@ unsafe extern "sysv64" fn vmx_core_vm_run(
 /// ```
 ///
 /// [`ActiveVmcs`]: crate::ActiveVmcs
-/// [`ActiveVmcs::write`]: crate::ActiveVmcs::write
+/// [`ActiveVmcs::write_raw`]: crate::ActiveVmcs::write_raw
 /// [`ActiveVmcs::reset_host_state_cache`]: crate::ActiveVmcs::reset_host_state_cache
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
@@ -498,6 +509,13 @@ impl HostStateCache {
     pub const fn reset(&mut self) {
         self.host_rsp = 0;
     }
+
+    /// Records that HOST_RSP = `host_rsp` and HOST_RIP were just written, as the trampoline does
+    /// (for the software processor, which models it).
+    pub(crate) const fn record_write(&mut self, host_rsp: u64) {
+        self.host_rsp = host_rsp;
+        self.writes += 1;
+    }
 }
 
 /// Enters the guest of the current VMCS with VMLAUNCH (`launched == false`) or VMRESUME
@@ -527,15 +545,54 @@ impl HostStateCache {
 ///   the TR limit to 0x67; a host that needs others reloads them.
 /// - The guest configuration (EPT or the absence of it, MSR/I/O bitmaps, …) keeps the guest from
 ///   reaching memory the host relies on.
-/// - CR4.OSFXSR = 1 (FXSAVE/FXRSTOR of the SSE state).
+/// - x87/SSE state: CR4.OSFXSR = 1 (else FXSAVE/FXRSTOR skip the XMM registers and MXCSR),
+///   CR0.TS = 0 (else FXSAVE/FXRSTOR raise #NM, a lazy-FPU host must restore its state first) and
+///   CR0.EM = 0 (else #UD). Debug builds assert the three on every call.
+/// - Interrupts: the trampoline itself keeps maskable interrupts off between loading the guest's
+///   XMM registers and CR2 and the VM entry, and between the VM exit and saving them again (CLI
+///   after saving RFLAGS; a VM exit clears RFLAGS.IF; POPFQ restores the caller's IF on return).
+///   What it cannot mask is the caller's to prevent: an NMI or machine-check handler that runs in
+///   that window must leave the x87/SSE registers and CR2 as it found them, and nothing in it may
+///   fault (`regs`, `cache` and the stack are mapped and present).
+/// - What a VM exit leaves behind (SDM Vol. 3C, §28.5.1 "Loading Host Control Registers, Debug
+///   Registers, MSRs"): IA32_DEBUGCTL is cleared to 0 and DR7 is set to 0x400 (all breakpoints
+///   off), whatever the host had; the guest's values are saved to the VMCS only with the "save
+///   debug controls" exit control. XCR0 is not part of the VMCS and is not switched: after the
+///   exit it holds what the guest ran with (whatever the hypervisor loaded for it, since XSETBV
+///   always exits). A host that uses DR7, IA32_DEBUGCTL (LBR, BTF) or a different XCR0 restores
+///   them after each exit.
+#[cfg(target_arch = "x86_64")]
 pub unsafe fn vm_run(
     regs: &mut GuestRegisters,
     cache: &mut HostStateCache,
     launched: bool,
 ) -> Result<(), VmFail> {
-    // SAFETY: the caller upholds the VMX, host-state and cache obligations above; `regs` is a
-    // live, exclusively borrowed, 16-byte aligned frame and `cache` a live, exclusively borrowed
-    // cache for the duration of the call.
+    #[cfg(debug_assertions)]
+    {
+        let (cr0, cr4): (u64, u64);
+        // SAFETY: CPL 0 is the caller's obligation; reading CR0 and CR4 has no side effect.
+        unsafe {
+            core::arch::asm!(
+                "mov {cr0}, cr0",
+                "mov {cr4}, cr4",
+                cr0 = out(reg) cr0,
+                cr4 = out(reg) cr4,
+                options(nomem, nostack, preserves_flags),
+            );
+        }
+        use vmx_caps::arch::{Cr0, Cr4};
+        debug_assert!(
+            !Cr0::from_bits_retain(cr0).intersects(Cr0::TS | Cr0::EM),
+            "vm_run needs CR0.TS = CR0.EM = 0"
+        );
+        debug_assert!(
+            Cr4::from_bits_retain(cr4).contains(Cr4::OSFXSR),
+            "vm_run needs CR4.OSFXSR = 1"
+        );
+    }
+    // SAFETY: the caller upholds the VMX, host-state, x87/SSE and cache obligations above; `regs`
+    // is a live, exclusively borrowed, 16-byte aligned frame and `cache` a live, exclusively
+    // borrowed cache for the duration of the call.
     let status = unsafe { vmx_core_vm_run(regs, u64::from(launched), cache) };
     match status {
         0 => Ok(()),

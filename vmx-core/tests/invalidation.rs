@@ -1,20 +1,14 @@
 //! INVEPT/INVVPID types and descriptors: layouts (SDM Vol. 3C, Figures 31-1 and 31-2) and the
 //! capability checks against the MSR dumps of real (Bochs) CPU models.
 
+mod common;
+
 use core::mem::{align_of, size_of};
 
+use common::caps;
 use proptest::prelude::*;
-use vmx_caps::{EptVpidCap, MsrSnapshot, VmxCapabilities};
+use vmx_caps::EptVpidCap;
 use vmx_core::{InvalidationError, InveptDescriptor, InveptType, InvvpidDescriptor, InvvpidType};
-
-fn caps(name: &str) -> VmxCapabilities {
-    let path = format!(
-        "{}/../vmx-caps/testdata/{name}.msr",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap();
-    VmxCapabilities::read(&mut MsrSnapshot::parse(&text).unwrap()).unwrap()
-}
 
 /// The bytes of a descriptor as the processor reads them from memory.
 fn bytes<T: Copy>(value: &T) -> Vec<u8> {

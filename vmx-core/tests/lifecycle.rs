@@ -2,26 +2,19 @@
 //! platform stands in for CPUID/RDMSR/WRMSR/MOV CR and records every write, capabilities come from
 //! the MSR dumps of Bochs' CPU models. No test here reaches VMXON: each fails a check before it.
 
+mod common;
+
 use core::mem::{align_of, offset_of, size_of};
 
+use common::caps;
 use proptest::prelude::*;
 use vmx_caps::arch::{Cr0, Cr4};
-use vmx_caps::{
-    CrFixedBits, CrUse, FeatureControl, FixedBits, MsrSnapshot, VmxBasic, VmxCapabilities,
-};
+use vmx_caps::{CrFixedBits, CrUse, FeatureControl, FixedBits, VmxBasic, VmxCapabilities};
 use vmx_core::{
-    EnableError, FxsaveArea, GuestRegisters, PriorState, REGION_SIZE, RegionError, VmcsRegion,
-    VmxPlatform, VmxRoot, VmxonRegion, feature_control_update, prepare, vmx_control_registers,
+    EnableError, FxsaveArea, GuestRegisters, PriorState, REGION_SIZE, RegionError, SoftVmx,
+    SoftVmxCounters, VmcsRegion, VmxPlatform, VmxRoot, VmxonRegion, feature_control_update,
+    prepare, vmx_control_registers,
 };
-
-fn caps(name: &str) -> VmxCapabilities {
-    let path = format!(
-        "{}/../vmx-caps/testdata/{name}.msr",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap();
-    VmxCapabilities::read(&mut MsrSnapshot::parse(&text).unwrap()).unwrap()
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Write {
@@ -61,11 +54,11 @@ impl VmxPlatform for FakePlatform {
     fn cpu_has_vmx(&mut self) -> bool {
         self.vmx
     }
-    fn read_msr(&mut self, msr: u32) -> u64 {
+    unsafe fn read_msr(&mut self, msr: u32) -> u64 {
         assert_eq!(msr, 0x3a, "only IA32_FEATURE_CONTROL is read");
         self.feature_control
     }
-    fn write_msr(&mut self, msr: u32, value: u64) {
+    unsafe fn write_msr(&mut self, msr: u32, value: u64) {
         assert_eq!(msr, 0x3a, "only IA32_FEATURE_CONTROL is written");
         self.feature_control = value;
         self.writes.push(Write::Msr(msr, value));
@@ -73,14 +66,14 @@ impl VmxPlatform for FakePlatform {
     fn read_cr0(&mut self) -> Cr0 {
         self.cr0
     }
-    fn write_cr0(&mut self, value: Cr0) {
+    unsafe fn write_cr0(&mut self, value: Cr0) {
         self.cr0 = value;
         self.writes.push(Write::Cr0(value));
     }
     fn read_cr4(&mut self) -> Cr4 {
         self.cr4
     }
-    fn write_cr4(&mut self, value: Cr4) {
+    unsafe fn write_cr4(&mut self, value: Cr4) {
         self.cr4 = value;
         self.writes.push(Write::Cr4(value));
     }
@@ -96,7 +89,8 @@ fn prepare_on_bochs_reset_state_only_sets_cr4_vmxe() {
     ] {
         let caps = caps(model);
         let mut fake = FakePlatform::new(caps.feature_control.bits());
-        let prior = prepare(&mut fake, &caps).unwrap();
+        // SAFETY: a fake platform; nothing touches the host.
+        let prior = unsafe { prepare(&mut fake, &caps) }.unwrap();
         assert_eq!(
             prior,
             PriorState {
@@ -202,7 +196,8 @@ fn prepare_cases() {
             cr4: case.cr4,
             writes: Vec::new(),
         };
-        let result = prepare(&mut fake, &case.caps);
+        // SAFETY: a fake platform; nothing touches the host.
+        let result = unsafe { prepare(&mut fake, &case.caps) };
         match case.expected {
             Ok(writes) => {
                 let prior = result.unwrap_or_else(|e| panic!("{}: {e}", case.name));
@@ -238,60 +233,73 @@ fn leaked_region() -> &'static mut VmxonRegion {
     Box::leak(Box::new(VmxonRegion::zeroed()))
 }
 
+/// The software processor's state is what it was at creation: nothing was written.
+fn untouched(soft: &SoftVmx, feature_control: u64) {
+    assert_eq!(
+        (soft.cr0(), soft.cr4(), soft.feature_control()),
+        (SoftVmx::HOST_CR0, SoftVmx::HOST_CR4, feature_control)
+    );
+    assert_eq!(soft.counters(), SoftVmxCounters::default());
+}
+
+/// [`VmxRoot::enable`] on a software processor.
+#[expect(
+    clippy::result_large_err,
+    reason = "the software processor comes back by value"
+)]
+fn enable(
+    soft: SoftVmx,
+    caps: &VmxCapabilities,
+    region: &'static mut VmxonRegion,
+    translate: &impl vmx_core::PhysTranslate,
+) -> Result<VmxRoot<SoftVmx>, (SoftVmx, EnableError)> {
+    // SAFETY: a software processor describes itself and touches neither the host nor memory.
+    unsafe { VmxRoot::enable(soft, caps, region, translate) }
+}
+
 #[test]
 fn enable_checks_the_region_before_touching_the_processor() {
     let caps = caps("corei7_skylake_x");
     let region = leaked_region();
     let virt = core::ptr::from_ref(region) as u64;
-    let mut fake = FakePlatform::new(0x5);
-    // SAFETY: each call fails a check before VMXON (asserted), so no VMX instruction runs.
-    let result = unsafe { VmxRoot::enable(&mut fake, &caps, region, &|_: *const u8| None::<u64>) };
-    assert_eq!(
-        result.unwrap_err(),
-        EnableError::Region(RegionError::Unmapped(virt))
-    );
+    let (soft, error) = enable(SoftVmx::new(&caps), &caps, region, &|_: *const u8| {
+        None::<u64>
+    })
+    .unwrap_err();
+    assert_eq!(error, EnableError::Region(RegionError::Unmapped(virt)));
+    untouched(&soft, 0x5);
 
-    let mut fake = FakePlatform::new(0x5);
-    // SAFETY: as above.
-    let result = unsafe {
-        VmxRoot::enable(&mut fake, &caps, leaked_region(), &|_: *const u8| {
-            Some(0x1234)
-        })
-    };
-    assert_eq!(
-        result.unwrap_err(),
-        EnableError::Region(RegionError::Misaligned(0x1234))
-    );
+    let (soft, error) =
+        enable(soft, &caps, leaked_region(), &|_: *const u8| Some(0x1234)).unwrap_err();
+    assert_eq!(error, EnableError::Region(RegionError::Misaligned(0x1234)));
+    untouched(&soft, 0x5);
 
     let mut limited = caps;
     limited.basic = VmxBasic(caps.basic.0 | 1 << 48);
     let high = |_: *const u8| Some(0x1_0000_0000_u64);
-    // SAFETY: as above.
-    let result = unsafe { VmxRoot::enable(&mut fake, &limited, leaked_region(), &high) };
+    let (soft, error) = enable(soft, &limited, leaked_region(), &high).unwrap_err();
     assert_eq!(
-        result.unwrap_err(),
+        error,
         EnableError::Region(RegionError::AboveFourGib(0x1_0000_0000))
     );
+    untouched(&soft, 0x5);
 
     let mut large = caps;
     large.basic = VmxBasic(caps.basic.0 & !(0x1fff << 32) | 4097 << 32);
-    // SAFETY: as above.
-    let result = unsafe { VmxRoot::enable(&mut fake, &large, leaked_region(), &high) };
+    let (soft, error) = enable(soft, &large, leaked_region(), &high).unwrap_err();
     assert_eq!(
-        result.unwrap_err(),
+        error,
         EnableError::Region(RegionError::RegionTooLarge(4097))
     );
-    assert!(fake.writes.is_empty());
+    untouched(&soft, 0x5);
 
-    let mut locked_off = FakePlatform::new(0x1);
-    // SAFETY: as above (IA32_FEATURE_CONTROL locked with VMX off).
-    let result = unsafe {
-        VmxRoot::enable(&mut locked_off, &caps, leaked_region(), &|_: *const u8| {
-            Some(0x1000)
-        })
-    };
-    assert_eq!(result.unwrap_err(), EnableError::VmxDisabledByFirmware(0x1));
-    assert!(locked_off.writes.is_empty());
+    let locked_off = SoftVmx::new(&caps).with_feature_control(0x1);
+    let (soft, error) = enable(locked_off, &caps, leaked_region(), &|_: *const u8| {
+        Some(0x1000)
+    })
+    .unwrap_err();
+    assert_eq!(error, EnableError::VmxDisabledByFirmware(0x1));
+    untouched(&soft, 0x1);
 }
 
 /// The bytes of a region as the processor reads them.

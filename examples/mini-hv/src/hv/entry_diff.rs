@@ -28,10 +28,7 @@ use core::fmt;
 
 use vmcs::check::{self, Outcome, PhysMemory, Rule};
 use vmcs::structures::{InFrame, IoBitmaps, MsrArea, MsrBitmap, MsrEntry};
-use vmcs::{
-    GuestSegment, HardwareVmcs, Segment, SegmentAccessRights, VmcsRead, VmcsSnapshot, VmcsWrite,
-    fields,
-};
+use vmcs::{GuestSegment, Segment, SegmentAccessRights, VmcsRead, VmcsSnapshot, VmcsWrite, fields};
 use vmx_caps::arch::{Cr0, Cr4, Efer, Rflags};
 use vmx_caps::msr::{
     IA32_DEBUGCTL, IA32_EFER, IA32_FS_BASE, IA32_GS_BASE, IA32_KERNEL_GS_BASE, IA32_LSTAR,
@@ -39,7 +36,9 @@ use vmx_caps::msr::{
     IA32_SYSENTER_ESP, IA32_X2APIC_LAST, IA32_X2APIC_TPR,
 };
 use vmx_caps::{CrFixedBits, CrUse, VmxCapabilities};
-use vmx_core::{GuestRegisters, VmFail, VmcsRegion, VmxRoot};
+use vmx_core::{GuestRegisters, RunError, VmFail, VmcsRegion};
+
+use super::Vmcs;
 
 use super::vcpu::Vcpu;
 use crate::{print, println};
@@ -101,7 +100,7 @@ pub enum DeviationKind {
     QualificationZero(Rule),
     /// Bochs makes a check the current SDM does not have (or no longer has), or lacks an
     /// architectural MSR: the function gives the outcome Bochs produces for the current VMCS.
-    Stricter(fn(&HardwareVmcs<'_>) -> Option<Outcome>),
+    Stricter(fn(&Vmcs<'_>) -> Option<Outcome>),
 }
 
 /// A rule Bochs 2.7 implements differently from the SDM (spec `vm-entry-checks.md`, section 5,
@@ -285,7 +284,7 @@ pub const BOCHS_DEVIATIONS: &[Deviation] = &[
 const BOCHS_PENDING_DBG_RESERVED: u64 = 0xffff_aff0;
 
 /// Bochs' missing IA32_DEBUGCTL: the first VM-entry MSR-load entry for it fails.
-fn debugctl_in_msr_list(vmcs: &HardwareVmcs<'_>) -> Option<Outcome> {
+fn debugctl_in_msr_list(vmcs: &Vmcs<'_>) -> Option<Outcome> {
     let count = vmcs
         .read_raw(fields::VM_ENTRY_MSR_LOAD_COUNT.encoding())
         .ok()?;
@@ -306,7 +305,7 @@ fn debugctl_in_msr_list(vmcs: &HardwareVmcs<'_>) -> Option<Outcome> {
 }
 
 /// Bochs' A48: "use TSC scaling" (secondary bit 25, effective) with a TSC multiplier of 0.
-fn tsc_multiplier_zero(vmcs: &HardwareVmcs<'_>) -> Option<Outcome> {
+fn tsc_multiplier_zero(vmcs: &Vmcs<'_>) -> Option<Outcome> {
     // A field that cannot be read excuses nothing.
     let primary = vmcs
         .read_raw(fields::PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS.encoding())
@@ -322,7 +321,7 @@ fn tsc_multiplier_zero(vmcs: &HardwareVmcs<'_>) -> Option<Outcome> {
 
 /// Bochs' old CS rule: a code-segment CS whose DPL differs from its selector's RPL
 /// (non-conforming) or exceeds it (conforming), outside virtual-8086 mode.
-fn cs_rpl_old_rule(vmcs: &HardwareVmcs<'_>) -> Option<Outcome> {
+fn cs_rpl_old_rule(vmcs: &Vmcs<'_>) -> Option<Outcome> {
     let (Ok(selector), Ok(ar), Ok(rflags)) = (
         vmcs.read_raw(fields::GUEST_CS_SELECTOR.encoding()),
         vmcs.read_raw(fields::GUEST_CS_ACCESS_RIGHTS.encoding()),
@@ -487,7 +486,7 @@ impl check::PhysMemory for IdentityMemory {
 /// Everything the mode needs from the hypervisor's setup.
 pub struct Setup<'a> {
     /// VMX root operation.
-    pub root: &'a mut VmxRoot,
+    pub root: &'a mut super::Root,
     /// The VMCS region (initialised, not current).
     pub region: &'static mut VmcsRegion,
     /// The capabilities.
@@ -594,27 +593,24 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
             return super::Outcome::Fail;
         }
     };
-    // SAFETY: VMX root operation at CPL 0; the current VMCS is `active`'s for the whole run (it
-    // is reloaded in place); the host state written is this host's.
-    let mut hw = unsafe { HardwareVmcs::new() };
     // The known-good VMCS loads and stores no MSR (counts 0); the mutations raise the counts.
     let mut known_good = || -> Result<VmcsSnapshot, super::SetupError> {
-        super::write_vmcs(&mut hw, controls, eptp, msr_bitmap, io_bitmaps, vpid)?;
-        vcpu.write_reset_state(&mut hw, STUB_GPA)?;
-        hw.write(fields::VMX_PREEMPTION_TIMER_VALUE, 0)?;
-        hw.write(
+        super::write_vmcs(&mut active, controls, eptp, msr_bitmap, io_bitmaps, vpid)?;
+        vcpu.write_reset_state(&mut active, STUB_GPA)?;
+        active.write(fields::VMX_PREEMPTION_TIMER_VALUE, 0)?;
+        active.write(
             fields::VM_ENTRY_MSR_LOAD_ADDRESS,
             entry_area.phys_addr(&super::identity)?,
         )?;
-        hw.write(
+        active.write(
             fields::VM_EXIT_MSR_STORE_ADDRESS,
             exit_store.phys_addr(&super::identity)?,
         )?;
-        hw.write(
+        active.write(
             fields::VM_EXIT_MSR_LOAD_ADDRESS,
             exit_load.phys_addr(&super::identity)?,
         )?;
-        Ok(VmcsSnapshot::capture(&hw)?)
+        Ok(VmcsSnapshot::capture(&active)?)
     };
     let baseline = known_good();
     let baseline = match baseline {
@@ -665,7 +661,7 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
     let mut agree_in_other_order = 0u32;
     let (mut grid_cases, mut grid_failed) = (0u32, 0u32);
     for case in 0..params.cases {
-        if let Err(fail) = restore(&mut hw, &baseline) {
+        if let Err(fail) = restore(&mut active, &baseline) {
             println!("mini-hv: entry-diff: case {case}: restoring the VMCS failed: {fail}");
             return super::Outcome::Fail;
         }
@@ -673,8 +669,8 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
         let mut mutation = Mutation::new();
         let grid = grid_combination(case);
         let mutated = match grid {
-            Some(index) => inject_grid(&env, &mut hw, &mut mutation, index),
-            None => mutate(&mut rng, &env, &mut hw, &mut mutation),
+            Some(index) => inject_grid(&env, &mut active, &mut mutation, index),
+            None => mutate(&mut rng, &env, &mut active, &mut mutation),
         };
         if let Err(fail) = mutated {
             println!("mini-hv: entry-diff: case {case}: VMWRITE failed: {fail} ({mutation})");
@@ -686,7 +682,7 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
         let launch =
             check::LaunchContext::new(check::EntryInstruction::Vmlaunch, active.phys_addr(), vmxon);
         let checker = check::Checker::new(caps, cpu, launch);
-        let report: check::Report<32> = match checker.report(&hw, &mut IdentityMemory) {
+        let report: check::Report<32> = match checker.report(&active, &mut IdentityMemory) {
             Ok(report) => report,
             Err(e) => {
                 println!("mini-hv: entry-diff: case {case}: the checker failed: {e} ({mutation})");
@@ -700,12 +696,13 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
         active.reset_host_state_cache();
         // SAFETY: the host-state area is this host's (host mutations are limited to values VM
         // entry must reject); EPT maps guest RAM only; the guest exits before its first
-        // instruction (preemption timer 0) or at the VMCALL it is parked on.
+        // instruction (preemption timer 0) or at the VMCALL it is parked on; CR4.OSFXSR set,
+        // CR0.TS/EM clear (boot code); the NMI handler only reports and stops.
         let status = unsafe { active.run(&mut regs) };
         let observed = match status {
             Ok(()) => {
-                let reason = hw.read_raw(fields::EXIT_REASON.encoding());
-                let qualification = hw.read_raw(fields::EXIT_QUALIFICATION.encoding());
+                let reason = active.read_raw(fields::EXIT_REASON.encoding());
+                let qualification = active.read_raw(fields::EXIT_QUALIFICATION.encoding());
                 match (reason, qualification) {
                     (Ok(r), Ok(q)) => Outcome::observed(Ok(()), r as u32, q),
                     (Err(fail), _) | (_, Err(fail)) => {
@@ -714,7 +711,11 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
                     }
                 }
             }
-            Err(fail) => Outcome::observed(Err(fail), 0, 0),
+            Err(RunError::Entry(fail)) => Outcome::observed(Err(fail), 0, 0),
+            Err(e @ RunError::ExitReasonRead(_)) => {
+                println!("mini-hv: entry-diff: case {case}: {e}");
+                return super::Outcome::Fail;
+            }
         };
         by_outcome[match observed {
             Outcome::Success => 0,
@@ -756,7 +757,7 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
             agree_in_other_order += 1;
             continue;
         }
-        let verdict = if bochs_excuses(&report, &hw, caps, observed) {
+        let verdict = if bochs_excuses(&report, &active, caps, observed) {
             excused += 1;
             "excused"
         } else {
@@ -811,7 +812,7 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
 /// report dropped violations for lack of room (no recomputation possible).
 fn bochs_excuses<const N: usize>(
     report: &check::Report<N>,
-    vmcs: &HardwareVmcs<'_>,
+    vmcs: &Vmcs<'_>,
     caps: &VmxCapabilities,
     observed: Outcome,
 ) -> bool {
@@ -861,7 +862,7 @@ fn same_guest_failure<const N: usize>(report: &check::Report<N>, observed: Outco
 }
 
 /// Writes every writable field of `baseline` (but HOST_RSP/HOST_RIP, which the trampoline owns).
-fn restore(hw: &mut HardwareVmcs<'_>, baseline: &VmcsSnapshot) -> Result<(), VmFail> {
+fn restore(active: &mut Vmcs<'_>, baseline: &VmcsSnapshot) -> Result<(), VmFail> {
     for (info, value) in baseline.iter() {
         if info.read_only()
             || info.encoding == fields::HOST_RSP.encoding()
@@ -869,7 +870,7 @@ fn restore(hw: &mut HardwareVmcs<'_>, baseline: &VmcsSnapshot) -> Result<(), VmF
         {
             continue;
         }
-        hw.write_raw(info.encoding, value)?;
+        active.write_raw(info.encoding, value)?;
     }
     Ok(())
 }
@@ -1070,19 +1071,19 @@ fn boundary(rng: &mut Rng, env: &Env, old: u64) -> u64 {
 }
 
 fn set_field(
-    hw: &mut HardwareVmcs<'_>,
+    active: &mut Vmcs<'_>,
     mutation: &mut Mutation,
     encoding: u32,
     new: u64,
 ) -> Result<(), VmFail> {
-    let old = hw.read_raw(encoding)?;
+    let old = active.read_raw(encoding)?;
     let bits = field_bits(encoding);
     let new = if bits >= 64 {
         new
     } else {
         new & ((1 << bits) - 1)
     };
-    hw.write_raw(encoding, new)?;
+    active.write_raw(encoding, new)?;
     mutation.push(Change::Field { encoding, old, new });
     Ok(())
 }
@@ -1151,7 +1152,7 @@ fn grid_combination(case: u32) -> Option<u32> {
 /// panics delivering it there instead of failing C6).
 fn inject_grid(
     env: &Env,
-    hw: &mut HardwareVmcs<'_>,
+    active: &mut Vmcs<'_>,
     mutation: &mut Mutation,
     index: u32,
 ) -> Result<(), VmFail> {
@@ -1174,29 +1175,29 @@ fn inject_grid(
         kind as u64
     };
     if let Some(mode) = mode {
-        switch_mode(hw, mode)?;
+        switch_mode(active, mode)?;
         mutation.push(Change::Mode(mode));
     }
     if !unrestricted {
         let proc2 = fields::SECONDARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS.encoding();
-        let old = hw.read_raw(proc2)?;
-        set_field(hw, mutation, proc2, old & !(1 << 7))?;
+        let old = active.read_raw(proc2)?;
+        set_field(active, mutation, proc2, old & !(1 << 7))?;
     }
-    set_field(hw, mutation, fields::GUEST_RFLAGS.encoding(), 0x202)?;
+    set_field(active, mutation, fields::GUEST_RFLAGS.encoding(), 0x202)?;
     set_field(
-        hw,
+        active,
         mutation,
         fields::VM_ENTRY_INSTRUCTION_LENGTH.encoding(),
         1,
     )?;
     set_field(
-        hw,
+        active,
         mutation,
         fields::VM_ENTRY_EXCEPTION_ERROR_CODE.encoding(),
         0,
     )?;
     set_field(
-        hw,
+        active,
         mutation,
         fields::VM_ENTRY_INTERRUPTION_INFORMATION.encoding(),
         1 << 31 | deliver << 11 | kind << 8 | vector,
@@ -1207,7 +1208,7 @@ fn inject_grid(
 fn mutate(
     rng: &mut Rng,
     env: &Env,
-    hw: &mut HardwareVmcs<'_>,
+    active: &mut Vmcs<'_>,
     mutation: &mut Mutation,
 ) -> Result<(), VmFail> {
     let mode = match rng.below(10) {
@@ -1217,7 +1218,7 @@ fn mutate(
         _ => Some(GuestMode::Long64),
     };
     if let Some(mode) = mode {
-        switch_mode(hw, mode)?;
+        switch_mode(active, mode)?;
         mutation.push(Change::Mode(mode));
     }
     let count = match rng.below(10) {
@@ -1226,7 +1227,7 @@ fn mutate(
         _ => 3,
     };
     for _ in 0..count {
-        match one_mutation(rng, env, hw, mutation) {
+        match one_mutation(rng, env, active, mutation) {
             // An unsupported field (VMREAD/VMWRITE error 12): nothing changed.
             Err(VmFail::Valid(e)) if e.number() == 12 => {}
             other => other?,
@@ -1241,11 +1242,11 @@ const PAGING_ROOT_GPA: u64 = 0x8000;
 /// Rewrites the guest state as a consistent `mode` (the guest is parked on the stub at
 /// `STUB_GPA`; its paging structures are empty, which does not matter before its first
 /// instruction).
-fn switch_mode(hw: &mut HardwareVmcs<'_>, mode: GuestMode) -> Result<(), VmFail> {
+fn switch_mode(active: &mut Vmcs<'_>, mode: GuestMode) -> Result<(), VmFail> {
     let long = matches!(mode, GuestMode::Long64);
     let paged = !matches!(mode, GuestMode::Protected32);
-    let cr0 = hw.read_raw(fields::GUEST_CR0.encoding())? | Cr0::PE.bits();
-    let cr4 = hw.read_raw(fields::GUEST_CR4.encoding())?;
+    let cr0 = active.read_raw(fields::GUEST_CR0.encoding())? | Cr0::PE.bits();
+    let cr4 = active.read_raw(fields::GUEST_CR4.encoding())?;
     let (cr0, cr4) = if paged {
         (cr0 | Cr0::PG.bits(), cr4 | Cr4::PAE.bits())
     } else {
@@ -1269,7 +1270,7 @@ fn switch_mode(hw: &mut HardwareVmcs<'_>, mode: GuestMode) -> Result<(), VmFail>
         (fields::GUEST_RIP.encoding(), STUB_GPA),
     ];
     for (encoding, value) in writes {
-        hw.write_raw(encoding, value)?;
+        active.write_raw(encoding, value)?;
     }
     // Flat segments (the bases, 0, and TR's access rights, a busy 32-bit TSS, are the baseline's).
     let flat = |selector: u16, access_rights: u32| Segment {
@@ -1278,14 +1279,14 @@ fn switch_mode(hw: &mut HardwareVmcs<'_>, mode: GuestMode) -> Result<(), VmFail>
         limit: 0xffff_ffff,
         access_rights: SegmentAccessRights::from_bits(access_rights),
     };
-    hw.write_guest_segment(
+    active.write_guest_segment(
         GuestSegment::Cs,
         flat(0x08, if long { 0xa09b } else { 0xc09b }),
     )?;
     for seg in [GuestSegment::Ss, GuestSegment::Ds, GuestSegment::Es] {
-        hw.write_guest_segment(seg, flat(0x10, 0xc093))?;
+        active.write_guest_segment(seg, flat(0x10, 0xc093))?;
     }
-    hw.write_guest_segment(
+    active.write_guest_segment(
         GuestSegment::Tr,
         Segment {
             selector: 0x18,
@@ -1296,8 +1297,8 @@ fn switch_mode(hw: &mut HardwareVmcs<'_>, mode: GuestMode) -> Result<(), VmFail>
     )?;
     if long {
         let entry = fields::VM_ENTRY_CONTROLS.encoding();
-        let controls = hw.read_raw(entry)?;
-        hw.write_raw(entry, controls | 1 << 9)?;
+        let controls = active.read_raw(entry)?;
+        active.write_raw(entry, controls | 1 << 9)?;
     }
     Ok(())
 }
@@ -1305,12 +1306,12 @@ fn switch_mode(hw: &mut HardwareVmcs<'_>, mode: GuestMode) -> Result<(), VmFail>
 fn one_mutation(
     rng: &mut Rng,
     env: &Env,
-    hw: &mut HardwareVmcs<'_>,
+    active: &mut Vmcs<'_>,
     mutation: &mut Mutation,
 ) -> Result<(), VmFail> {
     match rng.below(100) {
         // A feature switched on with the fields it uses.
-        0..=11 => feature(rng, env, hw, mutation),
+        0..=11 => feature(rng, env, active, mutation),
         // Control bits.
         12..=24 => {
             let encoding = rng.pick(CONTROL_FIELDS);
@@ -1319,13 +1320,13 @@ fn one_mutation(
             if encoding == fields::PIN_BASED_VM_EXECUTION_CONTROLS.encoding() && bit == 6 {
                 bit = 5;
             }
-            let old = hw.read_raw(encoding)?;
-            set_field(hw, mutation, encoding, old ^ 1 << bit)
+            let old = active.read_raw(encoding)?;
+            set_field(active, mutation, encoding, old ^ 1 << bit)
         }
         // Other control fields.
         25..=39 => {
             let encoding = rng.pick(CONTROL_VALUES);
-            let old = hw.read_raw(encoding)?;
+            let old = active.read_raw(encoding)?;
             let new = if encoding == fields::VM_ENTRY_MSR_LOAD_COUNT.encoding() {
                 // Up to the area's size (past the recommended maximum): a longer list would run
                 // into memory this test does not control, and the checker does not look past
@@ -1339,12 +1340,12 @@ fn one_mutation(
             } else {
                 boundary(rng, env, old)
             };
-            set_field(hw, mutation, encoding, new)
+            set_field(active, mutation, encoding, new)
         }
         // Guest state.
         40..=64 => {
             let encoding = rng.pick(GUEST_FIELDS);
-            let old = hw.read_raw(encoding)?;
+            let old = active.read_raw(encoding)?;
             let new = match encoding {
                 // Not wait-for-SIPI (3) here: a guest that VM entry puts into that state stays
                 // there (Bochs does not end it with the preemption timer), and the run would
@@ -1355,26 +1356,26 @@ fn one_mutation(
                 _ if rng.chance(60) => old ^ 1 << rng.below(u64::from(field_bits(encoding))),
                 _ => boundary(rng, env, old),
             };
-            set_field(hw, mutation, encoding, new)
+            set_field(active, mutation, encoding, new)
         }
         // Event injection, with the guest state it depends on.
-        65..=79 => inject(rng, env, hw, mutation),
+        65..=79 => inject(rng, env, active, mutation),
         // The VM-entry MSR-load list.
-        80..=89 => msr_list(rng, env, hw, mutation),
+        80..=89 => msr_list(rng, env, active, mutation),
         // Host state: only values VM entry must reject.
-        _ => host(rng, env, hw, mutation),
+        _ => host(rng, env, active, mutation),
     }
 }
 
 /// Sets `bits` in the control field `encoding`.
 fn set_bits(
-    hw: &mut HardwareVmcs<'_>,
+    active: &mut Vmcs<'_>,
     mutation: &mut Mutation,
     encoding: u32,
     bits: u64,
 ) -> Result<(), VmFail> {
-    let old = hw.read_raw(encoding)?;
-    set_field(hw, mutation, encoding, old | bits)
+    let old = active.read_raw(encoding)?;
+    set_field(active, mutation, encoding, old | bits)
 }
 
 /// A page address for a control field: one of the feature frames, usually valid, sometimes
@@ -1395,7 +1396,7 @@ fn page(rng: &mut Rng, env: &Env, frame: usize) -> u64 {
 fn feature(
     rng: &mut Rng,
     env: &Env,
-    hw: &mut HardwareVmcs<'_>,
+    active: &mut Vmcs<'_>,
     mutation: &mut Mutation,
 ) -> Result<(), VmFail> {
     let pin = fields::PIN_BASED_VM_EXECUTION_CONTROLS.encoding();
@@ -1405,12 +1406,22 @@ fn feature(
         0 => {
             // TPR shadow, APIC virtualization.
             if rng.chance(85) {
-                set_bits(hw, mutation, proc, 1 << 21)?;
+                set_bits(active, mutation, proc, 1 << 21)?;
             }
             let vapic = page(rng, env, 0);
-            set_field(hw, mutation, fields::VIRTUAL_APIC_ADDRESS.encoding(), vapic)?;
+            set_field(
+                active,
+                mutation,
+                fields::VIRTUAL_APIC_ADDRESS.encoding(),
+                vapic,
+            )?;
             let threshold = rng.pick(&[0u64, 1, 7, 15, 16, 0x80]);
-            set_field(hw, mutation, fields::TPR_THRESHOLD.encoding(), threshold)?;
+            set_field(
+                active,
+                mutation,
+                fields::TPR_THRESHOLD.encoding(),
+                threshold,
+            )?;
             let vtpr = rng.pick(&[0u8, 0x10, 0x70, 0xf0, 0xff]);
             // SAFETY: the virtual-APIC frame is owned by this module, identity-mapped.
             unsafe { ((env.frames[0] + 0x80) as *mut u8).write_volatile(vtpr) };
@@ -1421,31 +1432,36 @@ fn feature(
                 }
             }
             if extra != 0 {
-                set_bits(hw, mutation, proc2, extra)?;
+                set_bits(active, mutation, proc2, extra)?;
             }
             if extra & 1 != 0 {
                 let apic = page(rng, env, 1);
-                set_field(hw, mutation, fields::APIC_ACCESS_ADDRESS.encoding(), apic)?;
+                set_field(
+                    active,
+                    mutation,
+                    fields::APIC_ACCESS_ADDRESS.encoding(),
+                    apic,
+                )?;
             }
             if rng.chance(50) {
-                set_bits(hw, mutation, pin, 1)?;
+                set_bits(active, mutation, pin, 1)?;
             }
             Ok(())
         }
         1 => {
             // VMCS shadowing and the VMCS link pointer.
             if rng.chance(70) {
-                set_bits(hw, mutation, proc2, 1 << 14)?;
+                set_bits(active, mutation, proc2, 1 << 14)?;
                 let bitmap = page(rng, env, 3);
                 set_field(
-                    hw,
+                    active,
                     mutation,
                     fields::VMREAD_BITMAP_ADDRESS.encoding(),
                     bitmap,
                 )?;
                 let bitmap = page(rng, env, 3);
                 set_field(
-                    hw,
+                    active,
                     mutation,
                     fields::VMWRITE_BITMAP_ADDRESS.encoding(),
                     bitmap,
@@ -1468,45 +1484,45 @@ fn feature(
                 env.vmxon_phys,
                 shadow | 1 << env.maxphyaddr,
             ]);
-            set_field(hw, mutation, fields::VMCS_LINK_POINTER.encoding(), link)
+            set_field(active, mutation, fields::VMCS_LINK_POINTER.encoding(), link)
         }
         2 => {
             // VM functions (EPTP switching).
-            set_bits(hw, mutation, proc2, 1 << 13)?;
+            set_bits(active, mutation, proc2, 1 << 13)?;
             let functions = rng.pick(&[0u64, 1, 2, 1 << 63]);
             set_field(
-                hw,
+                active,
                 mutation,
                 fields::VM_FUNCTION_CONTROLS.encoding(),
                 functions,
             )?;
             let list = page(rng, env, 3);
-            set_field(hw, mutation, fields::EPTP_LIST_ADDRESS.encoding(), list)?;
+            set_field(active, mutation, fields::EPTP_LIST_ADDRESS.encoding(), list)?;
             if rng.chance(20) {
-                let old = hw.read_raw(proc2)?;
-                set_field(hw, mutation, proc2, old & !(1 << 1))?;
+                let old = active.read_raw(proc2)?;
+                set_field(active, mutation, proc2, old & !(1 << 1))?;
             }
             Ok(())
         }
         3 => {
             // Page-modification logging.
-            set_bits(hw, mutation, proc2, 1 << 17)?;
+            set_bits(active, mutation, proc2, 1 << 17)?;
             let log = page(rng, env, 3);
-            set_field(hw, mutation, fields::PML_ADDRESS.encoding(), log)?;
+            set_field(active, mutation, fields::PML_ADDRESS.encoding(), log)?;
             let index = rng.pick(&[0u64, 511, 512, 0xffff]);
-            set_field(hw, mutation, fields::PML_INDEX.encoding(), index)?;
+            set_field(active, mutation, fields::PML_INDEX.encoding(), index)?;
             if rng.chance(20) {
-                let old = hw.read_raw(proc2)?;
-                set_field(hw, mutation, proc2, old & !(1 << 1))?;
+                let old = active.read_raw(proc2)?;
+                set_field(active, mutation, proc2, old & !(1 << 1))?;
             }
             Ok(())
         }
         4 => {
             // EPT-violation #VE.
-            set_bits(hw, mutation, proc2, 1 << 18)?;
+            set_bits(active, mutation, proc2, 1 << 18)?;
             let info = page(rng, env, 3);
             set_field(
-                hw,
+                active,
                 mutation,
                 fields::VIRTUALIZATION_EXCEPTION_INFORMATION_ADDRESS.encoding(),
                 info,
@@ -1514,12 +1530,12 @@ fn feature(
         }
         5 => {
             // NMI exiting, virtual NMIs, NMI-window exiting.
-            let old = hw.read_raw(pin)?;
+            let old = active.read_raw(pin)?;
             let new =
                 (old & !(1 << 3 | 1 << 5)) | rng.pick(&[0u64, 1 << 3, 1 << 5, 1 << 3 | 1 << 5]);
-            set_field(hw, mutation, pin, new)?;
+            set_field(active, mutation, pin, new)?;
             if rng.chance(50) {
-                set_bits(hw, mutation, proc, 1 << 22)?;
+                set_bits(active, mutation, proc, 1 << 22)?;
             }
             Ok(())
         }
@@ -1527,7 +1543,7 @@ fn feature(
             // Save the preemption timer, acknowledge interrupts on exit.
             let exit = fields::PRIMARY_VM_EXIT_CONTROLS.encoding();
             set_bits(
-                hw,
+                active,
                 mutation,
                 exit,
                 rng.pick(&[1u64 << 22, 1 << 15, 1 << 22 | 1 << 15]),
@@ -1539,7 +1555,7 @@ fn feature(
 fn inject(
     rng: &mut Rng,
     env: &Env,
-    hw: &mut HardwareVmcs<'_>,
+    active: &mut Vmcs<'_>,
     mutation: &mut Mutation,
 ) -> Result<(), VmFail> {
     let kind = rng.below(if env.mtf { 8 } else { 7 });
@@ -1554,7 +1570,7 @@ fn inject(
         info |= 1 << rng.pick(&[12u64, 13, 20, 30]);
     }
     set_field(
-        hw,
+        active,
         mutation,
         fields::VM_ENTRY_INTERRUPTION_INFORMATION.encoding(),
         info,
@@ -1562,7 +1578,7 @@ fn inject(
     if info & 1 << 11 != 0 || rng.chance(20) {
         let code = rng.pick(&[0u64, 0x1234, 0x8000, 0x1_0000, 0xffff_ffff]);
         set_field(
-            hw,
+            active,
             mutation,
             fields::VM_ENTRY_EXCEPTION_ERROR_CODE.encoding(),
             code,
@@ -1571,7 +1587,7 @@ fn inject(
     if matches!(kind, 4..=6) || rng.chance(20) {
         let length = rng.pick(&[0u64, 1, 2, 15, 16]);
         set_field(
-            hw,
+            active,
             mutation,
             fields::VM_ENTRY_INSTRUCTION_LENGTH.encoding(),
             length,
@@ -1580,27 +1596,27 @@ fn inject(
     // The guest state the injection rules look at.
     match rng.below(8) {
         0 | 1 => set_field(
-            hw,
+            active,
             mutation,
             fields::GUEST_RFLAGS.encoding(),
             (Rflags::RESERVED_1 | Rflags::IF).bits(),
         ),
         2 => set_field(
-            hw,
+            active,
             mutation,
             fields::GUEST_INTERRUPTIBILITY_STATE.encoding(),
             rng.pick(&[1u64, 2, 8, 9]),
         ),
         3 => set_field(
-            hw,
+            active,
             mutation,
             fields::GUEST_ACTIVITY_STATE.encoding(),
             rng.pick(&[1u64, 2, 3]),
         ),
         4 => {
-            let cr0 = hw.read_raw(fields::GUEST_CR0.encoding())?;
+            let cr0 = active.read_raw(fields::GUEST_CR0.encoding())?;
             set_field(
-                hw,
+                active,
                 mutation,
                 fields::GUEST_CR0.encoding(),
                 cr0 | Cr0::PE.bits(),
@@ -1613,7 +1629,7 @@ fn inject(
 fn msr_list(
     rng: &mut Rng,
     env: &Env,
-    hw: &mut HardwareVmcs<'_>,
+    active: &mut Vmcs<'_>,
     mutation: &mut Mutation,
 ) -> Result<(), VmFail> {
     let count = 1 + rng.below(4);
@@ -1629,7 +1645,7 @@ fn msr_list(
         mutation.push(Change::MsrEntry { slot, index, value });
     }
     set_field(
-        hw,
+        active,
         mutation,
         fields::VM_ENTRY_MSR_LOAD_COUNT.encoding(),
         count,
@@ -1637,7 +1653,7 @@ fn msr_list(
     if rng.chance(15) {
         let address = env.entry_area_phys | rng.pick(&[8u64, 1, 1 << env.maxphyaddr, 1 << 63]);
         set_field(
-            hw,
+            active,
             mutation,
             fields::VM_ENTRY_MSR_LOAD_ADDRESS.encoding(),
             address,
@@ -1649,35 +1665,40 @@ fn msr_list(
 fn host(
     rng: &mut Rng,
     env: &Env,
-    hw: &mut HardwareVmcs<'_>,
+    active: &mut Vmcs<'_>,
     mutation: &mut Mutation,
 ) -> Result<(), VmFail> {
     match rng.below(7) {
         0 => {
             // A CR0 bit fixed to 1 cleared, or one fixed to 0 set.
-            let old = hw.read_raw(fields::HOST_CR0.encoding())?;
+            let old = active.read_raw(fields::HOST_CR0.encoding())?;
             let f = env.cr0_fixed;
             let new = fixed_violation(rng, f.must_be_one.bits(), f.must_be_zero.bits(), old);
-            set_field(hw, mutation, fields::HOST_CR0.encoding(), new)
+            set_field(active, mutation, fields::HOST_CR0.encoding(), new)
         }
         1 => {
-            let old = hw.read_raw(fields::HOST_CR4.encoding())?;
+            let old = active.read_raw(fields::HOST_CR4.encoding())?;
             let new = if rng.chance(20) {
                 old & !Cr4::PAE.bits() // required with "host address-space size"
             } else {
                 let f = env.cr4_fixed;
                 fixed_violation(rng, f.must_be_one.bits(), f.must_be_zero.bits(), old)
             };
-            set_field(hw, mutation, fields::HOST_CR4.encoding(), new)
+            set_field(active, mutation, fields::HOST_CR4.encoding(), new)
         }
         2 => {
-            let old = hw.read_raw(fields::HOST_CR3.encoding())?;
+            let old = active.read_raw(fields::HOST_CR3.encoding())?;
             let bit = rng.below(64 - u64::from(env.maxphyaddr)) + u64::from(env.maxphyaddr);
-            set_field(hw, mutation, fields::HOST_CR3.encoding(), old | 1 << bit)
+            set_field(
+                active,
+                mutation,
+                fields::HOST_CR3.encoding(),
+                old | 1 << bit,
+            )
         }
         3 => {
             let encoding = rng.pick(HOST_SELECTORS);
-            let old = hw.read_raw(encoding)?;
+            let old = active.read_raw(encoding)?;
             let new = if rng.chance(25)
                 && (encoding == fields::HOST_CS_SELECTOR.encoding()
                     || encoding == fields::HOST_TR_SELECTOR.encoding())
@@ -1686,11 +1707,11 @@ fn host(
             } else {
                 old | rng.pick(&[1u64, 2, 3, 4])
             };
-            set_field(hw, mutation, encoding, new)
+            set_field(active, mutation, encoding, new)
         }
         4 => {
             let encoding = rng.pick(HOST_ADDRESSES);
-            let old = hw.read_raw(encoding)?;
+            let old = active.read_raw(encoding)?;
             let new = old
                 ^ rng.pick(&[
                     1u64 << 47,
@@ -1698,22 +1719,22 @@ fn host(
                     1 << 48,
                     0x0000_8000_0000_0000 | 1 << 62,
                 ]);
-            set_field(hw, mutation, encoding, new)
+            set_field(active, mutation, encoding, new)
         }
         5 => {
-            let old = hw.read_raw(fields::HOST_IA32_EFER.encoding())?;
+            let old = active.read_raw(fields::HOST_IA32_EFER.encoding())?;
             let new = match rng.below(4) {
                 0 => old & !Efer::LMA.bits(),
                 1 => old & !Efer::LME.bits(),
                 _ => old | 1 << rng.pick(&[1u64, 2, 7, 9, 12, 16, 63]),
             };
-            set_field(hw, mutation, fields::HOST_IA32_EFER.encoding(), new)
+            set_field(active, mutation, fields::HOST_IA32_EFER.encoding(), new)
         }
         _ => {
             // "host address-space size" cleared while the host runs in IA-32e mode.
             let encoding = fields::PRIMARY_VM_EXIT_CONTROLS.encoding();
-            let old = hw.read_raw(encoding)?;
-            set_field(hw, mutation, encoding, old & !(1 << 9))
+            let old = active.read_raw(encoding)?;
+            set_field(active, mutation, encoding, old & !(1 << 9))
         }
     }
 }

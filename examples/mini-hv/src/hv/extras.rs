@@ -13,12 +13,14 @@ use vmcs::structures::{
     ApicAccessPage, ApicRegister, EptpList, GuestInterruptStatus, InFrame, PmlLog,
     VeInformationArea, VectorSet, VirtualApicPage, write_eoi_exit_bitmap,
 };
-use vmcs::{HardwareVmcs, VmcsWrite, fields};
+use vmcs::{VmcsWrite, fields};
+
+use super::Vmcs;
 use vmx_caps::{
     ControlRequest, ControlSet, PinBasedControls, PrimaryControls, SecondaryControls,
     VmFuncControls, VmxCapabilities,
 };
-use vmx_core::{VmFail, VmxRoot};
+use vmx_core::VmFail;
 
 use super::{KernelFrames, SetupError, identity};
 use crate::guest::abi;
@@ -115,7 +117,7 @@ fn frame() -> Result<u64, SetupError> {
 /// Maps the 4-KiB host frame `hpa` at `gpa` in `ept` and flushes.
 fn map_page(
     ept: &mut Ept,
-    root: &VmxRoot,
+    root: &super::Root,
     gpa: u64,
     hpa: u64,
     permissions: Permissions,
@@ -137,11 +139,10 @@ impl Extras {
     /// control but virtual-interrupt delivery and external-interrupt exiting is on from the first
     /// VM entry (those two only while the `virtual-interrupt-delivery` check asks for them).
     pub fn setup(
-        hw: &mut HardwareVmcs<'_>,
+        vmcs: &mut Vmcs<'_>,
         controls: &ControlSet,
         caps: &VmxCapabilities,
         ept: &mut Ept,
-        root: &VmxRoot,
         ram_host: u64,
     ) -> Result<Extras, SetupError> {
         let mut extras = Extras {
@@ -160,10 +161,10 @@ impl Extras {
             };
             page.write(ApicRegister::VERSION, abi::APIC_VERSION_VALUE);
             page.write(ApicRegister::TPR, abi::APIC_INITIAL_TPR);
-            page.write_to(hw, &identity, abi::APIC_TPR_THRESHOLD)?;
-            access.write_to(hw, &identity)?;
+            page.write_to(vmcs, &identity, abi::APIC_TPR_THRESHOLD)?;
+            access.write_to(vmcs, &identity)?;
             let phys = access.phys_addr(&identity)?;
-            map_page(ept, root, abi::APIC_GPA, phys, Permissions::RW)?;
+            map_page(ept, vmcs.root(), abi::APIC_GPA, phys, Permissions::RW)?;
             let vid = controls
                 .proc2
                 .contains(SecondaryControls::VIRTUAL_INTERRUPT_DELIVERY)
@@ -178,8 +179,8 @@ impl Extras {
                     crate::arch::outb(PIC1_DATA, 0xff);
                     crate::arch::outb(PIC2_DATA, 0xff);
                 }
-                write_eoi_exit_bitmap(hw, VectorSet::new())?;
-                GuestInterruptStatus::default().write(hw)?;
+                write_eoi_exit_bitmap(vmcs, VectorSet::new())?;
+                GuestInterruptStatus::default().write(vmcs)?;
             }
             extras.apic = Some(Apic { page, vid });
         }
@@ -188,31 +189,31 @@ impl Extras {
             .contains(SecondaryControls::ENABLE_VM_FUNCTIONS)
             && controls.vmfunc.contains(VMFUNC)
         {
-            extras.eptp_switching = Some(eptp_views(hw, ept, root, ram_host)?);
-            hw.write(fields::VM_FUNCTION_CONTROLS, VMFUNC)?;
+            extras.eptp_switching = Some(eptp_views(vmcs, ept, ram_host)?);
+            vmcs.write(fields::VM_FUNCTION_CONTROLS, VMFUNC)?;
         }
         if controls.proc2.contains(SecondaryControls::EPT_VIOLATION_VE) {
             // SAFETY: a fresh identity-mapped frame, used only as this area for the rest of the run.
             let area = unsafe { VeInformationArea::from_frame(frame()? as *mut u8)? };
             // Disarmed: EPT violations exit (the MMIO device needs them) until the guest arms it.
             area.disarm();
-            area.write_to(hw, &identity)?;
+            area.write_to(vmcs, &identity)?;
             let phys = area.phys_addr(&identity)?;
-            map_page(ept, root, abi::VE_AREA_GPA, phys, Permissions::RW)?;
+            map_page(ept, vmcs.root(), abi::VE_AREA_GPA, phys, Permissions::RW)?;
             extras.ve = Some(area);
         }
         if wants_accessed_dirty(controls, caps) {
             // SAFETY: a fresh identity-mapped frame, used only as this log for the rest of the run.
             let log = unsafe { PmlLog::from_frame(frame()? as *mut u8)? };
-            log.write_to(hw, &identity)?;
+            log.write_to(vmcs, &identity)?;
             extras.pml = Some(log);
         }
         // Off until the guest asks for virtual-interrupt delivery.
-        hw.modify(
+        vmcs.modify(
             fields::SECONDARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS,
             |c| c - SecondaryControls::VIRTUAL_INTERRUPT_DELIVERY,
         )?;
-        hw.modify(fields::PIN_BASED_VM_EXECUTION_CONTROLS, |c| c - PIN)?;
+        vmcs.modify(fields::PIN_BASED_VM_EXECUTION_CONTROLS, |c| c - PIN)?;
         Ok(extras)
     }
 
@@ -244,7 +245,7 @@ impl Extras {
         nr: u64,
         a0: u64,
         a1: u64,
-        vmcs: &mut HardwareVmcs<'_>,
+        vmcs: &mut Vmcs<'_>,
     ) -> Option<Result<u64, VmFail>> {
         match nr {
             abi::HC_APIC_STATE => {
@@ -269,13 +270,13 @@ impl Extras {
 
     /// A TPR-below-threshold VM exit (trap-like: the guest's write is done): lowers the
     /// threshold to 0, as VM entry requires it not to exceed VTPR\[7:4\].
-    pub fn tpr_below_threshold(&self, vmcs: &mut HardwareVmcs<'_>) -> Result<(), VmFail> {
+    pub fn tpr_below_threshold(&self, vmcs: &mut Vmcs<'_>) -> Result<(), VmFail> {
         vmcs.write(fields::TPR_THRESHOLD, 0)
     }
 
     /// A page-modification-log-full VM exit: empties the log, so the write is logged when the
     /// guest retries it.
-    pub fn pml_full(&self, vmcs: &mut HardwareVmcs<'_>) -> Result<bool, VmFail> {
+    pub fn pml_full(&self, vmcs: &mut Vmcs<'_>) -> Result<bool, VmFail> {
         match self.pml {
             Some(_) => PmlLog::reset_index(vmcs).map(|()| true),
             None => Ok(false),
@@ -287,9 +288,8 @@ impl Extras {
 /// fresh frame holding [`abi::EPTP_VIEW_MARKER`]) and the EPTP list {0: `ept`, 1: the view},
 /// written with EPTP index 0.
 fn eptp_views(
-    hw: &mut HardwareVmcs<'_>,
+    vmcs: &mut Vmcs<'_>,
     ept: &mut Ept,
-    root: &VmxRoot,
     ram_host: u64,
 ) -> Result<(Ept, &'static EptpList), SetupError> {
     // SAFETY: the host identity-maps every frame the kernel allocator hands out.
@@ -311,7 +311,7 @@ fn eptp_views(
         ),
     ];
     // SAFETY: this hypervisor runs on one processor: no other one has used this EPT.
-    let mut this_cpu = unsafe { ThisCpuOnly::new(root) };
+    let mut this_cpu = unsafe { ThisCpuOnly::new(vmcs.root()) };
     for (gpa, hpa, len) in ranges {
         let flush = view.map(
             GuestPhysAddr::new_truncate(gpa),
@@ -325,7 +325,7 @@ fn eptp_views(
     let list = unsafe { EptpList::from_frame(frame()? as *mut u8)? };
     list.set(0, ept.eptp())?;
     list.set(1, view.eptp())?;
-    list.write_to(hw, &identity, 0)?;
+    list.write_to(vmcs, &identity, 0)?;
     Ok((view, list))
 }
 
@@ -333,7 +333,7 @@ fn eptp_views(
 fn request_virtual_interrupt(
     page: &VirtualApicPage,
     vector: u64,
-    vmcs: &mut HardwareVmcs<'_>,
+    vmcs: &mut Vmcs<'_>,
 ) -> Result<u64, VmFail> {
     let Ok(vector @ 32..=255) = u8::try_from(vector) else {
         if vector != 0 {
@@ -368,12 +368,7 @@ fn request_virtual_interrupt(
 }
 
 /// [`abi::HC_PML`].
-fn pml_request(
-    log: &PmlLog,
-    request: u64,
-    gpa: u64,
-    vmcs: &mut HardwareVmcs<'_>,
-) -> Result<u64, VmFail> {
+fn pml_request(log: &PmlLog, request: u64, gpa: u64, vmcs: &mut Vmcs<'_>) -> Result<u64, VmFail> {
     let index = PmlLog::read_index(vmcs)?;
     Ok(match request {
         abi::PML_RESET => {

@@ -24,14 +24,16 @@ use exits::inject::{Exception, InjectError, inject_exception};
 use exits::{CrAccessType, ExitReason, InstructionLength, IoDirection, IoSize, VmExit};
 use vmcs::structures::{IoBitmaps, MsrAccess, MsrBitmap};
 use vmcs::{
-    DescriptorTable, GuestDescriptorTable, GuestSegment, HardwareVmcs, Segment,
-    SegmentAccessRights, VmcsRead, VmcsWrite, fields,
+    DescriptorTable, GuestDescriptorTable, GuestSegment, Segment, SegmentAccessRights, VmcsRead,
+    VmcsWrite, fields,
 };
 use vmx_caps::{
     ControlRequest, EntryControls, ExitControls, LiveMsrs, PrimaryControls, SecondaryControls,
     VmxCapabilities,
 };
-use vmx_core::{GpReg, GuestRegisters, LivePlatform, VmFail, VmxRoot};
+use vmx_core::{GpReg, GuestRegisters, LivePlatform, VmFail};
+
+use super::Vmcs;
 
 use super::Outcome;
 use crate::println;
@@ -311,10 +313,10 @@ pub fn run() -> Outcome {
     ranges[count + 1] = (ram_top, 1 << 32, MemoryType::Uncacheable);
     count += 2;
     // SAFETY: ring 0 on the only processor.
-    let mut platform = unsafe { LivePlatform::new() };
+    let platform = unsafe { LivePlatform::new() };
     // SAFETY: a fresh frame (identity-mapped) used for nothing else, for the rest of the run; `caps`
     // were read on this processor; nothing else uses VMX.
-    let Some(mut root) = (unsafe { super::enter_vmx(&mut platform, &caps, vmxon_frame) }) else {
+    let Some(mut root) = (unsafe { super::enter_vmx(platform, &caps, vmxon_frame) }) else {
         return Outcome::Fail;
     };
     for &(s, e, memory_type) in &ranges[..count] {
@@ -339,7 +341,7 @@ pub fn run() -> Outcome {
             }
         };
         if flushed.is_err() {
-            let _ = root.disable(&mut platform);
+            let _ = root.disable();
             return Outcome::Fail;
         }
         println!("mini-hv: EPT identity map {s:#x}..{e:#x} ({memory_type:?})");
@@ -374,7 +376,7 @@ pub fn run() -> Outcome {
         // SAFETY: the host's XCR0 was valid when read.
         unsafe { super::xsetbv0(host_xcr0) };
     }
-    if let Err((_, fail)) = root.disable(&mut platform) {
+    if let Err((_, fail)) = root.disable() {
         println!("mini-hv: VMXOFF failed: {fail}");
         return Outcome::Fail;
     }
@@ -403,7 +405,7 @@ pub fn run() -> Outcome {
 
 #[allow(clippy::too_many_arguments)]
 fn launch(
-    root: &mut VmxRoot,
+    root: &mut super::Root,
     caps: &VmxCapabilities,
     controls: &vmx_caps::ControlSet,
     eptp: ept::EptPointer,
@@ -421,15 +423,12 @@ fn launch(
     let Some(mut active) = super::load_vmcs(region, root) else {
         return End::Stopped;
     };
-    // SAFETY: VMX root operation at CPL 0, the current VMCS is `active`'s; the guest state written below
-    // keeps the guest inside its EPT.
-    let mut hw = unsafe { HardwareVmcs::new() };
     let vpid = controls.proc2.contains(SecondaryControls::ENABLE_VPID);
-    let setup = super::write_vmcs(&mut hw, controls, eptp, msr_bitmap, io_bitmaps, vpid)
-        .and_then(|()| Ok(linux.write_entry_state(&mut hw, entry32, pat)?));
+    let setup = super::write_vmcs(&mut active, controls, eptp, msr_bitmap, io_bitmaps, vpid)
+        .and_then(|()| Ok(linux.write_entry_state(&mut active, entry32, pat)?));
     if let Err(fail) = setup {
         println!("mini-hv: writing the VMCS failed: {fail}");
-        super::dump_vmcs(&hw);
+        super::dump_vmcs(&active);
         return End::Stopped;
     }
     println!(
@@ -437,7 +436,7 @@ fn launch(
         linux.regs.rsi
     );
     let start = rdtsc();
-    let end = linux.run(&mut active, &mut hw);
+    let end = linux.run(&mut active);
     let ticks = rdtsc().wrapping_sub(start);
     println!(
         "mini-hv: the guest ran {ticks} TSC ticks for {} VM exits ({} ticks per exit)",
@@ -463,12 +462,7 @@ impl Linux {
 
     /// The boot protocol's 32-bit entry state: flat 4 GiB code (selector 0x10) and data (0x18) segments,
     /// protected mode, paging off, interrupts off; ESI (set by the caller) points to the zero page.
-    fn write_entry_state(
-        &self,
-        vmcs: &mut HardwareVmcs<'_>,
-        entry: u64,
-        pat: bool,
-    ) -> Result<(), VmFail> {
+    fn write_entry_state(&self, vmcs: &mut Vmcs<'_>, entry: u64, pat: bool) -> Result<(), VmFail> {
         let flat = |selector: u16, access_rights: u32| Segment {
             selector,
             base: 0,
@@ -510,11 +504,12 @@ impl Linux {
         Ok(())
     }
 
-    fn run(&mut self, active: &mut vmx_core::ActiveVmcs<'_>, vmcs: &mut HardwareVmcs<'_>) -> End {
+    fn run(&mut self, vmcs: &mut Vmcs<'_>) -> End {
         loop {
-            // SAFETY: the host state describes this host (`write_vmcs`), EPT never maps host memory.
-            if let Err(fail) = unsafe { active.run(&mut self.regs) } {
-                println!("mini-hv: VM entry failed: {fail}");
+            // SAFETY: the host state describes this host (`write_vmcs`), EPT never maps host memory;
+            // CR4.OSFXSR set, CR0.TS/EM clear (boot code); the NMI handler only reports and stops.
+            if let Err(fail) = unsafe { vmcs.run(&mut self.regs) } {
+                println!("mini-hv: {fail}");
                 super::dump_vmcs(vmcs);
                 return End::Stopped;
             }
@@ -546,17 +541,13 @@ impl Linux {
         }
     }
 
-    fn stop(
-        &self,
-        vmcs: &HardwareVmcs<'_>,
-        what: core::fmt::Arguments<'_>,
-    ) -> Result<Option<End>, VmFail> {
+    fn stop(&self, vmcs: &Vmcs<'_>, what: core::fmt::Arguments<'_>) -> Result<Option<End>, VmFail> {
         let rip = vmcs.read(fields::GUEST_RIP)?;
         println!("mini-hv: {what} (guest RIP {rip:#x}); stopping the guest");
         Ok(Some(End::Stopped))
     }
 
-    fn handle(&mut self, exit: VmExit, vmcs: &mut HardwareVmcs<'_>) -> Result<Option<End>, VmFail> {
+    fn handle(&mut self, exit: VmExit, vmcs: &mut Vmcs<'_>) -> Result<Option<End>, VmFail> {
         match exit {
             VmExit::Cpuid { length } => {
                 let (leaf, sub) = (self.regs.rax as u32, self.regs.rcx as u32);
@@ -718,7 +709,7 @@ impl Linux {
 
 /// Completes the exiting instruction ([`exits::complete::skip_instruction`]); a length that is no
 /// instruction's ends the run.
-fn skip(vmcs: &mut HardwareVmcs<'_>, length: u32) -> Result<Option<End>, VmFail> {
+fn skip(vmcs: &mut Vmcs<'_>, length: u32) -> Result<Option<End>, VmFail> {
     match skip_instruction(vmcs, InstructionLength(length)) {
         Ok(_) => Ok(None),
         Err(CompleteError::Vmcs(fail)) => Err(fail),
@@ -731,7 +722,7 @@ fn skip(vmcs: &mut HardwareVmcs<'_>, length: u32) -> Result<Option<End>, VmFail>
 
 /// Injects `exception` at the next VM entry ([`exits::inject::inject_exception`]).
 fn inject(
-    vmcs: &mut HardwareVmcs<'_>,
+    vmcs: &mut Vmcs<'_>,
     exception: Exception,
     error: Option<u32>,
 ) -> Result<Option<End>, VmFail> {

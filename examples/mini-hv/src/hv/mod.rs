@@ -23,9 +23,16 @@ use vmcs::structures::{
     InFrame, IoBitmaps, MsrAccess, MsrArea, MsrAreaError, MsrBitmap, MsrEntry, StructureError,
     write_msr_areas,
 };
-use vmcs::{HardwareVmcs, VmcsSnapshot, VmcsWrite, check, fields};
+use vmcs::{VmcsSnapshot, VmcsWrite, check, fields};
 use vmx_caps::{LiveMsrs, MsrSnapshot, SecondaryControls, VmxCapabilities};
 use vmx_core::{ActiveVmcs, LivePlatform, VmFail, VmcsRegion, VmxRoot, VmxonRegion};
+
+/// The current VMCS on this processor: the loaded VMCS, read and written through the `vmcs`
+/// crate's typed access traits.
+pub(crate) type Vmcs<'a> = ActiveVmcs<'a, LivePlatform>;
+
+/// VMX root operation on this processor.
+pub(crate) type Root = VmxRoot<LivePlatform>;
 
 use crate::guest::{self, abi};
 use crate::{print, println};
@@ -75,7 +82,7 @@ fn identity(virt: *const u8) -> Option<u64> {
 }
 
 /// Prints a dump of the current VMCS.
-pub(crate) fn dump_vmcs(vmcs: &HardwareVmcs<'_>) {
+pub(crate) fn dump_vmcs(vmcs: &Vmcs<'_>) {
     match VmcsSnapshot::capture(vmcs) {
         Ok(snapshot) => {
             println!("--- vmcs dump begin ---");
@@ -183,10 +190,10 @@ pub fn run() -> Outcome {
         return Outcome::Fail;
     };
     // SAFETY: ring 0 on the only processor.
-    let mut platform = unsafe { LivePlatform::new() };
+    let platform = unsafe { LivePlatform::new() };
     // SAFETY: a fresh frame (identity-mapped) used for nothing else, for the rest of the run; `caps`
     // were read on this processor; nothing else uses VMX.
-    let Some(mut root) = (unsafe { enter_vmx(&mut platform, &caps, vmxon_frame) }) else {
+    let Some(mut root) = (unsafe { enter_vmx(platform, &caps, vmxon_frame) }) else {
         return Outcome::Fail;
     };
     println!("mini-hv: VMX root operation entered");
@@ -211,7 +218,7 @@ pub fn run() -> Outcome {
         // SAFETY: the host's XCR0 was valid when read.
         unsafe { xsetbv0(host_xcr0) };
     }
-    match root.disable(&mut platform) {
+    match root.disable() {
         Ok(_) => println!("mini-hv: VMX operation left (VMXOFF)"),
         Err((_, fail)) => {
             println!("mini-hv: VMXOFF failed: {fail}");
@@ -238,10 +245,10 @@ fn read_caps(msrs: &mut LiveMsrs) -> Option<VmxCapabilities> {
 /// `vmxon_frame` is a fresh identity-mapped frame used for nothing else for the rest of the run;
 /// `caps` were read on this processor; nothing else uses VMX.
 unsafe fn enter_vmx(
-    platform: &mut LivePlatform,
+    platform: LivePlatform,
     caps: &VmxCapabilities,
     vmxon_frame: u64,
-) -> Option<VmxRoot> {
+) -> Option<Root> {
     // SAFETY: guaranteed by the caller (a fresh frame, the caller's alone).
     let region = match unsafe { VmxonRegion::from_frame(vmxon_frame as *mut u8) } {
         Ok(region) => region,
@@ -254,7 +261,7 @@ unsafe fn enter_vmx(
     // translation; nothing else uses VMX (caller).
     match unsafe { VmxRoot::enable(platform, caps, region, &identity) } {
         Ok(root) => Some(root),
-        Err(e) => {
+        Err((_, e)) => {
             println!("mini-hv: cannot enter VMX operation: {e}");
             None
         }
@@ -282,7 +289,7 @@ unsafe fn vmcs_region(frame: u64, caps: &VmxCapabilities) -> Option<&'static mut
 }
 
 /// VMPTRLD of `region`: the current VMCS; prints why not.
-fn load_vmcs<'a>(region: &'static mut VmcsRegion, root: &'a mut VmxRoot) -> Option<ActiveVmcs<'a>> {
+fn load_vmcs<'a>(region: &'static mut VmcsRegion, root: &'a mut Root) -> Option<Vmcs<'a>> {
     match region.load(root, &identity) {
         Ok(active) => Some(active),
         Err(e) => {
@@ -348,7 +355,7 @@ fn phys_addr_width() -> u8 {
 
 #[allow(clippy::too_many_arguments)]
 fn run_guest(
-    root: &mut VmxRoot,
+    root: &mut Root,
     caps: &VmxCapabilities,
     controls: &vmx_caps::ControlSet,
     mem: memory::GuestMemory,
@@ -459,25 +466,26 @@ fn run_guest(
     let Some(mut active) = load_vmcs(region, root) else {
         return Outcome::Fail;
     };
-    // SAFETY: VMX root operation at CPL 0 on this processor, the current VMCS is `active`'s, and the
-    // state written below keeps the guest inside its EPT.
-    let mut hw = unsafe { HardwareVmcs::new() };
-    let setup = write_vmcs(&mut hw, controls, ept.eptp(), msr_bitmap, io_bitmaps, vpid)
-        .and_then(|()| Ok(vcpu.write_reset_state(&mut hw, guest::entry16())?))
-        .and_then(|()| write_guest_msr_areas(&mut hw, caps))
-        .map(|area| vcpu.guest_msrs = Some(area))
-        .and_then(|()| {
-            let root = active.root();
-            extras::Extras::setup(&mut hw, controls, caps, &mut ept, root, ram_base)
-        })
-        .map(|extras| vcpu.extras = Some(extras));
+    let setup = write_vmcs(
+        &mut active,
+        controls,
+        ept.eptp(),
+        msr_bitmap,
+        io_bitmaps,
+        vpid,
+    )
+    .and_then(|()| Ok(vcpu.write_reset_state(&mut active, guest::entry16())?))
+    .and_then(|()| write_guest_msr_areas(&mut active, caps))
+    .map(|area| vcpu.guest_msrs = Some(area))
+    .and_then(|()| extras::Extras::setup(&mut active, controls, caps, &mut ept, ram_base))
+    .map(|extras| vcpu.extras = Some(extras));
     if let Err(fail) = setup {
         println!("mini-hv: writing the VMCS failed: {fail}");
-        dump_vmcs(&hw);
+        dump_vmcs(&active);
         return Outcome::Fail;
     }
     if let Some(defect) = requested_defect()
-        && let Err(fail) = defect.apply(&mut hw, caps)
+        && let Err(fail) = defect.apply(&mut active, caps)
     {
         println!("mini-hv: writing the VMCS failed: {fail}");
         return Outcome::Fail;
@@ -488,13 +496,13 @@ fn run_guest(
         if vpid { "on" } else { "off" }
     );
     let predicted = software_check(
-        &hw,
+        &active,
         caps,
         check::EntryInstruction::Vmlaunch,
         active.phys_addr(),
         active.root().vmxon_region_phys(),
     );
-    let end = vcpu.run(&mut active, &mut hw);
+    let end = vcpu.run(&mut active);
     if end == End::EntryFailed {
         // Next to the VMCS dump `run` printed: the checker's diagnosis of the entry that failed
         // (a failed entry leaves the guest state as it was, and the launch state tells which
@@ -506,7 +514,7 @@ fn run_guest(
             check::EntryInstruction::Vmlaunch
         };
         software_check(
-            &hw,
+            &active,
             caps,
             instruction,
             active.phys_addr(),
@@ -576,7 +584,7 @@ unsafe fn bitmaps_in(
 /// [`abi::MSR_AREA_GUEST_INITIAL`] at the first entry); the host's
 /// ([`vcpu::HOST_KERNEL_GS_BASE`], set here) comes back from the VM-exit MSR-load area.
 fn write_guest_msr_areas(
-    hw: &mut HardwareVmcs<'_>,
+    active: &mut Vmcs<'_>,
     caps: &VmxCapabilities,
 ) -> Result<&'static MsrArea<1>, SetupError> {
     let (Some(guest_frame), Some(host_frame)) =
@@ -599,7 +607,7 @@ fn write_guest_msr_areas(
     host.push(entry(vcpu::HOST_KERNEL_GS_BASE))?;
     // SAFETY: the host does not use IA32_KERNEL_GS_BASE (no SWAPGS); the value is canonical.
     unsafe { crate::arch::wrmsr(abi::IA32_KERNEL_GS_BASE, vcpu::HOST_KERNEL_GS_BASE) };
-    write_msr_areas(hw, &identity, caps.misc, &*guest, &*guest, &*host)?;
+    write_msr_areas(active, &identity, caps.misc, &*guest, &*guest, &*host)?;
     Ok(guest)
 }
 
@@ -678,7 +686,7 @@ impl core::fmt::Display for SetupError {
 /// VMLAUNCH, and again after a VM entry failed) for `instruction`, prints every violated rule and
 /// returns the predicted outcome (`None` if the checker could not read the VMCS).
 fn software_check(
-    vmcs: &HardwareVmcs<'_>,
+    vmcs: &Vmcs<'_>,
     caps: &VmxCapabilities,
     instruction: check::EntryInstruction,
     vmcs_phys: u64,
@@ -726,7 +734,7 @@ fn requested_defect() -> Option<Defect> {
 }
 
 impl Defect {
-    fn apply(self, vmcs: &mut HardwareVmcs<'_>, caps: &VmxCapabilities) -> Result<(), VmFail> {
+    fn apply(self, vmcs: &mut Vmcs<'_>, caps: &VmxCapabilities) -> Result<(), VmFail> {
         println!("mini-hv: breaking the VMCS on purpose: {self:?}");
         match self {
             Self::GuestState => vmcs.write(
@@ -740,7 +748,7 @@ impl Defect {
 
 /// Controls, host state and the addresses of the bitmaps and the EPT.
 fn write_vmcs(
-    vmcs: &mut HardwareVmcs<'_>,
+    vmcs: &mut Vmcs<'_>,
     controls: &vmx_caps::ControlSet,
     eptp: ept::EptPointer,
     msr_bitmap: &MsrBitmap,

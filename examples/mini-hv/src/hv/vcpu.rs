@@ -10,11 +10,13 @@ use exits::{
 use vmcs::fields;
 use vmcs::structures::MsrArea;
 use vmcs::{
-    ActivityState, DescriptorTable, GuestDescriptorTable, GuestSegment, HardwareVmcs,
-    InterruptionType, Segment, SegmentAccessRights, VmcsRead, VmcsWrite,
+    ActivityState, DescriptorTable, GuestDescriptorTable, GuestSegment, InterruptionType, Segment,
+    SegmentAccessRights, VmcsRead, VmcsWrite,
 };
 use vmx_caps::FixedBits;
-use vmx_core::{ActiveVmcs, GpReg, GuestRegisters, RspInVmcs, VmFail};
+use vmx_core::{GpReg, GuestRegisters, RspInVmcs, VmFail};
+
+use super::Vmcs;
 
 use super::devices::{self, MmioDevice, Uart};
 use super::memory::{GuestMemory, Paging};
@@ -185,12 +187,13 @@ impl Vcpu {
     }
 
     /// Runs the guest until it ends; every exit is counted and dispatched.
-    pub fn run(&mut self, active: &mut ActiveVmcs<'_>, vmcs: &mut HardwareVmcs<'_>) -> End {
+    pub fn run(&mut self, vmcs: &mut Vmcs<'_>) -> End {
         loop {
             // SAFETY: the VMCS host state describes this host (written by `hv::run` from
-            // `arch::host_state`), EPT maps only guest RAM, CR4.OSFXSR is set by the boot code.
-            if let Err(fail) = unsafe { active.run(&mut self.regs) } {
-                crate::println!("mini-hv: VM entry failed: {fail}");
+            // `arch::host_state`), EPT maps only guest RAM, CR4.OSFXSR is set and CR0.TS/EM are
+            // clear (boot code, never changed); the host's NMI handler only reports and stops.
+            if let Err(fail) = unsafe { vmcs.run(&mut self.regs) } {
+                crate::println!("mini-hv: {fail}");
                 super::dump_vmcs(vmcs);
                 return End::EntryFailed;
             }
@@ -231,7 +234,7 @@ impl Vcpu {
     }
 
     /// The dispatcher.
-    fn handle(&mut self, exit: VmExit, vmcs: &mut HardwareVmcs<'_>) -> Result<Next, VmFail> {
+    fn handle(&mut self, exit: VmExit, vmcs: &mut Vmcs<'_>) -> Result<Next, VmFail> {
         match exit {
             VmExit::Cpuid { length } => {
                 let leaf = self.regs.rax as u32;
@@ -449,7 +452,7 @@ impl Vcpu {
     }
 
     /// RDMSR emulation: `None` means #GP.
-    fn rdmsr(&mut self, msr: u32, vmcs: &mut HardwareVmcs<'_>) -> Result<Option<u64>, VmFail> {
+    fn rdmsr(&mut self, msr: u32, vmcs: &mut Vmcs<'_>) -> Result<Option<u64>, VmFail> {
         Ok(match msr {
             IA32_EFER => Some(vmcs.read(fields::GUEST_IA32_EFER)?.bits()),
             IA32_FEATURE_CONTROL => Some(abi::FEATURE_CONTROL_VALUE),
@@ -460,7 +463,7 @@ impl Vcpu {
     }
 
     /// WRMSR emulation: `false` means #GP.
-    fn wrmsr(&mut self, msr: u32, value: u64, vmcs: &mut HardwareVmcs<'_>) -> Result<bool, VmFail> {
+    fn wrmsr(&mut self, msr: u32, value: u64, vmcs: &mut Vmcs<'_>) -> Result<bool, VmFail> {
         Ok(match msr {
             IA32_EFER => {
                 let old = vmcs.read(fields::GUEST_IA32_EFER)?;
@@ -518,7 +521,7 @@ impl Vcpu {
         }
     }
 
-    fn hypercall(&mut self, vmcs: &mut HardwareVmcs<'_>) -> Result<Next, VmFail> {
+    fn hypercall(&mut self, vmcs: &mut Vmcs<'_>) -> Result<Next, VmFail> {
         let (nr, a0, a1, a2) = (self.regs.rax, self.regs.rdi, self.regs.rsi, self.regs.rdx);
         let mut next = Next::Resume;
         let ret = match nr {
@@ -614,7 +617,7 @@ impl Vcpu {
         Ok(next)
     }
 
-    fn paging(&self, vmcs: &HardwareVmcs<'_>) -> Result<Paging, VmFail> {
+    fn paging(&self, vmcs: &Vmcs<'_>) -> Result<Paging, VmFail> {
         Ok(Paging {
             enabled: vmcs.read(fields::GUEST_CR0)?.contains(Cr0::PG),
             long_mode: vmcs.read(fields::GUEST_IA32_EFER)?.contains(Efer::LMA),
@@ -622,7 +625,7 @@ impl Vcpu {
         })
     }
 
-    fn mmio(&mut self, gpa: u64, rip: u64, vmcs: &mut HardwareVmcs<'_>) -> Result<Next, VmFail> {
+    fn mmio(&mut self, gpa: u64, rip: u64, vmcs: &mut Vmcs<'_>) -> Result<Next, VmFail> {
         let paging = self.paging(vmcs)?;
         let cs_base = vmcs.read(fields::GUEST_CS_BASE)?;
         let linear = cs_base.wrapping_add(rip);
@@ -689,7 +692,7 @@ impl Vcpu {
     /// The guest's register `reg`: the trampoline frame, or GUEST_RSP for RSP. Kept out of line
     /// (cold: MMIO and CR accesses only), so that inlining it does not cost the CPUID path.
     #[inline(never)]
-    fn read_gpr(&mut self, reg: GpReg, vmcs: &HardwareVmcs<'_>) -> Result<u64, VmFail> {
+    fn read_gpr(&mut self, reg: GpReg, vmcs: &Vmcs<'_>) -> Result<u64, VmFail> {
         match self.regs.gpr(reg) {
             Some(value) => Ok(value),
             None => vmcs.read(fields::GUEST_RSP),
@@ -697,19 +700,14 @@ impl Vcpu {
     }
 
     #[inline(never)]
-    fn write_gpr(
-        &mut self,
-        reg: GpReg,
-        value: u64,
-        vmcs: &mut HardwareVmcs<'_>,
-    ) -> Result<(), VmFail> {
+    fn write_gpr(&mut self, reg: GpReg, value: u64, vmcs: &mut Vmcs<'_>) -> Result<(), VmFail> {
         match self.regs.set_gpr(reg, value) {
             Ok(()) => Ok(()),
             Err(RspInVmcs) => vmcs.write(fields::GUEST_RSP, value),
         }
     }
 
-    fn get_reg(&mut self, reg: Reg, vmcs: &HardwareVmcs<'_>) -> Result<u64, VmFail> {
+    fn get_reg(&mut self, reg: Reg, vmcs: &Vmcs<'_>) -> Result<u64, VmFail> {
         let full = self.read_gpr(GpReg::from_field(reg.index.into()), vmcs)?;
         Ok(if reg.high_byte {
             (full >> 8) & 0xff
@@ -725,7 +723,7 @@ impl Vcpu {
         reg: Reg,
         size: u8,
         value: u64,
-        vmcs: &mut HardwareVmcs<'_>,
+        vmcs: &mut Vmcs<'_>,
     ) -> Result<(), VmFail> {
         let old = self.read_gpr(GpReg::from_field(reg.index.into()), vmcs)?;
         let new = match (size, reg.high_byte) {
@@ -742,7 +740,7 @@ impl Vcpu {
         &mut self,
         q: CrAccessQualification,
         length: u32,
-        vmcs: &mut HardwareVmcs<'_>,
+        vmcs: &mut Vmcs<'_>,
     ) -> Result<Next, VmFail> {
         let gpr = q.gpr;
         match (q.access_type, q.cr) {
@@ -803,7 +801,7 @@ impl Vcpu {
 
 /// Completes the exiting instruction ([`exits::complete::skip_instruction`]); a length that is no
 /// instruction's stops the guest.
-fn skip(vmcs: &mut HardwareVmcs<'_>, length: u32) -> Result<Next, VmFail> {
+fn skip(vmcs: &mut Vmcs<'_>, length: u32) -> Result<Next, VmFail> {
     match skip_instruction(vmcs, InstructionLength(length)) {
         Ok(_) => Ok(Next::Resume),
         Err(CompleteError::Vmcs(fail)) => Err(fail),
@@ -815,11 +813,7 @@ fn skip(vmcs: &mut HardwareVmcs<'_>, length: u32) -> Result<Next, VmFail> {
 }
 
 /// Injects `exception` on the next VM entry ([`exits::inject::inject_exception`]).
-fn inject(
-    vmcs: &mut HardwareVmcs<'_>,
-    exception: Exception,
-    error: Option<u32>,
-) -> Result<Next, VmFail> {
+fn inject(vmcs: &mut Vmcs<'_>, exception: Exception, error: Option<u32>) -> Result<Next, VmFail> {
     match inject_exception(vmcs, exception, error) {
         Ok(()) => Ok(Next::Resume),
         Err(InjectError::Vmcs(fail)) => Err(fail),
