@@ -2,6 +2,9 @@
 
 use std::str::FromStr;
 
+/// The most processors `--cpus` accepts (mini-hv's per-CPU tables; Bochs allows more).
+pub const MAX_CPUS: u32 = 8;
+
 /// Walks a command's arguments one option at a time.
 pub struct Options<'a> {
     rest: std::slice::Iter<'a, String>,
@@ -52,6 +55,18 @@ impl<'a> Options<'a> {
         value
             .parse()
             .map_err(|_| format!("{} takes {what}, not {value:?}", self.flag))
+    }
+
+    /// The current option's value as a processor count: 1 to [`MAX_CPUS`].
+    pub fn cpus(&mut self) -> Result<u32, String> {
+        let cpus: u32 = self.number("a processor count")?;
+        if !(1..=MAX_CPUS).contains(&cpus) {
+            return Err(format!(
+                "{} {cpus}: between 1 and {MAX_CPUS} processors (mini-hv starts at most {MAX_CPUS})",
+                self.flag
+            ));
+        }
+        Ok(cpus)
     }
 
     /// The current option's value as a platform: `bochs` or `qemu`.

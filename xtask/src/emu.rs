@@ -306,6 +306,8 @@ pub struct RunSpec<'a> {
     pub qemu_modules: &'a [(PathBuf, String)],
     /// Guest RAM in MiB.
     pub memory_mib: u32,
+    /// Logical processors of the machine (Bochs `cpu: count=N`, QEMU `-smp N`).
+    pub cpus: u32,
     /// Bochs emulated instructions per second (with `clock: sync=none` this only scales emulated time).
     pub bochs_ips: u32,
     /// Bochs `ignore_bad_msrs`: when false, an access to an MSR the model lacks raises #GP (strict: the
@@ -369,7 +371,7 @@ fn bochs_command(
     let rc = dir.join("cont.rc");
     let config = format!(
         "# Written by cargo xtask for one run of mini-hv.\n\
-         cpu: model={model}, count=1, ips={ips}, reset_on_triple_fault=0, ignore_bad_msrs={ignore}\n\
+         cpu: model={model}, count={cpus}, ips={ips}, reset_on_triple_fault=0, ignore_bad_msrs={ignore}\n\
          megs: {megs}\n\
          romimage: file=/usr/share/bochs/BIOS-bochs-latest\n\
          vgaromimage: file=/usr/share/vgabios/vgabios.bin\n\
@@ -383,6 +385,7 @@ fn bochs_command(
          speaker: enabled=0\n\
          sound: driver=dummy\n\
          display_library: term\n",
+        cpus = spec.cpus,
         ips = spec.bochs_ips,
         ignore = u8::from(spec.bochs_ignore_bad_msrs),
         megs = spec.memory_mib,
@@ -472,6 +475,7 @@ fn qemu_command(
         .arg(format!("file:{}", serial.display()));
     command.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
     command.arg("-m").arg(spec.memory_mib.to_string());
+    command.arg("-smp").arg(spec.cpus.to_string());
     if kvm {
         command.arg("-enable-kvm");
     }

@@ -81,6 +81,7 @@ pub fn command(args: &[String]) -> Result<ExitCode, String> {
         cmdline,
         qemu_modules: &[],
         memory_mib: 128,
+        cpus: 1,
         bochs_ips: 4_000_000,
         bochs_ignore_bad_msrs: false,
         timeout: Duration::from_secs(options.timeout_secs),

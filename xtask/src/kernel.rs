@@ -47,6 +47,17 @@ pub fn build() -> Result<PathBuf, String> {
     }
 }
 
+/// mini-hv's command line for a machine of `cpus` processors: `cmdline`, plus `cpus=N` when there
+/// is more than one (mini-hv then starts that many: the application processors through
+/// INIT-SIPI-SIPI).
+pub fn with_cpus(cmdline: &str, cpus: u32) -> String {
+    match cpus {
+        0 | 1 => cmdline.to_string(),
+        n if cmdline.is_empty() => format!("cpus={n}"),
+        n => format!("{cmdline} cpus={n}"),
+    }
+}
+
 /// A Multiboot module for GRUB's `module` command.
 pub struct IsoModule<'a> {
     /// The file to put on the ISO.

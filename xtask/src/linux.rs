@@ -406,14 +406,16 @@ pub fn fetch_command() -> Result<(), String> {
 pub fn baseline_command(args: &[String]) -> Result<(), String> {
     let mut model = "corei7_skylake_x".to_string();
     let mut timeout = 600u64;
+    let mut cpus = 1u32;
     let mut args = crate::args::Options::new(args);
     while let Some(flag) = args.next_flag() {
         match flag {
             "--model" => model = args.value()?,
+            "--cpus" => cpus = args.cpus()?,
             "--timeout" => timeout = args.number("seconds")?,
             other => {
                 return Err(format!(
-                    "unknown option {other:?} (linux-baseline [--model NAME] [--timeout SECS])"
+                    "unknown option {other:?} (linux-baseline [--model NAME] [--cpus N] [--timeout SECS])"
                 ));
             }
         }
@@ -443,6 +445,7 @@ pub fn baseline_command(args: &[String]) -> Result<(), String> {
         cmdline: "",
         qemu_modules: &[],
         memory_mib: 256,
+        cpus,
         bochs_ips: 20_000_000,
         bochs_ignore_bad_msrs: true,
         timeout: Duration::from_secs(timeout),
@@ -580,6 +583,7 @@ fn boot_hv(
         cmdline: HV_CMDLINE,
         qemu_modules: &[],
         memory_mib,
+        cpus: 1,
         bochs_ips: BOCHS_IPS,
         bochs_ignore_bad_msrs: true,
         timeout,
@@ -745,6 +749,7 @@ fn run_qemu(kvm: bool, cpu: Option<String>, timeout: Duration) -> Result<ExitCod
         cmdline: HV_CMDLINE,
         qemu_modules: &modules,
         memory_mib: QEMU_MEMORY_MIB,
+        cpus: 1,
         bochs_ips: BOCHS_IPS,
         bochs_ignore_bad_msrs: true,
         timeout,

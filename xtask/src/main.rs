@@ -23,11 +23,14 @@ use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 const USAGE: &str = "usage:
-  cargo xtask run [--platform bochs|qemu] [--model NAME] [--cmdline ARGS] [--memory MIB] [--timeout SECS]
+  cargo xtask run [--platform bochs|qemu] [--model NAME] [--cmdline ARGS] [--memory MIB] [--cpus N]
+      [--timeout SECS]
       Build and run the example hypervisor. Default platform: QEMU with KVM when /dev/kvm works, the host
       CPU has VMX and kvm_intel allows nesting; else Bochs. --model is the Bochs CPU model (default
       tigerlake) or QEMU's -cpu model. --cmdline is the kernel command line (e.g. fault=pf).
-      --memory is the machine's RAM in MiB (default 128).
+      --memory is the machine's RAM in MiB (default 128). --cpus is the number of logical processors
+      (default 1, at most 8; Bochs `cpu: count=N`, QEMU -smp N): mini-hv starts the others itself and
+      enters VMX operation on each.
       Exit status: 0 PASS, 2 UNSUPPORTED, 1 FAIL or no result.
   cargo xtask test [--examples-only]
       fmt, clippy, tests, docs, then the example under Bochs (tigerlake, corei7_skylake_x,
@@ -41,7 +44,7 @@ const USAGE: &str = "usage:
       Multiboot modules) when the host gives nested VMX, else Bochs (default corei7_skylake_x, 256 MiB, a
       GRUB ISO). --platform qemu without KVM ends in UNSUPPORTED (TCG has no VMX). --bad-inputs (Bochs):
       bad kernels, initramfs and memory sizes, each must end in a clear RESULT FAIL.
-  cargo xtask linux-baseline [--model NAME] [--timeout SECS]
+  cargo xtask linux-baseline [--model NAME] [--cpus N] [--timeout SECS]
       Boot that kernel under plain Bochs (no hypervisor; default corei7_skylake_x) and time the end marker.
   cargo xtask entry-diff [--cases N] [--seed S] [--model M] [--timeout SECS] [--cmdline ARGS]
       Differential test of the software VM-entry checker against Bochs (default 1000 cases, seed 1,
@@ -109,10 +112,14 @@ struct RunOptions {
     cmdline: String,
     timeout_secs: Option<u64>,
     memory_mib: Option<u32>,
+    cpus: u32,
 }
 
 fn parse_run_options(args: &[String]) -> Result<RunOptions, String> {
-    let mut options = RunOptions::default();
+    let mut options = RunOptions {
+        cpus: 1,
+        ..RunOptions::default()
+    };
     let mut args = args::Options::new(args);
     while let Some(flag) = args.next_flag() {
         match flag {
@@ -129,6 +136,7 @@ fn parse_run_options(args: &[String]) -> Result<RunOptions, String> {
                 options.memory_mib = Some(mib);
             }
             "--timeout" => options.timeout_secs = Some(args.number("seconds")?),
+            "--cpus" => options.cpus = args.cpus()?,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown option {other:?}\n{USAGE}")),
         }
@@ -159,11 +167,12 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
 
     let elf = kernel::build()?;
     let dir = target_dir().join("mini-hv").join("run");
+    let cmdline = kernel::with_cpus(&options.cmdline, options.cpus);
     let iso = match platform {
         Platform::Bochs { .. } => {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-            Some(kernel::make_iso(&dir, &elf, &options.cmdline, &[])?)
+            Some(kernel::make_iso(&dir, &elf, &cmdline, &[])?)
         }
         Platform::Qemu { .. } => None,
     };
@@ -172,9 +181,10 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
         dir: dir.join("files"),
         kernel: &elf,
         iso: iso.as_deref(),
-        cmdline: &options.cmdline,
+        cmdline: &cmdline,
         qemu_modules: &[],
         memory_mib: options.memory_mib.unwrap_or(128),
+        cpus: options.cpus,
         bochs_ips: 4_000_000,
         bochs_ignore_bad_msrs: false,
         timeout: Duration::from_secs(options.timeout_secs.unwrap_or(300)),
@@ -261,6 +271,7 @@ mod tests {
                 cmdline: String::new(),
                 timeout_secs: Some(9),
                 memory_mib: None,
+                cpus: 1,
             }
         );
         assert_eq!(
@@ -280,5 +291,14 @@ mod tests {
             Some(512)
         );
         assert!(parse_run_options(&args(&["--memory", "8192"])).is_err());
+        let two = parse_run_options(&args(&["--cpus=2", "--cmdline", "fault=ud"])).unwrap();
+        assert_eq!(two.cpus, 2);
+        assert_eq!(kernel::with_cpus(&two.cmdline, two.cpus), "fault=ud cpus=2");
+        let one = parse_run_options(&args(&[])).unwrap();
+        assert_eq!(one.cpus, 1);
+        assert_eq!(kernel::with_cpus(&one.cmdline, one.cpus), "");
+        assert_eq!(kernel::with_cpus("", 3), "cpus=3");
+        assert!(parse_run_options(&args(&["--cpus", "0"])).is_err());
+        assert!(parse_run_options(&args(&["--cpus", "9"])).is_err());
     }
 }

@@ -182,16 +182,20 @@ struct IstStack([u8; IST_STACK_SIZE]);
 
 static IST1_STACK: Tables<IstStack> = Tables(UnsafeCell::new(IstStack([0; IST_STACK_SIZE])));
 
-static TSS: Tables<Tss64> = Tables(UnsafeCell::new(Tss64 {
-    reserved0: 0,
-    rsp: [0; 3],
-    reserved1: 0,
-    ist: [0; 7],
-    reserved2: 0,
-    reserved3: 0,
-    // No I/O permission bitmap: the base points past the segment limit.
-    iomap_base: size_of::<Tss64>() as u16,
-}));
+impl Tss64 {
+    /// No stacks yet, and no I/O permission bitmap (the base points past the segment limit).
+    const EMPTY: Tss64 = Tss64 {
+        reserved0: 0,
+        rsp: [0; 3],
+        reserved1: 0,
+        ist: [0; 7],
+        reserved2: 0,
+        reserved3: 0,
+        iomap_base: size_of::<Tss64>() as u16,
+    };
+}
+
+static TSS: Tables<Tss64> = Tables(UnsafeCell::new(Tss64::EMPTY));
 
 static GDT: Tables<[u64; 5]> = Tables(UnsafeCell::new([
     0,
@@ -462,39 +466,90 @@ pub fn init() {
 
     // SAFETY: `init` runs once, first thing after boot, before any reader of these tables exists.
     unsafe {
-        let tss = &mut *TSS.0.get();
-        tss.ist[0] = IST1_STACK.0.get() as u64 + IST_STACK_SIZE as u64;
-        tss.rsp[0] = crate::boot::stack_range().1;
-
-        let tss_base = TSS.0.get() as u64;
-        let limit = (size_of::<Tss64>() - 1) as u64;
-        let gdt = &mut *GDT.0.get();
-        // Available 64-bit TSS (type 9), present, DPL 0 (SDM Vol. 3A, Figure 8-4).
-        gdt[3] = (limit & 0xFFFF)
-            | (tss_base & 0xFF_FFFF) << 16
-            | 0x89 << 40
-            | ((limit >> 16) & 0xF) << 48
-            | ((tss_base >> 24) & 0xFF) << 56;
-        gdt[4] = tss_base >> 32;
-
         let idt = &mut *IDT.0.get();
         for (vector, gate) in idt.0.iter_mut().enumerate() {
             // #DF, NMI and #MC run on IST1.
             let ist = if matches!(vector, 2 | 8 | 18) { 1 } else { 0 };
             *gate = Gate::interrupt(stubs + vector as u64 * STUB_SIZE, ist);
         }
+        load_tables(
+            &mut *GDT.0.get(),
+            &mut *TSS.0.get(),
+            IST1_STACK.0.get() as u64 + IST_STACK_SIZE as u64,
+            crate::boot::stack_range().1,
+        );
     }
+}
+
+/// One application processor's GDT, TSS and IST1 stack (the IDT is shared: it is never written
+/// after [`init`]).
+#[repr(C, align(16))]
+pub struct CpuTables {
+    ist: IstStack,
+    gdt: [u64; 5],
+    tss: Tss64,
+}
+
+impl CpuTables {
+    /// Empty tables (filled by [`init_ap`]).
+    pub const fn new() -> Self {
+        CpuTables {
+            ist: IstStack([0; IST_STACK_SIZE]),
+            gdt: [0; 5],
+            tss: Tss64::EMPTY,
+        }
+    }
+}
+
+/// Loads an application processor's own GDT (the bootstrap processor's layout, its own TSS) and
+/// the shared IDT, and reloads every segment register and TR.
+///
+/// # Safety
+/// Runs once on the application processor that owns `tables` (used by no other processor), after
+/// [`init`] on the bootstrap processor; `stack_top` is this processor's stack.
+pub unsafe fn init_ap(tables: &'static mut CpuTables, stack_top: u64) {
+    let ist_top = tables.ist.0.as_ptr() as u64 + IST_STACK_SIZE as u64;
+    // SAFETY: the tables are this processor's, static, and not loaded anywhere yet.
+    unsafe { load_tables(&mut tables.gdt, &mut tables.tss, ist_top, stack_top) };
+}
+
+/// Fills `tss` (IST1 `ist_top`, RSP0 `rsp0`) and `gdt` (code 0x08, data 0x10, TSS 0x18), loads them
+/// and the IDT, reloads every segment register and TR.
+///
+/// # Safety
+/// `gdt` and `tss` live forever and are used by this processor alone; the IDT is initialized.
+unsafe fn load_tables(
+    gdt: &'static mut [u64; 5],
+    tss: &'static mut Tss64,
+    ist_top: u64,
+    rsp0: u64,
+) {
+    tss.ist[0] = ist_top;
+    tss.rsp[0] = rsp0;
+    let tss_base = core::ptr::from_mut(tss) as u64;
+    let limit = (size_of::<Tss64>() - 1) as u64;
+    gdt[0] = 0;
+    gdt[1] = 0x00AF_9A00_0000_FFFF;
+    gdt[2] = 0x00CF_9200_0000_FFFF;
+    // Available 64-bit TSS (type 9), present, DPL 0 (SDM Vol. 3A, Figure 8-4).
+    gdt[3] = (limit & 0xFFFF)
+        | (tss_base & 0xFF_FFFF) << 16
+        | 0x89 << 40
+        | ((limit >> 16) & 0xF) << 48
+        | ((tss_base >> 24) & 0xFF) << 56;
+    gdt[4] = tss_base >> 32;
 
     let gdtr = DescriptorTablePointer {
         limit: (size_of::<[u64; 5]>() - 1) as u16,
-        base: GDT.0.get() as u64,
+        base: gdt.as_ptr() as u64,
     };
     let idtr = DescriptorTablePointer {
         limit: (size_of::<Idt>() - 1) as u16,
         base: IDT.0.get() as u64,
     };
-    // SAFETY: the GDT and IDT are statics (they outlive every use); the selectors name the descriptors set up
-    // above; CS is reloaded with a far return to the next instruction; LTR marks the TSS busy once, here.
+    // SAFETY: the GDT lives forever (caller) and the IDT is a static; the selectors name the
+    // descriptors set up above; CS is reloaded with a far return to the next instruction; LTR marks
+    // this processor's TSS busy once, here.
     unsafe {
         asm!(
             "lgdt [{gdtr}]",

@@ -8,7 +8,8 @@
 //! 3. builds page tables that identity-map 0–4 GiB with 2 MiB pages (PML4 → PDPT → 4 page directories),
 //!    except the 4 KiB guard page below the kernel stack, left unmapped (its 2 MiB page is split into 4 KiB
 //!    pages);
-//! 4. sets CR4.PAE/OSFXSR/OSXMMEXCPT, IA32_EFER.LME, CR0.PG/PE/MP/NE/WP (EM and TS clear: SSE usable);
+//! 4. sets CR4.PAE/OSFXSR/OSXMMEXCPT, IA32_EFER.LME, CR0.PG/PE/MP/NE/WP (EM and TS clear: SSE usable)
+//!    (the application processors share this step: `long_mode_common32`, see `crate::smp`);
 //! 5. far-jumps into 64-bit code, loads the data segments and the stack, calls `kmain(magic, info)`.
 
 use core::arch::global_asm;
@@ -57,6 +58,7 @@ no_lm_message:
 
     .pushsection .bss.boot_pages, "aw", @nobits
     .balign 4096
+    .global boot_pml4
 boot_pml4:
     .skip 4096
 boot_pdpt:
@@ -154,6 +156,11 @@ _start32:
     orl $3, %edx
     movl %edx, boot_pd(,%ebx,8)
 
+    /* ESI = 0: the bootstrap processor (the application processors enter below with ESI = 1,
+       from `ap_start32` in smp.rs). */
+    xorl %esi, %esi
+    .global long_mode_common32
+long_mode_common32:
     movl $boot_pml4, %eax
     movl %eax, %cr3
 
@@ -174,8 +181,13 @@ _start32:
     orl $0x80010023, %eax
     movl %eax, %cr0
 
+    testl %esi, %esi
+    jnz 8f
     lgdt boot_gdt_ptr
     ljmp $0x08, $start64
+8:
+    /* An application processor: its trampoline's GDT has the 64-bit code segment at 0x08 too. */
+    ljmp $0x08, $ap_start64
 
 no_long_mode:
     movl $no_lm_message, %esi

@@ -16,6 +16,7 @@ mod guest;
 mod hv;
 mod libc;
 mod mem;
+mod smp;
 
 use hv::Outcome;
 
@@ -152,6 +153,47 @@ fn fault_injection(cmdline: &str) {
     }
 }
 
+/// `cpus=N` on the command line: starts the application processors (a processor that does not answer
+/// is named and ends the run), then enters and leaves VMX operation on every processor.
+/// `smp-fault=no-sipi` sends CPU 1 its INIT but no Start-up IPI (so it never answers);
+/// `smp-fault=vmxon-cpuN` gives CPU N no VMXON region (so it cannot enter VMX operation).
+fn start_processors(cmdline: &str) -> Result<(), Outcome> {
+    let wanted = match smp::requested_cpus(cmdline) {
+        Ok(1) => return Ok(()),
+        Ok(n) => n,
+        Err(e) => {
+            println!("mini-hv: {e}");
+            return Err(Outcome::Fail);
+        }
+    };
+    let fault = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("smp-fault="));
+    let (mut cpus, failure) = smp::start(wanted, fault == Some("no-sipi"));
+    if let Some((cpu, id, why)) = failure {
+        println!("mini-hv: CPU {cpu} (local APIC ID {id}) did not start: {why}");
+        return Err(Outcome::Fail);
+    }
+    println!(
+        "mini-hv: {} CPUs online (bootstrap APIC ID {}; each with its own stack, GDT, TSS and IST stack)",
+        cpus.count(),
+        smp::apic_id()
+    );
+    for cpu in 1..cpus.count() {
+        println!(
+            "mini-hv: CPU {cpu} answered INIT-SIPI-SIPI after {} TSC ticks",
+            cpus.start_ticks(cpu)
+        );
+    }
+    if !vmx_caps::cpu_has_vmx() {
+        return Ok(());
+    }
+    let withhold = fault
+        .and_then(|f| f.strip_prefix("vmxon-cpu"))
+        .and_then(|n| n.parse().ok());
+    hv::smp::enter_and_leave_everywhere(&mut cpus, withhold)
+}
+
 /// The Rust entry point, called by the boot code in long mode with the Multiboot magic and information.
 #[unsafe(no_mangle)]
 extern "C" fn kmain(magic: u32, info: u32) -> ! {
@@ -197,6 +239,9 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
         host.cr0, host.cr3, host.cr4, host.efer
     );
     fault_injection(boot::cmdline());
+    if let Err(outcome) = start_processors(boot::cmdline()) {
+        finish(outcome);
+    }
     let outcome = hv::run();
     finish(outcome)
 }

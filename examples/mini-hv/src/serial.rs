@@ -1,10 +1,11 @@
-//! The serial console: COM1 (I/O port 0x3F8), 115200 8N1, polled, no lock (one CPU, interrupts off).
+//! The serial console: COM1 (I/O port 0x3F8), 115200 8N1, polled, one processor at a time (a spin lock).
 //!
 //! [`print!`](crate::print) and [`println!`](crate::println) write here. Bochs copies COM1 into a file
 //! (`com1: mode=file`), QEMU into its `-serial` backend; both are what the runner streams and judges.
 
 use crate::arch::{inb, outb};
 use core::fmt;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 /// COM1's base I/O port.
 pub const COM1: u16 = 0x3F8;
@@ -73,8 +74,46 @@ impl fmt::Write for Serial {
 /// The backend of [`print!`](crate::print); not meant to be called directly.
 #[doc(hidden)]
 pub fn _print(args: fmt::Arguments<'_>) {
+    let _lock = Lock::take();
     // `Serial::write_str` cannot fail; a formatting error comes from a `Display` impl and is not ours to report.
     let _ = fmt::Write::write_fmt(&mut Serial, args);
+}
+
+/// No owner of [`OWNER`].
+const FREE: u32 = u32::MAX;
+
+/// The local APIC ID of the processor printing, or [`FREE`]: one processor prints at a time, so
+/// lines from several processors do not interleave.
+static OWNER: AtomicU32 = AtomicU32::new(FREE);
+
+/// Holds [`OWNER`] for one print; re-entered on the same processor (a crash report while printing)
+/// it does not wait for itself.
+struct Lock {
+    taken: bool,
+}
+
+impl Lock {
+    fn take() -> Lock {
+        let me = crate::arch::cpuid(1, 0).ebx >> 24;
+        if OWNER.load(Ordering::Relaxed) == me {
+            return Lock { taken: false };
+        }
+        while OWNER
+            .compare_exchange_weak(FREE, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            core::hint::spin_loop();
+        }
+        Lock { taken: true }
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        if self.taken {
+            OWNER.store(FREE, Ordering::Release);
+        }
+    }
 }
 
 /// Prints to the serial console.

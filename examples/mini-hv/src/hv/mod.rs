@@ -12,6 +12,7 @@ mod entry_diff;
 mod extras;
 mod linux_guest;
 mod memory;
+pub mod smp;
 mod vcpu;
 
 use ept::{
