@@ -4,7 +4,7 @@
 //! message naming it, after the processors already entered have left VMX operation
 //! ([`PerCpuVmx::enter_all`]'s rollback).
 
-use vmx_core::{LiveVmxOn, PerCpuVmx, RunOnCpu, VmxRoot, VmxonRegion};
+use vmx_core::{LiveVmxOn, PerCpuVmx, RunOnCpu, VmxonRegion};
 
 use super::{Outcome, identity};
 use crate::println;
@@ -39,7 +39,7 @@ pub fn enter_and_leave_everywhere(cpus: &mut Cpus, withhold: Option<usize>) -> R
     // meanwhile (the hypervisor proper enters VMX on the bootstrap processor only after this has
     // left it everywhere); the IA32_FEATURE_CONTROL, CR0 and CR4 changes are fine for this kernel.
     let mut ops = unsafe { LiveVmxOn::new(&mut regions[..count], identity) };
-    let mut slots: [Option<VmxRoot>; MAX_CPUS] = [const { None }; MAX_CPUS];
+    let mut slots: [Option<super::Root>; MAX_CPUS] = [const { None }; MAX_CPUS];
     let per_cpu = match PerCpuVmx::enter_all(cpus, &mut ops, &mut slots[..count]) {
         Ok(per_cpu) => per_cpu,
         Err(e) => {
