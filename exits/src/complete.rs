@@ -20,17 +20,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use vmcs::{InterruptibilityState, Rflags, VmcsRead, VmcsWrite, fields};
+use vmcs::{
+    DebugCtl, InterruptibilityState, PendingDebugExceptions, Rflags, VmcsRead, VmcsWrite, fields,
+};
 use vmx_caps::EntryControls;
 use vmx_core::VmFail;
 
 use crate::instruction::InstructionLength;
-
-/// IA32_DEBUGCTL.BTF (bit 1): single-step on branches only.
-const DEBUGCTL_BTF: u64 = 1 << 1;
-/// Pending debug exceptions, BS (bit 14): a single-step trap is pending (SDM Vol. 3C, "Format of
-/// Pending-Debug-Exceptions").
-pub const PENDING_DEBUG_BS: u64 = 1 << 14;
 
 /// Why an instruction could not be completed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -106,11 +102,13 @@ pub fn skip_instruction(
     if rflags.contains(Rflags::RF) {
         vmcs.write(fields::GUEST_RFLAGS, rflags - Rflags::RF)?;
     }
-    let single_step =
-        rflags.contains(Rflags::TF) && vmcs.read(fields::GUEST_IA32_DEBUGCTL)? & DEBUGCTL_BTF == 0;
+    let single_step = rflags.contains(Rflags::TF)
+        && !vmcs
+            .read(fields::GUEST_IA32_DEBUGCTL)?
+            .contains(DebugCtl::BTF);
     if single_step {
         vmcs.modify(fields::GUEST_PENDING_DEBUG_EXCEPTIONS, |p| {
-            p | PENDING_DEBUG_BS
+            p | PendingDebugExceptions::BS
         })?;
     }
     Ok(Skipped {

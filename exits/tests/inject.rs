@@ -7,7 +7,7 @@ mod check_common;
 use std::cell::RefCell;
 
 use check_common::Env;
-use exits::complete::{CompleteError, PENDING_DEBUG_BS, skip_instruction};
+use exits::complete::{CompleteError, skip_instruction};
 use exits::inject::{
     Blocking, Delivery, Exception, InjectError, SoftwareEvent, Window, close_fired_window,
     close_interrupt_window, close_nmi_window, deliver_external_interrupt, deliver_nmi,
@@ -17,7 +17,10 @@ use exits::inject::{
 use exits::{IdtVectoring, IdtVectoringInfo, InstructionLength, InterruptionType, VmExit};
 use proptest::prelude::*;
 use vmcs::check::{Outcome, Rule};
-use vmcs::{ActivityState, InterruptibilityState, SoftVmcs, VmcsRead, VmcsWrite, fields};
+use vmcs::{
+    ActivityState, DebugCtl, InterruptibilityState, PendingDebugExceptions, SoftVmcs, VmcsRead,
+    VmcsWrite, fields,
+};
 use vmx_caps::{MsrSnapshot, PinBasedControls, PrimaryControls};
 use vmx_core::VmFail;
 
@@ -580,7 +583,7 @@ fn skip_with_tf_makes_a_single_step_trap_pending() {
     assert!(done.single_step);
     assert_eq!(
         env.vmcs.read(fields::GUEST_PENDING_DEBUG_EXCEPTIONS),
-        Ok(PENDING_DEBUG_BS)
+        Ok(PendingDebugExceptions::BS)
     );
     assert_eq!(
         env.vmcs.read(fields::GUEST_RFLAGS),
@@ -593,10 +596,15 @@ fn skip_with_tf_makes_a_single_step_trap_pending() {
     env.vmcs
         .write(fields::GUEST_RFLAGS, vmcs::Rflags::from_bits_retain(0x302))
         .unwrap();
-    env.vmcs.write(fields::GUEST_IA32_DEBUGCTL, 2).unwrap();
+    env.vmcs
+        .write(fields::GUEST_IA32_DEBUGCTL, DebugCtl::BTF)
+        .unwrap();
     let done = skip_instruction(&mut env.vmcs, InstructionLength(2)).unwrap();
     assert!(!done.single_step);
-    assert_eq!(env.vmcs.read(fields::GUEST_PENDING_DEBUG_EXCEPTIONS), Ok(0));
+    assert_eq!(
+        env.vmcs.read(fields::GUEST_PENDING_DEBUG_EXCEPTIONS),
+        Ok(PendingDebugExceptions::empty())
+    );
 
     // The checker's K19 is what the STI shadow would have demanded: with the shadow kept and TF
     // set, BS must be 1. skip_instruction ends the shadow, so either way the entry is valid.
@@ -667,7 +675,8 @@ proptest! {
         let mut env = env();
         let rflags = 0x202 | u64::from(tf) << 8 | u64::from(rf) << 16;
         env.vmcs.write(fields::GUEST_RFLAGS, vmcs::Rflags::from_bits_retain(rflags)).unwrap();
-        env.vmcs.write(fields::GUEST_IA32_DEBUGCTL, u64::from(btf) << 1).unwrap();
+        let debugctl = if btf { DebugCtl::BTF } else { DebugCtl::empty() };
+        env.vmcs.write(fields::GUEST_IA32_DEBUGCTL, debugctl).unwrap();
         let rip = 0x40_0000_0000 | u64::from(rip_low);
         env.vmcs.write(fields::GUEST_RIP, rip).unwrap();
         let state = match shadow {

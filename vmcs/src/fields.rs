@@ -26,10 +26,10 @@ use crate::field::{
 };
 use crate::value::{
     ActivityState, EntryInterruptionInfo, ExceptionBitmap, FieldValue, InterruptibilityState,
-    SegmentAccessRights,
+    PendingDebugExceptions, SegmentAccessRights,
 };
 use ept::EptPointer;
-use vmx_caps::arch::{Cr0, Cr4, Dr7, Efer, Rflags};
+use vmx_caps::arch::{Cr0, Cr4, DebugCtl, Dr7, Efer, Rflags};
 use vmx_caps::{
     EntryControls, ExitControls, PinBasedControls, PrimaryControls, SecondaryControls,
     SecondaryExitControls, TertiaryControls, VmFuncControls,
@@ -227,7 +227,7 @@ vmcs_fields! {
         /// VMCS link pointer
         VMCS_LINK_POINTER: u64 = 0x2800;
         /// Guest IA32_DEBUGCTL
-        GUEST_IA32_DEBUGCTL: u64 = 0x2802;
+        GUEST_IA32_DEBUGCTL: DebugCtl = 0x2802;
         /// Guest IA32_PAT
         GUEST_IA32_PAT: u64 = 0x2804;
         /// Guest IA32_EFER
@@ -483,7 +483,7 @@ vmcs_fields! {
         /// Guest RFLAGS
         GUEST_RFLAGS: Rflags = 0x6820;
         /// Guest pending debug exceptions
-        GUEST_PENDING_DEBUG_EXCEPTIONS: u64 = 0x6822;
+        GUEST_PENDING_DEBUG_EXCEPTIONS: PendingDebugExceptions = 0x6822;
         /// Guest IA32_SYSENTER_ESP
         GUEST_IA32_SYSENTER_ESP: u64 = 0x6824;
         /// Guest IA32_SYSENTER_EIP

@@ -40,7 +40,7 @@
 
 use core::fmt;
 
-use vmx_caps::arch::{Cr0, Cr4, Dr7, Efer, Rflags};
+use vmx_caps::arch::{Cr0, Cr4, DebugCtl, Dr7, Efer, Rflags};
 use vmx_caps::{CrUse, EntryControls, PrimaryControls, SecondaryControls, VmxCapabilities};
 use vmx_core::{GpReg, GuestRegisters, VmFail};
 
@@ -48,7 +48,8 @@ use crate::access::{VmcsRead, VmcsWrite};
 use crate::fields;
 use crate::segment::{DescriptorTable, GuestDescriptorTable, GuestSegment, Segment};
 use crate::value::{
-    ActivityState, EntryInterruptionInfo, InterruptibilityState, SegmentAccessRights,
+    ActivityState, EntryInterruptionInfo, InterruptibilityState, PendingDebugExceptions,
+    SegmentAccessRights,
 };
 
 /// RIP after INIT (the reset vector's offset in the CS segment at FFFF0000h).
@@ -202,7 +203,7 @@ pub fn apply_init<V: VmcsWrite + ?Sized>(
     vmcs.write(fields::GUEST_RSP, 0)?;
     vmcs.write(fields::GUEST_RIP, RIP_INIT)?;
     vmcs.write(fields::GUEST_RFLAGS, Rflags::RESET)?;
-    vmcs.write(fields::GUEST_IA32_DEBUGCTL, 0)?;
+    vmcs.write(fields::GUEST_IA32_DEBUGCTL, DebugCtl::empty())?;
 
     vmcs.write_guest_segment(GuestSegment::Cs, real_mode(0xf000, 0xffff_0000, AR_CODE))?;
     for seg in [
@@ -237,7 +238,10 @@ pub fn apply_init<V: VmcsWrite + ?Sized>(
         fields::GUEST_INTERRUPTIBILITY_STATE,
         InterruptibilityState::empty(),
     )?;
-    vmcs.write(fields::GUEST_PENDING_DEBUG_EXCEPTIONS, 0)?;
+    vmcs.write(
+        fields::GUEST_PENDING_DEBUG_EXCEPTIONS,
+        PendingDebugExceptions::empty(),
+    )?;
     vmcs.write(
         fields::VM_ENTRY_INTERRUPTION_INFORMATION,
         EntryInterruptionInfo::NONE,

@@ -84,8 +84,8 @@ pub use snapshot::{Dump, UnknownField, VmcsSnapshot};
 pub use soft::{LoadError, SoftVmcs};
 pub use value::{
     ActivityState, EntryInterruptionInfo, ExceptionBitmap, FieldValue, InterruptibilityState,
-    InterruptionType, SegmentAccessRights,
+    InterruptionType, PendingDebugExceptions, SegmentAccessRights,
 };
-/// The architectural register types of the CR0, CR4, IA32_EFER, RFLAGS and DR7 fields (declared
-/// in [`vmx_caps::arch`]).
-pub use vmx_caps::arch::{Cr0, Cr4, Dr7, Efer, Rflags, Xcr0};
+/// The architectural register types of the CR0, CR4, IA32_EFER, RFLAGS, DR7 and IA32_DEBUGCTL
+/// fields (declared in [`vmx_caps::arch`]).
+pub use vmx_caps::arch::{Cr0, Cr4, DebugCtl, Dr7, Efer, Rflags, Xcr0};

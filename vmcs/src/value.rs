@@ -367,6 +367,51 @@ impl fmt::Display for InterruptibilityState {
 
 flags_value!(InterruptibilityState, u32, 32);
 
+bitflags! {
+    /// Guest pending debug exceptions (SDM Vol. 3, "Guest Non-Register State", table "Format of
+    /// Pending-Debug-Exceptions"): the field `GUEST_PENDING_DEBUG_EXCEPTIONS`, debug exceptions
+    /// recognized but not yet delivered, which VM entry makes pending again (SDM "Delivery of
+    /// Pending Debug Exceptions after VM Entry"). Reserved bits are kept.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+    #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+    #[cfg_attr(feature = "serde", serde(transparent))]
+    pub struct PendingDebugExceptions: u64 {
+        /// Bit 0, B0: breakpoint condition 0 met (enabled in DR7 or not).
+        const B0 = 1 << 0;
+        /// Bit 1, B1: breakpoint condition 1 met.
+        const B1 = 1 << 1;
+        /// Bit 2, B2: breakpoint condition 2 met.
+        const B2 = 1 << 2;
+        /// Bit 3, B3: breakpoint condition 3 met.
+        const B3 = 1 << 3;
+        /// Bit 12: enabled breakpoint (at least one data or I/O breakpoint enabled in DR7 met
+        /// its condition).
+        const ENABLED_BREAKPOINT = 1 << 12;
+        /// Bit 14, BS: a single-step trap is pending (RFLAGS.TF, or a taken branch with
+        /// IA32_DEBUGCTL.BTF).
+        const BS = 1 << 14;
+        /// Bit 16, RTM: a debug exception (or breakpoint) occurred inside an RTM region.
+        const RTM = 1 << 16;
+        const _ = !0;
+    }
+}
+
+impl PendingDebugExceptions {
+    /// Reserved bits (11:4, 13, 15, 63:17); VM entry requires them to be zero.
+    pub const RESERVED_MASK: u64 = !0x1_ffff | 0xff0 | (1 << 13) | (1 << 15);
+}
+
+impl fmt::Display for PendingDebugExceptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("none");
+        }
+        bitflags::parser::to_writer(self, FmtWriter(f))
+    }
+}
+
+flags_value!(PendingDebugExceptions, u64, 64);
+
 // ---------------------------------------------------------------------------------------------
 // Activity state
 // ---------------------------------------------------------------------------------------------
@@ -729,6 +774,7 @@ flags_value!(vmx_caps::arch::Cr4, u64, 64);
 flags_value!(vmx_caps::arch::Efer, u64, 64);
 flags_value!(vmx_caps::arch::Rflags, u64, 64);
 flags_value!(vmx_caps::arch::Dr7, u64, 64);
+flags_value!(vmx_caps::arch::DebugCtl, u64, 64);
 
 // ---------------------------------------------------------------------------------------------
 // EPT pointer

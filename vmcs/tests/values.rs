@@ -2,8 +2,8 @@
 
 use proptest::prelude::*;
 use vmcs::{
-    ActivityState, EntryInterruptionInfo, ExceptionBitmap, FieldValue, InterruptibilityState,
-    InterruptionType, SegmentAccessRights, fields,
+    ActivityState, DebugCtl, EntryInterruptionInfo, ExceptionBitmap, FieldValue,
+    InterruptibilityState, InterruptionType, PendingDebugExceptions, SegmentAccessRights, fields,
 };
 
 fn round_trip<T: FieldValue + PartialEq + std::fmt::Debug>(raw: u64) {
@@ -64,6 +64,57 @@ fn reserved(layout: Layout, raw: u32) -> u64 {
         .sum()
 }
 
+/// SDM Vol. 3C, "Format of Pending-Debug-Exceptions" (64 bits).
+const PENDING_DEBUG_LAYOUT: Layout = &[
+    (Some("B3:B0"), 0, 3),
+    (None, 4, 11),
+    (Some("enabled breakpoint"), 12, 12),
+    (None, 13, 13),
+    (Some("BS"), 14, 14),
+    (None, 15, 15),
+    (Some("RTM"), 16, 16),
+    (None, 17, 63),
+];
+
+#[test]
+fn pending_debug_exceptions_follow_the_sdm_layout() {
+    let all: u64 = PENDING_DEBUG_LAYOUT
+        .iter()
+        .map(|&(_, low, high)| mask(low, high))
+        .fold(0, |a, m| a | m);
+    assert_eq!(all, u64::MAX);
+    let reserved: u64 = PENDING_DEBUG_LAYOUT
+        .iter()
+        .filter(|(n, ..)| n.is_none())
+        .map(|&(_, low, high)| mask(low, high))
+        .fold(0, |a, m| a | m);
+    assert_eq!(PendingDebugExceptions::RESERVED_MASK, reserved);
+    let bit = |name| {
+        let &(_, low, _) = PENDING_DEBUG_LAYOUT
+            .iter()
+            .find(|(n, ..)| *n == Some(name))
+            .unwrap();
+        1u64 << low
+    };
+    assert_eq!(PendingDebugExceptions::BS.bits(), bit("BS"));
+    assert_eq!(PendingDebugExceptions::RTM.bits(), bit("RTM"));
+    assert_eq!(
+        PendingDebugExceptions::ENABLED_BREAKPOINT.bits(),
+        bit("enabled breakpoint")
+    );
+    let b = PendingDebugExceptions::B0
+        | PendingDebugExceptions::B1
+        | PendingDebugExceptions::B2
+        | PendingDebugExceptions::B3;
+    assert_eq!(b.bits(), mask(0, 3));
+    assert_eq!(
+        (PendingDebugExceptions::BS | PendingDebugExceptions::B0).to_string(),
+        "B0 | BS"
+    );
+    // IA32_DEBUGCTL.BTF is bit 1 (SDM Vol. 3B, "IA32_DEBUGCTL MSR"; Linux DEBUGCTLMSR_BTF).
+    assert_eq!(DebugCtl::BTF.bits(), 0b10);
+}
+
 #[test]
 fn the_layouts_cover_32_bits() {
     for layout in [AR_LAYOUT, INTERRUPTION_INFO_LAYOUT] {
@@ -83,6 +134,8 @@ proptest! {
         round_trip::<ActivityState>(raw);
         round_trip::<EntryInterruptionInfo>(raw);
         round_trip::<ExceptionBitmap>(raw);
+        round_trip::<PendingDebugExceptions>(raw);
+        round_trip::<DebugCtl>(raw);
         round_trip::<ept::EptPointer>(raw);
         round_trip::<vmx_caps::PinBasedControls>(raw);
         round_trip::<vmx_caps::PrimaryControls>(raw);

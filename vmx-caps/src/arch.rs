@@ -1,15 +1,15 @@
 //! The architectural registers a VMCS holds for the guest and the host, as bitflags: CR0, CR4,
-//! IA32_EFER, RFLAGS, DR7 and XCR0 (SDM Vol. 3A, 2.5 "Control Registers", 2.2.1 "Extended
-//! Feature Enable Register", 2.3 "System Flags and Fields in the EFLAGS Register"; Vol. 3B, 19.2.4
-//! "Debug Control Register (DR7)"; Vol. 1, 13.3 "Enabling the XSAVE Feature Set and
-//! XSAVE-Enabled Features").
+//! IA32_EFER, RFLAGS, DR7, IA32_DEBUGCTL and XCR0 (SDM Vol. 3A, 2.5 "Control Registers", 2.2.1
+//! "Extended Feature Enable Register", 2.3 "System Flags and Fields in the EFLAGS Register";
+//! Vol. 3B, 19.2.4 "Debug Control Register (DR7)" and "IA32_DEBUGCTL MSR"; Vol. 1, 13.3
+//! "Enabling the XSAVE Feature Set and XSAVE-Enabled Features").
 //!
 //! Every type keeps bits it has no name for (`const _ = !0`), so that a value read from a newer
 //! processor survives a round trip unchanged. Each flag is named after the SDM's mnemonic for the
 //! bit; the doc gives the bit position. These are the only declarations of these bits in the
-//! workspace: the `vmcs` crate uses them as the value types of the CR0, CR4, IA32_EFER, RFLAGS
-//! and DR7 fields, and [`VmxCapabilities`](crate::VmxCapabilities) computes the VMX-fixed bits
-//! of CR0 and CR4 with them.
+//! workspace: the `vmcs` crate uses them as the value types of the CR0, CR4, IA32_EFER, RFLAGS,
+//! DR7 and IA32_DEBUGCTL fields, and [`VmxCapabilities`](crate::VmxCapabilities) computes the
+//! VMX-fixed bits of CR0 and CR4 with them.
 //!
 //! ```
 //! use vmx_caps::arch::{Cr0, Efer, Rflags};
@@ -411,6 +411,42 @@ impl Xcr0 {
     #[must_use]
     pub const fn is_valid_for(self, supported: Self) -> bool {
         self.bits() & !supported.bits() == 0 && self.is_architecturally_valid()
+    }
+}
+
+register! {
+    /// IA32_DEBUGCTL (MSR 1D9H; SDM Vol. 3B, "IA32_DEBUGCTL MSR", and Vol. 4, the architectural
+    /// MSRs): last-branch recording, single-step on branches and branch-trace-store controls.
+    /// Which of the bits a processor implements is model-specific (CPUID and the processor's
+    /// family); writing a bit it does not implement raises #GP.
+    pub struct DebugCtl: u64 {
+        /// Bit 0, LBR: record last branches.
+        const LBR = 1 << 0;
+        /// Bit 1, BTF: single-step on branches (with RFLAGS.TF, a #DB after taken branches,
+        /// interrupts and exceptions instead of after every instruction).
+        const BTF = 1 << 1;
+        /// Bit 2: bus-lock detection (#DB after an instruction that took a bus lock).
+        const BUS_LOCK_DETECT = 1 << 2;
+        /// Bit 6, TR: send branch trace messages.
+        const TR = 1 << 6;
+        /// Bit 7, BTS: log branch trace messages to the BTS buffer.
+        const BTS = 1 << 7;
+        /// Bit 8, BTINT: interrupt when the BTS buffer is full.
+        const BTINT = 1 << 8;
+        /// Bit 9, BTS_OFF_OS: no BTS records at CPL 0.
+        const BTS_OFF_OS = 1 << 9;
+        /// Bit 10, BTS_OFF_USR: no BTS records at CPL above 0.
+        const BTS_OFF_USR = 1 << 10;
+        /// Bit 11: freeze the LBR stack on a performance-monitoring interrupt.
+        const FREEZE_LBRS_ON_PMI = 1 << 11;
+        /// Bit 12: freeze the performance counters on a performance-monitoring interrupt.
+        const FREEZE_PERFMON_ON_PMI = 1 << 12;
+        /// Bit 13: enable uncore counters to interrupt this processor.
+        const ENABLE_UNCORE_PMI = 1 << 13;
+        /// Bit 14: freeze the performance counters and LBRs while in SMM.
+        const FREEZE_WHILE_SMM = 1 << 14;
+        /// Bit 15: enable advanced debugging of RTM regions.
+        const RTM_DEBUG = 1 << 15;
     }
 }
 

@@ -5,9 +5,10 @@
 
 use exits::VmExit;
 use vmcs::{
-    ActivityState, GuestSegment, InterruptibilityState, Segment, VmcsRead, VmcsWrite, fields,
+    ActivityState, GuestSegment, InterruptibilityState, PendingDebugExceptions, Segment, VmcsRead,
+    VmcsWrite, fields,
 };
-use vmx_caps::arch::{Cr0, Cr4, Dr7, Efer, Rflags, Xcr0};
+use vmx_caps::arch::{Cr0, Cr4, DebugCtl, Dr7, Efer, Rflags, Xcr0};
 use vmx_caps::{CrFixedBits, CrUse, EntryControls, FixedBits};
 use vmx_core::{GuestRegisters, VmFail};
 
@@ -191,11 +192,14 @@ impl CrPolicy {
         vmcs.write(fields::GUEST_RIP, rip)?;
         vmcs.write(fields::GUEST_RFLAGS, Rflags::RESET)?;
         vmcs.write(fields::GUEST_IA32_EFER, Efer::RESET)?;
-        vmcs.write(fields::GUEST_IA32_DEBUGCTL, 0)?;
+        vmcs.write(fields::GUEST_IA32_DEBUGCTL, DebugCtl::empty())?;
         vmcs.write(fields::GUEST_IA32_SYSENTER_CS, 0)?;
         vmcs.write(fields::GUEST_IA32_SYSENTER_ESP, 0)?;
         vmcs.write(fields::GUEST_IA32_SYSENTER_EIP, 0)?;
-        vmcs.write(fields::GUEST_PENDING_DEBUG_EXCEPTIONS, 0)?;
+        vmcs.write(
+            fields::GUEST_PENDING_DEBUG_EXCEPTIONS,
+            PendingDebugExceptions::empty(),
+        )?;
         vmcs.write(
             fields::GUEST_INTERRUPTIBILITY_STATE,
             InterruptibilityState::empty(),

@@ -6,8 +6,10 @@ use super::host::{S_CET_RESERVED, S_CET_SUPPRESS_TRACKER, cr3_reserved};
 use super::input::{CpuFeatures, PhysMemory};
 use super::report::{Expected, Outcome, ViolationSink};
 use super::rule::Rule;
-use crate::{InterruptibilityState as Intr, SegmentAccessRights as Ar, VmcsRead};
-use vmx_caps::arch::{Cr0, Cr4, Dr7, Efer, Rflags};
+use crate::{
+    InterruptibilityState as Intr, PendingDebugExceptions, SegmentAccessRights as Ar, VmcsRead,
+};
+use vmx_caps::arch::{Cr0, Cr4, DebugCtl, Dr7, Efer, Rflags};
 use vmx_caps::{CrFixedBits, CrUse};
 
 /// Segment registers in encoding order.
@@ -772,13 +774,13 @@ where
         Rule::K18,
         &[pde_f],
         pde,
-        !0x1_ffff | 0xff0 | (1 << 13) | (1 << 15),
+        PendingDebugExceptions::RESERVED_MASK,
     );
-    const BS: u64 = 1 << 14;
-    const RTM: u64 = 1 << 16;
+    const BS: u64 = PendingDebugExceptions::BS.bits();
+    const RTM: u64 = PendingDebugExceptions::RTM.bits();
     if intr & (STI | MOV_SS) != 0 || activity == HLT {
         let debugctl_f = enc!(GUEST_IA32_DEBUGCTL);
-        let btf = cx.read(debugctl_f)? & 2 != 0;
+        let btf = cx.read(debugctl_f)? & DebugCtl::BTF.bits() != 0;
         let fields = [pde_f, rflags_f, debugctl_f, int_f];
         if g.rflags & Rflags::TF.bits() != 0 && !btf {
             cx.set(Rule::K19, &fields, pde, BS);
@@ -788,7 +790,12 @@ where
     }
     if pde & RTM != 0 {
         cx.clear(Rule::K21, &[pde_f], pde, 0xfff | BS);
-        cx.set(Rule::K21, &[pde_f], pde, 1 << 12);
+        cx.set(
+            Rule::K21,
+            &[pde_f],
+            pde,
+            PendingDebugExceptions::ENABLED_BREAKPOINT.bits(),
+        );
         if !cpu.features.contains(CpuFeatures::RTM) {
             cx.clear(Rule::K21, &[pde_f], pde, RTM);
         }
