@@ -65,6 +65,7 @@ pub mod fields;
 #[cfg(target_arch = "x86_64")]
 mod hardware;
 pub mod init;
+pub mod nested;
 mod segment;
 mod snapshot;
 mod soft;
