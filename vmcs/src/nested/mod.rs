@@ -20,7 +20,7 @@
 //! use vmx_caps::{MsrSnapshot, VmxCapabilities};
 //! use vmx_core::VmInstructionError;
 //!
-//! # let mut msrs = MsrSnapshot::parse(include_str!("../../vmx-caps/testdata/tigerlake.msr")).unwrap();
+//! # let mut msrs = MsrSnapshot::parse(include_str!("../../../vmx-caps/testdata/tigerlake.msr")).unwrap();
 //! let caps = VmxCapabilities::read(&mut msrs)?; // the capabilities L1 sees
 //! let mut l1_memory = vec![0u8; 0x10000];
 //! l1_memory[0x1000..0x1004].copy_from_slice(&caps.basic.revision_id().to_le_bytes());
@@ -52,6 +52,9 @@ use crate::access::{VmcsRead, VmcsWrite};
 use crate::check::{EntryInstruction, LaunchState, MemoryError, PhysMemory};
 use crate::fields;
 use crate::soft::SoftVmcs;
+
+mod entry;
+pub use entry::L2Entry;
 
 /// Offset of the launch state in a VMCS12 region.
 const LAUNCH_STATE_OFFSET: u64 = 8;
