@@ -24,17 +24,19 @@ use std::time::Duration;
 
 const USAGE: &str = "usage:
   cargo xtask run [--platform bochs|qemu] [--model NAME] [--cmdline ARGS] [--memory MIB] [--cpus N]
-      [--timeout SECS]
+      [--timeout SECS] [--mask-caps hyperv]
       Build and run the example hypervisor. Default platform: QEMU with KVM when /dev/kvm works, the host
       CPU has VMX and kvm_intel allows nesting; else Bochs. --model is the Bochs CPU model (default
       tigerlake) or QEMU's -cpu model. --cmdline is the kernel command line (e.g. fault=pf).
       --memory is the machine's RAM in MiB (default 128). --cpus is the number of logical processors
       (default 1, at most 8; Bochs `cpu: count=N`, QEMU -smp N): mini-hv starts the others itself and
-      enters VMX operation on each.
+      enters VMX operation on each. --mask-caps hyperv restricts the capabilities mini-hv negotiates
+      with to those Hyper-V offers a nested guest (mini-hv.mask-caps=hyperv).
       Exit status: 0 PASS, 2 UNSUPPORTED, 1 FAIL or no result.
   cargo xtask test [--examples-only]
-      fmt, clippy, tests, docs, then the example under Bochs (tigerlake, corei7_skylake_x,
-      corei5_lynnfield_750, core2_penryn_t9600) and QEMU TCG (with and without injected host faults).
+      fmt, clippy, tests, docs, then the example under Bochs (tigerlake, corei7_skylake_x, tigerlake
+      masked to the Hyper-V profile, corei5_lynnfield_750, core2_penryn_t9600) and QEMU TCG (with and
+      without injected host faults).
       --examples-only skips the host checks.
   cargo xtask fetch-linux
       Download Debian's cloud kernel and busybox-static (apt-get download, cached in target/linux-cache)
@@ -115,11 +117,15 @@ struct RunOptions {
     cpus: u32,
 }
 
+/// The capability profiles mini-hv knows (`mini_hv_logic::profiles::PROFILES`).
+const MASK_PROFILES: [&str; 1] = ["hyperv"];
+
 fn parse_run_options(args: &[String]) -> Result<RunOptions, String> {
     let mut options = RunOptions {
         cpus: 1,
         ..RunOptions::default()
     };
+    let mut mask = None;
     let mut args = args::Options::new(args);
     while let Some(flag) = args.next_flag() {
         match flag {
@@ -137,9 +143,27 @@ fn parse_run_options(args: &[String]) -> Result<RunOptions, String> {
             }
             "--timeout" => options.timeout_secs = Some(args.number("seconds")?),
             "--cpus" => options.cpus = args.cpus()?,
+            "--mask-caps" => {
+                let name = args.value()?;
+                if !MASK_PROFILES.contains(&name.as_str()) {
+                    return Err(format!(
+                        "--mask-caps {name}: unknown profile (known: {})",
+                        MASK_PROFILES.join(", ")
+                    ));
+                }
+                mask = Some(name);
+            }
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown option {other:?}\n{USAGE}")),
         }
+    }
+    if let Some(name) = mask {
+        let word = format!("mini-hv.mask-caps={name}");
+        options.cmdline = if options.cmdline.is_empty() {
+            word
+        } else {
+            format!("{} {word}", options.cmdline)
+        };
     }
     Ok(options)
 }
@@ -284,6 +308,13 @@ mod tests {
         assert!(parse_run_options(&args(&["--model"])).is_err());
         assert!(parse_run_options(&args(&["--timeout", "soon"])).is_err());
         assert!(parse_run_options(&args(&["--frobnicate"])).is_err());
+        assert_eq!(
+            parse_run_options(&args(&["--mask-caps", "hyperv", "--cmdline", "fault=ud"]))
+                .unwrap()
+                .cmdline,
+            "fault=ud mini-hv.mask-caps=hyperv"
+        );
+        assert!(parse_run_options(&args(&["--mask-caps", "vmware"])).is_err());
         assert_eq!(
             parse_run_options(&args(&["--memory=512"]))
                 .unwrap()

@@ -9,8 +9,9 @@
 use core::fmt;
 
 use vmx_caps::{
-    ControlBit, ControlGroup, ControlRequest, EntryControls, ExitControls, NegotiatedControls,
-    NegotiationError, PinBasedControls, PrimaryControls, SecondaryControls, VmxCapabilities,
+    ControlBit, ControlGroup, ControlRequest, ControlSet, EntryControls, ExitControls,
+    NegotiatedControls, NegotiationError, PinBasedControls, PrimaryControls, SecondaryControls,
+    VmxCapabilities,
 };
 
 /// One capability the example uses.
@@ -49,6 +50,17 @@ impl Capability {
     }
 }
 
+impl Capability {
+    /// Whether a control capability is set in `value` (other capabilities are not controls:
+    /// false).
+    pub fn chosen_in(self, value: &ControlSet) -> bool {
+        match self {
+            Self::Control(group, mask) => value.get(group) & mask == mask,
+            _ => false,
+        }
+    }
+}
+
 impl fmt::Display for Capability {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
@@ -83,22 +95,31 @@ pub struct Optional {
     pub capability: Capability,
     /// What the example does without it.
     pub fallback: &'static str,
+    /// The controls the fallback needs: required where the control is absent.
+    pub fallback_needs: &'static [Capability],
 }
+
+/// The controls the local-APIC-timer fallback of the VMX-preemption timer needs: the host's timer
+/// interrupt exits ("external-interrupt exiting") and is acknowledged by the exit, its vector in
+/// the exit interruption information ("acknowledge interrupt on exit"), so the host, which runs
+/// with interrupts off, only writes the EOI.
+const APIC_TIMER_NEEDS: [Capability; 2] = [
+    control(
+        ControlGroup::Pin,
+        PinBasedControls::EXTERNAL_INTERRUPT_EXITING.bits(),
+    ),
+    control(
+        ControlGroup::Exit,
+        ExitControls::ACKNOWLEDGE_INTERRUPT_ON_EXIT.bits(),
+    ),
+];
 
 const fn control(group: ControlGroup, bits: u32) -> Capability {
     Capability::Control(group, bits as u64)
 }
 
 /// Every requirement of the example.
-pub const REQUIRED: [Requirement; 15] = [
-    Requirement {
-        capability: control(
-            ControlGroup::Pin,
-            PinBasedControls::ACTIVATE_VMX_PREEMPTION_TIMER.bits(),
-        ),
-        used_for: "the watchdog that stops a guest running without VM exits, and the wake-up of \
-                   a halted guest",
-    },
+pub const REQUIRED: [Requirement; 14] = [
     Requirement {
         capability: control(ControlGroup::Primary, PrimaryControls::HLT_EXITING.bits()),
         used_for: "HLT is emulated with the HLT activity state",
@@ -184,11 +205,24 @@ pub const CR3_INVLPG: Requirement = Requirement {
     used_for: "guest CR3 accesses and INVLPG run without exits (they are not emulated)",
 };
 
+/// The optional VMX-preemption timer (the first entry of [`OPTIONAL`]).
+pub const PREEMPTION_TIMER: Capability = control(
+    ControlGroup::Pin,
+    PinBasedControls::ACTIVATE_VMX_PREEMPTION_TIMER.bits(),
+);
+
 /// Every optional control of the example, with its fallback.
-pub const OPTIONAL: [Optional; 3] = [
+pub const OPTIONAL: [Optional; 4] = [
+    Optional {
+        capability: PREEMPTION_TIMER,
+        fallback: "the host's local APIC timer, with external-interrupt exiting, drives the \
+                   watchdog (a guest running without VM exits is stopped) and wakes a halted guest",
+        fallback_needs: &APIC_TIMER_NEEDS,
+    },
     Optional {
         capability: control(ControlGroup::Pin, PinBasedControls::NMI_EXITING.bits()),
         fallback: "NMIs that arrive while the guest runs are delivered to the guest",
+        fallback_needs: &[],
     },
     Optional {
         capability: control(
@@ -196,6 +230,7 @@ pub const OPTIONAL: [Optional; 3] = [
             SecondaryControls::ENABLE_VPID.bits(),
         ),
         fallback: "no tagged TLB: every VM entry and exit flushes the guest's linear mappings",
+        fallback_needs: &[],
     },
     Optional {
         capability: control(
@@ -203,6 +238,7 @@ pub const OPTIONAL: [Optional; 3] = [
             SecondaryControls::WBINVD_EXITING.bits(),
         ),
         fallback: "the guest's WBINVD runs without a VM exit (its check is skipped)",
+        fallback_needs: &[],
     },
 ];
 
@@ -235,6 +271,8 @@ pub struct Verdict {
     pub cr3_invlpg_missing: bool,
     /// For each entry of [`OPTIONAL`]: whether it is absent, so that its fallback is used.
     pub fallbacks: [bool; OPTIONAL.len()],
+    /// The controls that the fallbacks of absent optional controls need, and that are absent too.
+    pub fallback_needs_missing: ControlSet,
     /// The negotiation of [`request`] (or of the caller's extension of it).
     pub negotiated: Result<NegotiatedControls, NegotiationError>,
 }
@@ -248,27 +286,61 @@ impl Verdict {
     /// The verdict for `caps` with `request`, which must contain [`request`] (a caller may add
     /// optional controls of its own).
     pub fn evaluate(caps: &VmxCapabilities, request: &ControlRequest) -> Self {
-        let negotiated = caps.negotiate(request);
+        let mut request = *request;
+        let first = caps.negotiate(&request);
+        // An absent optional control whose fallback needs controls: those become required, and
+        // the request is negotiated again (also where it failed, so that the error names them).
+        let mut fallback_needs_missing = ControlSet::EMPTY;
+        let mut again = false;
+        for o in &OPTIONAL {
+            let absent = match &first {
+                Ok(n) => !o.capability.chosen_in(&n.value),
+                Err(_) => !o.capability.offered_by(caps),
+            };
+            if !absent {
+                continue;
+            }
+            for need in o.fallback_needs {
+                if let Capability::Control(group, mask) = *need {
+                    request
+                        .required
+                        .set(group, request.required.get(group) | mask);
+                    again = true;
+                    if !need.offered_by(caps) {
+                        fallback_needs_missing.set(group, fallback_needs_missing.get(group) | mask);
+                    }
+                }
+            }
+        }
+        let negotiated = if again {
+            caps.negotiate(&request)
+        } else {
+            first
+        };
         let missing = REQUIRED.map(|r| !r.capability.offered_by(caps));
         let cr3_invlpg_missing = match &negotiated {
             Ok(n) => n.value.proc.intersects(CR3_INVLPG_EXITING),
             Err(_) => !CR3_INVLPG.capability.offered_by(caps),
         };
-        let fallbacks = OPTIONAL.map(|o| match (&negotiated, o.capability) {
-            (Ok(n), Capability::Control(group, mask)) => n.value.get(group) & mask == 0,
-            _ => !o.capability.offered_by(caps),
+        let fallbacks = OPTIONAL.map(|o| match &negotiated {
+            Ok(n) => !o.capability.chosen_in(&n.value),
+            Err(_) => !o.capability.offered_by(caps),
         });
         Self {
             missing,
             cr3_invlpg_missing,
             fallbacks,
+            fallback_needs_missing,
             negotiated,
         }
     }
 
     /// Whether the example runs (with or without fallbacks).
     pub fn runs(&self) -> bool {
-        self.negotiated.is_ok() && !self.missing.contains(&true) && !self.cr3_invlpg_missing
+        self.negotiated.is_ok()
+            && !self.missing.contains(&true)
+            && !self.cr3_invlpg_missing
+            && self.fallback_needs_missing.is_empty()
     }
 
     /// Every missing requirement.
@@ -305,6 +377,17 @@ impl fmt::Display for Verdict {
             writeln!(f, "the example does not run here; missing:")?;
             for r in self.missing_requirements() {
                 writeln!(f, "  missing {}: {}", r.capability, r.used_for)?;
+            }
+            for o in &OPTIONAL {
+                for need in o.fallback_needs {
+                    if need.chosen_in(&self.fallback_needs_missing) {
+                        writeln!(
+                            f,
+                            "  missing {need}: the fallback for {} needs it",
+                            o.capability
+                        )?;
+                    }
+                }
             }
             if let Err(e) = &self.negotiated
                 && !e.problems.is_empty()

@@ -96,6 +96,9 @@ pub const FEATURE_EPTP_SWITCHING: u64 = 1 << 3;
 pub const FEATURE_VIRTUALIZATION_EXCEPTION: u64 = 1 << 4;
 /// [`HC_FEATURES`] flag: page-modification logging is on ([`HC_PML`]).
 pub const FEATURE_PML: u64 = 1 << 5;
+/// [`HC_FEATURES`] flag: the host's local APIC timer (external-interrupt exiting) stands in for
+/// the absent VMX-preemption timer, so a halted guest is woken by an external-interrupt exit.
+pub const FEATURE_APIC_TIMER: u64 = 1 << 6;
 
 /// Guest-physical address of the APIC-access page (the xAPIC default base).
 pub const APIC_GPA: u64 = 0xfee0_0000;

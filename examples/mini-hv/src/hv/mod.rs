@@ -10,6 +10,7 @@
 mod devices;
 mod entry_diff;
 mod extras;
+mod lapic;
 mod linux_guest;
 mod memory;
 pub mod smp;
@@ -38,8 +39,9 @@ pub(crate) type Root = VmxRoot<LivePlatform>;
 use crate::guest::{self, abi};
 use crate::{print, println};
 use mini_hv_logic::guest_state;
+use mini_hv_logic::profiles;
 use mini_hv_logic::requirements::{self, Verdict as Requirements};
-use vcpu::{Config, End, Vcpu, Verdict};
+use vcpu::{Config, End, TimeSource, Vcpu, Verdict};
 use vmx_caps::arch::{Cr4, Xcr0};
 
 /// How the hypervisor's run ended; `main` prints the matching `mini-hv: RESULT ...` line and exits.
@@ -118,6 +120,23 @@ pub fn run() -> Outcome {
         }
         Err(e) => println!("mini-hv: cannot capture the capability MSRs: {e}"),
     }
+    // `mini-hv.mask-caps=NAME`: negotiate with what platform NAME would offer (as far as this
+    // processor offers it too), e.g. Hyper-V's nested VMX on top of Bochs'.
+    let caps = match requested_mask() {
+        None => caps,
+        Some(name) => match profiles::profile(name) {
+            Ok(profile) => {
+                let masked = profiles::restrict(&caps, &profile);
+                println!("mini-hv: capabilities restricted to the {name} profile:");
+                println!("{masked}");
+                masked
+            }
+            Err(e) => {
+                println!("mini-hv: mini-hv.mask-caps={name}: {e}");
+                return Outcome::Fail;
+            }
+        },
+    };
 
     // The requirements as data (`mini_hv_logic::requirements`, also behind `vmxtool caps
     // --example`), plus the optional controls of the extra checks.
@@ -131,7 +150,14 @@ pub fn run() -> Outcome {
         Ok(n) if verdict.runs() => n,
         _ => return Outcome::Unsupported,
     };
-    let controls = negotiated.value;
+    let mut controls = negotiated.value;
+    if !requirements::PREEMPTION_TIMER.chosen_in(&controls) {
+        // The APIC-timer fallback needs external-interrupt exiting for the whole run, which the
+        // virtual-interrupt-delivery check turns on and off: that check is left out.
+        controls
+            .proc2
+            .remove(SecondaryControls::VIRTUAL_INTERRUPT_DELIVERY);
+    }
     for dropped in negotiated.drops() {
         println!("mini-hv: optional control dropped: {dropped}");
     }
@@ -439,10 +465,28 @@ fn run_guest(
     let Some(region) = (unsafe { vmcs_region(vmcs_frame, caps) }) else {
         return Outcome::Fail;
     };
+    let apic_timer = !requirements::PREEMPTION_TIMER.chosen_in(controls);
+    let timer = if !apic_timer {
+        TimeSource::PreemptionTimer {
+            shift: caps.misc.preemption_timer_tsc_shift(),
+        }
+    } else {
+        // The fallback the requirements name: the verdict negotiated external-interrupt exiting and
+        // "acknowledge interrupt on exit" for it.
+        // SAFETY: ring 0 with interrupts off, one processor; nothing else uses the local APIC
+        // timer, and the host no interrupt of the 8259s.
+        match unsafe { lapic::ApicTimer::init() } {
+            Some(apic) => {
+                println!("mini-hv: no VMX-preemption timer: the local APIC timer stands in for it");
+                TimeSource::ApicTimer(apic)
+            }
+            None => return Outcome::Unsupported,
+        }
+    };
     let config = Config {
         cr0_fixed: caps.cr0_fixed,
         cr4_fixed: caps.cr4_fixed,
-        timer_shift: caps.misc.preemption_timer_tsc_shift(),
+        timer,
         wbinvd_exiting,
         xcr0_supported,
     };
@@ -479,7 +523,16 @@ fn run_guest(
     .and_then(|()| write_guest_msr_areas(&mut active, caps))
     .map(|area| vcpu.guest_msrs = Some(area))
     .and_then(|()| extras::Extras::setup(&mut active, controls, caps, &mut ept, ram_base))
-    .map(|extras| vcpu.extras = Some(extras));
+    .map(|extras| vcpu.extras = Some(extras))
+    .and_then(|()| {
+        // The extra checks leave external-interrupt exiting off; the APIC timer needs it.
+        if apic_timer {
+            active.modify(fields::PIN_BASED_VM_EXECUTION_CONTROLS, |c| {
+                c | vmx_caps::PinBasedControls::EXTERNAL_INTERRUPT_EXITING
+            })?;
+        }
+        Ok(())
+    });
     if let Err(fail) = setup {
         println!("mini-hv: writing the VMCS failed: {fail}");
         dump_vmcs(&active);
@@ -504,6 +557,7 @@ fn run_guest(
         active.root().vmxon_region_phys(),
     );
     let end = vcpu.run(&mut active);
+    vcpu.stop_timer();
     if end == End::EntryFailed {
         // Next to the VMCS dump `run` printed: the checker's diagnosis of the entry that failed
         // (a failed entry leaves the guest state as it was, and the launch state tells which
@@ -721,6 +775,13 @@ enum Defect {
     Control,
 }
 
+/// The profile named by `mini-hv.mask-caps=NAME` on the kernel command line.
+fn requested_mask() -> Option<&'static str> {
+    crate::boot::cmdline()
+        .split_ascii_whitespace()
+        .find_map(|word| word.strip_prefix("mini-hv.mask-caps="))
+}
+
 fn requested_defect() -> Option<Defect> {
     crate::boot::cmdline()
         .split_ascii_whitespace()
@@ -869,7 +930,13 @@ fn judge(
         &[]
     };
     let xsetbv: &[u64] = if xsave { &[abi::reason::XSETBV] } else { &[] };
-    for &reason in vcpu::EXPECTED_EXITS.iter().chain(wbinvd).chain(xsetbv) {
+    let wake = [vcpu.wake_exit()];
+    for &reason in vcpu::EXPECTED_EXITS
+        .iter()
+        .chain(wbinvd)
+        .chain(xsetbv)
+        .chain(&wake)
+    {
         if vcpu.exit_counts[reason as usize] == 0 {
             println!(
                 "mini-hv: expected VM exit never happened: {}",

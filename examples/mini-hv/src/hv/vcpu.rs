@@ -23,7 +23,7 @@ use super::memory::{GuestMemory, Paging};
 use crate::guest::abi::{self, reason};
 use mini_hv_logic::decode::{self, MovAccess, Operation, Reg};
 use mini_hv_logic::guest_state::{self, CrPolicy, CrWriteError};
-use vmx_caps::arch::{Cr0, Cr4, Efer, Xcr0};
+use vmx_caps::arch::{Cr0, Cr4, Efer, Rflags, Xcr0};
 use vmx_caps::msr::{
     IA32_EFER, IA32_FEATURE_CONTROL, IA32_FS_BASE, IA32_GS_BASE, IA32_MISC_ENABLE,
     IA32_SYSENTER_CS, IA32_SYSENTER_EIP, IA32_SYSENTER_ESP, IA32_TIME_STAMP_COUNTER,
@@ -54,14 +54,33 @@ pub enum End {
     EntryFailed,
 }
 
+/// APIC-timer ticks (divide by 1) of the watchdog where the local APIC timer stands in for the
+/// VMX-preemption timer: the longest count, so only a guest that runs that long without a VM exit
+/// is stopped.
+const APIC_WATCHDOG_TICKS: u32 = u32::MAX;
+/// APIC-timer ticks after which a halted guest is woken by the local APIC timer.
+const APIC_HLT_WAKE_TICKS: u32 = 100_000;
+
+/// What ends a guest's run that makes no VM exit (the watchdog) and wakes a halted guest.
+pub enum TimeSource {
+    /// The VMX-preemption timer; it counts every 2^`shift` TSC ticks (IA32_VMX_MISC\[4:0\]).
+    PreemptionTimer {
+        /// IA32_VMX_MISC\[4:0\].
+        shift: u32,
+    },
+    /// The host's local APIC timer, with external-interrupt exiting and "acknowledge interrupt on
+    /// exit" (the fallback where the preemption timer is absent), re-armed before every VM entry.
+    ApicTimer(super::lapic::ApicTimer),
+}
+
 /// What the hypervisor configured, needed by the exit handlers.
 pub struct Config {
     /// IA32_VMX_CR0_FIXED0/1.
     pub cr0_fixed: FixedBits,
     /// IA32_VMX_CR4_FIXED0/1.
     pub cr4_fixed: FixedBits,
-    /// IA32_VMX_MISC\[4:0\]: the preemption timer counts every 2^shift TSC ticks.
-    pub timer_shift: u32,
+    /// The time source of the watchdog and the HLT wake-up.
+    pub timer: TimeSource,
     /// "WBINVD exiting" was negotiated.
     pub wbinvd_exiting: bool,
     /// XCR0 bits the processor supports (CPUID.(EAX=0DH,ECX=0):EDX:EAX).
@@ -79,6 +98,8 @@ pub struct Vcpu {
     scratch_msr: u64,
     tpr: u64,
     halted: bool,
+    /// The guest's RFLAGS.IF while it is entered with IF = 1 for an APIC-timer wake-up.
+    wake_saved_if: Option<Rflags>,
     /// VM exits by basic exit reason.
     pub exit_counts: [u64; 96],
     /// Each test's reported result.
@@ -132,6 +153,7 @@ impl Vcpu {
             scratch_msr: 0,
             tpr: 0,
             halted: false,
+            wake_saved_if: None,
             exit_counts: [0; 96],
             total_exits: 0,
             reports: [None; abi::TESTS.len()],
@@ -179,16 +201,46 @@ impl Vcpu {
         vmcs.write_guest_descriptor_table(GuestDescriptorTable::Gdtr, table)?;
         vmcs.write_guest_descriptor_table(GuestDescriptorTable::Idtr, table)?;
         self.cr().write_initial_state(vmcs, Cr0::RESET, 0)?;
-        vmcs.write(
-            fields::VMX_PREEMPTION_TIMER_VALUE,
-            timer_value(WATCHDOG_TSC_TICKS, self.config.timer_shift) as u32,
-        )?;
+        if let TimeSource::PreemptionTimer { shift } = self.config.timer {
+            vmcs.write(
+                fields::VMX_PREEMPTION_TIMER_VALUE,
+                timer_value(WATCHDOG_TSC_TICKS, shift) as u32,
+            )?;
+        }
         Ok(())
     }
 
     /// Runs the guest until it ends; every exit is counted and dispatched.
     pub fn run(&mut self, vmcs: &mut Vmcs<'_>) -> End {
         loop {
+            if let TimeSource::ApicTimer(apic) = &self.config.timer {
+                if self.halted {
+                    // The halted guest stays out of the processor until its wake-up: the host
+                    // waits for the timer, and the guest, entered active, exits at once on the
+                    // pending interrupt (before any instruction), which wakes it. (Bochs 2.7 does
+                    // not end the HLT activity state for an external interrupt while the guest's
+                    // RFLAGS.IF is 0, although external-interrupt exiting makes IF irrelevant.)
+                    apic.start(APIC_HLT_WAKE_TICKS);
+                    while !apic.expired() {
+                        core::hint::spin_loop();
+                    }
+                    // Bochs 2.7 recomputes which interrupts are blocked only when RFLAGS.IF
+                    // changes, not at VM entry, so with the host's and the guest's IF both 0 it
+                    // keeps the pending interrupt blocked although external-interrupt exiting
+                    // makes IF irrelevant. The guest is entered with IF = 1 for the wake-up
+                    // (it exits before its first instruction, and IF is restored then).
+                    let entered = vmcs.read(fields::GUEST_RFLAGS).and_then(|rflags| {
+                        vmcs.write(fields::GUEST_RFLAGS, rflags | Rflags::IF)?;
+                        Ok(rflags & Rflags::IF)
+                    });
+                    match entered {
+                        Ok(saved) => self.wake_saved_if = Some(saved),
+                        Err(fail) => return self.vmcs_error("waking the guest", fail),
+                    }
+                } else {
+                    apic.start(APIC_WATCHDOG_TICKS);
+                }
+            }
             // SAFETY: the VMCS host state describes this host (written by `hv::run` from
             // `arch::host_state`), EPT maps only guest RAM, CR4.OSFXSR is set and CR0.TS/EM are
             // clear (boot code, never changed); the host's NMI handler only reports and stops.
@@ -299,30 +351,31 @@ impl Vcpu {
             }
             VmExit::Hlt { length } => {
                 skip(vmcs, length.get())?;
-                vmcs.write(fields::GUEST_ACTIVITY_STATE, ActivityState::Hlt)?;
-                vmcs.write(
-                    fields::VMX_PREEMPTION_TIMER_VALUE,
-                    timer_value(HLT_WAKE_TSC_TICKS, self.config.timer_shift) as u32,
-                )?;
+                // With the APIC timer, the run loop waits for the wake-up before the next VM
+                // entry, and the guest stays active.
+                if let TimeSource::PreemptionTimer { shift } = self.config.timer {
+                    vmcs.write(fields::GUEST_ACTIVITY_STATE, ActivityState::Hlt)?;
+                    vmcs.write(
+                        fields::VMX_PREEMPTION_TIMER_VALUE,
+                        timer_value(HLT_WAKE_TSC_TICKS, shift) as u32,
+                    )?;
+                }
                 self.halted = true;
                 Ok(Next::Resume)
             }
-            VmExit::PreemptionTimerExpired => {
-                if !self.halted {
-                    let rip = vmcs.read(fields::GUEST_RIP)?;
+            VmExit::PreemptionTimerExpired => self.timer_expired(vmcs),
+            VmExit::ExternalInterrupt { info: Some(info) }
+                if info.vector == super::lapic::TIMER_VECTOR =>
+            {
+                let TimeSource::ApicTimer(apic) = &self.config.timer else {
                     crate::println!(
-                        "mini-hv: watchdog: the guest ran {WATCHDOG_TSC_TICKS} TSC ticks without a \
-                         VM exit (RIP {rip:#x}); stopping it"
+                        "mini-hv: external interrupt {info} without the APIC-timer fallback; \
+                         stopping the guest"
                     );
                     return Ok(Next::Stop(End::Stopped));
-                }
-                self.halted = false;
-                vmcs.write(fields::GUEST_ACTIVITY_STATE, ActivityState::Active)?;
-                vmcs.write(
-                    fields::VMX_PREEMPTION_TIMER_VALUE,
-                    timer_value(WATCHDOG_TSC_TICKS, self.config.timer_shift) as u32,
-                )?;
-                Ok(Next::Resume)
+                };
+                apic.eoi();
+                self.timer_expired(vmcs)
             }
             VmExit::Vmcall { length } => {
                 let next = self.hypercall(vmcs)?;
@@ -414,6 +467,52 @@ impl Vcpu {
                 );
                 Ok(Next::Stop(End::Stopped))
             }
+        }
+    }
+
+    /// The watchdog or the HLT wake-up timer expired: wake a halted guest, stop a running one.
+    fn timer_expired(&mut self, vmcs: &mut Vmcs<'_>) -> Result<Next, VmFail> {
+        if !self.halted {
+            let rip = vmcs.read(fields::GUEST_RIP)?;
+            match self.config.timer {
+                TimeSource::PreemptionTimer { .. } => crate::println!(
+                    "mini-hv: watchdog: the guest ran {WATCHDOG_TSC_TICKS} TSC ticks without a VM \
+                     exit (RIP {rip:#x}); stopping it"
+                ),
+                TimeSource::ApicTimer(_) => crate::println!(
+                    "mini-hv: watchdog: the guest ran {APIC_WATCHDOG_TICKS} APIC-timer ticks \
+                     without a VM exit (RIP {rip:#x}); stopping it"
+                ),
+            }
+            return Ok(Next::Stop(End::Stopped));
+        }
+        self.halted = false;
+        if let Some(saved) = self.wake_saved_if.take() {
+            let rflags = vmcs.read(fields::GUEST_RFLAGS)?;
+            vmcs.write(fields::GUEST_RFLAGS, (rflags - Rflags::IF) | saved)?;
+        }
+        if let TimeSource::PreemptionTimer { shift } = self.config.timer {
+            vmcs.write(fields::GUEST_ACTIVITY_STATE, ActivityState::Active)?;
+            vmcs.write(
+                fields::VMX_PREEMPTION_TIMER_VALUE,
+                timer_value(WATCHDOG_TSC_TICKS, shift) as u32,
+            )?;
+        }
+        Ok(Next::Resume)
+    }
+
+    /// The exit reason that wakes a halted guest.
+    pub fn wake_exit(&self) -> u64 {
+        match self.config.timer {
+            TimeSource::PreemptionTimer { .. } => reason::PREEMPTION_TIMER,
+            TimeSource::ApicTimer(_) => reason::EXTERNAL_INTERRUPT,
+        }
+    }
+
+    /// Stops the APIC timer, if it is the time source (after the guest's run).
+    pub fn stop_timer(&self) {
+        if let TimeSource::ApicTimer(apic) = &self.config.timer {
+            apic.stop();
         }
     }
 
@@ -580,12 +679,14 @@ impl Vcpu {
                 None => abi::HC_BAD_ARGUMENT,
             },
             abi::HC_FEATURES => {
-                let extras = self.extras.as_ref().map_or(0, |e| e.features());
+                let mut features = self.extras.as_ref().map_or(0, |e| e.features());
                 if self.config.wbinvd_exiting {
-                    abi::FEATURE_WBINVD_EXITING | extras
-                } else {
-                    extras
+                    features |= abi::FEATURE_WBINVD_EXITING;
                 }
+                if let TimeSource::ApicTimer(_) = self.config.timer {
+                    features |= abi::FEATURE_APIC_TIMER;
+                }
+                features
             }
             abi::HC_MSR_AREAS => match self.guest_msrs {
                 Some(area) => {
@@ -847,7 +948,7 @@ pub const PASSTHROUGH_WRITE: &[u32] = &[
 ];
 
 /// The guest's basic exit reasons the run must have seen (plus WBINVD and XSETBV when the
-/// processor has them).
+/// processor has them, and the wake-up's: VMX-preemption timer or external interrupt).
 pub const EXPECTED_EXITS: &[u64] = &[
     reason::CPUID,
     reason::HLT,
@@ -859,5 +960,4 @@ pub const EXPECTED_EXITS: &[u64] = &[
     reason::RDMSR,
     reason::WRMSR,
     reason::EPT_VIOLATION,
-    reason::PREEMPTION_TIMER,
 ];
