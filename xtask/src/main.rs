@@ -15,6 +15,7 @@ mod entry_diff;
 mod kernel;
 mod linux;
 mod proc;
+mod targets;
 mod test;
 
 use emu::{Platform, RunSpec};

@@ -354,7 +354,8 @@ pub const CASES: &[Case] = &[
     },
 ];
 
-/// Runs the host checks (fmt, clippy, tests with doctests, docs), then every case of [`CASES`].
+/// Runs the host checks (fmt, clippy, the builds for [`crate::targets`], tests with doctests,
+/// docs), then every case of [`CASES`].
 pub fn run_all() -> Result<(), String> {
     let start = Instant::now();
     // Emulators first: a machine that lacks them should say so before minutes of host checks.
@@ -389,6 +390,9 @@ pub fn run_all() -> Result<(), String> {
         ],
         &[],
     )?;
+    // The five library crates for bare metal and UEFI, the tool-side parts for another
+    // architecture.
+    crate::targets::check_all()?;
     crate::cargo(
         &[
             "test",
