@@ -64,6 +64,18 @@ where
     Ok(())
 }
 
+/// The names of the set flags (`A | B`, unknown bits in hex), or `none`.
+fn format_names<B>(f: &mut fmt::Formatter<'_>, flags: &B) -> fmt::Result
+where
+    B: bitflags::Flags,
+    B::Bits: bitflags::parser::WriteHex,
+{
+    if flags.is_empty() {
+        return f.write_str("none");
+    }
+    bitflags::parser::to_writer(flags, FmtWriter(f))
+}
+
 struct FmtWriter<'a, 'b>(&'a mut fmt::Formatter<'b>);
 
 impl fmt::Write for FmtWriter<'_, '_> {
@@ -358,10 +370,7 @@ impl InterruptibilityState {
 
 impl fmt::Display for InterruptibilityState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_empty() {
-            return f.write_str("none");
-        }
-        bitflags::parser::to_writer(self, FmtWriter(f))
+        format_names(f, self)
     }
 }
 
@@ -403,10 +412,7 @@ impl PendingDebugExceptions {
 
 impl fmt::Display for PendingDebugExceptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_empty() {
-            return f.write_str("none");
-        }
-        bitflags::parser::to_writer(self, FmtWriter(f))
+        format_names(f, self)
     }
 }
 
