@@ -56,16 +56,6 @@ use crate::value::{
 const RIP_INIT: u64 = 0xfff0;
 /// The limit of every segment and of GDTR/IDTR after INIT.
 const LIMIT_INIT: u32 = 0xffff;
-/// Access rights of CS after INIT: present, code, execute/read, accessed (type 11).
-const AR_CODE: u32 = 0x9b;
-/// Access rights of SS, DS, ES, FS, GS after INIT: present, data, read/write, accessed (type 3).
-const AR_DATA: u32 = 0x93;
-/// Access rights of LDTR after INIT: present, LDT (system type 2).
-const AR_LDTR: u32 = 0x82;
-/// Access rights of TR after INIT: present, system type 11 (busy 32-bit TSS), the type VM entry
-/// requires of TR outside IA-32e mode (3 or 11; SDM Vol. 3C §27.3.1.2 "Checks on Guest Segment
-/// Registers").
-const AR_TR: u32 = 0x8b;
 
 /// Which processor the INIT reached: after INIT the bootstrap processor starts at the reset
 /// vector, an application processor waits for a SIPI (SDM Vol. 3A §10.4 "Multiple-Processor
@@ -123,12 +113,12 @@ impl fmt::Display for SipiOutcome {
 }
 
 /// A real-mode segment with the post-INIT limit.
-const fn real_mode(selector: u16, base: u64, access_rights: u32) -> Segment {
+const fn real_mode(selector: u16, base: u64, access_rights: SegmentAccessRights) -> Segment {
     Segment {
         selector,
         base,
         limit: LIMIT_INIT,
-        access_rights: SegmentAccessRights::from_bits(access_rights),
+        access_rights,
     }
 }
 
@@ -205,7 +195,10 @@ pub fn apply_init<V: VmcsWrite + ?Sized>(
     vmcs.write(fields::GUEST_RFLAGS, Rflags::RESET)?;
     vmcs.write(fields::GUEST_IA32_DEBUGCTL, DebugCtl::empty())?;
 
-    vmcs.write_guest_segment(GuestSegment::Cs, real_mode(0xf000, 0xffff_0000, AR_CODE))?;
+    vmcs.write_guest_segment(
+        GuestSegment::Cs,
+        real_mode(0xf000, 0xffff_0000, SegmentAccessRights::CODE_16),
+    )?;
     for seg in [
         GuestSegment::Ss,
         GuestSegment::Ds,
@@ -213,10 +206,16 @@ pub fn apply_init<V: VmcsWrite + ?Sized>(
         GuestSegment::Fs,
         GuestSegment::Gs,
     ] {
-        vmcs.write_guest_segment(seg, real_mode(0, 0, AR_DATA))?;
+        vmcs.write_guest_segment(seg, real_mode(0, 0, SegmentAccessRights::DATA_16))?;
     }
-    vmcs.write_guest_segment(GuestSegment::Ldtr, real_mode(0, 0, AR_LDTR))?;
-    vmcs.write_guest_segment(GuestSegment::Tr, real_mode(0, 0, AR_TR))?;
+    vmcs.write_guest_segment(
+        GuestSegment::Ldtr,
+        real_mode(0, 0, SegmentAccessRights::LDT),
+    )?;
+    vmcs.write_guest_segment(
+        GuestSegment::Tr,
+        real_mode(0, 0, SegmentAccessRights::TSS_BUSY),
+    )?;
     for table in GuestDescriptorTable::ALL {
         let value = DescriptorTable {
             base: 0,
@@ -270,7 +269,7 @@ pub fn apply_sipi<V: VmcsWrite + ?Sized>(vmcs: &mut V, vector: u8) -> Result<Sip
         return Ok(SipiOutcome::Ignored);
     }
     let v = u64::from(vector);
-    let cs = real_mode((v << 8) as u16, v << 12, AR_CODE);
+    let cs = real_mode((v << 8) as u16, v << 12, SegmentAccessRights::CODE_16);
     vmcs.write_guest_segment(GuestSegment::Cs, cs)?;
     vmcs.write(fields::GUEST_RIP, 0)?;
     vmcs.write(fields::GUEST_ACTIVITY_STATE, ActivityState::Active)?;

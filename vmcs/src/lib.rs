@@ -69,6 +69,7 @@ pub mod nested;
 mod segment;
 mod snapshot;
 mod soft;
+mod state;
 pub mod structures;
 mod value;
 
@@ -83,9 +84,10 @@ pub use segment::{
 };
 pub use snapshot::{Dump, UnknownField, VmcsSnapshot};
 pub use soft::{LoadError, SoftVmcs};
+pub use state::{GuestState, GuestStateError, HostState, system_descriptor_base};
 pub use value::{
     ActivityState, EntryInterruptionInfo, ExceptionBitmap, FieldValue, InterruptibilityState,
-    InterruptionType, PendingDebugExceptions, SegmentAccessRights,
+    InterruptionType, PendingDebugExceptions, SegmentAccessRights, SystemSegmentType,
 };
 /// The architectural register types of the CR0, CR4, IA32_EFER, RFLAGS, DR7 and IA32_DEBUGCTL
 /// fields (declared in [`vmx_caps::arch`]).

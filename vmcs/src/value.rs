@@ -182,36 +182,102 @@ impl SegmentAccessRights {
         self.0
     }
 
-    /// Builds a usable segment's access rights from a segment type (bits 3:0), S, DPL (bits 1:0
-    /// used), P, L, D/B and G, with AVL clear.
+    /// A 64-bit code segment (IA-32e mode's CS): execute/read, accessed (type 11), S, DPL 0, P,
+    /// L, G; `0xa09b`.
+    pub const CODE_64: Self = Self::code().with_long_mode(true).with_granularity(true);
+    /// A flat 32-bit code segment: execute/read, accessed (type 11), S, DPL 0, P, D/B, G;
+    /// `0xc09b`.
+    pub const CODE_32: Self = Self::code().with_default_big(true).with_granularity(true);
+    /// A flat 32-bit data or stack segment: read/write, accessed (type 3), S, DPL 0, P, D/B, G;
+    /// `0xc093`.
+    pub const DATA_32: Self = Self::data().with_default_big(true).with_granularity(true);
+    /// A 16-bit (real-mode) code segment, as after RESET: execute/read, accessed (type 11), S,
+    /// P; `0x9b` (SDM Vol. 3A, 10.1.1, Table 10-1).
+    pub const CODE_16: Self = Self::code();
+    /// A 16-bit (real-mode) data or stack segment, as after RESET: read/write, accessed (type
+    /// 3), S, P; `0x93`.
+    pub const DATA_16: Self = Self::data();
+    /// A busy TSS (system type 11, P; `0x8b`): the busy 64-bit TSS in IA-32e mode, the busy
+    /// 32-bit TSS outside it. VM entry requires TR to be one of these (or, outside IA-32e mode,
+    /// a busy 16-bit TSS) (SDM Vol. 3C, 27.3.1.2 "Checks on Guest Segment Registers").
+    pub const TSS_BUSY: Self = Self::system(SystemSegmentType::TSS_BUSY);
+    /// An LDT (system type 2, P; `0x82`).
+    pub const LDT: Self = Self::system(SystemSegmentType::LDT);
+
+    /// A present DPL-0 code segment, execute/read, accessed (type 11, S, P; `0x9b`), the start of
+    /// a builder: `with_long_mode`, `with_default_big`, `with_granularity`, `with_dpl`, ...
     #[must_use]
-    pub const fn new(
-        segment_type: u8,
-        code_or_data: bool,
-        dpl: u8,
-        present: bool,
-        long_mode: bool,
-        default_big: bool,
-        granularity: bool,
-    ) -> Self {
-        let mut bits = (segment_type as u32) & Self::TYPE_MASK;
-        bits |= ((dpl as u32) & 3) << 5;
-        if code_or_data {
-            bits |= Self::S;
+    pub const fn code() -> Self {
+        Self(0xb | Self::S | Self::P)
+    }
+
+    /// A present DPL-0 data segment, read/write, accessed (type 3, S, P; `0x93`).
+    #[must_use]
+    pub const fn data() -> Self {
+        Self(0x3 | Self::S | Self::P)
+    }
+
+    /// A present DPL-0 system segment (S = 0) of type `kind`.
+    #[must_use]
+    pub const fn system(kind: SystemSegmentType) -> Self {
+        Self((kind.0 as u32 & Self::TYPE_MASK) | Self::P)
+    }
+
+    /// The same value with segment type `segment_type` (bits 3:0; higher bits of the argument
+    /// are dropped).
+    #[must_use]
+    pub const fn with_type(self, segment_type: u8) -> Self {
+        Self((self.0 & !Self::TYPE_MASK) | (segment_type as u32 & Self::TYPE_MASK))
+    }
+
+    /// The same value with DPL `dpl` (bits 1:0 of the argument).
+    #[must_use]
+    pub const fn with_dpl(self, dpl: u8) -> Self {
+        Self((self.0 & !Self::DPL_MASK) | ((dpl as u32 & 3) << 5))
+    }
+
+    /// The same value with S (code or data) set or clear.
+    #[must_use]
+    pub const fn with_code_or_data(self, code_or_data: bool) -> Self {
+        self.with_bit(Self::S, code_or_data)
+    }
+
+    /// The same value with P set or clear.
+    #[must_use]
+    pub const fn with_present(self, present: bool) -> Self {
+        self.with_bit(Self::P, present)
+    }
+
+    /// The same value with AVL set or clear.
+    #[must_use]
+    pub const fn with_available(self, available: bool) -> Self {
+        self.with_bit(Self::AVL, available)
+    }
+
+    /// The same value with L (64-bit code) set or clear.
+    #[must_use]
+    pub const fn with_long_mode(self, long_mode: bool) -> Self {
+        self.with_bit(Self::L, long_mode)
+    }
+
+    /// The same value with D/B (32-bit default operation size) set or clear.
+    #[must_use]
+    pub const fn with_default_big(self, default_big: bool) -> Self {
+        self.with_bit(Self::DB, default_big)
+    }
+
+    /// The same value with G (4-KByte limit granularity) set or clear.
+    #[must_use]
+    pub const fn with_granularity(self, granularity: bool) -> Self {
+        self.with_bit(Self::G, granularity)
+    }
+
+    const fn with_bit(self, bit: u32, set: bool) -> Self {
+        if set {
+            Self(self.0 | bit)
+        } else {
+            Self(self.0 & !bit)
         }
-        if present {
-            bits |= Self::P;
-        }
-        if long_mode {
-            bits |= Self::L;
-        }
-        if default_big {
-            bits |= Self::DB;
-        }
-        if granularity {
-            bits |= Self::G;
-        }
-        Self(bits)
     }
 
     /// Bits 3:0: segment type.
@@ -277,12 +343,27 @@ impl SegmentAccessRights {
     /// The same value with the unusable bit set or clear.
     #[must_use]
     pub const fn with_unusable(self, unusable: bool) -> Self {
-        if unusable {
-            Self(self.0 | Self::UNUSABLE)
-        } else {
-            Self(self.0 & !Self::UNUSABLE)
-        }
+        self.with_bit(Self::UNUSABLE, unusable)
     }
+}
+
+/// The type of a system segment (S = 0) in IA-32e mode and outside it (SDM Vol. 3A, 3.5 "System
+/// Descriptor Types", Table 3-2): the values [`SegmentAccessRights::system`] takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct SystemSegmentType(pub u8);
+
+impl SystemSegmentType {
+    /// 1: available 16-bit TSS (reserved in IA-32e mode).
+    pub const TSS16_AVAILABLE: Self = Self(1);
+    /// 2: LDT.
+    pub const LDT: Self = Self(2);
+    /// 3: busy 16-bit TSS (reserved in IA-32e mode).
+    pub const TSS16_BUSY: Self = Self(3);
+    /// 9: available 32-bit TSS, or available 64-bit TSS in IA-32e mode.
+    pub const TSS_AVAILABLE: Self = Self(9);
+    /// 11: busy 32-bit TSS, or busy 64-bit TSS in IA-32e mode.
+    pub const TSS_BUSY: Self = Self(11);
 }
 
 impl fmt::Debug for SegmentAccessRights {

@@ -156,11 +156,18 @@ proptest! {
     }
 
     #[test]
-    fn segment_access_rights_fields_decode_what_new_encodes(
+    fn segment_access_rights_fields_decode_what_the_builder_encodes(
         ty in 0u8..16, s in any::<bool>(), dpl in 0u8..4, p in any::<bool>(),
         l in any::<bool>(), db in any::<bool>(), g in any::<bool>(),
     ) {
-        let ar = SegmentAccessRights::new(ty, s, dpl, p, l, db, g);
+        let ar = SegmentAccessRights::from_bits(0)
+            .with_type(ty)
+            .with_code_or_data(s)
+            .with_dpl(dpl)
+            .with_present(p)
+            .with_long_mode(l)
+            .with_default_big(db)
+            .with_granularity(g);
         prop_assert_eq!(ar.segment_type(), ty);
         prop_assert_eq!(ar.code_or_data(), s);
         prop_assert_eq!(ar.dpl(), dpl);
@@ -245,14 +252,29 @@ fn named_bits_are_the_sdm_ones() {
     assert_eq!(InterruptibilityState::ENCLAVE_INTERRUPTION.bits(), 16);
     // A 64-bit code segment as Linux loads it: 0xa09b.
     let cs = SegmentAccessRights::from_bits(0xa09b);
-    assert_eq!(
-        cs,
-        SegmentAccessRights::new(0xb, true, 0, true, true, false, true)
-    );
+    assert_eq!(cs, SegmentAccessRights::CODE_64);
     assert_eq!(cs.to_string(), "type=0xb code/data dpl=0 P L G");
     assert_eq!(
         SegmentAccessRights::UNUSABLE_SEGMENT.to_string(),
         "unusable"
+    );
+    // The presets, against the encodings Linux, Bochs' reset state and the SDM's Table 10-1 use.
+    for (preset, raw) in [
+        (SegmentAccessRights::CODE_32, 0xc09b),
+        (SegmentAccessRights::DATA_32, 0xc093),
+        (SegmentAccessRights::CODE_16, 0x9b),
+        (SegmentAccessRights::DATA_16, 0x93),
+        (SegmentAccessRights::TSS_BUSY, 0x8b),
+        (SegmentAccessRights::LDT, 0x82),
+    ] {
+        assert_eq!(preset.bits(), raw, "{preset}");
+    }
+    assert_eq!(
+        SegmentAccessRights::code()
+            .with_dpl(3)
+            .with_long_mode(true)
+            .bits(),
+        0x20fb
     );
     // #PF with error code, as a hypervisor injects it.
     let pf = EntryInterruptionInfo::new(14, InterruptionType::HardwareException, true);

@@ -8,8 +8,7 @@ use core::arch::{asm, global_asm};
 use core::cell::UnsafeCell;
 use core::mem::size_of;
 
-use vmx_caps::arch::{Cr0, Cr4, Efer};
-use vmx_caps::msr::{IA32_EFER, IA32_FS_BASE, IA32_GS_BASE};
+use vmx_caps::arch::{Cr0, Cr4};
 
 /// Host code segment selector.
 pub const KERNEL_CS: u16 = 0x08;
@@ -572,83 +571,5 @@ unsafe fn load_tables(
             tr = in(reg) KERNEL_TR as u64,
             tmp = out(reg) _,
         );
-    }
-}
-
-/// The host state a VMCS's host-state area needs (SDM Vol. 3C, 25.5 "Host-State Area"), read from the CPU.
-#[derive(Debug, Clone, Copy)]
-pub struct HostState {
-    /// CS selector.
-    pub cs: u16,
-    /// SS selector.
-    pub ss: u16,
-    /// DS selector.
-    pub ds: u16,
-    /// ES selector.
-    pub es: u16,
-    /// FS selector.
-    pub fs: u16,
-    /// GS selector.
-    pub gs: u16,
-    /// TR selector.
-    pub tr: u16,
-    /// GDTR base.
-    pub gdtr_base: u64,
-    /// IDTR base.
-    pub idtr_base: u64,
-    /// TR base (the 64-bit TSS).
-    pub tr_base: u64,
-    /// IA32_FS_BASE.
-    pub fs_base: u64,
-    /// IA32_GS_BASE.
-    pub gs_base: u64,
-    /// CR0.
-    pub cr0: Cr0,
-    /// CR3.
-    pub cr3: u64,
-    /// CR4.
-    pub cr4: Cr4,
-    /// IA32_EFER.
-    pub efer: Efer,
-}
-
-/// Reads the current host state.
-pub fn host_state() -> HostState {
-    let (cs, ss, ds, es, fs, gs, tr): (u16, u16, u16, u16, u16, u16, u16);
-    let mut gdtr = DescriptorTablePointer { limit: 0, base: 0 };
-    let mut idtr = DescriptorTablePointer { limit: 0, base: 0 };
-    // SAFETY: reading segment selectors and descriptor-table registers has no side effect; SGDT/SIDT write
-    // 10 bytes into the locals passed by address.
-    unsafe {
-        asm!("mov {:x}, cs", out(reg) cs, options(nomem, nostack, preserves_flags));
-        asm!("mov {:x}, ss", out(reg) ss, options(nomem, nostack, preserves_flags));
-        asm!("mov {:x}, ds", out(reg) ds, options(nomem, nostack, preserves_flags));
-        asm!("mov {:x}, es", out(reg) es, options(nomem, nostack, preserves_flags));
-        asm!("mov {:x}, fs", out(reg) fs, options(nomem, nostack, preserves_flags));
-        asm!("mov {:x}, gs", out(reg) gs, options(nomem, nostack, preserves_flags));
-        asm!("str {:x}", out(reg) tr, options(nomem, nostack, preserves_flags));
-        asm!("sgdt [{}]", in(reg) &mut gdtr, options(nostack, preserves_flags));
-        asm!("sidt [{}]", in(reg) &mut idtr, options(nostack, preserves_flags));
-    }
-    // SAFETY: IA32_FS_BASE, IA32_GS_BASE and IA32_EFER exist on every x86_64 CPU.
-    let (fs_base, gs_base, efer) =
-        unsafe { (rdmsr(IA32_FS_BASE), rdmsr(IA32_GS_BASE), rdmsr(IA32_EFER)) };
-    HostState {
-        cs,
-        ss,
-        ds,
-        es,
-        fs,
-        gs,
-        tr,
-        gdtr_base: gdtr.base,
-        idtr_base: idtr.base,
-        tr_base: TSS.0.get() as u64,
-        fs_base,
-        gs_base,
-        cr0: cr0(),
-        cr3: cr3(),
-        cr4: cr4(),
-        efer: Efer::from_bits_retain(efer),
     }
 }

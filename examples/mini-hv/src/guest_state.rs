@@ -4,12 +4,9 @@
 //! crate's ([`exits::complete`], [`exits::inject`]).
 
 use exits::VmExit;
-use vmcs::{
-    ActivityState, GuestSegment, InterruptibilityState, PendingDebugExceptions, Segment, VmcsRead,
-    VmcsWrite, fields,
-};
-use vmx_caps::arch::{Cr0, Cr4, DebugCtl, Dr7, Efer, Rflags, Xcr0};
-use vmx_caps::{CrFixedBits, CrUse, EntryControls, FixedBits};
+use vmcs::{GuestState, GuestStateError, VmcsRead, VmcsWrite, fields};
+use vmx_caps::arch::{Cr0, Cr4, Efer, Xcr0};
+use vmx_caps::{CrFixedBits, CrUse, EntryControls, FixedBits, VmxCapabilities};
 use vmx_core::{GuestRegisters, VmFail};
 
 /// Why a MOV to CR0 or CR4 raises #GP(0): the conditions of the SDM's "MOV—Move to/from Control
@@ -170,42 +167,24 @@ impl CrPolicy {
         self.cr0_fixed().apply(guest) - (Cr0::CD | Cr0::NW)
     }
 
-    /// Writes the guest-state fields both guests start with: CR0 (`cr0` as the guest sees it) and
-    /// CR4 (0 as the guest sees it) with their masks and shadows, CR3 0, DR7 0x400, RSP 0, RIP
-    /// `rip`, RFLAGS 0x2, IA32_EFER/DEBUGCTL/SYSENTER_* 0, no pending debug exceptions, no
-    /// blocking, no VMCS link, active.
+    /// Writes the guest state `state` ([`GuestState::write`], with `caps`' VMX-fixed bits) under
+    /// this policy: the CR0/CR4 guest/host masks, and the real CR0 with CD and NW clear
+    /// ([`real_cr0`](Self::real_cr0)); the guest reads `state`'s CR0 and CR4.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`GuestState::write`], and a VMWRITE that fails.
     pub fn write_initial_state(
         self,
         vmcs: &mut impl VmcsWrite,
-        cr0: Cr0,
-        rip: u64,
-    ) -> Result<(), VmFail> {
+        state: &GuestState,
+        caps: &VmxCapabilities,
+    ) -> Result<(), GuestStateError> {
         vmcs.write(fields::CR0_GUEST_HOST_MASK, self.cr0_mask())?;
-        vmcs.write(fields::CR0_READ_SHADOW, cr0)?;
-        vmcs.write(fields::GUEST_CR0, self.real_cr0(cr0))?;
         vmcs.write(fields::CR4_GUEST_HOST_MASK, self.cr4_mask())?;
-        vmcs.write(fields::CR4_READ_SHADOW, Cr4::RESET)?;
-        vmcs.write(fields::GUEST_CR4, self.cr4_fixed().apply(Cr4::RESET))?;
-        vmcs.write(fields::GUEST_CR3, 0)?;
-        vmcs.write(fields::GUEST_DR7, Dr7::RESET)?;
-        vmcs.write(fields::GUEST_RSP, 0)?;
-        vmcs.write(fields::GUEST_RIP, rip)?;
-        vmcs.write(fields::GUEST_RFLAGS, Rflags::RESET)?;
-        vmcs.write(fields::GUEST_IA32_EFER, Efer::RESET)?;
-        vmcs.write(fields::GUEST_IA32_DEBUGCTL, DebugCtl::empty())?;
-        vmcs.write(fields::GUEST_IA32_SYSENTER_CS, 0)?;
-        vmcs.write(fields::GUEST_IA32_SYSENTER_ESP, 0)?;
-        vmcs.write(fields::GUEST_IA32_SYSENTER_EIP, 0)?;
-        vmcs.write(
-            fields::GUEST_PENDING_DEBUG_EXCEPTIONS,
-            PendingDebugExceptions::empty(),
-        )?;
-        vmcs.write(
-            fields::GUEST_INTERRUPTIBILITY_STATE,
-            InterruptibilityState::empty(),
-        )?;
-        vmcs.write(fields::VMCS_LINK_POINTER, u64::MAX)?;
-        vmcs.write(fields::GUEST_ACTIVITY_STATE, ActivityState::Active)
+        state.write(vmcs, caps)?;
+        vmcs.write(fields::GUEST_CR0, self.real_cr0(state.cr0))?;
+        Ok(())
     }
 
     /// The CR0 the guest sees: the read shadow in the bits the host owns, the real CR0 elsewhere.
@@ -380,20 +359,6 @@ fn write_pdptes(vmcs: &mut impl VmcsWrite, pdptes: [u64; 4]) -> Result<(), VmFai
     Ok(())
 }
 
-/// Writes the data segments ES, SS, DS, FS and GS, all as `data`.
-pub fn write_data_segments(vmcs: &mut impl VmcsWrite, data: Segment) -> Result<(), VmFail> {
-    for seg in [
-        GuestSegment::Es,
-        GuestSegment::Ss,
-        GuestSegment::Ds,
-        GuestSegment::Fs,
-        GuestSegment::Gs,
-    ] {
-        vmcs.write_guest_segment(seg, data)?;
-    }
-    Ok(())
-}
-
 /// XSETBV (SDM Vol. 2, "XSETBV—Set Extended Control Register"): the value EDX:EAX it loads into
 /// XCR0, or `None` when it raises #GP: ECX does not name XCR0 (only ECX = 0 exists), or the value is
 /// not a valid XCR0 for a processor supporting `xcr0_supported` ([`Xcr0::is_valid_for`]).
@@ -444,10 +409,10 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
     use vmcs::{SegmentAccessRights, SoftVmcs};
-    use vmx_caps::{MsrSnapshot, VmxCapabilities};
+    use vmx_caps::{MsrSnapshot, PrimaryControls, SecondaryControls};
     /// CS access rights: 64-bit code (L = 1) and 32-bit code (D = 1).
-    const CS_64: u32 = 0xa09b;
-    const CS_32: u32 = 0xc09b;
+    const CS_64: SegmentAccessRights = SegmentAccessRights::CODE_64;
+    const CS_32: SegmentAccessRights = SegmentAccessRights::CODE_32;
 
     fn tigerlake() -> (CrPolicy, SoftVmcs) {
         let text = include_str!("../../../vmx-caps/testdata/tigerlake.msr");
@@ -459,8 +424,24 @@ mod tests {
             maxphyaddr: 39,
         };
         let mut vmcs = SoftVmcs::new(&caps);
+        vmcs.write(
+            fields::PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS,
+            PrimaryControls::ACTIVATE_SECONDARY_CONTROLS,
+        )
+        .expect("primary controls");
+        vmcs.write(
+            fields::SECONDARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS,
+            SecondaryControls::ENABLE_EPT | SecondaryControls::UNRESTRICTED_GUEST,
+        )
+        .expect("secondary controls");
+        // Real mode with CR0 = ET: the state after RESET but CD and NW.
+        let state = GuestState {
+            cr0: Cr0::ET,
+            rip: 0,
+            ..GuestState::reset()
+        };
         policy
-            .write_initial_state(&mut vmcs, Cr0::ET, 0)
+            .write_initial_state(&mut vmcs, &state, &caps)
             .expect("the software VMCS takes the initial state");
         vmcs.write(fields::VM_ENTRY_CONTROLS, EntryControls::LOAD_IA32_EFER)
             .expect("entry controls");
@@ -480,11 +461,8 @@ mod tests {
             .expect("PE");
         policy.mov_to_cr4(&mut vmcs, cr4, no_memory).expect("CR4");
         vmcs.write(fields::GUEST_IA32_EFER, efer).expect("EFER");
-        vmcs.write(
-            fields::GUEST_CS_ACCESS_RIGHTS,
-            SegmentAccessRights::from_bits(CS_32),
-        )
-        .expect("CS");
+        vmcs.write(fields::GUEST_CS_ACCESS_RIGHTS, CS_32)
+            .expect("CS");
         (policy, vmcs)
     }
 
@@ -495,11 +473,7 @@ mod tests {
             .mov_to_cr0(&mut vmcs, Cr0::PE | Cr0::ET | Cr0::PG | Cr0::WP, no_memory)
             .expect("paging on");
         let cs = if cs_l { CS_64 } else { CS_32 };
-        vmcs.write(
-            fields::GUEST_CS_ACCESS_RIGHTS,
-            SegmentAccessRights::from_bits(cs),
-        )
-        .expect("CS");
+        vmcs.write(fields::GUEST_CS_ACCESS_RIGHTS, cs).expect("CS");
         (policy, vmcs)
     }
 

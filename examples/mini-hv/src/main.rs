@@ -225,7 +225,8 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
         println!("mini-hv: frame allocator self-test failed: {e}");
         finish(Outcome::Fail);
     }
-    let host = arch::host_state();
+    // SAFETY: the kernel runs at CPL 0 in 64-bit mode, its GDT is identity-mapped and readable.
+    let host = unsafe { vmcs::HostState::capture(vmx_caps::ExitControls::LOAD_IA32_EFER) };
     println!(
         "mini-hv: host CS {:#x} SS {:#x} DS {:#x} ES {:#x} FS {:#x} GS {:#x} TR {:#x}",
         host.cs, host.ss, host.ds, host.es, host.fs, host.gs, host.tr
@@ -235,8 +236,11 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
         host.gdtr_base, host.idtr_base, host.tr_base, host.fs_base, host.gs_base
     );
     println!(
-        "mini-hv: host CR0 {:#x} CR3 {:#x} CR4 {:#x} EFER {:#x}",
-        host.cr0, host.cr3, host.cr4, host.efer
+        "mini-hv: host CR0 {:#x} CR3 {:#x} CR4 {:#x} EFER {:x?}",
+        host.cr0.bits(),
+        host.cr3,
+        host.cr4.bits(),
+        host.efer.map(|efer| efer.bits())
     );
     fault_injection(boot::cmdline());
     if let Err(outcome) = start_processors(boot::cmdline()) {

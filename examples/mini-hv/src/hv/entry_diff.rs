@@ -28,14 +28,14 @@ use core::fmt;
 
 use vmcs::check::{self, Outcome, PhysMemory, Rule};
 use vmcs::structures::{InFrame, IoBitmaps, MsrArea, MsrBitmap, MsrEntry};
-use vmcs::{GuestSegment, Segment, SegmentAccessRights, VmcsRead, VmcsSnapshot, VmcsWrite, fields};
+use vmcs::{GuestSegment, GuestState, VmcsRead, VmcsSnapshot, VmcsWrite, fields};
 use vmx_caps::arch::{Cr0, Cr4, Efer, Rflags};
 use vmx_caps::msr::{
     IA32_DEBUGCTL, IA32_EFER, IA32_FS_BASE, IA32_GS_BASE, IA32_KERNEL_GS_BASE, IA32_LSTAR,
     IA32_PAT, IA32_SMM_MONITOR_CTL, IA32_STAR, IA32_SYSENTER_CS, IA32_SYSENTER_EIP,
     IA32_SYSENTER_ESP, IA32_X2APIC_LAST, IA32_X2APIC_TPR,
 };
-use vmx_caps::{CrFixedBits, CrUse, VmxCapabilities};
+use vmx_caps::{CrFixedBits, CrUse, EntryControls, VmxCapabilities};
 use vmx_core::{GuestRegisters, RunError, VmFail, VmcsRegion};
 
 use super::Vmcs;
@@ -1272,33 +1272,24 @@ fn switch_mode(active: &mut Vmcs<'_>, mode: GuestMode) -> Result<(), VmFail> {
     for (encoding, value) in writes {
         active.write_raw(encoding, value)?;
     }
-    // Flat segments (the bases, 0, and TR's access rights, a busy 32-bit TSS, are the baseline's).
-    let flat = |selector: u16, access_rights: u32| Segment {
-        selector,
-        base: 0,
-        limit: 0xffff_ffff,
-        access_rights: SegmentAccessRights::from_bits(access_rights),
+    // The flat segments and TR of the matching template.
+    let template = if long {
+        GuestState::long_mode_64(STUB_GPA, PAGING_ROOT_GPA)
+    } else {
+        GuestState::protected_mode_32(STUB_GPA)
     };
-    active.write_guest_segment(
-        GuestSegment::Cs,
-        flat(0x08, if long { 0xa09b } else { 0xc09b }),
-    )?;
+    active.write_guest_segment(GuestSegment::Cs, template.cs)?;
     for seg in [GuestSegment::Ss, GuestSegment::Ds, GuestSegment::Es] {
-        active.write_guest_segment(seg, flat(0x10, 0xc093))?;
+        active.write_guest_segment(seg, template.ds)?;
     }
-    active.write_guest_segment(
-        GuestSegment::Tr,
-        Segment {
-            selector: 0x18,
-            base: 0,
-            limit: 0x67,
-            access_rights: SegmentAccessRights::from_bits(0x8b),
-        },
-    )?;
+    active.write_guest_segment(GuestSegment::Tr, template.tr)?;
     if long {
         let entry = fields::VM_ENTRY_CONTROLS.encoding();
         let controls = active.read_raw(entry)?;
-        active.write_raw(entry, controls | 1 << 9)?;
+        active.write_raw(
+            entry,
+            controls | u64::from(EntryControls::IA32E_MODE_GUEST.bits()),
+        )?;
     }
     Ok(())
 }

@@ -23,10 +23,7 @@ use exits::complete::{CompleteError, skip_instruction};
 use exits::inject::{Exception, InjectError, inject_exception};
 use exits::{CrAccessType, ExitReason, InstructionLength, IoDirection, IoSize, VmExit};
 use vmcs::structures::{IoBitmaps, MsrAccess, MsrBitmap};
-use vmcs::{
-    DescriptorTable, GuestDescriptorTable, GuestSegment, Segment, SegmentAccessRights, VmcsRead,
-    VmcsWrite, fields,
-};
+use vmcs::{GuestState, Segment, VmcsRead, VmcsWrite, fields};
 use vmx_caps::{
     ControlRequest, EntryControls, ExitControls, LiveMsrs, PrimaryControls, SecondaryControls,
     VmxCapabilities,
@@ -39,7 +36,7 @@ use super::Outcome;
 use crate::println;
 use mini_hv_logic::guest_state::{self, CrPolicy, CrWriteError};
 use vmx_caps::arch::{Cr0, Cr4, Xcr0};
-use vmx_caps::msr::{IA32_FEATURE_CONTROL, IA32_PAT, IA32_VMX_BASIC, IA32_VMX_VMFUNC};
+use vmx_caps::msr::{IA32_FEATURE_CONTROL, IA32_VMX_BASIC, IA32_VMX_VMFUNC};
 
 #[path = "../linux/loader.rs"]
 mod loader;
@@ -425,7 +422,7 @@ fn launch(
     };
     let vpid = controls.proc2.contains(SecondaryControls::ENABLE_VPID);
     let setup = super::write_vmcs(&mut active, controls, eptp, msr_bitmap, io_bitmaps, vpid)
-        .and_then(|()| Ok(linux.write_entry_state(&mut active, entry32, pat)?));
+        .and_then(|()| linux.write_entry_state(&mut active, caps, entry32, pat));
     if let Err(fail) = setup {
         println!("mini-hv: writing the VMCS failed: {fail}");
         super::dump_vmcs(&active);
@@ -460,46 +457,40 @@ impl Linux {
         }
     }
 
-    /// The boot protocol's 32-bit entry state: flat 4 GiB code (selector 0x10) and data (0x18) segments,
-    /// protected mode, paging off, interrupts off; ESI (set by the caller) points to the zero page.
-    fn write_entry_state(&self, vmcs: &mut Vmcs<'_>, entry: u64, pat: bool) -> Result<(), VmFail> {
-        let flat = |selector: u16, access_rights: u32| Segment {
-            selector,
-            base: 0,
-            limit: 0xffff_ffff,
-            access_rights: SegmentAccessRights::from_bits(access_rights),
+    /// The boot protocol's 32-bit entry state ([`GuestState::protected_mode_32`]): flat 4 GiB
+    /// code (selector 0x10) and data (0x18) segments, protected mode, paging off, interrupts off;
+    /// ESI (set by the caller) points to the zero page. The guest's PAT starts at its reset value.
+    fn write_entry_state(
+        &self,
+        vmcs: &mut Vmcs<'_>,
+        caps: &VmxCapabilities,
+        entry: u64,
+        pat: bool,
+    ) -> Result<(), super::SetupError> {
+        let flat = GuestState::protected_mode_32(entry);
+        let data = Segment {
+            selector: 0x18,
+            ..flat.ds
         };
-        guest_state::write_data_segments(vmcs, flat(0x18, 0xc093))?;
-        vmcs.write_guest_segment(GuestSegment::Cs, flat(0x10, 0xc09b))?;
-        vmcs.write_guest_segment(
-            GuestSegment::Tr,
-            Segment {
+        let state = GuestState {
+            cs: Segment {
+                selector: 0x10,
+                ..flat.cs
+            },
+            ds: data,
+            es: data,
+            fs: data,
+            gs: data,
+            ss: data,
+            tr: Segment {
                 selector: 0x20,
-                base: 0,
-                limit: 0x67,
-                access_rights: SegmentAccessRights::from_bits(0x8b),
+                ..flat.tr
             },
-        )?;
-        vmcs.write_guest_segment(
-            GuestSegment::Ldtr,
-            Segment {
-                selector: 0,
-                base: 0,
-                limit: 0,
-                access_rights: SegmentAccessRights::from_bits(0x82).with_unusable(true),
-            },
-        )?;
-        let empty = DescriptorTable { base: 0, limit: 0 };
-        vmcs.write_guest_descriptor_table(GuestDescriptorTable::Gdtr, empty)?;
-        vmcs.write_guest_descriptor_table(GuestDescriptorTable::Idtr, empty)?;
-        self.cr()
-            .write_initial_state(vmcs, Cr0::PE | Cr0::ET, entry)?;
+            ..flat
+        };
+        self.cr().write_initial_state(vmcs, &state, caps)?;
         if pat {
             vmcs.write(fields::GUEST_IA32_PAT, PAT_RESET)?;
-            // SAFETY: IA32_PAT exists (the PAT controls were offered); reading it has no side effect.
-            vmcs.write(fields::HOST_IA32_PAT, unsafe {
-                crate::arch::rdmsr(IA32_PAT)
-            })?;
         }
         Ok(())
     }

@@ -484,8 +484,7 @@ fn run_guest(
         }
     };
     let config = Config {
-        cr0_fixed: caps.cr0_fixed,
-        cr4_fixed: caps.cr4_fixed,
+        caps: *caps,
         timer,
         wbinvd_exiting,
         xcr0_supported,
@@ -679,10 +678,18 @@ pub(crate) enum SetupError {
     OutOfMemory,
     /// The control fields were refused or their VMWRITE failed.
     Controls(vmcs::ControlsError),
+    /// The guest state was refused or its VMWRITE failed.
+    GuestState(vmcs::GuestStateError),
     /// An EPT change was refused.
     Ept(ept::MapError),
     /// An EPT flush failed.
     Flush(ept::FlushError<vmx_core::InvalidationError>),
+}
+
+impl From<vmcs::GuestStateError> for SetupError {
+    fn from(e: vmcs::GuestStateError) -> Self {
+        SetupError::GuestState(e)
+    }
 }
 
 impl From<vmcs::ControlsError> for SetupError {
@@ -733,6 +740,7 @@ impl core::fmt::Display for SetupError {
                 f.write_str("out of memory for a structure the VMCS points to")
             }
             SetupError::Controls(e) => e.fmt(f),
+            SetupError::GuestState(e) => e.fmt(f),
         }
     }
 }
@@ -799,9 +807,10 @@ impl Defect {
     fn apply(self, vmcs: &mut Vmcs<'_>, caps: &VmxCapabilities) -> Result<(), VmFail> {
         println!("mini-hv: breaking the VMCS on purpose: {self:?}");
         match self {
+            // An available (not busy) TSS.
             Self::GuestState => vmcs.write(
                 fields::GUEST_TR_ACCESS_RIGHTS,
-                vmcs::SegmentAccessRights::from_bits(0x89),
+                vmcs::SegmentAccessRights::system(vmcs::SystemSegmentType::TSS_AVAILABLE),
             ),
             Self::Control => vmcs.write(fields::CR3_TARGET_COUNT, caps.misc.cr3_target_count() + 1),
         }
@@ -836,26 +845,10 @@ fn write_vmcs(
         vmcs.write(fields::VIRTUAL_PROCESSOR_IDENTIFIER, GUEST_VPID)?;
     }
 
-    let host = crate::arch::host_state();
-    vmcs.write(fields::HOST_CR0, host.cr0)?;
-    vmcs.write(fields::HOST_CR3, host.cr3)?;
-    vmcs.write(fields::HOST_CR4, host.cr4)?;
-    vmcs.write(fields::HOST_CS_SELECTOR, host.cs)?;
-    vmcs.write(fields::HOST_SS_SELECTOR, host.ss)?;
-    vmcs.write(fields::HOST_DS_SELECTOR, host.ds)?;
-    vmcs.write(fields::HOST_ES_SELECTOR, host.es)?;
-    vmcs.write(fields::HOST_FS_SELECTOR, host.fs)?;
-    vmcs.write(fields::HOST_GS_SELECTOR, host.gs)?;
-    vmcs.write(fields::HOST_TR_SELECTOR, host.tr)?;
-    vmcs.write(fields::HOST_FS_BASE, host.fs_base)?;
-    vmcs.write(fields::HOST_GS_BASE, host.gs_base)?;
-    vmcs.write(fields::HOST_TR_BASE, host.tr_base)?;
-    vmcs.write(fields::HOST_GDTR_BASE, host.gdtr_base)?;
-    vmcs.write(fields::HOST_IDTR_BASE, host.idtr_base)?;
-    vmcs.write(fields::HOST_IA32_SYSENTER_CS, 0)?;
-    vmcs.write(fields::HOST_IA32_SYSENTER_ESP, 0)?;
-    vmcs.write(fields::HOST_IA32_SYSENTER_EIP, 0)?;
-    vmcs.write(fields::HOST_IA32_EFER, host.efer)?;
+    // SAFETY: CPL 0 in 64-bit mode; the GDT (with the TSS descriptor) is identity-mapped and
+    // readable; IA32_PAT exists when "load IA32_PAT" was negotiated (the capability says so).
+    let host = unsafe { vmcs::HostState::capture(controls.exit) };
+    host.write(vmcs)?;
     Ok(())
 }
 

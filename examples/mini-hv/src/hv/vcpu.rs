@@ -10,10 +10,9 @@ use exits::{
 use vmcs::fields;
 use vmcs::structures::MsrArea;
 use vmcs::{
-    ActivityState, DescriptorTable, GuestDescriptorTable, GuestSegment, InterruptionType, Segment,
-    SegmentAccessRights, VmcsRead, VmcsWrite,
+    ActivityState, GuestState, GuestStateError, InterruptionType, Segment, VmcsRead, VmcsWrite,
 };
-use vmx_caps::FixedBits;
+use vmx_caps::VmxCapabilities;
 use vmx_core::{GpReg, GuestRegisters, RspInVmcs, VmFail};
 
 use super::Vmcs;
@@ -75,10 +74,8 @@ pub enum TimeSource {
 
 /// What the hypervisor configured, needed by the exit handlers.
 pub struct Config {
-    /// IA32_VMX_CR0_FIXED0/1.
-    pub cr0_fixed: FixedBits,
-    /// IA32_VMX_CR4_FIXED0/1.
-    pub cr4_fixed: FixedBits,
+    /// The processor's VMX capabilities (the CR0/CR4 fixed bits among them).
+    pub caps: VmxCapabilities,
     /// The time source of the watchdog and the HLT wake-up.
     pub timer: TimeSource,
     /// "WBINVD exiting" was negotiated.
@@ -167,40 +164,31 @@ impl Vcpu {
     /// The CR0/CR4 ownership policy of this processor.
     fn cr(&self) -> CrPolicy {
         CrPolicy {
-            cr0_fixed: self.config.cr0_fixed,
-            cr4_fixed: self.config.cr4_fixed,
+            cr0_fixed: self.config.caps.cr0_fixed,
+            cr4_fixed: self.config.caps.cr4_fixed,
             maxphyaddr: super::phys_addr_width(),
         }
     }
 
-    /// Writes the guest's reset-like real-mode state (SDM Vol. 3A, 10.1.1, with the unrestricted
-    /// guest's freedom of a CS base that is not selector × 16): CS.base is the trampoline's linked
-    /// address, IP 0; data segments, GDTR and IDTR at 0 with limit 0xFFFF; TR a busy 32-bit TSS,
-    /// LDTR unusable.
-    pub fn write_reset_state(&self, vmcs: &mut impl VmcsWrite, entry16: u64) -> Result<(), VmFail> {
-        let real_mode = |selector: u16, base: u64, access_rights: u32| Segment {
-            selector,
-            base,
-            limit: 0xffff,
-            access_rights: SegmentAccessRights::from_bits(access_rights),
-        };
-        guest_state::write_data_segments(vmcs, real_mode(0, 0, 0x93))?;
-        vmcs.write_guest_segment(GuestSegment::Cs, real_mode(0xf000, entry16, 0x9b))?;
-        vmcs.write_guest_segment(GuestSegment::Tr, real_mode(0, 0, 0x8b))?;
-        vmcs.write_guest_segment(
-            GuestSegment::Ldtr,
-            Segment {
-                access_rights: SegmentAccessRights::from_bits(0x82).with_unusable(true),
-                ..real_mode(0, 0, 0)
+    /// Writes the guest's reset state ([`GuestState::reset`], SDM Vol. 3A, 10.1.1) with the
+    /// unrestricted guest's freedom of a CS base that is not selector × 16: CS.base is the
+    /// trampoline's linked address (`entry16`), IP 0.
+    pub fn write_reset_state(
+        &self,
+        vmcs: &mut impl VmcsWrite,
+        entry16: u64,
+    ) -> Result<(), GuestStateError> {
+        let reset = GuestState::reset();
+        let state = GuestState {
+            cs: Segment {
+                base: entry16,
+                ..reset.cs
             },
-        )?;
-        let table = DescriptorTable {
-            base: 0,
-            limit: 0xffff,
+            rip: 0,
+            ..reset
         };
-        vmcs.write_guest_descriptor_table(GuestDescriptorTable::Gdtr, table)?;
-        vmcs.write_guest_descriptor_table(GuestDescriptorTable::Idtr, table)?;
-        self.cr().write_initial_state(vmcs, Cr0::RESET, 0)?;
+        self.cr()
+            .write_initial_state(vmcs, &state, &self.config.caps)?;
         if let TimeSource::PreemptionTimer { shift } = self.config.timer {
             vmcs.write(
                 fields::VMX_PREEMPTION_TIMER_VALUE,
