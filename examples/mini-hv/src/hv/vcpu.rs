@@ -230,7 +230,7 @@ impl Vcpu {
                 }
             }
             // SAFETY: the VMCS host state describes this host (written by `hv::run` from
-            // `arch::host_state`), EPT maps only guest RAM, CR4.OSFXSR is set and CR0.TS/EM are
+            // `vmcs::HostState::capture`), EPT maps only guest RAM, CR4.OSFXSR is set and CR0.TS/EM are
             // clear (boot code, never changed); the host's NMI handler only reports and stops.
             if let Err(fail) = unsafe { vmcs.run(&mut self.regs) } {
                 crate::println!("mini-hv: {fail}");
