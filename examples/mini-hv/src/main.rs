@@ -154,12 +154,13 @@ fn fault_injection(cmdline: &str) {
 }
 
 /// `cpus=N` on the command line: starts the application processors (a processor that does not answer
-/// is named and ends the run), then enters and leaves VMX operation on every processor.
+/// is named and ends the run), then enters and leaves VMX operation on every processor; the
+/// processors, for [`hv::run`] to give each its own vCPU.
 /// `smp-fault=no-sipi` sends CPU 1 its INIT but no Start-up IPI (so it never answers);
 /// `smp-fault=vmxon-cpuN` gives CPU N no VMXON region (so it cannot enter VMX operation).
-fn start_processors(cmdline: &str) -> Result<(), Outcome> {
+fn start_processors(cmdline: &str) -> Result<Option<smp::Cpus>, Outcome> {
     let wanted = match smp::requested_cpus(cmdline) {
-        Ok(1) => return Ok(()),
+        Ok(1) => return Ok(None),
         Ok(n) => n,
         Err(e) => {
             println!("mini-hv: {e}");
@@ -186,12 +187,13 @@ fn start_processors(cmdline: &str) -> Result<(), Outcome> {
         );
     }
     if !vmx_caps::cpu_has_vmx() {
-        return Ok(());
+        return Ok(Some(cpus));
     }
     let withhold = fault
         .and_then(|f| f.strip_prefix("vmxon-cpu"))
         .and_then(|n| n.parse().ok());
-    hv::smp::enter_and_leave_everywhere(&mut cpus, withhold)
+    hv::smp::enter_and_leave_everywhere(&mut cpus, withhold)?;
+    Ok(Some(cpus))
 }
 
 /// The Rust entry point, called by the boot code in long mode with the Multiboot magic and information.
@@ -243,10 +245,11 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
         host.efer.map(|efer| efer.bits())
     );
     fault_injection(boot::cmdline());
-    if let Err(outcome) = start_processors(boot::cmdline()) {
-        finish(outcome);
-    }
-    let outcome = hv::run();
+    let mut cpus = match start_processors(boot::cmdline()) {
+        Ok(cpus) => cpus,
+        Err(outcome) => finish(outcome),
+    };
+    let outcome = hv::run(cpus.as_mut());
     finish(outcome)
 }
 

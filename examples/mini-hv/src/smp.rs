@@ -239,7 +239,7 @@ fn wait_until(ticks: u64, mut done: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// This processor's initial local APIC ID (CPUID.1:EBX[31:24]).
+/// This processor's initial local APIC ID (CPUID.1:EBX\[31:24\]).
 pub fn apic_id() -> u32 {
     arch::cpuid(1, 0).ebx >> 24
 }
@@ -413,36 +413,64 @@ unsafe impl RunOnCpu for Cpus {
             f();
             return Ok(());
         }
-        let mailbox = &MAILBOXES[cpu];
-        let job: *mut (dyn FnMut() + '_) = f;
-        // SAFETY: only the lifetime is erased; the closure outlives its use, as the caller waits
-        // for DONE (or withdraws the request) before returning.
-        let job: *mut (dyn FnMut() + 'static) = unsafe { core::mem::transmute(job) };
-        // SAFETY: the state is IDLE: the processor does not read `job` now.
-        unsafe { *mailbox.job.get() = Some(job) };
-        mailbox.state.store(POSTED, Ordering::Release);
-        let picked = wait_until(PICKUP_TIMEOUT_TICKS, || {
-            mailbox.state.load(Ordering::Acquire) != POSTED
-        });
-        if !picked
-            && mailbox
-                .state
-                .compare_exchange(POSTED, IDLE, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-        {
-            return Err(RunError::NoPickup(cpu));
-        }
-        while mailbox.state.load(Ordering::Acquire) != DONE {
-            core::hint::spin_loop();
-        }
-        // SAFETY: DONE: the processor is finished with `job`.
-        unsafe { *mailbox.job.get() = None };
-        mailbox.state.store(IDLE, Ordering::Release);
-        Ok(())
+        self.alongside(cpu, f, || ()).1.map(|_| ())
     }
 }
 
+/// Waits for the request posted to `cpu`'s `mailbox`: withdrawn (never run) when not picked up
+/// within [`PICKUP_TIMEOUT_TICKS`], else until it is DONE; the mailbox is IDLE again afterwards.
+fn finish(cpu: usize, mailbox: &Mailbox) -> Result<(), RunError> {
+    let picked = wait_until(PICKUP_TIMEOUT_TICKS, || {
+        mailbox.state.load(Ordering::Acquire) != POSTED
+    });
+    if !picked
+        && mailbox
+            .state
+            .compare_exchange(POSTED, IDLE, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    {
+        // SAFETY: withdrawn: the processor never read `job`.
+        unsafe { *mailbox.job.get() = None };
+        return Err(RunError::NoPickup(cpu));
+    }
+    while mailbox.state.load(Ordering::Acquire) != DONE {
+        core::hint::spin_loop();
+    }
+    // SAFETY: DONE: the processor is finished with `job`.
+    unsafe { *mailbox.job.get() = None };
+    mailbox.state.store(IDLE, Ordering::Release);
+    Ok(())
+}
+
 impl Cpus {
+    /// Posts `job` to processor `cpu` (an application processor) and runs `here` on this one
+    /// meanwhile, then waits for `job`: the two run concurrently. `job` and `here` must not share
+    /// data (the borrow checker sees to it). The error says `job` did not run (not picked up in
+    /// time) or `cpu` is not an application processor that was started; `Ok(true)` says `job`
+    /// had started before `here` returned (they overlapped).
+    pub fn alongside<T>(
+        &mut self,
+        cpu: usize,
+        job: &mut dyn FnMut(),
+        here: impl FnOnce() -> T,
+    ) -> (T, Result<bool, RunError>) {
+        if cpu == 0 || cpu >= self.count {
+            return (here(), Err(RunError::NoSuchCpu(cpu)));
+        }
+        let mailbox = &MAILBOXES[cpu];
+        let erased: *mut (dyn FnMut() + '_) = job;
+        // SAFETY: only the lifetime is erased; `job` stays borrowed until this function has seen
+        // DONE or withdrawn the request.
+        let erased: *mut (dyn FnMut() + 'static) = unsafe { core::mem::transmute(erased) };
+        // SAFETY: the state is IDLE (every request is finished before `run_on`/`alongside`
+        // return): the processor does not read `job` now.
+        unsafe { *mailbox.job.get() = Some(erased) };
+        mailbox.state.store(POSTED, Ordering::Release);
+        let value = here();
+        let overlapped = mailbox.state.load(Ordering::Acquire) != POSTED;
+        (value, finish(cpu, mailbox).map(|()| overlapped))
+    }
+
     /// The processors' count (as [`RunOnCpu::cpu_count`]).
     pub fn count(&self) -> usize {
         self.count

@@ -7,6 +7,7 @@
 //! else: the MMIO device page and everything beyond RAM are unmapped, so each access is an EPT
 //! violation the hypervisor emulates or refuses. The hypervisor's own memory is never mapped.
 
+mod ap_vcpu;
 mod devices;
 mod entry_diff;
 mod extras;
@@ -97,7 +98,10 @@ pub(crate) fn dump_vmcs(vmcs: &Vmcs<'_>) {
 }
 
 /// Runs the hypervisor.
-pub fn run() -> Outcome {
+///
+/// With `cpus` (more than one processor started), every application processor runs its own small
+/// vCPU while the bootstrap processor runs the test guest ([`ap_vcpu`]).
+pub fn run(cpus: Option<&mut crate::smp::Cpus>) -> Outcome {
     if !vmx_caps::cpu_has_vmx() {
         println!("mini-hv: VMX not supported by this CPU (CPUID.1:ECX.VMX[bit 5] = 0)");
         return Outcome::Unsupported;
@@ -224,21 +228,27 @@ pub fn run() -> Outcome {
         return Outcome::Fail;
     };
     println!("mini-hv: VMX root operation entered");
-    let outcome = run_guest(
-        &mut root,
-        &caps,
-        &negotiated.value,
-        mem,
-        // PML needs the EPT's dirty flags (not in the entry-diff mode, whose known-good VMCS has
-        // no PML).
-        ept_config.accessed_dirty(
-            entry_diff::requested().is_none()
-                && extras::wants_accessed_dirty(&negotiated.value, &caps),
-        ),
-        vpid,
+    let ap_config = ap_vcpu::Settings {
         wbinvd_exiting,
         xcr0_supported,
-    );
+    };
+    let outcome = ap_vcpu::alongside(cpus, &caps, &negotiated.value, ap_config, || {
+        run_guest(
+            &mut root,
+            &caps,
+            &negotiated.value,
+            mem,
+            // PML needs the EPT's dirty flags (not in the entry-diff mode, whose known-good VMCS has
+            // no PML).
+            ept_config.accessed_dirty(
+                entry_diff::requested().is_none()
+                    && extras::wants_accessed_dirty(&negotiated.value, &caps),
+            ),
+            vpid,
+            wbinvd_exiting,
+            xcr0_supported,
+        )
+    });
     if xsave {
         // The guest's XCR0 stayed loaded while it ran (the host uses no XSAVE-managed state
         // beyond x87/SSE); give the host its own back.
