@@ -19,7 +19,6 @@ bitflags::bitflags! {
     /// The kind of access that met the EPT, as in bits 2:0 of the exit qualification for EPT
     /// violations (SDM Vol. 3C Table 28-7 "Exit Qualification for EPT Violations").
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-    #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
     pub struct Access: u8 {
         /// Bit 0: a data read (reads of guest paging structures included).
         const DATA_READ = 1 << 0;
@@ -29,6 +28,8 @@ bitflags::bitflags! {
         const INSTRUCTION_FETCH = 1 << 2;
     }
 }
+
+vmx_caps::serde_as_bits!(Access);
 
 impl Access {
     /// The access bits (2:0) of an EPT-violation exit qualification; the other bits are

@@ -11,7 +11,6 @@ bitflags::bitflags! {
     /// them an entry at a given level uses is documented on each level's type; unknown bits are
     /// retained.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-    #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
     pub struct EntryFlags: u64 {
         /// Bit 0: read access.
         const READ = 1 << 0;
@@ -44,11 +43,12 @@ bitflags::bitflags! {
     }
 }
 
+vmx_caps::serde_as_bits!(EntryFlags);
+
 bitflags::bitflags! {
     /// The optional single-bit attributes of a leaf entry (a page mapping) that a mapping
     /// carries besides permissions and memory type, at their SDM bit positions.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-    #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
     pub struct LeafFlags: u64 {
         /// Bit 6: ignore PAT memory type.
         const IGNORE_PAT = 1 << 6;
@@ -62,6 +62,8 @@ bitflags::bitflags! {
         const SUPPRESS_VE = 1 << 63;
     }
 }
+
+vmx_caps::serde_as_bits!(LeafFlags);
 
 /// Bits 5:3 of a leaf entry: the EPT memory type.
 pub const MEMORY_TYPE_MASK: u64 = 0x7 << 3;

@@ -54,6 +54,11 @@
 //!   "run on CPU n" primitive; [`ThisCpuOnly`] (an `unsafe` promise) covers an EPT used by one
 //!   processor. [`shootdown`] says which changes need the invalidation before and which after.
 //! - [`EptWalker`] explains EPT misconfigurations and violations for any tables.
+//!
+//! Feature `serde`: addresses, entries, the EPTP, walks, diagnoses and errors serialize; the flag
+//! sets ([`Permissions`], [`EntryFlags`], [`LeafFlags`], [`Access`]) as their raw number, like every
+//! flag set of the workspace (`vmx_caps::serde_bits` says why); a number with bits the type does not
+//! define is refused, not truncated.
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -117,7 +117,6 @@ bitflags::bitflags! {
     /// read (bit 0), write (bit 1), execute (bit 2; for supervisor-mode linear addresses when
     /// mode-based execute control for EPT is 1) and user-mode execute (entry bit 10).
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-    #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
     pub struct Permissions: u8 {
         /// Read access (entry bit 0).
         const READ = 1 << 0;
@@ -139,6 +138,8 @@ bitflags::bitflags! {
         const ALL = Self::RWX.bits() | Self::USER_EXECUTE.bits();
     }
 }
+
+vmx_caps::serde_as_bits!(Permissions);
 
 impl Permissions {
     /// The entry bits (0, 1, 2 and 10) these permissions occupy.

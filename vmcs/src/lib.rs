@@ -49,6 +49,10 @@
 //!
 //! The field table ([`fields`]) declares each field once; its width, type and read-only-ness come
 //! from the encoding (SDM "VMCS Component Encoding") and are checked at compile time.
+//!
+//! Feature `serde`: the value types, the checker's inputs and verdicts and [`VmcsSnapshot`] serialize;
+//! the flag sets ([`InterruptibilityState`], [`PendingDebugExceptions`], [`ExceptionBitmap`], `check::CpuFeatures`) as their raw
+//! number, unknown bits kept, like every flag set of the workspace (`vmx_caps::serde_bits` says why).
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_op_in_unsafe_fn)]

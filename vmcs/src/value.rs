@@ -427,8 +427,6 @@ bitflags! {
     /// Interruptibility State"): the field `GUEST_INTERRUPTIBILITY_STATE`. Bits 31:5 are reserved
     /// and kept.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-    #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-    #[cfg_attr(feature = "serde", serde(transparent))]
     pub struct InterruptibilityState: u32 {
         /// Bit 0: blocking by STI.
         const BLOCKING_BY_STI = 1 << 0;
@@ -443,6 +441,8 @@ bitflags! {
         const _ = !0;
     }
 }
+
+vmx_caps::serde_as_bits!(InterruptibilityState);
 
 impl InterruptibilityState {
     /// Reserved bits (31:5); VM entry requires them to be zero.
@@ -463,8 +463,6 @@ bitflags! {
     /// recognized but not yet delivered, which VM entry makes pending again (SDM "Delivery of
     /// Pending Debug Exceptions after VM Entry"). Reserved bits are kept.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-    #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-    #[cfg_attr(feature = "serde", serde(transparent))]
     pub struct PendingDebugExceptions: u64 {
         /// Bit 0, B0: breakpoint condition 0 met (enabled in DR7 or not).
         const B0 = 1 << 0;
@@ -485,6 +483,8 @@ bitflags! {
         const _ = !0;
     }
 }
+
+vmx_caps::serde_as_bits!(PendingDebugExceptions);
 
 impl PendingDebugExceptions {
     /// Reserved bits (11:4, 13, 15, 63:17); VM entry requires them to be zero.
@@ -765,8 +765,6 @@ bitflags! {
     /// *n* set makes exception vector *n* cause a VM exit. Flag names are the SDM's exception
     /// names; bits without a named exception are kept.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-    #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-    #[cfg_attr(feature = "serde", serde(transparent))]
     pub struct ExceptionBitmap: u32 {
         /// Vector 0: #DE, divide error.
         const DIVIDE_ERROR = 1 << 0;
@@ -813,6 +811,8 @@ bitflags! {
         const _ = !0;
     }
 }
+
+vmx_caps::serde_as_bits!(ExceptionBitmap);
 
 impl ExceptionBitmap {
     /// The bit of exception vector `vector` (0 to 31); `None` for vectors above 31, which the

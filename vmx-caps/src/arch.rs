@@ -60,22 +60,7 @@ macro_rules! register {
             }
         }
 
-        #[cfg(feature = "serde")]
-        #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
-        impl serde::Serialize for $name {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.serialize_u64(self.bits())
-            }
-        }
-
-        #[cfg(feature = "serde")]
-        #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
-        impl<'de> serde::Deserialize<'de> for $name {
-            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let raw = <$ty as serde::Deserialize>::deserialize(deserializer)?;
-                Ok(Self::from_bits_retain(raw))
-            }
-        }
+        crate::serde_as_bits!($name);
     };
 }
 

@@ -100,21 +100,7 @@ impl FeatureControl {
     }
 }
 
-#[cfg(feature = "serde")]
-#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
-impl serde::Serialize for FeatureControl {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_u64(self.bits())
-    }
-}
-
-#[cfg(feature = "serde")]
-#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
-impl<'de> serde::Deserialize<'de> for FeatureControl {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(Self::from_bits_retain(u64::deserialize(deserializer)?))
-    }
-}
+crate::serde_as_bits!(FeatureControl);
 
 /// Memory type for the VMCS and other structures, `IA32_VMX_BASIC[53:50]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,6 +16,11 @@
 //! assert!(caps.ept_vpid.pdpte_1gb());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! Feature `serde`: the decoded capabilities and negotiation results serialize; every flag set
+//! (control fields, `FeatureControl`, the registers of [`arch`]) as its raw number, unknown bits
+//! kept. The module `serde_bits` (with the feature) says why, and gives the other crates of the
+//! workspace the same form.
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -31,6 +36,9 @@ pub mod msr;
 mod negotiate;
 pub mod number;
 mod report;
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub mod serde_bits;
 mod source;
 pub mod virt;
 
@@ -55,3 +63,44 @@ pub use source::{
     MsrError, MsrSnapshot, MsrSource, SNAPSHOT_CAPACITY, SnapshotError, SnapshotErrorKind,
     SnapshotFull,
 };
+
+/// Implements `Serialize` and `Deserialize` for bitflags types as their raw number (see
+/// the module `serde_bits`), when the invoking crate's `serde` feature is on (which
+/// must enable `vmx-caps/serde`).
+///
+/// ```
+/// bitflags::bitflags! {
+///     /// An example flag set.
+///     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///     pub struct Example: u8 {
+///         /// Bit 0.
+///         const A = 1 << 0;
+///     }
+/// }
+/// vmx_caps::serde_as_bits!(Example);
+/// ```
+#[macro_export]
+macro_rules! serde_as_bits {
+    ($($name:ty),+ $(,)?) => {$(
+        #[cfg(feature = "serde")]
+        #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+        impl $crate::serde_bits::Serialize for $name {
+            fn serialize<S: $crate::serde_bits::Serializer>(
+                &self,
+                serializer: S,
+            ) -> ::core::result::Result<S::Ok, S::Error> {
+                $crate::serde_bits::serialize(self, serializer)
+            }
+        }
+
+        #[cfg(feature = "serde")]
+        #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+        impl<'de> $crate::serde_bits::Deserialize<'de> for $name {
+            fn deserialize<D: $crate::serde_bits::Deserializer<'de>>(
+                deserializer: D,
+            ) -> ::core::result::Result<Self, D::Error> {
+                $crate::serde_bits::deserialize(deserializer)
+            }
+        }
+    )+};
+}

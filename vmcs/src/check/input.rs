@@ -7,7 +7,6 @@ bitflags! {
     /// CPUID-enumerated features that change what VM entry accepts (reserved-bit masks of loaded
     /// MSRs, canonicality, the LAM exemption of CR3).
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-    #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
     pub struct CpuFeatures: u32 {
         /// Intel 64 architecture (CPUID.80000001H:EDX.LM[bit 29]).
         const INTEL64 = 1 << 0;
@@ -24,6 +23,8 @@ bitflags! {
         const RTM = 1 << 4;
     }
 }
+
+vmx_caps::serde_as_bits!(CpuFeatures);
 
 /// Facts about the processor that VM entry depends on beyond the VMX capability MSRs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
