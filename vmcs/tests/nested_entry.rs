@@ -6,9 +6,12 @@
 
 mod check_common;
 use check_common::{MSR_LOAD_AREA, baseline, tigerlake_msrs};
+use std::collections::HashMap;
 use vmcs::check::EntryInstruction::{Vmlaunch, Vmresume};
 use vmcs::check::{CpuFacts, LaunchState, Violation};
-use vmcs::nested::{FlatGuestMemory, L1Context, L1VmxState, L2Entry, PointerOperand, VmxOutcome};
+use vmcs::nested::{
+    FlatGuestMemory, GuestMsrs, L1Context, L1VmxState, L2Entry, PointerOperand, VmxOutcome,
+};
 use vmcs::{VmcsRead, VmcsWrite, fields};
 use vmx_caps::VmxCapabilities;
 use vmx_caps::virt::VirtualPolicy;
@@ -20,10 +23,31 @@ const VMXON: u64 = 0x1000;
 const VMCS12: u64 = 0x4000;
 const CX: L1Context = L1Context::long_mode_cpl0();
 
+/// L1's and L2's MSRs as L0 would keep them; WRMSR of an MSR in `faulting` faults.
+#[derive(Default)]
+struct Msrs {
+    values: HashMap<u32, u64>,
+    faulting: Vec<u32>,
+}
+
+impl GuestMsrs for Msrs {
+    fn read(&mut self, msr: u32) -> Option<u64> {
+        self.values.get(&msr).copied()
+    }
+    fn write(&mut self, msr: u32, value: u64) -> bool {
+        if self.faulting.contains(&msr) {
+            return false;
+        }
+        self.values.insert(msr, value);
+        true
+    }
+}
+
 struct Setup {
     l1: L1VmxState,
     memory: Vec<u8>,
     cpu: CpuFacts,
+    msrs: Msrs,
 }
 
 fn setup() -> Setup {
@@ -55,7 +79,12 @@ fn setup() -> Setup {
     baseline(l1.current_vmcs_mut().unwrap());
     let mut cpu = CpuFacts::new(39);
     cpu.perf_global_ctrl_reserved = Some(CpuFacts::perf_global_ctrl_mask(4, 3));
-    Setup { l1, memory, cpu }
+    Setup {
+        l1,
+        memory,
+        cpu,
+        msrs: Msrs::default(),
+    }
 }
 
 impl Setup {
@@ -68,7 +97,14 @@ impl Setup {
         let mut sink = |v: &Violation| seen.push(v.rule.id().to_string());
         let entry = self
             .l1
-            .enter_l2(&CX, instruction, self.cpu, &mut mem, &mut sink)
+            .enter_l2(
+                &CX,
+                instruction,
+                self.cpu,
+                &mut mem,
+                &mut sink,
+                &mut self.msrs,
+            )
             .unwrap();
         (entry, seen)
     }
@@ -204,4 +240,59 @@ fn without_a_current_vmcs_it_is_vmfailinvalid() {
     );
     let (entry, _) = s.enter(Vmlaunch);
     assert_eq!(entry, L2Entry::Instruction(VmxOutcome::VmFailInvalid));
+}
+
+/// Writes MSR-load entries (index, data) at `MSR_LOAD_AREA` and points VMCS12's VM-entry
+/// MSR-load area at them.
+fn msr_load_area(s: &mut Setup, entries: &[(u32, u64)]) {
+    let area = MSR_LOAD_AREA as usize;
+    for (i, (msr, data)) in entries.iter().enumerate() {
+        let at = area + 16 * i;
+        s.memory[at..at + 8].copy_from_slice(&u64::from(*msr).to_le_bytes());
+        s.memory[at + 8..at + 16].copy_from_slice(&data.to_le_bytes());
+    }
+    let vmcs = s.vmcs12();
+    vmcs.write(fields::VM_ENTRY_MSR_LOAD_ADDRESS, MSR_LOAD_AREA)
+        .unwrap();
+    vmcs.write(fields::VM_ENTRY_MSR_LOAD_COUNT, entries.len() as u32)
+        .unwrap();
+}
+
+#[test]
+fn the_entry_msr_load_area_is_loaded_into_the_guest_msrs_in_order() {
+    let mut s = setup();
+    // IA32_SYSENTER_CS twice: the later entry wins, as the processor loads in order.
+    msr_load_area(
+        &mut s,
+        &[
+            (0x174, 8),
+            (0xc000_0081, 0x23_0010_0000_0000),
+            (0x174, 0x10),
+        ],
+    );
+    let (entry, seen) = s.enter(Vmlaunch);
+    assert_eq!(entry, L2Entry::Enter, "{seen:?}");
+    assert_eq!(s.msrs.values.get(&0x174), Some(&0x10));
+    assert_eq!(s.msrs.values.get(&0xc000_0081), Some(&0x23_0010_0000_0000));
+}
+
+#[test]
+fn an_msr_whose_wrmsr_faults_is_exit_reason_34_and_the_vmcs_stays_clear() {
+    let mut s = setup();
+    // IA32_STAR loads; entry 2 is an MSR whose WRMSR faults with that value (the checker
+    // cannot know it), so entry fails with qualification 2.
+    s.msrs.faulting.push(0x1a0);
+    msr_load_area(&mut s, &[(0xc000_0081, 0), (0x1a0, 1 << 63)]);
+    let (entry, seen) = s.enter(Vmlaunch);
+    assert_eq!(
+        entry,
+        L2Entry::EntryFailure {
+            exit_reason: 0x8000_0022,
+            qualification: 2
+        },
+        "{seen:?}"
+    );
+    assert_eq!(s.read(fields::EXIT_QUALIFICATION.encoding()), 2);
+    assert_eq!(s.l1.launch_state(), Some(LaunchState::Clear));
+    assert_eq!(s.msrs.values.get(&0xc000_0081), Some(&0));
 }

@@ -1,6 +1,10 @@
 //! VMLAUNCH and VMRESUME of L1: the VM-entry checks on VMCS12, with the SDM's result for L1.
 
+use super::vmcs02::{GuestMsrs, load_entry_msrs};
 use super::{GuestMemory, L1Context, L1VmxState, VmxOutcome};
+
+/// Exit reason 34 with bit 31 set: "VM-entry failure due to MSR loading".
+const EXIT_REASON_MSR_LOADING: u32 = 0x8000_0022;
 use crate::check::{
     CheckError, Checker, CpuFacts, EntryInstruction, LaunchContext, Outcome, ViolationSink,
 };
@@ -45,17 +49,19 @@ impl L1VmxState {
     ///
     /// [`CheckError`] when a field every processor has cannot be read from VMCS12, or the exit
     /// reason or qualification cannot be written (the capabilities' VMCS_ENUM excludes it).
-    pub fn enter_l2<M, S>(
+    pub fn enter_l2<M, S, G>(
         &mut self,
         cx: &L1Context,
         instruction: EntryInstruction,
         cpu: CpuFacts,
         mem: &mut M,
         sink: &mut S,
+        msrs: &mut G,
     ) -> Result<L2Entry, CheckError>
     where
         M: GuestMemory + ?Sized,
         S: ViolationSink + ?Sized,
+        G: GuestMsrs + ?Sized,
     {
         match self.vm_entry(cx, instruction) {
             VmxOutcome::Succeed(()) => {}
@@ -79,6 +85,9 @@ impl L1VmxState {
         let summary = checker.check(&current.vmcs, mem, sink)?;
         Ok(match summary.outcome {
             Outcome::Success => {
+                if let Err(index) = load_entry_msrs(&current.vmcs, mem, msrs) {
+                    return self.entry_failure(EXIT_REASON_MSR_LOADING, index.into());
+                }
                 if instruction == EntryInstruction::Vmlaunch {
                     self.mark_launched();
                 }

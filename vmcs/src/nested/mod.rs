@@ -54,7 +54,12 @@ use crate::fields;
 use crate::soft::SoftVmcs;
 
 mod entry;
+mod vmcs02;
 pub use entry::L2Entry;
+pub use vmcs02::{
+    GuestMsrs, L0Part, VMCS02_CONTROLS, Vmcs02, Vmcs02Error, build_vmcs02, load_entry_msrs,
+    merge_io_bitmaps, merge_msr_bitmap,
+};
 
 /// Offset of the launch state in a VMCS12 region.
 const LAUNCH_STATE_OFFSET: u64 = 8;

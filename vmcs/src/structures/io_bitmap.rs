@@ -201,6 +201,16 @@ impl IoBitmaps {
             .map_err(vmcs_err::<Self>)
     }
 
+    /// Sets every bit that is set in the raw bitmap pages `a` and `b` (as the processor reads
+    /// them): the union of two sets of intercepts.
+    pub fn union_bytes(&mut self, a: &[u8; 4096], b: &[u8; 4096]) {
+        for (page, other) in [(&mut self.a, a), (&mut self.b, b)] {
+            for (mine, theirs) in page.0.iter_mut().zip(other) {
+                *mine |= theirs;
+            }
+        }
+    }
+
     /// Bitmap A (ports 0000H–7FFFH), as the processor reads it.
     #[must_use]
     pub fn bitmap_a(&self) -> &[u8; 4096] {

@@ -203,6 +203,14 @@ impl MsrBitmap {
         write_address(self, vmcs, translate, fields::ADDRESS_OF_MSR_BITMAPS)
     }
 
+    /// Sets every bit that is set in `page` (a raw MSR-bitmap page, as the processor reads
+    /// one): the union of two sets of intercepts.
+    pub fn union_bytes(&mut self, page: &[u8; 4096]) {
+        for (mine, theirs) in self.page.0.iter_mut().zip(page) {
+            *mine |= theirs;
+        }
+    }
+
     /// The raw page, as the processor reads it.
     #[must_use]
     pub fn as_bytes(&self) -> &[u8; 4096] {

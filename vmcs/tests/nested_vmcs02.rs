@@ -1,0 +1,395 @@
+//! VMCS02 built from VMCS12 and L0's part (`vmcs::nested::build_vmcs02`): the result passes the
+//! software VM-entry checker under the real capabilities of Bochs `tigerlake`, and each merge
+//! rule (controls, exception bitmap with the page-fault filter, CR0/CR4 masks and shadows, TSC
+//! offset, L1's IA32_EFER/IA32_PAT where VMCS12 loads none, preemption timer, MSR and I/O
+//! bitmaps) gives the SDM's behaviour for L2.
+
+mod check_common;
+use check_common::{Env, baseline};
+use vmcs::check::Outcome;
+use vmcs::nested::{
+    FlatGuestMemory, L0Part, VMCS02_CONTROLS, Vmcs02Error, build_vmcs02, merge_io_bitmaps,
+    merge_msr_bitmap,
+};
+use vmcs::structures::{IoBitmaps, MsrAccess, MsrBitmap};
+use vmcs::{ExceptionBitmap, SoftVmcs, VmcsRead, VmcsWrite, fields};
+use vmx_caps::virt::VirtualPolicy;
+use vmx_caps::{
+    ControlSet, EntryControls, ExitControls, PinBasedControls, PrimaryControls, SecondaryControls,
+    VmxCapabilities,
+};
+
+const REVISION: u32 = 0x11e5_7ed0;
+const EPTP02: u64 = 0x50_0000 | 6 | 3 << 3;
+
+fn enc<F: vmcs::VmcsField>(f: F) -> u32 {
+    f.encoding()
+}
+
+/// The capabilities L0 shows L1: what VMCS02 can carry, on top of `real`.
+fn virtual_caps(real: &VmxCapabilities) -> VmxCapabilities {
+    let mut policy = VirtualPolicy::everything(REVISION);
+    policy.offer = VMCS02_CONTROLS;
+    policy.virtualize(real).unwrap().caps
+}
+
+/// L0's own part: its interrupts, its EPT and VPID, #MC, CR4.VMXE.
+fn l0_part() -> L0Part {
+    let mut controls = ControlSet::EMPTY;
+    controls.insert(PinBasedControls::EXTERNAL_INTERRUPT_EXITING | PinBasedControls::NMI_EXITING);
+    controls.insert(SecondaryControls::ENABLE_EPT | SecondaryControls::ENABLE_VPID);
+    controls.insert(
+        ExitControls::HOST_ADDRESS_SPACE_SIZE
+            | ExitControls::ACKNOWLEDGE_INTERRUPT_ON_EXIT
+            | ExitControls::LOAD_IA32_PAT
+            | ExitControls::LOAD_IA32_EFER,
+    );
+    L0Part {
+        controls,
+        exceptions: ExceptionBitmap::MACHINE_CHECK,
+        cr0_mask: 0,
+        cr4_mask: 1 << 13,
+        eptp: EPTP02,
+        vpid: 2,
+        msr_bitmap: 0x60_0000,
+        io_bitmaps: (0x61_0000, 0x62_0000),
+        preemption_timer: 0,
+    }
+}
+
+struct Setup {
+    /// VMCS01 is `env.vmcs`; `env` checks VMCS02 under the real capabilities.
+    env: Env,
+    vmcs12: SoftVmcs,
+    l0: L0Part,
+}
+
+fn setup() -> Setup {
+    let env = Env::tigerlake();
+    let mut vmcs12 = SoftVmcs::new(&virtual_caps(&env.caps));
+    baseline(&mut vmcs12);
+    // L1's guest differs from L0's guest where it matters for the tests.
+    vmcs12.write(fields::GUEST_RIP, 0x7000_1000).unwrap();
+    vmcs12.write(fields::HOST_RIP, 0x1234_5000).unwrap();
+    Setup {
+        env,
+        vmcs12,
+        l0: l0_part(),
+    }
+}
+
+impl Setup {
+    fn build(&self) -> Result<(SoftVmcs, vmcs::nested::Vmcs02), Vmcs02Error> {
+        let mut vmcs02 = SoftVmcs::new(&self.env.caps);
+        let built = build_vmcs02(
+            &self.vmcs12,
+            &self.env.vmcs,
+            &self.l0,
+            &self.env.caps,
+            &mut vmcs02,
+        )?;
+        Ok((vmcs02, built))
+    }
+
+    fn w12(&mut self, encoding: u32, value: u64) {
+        self.vmcs12.write_raw(encoding, value).unwrap();
+    }
+}
+
+#[test]
+fn vmcs02_of_a_valid_vmcs12_passes_the_real_vm_entry_checks() {
+    let s = setup();
+    let (vmcs02, built) = s.build().unwrap();
+    let mut env = s.env.clone();
+    env.vmcs = vmcs02.clone();
+    let report = env.check();
+    assert_eq!(
+        report.outcome(),
+        Outcome::Success,
+        "{:?}",
+        report.violations().collect::<Vec<_>>()
+    );
+    // Guest state is L1's request, host state L0's, the structures L0's.
+    assert_eq!(vmcs02.read(fields::GUEST_RIP).unwrap(), 0x7000_1000);
+    assert_eq!(
+        vmcs02.read(fields::HOST_RIP).unwrap(),
+        s.env.vmcs.read(fields::HOST_RIP).unwrap()
+    );
+    assert_eq!(vmcs02.read_raw(enc(fields::EPT_POINTER)).unwrap(), EPTP02);
+    assert_eq!(
+        vmcs02.read(fields::VIRTUAL_PROCESSOR_IDENTIFIER).unwrap(),
+        2
+    );
+    assert_eq!(vmcs02.read(fields::VMCS_LINK_POINTER).unwrap(), u64::MAX);
+    assert_eq!(
+        vmcs02.read(fields::ADDRESS_OF_MSR_BITMAPS).unwrap(),
+        0x60_0000
+    );
+    assert_eq!(
+        vmcs02.read(fields::ADDRESS_OF_IO_BITMAP_B).unwrap(),
+        0x62_0000
+    );
+    // L1's HLT exiting and L0's external-interrupt exiting; I/O and MSR bitmaps always.
+    assert!(built.controls.proc.contains(
+        PrimaryControls::HLT_EXITING
+            | PrimaryControls::USE_IO_BITMAPS
+            | PrimaryControls::USE_MSR_BITMAPS
+    ));
+    assert!(
+        built
+            .controls
+            .pin
+            .contains(PinBasedControls::EXTERNAL_INTERRUPT_EXITING)
+    );
+    // The exit controls are L0's plus the saves L0 needs to report L2's state.
+    assert!(built.controls.exit.contains(
+        ExitControls::SAVE_IA32_EFER | ExitControls::SAVE_IA32_PAT | ExitControls::LOAD_IA32_EFER
+    ));
+}
+
+#[test]
+fn exceptions_either_intercepts_exit_and_the_page_fault_filter_is_l1s_unless_l0_takes_all() {
+    let mut s = setup();
+    s.w12(enc(fields::EXCEPTION_BITMAP), (1 << 6) | (1 << 14));
+    s.w12(enc(fields::PAGE_FAULT_ERROR_CODE_MASK), 2);
+    s.w12(enc(fields::PAGE_FAULT_ERROR_CODE_MATCH), 2);
+    let (vmcs02, _) = s.build().unwrap();
+    assert_eq!(
+        vmcs02.read_raw(enc(fields::EXCEPTION_BITMAP)).unwrap(),
+        (1 << 6) | (1 << 14) | (1 << 18)
+    );
+    assert_eq!(vmcs02.read(fields::PAGE_FAULT_ERROR_CODE_MASK).unwrap(), 2);
+    assert_eq!(vmcs02.read(fields::PAGE_FAULT_ERROR_CODE_MATCH).unwrap(), 2);
+    // L0 intercepting #PF for itself: every page fault exits.
+    s.l0.exceptions |= ExceptionBitmap::PAGE_FAULT;
+    let (vmcs02, _) = s.build().unwrap();
+    assert_eq!(vmcs02.read(fields::PAGE_FAULT_ERROR_CODE_MASK).unwrap(), 0);
+    assert_eq!(vmcs02.read(fields::PAGE_FAULT_ERROR_CODE_MATCH).unwrap(), 0);
+}
+
+#[test]
+fn cr_masks_are_united_and_l2_reads_l1s_shadow_or_its_own_value() {
+    let mut s = setup();
+    // L1 owns CR0.TS with shadow TS = 1 while L2 really has TS = 0.
+    s.w12(enc(fields::CR0_GUEST_HOST_MASK), 1 << 3);
+    s.w12(enc(fields::CR0_READ_SHADOW), 1 << 3);
+    s.w12(enc(fields::GUEST_CR0), 0x8005_0033 & !(1 << 3));
+    // L1 owns CR4.PGE (bit 7) with shadow 0; L0 owns CR4.VMXE (bit 13), which L1 did not mask:
+    // L2 must read its real VMXE there (L1's view), 1 in VMCS12's guest CR4.
+    s.w12(enc(fields::CR4_GUEST_HOST_MASK), 1 << 7);
+    s.w12(enc(fields::CR4_READ_SHADOW), 0);
+    let guest_cr4 = s.vmcs12.read_raw(enc(fields::GUEST_CR4)).unwrap();
+    assert_ne!(guest_cr4 & (1 << 13), 0);
+    let (vmcs02, _) = s.build().unwrap();
+    assert_eq!(
+        vmcs02.read_raw(enc(fields::CR0_GUEST_HOST_MASK)).unwrap(),
+        1 << 3
+    );
+    assert_eq!(
+        vmcs02.read_raw(enc(fields::CR0_READ_SHADOW)).unwrap(),
+        1 << 3
+    );
+    assert_eq!(
+        vmcs02.read_raw(enc(fields::CR4_GUEST_HOST_MASK)).unwrap(),
+        (1 << 7) | (1 << 13)
+    );
+    let shadow4 = vmcs02.read_raw(enc(fields::CR4_READ_SHADOW)).unwrap();
+    assert_eq!(shadow4 & (1 << 7), 0);
+    assert_eq!(shadow4 & (1 << 13), 1 << 13);
+}
+
+#[test]
+fn l2s_tsc_offset_is_l1s_plus_vmcs12s() {
+    let mut s = setup();
+    s.env.set(
+        enc(fields::PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS),
+        1 << 3,
+    );
+    s.env.w(enc(fields::TSC_OFFSET), 1000u64.wrapping_neg());
+    s.vmcs12
+        .modify(fields::PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS, |p| {
+            p | PrimaryControls::USE_TSC_OFFSETTING
+        })
+        .unwrap();
+    s.w12(enc(fields::TSC_OFFSET), 5000);
+    let (vmcs02, built) = s.build().unwrap();
+    assert!(
+        built
+            .controls
+            .proc
+            .contains(PrimaryControls::USE_TSC_OFFSETTING)
+    );
+    assert_eq!(vmcs02.read(fields::TSC_OFFSET).unwrap(), 4000);
+    // VMCS12 without offsetting: L2 sees L1's TSC.
+    s.vmcs12
+        .modify(fields::PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS, |p| {
+            p - PrimaryControls::USE_TSC_OFFSETTING
+        })
+        .unwrap();
+    let (vmcs02, _) = s.build().unwrap();
+    assert_eq!(
+        vmcs02.read(fields::TSC_OFFSET).unwrap(),
+        1000u64.wrapping_neg()
+    );
+}
+
+#[test]
+fn where_vmcs12_loads_no_efer_or_pat_l2_starts_with_l1s() {
+    let mut s = setup();
+    s.vmcs12
+        .modify(fields::VM_ENTRY_CONTROLS, |e| {
+            e - (EntryControls::LOAD_IA32_EFER | EntryControls::LOAD_IA32_PAT)
+        })
+        .unwrap();
+    // L1 currently has SCE and NXE without LME/LMA; its L2 is an IA-32e guest.
+    s.env.w(enc(fields::GUEST_IA32_EFER), 0x801);
+    s.env.w(enc(fields::GUEST_IA32_PAT), 0x0606_0606_0606_0606);
+    let (vmcs02, built) = s.build().unwrap();
+    assert!(built.controls.entry.contains(EntryControls::LOAD_IA32_EFER));
+    assert_eq!(
+        vmcs02.read_raw(enc(fields::GUEST_IA32_EFER)).unwrap(),
+        0xd01
+    );
+    assert_eq!(
+        vmcs02.read_raw(enc(fields::GUEST_IA32_PAT)).unwrap(),
+        0x0606_0606_0606_0606
+    );
+    // Where VMCS12 loads them, VMCS12's values.
+    let s = setup();
+    let (vmcs02, _) = s.build().unwrap();
+    assert_eq!(
+        vmcs02.read_raw(enc(fields::GUEST_IA32_PAT)).unwrap(),
+        0x0007_0406_0007_0406
+    );
+}
+
+#[test]
+fn the_preemption_timer_is_the_earlier_of_l1s_and_l0s() {
+    let mut s = setup();
+    s.vmcs12
+        .modify(fields::PIN_BASED_VM_EXECUTION_CONTROLS, |p| {
+            p | PinBasedControls::ACTIVATE_VMX_PREEMPTION_TIMER
+        })
+        .unwrap();
+    s.w12(enc(fields::VMX_PREEMPTION_TIMER_VALUE), 500);
+    s.l0.controls
+        .insert(PinBasedControls::ACTIVATE_VMX_PREEMPTION_TIMER);
+    s.l0.preemption_timer = 200;
+    let (vmcs02, built) = s.build().unwrap();
+    assert_eq!(
+        vmcs02.read(fields::VMX_PREEMPTION_TIMER_VALUE).unwrap(),
+        200
+    );
+    assert!(!built.timer_is_l1s);
+    s.w12(enc(fields::VMX_PREEMPTION_TIMER_VALUE), 100);
+    let (vmcs02, built) = s.build().unwrap();
+    assert_eq!(
+        vmcs02.read(fields::VMX_PREEMPTION_TIMER_VALUE).unwrap(),
+        100
+    );
+    assert!(built.timer_is_l1s);
+}
+
+#[test]
+fn a_vmcs12_with_a_control_vmcs02_cannot_carry_is_refused() {
+    let mut s = setup();
+    s.vmcs12
+        .modify(fields::PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS, |p| {
+            p | PrimaryControls::USE_TPR_SHADOW
+        })
+        .unwrap();
+    let Err(Vmcs02Error::Unsupported(set)) = s.build() else {
+        panic!("TPR shadow accepted")
+    };
+    assert_eq!(set.proc, PrimaryControls::USE_TPR_SHADOW);
+    assert!(set.proc2.is_empty() && set.pin.is_empty());
+}
+
+#[test]
+fn l0_controls_the_processor_lacks_are_refused() {
+    let mut s = setup();
+    // Bochs tigerlake has no tertiary controls.
+    s.l0.controls
+        .insert(vmx_caps::TertiaryControls::LOADIWKEY_EXITING);
+    assert!(matches!(s.build(), Err(Vmcs02Error::NotAllowed(set)) if !set.proc3.is_empty()));
+}
+
+#[test]
+fn msr_bitmaps_merge_l0s_and_l1s_intercepts() {
+    let s = setup();
+    let mut memory = vec![0u8; 0x40_0000];
+    // L1 (baseline bitmap at 0x20_0000) intercepts WRMSR of IA32_SYSENTER_CS (174H).
+    memory[0x20_0000 + 2048 + 0x174 / 8] |= 1 << (0x174 % 8);
+    let mut mem = FlatGuestMemory {
+        base: 0,
+        bytes: &mut memory,
+    };
+    let mut own = MsrBitmap::pass_all();
+    own.intercept(0xc000_0080, MsrAccess::Read).unwrap();
+    let mut merged = MsrBitmap::pass_all();
+    merge_msr_bitmap(&s.vmcs12, &mut mem, &own, &mut merged).unwrap();
+    assert!(merged.exits(0x174, MsrAccess::Write));
+    assert!(!merged.exits(0x174, MsrAccess::Read));
+    assert!(merged.exits(0xc000_0080, MsrAccess::Read));
+    assert!(!merged.exits(0xc000_0080, MsrAccess::Write));
+    assert!(!merged.exits(0x10, MsrAccess::Read));
+
+    // A bitmap outside L1's memory reads as all ones: everything exits.
+    let mut v12 = s.vmcs12.clone();
+    v12.write(fields::ADDRESS_OF_MSR_BITMAPS, 0x80_0000)
+        .unwrap();
+    merge_msr_bitmap(&v12, &mut mem, &own, &mut merged).unwrap();
+    assert_eq!(merged, MsrBitmap::intercept_all());
+    // Without "use MSR bitmaps", every RDMSR/WRMSR of L2 exits to L1.
+    v12.modify(fields::PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS, |p| {
+        p - PrimaryControls::USE_MSR_BITMAPS
+    })
+    .unwrap();
+    merged = MsrBitmap::pass_all();
+    merge_msr_bitmap(&v12, &mut mem, &own, &mut merged).unwrap();
+    assert_eq!(merged, MsrBitmap::intercept_all());
+}
+
+#[test]
+fn io_bitmaps_merge_l0s_and_l1s_intercepts() {
+    let mut s = setup();
+    let mut memory = vec![0u8; 0x40_0000];
+    memory[0x30_0000 + 0x80 / 8] |= 1 << (0x80 % 8);
+    memory[0x30_1000] |= 1; // port 8000H in bitmap B
+    let mut mem = FlatGuestMemory {
+        base: 0,
+        bytes: &mut memory,
+    };
+    let mut own = IoBitmaps::pass_all();
+    own.intercept(0x3f8);
+    let mut merged = IoBitmaps::pass_all();
+    // Neither: L0's alone.
+    merge_io_bitmaps(&s.vmcs12, &mut mem, &own, &mut merged).unwrap();
+    assert_eq!(merged, own);
+    // L1's bitmaps.
+    s.vmcs12
+        .modify(fields::PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS, |p| {
+            p | PrimaryControls::USE_IO_BITMAPS
+        })
+        .unwrap();
+    s.w12(enc(fields::ADDRESS_OF_IO_BITMAP_A), 0x30_0000);
+    s.w12(enc(fields::ADDRESS_OF_IO_BITMAP_B), 0x30_1000);
+    merge_io_bitmaps(&s.vmcs12, &mut mem, &own, &mut merged).unwrap();
+    for (port, exits) in [
+        (0x80, true),
+        (0x8000, true),
+        (0x3f8, true),
+        (0x81, false),
+        (0x60, false),
+    ] {
+        assert_eq!(merged.exits(port, 1).unwrap(), exits, "port {port:#x}");
+    }
+    // Unconditional I/O exiting alone: every port.
+    s.vmcs12
+        .modify(fields::PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS, |p| {
+            (p - PrimaryControls::USE_IO_BITMAPS) | PrimaryControls::UNCONDITIONAL_IO_EXITING
+        })
+        .unwrap();
+    merge_io_bitmaps(&s.vmcs12, &mut mem, &own, &mut merged).unwrap();
+    assert_eq!(merged, IoBitmaps::intercept_all());
+}
