@@ -13,10 +13,12 @@ use vmcs::check::{
 };
 use vmcs::{
     ActivityState, DescriptorTable, EntryInterruptionInfo, ExceptionBitmap, GuestDescriptorTable,
-    GuestSegment, InterruptibilityState, InterruptionType, PendingDebugExceptions, Segment,
-    SegmentAccessRights, SoftVmcs, fields,
+    GuestSegment, GuestState, HostState, InterruptibilityState, InterruptionType,
+    PendingDebugExceptions, Segment, SegmentAccessRights, SoftVmcs, SystemSegmentType, VmcsWrite,
+    fields,
 };
-use vmx_caps::{MsrSnapshot, VmxCapabilities};
+use vmx_caps::arch::{Cr0, Efer};
+use vmx_caps::{ExitControls, MsrSnapshot, VmxCapabilities};
 use vmx_core::VmInstructionError;
 
 fn round_trip<T: Serialize + DeserializeOwned + PartialEq + Debug>(value: &T) -> serde_json::Value {
@@ -55,7 +57,7 @@ fn flag_sets_are_numbers_with_unknown_bits_kept() {
 
 #[test]
 fn value_types_round_trip() {
-    let code = SegmentAccessRights::new(0xb, true, 0, true, true, false, true);
+    let code = SegmentAccessRights::CODE_64;
     round_trip(&code);
     round_trip(&SegmentAccessRights::from_bits(0x1_0000)); // unusable
     let segment = Segment {
@@ -75,6 +77,33 @@ fn value_types_round_trip() {
         base: 0xffff_8000_0000_1000,
         limit: 0xfff,
     });
+    for ty in [
+        SystemSegmentType::TSS16_AVAILABLE,
+        SystemSegmentType::LDT,
+        SystemSegmentType::TSS_BUSY,
+    ] {
+        round_trip(&ty);
+        round_trip(&SegmentAccessRights::system(ty));
+    }
+    for state in [
+        GuestState::reset(),
+        GuestState::protected_mode_32(0x10_0000),
+        GuestState::long_mode_64(0x20_0000, 0x1000),
+    ] {
+        round_trip(&state);
+    }
+    // A host-state area as a 64-bit host fills it, read back from a VMCS.
+    let mut vmcs = SoftVmcs::all_fields();
+    vmcs.write(fields::HOST_CR0, Cr0::PE | Cr0::NE | Cr0::PG)
+        .unwrap();
+    vmcs.write(fields::HOST_CS_SELECTOR, 0x8).unwrap();
+    vmcs.write(fields::HOST_TR_SELECTOR, 0x28).unwrap();
+    vmcs.write(fields::HOST_RIP, 0xffff_8000_0010_0000).unwrap();
+    vmcs.write(fields::HOST_IA32_EFER, Efer::LME | Efer::LMA)
+        .unwrap();
+    let host = HostState::read(&vmcs, ExitControls::LOAD_IA32_EFER).unwrap();
+    assert_eq!(host.cs, 0x8);
+    round_trip(&host);
     for raw in 0..6 {
         round_trip(&ActivityState::from_raw(raw));
     }
