@@ -54,8 +54,10 @@ use crate::fields;
 use crate::soft::SoftVmcs;
 
 mod entry;
+mod exit;
 mod vmcs02;
 pub use entry::L2Entry;
+pub use exit::{ReflectError, Reflected, VmxAbort};
 pub use vmcs02::{
     GuestMsrs, L0Part, VMCS02_CONTROLS, Vmcs02, Vmcs02Error, build_vmcs02, load_entry_msrs,
     merge_io_bitmaps, merge_msr_bitmap,

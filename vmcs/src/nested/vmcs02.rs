@@ -139,6 +139,10 @@ pub struct Vmcs02 {
     /// Whether the VMX-preemption timer value of VMCS02 is L1's (true) or L0's (false); only
     /// meaningful with "activate VMX-preemption timer".
     pub timer_is_l1s: bool,
+    /// The VMX-preemption timer value VMCS02 started with (0 without the timer).
+    pub timer_start: u32,
+    /// L1's VMX-preemption timer value from VMCS12 (0 when L1 does not activate the timer).
+    pub timer_l1: u32,
 }
 
 fn rd(v: &(impl VmcsRead + ?Sized), encoding: u32) -> Result<u64, Vmcs02Error> {
@@ -284,10 +288,13 @@ where
         }
     }
 
-    let timer_is_l1s = execution_fields(vmcs12, vmcs01, &c12, &c01, &c, l0, vmcs02)?;
+    let (timer_start, timer_l1, timer_is_l1s) =
+        execution_fields(vmcs12, vmcs01, &c12, &c01, &c, l0, vmcs02)?;
     Ok(Vmcs02 {
         controls: c,
         timer_is_l1s,
+        timer_start,
+        timer_l1,
     })
 }
 
@@ -430,7 +437,7 @@ fn l1_values_not_loaded(
 }
 
 /// The VM-execution control fields other than the controls, and the VM-entry event fields.
-/// Returns whether the VMX-preemption timer value is L1's.
+/// Returns the VMX-preemption timer value of VMCS02, L1's, and whether VMCS02's is L1's.
 fn execution_fields(
     vmcs12: &(impl VmcsRead + ?Sized),
     vmcs01: &(impl VmcsRead + ?Sized),
@@ -439,7 +446,7 @@ fn execution_fields(
     c: &ControlSet,
     l0: &L0Part,
     vmcs02: &mut (impl VmcsWrite + ?Sized),
-) -> Result<bool, Vmcs02Error> {
+) -> Result<(u32, u32, bool), Vmcs02Error> {
     // Exceptions: either's; with L0 taking every #PF, L1's filter is applied in software.
     let eb12 = rd(vmcs12, fields::EXCEPTION_BITMAP.encoding())?;
     wr(
@@ -577,17 +584,22 @@ fn execution_fields(
         .controls
         .pin
         .contains(PinBasedControls::ACTIVATE_VMX_PREEMPTION_TIMER);
+    let l1_value = if l1_timer {
+        rd(vmcs12, timer)? as u32
+    } else {
+        0
+    };
     let (value, is_l1s) = match (l1_timer, l0_timer) {
-        (true, true) => {
-            let v12 = rd(vmcs12, timer)? as u32;
-            (v12.min(l0.preemption_timer), v12 <= l0.preemption_timer)
-        }
-        (true, false) => (rd(vmcs12, timer)? as u32, true),
+        (true, true) => (
+            l1_value.min(l0.preemption_timer),
+            l1_value <= l0.preemption_timer,
+        ),
+        (true, false) => (l1_value, true),
         (false, true) => (l0.preemption_timer, false),
-        (false, false) => return Ok(false),
+        (false, false) => return Ok((0, 0, false)),
     };
     wr(vmcs02, timer, value.into())?;
-    Ok(is_l1s)
+    Ok((value, l1_value, is_l1s))
 }
 
 /// Reads the 4-KiB page at L1-physical `address`; a page outside L1's memory reads as all
