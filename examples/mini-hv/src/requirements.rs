@@ -2,7 +2,7 @@
 //! place, and the verdict for any capability set: whether the example runs there, with which
 //! fallbacks, and every requirement that is missing.
 //!
-//! mini-hv negotiates with exactly this data ([`request`](crate::requirements::request), [`Verdict::evaluate`](crate::requirements::Verdict::evaluate)); `vmxtool caps
+//! mini-hv negotiates with exactly this data (`request`, `Verdict::evaluate`); `vmxtool caps
 //! --example` includes this file by `#[path]` to print the verdict for a dump. It uses only
 //! `core` and `vmx_caps`, so it builds in the freestanding kernel and in the std tool alike.
 
