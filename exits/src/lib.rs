@@ -81,6 +81,7 @@ pub mod event;
 mod exit;
 pub mod inject;
 pub mod instruction;
+pub mod nested;
 pub mod qualification;
 mod reason;
 
