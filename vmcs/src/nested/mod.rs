@@ -14,6 +14,16 @@
 //! the shadow-VMCS indicator), 7:4 the VMX-abort indicator, 11:8 the launch state (0 clear,
 //! 1 launched), then every field of [`fields::ALL`] as 8 little-endian bytes, in that order.
 //!
+//! The pieces of nested VMX over this emulation:
+//! - [`L1VmxState::enter_l2`]: L1's VMLAUNCH/VMRESUME, VMCS12 checked as the processor checks a
+//!   VMCS, the VM-entry MSR-load area loaded into L0's model of the shared MSRs ([`GuestMsrs`]);
+//! - [`build_vmcs02`]: the VMCS that runs L2, from VMCS12 and L0's part ([`L0Part`]), with the
+//!   merged bitmaps ([`merge_msr_bitmap`], [`merge_io_bitmaps`]);
+//! - `exits::nested::exit_owner`: whether an exit of L2 is L1's;
+//! - [`L1VmxState::reflect_exit`]: the exit carried out for L1 as SDM chapter 28 describes;
+//! - [`resolve_ept_violation`] and [`clear_ept02`]: EPT02 = EPT12 ∘ EPT01, filled on demand and
+//!   emptied at L1's INVEPT; EPT12's faults become L1's exits ([`Ept12Exit`]).
+//!
 //! ```
 //! use vmcs::nested::{L1Context, L1VmxState, PointerOperand, VmxFault, VmxOutcome};
 //! use vmcs::check::FlatMemory;
@@ -54,9 +64,11 @@ use crate::fields;
 use crate::soft::SoftVmcs;
 
 mod entry;
+mod ept02;
 mod exit;
 mod vmcs02;
 pub use entry::L2Entry;
+pub use ept02::{Ept02Resolution, Ept12Exit, clear_ept02, resolve_ept_violation};
 pub use exit::{ReflectError, Reflected, VmxAbort};
 pub use vmcs02::{
     GuestMsrs, L0Part, VMCS02_CONTROLS, Vmcs02, Vmcs02Error, build_vmcs02, load_entry_msrs,

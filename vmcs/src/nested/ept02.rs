@@ -1,0 +1,304 @@
+//! EPT for L2 when L1 uses EPT: EPT02 = EPT12 ∘ EPT01, filled page by page from the EPT
+//! violations of L2.
+//!
+//! L2's guest-physical addresses go through L1's EPT (EPT12, tables in L1's memory, read as the
+//! processor would read them) to L1-physical addresses, and those through L0's EPT for L1
+//! (EPT01) to host-physical ones. EPT02 (the tables VMCS02 really uses, L0's) starts empty; at
+//! each EPT violation of L2, [`resolve_ept_violation`] walks EPT12 for the address
+//! ([`ept::EptWalker`], with L1's EPT capabilities): a page EPT12 refuses is L1's exit (an EPT
+//! violation with EPT12's rights in the qualification, or an EPT misconfiguration,
+//! [`Ept12Exit`]); otherwise EPT02 gets the 4-KiB page with the rights both allow. With
+//! accessed and dirty flags enabled in EPTP12 (bit 6), the walk sets them in EPT12 as the
+//! processor would (SDM 29.3.5), and a page whose dirty flag is clear is mapped without write
+//! access so that the first write comes back to set it.
+//!
+//! L1's INVEPT invalidates what EPT02 derived from EPT12 ([`clear_ept02`]); so must any change
+//! of EPT01 that concerns L1 memory L2 reaches.
+
+use ept::diagnose::{WalkOutcome, WalkStep};
+use ept::{
+    Access, EptFlush, EptMapper, EptPointer, EptWalker, FrameAllocator, GuestPhysAddr,
+    HostPhysAddr, LeafAttributes, MapError, MemoryType, PageSize, Permissions, PhysToVirt,
+};
+use vmx_caps::EptVpidCap;
+
+use super::GuestMemory;
+use crate::{SoftVmcs, VmcsRead, fields};
+
+/// Basic exit reason 48, EPT violation.
+const EPT_VIOLATION: u32 = 48;
+/// Basic exit reason 49, EPT misconfiguration.
+const EPT_MISCONFIGURATION: u32 = 49;
+/// EPT entry bit 8: accessed.
+const ACCESSED: u64 = 1 << 8;
+/// EPT entry bit 9: dirty (leaf entries).
+const DIRTY: u64 = 1 << 9;
+/// Bits of an EPT-violation qualification that describe the linear address and NMI unblocking
+/// (7, 8, 9-11 advanced information, 12) and carry over from L2's exit to L1's.
+const CARRIED_QUALIFICATION: u64 = 0x1f80;
+
+/// An exit EPT12 causes, for L0 to reflect to L1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ept12Exit {
+    /// The basic exit reason: 48 (EPT violation) or 49 (EPT misconfiguration).
+    pub reason: u32,
+    /// The exit qualification (0 for a misconfiguration): bits 2:0 the access, 5:3 the rights
+    /// EPT12's walk granted (0 when an entry is not present), the linear-address bits (7-11)
+    /// and NMI unblocking (12) from L2's exit.
+    pub qualification: u64,
+    /// The guest-physical address (L2's).
+    pub guest_physical: u64,
+}
+
+impl Ept12Exit {
+    /// The VM-exit information for [`super::L1VmxState::reflect_exit`]: `vmcs02`'s exit
+    /// information fields with this exit's reason, qualification and guest-physical address.
+    pub fn exit_info(&self, vmcs02: &(impl VmcsRead + ?Sized)) -> SoftVmcs {
+        let mut info = SoftVmcs::all_fields();
+        for f in fields::ALL.iter() {
+            if f.field_type() == crate::FieldType::ExitInformation
+                && let Ok(v) = vmcs02.read_raw(f.encoding)
+            {
+                // Every field exists in `all_fields`.
+                let _ = info.store(f.encoding, v);
+            }
+        }
+        for (f, v) in [
+            (fields::EXIT_REASON.encoding(), u64::from(self.reason)),
+            (fields::EXIT_QUALIFICATION.encoding(), self.qualification),
+            (
+                fields::GUEST_PHYSICAL_ADDRESS.encoding(),
+                self.guest_physical,
+            ),
+        ] {
+            let _ = info.store(f, v);
+        }
+        info
+    }
+}
+
+/// What an EPT violation of L2 comes to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ept02Resolution {
+    /// EPT02 now maps the 4-KiB page of the address: discharge `flush` with INVEPT on EPT02
+    /// (an earlier mapping of the page may be cached) and resume L2.
+    Mapped {
+        /// The pending invalidation of EPT02.
+        flush: EptFlush,
+        /// The L1-physical address EPT12 gave.
+        l1_physical: u64,
+        /// The host-physical address EPT01 gave.
+        host_physical: u64,
+        /// The rights EPT02 grants for the page.
+        permissions: Permissions,
+    },
+    /// EPT12 refuses the access: reflect this exit to L1.
+    Reflect(Ept12Exit),
+    /// EPT12 allows the access but EPT01 does not (no mapping, or fewer rights, e.g. memory
+    /// L0 emulates for L1): L0 handles it as L1's own access to `l1_physical`.
+    L1Access {
+        /// The L1-physical address.
+        l1_physical: u64,
+    },
+}
+
+/// The rights an access needs.
+fn needed(access: Access) -> Permissions {
+    let mut p = Permissions::empty();
+    if access.contains(Access::DATA_READ) {
+        p |= Permissions::READ;
+    }
+    if access.contains(Access::DATA_WRITE) {
+        p |= Permissions::WRITE;
+    }
+    if access.contains(Access::INSTRUCTION_FETCH) {
+        p |= Permissions::EXECUTE;
+    }
+    p
+}
+
+/// Resolves an EPT violation of L2 at L2-physical `l2_physical` with exit qualification
+/// `qualification` (VMCS02's), when VMCS12 enables EPT with `eptp12`: walks EPT12 in L1's
+/// memory `l1_memory` under L1's EPT capabilities `l1_ept` and physical-address width
+/// `l1_width` (an entry outside L1's memory reads as all ones, which is a misconfiguration),
+/// then EPT01 (`ept01`), and maps the page in `ept02`. The memory type of the EPT02 page is UC
+/// when either EPT says UC, else EPT01's. With accessed and dirty flags enabled in EPTP12 (bit
+/// 6), the walk sets them in EPT12 as the processor would (SDM 29.3.5), and a page whose dirty
+/// flag is clear is mapped without write access so that the first write comes back to set it.
+///
+/// # Errors
+///
+/// [`MapError`] when EPT02 cannot take the mapping (no table frames left).
+#[allow(clippy::too_many_arguments)]
+pub fn resolve_ept_violation<P1, A1, P2, A2, M>(
+    eptp12: u64,
+    l1_ept: EptVpidCap,
+    l1_width: u8,
+    l2_physical: u64,
+    qualification: u64,
+    l1_memory: &mut M,
+    ept01: &EptMapper<P1, A1>,
+    ept02: &mut EptMapper<P2, A2>,
+) -> Result<Ept02Resolution, MapError>
+where
+    P1: PhysToVirt,
+    A1: FrameAllocator,
+    P2: PhysToVirt,
+    A2: FrameAllocator,
+    M: GuestMemory + ?Sized,
+{
+    let access = Access::from_exit_qualification(qualification);
+    let misconfiguration = Ept02Resolution::Reflect(Ept12Exit {
+        reason: EPT_MISCONFIGURATION,
+        qualification: 0,
+        guest_physical: l2_physical,
+    });
+    let violation = |granted: Permissions| {
+        Ept02Resolution::Reflect(Ept12Exit {
+            reason: EPT_VIOLATION,
+            qualification: u64::from(access.bits())
+                | (granted.to_entry_bits() & 7) << 3
+                | (qualification & CARRIED_QUALIFICATION),
+            guest_physical: l2_physical,
+        })
+    };
+    let eptp = EptPointer::from_bits(eptp12);
+    let (Ok(walker), Ok(gpa)) = (
+        EptWalker::new(eptp, l1_ept, l1_width),
+        GuestPhysAddr::new(l2_physical),
+    ) else {
+        return Ok(misconfiguration);
+    };
+    let read = |at: HostPhysAddr, mem: &mut M| {
+        let mut bytes = [0xffu8; 8];
+        if mem.read(at.as_u64(), &mut bytes).is_err() {
+            bytes = [0xff; 8];
+        }
+        Some(u64::from_le_bytes(bytes))
+    };
+    let walk = walker.walk(gpa, |at| read(at, l1_memory));
+    let (l1_physical, granted, memory_type12) = match walk.outcome {
+        WalkOutcome::Translated {
+            hpa,
+            permissions,
+            memory_type,
+            ..
+        } => (hpa.as_u64(), permissions, memory_type),
+        WalkOutcome::NotPresent { .. } => return Ok(violation(Permissions::empty())),
+        WalkOutcome::Misconfigured(_) | WalkOutcome::Unreadable { .. } => {
+            return Ok(misconfiguration);
+        }
+    };
+    if !granted.contains(needed(access)) {
+        return Ok(violation(granted));
+    }
+
+    // Accessed and dirty flags of EPT12 (SDM 29.3.5).
+    let mut writable = granted.contains(Permissions::WRITE);
+    if eptp.bits() & (1 << 6) != 0 {
+        let steps: [Option<WalkStep>; 5] = {
+            let mut s = [None; 5];
+            for (slot, step) in s.iter_mut().zip(walk.steps()) {
+                *slot = Some(*step);
+            }
+            s
+        };
+        let last = steps.iter().flatten().count();
+        for (i, step) in steps.iter().flatten().enumerate() {
+            let leaf = i + 1 == last;
+            let mut e = step.entry | ACCESSED;
+            if leaf && access.contains(Access::DATA_WRITE) {
+                e |= DIRTY;
+            }
+            if leaf && e & DIRTY == 0 {
+                writable = false;
+            }
+            if e != step.entry {
+                // A write outside L1's memory is dropped, as to unbacked memory.
+                let _ = l1_memory.write(step.entry_address.as_u64(), &e.to_le_bytes());
+            }
+        }
+    }
+
+    // EPT01 for the L1-physical page.
+    let l1_page = l1_physical & !0xfff;
+    let Some(t01) = GuestPhysAddr::new(l1_page)
+        .ok()
+        .and_then(|a| ept01.translate(a))
+    else {
+        return Ok(Ept02Resolution::L1Access { l1_physical });
+    };
+    let rights01 = t01.permissions();
+    if !rights01.contains(needed(access)) {
+        return Ok(Ept02Resolution::L1Access { l1_physical });
+    }
+    let mut permissions = granted & rights01 & Permissions::RWX;
+    if !writable {
+        permissions -= Permissions::WRITE;
+    }
+    let memory_type = match (memory_type12, t01.memory_type()) {
+        (MemoryType::Uncacheable, _) | (_, Ok(MemoryType::Uncacheable)) => MemoryType::Uncacheable,
+        (_, Ok(mt)) => mt,
+        (mt, Err(_)) => mt,
+    };
+    let page = GuestPhysAddr::new_truncate(l2_physical & !0xfff);
+    let host_page = t01.hpa.as_u64() & !0xfff;
+    let mut pending: Option<EptFlush> = None;
+    if ept02.translate(page).is_some() {
+        pending = Some(ept02.unmap(page, PageSize::Size4K.bytes())?);
+    }
+    let flush = ept02.map_with_max_page(
+        page,
+        HostPhysAddr::new_truncate(host_page),
+        PageSize::Size4K.bytes(),
+        LeafAttributes::new(permissions, memory_type),
+        PageSize::Size4K,
+    )?;
+    let flush = match pending {
+        // Tokens of one mapper always combine.
+        Some(earlier) => earlier.combine(flush).unwrap_or_else(|(a, _)| a),
+        None => flush,
+    };
+    Ok(Ept02Resolution::Mapped {
+        flush,
+        l1_physical,
+        host_physical: host_page | (l2_physical & 0xfff),
+        permissions,
+    })
+}
+
+/// Removes every mapping of EPT02, as L1's INVEPT (of any type: EPT02 holds only the
+/// translations of L1's current EPTP12) requires; `None` when EPT02 was already empty, else the
+/// invalidation to discharge before L2 runs again.
+///
+/// # Errors
+///
+/// [`MapError`] from the mapper (a split of a large page that needs a table frame; EPT02 holds
+/// only 4-KiB pages from [`resolve_ept_violation`], so none).
+pub fn clear_ept02<P, A>(ept02: &mut EptMapper<P, A>) -> Result<Option<EptFlush>, MapError>
+where
+    P: PhysToVirt,
+    A: FrameAllocator,
+{
+    let mut pending: Option<EptFlush> = None;
+    loop {
+        let mut batch = [None; 64];
+        let mut n = 0;
+        ept02.for_each_mapping(|m| {
+            if n < batch.len() {
+                batch[n] = Some((m.gpa, m.page_size.bytes()));
+                n += 1;
+            }
+        });
+        if n == 0 {
+            return Ok(pending);
+        }
+        for (gpa, len) in batch.iter().flatten() {
+            let flush = ept02.unmap(*gpa, *len)?;
+            pending = Some(match pending {
+                Some(p) => p.combine(flush).unwrap_or_else(|(a, _)| a),
+                None => flush,
+            });
+        }
+    }
+}
