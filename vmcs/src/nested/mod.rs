@@ -22,7 +22,9 @@
 //! - `exits::nested::exit_owner`: whether an exit of L2 is L1's;
 //! - [`L1VmxState::reflect_exit`]: the exit carried out for L1 as SDM chapter 28 describes;
 //! - [`resolve_ept_violation`] and [`clear_ept02`]: EPT02 = EPT12 ∘ EPT01, filled on demand and
-//!   emptied at L1's INVEPT; EPT12's faults become L1's exits ([`Ept12Exit`]).
+//!   emptied at L1's INVEPT; EPT12's faults become L1's exits ([`Ept12Exit`]);
+//! - [`shadow_bitmaps`], [`sync_to_shadow`], [`sync_from_shadow`]: VMCS shadowing, L1's VMREAD
+//!   and VMWRITE of the common fields ([`SHADOWED_FIELDS`]) without an exit.
 //!
 //! ```
 //! use vmcs::nested::{L1Context, L1VmxState, PointerOperand, VmxFault, VmxOutcome};
@@ -66,10 +68,12 @@ use crate::soft::SoftVmcs;
 mod entry;
 mod ept02;
 mod exit;
+mod shadow;
 mod vmcs02;
 pub use entry::L2Entry;
 pub use ept02::{Ept02Resolution, Ept12Exit, clear_ept02, resolve_ept_violation};
 pub use exit::{ReflectError, Reflected, VmxAbort};
+pub use shadow::{SHADOWED_FIELDS, shadow_bitmaps, sync_from_shadow, sync_to_shadow};
 pub use vmcs02::{
     GuestMsrs, L0Part, VMCS02_CONTROLS, Vmcs02, Vmcs02Error, build_vmcs02, load_entry_msrs,
     merge_io_bitmaps, merge_msr_bitmap,
