@@ -151,7 +151,8 @@ pub const CASES: &[Case] = &[
     },
     Case {
         // Two processors (issue 15): mini-hv starts CPU 1 with INIT-SIPI-SIPI, enters and leaves
-        // VMX operation on both (each its own VMXON region), then runs the suite. About 8 s.
+        // VMX operation on both (each its own VMXON region), then runs the suite on CPU 0 while
+        // CPU 1 runs its own vCPU, then the ept-shootdown check. About 8 s.
         name: "bochs-tigerlake-2cpu",
         on: On::Bochs("tigerlake"),
         cmdline: "",
@@ -166,8 +167,29 @@ pub const CASES: &[Case] = &[
                 "mini-hv: CPU 1 vCPU exits by reason: 10:500 18:1 30:500 31:500 32:500",
                 "mini-hv: CPU 1 vCPU (CPUID, MSR, I/O, VMCALL; 500 rounds, own APIC ID seen 500 \
                  times, another 0 times): pass",
+                // The ept-shootdown check: one INVEPT per CPU for the one change, no read of the
+                // page after the change returned.
+                "mini-hv: ept-shootdown: 1 change, INVEPT on CPU 0: 1, CPU 1: 1 (2 through \
+                 ept::EptShootdown); reads after it returned: ",
+                "(stale: 0); CPU 1's next access: an EPT violation at the page",
             ],
         ),
+        timeout_secs: 40,
+    },
+    Case {
+        // The ept-shootdown check with the INVEPT on CPU 0 only: CPU 1 keeps reading the
+        // unmapped page through its stale translation until its next VM exit, and the check
+        // says so.
+        name: "bochs-smp-no-shootdown",
+        on: On::Bochs("tigerlake"),
+        cmdline: "smp-fault=no-shootdown",
+        cpus: 2,
+        modules: &[],
+        expect: Expect::Fail(&[
+            "mini-hv: ept-shootdown: 1 change, INVEPT on CPU 0: 1, CPU 1: 0 (1 through \
+             ept::EptShootdown)",
+            "after the change returned (stale translation)",
+        ]),
         timeout_secs: 40,
     },
     Case {

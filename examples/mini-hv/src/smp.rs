@@ -84,7 +84,11 @@ const EMPTY_MAILBOX: Mailbox = Mailbox {
     job: UnsafeCell::new(None),
 };
 
+/// The jobs of [`Cpus::alongside`], one per processor.
 static MAILBOXES: [Mailbox; MAX_CPUS] = [EMPTY_MAILBOX; MAX_CPUS];
+/// The requests of [`RunOnCpu::run_on`], one per processor: served by the idle loop, and by a
+/// running job through [`serve_calls`].
+static CALLS: [Mailbox; MAX_CPUS] = [EMPTY_MAILBOX; MAX_CPUS];
 
 /// Set by each application processor once it runs its mailbox loop.
 static ONLINE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
@@ -181,25 +185,42 @@ extern "C" fn ap_main(cpu: u64) -> ! {
     // SAFETY: the stack top is the one `ap_start64` just loaded.
     unsafe { arch::init_ap(tables, ap_boot_stack.load(Ordering::Acquire)) };
     ONLINE[cpu].store(true, Ordering::Release);
-    let mailbox = &MAILBOXES[cpu];
     loop {
-        if mailbox.state.load(Ordering::Acquire) == POSTED
-            && mailbox
-                .state
-                .compare_exchange(POSTED, RUNNING, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-        {
-            // SAFETY: the poster wrote `job` before POSTED (release) and keeps the closure alive
-            // and untouched until it sees DONE (see `Cpus::run_on`).
-            if let Some(job) = unsafe { *mailbox.job.get() } {
-                // SAFETY: as above: a live, exclusively lent closure.
-                unsafe { (*job)() };
-            }
-            mailbox.state.store(DONE, Ordering::Release);
-        }
+        serve(&MAILBOXES[cpu]);
+        serve(&CALLS[cpu]);
         // Polling (MONITOR/MWAIT would idle cheaper, but Bochs 2.7 was seen to miss the wake-up
         // by the other processor's store, leaving a request unclaimed).
         core::hint::spin_loop();
+    }
+}
+
+/// Runs the request posted to `mailbox`, if there is one (claiming it first).
+fn serve(mailbox: &Mailbox) {
+    if mailbox.state.load(Ordering::Acquire) == POSTED
+        && mailbox
+            .state
+            .compare_exchange(POSTED, RUNNING, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    {
+        // SAFETY: the poster wrote `job` before POSTED (release) and keeps the closure alive
+        // and untouched until it sees DONE (see `Cpus::alongside` and `Cpus::run_on`).
+        if let Some(job) = unsafe { *mailbox.job.get() } {
+            // SAFETY: as above: a live, exclusively lent closure.
+            unsafe { (*job)() };
+        }
+        mailbox.state.store(DONE, Ordering::Release);
+    }
+}
+
+/// Runs the [`RunOnCpu::run_on`] request posted to application processor `cpu`, if there is one:
+/// for a long job started with [`Cpus::alongside`] (e.g. a vCPU loop, at every VM exit), so that
+/// the processor stays reachable while the job runs.
+///
+/// # Safety
+/// The caller runs on processor `cpu` (requests to `cpu` must run there, [`RunOnCpu`]'s promise).
+pub unsafe fn serve_calls(cpu: usize) {
+    if let Some(calls) = CALLS.get(cpu) {
+        serve(calls);
     }
 }
 
@@ -218,7 +239,7 @@ pub fn requested_cpus(cmdline: &str) -> Result<usize, &'static str> {
 }
 
 /// The TSC.
-fn rdtsc() -> u64 {
+pub fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: RDTSC reads the time-stamp counter (CR4.TSD is clear at CPL 0 anyway).
     unsafe { asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack)) };
@@ -376,6 +397,8 @@ pub enum RunError {
     NoSuchCpu(usize),
     /// The processor did not pick the request up within the timeout (it did not run it).
     NoPickup(usize),
+    /// A job of [`Cpus::alongside`] is still running on the processor.
+    Busy(usize),
 }
 
 impl core::fmt::Display for RunError {
@@ -386,13 +409,15 @@ impl core::fmt::Display for RunError {
                 f,
                 "CPU {cpu} did not pick up the request within {PICKUP_TIMEOUT_TICKS} TSC ticks"
             ),
+            RunError::Busy(cpu) => write!(f, "CPU {cpu} still runs a job"),
         }
     }
 }
 
 // SAFETY: processor 0 is the bootstrap processor, which is the only caller (`Cpus` is created by
 // `start` there and is `!Send`); `f` runs there directly. Any other number is an application
-// processor that reported online and polls its mailbox: the request is posted, claimed by that
+// processor that reported online and polls its call mailbox (its idle loop, or a job through
+// `serve_calls`, which only ever runs on that processor): the request is posted, claimed by that
 // processor alone (POSTED -> RUNNING), run to completion and the caller waits for DONE before
 // returning `Ok`; when the claim times out the caller withdraws it (POSTED -> IDLE), so `f` never
 // runs and `Err` is returned. The release/acquire pairs on the state order `f`'s accesses with the
@@ -413,8 +438,27 @@ unsafe impl RunOnCpu for Cpus {
             f();
             return Ok(());
         }
-        self.alongside(cpu, f, || ()).1.map(|_| ())
+        let calls = &CALLS[cpu];
+        post(cpu, calls, f)?;
+        finish(cpu, calls)
     }
+}
+
+/// Posts `job` to processor `cpu`'s `mailbox` unless a request is in flight there (a job of
+/// [`Cpus::alongside`] whose `here` posts another); the caller then waits for it with [`finish`]
+/// before `job`'s borrow ends. Every mailbox has one poster, the bootstrap processor.
+fn post(cpu: usize, mailbox: &Mailbox, job: &mut dyn FnMut()) -> Result<(), RunError> {
+    if mailbox.state.load(Ordering::Acquire) != IDLE {
+        return Err(RunError::Busy(cpu));
+    }
+    let erased: *mut (dyn FnMut() + '_) = job;
+    // SAFETY: only the lifetime is erased; the caller keeps `job` borrowed until `finish` has seen
+    // DONE or withdrawn the request.
+    let erased: *mut (dyn FnMut() + 'static) = unsafe { core::mem::transmute(erased) };
+    // SAFETY: the state is IDLE: the processor does not read `job` now.
+    unsafe { *mailbox.job.get() = Some(erased) };
+    mailbox.state.store(POSTED, Ordering::Release);
+    Ok(())
 }
 
 /// Waits for the request posted to `cpu`'s `mailbox`: withdrawn (never run) when not picked up
@@ -445,28 +489,25 @@ fn finish(cpu: usize, mailbox: &Mailbox) -> Result<(), RunError> {
 impl Cpus {
     /// Posts `job` to processor `cpu` (an application processor) and runs `here` on this one
     /// meanwhile, then waits for `job`: the two run concurrently. `job` and `here` must not share
-    /// data (the borrow checker sees to it). The error says `job` did not run (not picked up in
-    /// time) or `cpu` is not an application processor that was started; `Ok(true)` says `job`
-    /// had started before `here` returned (they overlapped).
+    /// data (the borrow checker sees to it). `here` gets the processors back: its
+    /// [`RunOnCpu::run_on`] requests reach `cpu` only if `job` serves them ([`serve_calls`]),
+    /// else they time out. The error says `job` did not run (not picked up in time, or another
+    /// job runs there) or `cpu` is not an application processor that was started; `Ok(true)`
+    /// says `job` had started before `here` returned (they overlapped).
     pub fn alongside<T>(
         &mut self,
         cpu: usize,
         job: &mut dyn FnMut(),
-        here: impl FnOnce() -> T,
+        here: impl FnOnce(&mut Self) -> T,
     ) -> (T, Result<bool, RunError>) {
         if cpu == 0 || cpu >= self.count {
-            return (here(), Err(RunError::NoSuchCpu(cpu)));
+            return (here(self), Err(RunError::NoSuchCpu(cpu)));
         }
         let mailbox = &MAILBOXES[cpu];
-        let erased: *mut (dyn FnMut() + '_) = job;
-        // SAFETY: only the lifetime is erased; `job` stays borrowed until this function has seen
-        // DONE or withdrawn the request.
-        let erased: *mut (dyn FnMut() + 'static) = unsafe { core::mem::transmute(erased) };
-        // SAFETY: the state is IDLE (every request is finished before `run_on`/`alongside`
-        // return): the processor does not read `job` now.
-        unsafe { *mailbox.job.get() = Some(erased) };
-        mailbox.state.store(POSTED, Ordering::Release);
-        let value = here();
+        if let Err(e) = post(cpu, mailbox, job) {
+            return (here(self), Err(e));
+        }
+        let value = here(self);
         let overlapped = mailbox.state.load(Ordering::Acquire) != POSTED;
         (value, finish(cpu, mailbox).map(|()| overlapped))
     }

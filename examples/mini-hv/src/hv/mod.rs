@@ -228,6 +228,9 @@ pub fn run(cpus: Option<&mut crate::smp::Cpus>) -> Outcome {
         return Outcome::Fail;
     };
     println!("mini-hv: VMX root operation entered");
+    // SAFETY: this is processor 0 (the bootstrap processor), in VMX root operation until the
+    // `withdraw` below.
+    unsafe { smp::declare_in_vmx(0) };
     let ap_config = ap_vcpu::Settings {
         wbinvd_exiting,
         xcr0_supported,
@@ -254,6 +257,12 @@ pub fn run(cpus: Option<&mut crate::smp::Cpus>) -> Outcome {
         // beyond x87/SSE); give the host its own back.
         // SAFETY: the host's XCR0 was valid when read.
         unsafe { xsetbv0(host_xcr0) };
+    }
+    // SAFETY: processor 0. Its lent VMX operation came back when `ap_vcpu::alongside` returned
+    // (the tokens live in its scope), so this does not wait.
+    if !unsafe { smp::withdraw(0, 0) } {
+        println!("mini-hv: CPU 0's VMX operation is still lent out; staying in VMX operation");
+        return Outcome::Fail;
     }
     match root.disable() {
         Ok(_) => println!("mini-hv: VMX operation left (VMXOFF)"),
