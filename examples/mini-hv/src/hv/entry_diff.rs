@@ -15,6 +15,11 @@
 //! 5. recovers: after a VM entry that succeeded (the VMCS is now launched) VMCLEAR and VMPTRLD
 //!    make it clear again.
 //!
+//! Each case is also launched the way a guest hypervisor's VMLAUNCH reaches an outer one (nested
+//! VMX): the mutated VMCS, as L1's VMCS12 under the processor's own capabilities, goes through
+//! [`vmcs::nested::L1VmxState`] (VMXON, VMPTRLD, `enter_l2`) and must give the checker's
+//! prediction, so that L0's emulation agrees with the processor wherever the checker does.
+//!
 //! Each disagreement is printed on one line (the mutation, the prediction with its rules, the
 //! actual outcome); a disagreement that a known deviation of Bochs from the SDM explains
 //! ([`BOCHS_DEVIATIONS`]) is counted as excused. The run ends with
@@ -27,6 +32,9 @@
 use core::fmt;
 
 use vmcs::check::{self, Outcome, PhysMemory, Rule};
+use vmcs::nested::{
+    GuestMemory, GuestMsrs, L1Context, L1VmxState, L2Entry, PointerOperand, VmxOutcome,
+};
 use vmcs::structures::{InFrame, IoBitmaps, MsrArea, MsrBitmap, MsrEntry};
 use vmcs::{GuestSegment, GuestState, VmcsRead, VmcsSnapshot, VmcsWrite, fields};
 use vmx_caps::arch::{Cr0, Cr4, Efer, Rflags};
@@ -483,6 +491,118 @@ impl check::PhysMemory for IdentityMemory {
     }
 }
 
+/// L1's memory for the nested launch: physical memory read through [`IdentityMemory`], except
+/// the VMCS12 region (the real current VMCS's address, so that the launch context is the same),
+/// which lives in `overlay` so that the emulation never writes the processor's VMCS region.
+struct L1Memory<'a> {
+    vmcs12: u64,
+    overlay: &'a mut [u8; 4096],
+}
+
+impl L1Memory<'_> {
+    fn overlaid(&self, address: u64, len: usize) -> Option<usize> {
+        let offset = address.checked_sub(self.vmcs12)?;
+        (offset + len as u64 <= 4096).then_some(offset as usize)
+    }
+}
+
+impl check::PhysMemory for L1Memory<'_> {
+    fn read(&mut self, address: u64, buf: &mut [u8]) -> Result<(), check::MemoryError> {
+        match self.overlaid(address, buf.len()) {
+            Some(at) => {
+                buf.copy_from_slice(&self.overlay[at..at + buf.len()]);
+                Ok(())
+            }
+            None => IdentityMemory.read(address, buf),
+        }
+    }
+}
+
+impl GuestMemory for L1Memory<'_> {
+    fn write(&mut self, address: u64, bytes: &[u8]) -> Result<(), check::MemoryError> {
+        match self.overlaid(address, bytes.len()) {
+            Some(at) => {
+                self.overlay[at..at + bytes.len()].copy_from_slice(bytes);
+                Ok(())
+            }
+            // Only the VMCS12 region is L1's to write here.
+            None => Err(check::MemoryError::OutOfRange {
+                address,
+                len: bytes.len(),
+            }),
+        }
+    }
+}
+
+/// The MSRs of the nested launch: every WRMSR succeeds, as the checker assumes.
+struct AnyMsr;
+
+impl GuestMsrs for AnyMsr {
+    fn read(&mut self, _msr: u32) -> Option<u64> {
+        Some(0)
+    }
+    fn write(&mut self, _msr: u32, _value: u64) -> bool {
+        true
+    }
+}
+
+/// The outcome of the current (mutated) VMCS launched by L1 through the nested emulation:
+/// VMXON and VMPTRLD at the real pointers, the VMCS's fields as VMCS12, VMLAUNCH.
+fn l1_launch(
+    caps: &VmxCapabilities,
+    cpu: check::CpuFacts,
+    active: &Vmcs<'_>,
+    vmxon: u64,
+    maxphyaddr: u8,
+) -> Result<Outcome, &'static str> {
+    let mut l1 = L1VmxState::new(caps, maxphyaddr).map_err(|_| "capabilities refused")?;
+    let mut overlay = [0u8; 4096];
+    overlay[..4].copy_from_slice(&caps.basic.revision_id().to_le_bytes());
+    let vmcs12 = active.phys_addr();
+    let mut mem = L1Memory {
+        vmcs12,
+        overlay: &mut overlay,
+    };
+    let cx = L1Context::long_mode_cpl0();
+    if l1.vmxon(&cx, PointerOperand::Memory(vmxon), &mut mem) != VmxOutcome::Succeed(()) {
+        return Err("VMXON failed");
+    }
+    if l1.vmptrld(&cx, PointerOperand::Memory(vmcs12), &mut mem) != VmxOutcome::Succeed(()) {
+        return Err("VMPTRLD failed");
+    }
+    let Some(v12) = l1.current_vmcs_mut() else {
+        return Err("no current VMCS");
+    };
+    for info in fields::ALL.iter() {
+        if let Ok(value) = active.read_raw(info.encoding) {
+            // A field beyond VMCS12's highest index is not part of it.
+            let _ = v12.store(info.encoding, value);
+        }
+    }
+    let entry = l1
+        .enter_l2(
+            &cx,
+            check::EntryInstruction::Vmlaunch,
+            cpu,
+            &mut mem,
+            &mut |_: &check::Violation| {},
+            &mut AnyMsr,
+        )
+        .map_err(|_| "VMCS12 unreadable")?;
+    Ok(match entry {
+        L2Entry::Enter => Outcome::Success,
+        L2Entry::Instruction(VmxOutcome::VmFailValid(error)) => Outcome::VmFailValid(error),
+        L2Entry::Instruction(_) => Outcome::VmFailInvalid,
+        L2Entry::EntryFailure {
+            exit_reason,
+            qualification,
+        } => Outcome::EntryFailure {
+            exit_reason,
+            qualification,
+        },
+    })
+}
+
 /// Everything the mode needs from the hypervisor's setup.
 pub struct Setup<'a> {
     /// VMX root operation.
@@ -657,6 +777,7 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
     let mut rng = Rng(params.seed);
     let mut regs = GuestRegisters::new();
     let (mut agree, mut disagree, mut excused) = (0u32, 0u32, 0u32);
+    let (mut nested_agree, mut nested_disagree) = (0u32, 0u32);
     let mut by_outcome = [0u32; 6];
     let mut agree_in_other_order = 0u32;
     let (mut grid_cases, mut grid_failed) = (0u32, 0u32);
@@ -690,6 +811,20 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
             }
         };
         let predicted = report.outcome();
+        match l1_launch(caps, cpu, &active, vmxon, env.maxphyaddr) {
+            Ok(nested) if nested == predicted => nested_agree += 1,
+            Ok(nested) => {
+                nested_disagree += 1;
+                println!(
+                    "mini-hv: entry-diff: NESTED-DISAGREE case {case}: mutation: {mutation}; \
+                     checker: {predicted}; L1's VMLAUNCH through L0's emulation: {nested}"
+                );
+            }
+            Err(why) => {
+                println!("mini-hv: entry-diff: case {case}: nested launch: {why} ({mutation})");
+                return super::Outcome::Fail;
+            }
+        }
         if params.trace {
             println!("mini-hv: entry-diff: case {case}: {mutation}; predicted: {predicted}");
         }
@@ -790,6 +925,11 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
         u8::from(caps.basic.no_error_code_check())
     );
     println!(
+        "mini-hv: entry-diff: nested: L1's VMLAUNCH through L0's emulation gave the checker's \
+         outcome in {nested_agree} of {} cases ({nested_disagree} differ)",
+        nested_agree + nested_disagree
+    );
+    println!(
         "entry-diff: {} cases, {agree} agree, {disagree} disagree, {excused} excused",
         agree + disagree + excused
     );
@@ -797,7 +937,7 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
         println!("mini-hv: entry-diff: VMCLEAR failed: {fail}");
         return super::Outcome::Fail;
     }
-    if disagree == 0 {
+    if disagree == 0 && nested_disagree == 0 {
         super::Outcome::Pass
     } else {
         super::Outcome::Fail
