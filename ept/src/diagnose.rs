@@ -10,10 +10,10 @@ use core::fmt;
 
 use vmx_caps::EptVpidCap;
 
-use crate::addr::{GuestPhysAddr, HostPhysAddr};
+use crate::EptPointer;
 use crate::entry::{ADDRESS_MASK, EntryFlags, reserved_mask};
-use crate::eptp::EptPointer;
-use crate::types::{Level, MemoryType, PageSize, Permissions, ReservedWalkLength};
+use crate::{GuestPhysAddr, HostPhysAddr};
+use crate::{Level, MemoryType, PageSize, Permissions, ReservedWalkLength};
 
 bitflags::bitflags! {
     /// The kind of access that met the EPT, as in bits 2:0 of the exit qualification for EPT
@@ -263,7 +263,7 @@ impl EptWalker {
     ) -> Result<Self, ReservedWalkLength> {
         Ok(Self {
             eptp,
-            root_level: eptp.walk_length()?.root_level(),
+            root_level: Level::root(eptp.walk_length()?),
             caps,
             phys_addr_width,
             mode_based_execute: false,

@@ -3,8 +3,8 @@
 
 use core::fmt;
 
-use crate::addr::HostPhysAddr;
-use crate::types::{Level, MemoryType, PageSize, Permissions, ReservedMemoryType};
+use crate::HostPhysAddr;
+use crate::{Level, MemoryType, PageSize, Permissions, ReservedMemoryType};
 
 bitflags::bitflags! {
     /// The single-bit fields of an EPT paging-structure entry, at their SDM positions. Which of

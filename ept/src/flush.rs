@@ -6,7 +6,7 @@ use core::fmt;
 
 use vmx_core::{InvalidationError, InveptType, VmxInstructions, VmxRoot};
 
-use crate::addr::HostPhysAddr;
+use crate::HostPhysAddr;
 use crate::frame::{FrameAllocator, PhysToVirt};
 
 /// Table frames unlinked by changes, held by the mapper until the INVEPT that makes them

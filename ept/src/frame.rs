@@ -2,7 +2,7 @@
 
 use core::marker::PhantomData;
 
-use crate::addr::HostPhysAddr;
+use crate::HostPhysAddr;
 
 /// A source of 4-KiB frames for EPT paging structures.
 ///
@@ -205,7 +205,7 @@ mod heap {
     use core::cell::Cell;
 
     use super::FrameAllocator;
-    use crate::addr::HostPhysAddr;
+    use crate::HostPhysAddr;
 
     const FRAME: Layout = match Layout::from_size_align(4096, 4096) {
         Ok(l) => l,

@@ -70,17 +70,14 @@ struct ReadmeDoctests;
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
-mod addr;
 pub mod diagnose;
 mod entry;
-mod eptp;
 mod flush;
 mod frame;
 mod mapper;
 pub mod shootdown;
 mod types;
 
-pub use addr::{AddrError, GuestPhysAddr, HostPhysAddr, MAX_PHYS_ADDR_WIDTH};
 pub use diagnose::{
     Access, EptWalker, MisconfigRule, Misconfiguration, Violation, ViolationReason,
 };
@@ -88,7 +85,6 @@ pub use entry::{
     ADDRESS_MASK, EntryFlags, EntryKind, LeafAttributes, LeafFlags, MEMORY_TYPE_MASK, PdEntry,
     PdptEntry, Pml4Entry, Pml5Entry, PtEntry, reserved_mask,
 };
-pub use eptp::{EptPointer, EptpBuilder, EptpError};
 pub use flush::{EptFlush, EptInvalidate, FlushError, ThisCpuOnly};
 #[cfg(feature = "alloc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
@@ -99,6 +95,11 @@ pub use mapper::{
     Translation,
 };
 pub use shootdown::{EptShootdown, ShootdownError};
-pub use types::{
-    Level, MemoryType, PageSize, Permissions, ReservedMemoryType, ReservedWalkLength, WalkLength,
+pub use types::{Level, PageSize, Permissions};
+/// The EPTP and the values it holds, and the physical addresses: declared in `vmcs-fields`
+/// beside the field table whose `EPT_POINTER` field holds an [`EptPointer`], so that the field
+/// table does not depend on the mapper.
+pub use vmcs_fields::{
+    AddrError, EptPointer, EptpBuilder, EptpError, GuestPhysAddr, HostPhysAddr,
+    MAX_PHYS_ADDR_WIDTH, MemoryType, ReservedMemoryType, ReservedWalkLength, WalkLength,
 };

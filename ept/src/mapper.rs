@@ -5,13 +5,13 @@ use core::fmt;
 use vmx_caps::EptVpidCap;
 use vmx_core::InveptType;
 
-use crate::addr::{GuestPhysAddr, HostPhysAddr, MAX_PHYS_ADDR_WIDTH};
 use crate::diagnose::EptWalker;
 use crate::entry::{ADDRESS_MASK, EntryFlags, LeafAttributes, reserved_mask};
-use crate::eptp::{EptPointer, EptpError};
 use crate::flush::{EptFlush, EptInvalidate, FlushError, FreedFrames};
 use crate::frame::{FrameAllocator, PhysToVirt};
-use crate::types::{Level, MemoryType, PageSize, Permissions, ReservedMemoryType, WalkLength};
+use crate::{EptPointer, EptpError};
+use crate::{GuestPhysAddr, HostPhysAddr, MAX_PHYS_ADDR_WIDTH};
+use crate::{Level, MemoryType, PageSize, Permissions, ReservedMemoryType, WalkLength};
 
 const PAGE: u64 = 4096;
 /// Bits that make a mapper-written entry present: R, W, X and user-mode X.
@@ -388,7 +388,7 @@ impl<P: PhysToVirt, A: FrameAllocator> EptMapper<P, A> {
                     eptp,
                     invept,
                     tables: 1,
-                    root_shift: config.walk.root_level().shift(),
+                    root_shift: Level::root(config.walk).shift(),
                 };
                 // SAFETY: the root frame is ours and not yet linked anywhere.
                 unsafe { mapper.zero(mapper.root) };
@@ -695,7 +695,7 @@ impl<P: PhysToVirt, A: FrameAllocator> EptMapper<P, A> {
     }
 
     fn root_level(&self) -> Level {
-        self.config.walk.root_level()
+        Level::root(self.config.walk)
     }
 
     // ----- translate -----

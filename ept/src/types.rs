@@ -1,116 +1,8 @@
-//! Memory types, page-walk lengths, permissions and page sizes.
+//! Permissions, paging-structure levels and page sizes.
 
 use core::fmt;
 
-/// An EPT memory type (SDM Vol. 3C §29.3.7 "EPT and Memory Typing"; encodings of Vol. 3A §12.3
-/// "Methods of Caching Available"). Values 2, 3 and 7 are reserved and decode to
-/// [`ReservedMemoryType`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[repr(u8)]
-pub enum MemoryType {
-    /// Uncacheable (UC), encoding 0.
-    Uncacheable = 0,
-    /// Write combining (WC), encoding 1.
-    WriteCombining = 1,
-    /// Write-through (WT), encoding 4.
-    WriteThrough = 4,
-    /// Write-protected (WP), encoding 5.
-    WriteProtected = 5,
-    /// Write-back (WB), encoding 6.
-    WriteBack = 6,
-}
-
-/// A reserved memory-type encoding (2, 3 or 7); in an EPT leaf it causes an EPT misconfiguration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[error("memory type encoding {0} is reserved (valid: 0 UC, 1 WC, 4 WT, 5 WP, 6 WB)")]
-pub struct ReservedMemoryType(pub u8);
-
-impl MemoryType {
-    /// Decodes a 3-bit memory-type field (only bits 2:0 of `bits` are used).
-    pub const fn from_bits(bits: u8) -> Result<Self, ReservedMemoryType> {
-        match bits & 7 {
-            0 => Ok(Self::Uncacheable),
-            1 => Ok(Self::WriteCombining),
-            4 => Ok(Self::WriteThrough),
-            5 => Ok(Self::WriteProtected),
-            6 => Ok(Self::WriteBack),
-            other => Err(ReservedMemoryType(other)),
-        }
-    }
-
-    /// The 3-bit encoding.
-    pub const fn bits(self) -> u8 {
-        self as u8
-    }
-
-    /// The SDM's abbreviation (UC, WC, WT, WP, WB).
-    pub const fn abbreviation(self) -> &'static str {
-        match self {
-            Self::Uncacheable => "UC",
-            Self::WriteCombining => "WC",
-            Self::WriteThrough => "WT",
-            Self::WriteProtected => "WP",
-            Self::WriteBack => "WB",
-        }
-    }
-}
-
-impl fmt::Display for MemoryType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.abbreviation())
-    }
-}
-
-/// The EPT page-walk length (EPTP bits 5:3 hold this value minus one; SDM Vol. 3C §25.6.11
-/// "Extended-Page-Table Pointer (EPTP)").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub enum WalkLength {
-    /// 4-level EPT (PML4 root), translating 48-bit guest-physical addresses.
-    Four,
-    /// 5-level EPT (PML5 root), translating 57-bit guest-physical addresses.
-    Five,
-}
-
-/// A page-walk length other than 4 or 5 (EPTP bits 5:3 other than 3 or 4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[error("EPT page-walk length {0} is reserved (valid: 4 or 5)")]
-pub struct ReservedWalkLength(pub u8);
-
-impl WalkLength {
-    /// The number of levels (4 or 5).
-    pub const fn levels(self) -> u8 {
-        match self {
-            Self::Four => 4,
-            Self::Five => 5,
-        }
-    }
-
-    /// Decodes a number of levels.
-    pub const fn from_levels(levels: u8) -> Result<Self, ReservedWalkLength> {
-        match levels {
-            4 => Ok(Self::Four),
-            5 => Ok(Self::Five),
-            other => Err(ReservedWalkLength(other)),
-        }
-    }
-
-    /// The top level of the walk (the root table's level).
-    pub const fn root_level(self) -> Level {
-        match self {
-            Self::Four => Level::Pml4,
-            Self::Five => Level::Pml5,
-        }
-    }
-
-    /// The number of guest-physical address bits the walk translates (48 or 57).
-    pub const fn gpa_width(self) -> u8 {
-        12 + 9 * self.levels()
-    }
-}
+use crate::WalkLength;
 
 bitflags::bitflags! {
     /// Access rights of an EPT entry (SDM Vol. 3C §29.3.2 "EPT Translation Mechanism"):
@@ -170,6 +62,15 @@ pub enum Level {
 }
 
 impl Level {
+    /// The level of the root table of a walk of length `walk`: the PML4 table for a 4-level walk,
+    /// the PML5 table for a 5-level one.
+    pub const fn root(walk: WalkLength) -> Self {
+        match walk {
+            WalkLength::Four => Self::Pml4,
+            WalkLength::Five => Self::Pml5,
+        }
+    }
+
     /// The SDM's name of an entry at this level.
     pub const fn entry_name(self) -> &'static str {
         match self {
@@ -261,26 +162,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn memory_type_decoding_is_total() {
-        let expected = [
-            Ok(MemoryType::Uncacheable),
-            Ok(MemoryType::WriteCombining),
-            Err(ReservedMemoryType(2)),
-            Err(ReservedMemoryType(3)),
-            Ok(MemoryType::WriteThrough),
-            Ok(MemoryType::WriteProtected),
-            Ok(MemoryType::WriteBack),
-            Err(ReservedMemoryType(7)),
-        ];
-        for (bits, want) in expected.iter().enumerate() {
-            assert_eq!(MemoryType::from_bits(bits as u8), *want);
-            if let Ok(mt) = want {
-                assert_eq!(mt.bits(), bits as u8);
-            }
-        }
-    }
-
-    #[test]
     fn permissions_map_to_entry_bits() {
         assert_eq!(Permissions::READ.to_entry_bits(), 1);
         assert_eq!(Permissions::RWX.to_entry_bits(), 7);
@@ -297,6 +178,7 @@ mod tests {
         assert_eq!(Level::Pt.index_of(gpa), ((gpa >> 12) & 0x1ff) as usize);
         assert_eq!(Level::Pml5.index_of(gpa), ((gpa >> 48) & 0x1ff) as usize);
         assert_eq!(WalkLength::Four.gpa_width(), 48);
+        assert_eq!(Level::root(WalkLength::Five), Level::Pml5);
         assert_eq!(WalkLength::Five.gpa_width(), 57);
         assert_eq!(Level::Pdpt.span(), PageSize::Size1G.bytes());
     }

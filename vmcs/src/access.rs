@@ -2,10 +2,10 @@
 
 use vmx_core::VmFail;
 
+use crate::FieldValue;
 use crate::controls::{self, ControlsError};
 use crate::field::{VmcsField, WritableField};
 use crate::segment::{self, DescriptorTable, GuestDescriptorTable, GuestSegment, Segment};
-use crate::value::FieldValue;
 
 /// Reading a VMCS: VMREAD (SDM Vol. 3C, "VMREAD—Read Field from Virtual-Machine Control
 /// Structure"), implemented by [`vmx_core::ActiveVmcs`] (the loaded VMCS of a processor),

@@ -47,7 +47,7 @@ use vmx_core::{GpReg, GuestRegisters, VmFail};
 use crate::access::{VmcsRead, VmcsWrite};
 use crate::fields;
 use crate::segment::{DescriptorTable, GuestDescriptorTable, GuestSegment, Segment};
-use crate::value::{
+use crate::{
     ActivityState, EntryInterruptionInfo, InterruptibilityState, PendingDebugExceptions,
     SegmentAccessRights,
 };

@@ -64,8 +64,6 @@ struct ReadmeDoctests;
 mod access;
 pub mod check;
 mod controls;
-pub mod field;
-pub mod fields;
 #[cfg(target_arch = "x86_64")]
 mod hardware;
 pub mod init;
@@ -75,11 +73,9 @@ mod snapshot;
 mod soft;
 mod state;
 pub mod structures;
-mod value;
 
 pub use access::{VmcsRead, VmcsWrite};
 pub use controls::ControlsError;
-pub use field::{Field, FieldInfo, FieldType, FieldWidth, VmcsField, WritableField};
 #[cfg(target_arch = "x86_64")]
 pub use hardware::HardwareVmcs;
 pub use segment::{
@@ -89,10 +85,14 @@ pub use segment::{
 pub use snapshot::{Dump, UnknownField, VmcsSnapshot};
 pub use soft::{LoadError, SoftVmcs};
 pub use state::{GuestState, GuestStateError, HostState, system_descriptor_base};
-pub use value::{
+pub use vmcs_fields::{
     ActivityState, EntryInterruptionInfo, ExceptionBitmap, FieldValue, InterruptibilityState,
     InterruptionType, PendingDebugExceptions, SegmentAccessRights, SystemSegmentType,
 };
+pub use vmcs_fields::{Field, FieldInfo, FieldType, FieldWidth, VmcsField, WritableField};
+/// The field table and its building blocks, declared once in `vmcs-fields` (where `vmx-core` and
+/// `ept` use them too) and re-exported here.
+pub use vmcs_fields::{field, fields};
 /// The architectural register types of the CR0, CR4, IA32_EFER, RFLAGS, DR7 and IA32_DEBUGCTL
 /// fields (declared in [`vmx_caps::arch`]).
 pub use vmx_caps::arch::{Cr0, Cr4, DebugCtl, Dr7, Efer, Rflags, Xcr0};

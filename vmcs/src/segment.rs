@@ -11,10 +11,10 @@ use core::fmt;
 
 use vmx_core::VmFail;
 
+use crate::SegmentAccessRights;
 use crate::access::{VmcsRead, VmcsWrite};
 use crate::field::{Field, ReadWrite, Width16, Width32, WidthNatural};
 use crate::fields;
-use crate::value::SegmentAccessRights;
 
 /// Handle on a guest selector field (16-bit guest-state field).
 pub type SelectorField = Field<u16, ReadWrite, Width16>;

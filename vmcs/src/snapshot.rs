@@ -4,10 +4,10 @@ use core::fmt;
 
 use vmx_core::{VmFail, VmInstructionError};
 
+use crate::FieldValue;
 use crate::access::VmcsRead;
 use crate::field::{FieldInfo, FieldType, VmcsField};
 use crate::fields;
-use crate::value::FieldValue;
 
 /// The values of a VMCS's readable fields, keyed by encoding (no allocation: one slot per field
 /// of [`fields::ALL`]).

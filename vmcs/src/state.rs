@@ -37,9 +37,7 @@ use vmx_core::VmFail;
 use crate::access::{VmcsRead, VmcsWrite};
 use crate::fields;
 use crate::segment::{DescriptorTable, GuestDescriptorTable, GuestSegment, Segment};
-use crate::value::{
-    ActivityState, InterruptibilityState, PendingDebugExceptions, SegmentAccessRights,
-};
+use crate::{ActivityState, InterruptibilityState, PendingDebugExceptions, SegmentAccessRights};
 
 /// The values of the host-state area but HOST_RSP and HOST_RIP, which the entry/exit trampoline
 /// writes (SDM Vol. 3C, 25.5 "Host-State Area"): what the processor loads on every VM exit.

@@ -4,11 +4,10 @@ use crate::error::VmFail;
 use crate::lifecycle::VmxRoot;
 use crate::processor::VmxInstructions;
 use crate::region::{PhysTranslate, RegionError, VmcsRegion, region_phys};
-use crate::trampoline::{GuestRegisters, HOST_RIP_ENCODING, HOST_RSP_ENCODING, HostStateCache};
+use crate::trampoline::{GuestRegisters, HostStateCache};
+use vmcs_fields::fields;
 
-/// Encoding of the exit-reason field (SDM Vol. 3D, Appendix B.3.3 "32-Bit Read-Only Data
-/// Fields"); bit 31 is "VM-entry failure".
-const EXIT_REASON_ENCODING: u32 = 0x4402;
+/// Bit 31 of the exit-reason field: "VM-entry failure" (SDM "Basic VM-Exit Information").
 const EXIT_REASON_ENTRY_FAILURE: u64 = 1 << 31;
 
 /// Why a VMCS region could not be made current.
@@ -141,7 +140,7 @@ impl<'a, P: VmxInstructions> ActiveVmcs<'a, P> {
     /// [`HostStateCache`], so the next [`run`](ActiveVmcs::run) writes both again.
     #[inline(always)]
     pub fn write_raw(&mut self, encoding: u32, value: u64) -> Result<(), VmFail> {
-        if encoding == HOST_RSP_ENCODING || encoding == HOST_RIP_ENCODING {
+        if encoding == fields::HOST_RSP.encoding() || encoding == fields::HOST_RIP.encoding() {
             self.host_cache.reset();
         }
         // SAFETY: the borrowed root token proves VMX root operation; this VMCS is current. The
@@ -235,7 +234,7 @@ impl<'a, P: VmxInstructions> ActiveVmcs<'a, P> {
         }
         .map_err(RunError::Entry)?;
         if !self.launched {
-            match self.read_raw(EXIT_REASON_ENCODING) {
+            match self.read_raw(fields::EXIT_REASON.encoding()) {
                 Ok(reason) => self.launched = reason & EXIT_REASON_ENTRY_FAILURE == 0,
                 Err(fail) => {
                     self.launched = true;

@@ -28,10 +28,6 @@ use core::mem::MaybeUninit;
 use crate::error::{VmFail, VmInstructionError};
 use crate::invalidation::{InveptDescriptor, InveptType, InvvpidDescriptor, InvvpidType};
 
-/// Encoding of the VM-instruction error field (SDM Vol. 3C, Appendix B.3.3, "32-Bit Read-Only Data
-/// Fields").
-pub const VM_INSTRUCTION_ERROR_ENCODING: u32 = 0x4400;
-
 /// Runs one VMX instruction (the leading string literals) followed by the status branch described
 /// in the module docs; on failure, returns `Err(VmFail)` from the enclosing function.
 macro_rules! vmx_asm_status {
@@ -77,7 +73,7 @@ pub(crate) unsafe fn fail_valid() -> VmFail {
             "setbe {failed}",
             value = lateout(reg) value,
             failed = lateout(reg_byte) failed,
-            encoding = in(reg) u64::from(VM_INSTRUCTION_ERROR_ENCODING),
+            encoding = in(reg) u64::from(vmcs_fields::fields::VM_INSTRUCTION_ERROR.encoding()),
             options(nostack, nomem),
         );
     }

@@ -137,6 +137,4 @@ pub use smp::{LiveVmxError, LiveVmxOn};
 pub use soft::{SoftExit, SoftVmx, SoftVmxCounters};
 #[cfg(target_arch = "x86_64")]
 pub use trampoline::vm_run;
-pub use trampoline::{
-    FxsaveArea, GuestRegisters, HOST_RIP_ENCODING, HOST_RSP_ENCODING, HostStateCache,
-};
+pub use trampoline::{FxsaveArea, GuestRegisters, HostStateCache};

@@ -13,19 +13,18 @@ use crate::invalidation::{InveptDescriptor, InveptType, InvvpidDescriptor, Invvp
 use crate::lifecycle::{EnableError, VmxPlatform, VmxRoot};
 use crate::processor::VmxInstructions;
 use crate::region::VmxonRegion;
-use crate::trampoline::{GuestRegisters, HOST_RIP_ENCODING, HOST_RSP_ENCODING, HostStateCache};
+use crate::trampoline::{GuestRegisters, HostStateCache};
+use vmcs_fields::fields;
 
 /// VMCS regions a [`SoftVmx`] keeps track of at once.
 const SLOTS: usize = 8;
 /// Fields a [`SoftVmx`] stores per VMCS (the SDM defines fewer than 200).
 const FIELDS: usize = 256;
 
-/// Encodings of the fields the model writes itself (SDM Vol. 3D, Appendix B.3.3).
-const VM_INSTRUCTION_ERROR: u32 = 0x4400;
-const EXIT_REASON: u32 = 0x4402;
-const VM_EXIT_INSTRUCTION_LENGTH: u32 = 0x440c;
-/// EXIT_QUALIFICATION (SDM Vol. 3D, Appendix B.4.2 "Natural-Width Read-Only Data Fields").
-const EXIT_QUALIFICATION: u32 = 0x6400;
+const VM_INSTRUCTION_ERROR: u32 = fields::VM_INSTRUCTION_ERROR.encoding();
+const EXIT_REASON: u32 = fields::EXIT_REASON.encoding();
+const VM_EXIT_INSTRUCTION_LENGTH: u32 = fields::VM_EXIT_INSTRUCTION_LENGTH.encoding();
+const EXIT_QUALIFICATION: u32 = fields::EXIT_QUALIFICATION.encoding();
 /// The fields the model itself writes, present in every VMCS it tracks.
 const RESERVED: [u32; 4] = [
     VM_INSTRUCTION_ERROR,
@@ -617,8 +616,8 @@ unsafe impl VmxInstructions for SoftVmx {
         if cache.host_rsp() != Some(rsp) {
             // SAFETY: the model's own VMWRITE; the caller's obligations cover it.
             unsafe {
-                self.vmwrite(HOST_RSP_ENCODING, rsp)?;
-                self.vmwrite(HOST_RIP_ENCODING, Self::EXIT_LABEL)?;
+                self.vmwrite(fields::HOST_RSP.encoding(), rsp)?;
+                self.vmwrite(fields::HOST_RIP.encoding(), Self::EXIT_LABEL)?;
             }
             cache.record_write(rsp);
         }

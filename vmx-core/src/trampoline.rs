@@ -27,13 +27,6 @@ use crate::gpr::{GpReg, RspInVmcs};
 #[cfg(target_arch = "x86_64")]
 use crate::instructions::fail_valid;
 
-/// Encoding of the host-state field HOST_RSP (SDM Vol. 3D, Appendix B.4.4 "Natural-Width
-/// Host-State Fields").
-pub const HOST_RSP_ENCODING: u32 = 0x6c14;
-/// Encoding of the host-state field HOST_RIP (SDM Vol. 3D, Appendix B.4.4 "Natural-Width
-/// Host-State Fields").
-pub const HOST_RIP_ENCODING: u32 = 0x6c16;
-
 /// A 512-byte FXSAVE64 image (SDM Vol. 1, §10.5.1 "FXSAVE Area"), 16-byte aligned as FXSAVE and
 /// FXRSTOR require.
 ///
@@ -408,8 +401,8 @@ unsafe extern "sysv64" fn vmx_core_vm_run(
         "inc qword ptr [rdx + {writes}]",
         "jmp 9b",
         host_fxsave_space = const HOST_FXSAVE_SPACE,
-        host_rsp = const HOST_RSP_ENCODING,
-        host_rip = const HOST_RIP_ENCODING,
+        host_rsp = const vmcs_fields::fields::HOST_RSP.encoding(),
+        host_rip = const vmcs_fields::fields::HOST_RIP.encoding(),
         cached_rsp = const offset_of!(HostStateCache, host_rsp),
         writes = const offset_of!(HostStateCache, writes),
         rax = const offset_of!(GuestRegisters, rax),

@@ -8,12 +8,12 @@ mod common;
 use core::num::NonZeroU64;
 
 use common::caps;
+use vmcs_fields::fields::{HOST_RIP, HOST_RSP};
 use vmx_caps::VmxCapabilities;
 use vmx_caps::arch::Cr4;
 use vmx_core::{
-    ActiveVmcs, GuestRegisters, HOST_RIP_ENCODING, HOST_RSP_ENCODING, InveptType, RunError,
-    SoftExit, SoftVmx, VmFail, VmInstructionError, VmcsRegion, VmxInstructions, VmxRoot,
-    VmxonRegion,
+    ActiveVmcs, GuestRegisters, InveptType, RunError, SoftExit, SoftVmx, VmFail,
+    VmInstructionError, VmcsRegion, VmxInstructions, VmxRoot, VmxonRegion,
 };
 
 const EXIT_REASON: u32 = 0x4402;
@@ -174,8 +174,8 @@ fn host_state_cache_writes_once_and_again_after_a_write_of_host_rsp_or_host_rip(
     let rsp = SoftVmx::DEFAULT_HOST_RSP.get();
     assert_eq!(vmcs.host_state_cache().host_rsp(), Some(rsp));
     assert_eq!(vmcs.host_state_cache().writes(), 1);
-    assert_eq!(vmcs.read_raw(HOST_RSP_ENCODING), Ok(rsp));
-    assert_eq!(vmcs.read_raw(HOST_RIP_ENCODING), Ok(SoftVmx::EXIT_LABEL));
+    assert_eq!(vmcs.read_raw(HOST_RSP.encoding()), Ok(rsp));
+    assert_eq!(vmcs.read_raw(HOST_RIP.encoding()), Ok(SoftVmx::EXIT_LABEL));
     let vmwrites = vmcs.root().processor().counters().vmwrite;
     for _ in 0..3 {
         run(&mut vmcs, &mut regs).unwrap();
@@ -188,14 +188,14 @@ fn host_state_cache_writes_once_and_again_after_a_write_of_host_rsp_or_host_rip(
     assert_eq!(vmcs.host_state_cache().host_rsp(), Some(rsp));
     // HOST_RSP written by the user: the cache empties and the next entry puts the trampoline's
     // values back.
-    for field in [HOST_RSP_ENCODING, HOST_RIP_ENCODING] {
+    for field in [HOST_RSP.encoding(), HOST_RIP.encoding()] {
         let writes = vmcs.host_state_cache().writes();
         vmcs.write_raw(field, 0xdead_0000).unwrap();
         assert_eq!(vmcs.host_state_cache().host_rsp(), None);
         run(&mut vmcs, &mut regs).unwrap();
         assert_eq!(vmcs.host_state_cache().writes(), writes + 1);
-        assert_eq!(vmcs.read_raw(HOST_RSP_ENCODING), Ok(rsp));
-        assert_eq!(vmcs.read_raw(HOST_RIP_ENCODING), Ok(SoftVmx::EXIT_LABEL));
+        assert_eq!(vmcs.read_raw(HOST_RSP.encoding()), Ok(rsp));
+        assert_eq!(vmcs.read_raw(HOST_RIP.encoding()), Ok(SoftVmx::EXIT_LABEL));
     }
 
     // An entry from another stack depth: written again, without any reset.
@@ -203,7 +203,7 @@ fn host_state_cache_writes_once_and_again_after_a_write_of_host_rsp_or_host_rip(
     vmcs.processor_mut().set_host_rsp(deeper);
     run(&mut vmcs, &mut regs).unwrap();
     assert_eq!(vmcs.host_state_cache().writes(), 4);
-    assert_eq!(vmcs.read_raw(HOST_RSP_ENCODING), Ok(deeper.get()));
+    assert_eq!(vmcs.read_raw(HOST_RSP.encoding()), Ok(deeper.get()));
 
     // A VMCS loaded again starts with an empty cache.
     let region = vmcs.clear().map_err(|(_, e)| e).unwrap();

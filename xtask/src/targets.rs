@@ -4,10 +4,17 @@
 
 use std::process::Command;
 
-/// The five library crates.
-const LIBRARIES: [&str; 5] = ["vmx-caps", "vmx-core", "vmcs", "exits", "ept"];
+/// The library crates.
+const LIBRARIES: [&str; 6] = [
+    "vmx-caps",
+    "vmcs-fields",
+    "vmx-core",
+    "vmcs",
+    "exits",
+    "ept",
+];
 
-/// Targets the five library crates are built and linted for: bare metal and UEFI.
+/// Targets the library crates are built and linted for: bare metal and UEFI.
 pub const FIRMWARE_TARGETS: [&str; 2] = ["x86_64-unknown-none", "x86_64-unknown-uefi"];
 
 /// A host of another architecture, where capability decoding from dumps, the field tables, the
@@ -79,7 +86,7 @@ fn cargo_for(command: &str, packages: &[&str], target: &str, rest: &[&str]) -> R
     crate::cargo(&args, &[])
 }
 
-/// Builds and lints (clippy `-D warnings`) the five library crates for [`FIRMWARE_TARGETS`],
+/// Builds and lints (clippy `-D warnings`) the library crates for [`FIRMWARE_TARGETS`],
 /// builds them and checks `vmxtool` for [`TOOL_TARGET`], adding missing targets first.
 pub fn check_all() -> Result<(), String> {
     let mut wanted = FIRMWARE_TARGETS.to_vec();

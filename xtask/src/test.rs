@@ -427,7 +427,7 @@ pub fn run_all() -> Result<(), String> {
         ],
         &[],
     )?;
-    // The five library crates for bare metal and UEFI, the tool-side parts for another
+    // The library crates for bare metal and UEFI, the tool-side parts for another
     // architecture.
     crate::targets::check_all()?;
     crate::cargo(

@@ -7,10 +7,10 @@ use vmx_caps::{
 };
 use vmx_core::{VmFail, VmInstructionError};
 
+use crate::ExceptionBitmap;
 use crate::check::PhysMemory;
 use crate::field::FieldType;
 use crate::structures::{IoBitmaps, MsrBitmap};
-use crate::value::ExceptionBitmap;
 use crate::{VmcsRead, VmcsWrite, fields};
 
 /// The VMCS12 controls L0 can carry into VMCS02 (besides the default1 class, which VMCS12 may

@@ -1,7 +1,7 @@
 //! The EPTP list for EPTP switching, VM function 0 (SDM Vol. 3C, 25.6.14 "VM-Function
 //! Controls"; Vol. 2B, "VMFUNC—Invoke VM function", "EPTP Switching").
 
-use ept::EptPointer;
+use vmcs_fields::EptPointer;
 use vmx_core::PhysTranslate;
 
 use super::{StructureError, in_frame, phys_of, vmcs_err};

@@ -206,7 +206,7 @@ pub trait Access: sealed::Sealed + Copy + fmt::Debug {
     const READ_ONLY: bool;
 }
 
-/// Marker of fields that [`crate::VmcsWrite::write`] accepts.
+/// Marker of fields that `vmcs::VmcsWrite::write` accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ReadWrite;
 /// Marker of read-only fields (VM-exit information): the typed write does not accept them.
@@ -275,21 +275,21 @@ type Markers<V, A, W> = fn() -> (V, A, W);
 /// (a post-monomorphization check: each call is checked where it is compiled):
 ///
 /// ```
-/// use vmcs::field::{Field, ReadWrite, Width32};
+/// use vmcs_fields::field::{Field, ReadWrite, Width32};
 /// // 0x4000 (pin-based VM-execution controls) is a 32-bit control field.
 /// let pin: Field<u32, ReadWrite, Width32> = Field::declare::<0x4000>();
 /// assert_eq!(pin.encoding(), 0x4000);
 /// ```
 ///
 /// ```compile_fail
-/// use vmcs::field::{Field, ReadWrite, Width16};
+/// use vmcs_fields::field::{Field, ReadWrite, Width16};
 /// // 0x4000 is a 32-bit field: declaring it 16-bit does not compile.
 /// let pin: Field<u16, ReadWrite, Width16> = Field::declare::<0x4000>();
 /// # let _ = pin;
 /// ```
 ///
 /// ```compile_fail
-/// use vmcs::field::{Field, ReadWrite, Width32};
+/// use vmcs_fields::field::{Field, ReadWrite, Width32};
 /// // 0x4402 (exit reason) is a VM-exit information field: it cannot be declared writable.
 /// let reason: Field<u32, ReadWrite, Width32> = Field::declare::<0x4402>();
 /// # let _ = reason;
@@ -409,7 +409,7 @@ impl<V, A> Field<V, A, Width64> {
     }
 }
 
-/// A field handle the typed [`crate::VmcsRead::read`] accepts.
+/// A field handle the typed `vmcs::VmcsRead::read` accepts.
 pub trait VmcsField: Copy {
     /// What reading the field returns.
     type Value: FieldValue;
@@ -417,7 +417,7 @@ pub trait VmcsField: Copy {
     fn encoding(&self) -> u32;
 }
 
-/// A field handle the typed [`crate::VmcsWrite::write`] accepts: every field but the read-only
+/// A field handle the typed `vmcs::VmcsWrite::write` accepts: every field but the read-only
 /// VM-exit information fields.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a writable VMCS field",

@@ -867,16 +867,16 @@ flags_value!(vmx_caps::arch::DebugCtl, u64, 64);
 // EPT pointer
 // ---------------------------------------------------------------------------------------------
 
-impl FieldValue for ept::EptPointer {
+impl FieldValue for crate::EptPointer {
     const BITS: u32 = 64;
     fn from_raw(raw: u64) -> Self {
-        ept::EptPointer::from_bits(raw)
+        crate::EptPointer::from_bits(raw)
     }
     fn into_raw(self) -> u64 {
         self.bits()
     }
     fn format_raw(raw: u64, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let eptp = ept::EptPointer::from_bits(raw);
+        let eptp = crate::EptPointer::from_bits(raw);
         write!(f, "{raw:#x} (root {:#x}, ", eptp.pml4_address().as_u64())?;
         match eptp.memory_type() {
             Ok(memory_type) => write!(f, "{memory_type}")?,

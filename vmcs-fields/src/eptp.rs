@@ -6,7 +6,108 @@ use core::fmt;
 use vmx_caps::EptVpidCap;
 
 use crate::addr::HostPhysAddr;
-use crate::types::{MemoryType, ReservedMemoryType, ReservedWalkLength, WalkLength};
+
+/// An EPT memory type (SDM Vol. 3C §29.3.7 "EPT and Memory Typing"; encodings of Vol. 3A §12.3
+/// "Methods of Caching Available"). Values 2, 3 and 7 are reserved and decode to
+/// [`ReservedMemoryType`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[repr(u8)]
+pub enum MemoryType {
+    /// Uncacheable (UC), encoding 0.
+    Uncacheable = 0,
+    /// Write combining (WC), encoding 1.
+    WriteCombining = 1,
+    /// Write-through (WT), encoding 4.
+    WriteThrough = 4,
+    /// Write-protected (WP), encoding 5.
+    WriteProtected = 5,
+    /// Write-back (WB), encoding 6.
+    WriteBack = 6,
+}
+
+/// A reserved memory-type encoding (2, 3 or 7); in an EPT leaf it causes an EPT misconfiguration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[error("memory type encoding {0} is reserved (valid: 0 UC, 1 WC, 4 WT, 5 WP, 6 WB)")]
+pub struct ReservedMemoryType(pub u8);
+
+impl MemoryType {
+    /// Decodes a 3-bit memory-type field (only bits 2:0 of `bits` are used).
+    pub const fn from_bits(bits: u8) -> Result<Self, ReservedMemoryType> {
+        match bits & 7 {
+            0 => Ok(Self::Uncacheable),
+            1 => Ok(Self::WriteCombining),
+            4 => Ok(Self::WriteThrough),
+            5 => Ok(Self::WriteProtected),
+            6 => Ok(Self::WriteBack),
+            other => Err(ReservedMemoryType(other)),
+        }
+    }
+
+    /// The 3-bit encoding.
+    pub const fn bits(self) -> u8 {
+        self as u8
+    }
+
+    /// The SDM's abbreviation (UC, WC, WT, WP, WB).
+    pub const fn abbreviation(self) -> &'static str {
+        match self {
+            Self::Uncacheable => "UC",
+            Self::WriteCombining => "WC",
+            Self::WriteThrough => "WT",
+            Self::WriteProtected => "WP",
+            Self::WriteBack => "WB",
+        }
+    }
+}
+
+impl fmt::Display for MemoryType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.abbreviation())
+    }
+}
+
+/// The EPT page-walk length (EPTP bits 5:3 hold this value minus one; SDM Vol. 3C §25.6.11
+/// "Extended-Page-Table Pointer (EPTP)").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum WalkLength {
+    /// 4-level EPT (PML4 root), translating 48-bit guest-physical addresses.
+    Four,
+    /// 5-level EPT (PML5 root), translating 57-bit guest-physical addresses.
+    Five,
+}
+
+/// A page-walk length other than 4 or 5 (EPTP bits 5:3 other than 3 or 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[error("EPT page-walk length {0} is reserved (valid: 4 or 5)")]
+pub struct ReservedWalkLength(pub u8);
+
+impl WalkLength {
+    /// The number of levels (4 or 5).
+    pub const fn levels(self) -> u8 {
+        match self {
+            Self::Four => 4,
+            Self::Five => 5,
+        }
+    }
+
+    /// Decodes a number of levels.
+    pub const fn from_levels(levels: u8) -> Result<Self, ReservedWalkLength> {
+        match levels {
+            4 => Ok(Self::Four),
+            5 => Ok(Self::Five),
+            other => Err(ReservedWalkLength(other)),
+        }
+    }
+
+    /// The number of guest-physical address bits the walk translates (48 or 57).
+    pub const fn gpa_width(self) -> u8 {
+        12 + 9 * self.levels()
+    }
+}
 
 /// The EPTP VM-execution control field (VMCS encoding 0x201A).
 ///
@@ -261,6 +362,26 @@ impl From<EptPointer> for u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_type_decoding_is_total() {
+        let expected = [
+            Ok(MemoryType::Uncacheable),
+            Ok(MemoryType::WriteCombining),
+            Err(ReservedMemoryType(2)),
+            Err(ReservedMemoryType(3)),
+            Ok(MemoryType::WriteThrough),
+            Ok(MemoryType::WriteProtected),
+            Ok(MemoryType::WriteBack),
+            Err(ReservedMemoryType(7)),
+        ];
+        for (bits, want) in expected.iter().enumerate() {
+            assert_eq!(MemoryType::from_bits(bits as u8), *want);
+            if let Ok(mt) = want {
+                assert_eq!(mt.bits(), bits as u8);
+            }
+        }
+    }
 
     #[test]
     fn eptp_layout_table() {

@@ -14,13 +14,14 @@
 //! (`encoding | 1`, bits 63:32) for 32-bit users:
 //!
 //! ```
-//! use vmcs::fields;
+//! use vmcs_fields::fields;
 //!
 //! assert_eq!(fields::GUEST_IA32_EFER.encoding(), 0x2806);
 //! assert_eq!(fields::GUEST_IA32_EFER.high().encoding(), 0x2807);
 //! assert!(fields::EXIT_REASON.read_only());
 //! ```
 
+use crate::EptPointer;
 use crate::field::{
     Field, FieldInfo, HighHalf, ReadOnly, ReadWrite, Width16, Width32, Width64, WidthNatural,
 };
@@ -28,7 +29,6 @@ use crate::value::{
     ActivityState, EntryInterruptionInfo, ExceptionBitmap, FieldValue, InterruptibilityState,
     PendingDebugExceptions, SegmentAccessRights,
 };
-use ept::EptPointer;
 use vmx_caps::arch::{Cr0, Cr4, DebugCtl, Dr7, Efer, Rflags};
 use vmx_caps::{
     EntryControls, ExitControls, PinBasedControls, PrimaryControls, SecondaryControls,
