@@ -401,3 +401,48 @@ fn l1s_preemption_timer_counts_down_while_l0s_shorter_one_ran() {
     assert_eq!(s.r12(fields::VMX_PREEMPTION_TIMER_VALUE.encoding()), 700);
     let _ = s.l0;
 }
+
+#[test]
+fn a_failed_vmresume_loads_vmcs12s_host_state_without_saving_guest_state() {
+    let mut s = setup();
+    let v12 = s.l1.current_vmcs_mut().unwrap();
+    v12.write_raw(fields::GUEST_RFLAGS.encoding(), 0).unwrap(); // bit 1 must be 1
+    let guest_rip = v12.read_raw(fields::GUEST_RIP.encoding()).unwrap();
+    let mut cpu = CpuFacts::new(39);
+    cpu.perf_global_ctrl_reserved = Some(CpuFacts::perf_global_ctrl_mask(4, 3));
+    let mut mem = FlatGuestMemory {
+        base: 0,
+        bytes: &mut s.memory,
+    };
+    let entry =
+        s.l1.enter_l2(
+            &CX,
+            vmcs::check::EntryInstruction::Vmresume,
+            cpu,
+            &mut mem,
+            &mut |_: &vmcs::check::Violation| {},
+            &mut s.msrs,
+        )
+        .unwrap();
+    assert_eq!(
+        entry,
+        L2Entry::EntryFailure {
+            exit_reason: 0x8000_0021,
+            qualification: 0
+        }
+    );
+    let reflected =
+        s.l1.exit_after_failed_entry(&mut s.env.vmcs, &mut mem, &mut s.msrs)
+            .unwrap();
+    assert_eq!(reflected, Reflected::Resume);
+    assert_eq!(s.r01(fields::GUEST_RIP.encoding()), 0x1234_5000);
+    assert_eq!(s.r12(fields::GUEST_RIP.encoding()), guest_rip);
+    assert_eq!(s.r12(fields::GUEST_RFLAGS.encoding()), 0);
+    let report = s.env.check();
+    assert_eq!(
+        report.outcome(),
+        Outcome::Success,
+        "{:?}",
+        report.violations().collect::<Vec<_>>()
+    );
+}

@@ -74,6 +74,36 @@ const EFER_LME_LMA: u64 = (1 << 8) | (1 << 10);
 const CR4_PAE: u64 = 1 << 5;
 const CR4_PCIDE: u64 = 1 << 17;
 
+/// The processor's registers at the moment of the exit that a VM exit partly keeps (SDM 28.5.1):
+/// CR0 and CR4 (the bits not loaded), IA32_EFER, IA32_PAT and IA32_PERF_GLOBAL_CTRL (kept
+/// without their "load" control) and IA-32e mode.
+struct CurrentRegs {
+    cr0: u64,
+    cr4: u64,
+    ia32e: bool,
+    efer: Option<u64>,
+    pat: Option<u64>,
+    perf_global_ctrl: Option<u64>,
+}
+
+impl CurrentRegs {
+    /// From the guest state of `v` (VMCS02 after an exit of L2, VMCS01 for a failed entry).
+    fn read(v: &(impl VmcsRead + ?Sized)) -> Result<Self, ReflectError> {
+        let entry =
+            EntryControls::from_bits_retain(rd(v, fields::VM_ENTRY_CONTROLS.encoding())? as u32);
+        Ok(Self {
+            cr0: rd(v, fields::GUEST_CR0.encoding())?,
+            cr4: rd(v, fields::GUEST_CR4.encoding())?,
+            ia32e: entry.contains(EntryControls::IA32E_MODE_GUEST),
+            efer: v.read_raw(fields::GUEST_IA32_EFER.encoding()).ok(),
+            pat: v.read_raw(fields::GUEST_IA32_PAT.encoding()).ok(),
+            perf_global_ctrl: v
+                .read_raw(fields::GUEST_IA32_PERF_GLOBAL_CTRL.encoding())
+                .ok(),
+        })
+    }
+}
+
 impl L1VmxState {
     /// Reflects a VM exit of L2 to L1, in the order of SDM chapter 28: the exit information
     /// fields of `info` (VMCS02 for an exit of the processor, or a VMCS L0 filled for an exit it
@@ -110,13 +140,6 @@ impl L1VmxState {
         M: GuestMemory + ?Sized,
         G: GuestMsrs + ?Sized,
     {
-        let phys_width = self.phys_width;
-        let fixed0 = self.caps.cr0_fixed_bits(vmx_caps::CrUse::Vmx);
-        let fixed4 = self.caps.cr4_fixed_bits();
-        let (cr0_fixed, cr4_fixed) = (
-            fixed0.must_be_one.bits() | fixed0.must_be_zero.bits(),
-            fixed4.must_be_one.bits() | fixed4.must_be_zero.bits(),
-        );
         let Some(current) = self.current.as_mut() else {
             return Err(ReflectError::NoCurrentVmcs);
         };
@@ -218,15 +241,76 @@ impl L1VmxState {
             }
         }
 
+        // 28.5 and 28.6: L2's registers at the exit are the current ones.
+        let regs = CurrentRegs::read(vmcs02)?;
+        self.load_host_state(&regs, vmcs01, mem, msrs)
+    }
+
+    /// A VM-entry failure of L1's VMLAUNCH or VMRESUME (after [`L1VmxState::enter_l2`] returned
+    /// [`super::L2Entry::EntryFailure`], which wrote the exit reason and qualification): as SDM
+    /// 27.8 says, the processor then loads VMCS12's host state (28.5) and the VM-exit MSR-load
+    /// area (28.6), with L1's registers (VMCS01's guest state, read first) as the current ones;
+    /// no guest state is saved.
+    ///
+    /// # Errors
+    ///
+    /// As [`L1VmxState::reflect_exit`].
+    pub fn exit_after_failed_entry<V01, M, G>(
+        &mut self,
+        vmcs01: &mut V01,
+        mem: &mut M,
+        msrs: &mut G,
+    ) -> Result<Reflected, ReflectError>
+    where
+        V01: VmcsWrite + ?Sized,
+        M: GuestMemory + ?Sized,
+        G: GuestMsrs + ?Sized,
+    {
+        let regs = CurrentRegs::read(vmcs01)?;
+        self.load_host_state(&regs, vmcs01, mem, msrs)
+    }
+
+    /// SDM 28.5 "Loading Host State" and 28.6 "Loading MSRs" for the current VMCS12, with
+    /// `current` the processor's registers before (the bits the exit keeps).
+    fn load_host_state<V01, M, G>(
+        &mut self,
+        current: &CurrentRegs,
+        vmcs01: &mut V01,
+        mem: &mut M,
+        msrs: &mut G,
+    ) -> Result<Reflected, ReflectError>
+    where
+        V01: VmcsWrite + ?Sized,
+        M: GuestMemory + ?Sized,
+        G: GuestMsrs + ?Sized,
+    {
+        let phys_width = self.phys_width;
+        let fixed0 = self.caps.cr0_fixed_bits(vmx_caps::CrUse::Vmx);
+        let fixed4 = self.caps.cr4_fixed_bits();
+        let (cr0_fixed, cr4_fixed) = (
+            fixed0.must_be_one.bits() | fixed0.must_be_zero.bits(),
+            fixed4.must_be_one.bits() | fixed4.must_be_zero.bits(),
+        );
+        let Some(c) = self.current.as_ref() else {
+            return Err(ReflectError::NoCurrentVmcs);
+        };
+        let pointer = c.pointer;
+        let vmcs12 = &c.vmcs;
+        let exit12 = ExitControls::from_bits_retain(rd(
+            vmcs12,
+            fields::PRIMARY_VM_EXIT_CONTROLS.encoding(),
+        )? as u32);
+        let entry_f = fields::VM_ENTRY_CONTROLS.encoding();
+        let l2_ia32e = current.ia32e;
         // 28.5: host state into L1's state.
         let host64 = exit12.contains(ExitControls::HOST_ADDRESS_SPACE_SIZE);
         if l2_ia32e && !host64 {
             return Ok(Self::abort(mem, pointer, VmxAbort::HostAddressSpaceSize));
         }
-        let cur_cr0 = rd(vmcs02, fields::GUEST_CR0.encoding())?;
+        let cur_cr0 = current.cr0;
         let keep0 = CR0_KEPT | cr0_fixed;
         let cr0 = (rd(vmcs12, fields::HOST_CR0.encoding())? & !keep0) | (cur_cr0 & keep0);
-        let cur_cr4 = rd(vmcs02, fields::GUEST_CR4.encoding())?;
+        let cur_cr4 = current.cr4;
         let mut cr4 =
             (rd(vmcs12, fields::HOST_CR4.encoding())? & !cr4_fixed) | (cur_cr4 & cr4_fixed);
         if host64 {
@@ -270,7 +354,7 @@ impl L1VmxState {
             wr(vmcs01, to, narrow(rd(vmcs12, from)?))?;
         }
         self.load_host_segments(vmcs01, host64)?;
-        self.load_host_msr_fields(vmcs02, vmcs01, exit12, host64)?;
+        self.load_host_msr_fields(current, vmcs01, exit12, host64)?;
         // The VM-entry control of VMCS01 that says whether L1 is in IA-32e mode.
         let mut entry01 = EntryControls::from_bits_retain(rd(vmcs01, entry_f)? as u32);
         entry01.set(EntryControls::IA32E_MODE_GUEST, host64);
@@ -426,20 +510,20 @@ impl L1VmxState {
     }
 
     /// IA32_EFER, IA32_PAT and IA32_PERF_GLOBAL_CTRL after a VM exit (SDM 28.5.1): loaded from
-    /// the host fields under the "load" controls, else L2's values (saved in `vmcs02`); without
+    /// the host fields under the "load" controls, else the current values (`current`); without
     /// "load IA32_EFER", LME and LMA follow "host address-space size".
     fn load_host_msr_fields(
         &self,
-        vmcs02: &(impl VmcsRead + ?Sized),
+        current: &CurrentRegs,
         vmcs01: &mut (impl VmcsWrite + ?Sized),
         exit12: ExitControls,
         host64: bool,
     ) -> Result<(), ReflectError> {
-        let Some(current) = self.current.as_ref() else {
+        let Some(c) = self.current.as_ref() else {
             return Err(ReflectError::NoCurrentVmcs);
         };
-        let v12 = &current.vmcs;
-        // Without a "load" control the register keeps L2's value, which VMCS02 saved.
+        let v12 = &c.vmcs;
+        // Without a "load" control the register keeps its current value.
         for (load, host_f, guest_f) in [
             (
                 ExitControls::LOAD_IA32_EFER,
@@ -457,13 +541,18 @@ impl L1VmxState {
                 fields::GUEST_IA32_PERF_GLOBAL_CTRL.encoding(),
             ),
         ] {
+            let kept = match guest_f {
+                f if f == fields::GUEST_IA32_EFER.encoding() => current.efer,
+                f if f == fields::GUEST_IA32_PAT.encoding() => current.pat,
+                _ => current.perf_global_ctrl,
+            };
             let value = if exit12.contains(load) {
                 rd(v12, host_f)?
             } else {
-                match vmcs02.read_raw(guest_f) {
-                    Ok(v) => v,
-                    // A field this processor does not have: nothing to carry.
-                    Err(_) => continue,
+                match kept {
+                    Some(v) => v,
+                    // A register this processor does not have: nothing to carry.
+                    None => continue,
                 }
             };
             let value = if guest_f == fields::GUEST_IA32_EFER.encoding()
