@@ -58,7 +58,7 @@
 //! let mut regs = GuestRegisters::new();
 //! loop {
 //!     unsafe { vmcs.run(&mut regs)? }; // VMLAUNCH, then VMRESUME
-//!     let reason = vmcs.read_raw(0x4402)?; // exit reason
+//!     let reason = vmcs.read_raw(vmcs_fields::fields::EXIT_REASON.encoding())?;
 //!     # let _ = reason;
 //!     // ... handle the exit, update GUEST_RIP, `break` when done ...
 //!     # break;

@@ -228,7 +228,7 @@ fn decode(encoding: u32) -> Option<(u32, Width, bool)> {
 /// // SAFETY: a software processor: no host state is at stake.
 /// unsafe { vmcs.run(&mut regs)? };
 /// assert!(vmcs.is_launched());
-/// assert_eq!(vmcs.read_raw(0x4402)?, 10); // EXIT_REASON: CPUID
+/// assert_eq!(vmcs.read_raw(vmcs_fields::fields::EXIT_REASON.encoding())?, 10); // CPUID
 /// unsafe { vmcs.run(&mut regs)? }; // VMRESUME now
 /// assert_eq!(vmcs.host_state_cache().writes(), 1); // HOST_RSP/HOST_RIP written once
 /// let counters = vmcs.root().processor().counters();

@@ -8,7 +8,7 @@ mod common;
 use core::num::NonZeroU64;
 
 use common::caps;
-use vmcs_fields::fields::{HOST_RIP, HOST_RSP};
+use vmcs_fields::fields::{self, HOST_RIP, HOST_RSP};
 use vmx_caps::VmxCapabilities;
 use vmx_caps::arch::Cr4;
 use vmx_core::{
@@ -16,9 +16,9 @@ use vmx_core::{
     VmInstructionError, VmcsRegion, VmxInstructions, VmxRoot, VmxonRegion,
 };
 
-const EXIT_REASON: u32 = 0x4402;
-const VM_INSTRUCTION_ERROR: u32 = 0x4400;
-const GUEST_RIP: u32 = 0x681e;
+const EXIT_REASON: u32 = fields::EXIT_REASON.encoding();
+const VM_INSTRUCTION_ERROR: u32 = fields::VM_INSTRUCTION_ERROR.encoding();
+const GUEST_RIP: u32 = fields::GUEST_RIP.encoding();
 
 fn identity(p: *const u8) -> Option<u64> {
     Some(p as u64)
