@@ -504,6 +504,15 @@ const BOCHS_IPS: u32 = 20_000_000;
 /// Mini-hv's command line that selects the Linux guest.
 pub const HV_CMDLINE: &str = "mini-hv.guest=linux";
 
+/// Mini-hv's command line for the Linux guest, with the capabilities restricted to profile `mask`
+/// (`mini-hv.mask-caps=NAME`, as `cargo xtask run --mask-caps NAME`) if one is given.
+pub fn hv_cmdline(mask: Option<&str>) -> String {
+    match mask {
+        None => HV_CMDLINE.to_string(),
+        Some(name) => format!("{HV_CMDLINE} mini-hv.mask-caps={name}"),
+    }
+}
+
 /// What a run of Linux under mini-hv measured.
 pub struct HvRun {
     /// Wall time from the emulator's start to the end marker.
@@ -514,6 +523,8 @@ pub struct HvRun {
     /// (the Bochs TSC counts emulated instructions). Linux's own uptime is no measure: on some models it
     /// calibrates the TSC from CPUID leaf 0x15 values that do not match Bochs' clock.
     pub guest_seconds: f64,
+    /// The serial console.
+    pub serial: String,
 }
 
 /// The checks on a Linux run's serial console under mini-hv; returns (total exits, TSC ticks the guest ran).
@@ -556,10 +567,12 @@ pub fn check_hv_serial(serial: &str) -> Result<(u64, u64), String> {
 }
 
 /// Builds mini-hv and a GRUB ISO with `modules` (file, name, arguments), and boots it under Bochs with
-/// `memory_mib` of RAM; `name` is the run's directory under `target/mini-hv/linux/`.
+/// `memory_mib` of RAM and mini-hv command line `cmdline`; `name` is the run's directory under
+/// `target/mini-hv/linux/`.
 fn boot_hv(
     name: &str,
     model: &str,
+    cmdline: &str,
     modules: &[(&Path, &str, &str)],
     memory_mib: u32,
     timeout: Duration,
@@ -572,7 +585,7 @@ fn boot_hv(
         .iter()
         .map(|&(file, name, args)| kernel::IsoModule { file, name, args })
         .collect();
-    let iso = kernel::make_iso(&dir, &elf, HV_CMDLINE, &modules)?;
+    let iso = kernel::make_iso(&dir, &elf, cmdline, &modules)?;
     let spec = RunSpec {
         platform: Platform::Bochs {
             model: model.to_string(),
@@ -580,7 +593,7 @@ fn boot_hv(
         dir: dir.join("files"),
         kernel: &elf,
         iso: Some(&iso),
-        cmdline: HV_CMDLINE,
+        cmdline,
         qemu_modules: &[],
         memory_mib,
         cpus: 1,
@@ -593,9 +606,14 @@ fn boot_hv(
     emu::run(&spec)
 }
 
-/// Runs Linux under mini-hv on Bochs (the machine `linux-baseline` uses: 256 MiB, 20 M ips), checks the
-/// markers and prints the measures.
-pub fn run_hv(model: &str, timeout: Duration, echo: bool) -> Result<HvRun, String> {
+/// Runs Linux under mini-hv on Bochs (the machine `linux-baseline` uses: 256 MiB, 20 M ips), with the
+/// capabilities restricted to profile `mask` if given, checks the markers and prints the measures.
+pub fn run_hv(
+    model: &str,
+    mask: Option<&str>,
+    timeout: Duration,
+    echo: bool,
+) -> Result<HvRun, String> {
     deps::ensure(&deps::BOCHS.iter().collect::<Vec<_>>())?;
     let guest = fetch()?;
     let kernel_args = format!("kernel {KERNEL_CMDLINE}");
@@ -605,8 +623,13 @@ pub fn run_hv(model: &str, timeout: Duration, echo: bool) -> Result<HvRun, Strin
     );
     let cpu_before = crate::proc::children_cpu_time();
     let report = boot_hv(
-        "boot",
+        if mask.is_some() {
+            "boot-masked"
+        } else {
+            "boot"
+        },
         model,
+        &hv_cmdline(mask),
         &[
             (&guest.kernel, "vmlinuz", &kernel_args),
             (&guest.initramfs, "initramfs.gz", "initrd"),
@@ -632,8 +655,10 @@ pub fn run_hv(model: &str, timeout: Duration, echo: bool) -> Result<HvRun, Strin
         }
     }
     eprintln!(
-        "xtask: Linux under mini-hv ({model}): {END_MARKER:?} after {:.1} s wall; {exits} VM exits, {:.0} per \
+        "xtask: Linux under mini-hv ({model}{}): {END_MARKER:?} after {:.1} s wall; {exits} VM exits, {:.0} per \
          second of guest time ({guest_seconds:.1} s of emulated time); whole run {:.1} s wall, {:.1} s of Bochs CPU time",
+        mask.map(|m| format!(", capabilities masked to {m}"))
+            .unwrap_or_default(),
         end_marker.as_secs_f64(),
         exits as f64 / guest_seconds.max(0.001),
         report.elapsed.as_secs_f64(),
@@ -643,6 +668,7 @@ pub fn run_hv(model: &str, timeout: Duration, echo: bool) -> Result<HvRun, Strin
         end_marker,
         exits,
         guest_seconds,
+        serial: report.serial,
     })
 }
 
@@ -668,6 +694,8 @@ struct RunOptions {
     model: Option<String>,
     timeout_secs: Option<u64>,
     bad_inputs: bool,
+    /// `--mask-caps NAME`: a capability profile ([`crate::MASK_PROFILES`]).
+    mask: Option<String>,
 }
 
 fn parse_run_options(args: &[String]) -> Result<RunOptions, String> {
@@ -685,10 +713,11 @@ fn parse_run_options(args: &[String]) -> Result<RunOptions, String> {
             "--model" => options.model = Some(args.value()?),
             "--timeout" => options.timeout_secs = Some(args.number("seconds")?),
             "--bad-inputs" if !args.has_inline_value() => options.bad_inputs = true,
+            "--mask-caps" => options.mask = Some(crate::mask_profile(args.value()?)?),
             other => {
                 return Err(format!(
                     "unknown option {other:?} (run --guest linux [--platform bochs|qemu] [--model NAME] \
-                     [--timeout SECS] [--bad-inputs])"
+                     [--timeout SECS] [--mask-caps hyperv] [--bad-inputs])"
                 ));
             }
         }
@@ -713,7 +742,7 @@ pub fn run_command(args: &[String]) -> Result<ExitCode, String> {
         emu::choose_qemu_kvm(options.platform.as_deref())
     };
     if let Some(kvm) = qemu_kvm {
-        return run_qemu(kvm, options.model, timeout);
+        return run_qemu(kvm, options.model, options.mask.as_deref(), timeout);
     }
     let model = options
         .model
@@ -721,14 +750,19 @@ pub fn run_command(args: &[String]) -> Result<ExitCode, String> {
     if options.bad_inputs {
         bad_input_checks(&model)?;
     } else {
-        run_hv(&model, timeout, true)?;
+        run_hv(&model, options.mask.as_deref(), timeout, true)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Boots mini-hv under QEMU (`-kernel`) with the Linux guest as Multiboot modules (`-initrd`) and
 /// [`QEMU_MEMORY_MIB`] of RAM, streams the serial console and judges the run.
-fn run_qemu(kvm: bool, cpu: Option<String>, timeout: Duration) -> Result<ExitCode, String> {
+fn run_qemu(
+    kvm: bool,
+    cpu: Option<String>,
+    mask: Option<&str>,
+    timeout: Duration,
+) -> Result<ExitCode, String> {
     deps::ensure(&deps::QEMU.iter().collect::<Vec<_>>())?;
     let guest = fetch()?;
     let elf = kernel::build()?;
@@ -746,7 +780,7 @@ fn run_qemu(kvm: bool, cpu: Option<String>, timeout: Duration) -> Result<ExitCod
             .join("qemu"),
         kernel: &elf,
         iso: None,
-        cmdline: HV_CMDLINE,
+        cmdline: &hv_cmdline(mask),
         qemu_modules: &modules,
         memory_mib: QEMU_MEMORY_MIB,
         cpus: 1,
@@ -854,6 +888,7 @@ pub fn bad_input_checks(model: &str) -> Result<(), String> {
         let report = boot_hv(
             name,
             model,
+            HV_CMDLINE,
             &modules,
             memory,
             Duration::from_secs(120),
@@ -874,17 +909,40 @@ pub fn bad_input_checks(model: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The step of `cargo xtask test`: Linux under mini-hv on one Bochs model, then the bad inputs.
+/// What the masked Linux run's serial console must show: the Hyper-V profile's forced controls,
+/// each handled.
+const MASKED_MARKERS: [&str; 3] = [
+    "mini-hv: capabilities restricted to the hyperv profile:",
+    "mini-hv: HLT exiting is forced: HLT is completed in the HLT activity state",
+    "mini-hv: MONITOR/MWAIT exiting is forced: MONITOR completes as a no-op, MWAIT as a NOP",
+];
+
+/// The step of `cargo xtask test`: Linux under mini-hv on one Bochs model, again with the
+/// capabilities masked to the Hyper-V profile (about 30 s), then the bad inputs.
 pub fn test_step() -> Result<(), String> {
     let start = std::time::Instant::now();
-    let run = run_hv("corei7_skylake_x", Duration::from_secs(240), false)?;
+    let timeout = Duration::from_secs(240);
+    let run = run_hv("corei7_skylake_x", None, timeout, false)?;
+    let masked = run_hv("corei7_skylake_x", Some("hyperv"), timeout, false)?;
+    if let Some(missing) = MASKED_MARKERS.iter().find(|m| !masked.serial.contains(*m)) {
+        return Err(format!(
+            "Linux masked to hyperv passed, but its serial console lacks {missing:?}"
+        ));
+    }
     bad_input_checks("corei7_skylake_x")?;
+    for (name, run) in [
+        ("linux-under-mini-hv", &run),
+        ("linux-masked-hyperv", &masked),
+    ] {
+        eprintln!(
+            "xtask test: ok   {name:<24} end marker at {:.1} s, {} exits in {:.1} s of guest time",
+            run.end_marker.as_secs_f64(),
+            run.exits,
+            run.guest_seconds,
+        );
+    }
     eprintln!(
-        "xtask test: ok   linux-under-mini-hv      end marker at {:.1} s, {} exits in {:.1} s of guest time \
-         (step {:.1} s)",
-        run.end_marker.as_secs_f64(),
-        run.exits,
-        run.guest_seconds,
+        "xtask test: linux step {:.1} s",
         start.elapsed().as_secs_f64()
     );
     Ok(())
@@ -954,8 +1012,17 @@ mod tests {
                 model: Some("host".into()),
                 timeout_secs: Some(60),
                 bad_inputs: false,
+                mask: None,
             }
         );
+        let masked = parse_run_options(&args(&["--guest", "linux", "--mask-caps", "hyperv"]));
+        assert_eq!(masked.unwrap().mask.as_deref(), Some("hyperv"));
+        assert_eq!(
+            hv_cmdline(Some("hyperv")),
+            "mini-hv.guest=linux mini-hv.mask-caps=hyperv"
+        );
+        assert_eq!(hv_cmdline(None), HV_CMDLINE);
+        assert!(parse_run_options(&args(&["--mask-caps", "vmware"])).is_err());
         assert_eq!(
             parse_run_options(&args(&["--guest=linux"])).unwrap(),
             RunOptions::default()

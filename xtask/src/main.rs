@@ -37,16 +37,19 @@ const USAGE: &str = "usage:
   cargo xtask test [--examples-only]
       fmt, clippy, tests, docs, then the example under Bochs (tigerlake, corei7_skylake_x, tigerlake
       masked to the Hyper-V profile, corei5_lynnfield_750, core2_penryn_t9600) and QEMU TCG (with and
-      without injected host faults).
+      without injected host faults), then the Linux guest under Bochs (corei7_skylake_x, unmasked and
+      masked to the Hyper-V profile) and its bad inputs.
       --examples-only skips the host checks.
   cargo xtask fetch-linux
       Download Debian's cloud kernel and busybox-static (apt-get download, cached in target/linux-cache)
       and build the initramfs.
-  cargo xtask run --guest linux [--platform bochs|qemu] [--model NAME] [--timeout SECS] [--bad-inputs]
+  cargo xtask run --guest linux [--platform bochs|qemu] [--model NAME] [--timeout SECS]
+      [--mask-caps hyperv] [--bad-inputs]
       Boot that kernel as mini-hv's guest: QEMU with KVM (-cpu host, 512 MiB, the kernel and initramfs as
       Multiboot modules) when the host gives nested VMX, else Bochs (default corei7_skylake_x, 256 MiB, a
-      GRUB ISO). --platform qemu without KVM ends in UNSUPPORTED (TCG has no VMX). --bad-inputs (Bochs):
-      bad kernels, initramfs and memory sizes, each must end in a clear RESULT FAIL.
+      GRUB ISO). --platform qemu without KVM ends in UNSUPPORTED (TCG has no VMX). --mask-caps hyperv:
+      as for the test guest. --bad-inputs (Bochs): bad kernels, initramfs and memory sizes, each must end
+      in a clear RESULT FAIL.
   cargo xtask linux-baseline [--model NAME] [--cpus N] [--timeout SECS]
       Boot that kernel under plain Bochs (no hypervisor; default corei7_skylake_x) and time the end marker.
   cargo xtask entry-diff [--cases N] [--seed S] [--model M] [--timeout SECS] [--cmdline ARGS]
@@ -121,6 +124,18 @@ struct RunOptions {
 /// The capability profiles mini-hv knows (`mini_hv_logic::profiles::PROFILES`).
 const MASK_PROFILES: [&str; 1] = ["hyperv"];
 
+/// `name` if it is one of [`MASK_PROFILES`] (the value of `--mask-caps`).
+fn mask_profile(name: String) -> Result<String, String> {
+    if MASK_PROFILES.contains(&name.as_str()) {
+        Ok(name)
+    } else {
+        Err(format!(
+            "--mask-caps {name}: unknown profile (known: {})",
+            MASK_PROFILES.join(", ")
+        ))
+    }
+}
+
 fn parse_run_options(args: &[String]) -> Result<RunOptions, String> {
     let mut options = RunOptions {
         cpus: 1,
@@ -144,16 +159,7 @@ fn parse_run_options(args: &[String]) -> Result<RunOptions, String> {
             }
             "--timeout" => options.timeout_secs = Some(args.number("seconds")?),
             "--cpus" => options.cpus = args.cpus()?,
-            "--mask-caps" => {
-                let name = args.value()?;
-                if !MASK_PROFILES.contains(&name.as_str()) {
-                    return Err(format!(
-                        "--mask-caps {name}: unknown profile (known: {})",
-                        MASK_PROFILES.join(", ")
-                    ));
-                }
-                mask = Some(name);
-            }
+            "--mask-caps" => mask = Some(mask_profile(args.value()?)?),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown option {other:?}\n{USAGE}")),
         }

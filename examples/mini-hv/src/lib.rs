@@ -8,6 +8,8 @@
 //!   the guest-state fields both guests start with, and the exit-handling steps both share.
 //! - [`boot_protocol`]: the Linux x86 boot protocol (setup header, memory layout, zero page, e820
 //!   map).
+//! - [`mwait`]: the checks of MONITOR and MWAIT, which exit where a processor forces "MONITOR
+//!   exiting" and "MWAIT exiting" (Hyper-V), before both guests complete them.
 //! - [`profiles`]: capability profiles of other platforms (Hyper-V) and the restriction of the
 //!   processor's capabilities to one (`mini-hv.mask-caps=NAME`).
 //! - [`requirements`]: what the example needs from VMX, as data, and the verdict for any capability
@@ -18,5 +20,6 @@
 pub mod boot_protocol;
 pub mod decode;
 pub mod guest_state;
+pub mod mwait;
 pub mod profiles;
 pub mod requirements;

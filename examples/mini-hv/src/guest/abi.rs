@@ -100,6 +100,11 @@ pub const FEATURE_PML: u64 = 1 << 5;
 /// the absent VMX-preemption timer, so a halted guest is woken by an external-interrupt exit.
 pub const FEATURE_APIC_TIMER: u64 = 1 << 6;
 
+/// [`HC_FEATURES`] flag: MONITOR and MWAIT exist (CPUID.01H:ECX.MONITOR) and exit ("MONITOR
+/// exiting" and "MWAIT exiting" are 1, as Hyper-V forces them): the hypervisor completes them,
+/// MONITOR as a no-op and MWAIT as a NOP after their checks.
+pub const FEATURE_MONITOR_MWAIT_EXITING: u64 = 1 << 7;
+
 /// Guest-physical address of the APIC-access page (the xAPIC default base).
 pub const APIC_GPA: u64 = 0xfee0_0000;
 /// The value the hypervisor puts in the virtual APIC's version register (offset 30H).
@@ -254,6 +259,10 @@ pub mod reason {
     pub const VMFUNC: u64 = R::Vmfunc.number() as u64;
     /// Page-modification log full.
     pub const PML_FULL: u64 = R::PageModificationLogFull.number() as u64;
+    /// MWAIT.
+    pub const MWAIT: u64 = R::Mwait.number() as u64;
+    /// MONITOR.
+    pub const MONITOR: u64 = R::Monitor.number() as u64;
 }
 
 /// The guest's tests, in the order it runs them; [`HC_REPORT`] names a test by its index here. After the
@@ -281,4 +290,9 @@ pub const TESTS: &[&str] = &[
     "vmfunc-eptp-switch",
     "virtualization-exception",
     "pml-log",
+    MONITOR_MWAIT_TEST,
 ];
+
+/// The check of the MONITOR and MWAIT exits: it runs where [`FEATURE_MONITOR_MWAIT_EXITING`] is
+/// set and is skipped elsewhere.
+pub const MONITOR_MWAIT_TEST: &str = "monitor-mwait";

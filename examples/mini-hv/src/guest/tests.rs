@@ -31,7 +31,7 @@ fn expect_fault(fault: Option<Fault>, vector: u8, why: &'static str) -> Check {
 const NOT_SUPPORTED: &str = "not supported by this CPU";
 
 /// The tests, in the order of [`abi::TESTS`].
-const TESTS: [fn() -> Check; 22] = [
+const TESTS: [fn() -> Check; 23] = [
     cpuid_hypervisor_leaf,
     msr_passthrough,
     msr_emulated,
@@ -54,6 +54,7 @@ const TESTS: [fn() -> Check; 22] = [
     vmfunc_eptp_switch,
     virtualization_exception,
     pml_log,
+    monitor_mwait,
 ];
 const _: () = assert!(TESTS.len() == abi::TESTS.len());
 
@@ -1207,5 +1208,85 @@ fn pml_log() -> Check {
     ensure(
         pml(abi::PML_COUNT, 0) == 1 && pml(abi::PML_CONTAINS, r0 + 0x20) == 1,
         "after the PML-full exit the retried write was not logged",
+    )
+}
+
+/// MONITOR (`0F 01 C8`, after an FS segment-override prefix with `fs_override`) of `address` with
+/// extensions `ecx`; the fault it raised, if any.
+fn monitor(address: u64, ecx: u64, fs_override: bool) -> Option<Fault> {
+    if fs_override {
+        guarded!(".byte 0x64, 0x0f, 0x01, 0xc8", in("rax") address, in("rcx") ecx, in("rdx") 0u64)
+    } else {
+        guarded!(".byte 0x0f, 0x01, 0xc8", in("rax") address, in("rcx") ecx, in("rdx") 0u64)
+    }
+}
+
+/// MWAIT (`0F 01 C9`) with hint 0 and extensions `ecx`; the fault it raised, if any.
+fn mwait(ecx: u64) -> Option<Fault> {
+    guarded!(".byte 0x0f, 0x01, 0xc9", in("rax") 0u64, in("rcx") ecx)
+}
+
+fn read_cr2() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR2 at CPL 0.
+    unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// A canonical address beyond the guest's page tables, which map the first 4 GiB.
+const NOT_MAPPED: u64 = 0x1_0000_0000;
+/// #PF.
+const PF: u8 = 14;
+
+fn monitor_mwait() -> Check {
+    if features() & abi::FEATURE_MONITOR_MWAIT_EXITING == 0 {
+        return Err(NOT_SUPPORTED);
+    }
+    let line = [0u64; 8];
+    let line = line.as_ptr() as u64;
+    let (monitor0, mwait0) = (exit_count(reason::MONITOR), exit_count(reason::MWAIT));
+    ensure(
+        monitor(line, 0, false).is_none(),
+        "MONITOR of a mapped line faulted",
+    )?;
+    // With interrupts off and no armed monitor, MWAIT returns at once.
+    ensure(mwait(0).is_none(), "MWAIT faulted")?;
+    ensure(
+        monitor(line, 0, true).is_none(),
+        "MONITOR with an FS override faulted",
+    )?;
+    expect_fault(
+        monitor(line, 1, false),
+        GP,
+        "MONITOR with ECX = 1 (no extensions exist) did not #GP(0)",
+    )?;
+    expect_fault(
+        monitor(0x0000_8000_0000_0000, 0, false),
+        GP,
+        "MONITOR of a non-canonical address did not #GP(0)",
+    )?;
+    match monitor(NOT_MAPPED, 0, false) {
+        Some(f) if f.vector == PF && f.error == 0 => {
+            ensure(read_cr2() == NOT_MAPPED, "MONITOR's #PF left the wrong CR2")?
+        }
+        _ => return Err("MONITOR of an unmapped address did not #PF(0)"),
+    }
+    expect_fault(
+        monitor(abi::UNBACKED, 0, false),
+        GP,
+        "MONITOR of unbacked guest-physical memory did not #GP(0)",
+    )?;
+    expect_fault(
+        mwait(2),
+        GP,
+        "MWAIT with ECX = 2 (reserved bit) did not #GP(0)",
+    )?;
+    ensure(
+        exit_count(reason::MONITOR) - monitor0 == 6,
+        "expected exactly 6 MONITOR exits",
+    )?;
+    ensure(
+        exit_count(reason::MWAIT) - mwait0 == 2,
+        "expected exactly 2 MWAIT exits",
     )
 }

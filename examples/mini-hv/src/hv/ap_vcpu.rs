@@ -362,6 +362,8 @@ impl Job {
             timer,
             wbinvd_exiting: settings.wbinvd_exiting,
             xcr0_supported: settings.xcr0_supported,
+            // The application processors' guest runs neither instruction.
+            monitor_mwait_exiting: false,
         };
         let vcpu = Vcpu::new(mem, config);
         let setup = super::write_vmcs(

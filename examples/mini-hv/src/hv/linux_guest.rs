@@ -8,10 +8,16 @@
 //!   EPT violation.
 //! - I/O bitmaps open but for the ACPI PM1a control port (power-off), the keyboard controller's command
 //!   port and 0xCF9 (resets); MSR bitmap open but for IA32_FEATURE_CONTROL and the VMX capability MSRs.
-//!   No external-interrupt or HLT exiting: interrupts reach the guest directly, HLT halts it in place.
+//!   No external-interrupt exiting: interrupts reach the guest directly. No HLT exiting where it may be 0:
+//!   HLT halts the guest in place.
+//! - Controls the processor forces to 1 (`mini-hv.mask-caps=hyperv` shows Hyper-V's): HLT exiting (the
+//!   guest waits in the HLT activity state), MONITOR and MWAIT exiting (completed as in
+//!   [`super::monitor`]; CPUID.01H:ECX.MONITOR is then hidden, so that Linux idles with HLT), "load debug
+//!   controls" (with "save debug controls", so the guest's DR7 and IA32_DEBUGCTL survive VM exits).
 //! - Handled exits: CPUID (hypervisor bit, VMX hidden, leaf 0x40000000), the intercepted MSRs and ports,
-//!   CR0/CR4 writes to host-owned bits, XSETBV, INVD/WBINVD; INIT, SIPI, triple fault, EPT violations and
-//!   anything else end the run with a report. The guest's ACPI power-off is its "pass", a reset its "fail".
+//!   CR0/CR4 writes to host-owned bits, XSETBV, INVD/WBINVD, HLT, MONITOR, MWAIT; INIT, SIPI, triple fault,
+//!   EPT violations and anything else end the run with a report. The guest's ACPI power-off is its
+//!   "pass", a reset its "fail".
 
 use core::arch::asm;
 
@@ -23,7 +29,7 @@ use exits::complete::{CompleteError, skip_instruction};
 use exits::inject::{Exception, InjectError, inject_exception};
 use exits::{CrAccessType, ExitReason, InstructionLength, IoDirection, IoSize, VmExit};
 use vmcs::structures::{IoBitmaps, MsrAccess, MsrBitmap};
-use vmcs::{GuestState, Segment, VmcsRead, VmcsWrite, fields};
+use vmcs::{ActivityState, GuestState, Segment, VmcsRead, VmcsWrite, fields};
 use vmx_caps::{
     ControlRequest, EntryControls, ExitControls, LiveMsrs, PrimaryControls, SecondaryControls,
     VmxCapabilities,
@@ -31,6 +37,8 @@ use vmx_caps::{
 use vmx_core::{GpReg, GuestRegisters, LivePlatform, VmFail};
 
 use super::Vmcs;
+use super::memory::GuestMemory;
+use super::monitor::{self, Completion};
 
 use super::Outcome;
 use crate::println;
@@ -46,6 +54,8 @@ const LARGE_PAGE: u64 = 2 * MIB;
 /// Frames reserved for the EPT paging structures (an identity map of 4 GiB with large pages needs
 /// about a dozen).
 const EPT_POOL_FRAMES: usize = 64;
+/// The most guest-physical ranges the EPT maps (the first MiB around its holes, RAM, the rest).
+const MAX_RANGES: usize = 80;
 
 const UD: Exception = Exception::UD;
 const GP: Exception = Exception::GP;
@@ -57,6 +67,8 @@ const FEATURE_CONTROL_LOCKED: u64 = 1;
 const PAT_RESET: u64 = 0x0007_0406_0007_0406;
 /// The hypervisor's CPUID signature (leaf 0x40000000, EBX:ECX:EDX).
 const SIGNATURE: &[u8; 12] = b"MiniHVLinux!";
+/// CPUID.01H:ECX.MONITOR\[bit 3\].
+const CPUID_1_ECX_MONITOR: u32 = 1 << 3;
 /// PM1x_CNT.SLP_EN.
 const SLP_EN: u16 = 1 << 13;
 /// The keyboard controller's command port (command 0xFE pulses the reset line).
@@ -108,7 +120,16 @@ struct Linux {
     pm1a: u16,
     /// Guest RAM above the hypervisor, `[hv_end, ram_top)`: where MOV to CR0/CR4 may read PDPTEs.
     ram: (u64, u64),
+    /// The guest's memory as the hypervisor reads it (paging structures, instruction bytes):
+    /// `[0, ram_top)` identity-mapped but the hypervisor's `[1 MiB, hv_end)`.
+    mem: GuestMemory,
+    /// The guest-physical ranges EPT maps, `[start, end)`.
+    mapped: [(u64, u64); MAX_RANGES],
+    mapped_count: usize,
     proc2: SecondaryControls,
+    /// "MWAIT exiting" is 1: CPUID.01H:ECX.MONITOR is hidden, so that Linux idles with HLT (a
+    /// wait in the HLT activity state) rather than with an MWAIT that completes as a NOP.
+    hide_monitor: bool,
     exit_counts: [u64; 96],
     total: u64,
 }
@@ -118,7 +139,7 @@ pub fn run() -> Outcome {
     println!("mini-hv: guest: Linux (boot protocol, 32-bit entry, devices passed through)");
     // SAFETY: ring 0, one processor.
     let mut msrs = unsafe { LiveMsrs::new() };
-    let Some(caps) = super::read_caps(&mut msrs) else {
+    let Some(caps) = super::read_caps(&mut msrs).and_then(super::masked) else {
         return Outcome::Fail;
     };
     let request = ControlRequest::new()
@@ -138,7 +159,12 @@ pub fn run() -> Outcome {
         )
         .prefer(ExitControls::SAVE_IA32_PAT | ExitControls::LOAD_IA32_PAT)
         .require(EntryControls::LOAD_IA32_EFER)
-        .prefer(EntryControls::LOAD_IA32_PAT);
+        .prefer(EntryControls::LOAD_IA32_PAT)
+        // The guest's DR7 and IA32_DEBUGCTL survive VM exits (which load 400H and 0): saved at
+        // exit, loaded at entry. A processor may force "load debug controls" (Hyper-V does); then
+        // without "save debug controls" every entry would load stale values.
+        .prefer(ExitControls::SAVE_DEBUG_CONTROLS)
+        .prefer(EntryControls::LOAD_DEBUG_CONTROLS);
     let negotiated = match caps.negotiate(&request) {
         Ok(n) => n,
         Err(e) => {
@@ -150,11 +176,30 @@ pub fn run() -> Outcome {
     if controls.proc.intersects(
         PrimaryControls::CR3_LOAD_EXITING
             | PrimaryControls::CR3_STORE_EXITING
-            | PrimaryControls::INVLPG_EXITING
-            | PrimaryControls::HLT_EXITING,
+            | PrimaryControls::INVLPG_EXITING,
     ) {
-        println!("mini-hv: unsupported: CR3/INVLPG/HLT exiting cannot be cleared");
+        println!("mini-hv: unsupported: CR3/INVLPG exiting cannot be cleared");
         return Outcome::Unsupported;
+    }
+    // Controls the processor forces to 1 (Hyper-V: HLT, MWAIT and MONITOR exiting) are handled:
+    // HLT enters the HLT activity state, MONITOR and MWAIT complete as in `super::monitor`.
+    if controls.proc.contains(PrimaryControls::HLT_EXITING) {
+        if !caps.misc.activity_hlt() {
+            println!(
+                "mini-hv: unsupported: HLT exiting cannot be cleared and there is no HLT activity \
+                 state (IA32_VMX_MISC[6])"
+            );
+            return Outcome::Unsupported;
+        }
+        println!("mini-hv: HLT exiting is forced: HLT is completed in the HLT activity state");
+    }
+    if controls
+        .proc
+        .intersects(PrimaryControls::MONITOR_EXITING | PrimaryControls::MWAIT_EXITING)
+    {
+        println!(
+            "mini-hv: MONITOR/MWAIT exiting is forced: MONITOR completes as a no-op, MWAIT as a NOP"
+        );
     }
     if !(caps.ept_vpid.page_walk_4() && caps.ept_vpid.memory_type_wb()) {
         println!("mini-hv: unsupported: EPT needs 4-level walks and write-back paging structures");
@@ -288,7 +333,7 @@ pub fn run() -> Outcome {
         }
     };
     let ram_top = ram_top.next_multiple_of(LARGE_PAGE);
-    let mut ranges = [(0u64, 0u64, MemoryType::WriteBack); 80];
+    let mut ranges = [(0u64, 0u64, MemoryType::WriteBack); MAX_RANGES];
     let mut count = 0;
     let mut at = 0;
     let mut low_holes = [(0u64, 0u64); 72];
@@ -345,7 +390,15 @@ pub fn run() -> Outcome {
     }
     println!("mini-hv: EPT {} table frames", ept.table_frames());
 
+    let mut mapped = [(0u64, 0u64); MAX_RANGES];
+    for (slot, &(s, e, _)) in mapped.iter_mut().zip(&ranges[..count]) {
+        *slot = (s, e);
+    }
     let mut linux = Linux {
+        // SAFETY: EPT identity-maps guest RAM; the hole is the hypervisor's memory, never read.
+        mem: unsafe { GuestMemory::identity_with_hole(ram_top, MIB..hv_end) },
+        mapped,
+        mapped_count: count,
         regs: GuestRegisters::new(),
         cr0_fixed: caps.cr0_fixed,
         cr4_fixed: caps.cr4_fixed,
@@ -353,6 +406,7 @@ pub fn run() -> Outcome {
         pm1a,
         ram: (hv_end, ram_top),
         proc2: controls.proc2,
+        hide_monitor: controls.proc.contains(PrimaryControls::MWAIT_EXITING),
         exit_counts: [0; 96],
         total: 0,
     };
@@ -638,6 +692,25 @@ impl Linux {
                 super::emulate_wbinvd();
                 skip(vmcs, length.get())
             }
+            // Forced HLT exiting: the guest waits in the HLT activity state for the interrupts
+            // that reach it directly (no external-interrupt exiting).
+            VmExit::Hlt { length } => {
+                if let Some(end) = skip(vmcs, length.get())? {
+                    return Ok(Some(end));
+                }
+                vmcs.write(fields::GUEST_ACTIVITY_STATE, ActivityState::Hlt)?;
+                Ok(None)
+            }
+            VmExit::Monitor { length } => {
+                let (mem, mapped) = (&self.mem, &self.mapped[..self.mapped_count]);
+                let accessible = |gpa| mapped.iter().any(|&(s, e)| (s..e).contains(&gpa));
+                let done = monitor::monitor(vmcs, &mut self.regs, length.get(), mem, accessible)?;
+                complete(vmcs, done, length.get())
+            }
+            VmExit::Mwait { length, .. } => {
+                let done = monitor::mwait(vmcs, &self.regs)?;
+                complete(vmcs, done, length.get())
+            }
             vmx if guest_state::is_vmx_instruction(&vmx) => inject(vmcs, UD, None),
             VmExit::TripleFault => self.stop(vmcs, format_args!("the guest triple-faulted")),
             VmExit::InitSignal => self.stop(vmcs, format_args!("INIT signal to the guest (not emulated)")),
@@ -670,7 +743,12 @@ impl Linux {
                 let r = crate::arch::cpuid(leaf, sub);
                 let (mut a, mut b, mut c, mut d) = (r.eax, r.ebx, r.ecx, r.edx);
                 match leaf {
-                    1 => c = guest_state::cpuid_leaf1_ecx(c, guest_cr4),
+                    1 => {
+                        c = guest_state::cpuid_leaf1_ecx(c, guest_cr4);
+                        if self.hide_monitor {
+                            c &= !CPUID_1_ECX_MONITOR;
+                        }
+                    }
                     7 if sub == 0 => {
                         if !self.proc2.contains(SecondaryControls::ENABLE_INVPCID) {
                             b &= !(1 << 10);
@@ -708,6 +786,15 @@ fn skip(vmcs: &mut Vmcs<'_>, length: u32) -> Result<Option<End>, VmFail> {
             println!("mini-hv: cannot complete the instruction: {e}");
             Ok(Some(End::Stopped))
         }
+    }
+}
+
+/// Completes a MONITOR or MWAIT exit as [`monitor`] decided.
+fn complete(vmcs: &mut Vmcs<'_>, done: Completion, length: u32) -> Result<Option<End>, VmFail> {
+    match done {
+        Completion::Skip => skip(vmcs, length),
+        Completion::Fault(exception, error) => inject(vmcs, exception, Some(error)),
+        Completion::Stop => Ok(Some(End::Stopped)),
     }
 }
 

@@ -3,6 +3,10 @@
 
 use core::fmt;
 
+use vmcs::{VmcsRead, fields};
+use vmx_caps::arch::{Cr0, Cr4, Efer};
+use vmx_core::VmFail;
+
 /// Why a guest memory access by the hypervisor failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemError {
@@ -39,12 +43,28 @@ pub struct Paging {
     pub long_mode: bool,
     /// Guest CR3.
     pub cr3: u64,
+    /// Guest CR4.LA57: 5-level paging.
+    pub la57: bool,
 }
 
-/// Guest RAM: guest-physical `[0, size)` is host-physical `[host_base, host_base + size)`.
+impl Paging {
+    /// The guest's paging state from the guest-state area of `vmcs`.
+    pub fn of(vmcs: &impl VmcsRead) -> Result<Self, VmFail> {
+        Ok(Self {
+            enabled: vmcs.read(fields::GUEST_CR0)?.contains(Cr0::PG),
+            long_mode: vmcs.read(fields::GUEST_IA32_EFER)?.contains(Efer::LMA),
+            cr3: vmcs.read(fields::GUEST_CR3)?,
+            la57: vmcs.read(fields::GUEST_CR4)?.contains(Cr4::LA57),
+        })
+    }
+}
+
+/// Guest RAM: guest-physical `[0, size)` is host-physical `[host_base, host_base + size)`, but
+/// for an optional hole that is not the guest's.
 pub struct GuestMemory {
     host_base: u64,
     size: u64,
+    hole: core::ops::Range<u64>,
 }
 
 const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
@@ -58,7 +78,24 @@ impl GuestMemory {
     /// `[host_base, host_base + size)` is host RAM owned by the guest and nothing else, accessible at
     /// that virtual address.
     pub unsafe fn new(host_base: u64, size: u64) -> Self {
-        Self { host_base, size }
+        Self {
+            host_base,
+            size,
+            hole: 0..0,
+        }
+    }
+
+    /// Guest RAM identity-mapped (guest-physical = host-physical) at `[0, size)` but `hole`, which
+    /// is not the guest's and is never read (the Linux guest: the hypervisor's own memory).
+    ///
+    /// # Safety
+    /// `[0, size)` but `hole` is host RAM owned by the guest, identity-mapped by the host.
+    pub unsafe fn identity_with_hole(size: u64, hole: core::ops::Range<u64>) -> Self {
+        Self {
+            host_base: 0,
+            size,
+            hole,
+        }
     }
 
     /// Host-physical base of guest RAM.
@@ -73,7 +110,8 @@ impl GuestMemory {
 
     /// Whether `[gpa, gpa + len)` is guest RAM.
     pub fn contains(&self, gpa: u64, len: u64) -> bool {
-        gpa.checked_add(len).is_some_and(|end| end <= self.size)
+        gpa.checked_add(len)
+            .is_some_and(|end| end <= self.size && (end <= self.hole.start || gpa >= self.hole.end))
     }
 
     fn host_ptr(&self, gpa: u64, len: u64) -> Result<*mut u8, MemError> {
@@ -100,7 +138,8 @@ impl GuestMemory {
     }
 
     /// Translates the guest-linear address `gva` through the guest's page tables (SDM Vol. 3A, 5.5
-    /// "4-Level Paging and 5-Level Paging"); without paging, linear == physical. Permissions are not
+    /// "4-Level Paging and 5-Level Paging", five levels with CR4.LA57); without paging, linear ==
+    /// physical. Permissions are not
     /// checked: the hypervisor reads on behalf of the guest's own CPL-0 code.
     pub fn translate(&self, paging: Paging, gva: u64) -> Result<u64, MemError> {
         if !paging.enabled {
@@ -110,7 +149,8 @@ impl GuestMemory {
             return Err(MemError::UnsupportedPaging);
         }
         let mut table = paging.cr3 & ADDRESS_MASK;
-        for level in (1..=4u32).rev() {
+        let levels = if paging.la57 { 5 } else { 4 };
+        for level in (1..=levels).rev() {
             let shift = 12 + 9 * (level - 1);
             let index = (gva >> shift) & 0x1ff;
             let entry = self.read_u64(table + index * 8)?;

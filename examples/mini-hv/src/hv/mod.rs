@@ -14,6 +14,7 @@ mod extras;
 mod lapic;
 mod linux_guest;
 mod memory;
+mod monitor;
 pub mod smp;
 mod vcpu;
 
@@ -124,22 +125,8 @@ pub fn run(cpus: Option<&mut crate::smp::Cpus>) -> Outcome {
         }
         Err(e) => println!("mini-hv: cannot capture the capability MSRs: {e}"),
     }
-    // `mini-hv.mask-caps=NAME`: negotiate with what platform NAME would offer (as far as this
-    // processor offers it too), e.g. Hyper-V's nested VMX on top of Bochs'.
-    let caps = match requested_mask() {
-        None => caps,
-        Some(name) => match profiles::profile(name) {
-            Ok(profile) => {
-                let masked = profiles::restrict(&caps, &profile);
-                println!("mini-hv: capabilities restricted to the {name} profile:");
-                println!("{masked}");
-                masked
-            }
-            Err(e) => {
-                println!("mini-hv: mini-hv.mask-caps={name}: {e}");
-                return Outcome::Fail;
-            }
-        },
+    let Some(caps) = masked(caps) else {
+        return Outcome::Fail;
     };
 
     // The requirements as data (`mini_hv_logic::requirements`, also behind `vmxtool caps
@@ -272,6 +259,28 @@ pub fn run(cpus: Option<&mut crate::smp::Cpus>) -> Outcome {
         }
     }
     outcome
+}
+
+/// `caps` restricted to the profile `mini-hv.mask-caps=NAME` names, if any: the negotiation then
+/// sees what platform NAME would offer (as far as this processor offers it too), e.g. Hyper-V's
+/// nested VMX on top of Bochs'. Prints the restricted capabilities, or why the profile cannot be
+/// used (`None`).
+fn masked(caps: VmxCapabilities) -> Option<VmxCapabilities> {
+    let Some(name) = requested_mask() else {
+        return Some(caps);
+    };
+    match profiles::profile(name) {
+        Ok(profile) => {
+            let masked = profiles::restrict(&caps, &profile);
+            println!("mini-hv: capabilities restricted to the {name} profile:");
+            println!("{masked}");
+            Some(masked)
+        }
+        Err(e) => {
+            println!("mini-hv: mini-hv.mask-caps={name}: {e}");
+            None
+        }
+    }
 }
 
 /// The VMX capabilities (SDM Vol. 3D, Appendix A) of this processor; prints why not.
@@ -507,6 +516,7 @@ fn run_guest(
         timer,
         wbinvd_exiting,
         xcr0_supported,
+        monitor_mwait_exiting: monitor::exiting(controls.proc),
     };
     let ram_base = mem.host_base();
     let mut vcpu = Vcpu::new(mem, config);
@@ -892,17 +902,22 @@ fn judge(
                 ok = false;
                 "FAIL"
             }
-            Some(Verdict::Skipped) => match extras::model_lacks(name, caps) {
-                Some(true) => "skipped (not supported by this CPU)",
-                Some(false) => {
-                    ok = false;
-                    "FAIL (skipped, but this CPU has what it needs)"
+            Some(Verdict::Skipped) => {
+                match vcpu.lacks(name).or_else(|| extras::model_lacks(name, caps)) {
+                    Some(true) if *name == abi::MONITOR_MWAIT_TEST => {
+                        "skipped (MONITOR/MWAIT do not exit here)"
+                    }
+                    Some(true) => "skipped (not supported by this CPU)",
+                    Some(false) => {
+                        ok = false;
+                        "FAIL (skipped, but this CPU has what it needs)"
+                    }
+                    None => {
+                        ok = false;
+                        "FAIL (skipped, but it needs no optional feature)"
+                    }
                 }
-                None => {
-                    ok = false;
-                    "FAIL (skipped, but it needs no optional feature)"
-                }
-            },
+            }
             None => {
                 ok = false;
                 "not reported"

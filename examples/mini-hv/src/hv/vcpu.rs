@@ -19,6 +19,7 @@ use super::Vmcs;
 
 use super::devices::{self, MmioDevice, Uart};
 use super::memory::{GuestMemory, Paging};
+use super::monitor::{self, Completion};
 use crate::guest::abi::{self, reason};
 use mini_hv_logic::decode::{self, MovAccess, Operation, Reg};
 use mini_hv_logic::guest_state::{self, CrPolicy, CrWriteError};
@@ -82,6 +83,8 @@ pub struct Config {
     pub wbinvd_exiting: bool,
     /// XCR0 bits the processor supports (CPUID.(EAX=0DH,ECX=0):EDX:EAX).
     pub xcr0_supported: Xcr0,
+    /// MONITOR and MWAIT exist and exit ([`super::monitor::exiting`]).
+    pub monitor_mwait_exiting: bool,
 }
 
 /// The guest-visible state the hypervisor emulates, and the run's bookkeeping.
@@ -417,6 +420,17 @@ impl Vcpu {
                 super::emulate_wbinvd();
                 skip(vmcs, length.get())
             }
+            VmExit::Monitor { length } => {
+                let mem = &self.mem;
+                let done = monitor::monitor(vmcs, &mut self.regs, length.get(), mem, |gpa| {
+                    mem.contains(gpa, 1)
+                })?;
+                complete(vmcs, done, length.get())
+            }
+            VmExit::Mwait { length, .. } => {
+                let done = monitor::mwait(vmcs, &self.regs)?;
+                complete(vmcs, done, length.get())
+            }
             // VMCALL, the hypercall, was handled above.
             vmx if guest_state::is_vmx_instruction(&vmx) => inject(vmcs, UD, None),
             VmExit::ExceptionOrNmi {
@@ -497,6 +511,13 @@ impl Vcpu {
             TimeSource::PreemptionTimer { .. } => reason::PREEMPTION_TIMER,
             TimeSource::ApicTimer(_) => reason::EXTERNAL_INTERRUPT,
         }
+    }
+
+    /// Whether the test guest may skip check `name`: `Some(true)` where what it needs is absent,
+    /// `Some(false)` where it is present, `None` for the checks the vCPU does not judge (those of
+    /// the optional VMCS structures: [`super::extras::model_lacks`]).
+    pub fn lacks(&self, name: &str) -> Option<bool> {
+        (name == abi::MONITOR_MWAIT_TEST).then_some(!self.config.monitor_mwait_exiting)
     }
 
     /// Stops the APIC timer, if it is the time source (after the guest's run).
@@ -676,6 +697,9 @@ impl Vcpu {
                 if let TimeSource::ApicTimer(_) = self.config.timer {
                     features |= abi::FEATURE_APIC_TIMER;
                 }
+                if self.config.monitor_mwait_exiting {
+                    features |= abi::FEATURE_MONITOR_MWAIT_EXITING;
+                }
                 features
             }
             abi::HC_MSR_AREAS => match self.guest_msrs {
@@ -709,11 +733,7 @@ impl Vcpu {
     }
 
     fn paging(&self, vmcs: &Vmcs<'_>) -> Result<Paging, VmFail> {
-        Ok(Paging {
-            enabled: vmcs.read(fields::GUEST_CR0)?.contains(Cr0::PG),
-            long_mode: vmcs.read(fields::GUEST_IA32_EFER)?.contains(Efer::LMA),
-            cr3: vmcs.read(fields::GUEST_CR3)?,
-        })
+        Paging::of(vmcs)
     }
 
     fn mmio(&mut self, gpa: u64, rip: u64, vmcs: &mut Vmcs<'_>) -> Result<Next, VmFail> {
@@ -900,6 +920,15 @@ fn skip(vmcs: &mut Vmcs<'_>, length: u32) -> Result<Next, VmFail> {
             crate::println!("mini-hv: cannot complete the instruction: {e}; stopping the guest");
             Ok(Next::Stop(End::Stopped))
         }
+    }
+}
+
+/// Completes a MONITOR or MWAIT exit as [`monitor`] decided.
+fn complete(vmcs: &mut Vmcs<'_>, done: Completion, length: u32) -> Result<Next, VmFail> {
+    match done {
+        Completion::Skip => skip(vmcs, length),
+        Completion::Fault(exception, error) => inject(vmcs, exception, Some(error)),
+        Completion::Stop => Ok(Next::Stop(End::Stopped)),
     }
 }
 
