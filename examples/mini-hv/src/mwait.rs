@@ -48,6 +48,15 @@ pub enum MonitorCheck {
 /// MONITOR raises #UD at CPL > 0 before any VM exit), of a not-present page (P = 0).
 pub const MONITOR_PF_ERROR_CODE: u32 = 0;
 
+/// Whether the guest runs 64-bit code: IA32_EFER.LMA with CS.L = 1.
+///
+/// # Errors
+/// A failing VMREAD.
+pub fn in_64_bit_mode(vmcs: &impl VmcsRead) -> Result<bool, VmFail> {
+    Ok(vmcs.read(fields::GUEST_IA32_EFER)?.contains(Efer::LMA)
+        && vmcs.read(fields::GUEST_CS_ACCESS_RIGHTS)?.long_mode())
+}
+
 /// The address size of an instruction in bits.
 fn address_size(long_mode: bool, cs_db: bool, override_67: bool) -> u32 {
     match (long_mode, cs_db ^ override_67) {
@@ -109,9 +118,7 @@ pub fn check_monitor(
     regs: &GuestRegisters,
     prefixes: &[u8],
 ) -> Result<MonitorCheck, VmFail> {
-    let efer = vmcs.read(fields::GUEST_IA32_EFER)?;
-    let cs = vmcs.read_guest_segment(GuestSegment::Cs)?;
-    let long_mode = efer.contains(Efer::LMA) && cs.access_rights.long_mode();
+    let long_mode = in_64_bit_mode(vmcs)?;
     let extensions = if long_mode {
         regs.rcx
     } else {
@@ -126,7 +133,8 @@ pub fn check_monitor(
         .rev()
         .find_map(|&p| override_segment(p))
         .unwrap_or(GuestSegment::Ds);
-    let bits = address_size(long_mode, cs.access_rights.default_big(), override_67);
+    let cs_db = vmcs.read(fields::GUEST_CS_ACCESS_RIGHTS)?.default_big();
+    let bits = address_size(long_mode, cs_db, override_67);
     let ea = if bits == 64 {
         regs.rax
     } else {
@@ -186,11 +194,7 @@ pub fn check_mwait(
     regs: &GuestRegisters,
     interrupt_break_events: bool,
 ) -> Result<Option<Exception>, VmFail> {
-    let long_mode = vmcs.read(fields::GUEST_IA32_EFER)?.contains(Efer::LMA)
-        && vmcs
-            .read_guest_segment(GuestSegment::Cs)?
-            .access_rights
-            .long_mode();
+    let long_mode = in_64_bit_mode(vmcs)?;
     let extensions = if long_mode {
         regs.rcx
     } else {

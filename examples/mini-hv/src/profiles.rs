@@ -156,6 +156,44 @@ mod tests {
         );
     }
 
+    /// Every control with a function that the Hyper-V profile forces to 1 on top of `tigerlake`
+    /// (the others it forces are reserved bits of the default1 class). Each must have its
+    /// handling in both guests: HLT (the HLT activity state), MWAIT and MONITOR (`crate::mwait`),
+    /// host address-space size (the 64-bit host sets it anyway), load debug controls (the test
+    /// guest keeps its reset DR7 and IA32_DEBUGCTL; the Linux guest asks for "save debug
+    /// controls" with it). A profile that forces anything else fails here.
+    #[test]
+    fn hyperv_forces_only_handled_controls() {
+        use vmx_caps::{EntryControls, ExitControls};
+        let masked = restrict(&tigerlake(), &profile("hyperv").unwrap());
+        // The named (SDM) controls among the forced ones: the types keep reserved bits unnamed.
+        fn named<F: Controls>(forced: F) -> Vec<&'static str> {
+            forced.iter_names().map(|(name, _)| name).collect()
+        }
+        let none: Vec<&str> = Vec::new();
+        assert_eq!(named(masked.pin.allowed0), none);
+        assert_eq!(
+            named(masked.proc.allowed0),
+            ["HLT_EXITING", "MWAIT_EXITING", "MONITOR_EXITING"]
+        );
+        assert_eq!(named(masked.proc2.allowed0), none);
+        assert_eq!(named(masked.exit.allowed0), ["HOST_ADDRESS_SPACE_SIZE"]);
+        assert_eq!(named(masked.entry.allowed0), ["LOAD_DEBUG_CONTROLS"]);
+        // The names are the flags' own.
+        assert!(
+            masked
+                .exit
+                .allowed0
+                .contains(ExitControls::HOST_ADDRESS_SPACE_SIZE)
+        );
+        assert!(
+            masked
+                .entry
+                .allowed0
+                .contains(EntryControls::LOAD_DEBUG_CONTROLS)
+        );
+    }
+
     #[test]
     fn restriction_is_idempotent_and_never_widens() {
         let real = tigerlake();

@@ -3,15 +3,15 @@
 //! guest's paging structures), MWAIT as a NOP after its checks.
 
 use exits::inject::Exception;
-use vmcs::{GuestSegment, VmcsRead, fields};
+use vmcs::{VmcsRead, fields};
 use vmx_caps::PrimaryControls;
-use vmx_caps::arch::Efer;
 use vmx_core::{GuestRegisters, VmFail};
 
 use super::memory::{GuestMemory, MemError, Paging};
 use crate::println;
 use mini_hv_logic::mwait::{
     MONITOR_OPCODE_LENGTH, MONITOR_PF_ERROR_CODE, MonitorCheck, check_monitor, check_mwait,
+    in_64_bit_mode,
 };
 
 /// The opcode bytes of MONITOR.
@@ -62,13 +62,11 @@ pub fn monitor(
             return Ok(Completion::Stop);
         };
         let rip = vmcs.read(fields::GUEST_RIP)?;
-        let cs = vmcs.read_guest_segment(GuestSegment::Cs)?;
-        let long_mode =
-            vmcs.read(fields::GUEST_IA32_EFER)?.contains(Efer::LMA) && cs.access_rights.long_mode();
+        let long_mode = in_64_bit_mode(vmcs)?;
         let linear = if long_mode {
             rip
         } else {
-            cs.base.wrapping_add(rip) & 0xffff_ffff
+            vmcs.read(fields::GUEST_CS_BASE)?.wrapping_add(rip) & 0xffff_ffff
         };
         if let Err(e) = mem.read_virt(paging, linear, instruction) {
             println!(
