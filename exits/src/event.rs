@@ -4,7 +4,7 @@
 
 use core::fmt;
 
-pub use vmcs::{EntryInterruptionInfo, InterruptionType};
+pub use vmcs::{InterruptionInfo, InterruptionType};
 use vmcs::{VmcsRead, VmcsWrite, fields};
 use vmx_core::VmFail;
 
@@ -77,25 +77,48 @@ impl ExitInterruptionInfo {
     pub const DEFINED_BITS: u32 = 0x1fff | 1 << 31;
 
     /// Decodes the field: `None` if the valid bit (31) is clear; reserved bits are ignored.
+    ///
+    /// ```
+    /// use exits::{ExitInterruptionInfo, InterruptionType};
+    ///
+    /// // #PF with an error code (vector 14, type 3, bit 11, valid).
+    /// let info = ExitInterruptionInfo::from_raw(0x8000_0b0e).unwrap();
+    /// assert_eq!((info.vector, info.kind), (14, InterruptionType::HardwareException));
+    /// assert!(info.error_code_valid && !info.nmi_unblocking);
+    /// assert_eq!(info.to_raw(), 0x8000_0b0e);
+    /// assert_eq!(info.to_string(), "hardware exception, vector 14 (#PF), error code valid");
+    /// assert_eq!(ExitInterruptionInfo::from_raw(0x0b0e), None); // valid bit clear
+    /// ```
     pub const fn from_raw(raw: u32) -> Option<Self> {
-        if raw & 1 << 31 == 0 {
+        Self::from_info(InterruptionInfo::from_bits(raw))
+    }
+
+    /// The decoded form of the field's value type (`None` if its valid bit is clear).
+    pub const fn from_info(info: InterruptionInfo) -> Option<Self> {
+        if !info.valid() {
             return None;
         }
         Some(Self {
-            vector: raw as u8,
-            kind: InterruptionType::from_raw((raw >> 8) as u8),
-            error_code_valid: raw & 1 << 11 != 0,
-            nmi_unblocking: raw & 1 << 12 != 0,
+            vector: info.vector(),
+            kind: info.interruption_type(),
+            error_code_valid: info.error_code(),
+            nmi_unblocking: info.nmi_unblocking(),
         })
+    }
+
+    /// The field's value, with the valid bit set.
+    pub const fn to_info(self) -> InterruptionInfo {
+        let info = InterruptionInfo::new(self.vector, self.kind, self.error_code_valid);
+        if self.nmi_unblocking {
+            InterruptionInfo::from_bits(info.bits() | InterruptionInfo::NMI_UNBLOCKING)
+        } else {
+            info
+        }
     }
 
     /// Encodes the field, with the valid bit set.
     pub const fn to_raw(self) -> u32 {
-        self.vector as u32
-            | (self.kind.raw() as u32) << 8
-            | (self.error_code_valid as u32) << 11
-            | (self.nmi_unblocking as u32) << 12
-            | 1 << 31
+        self.to_info().bits()
     }
 }
 
@@ -130,23 +153,42 @@ impl IdtVectoringInfo {
     pub const DEFINED_BITS: u32 = 0xfff | 1 << 31;
 
     /// Decodes the field: `None` if the valid bit (31) is clear; other bits are ignored.
+    ///
+    /// ```
+    /// use exits::{IdtVectoringInfo, InterruptionType};
+    ///
+    /// // The delivery of INT 0x80 was interrupted (vector 0x80, type 4, valid).
+    /// let info = IdtVectoringInfo::from_raw(0x8000_0480).unwrap();
+    /// assert_eq!((info.vector, info.kind), (0x80, InterruptionType::SoftwareInterrupt));
+    /// assert!(!info.error_code_valid);
+    /// assert_eq!(info.to_raw(), 0x8000_0480);
+    /// assert_eq!(info.to_string(), "software interrupt, vector 128");
+    /// ```
     pub const fn from_raw(raw: u32) -> Option<Self> {
-        if raw & 1 << 31 == 0 {
+        Self::from_info(InterruptionInfo::from_bits(raw))
+    }
+
+    /// The decoded form of the field's value type (`None` if its valid bit is clear; bit 12,
+    /// undefined here, is ignored).
+    pub const fn from_info(info: InterruptionInfo) -> Option<Self> {
+        if !info.valid() {
             return None;
         }
         Some(Self {
-            vector: raw as u8,
-            kind: InterruptionType::from_raw((raw >> 8) as u8),
-            error_code_valid: raw & 1 << 11 != 0,
+            vector: info.vector(),
+            kind: info.interruption_type(),
+            error_code_valid: info.error_code(),
         })
+    }
+
+    /// The field's value, with the valid bit set.
+    pub const fn to_info(self) -> InterruptionInfo {
+        InterruptionInfo::new(self.vector, self.kind, self.error_code_valid)
     }
 
     /// Encodes the field, with the valid bit set.
     pub const fn to_raw(self) -> u32 {
-        self.vector as u32
-            | (self.kind.raw() as u32) << 8
-            | (self.error_code_valid as u32) << 11
-            | 1 << 31
+        self.to_info().bits()
     }
 }
 
@@ -255,8 +297,8 @@ pub struct EventInjection {
 impl EventInjection {
     /// The value of the VM-entry interruption-information field: vector, type, "deliver error
     /// code" and the valid bit (31).
-    pub const fn interruption_info(&self) -> EntryInterruptionInfo {
-        EntryInterruptionInfo::new(self.vector, self.kind, self.error_code.is_some())
+    pub const fn interruption_info(&self) -> InterruptionInfo {
+        InterruptionInfo::new(self.vector, self.kind, self.error_code.is_some())
     }
 
     /// Writes the event into the VM-entry event-injection fields of `vmcs`: the interruption

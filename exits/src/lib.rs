@@ -86,7 +86,7 @@ pub mod qualification;
 mod reason;
 
 pub use event::{
-    EntryInterruptionInfo, EventInjection, ExitInterruptionInfo, IdtVectoring, IdtVectoringInfo,
+    EventInjection, ExitInterruptionInfo, IdtVectoring, IdtVectoringInfo, InterruptionInfo,
     InterruptionType,
 };
 pub use exit::{ExceptionQualification, ExitField, ExitReadError, RawExitInfo, StringIo, VmExit};

@@ -1,7 +1,7 @@
 //! VM-exit interruption information, IDT-vectoring information and re-injection.
 
 use exits::{
-    EntryInterruptionInfo, ExitInterruptionInfo, IdtVectoring, IdtVectoringInfo, InstructionLength,
+    ExitInterruptionInfo, IdtVectoring, IdtVectoringInfo, InstructionLength, InterruptionInfo,
     InterruptionType,
 };
 use proptest::prelude::*;
@@ -78,7 +78,7 @@ fn reinject_external_interrupt() {
     let injection = event.reinjection();
     assert_eq!(
         injection.interruption_info(),
-        EntryInterruptionInfo::from_bits(0x8000_0020)
+        InterruptionInfo::from_bits(0x8000_0020)
     );
     assert_eq!(injection.error_code, None);
     assert_eq!(injection.instruction_length, None);

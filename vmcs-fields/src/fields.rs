@@ -26,7 +26,7 @@ use crate::field::{
     Field, FieldInfo, HighHalf, ReadOnly, ReadWrite, Width16, Width32, Width64, WidthNatural,
 };
 use crate::value::{
-    ActivityState, EntryInterruptionInfo, ExceptionBitmap, FieldValue, InterruptibilityState,
+    ActivityState, ExceptionBitmap, FieldValue, InterruptibilityState, InterruptionInfo,
     PendingDebugExceptions, SegmentAccessRights,
 };
 use vmx_caps::arch::{Cr0, Cr4, DebugCtl, Dr7, Efer, Rflags};
@@ -323,7 +323,7 @@ vmcs_fields! {
         /// VM-entry MSR-load count
         VM_ENTRY_MSR_LOAD_COUNT: u32 = 0x4014;
         /// VM-entry interruption-information field
-        VM_ENTRY_INTERRUPTION_INFORMATION: EntryInterruptionInfo = 0x4016;
+        VM_ENTRY_INTERRUPTION_INFORMATION: InterruptionInfo = 0x4016;
         /// VM-entry exception error code
         VM_ENTRY_EXCEPTION_ERROR_CODE: u32 = 0x4018;
         /// VM-entry instruction length
@@ -346,11 +346,11 @@ vmcs_fields! {
         /// Exit reason
         EXIT_REASON: u32 = 0x4402;
         /// VM-exit interruption information
-        VM_EXIT_INTERRUPTION_INFORMATION: u32 = 0x4404;
+        VM_EXIT_INTERRUPTION_INFORMATION: InterruptionInfo = 0x4404;
         /// VM-exit interruption error code
         VM_EXIT_INTERRUPTION_ERROR_CODE: u32 = 0x4406;
         /// IDT-vectoring information field
-        IDT_VECTORING_INFORMATION: u32 = 0x4408;
+        IDT_VECTORING_INFORMATION: InterruptionInfo = 0x4408;
         /// IDT-vectoring error code
         IDT_VECTORING_ERROR_CODE: u32 = 0x440a;
         /// VM-exit instruction length

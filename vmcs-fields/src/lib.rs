@@ -51,6 +51,6 @@ pub use eptp::{
 };
 pub use field::{DisplayValue, Field, FieldInfo, FieldType, FieldWidth, VmcsField, WritableField};
 pub use value::{
-    ActivityState, EntryInterruptionInfo, ExceptionBitmap, FieldValue, InterruptibilityState,
+    ActivityState, ExceptionBitmap, FieldValue, InterruptibilityState, InterruptionInfo,
     InterruptionType, PendingDebugExceptions, SegmentAccessRights, SystemSegmentType,
 };

@@ -569,11 +569,13 @@ display_value!(
 );
 
 // ---------------------------------------------------------------------------------------------
-// VM-entry interruption information
+// Interruption information (VM-exit, IDT-vectoring, VM-entry)
 // ---------------------------------------------------------------------------------------------
 
-/// Interruption type, bits 10:8 of the VM-entry interruption-information field (SDM Vol. 3,
-/// "VM-Entry Controls for Event Injection"). Every 3-bit value has a variant.
+/// Interruption type, bits 10:8 of the interruption-information format ([`InterruptionInfo`]):
+/// the same encoding in the VM-exit interruption information, the IDT-vectoring information and
+/// the VM-entry interruption information (SDM Vol. 3, "VM-Entry Controls for Event Injection").
+/// Every 3-bit value has a variant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum InterruptionType {
@@ -642,27 +644,46 @@ impl fmt::Display for InterruptionType {
     }
 }
 
-/// The VM-entry interruption-information field (SDM Vol. 3, "VM-Entry Controls for Event
-/// Injection"): the field `VM_ENTRY_INTERRUPTION_INFORMATION`.
+/// The interruption-information format, one type for the three fields that share it (SDM Vol. 3,
+/// tables "Format of the VM-Exit Interruption-Information Field", "Format of the IDT-Vectoring
+/// Information Field" and "Format of the VM-Entry Interruption-Information Field"): the fields
+/// `VM_EXIT_INTERRUPTION_INFORMATION`, `IDT_VECTORING_INFORMATION` and
+/// `VM_ENTRY_INTERRUPTION_INFORMATION`.
 ///
 /// | bits  | meaning |
 /// |-------|---------|
 /// | 7:0   | vector of interrupt or exception |
 /// | 10:8  | interruption type ([`InterruptionType`]) |
-/// | 11    | deliver error code (push it on the stack) |
-/// | 30:12 | reserved |
+/// | 11    | error code valid (VM exit, IDT vectoring); deliver error code (VM entry) |
+/// | 12    | NMI unblocking due to IRET (VM exit); undefined (IDT vectoring); reserved (VM entry) |
+/// | 30:13 | reserved |
 /// | 31    | valid |
+///
+/// ```
+/// use vmcs_fields::{InterruptionInfo, InterruptionType};
+///
+/// // #GP with an error code, as VM entry injects it.
+/// let gp = InterruptionInfo::new(13, InterruptionType::HardwareException, true);
+/// assert_eq!(gp.bits(), 0x8000_0b0d);
+/// // A VM exit on an NMI whose delivery unblocked NMIs through IRET (bit 12).
+/// let exit = InterruptionInfo::from_bits(0x8000_1202);
+/// assert_eq!((exit.vector(), exit.interruption_type()), (2, InterruptionType::Nmi));
+/// assert!(exit.valid() && exit.nmi_unblocking() && !exit.error_code());
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(transparent))]
-pub struct EntryInterruptionInfo(u32);
+pub struct InterruptionInfo(u32);
 
-impl EntryInterruptionInfo {
-    /// Bit 11: deliver error code.
-    pub const DELIVER_ERROR_CODE: u32 = 1 << 11;
+impl InterruptionInfo {
+    /// Bit 11: error code valid (VM exit, IDT vectoring) or deliver error code (VM entry).
+    pub const ERROR_CODE: u32 = 1 << 11;
+    /// Bit 12: NMI unblocking due to IRET (VM-exit interruption information only).
+    pub const NMI_UNBLOCKING: u32 = 1 << 12;
     /// Bit 31: valid.
     pub const VALID: u32 = 1 << 31;
-    /// Reserved bits (30:12).
+    /// Bits 30:12, reserved in the VM-entry field (VM entry requires them 0); bit 12 has a
+    /// meaning in the VM-exit field ([`Self::NMI_UNBLOCKING`]).
     pub const RESERVED_MASK: u32 = 0x7fff_f000;
 
     /// Nothing to inject (valid bit clear).
@@ -686,7 +707,7 @@ impl EntryInterruptionInfo {
     pub const fn new(vector: u8, kind: InterruptionType, deliver_error_code: bool) -> Self {
         let mut bits = Self::VALID | ((kind.raw() as u32) << 8) | vector as u32;
         if deliver_error_code {
-            bits |= Self::DELIVER_ERROR_CODE;
+            bits |= Self::ERROR_CODE;
         }
         Self(bits)
     }
@@ -703,10 +724,17 @@ impl EntryInterruptionInfo {
         InterruptionType::from_raw(((self.0 >> 8) & 7) as u8)
     }
 
-    /// Bit 11: deliver error code.
+    /// Bit 11: error code valid (VM exit, IDT vectoring) or deliver error code (VM entry).
     #[must_use]
-    pub const fn deliver_error_code(self) -> bool {
-        self.0 & Self::DELIVER_ERROR_CODE != 0
+    pub const fn error_code(self) -> bool {
+        self.0 & Self::ERROR_CODE != 0
+    }
+
+    /// Bit 12: NMI unblocking due to IRET (meaningful in the VM-exit interruption information
+    /// only: the exit happened while an IRET's delivery had unblocked NMIs).
+    #[must_use]
+    pub const fn nmi_unblocking(self) -> bool {
+        self.0 & Self::NMI_UNBLOCKING != 0
     }
 
     /// Bit 31: valid.
@@ -715,20 +743,20 @@ impl EntryInterruptionInfo {
         self.0 & Self::VALID != 0
     }
 
-    /// The reserved bits that are set (30:12).
+    /// The bits of [`Self::RESERVED_MASK`] that are set (30:12, the VM-entry field's reserved bits).
     #[must_use]
     pub const fn reserved_bits(self) -> u32 {
         self.0 & Self::RESERVED_MASK
     }
 }
 
-impl fmt::Debug for EntryInterruptionInfo {
+impl fmt::Debug for InterruptionInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "EntryInterruptionInfo({:#x}: {})", self.0, self)
+        write!(f, "InterruptionInfo({:#x}: {})", self.0, self)
     }
 }
 
-impl fmt::Display for EntryInterruptionInfo {
+impl fmt::Display for InterruptionInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if !self.valid() {
             f.write_str("invalid")?;
@@ -738,7 +766,7 @@ impl fmt::Display for EntryInterruptionInfo {
             f.write_str(": ")?;
         }
         write!(f, "{} vector {}", self.interruption_type(), self.vector())?;
-        if self.deliver_error_code() {
+        if self.error_code() {
             f.write_str(" with error code")?;
         }
         if self.reserved_bits() != 0 {
@@ -749,11 +777,11 @@ impl fmt::Display for EntryInterruptionInfo {
 }
 
 display_value!(
-    EntryInterruptionInfo,
+    InterruptionInfo,
     u32,
     32,
-    EntryInterruptionInfo::from_bits,
-    EntryInterruptionInfo::bits
+    InterruptionInfo::from_bits,
+    InterruptionInfo::bits
 );
 
 // ---------------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ use crate::access::{VmcsRead, VmcsWrite};
 use crate::fields;
 use crate::segment::{DescriptorTable, GuestDescriptorTable, GuestSegment, Segment};
 use crate::{
-    ActivityState, EntryInterruptionInfo, InterruptibilityState, PendingDebugExceptions,
+    ActivityState, InterruptibilityState, InterruptionInfo, PendingDebugExceptions,
     SegmentAccessRights,
 };
 
@@ -243,7 +243,7 @@ pub fn apply_init<V: VmcsWrite + ?Sized>(
     )?;
     vmcs.write(
         fields::VM_ENTRY_INTERRUPTION_INFORMATION,
-        EntryInterruptionInfo::NONE,
+        InterruptionInfo::NONE,
     )?;
     vmcs.write(fields::GUEST_ACTIVITY_STATE, activity)?;
 

@@ -86,7 +86,7 @@ pub use snapshot::{Dump, UnknownField, VmcsSnapshot};
 pub use soft::{LoadError, SoftVmcs};
 pub use state::{GuestState, GuestStateError, HostState, system_descriptor_base};
 pub use vmcs_fields::{
-    ActivityState, EntryInterruptionInfo, ExceptionBitmap, FieldValue, InterruptibilityState,
+    ActivityState, ExceptionBitmap, FieldValue, InterruptibilityState, InterruptionInfo,
     InterruptionType, PendingDebugExceptions, SegmentAccessRights, SystemSegmentType,
 };
 pub use vmcs_fields::{Field, FieldInfo, FieldType, FieldWidth, VmcsField, WritableField};

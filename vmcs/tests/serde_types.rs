@@ -12,8 +12,8 @@ use vmcs::check::{
     NoMemory, Outcome, Rule, RuleGroup, Violation,
 };
 use vmcs::{
-    ActivityState, DescriptorTable, EntryInterruptionInfo, ExceptionBitmap, GuestDescriptorTable,
-    GuestSegment, GuestState, HostState, InterruptibilityState, InterruptionType,
+    ActivityState, DescriptorTable, ExceptionBitmap, GuestDescriptorTable, GuestSegment,
+    GuestState, HostState, InterruptibilityState, InterruptionInfo, InterruptionType,
     PendingDebugExceptions, Segment, SegmentAccessRights, SoftVmcs, SystemSegmentType, VmcsWrite,
     fields,
 };
@@ -110,7 +110,7 @@ fn value_types_round_trip() {
     for raw in 0..8 {
         let kind = InterruptionType::from_raw(raw);
         round_trip(&kind);
-        round_trip(&EntryInterruptionInfo::new(14, kind, true));
+        round_trip(&InterruptionInfo::new(14, kind, true));
     }
     for info in fields::ALL {
         round_trip(&info.width());

@@ -4,9 +4,8 @@
 use proptest::prelude::*;
 use vmcs::field::RESERVED_ENCODING_BITS;
 use vmcs::{
-    ActivityState, EntryInterruptionInfo, ExceptionBitmap, FieldValue, FieldWidth,
-    InterruptibilityState, SegmentAccessRights, SoftVmcs, VmcsRead, VmcsWrite, WritableField,
-    fields,
+    ActivityState, ExceptionBitmap, FieldValue, FieldWidth, InterruptibilityState,
+    InterruptionInfo, SegmentAccessRights, SoftVmcs, VmcsRead, VmcsWrite, WritableField, fields,
 };
 use vmx_caps::{
     EntryControls, ExitControls, MsrSnapshot, PinBasedControls, PrimaryControls, SecondaryControls,
@@ -241,7 +240,7 @@ proptest! {
         typed_round_trip(fields::GUEST_SS_ACCESS_RIGHTS, SegmentAccessRights::from_bits(a));
         typed_round_trip(fields::GUEST_INTERRUPTIBILITY_STATE, InterruptibilityState::from_bits_retain(a));
         typed_round_trip(fields::GUEST_ACTIVITY_STATE, ActivityState::from_raw(a));
-        typed_round_trip(fields::VM_ENTRY_INTERRUPTION_INFORMATION, EntryInterruptionInfo::from_bits(a));
+        typed_round_trip(fields::VM_ENTRY_INTERRUPTION_INFORMATION, InterruptionInfo::from_bits(a));
         typed_round_trip(fields::EPT_POINTER, ept::EptPointer::from_bits(b));
         typed_round_trip(fields::GUEST_TR_SELECTOR, c);
         typed_round_trip(fields::GUEST_TR_LIMIT, a);

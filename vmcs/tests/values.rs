@@ -2,8 +2,8 @@
 
 use proptest::prelude::*;
 use vmcs::{
-    ActivityState, DebugCtl, EntryInterruptionInfo, ExceptionBitmap, FieldValue,
-    InterruptibilityState, InterruptionType, PendingDebugExceptions, SegmentAccessRights, fields,
+    ActivityState, DebugCtl, ExceptionBitmap, FieldValue, InterruptibilityState, InterruptionInfo,
+    InterruptionType, PendingDebugExceptions, SegmentAccessRights, fields,
 };
 
 fn round_trip<T: FieldValue + PartialEq + std::fmt::Debug>(raw: u64) {
@@ -132,7 +132,7 @@ proptest! {
         round_trip::<SegmentAccessRights>(raw);
         round_trip::<InterruptibilityState>(raw);
         round_trip::<ActivityState>(raw);
-        round_trip::<EntryInterruptionInfo>(raw);
+        round_trip::<InterruptionInfo>(raw);
         round_trip::<ExceptionBitmap>(raw);
         round_trip::<PendingDebugExceptions>(raw);
         round_trip::<DebugCtl>(raw);
@@ -200,21 +200,21 @@ proptest! {
     #[test]
     fn entry_interruption_info_decodes_what_new_encodes(vector in any::<u8>(), kind in 0u8..8, code in any::<bool>()) {
         let kind = InterruptionType::from_raw(kind);
-        let info = EntryInterruptionInfo::new(vector, kind, code);
+        let info = InterruptionInfo::new(vector, kind, code);
         prop_assert!(info.valid());
         prop_assert_eq!(info.vector(), vector);
         prop_assert_eq!(info.interruption_type(), kind);
-        prop_assert_eq!(info.deliver_error_code(), code);
+        prop_assert_eq!(info.error_code(), code);
         prop_assert_eq!(info.reserved_bits(), 0);
     }
 
     #[test]
     fn entry_interruption_info_follows_the_sdm_layout(raw in any::<u32>()) {
-        let info = EntryInterruptionInfo::from_bits(raw);
+        let info = InterruptionInfo::from_bits(raw);
         let f = |name| sdm_field(INTERRUPTION_INFO_LAYOUT, raw, name);
         prop_assert_eq!(u64::from(info.vector()), f("vector"));
         prop_assert_eq!(u64::from(info.interruption_type().raw()), f("type"));
-        prop_assert_eq!(u64::from(info.deliver_error_code()), f("deliver error code"));
+        prop_assert_eq!(u64::from(info.error_code()), f("deliver error code"));
         prop_assert_eq!(u64::from(info.valid()), f("valid"));
         prop_assert_eq!(u64::from(info.reserved_bits()), reserved(INTERRUPTION_INFO_LAYOUT, raw));
         prop_assert!(!info.to_string().is_empty());
@@ -277,13 +277,13 @@ fn named_bits_are_the_sdm_ones() {
         0x20fb
     );
     // #PF with error code, as a hypervisor injects it.
-    let pf = EntryInterruptionInfo::new(14, InterruptionType::HardwareException, true);
+    let pf = InterruptionInfo::new(14, InterruptionType::HardwareException, true);
     assert_eq!(pf.bits(), 0x8000_0b0e);
     assert_eq!(
         pf.to_string(),
         "hardware exception vector 14 with error code"
     );
-    assert_eq!(EntryInterruptionInfo::NONE.to_string(), "invalid");
+    assert_eq!(InterruptionInfo::NONE.to_string(), "invalid");
     assert_eq!(ActivityState::from_raw(3), ActivityState::WaitForSipi);
     assert_eq!(ActivityState::from_raw(9).to_string(), "reserved (9)");
     let info = fields::by_name("GUEST_INTERRUPTIBILITY_STATE").unwrap();

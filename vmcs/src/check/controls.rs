@@ -4,7 +4,7 @@ use super::engine::{CheckError, Ctx, bits::*, enc};
 use super::input::{EntryInstruction, LaunchState, PhysMemory};
 use super::report::{Expected, ViolationSink};
 use super::rule::Rule;
-use crate::VmcsRead;
+use crate::{InterruptionInfo, InterruptionType, VmcsRead};
 
 /// The control fields every later group depends on.
 #[derive(Clone, Copy, Debug)]
@@ -39,21 +39,11 @@ impl Controls {
         self.proc2(P2_UNRESTRICTED)
     }
     /// The injected event, if the valid bit (31) is set: (interruption type, vector).
-    pub fn injected(&self) -> Option<(u64, u64)> {
-        (self.injection & (1 << 31) != 0)
-            .then_some(((self.injection >> 8) & 7, self.injection & 0xff))
+    pub fn injected(&self) -> Option<(InterruptionType, u64)> {
+        let info = InterruptionInfo::from_bits(self.injection as u32);
+        info.valid()
+            .then_some((info.interruption_type(), u64::from(info.vector())))
     }
-}
-
-/// Interruption types of the VM-entry interruption-information field.
-pub(super) mod event {
-    pub const EXTERNAL_INTERRUPT: u64 = 0;
-    pub const NMI: u64 = 2;
-    pub const HARDWARE_EXCEPTION: u64 = 3;
-    pub const SOFTWARE_INTERRUPT: u64 = 4;
-    pub const PRIVILEGED_SOFTWARE_EXCEPTION: u64 = 5;
-    pub const SOFTWARE_EXCEPTION: u64 = 6;
-    pub const OTHER_EVENT: u64 = 7;
 }
 
 pub(super) fn basic<V, M, S>(cx: &mut Ctx<'_, V, M, S>)
@@ -511,7 +501,7 @@ where
     M: PhysMemory + ?Sized,
     S: ViolationSink + ?Sized,
 {
-    use event::*;
+    use InterruptionType as T;
     let field = enc!(VM_ENTRY_CONTROLS);
     let caps = *cx.caps;
     allowed(
@@ -534,20 +524,21 @@ where
     let info_field = enc!(VM_ENTRY_INTERRUPTION_INFORMATION);
     let info = c.injection;
     if let Some((kind, vector)) = c.injected() {
-        if kind == 1 || (kind == OTHER_EVENT && !caps.mtf) {
+        if kind == T::Reserved || (kind == T::OtherEvent && !caps.mtf) {
             // Actual: the interruption type (bits 10:8), a reserved value here.
-            cx.fail(Rule::C6, &[info_field], kind, Expected::NotEqual(kind));
+            let raw = u64::from(kind.raw());
+            cx.fail(Rule::C6, &[info_field], raw, Expected::NotEqual(raw));
         }
-        if kind == NMI {
+        if kind == T::Nmi {
             cx.expect(Rule::C7, &[info_field], vector, Expected::Equal(2));
         }
-        if kind == HARDWARE_EXCEPTION {
+        if kind == T::HardwareException {
             cx.expect(Rule::C8, &[info_field], vector, Expected::AtMost(31));
         }
-        if kind == OTHER_EVENT {
+        if kind == T::OtherEvent {
             cx.expect(Rule::C9, &[info_field], vector, Expected::Equal(0));
         }
-        let deliver = info & (1 << 11) != 0;
+        let deliver = InterruptionInfo::from_bits(info as u32).error_code();
         // C10, SDM "Checks on VM-Entry Control Fields": deliver-error-code must be 0 if the type
         // is not hardware exception, or guest CR0.PE is 0, or IA32_VMX_BASIC[56] is 0 and the
         // vector is 0-7, 9, 15, 16 or 18-31; it must be 1 for a hardware exception 8, 10-14 or
@@ -556,7 +547,7 @@ where
         // guest" is 0 or CR0.PE is 1) and processors have it (a PE = 0 guest there fails G1 too).
         let cr0_field = enc!(GUEST_CR0);
         let protected = !c.unrestricted() || cx.read(cr0_field)? & 1 != 0;
-        let should = if kind != HARDWARE_EXCEPTION || !protected {
+        let should = if kind != T::HardwareException || !protected {
             Some(false)
         } else if caps.no_error_code_check || vector > 31 {
             // Vectors above 31 are C8's.
@@ -568,13 +559,18 @@ where
             && deliver != should
         {
             let expected = if should {
-                Expected::BitsSet(1 << 11)
+                Expected::BitsSet(InterruptionInfo::ERROR_CODE.into())
             } else {
-                Expected::BitsClear(1 << 11)
+                Expected::BitsClear(InterruptionInfo::ERROR_CODE.into())
             };
             cx.fail(Rule::C10, &[info_field, cr0_field], info, expected);
         }
-        cx.clear(Rule::C11, &[info_field], info, 0x7fff_f000);
+        cx.clear(
+            Rule::C11,
+            &[info_field],
+            info,
+            InterruptionInfo::RESERVED_MASK.into(),
+        );
         if deliver {
             let code_field = enc!(VM_ENTRY_EXCEPTION_ERROR_CODE);
             let code = cx.read(code_field)?;
@@ -582,7 +578,7 @@ where
         }
         if matches!(
             kind,
-            SOFTWARE_INTERRUPT | PRIVILEGED_SOFTWARE_EXCEPTION | SOFTWARE_EXCEPTION
+            T::SoftwareInterrupt | T::PrivilegedSoftwareException | T::SoftwareException
         ) {
             let len_field = enc!(VM_ENTRY_INSTRUCTION_LENGTH);
             let len = cx.read(len_field)?;

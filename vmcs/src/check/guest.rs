@@ -1,13 +1,14 @@
 //! Checks on the guest-state area (G*, H*, I*, J*, K*, L*): VM-entry failure, exit reason 33.
 
-use super::controls::{Controls, event};
+use super::controls::Controls;
 use super::engine::{CheckError, Ctx, beyond, bits::*, enc};
 use super::host::{S_CET_RESERVED, S_CET_SUPPRESS_TRACKER, cr3_reserved};
 use super::input::{CpuFeatures, PhysMemory};
 use super::report::{Expected, Outcome, ViolationSink};
 use super::rule::Rule;
 use crate::{
-    InterruptibilityState as Intr, PendingDebugExceptions, SegmentAccessRights as Ar, VmcsRead,
+    InterruptibilityState as Intr, InterruptionInfo, InterruptionType, PendingDebugExceptions,
+    SegmentAccessRights as Ar, VmcsRead,
 };
 use vmx_caps::arch::{Cr0, Cr4, DebugCtl, Dr7, Efer, Rflags};
 use vmx_caps::{CrFixedBits, CrUse};
@@ -129,7 +130,7 @@ struct Guest {
     ia32e: bool,
     unrestricted: bool,
     v86: bool,
-    injected: Option<(u64, u64)>,
+    injected: Option<(InterruptionType, u64)>,
 }
 
 pub(super) fn guest_state<V, M, S>(
@@ -608,7 +609,7 @@ where
             Rflags::VM.bits(),
         );
     }
-    if let Some((event::EXTERNAL_INTERRUPT, _)) = g.injected {
+    if let Some((InterruptionType::ExternalInterrupt, _)) = g.injected {
         cx.set(
             Rule::J6,
             &[rflags_f, enc!(VM_ENTRY_INTERRUPTION_INFORMATION)],
@@ -642,7 +643,7 @@ where
     M: PhysMemory + ?Sized,
     S: ViolationSink + ?Sized,
 {
-    use event::*;
+    use InterruptionType as T;
     let caps = *cx.caps;
     let cpu = *cx.cpu;
     let launch = *cx.launch;
@@ -681,28 +682,31 @@ where
             HLT => {
                 let allowed = matches!(
                     (kind, vector),
-                    (EXTERNAL_INTERRUPT | NMI, _) | (HARDWARE_EXCEPTION, 1 | 18) | (OTHER_EVENT, 0)
+                    (T::ExternalInterrupt | T::Nmi, _)
+                        | (T::HardwareException, 1 | 18)
+                        | (T::OtherEvent, 0)
                 );
                 if !allowed {
                     cx.fail(
                         Rule::K4,
                         &[info_f, act_f],
                         info,
-                        Expected::BitsClear(1 << 31),
+                        Expected::BitsClear(InterruptionInfo::VALID.into()),
                     );
                 }
             }
-            SHUTDOWN if !matches!((kind, vector), (NMI, _) | (HARDWARE_EXCEPTION, 18)) => cx.fail(
-                Rule::K5,
-                &[info_f, act_f],
-                info,
-                Expected::BitsClear(1 << 31),
-            ),
+            SHUTDOWN if !matches!((kind, vector), (T::Nmi, _) | (T::HardwareException, 18)) => cx
+                .fail(
+                    Rule::K5,
+                    &[info_f, act_f],
+                    info,
+                    Expected::BitsClear(InterruptionInfo::VALID.into()),
+                ),
             WAIT_FOR_SIPI => cx.fail(
                 Rule::K6,
                 &[info_f, act_f],
                 info,
-                Expected::BitsClear(1 << 31),
+                Expected::BitsClear(InterruptionInfo::VALID.into()),
             ),
             _ => {}
         }
@@ -735,8 +739,10 @@ where
         cx.clear(Rule::K10, &[int_f, rflags_f], intr, STI);
     }
     match g.injected {
-        Some((EXTERNAL_INTERRUPT, _)) => cx.clear(Rule::K11, &[int_f, info_f], intr, STI | MOV_SS),
-        Some((NMI, _)) => {
+        Some((T::ExternalInterrupt, _)) => {
+            cx.clear(Rule::K11, &[int_f, info_f], intr, STI | MOV_SS)
+        }
+        Some((T::Nmi, _)) => {
             cx.clear(Rule::K12, &[int_f, info_f], intr, MOV_SS);
             if cpu.nmi_injection_checks_sti && intr & STI != 0 {
                 let outcome =

@@ -865,7 +865,7 @@ fn write_vmcs(
     vmcs.write(fields::VM_ENTRY_MSR_LOAD_COUNT, 0)?;
     vmcs.write(
         fields::VM_ENTRY_INTERRUPTION_INFORMATION,
-        vmcs::EntryInterruptionInfo::from_bits(0),
+        vmcs::InterruptionInfo::from_bits(0),
     )?;
     msr_bitmap.write_to(vmcs, &identity)?;
     io_bitmaps.write_to(vmcs, &identity)?;
