@@ -78,6 +78,7 @@ pub struct Skipped {
 ///
 /// [`CompleteError::Length`] for a length outside 1–15 (nothing written);
 /// [`CompleteError::Vmcs`] for the first failing VMREAD or VMWRITE.
+#[inline(always)]
 pub fn skip_instruction(
     vmcs: &mut impl VmcsWrite,
     length: InstructionLength,
@@ -87,7 +88,9 @@ pub fn skip_instruction(
     }
     let rip = vmcs.read(fields::GUEST_RIP)?;
     let mut next = rip.wrapping_add(u64::from(length.get()));
-    if rip >> 32 == 0 && next >> 32 != 0 && !in_64bit_mode(vmcs)? {
+    // A carry out of bit 31 (the low half wraps) from an RIP below 4 GiB is the rare case where
+    // the mode decides; testing the carry first keeps the common path to one branch.
+    if (rip as u32).checked_add(length.get()).is_none() && rip >> 32 == 0 && !in_64bit_mode(vmcs)? {
         next &= 0xffff_ffff;
     }
     vmcs.write(fields::GUEST_RIP, next)?;
@@ -99,6 +102,22 @@ pub fn skip_instruction(
     }
 
     let rflags = vmcs.read(fields::GUEST_RFLAGS)?;
+    let single_step = if rflags.intersects(Rflags::RF | Rflags::TF) {
+        rf_tf(vmcs, rflags)?
+    } else {
+        false
+    };
+    Ok(Skipped {
+        rip: next,
+        single_step,
+    })
+}
+
+/// The rare part of [`skip_instruction`]: RFLAGS.RF or RFLAGS.TF is set. Clears RF and makes the
+/// single-step trap pending; returns whether it did.
+#[cold]
+#[inline(never)]
+fn rf_tf(vmcs: &mut impl VmcsWrite, rflags: Rflags) -> Result<bool, VmFail> {
     if rflags.contains(Rflags::RF) {
         vmcs.write(fields::GUEST_RFLAGS, rflags - Rflags::RF)?;
     }
@@ -111,10 +130,7 @@ pub fn skip_instruction(
             p | PendingDebugExceptions::BS
         })?;
     }
-    Ok(Skipped {
-        rip: next,
-        single_step,
-    })
+    Ok(single_step)
 }
 
 /// Whether the guest runs 64-bit code: an IA-32e mode guest (VM-entry control) with CS.L = 1.

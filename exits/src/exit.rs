@@ -730,11 +730,13 @@ impl ExitReason {
     /// # Errors
     ///
     /// [`ExitReadError`] naming the field if the VMREAD fails.
+    #[inline(always)]
     pub fn read(vmcs: &impl VmcsRead) -> Result<Self, ExitReadError> {
         read_field(vmcs, ExitField::ExitReason).map(|raw| Self::from_raw(raw as u32))
     }
 }
 
+#[inline(always)]
 pub(crate) fn read_field(vmcs: &impl VmcsRead, field: ExitField) -> Result<u64, ExitReadError> {
     vmcs.read_raw(field.encoding())
         .map_err(|error| ExitReadError { field, error })
@@ -747,6 +749,7 @@ impl VmExit {
     /// # Errors
     ///
     /// [`ExitReadError`] naming the first field whose VMREAD failed.
+    #[inline]
     pub fn read(vmcs: &impl VmcsRead) -> Result<Self, ExitReadError> {
         let reason = ExitReason::read(vmcs)?;
         Self::read_for(reason, vmcs)
@@ -758,6 +761,7 @@ impl VmExit {
     /// # Errors
     ///
     /// [`ExitReadError`] naming the first field whose VMREAD failed.
+    #[inline]
     pub fn read_for(reason: ExitReason, vmcs: &impl VmcsRead) -> Result<Self, ExitReadError> {
         Self::decode(reason, &mut |field| read_field(vmcs, field))
     }
@@ -776,23 +780,28 @@ impl VmExit {
     /// Decodes the exit for `reason`, reading the other fields it needs through `read`. This is
     /// the single decoder behind [`VmExit::read`] and [`VmExit::from_raw`]; `read` is called once
     /// per field the reason needs and never for the exit reason.
+    #[inline(always)]
     pub fn decode<E>(
         reason: ExitReason,
         read: &mut impl FnMut(ExitField) -> Result<u64, E>,
     ) -> Result<Self, E> {
         use BasicExitReason as R;
-        let length = |read: &mut dyn FnMut(ExitField) -> Result<u64, E>| {
+        // Plain generic helpers (no `dyn`): with the caller's reader known, each arm compiles to
+        // its VMREADs and the construction of its own variant.
+        fn length<E>(
+            read: &mut impl FnMut(ExitField) -> Result<u64, E>,
+        ) -> Result<InstructionLength, E> {
             read(ExitField::InstructionLength).map(|raw| InstructionLength(raw as u32))
-        };
-        let info = |read: &mut dyn FnMut(ExitField) -> Result<u64, E>| {
+        }
+        fn info<E>(read: &mut impl FnMut(ExitField) -> Result<u64, E>) -> Result<u32, E> {
             read(ExitField::InstructionInformation).map(|raw| raw as u32)
-        };
-        let read: &mut dyn FnMut(ExitField) -> Result<u64, E> = read;
-        let q =
-            |read: &mut dyn FnMut(ExitField) -> Result<u64, E>| read(ExitField::ExitQualification);
+        }
+        fn q<E>(read: &mut impl FnMut(ExitField) -> Result<u64, E>) -> Result<u64, E> {
+            read(ExitField::ExitQualification)
+        }
 
-        Ok(match reason.basic {
-            R::ExceptionOrNmi => {
+        match reason.basic {
+            R::ExceptionOrNmi => Ok({
                 let raw_info = read(ExitField::InterruptionInformation)? as u32;
                 match ExitInterruptionInfo::from_raw(raw_info) {
                     None => Self::ExceptionOrNmi {
@@ -836,18 +845,18 @@ impl VmExit {
                         }
                     }
                 }
-            }
-            R::ExternalInterrupt => Self::ExternalInterrupt {
+            }),
+            R::ExternalInterrupt => Ok(Self::ExternalInterrupt {
                 info: ExitInterruptionInfo::from_raw(
                     read(ExitField::InterruptionInformation)? as u32
                 ),
-            },
-            R::TripleFault => Self::TripleFault,
-            R::InitSignal => Self::InitSignal,
-            R::StartupIpi => Self::StartupIpi {
+            }),
+            R::TripleFault => Ok(Self::TripleFault),
+            R::InitSignal => Ok(Self::InitSignal),
+            R::StartupIpi => Ok(Self::StartupIpi {
                 vector: q(read)? as u8,
-            },
-            R::IoSmi => {
+            }),
+            R::IoSmi => Ok({
                 let qualification = IoQualification::from_raw(q(read)?);
                 let guest_linear_address = if qualification.string {
                     Some(read(ExitField::GuestLinearAddress)?)
@@ -858,11 +867,11 @@ impl VmExit {
                     qualification,
                     guest_linear_address,
                 }
-            }
-            R::OtherSmi => Self::OtherSmi,
-            R::InterruptWindow => Self::InterruptWindow,
-            R::NmiWindow => Self::NmiWindow,
-            R::TaskSwitch => {
+            }),
+            R::OtherSmi => Ok(Self::OtherSmi),
+            R::InterruptWindow => Ok(Self::InterruptWindow),
+            R::NmiWindow => Ok(Self::NmiWindow),
+            R::TaskSwitch => Ok({
                 let qualification = TaskSwitchQualification::from_raw(q(read)?);
                 let length = match qualification.source {
                     crate::TaskSwitchSource::TaskGate => None,
@@ -873,75 +882,75 @@ impl VmExit {
                     length,
                     idt_vectoring: idt_vectoring(read, length)?,
                 }
-            }
-            R::Cpuid => Self::Cpuid {
+            }),
+            R::Cpuid => Ok(Self::Cpuid {
                 length: length(read)?,
-            },
-            R::Getsec => Self::Getsec {
+            }),
+            R::Getsec => Ok(Self::Getsec {
                 length: length(read)?,
-            },
-            R::Hlt => Self::Hlt {
+            }),
+            R::Hlt => Ok(Self::Hlt {
                 length: length(read)?,
-            },
-            R::Invd => Self::Invd {
+            }),
+            R::Invd => Ok(Self::Invd {
                 length: length(read)?,
-            },
-            R::Invlpg => Self::Invlpg {
+            }),
+            R::Invlpg => Ok(Self::Invlpg {
                 linear_address: q(read)?,
                 length: length(read)?,
-            },
-            R::Rdpmc => Self::Rdpmc {
+            }),
+            R::Rdpmc => Ok(Self::Rdpmc {
                 length: length(read)?,
-            },
-            R::Rdtsc => Self::Rdtsc {
+            }),
+            R::Rdtsc => Ok(Self::Rdtsc {
                 length: length(read)?,
-            },
-            R::Rsm => Self::Rsm {
+            }),
+            R::Rsm => Ok(Self::Rsm {
                 length: length(read)?,
-            },
-            R::Vmcall => Self::Vmcall {
+            }),
+            R::Vmcall => Ok(Self::Vmcall {
                 length: length(read)?,
-            },
-            R::Vmclear => Self::Vmclear {
+            }),
+            R::Vmclear => Ok(Self::Vmclear {
                 displacement: q(read)?,
                 info: MemoryInfo::from_raw(info(read)?),
                 length: length(read)?,
-            },
-            R::Vmlaunch => Self::Vmlaunch {
+            }),
+            R::Vmlaunch => Ok(Self::Vmlaunch {
                 length: length(read)?,
-            },
-            R::Vmptrld => Self::Vmptrld {
+            }),
+            R::Vmptrld => Ok(Self::Vmptrld {
                 displacement: q(read)?,
                 info: MemoryInfo::from_raw(info(read)?),
                 length: length(read)?,
-            },
-            R::Vmptrst => Self::Vmptrst {
+            }),
+            R::Vmptrst => Ok(Self::Vmptrst {
                 displacement: q(read)?,
                 info: MemoryInfo::from_raw(info(read)?),
                 length: length(read)?,
-            },
-            R::Vmread => Self::Vmread {
+            }),
+            R::Vmread => Ok(Self::Vmread {
                 displacement: q(read)?,
                 info: VmreadVmwriteInfo::from_raw(info(read)?),
                 length: length(read)?,
-            },
-            R::Vmresume => Self::Vmresume {
+            }),
+            R::Vmresume => Ok(Self::Vmresume {
                 length: length(read)?,
-            },
-            R::Vmwrite => Self::Vmwrite {
+            }),
+            R::Vmwrite => Ok(Self::Vmwrite {
                 displacement: q(read)?,
                 info: VmreadVmwriteInfo::from_raw(info(read)?),
                 length: length(read)?,
-            },
-            R::Vmxoff => Self::Vmxoff {
+            }),
+            R::Vmxoff => Ok(Self::Vmxoff {
                 length: length(read)?,
-            },
-            R::Vmxon => Self::Vmxon {
+            }),
+            R::Vmxon => Ok(Self::Vmxon {
                 displacement: q(read)?,
                 info: MemoryInfo::from_raw(info(read)?),
                 length: length(read)?,
-            },
-            R::ControlRegisterAccess => {
+            }),
+            R::ControlRegisterAccess => Ok({
                 let qualification = CrAccessQualification::from_raw(q(read)?);
                 let lmsw_memory = qualification.access_type == CrAccessType::Lmsw
                     && qualification.lmsw_operand == LmswOperandType::Memory;
@@ -955,12 +964,12 @@ impl VmExit {
                     guest_linear_address,
                     length: length(read)?,
                 }
-            }
-            R::MovDr => Self::MovDr {
+            }),
+            R::MovDr => Ok(Self::MovDr {
                 qualification: MovDrQualification::from_raw(q(read)?),
                 length: length(read)?,
-            },
-            R::IoInstruction => {
+            }),
+            R::IoInstruction => Ok({
                 let qualification = IoQualification::from_raw(q(read)?);
                 let string = if qualification.string {
                     Some(StringIo {
@@ -975,48 +984,48 @@ impl VmExit {
                     string,
                     length: length(read)?,
                 }
-            }
-            R::Rdmsr => Self::Rdmsr {
+            }),
+            R::Rdmsr => Ok(Self::Rdmsr {
                 length: length(read)?,
-            },
-            R::Wrmsr => Self::Wrmsr {
+            }),
+            R::Wrmsr => Ok(Self::Wrmsr {
                 length: length(read)?,
-            },
-            R::EntryFailureInvalidGuestState => Self::EntryFailureInvalidGuestState {
+            }),
+            R::EntryFailureInvalidGuestState => Ok(Self::EntryFailureInvalidGuestState {
                 qualification: EntryFailureQualification::from_raw(q(read)?),
-            },
-            R::EntryFailureMsrLoading => Self::EntryFailureMsrLoading { entry: q(read)? },
-            R::Mwait => Self::Mwait {
+            }),
+            R::EntryFailureMsrLoading => Ok(Self::EntryFailureMsrLoading { entry: q(read)? }),
+            R::Mwait => Ok(Self::Mwait {
                 qualification: MwaitQualification::from_raw(q(read)?),
                 length: length(read)?,
-            },
-            R::MonitorTrapFlag => Self::MonitorTrapFlag,
-            R::Monitor => Self::Monitor {
+            }),
+            R::MonitorTrapFlag => Ok(Self::MonitorTrapFlag),
+            R::Monitor => Ok(Self::Monitor {
                 length: length(read)?,
-            },
-            R::Pause => Self::Pause {
+            }),
+            R::Pause => Ok(Self::Pause {
                 length: length(read)?,
-            },
-            R::EntryFailureMachineCheck => Self::EntryFailureMachineCheck,
-            R::TprBelowThreshold => Self::TprBelowThreshold,
-            R::ApicAccess => Self::ApicAccess {
+            }),
+            R::EntryFailureMachineCheck => Ok(Self::EntryFailureMachineCheck),
+            R::TprBelowThreshold => Ok(Self::TprBelowThreshold),
+            R::ApicAccess => Ok(Self::ApicAccess {
                 qualification: ApicAccessQualification::from_raw(q(read)?),
                 idt_vectoring: idt_vectoring(read, None)?,
-            },
-            R::VirtualizedEoi => Self::VirtualizedEoi {
+            }),
+            R::VirtualizedEoi => Ok(Self::VirtualizedEoi {
                 vector: q(read)? as u8,
-            },
-            R::GdtrIdtrAccess => Self::GdtrIdtrAccess {
+            }),
+            R::GdtrIdtrAccess => Ok(Self::GdtrIdtrAccess {
                 displacement: q(read)?,
                 info: DescriptorTableInfo::from_raw(info(read)?),
                 length: length(read)?,
-            },
-            R::LdtrTrAccess => Self::LdtrTrAccess {
+            }),
+            R::LdtrTrAccess => Ok(Self::LdtrTrAccess {
                 displacement: q(read)?,
                 info: LdtrTrInfo::from_raw(info(read)?),
                 length: length(read)?,
-            },
-            R::EptViolation => {
+            }),
+            R::EptViolation => Ok({
                 let qualification = EptViolationQualification::from_raw(q(read)?);
                 let guest_physical = read(ExitField::GuestPhysicalAddress)?;
                 let guest_linear = if qualification.guest_linear_valid {
@@ -1030,130 +1039,130 @@ impl VmExit {
                     guest_linear,
                     idt_vectoring: idt_vectoring(read, None)?,
                 }
-            }
-            R::EptMisconfiguration => Self::EptMisconfiguration {
+            }),
+            R::EptMisconfiguration => Ok(Self::EptMisconfiguration {
                 guest_physical: read(ExitField::GuestPhysicalAddress)?,
                 idt_vectoring: idt_vectoring(read, None)?,
-            },
-            R::Invept => Self::Invept {
+            }),
+            R::Invept => Ok(Self::Invept {
                 displacement: q(read)?,
                 info: InvalidationInfo::from_raw(info(read)?),
                 length: length(read)?,
-            },
-            R::Rdtscp => Self::Rdtscp {
+            }),
+            R::Rdtscp => Ok(Self::Rdtscp {
                 length: length(read)?,
-            },
-            R::PreemptionTimerExpired => Self::PreemptionTimerExpired,
-            R::Invvpid => Self::Invvpid {
+            }),
+            R::PreemptionTimerExpired => Ok(Self::PreemptionTimerExpired),
+            R::Invvpid => Ok(Self::Invvpid {
                 displacement: q(read)?,
                 info: InvalidationInfo::from_raw(info(read)?),
                 length: length(read)?,
-            },
-            R::Wbinvd => Self::Wbinvd {
+            }),
+            R::Wbinvd => Ok(Self::Wbinvd {
                 length: length(read)?,
-            },
-            R::Xsetbv => Self::Xsetbv {
+            }),
+            R::Xsetbv => Ok(Self::Xsetbv {
                 length: length(read)?,
-            },
-            R::ApicWrite => Self::ApicWrite {
+            }),
+            R::ApicWrite => Ok(Self::ApicWrite {
                 offset: (q(read)? & 0xfff) as u16,
-            },
-            R::Rdrand => Self::Rdrand {
+            }),
+            R::Rdrand => Ok(Self::Rdrand {
                 info: RegisterInfo::from_raw(info(read)?),
                 length: length(read)?,
-            },
-            R::Invpcid => Self::Invpcid {
+            }),
+            R::Invpcid => Ok(Self::Invpcid {
                 displacement: q(read)?,
                 info: InvalidationInfo::from_raw(info(read)?),
                 length: length(read)?,
-            },
-            R::Vmfunc => Self::Vmfunc {
+            }),
+            R::Vmfunc => Ok(Self::Vmfunc {
                 length: length(read)?,
-            },
-            R::Encls => Self::Encls {
+            }),
+            R::Encls => Ok(Self::Encls {
                 length: length(read)?,
-            },
-            R::Rdseed => Self::Rdseed {
+            }),
+            R::Rdseed => Ok(Self::Rdseed {
                 info: RegisterInfo::from_raw(info(read)?),
                 length: length(read)?,
-            },
-            R::PageModificationLogFull => Self::PageModificationLogFull {
+            }),
+            R::PageModificationLogFull => Ok(Self::PageModificationLogFull {
                 qualification: PmlFullQualification::from_raw(q(read)?),
                 idt_vectoring: idt_vectoring(read, None)?,
-            },
-            R::Xsaves => Self::Xsaves {
+            }),
+            R::Xsaves => Ok(Self::Xsaves {
                 displacement: q(read)?,
                 info: MemoryInfo::from_raw(info(read)?),
                 length: length(read)?,
-            },
-            R::Xrstors => Self::Xrstors {
+            }),
+            R::Xrstors => Ok(Self::Xrstors {
                 displacement: q(read)?,
                 info: MemoryInfo::from_raw(info(read)?),
                 length: length(read)?,
-            },
-            R::Pconfig => Self::Pconfig {
+            }),
+            R::Pconfig => Ok(Self::Pconfig {
                 length: length(read)?,
-            },
-            R::SppEvent => Self::SppEvent {
+            }),
+            R::SppEvent => Ok(Self::SppEvent {
                 qualification: SppQualification::from_raw(q(read)?),
                 guest_physical: read(ExitField::GuestPhysicalAddress)?,
                 idt_vectoring: idt_vectoring(read, None)?,
-            },
-            R::Umwait => Self::Umwait {
+            }),
+            R::Umwait => Ok(Self::Umwait {
                 info: RegisterInfo::from_raw(info(read)?),
                 length: length(read)?,
-            },
-            R::Tpause => Self::Tpause {
+            }),
+            R::Tpause => Ok(Self::Tpause {
                 info: RegisterInfo::from_raw(info(read)?),
                 length: length(read)?,
-            },
-            R::Loadiwkey => Self::Loadiwkey {
+            }),
+            R::Loadiwkey => Ok(Self::Loadiwkey {
                 info: LoadiwkeyInfo::from_raw(info(read)?),
                 length: length(read)?,
-            },
-            R::Enclv => Self::Enclv {
+            }),
+            R::Enclv => Ok(Self::Enclv {
                 length: length(read)?,
-            },
-            R::EnqcmdPasidTranslationFailure => Self::EnqcmdPasidTranslationFailure {
+            }),
+            R::EnqcmdPasidTranslationFailure => Ok(Self::EnqcmdPasidTranslationFailure {
                 length: length(read)?,
-            },
-            R::EnqcmdsPasidTranslationFailure => Self::EnqcmdsPasidTranslationFailure {
+            }),
+            R::EnqcmdsPasidTranslationFailure => Ok(Self::EnqcmdsPasidTranslationFailure {
                 length: length(read)?,
-            },
-            R::BusLock => Self::BusLock,
-            R::InstructionTimeout => Self::InstructionTimeout {
+            }),
+            R::BusLock => Ok(Self::BusLock),
+            R::InstructionTimeout => Ok(Self::InstructionTimeout {
                 qualification: NotifyQualification::from_raw(q(read)?),
-            },
-            R::Seamcall => Self::Seamcall {
+            }),
+            R::Seamcall => Ok(Self::Seamcall {
                 length: length(read)?,
-            },
-            R::Tdcall => Self::Tdcall {
+            }),
+            R::Tdcall => Ok(Self::Tdcall {
                 length: length(read)?,
-            },
-            R::Rdmsrlist => Self::Rdmsrlist {
+            }),
+            R::Rdmsrlist => Ok(Self::Rdmsrlist {
                 length: length(read)?,
-            },
-            R::Wrmsrlist => Self::Wrmsrlist {
+            }),
+            R::Wrmsrlist => Ok(Self::Wrmsrlist {
                 length: length(read)?,
-            },
-            R::Urdmsr => Self::Urdmsr {
+            }),
+            R::Urdmsr => Ok(Self::Urdmsr {
                 length: length(read)?,
-            },
-            R::Uwrmsr => Self::Uwrmsr {
+            }),
+            R::Uwrmsr => Ok(Self::Uwrmsr {
                 length: length(read)?,
-            },
-            R::RdmsrImmediate => Self::RdmsrImmediate {
+            }),
+            R::RdmsrImmediate => Ok(Self::RdmsrImmediate {
                 msr: q(read)? as u32,
                 info: MsrImmediateInfo::from_raw(info(read)?),
                 length: length(read)?,
-            },
-            R::WrmsrnsImmediate => Self::WrmsrnsImmediate {
+            }),
+            R::WrmsrnsImmediate => Ok(Self::WrmsrnsImmediate {
                 msr: q(read)? as u32,
                 info: MsrImmediateInfo::from_raw(info(read)?),
                 length: length(read)?,
-            },
-            R::Unknown(number) => Self::Unknown { reason: number },
-        })
+            }),
+            R::Unknown(number) => Ok(Self::Unknown { reason: number }),
+        }
     }
 
     /// The basic exit reason this variant stands for.
@@ -1331,7 +1340,7 @@ impl VmExit {
 /// `known_length` is the instruction length if the caller has already read it, so that no field
 /// is read twice.
 pub(crate) fn idt_vectoring<E>(
-    read: &mut dyn FnMut(ExitField) -> Result<u64, E>,
+    read: &mut impl FnMut(ExitField) -> Result<u64, E>,
     known_length: Option<InstructionLength>,
 ) -> Result<Option<IdtVectoring>, E> {
     let Some(info) = IdtVectoringInfo::from_raw(read(ExitField::IdtVectoringInformation)? as u32)

@@ -25,6 +25,7 @@ macro_rules! basic_exit_reasons {
             pub const ALL: &'static [BasicExitReason] = &[$(BasicExitReason::$variant,)*];
 
             /// Decodes a basic exit-reason number; undefined numbers give [`BasicExitReason::Unknown`].
+            #[inline(always)]
             pub const fn from_number(number: u16) -> Self {
                 match number {
                     $($number => Self::$variant,)*
@@ -33,6 +34,7 @@ macro_rules! basic_exit_reasons {
             }
 
             /// The basic exit-reason number, as stored in bits 15:0 of the exit-reason field.
+            #[inline(always)]
             pub const fn number(self) -> u16 {
                 match self {
                     $(Self::$variant => $number,)*
@@ -254,6 +256,7 @@ impl ExitReason {
     pub const RESERVED_MASK: u32 = 0x03ff_0000 | 1 << 30;
 
     /// Decodes the raw exit-reason field. Total: every `u32` decodes.
+    #[inline(always)]
     pub const fn from_raw(raw: u32) -> Self {
         Self {
             basic: BasicExitReason::from_number(raw as u16),

@@ -85,6 +85,68 @@ pub(crate) unsafe fn fail_valid() -> VmFail {
     }
 }
 
+/// Runs VMREAD or VMWRITE (the string literal) and branches to one failure block on CF = 1 or
+/// ZF = 1, which asks [`failed_in_vmx_operation`] what the failure was.
+///
+/// One failure label instead of two keeps the success path free of the failure's values: with two
+/// labels the compiler merges `Err(VmFail::Invalid)` and `Err(fail_valid())` into one value and, as
+/// an `asm goto` edge cannot be split, materializes their operands before the instruction, on the
+/// success path.
+macro_rules! vmx_asm_in_vmx_operation {
+    (@options($($option:ident),*); $insn:literal ; $($operand:tt)*) => {
+        asm!(
+            $insn,
+            "jbe {failed}",
+            $($operand)*
+            // SAFETY: reached only right after VMREAD or VMWRITE failed, which they do only in
+            // VMX operation (outside it they raise #UD).
+            failed = label { return Err(unsafe { failed_in_vmx_operation() }) },
+            options($($option),*),
+        )
+    };
+}
+
+/// What made the VMREAD or VMWRITE that just executed fail: VMfailInvalid when there is no current
+/// VMCS, else VMfailValid with the VM-instruction error field.
+///
+/// The SDM's VMfail (Vol. 3C, §31.2 "Conventions") is VMfailValid when the current-VMCS pointer is
+/// valid and VMfailInvalid otherwise, and VMREAD/VMWRITE fail with VMfailInvalid only when it is
+/// not (§31.3): so a VMREAD of the VM-instruction error field, which needs exactly a current
+/// VMCS, fails (CF = 1) exactly when the instruction before it failed with VMfailInvalid.
+///
+/// # Safety
+///
+/// Call only right after a VMREAD or VMWRITE failed (the processor is in VMX operation at CPL 0).
+#[cold]
+#[inline(never)]
+pub(crate) unsafe fn failed_in_vmx_operation() -> VmFail {
+    let value: u64;
+    let (invalid, valid): (u8, u8);
+    // SAFETY: the caller guarantees VMX operation at CPL 0; VMREAD only reads the current VMCS
+    // and writes the register outputs.
+    unsafe {
+        asm!(
+            "vmread {value}, {encoding}",
+            "setc {invalid}",
+            "setz {valid}",
+            value = lateout(reg) value,
+            invalid = lateout(reg_byte) invalid,
+            valid = lateout(reg_byte) valid,
+            encoding = in(reg) u64::from(vmcs_fields::fields::VM_INSTRUCTION_ERROR.encoding()),
+            options(nostack, nomem),
+        );
+    }
+    if invalid != 0 {
+        VmFail::Invalid
+    } else if valid != 0 {
+        // The error field itself could not be read (no processor does this).
+        VmFail::Valid(VmInstructionError::Unknown(0))
+    } else {
+        // The field is 32 bits wide: VMREAD zero-extends it, so the truncation loses nothing.
+        VmFail::Valid(VmInstructionError::from_raw(value as u32))
+    }
+}
+
 /// VMXON: enters VMX root operation with the VMXON region at physical address
 /// `vmxon_region_phys` (SDM Vol. 3C, §31.3 "VMXON—Enter VMX Operation").
 ///
@@ -182,7 +244,8 @@ pub unsafe fn vmread(encoding: u32) -> Result<u64, VmFail> {
     // SAFETY: the caller guarantees VMX operation; VMREAD with a 64-bit memory destination writes
     // exactly the 8 bytes of `value`.
     unsafe {
-        vmx_asm_status!(
+        vmx_asm_in_vmx_operation!(
+            @options(nostack);
             "vmread qword ptr [{value}], {encoding}";
             value = in(reg) value.as_mut_ptr(),
             encoding = in(reg) u64::from(encoding),
@@ -209,7 +272,7 @@ pub unsafe fn vmwrite(encoding: u32, value: u64) -> Result<(), VmFail> {
     unsafe {
         // `nomem`: VMWRITE reads only its register operands. Memory the field refers to (bitmaps,
         // EPT, MSR areas) is read at VM entry, by `vm_run`, which clobbers memory.
-        vmx_asm_status!(
+        vmx_asm_in_vmx_operation!(
             @options(nostack, nomem);
             "vmwrite {encoding}, {value}";
             encoding = in(reg) u64::from(encoding),

@@ -137,4 +137,4 @@ pub use smp::{LiveVmxError, LiveVmxOn};
 pub use soft::{SoftExit, SoftVmx, SoftVmxCounters};
 #[cfg(target_arch = "x86_64")]
 pub use trampoline::vm_run;
-pub use trampoline::{FxsaveArea, GuestRegisters, HostStateCache};
+pub use trampoline::{FPU_SWITCH, FpuSwitch, FxsaveArea, GuestRegisters, HostStateCache};

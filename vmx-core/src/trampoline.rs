@@ -4,14 +4,19 @@
 //! # What is switched, and what is not
 //!
 //! - General-purpose registers: all fifteen but RSP, which is a VMCS guest-state field (as are RIP
-//!   and RFLAGS). The host's callee-saved registers (RBX, RBP, R12–R15) and RFLAGS are restored;
-//!   the rest are clobbered, as the System V calling convention allows.
+//!   and RFLAGS). The host's callee-saved registers (RBX, RBP, R12–R15) and RFLAGS are restored
+//!   (R12–R15 by the compiler, to which [`vm_run`]'s `asm!` declares them clobbered); the rest
+//!   are clobbered, as the System V calling convention allows.
 //! - CR2: loaded before entry, saved after the exit (the VMCS has no CR2 field).
-//! - x87/MMX/SSE state (XMM0–15, MXCSR, FCW): switched with FXSAVE64/FXRSTOR64, the guest's in
-//!   the frame's 512-byte area, the host's on the trampoline's stack. The host must run with
-//!   CR4.OSFXSR = 1. State beyond FXSAVE (AVX upper halves, AVX-512, AMX, …) is *not* switched:
-//!   a host that uses such registers (Rust code does not, unless built with those target
-//!   features) must switch them itself, and a guest that uses them shares them with the host.
+//! - x87/MMX/SSE state (XMM0–15, MXCSR, x87): a choice made by how the host is compiled
+//!   ([`FpuSwitch`], [`FPU_SWITCH`]). A host compiled with SSE (every x86_64 target but the
+//!   soft-float ones) gets the eager switch: FXSAVE64/FXRSTOR64 at entry and at exit, the guest's
+//!   state in the frame's 512-byte area, the host's on the trampoline's stack (CR4.OSFXSR = 1
+//!   needed). A host compiled without SSE (e.g. `x86_64-unknown-none`) gets none of it: the
+//!   guest's state simply stays in the registers, which the host's code never touches. State
+//!   beyond FXSAVE (AVX upper halves, AVX-512, AMX, …) is *not* switched: a host that uses such
+//!   registers (Rust code does not, unless built with those target features) must switch them
+//!   itself, and a guest that uses them shares them with the host.
 //! - Debug registers DR0–DR3 and DR6, XCR0, and MSRs not in the VMCS (e.g. IA32_KERNEL_GS_BASE,
 //!   IA32_STAR/LSTAR), are not switched: the hypervisor switches them if the guest may use them.
 //!   The processor itself sets DR7 to 0x400 and clears IA32_DEBUGCTL at every VM exit (see the
@@ -263,31 +268,203 @@ impl GuestRegisters {
     }
 }
 
-/// Bytes the trampoline reserves below its saved registers for the host's FXSAVE image: 512 plus 8
-/// that bring RSP back to a 16-byte boundary after the return address and eight pushes.
-const HOST_FXSAVE_SPACE: usize = 512 + 8;
+/// How the trampoline treats the x87/MMX/SSE state (the FXSAVE state: x87 registers and control
+/// words, MMX, XMM0–15, MXCSR) of guest and host.
+///
+/// The choice is made by how the host is compiled, once for the whole build
+/// ([`FPU_SWITCH`]): a host whose code may use SSE needs the switch, a host compiled without SSE
+/// does not, and no run-time flag costs a branch on every VM entry and exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FpuSwitch {
+    /// FXSAVE64/FXRSTOR64 twice per round trip: at entry the host's state is saved on the
+    /// trampoline's stack and the guest's loaded from [`GuestRegisters`]; at exit the guest's is
+    /// saved there and the host's loaded back. Needed by a host whose compiled code uses SSE (the
+    /// default on x86_64: every Rust target but the soft-float ones, e.g.
+    /// `x86_64-unknown-linux-gnu`, `x86_64-unknown-uefi`), since any of its code may use XMM
+    /// registers and MXCSR. Requires CR4.OSFXSR = 1 and CR0.TS = CR0.EM = 0.
+    Eager,
+    /// Nothing switched: the guest's x87/SSE state stays in the processor's registers while the
+    /// host handles an exit, and [`GuestRegisters::fxsave_area`] is neither loaded nor stored
+    /// (it keeps [`FxsaveArea::INIT`] or what the host put there). Sound because the host's code
+    /// does not touch those registers: it is compiled without SSE (`target_feature = "sse"` off,
+    /// e.g. the soft-float `x86_64-unknown-none`, whose floating point is done in software), and
+    /// the host's own assembly must not use them either. The guest starts with the registers as
+    /// the host left them. No requirement on CR4.OSFXSR, CR0.TS or CR0.EM.
+    None,
+}
 
-/// Registers the trampoline pushes before reserving [`HOST_FXSAVE_SPACE`]: RBP, RBX, R12–R15,
-/// RFLAGS and the frame pointer.
-const HOST_PUSHES: usize = 8;
+/// The trampoline's x87/SSE choice in this build: [`FpuSwitch::Eager`] when the code is compiled
+/// with SSE (`target_feature = "sse"`), [`FpuSwitch::None`] when it is not.
+#[cfg(target_feature = "sse")]
+pub const FPU_SWITCH: FpuSwitch = FpuSwitch::Eager;
+/// The trampoline's x87/SSE choice in this build: [`FpuSwitch::Eager`] when the code is compiled
+/// with SSE (`target_feature = "sse"`), [`FpuSwitch::None`] when it is not.
+#[cfg(not(target_feature = "sse"))]
+pub const FPU_SWITCH: FpuSwitch = FpuSwitch::None;
 
-// The caller's RSP is 16-byte aligned before the CALL; the return address and the pushes must leave
-// the host FXSAVE image 16-byte aligned, and the guest's image must be 16-byte aligned in the frame.
-const _: () = assert!((8 + 8 * HOST_PUSHES + HOST_FXSAVE_SPACE).is_multiple_of(16));
+/// Bytes the trampoline reserves below its saved registers for the host's FXSAVE image (eager
+/// switch): 512 plus 8 that bring RSP back to a 16-byte boundary after the return address and the
+/// four pushes.
+const HOST_FXSAVE_SPACE: usize = match FPU_SWITCH {
+    FpuSwitch::Eager => 512 + 8,
+    FpuSwitch::None => 0,
+};
+
+/// Registers the trampoline pushes before reserving [`HOST_FXSAVE_SPACE`]: RBP, RBX, RFLAGS and
+/// the frame pointer. R12–R15 are declared clobbered by the `asm!` that calls the trampoline, so the
+/// compiler keeps what it needs of them (in a vCPU loop, usually nothing new to save).
+const HOST_PUSHES: usize = 4;
+
+// The caller's RSP is 16-byte aligned before the CALL (an `asm!` without `nostack` guarantees it);
+// the return address and the pushes must leave the host FXSAVE image 16-byte aligned, and the
+// guest's image must be 16-byte aligned in the frame.
+const _: () = assert!(
+    matches!(FPU_SWITCH, FpuSwitch::None)
+        || (8 + 8 * HOST_PUSHES + HOST_FXSAVE_SPACE).is_multiple_of(16)
+);
 const _: () = assert!(offset_of!(GuestRegisters, fxsave).is_multiple_of(16));
 
+/// The trampoline's instructions, with the x87/SSE lines of the eager switch (`entry` before the
+/// guest's registers are loaded, `save` after they are stored, `restore` in the common epilogue)
+/// given by the one caller for this build's [`FPU_SWITCH`].
+#[cfg(target_arch = "x86_64")]
+macro_rules! trampoline_asm {
+    (entry: [$($entry:literal),*], save: [$($save:literal),*], restore: [$($restore:literal),*]) => {
+        core::arch::naked_asm!(
+            // Host state the VM exit does not restore. R12–R15 are the caller's (clobbered).
+            "push rbp",
+            "push rbx",
+            "pushfq",
+            // No maskable interrupt from here to the VM entry (a handler could use SSE or fault and
+            // overwrite the guest's XMM registers or CR2) nor after the exit (which leaves RFLAGS =
+            // 2): POPFQ gives the caller back its IF on return.
+            "cli",
+            "push rdi",
+            $($entry,)*
+            // Guest state that the VMCS does not hold. MOV to CR2 leaves the flags undefined, so it
+            // comes before every flag test.
+            "mov rax, [rdi + {cr2}]",
+            "mov cr2, rax",
+            // HOST_RSP/HOST_RIP already hold this stack pointer and the exit label (4)?
+            "cmp rsp, [rdx + {cached_rsp}]",
+            "jne 8f",
+            "9:",
+            // ZF = !launched; MOV leaves the flags alone until the branch.
+            "test rsi, rsi",
+            "mov rax, [rdi + {rax}]",
+            "mov rbx, [rdi + {rbx}]",
+            "mov rcx, [rdi + {rcx}]",
+            "mov rdx, [rdi + {rdx}]",
+            "mov rsi, [rdi + {rsi}]",
+            "mov rbp, [rdi + {rbp}]",
+            "mov r8, [rdi + {r8}]",
+            "mov r9, [rdi + {r9}]",
+            "mov r10, [rdi + {r10}]",
+            "mov r11, [rdi + {r11}]",
+            "mov r12, [rdi + {r12}]",
+            "mov r13, [rdi + {r13}]",
+            "mov r14, [rdi + {r14}]",
+            "mov r15, [rdi + {r15}]",
+            "mov rdi, [rdi + {rdi}]",
+            "jz 2f",
+            "vmresume",
+            "jmp 5f",
+            "2:",
+            "vmlaunch",
+            // Reached only when VMLAUNCH/VMRESUME/VMWRITE failed: CF = 1 is VMfailInvalid, ZF = 1
+            // VMfailValid. RSP is still the host's.
+            "5:",
+            "mov eax, 2",
+            "jnc 6f",
+            "mov eax, 1",
+            "6:",
+            "jmp 7f",
+            // VM exit: RSP = HOST_RSP, every other GPR holds the guest's value.
+            "4:",
+            "push rdi",
+            "mov rdi, [rsp + 8 + {host_fxsave_space}]",
+            "pop qword ptr [rdi + {rdi}]",
+            "mov [rdi + {rax}], rax",
+            "mov [rdi + {rbx}], rbx",
+            "mov [rdi + {rcx}], rcx",
+            "mov [rdi + {rdx}], rdx",
+            "mov [rdi + {rsi}], rsi",
+            "mov [rdi + {rbp}], rbp",
+            "mov [rdi + {r8}], r8",
+            "mov [rdi + {r9}], r9",
+            "mov [rdi + {r10}], r10",
+            "mov [rdi + {r11}], r11",
+            "mov [rdi + {r12}], r12",
+            "mov [rdi + {r13}], r13",
+            "mov [rdi + {r14}], r14",
+            "mov [rdi + {r15}], r15",
+            "mov rax, cr2",
+            "mov [rdi + {cr2}], rax",
+            $($save,)*
+            "xor eax, eax",
+            // Common epilogue: host x87/SSE state (eager switch), the frame pointer dropped,
+            // RFLAGS and the two callee-saved registers the caller cannot declare clobbered.
+            "7:",
+            $($restore,)*
+            "add rsp, {host_fxsave_space} + 8",
+            "popfq",
+            "pop rbx",
+            "pop rbp",
+            "ret",
+            // Out of line: the cache missed (first entry of this VMCS, another stack depth, or the
+            // cache was reset). HOST_RSP = this stack pointer, HOST_RIP = the exit label (4); the
+            // cache is updated only when both writes succeeded.
+            "8:",
+            "mov eax, {host_rsp}",
+            "vmwrite rax, rsp",
+            "jbe 5b",
+            "lea rcx, [rip + 4b]",
+            "mov eax, {host_rip}",
+            "vmwrite rax, rcx",
+            "jbe 5b",
+            "mov [rdx + {cached_rsp}], rsp",
+            "inc qword ptr [rdx + {writes}]",
+            "jmp 9b",
+            host_fxsave_space = const HOST_FXSAVE_SPACE,
+            host_rsp = const vmcs_fields::fields::HOST_RSP.encoding(),
+            host_rip = const vmcs_fields::fields::HOST_RIP.encoding(),
+            cached_rsp = const offset_of!(HostStateCache, host_rsp),
+            writes = const offset_of!(HostStateCache, writes),
+            rax = const offset_of!(GuestRegisters, rax),
+            rbx = const offset_of!(GuestRegisters, rbx),
+            rcx = const offset_of!(GuestRegisters, rcx),
+            rdx = const offset_of!(GuestRegisters, rdx),
+            rsi = const offset_of!(GuestRegisters, rsi),
+            rdi = const offset_of!(GuestRegisters, rdi),
+            rbp = const offset_of!(GuestRegisters, rbp),
+            r8 = const offset_of!(GuestRegisters, r8),
+            r9 = const offset_of!(GuestRegisters, r9),
+            r10 = const offset_of!(GuestRegisters, r10),
+            r11 = const offset_of!(GuestRegisters, r11),
+            r12 = const offset_of!(GuestRegisters, r12),
+            r13 = const offset_of!(GuestRegisters, r13),
+            r14 = const offset_of!(GuestRegisters, r14),
+            r15 = const offset_of!(GuestRegisters, r15),
+            cr2 = const offset_of!(GuestRegisters, cr2),
+            fxsave = const offset_of!(GuestRegisters, fxsave),
+        )
+    };
+}
+
 /// The trampoline. Returns 0 after a VM exit, 1 on VMfailInvalid and 2 on VMfailValid (of
-/// VMLAUNCH, VMRESUME or the VMWRITEs of HOST_RSP/HOST_RIP).
+/// VMLAUNCH, VMRESUME or the VMWRITEs of HOST_RSP/HOST_RIP). Called only from [`vm_run`]'s
+/// `asm!`, which declares R12–R15 and every register the System V ABI lets a call clobber as
+/// clobbered; RBX and RBP (which an `asm!` cannot name) are saved here.
 ///
-/// Stack layout from HOST_RSP upward: the host's FXSAVE image (512 bytes + 8 of padding), `regs`,
-/// RFLAGS, R15, R14, R13, R12, RBX, RBP, the return address.
+/// Stack layout from HOST_RSP upward: the host's FXSAVE image (eager switch only: 512 bytes + 8 of
+/// padding), `regs`, RFLAGS, RBX, RBP, the return address.
 ///
 /// HOST_RSP and HOST_RIP are written (out of line, label 8) only when `cache.host_rsp` differs from
 /// this entry's stack pointer; the common path is one compare and one not-taken branch.
 ///
 /// # Safety
 ///
-/// As [`vm_run`].
+/// As [`vm_run`], and called as described above.
 #[cfg(target_arch = "x86_64")]
 #[unsafe(naked)]
 unsafe extern "sysv64" fn vmx_core_vm_run(
@@ -295,134 +472,15 @@ unsafe extern "sysv64" fn vmx_core_vm_run(
     launched: u64,
     cache: *mut HostStateCache,
 ) -> u64 {
-    core::arch::naked_asm!(
-        // Host callee-saved state, then the frame pointer for the exit path.
-        "push rbp",
-        "push rbx",
-        "push r12",
-        "push r13",
-        "push r14",
-        "push r15",
-        "pushfq",
-        // No maskable interrupt from here to the VM entry (a handler could use SSE or fault and
-        // overwrite the guest's XMM registers or CR2) nor after the exit (which leaves RFLAGS =
-        // 2): POPFQ gives the caller back its IF on return.
-        "cli",
-        "push rdi",
-        "sub rsp, {host_fxsave_space}",
-        "fxsave64 [rsp]",
-        // Guest state that the VMCS does not hold. MOV to CR2 leaves the flags undefined, so it
-        // comes before every flag test.
-        "fxrstor64 [rdi + {fxsave}]",
-        "mov rax, [rdi + {cr2}]",
-        "mov cr2, rax",
-        // HOST_RSP/HOST_RIP already hold this stack pointer and the exit label (4)?
-        "cmp rsp, [rdx + {cached_rsp}]",
-        "jne 8f",
-        "9:",
-        // ZF = !launched; MOV leaves the flags alone until the branch.
-        "test rsi, rsi",
-        "mov rax, [rdi + {rax}]",
-        "mov rbx, [rdi + {rbx}]",
-        "mov rcx, [rdi + {rcx}]",
-        "mov rdx, [rdi + {rdx}]",
-        "mov rsi, [rdi + {rsi}]",
-        "mov rbp, [rdi + {rbp}]",
-        "mov r8, [rdi + {r8}]",
-        "mov r9, [rdi + {r9}]",
-        "mov r10, [rdi + {r10}]",
-        "mov r11, [rdi + {r11}]",
-        "mov r12, [rdi + {r12}]",
-        "mov r13, [rdi + {r13}]",
-        "mov r14, [rdi + {r14}]",
-        "mov r15, [rdi + {r15}]",
-        "mov rdi, [rdi + {rdi}]",
-        "jz 2f",
-        "vmresume",
-        "jmp 5f",
-        "2:",
-        "vmlaunch",
-        // Reached only when VMLAUNCH/VMRESUME/VMWRITE failed: CF = 1 is VMfailInvalid, ZF = 1
-        // VMfailValid. RSP is still the host's.
-        "5:",
-        "mov eax, 2",
-        "jnc 6f",
-        "mov eax, 1",
-        "6:",
-        "jmp 7f",
-        // VM exit: RSP = HOST_RSP, every other GPR holds the guest's value.
-        "4:",
-        "push rdi",
-        "mov rdi, [rsp + 8 + {host_fxsave_space}]",
-        "pop qword ptr [rdi + {rdi}]",
-        "mov [rdi + {rax}], rax",
-        "mov [rdi + {rbx}], rbx",
-        "mov [rdi + {rcx}], rcx",
-        "mov [rdi + {rdx}], rdx",
-        "mov [rdi + {rsi}], rsi",
-        "mov [rdi + {rbp}], rbp",
-        "mov [rdi + {r8}], r8",
-        "mov [rdi + {r9}], r9",
-        "mov [rdi + {r10}], r10",
-        "mov [rdi + {r11}], r11",
-        "mov [rdi + {r12}], r12",
-        "mov [rdi + {r13}], r13",
-        "mov [rdi + {r14}], r14",
-        "mov [rdi + {r15}], r15",
-        "mov rax, cr2",
-        "mov [rdi + {cr2}], rax",
-        "fxsave64 [rdi + {fxsave}]",
-        "xor eax, eax",
-        // Common epilogue: host x87/SSE state, RFLAGS and callee-saved registers.
-        "7:",
-        "fxrstor64 [rsp]",
-        "add rsp, {host_fxsave_space}",
-        "pop rcx",
-        "popfq",
-        "pop r15",
-        "pop r14",
-        "pop r13",
-        "pop r12",
-        "pop rbx",
-        "pop rbp",
-        "ret",
-        // Out of line: the cache missed (first entry of this VMCS, another stack depth, or the
-        // cache was reset). HOST_RSP = this stack pointer, HOST_RIP = the exit label (4); the
-        // cache is updated only when both writes succeeded.
-        "8:",
-        "mov eax, {host_rsp}",
-        "vmwrite rax, rsp",
-        "jbe 5b",
-        "lea rcx, [rip + 4b]",
-        "mov eax, {host_rip}",
-        "vmwrite rax, rcx",
-        "jbe 5b",
-        "mov [rdx + {cached_rsp}], rsp",
-        "inc qword ptr [rdx + {writes}]",
-        "jmp 9b",
-        host_fxsave_space = const HOST_FXSAVE_SPACE,
-        host_rsp = const vmcs_fields::fields::HOST_RSP.encoding(),
-        host_rip = const vmcs_fields::fields::HOST_RIP.encoding(),
-        cached_rsp = const offset_of!(HostStateCache, host_rsp),
-        writes = const offset_of!(HostStateCache, writes),
-        rax = const offset_of!(GuestRegisters, rax),
-        rbx = const offset_of!(GuestRegisters, rbx),
-        rcx = const offset_of!(GuestRegisters, rcx),
-        rdx = const offset_of!(GuestRegisters, rdx),
-        rsi = const offset_of!(GuestRegisters, rsi),
-        rdi = const offset_of!(GuestRegisters, rdi),
-        rbp = const offset_of!(GuestRegisters, rbp),
-        r8 = const offset_of!(GuestRegisters, r8),
-        r9 = const offset_of!(GuestRegisters, r9),
-        r10 = const offset_of!(GuestRegisters, r10),
-        r11 = const offset_of!(GuestRegisters, r11),
-        r12 = const offset_of!(GuestRegisters, r12),
-        r13 = const offset_of!(GuestRegisters, r13),
-        r14 = const offset_of!(GuestRegisters, r14),
-        r15 = const offset_of!(GuestRegisters, r15),
-        cr2 = const offset_of!(GuestRegisters, cr2),
-        fxsave = const offset_of!(GuestRegisters, fxsave),
-    )
+    #[cfg(target_feature = "sse")]
+    trampoline_asm!(
+        entry: ["sub rsp, {host_fxsave_space}", "fxsave64 [rsp]", "fxrstor64 [rdi + {fxsave}]"],
+        save: ["fxsave64 [rdi + {fxsave}]"],
+        restore: ["fxrstor64 [rsp]"]
+    );
+    // No x87/SSE instruction; the operand is named once so that the template uses it.
+    #[cfg(not(target_feature = "sse"))]
+    trampoline_asm!(entry: ["/* {fxsave} */"], save: [], restore: [])
 }
 
 /// What the trampoline last wrote to the host-state fields HOST_RSP and HOST_RIP of one VMCS, so
@@ -538,9 +596,12 @@ impl HostStateCache {
 ///   the TR limit to 0x67; a host that needs others reloads them.
 /// - The guest configuration (EPT or the absence of it, MSR/I/O bitmaps, …) keeps the guest from
 ///   reaching memory the host relies on.
-/// - x87/SSE state: CR4.OSFXSR = 1 (else FXSAVE/FXRSTOR skip the XMM registers and MXCSR),
-///   CR0.TS = 0 (else FXSAVE/FXRSTOR raise #NM, a lazy-FPU host must restore its state first) and
-///   CR0.EM = 0 (else #UD). Debug builds assert the three on every call.
+/// - x87/SSE state, with the eager switch of an SSE build ([`FPU_SWITCH`]): CR4.OSFXSR = 1 (else
+///   FXSAVE/FXRSTOR skip the XMM registers and MXCSR), CR0.TS = 0 (else FXSAVE/FXRSTOR raise #NM,
+///   a lazy-FPU host must restore its state first) and CR0.EM = 0 (else #UD); debug builds assert
+///   the three on every call. Without the switch (a build without SSE), the host's code and
+///   assembly leave the x87/MMX/SSE registers alone between a VM exit and the next entry: they
+///   hold the guest's state.
 /// - Interrupts: the trampoline itself keeps maskable interrupts off between loading the guest's
 ///   XMM registers and CR2 and the VM entry, and between the VM exit and saving them again (CLI
 ///   after saving RFLAGS; a VM exit clears RFLAGS.IF; POPFQ restores the caller's IF on return).
@@ -555,12 +616,13 @@ impl HostStateCache {
 ///   always exits). A host that uses DR7, IA32_DEBUGCTL (LBR, BTF) or a different XCR0 restores
 ///   them after each exit.
 #[cfg(target_arch = "x86_64")]
+#[inline(always)]
 pub unsafe fn vm_run(
     regs: &mut GuestRegisters,
     cache: &mut HostStateCache,
     launched: bool,
 ) -> Result<(), VmFail> {
-    #[cfg(debug_assertions)]
+    #[cfg(all(debug_assertions, target_feature = "sse"))]
     {
         let (cr0, cr4): (u64, u64);
         // SAFETY: CPL 0 is the caller's obligation; reading CR0 and CR4 has no side effect.
@@ -583,10 +645,28 @@ pub unsafe fn vm_run(
             "vm_run needs CR4.OSFXSR = 1"
         );
     }
+    let status: u64;
     // SAFETY: the caller upholds the VMX, host-state, x87/SSE and cache obligations above; `regs`
     // is a live, exclusively borrowed, 16-byte aligned frame and `cache` a live, exclusively
-    // borrowed cache for the duration of the call.
-    let status = unsafe { vmx_core_vm_run(regs, u64::from(launched), cache) };
+    // borrowed cache for the duration of the call. The trampoline follows the System V calling
+    // convention but for R12–R15, which it loads with the guest's values and does not restore:
+    // they are declared clobbered here, as is every register the convention lets a call clobber.
+    // Without `nostack`, RSP is 16-byte aligned for the CALL.
+    unsafe {
+        core::arch::asm!(
+            "call {trampoline}",
+            trampoline = sym vmx_core_vm_run,
+            inout("rdi") core::ptr::from_mut(regs) => _,
+            inout("rsi") u64::from(launched) => _,
+            inout("rdx") core::ptr::from_mut(cache) => _,
+            lateout("rax") status,
+            lateout("r12") _,
+            lateout("r13") _,
+            lateout("r14") _,
+            lateout("r15") _,
+            clobber_abi("sysv64"),
+        );
+    }
     match status {
         0 => Ok(()),
         1 => Err(VmFail::Invalid),
