@@ -72,6 +72,10 @@ pub const HC_VID_REQUEST: u64 = 9;
 /// page of guest-physical RSI, else 0; [`PML_ONE_LEFT`]: set the PML index to 0 (one free entry);
 /// [`PML_LAST_ENTRY`]: return entry 0.
 pub const HC_PML: u64 = 10;
+/// Hypercall: the CPUID round-trip breakdown. RDI = 1 starts it, with RSI the guest's stamp cost
+/// (the TSC ticks from its RDTSC to its CPUID); the guest's CPUIDs then carry its RDTSC before the
+/// CPUID in R8 and its RDTSC after the previous one in R9. RDI = 0 ends it.
+pub const HC_BREAKDOWN: u64 = 11;
 /// [`HC_PML`] request: empty the log.
 pub const PML_RESET: u64 = 0;
 /// [`HC_PML`] request: count the logged entries.

@@ -16,6 +16,7 @@ use vmx_caps::VmxCapabilities;
 use vmx_core::{GpReg, GuestRegisters, RspInVmcs, VmFail};
 
 use super::Vmcs;
+use super::probe::{self, At, Probe};
 
 use super::devices::{self, MmioDevice, Uart};
 use super::memory::{GuestMemory, Paging};
@@ -114,6 +115,12 @@ pub struct Vcpu {
     pub duplicate_reports: u64,
     /// The CPUID timing the guest reported: (median, samples, minimum).
     pub timing: Option<(u64, u64, u64)>,
+    /// The CPUID round-trip breakdown the probe measured.
+    pub breakdown: Option<probe::Breakdown>,
+    /// How often the guest turned the probe on or off.
+    pub probe_switches: u64,
+    /// The guest's stamp cost for the breakdown ([`abi::HC_BREAKDOWN`]).
+    guest_stamp_cost: u64,
 }
 
 /// A test's result as the guest reported it.
@@ -133,8 +140,18 @@ pub const HOST_KERNEL_GS_BASE: u64 = 0xffff_8000_4d48_0000;
 
 /// What a handler decided.
 enum Next {
+    /// Enter the guest again.
     Resume,
-    Stop(End),
+    /// Leave the run loop.
+    Stop(Leave),
+}
+
+/// Why [`Vcpu::run_with`] returns.
+enum Leave {
+    /// The guest's run ended.
+    End(End),
+    /// The guest turned the round-trip probe on (`true`) or off.
+    Probe(bool),
 }
 
 /// The VMX-preemption timer value that expires after about `tsc_ticks` TSC ticks (the timer counts
@@ -163,6 +180,9 @@ impl Vcpu {
             extras: None,
             duplicate_reports: 0,
             timing: None,
+            breakdown: None,
+            probe_switches: 0,
+            guest_stamp_cost: 0,
         }
     }
 
@@ -203,8 +223,35 @@ impl Vcpu {
         Ok(())
     }
 
-    /// Runs the guest until it ends; every exit is counted and dispatched.
+    /// Runs the guest until it ends; every exit is counted and dispatched. The loop runs without
+    /// the probe but while the guest asks for the round-trip breakdown ([`abi::HC_BREAKDOWN`]).
     pub fn run(&mut self, vmcs: &mut Vmcs<'_>) -> End {
+        loop {
+            match self.run_with(vmcs, &mut probe::Off) {
+                Leave::End(end) => return end,
+                Leave::Probe(_) => {}
+            }
+            self.probe_switches += 1;
+            let left = match probe::Tsc::calibrated(self.guest_stamp_cost) {
+                Some(mut tsc) => {
+                    let left = self.run_with(vmcs, &mut tsc);
+                    self.breakdown = tsc.result();
+                    left
+                }
+                None => {
+                    crate::println!("mini-hv: no memory for the round-trip probe's records");
+                    self.run_with(vmcs, &mut probe::Off)
+                }
+            };
+            match left {
+                Leave::End(end) => return end,
+                Leave::Probe(_) => self.probe_switches += 1,
+            }
+        }
+    }
+
+    /// The run loop, with the probe `P` ([`probe::Off`] for every exit but the breakdown's).
+    fn run_with<P: Probe>(&mut self, vmcs: &mut Vmcs<'_>, probe: &mut P) -> Leave {
         loop {
             if let TimeSource::ApicTimer(apic) = &self.config.timer {
                 if self.halted {
@@ -228,49 +275,84 @@ impl Vcpu {
                     });
                     match entered {
                         Ok(saved) => self.wake_saved_if = Some(saved),
-                        Err(fail) => return self.vmcs_error("waking the guest", fail),
+                        Err(fail) => {
+                            return Leave::End(self.vmcs_error("waking the guest", fail));
+                        }
                     }
                 } else {
                     apic.start(APIC_WATCHDOG_TICKS);
                 }
             }
+            probe.entering();
             // SAFETY: the VMCS host state describes this host (written by `hv::run` from
             // `vmcs::HostState::capture`), EPT maps only guest RAM, CR4.OSFXSR is set and CR0.TS/EM are
             // clear (boot code, never changed); the host's NMI handler only reports and stops.
             if let Err(fail) = unsafe { vmcs.run(&mut self.regs) } {
                 crate::println!("mini-hv: {fail}");
                 super::dump_vmcs(vmcs);
-                return End::EntryFailed;
+                return Leave::End(End::EntryFailed);
             }
-            let exit = ExitReason::read(vmcs)
-                .and_then(|reason| Ok((reason, VmExit::read_for(reason, vmcs)?)));
-            let (reason, exit) = match exit {
+            probe.exited(self.regs.r8, self.regs.r9);
+            let reason = match ExitReason::read(vmcs) {
+                Ok(reason) => reason,
+                Err(e) => {
+                    crate::println!("mini-hv: cannot read the VM exit: {e}");
+                    return Leave::End(End::Stopped);
+                }
+            };
+            probe.stamp(At::ReasonRead);
+            if let Some(count) = self.exit_counts.get_mut(usize::from(reason.basic.number())) {
+                *count += 1;
+            }
+            self.total_exits += 1;
+            if reason.entry_failure || self.total_exits > MAX_EXITS {
+                return Leave::End(self.stop_early(vmcs));
+            }
+            probe.stamp(At::Booked);
+            let exit = match VmExit::read_for(reason, vmcs) {
                 Ok(exit) => exit,
                 Err(e) => {
                     crate::println!("mini-hv: cannot read the VM exit: {e}");
-                    return End::Stopped;
+                    return Leave::End(End::Stopped);
                 }
             };
-            let number = usize::from(reason.basic.number());
-            if let Some(count) = self.exit_counts.get_mut(number) {
-                *count += 1;
-            }
-            if reason.entry_failure {
-                crate::println!("mini-hv: VM entry failed: {reason}: {exit}");
-                super::dump_vmcs(vmcs);
-                return End::EntryFailed;
-            }
-            self.total_exits += 1;
-            if self.total_exits > MAX_EXITS {
-                crate::println!("mini-hv: stopping the guest after {MAX_EXITS} VM exits (runaway)");
-                return End::Stopped;
-            }
-            match self.handle(exit, vmcs) {
+            probe.stamp(At::Decoded);
+            match self.handle(exit, vmcs, probe) {
                 Ok(Next::Resume) => {}
-                Ok(Next::Stop(end)) => return end,
-                Err(fail) => return self.vmcs_error("handling an exit", fail),
+                // Already in the mode asked for: nothing to switch.
+                Ok(Next::Stop(Leave::Probe(on))) if on == P::ON => {}
+                Ok(Next::Stop(leave)) => return leave,
+                Err(fail) => return Leave::End(self.vmcs_error("handling an exit", fail)),
             }
         }
+    }
+
+    /// Ends the run after a VM-entry failure or too many exits (off the common path: the exit
+    /// reason's flags are read again here, only to be printed).
+    #[cold]
+    #[inline(never)]
+    fn stop_early(&mut self, vmcs: &mut Vmcs<'_>) -> End {
+        let reason = match ExitReason::read(vmcs) {
+            Ok(reason) => reason,
+            Err(e) => {
+                crate::println!("mini-hv: cannot read the VM exit: {e}");
+                return End::Stopped;
+            }
+        };
+        if !reason.entry_failure {
+            crate::println!("mini-hv: stopping the guest after {MAX_EXITS} VM exits (runaway)");
+            return End::Stopped;
+        }
+        // A VM-entry failure is not a VM exit of the guest.
+        self.total_exits -= 1;
+        match VmExit::read_for(reason, vmcs) {
+            Ok(exit) => crate::println!("mini-hv: VM entry failed: {reason}: {exit}"),
+            Err(e) => crate::println!(
+                "mini-hv: VM entry failed: {reason} (exit information unreadable: {e})"
+            ),
+        }
+        super::dump_vmcs(vmcs);
+        End::EntryFailed
     }
 
     fn vmcs_error(&self, what: &str, fail: VmFail) -> End {
@@ -279,9 +361,15 @@ impl Vcpu {
     }
 
     /// The dispatcher.
-    fn handle(&mut self, exit: VmExit, vmcs: &mut Vmcs<'_>) -> Result<Next, VmFail> {
+    fn handle<P: Probe>(
+        &mut self,
+        exit: VmExit,
+        vmcs: &mut Vmcs<'_>,
+        probe: &mut P,
+    ) -> Result<Next, VmFail> {
         match exit {
             VmExit::Cpuid { length } => {
+                probe.cpuid();
                 let leaf = self.regs.rax as u32;
                 // Leaf 1 reports CR4.OSXSAVE as the guest sees it: the read shadow for the bits
                 // the host owns, the real value for the others.
@@ -295,7 +383,10 @@ impl Vcpu {
                 self.regs.rbx = u64::from(b);
                 self.regs.rcx = u64::from(c);
                 self.regs.rdx = u64::from(d);
-                skip(vmcs, length.get())
+                probe.stamp(At::Handled);
+                let next = skip(vmcs, length.get());
+                probe.stamp(At::Completed);
+                next
             }
             VmExit::Rdmsr { length } => {
                 let msr = self.regs.rcx as u32;
@@ -330,7 +421,7 @@ impl Vcpu {
                         crate::println!(
                             "mini-hv: I/O exit with reserved size encoding {raw}; stopping the guest"
                         );
-                        return Ok(Next::Stop(End::Stopped));
+                        return Ok(Next::Stop(Leave::End(End::Stopped)));
                     }
                 };
                 self.io(qualification, size);
@@ -340,7 +431,7 @@ impl Vcpu {
                 crate::println!(
                     "mini-hv: guest string I/O ({qualification}) is not emulated; stopping the guest"
                 );
-                Ok(Next::Stop(End::Stopped))
+                Ok(Next::Stop(Leave::End(End::Stopped)))
             }
             VmExit::Hlt { length } => {
                 skip(vmcs, length.get())?;
@@ -365,7 +456,7 @@ impl Vcpu {
                         "mini-hv: external interrupt {info} without the APIC-timer fallback; \
                          stopping the guest"
                     );
-                    return Ok(Next::Stop(End::Stopped));
+                    return Ok(Next::Stop(Leave::End(End::Stopped)));
                 };
                 apic.eoi();
                 self.timer_expired(vmcs)
@@ -387,7 +478,7 @@ impl Vcpu {
                         "mini-hv: EPT violation at guest-physical {guest_physical:#x} while delivering \
                          {event} (RIP {rip:#x}); stopping the guest"
                     );
-                    return Ok(Next::Stop(End::Stopped));
+                    return Ok(Next::Stop(Leave::End(End::Stopped)));
                 }
                 if MmioDevice::claims(guest_physical) && !qualification.fetch {
                     return self.mmio(guest_physical, rip, vmcs);
@@ -462,14 +553,14 @@ impl Vcpu {
                 let rip = vmcs.read(fields::GUEST_RIP)?;
                 self.uart_flush();
                 crate::println!("mini-hv: the guest triple-faulted at RIP {rip:#x}; guest stopped");
-                Ok(Next::Stop(End::TripleFault { rip }))
+                Ok(Next::Stop(Leave::End(End::TripleFault { rip })))
             }
             other => {
                 let rip = vmcs.read(fields::GUEST_RIP)?;
                 crate::println!(
                     "mini-hv: unexpected VM exit at RIP {rip:#x}: {other}; stopping the guest"
                 );
-                Ok(Next::Stop(End::Stopped))
+                Ok(Next::Stop(Leave::End(End::Stopped)))
             }
         }
     }
@@ -488,7 +579,7 @@ impl Vcpu {
                      without a VM exit (RIP {rip:#x}); stopping it"
                 ),
             }
-            return Ok(Next::Stop(End::Stopped));
+            return Ok(Next::Stop(Leave::End(End::Stopped)));
         }
         self.halted = false;
         if let Some(saved) = self.wake_saved_if.take() {
@@ -678,11 +769,16 @@ impl Vcpu {
             },
             abi::HC_EXIT => {
                 self.uart_flush();
-                next = Next::Stop(End::GuestExit { status: a0 });
+                next = Next::Stop(Leave::End(End::GuestExit { status: a0 }));
                 abi::HC_OK
             }
             abi::HC_TIMING => {
                 self.timing = Some((a0, a1, a2));
+                abi::HC_OK
+            }
+            abi::HC_BREAKDOWN if a0 <= 1 => {
+                self.guest_stamp_cost = a1;
+                next = Next::Stop(Leave::Probe(a0 == 1));
                 abi::HC_OK
             }
             abi::HC_EXIT_COUNT => match self.exit_counts.get(a0 as usize) {
@@ -904,7 +1000,7 @@ impl Vcpu {
                 crate::println!(
                     "mini-hv: unexpected control-register access {q} at RIP {rip:#x}; stopping the guest"
                 );
-                Ok(Next::Stop(End::Stopped))
+                Ok(Next::Stop(Leave::End(End::Stopped)))
             }
         }
     }
@@ -912,13 +1008,14 @@ impl Vcpu {
 
 /// Completes the exiting instruction ([`exits::complete::skip_instruction`]); a length that is no
 /// instruction's stops the guest.
+#[inline(always)]
 fn skip(vmcs: &mut Vmcs<'_>, length: u32) -> Result<Next, VmFail> {
     match skip_instruction(vmcs, InstructionLength(length)) {
         Ok(_) => Ok(Next::Resume),
         Err(CompleteError::Vmcs(fail)) => Err(fail),
         Err(e) => {
             crate::println!("mini-hv: cannot complete the instruction: {e}; stopping the guest");
-            Ok(Next::Stop(End::Stopped))
+            Ok(Next::Stop(Leave::End(End::Stopped)))
         }
     }
 }
@@ -928,7 +1025,7 @@ fn complete(vmcs: &mut Vmcs<'_>, done: Completion, length: u32) -> Result<Next, 
     match done {
         Completion::Skip => skip(vmcs, length),
         Completion::Fault(exception, error) => inject(vmcs, exception, Some(error)),
-        Completion::Stop => Ok(Next::Stop(End::Stopped)),
+        Completion::Stop => Ok(Next::Stop(Leave::End(End::Stopped))),
     }
 }
 
@@ -939,7 +1036,7 @@ fn inject(vmcs: &mut Vmcs<'_>, exception: Exception, error: Option<u32>) -> Resu
         Err(InjectError::Vmcs(fail)) => Err(fail),
         Err(e) => {
             crate::println!("mini-hv: cannot inject {exception}: {e}; stopping the guest");
-            Ok(Next::Stop(End::Stopped))
+            Ok(Next::Stop(Leave::End(End::Stopped)))
         }
     }
 }
