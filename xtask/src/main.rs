@@ -25,14 +25,16 @@ use std::time::Duration;
 
 const USAGE: &str = "usage:
   cargo xtask run [--platform bochs|qemu] [--model NAME] [--cmdline ARGS] [--memory MIB] [--cpus N]
-      [--timeout SECS] [--mask-caps hyperv]
+      [--timeout SECS] [--mask-caps hyperv] [--nested]
       Build and run the example hypervisor. Default platform: QEMU with KVM when /dev/kvm works, the host
       CPU has VMX and kvm_intel allows nesting; else Bochs. --model is the Bochs CPU model (default
       tigerlake) or QEMU's -cpu model. --cmdline is the kernel command line (e.g. fault=pf).
       --memory is the machine's RAM in MiB (default 128). --cpus is the number of logical processors
       (default 1, at most 8; Bochs `cpu: count=N`, QEMU -smp N): mini-hv starts the others itself and
       enters VMX operation on each. --mask-caps hyperv restricts the capabilities mini-hv negotiates
-      with to those Hyper-V offers a nested guest (mini-hv.mask-caps=hyperv).
+      with to those Hyper-V offers a nested guest (mini-hv.mask-caps=hyperv). --nested offers VMX to
+      the test guest (mini-hv.nested=1): its nested-vmx check takes VMX operation through mini-hv's
+      emulation and runs a guest of its own (L2).
       Exit status: 0 PASS, 2 UNSUPPORTED, 1 FAIL or no result.
   cargo xtask test [--examples-only]
       fmt, clippy, tests, docs, then the example under Bochs (tigerlake, corei7_skylake_x, tigerlake
@@ -142,6 +144,7 @@ fn parse_run_options(args: &[String]) -> Result<RunOptions, String> {
         ..RunOptions::default()
     };
     let mut mask = None;
+    let mut nested = false;
     let mut args = args::Options::new(args);
     while let Some(flag) = args.next_flag() {
         match flag {
@@ -160,12 +163,16 @@ fn parse_run_options(args: &[String]) -> Result<RunOptions, String> {
             "--timeout" => options.timeout_secs = Some(args.number("seconds")?),
             "--cpus" => options.cpus = args.cpus()?,
             "--mask-caps" => mask = Some(mask_profile(args.value()?)?),
+            "--nested" => nested = true,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown option {other:?}\n{USAGE}")),
         }
     }
-    if let Some(name) = mask {
-        let word = format!("mini-hv.mask-caps={name}");
+    let words = mask
+        .map(|name| format!("mini-hv.mask-caps={name}"))
+        .into_iter()
+        .chain(nested.then(|| "mini-hv.nested=1".to_string()));
+    for word in words {
         options.cmdline = if options.cmdline.is_empty() {
             word
         } else {
@@ -322,6 +329,12 @@ mod tests {
             "fault=ud mini-hv.mask-caps=hyperv"
         );
         assert!(parse_run_options(&args(&["--mask-caps", "vmware"])).is_err());
+        assert_eq!(
+            parse_run_options(&args(&["--nested", "--mask-caps", "hyperv"]))
+                .unwrap()
+                .cmdline,
+            "mini-hv.mask-caps=hyperv mini-hv.nested=1"
+        );
         assert_eq!(
             parse_run_options(&args(&["--memory=512"]))
                 .unwrap()

@@ -158,6 +158,29 @@ pub const CASES: &[Case] = &[
         timeout_secs: 60,
     },
     Case {
+        // Nested VMX (issue 16): VMX offered to the test guest, whose nested-vmx check takes VMX
+        // operation through mini-hv's emulation (every SDM answer to a misuse checked), runs its
+        // own L2 and gets L2's 17 CPUID exits reflected. About 2 s.
+        name: "bochs-tigerlake-nested",
+        on: On::Bochs("tigerlake"),
+        cmdline: "mini-hv.nested=1",
+        cpus: 1,
+        modules: &[],
+        expect: Expect::PassChecksAnd(
+            &[
+                ("cr-access", PASS),
+                ("vmx-instructions-ud", PASS),
+                ("nested-vmx", PASS),
+            ],
+            &[
+                "mini-hv: nested: VMX offered to the guest",
+                "17 VM entries of L2, 17 exits of L2 reflected to L1",
+                "mini-hv: nested: L2 exit reason 10: 17",
+            ],
+        ),
+        timeout_secs: 20,
+    },
+    Case {
         // Two processors (issue 15): mini-hv starts CPU 1 with INIT-SIPI-SIPI, enters and leaves
         // VMX operation on both (each its own VMXON region), then runs the suite on CPU 0 while
         // CPU 1 runs its own vCPU, then the ept-shootdown check. About 8 s.

@@ -133,6 +133,9 @@ pub struct CrPolicy {
     pub cr4_fixed: FixedBits,
     /// MAXPHYADDR (CPUID.80000008H:EAX\[7:0\]).
     pub maxphyaddr: u8,
+    /// The guest is offered VMX (nested VMX): CR4.VMXE is its to set (the read shadow keeps
+    /// its value; the real CR4 has VMXE anyway).
+    pub vmx_exposed: bool,
 }
 
 impl CrPolicy {
@@ -185,6 +188,12 @@ impl CrPolicy {
         state.write(vmcs, caps)?;
         vmcs.write(fields::GUEST_CR0, self.real_cr0(state.cr0))?;
         Ok(())
+    }
+
+    /// The CR4 the processor runs the guest with, for the CR4 value the guest believes it has:
+    /// the bits IA32_VMX_CR4_FIXED0/1 fix applied.
+    pub fn real_cr4(self, guest: Cr4) -> Cr4 {
+        self.cr4_fixed().apply(guest)
     }
 
     /// The CR0 the guest sees: the read shadow in the bits the host owns, the real CR0 elsewhere.
@@ -289,7 +298,12 @@ impl CrPolicy {
         let g = self.guest_control(vmcs)?;
         let value = Cr4::from_bits_retain(g.operand(value.bits()));
         let f = self.cr4_fixed();
-        let reserved = value & (f.must_be_zero | Cr4::VMXE | Cr4::SMXE);
+        let hidden = if self.vmx_exposed {
+            Cr4::SMXE
+        } else {
+            Cr4::VMXE | Cr4::SMXE
+        };
+        let reserved = value & (f.must_be_zero | hidden);
         if !reserved.is_empty() {
             return Err(CrFault::Cr4Reserved(reserved).into());
         }
@@ -422,6 +436,7 @@ mod tests {
             cr0_fixed: caps.cr0_fixed,
             cr4_fixed: caps.cr4_fixed,
             maxphyaddr: 39,
+            vmx_exposed: false,
         };
         let mut vmcs = SoftVmcs::new(&caps);
         vmcs.write(

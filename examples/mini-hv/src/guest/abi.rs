@@ -108,6 +108,15 @@ pub const FEATURE_APIC_TIMER: u64 = 1 << 6;
 /// exiting" and "MWAIT exiting" are 1, as Hyper-V forces them): the hypervisor completes them,
 /// MONITOR as a no-op and MWAIT as a NOP after their checks.
 pub const FEATURE_MONITOR_MWAIT_EXITING: u64 = 1 << 7;
+/// [`HC_FEATURES`] flag: the hypervisor offers the guest VMX (`mini-hv.nested=1`): CPUID.1:ECX.VMX,
+/// IA32_FEATURE_CONTROL = [`FEATURE_CONTROL_NESTED_VALUE`], the virtual capability MSRs with
+/// revision [`NESTED_VMCS_REVISION`], and every VMX instruction emulated.
+pub const FEATURE_NESTED_VMX: u64 = 1 << 8;
+/// IA32_FEATURE_CONTROL with VMX offered: locked, VMXON allowed outside SMX.
+pub const FEATURE_CONTROL_NESTED_VALUE: u64 = 5;
+/// The VMCS revision identifier of the hypervisor's VMCS12 format (IA32_VMX_BASIC\[30:0\] as the
+/// guest reads it with VMX offered).
+pub const NESTED_VMCS_REVISION: u32 = 0x4e53_5431;
 
 /// Guest-physical address of the APIC-access page (the xAPIC default base).
 pub const APIC_GPA: u64 = 0xfee0_0000;
@@ -295,6 +304,7 @@ pub const TESTS: &[&str] = &[
     "virtualization-exception",
     "pml-log",
     MONITOR_MWAIT_TEST,
+    "nested-vmx",
 ];
 
 /// The check of the MONITOR and MWAIT exits: it runs where [`FEATURE_MONITOR_MWAIT_EXITING`] is

@@ -10,6 +10,7 @@
 
 pub mod abi;
 mod boot;
+mod nested;
 mod tests;
 
 use core::arch::asm;

@@ -14,9 +14,9 @@ use vmx_caps::msr::{
 use super::abi::{self, reason};
 use super::{Fault, GP, IRQ_VECTOR, UD, exit_count, gprintln, guarded, hypercall, inb, outb};
 
-type Check = Result<(), &'static str>;
+pub(super) type Check = Result<(), &'static str>;
 
-fn ensure(condition: bool, why: &'static str) -> Check {
+pub(super) fn ensure(condition: bool, why: &'static str) -> Check {
     if condition { Ok(()) } else { Err(why) }
 }
 
@@ -28,10 +28,10 @@ fn expect_fault(fault: Option<Fault>, vector: u8, why: &'static str) -> Check {
 }
 
 /// The error of a test that needs a feature this CPU lacks: reported as [`abi::REPORT_SKIPPED`].
-const NOT_SUPPORTED: &str = "not supported by this CPU";
+pub(super) const NOT_SUPPORTED: &str = "not supported by this CPU";
 
 /// The tests, in the order of [`abi::TESTS`].
-const TESTS: [fn() -> Check; 23] = [
+const TESTS: [fn() -> Check; 24] = [
     cpuid_hypervisor_leaf,
     msr_passthrough,
     msr_emulated,
@@ -55,6 +55,7 @@ const TESTS: [fn() -> Check; 23] = [
     virtualization_exception,
     pml_log,
     monitor_mwait,
+    super::nested::nested_vmx,
 ];
 const _: () = assert!(TESTS.len() == abi::TESTS.len());
 
@@ -98,7 +99,7 @@ fn wrmsr(msr: u32, value: u64) -> Option<Fault> {
     guarded!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32)
 }
 
-fn rdtsc() -> u64 {
+pub(super) fn rdtsc() -> u64 {
     // SAFETY: RDTSC is enabled at CPL 0 (CR4.TSD only restricts CPL > 0).
     unsafe { _rdtsc() }
 }
@@ -142,9 +143,11 @@ fn cpuid_hypervisor_leaf() -> Check {
         ecx & (1 << 31) != 0,
         "CPUID.1:ECX.hypervisor (bit 31) is clear",
     )?;
+    // VMX is visible exactly when the hypervisor offers it (nested VMX).
+    let nested = features() & abi::FEATURE_NESTED_VMX != 0;
     ensure(
-        ecx & (1 << 5) == 0,
-        "CPUID.1:ECX.VMX (bit 5) is visible to the guest",
+        (ecx & (1 << 5) != 0) == nested,
+        "CPUID.1:ECX.VMX (bit 5) does not match whether VMX is offered",
     )?;
     let exits = exit_count(reason::CPUID) - before;
     ensure(exits == 3, "expected exactly 3 CPUID exits")
@@ -207,9 +210,14 @@ fn msr_emulated() -> Check {
         rdmsr(abi::MSR_SCRATCH) == Ok(pattern),
         "scratch MSR did not read back",
     )?;
+    let feature_control = if features() & abi::FEATURE_NESTED_VMX != 0 {
+        abi::FEATURE_CONTROL_NESTED_VALUE
+    } else {
+        abi::FEATURE_CONTROL_VALUE
+    };
     ensure(
-        rdmsr(IA32_FEATURE_CONTROL) == Ok(abi::FEATURE_CONTROL_VALUE),
-        "IA32_FEATURE_CONTROL does not read as locked with VMX off",
+        rdmsr(IA32_FEATURE_CONTROL) == Ok(feature_control),
+        "IA32_FEATURE_CONTROL does not read as locked with VMX off (or on, when offered)",
     )?;
     ensure(
         rdmsr(IA32_MISC_ENABLE) == Ok(abi::MISC_ENABLE_VALUE),
@@ -227,21 +235,39 @@ fn msr_forbidden_gp() -> Check {
         GP,
         "WRMSR IA32_FEATURE_CONTROL did not #GP",
     )?;
-    expect_fault(
-        rdmsr(IA32_VMX_BASIC).err(),
-        GP,
-        "RDMSR IA32_VMX_BASIC did not #GP",
-    )?;
-    expect_fault(
-        rdmsr(IA32_VMX_PROCBASED_CTLS2).err(),
-        GP,
-        "RDMSR IA32_VMX_PROCBASED_CTLS2 did not #GP",
-    )?;
-    expect_fault(
-        rdmsr(IA32_VMX_TRUE_PROCBASED_CTLS).err(),
-        GP,
-        "RDMSR IA32_VMX_TRUE_PROCBASED_CTLS did not #GP",
-    )?;
+    if features() & abi::FEATURE_NESTED_VMX != 0 {
+        // VMX offered: the capability MSRs read (the virtual ones), the VMX-basic revision is
+        // the hypervisor's VMCS12 format.
+        let basic = rdmsr(IA32_VMX_BASIC).map_err(|_| "RDMSR IA32_VMX_BASIC faulted")?;
+        ensure(
+            basic & 0x7fff_ffff == u64::from(abi::NESTED_VMCS_REVISION),
+            "IA32_VMX_BASIC does not carry the nested VMCS revision",
+        )?;
+        ensure(
+            rdmsr(IA32_VMX_PROCBASED_CTLS2).is_ok(),
+            "RDMSR IA32_VMX_PROCBASED_CTLS2 faulted",
+        )?;
+        ensure(
+            rdmsr(IA32_VMX_TRUE_PROCBASED_CTLS).is_ok(),
+            "RDMSR IA32_VMX_TRUE_PROCBASED_CTLS faulted",
+        )?;
+    } else {
+        expect_fault(
+            rdmsr(IA32_VMX_BASIC).err(),
+            GP,
+            "RDMSR IA32_VMX_BASIC did not #GP",
+        )?;
+        expect_fault(
+            rdmsr(IA32_VMX_PROCBASED_CTLS2).err(),
+            GP,
+            "RDMSR IA32_VMX_PROCBASED_CTLS2 did not #GP",
+        )?;
+        expect_fault(
+            rdmsr(IA32_VMX_TRUE_PROCBASED_CTLS).err(),
+            GP,
+            "RDMSR IA32_VMX_TRUE_PROCBASED_CTLS did not #GP",
+        )?;
+    }
     expect_fault(
         rdmsr(0x1234).err(),
         GP,
@@ -554,7 +580,17 @@ fn cr_access() -> Check {
     let cr4 = read_cr4();
     ensure(cr4 & VMXE == 0, "CR4.VMXE is visible to the guest")?;
     let fault = guarded!("mov cr4, {v}", v = in(reg) cr4 | VMXE);
-    expect_fault(fault, GP, "setting CR4.VMXE did not #GP")?;
+    // With VMX offered (nested VMX) CR4.VMXE is the guest's: set, read back, cleared (one more
+    // CR-access exit); otherwise it is reserved.
+    let nested = features() & abi::FEATURE_NESTED_VMX != 0;
+    if nested {
+        ensure(fault.is_none(), "setting CR4.VMXE faulted with VMX offered")?;
+        ensure(read_cr4() == cr4 | VMXE, "CR4.VMXE did not read back")?;
+        let fault = guarded!("mov cr4, {v}", v = in(reg) cr4);
+        ensure(fault.is_none(), "clearing CR4.VMXE faulted")?;
+    } else {
+        expect_fault(fault, GP, "setting CR4.VMXE did not #GP")?;
+    }
     ensure(read_cr4() == cr4, "CR4 changed")?;
     let tpr: u64;
     // SAFETY: CR8 (TPR) writes and reads exit and are emulated by the hypervisor.
@@ -565,8 +601,8 @@ fn cr_access() -> Check {
     }
     ensure(tpr == 5, "CR8 did not read back")?;
     ensure(
-        exit_count(reason::CR_ACCESS) - before == 6,
-        "expected exactly 6 CR-access exits",
+        exit_count(reason::CR_ACCESS) - before == 6 + u64::from(nested),
+        "expected exactly 6 CR-access exits (7 with VMX offered)",
     )
 }
 
@@ -995,7 +1031,7 @@ fn msr_areas() -> Check {
 }
 
 /// The hypervisor's [`abi::HC_FEATURES`] flags.
-fn features() -> u64 {
+pub(super) fn features() -> u64 {
     hypercall(abi::HC_FEATURES, 0, 0, 0)
 }
 

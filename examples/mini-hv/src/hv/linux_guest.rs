@@ -508,6 +508,7 @@ impl Linux {
             cr0_fixed: self.cr0_fixed,
             cr4_fixed: self.cr4_fixed,
             maxphyaddr: super::phys_addr_width(),
+            vmx_exposed: false,
         }
     }
 

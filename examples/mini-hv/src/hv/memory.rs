@@ -131,6 +131,15 @@ impl GuestMemory {
         Ok(())
     }
 
+    /// Copies `bytes` into guest-physical memory at `gpa`.
+    pub fn write(&self, gpa: u64, bytes: &[u8]) -> Result<(), MemError> {
+        let dst = self.host_ptr(gpa, bytes.len() as u64)?;
+        // SAFETY: the range is inside guest RAM (checked), which `new`'s caller vouched for; the
+        // guest is not running while the hypervisor handles an exit.
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len()) };
+        Ok(())
+    }
+
     fn read_u64(&self, gpa: u64) -> Result<u64, MemError> {
         let mut b = [0u8; 8];
         self.read(gpa, &mut b)?;

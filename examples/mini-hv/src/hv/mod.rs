@@ -15,6 +15,7 @@ mod lapic;
 mod linux_guest;
 mod memory;
 mod monitor;
+mod nested;
 mod probe;
 pub mod smp;
 mod vcpu;
@@ -540,6 +541,14 @@ fn run_guest(
     let Some(mut active) = load_vmcs(region, root) else {
         return Outcome::Fail;
     };
+    if nested::requested() {
+        let msr_bitmap: &'static MsrBitmap = msr_bitmap;
+        let io_bitmaps: &'static IoBitmaps = io_bitmaps;
+        match nested::Nested::new(caps, active.phys_addr(), msr_bitmap, io_bitmaps) {
+            Some(n) => vcpu.nested = Some(n),
+            None => return Outcome::Fail,
+        }
+    }
     let setup = write_vmcs(
         &mut active,
         controls,
@@ -587,6 +596,9 @@ fn run_guest(
     );
     let end = vcpu.run(&mut active);
     vcpu.stop_timer();
+    if let Some(nested) = &vcpu.nested {
+        nested.print_stats();
+    }
     if end == End::EntryFailed {
         // Next to the VMCS dump `run` printed: the checker's diagnosis of the entry that failed
         // (a failed entry leaves the guest state as it was, and the launch state tells which
@@ -905,6 +917,15 @@ fn judge(
             Some(Verdict::Fail) => {
                 ok = false;
                 "FAIL"
+            }
+            // The nested-VMX check needs VMX offered to the guest (`mini-hv.nested=1`).
+            Some(Verdict::Skipped) if *name == "nested-vmx" => {
+                if vcpu.nested.is_none() {
+                    "skipped (VMX not offered: mini-hv.nested=1)"
+                } else {
+                    ok = false;
+                    "FAIL (skipped, but VMX is offered)"
+                }
             }
             Some(Verdict::Skipped) => {
                 match vcpu.lacks(name).or_else(|| extras::model_lacks(name, caps)) {

@@ -121,6 +121,8 @@ pub struct Vcpu {
     pub probe_switches: u64,
     /// The guest's stamp cost for the breakdown ([`abi::HC_BREAKDOWN`]).
     guest_stamp_cost: u64,
+    /// Nested VMX: VMX offered to the guest (`mini-hv.nested=1`).
+    pub nested: Option<super::nested::Nested>,
 }
 
 /// A test's result as the guest reported it.
@@ -183,6 +185,7 @@ impl Vcpu {
             breakdown: None,
             probe_switches: 0,
             guest_stamp_cost: 0,
+            nested: None,
         }
     }
 
@@ -192,6 +195,7 @@ impl Vcpu {
             cr0_fixed: self.config.caps.cr0_fixed,
             cr4_fixed: self.config.caps.cr4_fixed,
             maxphyaddr: super::phys_addr_width(),
+            vmx_exposed: self.nested.is_some(),
         }
     }
 
@@ -523,7 +527,24 @@ impl Vcpu {
                 complete(vmcs, done, length.get())
             }
             // VMCALL, the hypercall, was handled above.
-            vmx if guest_state::is_vmx_instruction(&vmx) => inject(vmcs, UD, None),
+            vmx if guest_state::is_vmx_instruction(&vmx) => {
+                let cr = self.cr();
+                let Some(nested) = self.nested.as_mut() else {
+                    return inject(vmcs, UD, None);
+                };
+                use super::nested::Action;
+                match nested.instruction(&vmx, vmcs, &mut self.regs, &self.mem, cr)? {
+                    Action::Skip => skip(vmcs, vmx_length(&vmx)),
+                    Action::InvalidOpcode => inject(vmcs, UD, None),
+                    Action::GeneralProtection => inject(vmcs, GP, Some(0)),
+                    Action::PageFault(code, linear) => {
+                        self.regs.cr2 = linear;
+                        inject(vmcs, Exception::PF, Some(code))
+                    }
+                    Action::Resume => Ok(Next::Resume),
+                    Action::Stop => Ok(Next::Stop(Leave::End(End::Stopped))),
+                }
+            }
             VmExit::ExceptionOrNmi {
                 info: Some(info), ..
             } if info.kind == InterruptionType::Nmi => {
@@ -637,7 +658,12 @@ impl Vcpu {
                 let r = crate::arch::cpuid(leaf, subleaf);
                 let (a, mut b, mut c, mut d) = (r.eax, r.ebx, r.ecx, r.edx);
                 match leaf {
-                    1 => c = guest_state::cpuid_leaf1_ecx(c, guest_cr4),
+                    1 => {
+                        c = guest_state::cpuid_leaf1_ecx(c, guest_cr4);
+                        if self.nested.is_some() {
+                            c |= 1 << 5; // VMX
+                        }
+                    }
                     7 if subleaf == 0 => {
                         // INVPCID (EBX 10) is not enabled for the guest; RDPID (ECX 22) needs
                         // "enable RDTSCP"; WAITPKG (ECX 5) needs "enable user wait and pause".
@@ -656,7 +682,11 @@ impl Vcpu {
     fn rdmsr(&mut self, msr: u32, vmcs: &mut Vmcs<'_>) -> Result<Option<u64>, VmFail> {
         Ok(match msr {
             IA32_EFER => Some(vmcs.read(fields::GUEST_IA32_EFER)?.bits()),
+            IA32_FEATURE_CONTROL if self.nested.is_some() => {
+                Some(abi::FEATURE_CONTROL_NESTED_VALUE)
+            }
             IA32_FEATURE_CONTROL => Some(abi::FEATURE_CONTROL_VALUE),
+            0x480..=0x493 => self.nested.as_ref().and_then(|n| n.rdmsr(msr)),
             IA32_MISC_ENABLE => Some(abi::MISC_ENABLE_VALUE),
             abi::MSR_SCRATCH => Some(self.scratch_msr),
             _ => None,
@@ -795,6 +825,9 @@ impl Vcpu {
                 }
                 if self.config.monitor_mwait_exiting {
                     features |= abi::FEATURE_MONITOR_MWAIT_EXITING;
+                }
+                if self.nested.is_some() {
+                    features |= abi::FEATURE_NESTED_VMX;
                 }
                 features
             }
@@ -953,6 +986,11 @@ impl Vcpu {
         match (q.access_type, q.cr) {
             (CrAccessType::MovToCr, cr @ (0 | 4)) => {
                 let value = self.read_gpr(gpr, vmcs)?;
+                if cr == 4
+                    && super::nested::clears_vmxe_in_vmx_operation(self.nested.as_ref(), value)
+                {
+                    return inject(vmcs, GP, Some(0));
+                }
                 let mem = &self.mem;
                 let read_u64 = |gpa| {
                     let mut bytes = [0; 8];
@@ -1026,6 +1064,25 @@ fn complete(vmcs: &mut Vmcs<'_>, done: Completion, length: u32) -> Result<Next, 
         Completion::Skip => skip(vmcs, length),
         Completion::Fault(exception, error) => inject(vmcs, exception, Some(error)),
         Completion::Stop => Ok(Next::Stop(Leave::End(End::Stopped))),
+    }
+}
+
+/// The instruction length of a VMX instruction's exit.
+fn vmx_length(exit: &VmExit) -> u32 {
+    match exit {
+        VmExit::Vmxon { length, .. }
+        | VmExit::Vmxoff { length }
+        | VmExit::Vmclear { length, .. }
+        | VmExit::Vmptrld { length, .. }
+        | VmExit::Vmptrst { length, .. }
+        | VmExit::Vmread { length, .. }
+        | VmExit::Vmwrite { length, .. }
+        | VmExit::Vmlaunch { length }
+        | VmExit::Vmresume { length }
+        | VmExit::Invept { length, .. }
+        | VmExit::Invvpid { length, .. }
+        | VmExit::Vmfunc { length } => length.get(),
+        _ => 0,
     }
 }
 
