@@ -10,6 +10,7 @@
 use core::fmt;
 
 use thiserror::Error;
+use vmcs::GuestSegment;
 use vmx_core::{GpReg, GuestRegisters};
 
 const fn bits(raw: u32, low: u32, width: u32) -> u32 {
@@ -44,64 +45,42 @@ impl fmt::Display for InstructionLength {
     }
 }
 
-/// A segment register as encoded in instruction information (bits 17:15): 0 = ES … 5 = GS.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// A segment register as encoded in instruction information (bits 17:15): the register (0 = ES …
+/// 5 = GS, decoded by [`GuestSegment::from_instruction_encoding`]) or an encoding the SDM does not
+/// use (6 or 7).
+pub type SegmentRegister = Result<GuestSegment, ReservedSegment>;
+
+/// A segment-register encoding of instruction information that the SDM does not use (6 or 7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub enum SegmentRegister {
-    /// 0: ES.
-    Es,
-    /// 1: CS.
-    Cs,
-    /// 2: SS.
-    Ss,
-    /// 3: DS.
-    Ds,
-    /// 4: FS.
-    Fs,
-    /// 5: GS.
-    Gs,
-    /// 6 or 7: not used by the SDM.
-    Reserved(u8),
-}
+#[error("reserved segment {0}")]
+pub struct ReservedSegment(pub u8);
 
-impl SegmentRegister {
-    /// Decodes the 3-bit field; only the low 3 bits of `raw` are used.
-    pub const fn from_raw(raw: u8) -> Self {
-        match raw & 7 {
-            0 => Self::Es,
-            1 => Self::Cs,
-            2 => Self::Ss,
-            3 => Self::Ds,
-            4 => Self::Fs,
-            5 => Self::Gs,
-            other => Self::Reserved(other),
-        }
-    }
-
-    /// The 3-bit encoding.
-    pub const fn to_raw(self) -> u8 {
-        match self {
-            Self::Es => 0,
-            Self::Cs => 1,
-            Self::Ss => 2,
-            Self::Ds => 3,
-            Self::Fs => 4,
-            Self::Gs => 5,
-            Self::Reserved(raw) => raw & 7,
-        }
+/// Decodes bits 2:0 of `raw` as a [`SegmentRegister`].
+pub(crate) const fn segment_from_raw(raw: u8) -> SegmentRegister {
+    match GuestSegment::from_instruction_encoding(raw) {
+        Some(segment) => Ok(segment),
+        None => Err(ReservedSegment(raw & 7)),
     }
 }
 
-impl fmt::Display for SegmentRegister {
+/// The 3-bit encoding of a [`SegmentRegister`] (LDTR and TR, which instruction information never
+/// names, encode as their numbers 6 and 7).
+pub(crate) const fn segment_to_raw(segment: SegmentRegister) -> u8 {
+    match segment {
+        Ok(segment) => segment.number(),
+        Err(ReservedSegment(raw)) => raw & 7,
+    }
+}
+
+/// Shows a [`SegmentRegister`]: its SDM name, or "reserved segment *n*".
+pub(crate) struct DisplaySegment(pub SegmentRegister);
+
+impl fmt::Display for DisplaySegment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Es => f.write_str("ES"),
-            Self::Cs => f.write_str("CS"),
-            Self::Ss => f.write_str("SS"),
-            Self::Ds => f.write_str("DS"),
-            Self::Fs => f.write_str("FS"),
-            Self::Gs => f.write_str("GS"),
-            Self::Reserved(raw) => write!(f, "reserved segment {raw}"),
+        match self.0 {
+            Ok(segment) => f.write_str(segment.name()),
+            Err(reserved) => write!(f, "{reserved}"),
         }
     }
 }
@@ -241,7 +220,7 @@ impl MemoryOperand {
         Self {
             scale: Scale::from_raw(raw as u8),
             address_size: AddressSize::from_raw((raw >> 7) as u8),
-            segment: SegmentRegister::from_raw((raw >> 15) as u8),
+            segment: segment_from_raw((raw >> 15) as u8),
             index: if raw & 1 << 22 != 0 {
                 None
             } else {
@@ -268,7 +247,7 @@ impl MemoryOperand {
         };
         self.scale as u32
             | (self.address_size.to_raw() as u32) << 7
-            | (self.segment.to_raw() as u32) << 15
+            | (segment_to_raw(self.segment) as u32) << 15
             | index
             | base
     }
@@ -367,7 +346,7 @@ fn frame_or_rsp(registers: &GuestRegisters, reg: GpReg, guest_rsp: u64) -> u64 {
 
 impl fmt::Display for MemoryOperand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:[", self.segment)?;
+        write!(f, "{}:[", DisplaySegment(self.segment))?;
         let mut empty = true;
         if let Some(base) = self.base {
             write!(f, "{base}")?;
@@ -443,19 +422,24 @@ impl InsOutsInfo {
     pub const fn from_raw(raw: u32) -> Self {
         Self {
             address_size: AddressSize::from_raw((raw >> 7) as u8),
-            segment: SegmentRegister::from_raw((raw >> 15) as u8),
+            segment: segment_from_raw((raw >> 15) as u8),
         }
     }
 
     /// Encodes the field (undefined bits 0).
     pub const fn to_raw(self) -> u32 {
-        (self.address_size.to_raw() as u32) << 7 | (self.segment.to_raw() as u32) << 15
+        (self.address_size.to_raw() as u32) << 7 | (segment_to_raw(self.segment) as u32) << 15
     }
 }
 
 impl fmt::Display for InsOutsInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "segment {}, {} address", self.segment, self.address_size)
+        write!(
+            f,
+            "segment {}, {} address",
+            DisplaySegment(self.segment),
+            self.address_size
+        )
     }
 }
 

@@ -91,7 +91,8 @@ pub use event::{
 };
 pub use exit::{ExceptionQualification, ExitField, ExitReadError, RawExitInfo, StringIo, VmExit};
 pub use instruction::{
-    AddressSize, InstructionLength, MemoryOperand, Operand, OperandError, Scale, SegmentRegister,
+    AddressSize, InstructionLength, MemoryOperand, Operand, OperandError, ReservedSegment, Scale,
+    SegmentRegister,
 };
 pub use qualification::{
     ApicAccessQualification, ApicAccessType, CrAccessQualification, CrAccessType,

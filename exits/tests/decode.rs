@@ -99,7 +99,7 @@ fn io_instruction_fields() {
         panic!("{exit:?}")
     };
     assert_eq!(string.guest_linear_address, 0x7000);
-    assert_eq!(string.info.segment, exits::SegmentRegister::Ds);
+    assert_eq!(string.info.segment, Ok(vmcs::GuestSegment::Ds));
 }
 
 #[test]

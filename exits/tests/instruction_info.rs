@@ -2,7 +2,7 @@
 //! and memory-operand address computation.
 
 use exits::instruction::*;
-use exits::{AddressSize, GpReg, MemoryOperand, Operand, OperandError, Scale, SegmentRegister};
+use exits::{AddressSize, GpReg, MemoryOperand, Operand, OperandError, Scale};
 use proptest::prelude::*;
 use vmx_core::GuestRegisters;
 
@@ -142,7 +142,7 @@ fn vmptrld_rax_in_64_bit_mode() {
         MemoryOperand {
             scale: Scale::X1,
             address_size: AddressSize::Bits64,
-            segment: SegmentRegister::Ds,
+            segment: Ok(vmcs::GuestSegment::Ds),
             index: None,
             base: Some(GpReg::Rax),
         }
@@ -185,7 +185,7 @@ fn addresses_wrap_at_the_address_size() {
     let operand = MemoryOperand {
         scale: Scale::X1,
         address_size: AddressSize::Bits16,
-        segment: SegmentRegister::Ss,
+        segment: Ok(vmcs::GuestSegment::Ss),
         index: Some(GpReg::Rsi),
         base: Some(GpReg::Rbx),
     };
@@ -315,12 +315,12 @@ fn outs_loadiwkey_and_msr_immediate() {
     let info = InsOutsInfo::from_raw(0x2_0080);
     assert_eq!(
         (info.address_size, info.segment),
-        (AddressSize::Bits32, SegmentRegister::Fs)
+        (AddressSize::Bits32, Ok(vmcs::GuestSegment::Fs))
     );
     assert_eq!(info.to_string(), "segment FS, 32-bit address");
     assert_eq!(
         InsOutsInfo::from_raw(7 << 15).segment,
-        SegmentRegister::Reserved(7)
+        Err(exits::ReservedSegment(7))
     );
     // LOADIWKEY XMM1, XMM2.
     let info = LoadiwkeyInfo::from_raw(0x2000_0008);

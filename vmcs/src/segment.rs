@@ -66,6 +66,38 @@ pub enum GuestSegment {
 }
 
 impl GuestSegment {
+    /// The register's number in the SDM's segment-register order, ES 0, CS 1, SS 2, DS 3, FS 4,
+    /// GS 5, LDTR 6, TR 7: the index of its guest-state fields, and for ES to GS the 3-bit
+    /// segment-register encoding of VM-exit instruction information (SDM "VM-Exit Instruction
+    /// Information").
+    #[must_use]
+    pub const fn number(self) -> u8 {
+        self as u8
+    }
+
+    /// Decodes the 3-bit segment-register encoding of VM-exit instruction information (only bits
+    /// 2:0 of `raw` are used): 0 ES … 5 GS; 6 and 7 are not used there and give `None`.
+    ///
+    /// ```
+    /// use vmcs::GuestSegment;
+    ///
+    /// assert_eq!(GuestSegment::from_instruction_encoding(3), Some(GuestSegment::Ds));
+    /// assert_eq!(GuestSegment::from_instruction_encoding(6), None);
+    /// assert_eq!(GuestSegment::Ds.number(), 3);
+    /// ```
+    #[must_use]
+    pub const fn from_instruction_encoding(raw: u8) -> Option<Self> {
+        match raw & 7 {
+            0 => Some(Self::Es),
+            1 => Some(Self::Cs),
+            2 => Some(Self::Ss),
+            3 => Some(Self::Ds),
+            4 => Some(Self::Fs),
+            5 => Some(Self::Gs),
+            _ => None,
+        }
+    }
+
     /// Every guest segment register, in encoding order (ES, CS, SS, DS, FS, GS, LDTR, TR).
     pub const ALL: [Self; 8] = [
         Self::Es,
