@@ -27,6 +27,7 @@ use core::mem::MaybeUninit;
 
 use crate::error::{VmFail, VmInstructionError};
 use crate::invalidation::{InveptDescriptor, InveptType, InvvpidDescriptor, InvvpidType};
+use crate::trampoline::GuestRegisters;
 
 /// Runs one VMX instruction (the leading string literals) followed by the status branch described
 /// in the module docs; on failure, returns `Err(VmFail)` from the enclosing function.
@@ -327,29 +328,14 @@ pub unsafe fn invvpid(
     Ok(())
 }
 
-/// The general-purpose registers passed to and returned from [`vmcall`].
+/// VMCALL: calls the VMM (SDM Vol. 3C, §31.3 "VMCALL—Call to VM Monitor"). RAX, RBX, RCX, RDX,
+/// RSI and RDI of `registers` are loaded before the instruction and hold the registers' values
+/// after it; its other fields are left as they are.
 ///
 /// VMCALL itself defines no calling convention: which registers carry the hypercall number,
-/// arguments and results is the hypervisor's choice. These six cover the common ones (KVM's uses
-/// RAX, RBX, RCX, RDX and RSI).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct HypercallRegisters {
-    /// RAX before and after VMCALL.
-    pub rax: u64,
-    /// RBX before and after VMCALL.
-    pub rbx: u64,
-    /// RCX before and after VMCALL.
-    pub rcx: u64,
-    /// RDX before and after VMCALL.
-    pub rdx: u64,
-    /// RSI before and after VMCALL.
-    pub rsi: u64,
-    /// RDI before and after VMCALL.
-    pub rdi: u64,
-}
-
-/// VMCALL: calls the VMM (SDM Vol. 3C, §31.3 "VMCALL—Call to VM Monitor"). `registers` are loaded
-/// before the instruction and hold the registers' values after it.
+/// arguments and results is the hypervisor's choice, and these six cover the common ones (KVM's
+/// uses RAX, RBX, RCX, RDX and RSI). The caller's side of the call uses the same type as the
+/// VMM's: the VMM finds these values in the [`GuestRegisters`] of its VM exit.
 ///
 /// In VMX non-root operation (the usual case) VMCALL causes a VM exit and the values and RFLAGS
 /// seen afterwards are the hypervisor's: a hypervisor that returns with CF or ZF set makes this
@@ -361,7 +347,7 @@ pub struct HypercallRegisters {
 ///
 /// CPL 0 in VMX operation (else #UD or #GP); the hypervisor's handling of the call is the caller's
 /// responsibility.
-pub unsafe fn vmcall(registers: &mut HypercallRegisters) -> Result<(), VmFail> {
+pub unsafe fn vmcall(registers: &mut GuestRegisters) -> Result<(), VmFail> {
     let (mut rax, mut rbx, mut rcx, mut rdx, mut rsi, mut rdi) = (
         registers.rax,
         registers.rbx,
@@ -391,14 +377,14 @@ pub unsafe fn vmcall(registers: &mut HypercallRegisters) -> Result<(), VmFail> {
             inout("rdi") rdi,
         );
     }
-    *registers = HypercallRegisters {
-        rax,
-        rbx,
-        rcx,
-        rdx,
-        rsi,
-        rdi,
-    };
+    (
+        registers.rax,
+        registers.rbx,
+        registers.rcx,
+        registers.rdx,
+        registers.rsi,
+        registers.rdi,
+    ) = (rax, rbx, rcx, rdx, rsi, rdi);
     if carry != 0 {
         Err(VmFail::Invalid)
     } else if zero != 0 {

@@ -9,6 +9,7 @@ use core::mem::{align_of, offset_of, size_of};
 use common::caps;
 use proptest::prelude::*;
 use vmx_caps::arch::{Cr0, Cr4};
+use vmx_caps::msr::IA32_FEATURE_CONTROL;
 use vmx_caps::{CrFixedBits, CrUse, FeatureControl, FixedBits, VmxBasic, VmxCapabilities};
 use vmx_core::{
     EnableError, FxsaveArea, GuestRegisters, PriorState, REGION_SIZE, RegionError, SoftVmx,
@@ -55,11 +56,17 @@ impl VmxPlatform for FakePlatform {
         self.vmx
     }
     unsafe fn read_msr(&mut self, msr: u32) -> u64 {
-        assert_eq!(msr, 0x3a, "only IA32_FEATURE_CONTROL is read");
+        assert_eq!(
+            msr, IA32_FEATURE_CONTROL,
+            "only IA32_FEATURE_CONTROL is read"
+        );
         self.feature_control
     }
     unsafe fn write_msr(&mut self, msr: u32, value: u64) {
-        assert_eq!(msr, 0x3a, "only IA32_FEATURE_CONTROL is written");
+        assert_eq!(
+            msr, IA32_FEATURE_CONTROL,
+            "only IA32_FEATURE_CONTROL is written"
+        );
         self.feature_control = value;
         self.writes.push(Write::Msr(msr, value));
     }
@@ -136,7 +143,7 @@ fn prepare_cases() {
         Case {
             feature_control: 0,
             expected: Ok(vec![
-                Write::Msr(0x3a, 0x5),
+                Write::Msr(IA32_FEATURE_CONTROL, 0x5),
                 Write::Cr4(HOST_CR4 | Cr4::VMXE),
             ]),
             ..base("unlocked: set and lock", skylake)
@@ -144,7 +151,7 @@ fn prepare_cases() {
         Case {
             feature_control: 1 << 18 | 1 << 1,
             expected: Ok(vec![
-                Write::Msr(0x3a, 1 << 18 | 0x7),
+                Write::Msr(IA32_FEATURE_CONTROL, 1 << 18 | 0x7),
                 Write::Cr4(HOST_CR4 | Cr4::VMXE),
             ]),
             ..base("unlocked: other enables kept", skylake)
