@@ -10,7 +10,7 @@
 //! VMCS12 fails (VM-entry failure 34, VMX abort 4), a VM-exit MSR-store entry is a VMX abort 1.
 
 use exits::nested::{ExitOwner, L2Registers, exit_owner};
-use exits::{ExitReason, MemoryOperand, Operand, SegmentRegister, VmExit};
+use exits::{ExitReason, MemoryOperand, Operand, VmExit};
 use vmcs::check::{self, CpuFacts, EntryInstruction};
 use vmcs::nested::{
     GuestMemory as L1Memory, GuestMsrs, L0Part, L1Context, L1VmxState, L2Entry, PointerOperand,
@@ -18,7 +18,7 @@ use vmcs::nested::{
     merge_msr_bitmap,
 };
 use vmcs::structures::{IoBitmaps, MsrBitmap};
-use vmcs::{HardwareVmcs, SoftVmcs, VmcsRead, VmcsSnapshot, VmcsWrite, fields};
+use vmcs::{GuestSegment, HardwareVmcs, SoftVmcs, VmcsRead, VmcsSnapshot, VmcsWrite, fields};
 use vmx_caps::arch::{Cr4, Efer, Rflags};
 use vmx_caps::virt::VirtualPolicy;
 use vmx_caps::{ControlSet, MsrSnapshot, PinBasedControls, SecondaryControls, VmxCapabilities};
@@ -249,21 +249,15 @@ impl Nested {
         mem: &GuestMemory,
         write: bool,
     ) -> Result<Result<u64, Action>, VmFail> {
-        let base_field = match m.segment {
-            SegmentRegister::Es => fields::GUEST_ES_BASE,
-            SegmentRegister::Cs => fields::GUEST_CS_BASE,
-            SegmentRegister::Ss => fields::GUEST_SS_BASE,
-            SegmentRegister::Ds => fields::GUEST_DS_BASE,
-            SegmentRegister::Fs => fields::GUEST_FS_BASE,
-            SegmentRegister::Gs => fields::GUEST_GS_BASE,
-            SegmentRegister::Reserved(_) => return Ok(Err(Action::InvalidOpcode)),
+        let Ok(segment) = m.segment else {
+            return Ok(Err(Action::InvalidOpcode));
         };
         let efer = vmcs.read(fields::GUEST_IA32_EFER)?;
         let long = efer.contains(Efer::LMA);
-        let base = if long && !matches!(m.segment, SegmentRegister::Fs | SegmentRegister::Gs) {
+        let base = if long && !matches!(segment, GuestSegment::Fs | GuestSegment::Gs) {
             0
         } else {
-            vmcs.read(base_field)?
+            vmcs.read(segment.base_field())?
         };
         let rsp = vmcs.read(fields::GUEST_RSP)?;
         let Ok(linear) = m.linear_address_in(displacement, base, regs, rsp) else {
