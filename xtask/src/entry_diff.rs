@@ -3,7 +3,7 @@
 //! Boots the example hypervisor under Bochs with `mini-hv.entry-diff=<cases>
 //! mini-hv.entry-diff-seed=<seed>` on its command line: it mutates its known-good VMCS, asks the
 //! checker for a prediction, executes the real VMLAUNCH and compares (see
-//! `examples/mini-hv/src/hv/entry_diff.rs`). This command prints the disagreement lines, the
+//! `examples/mini-hv/src/entry_diff/`). This command prints the disagreement lines, the
 //! final `entry-diff: ...` line and the time per case, and fails unless every disagreement is
 //! excused by a known Bochs deviation.
 

@@ -1,7 +1,9 @@
 //! `mini-hv`: a freestanding example hypervisor built on the vmx crates.
 //!
 //! Boots from Multiboot (QEMU `-kernel`, GRUB), sets up the host (serial console, GDT/TSS/IDT, frame
-//! allocator), prints a banner with the memory map, runs [`hv::run`] and ends the emulator with the result.
+//! allocator), prints a banner with the memory map, runs the hypervisor ([`hv::run`]: the test guest or
+//! Linux) or the differential test of the VM-entry checker ([`entry_diff::run`]) and ends the emulator
+//! with the result.
 //! Run it with `cargo xtask run`.
 
 #![no_std]
@@ -11,6 +13,7 @@ mod serial;
 
 mod arch;
 mod boot;
+mod entry_diff;
 mod exit;
 mod guest;
 mod hv;
@@ -249,7 +252,11 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
         Ok(cpus) => cpus,
         Err(outcome) => finish(outcome),
     };
-    let outcome = hv::run(cpus.as_mut());
+    // The mode: the differential test of the VM-entry checker, or the hypervisor with its guest.
+    let outcome = match entry_diff::requested() {
+        Some(params) => entry_diff::run(params),
+        None => hv::run(cpus.as_mut()),
+    };
     finish(outcome)
 }
 

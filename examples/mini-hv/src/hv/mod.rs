@@ -1,16 +1,16 @@
-//! The hypervisor: reads and prints the VMX capabilities (and the raw capability MSRs, so that every
-//! run yields a dump), negotiates the controls, enters VMX operation, builds the VMCS and the EPT for
-//! one guest — the test guest of [`crate::guest`] — runs it, and judges the run.
+//! The hypervisor: reads the VMX capabilities, negotiates the controls, enters VMX operation,
+//! builds the VMCS and the EPT for one guest, runs it, and judges the run. The guest is the test
+//! guest of [`crate::guest`] (this module's capabilities are printed with the raw capability MSRs,
+//! so that every run yields a dump) or Linux ([`linux_guest`], `mini-hv.guest=linux`).
 //!
-//! Guest-physical memory: RAM at `[0, RAM_SIZE)` (a host allocation holding a copy of the kernel
+//! The test guest's guest-physical memory: RAM at `[0, RAM_SIZE)` (a host allocation holding a copy of the kernel
 //! image at the image's own addresses, so the guest's code runs at its linked addresses), nothing
 //! else: the MMIO device page and everything beyond RAM are unmapped, so each access is an EPT
 //! violation the hypervisor emulates or refuses. The hypervisor's own memory is never mapped.
 
 mod ap_vcpu;
 mod devices;
-mod entry_diff;
-mod extras;
+pub(crate) mod extras;
 mod lapic;
 mod linux_guest;
 mod memory;
@@ -18,7 +18,7 @@ mod monitor;
 mod nested;
 mod probe;
 pub mod smp;
-mod vcpu;
+pub(crate) mod vcpu;
 
 use ept::{
     EptConfig, EptMapper, FrameAllocator, GuestPhysAddr, HostPhysAddr, LeafAttributes, MemoryType,
@@ -70,7 +70,7 @@ const GUEST_VPID: u16 = 1;
 
 /// Frames for the EPT paging structures, from the kernel's frame allocator (which never takes
 /// frames back: freed table frames are leaked, and this hypervisor frees none).
-struct KernelFrames;
+pub(crate) struct KernelFrames;
 
 // SAFETY: `crate::mem::alloc_frame` hands out zeroed, 4-KiB aligned, identity-mapped frames that no one
 // else uses.
@@ -83,7 +83,7 @@ unsafe impl FrameAllocator for KernelFrames {
 }
 
 /// The identity translation of the host (physical == virtual below 4 GiB).
-fn identity(virt: *const u8) -> Option<u64> {
+pub(crate) fn identity(virt: *const u8) -> Option<u64> {
     let addr = virt as u64;
     (addr < 1 << 32).then_some(addr)
 }
@@ -100,23 +100,201 @@ pub(crate) fn dump_vmcs(vmcs: &Vmcs<'_>) {
     }
 }
 
-/// Runs the hypervisor.
+/// Whether this processor has VMX (CPUID.1:ECX.VMX); prints why not.
+pub fn vmx_present() -> bool {
+    let present = vmx_caps::cpu_has_vmx();
+    if !present {
+        println!("mini-hv: VMX not supported by this CPU (CPUID.1:ECX.VMX[bit 5] = 0)");
+    }
+    present
+}
+
+/// Runs the hypervisor with the guest the command line asks for: the test guest of
+/// [`crate::guest`], or Linux ([`linux_guest`]).
 ///
 /// With `cpus` (more than one processor started), every application processor runs its own small
 /// vCPU while the bootstrap processor runs the test guest ([`ap_vcpu`]).
 pub fn run(cpus: Option<&mut crate::smp::Cpus>) -> Outcome {
-    if !vmx_caps::cpu_has_vmx() {
-        println!("mini-hv: VMX not supported by this CPU (CPUID.1:ECX.VMX[bit 5] = 0)");
+    if !vmx_present() {
         return Outcome::Unsupported;
     }
     if linux_guest::requested() {
         return linux_guest::run();
     }
+    let TestMachine {
+        caps,
+        negotiated,
+        ept_config,
+        vpid,
+        wbinvd_exiting,
+        xsave,
+        mem,
+        mut root,
+    } = match TestMachine::prepare() {
+        Ok(machine) => machine,
+        Err(outcome) => return outcome,
+    };
+    // SAFETY: this is processor 0 (the bootstrap processor), in VMX root operation until the
+    // `withdraw` below.
+    unsafe { smp::declare_in_vmx(0) };
+    let ap_config = ap_vcpu::Settings {
+        wbinvd_exiting,
+        xcr0_supported: xsave.supported,
+    };
+    let outcome = ap_vcpu::alongside(cpus, &caps, &negotiated.value, ap_config, || {
+        run_guest(
+            &mut root,
+            &caps,
+            &negotiated.value,
+            mem,
+            // PML needs the EPT's dirty flags.
+            ept_config.accessed_dirty(extras::wants_accessed_dirty(&negotiated.value, &caps)),
+            vpid,
+            wbinvd_exiting,
+            xsave.supported,
+        )
+    });
+    xsave.restore();
+    // SAFETY: processor 0. Its lent VMX operation came back when `ap_vcpu::alongside` returned
+    // (the tokens live in its scope), so this does not wait.
+    if !unsafe { smp::withdraw(0, 0) } {
+        println!("mini-hv: CPU 0's VMX operation is still lent out; staying in VMX operation");
+        return Outcome::Fail;
+    }
+    match leave_vmx(root) {
+        Outcome::Pass => outcome,
+        failed => failed,
+    }
+}
+
+/// The host's XSAVE set-up: CR4.OSXSAVE set while a guest runs (so that XSETBV can load the
+/// guest's XCR0), and the host's XCR0 to give back afterwards.
+#[derive(Clone, Copy)]
+pub(crate) struct HostXsave {
+    /// XCR0 bits the processor supports (CPUID.(EAX=0DH,ECX=0):EDX:EAX); empty without XSAVE.
+    pub supported: Xcr0,
+    /// The host's XCR0 (`None` without XSAVE).
+    host: Option<Xcr0>,
+}
+
+impl HostXsave {
+    /// Sets CR4.OSXSAVE where CPUID.1:ECX.XSAVE says XSAVE exists, and reads what XCR0 supports.
+    pub fn enable() -> Self {
+        if crate::arch::cpuid(1, 0).ecx & CPUID_1_ECX_XSAVE == 0 {
+            return Self {
+                supported: Xcr0::empty(),
+                host: None,
+            };
+        }
+        // SAFETY: XSAVE is supported, so CR4.OSXSAVE may be set; it changes nothing else the host uses.
+        unsafe { crate::arch::write_cr4(crate::arch::cr4() | Cr4::OSXSAVE) };
+        let d = crate::arch::cpuid(0xd, 0);
+        Self {
+            supported: Xcr0::from_bits_retain(u64::from(d.eax) | u64::from(d.edx) << 32),
+            host: Some(xgetbv0()),
+        }
+    }
+
+    /// Gives the host its own XCR0 back: a guest's stayed loaded while it ran (the host uses no
+    /// XSAVE-managed state beyond x87/SSE).
+    pub fn restore(&self) {
+        if let Some(host) = self.host {
+            // SAFETY: the host's XCR0 was valid when read, with CR4.OSXSAVE set (still set).
+            unsafe { xsetbv0(host) };
+        }
+    }
+}
+
+/// The test guest's machine up to its VMCS (shared with the entry-diff mode, whose known-good
+/// VMCS is the test guest's): the capabilities (printed, with the raw capability MSRs, so that
+/// every run yields a dump), the negotiated controls, the host's XSAVE set-up, guest RAM holding a
+/// copy of the kernel image at its linked addresses, and VMX root operation.
+pub(crate) struct TestMachine {
+    /// The processor's VMX capabilities (restricted to a requested profile).
+    pub caps: VmxCapabilities,
+    /// The negotiation of [`requirements::request`] with the extra checks' controls.
+    pub negotiated: vmx_caps::NegotiatedControls,
+    /// The EPT configuration of this processor.
+    pub ept_config: EptConfig,
+    /// "enable VPID" was negotiated.
+    pub vpid: bool,
+    /// "WBINVD exiting" was negotiated.
+    pub wbinvd_exiting: bool,
+    /// The host's XSAVE set-up.
+    pub xsave: HostXsave,
+    /// Guest RAM.
+    pub mem: memory::GuestMemory,
+    /// VMX root operation on this processor.
+    pub root: Root,
+}
+
+impl TestMachine {
+    /// Reads and negotiates, allocates guest RAM and enters VMX root operation; the outcome to end
+    /// with where that fails (the reason was printed).
+    pub fn prepare() -> Result<Self, Outcome> {
+        let caps = capabilities().ok_or(Outcome::Fail)?;
+        // The requirements as data (`mini_hv_logic::requirements`, also behind `vmxtool caps
+        // --example`), plus the optional controls of the extra checks.
+        let verdict = Requirements::evaluate(&caps, &extras::prefer(requirements::request()));
+        print!("mini-hv: {verdict}");
+        if let Err(e) = &verdict.negotiated {
+            println!("mini-hv: unsupported: {e}");
+        }
+        let ept_config = EptConfig::new(caps.ept_vpid, phys_addr_width());
+        let negotiated = match verdict.negotiated {
+            Ok(n) if verdict.runs() => n,
+            _ => return Err(Outcome::Unsupported),
+        };
+        let mut controls = negotiated.value;
+        if !requirements::PREEMPTION_TIMER.chosen_in(&controls) {
+            // The APIC-timer fallback needs external-interrupt exiting for the whole run, which the
+            // virtual-interrupt-delivery check turns on and off: that check is left out.
+            controls
+                .proc2
+                .remove(SecondaryControls::VIRTUAL_INTERRUPT_DELIVERY);
+        }
+        for dropped in negotiated.drops() {
+            println!("mini-hv: optional control dropped: {dropped}");
+        }
+        let vpid = controls.proc2.contains(SecondaryControls::ENABLE_VPID);
+        let wbinvd_exiting = controls.proc2.contains(SecondaryControls::WBINVD_EXITING);
+        let xsave = HostXsave::enable();
+        let mem = test_guest_ram().ok_or(Outcome::Fail)?;
+        let root = enter_vmx_here(&caps).ok_or(Outcome::Fail)?;
+        println!("mini-hv: VMX root operation entered");
+        Ok(Self {
+            caps,
+            negotiated,
+            ept_config,
+            vpid,
+            wbinvd_exiting,
+            xsave,
+            mem,
+            root,
+        })
+    }
+}
+
+/// Leaves VMX operation (VMXOFF); `Fail` where that fails (printed).
+pub(crate) fn leave_vmx(root: Root) -> Outcome {
+    match root.disable() {
+        Ok(_) => {
+            println!("mini-hv: VMX operation left (VMXOFF)");
+            Outcome::Pass
+        }
+        Err((_, fail)) => {
+            println!("mini-hv: VMXOFF failed: {fail}");
+            Outcome::Fail
+        }
+    }
+}
+
+/// The processor's VMX capabilities, printed with a dump of the raw capability MSRs, restricted
+/// to the profile `mini-hv.mask-caps=NAME` names, if any; prints why not.
+pub(crate) fn capabilities() -> Option<VmxCapabilities> {
     // SAFETY: ring 0, one processor.
     let mut msrs = unsafe { LiveMsrs::new() };
-    let Some(caps) = read_caps(&mut msrs) else {
-        return Outcome::Fail;
-    };
+    let caps = read_caps(&mut msrs)?;
     println!("mini-hv: VMX capabilities:");
     println!("{caps}");
     match MsrSnapshot::capture(&mut msrs) {
@@ -127,66 +305,25 @@ pub fn run(cpus: Option<&mut crate::smp::Cpus>) -> Outcome {
         }
         Err(e) => println!("mini-hv: cannot capture the capability MSRs: {e}"),
     }
-    let Some(caps) = masked(caps) else {
-        return Outcome::Fail;
-    };
+    masked(caps)
+}
 
-    // The requirements as data (`mini_hv_logic::requirements`, also behind `vmxtool caps
-    // --example`), plus the optional controls of the extra checks.
-    let verdict = Requirements::evaluate(&caps, &extras::prefer(requirements::request()));
-    print!("mini-hv: {verdict}");
-    if let Err(e) = &verdict.negotiated {
-        println!("mini-hv: unsupported: {e}");
-    }
-    let ept_config = EptConfig::new(caps.ept_vpid, phys_addr_width());
-    let negotiated = match verdict.negotiated {
-        Ok(n) if verdict.runs() => n,
-        _ => return Outcome::Unsupported,
-    };
-    let mut controls = negotiated.value;
-    if !requirements::PREEMPTION_TIMER.chosen_in(&controls) {
-        // The APIC-timer fallback needs external-interrupt exiting for the whole run, which the
-        // virtual-interrupt-delivery check turns on and off: that check is left out.
-        controls
-            .proc2
-            .remove(SecondaryControls::VIRTUAL_INTERRUPT_DELIVERY);
-    }
-    for dropped in negotiated.drops() {
-        println!("mini-hv: optional control dropped: {dropped}");
-    }
-    let vpid = controls.proc2.contains(SecondaryControls::ENABLE_VPID);
-    let wbinvd_exiting = controls.proc2.contains(SecondaryControls::WBINVD_EXITING);
-
-    // The host keeps CR4.OSXSAVE set, so that XSETBV can load the guest's XCR0.
-    let leaf1 = crate::arch::cpuid(1, 0);
-    let xsave = leaf1.ecx & CPUID_1_ECX_XSAVE != 0;
-    let (xcr0_supported, host_xcr0) = if xsave {
-        // SAFETY: XSAVE is supported, so CR4.OSXSAVE may be set; it changes nothing else the host uses.
-        unsafe { crate::arch::write_cr4(crate::arch::cr4() | Cr4::OSXSAVE) };
-        let d = crate::arch::cpuid(0xd, 0);
-        (
-            Xcr0::from_bits_retain(u64::from(d.eax) | u64::from(d.edx) << 32),
-            xgetbv0(),
-        )
-    } else {
-        (Xcr0::empty(), Xcr0::empty())
-    };
-
-    // Guest RAM, with a copy of the kernel image at its linked addresses.
-    // 2 MiB aligned, so that EPT maps it with 2 MiB pages.
+/// The test guest's RAM, `[0, abi::RAM_SIZE)`, 2 MiB aligned (so that EPT maps it with 2 MiB
+/// pages), with a copy of the kernel image at its linked addresses; prints why not.
+fn test_guest_ram() -> Option<memory::GuestMemory> {
     let pages = ((abi::RAM_SIZE + LARGE_PAGE - 4096) / 4096) as usize;
     let Some(allocation) = crate::mem::alloc_frames(pages) else {
         println!(
             "mini-hv: cannot allocate {} MiB of guest RAM",
             abi::RAM_SIZE >> 20
         );
-        return Outcome::Fail;
+        return None;
     };
     let ram = allocation.next_multiple_of(LARGE_PAGE);
     let (image_start, image_end) = crate::boot::image_range();
     if image_end > abi::RAM_SIZE {
         println!("mini-hv: the kernel image ends at {image_end:#x}, beyond the guest's RAM");
-        return Outcome::Fail;
+        return None;
     }
     // SAFETY: the image is mapped and readable; the destination is the fresh allocation, large
     // enough (checked), identity-mapped and owned by the guest.
@@ -204,63 +341,20 @@ pub fn run(cpus: Option<&mut crate::smp::Cpus>) -> Outcome {
         abi::RAM_SIZE >> 20,
         mem.host_base()
     );
+    Some(mem)
+}
 
+/// Enters VMX root operation on this processor with a fresh VMXON region; prints why not.
+fn enter_vmx_here(caps: &VmxCapabilities) -> Option<Root> {
     let Some(vmxon_frame) = crate::mem::alloc_frame() else {
         println!("mini-hv: out of memory for the VMXON region");
-        return Outcome::Fail;
+        return None;
     };
     // SAFETY: ring 0 on the only processor.
     let platform = unsafe { LivePlatform::new() };
     // SAFETY: a fresh frame (identity-mapped) used for nothing else, for the rest of the run; `caps`
     // were read on this processor; nothing else uses VMX.
-    let Some(mut root) = (unsafe { enter_vmx(platform, &caps, vmxon_frame) }) else {
-        return Outcome::Fail;
-    };
-    println!("mini-hv: VMX root operation entered");
-    // SAFETY: this is processor 0 (the bootstrap processor), in VMX root operation until the
-    // `withdraw` below.
-    unsafe { smp::declare_in_vmx(0) };
-    let ap_config = ap_vcpu::Settings {
-        wbinvd_exiting,
-        xcr0_supported,
-    };
-    let outcome = ap_vcpu::alongside(cpus, &caps, &negotiated.value, ap_config, || {
-        run_guest(
-            &mut root,
-            &caps,
-            &negotiated.value,
-            mem,
-            // PML needs the EPT's dirty flags (not in the entry-diff mode, whose known-good VMCS has
-            // no PML).
-            ept_config.accessed_dirty(
-                entry_diff::requested().is_none()
-                    && extras::wants_accessed_dirty(&negotiated.value, &caps),
-            ),
-            vpid,
-            wbinvd_exiting,
-            xcr0_supported,
-        )
-    });
-    if xsave {
-        // The guest's XCR0 stayed loaded while it ran (the host uses no XSAVE-managed state
-        // beyond x87/SSE); give the host its own back.
-        // SAFETY: the host's XCR0 was valid when read.
-        unsafe { xsetbv0(host_xcr0) };
-    }
-    // SAFETY: processor 0. Its lent VMX operation came back when `ap_vcpu::alongside` returned
-    // (the tokens live in its scope), so this does not wait.
-    if !unsafe { smp::withdraw(0, 0) } {
-        println!("mini-hv: CPU 0's VMX operation is still lent out; staying in VMX operation");
-        return Outcome::Fail;
-    }
-    match root.disable() {
-        Ok(_) => println!("mini-hv: VMX operation left (VMXOFF)"),
-        Err((_, fail)) => {
-            println!("mini-hv: VMXOFF failed: {fail}");
-            return Outcome::Fail;
-        }
-    }
-    outcome
+    unsafe { enter_vmx(platform, caps, vmxon_frame) }
 }
 
 /// `caps` restricted to the profile `mini-hv.mask-caps=NAME` names, if any: the negotiation then
@@ -401,8 +495,19 @@ fn emulate_wbinvd() {
     unsafe { core::arch::asm!("wbinvd", options(nomem, nostack)) };
 }
 
+/// The CR0/CR4 ownership policy of this processor ([`guest_state::CrPolicy`]), for a guest that
+/// is offered no VMX.
+pub(crate) fn cr_policy(caps: &VmxCapabilities) -> guest_state::CrPolicy {
+    guest_state::CrPolicy {
+        cr0_fixed: caps.cr0_fixed,
+        cr4_fixed: caps.cr4_fixed,
+        maxphyaddr: phys_addr_width(),
+        vmx_exposed: false,
+    }
+}
+
 /// MAXPHYADDR (CPUID.80000008H:EAX\[7:0\]).
-fn phys_addr_width() -> u8 {
+pub(crate) fn phys_addr_width() -> u8 {
     if crate::arch::cpuid(0x8000_0000, 0).eax >= 0x8000_0008 {
         crate::arch::cpuid(0x8000_0008, 0).eax as u8
     } else {
@@ -421,78 +526,13 @@ fn run_guest(
     wbinvd_exiting: bool,
     xcr0_supported: Xcr0,
 ) -> Outcome {
-    // EPT: guest RAM only, write-back, read/write/execute.
-    // SAFETY: the host identity-maps every frame the kernel allocator hands out.
-    let p2v = unsafe { OffsetPhysToVirt::identity() };
-    let mut ept = match EptMapper::new(ept_config, p2v, KernelFrames) {
-        Ok(ept) => ept,
-        Err(e) => {
-            println!("mini-hv: cannot create the EPT: {e}");
-            return Outcome::Fail;
-        }
-    };
-    let map = ept.map(
-        GuestPhysAddr::new_truncate(0),
-        HostPhysAddr::new_truncate(mem.host_base()),
-        mem.size(),
-        LeafAttributes::new(Permissions::RWX, MemoryType::WriteBack),
-    );
-    match map {
-        Ok(flush) => {
-            // SAFETY: this hypervisor runs on one processor: no other one has used this EPT.
-            let mut this_cpu = unsafe { ThisCpuOnly::new(root) };
-            if let Err(e) = ept.flush(flush, &mut this_cpu) {
-                println!("mini-hv: INVEPT failed: {e}");
-                return Outcome::Fail;
-            }
-        }
-        Err(e) => {
-            println!("mini-hv: cannot map guest RAM in the EPT: {e}");
-            return Outcome::Fail;
-        }
-    }
-    println!(
-        "mini-hv: EPT {:#x}: guest-physical 0..{:#x} -> host {:#x} ({} table frames)",
-        ept.eptp().bits(),
-        mem.size(),
-        mem.host_base(),
-        ept.table_frames()
-    );
-
-    // MSR bitmap (everything intercepted but the pass-through MSRs) and I/O bitmaps (every port).
-    let (Some(msr_frame), Some(io_frames), Some(vmcs_frame)) = (
-        crate::mem::alloc_frame(),
-        crate::mem::alloc_frames(2),
-        crate::mem::alloc_frame(),
-    ) else {
-        println!("mini-hv: out of memory for the bitmaps and the VMCS");
+    let Some(mut ept) = guest_ram_ept(root, ept_config, &mem) else {
         return Outcome::Fail;
     };
-    // SAFETY: fresh identity-mapped frames (one, and two contiguous), used only as these bitmaps
-    // for the rest of the run.
-    let bitmaps = unsafe { bitmaps_in(msr_frame, io_frames) };
-    let Some((msr_bitmap, io_bitmaps)) = bitmaps else {
+    let Some((msr_bitmap, io_bitmaps)) = test_guest_bitmaps() else {
         return Outcome::Fail;
     };
-    msr_bitmap.fill(true);
-    io_bitmaps.fill(true);
-    let passthrough = vcpu::PASSTHROUGH_READ
-        .iter()
-        .map(|&msr| (msr, MsrAccess::Read))
-        .chain(
-            vcpu::PASSTHROUGH_WRITE
-                .iter()
-                .map(|&msr| (msr, MsrAccess::Write)),
-        );
-    for (msr, access) in passthrough {
-        if let Err(e) = msr_bitmap.pass_through(msr, access) {
-            println!("mini-hv: cannot pass MSR {msr:#x} through: {e}");
-            return Outcome::Fail;
-        }
-    }
-
-    // SAFETY: a fresh frame (identity-mapped), used only as this VMCS for the rest of the run.
-    let Some(region) = (unsafe { vmcs_region(vmcs_frame, caps) }) else {
+    let Some(region) = new_vmcs_region(caps) else {
         return Outcome::Fail;
     };
     let apic_timer = !requirements::PREEMPTION_TIMER.chosen_in(controls);
@@ -522,22 +562,6 @@ fn run_guest(
     };
     let ram_base = mem.host_base();
     let mut vcpu = Vcpu::new(mem, config);
-    if let Some(params) = entry_diff::requested() {
-        let without_extras = extras::without(*controls);
-        let setup = entry_diff::Setup {
-            root,
-            region,
-            caps,
-            controls: &without_extras,
-            eptp: ept.eptp(),
-            msr_bitmap,
-            io_bitmaps,
-            vpid,
-            vcpu: &vcpu,
-            ram_base,
-        };
-        return entry_diff::run(params, setup);
-    }
     let Some(mut active) = load_vmcs(region, root) else {
         return Outcome::Fail;
     };
@@ -657,6 +681,94 @@ fn run_guest(
         return Outcome::Fail;
     }
     outcome
+}
+
+/// The EPT of guest RAM `mem` with `config`: guest-physical `[0, mem.size())` mapped
+/// read/write/execute and write-back to its host frames, nothing else; prints it, or why not.
+pub(crate) fn guest_ram_ept(
+    root: &Root,
+    config: EptConfig,
+    mem: &memory::GuestMemory,
+) -> Option<EptMapper<OffsetPhysToVirt, KernelFrames>> {
+    // SAFETY: the host identity-maps every frame the kernel allocator hands out.
+    let p2v = unsafe { OffsetPhysToVirt::identity() };
+    let mut ept = match EptMapper::new(config, p2v, KernelFrames) {
+        Ok(ept) => ept,
+        Err(e) => {
+            println!("mini-hv: cannot create the EPT: {e}");
+            return None;
+        }
+    };
+    let map = ept.map(
+        GuestPhysAddr::new_truncate(0),
+        HostPhysAddr::new_truncate(mem.host_base()),
+        mem.size(),
+        LeafAttributes::new(Permissions::RWX, MemoryType::WriteBack),
+    );
+    match map {
+        Ok(flush) => {
+            // SAFETY: this hypervisor runs on one processor: no other one has used this EPT.
+            let mut this_cpu = unsafe { ThisCpuOnly::new(root) };
+            if let Err(e) = ept.flush(flush, &mut this_cpu) {
+                println!("mini-hv: INVEPT failed: {e}");
+                return None;
+            }
+        }
+        Err(e) => {
+            println!("mini-hv: cannot map guest RAM in the EPT: {e}");
+            return None;
+        }
+    }
+    println!(
+        "mini-hv: EPT {:#x}: guest-physical 0..{:#x} -> host {:#x} ({} table frames)",
+        ept.eptp().bits(),
+        mem.size(),
+        mem.host_base(),
+        ept.table_frames()
+    );
+    Some(ept)
+}
+
+/// The test guest's bitmaps: the MSR bitmap intercepts every MSR but the pass-through ones
+/// ([`vcpu::PASSTHROUGH_READ`], [`vcpu::PASSTHROUGH_WRITE`]), the I/O bitmaps every port; prints
+/// why not.
+pub(crate) fn test_guest_bitmaps() -> Option<(&'static mut MsrBitmap, &'static mut IoBitmaps)> {
+    let (Some(msr_frame), Some(io_frames)) =
+        (crate::mem::alloc_frame(), crate::mem::alloc_frames(2))
+    else {
+        println!("mini-hv: out of memory for the bitmaps");
+        return None;
+    };
+    // SAFETY: fresh identity-mapped frames (one, and two contiguous), used only as these bitmaps
+    // for the rest of the run.
+    let (msr_bitmap, io_bitmaps) = unsafe { bitmaps_in(msr_frame, io_frames) }?;
+    msr_bitmap.fill(true);
+    io_bitmaps.fill(true);
+    let passthrough = vcpu::PASSTHROUGH_READ
+        .iter()
+        .map(|&msr| (msr, MsrAccess::Read))
+        .chain(
+            vcpu::PASSTHROUGH_WRITE
+                .iter()
+                .map(|&msr| (msr, MsrAccess::Write)),
+        );
+    for (msr, access) in passthrough {
+        if let Err(e) = msr_bitmap.pass_through(msr, access) {
+            println!("mini-hv: cannot pass MSR {msr:#x} through: {e}");
+            return None;
+        }
+    }
+    Some((msr_bitmap, io_bitmaps))
+}
+
+/// A VMCS region in a fresh frame, with this processor's revision identifier; prints why not.
+pub(crate) fn new_vmcs_region(caps: &VmxCapabilities) -> Option<&'static mut VmcsRegion> {
+    let Some(frame) = crate::mem::alloc_frame() else {
+        println!("mini-hv: out of memory for the VMCS");
+        return None;
+    };
+    // SAFETY: a fresh frame (identity-mapped), used only as this VMCS for the rest of the run.
+    unsafe { vmcs_region(frame, caps) }
 }
 
 /// The MSR bitmap in `msr_frame` and the I/O bitmaps in `io_frames` (two contiguous frames),
@@ -863,7 +975,7 @@ impl Defect {
 }
 
 /// Controls, host state and the addresses of the bitmaps and the EPT.
-fn write_vmcs(
+pub(crate) fn write_vmcs(
     vmcs: &mut Vmcs<'_>,
     controls: &vmx_caps::ControlSet,
     eptp: ept::EptPointer,

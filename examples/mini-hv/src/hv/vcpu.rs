@@ -140,6 +140,27 @@ pub enum Verdict {
 /// VM-exit MSR-load area.
 pub const HOST_KERNEL_GS_BASE: u64 = 0xffff_8000_4d48_0000;
 
+/// Writes the guest's reset state ([`GuestState::reset`], SDM Vol. 3A, 10.1.1) with the
+/// unrestricted guest's freedom of a CS base that is not selector × 16: CS.base is `entry16` (the
+/// test guest's trampoline, at its linked address), IP 0.
+pub fn write_reset_state(
+    vmcs: &mut impl VmcsWrite,
+    cr: CrPolicy,
+    caps: &VmxCapabilities,
+    entry16: u64,
+) -> Result<(), GuestStateError> {
+    let reset = GuestState::reset();
+    let state = GuestState {
+        cs: Segment {
+            base: entry16,
+            ..reset.cs
+        },
+        rip: 0,
+        ..reset
+    };
+    cr.write_initial_state(vmcs, &state, caps)
+}
+
 /// What a handler decided.
 enum Next {
     /// Enter the guest again.
@@ -192,32 +213,18 @@ impl Vcpu {
     /// The CR0/CR4 ownership policy of this processor.
     fn cr(&self) -> CrPolicy {
         CrPolicy {
-            cr0_fixed: self.config.caps.cr0_fixed,
-            cr4_fixed: self.config.caps.cr4_fixed,
-            maxphyaddr: super::phys_addr_width(),
             vmx_exposed: self.nested.is_some(),
+            ..super::cr_policy(&self.config.caps)
         }
     }
 
-    /// Writes the guest's reset state ([`GuestState::reset`], SDM Vol. 3A, 10.1.1) with the
-    /// unrestricted guest's freedom of a CS base that is not selector × 16: CS.base is the
-    /// trampoline's linked address (`entry16`), IP 0.
+    /// Writes the guest's reset state ([`write_reset_state`]) and arms the watchdog.
     pub fn write_reset_state(
         &self,
         vmcs: &mut impl VmcsWrite,
         entry16: u64,
     ) -> Result<(), GuestStateError> {
-        let reset = GuestState::reset();
-        let state = GuestState {
-            cs: Segment {
-                base: entry16,
-                ..reset.cs
-            },
-            rip: 0,
-            ..reset
-        };
-        self.cr()
-            .write_initial_state(vmcs, &state, &self.config.caps)?;
+        write_reset_state(vmcs, self.cr(), &self.config.caps, entry16)?;
         if let TimeSource::PreemptionTimer { shift } = self.config.timer {
             vmcs.write(
                 fields::VMX_PREEMPTION_TIMER_VALUE,

@@ -46,9 +46,7 @@ use vmx_caps::msr::{
 use vmx_caps::{CrFixedBits, CrUse, EntryControls, VmxCapabilities};
 use vmx_core::{GuestRegisters, RunError, VmFail, VmcsRegion};
 
-use super::Vmcs;
-
-use super::vcpu::Vcpu;
+use crate::hv::{self, TestMachine, Vmcs, extras, vcpu};
 use crate::{print, println};
 
 /// The parameters of a run, from the kernel command line.
@@ -603,30 +601,6 @@ fn l1_launch(
     })
 }
 
-/// Everything the mode needs from the hypervisor's setup.
-pub struct Setup<'a> {
-    /// VMX root operation.
-    pub root: &'a mut super::Root,
-    /// The VMCS region (initialised, not current).
-    pub region: &'static mut VmcsRegion,
-    /// The capabilities.
-    pub caps: &'a VmxCapabilities,
-    /// The negotiated controls.
-    pub controls: &'a vmx_caps::ControlSet,
-    /// The EPT pointer of guest RAM.
-    pub eptp: ept::EptPointer,
-    /// The MSR bitmap.
-    pub msr_bitmap: &'a MsrBitmap,
-    /// The I/O bitmaps.
-    pub io_bitmaps: &'a IoBitmaps,
-    /// "enable VPID" negotiated.
-    pub vpid: bool,
-    /// The vCPU (for the guest's reset state).
-    pub vcpu: &'a Vcpu,
-    /// Host address of guest-physical 0.
-    pub ram_base: u64,
-}
-
 /// What a case's mutation generator may use.
 struct Env {
     maxphyaddr: u8,
@@ -651,8 +625,75 @@ struct Env {
     mtf: bool,
 }
 
-/// Runs the differential test; `Pass` when no disagreement is left unexcused.
-pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
+/// Runs the differential test on the test guest's machine ([`hv::TestMachine`], without the
+/// controls of its extra checks); `Pass` when no disagreement is left unexcused.
+pub fn run(params: Params) -> hv::Outcome {
+    if !hv::vmx_present() {
+        return hv::Outcome::Unsupported;
+    }
+    let TestMachine {
+        caps,
+        negotiated,
+        ept_config,
+        vpid,
+        xsave,
+        mem,
+        mut root,
+        ..
+    } = match TestMachine::prepare() {
+        Ok(machine) => machine,
+        Err(outcome) => return outcome,
+    };
+    // The known-good VMCS has no PML: the EPT needs no dirty flags.
+    let ept = hv::guest_ram_ept(&root, ept_config.accessed_dirty(false), &mem);
+    let outcome = match (ept, hv::test_guest_bitmaps(), hv::new_vmcs_region(&caps)) {
+        (Some(ept), Some((msr_bitmap, io_bitmaps)), Some(region)) => {
+            let setup = Setup {
+                root: &mut root,
+                region,
+                caps: &caps,
+                controls: &extras::without(negotiated.value),
+                eptp: ept.eptp(),
+                msr_bitmap,
+                io_bitmaps,
+                vpid,
+                ram_base: mem.host_base(),
+            };
+            differ(params, setup)
+        }
+        _ => hv::Outcome::Fail,
+    };
+    xsave.restore();
+    match hv::leave_vmx(root) {
+        hv::Outcome::Pass => outcome,
+        failed => failed,
+    }
+}
+
+/// What the cases start from: the test guest's machine.
+struct Setup<'a> {
+    /// VMX root operation.
+    root: &'a mut hv::Root,
+    /// The VMCS region (initialised, not current).
+    region: &'static mut VmcsRegion,
+    /// The capabilities.
+    caps: &'a VmxCapabilities,
+    /// The negotiated controls.
+    controls: &'a vmx_caps::ControlSet,
+    /// The EPT pointer of guest RAM.
+    eptp: ept::EptPointer,
+    /// The MSR bitmap.
+    msr_bitmap: &'a MsrBitmap,
+    /// The I/O bitmaps.
+    io_bitmaps: &'a IoBitmaps,
+    /// "enable VPID" negotiated.
+    vpid: bool,
+    /// Host address of guest-physical 0.
+    ram_base: u64,
+}
+
+/// The cases, from the known-good VMCS in `setup`.
+fn differ(params: Params, setup: Setup<'_>) -> hv::Outcome {
     let Setup {
         root,
         region,
@@ -662,7 +703,6 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
         msr_bitmap,
         io_bitmaps,
         vpid,
-        vcpu,
         ram_base,
     } = setup;
     let frames = |bytes: usize| crate::mem::alloc_frames(bytes.div_ceil(4096));
@@ -672,7 +712,7 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
         frames(size_of::<ExitArea>()),
     ) else {
         println!("mini-hv: entry-diff: out of memory for the MSR areas");
-        return super::Outcome::Fail;
+        return hv::Outcome::Fail;
     };
     // SAFETY: fresh identity-mapped frame runs of the areas' sizes, used only as these areas for
     // the rest of the run.
@@ -689,7 +729,7 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
         Ok(areas) => areas,
         Err(e) => {
             println!("mini-hv: entry-diff: cannot place the MSR areas: {e}");
-            return super::Outcome::Fail;
+            return hv::Outcome::Fail;
         }
     };
     // SAFETY: guest RAM is host memory owned by the hypervisor, identity-mapped; the stub lies
@@ -704,31 +744,31 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
     let entry_area: &'static EntryArea = entry_area;
     let Some(feature_frames) = crate::mem::alloc_frames(4) else {
         println!("mini-hv: entry-diff: out of memory for the feature frames");
-        return super::Outcome::Fail;
+        return hv::Outcome::Fail;
     };
-    let mut active = match region.load(root, &super::identity) {
+    let mut active = match region.load(root, &hv::identity) {
         Ok(active) => active,
         Err(e) => {
             println!("mini-hv: entry-diff: cannot load the VMCS: {e}");
-            return super::Outcome::Fail;
+            return hv::Outcome::Fail;
         }
     };
     // The known-good VMCS loads and stores no MSR (counts 0); the mutations raise the counts.
-    let mut known_good = || -> Result<VmcsSnapshot, super::SetupError> {
-        super::write_vmcs(&mut active, controls, eptp, msr_bitmap, io_bitmaps, vpid)?;
-        vcpu.write_reset_state(&mut active, STUB_GPA)?;
+    let mut known_good = || -> Result<VmcsSnapshot, hv::SetupError> {
+        hv::write_vmcs(&mut active, controls, eptp, msr_bitmap, io_bitmaps, vpid)?;
+        vcpu::write_reset_state(&mut active, hv::cr_policy(caps), caps, STUB_GPA)?;
         active.write(fields::VMX_PREEMPTION_TIMER_VALUE, 0)?;
         active.write(
             fields::VM_ENTRY_MSR_LOAD_ADDRESS,
-            entry_area.phys_addr(&super::identity)?,
+            entry_area.phys_addr(&hv::identity)?,
         )?;
         active.write(
             fields::VM_EXIT_MSR_STORE_ADDRESS,
-            exit_store.phys_addr(&super::identity)?,
+            exit_store.phys_addr(&hv::identity)?,
         )?;
         active.write(
             fields::VM_EXIT_MSR_LOAD_ADDRESS,
-            exit_load.phys_addr(&super::identity)?,
+            exit_load.phys_addr(&hv::identity)?,
         )?;
         Ok(VmcsSnapshot::capture(&active)?)
     };
@@ -737,20 +777,20 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
         Ok(snapshot) => snapshot,
         Err(fail) => {
             println!("mini-hv: entry-diff: writing the known-good VMCS failed: {fail}");
-            return super::Outcome::Fail;
+            return hv::Outcome::Fail;
         }
     };
     let cpu = check::CpuFacts::from_cpuid();
     let vmxon = active.root().vmxon_region_phys();
     let env = Env {
-        maxphyaddr: super::phys_addr_width(),
+        maxphyaddr: hv::phys_addr_width(),
         cr0_fixed: caps.cr0_fixed_bits(CrUse::Vmx),
         cr4_fixed: caps.cr4_fixed_bits(),
-        entry_area_phys: match entry_area.phys_addr(&super::identity) {
+        entry_area_phys: match entry_area.phys_addr(&hv::identity) {
             Ok(phys) => phys,
             Err(e) => {
                 println!("mini-hv: entry-diff: {e}");
-                return super::Outcome::Fail;
+                return hv::Outcome::Fail;
             }
         },
         entry_area,
@@ -784,7 +824,7 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
     for case in 0..params.cases {
         if let Err(fail) = restore(&mut active, &baseline) {
             println!("mini-hv: entry-diff: case {case}: restoring the VMCS failed: {fail}");
-            return super::Outcome::Fail;
+            return hv::Outcome::Fail;
         }
         reset_msr_area(entry_area);
         let mut mutation = Mutation::new();
@@ -795,7 +835,7 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
         };
         if let Err(fail) = mutated {
             println!("mini-hv: entry-diff: case {case}: VMWRITE failed: {fail} ({mutation})");
-            return super::Outcome::Fail;
+            return hv::Outcome::Fail;
         }
         if params.only.is_some_and(|only| only != case) {
             continue;
@@ -807,7 +847,7 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
             Ok(report) => report,
             Err(e) => {
                 println!("mini-hv: entry-diff: case {case}: the checker failed: {e} ({mutation})");
-                return super::Outcome::Fail;
+                return hv::Outcome::Fail;
             }
         };
         let predicted = report.outcome();
@@ -822,7 +862,7 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
             }
             Err(why) => {
                 println!("mini-hv: entry-diff: case {case}: nested launch: {why} ({mutation})");
-                return super::Outcome::Fail;
+                return hv::Outcome::Fail;
             }
         }
         if params.trace {
@@ -842,14 +882,14 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
                     (Ok(r), Ok(q)) => Outcome::observed(Ok(()), r as u32, q),
                     (Err(fail), _) | (_, Err(fail)) => {
                         println!("mini-hv: entry-diff: case {case}: cannot read the exit: {fail}");
-                        return super::Outcome::Fail;
+                        return hv::Outcome::Fail;
                     }
                 }
             }
             Err(RunError::Entry(fail)) => Outcome::observed(Err(fail), 0, 0),
             Err(e @ RunError::ExitReasonRead(_)) => {
                 println!("mini-hv: entry-diff: case {case}: {e}");
-                return super::Outcome::Fail;
+                return hv::Outcome::Fail;
             }
         };
         by_outcome[match observed {
@@ -866,14 +906,14 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
                 Ok(region) => region,
                 Err((_, fail)) => {
                     println!("mini-hv: entry-diff: case {case}: VMCLEAR failed: {fail}");
-                    return super::Outcome::Fail;
+                    return hv::Outcome::Fail;
                 }
             };
-            active = match region.load(root, &super::identity) {
+            active = match region.load(root, &hv::identity) {
                 Ok(active) => active,
                 Err(e) => {
                     println!("mini-hv: entry-diff: case {case}: cannot reload the VMCS: {e}");
-                    return super::Outcome::Fail;
+                    return hv::Outcome::Fail;
                 }
             };
         }
@@ -935,12 +975,12 @@ pub fn run(params: Params, setup: Setup<'_>) -> super::Outcome {
     );
     if let Err((_, fail)) = active.clear() {
         println!("mini-hv: entry-diff: VMCLEAR failed: {fail}");
-        return super::Outcome::Fail;
+        return hv::Outcome::Fail;
     }
     if disagree == 0 && nested_disagree == 0 {
-        super::Outcome::Pass
+        hv::Outcome::Pass
     } else {
-        super::Outcome::Fail
+        hv::Outcome::Fail
     }
 }
 
