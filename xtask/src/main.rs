@@ -34,7 +34,8 @@ const USAGE: &str = "usage:
       enters VMX operation on each. --mask-caps hyperv restricts the capabilities mini-hv negotiates
       with to those Hyper-V offers a nested guest (mini-hv.mask-caps=hyperv). --nested offers VMX to
       the test guest (mini-hv.nested=1): its nested-vmx check takes VMX operation through mini-hv's
-      emulation and runs a guest of its own (L2).
+      emulation and runs a guest of its own (L2); mini-hv uses VMCS shadowing for L1 where the CPU
+      has it (--cmdline mini-hv.nested=noshadow: without).
       Exit status: 0 PASS, 2 UNSUPPORTED, 1 FAIL or no result.
   cargo xtask test [--examples-only]
       fmt, clippy, tests, docs, then the example under Bochs (tigerlake, corei7_skylake_x, tigerlake

@@ -565,10 +565,10 @@ fn run_guest(
     let Some(mut active) = load_vmcs(region, root) else {
         return Outcome::Fail;
     };
-    if nested::requested() {
+    if let Some(shadowing) = nested::requested() {
         let msr_bitmap: &'static MsrBitmap = msr_bitmap;
         let io_bitmaps: &'static IoBitmaps = io_bitmaps;
-        match nested::Nested::new(caps, active.phys_addr(), msr_bitmap, io_bitmaps) {
+        match nested::Nested::new(caps, active.phys_addr(), msr_bitmap, io_bitmaps, shadowing) {
             Some(n) => vcpu.nested = Some(n),
             None => return Outcome::Fail,
         }
@@ -594,6 +594,10 @@ fn run_guest(
             })?;
         }
         Ok(())
+    });
+    let setup = setup.and_then(|()| match vcpu.nested.as_mut() {
+        Some(nested) => Ok(nested.attach(&mut active)?),
+        None => Ok(()),
     });
     if let Err(fail) = setup {
         println!("mini-hv: writing the VMCS failed: {fail}");

@@ -5,8 +5,11 @@
 //!
 //! What L1 is offered ([`policy`]): the controls VMCS02 can carry, without EPT, VPID and
 //! unrestricted guest (L2 runs on L0's EPT of L1's memory, and without VPID every VM entry and
-//! exit of L2 flushes the TLB), and without VMCS shadowing (every VMREAD and VMWRITE of L1 is
-//! emulated). L0 keeps no MSR lists for L1: an entry in a VM-entry or VM-exit MSR-load area of
+//! exit of L2 flushes the TLB), and without VMCS shadowing for L1's own guests. L0 itself uses
+//! VMCS shadowing where the processor has it (`mini-hv.nested=1`; `mini-hv.nested=noshadow`
+//! turns it off): L1's VMREAD and VMWRITE of [`SHADOWED_FIELDS`] go to a shadow VMCS without an
+//! exit, and L0 synchronizes it with VMCS12 around every VMX instruction of L1 it emulates
+//! (`vmcs::nested::sync_from_shadow` before, `sync_to_shadow` after). L0 keeps no MSR lists for L1: an entry in a VM-entry or VM-exit MSR-load area of
 //! VMCS12 fails (VM-entry failure 34, VMX abort 4), a VM-exit MSR-store entry is a VMX abort 1.
 
 use exits::nested::{ExitOwner, L2Registers, exit_owner};
@@ -14,10 +17,10 @@ use exits::{ExitReason, MemoryOperand, Operand, VmExit};
 use vmcs::check::{self, CpuFacts, EntryInstruction};
 use vmcs::nested::{
     GuestMemory as L1Memory, GuestMsrs, L0Part, L1Context, L1VmxState, L2Entry, PointerOperand,
-    Reflected, VMCS02_CONTROLS, VmxFault, VmxOutcome, build_vmcs02, merge_io_bitmaps,
-    merge_msr_bitmap,
+    Reflected, SHADOWED_FIELDS, VMCS02_CONTROLS, VmxFault, VmxOutcome, build_vmcs02,
+    merge_io_bitmaps, merge_msr_bitmap, shadow_bitmaps, sync_from_shadow, sync_to_shadow,
 };
-use vmcs::structures::{IoBitmaps, MsrBitmap};
+use vmcs::structures::{InFrame, IoBitmaps, MsrBitmap, ShadowBitmap};
 use vmcs::{GuestSegment, HardwareVmcs, SoftVmcs, VmcsRead, VmcsSnapshot, VmcsWrite, fields};
 use vmx_caps::arch::{Cr4, Efer, Rflags};
 use vmx_caps::virt::VirtualPolicy;
@@ -30,11 +33,30 @@ use crate::guest::abi;
 use crate::println;
 use mini_hv_logic::guest_state::CrPolicy;
 
-/// Whether the command line asks for nested VMX.
-pub fn requested() -> bool {
+/// Whether the command line asks for nested VMX: `Some(true)` with VMCS shadowing where the
+/// processor has it (`mini-hv.nested=1`), `Some(false)` without (`mini-hv.nested=noshadow`).
+pub fn requested() -> Option<bool> {
     crate::boot::cmdline()
         .split_ascii_whitespace()
-        .any(|w| w == "mini-hv.nested=1")
+        .find_map(|w| match w {
+            "mini-hv.nested=1" => Some(true),
+            "mini-hv.nested=noshadow" => Some(false),
+            _ => None,
+        })
+}
+
+/// L0's VMCS shadowing for L1: the shadow VMCS and the VMREAD/VMWRITE bitmaps of VMCS01.
+struct Shadow {
+    phys: u64,
+    vmread: &'static mut ShadowBitmap,
+    vmwrite: &'static mut ShadowBitmap,
+    /// VMCS01's link pointer points at the shadow VMCS (L1 has a current VMCS).
+    linked: bool,
+    /// "VMCS shadowing" is on in VMCS01: only while L1 is in VMX operation, since outside it
+    /// L1's VMREAD and VMWRITE must #UD, which only L0's emulation gives.
+    enabled: bool,
+    /// L1's VMREAD/VMWRITE that went to the shadow VMCS are not counted by anyone; the syncs are.
+    syncs: u64,
 }
 
 /// What L0 offers L1: VMCS02's controls but EPT, unrestricted guest and VPID.
@@ -89,6 +111,7 @@ pub struct Nested {
     l0_io: &'static IoBitmaps,
     msr02: &'static mut MsrBitmap,
     io02: &'static mut IoBitmaps,
+    shadow: Option<Shadow>,
     /// Exits and reflections.
     pub stats: Stats,
 }
@@ -149,6 +172,7 @@ impl Nested {
         vmcs01_phys: u64,
         l0_msr: &'static MsrBitmap,
         l0_io: &'static IoBitmaps,
+        shadowing: bool,
     ) -> Option<Self> {
         let virt = match policy().virtualize(real) {
             Ok(v) => v,
@@ -176,9 +200,16 @@ impl Nested {
         unsafe { (vmcs02 as *mut u32).write(real.basic.revision_id()) };
         // SAFETY: fresh identity-mapped frames, used only as VMCS02's bitmaps.
         let (msr02, io02) = unsafe { super::bitmaps_in(msr_frame, io_frames) }?;
+        let shadow = if shadowing && real.proc2.allows(SecondaryControls::VMCS_SHADOWING) {
+            Some(Self::shadow(real, &virt.caps)?)
+        } else {
+            None
+        };
         println!(
-            "mini-hv: nested: VMX offered to the guest (VMCS revision {:#x}, VMCS02 at {vmcs02:#x})",
-            abi::NESTED_VMCS_REVISION
+            "mini-hv: nested: VMX offered to the guest (VMCS revision {:#x}, VMCS02 at {vmcs02:#x}, \
+             VMCS shadowing {})",
+            abi::NESTED_VMCS_REVISION,
+            if shadow.is_some() { "on" } else { "off" }
         );
         Some(Self {
             l1,
@@ -190,6 +221,7 @@ impl Nested {
             l0_io,
             msr02,
             io02,
+            shadow,
             stats: Stats {
                 l1_instructions: 0,
                 l2_entries: 0,
@@ -198,6 +230,138 @@ impl Nested {
                 l1_entry_refused: 0,
             },
         })
+    }
+
+    /// The shadow VMCS (cleared, its header with the shadow-VMCS indicator) and the bitmaps for
+    /// [`SHADOWED_FIELDS`] under L1's capabilities `l1`.
+    fn shadow(real: &VmxCapabilities, l1: &VmxCapabilities) -> Option<Shadow> {
+        let (Some(frame), Some(read_frame), Some(write_frame)) = (
+            crate::mem::alloc_frame(),
+            crate::mem::alloc_frame(),
+            crate::mem::alloc_frame(),
+        ) else {
+            println!("mini-hv: nested: out of memory for the shadow VMCS");
+            return None;
+        };
+        // SAFETY: a fresh identity-mapped frame, used only as the shadow VMCS from here on.
+        unsafe { (frame as *mut u32).write(real.basic.revision_id() | 1 << 31) };
+        // SAFETY: the frame is the shadow VMCS's (not current, never launched).
+        if let Err(fail) = unsafe { vmx_core::instructions::vmclear(frame) } {
+            println!("mini-hv: nested: VMCLEAR of the shadow VMCS failed: {fail}");
+            return None;
+        }
+        // SAFETY: fresh identity-mapped frames, used only as these bitmaps.
+        let bitmaps = unsafe {
+            ShadowBitmap::from_frame(read_frame as *mut u8)
+                .and_then(|r| Ok((r, ShadowBitmap::from_frame(write_frame as *mut u8)?)))
+        };
+        let (vmread, vmwrite) = match bitmaps {
+            Ok(b) => b,
+            Err(e) => {
+                println!("mini-hv: nested: {e}");
+                return None;
+            }
+        };
+        shadow_bitmaps(&SHADOWED_FIELDS, l1, real, vmread, vmwrite);
+        Some(Shadow {
+            phys: frame,
+            vmread,
+            vmwrite,
+            linked: false,
+            enabled: false,
+            syncs: 0,
+        })
+    }
+
+    /// Prepares VMCS shadowing in VMCS01 (after L0 wrote it): the VMREAD/VMWRITE bitmaps and
+    /// the link pointer FFFFFFFF_FFFFFFFFH; the control itself follows L1's VMXON and VMXOFF.
+    pub fn attach(&mut self, vmcs: &mut Vmcs<'_>) -> Result<(), VmFail> {
+        let Some(shadow) = &self.shadow else {
+            return Ok(());
+        };
+        let read = super::identity(core::ptr::from_ref(&*shadow.vmread).cast()).unwrap_or(0);
+        let write = super::identity(core::ptr::from_ref(&*shadow.vmwrite).cast()).unwrap_or(0);
+        vmcs.write(fields::VMREAD_BITMAP_ADDRESS, read)?;
+        vmcs.write(fields::VMWRITE_BITMAP_ADDRESS, write)?;
+        vmcs.write(fields::VMCS_LINK_POINTER, u64::MAX)
+    }
+
+    /// Runs `f` with the shadow VMCS current, then makes VMCS01 current again.
+    fn with_shadow<T>(
+        phys: u64,
+        vmcs01: u64,
+        f: impl FnOnce(&mut HardwareVmcs) -> T,
+    ) -> Result<T, VmFail> {
+        // SAFETY: the shadow VMCS is this state's own cleared region; VMCS01 (the active VMCS of
+        // the caller's handle) is current again before returning.
+        unsafe { vmx_core::instructions::vmptrld(phys)? };
+        // SAFETY: the shadow VMCS is current until the VMPTRLD below.
+        let mut hw = unsafe { HardwareVmcs::new() };
+        let result = f(&mut hw);
+        // SAFETY: as above.
+        unsafe { vmx_core::instructions::vmptrld(vmcs01)? };
+        Ok(result)
+    }
+
+    /// Before L0 reads VMCS12 for L1: what L1 wrote through the shadow VMCS goes to VMCS12.
+    fn shadow_to_vmcs12(&mut self) -> Result<(), VmFail> {
+        let Some(shadow) = &mut self.shadow else {
+            return Ok(());
+        };
+        let Some(vmcs12) = self.l1.current_vmcs_mut() else {
+            return Ok(());
+        };
+        if !shadow.linked {
+            return Ok(());
+        }
+        shadow.syncs += 1;
+        let vmwrite = &*shadow.vmwrite;
+        Self::with_shadow(shadow.phys, self.vmcs01_phys, |hw| {
+            sync_from_shadow(hw, vmcs12, &SHADOWED_FIELDS, vmwrite)
+        })?
+    }
+
+    /// After L0 emulated a VMX instruction of L1: "VMCS shadowing" follows L1's VMX operation,
+    /// VMCS01's link pointer L1's current VMCS, and the shadow VMCS gets VMCS12's fields (`full`)
+    /// or, after an instruction that can change no shadowed field but the VM-instruction error,
+    /// that field alone.
+    fn vmcs12_to_shadow(&mut self, vmcs: &mut Vmcs<'_>, full: bool) -> Result<(), VmFail> {
+        let Some(shadow) = &mut self.shadow else {
+            return Ok(());
+        };
+        let in_vmx = self.l1.in_vmx_operation();
+        if in_vmx != shadow.enabled {
+            vmcs.modify(
+                fields::SECONDARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS,
+                |c| {
+                    if in_vmx {
+                        c | SecondaryControls::VMCS_SHADOWING
+                    } else {
+                        c - SecondaryControls::VMCS_SHADOWING
+                    }
+                },
+            )?;
+            shadow.enabled = in_vmx;
+        }
+        let current = self.l1.current_vmcs();
+        let link = current.is_some();
+        if link != shadow.linked {
+            vmcs.write(
+                fields::VMCS_LINK_POINTER,
+                if link { shadow.phys } else { u64::MAX },
+            )?;
+            shadow.linked = link;
+        }
+        let Some(vmcs12) = current else {
+            return Ok(());
+        };
+        shadow.syncs += 1;
+        let vmread = &*shadow.vmread;
+        let error = [fields::VM_INSTRUCTION_ERROR.encoding()];
+        let list: &[u32] = if full { &SHADOWED_FIELDS } else { &error };
+        Self::with_shadow(shadow.phys, self.vmcs01_phys, |hw| {
+            sync_to_shadow(vmcs12, hw, list, vmread)
+        })?
     }
 
     /// RDMSR of a VMX capability MSR as L1 reads it (`None`: not a capability MSR L1 has).
@@ -218,6 +382,12 @@ impl Nested {
              L2 reflected to L1, {} of L1's VMLAUNCH/VMRESUME ended in L1 (fault, VMfail or VM-entry failure)",
             s.l1_instructions, s.l2_entries, s.reflected, s.l1_entry_refused
         );
+        if let Some(shadow) = &self.shadow {
+            println!(
+                "mini-hv: nested: VMCS shadowing on: {} shadow-VMCS synchronizations",
+                shadow.syncs
+            );
+        }
         for (reason, &count) in s.l2_exits.iter().enumerate() {
             if count != 0 {
                 println!("mini-hv: nested: L2 exit reason {reason:2}: {count}");
@@ -287,7 +457,8 @@ impl Nested {
         Ok(Action::Skip)
     }
 
-    /// Handles a VMX instruction exit of L1 (VMCALL excepted: the hypercall).
+    /// Handles a VMX instruction exit of L1 (VMCALL excepted: the hypercall), with the shadow
+    /// VMCS synchronized around it.
     pub fn instruction(
         &mut self,
         exit: &VmExit,
@@ -297,6 +468,33 @@ impl Nested {
         cr: CrPolicy,
     ) -> Result<Action, VmFail> {
         self.stats.l1_instructions += 1;
+        // VMREAD, VMWRITE, VMPTRST, INVEPT and INVVPID read no field L1 may have written through
+        // the shadow VMCS and change none it shows but the VM-instruction error.
+        let full = !matches!(
+            exit,
+            VmExit::Vmread { .. }
+                | VmExit::Vmwrite { .. }
+                | VmExit::Vmptrst { .. }
+                | VmExit::Invept { .. }
+                | VmExit::Invvpid { .. }
+        );
+        if full {
+            self.shadow_to_vmcs12()?;
+        }
+        let action = self.emulate(exit, vmcs, regs, mem, cr)?;
+        self.vmcs12_to_shadow(vmcs, full)?;
+        Ok(action)
+    }
+
+    /// The emulation of one VMX instruction of L1.
+    fn emulate(
+        &mut self,
+        exit: &VmExit,
+        vmcs: &mut Vmcs<'_>,
+        regs: &mut GuestRegisters,
+        mem: &GuestMemory,
+        cr: CrPolicy,
+    ) -> Result<Action, VmFail> {
         let cx = Self::context(vmcs, cr)?;
         let reg = |r: GpReg, vmcs: &Vmcs<'_>| -> Result<u64, VmFail> {
             match regs.gpr(r) {
