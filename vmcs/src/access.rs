@@ -8,7 +8,7 @@ use crate::field::{VmcsField, WritableField};
 use crate::segment::{self, DescriptorTable, GuestDescriptorTable, GuestSegment, Segment};
 
 /// Reading a VMCS: VMREAD (SDM Vol. 3C, "VMREAD—Read Field from Virtual-Machine Control
-/// Structure"), implemented by [`vmx_core::ActiveVmcs`] (the loaded VMCS of a processor),
+/// Structure"), implemented by [`vmx_core::CurrentVmcs`] (the loaded VMCS of a processor),
 /// [`crate::SoftVmcs`] (a VMCS in plain memory) and `HardwareVmcs` (unchecked: whatever VMCS is
 /// current).
 ///

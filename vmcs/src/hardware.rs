@@ -1,4 +1,4 @@
-//! The current VMCS behind the field-access traits: vmx-core's [`ActiveVmcs`] (checked, on the
+//! The current VMCS behind the field-access traits: vmx-core's [`CurrentVmcs`] (checked, on the
 //! processor it was loaded on, or on the software processor [`vmx_core::SoftVmx`]), and
 //! [`HardwareVmcs`], the unchecked handle on whatever VMCS is current.
 
@@ -7,7 +7,7 @@ use core::fmt;
 #[cfg(target_arch = "x86_64")]
 use core::marker::PhantomData;
 
-use vmx_core::{ActiveVmcs, VmFail, VmxInstructions};
+use vmx_core::{CurrentVmcs, VmFail, VmxInstructions};
 
 use crate::access::{VmcsRead, VmcsWrite};
 
@@ -15,36 +15,36 @@ use crate::access::{VmcsRead, VmcsWrite};
 ///
 /// ```no_run
 /// use vmcs::{VmcsRead, VmcsWrite, fields};
-/// use vmx_core::{ActiveVmcs, LivePlatform, VmFail};
+/// use vmx_core::{CurrentVmcs, LivePlatform, VmFail};
 ///
 /// /// Skips the instruction that caused the VM exit (e.g. CPUID after emulating it).
-/// fn skip_instruction(vmcs: &mut ActiveVmcs<'_, LivePlatform>) -> Result<(), VmFail> {
+/// fn skip_instruction(vmcs: &mut CurrentVmcs<'_, LivePlatform>) -> Result<(), VmFail> {
 ///     let rip = vmcs.read(fields::GUEST_RIP)?;
 ///     let length = vmcs.read(fields::VM_EXIT_INSTRUCTION_LENGTH)?;
 ///     vmcs.write(fields::GUEST_RIP, rip + u64::from(length))
 /// }
 /// ```
-impl<P: VmxInstructions> VmcsRead for ActiveVmcs<'_, P> {
+impl<P: VmxInstructions> VmcsRead for CurrentVmcs<'_, P> {
     #[inline(always)]
     fn read_raw(&self, encoding: u32) -> Result<u64, VmFail> {
-        ActiveVmcs::read_raw(self, encoding)
+        CurrentVmcs::read_raw(self, encoding)
     }
 }
 
-/// VMWRITE to the loaded VMCS; a write of HOST_RSP or HOST_RIP empties the `ActiveVmcs`'s
-/// [`HostStateCache`](vmx_core::HostStateCache) (as [`ActiveVmcs::write_raw`] does), so the next
-/// [`ActiveVmcs::run`] writes both again. Safe, as [`ActiveVmcs::write_raw`] is: the written state
-/// is vouched for when entering the guest ([`ActiveVmcs::run`] is `unsafe`).
-impl<P: VmxInstructions> VmcsWrite for ActiveVmcs<'_, P> {
+/// VMWRITE to the loaded VMCS; a write of HOST_RSP or HOST_RIP empties the `CurrentVmcs`'s
+/// [`HostStateCache`](vmx_core::HostStateCache) (as [`CurrentVmcs::write_raw`] does), so the next
+/// [`CurrentVmcs::run`] writes both again. Safe, as [`CurrentVmcs::write_raw`] is: the written state
+/// is vouched for when entering the guest ([`CurrentVmcs::run`] is `unsafe`).
+impl<P: VmxInstructions> VmcsWrite for CurrentVmcs<'_, P> {
     #[inline(always)]
     fn write_raw(&mut self, encoding: u32, value: u64) -> Result<(), VmFail> {
-        ActiveVmcs::write_raw(self, encoding, value)
+        CurrentVmcs::write_raw(self, encoding, value)
     }
 }
 
 /// Whatever VMCS is current on this logical processor, accessed with VMREAD and VMWRITE of
-/// [`vmx_core::instructions`], tied to no [`ActiveVmcs`]: for code that manages the current VMCS
-/// itself. [`ActiveVmcs`] implements the same traits and is the checked route. Only on `x86_64`
+/// [`vmx_core::instructions`], tied to no [`CurrentVmcs`]: for code that manages the current VMCS
+/// itself. [`CurrentVmcs`] implements the same traits and is the checked route. Only on `x86_64`
 /// targets.
 ///
 /// Neither `Send` nor `Sync`: the current VMCS is a property of one logical processor.
@@ -69,9 +69,9 @@ impl HardwareVmcs {
     /// handle is used must be the one the caller means: every write becomes guest, host or control
     /// state of the next VM entry, so host-state fields must describe the host and the controls
     /// must keep the guest away from host memory. Without a current VMCS, accesses fail with
-    /// [`VmFail::Invalid`]. The handle does not know the [`ActiveVmcs`]: after writing HOST_RSP or
-    /// HOST_RIP through it, call [`ActiveVmcs::reset_host_state_cache`] before the next
-    /// [`ActiveVmcs::run`].
+    /// [`VmFail::Invalid`]. The handle does not know the [`CurrentVmcs`]: after writing HOST_RSP or
+    /// HOST_RIP through it, call [`CurrentVmcs::reset_host_state_cache`] before the next
+    /// [`CurrentVmcs::run`].
     #[must_use]
     pub unsafe fn new() -> Self {
         HardwareVmcs {

@@ -1,11 +1,11 @@
-//! The current VMCS behind the access traits: vmx-core's `ActiveVmcs` implements `VmcsRead` and
+//! The current VMCS behind the access traits: vmx-core's `CurrentVmcs` implements `VmcsRead` and
 //! `VmcsWrite` for any processor, so handler code written against the traits runs on the
 //! software processor here exactly as on the hardware, and writes of HOST_RSP/HOST_RIP through the
 //! typed API empty the trampoline's host-state cache.
 
 use vmcs::{VmcsRead, VmcsWrite, fields};
 use vmx_caps::{MsrSnapshot, VmxCapabilities};
-use vmx_core::{ActiveVmcs, GuestRegisters, SoftExit, SoftVmx, VmFail, VmcsRegion, VmxonRegion};
+use vmx_core::{CurrentVmcs, GuestRegisters, SoftExit, SoftVmx, VmFail, VmcsRegion, VmxonRegion};
 
 /// Code written against the access traits takes the current VMCS unchanged.
 fn advance_rip<V: VmcsRead + VmcsWrite>(vmcs: &mut V) -> Result<(), VmFail> {
@@ -23,7 +23,7 @@ fn caps() -> VmxCapabilities {
     VmxCapabilities::read(&mut MsrSnapshot::parse(&text).unwrap()).unwrap()
 }
 
-fn run(vmcs: &mut ActiveVmcs<'_, SoftVmx>, regs: &mut GuestRegisters) {
+fn run(vmcs: &mut CurrentVmcs<'_, SoftVmx>, regs: &mut GuestRegisters) {
     // SAFETY: a software processor: no host state is at stake.
     unsafe { vmcs.run(regs) }.unwrap();
 }

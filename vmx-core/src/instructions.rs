@@ -20,7 +20,7 @@
 //! instruction causes a VM exit the hypervisor handles), else the instruction raises #UD or #GP.
 //! Breaking the rules of the VMX architecture (a VMCS region reused while current, host-state fields
 //! that do not describe the host, …) corrupts memory or the host state: these are not checked.
-//! The safe, checked layer is [`crate::VmxRoot`] and [`crate::ActiveVmcs`].
+//! The safe, checked layer is [`crate::VmxRoot`] and [`crate::CurrentVmcs`].
 
 use core::arch::asm;
 use core::mem::MaybeUninit;

@@ -54,7 +54,7 @@
 //! region.init(caps.basic.revision_id(), false)?;
 //! let mut vmcs = region.load(&mut root, &translate)?;
 //! // ... vmcs.write_raw(...) every control, host-state and guest-state field (or the typed
-//! // `vmcs::VmcsWrite::write`, which the `vmcs` crate implements for `ActiveVmcs`) ...
+//! // `vmcs::VmcsWrite::write`, which the `vmcs` crate implements for `CurrentVmcs`) ...
 //! let mut regs = GuestRegisters::new();
 //! loop {
 //!     unsafe { vmcs.run(&mut regs)? }; // VMLAUNCH, then VMRESUME
@@ -77,12 +77,12 @@
 //!   [`LivePlatform`] is the running processor (zero-sized; the generic code compiles to the bare
 //!   instructions), [`SoftVmx`] a software model of one for tests on any host (launch states,
 //!   VMfail numbers, the trampoline's host-state writes, a VM exit of your choice).
-//! - [`VmxRoot`] (VMXON … VMXOFF, owning its processor), [`VmcsRegion`] → [`ActiveVmcs`]
+//! - [`VmxRoot`] (VMXON … VMXOFF, owning its processor), [`VmcsRegion`] → [`CurrentVmcs`]
 //!   (VMPTRLD … VMCLEAR) with the launch state; physical addresses come from the caller's
 //!   [`PhysTranslate`]. Regions live in a `static` or in an allocator's 4-KiB frame
 //!   ([`VmxonRegion::from_frame`], [`VmcsRegion::from_frame`]). The checks before VMXON are
 //!   [`prepare`], [`feature_control_update`] and [`vmx_control_registers`].
-//! - [`vm_run`] / [`ActiveVmcs::run`]: the trampoline (HOST_RSP/HOST_RIP written only when the
+//! - [`vm_run`] / [`CurrentVmcs::run`]: the trampoline (HOST_RSP/HOST_RIP written only when the
 //!   per-VMCS [`HostStateCache`] misses) and its [`GuestRegisters`] frame, whose registers are also
 //!   reachable by SDM number ([`GpReg`]).
 //! - [`VmxRoot::invept`] / [`VmxRoot::invvpid`]: invalidations checked against
@@ -101,7 +101,7 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-mod active;
+mod current;
 mod error;
 mod gpr;
 #[cfg(target_arch = "x86_64")]
@@ -114,7 +114,7 @@ pub mod smp;
 mod soft;
 mod trampoline;
 
-pub use active::{ActiveVmcs, LoadError, RunError};
+pub use current::{CurrentVmcs, LoadError, RunError};
 pub use error::{VmFail, VmInstructionError};
 pub use gpr::{GpReg, RspInVmcs, UnknownGpReg};
 pub use invalidation::{

@@ -303,7 +303,7 @@ pub unsafe fn prepare(
 /// It owns the VMXON region for as long as VMX operation lasts, and is `!Send` and `!Sync`: VMX
 /// operation belongs to one logical processor. A VMCS is made current through it
 /// ([`VmcsRegion::load`](crate::VmcsRegion::load)), which borrows it mutably so that only one
-/// [`ActiveVmcs`](crate::ActiveVmcs) exists at a time. Owning `P` means that VMXOFF and the
+/// [`CurrentVmcs`](crate::CurrentVmcs) exists at a time. Owning `P` means that VMXOFF and the
 /// CR4.VMXE change after it always go to the processor VMXON ran on.
 ///
 /// Dropping the token without [`disable`](VmxRoot::disable) leaves the processor in VMX operation
@@ -395,7 +395,7 @@ impl<P: VmxPlatform + VmxInstructions> VmxRoot<P> {
     pub fn disable(self) -> Result<(P, &'static mut VmxonRegion), (VmxRoot<P>, VmFail)> {
         let mut root = self;
         // SAFETY: the token proves VMX root operation of its processor at CPL 0. Every VMCS made
-        // current through it was cleared by its `ActiveVmcs`, or that `ActiveVmcs` was leaked
+        // current through it was cleared by its `CurrentVmcs`, or that `CurrentVmcs` was leaked
         // together with its 'static region, which nothing can then reach.
         match unsafe { root.processor.vmxoff() } {
             Ok(()) => {

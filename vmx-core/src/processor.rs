@@ -1,9 +1,9 @@
 //! The VMX instruction layer as a trait, so that the lifecycle types ([`VmxRoot`],
-//! [`ActiveVmcs`]) run on the processor ([`LivePlatform`]) or on a software model
+//! [`CurrentVmcs`]) run on the processor ([`LivePlatform`]) or on a software model
 //! ([`SoftVmx`](crate::SoftVmx)) unchanged.
 //!
 //! [`VmxRoot`]: crate::VmxRoot
-//! [`ActiveVmcs`]: crate::ActiveVmcs
+//! [`CurrentVmcs`]: crate::CurrentVmcs
 //! [`LivePlatform`]: crate::LivePlatform
 
 use crate::error::VmFail;
@@ -12,7 +12,7 @@ use crate::trampoline::{GuestRegisters, HostStateCache};
 
 /// The VMX instructions of one logical processor (SDM Vol. 3C, Chapter 31 "VMX Instruction
 /// Reference"), and the VM entry of the trampoline: what [`VmxRoot`](crate::VmxRoot) and
-/// [`ActiveVmcs`](crate::ActiveVmcs) execute.
+/// [`CurrentVmcs`](crate::CurrentVmcs) execute.
 ///
 /// [`LivePlatform`](crate::LivePlatform) executes the real instructions (the functions of
 /// [`instructions`](crate::instructions) and [`vm_run`](crate::vm_run), inlined: the generic

@@ -217,7 +217,7 @@ impl fmt::Debug for VmxonRegion {
 /// word the VMX-abort indicator; the rest is the processor's, in an implementation-specific format.
 ///
 /// A `&'static mut` region becomes the current VMCS through [`VmcsRegion::load`], which returns
-/// an [`ActiveVmcs`](crate::ActiveVmcs) owning it; [`ActiveVmcs::clear`](crate::ActiveVmcs::clear)
+/// an [`CurrentVmcs`](crate::CurrentVmcs) owning it; [`CurrentVmcs::clear`](crate::CurrentVmcs::clear)
 /// gives it back. While it is not loaded, the region is clear (VMCLEAR has written it back), so it
 /// may be reloaded later.
 ///

@@ -53,39 +53,39 @@
 //! the host-state area rewritten for the new processor. The ownership types already force this
 //! order:
 //!
-//! - A region is loaded by value (`&'static mut VmcsRegion`) and owned by the [`ActiveVmcs`]
-//!   while current; the only way back to the region is [`ActiveVmcs::clear`], VMCLEAR on the
-//!   processor where it is current. (Dropping the [`ActiveVmcs`] executes VMCLEAR and keeps the
+//! - A region is loaded by value (`&'static mut VmcsRegion`) and owned by the [`CurrentVmcs`]
+//!   while current; the only way back to the region is [`CurrentVmcs::clear`], VMCLEAR on the
+//!   processor where it is current. (Dropping the [`CurrentVmcs`] executes VMCLEAR and keeps the
 //!   region forever.)
-//! - An [`ActiveVmcs`] cannot leave its processor: it is `!Send`, and it borrows that
+//! - An [`CurrentVmcs`] cannot leave its processor: it is `!Send`, and it borrows that
 //!   processor's `!Send` [`VmxRoot`]. The cleared region (`&'static mut VmcsRegion`) is `Send`:
 //!   that is what travels, e.g. through [`RunOnCpu`].
 //! - [`VmcsRegion::load`] on the new processor makes the launch state clear and starts with an
-//!   empty [`HostStateCache`](crate::HostStateCache), so the first [`ActiveVmcs::run`] is a
+//!   empty [`HostStateCache`](crate::HostStateCache), so the first [`CurrentVmcs::run`] is a
 //!   VMLAUNCH and writes HOST_RSP and HOST_RIP for the new stack.
 //! - What the types cannot know is the rest of the host-state area: HOST_GS_BASE, HOST_TR_BASE,
 //!   HOST_GDTR_BASE, HOST_IDTR_BASE, HOST_TR_SELECTOR (and any other per-processor value) still
-//!   describe the old processor. [`ActiveVmcs::run`]'s safety contract requires them to describe
+//!   describe the old processor. [`CurrentVmcs::run`]'s safety contract requires them to describe
 //!   the current one: write them after the load, before the first run.
 //!
 //! ```
-//! # use vmx_core::{ActiveVmcs, VmcsRegion};
+//! # use vmx_core::{CurrentVmcs, VmcsRegion};
 //! fn assert_send<T: Send>() {}
 //! // The cleared region travels between processors.
 //! assert_send::<&'static mut VmcsRegion>();
 //! ```
 //!
 //! ```compile_fail,E0277
-//! # use vmx_core::{ActiveVmcs, SoftVmx};
+//! # use vmx_core::{CurrentVmcs, SoftVmx};
 //! fn assert_send<T: Send>() {}
 //! // A current VMCS cannot: it must be cleared where it is current.
-//! assert_send::<ActiveVmcs<'static, SoftVmx>>();
+//! assert_send::<CurrentVmcs<'static, SoftVmx>>();
 //! ```
 //!
 //! ```compile_fail,E0382
 //! # use vmx_core::{PhysTranslate, SoftVmx, VmcsRegion, VmxRoot};
 //! // Loading a region that is current (on this or another processor) does not compile: the
-//! // region moved into the first `ActiveVmcs`.
+//! // region moved into the first `CurrentVmcs`.
 //! type Root = VmxRoot<SoftVmx>;
 //! fn twice(region: &'static mut VmcsRegion, a: &mut Root, b: &mut Root, t: &impl PhysTranslate) {
 //!     let _on_a = region.load(a, t);
@@ -98,7 +98,7 @@ use core::fmt;
 use crate::lifecycle::VmxRoot;
 use crate::processor::VmxInstructions;
 #[cfg(doc)]
-use crate::{ActiveVmcs, PhysTranslate, VmcsRegion};
+use crate::{CurrentVmcs, PhysTranslate, VmcsRegion};
 use crate::{InvalidationError, InveptType, InvvpidType};
 #[cfg(target_arch = "x86_64")]
 pub use live::{LiveVmxError, LiveVmxOn};

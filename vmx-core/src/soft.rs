@@ -1,6 +1,6 @@
 //! A VMX processor in software: the state the lifecycle reads and writes (CPUID, CR0, CR4,
 //! IA32_FEATURE_CONTROL) and the VMX instructions, modelled after the SDM, so that code built on
-//! [`VmxRoot`] and [`ActiveVmcs`](crate::ActiveVmcs) is tested on any host.
+//! [`VmxRoot`] and [`CurrentVmcs`](crate::CurrentVmcs) is tested on any host.
 
 use core::cell::Cell;
 use core::num::NonZeroU64;
@@ -174,7 +174,7 @@ fn decode(encoding: u32) -> Option<(u32, Width, bool)> {
 
 /// A VMX processor in software, behaving as the SDM describes the instructions (SDM Vol. 3C,
 /// Chapter 31 "VMX Instruction Reference") as far as their effect on VMX state goes: a
-/// [`VmxPlatform`] and [`VmxInstructions`] for [`VmxRoot`] and [`ActiveVmcs`](crate::ActiveVmcs), to test code
+/// [`VmxPlatform`] and [`VmxInstructions`] for [`VmxRoot`] and [`CurrentVmcs`](crate::CurrentVmcs), to test code
 /// built on them (launch-state tracking, the host-state cache, an exit handler) on any host.
 ///
 /// What it models:

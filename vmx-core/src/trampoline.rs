@@ -492,13 +492,13 @@ unsafe extern "sysv64" fn vmx_core_vm_run(
 /// VMCS it belongs to holds HOST_RSP = `rsp` and HOST_RIP = the trampoline's exit label. It stays
 /// true as long as
 ///
-/// - the cache is used with that one VMCS only (a cache per VMCS; [`ActiveVmcs`] owns one per
+/// - the cache is used with that one VMCS only (a cache per VMCS; [`CurrentVmcs`] owns one per
 ///   load, so a VMCS cleared and loaded again, or moved to another logical processor, starts with
 ///   an empty cache), and
-/// - nothing else writes HOST_RSP or HOST_RIP of that VMCS. [`ActiveVmcs::write_raw`] of either
+/// - nothing else writes HOST_RSP or HOST_RIP of that VMCS. [`CurrentVmcs::write_raw`] of either
 ///   field empties the cache itself; code that writes them by other means (raw
 ///   [`instructions::vmwrite`](crate::instructions::vmwrite), the `vmcs` crate's unchecked
-///   `HardwareVmcs`) calls [`HostStateCache::reset`] (or [`ActiveVmcs::reset_host_state_cache`]) before
+///   `HardwareVmcs`) calls [`HostStateCache::reset`] (or [`CurrentVmcs::reset_host_state_cache`]) before
 ///   the next entry.
 ///
 /// The stack pointer itself is compared on every entry, so running the same VMCS from another
@@ -515,9 +515,9 @@ unsafe extern "sysv64" fn vmx_core_vm_run(
 /// assert_eq!(cache.host_rsp(), None);
 /// ```
 ///
-/// [`ActiveVmcs`]: crate::ActiveVmcs
-/// [`ActiveVmcs::write_raw`]: crate::ActiveVmcs::write_raw
-/// [`ActiveVmcs::reset_host_state_cache`]: crate::ActiveVmcs::reset_host_state_cache
+/// [`CurrentVmcs`]: crate::CurrentVmcs
+/// [`CurrentVmcs::write_raw`]: crate::CurrentVmcs::write_raw
+/// [`CurrentVmcs::reset_host_state_cache`]: crate::CurrentVmcs::reset_host_state_cache
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct HostStateCache {
@@ -580,7 +580,7 @@ impl HostStateCache {
 /// and host-state fields (invalid guest state, MSR loading; SDM §27.8) is a VM exit with bit 31 of
 /// the exit reason set, and returns `Ok`.
 ///
-/// [`ActiveVmcs::run`](crate::ActiveVmcs::run) wraps this and tracks the launch state.
+/// [`CurrentVmcs::run`](crate::CurrentVmcs::run) wraps this and tracks the launch state.
 ///
 /// # Safety
 ///

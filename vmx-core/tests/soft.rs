@@ -1,4 +1,4 @@
-//! The lifecycle types on the software processor: launch-state tracking of `ActiveVmcs`, the
+//! The lifecycle types on the software processor: launch-state tracking of `CurrentVmcs`, the
 //! host-state cache and its reset on writes of HOST_RSP/HOST_RIP, the error kinds of `run`, and
 //! the software processor's own SDM behaviour (VMfail numbers, field widths, read-only fields).
 //! Capabilities come from the MSR dumps of Bochs' CPU models.
@@ -12,7 +12,7 @@ use vmcs_fields::fields::{self, HOST_RIP, HOST_RSP};
 use vmx_caps::VmxCapabilities;
 use vmx_caps::arch::Cr4;
 use vmx_core::{
-    ActiveVmcs, GuestRegisters, InveptType, RunError, SoftExit, SoftVmx, VmFail,
+    CurrentVmcs, GuestRegisters, InveptType, RunError, SoftExit, SoftVmx, VmFail,
     VmInstructionError, VmcsRegion, VmxInstructions, VmxRoot, VmxonRegion,
 };
 
@@ -38,7 +38,7 @@ fn region(caps: &VmxCapabilities) -> &'static mut VmcsRegion {
     region
 }
 
-fn run(vmcs: &mut ActiveVmcs<'_, SoftVmx>, regs: &mut GuestRegisters) -> Result<(), RunError> {
+fn run(vmcs: &mut CurrentVmcs<'_, SoftVmx>, regs: &mut GuestRegisters) -> Result<(), RunError> {
     // SAFETY: a software processor: no host state is at stake.
     unsafe { vmcs.run(regs) }
 }

@@ -43,7 +43,7 @@
 //!
 //! # Comparing with a real VM entry
 //! A hypervisor calls the checker just before VMLAUNCH/VMRESUME, with its
-//! [`vmx_core::ActiveVmcs`] as the backend, its own (identity-mapped) memory as the [`PhysMemory`] and a closure that logs
+//! [`vmx_core::CurrentVmcs`] as the backend, its own (identity-mapped) memory as the [`PhysMemory`] and a closure that logs
 //! each violation, so nothing is allocated; afterwards [`Outcome::observed`] turns what the
 //! processor did into an [`Outcome`] to compare with the prediction:
 //!
@@ -55,7 +55,7 @@
 //!
 //! # let mut msrs = MsrSnapshot::parse(include_str!("../../../vmx-caps/testdata/tigerlake.msr")).unwrap();
 //! # let caps = VmxCapabilities::read(&mut msrs).unwrap();
-//! # let vmcs = SoftVmcs::new(&caps); // stands for the ActiveVmcs here
+//! # let vmcs = SoftVmcs::new(&caps); // stands for the CurrentVmcs here
 //! let launch = LaunchContext::new(EntryInstruction::Vmlaunch, 0x1000, 0x2000);
 //! let checker = Checker::new(&caps, CpuFacts::new(39), launch);
 //! let mut log = |v: &Violation| { let _ = v.rule.id(); /* print to the serial console */ };

@@ -31,11 +31,11 @@ use vmcs::structures::{
 };
 use vmcs::{VmcsSnapshot, VmcsWrite, check, fields};
 use vmx_caps::{LiveMsrs, MsrSnapshot, SecondaryControls, VmxCapabilities};
-use vmx_core::{ActiveVmcs, LivePlatform, VmFail, VmcsRegion, VmxRoot, VmxonRegion};
+use vmx_core::{CurrentVmcs, LivePlatform, VmFail, VmcsRegion, VmxRoot, VmxonRegion};
 
 /// The current VMCS on this processor: the loaded VMCS, read and written through the `vmcs`
 /// crate's typed access traits.
-pub(crate) type Vmcs<'a> = ActiveVmcs<'a, LivePlatform>;
+pub(crate) type Vmcs<'a> = CurrentVmcs<'a, LivePlatform>;
 
 /// VMX root operation on this processor.
 pub(crate) type Root = VmxRoot<LivePlatform>;

@@ -35,7 +35,7 @@ pub enum LoadError {
     Vmptrld(VmFail),
 }
 
-/// Why [`ActiveVmcs::run`] returned without a VM exit to handle.
+/// Why [`CurrentVmcs::run`] returned without a VM exit to handle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RunError {
     /// VMLAUNCH or VMRESUME (or the trampoline's VMWRITE of HOST_RSP/HOST_RIP before it) failed
@@ -59,15 +59,15 @@ impl VmcsRegion {
     /// was current before) are kept.
     ///
     /// The region is taken for `'static`, because the processor may use its memory for as long as
-    /// the VMCS is active: [`ActiveVmcs::clear`] hands it back after VMCLEAR, and an
-    /// [`ActiveVmcs`] that is leaked keeps it forever. On error the region is not handed back (a
-    /// region in a `static` can be borrowed again). The returned [`ActiveVmcs`] borrows `root`
+    /// the VMCS is active: [`CurrentVmcs::clear`] hands it back after VMCLEAR, and an
+    /// [`CurrentVmcs`] that is leaked keeps it forever. On error the region is not handed back (a
+    /// region in a `static` can be borrowed again). The returned [`CurrentVmcs`] borrows `root`
     /// mutably, so no other VMCS can be made current while it lives.
     pub fn load<'a, P: VmxInstructions>(
         &'static mut self,
         root: &'a mut VmxRoot<P>,
         translate: &impl PhysTranslate,
-    ) -> Result<ActiveVmcs<'a, P>, LoadError> {
+    ) -> Result<CurrentVmcs<'a, P>, LoadError> {
         let basic = root.basic();
         if self.revision_id() != basic.revision_id() {
             return Err(LoadError::RevisionMismatch {
@@ -83,13 +83,13 @@ impl VmcsRegion {
         let header = self.header();
         let region = core::ptr::from_mut(self);
         // SAFETY: `root` proves VMX root operation at CPL 0; the region is exclusively ours for
-        // 'static, 4-KiB aligned at `phys` (checked) and not current (no other `ActiveVmcs`
+        // 'static, 4-KiB aligned at `phys` (checked) and not current (no other `CurrentVmcs`
         // exists while `root` is borrowed here).
         unsafe { root.processor_mut().vmclear(phys) }.map_err(LoadError::Vmclear)?;
-        // SAFETY: as above; from here on the region is only reached through `ActiveVmcs`'s raw
+        // SAFETY: as above; from here on the region is only reached through `CurrentVmcs`'s raw
         // pointer, never through a reference, until VMCLEAR.
         unsafe { root.processor_mut().vmptrld(phys) }.map_err(LoadError::Vmptrld)?;
-        Ok(ActiveVmcs {
+        Ok(CurrentVmcs {
             region,
             header,
             root,
@@ -100,20 +100,27 @@ impl VmcsRegion {
     }
 }
 
-/// The current VMCS (SDM Vol. 3C, §25.1 "Overview": the "current VMCS" made active by VMPTRLD),
-/// borrowing its [`VmcsRegion`] and the [`VmxRoot`] token while loaded, and tracking its launch
-/// state (clear after the load, launched after the first successful VM entry).
+/// The current VMCS (SDM Vol. 3C, §25.1 "Overview"), borrowing its [`VmcsRegion`] and the
+/// [`VmxRoot`] token while loaded, and tracking its launch state (clear after the load, launched
+/// after the first successful VM entry).
+///
+/// The name is the invariant it holds: as long as the value lives, its region is the processor's
+/// *current* VMCS, the one VMPTRLD made current and that VMREAD, VMWRITE, VMLAUNCH and VMRESUME act
+/// on. The SDM distinguishes that from *active*: a VMCS stays active after VMPTRLD of another one
+/// made that other current ("active but not current") until VMCLEAR. This type never is in that
+/// state: it holds the [`VmxRoot`] borrow, so no other VMCS can be loaded while it exists, and
+/// dropping or [clearing](Self::clear) it executes VMCLEAR.
 ///
 /// Reads and writes go to this VMCS with VMREAD/VMWRITE of the processor `P` (the running one,
 /// [`LivePlatform`](crate::LivePlatform), or a software one, [`SoftVmx`](crate::SoftVmx));
 /// the `vmcs` crate implements its typed field-access traits for it. Dropping it executes VMCLEAR
-/// (errors ignored) and keeps the region; [`ActiveVmcs::clear`] reports errors and hands the
+/// (errors ignored) and keeps the region; [`CurrentVmcs::clear`] reports errors and hands the
 /// region back.
 ///
 /// While loaded, the region is held as a raw pointer (the processor may read and write its memory),
-/// which also makes `ActiveVmcs` `!Send` and `!Sync`.
+/// which also makes `CurrentVmcs` `!Send` and `!Sync`.
 #[derive(Debug)]
-pub struct ActiveVmcs<'a, P: VmxInstructions> {
+pub struct CurrentVmcs<'a, P: VmxInstructions> {
     /// The region, exclusively owned ('static) and only touched by the processor while loaded.
     region: *mut VmcsRegion,
     /// The region's first word at load time (revision identifier and shadow bit).
@@ -125,7 +132,7 @@ pub struct ActiveVmcs<'a, P: VmxInstructions> {
     host_cache: HostStateCache,
 }
 
-impl<'a, P: VmxInstructions> ActiveVmcs<'a, P> {
+impl<'a, P: VmxInstructions> CurrentVmcs<'a, P> {
     /// VMREAD of the field `encoding`.
     #[inline(always)]
     pub fn read_raw(&self, encoding: u32) -> Result<u64, VmFail> {
@@ -134,10 +141,10 @@ impl<'a, P: VmxInstructions> ActiveVmcs<'a, P> {
     }
 
     /// VMWRITE of `value` to the field `encoding`. Writing is safe; entering the guest with the
-    /// result is what [`ActiveVmcs::run`] makes the caller vouch for.
+    /// result is what [`CurrentVmcs::run`] makes the caller vouch for.
     ///
     /// A write to HOST_RSP or HOST_RIP (which the trampoline owns) empties the
-    /// [`HostStateCache`], so the next [`run`](ActiveVmcs::run) writes both again.
+    /// [`HostStateCache`], so the next [`run`](CurrentVmcs::run) writes both again.
     #[inline(always)]
     pub fn write_raw(&mut self, encoding: u32, value: u64) -> Result<(), VmFail> {
         if encoding == fields::HOST_RSP.encoding() || encoding == fields::HOST_RIP.encoding() {
@@ -154,7 +161,7 @@ impl<'a, P: VmxInstructions> ActiveVmcs<'a, P> {
         self.phys
     }
 
-    /// Whether the VMCS is launched (the next [`run`](ActiveVmcs::run) uses VMRESUME).
+    /// Whether the VMCS is launched (the next [`run`](CurrentVmcs::run) uses VMRESUME).
     #[must_use]
     pub fn is_launched(&self) -> bool {
         self.launched
@@ -167,9 +174,9 @@ impl<'a, P: VmxInstructions> ActiveVmcs<'a, P> {
         &self.host_cache
     }
 
-    /// Empties the [`HostStateCache`]: the next [`run`](ActiveVmcs::run) writes HOST_RSP and
-    /// HOST_RIP again. Required after code other than [`ActiveVmcs::write_raw`] (and the `vmcs`
-    /// crate's access traits implemented on `ActiveVmcs`, which call it) wrote either field, e.g.
+    /// Empties the [`HostStateCache`]: the next [`run`](CurrentVmcs::run) writes HOST_RSP and
+    /// HOST_RIP again. Required after code other than [`CurrentVmcs::write_raw`] (and the `vmcs`
+    /// crate's access traits implemented on `CurrentVmcs`, which call it) wrote either field, e.g.
     /// a raw VMWRITE.
     pub fn reset_host_state_cache(&mut self) {
         self.host_cache.reset();
@@ -218,8 +225,8 @@ impl<'a, P: VmxInstructions> ActiveVmcs<'a, P> {
     /// host-state area describes this host and the guest configuration keeps the guest away from
     /// memory the host relies on; CR4.OSFXSR = 1, CR0.TS = 0 and CR0.EM = 0; interrupts stay
     /// disabled. HOST_RSP and HOST_RIP belong to the trampoline: if anything but
-    /// [`ActiveVmcs::write_raw`] wrote them since the last run, call
-    /// [`reset_host_state_cache`](ActiveVmcs::reset_host_state_cache) first.
+    /// [`CurrentVmcs::write_raw`] wrote them since the last run, call
+    /// [`reset_host_state_cache`](CurrentVmcs::reset_host_state_cache) first.
     ///
     /// [`vm_run`]: crate::vm_run
     pub unsafe fn run(&mut self, regs: &mut GuestRegisters) -> Result<(), RunError> {
@@ -266,7 +273,7 @@ impl<'a, P: VmxInstructions> ActiveVmcs<'a, P> {
     }
 }
 
-impl<P: VmxInstructions> Drop for ActiveVmcs<'_, P> {
+impl<P: VmxInstructions> Drop for CurrentVmcs<'_, P> {
     fn drop(&mut self) {
         let phys = self.phys;
         // SAFETY: the root token proves VMX root operation; the region is this VMCS's. VMCLEAR
