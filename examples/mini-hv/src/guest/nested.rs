@@ -1,7 +1,8 @@
 //! The `nested-vmx` check: with VMX offered (`mini-hv.nested=1`), the test guest is a guest
 //! hypervisor (L1). It takes VMX operation through the hypervisor's emulation, meets the SDM's
-//! answer to each misuse (VMfailInvalid, VMfailValid with its error number, #GP), then runs its
-//! own guest (L2: a CPUID loop in this image, sharing L1's address space) and handles L2's CPUID
+//! answer to each misuse (VMfailInvalid, VMfailValid with its error number, #GP) and to a VMCS
+//! with each class of VM-entry failure (controls, host state, guest state, MSR loading), then
+//! runs its own guest (L2: a CPUID loop in this image, sharing L1's address space) and handles L2's CPUID
 //! exits, measuring the nested round trip (L1 → L2 → exit reflected by L0 → L1).
 
 use core::arch::{asm, global_asm};
@@ -336,6 +337,66 @@ fn write_l2_vmcs() -> Check {
     Ok(())
 }
 
+/// A page for L1's VM-entry MSR-load area.
+static mut MSR_LOAD: Page = Page([0; 4096]);
+
+/// A hostile L1's VMCS, one class of VM-entry failure at a time (SDM Vol. 3C, 27.1-27.4), each
+/// answered as a processor answers it and then repaired: host state (VMfail 8), guest state (a
+/// VM exit to L1's host RIP with exit reason 80000021H), MSR loading (exit reason 80000022H with
+/// the failing entry's index). The VMCS stays clear, so VMLAUNCH is right afterwards.
+fn entry_failures(vmcs_pa: u64) -> Check {
+    let host_cr0 = read(0x6c00)?;
+    write(0x6c00, 0)?;
+    ensure(
+        enter_l2(true).map_err(outcome) == Err(Vmx::FailValid),
+        "VMLAUNCH with an invalid host CR0 did not VMfailValid",
+    )?;
+    ensure(
+        instruction_error()? == u64::from(E::EntryInvalidHostStateFields.number()),
+        "VMLAUNCH with an invalid host CR0: not VMfail(8)",
+    )?;
+    write(0x6c00, host_cr0)?;
+
+    // RFLAGS bit 1 is reserved as 1: the entry fails after the checks of the controls and host
+    // state, as a VM exit to L1.
+    write(0x6820, 0)?;
+    ensure(
+        enter_l2(true).is_ok(),
+        "VMLAUNCH with an invalid guest RFLAGS did not exit to L1",
+    )?;
+    ensure(
+        read(0x4402)? == 0x8000_0021,
+        "guest-state failure: exit reason is not 80000021H",
+    )?;
+    write(0x6820, 2)?;
+
+    // The second entry of the MSR-load list loads IA32_FS_BASE, which VM entry refuses.
+    let area = phys(&raw const MSR_LOAD);
+    // SAFETY: one CPU; the page is this check's.
+    unsafe {
+        let entries = (&raw mut MSR_LOAD).cast::<u64>();
+        entries.write(0x174); // IA32_SYSENTER_CS
+        entries.add(1).write(0);
+        entries.add(2).write(0xc000_0100); // IA32_FS_BASE
+        entries.add(3).write(0);
+    }
+    write(0x200a, area)?;
+    write(0x4014, 2)?;
+    ensure(
+        enter_l2(true).is_ok(),
+        "VMLAUNCH with a bad MSR-load entry did not exit to L1",
+    )?;
+    ensure(
+        read(0x4402)? == 0x8000_0022 && read(0x6400)? == 2,
+        "MSR-loading failure: not exit reason 80000022H with qualification 2",
+    )?;
+    write(0x4014, 0)?;
+    ensure(
+        vmptrst() == Ok(vmcs_pa),
+        "the current VMCS changed after the failed entries",
+    )
+}
+
 /// The check (see the module documentation).
 pub(super) fn nested_vmx() -> Check {
     if features() & abi::FEATURE_NESTED_VMX == 0 {
@@ -440,6 +501,7 @@ pub(super) fn nested_vmx() -> Check {
 
     // L2: launch, then a CPUID exit per round, each answered by skipping the instruction.
     write_l2_vmcs()?;
+    entry_failures(vmcs_pa)?;
     ensure(enter_l2(true).is_ok(), "VMLAUNCH of L2 failed")?;
     let mut samples = [0u64; ROUNDS];
     for sample in samples.iter_mut() {
