@@ -122,16 +122,8 @@ fn map_page(
     hpa: u64,
     permissions: Permissions,
 ) -> Result<(), SetupError> {
-    let flush = ept.map(
-        GuestPhysAddr::new_truncate(gpa),
-        HostPhysAddr::new_truncate(hpa),
-        4096,
-        LeafAttributes::new(permissions, MemoryType::WriteBack),
-    )?;
-    // SAFETY: this hypervisor runs on one processor: no other one has used this EPT.
-    let mut this_cpu = unsafe { ThisCpuOnly::new(root) };
-    ept.flush(flush, &mut this_cpu)?;
-    Ok(())
+    let attributes = LeafAttributes::new(permissions, MemoryType::WriteBack);
+    super::ept_map(ept, root, gpa, hpa, 4096, attributes)
 }
 
 impl Extras {

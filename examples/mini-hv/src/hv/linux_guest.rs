@@ -22,8 +22,7 @@
 use core::arch::asm;
 
 use ept::{
-    EptConfig, EptMapper, GuestPhysAddr, HostPhysAddr, LeafAttributes, MemoryType,
-    OffsetPhysToVirt, Permissions, ThisCpuOnly,
+    EptConfig, EptMapper, HostPhysAddr, LeafAttributes, MemoryType, OffsetPhysToVirt, Permissions,
 };
 use exits::complete::{CompleteError, skip_instruction};
 use exits::inject::{Exception, InjectError, inject_exception};
@@ -114,8 +113,8 @@ enum End {
 
 struct Linux {
     regs: GuestRegisters,
-    cr0_fixed: vmx_caps::FixedBits,
-    cr4_fixed: vmx_caps::FixedBits,
+    /// The CR0/CR4 ownership policy.
+    cr: CrPolicy,
     xcr0_supported: Xcr0,
     pm1a: u16,
     /// Guest RAM above the hypervisor, `[hv_end, ram_top)`: where MOV to CR0/CR4 may read PDPTEs.
@@ -213,18 +212,7 @@ pub fn run() -> Outcome {
             .exit
             .contains(ExitControls::SAVE_IA32_PAT | ExitControls::LOAD_IA32_PAT);
 
-    let xsave = crate::arch::cpuid(1, 0).ecx & (1 << 26) != 0;
-    let (xcr0_supported, host_xcr0) = if xsave {
-        // SAFETY: XSAVE is supported, so CR4.OSXSAVE may be set; it changes nothing else the host uses.
-        unsafe { crate::arch::write_cr4(crate::arch::cr4() | Cr4::OSXSAVE) };
-        let d = crate::arch::cpuid(0xd, 0);
-        (
-            Xcr0::from_bits_retain(u64::from(d.eax) | u64::from(d.edx) << 32),
-            super::xgetbv0(),
-        )
-    } else {
-        (Xcr0::empty(), Xcr0::empty())
-    };
+    let xsave = super::HostXsave::enable();
 
     // Everything the hypervisor needs, allocated before hv_end is fixed.
     let (Some(vmxon_frame), Some(vmcs_frame), Some(msr_frame), Some(io_frames), Some(pool)) = (
@@ -365,24 +353,9 @@ pub fn run() -> Outcome {
         if e <= s {
             continue;
         }
-        let map = ept.map(
-            GuestPhysAddr::new_truncate(s),
-            HostPhysAddr::new_truncate(s),
-            e - s,
-            LeafAttributes::new(Permissions::RWX, memory_type),
-        );
-        // SAFETY: this hypervisor runs on one processor: no other one has used this EPT.
-        let mut this_cpu = unsafe { ThisCpuOnly::new(&root) };
-        let flushed = match map {
-            Ok(flush) => ept
-                .flush(flush, &mut this_cpu)
-                .map_err(|e| println!("mini-hv: INVEPT failed: {e}")),
-            Err(err) => {
-                println!("mini-hv: cannot map {s:#x}..{e:#x} in the EPT: {err}");
-                Err(())
-            }
-        };
-        if flushed.is_err() {
+        let attributes = LeafAttributes::new(Permissions::RWX, memory_type);
+        if let Err(err) = super::ept_map(&mut ept, &root, s, s, e - s, attributes) {
+            println!("mini-hv: cannot map {s:#x}..{e:#x} in the EPT: {err}");
             let _ = root.disable();
             return Outcome::Fail;
         }
@@ -400,9 +373,8 @@ pub fn run() -> Outcome {
         mapped,
         mapped_count: count,
         regs: GuestRegisters::new(),
-        cr0_fixed: caps.cr0_fixed,
-        cr4_fixed: caps.cr4_fixed,
-        xcr0_supported,
+        cr: super::cr_policy(&caps),
+        xcr0_supported: xsave.supported,
         pm1a,
         ram: (hv_end, ram_top),
         proc2: controls.proc2,
@@ -423,10 +395,7 @@ pub fn run() -> Outcome {
         loaded.entry32,
         &mut linux,
     );
-    if xsave {
-        // SAFETY: the host's XCR0 was valid when read.
-        unsafe { super::xsetbv0(host_xcr0) };
-    }
+    xsave.restore();
     if let Err((_, fail)) = root.disable() {
         println!("mini-hv: VMXOFF failed: {fail}");
         return Outcome::Fail;
@@ -502,16 +471,6 @@ fn launch(
 }
 
 impl Linux {
-    /// The CR0/CR4 ownership policy of this processor.
-    fn cr(&self) -> CrPolicy {
-        CrPolicy {
-            cr0_fixed: self.cr0_fixed,
-            cr4_fixed: self.cr4_fixed,
-            maxphyaddr: super::phys_addr_width(),
-            vmx_exposed: false,
-        }
-    }
-
     /// The boot protocol's 32-bit entry state ([`GuestState::protected_mode_32`]): flat 4 GiB
     /// code (selector 0x10) and data (0x18) segments, protected mode, paging off, interrupts off;
     /// ESI (set by the caller) points to the zero page. The guest's PAT starts at its reset value.
@@ -543,7 +502,7 @@ impl Linux {
             },
             ..flat
         };
-        self.cr().write_initial_state(vmcs, &state, caps)?;
+        self.cr.write_initial_state(vmcs, &state, caps)?;
         if pat {
             vmcs.write(fields::GUEST_IA32_PAT, PAT_RESET)?;
         }
@@ -666,10 +625,10 @@ impl Linux {
                 };
                 let written = match (q.access_type, q.cr) {
                     (CrAccessType::MovToCr, 0) => {
-                        self.cr().mov_to_cr0(vmcs, Cr0::from_bits_retain(value), read_u64)
+                        self.cr.mov_to_cr0(vmcs, Cr0::from_bits_retain(value), read_u64)
                     }
                     (CrAccessType::MovToCr, 4) => {
-                        self.cr().mov_to_cr4(vmcs, Cr4::from_bits_retain(value), read_u64)
+                        self.cr.mov_to_cr4(vmcs, Cr4::from_bits_retain(value), read_u64)
                     }
                     _ => return self.stop(vmcs, format_args!("unexpected control-register access {q}")),
                 };

@@ -703,25 +703,10 @@ pub(crate) fn guest_ram_ept(
             return None;
         }
     };
-    let map = ept.map(
-        GuestPhysAddr::new_truncate(0),
-        HostPhysAddr::new_truncate(mem.host_base()),
-        mem.size(),
-        LeafAttributes::new(Permissions::RWX, MemoryType::WriteBack),
-    );
-    match map {
-        Ok(flush) => {
-            // SAFETY: this hypervisor runs on one processor: no other one has used this EPT.
-            let mut this_cpu = unsafe { ThisCpuOnly::new(root) };
-            if let Err(e) = ept.flush(flush, &mut this_cpu) {
-                println!("mini-hv: INVEPT failed: {e}");
-                return None;
-            }
-        }
-        Err(e) => {
-            println!("mini-hv: cannot map guest RAM in the EPT: {e}");
-            return None;
-        }
+    let ram = LeafAttributes::new(Permissions::RWX, MemoryType::WriteBack);
+    if let Err(e) = ept_map(&mut ept, root, 0, mem.host_base(), mem.size(), ram) {
+        println!("mini-hv: cannot map guest RAM in the EPT: {e}");
+        return None;
     }
     println!(
         "mini-hv: EPT {:#x}: guest-physical 0..{:#x} -> host {:#x} ({} table frames)",
@@ -731,6 +716,28 @@ pub(crate) fn guest_ram_ept(
         ept.table_frames()
     );
     Some(ept)
+}
+
+/// Maps guest-physical `[gpa, gpa + len)` to host-physical `[hpa, hpa + len)` in `ept` with
+/// `attributes`, and invalidates what this processor cached of the EPT (INVEPT).
+pub(crate) fn ept_map<A: FrameAllocator>(
+    ept: &mut EptMapper<OffsetPhysToVirt, A>,
+    root: &Root,
+    gpa: u64,
+    hpa: u64,
+    len: u64,
+    attributes: LeafAttributes,
+) -> Result<(), SetupError> {
+    let flush = ept.map(
+        GuestPhysAddr::new_truncate(gpa),
+        HostPhysAddr::new_truncate(hpa),
+        len,
+        attributes,
+    )?;
+    // SAFETY: each EPT of this hypervisor is used by the one processor that builds it.
+    let mut this_cpu = unsafe { ThisCpuOnly::new(root) };
+    ept.flush(flush, &mut this_cpu)?;
+    Ok(())
 }
 
 /// The test guest's bitmaps: the MSR bitmap intercepts every MSR but the pass-through ones
