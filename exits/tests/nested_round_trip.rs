@@ -6,21 +6,22 @@
 
 #[path = "../../vmcs/tests/check_common/mod.rs"]
 mod check_common;
+#[path = "../../vmcs/tests/nested_common/mod.rs"]
+mod nested_common;
 
 use std::collections::HashMap;
 
 use check_common::{Env, MSR_BITMAP, baseline};
 use exits::VmExit;
 use exits::nested::{ExitOwner, L2Registers, exit_owner};
+use nested_common::{l0_part, virtual_caps};
 use vmcs::check::EntryInstruction::{Vmlaunch, Vmresume};
 use vmcs::check::{CpuFacts, Outcome, Violation};
 use vmcs::nested::{
-    FlatGuestMemory, GuestMsrs, L0Part, L1Context, L1VmxState, L2Entry, PointerOperand, Reflected,
-    VMCS02_CONTROLS, VmxOutcome, build_vmcs02,
+    FlatGuestMemory, GuestMsrs, L1Context, L1VmxState, L2Entry, PointerOperand, Reflected,
+    VmxOutcome, build_vmcs02,
 };
-use vmcs::{ExceptionBitmap, SoftVmcs, VmcsRead, VmcsWrite, fields};
-use vmx_caps::virt::VirtualPolicy;
-use vmx_caps::{ControlSet, ExitControls, PinBasedControls, SecondaryControls};
+use vmcs::{SoftVmcs, VmcsRead, VmcsWrite, fields};
 use vmx_core::{GpReg, GuestRegisters};
 
 const REVISION: u32 = 0x4e45_5354;
@@ -41,35 +42,11 @@ impl GuestMsrs for Msrs {
     }
 }
 
-fn l0_part() -> L0Part {
-    let mut controls = ControlSet::EMPTY;
-    controls.insert(PinBasedControls::EXTERNAL_INTERRUPT_EXITING | PinBasedControls::NMI_EXITING);
-    controls.insert(SecondaryControls::ENABLE_EPT | SecondaryControls::ENABLE_VPID);
-    controls.insert(
-        ExitControls::HOST_ADDRESS_SPACE_SIZE
-            | ExitControls::LOAD_IA32_PAT
-            | ExitControls::LOAD_IA32_EFER,
-    );
-    L0Part {
-        controls,
-        exceptions: ExceptionBitmap::MACHINE_CHECK,
-        cr0_mask: 0,
-        cr4_mask: 1 << 13,
-        eptp: 0x50_0000 | 6 | 3 << 3,
-        vpid: 2,
-        msr_bitmap: 0x60_0000,
-        io_bitmaps: (0x61_0000, 0x62_0000),
-        preemption_timer: 0,
-    }
-}
-
 #[test]
 fn l1_launches_l2_gets_its_exit_and_resumes_it() {
     // L0 runs L1 with VMCS01 (the checker's known-good VMCS on tigerlake).
     let mut env = Env::tigerlake();
-    let mut policy = VirtualPolicy::everything(REVISION);
-    policy.offer = VMCS02_CONTROLS;
-    let caps = policy.virtualize(&env.caps).unwrap().caps;
+    let caps = virtual_caps(&env.caps, REVISION);
     let mut memory = vec![0u8; 0x40_0000];
     for region in [VMXON, VMCS12] {
         memory[region as usize..region as usize + 4].copy_from_slice(&REVISION.to_le_bytes());

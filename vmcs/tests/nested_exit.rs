@@ -4,18 +4,19 @@
 //! real VM-entry checks of Bochs `tigerlake` as VMCS01's guest state), and each VMX abort.
 
 mod check_common;
+mod nested_common;
 use std::collections::HashMap;
 
 use check_common::{Env, baseline};
+use nested_common::{l0_part, virtual_caps};
 use vmcs::check::EntryInstruction::Vmlaunch;
 use vmcs::check::{CpuFacts, Outcome};
 use vmcs::nested::{
     FlatGuestMemory, GuestMsrs, L0Part, L1Context, L1VmxState, L2Entry, PointerOperand, Reflected,
-    VMCS02_CONTROLS, Vmcs02, VmxAbort, VmxOutcome, build_vmcs02,
+    Vmcs02, VmxAbort, VmxOutcome, build_vmcs02,
 };
-use vmcs::{ExceptionBitmap, SoftVmcs, VmcsRead, VmcsWrite, fields};
-use vmx_caps::virt::VirtualPolicy;
-use vmx_caps::{ControlSet, EntryControls, ExitControls, PinBasedControls, SecondaryControls};
+use vmcs::{SoftVmcs, VmcsRead, VmcsWrite, fields};
+use vmx_caps::{EntryControls, ExitControls, PinBasedControls};
 
 const REVISION: u32 = 0x11e5_7ed0;
 const VMXON: u64 = 0x1000;
@@ -48,35 +49,11 @@ struct Setup {
     l0: L0Part,
 }
 
-fn l0_part() -> L0Part {
-    let mut controls = ControlSet::EMPTY;
-    controls.insert(PinBasedControls::EXTERNAL_INTERRUPT_EXITING | PinBasedControls::NMI_EXITING);
-    controls.insert(SecondaryControls::ENABLE_EPT | SecondaryControls::ENABLE_VPID);
-    controls.insert(
-        ExitControls::HOST_ADDRESS_SPACE_SIZE
-            | ExitControls::LOAD_IA32_PAT
-            | ExitControls::LOAD_IA32_EFER,
-    );
-    L0Part {
-        controls,
-        exceptions: ExceptionBitmap::MACHINE_CHECK,
-        cr0_mask: 0,
-        cr4_mask: 1 << 13,
-        eptp: 0x50_0000 | 6 | 3 << 3,
-        vpid: 2,
-        msr_bitmap: 0x60_0000,
-        io_bitmaps: (0x61_0000, 0x62_0000),
-        preemption_timer: 0,
-    }
-}
-
 /// L1 in VMX operation with a launched VMCS12 (the checker's baseline, host RIP 1234_5000H),
 /// VMCS02 built, and an exit of L2 in VMCS02: CPUID (reason 10) at RIP 7000_2000H.
 fn setup_with(edit: impl FnOnce(&mut SoftVmcs), l0: L0Part) -> Setup {
     let env = Env::tigerlake();
-    let mut policy = VirtualPolicy::everything(REVISION);
-    policy.offer = VMCS02_CONTROLS;
-    let caps = policy.virtualize(&env.caps).unwrap().caps;
+    let caps = virtual_caps(&env.caps, REVISION);
     let mut memory = vec![0u8; 0x40_0000];
     for region in [VMXON, VMCS12] {
         let at = region as usize;

@@ -5,56 +5,21 @@
 //! bitmaps) gives the SDM's behaviour for L2.
 
 mod check_common;
+mod nested_common;
 use check_common::{Env, baseline};
+use nested_common::{EPTP02, l0_part, virtual_caps};
 use vmcs::check::Outcome;
 use vmcs::nested::{
-    FlatGuestMemory, L0Part, VMCS02_CONTROLS, Vmcs02Error, build_vmcs02, merge_io_bitmaps,
-    merge_msr_bitmap,
+    FlatGuestMemory, L0Part, Vmcs02Error, build_vmcs02, merge_io_bitmaps, merge_msr_bitmap,
 };
 use vmcs::structures::{IoBitmaps, MsrAccess, MsrBitmap};
 use vmcs::{ExceptionBitmap, SoftVmcs, VmcsRead, VmcsWrite, fields};
-use vmx_caps::virt::VirtualPolicy;
-use vmx_caps::{
-    ControlSet, EntryControls, ExitControls, PinBasedControls, PrimaryControls, SecondaryControls,
-    VmxCapabilities,
-};
+use vmx_caps::{EntryControls, ExitControls, PinBasedControls, PrimaryControls};
 
 const REVISION: u32 = 0x11e5_7ed0;
-const EPTP02: u64 = 0x50_0000 | 6 | 3 << 3;
 
 fn enc<F: vmcs::VmcsField>(f: F) -> u32 {
     f.encoding()
-}
-
-/// The capabilities L0 shows L1: what VMCS02 can carry, on top of `real`.
-fn virtual_caps(real: &VmxCapabilities) -> VmxCapabilities {
-    let mut policy = VirtualPolicy::everything(REVISION);
-    policy.offer = VMCS02_CONTROLS;
-    policy.virtualize(real).unwrap().caps
-}
-
-/// L0's own part: its interrupts, its EPT and VPID, #MC, CR4.VMXE.
-fn l0_part() -> L0Part {
-    let mut controls = ControlSet::EMPTY;
-    controls.insert(PinBasedControls::EXTERNAL_INTERRUPT_EXITING | PinBasedControls::NMI_EXITING);
-    controls.insert(SecondaryControls::ENABLE_EPT | SecondaryControls::ENABLE_VPID);
-    controls.insert(
-        ExitControls::HOST_ADDRESS_SPACE_SIZE
-            | ExitControls::ACKNOWLEDGE_INTERRUPT_ON_EXIT
-            | ExitControls::LOAD_IA32_PAT
-            | ExitControls::LOAD_IA32_EFER,
-    );
-    L0Part {
-        controls,
-        exceptions: ExceptionBitmap::MACHINE_CHECK,
-        cr0_mask: 0,
-        cr4_mask: 1 << 13,
-        eptp: EPTP02,
-        vpid: 2,
-        msr_bitmap: 0x60_0000,
-        io_bitmaps: (0x61_0000, 0x62_0000),
-        preemption_timer: 0,
-    }
 }
 
 struct Setup {
@@ -66,7 +31,7 @@ struct Setup {
 
 fn setup() -> Setup {
     let env = Env::tigerlake();
-    let mut vmcs12 = SoftVmcs::new(&virtual_caps(&env.caps));
+    let mut vmcs12 = SoftVmcs::new(&virtual_caps(&env.caps, REVISION));
     baseline(&mut vmcs12);
     // L1's guest differs from L0's guest where it matters for the tests.
     vmcs12.write(fields::GUEST_RIP, 0x7000_1000).unwrap();

@@ -1,0 +1,42 @@
+//! What the nested-VMX tests share: L0's part of VMCS02 and the capabilities L0 shows L1.
+#![allow(dead_code)]
+
+use vmcs::ExceptionBitmap;
+use vmcs::nested::{L0Part, VMCS02_CONTROLS};
+use vmx_caps::virt::VirtualPolicy;
+use vmx_caps::{ControlSet, ExitControls, PinBasedControls, SecondaryControls, VmxCapabilities};
+
+/// The EPT pointer of EPT02 in [`l0_part`] (WB, 4-level walk).
+pub const EPTP02: u64 = 0x50_0000 | 6 | 3 << 3;
+
+/// The capabilities L0 shows L1 with VMCS revision `revision`: what VMCS02 can carry, on top of
+/// `real`.
+pub fn virtual_caps(real: &VmxCapabilities, revision: u32) -> VmxCapabilities {
+    let mut policy = VirtualPolicy::everything(revision);
+    policy.offer = VMCS02_CONTROLS;
+    policy.virtualize(real).unwrap().caps
+}
+
+/// L0's own part: its interrupts, its EPT and VPID, #MC, CR4.VMXE.
+pub fn l0_part() -> L0Part {
+    let mut controls = ControlSet::EMPTY;
+    controls.insert(PinBasedControls::EXTERNAL_INTERRUPT_EXITING | PinBasedControls::NMI_EXITING);
+    controls.insert(SecondaryControls::ENABLE_EPT | SecondaryControls::ENABLE_VPID);
+    controls.insert(
+        ExitControls::HOST_ADDRESS_SPACE_SIZE
+            | ExitControls::ACKNOWLEDGE_INTERRUPT_ON_EXIT
+            | ExitControls::LOAD_IA32_PAT
+            | ExitControls::LOAD_IA32_EFER,
+    );
+    L0Part {
+        controls,
+        exceptions: ExceptionBitmap::MACHINE_CHECK,
+        cr0_mask: 0,
+        cr4_mask: 1 << 13,
+        eptp: EPTP02,
+        vpid: 2,
+        msr_bitmap: 0x60_0000,
+        io_bitmaps: (0x61_0000, 0x62_0000),
+        preemption_timer: 0,
+    }
+}
