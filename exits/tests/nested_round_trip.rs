@@ -9,17 +9,15 @@ mod check_common;
 #[path = "../../vmcs/tests/nested_common/mod.rs"]
 mod nested_common;
 
-use std::collections::HashMap;
-
 use check_common::{Env, MSR_BITMAP, baseline};
 use exits::VmExit;
 use exits::nested::{ExitOwner, L2Registers, exit_owner};
-use nested_common::{l0_part, virtual_caps};
+use nested_common::{Msrs, l0_part, virtual_caps};
 use vmcs::check::EntryInstruction::{Vmlaunch, Vmresume};
 use vmcs::check::{CpuFacts, Outcome, Violation};
 use vmcs::nested::{
-    FlatGuestMemory, GuestMsrs, L1Context, L1VmxState, L2Entry, PointerOperand, Reflected,
-    VmxOutcome, build_vmcs02,
+    FlatGuestMemory, L1Context, L1VmxState, L2Entry, PointerOperand, Reflected, VmxOutcome,
+    build_vmcs02,
 };
 use vmcs::{SoftVmcs, VmcsRead, VmcsWrite, fields};
 use vmx_core::{GpReg, GuestRegisters};
@@ -28,19 +26,6 @@ const REVISION: u32 = 0x4e45_5354;
 const VMXON: u64 = 0x1000;
 const VMCS12: u64 = 0x4000;
 const CX: L1Context = L1Context::long_mode_cpl0();
-
-#[derive(Default)]
-struct Msrs(HashMap<u32, u64>);
-
-impl GuestMsrs for Msrs {
-    fn read(&mut self, msr: u32) -> Option<u64> {
-        self.0.get(&msr).copied()
-    }
-    fn write(&mut self, msr: u32, value: u64) -> bool {
-        self.0.insert(msr, value);
-        true
-    }
-}
 
 #[test]
 fn l1_launches_l2_gets_its_exit_and_resumes_it() {

@@ -5,15 +5,14 @@
 
 mod check_common;
 mod nested_common;
-use std::collections::HashMap;
 
 use check_common::{Env, baseline};
-use nested_common::{l0_part, virtual_caps};
+use nested_common::{Msrs, l0_part, virtual_caps};
 use vmcs::check::EntryInstruction::Vmlaunch;
 use vmcs::check::{CpuFacts, Outcome};
 use vmcs::nested::{
-    FlatGuestMemory, GuestMsrs, L0Part, L1Context, L1VmxState, L2Entry, PointerOperand, Reflected,
-    Vmcs02, VmxAbort, VmxOutcome, build_vmcs02,
+    FlatGuestMemory, L0Part, L1Context, L1VmxState, L2Entry, PointerOperand, Reflected, Vmcs02,
+    VmxAbort, VmxOutcome, build_vmcs02,
 };
 use vmcs::{SoftVmcs, VmcsRead, VmcsWrite, fields};
 use vmx_caps::{EntryControls, ExitControls, PinBasedControls};
@@ -24,19 +23,6 @@ const VMCS12: u64 = 0x4000;
 const STORE_AREA: u64 = 0xb000;
 const LOAD_AREA: u64 = 0xc000;
 const CX: L1Context = L1Context::long_mode_cpl0();
-
-#[derive(Default)]
-struct Msrs(HashMap<u32, u64>);
-
-impl GuestMsrs for Msrs {
-    fn read(&mut self, msr: u32) -> Option<u64> {
-        self.0.get(&msr).copied()
-    }
-    fn write(&mut self, msr: u32, value: u64) -> bool {
-        self.0.insert(msr, value);
-        true
-    }
-}
 
 struct Setup {
     l1: L1VmxState,

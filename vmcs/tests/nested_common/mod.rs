@@ -1,8 +1,11 @@
-//! What the nested-VMX tests share: L0's part of VMCS02 and the capabilities L0 shows L1.
+//! What the nested-VMX tests share: L0's part of VMCS02, the capabilities L0 shows L1 and L0's
+//! model of the MSRs L1 and L2 share.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
+
 use vmcs::ExceptionBitmap;
-use vmcs::nested::{L0Part, VMCS02_CONTROLS};
+use vmcs::nested::{GuestMsrs, L0Part, VMCS02_CONTROLS};
 use vmx_caps::virt::VirtualPolicy;
 use vmx_caps::{ControlSet, ExitControls, PinBasedControls, SecondaryControls, VmxCapabilities};
 
@@ -38,5 +41,19 @@ pub fn l0_part() -> L0Part {
         msr_bitmap: 0x60_0000,
         io_bitmaps: (0x61_0000, 0x62_0000),
         preemption_timer: 0,
+    }
+}
+
+/// The MSRs L1 and L2 share, as L0 keeps them: every WRMSR succeeds.
+#[derive(Default)]
+pub struct Msrs(pub HashMap<u32, u64>);
+
+impl GuestMsrs for Msrs {
+    fn read(&mut self, msr: u32) -> Option<u64> {
+        self.0.get(&msr).copied()
+    }
+    fn write(&mut self, msr: u32, value: u64) -> bool {
+        self.0.insert(msr, value);
+        true
     }
 }
