@@ -14,10 +14,24 @@ pub const KERNEL_RUSTFLAGS: &str =
 /// GRUB modules the ISO needs (everything else is left out: a 0.8 MB ISO that Bochs boots faster).
 const GRUB_MODULES: &str = "multiboot normal configfile iso9660 biosdisk";
 
-/// Builds the kernel in release mode; returns the ELF's path.
+/// The soft-float target: the kernel's code uses no x87/SSE registers, so `vmx-core`'s trampoline
+/// switches no x87/SSE state (`vmx_core::FPU_SWITCH` is `None`) and the guest's stays in the
+/// registers. `cargo xtask run --soft-float` builds for it; `cargo xtask test` runs it once.
+pub const SOFT_FLOAT_TARGET: &str = "x86_64-unknown-none";
+
+/// Builds the kernel in release mode for [`TARGET`]; returns the ELF's path.
 pub fn build() -> Result<PathBuf, String> {
+    build_for(TARGET)
+}
+
+/// Builds the kernel in release mode for `target` ([`TARGET`] or [`SOFT_FLOAT_TARGET`], added
+/// with `rustup target add` when missing); returns the ELF's path.
+pub fn build_for(target: &str) -> Result<PathBuf, String> {
+    if target != TARGET {
+        crate::targets::ensure_installed(&[target])?;
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let args = ["build", "-p", "mini-hv", "--release", "--target", TARGET];
+    let args = ["build", "-p", "mini-hv", "--release", "--target", target];
     eprintln!(
         "xtask: RUSTFLAGS=\"{KERNEL_RUSTFLAGS}\" cargo {}",
         args.join(" ")
@@ -34,7 +48,7 @@ pub fn build() -> Result<PathBuf, String> {
         return Err(format!("building the kernel failed ({status})"));
     }
     let elf = crate::target_dir()
-        .join(TARGET)
+        .join(target)
         .join("release")
         .join("mini-hv");
     if elf.is_file() {

@@ -566,6 +566,21 @@ pub fn check_hv_serial(serial: &str) -> Result<(u64, u64), String> {
     Ok((exits, ticks))
 }
 
+/// The host's mean TSC ticks per VM exit outside the trampoline, from mini-hv's
+/// `mini-hv: host: N TSC ticks per VM exit ...` line.
+fn host_ticks_per_exit(serial: &str) -> Option<u64> {
+    serial
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("mini-hv: host: ")?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .next_back()
+}
+
 /// Builds mini-hv and a GRUB ISO with `modules` (file, name, arguments), and boots it under Bochs with
 /// `memory_mib` of RAM and mini-hv command line `cmdline`; `name` is the run's directory under
 /// `target/mini-hv/linux/`.
@@ -664,6 +679,12 @@ pub fn run_hv(
         report.elapsed.as_secs_f64(),
         cpu.as_secs_f64()
     );
+    if let Some(per_exit) = host_ticks_per_exit(&report.serial) {
+        eprintln!(
+            "xtask: host instructions per VM exit, mean over the boot: {per_exit} from the trampoline's \
+             return to its next call (Bochs TSC ticks with clock sync=none), plus the trampoline's own"
+        );
+    }
     Ok(HvRun {
         end_marker,
         exits,
@@ -991,6 +1012,9 @@ mod tests {
         let failed = good.replace("RESULT PASS", "RESULT FAIL");
         assert!(check_hv_serial(&failed).is_err());
         assert!(check_hv_serial(&good.replace("1234  total", "")).is_err());
+        assert_eq!(host_ticks_per_exit(good), None);
+        let host = format!("{good}mini-hv: host: 321 TSC ticks per VM exit from the trampoline\n");
+        assert_eq!(host_ticks_per_exit(&host), Some(321));
     }
 
     #[test]

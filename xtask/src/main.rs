@@ -25,7 +25,7 @@ use std::time::Duration;
 
 const USAGE: &str = "usage:
   cargo xtask run [--platform bochs|qemu] [--model NAME] [--cmdline ARGS] [--memory MIB] [--cpus N]
-      [--timeout SECS] [--mask-caps hyperv] [--nested]
+      [--timeout SECS] [--mask-caps hyperv] [--nested] [--soft-float]
       Build and run the example hypervisor. Default platform: QEMU with KVM when /dev/kvm works, the host
       CPU has VMX and kvm_intel allows nesting; else Bochs. --model is the Bochs CPU model (default
       tigerlake) or QEMU's -cpu model. --cmdline is the kernel command line (e.g. fault=pf).
@@ -35,7 +35,8 @@ const USAGE: &str = "usage:
       with to those Hyper-V offers a nested guest (mini-hv.mask-caps=hyperv). --nested offers VMX to
       the test guest (mini-hv.nested=1): its nested-vmx check takes VMX operation through mini-hv's
       emulation and runs a guest of its own (L2); mini-hv uses VMCS shadowing for L1 where the CPU
-      has it (--cmdline mini-hv.nested=noshadow: without).
+      has it (--cmdline mini-hv.nested=noshadow: without). --soft-float builds the kernel for
+      x86_64-unknown-none (no SSE in its code), whose trampoline switches no x87/SSE state.
       Exit status: 0 PASS, 2 UNSUPPORTED, 1 FAIL or no result.
   cargo xtask test [--examples-only]
       fmt, clippy, tests, docs, then the example under Bochs (tigerlake, corei7_skylake_x, tigerlake
@@ -122,6 +123,8 @@ struct RunOptions {
     timeout_secs: Option<u64>,
     memory_mib: Option<u32>,
     cpus: u32,
+    /// Build the kernel for the soft-float target ([`kernel::SOFT_FLOAT_TARGET`]).
+    soft_float: bool,
 }
 
 /// The capability profiles mini-hv knows (`mini_hv_logic::profiles::PROFILES`).
@@ -165,6 +168,7 @@ fn parse_run_options(args: &[String]) -> Result<RunOptions, String> {
             "--cpus" => options.cpus = args.cpus()?,
             "--mask-caps" => mask = Some(mask_profile(args.value()?)?),
             "--nested" => nested = true,
+            "--soft-float" if !args.has_inline_value() => options.soft_float = true,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown option {other:?}\n{USAGE}")),
         }
@@ -204,7 +208,11 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
     };
     deps::ensure(&requirements)?;
 
-    let elf = kernel::build()?;
+    let elf = if options.soft_float {
+        kernel::build_for(kernel::SOFT_FLOAT_TARGET)?
+    } else {
+        kernel::build()?
+    };
     let dir = target_dir().join("mini-hv").join("run");
     let cmdline = kernel::with_cpus(&options.cmdline, options.cpus);
     let iso = match platform {
@@ -311,8 +319,15 @@ mod tests {
                 timeout_secs: Some(9),
                 memory_mib: None,
                 cpus: 1,
+                soft_float: false,
             }
         );
+        assert!(
+            parse_run_options(&args(&["--soft-float"]))
+                .unwrap()
+                .soft_float
+        );
+        assert!(parse_run_options(&args(&["--soft-float=yes"])).is_err());
         assert_eq!(
             parse_run_options(&args(&["--cmdline", "fault=pf"]))
                 .unwrap()

@@ -42,7 +42,7 @@ fn missing<'a>(listing: &str, wanted: &[&'a str]) -> Vec<&'a str> {
 }
 
 /// Adds the targets of `wanted` that the toolchain lacks, with `rustup target add`.
-fn ensure_installed(wanted: &[&str]) -> Result<(), String> {
+pub fn ensure_installed(wanted: &[&str]) -> Result<(), String> {
     let out = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()

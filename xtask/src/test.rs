@@ -526,6 +526,21 @@ pub fn run_all() -> Result<(), String> {
     Ok(())
 }
 
+/// The kernel built for the soft-float target ([`kernel::SOFT_FLOAT_TARGET`]) on Bochs `tigerlake`:
+/// its trampoline switches no x87/SSE state (the host's code has none), and the guest's
+/// register-preservation check (every GPR, XMM0-15, MXCSR and CR2 across 1,002 VM exits) must pass
+/// as with the eager switch of the default build. Run by [`run_cases`] after the matrix, whenever
+/// the matrix has Bochs cases.
+pub const SOFT_FLOAT_CASE: Case = Case {
+    name: "bochs-tigerlake-soft-float",
+    on: On::Bochs("tigerlake"),
+    cmdline: "",
+    cpus: 1,
+    modules: &[],
+    expect: Expect::PassChecks(ISSUE_12_CHECKS),
+    timeout_secs: 90,
+};
+
 /// Builds the kernel and the ISOs the cases need, then runs the cases two at a time.
 pub fn run_cases(cases: &[Case]) -> Result<(), String> {
     let needs_bochs = cases.iter().any(|c| matches!(c.on, On::Bochs(_)));
@@ -596,11 +611,28 @@ pub fn run_cases(cases: &[Case]) -> Result<(), String> {
             });
         }
     });
-    let failures = failures
+    let mut failures = failures
         .into_inner()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     if crate::proc::interrupted() {
         return Err("interrupted".into());
+    }
+    if needs_bochs {
+        let case = &SOFT_FLOAT_CASE;
+        let outcome = kernel::build_for(kernel::SOFT_FLOAT_TARGET).and_then(|soft| {
+            let dir = base.join("iso-soft-float");
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            let iso = kernel::make_iso(&dir, &soft, case.cmdline, &[])?;
+            run_case(case, &soft, Some(&iso), &base, None)
+        });
+        match outcome {
+            Ok(line) => eprintln!("xtask test: ok   {:<24} {line}", case.name),
+            Err(report) => {
+                eprintln!("xtask test: FAIL {:<24} {report}", case.name);
+                failures.push(case.name.to_string());
+            }
+        }
     }
     if failures.is_empty() {
         Ok(())
