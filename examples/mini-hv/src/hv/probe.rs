@@ -79,14 +79,14 @@ impl Probe for Off {
 
 /// Phases of the breakdown, in the order they are printed.
 pub const PHASES: [&str; 8] = [
-    "trampoline, exit half (VM exit to Rust)",
+    "trampoline, exit half (VM exit to the return of CurrentVmcs::run)",
     "reading and decoding the exit",
     "bookkeeping (statistics, runaway watchdog)",
     "dispatch (match on the decoded exit)",
     "handler (CPUID emulation)",
     "completing the instruction (RIP, interruptibility, RFLAGS)",
     "back to the loop's VM entry",
-    "trampoline, entry half (Rust to VM entry)",
+    "trampoline, entry half (the call of CurrentVmcs::run to VM entry)",
 ];
 
 /// One exit's stamps, by [`At`] and then G; the guest's R8 and R9 at the exit; whether the exit is
