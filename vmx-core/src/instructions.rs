@@ -54,6 +54,40 @@ macro_rules! vmx_asm_status {
     }
 }
 
+/// VMREAD of the VM-instruction error field of the current VMCS: the error, or `Err` with
+/// VMfailInvalid (CF = 1: no current VMCS) or VMfailValid of an unknown error 0 (ZF = 1: the field
+/// could not be read, which no processor does).
+///
+/// # Safety
+///
+/// VMX operation at CPL 0.
+unsafe fn read_instruction_error() -> Result<VmInstructionError, VmFail> {
+    let value: u64;
+    let (invalid, valid): (u8, u8);
+    // SAFETY: the caller guarantees VMX operation at CPL 0; VMREAD only reads the current VMCS
+    // and writes the register outputs.
+    unsafe {
+        asm!(
+            "vmread {value}, {encoding}",
+            "setc {invalid}",
+            "setz {valid}",
+            value = lateout(reg) value,
+            invalid = lateout(reg_byte) invalid,
+            valid = lateout(reg_byte) valid,
+            encoding = in(reg) u64::from(vmcs_fields::fields::VM_INSTRUCTION_ERROR.encoding()),
+            options(nostack, nomem),
+        );
+    }
+    if invalid != 0 {
+        Err(VmFail::Invalid)
+    } else if valid != 0 {
+        Err(VmFail::Valid(VmInstructionError::Unknown(0)))
+    } else {
+        // The field is 32 bits wide: VMREAD zero-extends it, so the truncation loses nothing.
+        Ok(VmInstructionError::from_raw(value as u32))
+    }
+}
+
 /// Builds the [`VmFail::Valid`] of the instruction that just failed by reading the
 /// VM-instruction error field of the current VMCS.
 ///
@@ -64,25 +98,11 @@ macro_rules! vmx_asm_status {
 #[cold]
 #[inline(never)]
 pub(crate) unsafe fn fail_valid() -> VmFail {
-    let value: u64;
-    let failed: u8;
-    // SAFETY: the caller guarantees VMX operation at CPL 0; VMREAD only reads the current VMCS
-    // and writes the two register outputs.
-    unsafe {
-        asm!(
-            "vmread {value}, {encoding}",
-            "setbe {failed}",
-            value = lateout(reg) value,
-            failed = lateout(reg_byte) failed,
-            encoding = in(reg) u64::from(vmcs_fields::fields::VM_INSTRUCTION_ERROR.encoding()),
-            options(nostack, nomem),
-        );
-    }
-    if failed == 0 {
-        // The field is 32 bits wide: VMREAD zero-extends it, so the truncation loses nothing.
-        VmFail::Valid(VmInstructionError::from_raw(value as u32))
-    } else {
-        VmFail::Valid(VmInstructionError::Unknown(0))
+    // SAFETY: VMX operation at CPL 0, as the caller guarantees.
+    match unsafe { read_instruction_error() } {
+        Ok(error) => VmFail::Valid(error),
+        // The instruction reported VMfailValid: an unreadable error field is an unknown error.
+        Err(_) => VmFail::Valid(VmInstructionError::Unknown(0)),
     }
 }
 
@@ -121,30 +141,10 @@ macro_rules! vmx_asm_in_vmx_operation {
 #[cold]
 #[inline(never)]
 pub(crate) unsafe fn failed_in_vmx_operation() -> VmFail {
-    let value: u64;
-    let (invalid, valid): (u8, u8);
-    // SAFETY: the caller guarantees VMX operation at CPL 0; VMREAD only reads the current VMCS
-    // and writes the register outputs.
-    unsafe {
-        asm!(
-            "vmread {value}, {encoding}",
-            "setc {invalid}",
-            "setz {valid}",
-            value = lateout(reg) value,
-            invalid = lateout(reg_byte) invalid,
-            valid = lateout(reg_byte) valid,
-            encoding = in(reg) u64::from(vmcs_fields::fields::VM_INSTRUCTION_ERROR.encoding()),
-            options(nostack, nomem),
-        );
-    }
-    if invalid != 0 {
-        VmFail::Invalid
-    } else if valid != 0 {
-        // The error field itself could not be read (no processor does this).
-        VmFail::Valid(VmInstructionError::Unknown(0))
-    } else {
-        // The field is 32 bits wide: VMREAD zero-extends it, so the truncation loses nothing.
-        VmFail::Valid(VmInstructionError::from_raw(value as u32))
+    // SAFETY: VMX operation at CPL 0, as the caller guarantees.
+    match unsafe { read_instruction_error() } {
+        Ok(error) => VmFail::Valid(error),
+        Err(fail) => fail,
     }
 }
 
