@@ -3,6 +3,7 @@
 //! `cargo test -p mini-hv --lib` unit-tests them on the host (`cargo xtask test` runs it), where the
 //! software VMCS (`vmcs::SoftVmcs`) stands in for the processor's.
 //!
+//! - [`breakdown`]: the CPUID round-trip breakdown computed from the run loop's timestamps.
 //! - [`decode`]: the MOV forms a guest uses on MMIO, decoded for emulation.
 //! - [`guest_state`]: the CR0/CR4 ownership policy and MOV to CR0/CR4 emulation, XCR0 validation,
 //!   the guest-state fields both guests start with, and the exit-handling steps both share.
@@ -18,6 +19,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod boot_protocol;
+pub mod breakdown;
 pub mod decode;
 pub mod guest_state;
 pub mod mwait;

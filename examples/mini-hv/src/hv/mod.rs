@@ -1100,7 +1100,7 @@ fn judge(
         }
     }
     match &vcpu.breakdown {
-        Some(breakdown) => breakdown.print(),
+        Some(breakdown) => println!("{breakdown}"),
         None => {
             println!("mini-hv: no CPUID round-trip breakdown was measured");
             ok = false;

@@ -24,29 +24,13 @@
 //! then a plain one) and subtracted from the interval it opens. The guest measures its own stamp
 //! (RDTSC to CPUID, the same instructions around no exit) and passes it with
 //! [`abi::HC_BREAKDOWN`]; it is subtracted from the exit half. Under Bochs with
-//! `clock: sync=none` each TSC tick is one emulated instruction, so these corrections are exact.
+//! `clock: sync=none` each TSC tick is one emulated instruction: the corrections are instruction
+//! counts, the same at every sample. The arithmetic is `mini_hv_logic::breakdown`, tested on the host.
 
 #[cfg(doc)]
 use crate::guest::abi;
-
-/// A phase boundary of the run loop (see the module documentation).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum At {
-    /// A: the trampoline returned (VM exit).
-    Exited = 0,
-    /// R: the exit reason is read.
-    ReasonRead = 1,
-    /// K: the statistics are kept.
-    Booked = 2,
-    /// D: the exit is decoded.
-    Decoded = 3,
-    /// H: the CPUID handler starts.
-    Dispatched = 4,
-    /// S: the handler's emulation is done; completing the instruction starts.
-    Handled = 5,
-    /// C: the instruction is completed.
-    Completed = 6,
-}
+pub use mini_hv_logic::breakdown::{At, Breakdown};
+use mini_hv_logic::breakdown::{Costs, Record};
 
 /// The hooks the run loop calls. Every method of [`Off`] is empty.
 pub trait Probe {
@@ -77,32 +61,6 @@ impl Probe for Off {
     fn entering(&mut self) {}
 }
 
-/// Phases of the breakdown, in the order they are printed.
-pub const PHASES: [&str; 8] = [
-    "trampoline, exit half (VM exit to the return of CurrentVmcs::run)",
-    "reading and decoding the exit",
-    "bookkeeping (statistics, runaway watchdog)",
-    "dispatch (match on the decoded exit)",
-    "handler (CPUID emulation)",
-    "completing the instruction (RIP, interruptibility, RFLAGS)",
-    "back to the loop's VM entry",
-    "trampoline, entry half (the call of CurrentVmcs::run to VM entry)",
-];
-
-/// One exit's stamps, by [`At`] and then G; the guest's R8 and R9 at the exit; whether the exit is
-/// a CPUID sample.
-#[derive(Clone, Copy, Default)]
-#[repr(C)]
-struct Record {
-    t: [u64; 8],
-    r8: u64,
-    r9: u64,
-    sample: u64,
-}
-
-/// Index of G in [`Record::t`].
-const ENTERING: usize = 7;
-
 /// Records the probe keeps: the guest's samples and the few other exits of a session (its
 /// hypercalls); later exits overwrite the last record.
 const RECORDS: usize = 256;
@@ -113,12 +71,8 @@ pub struct Tsc {
     cur: *mut Record,
     first: *mut Record,
     last: *mut Record,
-    /// `k`: a stamp's own cost.
-    stamp_cost: u64,
-    /// The extra of the A, H and G stamps over `k`.
-    extra: [u64; 3],
-    /// The guest's stamp cost, from its [`abi::HC_BREAKDOWN`] call.
-    guest_stamp_cost: u64,
+    /// The measurement's own costs (the guest's from its [`abi::HC_BREAKDOWN`] call).
+    costs: Costs,
 }
 
 /// Stores the TSC at `slot`: RDTSC, then the store, in one `asm!` so that the compiler moves no
@@ -152,9 +106,10 @@ impl Tsc {
             cur: first,
             first,
             last,
-            stamp_cost: 0,
-            extra: [0; 3],
-            guest_stamp_cost,
+            costs: Costs {
+                guest_stamp: guest_stamp_cost,
+                ..Costs::default()
+            },
         };
         // The smallest of a few tries each (against an interrupt in between).
         let mut k = u64::MAX;
@@ -177,11 +132,11 @@ impl Tsc {
             probe.entering_stamp();
             probe.stamp(At::Exited);
             // SAFETY: `before` is a live record.
-            let g = unsafe { (*before).t[ENTERING] };
+            let g = unsafe { (*before).t[At::Entering as usize] };
             extra[2] = extra[2].min(t(&probe, 0) - g);
         }
-        probe.stamp_cost = k;
-        probe.extra = extra.map(|e| e.saturating_sub(k));
+        probe.costs.stamp = k;
+        probe.costs.extra = extra.map(|e| e.saturating_sub(k));
         probe.cur = first;
         // SAFETY: the records are the probe's own.
         unsafe { core::ptr::write_bytes(first, 0, RECORDS) };
@@ -205,68 +160,21 @@ impl Tsc {
         // SAFETY: `cur` is a live record; the next one is within the records unless `cur` is the
         // last.
         unsafe {
-            stamp_into(&raw mut (*self.cur).t[ENTERING]);
+            stamp_into(&raw mut (*self.cur).t[At::Entering as usize]);
             if self.cur != self.last {
                 self.cur = self.cur.add(1);
             }
         }
     }
 
-    /// The phases of every sample, mean over the samples: see the module documentation.
+    /// The breakdown of the samples recorded so far.
     pub fn result(&self) -> Option<Breakdown> {
         // SAFETY: the records from `first` to `cur` are the probe's own and initialized.
-        let count = unsafe { self.cur.offset_from(self.first) } as usize + 1;
-        // SAFETY: as above.
-        let records = unsafe { core::slice::from_raw_parts(self.first, count) };
-        let k = self.stamp_cost;
-        let [extra_a, extra_h, extra_g] = self.extra;
-        let mut sums = [0u64; 8];
-        let (mut samples, mut entries) = (0u64, 0u64);
-        for (i, r) in records.iter().enumerate() {
-            if r.sample == 0 {
-                continue;
-            }
-            let d = |from: usize, to: usize| (r.t[to].wrapping_sub(r.t[from])).saturating_sub(k);
-            let phases = [
-                r.t[0]
-                    .wrapping_sub(r.r8)
-                    .saturating_sub(self.guest_stamp_cost),
-                d(0, 1).saturating_sub(extra_a) + d(2, 3),
-                d(1, 2),
-                d(3, 4),
-                d(4, 5).saturating_sub(extra_h),
-                d(5, 6),
-                d(6, ENTERING),
-            ];
-            for (sum, phase) in sums.iter_mut().zip(phases) {
-                *sum += phase;
-            }
-            samples += 1;
-            // The entry half: this G to the t1 the next sample brings in R9.
-            if let Some(next) = records.get(i + 1).filter(|n| n.sample != 0) {
-                sums[7] += next
-                    .r9
-                    .wrapping_sub(r.t[ENTERING])
-                    .saturating_sub(k)
-                    .saturating_sub(extra_g);
-                entries += 1;
-            }
-        }
-        if samples == 0 || entries == 0 {
-            return None;
-        }
-        let mut mean = [0u64; 8];
-        for (i, m) in mean.iter_mut().enumerate() {
-            let n = if i == 7 { entries } else { samples };
-            *m = (sums[i] + n / 2) / n;
-        }
-        Some(Breakdown {
-            mean,
-            samples,
-            stamp_cost: k,
-            extra: self.extra,
-            guest_stamp_cost: self.guest_stamp_cost,
-        })
+        let records = unsafe {
+            let count = self.cur.offset_from(self.first) as usize + 1;
+            core::slice::from_raw_parts(self.first, count)
+        };
+        Breakdown::of(records, self.costs)
     }
 }
 
@@ -290,46 +198,5 @@ impl Probe for Tsc {
     #[inline(always)]
     fn entering(&mut self) {
         self.entering_stamp();
-    }
-}
-
-/// The measured breakdown of a CPUID round trip.
-#[derive(Clone, Copy, Debug)]
-pub struct Breakdown {
-    /// The mean of each phase of [`PHASES`], in TSC ticks, corrections applied.
-    pub mean: [u64; 8],
-    /// CPUID exits measured.
-    pub samples: u64,
-    /// A stamp's own cost (subtracted from every interval).
-    pub stamp_cost: u64,
-    /// The extra of the A, H and G stamps (subtracted from the interval each opens).
-    pub extra: [u64; 3],
-    /// The guest's stamp cost (subtracted from the exit half).
-    pub guest_stamp_cost: u64,
-}
-
-impl Breakdown {
-    /// The phases' sum.
-    pub fn total(&self) -> u64 {
-        self.mean.iter().sum()
-    }
-
-    /// Prints the breakdown as lines of the exit statistics.
-    pub fn print(&self) {
-        crate::println!(
-            "mini-hv: CPUID round trip breakdown (host RDTSC at each phase boundary, mean of {} \
-             samples; subtracted: {} ticks of stamp per interval, {}/{}/{} more after the \
-             A/H/G stamps, the guest's {}-tick stamp from the exit half):",
-            self.samples,
-            self.stamp_cost,
-            self.extra[0],
-            self.extra[1],
-            self.extra[2],
-            self.guest_stamp_cost
-        );
-        for (name, mean) in PHASES.iter().zip(self.mean) {
-            crate::println!("mini-hv:   {mean:>5}  {name}");
-        }
-        crate::println!("mini-hv:   {:>5}  total", self.total());
     }
 }
