@@ -22,6 +22,16 @@ const fn bits(raw: u32, low: u32, width: u32) -> u32 {
 ///
 /// The field is 32 bits wide; the processor stores 1–15. Any value decodes, and
 /// [`InstructionLength::is_architectural`] says whether it is in that range.
+///
+/// ```
+/// use exits::InstructionLength;
+///
+/// // The VM-exit instruction length of a 3-byte VMCALL (0F 01 C1).
+/// let length = InstructionLength(3);
+/// assert_eq!(length.get(), 3);
+/// assert!(length.is_architectural() && !InstructionLength(16).is_architectural());
+/// assert_eq!(length.to_string(), "3 bytes");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(transparent))]
@@ -48,9 +58,27 @@ impl fmt::Display for InstructionLength {
 /// A segment register as encoded in instruction information (bits 17:15): the register (0 = ES …
 /// 5 = GS, decoded by [`GuestSegment::from_instruction_encoding`]) or an encoding the SDM does not
 /// use (6 or 7).
+///
+/// ```
+/// use exits::{ReservedSegment, SegmentRegister, instruction::InsOutsInfo};
+/// use vmcs::GuestSegment;
+///
+/// // OUTS with an FS override: bits 17:15 = 4.
+/// let segment: SegmentRegister = InsOutsInfo::from_raw(4 << 15).segment;
+/// assert_eq!(segment, Ok(GuestSegment::Fs));
+/// // 6 and 7 name no segment register.
+/// assert_eq!(InsOutsInfo::from_raw(6 << 15).segment, Err(ReservedSegment(6)));
+/// ```
 pub type SegmentRegister = Result<GuestSegment, ReservedSegment>;
 
 /// A segment-register encoding of instruction information that the SDM does not use (6 or 7).
+///
+/// ```
+/// use exits::{ReservedSegment, instruction::InsOutsInfo};
+///
+/// assert_eq!(InsOutsInfo::from_raw(7 << 15).segment, Err(ReservedSegment(7)));
+/// assert_eq!(ReservedSegment(7).to_string(), "reserved segment 7");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[error("reserved segment {0}")]
@@ -86,6 +114,16 @@ impl fmt::Display for DisplaySegment {
 }
 
 /// The address size of a memory operand (instruction information bits 9:7).
+///
+/// ```
+/// use exits::AddressSize;
+///
+/// // Bits 9:7 of instruction information: 0, 1 and 2 are 16, 32 and 64 bits.
+/// assert_eq!(AddressSize::from_raw(1), AddressSize::Bits32);
+/// assert_eq!(AddressSize::Bits32.mask(), Some(0xffff_ffff));
+/// assert_eq!(AddressSize::from_raw(5), AddressSize::Reserved(5));
+/// assert_eq!(AddressSize::Reserved(5).mask(), None);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum AddressSize {
@@ -143,6 +181,15 @@ impl fmt::Display for AddressSize {
 }
 
 /// The scaling of a memory operand's index register (instruction information bits 1:0).
+///
+/// ```
+/// use exits::Scale;
+///
+/// // Bits 1:0 of instruction information: the index is multiplied by 1, 2, 4 or 8.
+/// assert_eq!(Scale::from_raw(3), Scale::X8);
+/// assert_eq!(Scale::X8.factor(), 8);
+/// assert_eq!(Scale::X4.to_raw(), 2);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Scale {
@@ -185,6 +232,14 @@ impl fmt::Display for Scale {
 }
 
 /// Why a memory operand's address could not be computed.
+///
+/// ```
+/// use exits::{MemoryOperand, OperandError};
+///
+/// // An address size of 3 (bits 9:7) is not one the SDM defines: no address is computed.
+/// let operand = MemoryOperand::from_raw(3 << 7 | 1 << 22 | 1 << 27);
+/// assert_eq!(operand.effective_address(0x10, |_| 0), Err(OperandError::ReservedAddressSize(3)));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
 pub enum OperandError {
     /// The address-size field holds an encoding the SDM does not define, so the width of the
@@ -196,6 +251,24 @@ pub enum OperandError {
 /// The memory-operand part shared by most instruction-information formats: scaling (bits 1:0),
 /// address size (9:7), segment register (17:15), index register (21:18, invalid if bit 22) and base
 /// register (26:23, invalid if bit 27).
+///
+/// ```
+/// use exits::{AddressSize, GpReg, MemoryOperand, Scale};
+/// use vmcs::GuestSegment;
+///
+/// // [RBX + RSI*4 + 0x20] with a 64-bit address size and the DS segment: scale 2 (bits 1:0),
+/// // address size 2 (bits 9:7), DS = 3 (bits 17:15), index RSI = 6 (bits 21:18), base RBX = 3
+/// // (bits 26:23).
+/// let raw = 2 | 2 << 7 | 3 << 15 | 6 << 18 | 3 << 23;
+/// let m = MemoryOperand::from_raw(raw);
+/// assert_eq!((m.scale, m.address_size, m.segment), (Scale::X4, AddressSize::Bits64, Ok(GuestSegment::Ds)));
+/// assert_eq!((m.base, m.index), (Some(GpReg::Rbx), Some(GpReg::Rsi)));
+/// assert_eq!(m.to_raw(), raw);
+/// // The displacement is the exit qualification; the registers are the guest's.
+/// let regs = |reg| match reg { GpReg::Rbx => 0x1000, GpReg::Rsi => 3, _ => 0 };
+/// assert_eq!(m.effective_address(0x20, regs), Ok(0x102c));
+/// assert_eq!(m.to_string(), "DS:[RBX+RSI*4+disp] (64-bit address)");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct MemoryOperand {
@@ -368,6 +441,19 @@ impl fmt::Display for MemoryOperand {
 
 /// An operand that is either a register or memory (instruction information bit 10: 0 = memory,
 /// 1 = register; the register in bits 6:3).
+///
+/// ```
+/// use exits::instruction::VmreadVmwriteInfo;
+/// use exits::{GpReg, Operand};
+///
+/// // In the VMREAD/VMWRITE information, bit 10 = 1: a register operand, its number in bits 6:3
+/// // (RDX = 2).
+/// let info = VmreadVmwriteInfo::from_raw(1 << 10 | 2 << 3);
+/// assert_eq!(info.operand, Operand::Register(GpReg::Rdx));
+/// // Bit 10 = 0: a memory operand (here [RAX], 64-bit addressing, no index).
+/// let info = VmreadVmwriteInfo::from_raw(2 << 7 | 1 << 22);
+/// assert!(matches!(info.operand, Operand::Memory(m) if m.base == Some(GpReg::Rax)));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Operand {
@@ -405,6 +491,18 @@ impl fmt::Display for Operand {
 
 /// Instruction information for INS and OUTS (SDM table "Format of the VM-Exit Instruction-Information
 /// Field as Used for INS and OUTS"). Saved only if IA32_VMX_BASIC bit 54 is 1.
+///
+/// ```
+/// use exits::AddressSize;
+/// use exits::instruction::InsOutsInfo;
+/// use vmcs::GuestSegment;
+///
+/// // OUTSB with a 32-bit address size and an ES override.
+/// let info = InsOutsInfo::from_raw(1 << 7);
+/// assert_eq!((info.address_size, info.segment), (AddressSize::Bits32, Ok(GuestSegment::Es)));
+/// assert_eq!(info.to_raw(), 0x80);
+/// assert_eq!(info.to_string(), "segment ES, 32-bit address");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct InsOutsInfo {
@@ -445,6 +543,18 @@ impl fmt::Display for InsOutsInfo {
 
 /// Instruction information for INVEPT, INVPCID and INVVPID: a memory operand (the descriptor) and a
 /// register operand (Reg2, bits 31:28, the invalidation type).
+///
+/// ```
+/// use exits::GpReg;
+/// use exits::instruction::InvalidationInfo;
+///
+/// // INVEPT RCX, [RAX]: the type in RCX (Reg2, bits 31:28 = 1), the descriptor at [RAX].
+/// let info = InvalidationInfo::from_raw(1 << 28 | 2 << 7 | 3 << 15 | 1 << 22);
+/// assert_eq!(info.register, GpReg::Rcx);
+/// assert_eq!(info.memory.base, Some(GpReg::Rax));
+/// assert_eq!(info.memory.index, None);
+/// assert_eq!(info.to_raw(), 0x1001_8100 | 1 << 22);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct InvalidationInfo {
@@ -480,6 +590,14 @@ impl fmt::Display for InvalidationInfo {
 }
 
 /// Which of LGDT, LIDT, SGDT, SIDT caused the exit (bits 29:28 of their instruction information).
+///
+/// ```
+/// use exits::instruction::{DescriptorTableInfo, DescriptorTableInstruction};
+///
+/// // Bits 29:28: 0 SGDT, 1 SIDT, 2 LGDT, 3 LIDT.
+/// assert_eq!(DescriptorTableInfo::from_raw(3 << 28).instruction, DescriptorTableInstruction::Lidt);
+/// assert_eq!(DescriptorTableInfo::from_raw(0).instruction, DescriptorTableInstruction::Sgdt);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum DescriptorTableInstruction {
@@ -505,6 +623,17 @@ impl fmt::Display for DescriptorTableInstruction {
 }
 
 /// Instruction information for LIDT, LGDT, SIDT and SGDT.
+///
+/// ```
+/// use exits::GpReg;
+/// use exits::instruction::{DescriptorTableInfo, DescriptorTableInstruction};
+///
+/// // LGDT [RDI] with a 64-bit address size.
+/// let info = DescriptorTableInfo::from_raw(2 << 28 | 7 << 23 | 1 << 22 | 3 << 15 | 2 << 7);
+/// assert_eq!(info.instruction, DescriptorTableInstruction::Lgdt);
+/// assert_eq!(info.memory.base, Some(GpReg::Rdi));
+/// assert_eq!(info.to_string(), "LGDT DS:[RDI+disp] (64-bit address) (16-bit operand size)");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct DescriptorTableInfo {
@@ -550,6 +679,14 @@ impl fmt::Display for DescriptorTableInfo {
 }
 
 /// Which of LLDT, LTR, SLDT, STR caused the exit (bits 29:28 of their instruction information).
+///
+/// ```
+/// use exits::instruction::{LdtrTrInfo, LdtrTrInstruction};
+///
+/// // Bits 29:28: 0 SLDT, 1 STR, 2 LLDT, 3 LTR.
+/// assert_eq!(LdtrTrInfo::from_raw(3 << 28 | 1 << 10).instruction, LdtrTrInstruction::Ltr);
+/// assert_eq!(LdtrTrInfo::from_raw(1 << 28 | 1 << 10).instruction, LdtrTrInstruction::Str);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum LdtrTrInstruction {
@@ -575,6 +712,17 @@ impl fmt::Display for LdtrTrInstruction {
 }
 
 /// Instruction information for LLDT, LTR, SLDT and STR.
+///
+/// ```
+/// use exits::instruction::{LdtrTrInfo, LdtrTrInstruction};
+/// use exits::{GpReg, Operand};
+///
+/// // LTR AX: a register operand (bit 10) RAX (bits 6:3 = 0), instruction LTR (bits 29:28 = 3).
+/// let info = LdtrTrInfo::from_raw(3 << 28 | 1 << 10);
+/// assert_eq!((info.instruction, info.operand), (LdtrTrInstruction::Ltr, Operand::Register(GpReg::Rax)));
+/// assert_eq!(info.to_raw(), 0x3000_0400);
+/// assert_eq!(info.to_string(), "LTR RAX");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct LdtrTrInfo {
@@ -611,6 +759,15 @@ impl fmt::Display for LdtrTrInfo {
 }
 
 /// The operand size of RDRAND and RDSEED (bits 12:11 of their instruction information).
+///
+/// ```
+/// use exits::instruction::{OperandSize, RegisterInfo};
+///
+/// // Bits 12:11 of the RDRAND/RDSEED information: 0, 1, 2 are 16, 32, 64 bits.
+/// assert_eq!(RegisterInfo::from_raw(2 << 11).operand_size, OperandSize::Bits64);
+/// assert_eq!(RegisterInfo::from_raw(3 << 11).operand_size, OperandSize::Reserved);
+/// assert_eq!(OperandSize::Bits32.to_string(), "32-bit");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum OperandSize {
@@ -636,6 +793,17 @@ impl fmt::Display for OperandSize {
 }
 
 /// Instruction information for RDRAND, RDSEED, TPAUSE and UMWAIT.
+///
+/// ```
+/// use exits::GpReg;
+/// use exits::instruction::{OperandSize, RegisterInfo};
+///
+/// // RDRAND R9 with a 64-bit operand: register 9 in bits 6:3, operand size 2 in bits 12:11.
+/// let info = RegisterInfo::from_raw(9 << 3 | 2 << 11);
+/// assert_eq!((info.register, info.operand_size), (GpReg::R9, OperandSize::Bits64));
+/// assert_eq!(info.to_raw(), 0x1048);
+/// assert_eq!(info.to_string(), "register R9 (64-bit operand)");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct RegisterInfo {
@@ -680,6 +848,16 @@ impl fmt::Display for RegisterInfo {
 
 /// Instruction information for VMCLEAR, VMPTRLD, VMPTRST, VMXON, XRSTORS and XSAVES: a memory
 /// operand only.
+///
+/// ```
+/// use exits::GpReg;
+/// use exits::instruction::MemoryInfo;
+///
+/// // VMPTRLD [RAX] (also VMCLEAR, VMPTRST, VMXON, XRSTORS, XSAVES, ...): the memory operand alone.
+/// let info = MemoryInfo::from_raw(2 << 7 | 3 << 15 | 1 << 22);
+/// assert_eq!((info.0.base, info.0.index), (Some(GpReg::Rax), None));
+/// assert_eq!(info.to_raw(), 0x41_8100);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(transparent))]
@@ -704,6 +882,17 @@ impl fmt::Display for MemoryInfo {
 }
 
 /// Instruction information for VMREAD and VMWRITE.
+///
+/// ```
+/// use exits::instruction::VmreadVmwriteInfo;
+/// use exits::{GpReg, Operand};
+///
+/// // VMREAD RBX, RDX: the field encoding in RDX (Reg2, bits 31:28 = 2), the destination register RBX
+/// // (bit 10 = register, bits 6:3 = 3).
+/// let info = VmreadVmwriteInfo::from_raw(2 << 28 | 1 << 10 | 3 << 3);
+/// assert_eq!((info.field_register, info.operand), (GpReg::Rdx, Operand::Register(GpReg::Rbx)));
+/// assert_eq!(info.to_string(), "operand RBX, field encoding in RDX");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct VmreadVmwriteInfo {
@@ -739,6 +928,16 @@ impl fmt::Display for VmreadVmwriteInfo {
 }
 
 /// Instruction information for LOADIWKEY: two XMM registers.
+///
+/// ```
+/// use exits::instruction::LoadiwkeyInfo;
+///
+/// // LOADIWKEY XMM1, XMM2: XMM1 in bits 6:3, XMM2 in bits 31:28.
+/// let info = LoadiwkeyInfo::from_raw(2 << 28 | 1 << 3);
+/// assert_eq!((info.xmm1, info.xmm2), (1, 2));
+/// assert_eq!(info.to_raw(), 0x2000_0008);
+/// assert_eq!(info.to_string(), "XMM1, XMM2");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct LoadiwkeyInfo {
@@ -774,6 +973,16 @@ impl fmt::Display for LoadiwkeyInfo {
 
 /// Instruction information for the immediate forms of RDMSR and WRMSRNS (exit reasons 84 and 85):
 /// the register operand in bits 6:3. The MSR index is the exit qualification.
+///
+/// ```
+/// use exits::GpReg;
+/// use exits::instruction::MsrImmediateInfo;
+///
+/// // RDMSR R12, imm32 (the MSR index is in the exit qualification): the register in bits 6:3.
+/// let info = MsrImmediateInfo::from_raw(12 << 3);
+/// assert_eq!(info.register, GpReg::R12);
+/// assert_eq!(info.to_raw(), 0x60);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct MsrImmediateInfo {

@@ -40,6 +40,16 @@ fn write_flags(f: &mut fmt::Formatter<'_>, flags: &[(bool, &str)]) -> fmt::Resul
 
 /// Exit qualification for debug exceptions (#DB VM exits; SDM table "Exit Qualification for Debug
 /// Exceptions").
+///
+/// ```
+/// use exits::DebugQualification;
+///
+/// // A single-step trap that also met the condition of breakpoint 1 (B1 and BS).
+/// let q = DebugQualification::from_raw(0x4002);
+/// assert!(q.breakpoint(1) && q.single_step && !q.breakpoint(0));
+/// assert_eq!(q.to_raw(), 0x4002);
+/// assert_eq!(q.to_string(), "B1, BS (single step)");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct DebugQualification {
@@ -104,6 +114,14 @@ impl fmt::Display for DebugQualification {
 }
 
 /// The source of a task switch (bits 31:30 of the task-switch exit qualification).
+///
+/// ```
+/// use exits::{TaskSwitchQualification, TaskSwitchSource};
+///
+/// // Bits 31:30 = 1: an IRET back to the previous task.
+/// assert_eq!(TaskSwitchQualification::from_raw(1 << 30 | 0x28).source, TaskSwitchSource::Iret);
+/// assert_eq!(TaskSwitchSource::Jmp.to_string(), "JMP");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum TaskSwitchSource {
@@ -129,6 +147,16 @@ impl fmt::Display for TaskSwitchSource {
 }
 
 /// Exit qualification for task switches (SDM table "Exit Qualification for Task Switches").
+///
+/// ```
+/// use exits::{TaskSwitchQualification, TaskSwitchSource};
+///
+/// // A far JMP to the TSS with selector 0x28.
+/// let q = TaskSwitchQualification::from_raw(2 << 30 | 0x28);
+/// assert_eq!((q.selector, q.source), (0x28, TaskSwitchSource::Jmp));
+/// assert_eq!(q.to_raw(), 0x8000_0028);
+/// assert_eq!(q.to_string(), "to TSS selector 0x0028 by JMP");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TaskSwitchQualification {
@@ -172,6 +200,14 @@ impl fmt::Display for TaskSwitchQualification {
 }
 
 /// The access type of a control-register access (bits 5:4 of its exit qualification).
+///
+/// ```
+/// use exits::{CrAccessQualification, CrAccessType};
+///
+/// // Bits 5:4 = 2: CLTS.
+/// assert_eq!(CrAccessQualification::from_raw(2 << 4).access_type, CrAccessType::Clts);
+/// assert_eq!(CrAccessType::MovToCr.to_string(), "MOV to CR");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum CrAccessType {
@@ -186,6 +222,15 @@ pub enum CrAccessType {
 }
 
 /// The LMSW operand type (bit 6 of the control-register-access exit qualification).
+///
+/// ```
+/// use exits::{CrAccessQualification, CrAccessType, LmswOperandType};
+///
+/// // LMSW with a memory operand (bit 6), source data 1 (CR0.PE).
+/// let q = CrAccessQualification::from_raw(1 << 16 | 1 << 6 | 3 << 4);
+/// assert_eq!((q.access_type, q.lmsw_operand), (CrAccessType::Lmsw, LmswOperandType::Memory));
+/// assert_eq!(q.lmsw_source, 1);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum LmswOperandType {
@@ -197,6 +242,16 @@ pub enum LmswOperandType {
 
 /// Exit qualification for control-register accesses (SDM table "Exit Qualification for
 /// Control-Register Accesses").
+///
+/// ```
+/// use exits::{CrAccessQualification, CrAccessType, GpReg};
+///
+/// // MOV CR3, RBX: control register 3 (bits 3:0), MOV to CR (bits 5:4 = 0), RBX (bits 11:8 = 3).
+/// let q = CrAccessQualification::from_raw(0x303);
+/// assert_eq!((q.cr, q.access_type, q.gpr), (3, CrAccessType::MovToCr, GpReg::Rbx));
+/// assert_eq!(q.to_raw(), 0x303);
+/// assert_eq!(q.to_string(), "MOV CR3, RBX");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct CrAccessQualification {
@@ -262,6 +317,14 @@ impl fmt::Display for CrAccessQualification {
 }
 
 /// The direction of a MOV DR (bit 4 of its exit qualification).
+///
+/// ```
+/// use exits::{MovDrDirection, MovDrQualification};
+///
+/// // Bit 4 = 1: MOV from a debug register.
+/// assert_eq!(MovDrQualification::from_raw(1 << 4 | 6).direction, MovDrDirection::FromDr);
+/// assert_eq!(MovDrQualification::from_raw(6).direction, MovDrDirection::ToDr);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum MovDrDirection {
@@ -272,6 +335,16 @@ pub enum MovDrDirection {
 }
 
 /// Exit qualification for MOV DR (SDM table "Exit Qualification for MOV DR").
+///
+/// ```
+/// use exits::{GpReg, MovDrDirection, MovDrQualification};
+///
+/// // MOV DR7, RCX: DR7 (bits 2:0), to DR (bit 4 = 0), RCX (bits 11:8 = 1).
+/// let q = MovDrQualification::from_raw(0x107);
+/// assert_eq!((q.dr, q.direction, q.gpr), (7, MovDrDirection::ToDr, GpReg::Rcx));
+/// assert_eq!(q.to_raw(), 0x107);
+/// assert_eq!(q.to_string(), "MOV DR7, RCX");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct MovDrQualification {
@@ -316,6 +389,16 @@ impl fmt::Display for MovDrQualification {
 }
 
 /// The size of an I/O access (bits 2:0 of the I/O exit qualification).
+///
+/// ```
+/// use exits::IoSize;
+///
+/// // Bits 2:0 of the I/O qualification: 0, 1 and 3 are 1, 2 and 4 bytes; 2 is not used.
+/// assert_eq!(IoSize::from_raw(3).bytes(), Some(4));
+/// assert_eq!(IoSize::from_raw(1), IoSize::Word);
+/// assert_eq!(IoSize::from_raw(2), IoSize::Reserved(2));
+/// assert_eq!(IoSize::Reserved(2).bytes(), None);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum IoSize {
@@ -362,6 +445,14 @@ impl IoSize {
 }
 
 /// The direction of an I/O instruction (bit 3 of its exit qualification).
+///
+/// ```
+/// use exits::{IoDirection, IoQualification};
+///
+/// // Bit 3: 1 = IN, 0 = OUT.
+/// assert_eq!(IoQualification::from_raw(1 << 3).direction, IoDirection::In);
+/// assert_eq!(IoQualification::from_raw(0).direction, IoDirection::Out);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum IoDirection {
@@ -372,6 +463,14 @@ pub enum IoDirection {
 }
 
 /// How the port of an I/O instruction is given (bit 6 of its exit qualification).
+///
+/// ```
+/// use exits::{IoOperandEncoding, IoQualification};
+///
+/// // Bit 6: the port came from an immediate (IN AL, 0x60) rather than DX.
+/// assert_eq!(IoQualification::from_raw(0x60_0048).operand_encoding, IoOperandEncoding::Immediate);
+/// assert_eq!(IoQualification::from_raw(0x3f8_0000).operand_encoding, IoOperandEncoding::Dx);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum IoOperandEncoding {
@@ -383,6 +482,17 @@ pub enum IoOperandEncoding {
 
 /// Exit qualification for I/O instructions, also used for I/O SMIs (SDM table "Exit
 /// Qualification for I/O Instructions").
+///
+/// ```
+/// use exits::{IoDirection, IoQualification, IoSize};
+///
+/// // REP OUTSB to port 0x3F8 (DX): 1 byte, OUT, string (bit 4), REP (bit 5), port in bits 31:16.
+/// let q = IoQualification::from_raw(0x3f8_0030);
+/// assert_eq!((q.size, q.direction, q.port), (IoSize::Byte, IoDirection::Out, 0x3f8));
+/// assert!(q.string && q.rep);
+/// assert_eq!(q.to_raw(), 0x3f8_0030);
+/// assert_eq!(q.to_string(), "REP OUTS (DX), port 0x3f8, 1 byte");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct IoQualification {
@@ -470,6 +580,15 @@ impl fmt::Display for IoQualification {
 }
 
 /// Exit qualification for MWAIT (SDM table "Exit Qualification for MWAIT").
+///
+/// ```
+/// use exits::MwaitQualification;
+///
+/// // Bit 0: MWAIT executed with the monitoring hardware armed.
+/// assert!(MwaitQualification::from_raw(1).monitor_armed);
+/// assert!(!MwaitQualification::from_raw(0).monitor_armed);
+/// assert_eq!(MwaitQualification::from_raw(1).to_raw(), 1);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct MwaitQualification {
@@ -505,6 +624,17 @@ impl fmt::Display for MwaitQualification {
 }
 
 /// The access type of an APIC-access VM exit (bits 15:12 of its exit qualification).
+///
+/// ```
+/// use exits::ApicAccessType;
+///
+/// // Bits 15:12 of the APIC-access qualification: 1 is a linear write, 10 a guest-physical access
+/// // during event delivery (no page offset then).
+/// assert_eq!(ApicAccessType::from_raw(1), ApicAccessType::LinearWrite);
+/// assert!(ApicAccessType::LinearWrite.is_linear());
+/// assert!(!ApicAccessType::from_raw(10).is_linear());
+/// assert_eq!(ApicAccessType::from_raw(5), ApicAccessType::Reserved(5));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum ApicAccessType {
@@ -581,6 +711,16 @@ impl fmt::Display for ApicAccessType {
 /// Exit qualification for APIC-access VM exits, from linear and from guest-physical accesses (SDM
 /// table "Exit Qualification for APIC-Access VM Exits from Linear Accesses and Guest-Physical
 /// Accesses").
+///
+/// ```
+/// use exits::{ApicAccessQualification, ApicAccessType};
+///
+/// // A linear write to offset 0xB0 of the APIC-access page: the EOI register.
+/// let q = ApicAccessQualification::from_raw(1 << 12 | 0xb0);
+/// assert_eq!((q.access_type, q.offset()), (ApicAccessType::LinearWrite, Some(0xb0)));
+/// assert_eq!(q.to_raw(), 0x10b0);
+/// assert_eq!(q.to_string(), "linear write at offset 0x0b0");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ApicAccessQualification {
@@ -638,6 +778,21 @@ impl fmt::Display for ApicAccessQualification {
 }
 
 /// Exit qualification for EPT violations (SDM table "Exit Qualification for EPT Violations").
+///
+/// ```
+/// use exits::EptViolationQualification;
+///
+/// // A data write to a page EPT maps readable and executable but not writable, from a linear
+/// // address (bits 1, 3, 5, 7 and 8).
+/// let q = EptViolationQualification::from_raw(0x1aa);
+/// assert!(q.write && !q.read && !q.fetch);
+/// assert!(q.readable && !q.writable && q.executable && q.present());
+/// assert!(q.guest_linear_valid && q.translated_access);
+/// assert_eq!(q.to_raw(), 0x1aa);
+/// assert_eq!(q.to_string(), "access write; EPT permissions R, X; to the translation of a guest-linear address");
+/// // The same write to a guest-physical address EPT does not map at all.
+/// assert!(!EptViolationQualification::from_raw(0x182).present());
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct EptViolationQualification {
@@ -798,6 +953,14 @@ impl fmt::Display for EptViolationQualification {
 }
 
 /// Exit qualification for page-modification-log-full VM exits: only bit 12 is defined.
+///
+/// ```
+/// use exits::PmlFullQualification;
+///
+/// // Bit 12: the log filled up while an IRET's delivery had unblocked NMIs.
+/// assert!(PmlFullQualification::from_raw(1 << 12).nmi_unblocking);
+/// assert_eq!(PmlFullQualification::from_raw(0), PmlFullQualification::default());
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PmlFullQualification {
@@ -829,6 +992,14 @@ impl fmt::Display for PmlFullQualification {
 }
 
 /// The kind of SPP-related event (bit 11 of its exit qualification).
+///
+/// ```
+/// use exits::{SppEventKind, SppQualification};
+///
+/// // Bit 11 of the SPP-related qualification: 1 = SPPT miss, 0 = SPPT misconfiguration.
+/// assert_eq!(SppQualification::from_raw(1 << 11).kind, SppEventKind::Miss);
+/// assert_eq!(SppQualification::from_raw(0).kind, SppEventKind::Misconfiguration);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum SppEventKind {
@@ -839,6 +1010,16 @@ pub enum SppEventKind {
 }
 
 /// Exit qualification for SPP-related events (sub-page write permissions).
+///
+/// ```
+/// use exits::{SppEventKind, SppQualification};
+///
+/// // An SPPT miss (bit 11) with NMI unblocking due to IRET (bit 12).
+/// let q = SppQualification::from_raw(3 << 11);
+/// assert_eq!((q.kind, q.nmi_unblocking), (SppEventKind::Miss, true));
+/// assert_eq!(q.to_raw(), 0x1800);
+/// assert_eq!(q.to_string(), "SPPT miss, NMI unblocking due to IRET");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SppQualification {
@@ -881,6 +1062,15 @@ impl fmt::Display for SppQualification {
 }
 
 /// Exit qualification for instruction-timeout ("notify") VM exits.
+///
+/// ```
+/// use exits::NotifyQualification;
+///
+/// // Bit 0: the notify window expired and the VM context is no longer valid.
+/// let q = NotifyQualification::from_raw(1);
+/// assert!(q.context_invalid && !q.nmi_unblocking);
+/// assert_eq!(q.to_string(), "VM context invalid");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct NotifyQualification {
@@ -922,6 +1112,16 @@ impl fmt::Display for NotifyQualification {
 
 /// Exit qualification for a VM-entry failure due to invalid guest state (SDM "VM-Entry Failures
 /// During or After Loading Guest State").
+///
+/// ```
+/// use exits::EntryFailureQualification;
+///
+/// // VM-entry failure due to invalid guest state (exit reason 33), qualification 4.
+/// let q = EntryFailureQualification::from_raw(4);
+/// assert_eq!(q, EntryFailureQualification::InvalidVmcsLinkPointer);
+/// assert_eq!(q.to_string(), "invalid VMCS link pointer");
+/// assert_eq!(EntryFailureQualification::from_raw(1), EntryFailureQualification::Unknown(1));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum EntryFailureQualification {
