@@ -13,6 +13,15 @@ use crate::instruction::InstructionLength;
 
 /// Whether an event of this type came from an instruction (INT n, INT1, INT3, INTO), so that
 /// re-injecting it needs the instruction length.
+///
+/// ```
+/// use exits::InterruptionType;
+/// use exits::event::is_software_event;
+///
+/// // INT3 (a software exception) needs its instruction length to be re-injected; #PF does not.
+/// assert!(is_software_event(InterruptionType::SoftwareException));
+/// assert!(!is_software_event(InterruptionType::HardwareException));
+/// ```
 pub const fn is_software_event(kind: InterruptionType) -> bool {
     matches!(
         kind,
@@ -200,6 +209,24 @@ impl fmt::Display for IdtVectoringInfo {
 
 /// An event whose delivery was interrupted by the VM exit: the IDT-vectoring information with the
 /// IDT-vectoring error code (VMCS 440AH) and, for software events, the VM-exit instruction length.
+///
+/// ```
+/// use exits::{InterruptionType, RawExitInfo, VmExit};
+///
+/// // An EPT violation (reason 48) while the guest's IDT delivered INT 0x80 (2-byte instruction).
+/// let exit = VmExit::from_raw(&RawExitInfo {
+///     reason: 48,
+///     qualification: 0x182,
+///     idt_vectoring_info: 0x8000_0480,
+///     instruction_length: 2,
+///     ..RawExitInfo::default()
+/// });
+/// let event = exit.idt_vectoring().unwrap();
+/// assert_eq!((event.info.vector, event.info.kind), (0x80, InterruptionType::SoftwareInterrupt));
+/// assert_eq!(event.instruction_length.map(|l| l.get()), Some(2));
+/// assert_eq!(event.error_code, None);
+/// assert_eq!(event.to_string(), "software interrupt, vector 128, instruction length 2 bytes");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct IdtVectoring {
@@ -281,6 +308,26 @@ impl fmt::Display for IdtVectoring {
 /// (`VM_ENTRY_INTERRUPTION_INFORMATION`, 4016H), the VM-entry exception error code
 /// (`VM_ENTRY_EXCEPTION_ERROR_CODE`, 4018H) and the VM-entry instruction length
 /// (`VM_ENTRY_INSTRUCTION_LENGTH`, 401AH).
+///
+/// ```
+/// use exits::{EventInjection, InterruptionType, instruction::InstructionLength};
+/// use vmcs::{SoftVmcs, VmcsRead, fields};
+///
+/// // INT 0x80 delivered again on the next VM entry, with its 2-byte length.
+/// let event = EventInjection {
+///     vector: 0x80,
+///     kind: InterruptionType::SoftwareInterrupt,
+///     error_code: None,
+///     instruction_length: Some(InstructionLength(2)),
+/// };
+/// assert_eq!(event.interruption_info().bits(), 0x8000_0480);
+/// let mut vmcs = SoftVmcs::all_fields();
+/// event.write(&mut vmcs)?;
+/// assert_eq!(vmcs.read(fields::VM_ENTRY_INTERRUPTION_INFORMATION)?.bits(), 0x8000_0480);
+/// assert_eq!(vmcs.read(fields::VM_ENTRY_INSTRUCTION_LENGTH)?, 2);
+/// assert_eq!(event.to_string(), "inject software interrupt, vector 128, instruction length 2 bytes");
+/// # Ok::<(), vmx_core::VmFail>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct EventInjection {

@@ -11,6 +11,16 @@ macro_rules! basic_exit_reasons {
         /// Every number the SDM defines has its own variant; the numbers it leaves undefined (35, 38, 42,
         /// 71, 82, 83 and everything above 85) decode to [`BasicExitReason::Unknown`], which carries the
         /// number. Decoding is total: [`BasicExitReason::from_number`] accepts every `u16`.
+        ///
+        /// ```
+        /// use exits::BasicExitReason;
+        ///
+        /// assert_eq!(BasicExitReason::from_number(48), BasicExitReason::EptViolation);
+        /// assert_eq!(BasicExitReason::EptViolation.number(), 48);
+        /// assert_eq!(BasicExitReason::EptViolation.sdm_name(), Some("EPT violation"));
+        /// assert_eq!(BasicExitReason::from_number(35), BasicExitReason::Unknown(35));
+        /// assert_eq!(BasicExitReason::Unknown(35).sdm_name(), None);
+        /// ```
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
         pub enum BasicExitReason {
@@ -231,6 +241,17 @@ impl fmt::Display for BasicExitReason {
 /// Every bit is kept: the flags the SDM defines get their own field, and the bits it reserves
 /// (16–25 and 30) are retained in [`ExitReason::reserved_bits`], so that
 /// `ExitReason::from_raw(x).to_raw() == x` for every `x`.
+///
+/// ```
+/// use exits::{BasicExitReason, ExitReason};
+///
+/// // A VM-entry failure due to invalid guest state: basic reason 33 with bit 31 set.
+/// let reason = ExitReason::from_raw(0x8000_0021);
+/// assert_eq!(reason.basic, BasicExitReason::EntryFailureInvalidGuestState);
+/// assert!(reason.entry_failure && reason.reserved_bits == 0);
+/// assert_eq!(reason.to_raw(), 0x8000_0021);
+/// assert_eq!(reason.to_string(), "VM-entry failure due to invalid guest state (33), VM-entry failure");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ExitReason {

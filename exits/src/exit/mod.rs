@@ -19,6 +19,17 @@ use crate::qualification::{
 
 /// One of the VM-exit information fields (SDM Vol. 3C, "VM-Exit Information Fields") that
 /// [`VmExit`] reads.
+///
+/// ```
+/// use exits::ExitField;
+/// use vmcs::fields;
+///
+/// // Each field is the field table's: its encoding comes from vmcs::fields.
+/// assert_eq!(ExitField::ExitQualification.encoding(), fields::EXIT_QUALIFICATION.encoding());
+/// assert_eq!(ExitField::InstructionLength.encoding(), 0x440c);
+/// assert_eq!(ExitField::ALL[0], ExitField::ExitReason);
+/// assert_eq!(ExitField::GuestPhysicalAddress.to_string(), "guest-physical address (0x2400)");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum ExitField {
@@ -99,6 +110,20 @@ impl fmt::Display for ExitField {
 }
 
 /// Reading a VM-exit information field failed.
+///
+/// ```
+/// use exits::{ExitField, VmExit};
+/// use vmcs::SoftVmcs;
+/// use vmx_core::{VmFail, VmInstructionError};
+///
+/// // A software VMCS without the exit-reason field: the first VMREAD fails with error 12
+/// // ("VMREAD/VMWRITE from/to unsupported VMCS component") and the error names the field.
+/// let vmcs = SoftVmcs::with_limits(0, false);
+/// let error = VmExit::read(&vmcs).unwrap_err();
+/// assert_eq!(error.field, ExitField::ExitReason);
+/// assert_eq!(error.error, VmFail::Valid(VmInstructionError::from_raw(12)));
+/// assert_eq!(error.to_string(), "reading the exit reason (0x4402) failed: VMfailValid: VM-instruction error 12: VMREAD/VMWRITE from/to unsupported VMCS component");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
 #[error("reading the {field} failed: {error}")]
 pub struct ExitReadError {
@@ -111,6 +136,15 @@ pub struct ExitReadError {
 
 /// The raw values of the VM-exit information fields, for decoding without a VMCS (a log, a test,
 /// the command line). Fields a reason does not use are ignored.
+///
+/// ```
+/// use exits::{ExitField, RawExitInfo, VmExit};
+///
+/// // A CPUID exit (reason 10) with a 2-byte instruction, as a log would hold it.
+/// let raw = RawExitInfo { reason: 10, instruction_length: 2, ..RawExitInfo::default() };
+/// assert_eq!(raw.get(ExitField::InstructionLength), 2);
+/// assert!(matches!(VmExit::from_raw(&raw), VmExit::Cpuid { length } if length.get() == 2));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct RawExitInfo {
@@ -165,6 +199,26 @@ impl fmt::Display for RawExitInfo {
 }
 
 /// What the exit qualification of an exception or NMI exit says.
+///
+/// ```
+/// use exits::{ExceptionQualification, RawExitInfo, VmExit};
+///
+/// // A #PF exit (reason 0; hardware exception 14 with an error code) at linear address 0xdead000:
+/// // the exit qualification holds the address.
+/// let raw = RawExitInfo {
+///     reason: 0,
+///     interruption_info: 0x8000_0b0e,
+///     interruption_error_code: 2,
+///     qualification: 0xdead000,
+///     ..RawExitInfo::default()
+/// };
+/// let VmExit::ExceptionOrNmi { qualification, error_code, .. } = VmExit::from_raw(&raw) else {
+///     unreachable!()
+/// };
+/// assert_eq!(qualification, ExceptionQualification::PageFault { linear_address: 0xdead000 });
+/// assert_eq!(error_code, Some(2));
+/// assert_eq!(qualification.to_string(), "linear address 0xdead000");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum ExceptionQualification {
@@ -190,6 +244,27 @@ impl fmt::Display for ExceptionQualification {
 }
 
 /// A string I/O instruction's extra information.
+///
+/// ```
+/// use exits::{RawExitInfo, StringIo, VmExit};
+/// use vmcs::GuestSegment;
+///
+/// // REP OUTSB to port 0x3F8 (reason 30) from linear address 0x5000, DS, 64-bit addressing.
+/// let raw = RawExitInfo {
+///     reason: 30,
+///     qualification: 0x3f8_0030,
+///     guest_linear_address: 0x5000,
+///     instruction_info: 2 << 7 | 3 << 15,
+///     instruction_length: 2,
+///     ..RawExitInfo::default()
+/// };
+/// let VmExit::IoInstruction { string: Some(string), .. } = VmExit::from_raw(&raw) else {
+///     unreachable!()
+/// };
+/// assert_eq!(string.guest_linear_address, 0x5000);
+/// assert_eq!(string.info.segment, Ok(GuestSegment::Ds));
+/// assert_eq!(string.to_string(), "string at linear address 0x5000 (segment DS, 64-bit address)");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct StringIo {
@@ -223,6 +298,28 @@ impl fmt::Display for StringIo {
 ///
 /// [`VmExit::read`] reads exactly the fields the reason needs; [`VmExit::from_raw`] decodes the same
 /// from raw values.
+///
+/// ```
+/// use exits::{GpReg, RawExitInfo, VmExit};
+///
+/// // A WRMSR exit (reason 32) and a MOV to CR3 exit (reason 28), decoded from raw values; on a live
+/// // VMCS `VmExit::read(&vmcs)` reads the same fields.
+/// assert!(matches!(
+///     VmExit::from_raw(&RawExitInfo { reason: 32, instruction_length: 2, ..Default::default() }),
+///     VmExit::Wrmsr { length } if length.get() == 2
+/// ));
+/// let exit = VmExit::from_raw(&RawExitInfo {
+///     reason: 28,
+///     qualification: 0x303, // MOV CR3, RBX
+///     instruction_length: 3,
+///     ..Default::default()
+/// });
+/// let VmExit::ControlRegisterAccess { qualification, .. } = exit else { unreachable!() };
+/// assert_eq!((qualification.cr, qualification.gpr), (3, GpReg::Rbx));
+/// assert_eq!(exit.basic_reason().number(), 28);
+/// assert_eq!(exit.instruction_length().map(|l| l.get()), Some(3));
+/// assert_eq!(exit.to_string(), "Control-register accesses: MOV CR3, RBX, instruction length 3 bytes");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum VmExit {
