@@ -77,6 +77,36 @@ impl Ept12Exit {
     }
 }
 
+/// Where EPT01 (L0's translation of L1-physical addresses) takes a 4-KiB page of L1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct L1Page {
+    /// The host-physical address of the page.
+    pub host_physical: u64,
+    /// The rights EPT01 grants.
+    pub permissions: Permissions,
+    /// EPT01's memory type for it.
+    pub memory_type: MemoryType,
+}
+
+/// EPT01: L0's translation of L1-physical addresses, as [`resolve_ept_violation`] consults it;
+/// implemented by an [`EptMapper`] (its software walk), or by an L0 that keeps L1's memory in
+/// another form.
+pub trait Ept01 {
+    /// The page holding L1-physical `address`, `None` where EPT01 maps nothing.
+    fn translate_l1(&self, address: u64) -> Option<L1Page>;
+}
+
+impl<P: PhysToVirt, A: FrameAllocator> Ept01 for EptMapper<P, A> {
+    fn translate_l1(&self, address: u64) -> Option<L1Page> {
+        let t = self.translate(GuestPhysAddr::new(address).ok()?)?;
+        Some(L1Page {
+            host_physical: t.hpa.as_u64() & !0xfff,
+            permissions: t.permissions(),
+            memory_type: t.memory_type().ok()?,
+        })
+    }
+}
+
 /// What an EPT violation of L2 comes to.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Ept02Resolution {
@@ -130,19 +160,18 @@ fn needed(access: Access) -> Permissions {
 ///
 /// [`MapError`] when EPT02 cannot take the mapping (no table frames left).
 #[allow(clippy::too_many_arguments)]
-pub fn resolve_ept_violation<P1, A1, P2, A2, M>(
+pub fn resolve_ept_violation<E, P2, A2, M>(
     eptp12: u64,
     l1_ept: EptVpidCap,
     l1_width: u8,
     l2_physical: u64,
     qualification: u64,
     l1_memory: &mut M,
-    ept01: &EptMapper<P1, A1>,
+    ept01: &E,
     ept02: &mut EptMapper<P2, A2>,
 ) -> Result<Ept02Resolution, MapError>
 where
-    P1: PhysToVirt,
-    A1: FrameAllocator,
+    E: Ept01 + ?Sized,
     P2: PhysToVirt,
     A2: FrameAllocator,
     M: GuestMemory + ?Sized,
@@ -222,27 +251,22 @@ where
 
     // EPT01 for the L1-physical page.
     let l1_page = l1_physical & !0xfff;
-    let Some(t01) = GuestPhysAddr::new(l1_page)
-        .ok()
-        .and_then(|a| ept01.translate(a))
-    else {
+    let Some(t01) = ept01.translate_l1(l1_page) else {
         return Ok(Ept02Resolution::L1Access { l1_physical });
     };
-    let rights01 = t01.permissions();
-    if !rights01.contains(needed(access)) {
+    if !t01.permissions.contains(needed(access)) {
         return Ok(Ept02Resolution::L1Access { l1_physical });
     }
-    let mut permissions = granted & rights01 & Permissions::RWX;
+    let mut permissions = granted & t01.permissions & Permissions::RWX;
     if !writable {
         permissions -= Permissions::WRITE;
     }
-    let memory_type = match (memory_type12, t01.memory_type()) {
-        (MemoryType::Uncacheable, _) | (_, Ok(MemoryType::Uncacheable)) => MemoryType::Uncacheable,
-        (_, Ok(mt)) => mt,
-        (mt, Err(_)) => mt,
+    let memory_type = match (memory_type12, t01.memory_type) {
+        (MemoryType::Uncacheable, _) | (_, MemoryType::Uncacheable) => MemoryType::Uncacheable,
+        (_, mt) => mt,
     };
     let page = GuestPhysAddr::new_truncate(l2_physical & !0xfff);
-    let host_page = t01.hpa.as_u64() & !0xfff;
+    let host_page = t01.host_physical & !0xfff;
     let mut pending: Option<EptFlush> = None;
     if ept02.translate(page).is_some() {
         pending = Some(ept02.unmap(page, PageSize::Size4K.bytes())?);

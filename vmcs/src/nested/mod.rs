@@ -71,7 +71,7 @@ mod exit;
 mod shadow;
 mod vmcs02;
 pub use entry::L2Entry;
-pub use ept02::{Ept02Resolution, Ept12Exit, clear_ept02, resolve_ept_violation};
+pub use ept02::{Ept01, Ept02Resolution, Ept12Exit, L1Page, clear_ept02, resolve_ept_violation};
 pub use exit::{ReflectError, Reflected, VmxAbort};
 pub use shadow::{SHADOWED_FIELDS, shadow_bitmaps, sync_from_shadow, sync_to_shadow};
 pub use vmcs02::{

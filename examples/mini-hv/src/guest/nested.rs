@@ -44,9 +44,117 @@ mini_hv_l2_entry:
     "#
 );
 
+global_asm!(
+    r#"
+    .pushsection .text.mini_hv_l2_touch, "ax", @progbits
+    .global mini_hv_l2_touch
+mini_hv_l2_touch:
+    mov rax, qword ptr [{hole}]
+    cpuid
+    jmp mini_hv_l2_touch
+    .popsection
+    "#,
+    hole = const EPT12_HOLE,
+);
+
 unsafe extern "C" {
     /// L2's code: CPUID forever (each one exits to L1).
     fn mini_hv_l2_entry();
+    /// L2's code for EPT12: a read of [`EPT12_HOLE`], then CPUID, forever.
+    fn mini_hv_l2_touch();
+}
+
+/// The 2-MiB region of L1's RAM that EPT12 leaves unmapped until L2 has touched it.
+const EPT12_HOLE: u64 = 0x1e0_0000;
+
+/// EPT12: L1's EPT for L2 (PML4, PDPT, PD of 2-MiB pages for the first 32 MiB).
+static mut EPT12_PML4: Page = Page([0; 4096]);
+static mut EPT12_PDPT: Page = Page([0; 4096]);
+static mut EPT12_PD: Page = Page([0; 4096]);
+
+/// The EPT entry of a 2-MiB page: read/write/execute, write-back, page size.
+const fn ept_large_page(address: u64) -> u64 {
+    address | 1 << 7 | 6 << 3 | 7
+}
+
+/// L2 under EPT12 (the EPT02 composition of L0 on a real run): EPT12 identity-maps L1's RAM but
+/// [`EPT12_HOLE`]; L2's read there is an EPT violation L1 gets (exit 48 with the address, a
+/// read, nothing granted); L1 maps the region, INVEPT (an unsupported type first: VMfail(28)),
+/// and L2's read completes (its next exit is CPUID).
+fn ept_for_l2() -> Check {
+    let allowed1 = rdmsr(vmx_caps::msr::IA32_VMX_PROCBASED_CTLS2)? >> 32;
+    ensure(allowed1 & 1 << 1 != 0, "EPT is not offered to L1")?;
+    let (pml4, pdpt, pd) = (
+        phys(&raw const EPT12_PML4),
+        phys(&raw const EPT12_PDPT),
+        phys(&raw const EPT12_PD),
+    );
+    // SAFETY: one CPU; the tables are this check's.
+    unsafe {
+        (&raw mut EPT12_PML4).cast::<u64>().write(pdpt | 7);
+        (&raw mut EPT12_PDPT).cast::<u64>().write(pd | 7);
+        let entries = (&raw mut EPT12_PD).cast::<u64>();
+        for i in 0..16u64 {
+            let address = i << 21;
+            let entry = if address == EPT12_HOLE {
+                0
+            } else {
+                ept_large_page(address)
+            };
+            entries.add(i as usize).write(entry);
+        }
+    }
+    let eptp = pml4 | 3 << 3 | 6;
+    write(0x201a, eptp)?;
+    write(0x4002, read(0x4002)? | 1 << 31)?;
+    write(0x401e, 1 << 1)?;
+    write(0x681e, mini_hv_l2_touch as *const () as u64)?;
+    ensure(enter_l2(false).is_ok(), "VMRESUME of L2 with EPT failed")?;
+    ensure(
+        read(0x4402)? == 48,
+        "L2's read of the EPT12 hole is not an EPT violation",
+    )?;
+    ensure(
+        read(0x2400)? == EPT12_HOLE && read(0x640a)? == EPT12_HOLE,
+        "the EPT violation does not name the hole",
+    )?;
+    ensure(
+        read(0x6400)? & 0x3f == 1,
+        "the EPT violation's qualification is not a read with nothing granted",
+    )?;
+    // SAFETY: as above.
+    unsafe {
+        let entries = (&raw mut EPT12_PD).cast::<u64>();
+        entries
+            .add((EPT12_HOLE >> 21) as usize)
+            .write(ept_large_page(EPT12_HOLE));
+    }
+    let descriptor = [eptp, 0u64];
+    let invept = |kind: u64| -> Result<Vmx, Fault> {
+        let flags: u64;
+        match guarded!("invept {t}, [{d}]\npushfq\npop {f}", t = in(reg) kind, d = in(reg) &descriptor, f = out(reg) flags)
+        {
+            None => Ok(outcome(flags)),
+            Some(fault) => Err(fault),
+        }
+    };
+    fail_valid(
+        invept(5),
+        E::InvalidInveptInvvpidOperand,
+        "INVEPT of an unknown type: not VMfail(28)",
+    )?;
+    ensure(
+        invept(1) == Ok(Vmx::Succeed),
+        "INVEPT single-context failed",
+    )?;
+    ensure(
+        enter_l2(false).is_ok(),
+        "VMRESUME of L2 after INVEPT failed",
+    )?;
+    ensure(
+        read(0x4402)? == 10,
+        "L2's read of the mapped region did not complete (next exit not CPUID)",
+    )
 }
 
 /// How a VMX instruction ended, from RFLAGS (SDM Vol. 3C, 31.2).
@@ -523,6 +631,7 @@ pub(super) fn nested_vmx() -> Check {
         E::VmlaunchNonClearVmcs,
         "VMLAUNCH of a launched VMCS: not VMfail(4)",
     )?;
+    ept_for_l2()?;
     samples.sort_unstable();
     gprintln!(
         "nested CPUID round trip (L1 VMRESUME -> L2 CPUID -> L1): median {} TSC ticks, minimum \

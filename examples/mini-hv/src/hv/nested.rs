@@ -3,18 +3,22 @@
 //! L1's guest (L2) on the processor with VMCS02 (`vmcs::nested::build_vmcs02`); each exit of L2
 //! goes to L1 (`exits::nested::exit_owner`, `L1VmxState::reflect_exit`) or stays with L0.
 //!
-//! What L1 is offered ([`policy`]): the controls VMCS02 can carry, without EPT, VPID and
-//! unrestricted guest (L2 runs on L0's EPT of L1's memory, and without VPID every VM entry and
-//! exit of L2 flushes the TLB), and without VMCS shadowing for L1's own guests. L0 itself uses
+//! What L1 is offered ([`policy`]): the controls VMCS02 can carry, EPT among them (L2 then runs
+//! on EPT02, EPT12 composed with L1's RAM and filled page by page from L2's EPT violations,
+//! emptied at L1's INVEPT; `vmcs::nested::resolve_ept_violation`), without VPID and unrestricted
+//! guest (without VPID every VM entry and exit of L2 flushes the TLB), and without VMCS
+//! shadowing for L1's own guests. L0 itself uses
 //! VMCS shadowing where the processor has it (`mini-hv.nested=1`; `mini-hv.nested=noshadow`
 //! turns it off): L1's VMREAD and VMWRITE of [`SHADOWED_FIELDS`] go to a shadow VMCS without an
 //! exit, and L0 synchronizes it with VMCS12 around every VMX instruction of L1 it emulates
 //! (`vmcs::nested::sync_from_shadow` before, `sync_to_shadow` after). L0 keeps no MSR lists for L1: an entry in a VM-entry or VM-exit MSR-load area of
 //! VMCS12 fails (VM-entry failure 34, VMX abort 4), a VM-exit MSR-store entry is a VMX abort 1.
 
+use ept::{EptConfig, EptMapper, MemoryType, OffsetPhysToVirt, Permissions};
 use exits::nested::{ExitOwner, L2Registers, exit_owner};
 use exits::{ExitReason, MemoryOperand, Operand, VmExit};
 use vmcs::check::{self, CpuFacts, EntryInstruction};
+use vmcs::nested::{Ept01, Ept02Resolution, L1Page, clear_ept02, resolve_ept_violation};
 use vmcs::nested::{
     GuestMemory as L1Memory, GuestMsrs, L0Part, L1Context, L1VmxState, L2Entry, PointerOperand,
     Reflected, SHADOWED_FIELDS, VMCS02_CONTROLS, VmxFault, VmxOutcome, build_vmcs02,
@@ -25,7 +29,9 @@ use vmcs::{GuestSegment, HardwareVmcs, SoftVmcs, VmcsRead, VmcsSnapshot, VmcsWri
 use vmx_caps::arch::{Cr4, Efer, Rflags};
 use vmx_caps::virt::VirtualPolicy;
 use vmx_caps::{ControlSet, MsrSnapshot, PinBasedControls, SecondaryControls, VmxCapabilities};
-use vmx_core::{GpReg, GuestRegisters, HostStateCache, VmFail, VmxInstructions};
+use vmx_core::{
+    GpReg, GuestRegisters, HostStateCache, InveptDescriptor, InveptType, VmFail, VmxInstructions,
+};
 
 use super::Vmcs;
 use super::memory::{GuestMemory, Paging};
@@ -59,15 +65,11 @@ struct Shadow {
     syncs: u64,
 }
 
-/// What L0 offers L1: VMCS02's controls but EPT, unrestricted guest and VPID.
+/// What L0 offers L1: VMCS02's controls but unrestricted guest and VPID.
 pub fn policy() -> VirtualPolicy {
     let mut policy = VirtualPolicy::everything(abi::NESTED_VMCS_REVISION);
     policy.offer = VMCS02_CONTROLS;
-    policy.without(
-        SecondaryControls::ENABLE_EPT
-            | SecondaryControls::UNRESTRICTED_GUEST
-            | SecondaryControls::ENABLE_VPID,
-    )
+    policy.without(SecondaryControls::UNRESTRICTED_GUEST | SecondaryControls::ENABLE_VPID)
 }
 
 /// Exits and reflections of the nested run.
@@ -82,6 +84,12 @@ pub struct Stats {
     pub reflected: u64,
     /// L1's VM entries that failed the SDM's checks (VMfail or entry failure), L1's own doing.
     pub l1_entry_refused: u64,
+    /// Pages EPT02 got from L2's EPT violations.
+    pub ept02_fills: u64,
+    /// EPT violations and misconfigurations EPT12 caused, reflected to L1.
+    pub ept12_exits: u64,
+    /// Times EPT02 was emptied (L1's INVEPT, a new EPTP12).
+    pub ept02_clears: u64,
 }
 
 /// What the exit handler does after a VMX instruction of L1.
@@ -112,8 +120,27 @@ pub struct Nested {
     msr02: &'static mut MsrBitmap,
     io02: &'static mut IoBitmaps,
     shadow: Option<Shadow>,
+    /// EPT02, the tables that run L2 when L1 uses EPT.
+    ept02: EptMapper<OffsetPhysToVirt, super::KernelFrames>,
+    /// The EPTP12 whose translations EPT02 holds.
+    ept02_for: Option<u64>,
     /// Exits and reflections.
     pub stats: Stats,
+}
+
+/// L0's EPT of L1 (EPT01) as the EPT02 composition consults it: L1's RAM, read/write/execute,
+/// write-back, at `GuestMemory::host_base` plus the L1-physical address.
+struct L1Ram<'a>(&'a GuestMemory);
+
+impl Ept01 for L1Ram<'_> {
+    fn translate_l1(&self, address: u64) -> Option<L1Page> {
+        let page = address & !0xfff;
+        self.0.contains(page, 4096).then(|| L1Page {
+            host_physical: self.0.host_base() + page,
+            permissions: Permissions::RWX,
+            memory_type: MemoryType::WriteBack,
+        })
+    }
 }
 
 /// L1's memory for the emulation: guest RAM.
@@ -200,6 +227,16 @@ impl Nested {
         unsafe { (vmcs02 as *mut u32).write(real.basic.revision_id()) };
         // SAFETY: fresh identity-mapped frames, used only as VMCS02's bitmaps.
         let (msr02, io02) = unsafe { super::bitmaps_in(msr_frame, io_frames) }?;
+        // SAFETY: the kernel's frame allocator hands out identity-mapped frames.
+        let p2v = unsafe { OffsetPhysToVirt::identity() };
+        let config = EptConfig::new(real.ept_vpid, super::phys_addr_width());
+        let ept02 = match EptMapper::new(config, p2v, super::KernelFrames) {
+            Ok(ept) => ept,
+            Err(e) => {
+                println!("mini-hv: nested: cannot create EPT02: {}", e.error);
+                return None;
+            }
+        };
         let shadow = if shadowing && real.proc2.allows(SecondaryControls::VMCS_SHADOWING) {
             Some(Self::shadow(real, &virt.caps)?)
         } else {
@@ -222,12 +259,17 @@ impl Nested {
             msr02,
             io02,
             shadow,
+            ept02,
+            ept02_for: None,
             stats: Stats {
                 l1_instructions: 0,
                 l2_entries: 0,
                 l2_exits: [0; 96],
                 reflected: 0,
                 l1_entry_refused: 0,
+                ept02_fills: 0,
+                ept12_exits: 0,
+                ept02_clears: 0,
             },
         })
     }
@@ -364,6 +406,36 @@ impl Nested {
         })?
     }
 
+    /// INVEPT of EPT02's translations on this processor (the only one that runs L2).
+    fn invept02(&self) -> Result<(), VmFail> {
+        let kind = InveptType::best_for(&self.real.ept_vpid).unwrap_or(InveptType::AllContext);
+        let descriptor = InveptDescriptor::new(self.ept02.eptp().bits());
+        // SAFETY: VMX root operation, INVEPT supported (EPT02 exists only with EPT).
+        unsafe { vmx_core::instructions::invept(kind, &descriptor) }
+    }
+
+    /// Empties EPT02 (L1's INVEPT, or another EPTP12) and invalidates what was derived from it.
+    fn clear_ept02(&mut self) -> Result<(), VmFail> {
+        match clear_ept02(&mut self.ept02) {
+            Ok(Some(flush)) => {
+                self.stats.ept02_clears += 1;
+                self.invept02()?;
+                // SAFETY: `invept02` invalidated EPT02's translations on this, the only processor
+                // that uses EPT02.
+                unsafe { self.ept02.assume_flushed(flush) };
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => {
+                // Unmapping 4-KiB pages needs no frame; should the mapper refuse, the next
+                // EPTP12 check empties it again.
+                println!("mini-hv: nested: emptying EPT02 failed: {e}");
+                self.ept02_for = None;
+                Ok(())
+            }
+        }
+    }
+
     /// RDMSR of a VMX capability MSR as L1 reads it (`None`: not a capability MSR L1 has).
     pub fn rdmsr(&self, msr: u32) -> Option<u64> {
         (0x480..=0x493).contains(&msr).then(|| self.msrs.get(msr))?
@@ -381,6 +453,11 @@ impl Nested {
             "mini-hv: nested: {} VMX instructions of L1 emulated, {} VM entries of L2, {} exits of \
              L2 reflected to L1, {} of L1's VMLAUNCH/VMRESUME ended in L1 (fault, VMfail or VM-entry failure)",
             s.l1_instructions, s.l2_entries, s.reflected, s.l1_entry_refused
+        );
+        println!(
+            "mini-hv: nested: EPT02: {} pages filled from L2's EPT violations, {} exits EPT12 \
+             caused reflected to L1, emptied {} times",
+            s.ept02_fills, s.ept12_exits, s.ept02_clears
         );
         if let Some(shadow) = &self.shadow {
             println!(
@@ -606,6 +683,11 @@ impl Nested {
                     Err(action) => return Ok(action),
                 };
                 let o = self.l1.invept(&cx, kind, descriptor);
+                if let VmxOutcome::Succeed(_) = o {
+                    // EPT02 holds only translations of L1's current EPTP12: any INVEPT type
+                    // covers them.
+                    self.clear_ept02()?;
+                }
                 Self::finish(vmcs, &o)
             }
             VmExit::Invvpid {
@@ -736,6 +818,20 @@ impl Nested {
                 return Ok(Action::Stop);
             }
         };
+        // EPTP12, when L1 uses EPT; EPT02 must hold only its translations.
+        let eptp12 = match self.l1.current_vmcs() {
+            Some(v12) => v12
+                .read_controls()?
+                .proc2
+                .contains(SecondaryControls::ENABLE_EPT)
+                .then(|| v12.read_raw(fields::EPT_POINTER.encoding()))
+                .transpose()?,
+            None => return Ok(Action::Stop),
+        };
+        if eptp12.is_some() && self.ept02_for != eptp12 {
+            self.clear_ept02()?;
+            self.ept02_for = eptp12;
+        }
         let Some(vmcs12) = self.l1.current_vmcs() else {
             return Ok(Action::Stop);
         };
@@ -767,9 +863,13 @@ impl Nested {
                 .read(fields::VMX_PREEMPTION_TIMER_VALUE)
                 .unwrap_or(u32::MAX),
         };
-        // L0 runs L1 on EPT: VMCS02 uses the same EPT (L1 gets none of its own).
+        // VMCS02 runs on EPT: EPT02 (EPT12 composed with L0's EPT of L1's RAM) where L1 uses
+        // EPT, else L0's EPT for L1 itself.
         let mut part = part;
         part.controls.proc2 = SecondaryControls::ENABLE_EPT;
+        if eptp12.is_some() {
+            part.eptp = self.ept02.eptp().bits();
+        }
         // SAFETY: VMCS02's region is this state's own frame with the processor's revision; VMCLEAR
         // and VMPTRLD make it current (VMCS01 stays active and becomes current again below).
         unsafe {
@@ -786,68 +886,117 @@ impl Nested {
                 return Ok(Action::Stop);
             }
         };
-        // VMCS02 was cleared: VMLAUNCH. L0 emulates nothing for L2, so the first exit ends the
-        // run on VMCS02: reflected to L1, or the guest is stopped.
+        // VMCS02 was cleared: VMLAUNCH, then VMRESUME after each exit L0 resolves itself (an
+        // EPT violation EPT02 lacked a page for) until an exit that is L1's.
         let mut cache = HostStateCache::new();
-        self.stats.l2_entries += 1;
-        // SAFETY: VMCS02 is current; its host state is VMCS01's (this host) with HOST_RSP and
-        // HOST_RIP the trampoline's (written through `cache`); it runs L2 on L0's EPT of L1's
-        // memory; CR4.OSFXSR set, CR0.TS/EM clear (boot code).
-        let entered = unsafe { vmcs.processor_mut().vm_entry(regs, &mut cache, false) };
-        if let Err(fail) = entered {
-            self.back_to_vmcs01()?;
-            println!("mini-hv: nested: VM entry of VMCS02 failed: {fail}");
-            return Ok(Action::Stop);
-        }
-        let reason = match ExitReason::read(&hw) {
-            Ok(reason) => reason,
-            Err(e) => {
+        let mut launched = false;
+        let ept12_exit = loop {
+            self.stats.l2_entries += 1;
+            // SAFETY: VMCS02 is current; its host state is VMCS01's (this host) with HOST_RSP
+            // and HOST_RIP the trampoline's (written through `cache`); it runs L2 on EPT02 or
+            // L0's EPT of L1's memory; CR4.OSFXSR set, CR0.TS/EM clear (boot code).
+            let entered = unsafe { vmcs.processor_mut().vm_entry(regs, &mut cache, launched) };
+            if let Err(fail) = entered {
                 self.back_to_vmcs01()?;
-                println!("mini-hv: nested: cannot read L2's exit reason: {e}");
+                println!("mini-hv: nested: VM entry of VMCS02 failed: {fail}");
                 return Ok(Action::Stop);
             }
-        };
-        if reason.entry_failure {
-            let q = hw.read_raw(fields::EXIT_QUALIFICATION.encoding())?;
-            self.back_to_vmcs01()?;
-            println!("mini-hv: nested: VMCS02 failed VM entry: {reason}, qualification {q}");
-            return Ok(Action::Stop);
-        }
-        if let Some(count) = self
-            .stats
-            .l2_exits
-            .get_mut(usize::from(reason.basic.number()))
-        {
-            *count += 1;
-        }
-        let exit = match VmExit::read_for(reason, &hw) {
-            Ok(exit) => exit,
-            Err(e) => {
+            let reason = match ExitReason::read(&hw) {
+                Ok(reason) => reason,
+                Err(e) => {
+                    self.back_to_vmcs01()?;
+                    println!("mini-hv: nested: cannot read L2's exit reason: {e}");
+                    return Ok(Action::Stop);
+                }
+            };
+            if reason.entry_failure {
+                let q = hw.read_raw(fields::EXIT_QUALIFICATION.encoding())?;
                 self.back_to_vmcs01()?;
-                println!("mini-hv: nested: cannot read L2's exit: {e}");
+                println!("mini-hv: nested: VMCS02 failed VM entry: {reason}, qualification {q}");
                 return Ok(Action::Stop);
             }
-        };
-        let l2 = L2Registers {
-            frame: regs,
-            rsp: hw.read_raw(fields::GUEST_RSP.encoding())?,
-            ia32_xss: 0,
-        };
-        let owner = exit_owner(&exit, vmcs12, &mut ram, &l2, built.timer_is_l1s)?;
-        if owner != ExitOwner::L1 {
+            launched = true;
+            if let Some(count) = self
+                .stats
+                .l2_exits
+                .get_mut(usize::from(reason.basic.number()))
+            {
+                *count += 1;
+            }
+            let exit = match VmExit::read_for(reason, &hw) {
+                Ok(exit) => exit,
+                Err(e) => {
+                    self.back_to_vmcs01()?;
+                    println!("mini-hv: nested: cannot read L2's exit: {e}");
+                    return Ok(Action::Stop);
+                }
+            };
+            let l2 = L2Registers {
+                frame: regs,
+                rsp: hw.read_raw(fields::GUEST_RSP.encoding())?,
+                ia32_xss: 0,
+            };
+            let owner = exit_owner(&exit, vmcs12, &mut ram, &l2, built.timer_is_l1s)?;
             let rip = hw.read_raw(fields::GUEST_RIP.encoding())?;
-            self.back_to_vmcs01()?;
-            match exit {
-                VmExit::PreemptionTimerExpired => println!(
-                    "mini-hv: nested: watchdog: L2 ran without a VM exit (RIP {rip:#x}); stopping"
-                ),
-                other => println!(
-                    "mini-hv: nested: L2's exit at RIP {rip:#x} is L0's ({other}), which emulates \
-                     nothing for L2; stopping"
-                ),
+            match (owner, exit, eptp12) {
+                (ExitOwner::L1, ..) => break None,
+                (ExitOwner::Ept12, VmExit::EptViolation { guest_physical, .. }, Some(eptp12)) => {
+                    let qualification = hw.read_raw(fields::EXIT_QUALIFICATION.encoding())?;
+                    let resolved = resolve_ept_violation(
+                        eptp12,
+                        self.l1.caps().ept_vpid,
+                        super::phys_addr_width(),
+                        guest_physical,
+                        qualification,
+                        &mut ram,
+                        &L1Ram(mem),
+                        &mut self.ept02,
+                    );
+                    match resolved {
+                        Ok(Ept02Resolution::Mapped { flush, .. }) => {
+                            self.stats.ept02_fills += 1;
+                            self.invept02()?;
+                            // SAFETY: `invept02` invalidated EPT02's translations on this, the
+                            // only processor that uses EPT02.
+                            unsafe { self.ept02.assume_flushed(flush) };
+                        }
+                        Ok(Ept02Resolution::Reflect(e)) => {
+                            self.stats.ept12_exits += 1;
+                            break Some(e);
+                        }
+                        Ok(Ept02Resolution::L1Access { l1_physical }) => {
+                            self.back_to_vmcs01()?;
+                            println!(
+                                "mini-hv: nested: L2 at RIP {rip:#x} reaches L1-physical \
+                                 {l1_physical:#x}, which is not L1's RAM; stopping"
+                            );
+                            return Ok(Action::Stop);
+                        }
+                        Err(e) => {
+                            self.back_to_vmcs01()?;
+                            println!("mini-hv: nested: EPT02: {e}; stopping");
+                            return Ok(Action::Stop);
+                        }
+                    }
+                }
+                (_, exit, _) => {
+                    self.back_to_vmcs01()?;
+                    match exit {
+                        VmExit::PreemptionTimerExpired => println!(
+                            "mini-hv: nested: watchdog: L2 ran without a VM exit (RIP {rip:#x}); \
+                             stopping"
+                        ),
+                        other => println!(
+                            "mini-hv: nested: L2's exit at RIP {rip:#x} is L0's ({other}), which \
+                             emulates nothing else for L2; stopping"
+                        ),
+                    }
+                    return Ok(Action::Stop);
+                }
             }
-            return Ok(Action::Stop);
-        }
+        };
+        // An exit EPT12 causes carries EPT12's reason and qualification.
+        let info = ept12_exit.map(|e| e.exit_info(&hw));
         // L2's state as the processor left it, then L1's.
         let vmcs02 = SoftVmcs::from_snapshot(&self.real, &VmcsSnapshot::capture(&hw)?);
         self.back_to_vmcs01()?;
@@ -859,9 +1008,10 @@ impl Nested {
             }
         };
         self.stats.reflected += 1;
+        let info = info.as_ref().unwrap_or(&vmcs02);
         match self
             .l1
-            .reflect_exit(&vmcs02, &vmcs02, &built, vmcs, &mut ram, &mut NoMsrLists)
+            .reflect_exit(info, &vmcs02, &built, vmcs, &mut ram, &mut NoMsrLists)
         {
             Ok(Reflected::Resume) => {
                 Self::apply_cr_policy(vmcs, cr)?;
