@@ -20,29 +20,31 @@
 //!   "pass", a reset its "fail".
 
 use core::arch::asm;
+use core::fmt;
+use core::ops::ControlFlow;
 
 use ept::{
     EptConfig, EptMapper, HostPhysAddr, LeafAttributes, MemoryType, OffsetPhysToVirt, Permissions,
 };
-use exits::complete::{CompleteError, skip_instruction};
-use exits::inject::{Exception, InjectError, inject_exception};
-use exits::{CrAccessType, ExitReason, InstructionLength, IoDirection, IoSize, VmExit};
+use exits::{ExitReason, IoDirection, IoQualification, VmExit};
 use vmcs::structures::{IoBitmaps, MsrAccess, MsrBitmap};
-use vmcs::{ActivityState, GuestState, Segment, VmcsRead, VmcsWrite, fields};
+use vmcs::{ActivityState, GuestState, Segment, VmcsWrite, fields};
 use vmx_caps::{
     ControlRequest, EntryControls, ExitControls, LiveMsrs, PrimaryControls, SecondaryControls,
     VmxCapabilities,
 };
-use vmx_core::{GpReg, GuestRegisters, LivePlatform, VmFail};
+use vmx_core::{GuestRegisters, LivePlatform, VmFail};
 
 use super::Vmcs;
+use super::dispatch::{self, Flow, Guest, Stopped};
 use super::memory::GuestMemory;
 use super::monitor::{self, Completion};
+use super::probe;
 
 use super::Outcome;
 use crate::println;
-use mini_hv_logic::guest_state::{self, CrPolicy, CrWriteError};
-use vmx_caps::arch::{Cr0, Cr4, Xcr0};
+use mini_hv_logic::guest_state::{self, CrPolicy};
+use vmx_caps::arch::{Cr4, Xcr0};
 use vmx_caps::msr::{IA32_FEATURE_CONTROL, IA32_VMX_BASIC, IA32_VMX_VMFUNC};
 
 #[path = "../linux/loader.rs"]
@@ -56,8 +58,6 @@ const EPT_POOL_FRAMES: usize = 64;
 /// The most guest-physical ranges the EPT maps (the first MiB around its holes, RAM, the rest).
 const MAX_RANGES: usize = 80;
 
-const UD: Exception = Exception::UD;
-const GP: Exception = Exception::GP;
 /// IA32_VMX_BASIC through IA32_VMX_VMFUNC.
 const VMX_CAPABILITY_MSRS: core::ops::RangeInclusive<u32> = IA32_VMX_BASIC..=IA32_VMX_VMFUNC;
 /// IA32_FEATURE_CONTROL as the guest reads it: locked, VMX off.
@@ -556,9 +556,9 @@ impl Linux {
                 super::dump_vmcs(vmcs);
                 return End::Stopped;
             }
-            match self.handle(exit, vmcs) {
-                Ok(None) => {}
-                Ok(Some(end)) => return end,
+            match dispatch::dispatch(self, exit, vmcs, &mut probe::Off) {
+                Ok(ControlFlow::Continue(())) => {}
+                Ok(ControlFlow::Break(end)) => return end,
                 Err(fail) => {
                     println!("mini-hv: VMCS access failed while handling an exit: {fail}");
                     return End::Stopped;
@@ -566,149 +566,33 @@ impl Linux {
             }
         }
     }
+}
 
-    fn stop(&self, vmcs: &Vmcs<'_>, what: core::fmt::Arguments<'_>) -> Result<Option<End>, VmFail> {
-        let rip = vmcs.read(fields::GUEST_RIP)?;
-        println!("mini-hv: {what} (guest RIP {rip:#x}); stopping the guest");
-        Ok(Some(End::Stopped))
+impl From<Stopped> for End {
+    fn from(Stopped: Stopped) -> Self {
+        End::Stopped
+    }
+}
+
+/// The Linux guest's personality: the processor's CPUID with VMX hidden and the hypervisor's leaves,
+/// IA32_FEATURE_CONTROL locked, its devices passed through but power-off and reset, HLT in the HLT
+/// activity state, and the end of the run for memory that is not its own.
+impl Guest for Linux {
+    type Stop = End;
+
+    fn regs(&mut self) -> &mut GuestRegisters {
+        &mut self.regs
     }
 
-    fn handle(&mut self, exit: VmExit, vmcs: &mut Vmcs<'_>) -> Result<Option<End>, VmFail> {
-        match exit {
-            VmExit::Cpuid { length } => {
-                let (leaf, sub) = (self.regs.rax as u32, self.regs.rcx as u32);
-                let cr4 = vmcs.read(fields::GUEST_CR4)?;
-                let (a, b, c, d) = self.cpuid(leaf, sub, cr4);
-                self.regs.rax = u64::from(a);
-                self.regs.rbx = u64::from(b);
-                self.regs.rcx = u64::from(c);
-                self.regs.rdx = u64::from(d);
-                skip(vmcs, length.get())
-            }
-            VmExit::Rdmsr { length } => match self.regs.rcx as u32 {
-                IA32_FEATURE_CONTROL => {
-                    self.regs.rax = FEATURE_CONTROL_LOCKED;
-                    self.regs.rdx = 0;
-                    skip(vmcs, length.get())
-                }
-                _ => inject(vmcs, GP, Some(0)),
-            },
-            // IA32_FEATURE_CONTROL is locked; the VMX capability MSRs are read-only (and hidden).
-            VmExit::Wrmsr { .. } => inject(vmcs, GP, Some(0)),
-            VmExit::IoInstruction { qualification: q, string: None, length } => {
-                let size = match q.size {
-                    IoSize::Byte => 1,
-                    IoSize::Word => 2,
-                    IoSize::Dword => 4,
-                    IoSize::Reserved(_) => return self.stop(vmcs, format_args!("I/O exit with a reserved size")),
-                };
-                let value = self.regs.rax as u32;
-                if q.direction == IoDirection::Out {
-                    if q.port == self.pm1a && size >= 2 && value as u16 & SLP_EN != 0 {
-                        return Ok(Some(End::PowerOff));
-                    }
-                    if q.port == KBC_COMMAND && value as u8 == 0xfe {
-                        return Ok(Some(End::Reset("keyboard controller reset pulse")));
-                    }
-                    if q.port == RESET_CONTROL && value & 4 != 0 {
-                        return Ok(Some(End::Reset("reset control register 0xcf9")));
-                    }
-                    // SAFETY: a port the guest owns (passed through), written as the guest asked.
-                    unsafe { port_out(q.port, size, value) };
-                } else {
-                    // SAFETY: as above, a read.
-                    let v = u64::from(unsafe { port_in(q.port, size) });
-                    self.regs.rax = match size {
-                        1 => (self.regs.rax & !0xff) | v,
-                        2 => (self.regs.rax & !0xffff) | v,
-                        _ => v,
-                    };
-                }
-                skip(vmcs, length.get())
-            }
-            VmExit::IoInstruction { qualification, .. } => {
-                self.stop(vmcs, format_args!("string I/O on a trapped port ({qualification}) is not emulated"))
-            }
-            VmExit::ControlRegisterAccess { qualification: q, length, .. } => {
-                // The register operand from the raw qualification (bits 11:8).
-                let gpr = GpReg::from_field((vmcs.read(fields::EXIT_QUALIFICATION)? >> 8) & 0xf);
-                let value = match self.regs.gpr(gpr) {
-                    Some(v) => v,
-                    None => vmcs.read(fields::GUEST_RSP)?,
-                };
-                let (ram_start, ram_end) = self.ram;
-                // Guest RAM is identity-mapped; the PDPTEs are read only from there.
-                let read_u64 = |gpa: u64| {
-                    (gpa >= ram_start && gpa.checked_add(8).is_some_and(|end| end <= ram_end)).then(|| {
-                        // SAFETY: guest RAM above the hypervisor, identity-mapped in the host, read only.
-                        unsafe { (gpa as *const u64).read_unaligned() }
-                    })
-                };
-                let written = match (q.access_type, q.cr) {
-                    (CrAccessType::MovToCr, 0) => {
-                        self.cr.mov_to_cr0(vmcs, Cr0::from_bits_retain(value), read_u64)
-                    }
-                    (CrAccessType::MovToCr, 4) => {
-                        self.cr.mov_to_cr4(vmcs, Cr4::from_bits_retain(value), read_u64)
-                    }
-                    _ => return self.stop(vmcs, format_args!("unexpected control-register access {q}")),
-                };
-                match written {
-                    Ok(()) => skip(vmcs, length.get()),
-                    Err(CrWriteError::Fault(_)) => inject(vmcs, GP, Some(0)),
-                    Err(CrWriteError::Vmcs(fail)) => Err(fail),
-                    Err(CrWriteError::PdptNotReadable(gpa)) => self.stop(
-                        vmcs,
-                        format_args!("MOV to CR{} loads PDPTEs from {gpa:#x}, outside guest RAM", q.cr),
-                    ),
-                }
-            }
-            VmExit::Xsetbv { length } => {
-                if !super::emulate_xsetbv(&self.regs, self.xcr0_supported) {
-                    return inject(vmcs, GP, Some(0));
-                }
-                skip(vmcs, length.get())
-            }
-            VmExit::Invd { length } | VmExit::Wbinvd { length } => {
-                super::emulate_wbinvd();
-                skip(vmcs, length.get())
-            }
-            // Forced HLT exiting: the guest waits in the HLT activity state for the interrupts
-            // that reach it directly (no external-interrupt exiting).
-            VmExit::Hlt { length } => {
-                if let Some(end) = skip(vmcs, length.get())? {
-                    return Ok(Some(end));
-                }
-                vmcs.write(fields::GUEST_ACTIVITY_STATE, ActivityState::Hlt)?;
-                Ok(None)
-            }
-            VmExit::Monitor { length } => {
-                let (mem, mapped) = (&self.mem, &self.mapped[..self.mapped_count]);
-                let accessible = |gpa| mapped.iter().any(|&(s, e)| (s..e).contains(&gpa));
-                let done = monitor::monitor(vmcs, &mut self.regs, length.get(), mem, accessible)?;
-                complete(vmcs, done, length.get())
-            }
-            VmExit::Mwait { length, .. } => {
-                let done = monitor::mwait(vmcs, &self.regs)?;
-                complete(vmcs, done, length.get())
-            }
-            vmx if guest_state::is_vmx_instruction(&vmx) => inject(vmcs, UD, None),
-            VmExit::TripleFault => self.stop(vmcs, format_args!("the guest triple-faulted")),
-            VmExit::InitSignal => self.stop(vmcs, format_args!("INIT signal to the guest (not emulated)")),
-            VmExit::StartupIpi { vector } => {
-                self.stop(vmcs, format_args!("SIPI (vector {vector:#x}) to the guest (not emulated)"))
-            }
-            VmExit::EptViolation { qualification, guest_physical, .. } => self.stop(
-                vmcs,
-                format_args!(
-                    "EPT violation: guest-physical {guest_physical:#x} is not the guest's ({qualification})"
-                ),
-            ),
-            other => self.stop(vmcs, format_args!("unexpected VM exit: {other}")),
-        }
+    fn cr(&self) -> CrPolicy {
+        self.cr
     }
 
-    fn cpuid(&self, leaf: u32, sub: u32, guest_cr4: Cr4) -> (u32, u32, u32, u32) {
+    fn xcr0_supported(&self) -> Xcr0 {
+        self.xcr0_supported
+    }
+
+    fn cpuid(&self, leaf: u32, sub: u32, guest_cr4: Cr4) -> [u32; 4] {
         let word = |i: usize| {
             u32::from_le_bytes([
                 SIGNATURE[i],
@@ -718,8 +602,8 @@ impl Linux {
             ])
         };
         match leaf {
-            0x4000_0000 => (0x4000_0000, word(0), word(4), word(8)),
-            0x4000_0001..=0x4fff_ffff => (0, 0, 0, 0),
+            0x4000_0000 => [0x4000_0000, word(0), word(4), word(8)],
+            0x4000_0001..=0x4fff_ffff => [0; 4],
             _ => {
                 let r = crate::arch::cpuid(leaf, sub);
                 let (mut a, mut b, mut c, mut d) = (r.eax, r.ebx, r.ecx, r.edx);
@@ -751,46 +635,100 @@ impl Linux {
                     }
                     _ => {}
                 }
-                (a, b, c, d)
+                [a, b, c, d]
             }
         }
     }
-}
 
-/// Completes the exiting instruction ([`exits::complete::skip_instruction`]); a length that is no
-/// instruction's ends the run.
-fn skip(vmcs: &mut Vmcs<'_>, length: u32) -> Result<Option<End>, VmFail> {
-    match skip_instruction(vmcs, InstructionLength(length)) {
-        Ok(_) => Ok(None),
-        Err(CompleteError::Vmcs(fail)) => Err(fail),
-        Err(e) => {
-            println!("mini-hv: cannot complete the instruction: {e}");
-            Ok(Some(End::Stopped))
+    /// IA32_FEATURE_CONTROL reads as locked with VMX off; the VMX capability MSRs are hidden.
+    fn rdmsr(&mut self, msr: u32, _: &mut Vmcs<'_>) -> Result<Option<u64>, VmFail> {
+        Ok((msr == IA32_FEATURE_CONTROL).then_some(FEATURE_CONTROL_LOCKED))
+    }
+
+    /// IA32_FEATURE_CONTROL is locked; the VMX capability MSRs are read-only (and hidden).
+    fn wrmsr(&mut self, _: u32, _: u64, _: &mut Vmcs<'_>) -> Result<bool, VmFail> {
+        Ok(false)
+    }
+
+    /// The trapped ports: power-off (PM1a control with SLP_EN) and the resets end the run; any
+    /// other access goes to the device.
+    fn io(&mut self, q: IoQualification, size: u16) -> ControlFlow<End> {
+        let value = self.regs.rax as u32;
+        if q.direction == IoDirection::Out {
+            if q.port == self.pm1a && size >= 2 && value as u16 & SLP_EN != 0 {
+                return ControlFlow::Break(End::PowerOff);
+            }
+            if q.port == KBC_COMMAND && value as u8 == 0xfe {
+                return ControlFlow::Break(End::Reset("keyboard controller reset pulse"));
+            }
+            if q.port == RESET_CONTROL && value & 4 != 0 {
+                return ControlFlow::Break(End::Reset("reset control register 0xcf9"));
+            }
+            // SAFETY: a port the guest owns (passed through), written as the guest asked.
+            unsafe { port_out(q.port, size, value) };
+        } else {
+            // SAFETY: as above, a read.
+            let v = u64::from(unsafe { port_in(q.port, size) });
+            self.regs.rax = match size {
+                1 => (self.regs.rax & !0xff) | v,
+                2 => (self.regs.rax & !0xffff) | v,
+                _ => v,
+            };
         }
+        ControlFlow::Continue(())
     }
-}
 
-/// Completes a MONITOR or MWAIT exit as [`monitor`] decided.
-fn complete(vmcs: &mut Vmcs<'_>, done: Completion, length: u32) -> Result<Option<End>, VmFail> {
-    match done {
-        Completion::Skip => skip(vmcs, length),
-        Completion::Fault(exception, error) => inject(vmcs, exception, Some(error)),
-        Completion::Stop => Ok(Some(End::Stopped)),
+    /// Guest RAM above the hypervisor (identity-mapped).
+    fn read_ram(&self, gpa: u64) -> Option<u64> {
+        let (ram_start, ram_end) = self.ram;
+        (gpa >= ram_start && gpa.checked_add(8).is_some_and(|end| end <= ram_end)).then(|| {
+            // SAFETY: guest RAM above the hypervisor, identity-mapped in the host, read only.
+            unsafe { (gpa as *const u64).read_unaligned() }
+        })
     }
-}
 
-/// Injects `exception` at the next VM entry ([`exits::inject::inject_exception`]).
-fn inject(
-    vmcs: &mut Vmcs<'_>,
-    exception: Exception,
-    error: Option<u32>,
-) -> Result<Option<End>, VmFail> {
-    match inject_exception(vmcs, exception, error) {
-        Ok(()) => Ok(None),
-        Err(InjectError::Vmcs(fail)) => Err(fail),
-        Err(e) => {
-            println!("mini-hv: cannot inject {exception}: {e}");
-            Ok(Some(End::Stopped))
+    /// The end of the run: the guest went beyond what a machine of its e820 map has.
+    fn unbacked(&mut self, vmcs: &mut Vmcs<'_>, what: fmt::Arguments<'_>) -> Flow<End> {
+        dispatch::stop(vmcs, what)
+    }
+
+    fn monitor(&mut self, vmcs: &mut Vmcs<'_>, length: u32) -> Result<Completion, VmFail> {
+        let (mem, mapped) = (&self.mem, &self.mapped[..self.mapped_count]);
+        let accessible = |gpa| mapped.iter().any(|&(s, e)| (s..e).contains(&gpa));
+        monitor::monitor(vmcs, &mut self.regs, length, mem, accessible)
+    }
+
+    /// Forced HLT exiting: the guest waits in the HLT activity state for the interrupts that
+    /// reach it directly (no external-interrupt exiting).
+    fn halted(&mut self, vmcs: &mut Vmcs<'_>) -> Flow<End> {
+        vmcs.write(fields::GUEST_ACTIVITY_STATE, ActivityState::Hlt)?;
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// Triple fault, INIT, SIPI, EPT violations and anything else end the run.
+    fn other(&mut self, exit: VmExit, vmcs: &mut Vmcs<'_>) -> Flow<End> {
+        match exit {
+            VmExit::TripleFault => dispatch::stop(vmcs, format_args!("the guest triple-faulted")),
+            VmExit::InitSignal => dispatch::stop(
+                vmcs,
+                format_args!("INIT signal to the guest (not emulated)"),
+            ),
+            VmExit::StartupIpi { vector } => dispatch::stop(
+                vmcs,
+                format_args!("SIPI (vector {vector:#x}) to the guest (not emulated)"),
+            ),
+            VmExit::EptViolation {
+                qualification,
+                guest_physical,
+                ..
+            } => self.unbacked(
+                vmcs,
+                format_args!(
+                    "EPT violation: guest-physical {guest_physical:#x} is not the guest's \
+                     ({qualification})"
+                ),
+            ),
+            other => dispatch::stop(vmcs, format_args!("unexpected VM exit: {other}")),
         }
     }
 }

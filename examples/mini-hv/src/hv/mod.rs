@@ -10,6 +10,7 @@
 
 mod ap_vcpu;
 mod devices;
+mod dispatch;
 pub(crate) mod extras;
 mod lapic;
 mod linux_guest;

@@ -1,11 +1,13 @@
-//! The virtual CPU: the guest's reset state in the VMCS, the run loop, and the exit dispatcher (a
-//! `match` on the `exits` crate's decoded [`VmExit`]), with the emulation behind each exit.
+//! The test guest's virtual CPU: its reset state in the VMCS, the run loop, and its personality
+//! for the shared exit dispatcher ([`super::dispatch`]: `impl Guest for Vcpu`), with the emulation
+//! behind each of its own exits (hypercalls, the UART and MMIO device, the timers, CR8).
 
-use exits::complete::{CompleteError, skip_instruction};
-use exits::inject::{Exception, InjectError, inject_exception};
+use core::fmt;
+use core::ops::ControlFlow;
+
+use exits::inject::Exception;
 use exits::{
-    CrAccessQualification, CrAccessType, ExitReason, InstructionLength, IoDirection,
-    IoQualification, IoSize, VmExit,
+    CrAccessQualification, CrAccessType, ExitReason, IoDirection, IoQualification, VmExit,
 };
 use vmcs::fields;
 use vmcs::structures::MsrArea;
@@ -13,9 +15,10 @@ use vmcs::{
     ActivityState, GuestState, GuestStateError, InterruptionType, Segment, VmcsRead, VmcsWrite,
 };
 use vmx_caps::VmxCapabilities;
-use vmx_core::{GpReg, GuestRegisters, RspInVmcs, VmFail};
+use vmx_core::{GpReg, GuestRegisters, VmFail};
 
 use super::Vmcs;
+use super::dispatch::{self, Flow, Guest, Stopped, inject, skip};
 use super::probe::{self, At, Probe};
 
 use super::devices::{self, MmioDevice, Uart};
@@ -23,7 +26,7 @@ use super::memory::{GuestMemory, Paging};
 use super::monitor::{self, Completion};
 use crate::guest::abi::{self, reason};
 use mini_hv_logic::decode::{self, MovAccess, Operation, Reg};
-use mini_hv_logic::guest_state::{self, CrPolicy, CrWriteError};
+use mini_hv_logic::guest_state::{self, CrPolicy};
 use vmx_caps::arch::{Cr0, Cr4, Efer, Rflags, Xcr0};
 use vmx_caps::msr::{
     IA32_EFER, IA32_FEATURE_CONTROL, IA32_FS_BASE, IA32_GS_BASE, IA32_MISC_ENABLE,
@@ -161,20 +164,18 @@ pub fn write_reset_state(
     cr.write_initial_state(vmcs, &state, caps)
 }
 
-/// What a handler decided.
-enum Next {
-    /// Enter the guest again.
-    Resume,
-    /// Leave the run loop.
-    Stop(Leave),
-}
-
 /// Why [`Vcpu::run_with`] returns.
-enum Leave {
+pub enum Leave {
     /// The guest's run ended.
     End(End),
     /// The guest turned the round-trip probe on (`true`) or off.
     Probe(bool),
+}
+
+impl From<Stopped> for Leave {
+    fn from(Stopped: Stopped) -> Self {
+        Leave::End(End::Stopped)
+    }
 }
 
 /// The VMX-preemption timer value that expires after about `tsc_ticks` TSC ticks (the timer counts
@@ -328,11 +329,11 @@ impl Vcpu {
                 }
             };
             probe.stamp(At::Decoded);
-            match self.handle(exit, vmcs, probe) {
-                Ok(Next::Resume) => {}
+            match dispatch::dispatch(self, exit, vmcs, probe) {
+                Ok(ControlFlow::Continue(())) => {}
                 // Already in the mode asked for: nothing to switch.
-                Ok(Next::Stop(Leave::Probe(on))) if on == P::ON => {}
-                Ok(Next::Stop(leave)) => return leave,
+                Ok(ControlFlow::Break(Leave::Probe(on))) if on == P::ON => {}
+                Ok(ControlFlow::Break(leave)) => return leave,
                 Err(fail) => return Leave::End(self.vmcs_error("handling an exit", fail)),
             }
         }
@@ -371,230 +372,8 @@ impl Vcpu {
         End::Stopped
     }
 
-    /// The dispatcher.
-    fn handle<P: Probe>(
-        &mut self,
-        exit: VmExit,
-        vmcs: &mut Vmcs<'_>,
-        probe: &mut P,
-    ) -> Result<Next, VmFail> {
-        match exit {
-            VmExit::Cpuid { length } => {
-                probe.cpuid();
-                let leaf = self.regs.rax as u32;
-                // Leaf 1 reports CR4.OSXSAVE as the guest sees it: the read shadow for the bits
-                // the host owns, the real value for the others.
-                let guest_cr4 = if leaf == 1 {
-                    self.cr().guest_cr4(vmcs)?
-                } else {
-                    Cr4::empty()
-                };
-                let (a, b, c, d) = self.cpuid(leaf, self.regs.rcx as u32, guest_cr4);
-                self.regs.rax = u64::from(a);
-                self.regs.rbx = u64::from(b);
-                self.regs.rcx = u64::from(c);
-                self.regs.rdx = u64::from(d);
-                probe.stamp(At::Handled);
-                let next = skip(vmcs, length.get());
-                probe.stamp(At::Completed);
-                next
-            }
-            VmExit::Rdmsr { length } => {
-                let msr = self.regs.rcx as u32;
-                match self.rdmsr(msr, vmcs)? {
-                    Some(value) => {
-                        self.regs.rax = value & 0xffff_ffff;
-                        self.regs.rdx = value >> 32;
-                        skip(vmcs, length.get())
-                    }
-                    None => inject(vmcs, GP, Some(0)),
-                }
-            }
-            VmExit::Wrmsr { length } => {
-                let msr = self.regs.rcx as u32;
-                let value = (self.regs.rdx << 32) | (self.regs.rax & 0xffff_ffff);
-                if self.wrmsr(msr, value, vmcs)? {
-                    skip(vmcs, length.get())
-                } else {
-                    inject(vmcs, GP, Some(0))
-                }
-            }
-            VmExit::IoInstruction {
-                qualification,
-                string: None,
-                length,
-            } => {
-                let size = match qualification.size {
-                    IoSize::Byte => 1,
-                    IoSize::Word => 2,
-                    IoSize::Dword => 4,
-                    IoSize::Reserved(raw) => {
-                        crate::println!(
-                            "mini-hv: I/O exit with reserved size encoding {raw}; stopping the guest"
-                        );
-                        return Ok(Next::Stop(Leave::End(End::Stopped)));
-                    }
-                };
-                self.io(qualification, size);
-                skip(vmcs, length.get())
-            }
-            VmExit::IoInstruction { qualification, .. } => {
-                crate::println!(
-                    "mini-hv: guest string I/O ({qualification}) is not emulated; stopping the guest"
-                );
-                Ok(Next::Stop(Leave::End(End::Stopped)))
-            }
-            VmExit::Hlt { length } => {
-                skip(vmcs, length.get())?;
-                // With the APIC timer, the run loop waits for the wake-up before the next VM
-                // entry, and the guest stays active.
-                if let TimeSource::PreemptionTimer { shift } = self.config.timer {
-                    vmcs.write(fields::GUEST_ACTIVITY_STATE, ActivityState::Hlt)?;
-                    vmcs.write(
-                        fields::VMX_PREEMPTION_TIMER_VALUE,
-                        timer_value(HLT_WAKE_TSC_TICKS, shift) as u32,
-                    )?;
-                }
-                self.halted = true;
-                Ok(Next::Resume)
-            }
-            VmExit::PreemptionTimerExpired => self.timer_expired(vmcs),
-            VmExit::ExternalInterrupt { info: Some(info) }
-                if info.vector == super::lapic::TIMER_VECTOR =>
-            {
-                let TimeSource::ApicTimer(apic) = &self.config.timer else {
-                    crate::println!(
-                        "mini-hv: external interrupt {info} without the APIC-timer fallback; \
-                         stopping the guest"
-                    );
-                    return Ok(Next::Stop(Leave::End(End::Stopped)));
-                };
-                apic.eoi();
-                self.timer_expired(vmcs)
-            }
-            VmExit::Vmcall { length } => {
-                let next = self.hypercall(vmcs)?;
-                skip(vmcs, length.get())?;
-                Ok(next)
-            }
-            VmExit::EptViolation {
-                qualification,
-                guest_physical,
-                idt_vectoring,
-                ..
-            } => {
-                let rip = vmcs.read(fields::GUEST_RIP)?;
-                if let Some(event) = idt_vectoring {
-                    crate::println!(
-                        "mini-hv: EPT violation at guest-physical {guest_physical:#x} while delivering \
-                         {event} (RIP {rip:#x}); stopping the guest"
-                    );
-                    return Ok(Next::Stop(Leave::End(End::Stopped)));
-                }
-                if MmioDevice::claims(guest_physical) && !qualification.fetch {
-                    return self.mmio(guest_physical, rip, vmcs);
-                }
-                let kind = if qualification.write {
-                    "write"
-                } else if qualification.fetch {
-                    "instruction fetch"
-                } else {
-                    "read"
-                };
-                crate::println!(
-                    "mini-hv: guest {kind} of unbacked guest-physical {guest_physical:#x} at RIP {rip:#x} \
-                     (EPT violation); injecting #GP(0)"
-                );
-                inject(vmcs, GP, Some(0))
-            }
-            VmExit::ControlRegisterAccess {
-                qualification,
-                length,
-                ..
-            } => self.cr_access(qualification, length.get(), vmcs),
-            VmExit::Xsetbv { length } => {
-                if !super::emulate_xsetbv(&self.regs, self.config.xcr0_supported) {
-                    return inject(vmcs, GP, Some(0));
-                }
-                skip(vmcs, length.get())
-            }
-            VmExit::Invd { length } | VmExit::Wbinvd { length } => {
-                super::emulate_wbinvd();
-                skip(vmcs, length.get())
-            }
-            VmExit::Monitor { length } => {
-                let mem = &self.mem;
-                let done = monitor::monitor(vmcs, &mut self.regs, length.get(), mem, |gpa| {
-                    mem.contains(gpa, 1)
-                })?;
-                complete(vmcs, done, length.get())
-            }
-            VmExit::Mwait { length, .. } => {
-                let done = monitor::mwait(vmcs, &self.regs)?;
-                complete(vmcs, done, length.get())
-            }
-            // VMCALL, the hypercall, was handled above.
-            vmx if guest_state::is_vmx_instruction(&vmx) => {
-                let cr = self.cr();
-                let Some(nested) = self.nested.as_mut() else {
-                    return inject(vmcs, UD, None);
-                };
-                use super::nested::Action;
-                match nested.instruction(&vmx, vmcs, &mut self.regs, &self.mem, cr)? {
-                    Action::Skip => skip(vmcs, vmx_length(&vmx)),
-                    Action::InvalidOpcode => inject(vmcs, UD, None),
-                    Action::GeneralProtection => inject(vmcs, GP, Some(0)),
-                    Action::PageFault(code, linear) => {
-                        self.regs.cr2 = linear;
-                        inject(vmcs, Exception::PF, Some(code))
-                    }
-                    Action::Resume => Ok(Next::Resume),
-                    Action::Stop => Ok(Next::Stop(Leave::End(End::Stopped))),
-                }
-            }
-            VmExit::ExceptionOrNmi {
-                info: Some(info), ..
-            } if info.kind == InterruptionType::Nmi => {
-                // "NMI exiting": a host NMI. This host has no NMI sources to serve; note it and
-                // resume (the guest never saw it).
-                let rip = vmcs.read(fields::GUEST_RIP)?;
-                crate::println!(
-                    "mini-hv: host NMI while the guest ran (guest RIP {rip:#x}); resuming"
-                );
-                Ok(Next::Resume)
-            }
-            VmExit::TprBelowThreshold if self.extras.is_some() => {
-                if let Some(extras) = &self.extras {
-                    extras.tpr_below_threshold(vmcs)?;
-                }
-                Ok(Next::Resume)
-            }
-            VmExit::PageModificationLogFull { .. }
-                if match &self.extras {
-                    Some(extras) => extras.pml_full(vmcs)?,
-                    None => false,
-                } =>
-            {
-                Ok(Next::Resume)
-            }
-            VmExit::TripleFault => {
-                let rip = vmcs.read(fields::GUEST_RIP)?;
-                self.uart_flush();
-                crate::println!("mini-hv: the guest triple-faulted at RIP {rip:#x}; guest stopped");
-                Ok(Next::Stop(Leave::End(End::TripleFault { rip })))
-            }
-            other => {
-                let rip = vmcs.read(fields::GUEST_RIP)?;
-                crate::println!(
-                    "mini-hv: unexpected VM exit at RIP {rip:#x}: {other}; stopping the guest"
-                );
-                Ok(Next::Stop(Leave::End(End::Stopped)))
-            }
-        }
-    }
-
     /// The watchdog or the HLT wake-up timer expired: wake a halted guest, stop a running one.
-    fn timer_expired(&mut self, vmcs: &mut Vmcs<'_>) -> Result<Next, VmFail> {
+    fn timer_expired(&mut self, vmcs: &mut Vmcs<'_>) -> Flow<Leave> {
         if !self.halted {
             let rip = vmcs.read(fields::GUEST_RIP)?;
             match self.config.timer {
@@ -607,7 +386,7 @@ impl Vcpu {
                      without a VM exit (RIP {rip:#x}); stopping it"
                 ),
             }
-            return Ok(Next::Stop(Leave::End(End::Stopped)));
+            return Ok(ControlFlow::Break(Leave::End(End::Stopped)));
         }
         self.halted = false;
         if let Some(saved) = self.wake_saved_if.take() {
@@ -621,7 +400,7 @@ impl Vcpu {
                 timer_value(WATCHDOG_TSC_TICKS, shift) as u32,
             )?;
         }
-        Ok(Next::Resume)
+        Ok(ControlFlow::Continue(()))
     }
 
     /// The exit reason that wakes a halted guest.
@@ -652,116 +431,9 @@ impl Vcpu {
         }
     }
 
-    fn cpuid(&self, leaf: u32, subleaf: u32, guest_cr4: Cr4) -> (u32, u32, u32, u32) {
-        match leaf {
-            0x4000_0000 => {
-                let s = abi::CPUID_HV_SIGNATURE;
-                let word = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
-                (abi::CPUID_HV_MAX_LEAF, word(0), word(4), word(8))
-            }
-            0x4000_0001 => (abi::HC_ABI_VERSION, 0, 0, 0),
-            0x4000_0002..=0x4fff_ffff => (0, 0, 0, 0),
-            _ => {
-                let r = crate::arch::cpuid(leaf, subleaf);
-                let (a, mut b, mut c, mut d) = (r.eax, r.ebx, r.ecx, r.edx);
-                match leaf {
-                    1 => {
-                        c = guest_state::cpuid_leaf1_ecx(c, guest_cr4);
-                        if self.nested.is_some() {
-                            c |= 1 << 5; // VMX
-                        }
-                    }
-                    7 if subleaf == 0 => {
-                        // INVPCID (EBX 10) is not enabled for the guest; RDPID (ECX 22) needs
-                        // "enable RDTSCP"; WAITPKG (ECX 5) needs "enable user wait and pause".
-                        b &= !(1 << 10);
-                        c &= !((1 << 22) | (1 << 5));
-                    }
-                    0x8000_0001 => d &= !(1 << 27), // RDTSCP is not enabled for the guest
-                    _ => {}
-                }
-                (a, b, c, d)
-            }
-        }
-    }
-
-    /// RDMSR emulation: `None` means #GP.
-    fn rdmsr(&mut self, msr: u32, vmcs: &mut Vmcs<'_>) -> Result<Option<u64>, VmFail> {
-        Ok(match msr {
-            IA32_EFER => Some(vmcs.read(fields::GUEST_IA32_EFER)?.bits()),
-            IA32_FEATURE_CONTROL if self.nested.is_some() => {
-                Some(abi::FEATURE_CONTROL_NESTED_VALUE)
-            }
-            IA32_FEATURE_CONTROL => Some(abi::FEATURE_CONTROL_VALUE),
-            0x480..=0x493 => self.nested.as_ref().and_then(|n| n.rdmsr(msr)),
-            IA32_MISC_ENABLE => Some(abi::MISC_ENABLE_VALUE),
-            abi::MSR_SCRATCH => Some(self.scratch_msr),
-            _ => None,
-        })
-    }
-
-    /// WRMSR emulation: `false` means #GP.
-    fn wrmsr(&mut self, msr: u32, value: u64, vmcs: &mut Vmcs<'_>) -> Result<bool, VmFail> {
-        Ok(match msr {
-            IA32_EFER => {
-                let old = vmcs.read(fields::GUEST_IA32_EFER)?;
-                let cr0 = vmcs.read(fields::GUEST_CR0)?;
-                let value = Efer::from_bits_retain(value);
-                let writable = Efer::SCE | Efer::LME | Efer::NXE;
-                if !(writable | Efer::LMA).contains(value)
-                    || (cr0.contains(Cr0::PG) && (value ^ old).contains(Efer::LME))
-                {
-                    false
-                } else {
-                    vmcs.write(
-                        fields::GUEST_IA32_EFER,
-                        (value & writable) | (old & Efer::LMA),
-                    )?;
-                    true
-                }
-            }
-            abi::MSR_SCRATCH => {
-                self.scratch_msr = value;
-                true
-            }
-            _ => false,
-        })
-    }
-
-    /// Emulates a non-string IN or OUT of `size` bytes.
-    fn io(&mut self, q: IoQualification, size: u16) {
-        match q.direction {
-            IoDirection::Out => {
-                for i in 0..size {
-                    let port = q.port.wrapping_add(i);
-                    if Uart::claims(port) {
-                        self.uart.write(port, (self.regs.rax >> (8 * i)) as u8);
-                    }
-                }
-            }
-            IoDirection::In => {
-                let mut value = 0u64;
-                for i in 0..size {
-                    let port = q.port.wrapping_add(i);
-                    let byte = if Uart::claims(port) {
-                        self.uart.read(port)
-                    } else {
-                        0xff
-                    };
-                    value |= u64::from(byte) << (8 * i);
-                }
-                self.regs.rax = match size {
-                    1 => (self.regs.rax & !0xff) | value,
-                    2 => (self.regs.rax & !0xffff) | value,
-                    _ => value, // a 32-bit destination zero-extends
-                };
-            }
-        }
-    }
-
-    fn hypercall(&mut self, vmcs: &mut Vmcs<'_>) -> Result<Next, VmFail> {
+    fn hypercall(&mut self, vmcs: &mut Vmcs<'_>) -> Flow<Leave> {
         let (nr, a0, a1, a2) = (self.regs.rax, self.regs.rdi, self.regs.rsi, self.regs.rdx);
-        let mut next = Next::Resume;
+        let mut next = ControlFlow::Continue(());
         let ret = match nr {
             abi::HC_PRINT => {
                 if a1 > abi::HC_PRINT_MAX {
@@ -806,7 +478,7 @@ impl Vcpu {
             },
             abi::HC_EXIT => {
                 self.uart_flush();
-                next = Next::Stop(Leave::End(End::GuestExit { status: a0 }));
+                next = ControlFlow::Break(Leave::End(End::GuestExit { status: a0 }));
                 abi::HC_OK
             }
             abi::HC_TIMING => {
@@ -815,7 +487,7 @@ impl Vcpu {
             }
             abi::HC_BREAKDOWN if a0 <= 1 => {
                 self.guest_stamp_cost = a1;
-                next = Next::Stop(Leave::Probe(a0 == 1));
+                next = ControlFlow::Break(Leave::Probe(a0 == 1));
                 abi::HC_OK
             }
             abi::HC_EXIT_COUNT => match self.exit_counts.get(a0 as usize) {
@@ -872,7 +544,7 @@ impl Vcpu {
         Paging::of(vmcs)
     }
 
-    fn mmio(&mut self, gpa: u64, rip: u64, vmcs: &mut Vmcs<'_>) -> Result<Next, VmFail> {
+    fn mmio(&mut self, gpa: u64, rip: u64, vmcs: &mut Vmcs<'_>) -> Flow<Leave> {
         let paging = self.paging(vmcs)?;
         let cs_base = vmcs.read(fields::GUEST_CS_BASE)?;
         let linear = cs_base.wrapping_add(rip);
@@ -936,22 +608,14 @@ impl Vcpu {
         }
     }
 
-    /// The guest's register `reg`: the trampoline frame, or GUEST_RSP for RSP. Kept out of line
-    /// (cold: MMIO and CR accesses only), so that inlining it does not cost the CPUID path.
-    #[inline(never)]
+    /// The guest's register `reg` ([`dispatch::read_gpr`]).
     fn read_gpr(&mut self, reg: GpReg, vmcs: &Vmcs<'_>) -> Result<u64, VmFail> {
-        match self.regs.gpr(reg) {
-            Some(value) => Ok(value),
-            None => vmcs.read(fields::GUEST_RSP),
-        }
+        dispatch::read_gpr(&self.regs, reg, vmcs)
     }
 
-    #[inline(never)]
+    /// Writes the guest's register `reg` ([`dispatch::write_gpr`]).
     fn write_gpr(&mut self, reg: GpReg, value: u64, vmcs: &mut Vmcs<'_>) -> Result<(), VmFail> {
-        match self.regs.set_gpr(reg, value) {
-            Ok(()) => Ok(()),
-            Err(RspInVmcs) => vmcs.write(fields::GUEST_RSP, value),
-        }
+        dispatch::write_gpr(&mut self.regs, reg, value, vmcs)
     }
 
     fn get_reg(&mut self, reg: Reg, vmcs: &Vmcs<'_>) -> Result<u64, VmFail> {
@@ -983,50 +647,15 @@ impl Vcpu {
         self.write_gpr(GpReg::from_field(reg.index.into()), new, vmcs)
     }
 
+    /// MOV to and from CR8 (the TPR); MOV to CR0/CR4 is the shared dispatcher's.
     fn cr_access(
         &mut self,
         q: CrAccessQualification,
         length: u32,
         vmcs: &mut Vmcs<'_>,
-    ) -> Result<Next, VmFail> {
+    ) -> Flow<Leave> {
         let gpr = q.gpr;
         match (q.access_type, q.cr) {
-            (CrAccessType::MovToCr, cr @ (0 | 4)) => {
-                let value = self.read_gpr(gpr, vmcs)?;
-                if cr == 4
-                    && super::nested::clears_vmxe_in_vmx_operation(self.nested.as_ref(), value)
-                {
-                    return inject(vmcs, GP, Some(0));
-                }
-                let mem = &self.mem;
-                let read_u64 = |gpa| {
-                    let mut bytes = [0; 8];
-                    mem.read(gpa, &mut bytes)
-                        .ok()
-                        .map(|()| u64::from_le_bytes(bytes))
-                };
-                let written = if cr == 0 {
-                    self.cr()
-                        .mov_to_cr0(vmcs, Cr0::from_bits_retain(value), read_u64)
-                } else {
-                    self.cr()
-                        .mov_to_cr4(vmcs, Cr4::from_bits_retain(value), read_u64)
-                };
-                match written {
-                    Ok(()) => skip(vmcs, length),
-                    Err(CrWriteError::Fault(_)) => inject(vmcs, GP, Some(0)),
-                    Err(CrWriteError::Vmcs(fail)) => Err(fail),
-                    Err(CrWriteError::PdptNotReadable(gpa)) => {
-                        // What the processor's PDPTE load meets there: an EPT violation, which this
-                        // hypervisor answers for unbacked guest-physical addresses with #GP(0).
-                        crate::println!(
-                            "mini-hv: MOV to CR{cr} loads PDPTEs from unbacked guest-physical {gpa:#x}; \
-                             injecting #GP(0)"
-                        );
-                        inject(vmcs, GP, Some(0))
-                    }
-                }
-            }
             (CrAccessType::MovToCr, 8) => {
                 let value = self.read_gpr(gpr, vmcs)?;
                 if value > 15 {
@@ -1045,32 +674,305 @@ impl Vcpu {
                 crate::println!(
                     "mini-hv: unexpected control-register access {q} at RIP {rip:#x}; stopping the guest"
                 );
-                Ok(Next::Stop(Leave::End(End::Stopped)))
+                Ok(ControlFlow::Break(Leave::End(End::Stopped)))
             }
         }
     }
 }
 
-/// Completes the exiting instruction ([`exits::complete::skip_instruction`]); a length that is no
-/// instruction's stops the guest.
-#[inline(always)]
-fn skip(vmcs: &mut Vmcs<'_>, length: u32) -> Result<Next, VmFail> {
-    match skip_instruction(vmcs, InstructionLength(length)) {
-        Ok(_) => Ok(Next::Resume),
-        Err(CompleteError::Vmcs(fail)) => Err(fail),
-        Err(e) => {
-            crate::println!("mini-hv: cannot complete the instruction: {e}; stopping the guest");
-            Ok(Next::Stop(Leave::End(End::Stopped)))
+/// The test guest's personality: the hypervisor interface of [`abi`] (CPUID leaves, hypercalls,
+/// emulated MSRs), the UART and the MMIO device, #GP(0) for memory that is not its own, the
+/// timers' HLT wake-up and watchdog, and the structures of the extra checks.
+impl Guest for Vcpu {
+    type Stop = Leave;
+
+    #[inline(always)]
+    fn regs(&mut self) -> &mut GuestRegisters {
+        &mut self.regs
+    }
+
+    fn cr(&self) -> CrPolicy {
+        Vcpu::cr(self)
+    }
+
+    fn xcr0_supported(&self) -> Xcr0 {
+        self.config.xcr0_supported
+    }
+
+    #[inline(always)]
+    fn cpuid(&self, leaf: u32, subleaf: u32, guest_cr4: Cr4) -> [u32; 4] {
+        match leaf {
+            0x4000_0000 => {
+                let s = abi::CPUID_HV_SIGNATURE;
+                let word = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
+                [abi::CPUID_HV_MAX_LEAF, word(0), word(4), word(8)]
+            }
+            0x4000_0001 => [abi::HC_ABI_VERSION, 0, 0, 0],
+            0x4000_0002..=0x4fff_ffff => [0; 4],
+            _ => {
+                let r = crate::arch::cpuid(leaf, subleaf);
+                let (a, mut b, mut c, mut d) = (r.eax, r.ebx, r.ecx, r.edx);
+                match leaf {
+                    1 => {
+                        c = guest_state::cpuid_leaf1_ecx(c, guest_cr4);
+                        if self.nested.is_some() {
+                            c |= 1 << 5; // VMX
+                        }
+                    }
+                    7 if subleaf == 0 => {
+                        // INVPCID (EBX 10) is not enabled for the guest; RDPID (ECX 22) needs
+                        // "enable RDTSCP"; WAITPKG (ECX 5) needs "enable user wait and pause".
+                        b &= !(1 << 10);
+                        c &= !((1 << 22) | (1 << 5));
+                    }
+                    0x8000_0001 => d &= !(1 << 27), // RDTSCP is not enabled for the guest
+                    _ => {}
+                }
+                [a, b, c, d]
+            }
         }
     }
-}
 
-/// Completes a MONITOR or MWAIT exit as [`monitor`] decided.
-fn complete(vmcs: &mut Vmcs<'_>, done: Completion, length: u32) -> Result<Next, VmFail> {
-    match done {
-        Completion::Skip => skip(vmcs, length),
-        Completion::Fault(exception, error) => inject(vmcs, exception, Some(error)),
-        Completion::Stop => Ok(Next::Stop(Leave::End(End::Stopped))),
+    /// RDMSR emulation: `None` means #GP.
+    fn rdmsr(&mut self, msr: u32, vmcs: &mut Vmcs<'_>) -> Result<Option<u64>, VmFail> {
+        Ok(match msr {
+            IA32_EFER => Some(vmcs.read(fields::GUEST_IA32_EFER)?.bits()),
+            IA32_FEATURE_CONTROL if self.nested.is_some() => {
+                Some(abi::FEATURE_CONTROL_NESTED_VALUE)
+            }
+            IA32_FEATURE_CONTROL => Some(abi::FEATURE_CONTROL_VALUE),
+            0x480..=0x493 => self.nested.as_ref().and_then(|n| n.rdmsr(msr)),
+            IA32_MISC_ENABLE => Some(abi::MISC_ENABLE_VALUE),
+            abi::MSR_SCRATCH => Some(self.scratch_msr),
+            _ => None,
+        })
+    }
+
+    /// WRMSR emulation: `false` means #GP.
+    fn wrmsr(&mut self, msr: u32, value: u64, vmcs: &mut Vmcs<'_>) -> Result<bool, VmFail> {
+        Ok(match msr {
+            IA32_EFER => {
+                let old = vmcs.read(fields::GUEST_IA32_EFER)?;
+                let cr0 = vmcs.read(fields::GUEST_CR0)?;
+                let value = Efer::from_bits_retain(value);
+                let writable = Efer::SCE | Efer::LME | Efer::NXE;
+                if !(writable | Efer::LMA).contains(value)
+                    || (cr0.contains(Cr0::PG) && (value ^ old).contains(Efer::LME))
+                {
+                    false
+                } else {
+                    vmcs.write(
+                        fields::GUEST_IA32_EFER,
+                        (value & writable) | (old & Efer::LMA),
+                    )?;
+                    true
+                }
+            }
+            abi::MSR_SCRATCH => {
+                self.scratch_msr = value;
+                true
+            }
+            _ => false,
+        })
+    }
+
+    /// Emulates a non-string IN or OUT of `size` bytes: the UART's ports, the others read as all
+    /// ones and ignore writes.
+    fn io(&mut self, q: IoQualification, size: u16) -> ControlFlow<Leave> {
+        match q.direction {
+            IoDirection::Out => {
+                for i in 0..size {
+                    let port = q.port.wrapping_add(i);
+                    if Uart::claims(port) {
+                        self.uart.write(port, (self.regs.rax >> (8 * i)) as u8);
+                    }
+                }
+            }
+            IoDirection::In => {
+                let mut value = 0u64;
+                for i in 0..size {
+                    let port = q.port.wrapping_add(i);
+                    let byte = if Uart::claims(port) {
+                        self.uart.read(port)
+                    } else {
+                        0xff
+                    };
+                    value |= u64::from(byte) << (8 * i);
+                }
+                self.regs.rax = match size {
+                    1 => (self.regs.rax & !0xff) | value,
+                    2 => (self.regs.rax & !0xffff) | value,
+                    _ => value, // a 32-bit destination zero-extends
+                };
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn read_ram(&self, gpa: u64) -> Option<u64> {
+        let mut bytes = [0; 8];
+        self.mem
+            .read(gpa, &mut bytes)
+            .ok()
+            .map(|()| u64::from_le_bytes(bytes))
+    }
+
+    fn refuses_cr4(&self, value: u64) -> bool {
+        super::nested::clears_vmxe_in_vmx_operation(self.nested.as_ref(), value)
+    }
+
+    /// #GP(0): what this hypervisor answers an EPT violation of unbacked guest-physical memory
+    /// with.
+    fn unbacked(&mut self, vmcs: &mut Vmcs<'_>, what: fmt::Arguments<'_>) -> Flow<Leave> {
+        crate::println!("mini-hv: {what}; injecting #GP(0)");
+        inject(vmcs, GP, Some(0))
+    }
+
+    fn monitor(&mut self, vmcs: &mut Vmcs<'_>, length: u32) -> Result<Completion, VmFail> {
+        let mem = &self.mem;
+        monitor::monitor(vmcs, &mut self.regs, length, mem, |gpa| {
+            mem.contains(gpa, 1)
+        })
+    }
+
+    /// With the VMX-preemption timer, the HLT activity state until the timer's wake-up; with the
+    /// APIC timer, the run loop waits for the wake-up before the next VM entry, and the guest
+    /// stays active.
+    fn halted(&mut self, vmcs: &mut Vmcs<'_>) -> Flow<Leave> {
+        if let TimeSource::PreemptionTimer { shift } = self.config.timer {
+            vmcs.write(fields::GUEST_ACTIVITY_STATE, ActivityState::Hlt)?;
+            vmcs.write(
+                fields::VMX_PREEMPTION_TIMER_VALUE,
+                timer_value(HLT_WAKE_TSC_TICKS, shift) as u32,
+            )?;
+        }
+        self.halted = true;
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// #UD, or L0's emulation where VMX is offered to the guest (`mini-hv.nested=1`).
+    fn vmx_instruction(&mut self, vmx: &VmExit, vmcs: &mut Vmcs<'_>) -> Flow<Leave> {
+        let cr = Vcpu::cr(self);
+        let Some(nested) = self.nested.as_mut() else {
+            return inject(vmcs, UD, None);
+        };
+        use super::nested::Action;
+        match nested.instruction(vmx, vmcs, &mut self.regs, &self.mem, cr)? {
+            Action::Skip => skip(vmcs, vmx_length(vmx)),
+            Action::InvalidOpcode => inject(vmcs, UD, None),
+            Action::GeneralProtection => inject(vmcs, GP, Some(0)),
+            Action::PageFault(code, linear) => {
+                self.regs.cr2 = linear;
+                inject(vmcs, Exception::PF, Some(code))
+            }
+            Action::Resume => Ok(ControlFlow::Continue(())),
+            Action::Stop => Ok(ControlFlow::Break(Leave::End(End::Stopped))),
+        }
+    }
+
+    /// The test guest's own exits: hypercalls, the timers, the MMIO device and unbacked memory
+    /// (EPT violations), MOV to and from CR8, host NMIs, the extra checks' exits and the final
+    /// triple fault.
+    // Inlined into the run loop like the shared arms: a call here would take the decoded exit
+    // whole, in memory, on the CPUID path too (measured: about 30 ticks of its round trip).
+    #[inline(always)]
+    fn other(&mut self, exit: VmExit, vmcs: &mut Vmcs<'_>) -> Flow<Leave> {
+        match exit {
+            VmExit::PreemptionTimerExpired => self.timer_expired(vmcs),
+            VmExit::ExternalInterrupt { info: Some(info) }
+                if info.vector == super::lapic::TIMER_VECTOR =>
+            {
+                let TimeSource::ApicTimer(apic) = &self.config.timer else {
+                    crate::println!(
+                        "mini-hv: external interrupt {info} without the APIC-timer fallback; \
+                         stopping the guest"
+                    );
+                    return Ok(ControlFlow::Break(Leave::End(End::Stopped)));
+                };
+                apic.eoi();
+                self.timer_expired(vmcs)
+            }
+            VmExit::Vmcall { length } => {
+                let next = self.hypercall(vmcs)?;
+                let completed = skip(vmcs, length.get())?;
+                Ok(if next.is_break() { next } else { completed })
+            }
+            VmExit::EptViolation {
+                qualification,
+                guest_physical,
+                idt_vectoring,
+                ..
+            } => {
+                let rip = vmcs.read(fields::GUEST_RIP)?;
+                if let Some(event) = idt_vectoring {
+                    crate::println!(
+                        "mini-hv: EPT violation at guest-physical {guest_physical:#x} while delivering \
+                         {event} (RIP {rip:#x}); stopping the guest"
+                    );
+                    return Ok(ControlFlow::Break(Leave::End(End::Stopped)));
+                }
+                if MmioDevice::claims(guest_physical) && !qualification.fetch {
+                    return self.mmio(guest_physical, rip, vmcs);
+                }
+                let kind = if qualification.write {
+                    "write"
+                } else if qualification.fetch {
+                    "instruction fetch"
+                } else {
+                    "read"
+                };
+                self.unbacked(
+                    vmcs,
+                    format_args!(
+                        "guest {kind} of unbacked guest-physical {guest_physical:#x} at RIP \
+                         {rip:#x} (EPT violation)"
+                    ),
+                )
+            }
+            VmExit::ControlRegisterAccess {
+                qualification,
+                length,
+                ..
+            } => self.cr_access(qualification, length.get(), vmcs),
+            VmExit::ExceptionOrNmi {
+                info: Some(info), ..
+            } if info.kind == InterruptionType::Nmi => {
+                // "NMI exiting": a host NMI. This host has no NMI sources to serve; note it and
+                // resume (the guest never saw it).
+                let rip = vmcs.read(fields::GUEST_RIP)?;
+                crate::println!(
+                    "mini-hv: host NMI while the guest ran (guest RIP {rip:#x}); resuming"
+                );
+                Ok(ControlFlow::Continue(()))
+            }
+            VmExit::TprBelowThreshold if self.extras.is_some() => {
+                if let Some(extras) = &self.extras {
+                    extras.tpr_below_threshold(vmcs)?;
+                }
+                Ok(ControlFlow::Continue(()))
+            }
+            VmExit::PageModificationLogFull { .. }
+                if match &self.extras {
+                    Some(extras) => extras.pml_full(vmcs)?,
+                    None => false,
+                } =>
+            {
+                Ok(ControlFlow::Continue(()))
+            }
+            VmExit::TripleFault => {
+                let rip = vmcs.read(fields::GUEST_RIP)?;
+                self.uart_flush();
+                crate::println!("mini-hv: the guest triple-faulted at RIP {rip:#x}; guest stopped");
+                Ok(ControlFlow::Break(Leave::End(End::TripleFault { rip })))
+            }
+            other => {
+                let rip = vmcs.read(fields::GUEST_RIP)?;
+                crate::println!(
+                    "mini-hv: unexpected VM exit at RIP {rip:#x}: {other}; stopping the guest"
+                );
+                Ok(ControlFlow::Break(Leave::End(End::Stopped)))
+            }
+        }
     }
 }
 
@@ -1090,18 +992,6 @@ fn vmx_length(exit: &VmExit) -> u32 {
         | VmExit::Invvpid { length, .. }
         | VmExit::Vmfunc { length } => length.get(),
         _ => 0,
-    }
-}
-
-/// Injects `exception` on the next VM entry ([`exits::inject::inject_exception`]).
-fn inject(vmcs: &mut Vmcs<'_>, exception: Exception, error: Option<u32>) -> Result<Next, VmFail> {
-    match inject_exception(vmcs, exception, error) {
-        Ok(()) => Ok(Next::Resume),
-        Err(InjectError::Vmcs(fail)) => Err(fail),
-        Err(e) => {
-            crate::println!("mini-hv: cannot inject {exception}: {e}; stopping the guest");
-            Ok(Next::Stop(Leave::End(End::Stopped)))
-        }
     }
 }
 
