@@ -123,6 +123,25 @@ impl WalkLength {
 ///
 /// [`EptPointer::from_bits`] accepts any value (so a VMREAD result can always be decoded);
 /// [`EptPointer::builder`] only builds what the processor's capabilities allow.
+///
+/// ```
+/// use vmcs_fields::{EptPointer, EptpError, HostPhysAddr, MemoryType, WalkLength};
+/// use vmx_caps::EptVpidCap;
+///
+/// let caps = EptVpidCap(0x0000_0f01_0633_4141); // Bochs' corei7_skylake_x: WB, 4 levels, A/D
+/// let root = HostPhysAddr::new(0x12_3000)?;
+/// let eptp = EptPointer::builder(root).accessed_dirty(true).build(&caps)?;
+/// assert_eq!(eptp.bits(), 0x12_305e); // WB (6), 4-level walk (3 << 3), A/D (bit 6)
+/// assert_eq!(eptp.memory_type(), Ok(MemoryType::WriteBack));
+/// assert_eq!(eptp.walk_length(), Ok(WalkLength::Four));
+/// assert_eq!(eptp.pml4_address(), root);
+/// // A 5-level walk is not offered by this model.
+/// assert_eq!(
+///     EptPointer::builder(root).walk_length(WalkLength::Five).build(&caps),
+///     Err(EptpError::WalkLengthNotSupported(WalkLength::Five))
+/// );
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[repr(transparent)]

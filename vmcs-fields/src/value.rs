@@ -140,6 +140,20 @@ macro_rules! display_value {
 /// | 15    | G — granularity |
 /// | 16    | segment unusable (0 = usable, 1 = unusable) |
 /// | 31:17 | reserved |
+///
+/// ```
+/// use vmcs_fields::SegmentAccessRights;
+///
+/// // A 64-bit code segment: type 0xB (execute/read, accessed), S, present, L, G.
+/// let cs = SegmentAccessRights::CODE_64;
+/// assert_eq!(cs.bits(), 0xa09b);
+/// assert_eq!((cs.segment_type(), cs.dpl()), (0xb, 0));
+/// assert!(cs.present() && cs.long_mode() && !cs.default_big() && cs.granularity());
+/// // Ring 3 data: the builder sets one field at a time.
+/// let user_data = SegmentAccessRights::DATA_32.with_dpl(3);
+/// assert_eq!(user_data.dpl(), 3);
+/// assert!(SegmentAccessRights::UNUSABLE_SEGMENT.unusable());
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(transparent))]

@@ -267,6 +267,26 @@ pub const fn system_descriptor_base(low: u64, high: u64) -> u64 {
 /// read shadows and runs the guest with the VMX-fixed bits applied
 /// ([`VmxCapabilities::cr0_fixed_bits`], [`VmxCapabilities::cr4_fixed_bits`]); a hypervisor that
 /// wants the guest to read its own values owns the forced bits in the guest/host masks.
+///
+/// ```
+/// use vmcs::{GuestState, SegmentAccessRights, SoftVmcs, VmcsRead, fields};
+/// use vmx_caps::arch::{Cr0, Efer};
+/// use vmx_caps::{MsrSnapshot, VmxCapabilities};
+///
+/// let dump = include_str!("../../vmx-caps/testdata/tigerlake.msr");
+/// let caps = VmxCapabilities::read(&mut MsrSnapshot::parse(dump)?)?;
+/// // A 64-bit guest starting at 0x10_0000 with its page tables at 0x1000.
+/// let state = GuestState::long_mode_64(0x10_0000, 0x1000);
+/// assert!(state.cr0.contains(Cr0::PE | Cr0::PG) && state.efer.contains(Efer::LMA | Efer::LME));
+/// assert_eq!(state.cs.access_rights, SegmentAccessRights::CODE_64);
+/// let mut vmcs = SoftVmcs::new(&caps);
+/// state.write(&mut vmcs, &caps)?;
+/// assert_eq!(vmcs.read(fields::GUEST_RIP)?, 0x10_0000);
+/// assert_eq!(vmcs.read(fields::CR0_READ_SHADOW)?, state.cr0);
+/// // The guest runs with the VMX-fixed CR0 bits applied (NE among them).
+/// assert!(vmcs.read(fields::GUEST_CR0)?.contains(Cr0::NE));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct GuestState {

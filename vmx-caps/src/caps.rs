@@ -389,6 +389,19 @@ impl<F: Controls> AllowedControls<F> {
 ///
 /// The control pairs are the effective ones: from the TRUE MSRs where `IA32_VMX_BASIC[55]` is 1,
 /// from the others otherwise.
+///
+/// ```
+/// use vmx_caps::{MsrSnapshot, PrimaryControls, SecondaryControls, VmxCapabilities};
+///
+/// // The capability MSRs of Bochs' tigerlake model, as `vmxtool caps` dumps them.
+/// let dump = include_str!("../testdata/tigerlake.msr");
+/// let caps = VmxCapabilities::read(&mut MsrSnapshot::parse(dump)?)?;
+/// assert!(caps.basic.true_controls());
+/// assert!(caps.proc.allows(PrimaryControls::HLT_EXITING));
+/// assert!(caps.proc2.allows(SecondaryControls::ENABLE_EPT | SecondaryControls::UNRESTRICTED_GUEST));
+/// assert!(caps.ept_vpid.page_walk_4() && caps.ept_vpid.invept());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct VmxCapabilities {

@@ -333,6 +333,26 @@ impl ControlRequest {
 }
 
 /// The result of a successful negotiation.
+///
+/// ```
+/// use vmx_caps::{ControlRequest, MsrSnapshot, PrimaryControls, SecondaryControls, VmxCapabilities};
+///
+/// let dump = include_str!("../testdata/corei7_skylake_x.msr");
+/// let caps = VmxCapabilities::read(&mut MsrSnapshot::parse(dump)?)?;
+/// // HLT exiting required; EPT preferred; a control the model lacks preferred too.
+/// let request = ControlRequest::new()
+///     .require(PrimaryControls::HLT_EXITING)
+///     .prefer(SecondaryControls::ENABLE_EPT | SecondaryControls::from_bits_retain(1 << 31));
+/// let negotiated = caps.negotiate(&request)?;
+/// assert!(negotiated.value.proc.contains(PrimaryControls::HLT_EXITING));
+/// assert!(negotiated.value.proc2.contains(SecondaryControls::ENABLE_EPT));
+/// // EPT needs "activate secondary controls", which negotiation set without being asked.
+/// assert!(negotiated.forced.proc.contains(PrimaryControls::ACTIVATE_SECONDARY_CONTROLS));
+/// // The unsupported preference is dropped, with its reason.
+/// assert_eq!(negotiated.dropped.proc2.bits(), 1 << 31);
+/// assert_eq!(negotiated.drops().count(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct NegotiatedControls {

@@ -119,6 +119,36 @@ impl VmcsRegion {
 ///
 /// While loaded, the region is held as a raw pointer (the processor may read and write its memory),
 /// which also makes `CurrentVmcs` `!Send` and `!Sync`.
+///
+/// ```
+/// use vmx_caps::{MsrSnapshot, VmxCapabilities};
+/// use vmx_core::{SoftVmx, VmcsRegion, VmxonRegion};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // A software processor (SoftVmx) shaped by Bochs' tigerlake capability MSRs; on hardware the
+/// // processor is `LivePlatform` and `VmxRoot::enable` is called at CPL 0.
+/// let dump = std::fs::read_to_string(concat!(
+///     env!("CARGO_MANIFEST_DIR"),
+///     "/../vmx-caps/testdata/tigerlake.msr"
+/// ))?;
+/// let caps = VmxCapabilities::read(&mut MsrSnapshot::parse(&dump)?)?;
+/// let vmxon = Box::leak(Box::new(VmxonRegion::zeroed()));
+/// let mut root = SoftVmx::new(&caps).enable(&caps, vmxon).map_err(|(_, e)| e)?;
+/// let region = Box::leak(Box::new(VmcsRegion::zeroed()));
+/// region.init(caps.basic.revision_id(), false)?;
+/// // VMPTRLD: from here until `clear`, this is the processor's current VMCS.
+/// let mut vmcs = region.load(&mut root, &|p: *const u8| Some(p as u64))?;
+/// let guest_rip = vmcs_fields::fields::GUEST_RIP.encoding();
+/// vmcs.write_raw(guest_rip, 0x7c00)?;
+/// assert_eq!(vmcs.read_raw(guest_rip)?, 0x7c00);
+/// assert!(!vmcs.is_launched());
+/// // VMCLEAR: the region comes back, with the data the processor wrote into it.
+/// let region = vmcs.clear().map_err(|(_, e)| e)?;
+/// let vmcs = region.load(&mut root, &|p: *const u8| Some(p as u64))?;
+/// assert_eq!(vmcs.read_raw(guest_rip)?, 0x7c00);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct CurrentVmcs<'a, P: VmxInstructions> {
     /// The region, exclusively owned ('static) and only touched by the processor while loaded.

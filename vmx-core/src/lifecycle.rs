@@ -308,6 +308,32 @@ pub unsafe fn prepare(
 ///
 /// Dropping the token without [`disable`](VmxRoot::disable) leaves the processor in VMX operation
 /// with the VMXON region in use (sound: the `'static` region is never handed back).
+///
+/// ```
+/// use vmx_caps::{MsrSnapshot, VmxCapabilities};
+/// use vmx_core::{SoftVmx, VmcsRegion, VmxonRegion};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // A software processor (SoftVmx) shaped by Bochs' tigerlake capability MSRs; on hardware the
+/// // processor is `LivePlatform` and `VmxRoot::enable` is called at CPL 0.
+/// let dump = std::fs::read_to_string(concat!(
+///     env!("CARGO_MANIFEST_DIR"),
+///     "/../vmx-caps/testdata/tigerlake.msr"
+/// ))?;
+/// let caps = VmxCapabilities::read(&mut MsrSnapshot::parse(&dump)?)?;
+/// let vmxon = Box::leak(Box::new(VmxonRegion::zeroed()));
+/// let mut root = SoftVmx::new(&caps).enable(&caps, vmxon).map_err(|(_, e)| e)?;
+/// assert_eq!(root.basic().revision_id(), caps.basic.revision_id());
+/// // The token proves VMX root operation: VMCS regions are loaded through it, INVEPT runs on it.
+/// let region = Box::leak(Box::new(VmcsRegion::zeroed()));
+/// region.init(caps.basic.revision_id(), false)?;
+/// let vmcs = region.load(&mut root, &|p: *const u8| Some(p as u64))?;
+/// drop(vmcs); // VMCLEAR
+/// // VMXOFF gives the processor and the VMXON region back.
+/// let (_processor, _vmxon) = root.disable().map_err(|(_, e)| e)?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 #[must_use = "dropping the token leaves the processor in VMX operation; call `disable`"]
 pub struct VmxRoot<P> {

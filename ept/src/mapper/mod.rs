@@ -179,6 +179,17 @@ pub enum BreakBeforeMakeError<E: fmt::Debug + fmt::Display> {
 
 /// The settings of an EPT hierarchy, checked against the processor's capabilities when the
 /// mapper is created.
+///
+/// ```
+/// use ept::{EptConfig, MemoryType, PageSize, WalkLength};
+/// use vmx_caps::EptVpidCap;
+///
+/// // IA32_VMX_EPT_VPID_CAP of Bochs' corei7_skylake_x: 4-level walks, WB, 2-MiB and 1-GiB pages.
+/// let caps = EptVpidCap(0x0000_0f01_0633_4141);
+/// let config = EptConfig::new(caps, 46).largest_page(PageSize::Size2M);
+/// assert_eq!(config.phys_addr_width(), 46);
+/// let _ = config.walk_length(WalkLength::Four).memory_type(MemoryType::WriteBack);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EptConfig {
     caps: EptVpidCap,
@@ -332,6 +343,38 @@ struct Reserve {
 ///
 /// Non-leaf entries are written with every access right (R, W, X and user-mode X), so that
 /// leaves alone decide.
+///
+/// ```
+/// use ept::{
+///     EptConfig, EptMapper, Frame, FramePool, GuestPhysAddr, HostPhysAddr, LeafAttributes,
+///     MemoryType, OffsetPhysToVirt, PageSize, Permissions,
+/// };
+/// use vmx_caps::EptVpidCap;
+///
+/// let caps = EptVpidCap(0x0000_0f01_0633_4141); // Bochs' corei7_skylake_x
+/// let mut frames = vec![Frame::ZERO; 8];
+/// let mut pool = FramePool::new(&mut frames);
+/// // SAFETY: host-side, a pool frame's address stands for its physical one.
+/// let p2v = unsafe { OffsetPhysToVirt::identity() };
+/// let config = EptConfig::new(caps, 48).largest_page(PageSize::Size2M);
+/// let mut ept = EptMapper::new(config, p2v, &mut pool).map_err(|e| e.error)?;
+/// // 4 MiB of RAM at GPA 0x20_0000 -> HPA 0x4000_0000: two 2-MiB pages.
+/// let ram = LeafAttributes::new(Permissions::RWX, MemoryType::WriteBack);
+/// let gpa = GuestPhysAddr::new(0x20_0000)?;
+/// let flush = ept.map(gpa, HostPhysAddr::new(0x4000_0000)?, 4 << 20, ram)?;
+/// // SAFETY: no processor has used this EPT yet.
+/// unsafe { ept.assume_flushed(flush) };
+/// let t = ept.translate(GuestPhysAddr::new(0x40_0123)?).unwrap();
+/// assert_eq!((t.hpa.as_u64(), t.page_size), (0x4020_0123, PageSize::Size2M));
+/// // Make the first 4 KiB read-only: the 2-MiB page is split, and the change must be flushed.
+/// let read_only = LeafAttributes::new(Permissions::READ, MemoryType::WriteBack);
+/// let flush = ept.protect(gpa, 0x1000, read_only)?;
+/// unsafe { ept.assume_flushed(flush) };
+/// assert_eq!(ept.translate(gpa).unwrap().permissions(), Permissions::READ);
+/// assert_eq!(ept.translate(gpa).unwrap().page_size, PageSize::Size4K);
+/// ept.check_invariants().unwrap();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct EptMapper<P: PhysToVirt, A: FrameAllocator> {
     p2v: P,
     alloc: A,

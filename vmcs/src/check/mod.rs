@@ -189,6 +189,28 @@ use crate::VmcsRead;
 use engine::{CapsView, Ctx};
 
 /// The VM-entry checker for one processor and launch context (no allocation; `Copy`).
+///
+/// ```
+/// use vmcs::SoftVmcs;
+/// use vmcs::check::{Checker, CpuFacts, EntryInstruction, LaunchContext, NoMemory, Outcome, Rule, Violation};
+/// use vmx_caps::{MsrSnapshot, VmxCapabilities};
+/// use vmx_core::VmInstructionError;
+///
+/// let dump = include_str!("../../../vmx-caps/testdata/corei7_skylake_x.msr");
+/// let caps = VmxCapabilities::read(&mut MsrSnapshot::parse(dump)?)?;
+/// // VMLAUNCH of a VMCS whose every field is 0, current at 0x2000 (VMXON region at 0x1000).
+/// let vmcs = SoftVmcs::new(&caps);
+/// let launch = LaunchContext::new(EntryInstruction::Vmlaunch, 0x2000, 0x1000);
+/// let checker = Checker::new(&caps, CpuFacts::new(46), launch);
+/// let mut rules = Vec::new();
+/// let summary = checker.check(&vmcs, &mut NoMemory, &mut |v: &Violation| rules.push(v.rule))?;
+/// // The pin-based controls lack their default1 bits: the processor would fail with VMfailValid 7
+/// // ("VM entry with invalid control field(s)") before looking at the host or guest state.
+/// assert_eq!(rules[0], Rule::A1);
+/// assert_eq!(summary.outcome, Outcome::VmFailValid(VmInstructionError::from_raw(7)));
+/// assert_eq!(summary.violations, rules.len());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Checker {
     caps: CapsView,
