@@ -1,4 +1,5 @@
-//! The exit dispatcher both guests share: one `match` on the decoded [`VmExit`] for the exits every
+//! The vCPU core both guests share: the run loop ([`run`]: VM entry, the exit read, counted and
+//! decoded, its handling) and the exit dispatcher: one `match` on the decoded [`VmExit`] for the exits every
 //! guest of this hypervisor meets the same way — CPUID, RDMSR/WRMSR, non-string I/O, HLT, MOV to
 //! CR0/CR4, XSETBV, INVD/WBINVD, MONITOR/MWAIT and the VMX instructions — asking the guest's
 //! personality ([`Guest`]) only for its policy (which CPUID bits it sees, which MSRs and ports it
@@ -13,7 +14,7 @@ use core::ops::ControlFlow;
 
 use exits::complete::{CompleteError, skip_instruction};
 use exits::inject::{Exception, InjectError, inject_exception};
-use exits::{CrAccessType, InstructionLength, IoQualification, IoSize, VmExit};
+use exits::{CrAccessType, ExitReason, InstructionLength, IoQualification, IoSize, VmExit};
 use vmcs::{VmcsRead, VmcsWrite, fields};
 use vmx_core::{GpReg, GuestRegisters, RspInVmcs, VmFail};
 
@@ -91,6 +92,108 @@ pub trait Guest {
 
     /// Every exit the shared dispatcher does not handle.
     fn other(&mut self, exit: VmExit, vmcs: &mut Vmcs<'_>) -> Flow<Self::Stop>;
+
+    /// The most VM exits a run may make; beyond, it is stopped as a runaway.
+    const MAX_EXITS: u64 = u64::MAX;
+
+    /// Counts an exit of basic reason `number`; the run's exits so far.
+    fn count_exit(&mut self, number: u16) -> u64;
+
+    /// The end of the run after a VM entry failed (the reason and a VMCS dump were printed);
+    /// `counted`: the failure was counted as an exit.
+    fn entry_failed(&mut self, counted: bool) -> Self::Stop;
+
+    /// Before each VM entry: `Break` ends the run instead.
+    fn before_entry(&mut self, vmcs: &mut Vmcs<'_>) -> ControlFlow<Self::Stop> {
+        let _ = vmcs;
+        ControlFlow::Continue(())
+    }
+
+    /// Whether the run loop with probe `P` goes on where a handler asked to leave it with `stop`
+    /// (the test guest: a switch to the probe that already runs).
+    fn goes_on<P: Probe>(&self, stop: &Self::Stop) -> bool {
+        let _ = stop;
+        false
+    }
+}
+
+/// Runs `guest` on the current VMCS until it ends: enters it, reads, counts and decodes each
+/// exit, and handles it ([`dispatch`]). `probe` stamps the phases of the round trip
+/// ([`super::probe`]).
+#[inline(always)]
+pub fn run<G: Guest, P: Probe>(guest: &mut G, vmcs: &mut Vmcs<'_>, probe: &mut P) -> G::Stop {
+    loop {
+        if let ControlFlow::Break(stop) = guest.before_entry(vmcs) {
+            return stop;
+        }
+        probe.entering();
+        // SAFETY: every VMCS of this hypervisor holds the host state of this host (`write_vmcs`
+        // from `vmcs::HostState::capture`), and its EPT never maps the hypervisor's memory;
+        // CR4.OSFXSR is set and CR0.TS/EM are clear (boot code, never changed); the host's NMI
+        // handler only reports and stops.
+        if let Err(fail) = unsafe { vmcs.run(guest.regs()) } {
+            println!("mini-hv: {fail}");
+            super::dump_vmcs(vmcs);
+            return guest.entry_failed(false);
+        }
+        let regs = guest.regs();
+        probe.exited(regs.r8, regs.r9);
+        let reason = match ExitReason::read(vmcs) {
+            Ok(reason) => reason,
+            Err(e) => return unreadable(e),
+        };
+        probe.stamp(At::ReasonRead);
+        let exits = guest.count_exit(reason.basic.number());
+        if reason.entry_failure || exits > G::MAX_EXITS {
+            return stop_early(guest, vmcs);
+        }
+        probe.stamp(At::Booked);
+        let exit = match VmExit::read_for(reason, vmcs) {
+            Ok(exit) => exit,
+            Err(e) => return unreadable(e),
+        };
+        probe.stamp(At::Decoded);
+        match dispatch(guest, exit, vmcs, probe) {
+            Ok(ControlFlow::Continue(())) => {}
+            Ok(ControlFlow::Break(stop)) if guest.goes_on::<P>(&stop) => {}
+            Ok(ControlFlow::Break(stop)) => return stop,
+            Err(fail) => {
+                println!("mini-hv: VMCS access failed while handling an exit: {fail}");
+                return Stopped.into();
+            }
+        }
+    }
+}
+
+/// The exit could not be read (printed): the run ends.
+#[cold]
+fn unreadable<S: From<Stopped>>(e: impl fmt::Display) -> S {
+    println!("mini-hv: cannot read the VM exit: {e}");
+    Stopped.into()
+}
+
+/// Ends the run after a VM-entry failure or too many exits (off the common path: the exit
+/// reason's flags are read again here, only to be printed).
+#[cold]
+#[inline(never)]
+fn stop_early<G: Guest>(guest: &mut G, vmcs: &mut Vmcs<'_>) -> G::Stop {
+    let reason = match ExitReason::read(vmcs) {
+        Ok(reason) => reason,
+        Err(e) => return unreadable(e),
+    };
+    if !reason.entry_failure {
+        println!(
+            "mini-hv: stopping the guest after {} VM exits (runaway)",
+            G::MAX_EXITS
+        );
+        return Stopped.into();
+    }
+    match VmExit::read_for(reason, vmcs) {
+        Ok(exit) => println!("mini-hv: VM entry failed: {reason}: {exit}"),
+        Err(e) => println!("mini-hv: VM entry failed: {reason} (exit information unreadable: {e})"),
+    }
+    super::dump_vmcs(vmcs);
+    guest.entry_failed(true)
 }
 
 /// Handles `exit` of `guest`: the shared exits here, the others by the guest. `probe` stamps the

@@ -459,9 +459,9 @@ fn launch(
         "mini-hv: launching Linux at {entry32:#x} (32-bit protected mode, paging off, ESI = zero page {:#x})",
         linux.regs.rsi
     );
-    let start = rdtsc();
+    let start = probe::rdtsc();
     let end = linux.run(&mut active);
-    let ticks = rdtsc().wrapping_sub(start);
+    let ticks = probe::rdtsc().wrapping_sub(start);
     println!(
         "mini-hv: the guest ran {ticks} TSC ticks for {} VM exits ({} ticks per exit)",
         linux.total,
@@ -519,52 +519,12 @@ impl Linux {
         Ok(())
     }
 
+    /// Runs the guest ([`dispatch::run`]), summing the host's part of each round trip.
     fn run(&mut self, vmcs: &mut Vmcs<'_>) -> End {
-        // The cost of the two RDTSCs that bracket the host's work, taken out of every exit.
-        let stamps = {
-            let a = rdtsc();
-            rdtsc().wrapping_sub(a)
-        };
-        let mut exited = None;
-        loop {
-            let entering = rdtsc();
-            if let Some(exited) = exited {
-                self.host_ticks += entering.wrapping_sub(exited).saturating_sub(stamps);
-            }
-            // SAFETY: the host state describes this host (`write_vmcs`), EPT never maps host memory;
-            // CR4.OSFXSR set, CR0.TS/EM clear (boot code); the NMI handler only reports and stops.
-            if let Err(fail) = unsafe { vmcs.run(&mut self.regs) } {
-                println!("mini-hv: {fail}");
-                super::dump_vmcs(vmcs);
-                return End::Stopped;
-            }
-            exited = Some(rdtsc());
-            let exit = ExitReason::read(vmcs).and_then(|r| Ok((r, VmExit::read_for(r, vmcs)?)));
-            let (reason, exit) = match exit {
-                Ok(e) => e,
-                Err(e) => {
-                    println!("mini-hv: cannot read the VM exit: {e}");
-                    return End::Stopped;
-                }
-            };
-            if let Some(c) = self.exit_counts.get_mut(usize::from(reason.basic.number())) {
-                *c += 1;
-            }
-            self.total += 1;
-            if reason.entry_failure {
-                println!("mini-hv: VM entry failed: {reason}: {exit}");
-                super::dump_vmcs(vmcs);
-                return End::Stopped;
-            }
-            match dispatch::dispatch(self, exit, vmcs, &mut probe::Off) {
-                Ok(ControlFlow::Continue(())) => {}
-                Ok(ControlFlow::Break(end)) => return end,
-                Err(fail) => {
-                    println!("mini-hv: VMCS access failed while handling an exit: {fail}");
-                    return End::Stopped;
-                }
-            }
-        }
+        let mut host = probe::HostTicks::new();
+        let end = dispatch::run(self, vmcs, &mut host);
+        self.host_ticks = host.total;
+        end
     }
 }
 
@@ -705,6 +665,18 @@ impl Guest for Linux {
         Ok(ControlFlow::Continue(()))
     }
 
+    fn count_exit(&mut self, number: u16) -> u64 {
+        if let Some(c) = self.exit_counts.get_mut(usize::from(number)) {
+            *c += 1;
+        }
+        self.total += 1;
+        self.total
+    }
+
+    fn entry_failed(&mut self, _: bool) -> End {
+        End::Stopped
+    }
+
     /// Triple fault, INIT, SIPI, EPT violations and anything else end the run.
     fn other(&mut self, exit: VmExit, vmcs: &mut Vmcs<'_>) -> Flow<End> {
         match exit {
@@ -731,11 +703,6 @@ impl Guest for Linux {
             other => dispatch::stop(vmcs, format_args!("unexpected VM exit: {other}")),
         }
     }
-}
-
-fn rdtsc() -> u64 {
-    // SAFETY: RDTSC has no side effect (CR4.TSD is clear in the host).
-    unsafe { core::arch::x86_64::_rdtsc() }
 }
 
 /// OUT of `size` bytes.

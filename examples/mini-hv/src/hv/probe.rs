@@ -61,6 +61,56 @@ impl Probe for Off {
     fn entering(&mut self) {}
 }
 
+/// The host's part of every round trip, summed over a run: from the trampoline's return
+/// (`exited`) to its next call (`entering`), the two RDTSCs' own cost left out (the Linux guest's
+/// figure of host instructions per VM exit under Bochs).
+pub struct HostTicks {
+    /// The cost of the two RDTSCs that bracket the host's work.
+    stamps: u64,
+    /// The TSC at the last VM exit.
+    exited: Option<u64>,
+    /// TSC ticks of host work so far.
+    pub total: u64,
+}
+
+impl HostTicks {
+    /// A probe with no ticks yet; measures the cost of its stamps.
+    pub fn new() -> Self {
+        let a = rdtsc();
+        Self {
+            stamps: rdtsc().wrapping_sub(a),
+            exited: None,
+            total: 0,
+        }
+    }
+}
+
+impl Probe for HostTicks {
+    const ON: bool = false;
+    #[inline(always)]
+    fn stamp(&mut self, _: At) {}
+    #[inline(always)]
+    fn exited(&mut self, _: u64, _: u64) {
+        self.exited = Some(rdtsc());
+    }
+    #[inline(always)]
+    fn cpuid(&mut self) {}
+    #[inline(always)]
+    fn entering(&mut self) {
+        let entering = rdtsc();
+        if let Some(exited) = self.exited {
+            self.total += entering.wrapping_sub(exited).saturating_sub(self.stamps);
+        }
+    }
+}
+
+/// The time-stamp counter.
+#[inline(always)]
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC has no side effect (CR4.TSD is clear in the host).
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
 /// Records the probe keeps: the guest's samples and the few other exits of a session (its
 /// hypercalls); later exits overwrite the last record.
 const RECORDS: usize = 256;

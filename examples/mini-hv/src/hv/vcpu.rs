@@ -6,9 +6,7 @@ use core::fmt;
 use core::ops::ControlFlow;
 
 use exits::inject::Exception;
-use exits::{
-    CrAccessQualification, CrAccessType, ExitReason, IoDirection, IoQualification, VmExit,
-};
+use exits::{CrAccessQualification, CrAccessType, IoDirection, IoQualification, VmExit};
 use vmcs::fields;
 use vmcs::structures::MsrArea;
 use vmcs::{
@@ -19,7 +17,7 @@ use vmx_core::{GpReg, GuestRegisters, VmFail};
 
 use super::Vmcs;
 use super::dispatch::{self, Flow, Guest, Stopped, inject, skip};
-use super::probe::{self, At, Probe};
+use super::probe::{self, Probe};
 
 use super::devices::{self, MmioDevice, Uart};
 use super::memory::{GuestMemory, Paging};
@@ -262,109 +260,10 @@ impl Vcpu {
         }
     }
 
-    /// The run loop, with the probe `P` ([`probe::Off`] for every exit but the breakdown's).
+    /// The run loop ([`dispatch::run`]), with the probe `P` ([`probe::Off`] for every exit but
+    /// the breakdown's).
     fn run_with<P: Probe>(&mut self, vmcs: &mut Vmcs<'_>, probe: &mut P) -> Leave {
-        loop {
-            if let TimeSource::ApicTimer(apic) = &self.config.timer {
-                if self.halted {
-                    // The halted guest stays out of the processor until its wake-up: the host
-                    // waits for the timer, and the guest, entered active, exits at once on the
-                    // pending interrupt (before any instruction), which wakes it. (Bochs 2.7 does
-                    // not end the HLT activity state for an external interrupt while the guest's
-                    // RFLAGS.IF is 0, although external-interrupt exiting makes IF irrelevant.)
-                    apic.start(APIC_HLT_WAKE_TICKS);
-                    while !apic.expired() {
-                        core::hint::spin_loop();
-                    }
-                    // Bochs 2.7 recomputes which interrupts are blocked only when RFLAGS.IF
-                    // changes, not at VM entry, so with the host's and the guest's IF both 0 it
-                    // keeps the pending interrupt blocked although external-interrupt exiting
-                    // makes IF irrelevant. The guest is entered with IF = 1 for the wake-up
-                    // (it exits before its first instruction, and IF is restored then).
-                    let entered = vmcs.read(fields::GUEST_RFLAGS).and_then(|rflags| {
-                        vmcs.write(fields::GUEST_RFLAGS, rflags | Rflags::IF)?;
-                        Ok(rflags & Rflags::IF)
-                    });
-                    match entered {
-                        Ok(saved) => self.wake_saved_if = Some(saved),
-                        Err(fail) => {
-                            return Leave::End(self.vmcs_error("waking the guest", fail));
-                        }
-                    }
-                } else {
-                    apic.start(APIC_WATCHDOG_TICKS);
-                }
-            }
-            probe.entering();
-            // SAFETY: the VMCS host state describes this host (written by `hv::run` from
-            // `vmcs::HostState::capture`), EPT maps only guest RAM, CR4.OSFXSR is set and CR0.TS/EM are
-            // clear (boot code, never changed); the host's NMI handler only reports and stops.
-            if let Err(fail) = unsafe { vmcs.run(&mut self.regs) } {
-                crate::println!("mini-hv: {fail}");
-                super::dump_vmcs(vmcs);
-                return Leave::End(End::EntryFailed);
-            }
-            probe.exited(self.regs.r8, self.regs.r9);
-            let reason = match ExitReason::read(vmcs) {
-                Ok(reason) => reason,
-                Err(e) => {
-                    crate::println!("mini-hv: cannot read the VM exit: {e}");
-                    return Leave::End(End::Stopped);
-                }
-            };
-            probe.stamp(At::ReasonRead);
-            if let Some(count) = self.exit_counts.get_mut(usize::from(reason.basic.number())) {
-                *count += 1;
-            }
-            self.total_exits += 1;
-            if reason.entry_failure || self.total_exits > MAX_EXITS {
-                return Leave::End(self.stop_early(vmcs));
-            }
-            probe.stamp(At::Booked);
-            let exit = match VmExit::read_for(reason, vmcs) {
-                Ok(exit) => exit,
-                Err(e) => {
-                    crate::println!("mini-hv: cannot read the VM exit: {e}");
-                    return Leave::End(End::Stopped);
-                }
-            };
-            probe.stamp(At::Decoded);
-            match dispatch::dispatch(self, exit, vmcs, probe) {
-                Ok(ControlFlow::Continue(())) => {}
-                // Already in the mode asked for: nothing to switch.
-                Ok(ControlFlow::Break(Leave::Probe(on))) if on == P::ON => {}
-                Ok(ControlFlow::Break(leave)) => return leave,
-                Err(fail) => return Leave::End(self.vmcs_error("handling an exit", fail)),
-            }
-        }
-    }
-
-    /// Ends the run after a VM-entry failure or too many exits (off the common path: the exit
-    /// reason's flags are read again here, only to be printed).
-    #[cold]
-    #[inline(never)]
-    fn stop_early(&mut self, vmcs: &mut Vmcs<'_>) -> End {
-        let reason = match ExitReason::read(vmcs) {
-            Ok(reason) => reason,
-            Err(e) => {
-                crate::println!("mini-hv: cannot read the VM exit: {e}");
-                return End::Stopped;
-            }
-        };
-        if !reason.entry_failure {
-            crate::println!("mini-hv: stopping the guest after {MAX_EXITS} VM exits (runaway)");
-            return End::Stopped;
-        }
-        // A VM-entry failure is not a VM exit of the guest.
-        self.total_exits -= 1;
-        match VmExit::read_for(reason, vmcs) {
-            Ok(exit) => crate::println!("mini-hv: VM entry failed: {reason}: {exit}"),
-            Err(e) => crate::println!(
-                "mini-hv: VM entry failed: {reason} (exit information unreadable: {e})"
-            ),
-        }
-        super::dump_vmcs(vmcs);
-        End::EntryFailed
+        dispatch::run(self, vmcs, probe)
     }
 
     fn vmcs_error(&self, what: &str, fail: VmFail) -> End {
@@ -873,6 +772,68 @@ impl Guest for Vcpu {
     /// The test guest's own exits: hypercalls, the timers, the MMIO device and unbacked memory
     /// (EPT violations), MOV to and from CR8, host NMIs, the extra checks' exits and the final
     /// triple fault.
+    const MAX_EXITS: u64 = MAX_EXITS;
+
+    #[inline(always)]
+    fn count_exit(&mut self, number: u16) -> u64 {
+        if let Some(count) = self.exit_counts.get_mut(usize::from(number)) {
+            *count += 1;
+        }
+        self.total_exits += 1;
+        self.total_exits
+    }
+
+    fn entry_failed(&mut self, counted: bool) -> Leave {
+        // A VM-entry failure is not a VM exit of the guest.
+        if counted {
+            self.total_exits -= 1;
+        }
+        Leave::End(End::EntryFailed)
+    }
+
+    /// With the APIC timer: waits out a halted guest's wake-up, or arms the watchdog.
+    #[inline(always)]
+    fn before_entry(&mut self, vmcs: &mut Vmcs<'_>) -> ControlFlow<Leave> {
+        if let TimeSource::ApicTimer(apic) = &self.config.timer {
+            if self.halted {
+                // The halted guest stays out of the processor until its wake-up: the host
+                // waits for the timer, and the guest, entered active, exits at once on the
+                // pending interrupt (before any instruction), which wakes it. (Bochs 2.7 does
+                // not end the HLT activity state for an external interrupt while the guest's
+                // RFLAGS.IF is 0, although external-interrupt exiting makes IF irrelevant.)
+                apic.start(APIC_HLT_WAKE_TICKS);
+                while !apic.expired() {
+                    core::hint::spin_loop();
+                }
+                // Bochs 2.7 recomputes which interrupts are blocked only when RFLAGS.IF
+                // changes, not at VM entry, so with the host's and the guest's IF both 0 it
+                // keeps the pending interrupt blocked although external-interrupt exiting
+                // makes IF irrelevant. The guest is entered with IF = 1 for the wake-up
+                // (it exits before its first instruction, and IF is restored then).
+                let entered = vmcs.read(fields::GUEST_RFLAGS).and_then(|rflags| {
+                    vmcs.write(fields::GUEST_RFLAGS, rflags | Rflags::IF)?;
+                    Ok(rflags & Rflags::IF)
+                });
+                match entered {
+                    Ok(saved) => self.wake_saved_if = Some(saved),
+                    Err(fail) => {
+                        return ControlFlow::Break(Leave::End(
+                            self.vmcs_error("waking the guest", fail),
+                        ));
+                    }
+                }
+            } else {
+                apic.start(APIC_WATCHDOG_TICKS);
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// A switch to the probe already running: nothing to switch.
+    fn goes_on<P: Probe>(&self, stop: &Leave) -> bool {
+        matches!(stop, Leave::Probe(on) if *on == P::ON)
+    }
+
     // Inlined into the run loop like the shared arms: a call here would take the decoded exit
     // whole, in memory, on the CPUID path too (measured: about 30 ticks of its round trip).
     #[inline(always)]
