@@ -348,14 +348,6 @@ pub unsafe fn invvpid(
 /// CPL 0 in VMX operation (else #UD or #GP); the hypervisor's handling of the call is the caller's
 /// responsibility.
 pub unsafe fn vmcall(registers: &mut GuestRegisters) -> Result<(), VmFail> {
-    let (mut rax, mut rbx, mut rcx, mut rdx, mut rsi, mut rdi) = (
-        registers.rax,
-        registers.rbx,
-        registers.rcx,
-        registers.rdx,
-        registers.rsi,
-        registers.rdi,
-    );
     let carry: u8;
     let zero: u8;
     // SAFETY: the caller guarantees VMX operation at CPL 0. RBX cannot be an operand, so it is
@@ -367,24 +359,16 @@ pub unsafe fn vmcall(registers: &mut GuestRegisters) -> Result<(), VmFail> {
             "setc {carry}",
             "setz {zero}",
             "xchg {rbx}, rbx",
-            rbx = inout(reg) rbx,
+            rbx = inout(reg) registers.rbx,
             carry = lateout(reg_byte) carry,
             zero = lateout(reg_byte) zero,
-            inout("rax") rax,
-            inout("rcx") rcx,
-            inout("rdx") rdx,
-            inout("rsi") rsi,
-            inout("rdi") rdi,
+            inout("rax") registers.rax,
+            inout("rcx") registers.rcx,
+            inout("rdx") registers.rdx,
+            inout("rsi") registers.rsi,
+            inout("rdi") registers.rdi,
         );
     }
-    (
-        registers.rax,
-        registers.rbx,
-        registers.rcx,
-        registers.rdx,
-        registers.rsi,
-        registers.rdi,
-    ) = (rax, rbx, rcx, rdx, rsi, rdi);
     if carry != 0 {
         Err(VmFail::Invalid)
     } else if zero != 0 {
