@@ -71,6 +71,15 @@ pub const MEMORY_TYPE_MASK: u64 = 0x7 << 3;
 pub const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
 
 /// What a page mapping carries: permissions, memory type and the optional leaf flags.
+///
+/// ```
+/// use ept::{LeafAttributes, LeafFlags, MemoryType, Permissions};
+///
+/// // Read-execute, write-back, PAT ignored: entry bits 0 and 2, memory type 6 in bits 5:3, bit 6.
+/// let attrs = LeafAttributes::new(Permissions::RX, MemoryType::WriteBack).with_flags(LeafFlags::IGNORE_PAT);
+/// assert_eq!(attrs.to_bits(), 0x75);
+/// assert_eq!(LeafAttributes::from_leaf_bits(0x75), Ok(attrs));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct LeafAttributes {

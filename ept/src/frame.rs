@@ -97,6 +97,21 @@ unsafe impl PhysToVirt for OffsetPhysToVirt {
 /// frame's host-physical address is taken to be its address in this address space. This suits
 /// host-side tests, tools and kernels whose memory is identity-mapped; pair it with
 /// [`OffsetPhysToVirt::identity`].
+///
+/// ```
+/// use ept::{Frame, FrameAllocator, FramePool};
+///
+/// // Three 4-KiB frames (here on the heap; in a kernel, a static array).
+/// let mut frames = vec![Frame::ZERO; 3];
+/// let mut pool = FramePool::new(&mut frames);
+/// assert_eq!(pool.free_frames(), 3);
+/// let frame = pool.allocate_frame().unwrap();
+/// assert!(frame.is_aligned(0x1000));
+/// assert_eq!(pool.free_frames(), 2);
+/// // SAFETY: the frame came from this pool and is no longer used.
+/// unsafe { pool.deallocate_frame(frame) };
+/// assert_eq!(pool.free_frames(), 3);
+/// ```
 pub struct FramePool<'a> {
     /// The array, held as a raw pointer: once handed out, a frame is written through pointers
     /// derived from its address, so the pool must not keep a `&mut` over it.

@@ -436,6 +436,19 @@ impl<V: FieldValue, A: Access, W: Width> VmcsField for Field<V, A, W> {
 impl<V: FieldValue, W: Width> WritableField for Field<V, ReadWrite, W> {}
 
 /// Metadata of one VMCS field, generated from the same table as the typed constants.
+///
+/// ```
+/// use vmcs_fields::{FieldType, FieldWidth, fields};
+///
+/// // The metadata of IA32_EFER's guest field: 64-bit, guest state, with a high half.
+/// let info = fields::by_name("GUEST_IA32_EFER").unwrap();
+/// assert_eq!(info.encoding, 0x2806);
+/// assert_eq!((info.width(), info.field_type()), (FieldWidth::Bits64, FieldType::GuestState));
+/// assert_eq!(info.high_encoding(), Some(0x2807));
+/// assert!(!info.read_only());
+/// assert_eq!(info.value_type, "Efer");
+/// assert_eq!(info.display_value(0xd01).to_string(), "0xd01 (SCE | LME | LMA | NXE)");
+/// ```
 #[derive(Clone, Copy)]
 pub struct FieldInfo {
     /// Constant name: the SDM's Appendix B name in SCREAMING_SNAKE_CASE (e.g. `GUEST_RIP`).

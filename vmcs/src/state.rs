@@ -44,6 +44,27 @@ use crate::{ActivityState, InterruptibilityState, PendingDebugExceptions, Segmen
 ///
 /// A plain value: build it by hand, read it back from a VMCS, or [`capture`](Self::capture) the
 /// running host (x86_64 only). [`write`](Self::write) puts it into the VMCS.
+///
+/// ```
+/// use vmcs::{HostState, SoftVmcs, VmcsRead, fields};
+/// use vmx_caps::ExitControls;
+/// use vmx_caps::arch::Cr0;
+///
+/// // On x86_64 `HostState::capture` reads the running host's values at CPL 0; here a host-state
+/// // area is filled by hand, written in one call and read back. (HOST_RSP and HOST_RIP are the
+/// // entry trampoline's to write.)
+/// let mut vmcs = SoftVmcs::all_fields();
+/// let mut host = HostState::read(&vmcs, ExitControls::empty())?;
+/// host.cr0 = Cr0::PE | Cr0::NE | Cr0::PG;
+/// host.cs = 0x08;
+/// host.tr = 0x28;
+/// host.tr_base = 0xffff_8000_0010_0000;
+/// host.write(&mut vmcs)?;
+/// assert_eq!(vmcs.read(fields::HOST_CS_SELECTOR)?, 0x08);
+/// assert_eq!(vmcs.read(fields::HOST_TR_BASE)?, 0xffff_8000_0010_0000);
+/// assert_eq!(HostState::read(&vmcs, ExitControls::empty())?, host);
+/// # Ok::<(), vmx_core::VmFail>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct HostState {
