@@ -46,7 +46,8 @@ use vmx_caps::msr::{
 use vmx_caps::{CrFixedBits, CrUse, EntryControls, VmxCapabilities};
 use vmx_core::{GuestRegisters, RunError, VmFail, VmcsRegion};
 
-use crate::hv::{self, TestMachine, Vmcs, extras, vcpu};
+use crate::hv::test_guest::{self, TestMachine};
+use crate::hv::{self, Vmcs, extras, vcpu};
 use crate::{print, println};
 
 /// The parameters of a run, from the kernel command line.
@@ -625,7 +626,7 @@ struct Env {
     mtf: bool,
 }
 
-/// Runs the differential test on the test guest's machine ([`hv::TestMachine`], without the
+/// Runs the differential test on the test guest's machine ([`TestMachine`], without the
 /// controls of its extra checks); `Pass` when no disagreement is left unexcused.
 pub fn run(params: Params) -> hv::Outcome {
     if !hv::vmx_present() {
@@ -646,7 +647,7 @@ pub fn run(params: Params) -> hv::Outcome {
     };
     // The known-good VMCS has no PML: the EPT needs no dirty flags.
     let ept = hv::guest_ram_ept(&root, ept_config.accessed_dirty(false), &mem);
-    let outcome = match (ept, hv::test_guest_bitmaps(), hv::new_vmcs_region(&caps)) {
+    let outcome = match (ept, test_guest::bitmaps(), hv::new_vmcs_region(&caps)) {
         (Some(ept), Some((msr_bitmap, io_bitmaps)), Some(region)) => {
             let setup = Setup {
                 root: &mut root,
