@@ -632,40 +632,39 @@ pub fn run(params: Params) -> hv::Outcome {
     if !hv::vmx_present() {
         return hv::Outcome::Unsupported;
     }
-    let TestMachine {
-        caps,
-        negotiated,
-        ept_config,
-        vpid,
-        xsave,
-        mem,
-        mut root,
-        ..
-    } = match TestMachine::prepare() {
+    let mut machine = match TestMachine::prepare() {
         Ok(machine) => machine,
         Err(outcome) => return outcome,
     };
     // The known-good VMCS has no PML: the EPT needs no dirty flags.
-    let ept = hv::guest_ram_ept(&root, ept_config.accessed_dirty(false), &mem);
-    let outcome = match (ept, test_guest::bitmaps(), hv::new_vmcs_region(&caps)) {
+    let ept = hv::guest_ram_ept(
+        &machine.root,
+        machine.ept_config.accessed_dirty(false),
+        &machine.mem,
+    );
+    let outcome = match (
+        ept,
+        test_guest::bitmaps(),
+        hv::new_vmcs_region(&machine.caps),
+    ) {
         (Some(ept), Some((msr_bitmap, io_bitmaps)), Some(region)) => {
             let setup = Setup {
-                root: &mut root,
+                root: &mut machine.root,
                 region,
-                caps: &caps,
-                controls: &extras::without(negotiated.value),
+                caps: &machine.caps,
+                controls: &extras::without(machine.negotiated.value),
                 eptp: ept.eptp(),
                 msr_bitmap,
                 io_bitmaps,
-                vpid,
-                ram_base: mem.host_base(),
+                vpid: machine.vpid,
+                ram_base: machine.mem.host_base(),
             };
             differ(params, setup)
         }
         _ => hv::Outcome::Fail,
     };
-    xsave.restore();
-    match hv::leave_vmx(root) {
+    machine.xsave.restore();
+    match hv::leave_vmx(machine.root) {
         hv::Outcome::Pass => outcome,
         failed => failed,
     }

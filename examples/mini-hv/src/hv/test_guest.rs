@@ -31,16 +31,7 @@ use vmx_caps::arch::Xcr0;
 /// With `cpus` (more than one processor started), every application processor runs its own small
 /// vCPU while the bootstrap processor runs the test guest ([`ap_vcpu`]).
 pub fn run(cpus: Option<&mut crate::smp::Cpus>) -> Outcome {
-    let TestMachine {
-        caps,
-        negotiated,
-        ept_config,
-        vpid,
-        wbinvd_exiting,
-        xsave,
-        mem,
-        mut root,
-    } = match TestMachine::prepare() {
+    let mut machine = match TestMachine::prepare() {
         Ok(machine) => machine,
         Err(outcome) => return outcome,
     };
@@ -48,30 +39,34 @@ pub fn run(cpus: Option<&mut crate::smp::Cpus>) -> Outcome {
     // `withdraw` below.
     unsafe { smp::declare_in_vmx(0) };
     let ap_config = ap_vcpu::Settings {
-        wbinvd_exiting,
-        xcr0_supported: xsave.supported,
+        wbinvd_exiting: machine.wbinvd_exiting,
+        xcr0_supported: machine.xsave.supported,
     };
-    let outcome = ap_vcpu::alongside(cpus, &caps, &negotiated.value, ap_config, || {
+    let controls = machine.negotiated.value;
+    // PML needs the EPT's dirty flags.
+    let ept_config = machine
+        .ept_config
+        .accessed_dirty(extras::wants_accessed_dirty(&controls, &machine.caps));
+    let outcome = ap_vcpu::alongside(cpus, &machine.caps, &controls, ap_config, || {
         run_guest(
-            &mut root,
-            &caps,
-            &negotiated.value,
-            mem,
-            // PML needs the EPT's dirty flags.
-            ept_config.accessed_dirty(extras::wants_accessed_dirty(&negotiated.value, &caps)),
-            vpid,
-            wbinvd_exiting,
-            xsave.supported,
+            &mut machine.root,
+            &machine.caps,
+            &controls,
+            machine.mem,
+            ept_config,
+            machine.vpid,
+            machine.wbinvd_exiting,
+            machine.xsave.supported,
         )
     });
-    xsave.restore();
+    machine.xsave.restore();
     // SAFETY: processor 0. Its lent VMX operation came back when `ap_vcpu::alongside` returned
     // (the tokens live in its scope), so this does not wait.
     if !unsafe { smp::withdraw(0, 0) } {
         println!("mini-hv: CPU 0's VMX operation is still lent out; staying in VMX operation");
         return Outcome::Fail;
     }
-    match leave_vmx(root) {
+    match leave_vmx(machine.root) {
         Outcome::Pass => outcome,
         failed => failed,
     }
