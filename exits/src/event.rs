@@ -117,12 +117,8 @@ impl ExitInterruptionInfo {
 
     /// The field's value, with the valid bit set.
     pub const fn to_info(self) -> InterruptionInfo {
-        let info = InterruptionInfo::new(self.vector, self.kind, self.error_code_valid);
-        if self.nmi_unblocking {
-            InterruptionInfo::from_bits(info.bits() | InterruptionInfo::NMI_UNBLOCKING)
-        } else {
-            info
-        }
+        InterruptionInfo::new(self.vector, self.kind, self.error_code_valid)
+            .with_nmi_unblocking(self.nmi_unblocking)
     }
 
     /// Encodes the field, with the valid bit set.

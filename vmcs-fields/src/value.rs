@@ -683,6 +683,7 @@ impl fmt::Display for InterruptionType {
 /// let exit = InterruptionInfo::from_bits(0x8000_1202);
 /// assert_eq!((exit.vector(), exit.interruption_type()), (2, InterruptionType::Nmi));
 /// assert!(exit.valid() && exit.nmi_unblocking() && !exit.error_code());
+/// assert_eq!(InterruptionInfo::new(2, InterruptionType::Nmi, false).with_nmi_unblocking(true), exit);
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -724,6 +725,17 @@ impl InterruptionInfo {
             bits |= Self::ERROR_CODE;
         }
         Self(bits)
+    }
+
+    /// The same value with bit 12 (NMI unblocking due to IRET, VM-exit interruption
+    /// information only) set to `on`.
+    #[must_use]
+    pub const fn with_nmi_unblocking(self, on: bool) -> Self {
+        if on {
+            Self(self.0 | Self::NMI_UNBLOCKING)
+        } else {
+            Self(self.0 & !Self::NMI_UNBLOCKING)
+        }
     }
 
     /// Bits 7:0: vector.
