@@ -9,18 +9,17 @@
 //!   same way (CPUID, MSRs, I/O, HLT, MOV to CR0/CR4, XSETBV, INVD/WBINVD, MONITOR/MWAIT in
 //!   [`monitor`], the VMX instructions), asking the guest's personality (`dispatch::Guest`) for
 //!   its policy.
-//! - The test guest ([`crate::guest`], the default): its machine, run and judgement in
-//!   [`test_guest`], its personality in [`vcpu`] (hypercalls, the devices of [`devices`], the
-//!   timers of [`lapic`], the extra checks of [`extras`], nested VMX in [`nested`], the
-//!   round-trip probe of [`probe`]); with more processors, [`ap_vcpu`] and [`smp`].
+//! - The test guest ([`crate::guest`], the default), in [`test_guest`]: its machine, run and
+//!   judgement, its personality in [`test_guest::vcpu`] (hypercalls, the devices of
+//!   `test_guest::devices`, the timers of [`lapic`], the extra checks of [`test_guest::extras`],
+//!   nested VMX in [`nested`], the round-trip probe of [`probe`]); with more processors,
+//!   [`ap_vcpu`] and [`smp`].
 //! - Linux ([`linux_guest`], `mini-hv.guest=linux`): its machine and personality in one module.
 //!
 //! The differential test of the VM-entry checker is a mode of its own ([`crate::entry_diff`]).
 
 mod ap_vcpu;
-mod devices;
 mod dispatch;
-pub(crate) mod extras;
 mod lapic;
 mod linux_guest;
 mod memory;
@@ -29,7 +28,8 @@ mod nested;
 mod probe;
 pub mod smp;
 pub(crate) mod test_guest;
-pub(crate) mod vcpu;
+
+pub(crate) use test_guest::{extras, vcpu};
 
 use ept::{
     EptConfig, EptMapper, FrameAllocator, GuestPhysAddr, HostPhysAddr, LeafAttributes, MemoryType,

@@ -3,8 +3,12 @@
 //! unmapped, so each access is an EPT violation the hypervisor emulates or refuses; the
 //! hypervisor's own memory is never mapped), its bitmaps (every MSR but the pass-through ones and
 //! every port intercepted), its MSR areas and the structures of the extra checks, the VMCS with the
-//! reset state, the run on its vCPU ([`super::vcpu`]), and the judgement of the run. The entry-diff
+//! reset state, the run on its vCPU ([`vcpu`]), and the judgement of the run. The entry-diff
 //! mode ([`crate::entry_diff`]) builds its known-good VMCS on the same machine ([`TestMachine`]).
+
+mod devices;
+pub(crate) mod extras;
+pub(crate) mod vcpu;
 
 use ept::EptConfig;
 use exits::ExitReason;
@@ -15,15 +19,17 @@ use vmcs::{VmcsWrite, check, fields};
 use vmx_caps::{SecondaryControls, VmxCapabilities};
 use vmx_core::VmFail;
 
-use super::vcpu::{self, Config, End, TimeSource, Vcpu, Verdict};
+// The hypervisor's shared parts, also for the submodules (`super::` there).
 use super::{
-    HostXsave, LARGE_PAGE, Outcome, Root, SetupError, Vmcs, ap_vcpu, bitmaps_in, capabilities,
-    dump_vmcs, enter_vmx_here, extras, guest_ram_ept, identity, lapic, leave_vmx, load_vmcs,
-    memory, monitor, nested, new_vmcs_region, phys_addr_width, smp, software_check, write_vmcs,
+    HostXsave, KernelFrames, LARGE_PAGE, Outcome, Root, SetupError, Vmcs, ap_vcpu, bitmaps_in,
+    capabilities, cr_policy, dispatch, dump_vmcs, enter_vmx_here, ept_map, guest_ram_ept, identity,
+    lapic, leave_vmx, load_vmcs, memory, monitor, nested, new_vmcs_region, phys_addr_width, probe,
+    smp, software_check, write_vmcs,
 };
 use crate::guest::{self, abi};
 use crate::{print, println};
 use mini_hv_logic::requirements::{self, Verdict as Requirements};
+use vcpu::{Config, End, TimeSource, Vcpu, Verdict};
 use vmx_caps::arch::Xcr0;
 
 /// Runs the test guest.

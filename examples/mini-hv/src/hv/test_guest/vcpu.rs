@@ -178,7 +178,7 @@ impl From<Stopped> for Leave {
 
 /// The VMX-preemption timer value that expires after about `tsc_ticks` TSC ticks (the timer counts
 /// every 2^`shift` ticks), at least 1.
-pub(super) fn timer_value(tsc_ticks: u64, shift: u32) -> u64 {
+pub(crate) fn timer_value(tsc_ticks: u64, shift: u32) -> u64 {
     (tsc_ticks >> shift).clamp(1, u64::from(u32::MAX))
 }
 
