@@ -204,10 +204,25 @@ static GDT: Tables<[u64; 5]> = Tables(UnsafeCell::new([
     0,                     // 0x20: TSS high half
 ]));
 
+/// The assembly lines that load the flat data selector `$selector` into DS, ES, SS, FS and GS: the
+/// segment reload after a far jump into protected or long mode (host boot, application processors and
+/// the test guest's own boot), written once and spliced into their `global_asm!` with `concat!`.
+macro_rules! load_data_segments {
+    ($selector:literal) => {
+        concat!(
+            "    movw $",
+            $selector,
+            ", %ax\n    movw %ax, %ds\n    movw %ax, %es\n    movw %ax, %ss\n",
+            "    movw %ax, %fs\n    movw %ax, %gs\n"
+        )
+    };
+}
+pub(crate) use load_data_segments;
+
 /// An IDT gate descriptor (SDM Vol. 3A, 6.14.1 "64-Bit Mode IDT").
 #[derive(Clone, Copy)]
 #[repr(C)]
-struct Gate {
+pub(crate) struct Gate {
     offset_low: u16,
     selector: u16,
     ist: u8,
@@ -218,7 +233,8 @@ struct Gate {
 }
 
 impl Gate {
-    const MISSING: Gate = Gate {
+    /// A not-present gate.
+    pub(crate) const MISSING: Gate = Gate {
         offset_low: 0,
         selector: 0,
         ist: 0,
@@ -228,11 +244,12 @@ impl Gate {
         reserved: 0,
     };
 
-    /// A present 64-bit interrupt gate (type 0xE, DPL 0) to `handler` on stack table entry `ist` (0: none).
-    fn interrupt(handler: u64, ist: u8) -> Gate {
+    /// A present 64-bit interrupt gate (type 0xE, DPL 0) to `selector:handler` on stack table entry
+    /// `ist` (0: none).
+    pub(crate) const fn interrupt(selector: u16, handler: u64, ist: u8) -> Gate {
         Gate {
             offset_low: handler as u16,
-            selector: KERNEL_CS,
+            selector,
             ist,
             type_attr: 0x8E,
             offset_mid: (handler >> 16) as u16,
@@ -249,9 +266,11 @@ static IDT: Tables<Idt> = Tables(UnsafeCell::new(Idt([Gate::MISSING; 256])));
 
 /// The operand of LGDT/LIDT and the result of SGDT/SIDT.
 #[repr(C, packed)]
-struct DescriptorTablePointer {
-    limit: u16,
-    base: u64,
+pub(crate) struct DescriptorTablePointer {
+    /// The table's limit (its size in bytes minus 1).
+    pub(crate) limit: u16,
+    /// The table's linear base address.
+    pub(crate) base: u64,
 }
 
 /// Bytes per interrupt stub in `isr_stubs` (each is padded to this size).
@@ -469,7 +488,7 @@ pub fn init() {
         for (vector, gate) in idt.0.iter_mut().enumerate() {
             // #DF, NMI and #MC run on IST1.
             let ist = if matches!(vector, 2 | 8 | 18) { 1 } else { 0 };
-            *gate = Gate::interrupt(stubs + vector as u64 * STUB_SIZE, ist);
+            *gate = Gate::interrupt(KERNEL_CS, stubs + vector as u64 * STUB_SIZE, ist);
         }
         load_tables(
             &mut *GDT.0.get(),

@@ -23,6 +23,7 @@ pub const MULTIBOOT_BOOTLOADER_MAGIC: u32 = 0x2BAD_B002;
 pub const STACK_SIZE: usize = 128 * 1024;
 
 global_asm!(
+    concat!(
     r#"
     .pushsection .multiboot, "a"
     .balign 4
@@ -212,20 +213,17 @@ no_long_mode:
 
     .code64
 start64:
-    movw $0x10, %ax
-    movw %ax, %ds
-    movw %ax, %es
-    movw %ax, %ss
-    movw %ax, %fs
-    movw %ax, %gs
-    movq $boot_stack_top, %rsp
+"#,
+    crate::arch::load_data_segments!("0x10"),
+    r#"    movq $boot_stack_top, %rsp
     xorl %ebp, %ebp
     movl mb_saved_magic(%rip), %edi
     movl mb_saved_info(%rip), %esi
     call kmain
     ud2
     .popsection
-"#,
+"#
+    ),
     magic = const MULTIBOOT_HEADER_MAGIC,
     // Bit 0: page-align modules; bit 1: memory information; bit 16: the address fields are valid.
     flags = const 0x0001_0003u32,

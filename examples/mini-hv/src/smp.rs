@@ -110,6 +110,7 @@ static ap_boot_stack: AtomicU64 = AtomicU64::new(0);
 static ap_boot_cpu: AtomicU64 = AtomicU64::new(0);
 
 global_asm!(
+    concat!(
     r#"
     .pushsection .rodata.ap_trampoline, "a"
     .code16
@@ -154,19 +155,16 @@ ap_start32:
     .code64
     .global ap_start64
 ap_start64:
-    movw $0x10, %ax
-    movw %ax, %ds
-    movw %ax, %es
-    movw %ax, %ss
-    movw %ax, %fs
-    movw %ax, %gs
-    movq ap_boot_stack(%rip), %rsp
+"#,
+    crate::arch::load_data_segments!("0x10"),
+    r#"    movq ap_boot_stack(%rip), %rsp
     movq ap_boot_cpu(%rip), %rdi
     xorl %ebp, %ebp
     call {ap_main}
     ud2
     .popsection
-"#,
+"#
+    ),
     trampoline = const TRAMPOLINE,
     ap_main = sym ap_main,
     options(att_syntax)

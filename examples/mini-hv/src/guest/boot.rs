@@ -14,6 +14,7 @@ use core::arch::global_asm;
 use super::abi;
 
 global_asm!(
+    concat!(
     r#"
     .pushsection .text.mini_hv_guest16, "ax", @progbits
     .balign 16
@@ -44,13 +45,9 @@ mini_hv_guest_gdt_ptr:
 
     .code32
 mini_hv_guest_entry32:
-    movw $0x10, %ax
-    movw %ax, %ds
-    movw %ax, %es
-    movw %ax, %ss
-    movw %ax, %fs
-    movw %ax, %gs
-    movl ${pt}, %edi
+"#,
+    crate::arch::load_data_segments!("0x10"),
+    r#"    movl ${pt}, %edi
     movl $(6 * 1024), %ecx
     xorl %eax, %eax
     rep stosl
@@ -85,18 +82,15 @@ mini_hv_guest_fill_pd:
 
     .code64
 mini_hv_guest_entry64:
-    movw $0x10, %ax
-    movw %ax, %ds
-    movw %ax, %es
-    movw %ax, %ss
-    movw %ax, %fs
-    movw %ax, %gs
-    movq ${stack}, %rsp
+"#,
+    crate::arch::load_data_segments!("0x10"),
+    r#"    movq ${stack}, %rsp
     xorl %ebp, %ebp
     call {main}
     ud2
     .popsection
-    "#,
+    "#
+    ),
     pt = const abi::PAGE_TABLES,
     stack = const abi::STACK_TOP,
     main = sym super::guest_main,

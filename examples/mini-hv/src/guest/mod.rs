@@ -17,6 +17,8 @@ use core::arch::asm;
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use crate::arch::{DescriptorTablePointer, Gate};
+
 pub use boot::entry16;
 
 /// The recovery point for the next exception (0: none armed, an exception is fatal).
@@ -159,19 +161,6 @@ macro_rules! gprintln {
 }
 use gprintln;
 
-/// One 64-bit IDT gate (SDM Vol. 3A, 6.14.1 "64-Bit Mode IDT").
-#[derive(Clone, Copy)]
-#[repr(C)]
-struct Gate {
-    offset_low: u16,
-    selector: u16,
-    ist: u8,
-    type_attr: u8,
-    offset_mid: u16,
-    offset_high: u32,
-    reserved: u32,
-}
-
 /// The one interrupt vector the guest handles (the `virtual-interrupt-delivery` check's).
 const IRQ_VECTOR: u8 = 0x30;
 
@@ -179,27 +168,13 @@ const IRQ_VECTOR: u8 = 0x30;
 const IDT_ENTRIES: usize = IRQ_VECTOR as usize + 1;
 
 /// The guest's IDT: the 32 exception vectors and [`IRQ_VECTOR`].
-static mut IDT: [Gate; IDT_ENTRIES] = [Gate {
-    offset_low: 0,
-    selector: 0,
-    ist: 0,
-    type_attr: 0,
-    offset_mid: 0,
-    offset_high: 0,
-    reserved: 0,
-}; IDT_ENTRIES];
+static mut IDT: [Gate; IDT_ENTRIES] = [Gate::MISSING; IDT_ENTRIES];
 
 /// The guest's 64-bit code segment selector (see the GDT in [`boot`]).
 const GUEST_CS: u16 = 0x18;
 
-#[repr(C, packed)]
-struct TablePointer {
-    limit: u16,
-    base: u64,
-}
-
 fn lidt(base: u64, limit: u16) {
-    let ptr = TablePointer { limit, base };
+    let ptr = DescriptorTablePointer { limit, base };
     // SAFETY: the table at `base` holds valid gates (or `limit` makes it empty on purpose).
     unsafe { asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags)) };
 }
@@ -212,15 +187,8 @@ fn install_idt() {
         } else {
             boot::irq_stub()
         };
-        let gate = Gate {
-            offset_low: handler as u16,
-            selector: GUEST_CS,
-            ist: 0,
-            type_attr: 0x8e, // present, DPL 0, 64-bit interrupt gate
-            offset_mid: (handler >> 16) as u16,
-            offset_high: (handler >> 32) as u32,
-            reserved: 0,
-        };
+        // Present, DPL 0, 64-bit interrupt gate.
+        let gate = Gate::interrupt(GUEST_CS, handler, 0);
         // SAFETY: one CPU; the IDT is written before it is loaded, only here.
         unsafe { (*idt)[vector] = gate };
     }

@@ -295,16 +295,10 @@ fn read_cr(n: u8) -> u64 {
     v
 }
 
-#[repr(C, packed)]
-struct TablePointer {
-    limit: u16,
-    base: u64,
-}
-
 /// SGDT and SIDT: (GDTR base, GDTR limit, IDTR base, IDTR limit).
 fn tables() -> (u64, u64, u64, u64) {
-    let mut gdtr = TablePointer { limit: 0, base: 0 };
-    let mut idtr = TablePointer { limit: 0, base: 0 };
+    let mut gdtr = crate::arch::DescriptorTablePointer { limit: 0, base: 0 };
+    let mut idtr = crate::arch::DescriptorTablePointer { limit: 0, base: 0 };
     // SAFETY: SGDT/SIDT store 10 bytes into the pointers' storage.
     unsafe {
         asm!("sgdt [{}]", in(reg) &mut gdtr, options(nostack, preserves_flags));
