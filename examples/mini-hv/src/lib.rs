@@ -9,6 +9,8 @@
 //!   the guest-state fields both guests start with, and the exit-handling steps both share.
 //! - [`boot_protocol`]: the Linux x86 boot protocol (setup header, memory layout, zero page, e820
 //!   map).
+//! - [`linux_requirements`]: what the Linux guest needs from VMX, as data, and the verdict for any
+//!   capability set.
 //! - [`mwait`]: the checks of MONITOR and MWAIT, which exit where a processor forces "MONITOR
 //!   exiting" and "MWAIT exiting" (Hyper-V), before both guests complete them.
 //! - [`profiles`]: capability profiles of other platforms (Hyper-V) and the restriction of the
@@ -22,6 +24,7 @@ pub mod boot_protocol;
 pub mod breakdown;
 pub mod decode;
 pub mod guest_state;
+pub mod linux_requirements;
 pub mod mwait;
 pub mod profiles;
 pub mod requirements;

@@ -29,10 +29,7 @@ use ept::{
 use exits::{ExitReason, IoDirection, IoQualification, VmExit};
 use vmcs::structures::{IoBitmaps, MsrAccess, MsrBitmap};
 use vmcs::{ActivityState, GuestState, Segment, VmcsWrite, fields};
-use vmx_caps::{
-    ControlRequest, EntryControls, ExitControls, LiveMsrs, PrimaryControls, SecondaryControls,
-    VmxCapabilities,
-};
+use vmx_caps::{LiveMsrs, PrimaryControls, SecondaryControls, VmxCapabilities};
 use vmx_core::{GuestRegisters, LivePlatform, VmFail};
 
 use super::Vmcs;
@@ -44,6 +41,7 @@ use super::probe;
 use super::Outcome;
 use crate::println;
 use mini_hv_logic::guest_state::{self, CrPolicy};
+use mini_hv_logic::linux_requirements;
 use vmx_caps::arch::{Cr4, Xcr0};
 use vmx_caps::msr::{IA32_FEATURE_CONTROL, IA32_VMX_BASIC, IA32_VMX_VMFUNC};
 
@@ -144,76 +142,28 @@ pub fn run() -> Outcome {
     let Some(caps) = super::read_caps(&mut msrs).and_then(super::masked) else {
         return Outcome::Fail;
     };
-    let request = ControlRequest::new()
-        .require(PrimaryControls::USE_IO_BITMAPS | PrimaryControls::USE_MSR_BITMAPS)
-        .require(SecondaryControls::ENABLE_EPT | SecondaryControls::UNRESTRICTED_GUEST)
-        .prefer(
-            SecondaryControls::ENABLE_VPID
-                | SecondaryControls::WBINVD_EXITING
-                | SecondaryControls::ENABLE_RDTSCP
-                | SecondaryControls::ENABLE_INVPCID
-                | SecondaryControls::ENABLE_XSAVES_XRSTORS,
-        )
-        .require(
-            ExitControls::HOST_ADDRESS_SPACE_SIZE
-                | ExitControls::LOAD_IA32_EFER
-                | ExitControls::SAVE_IA32_EFER,
-        )
-        .prefer(ExitControls::SAVE_IA32_PAT | ExitControls::LOAD_IA32_PAT)
-        .require(EntryControls::LOAD_IA32_EFER)
-        .prefer(EntryControls::LOAD_IA32_PAT)
-        // The guest's DR7 and IA32_DEBUGCTL survive VM exits (which load 400H and 0): saved at
-        // exit, loaded at entry. A processor may force "load debug controls" (Hyper-V does); then
-        // without "save debug controls" every entry would load stale values.
-        .prefer(ExitControls::SAVE_DEBUG_CONTROLS)
-        .prefer(EntryControls::LOAD_DEBUG_CONTROLS);
-    let negotiated = match caps.negotiate(&request) {
-        Ok(n) => n,
+    let linux = match linux_requirements::negotiate(&caps) {
+        Ok(linux) => linux,
         Err(e) => {
             println!("mini-hv: unsupported: {e}");
             return Outcome::Unsupported;
         }
     };
-    let controls = negotiated.value;
-    if controls.proc.intersects(
-        PrimaryControls::CR3_LOAD_EXITING
-            | PrimaryControls::CR3_STORE_EXITING
-            | PrimaryControls::INVLPG_EXITING,
-    ) {
-        println!("mini-hv: unsupported: CR3/INVLPG exiting cannot be cleared");
-        return Outcome::Unsupported;
-    }
     // Controls the processor forces to 1 (Hyper-V: HLT, MWAIT and MONITOR exiting) are handled:
     // HLT enters the HLT activity state, MONITOR and MWAIT complete as in `super::monitor`.
-    if controls.proc.contains(PrimaryControls::HLT_EXITING) {
-        if !caps.misc.activity_hlt() {
-            println!(
-                "mini-hv: unsupported: HLT exiting cannot be cleared and there is no HLT activity \
-                 state (IA32_VMX_MISC[6])"
-            );
-            return Outcome::Unsupported;
-        }
+    if linux.hlt_exiting {
         println!("mini-hv: HLT exiting is forced: HLT is completed in the HLT activity state");
     }
-    if controls
-        .proc
-        .intersects(PrimaryControls::MONITOR_EXITING | PrimaryControls::MWAIT_EXITING)
-    {
+    if linux.monitor_mwait_exiting {
         println!(
             "mini-hv: MONITOR/MWAIT exiting is forced: MONITOR completes as a no-op, MWAIT as a NOP"
         );
     }
-    if !(caps.ept_vpid.page_walk_4() && caps.ept_vpid.memory_type_wb()) {
-        println!("mini-hv: unsupported: EPT needs 4-level walks and write-back paging structures");
-        return Outcome::Unsupported;
-    }
-    for dropped in negotiated.drops() {
+    for dropped in linux.negotiated.drops() {
         println!("mini-hv: optional control dropped: {dropped}");
     }
-    let pat = controls.entry.contains(EntryControls::LOAD_IA32_PAT)
-        && controls
-            .exit
-            .contains(ExitControls::SAVE_IA32_PAT | ExitControls::LOAD_IA32_PAT);
+    let controls = linux.negotiated.value;
+    let pat = linux.pat;
 
     let xsave = super::HostXsave::enable();
 
