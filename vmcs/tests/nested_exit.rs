@@ -409,3 +409,65 @@ fn a_failed_vmresume_loads_vmcs12s_host_state_without_saving_guest_state() {
         report.violations().collect::<Vec<_>>()
     );
 }
+
+/// The recommended maximum of IA32_VMX_MISC\[27:25\] as L1 sees it: 512 × (N + 1) entries.
+fn list_limit(s: &Setup) -> u64 {
+    u64::from(s.l1.caps().misc.max_msr_list_entries())
+}
+
+#[test]
+fn an_msr_store_area_beyond_the_misc_limit_is_vmx_abort_1_with_nothing_stored() {
+    let mut s = setup();
+    let limit = list_limit(&s);
+    assert!(limit >= 512);
+    {
+        let v12 = s.l1.current_vmcs_mut().unwrap();
+        v12.write(fields::VM_EXIT_MSR_STORE_ADDRESS, STORE_AREA)
+            .unwrap();
+        v12.write(fields::VM_EXIT_MSR_STORE_COUNT, limit as u32 + 1)
+            .unwrap();
+    }
+    let store = STORE_AREA as usize;
+    s.memory[store..store + 4].copy_from_slice(&0xc000_0081u32.to_le_bytes());
+    s.msrs.0.insert(0xc000_0081, 0x55);
+    assert_eq!(s.reflect(), Reflected::Abort(VmxAbort::SavingGuestMsrs));
+    assert_eq!(s.abort_indicator(), 1);
+    assert_eq!(
+        u64::from_le_bytes(s.memory[store + 8..store + 16].try_into().unwrap()),
+        0,
+        "no entry is stored past a count beyond the limit"
+    );
+}
+
+#[test]
+fn msr_lists_at_the_misc_limit_are_processed_and_one_more_load_is_vmx_abort_4() {
+    for (count, expected) in [
+        (0, Reflected::Resume),
+        (1, Reflected::Abort(VmxAbort::LoadingHostMsrs)),
+    ] {
+        let mut s = setup();
+        let limit = list_limit(&s) + count;
+        {
+            let v12 = s.l1.current_vmcs_mut().unwrap();
+            v12.write(fields::VM_EXIT_MSR_LOAD_ADDRESS, LOAD_AREA)
+                .unwrap();
+            v12.write(fields::VM_EXIT_MSR_LOAD_COUNT, limit as u32)
+                .unwrap();
+        }
+        // Every entry loads IA32_SYSENTER_CS with its index.
+        for i in 0..limit as usize {
+            let at = LOAD_AREA as usize + 16 * i;
+            s.memory[at..at + 4].copy_from_slice(&0x174u32.to_le_bytes());
+            s.memory[at + 8..at + 16].copy_from_slice(&(i as u64).to_le_bytes());
+        }
+        assert_eq!(s.reflect(), expected, "count limit + {count}");
+        let last = s.msrs.0.get(&0x174).copied();
+        match expected {
+            Reflected::Resume => assert_eq!(last, Some(limit - 1)),
+            _ => assert_eq!(
+                last, None,
+                "nothing is loaded past a count beyond the limit"
+            ),
+        }
+    }
+}

@@ -119,7 +119,9 @@ impl L1VmxState {
     /// `msrs` (28.6). `built` describes VMCS02 (for the preemption timer).
     ///
     /// A failure the SDM makes a VMX abort (28.7) writes the indicator into VMCS12's region and
-    /// returns [`Reflected::Abort`].
+    /// returns [`Reflected::Abort`]. An MSR-store or MSR-load count above the recommended
+    /// maximum L1 is shown (`IA32_VMX_MISC[27:25]`, 512 × (N + 1); the SDM leaves the outcome
+    /// undefined) is the abort of a failed store (1) or load (4), before any entry.
     ///
     /// # Errors
     ///
@@ -223,6 +225,11 @@ impl L1VmxState {
         // 28.4: L2's MSRs into the VM-exit MSR-store area.
         let store_count = rd(vmcs12, fields::VM_EXIT_MSR_STORE_COUNT.encoding())?;
         let store_area = rd(vmcs12, fields::VM_EXIT_MSR_STORE_ADDRESS.encoding())?;
+        // Beyond the recommended maximum the SDM leaves the outcome undefined (Vol. 3D, A.6:
+        // "undefined processor behavior may result"): L0 makes it the abort of a failed store.
+        if store_count > u64::from(self.caps.misc.max_msr_list_entries()) {
+            return Ok(Self::abort(mem, pointer, VmxAbort::SavingGuestMsrs));
+        }
         for i in 0..store_count {
             let entry = store_area.wrapping_add(16 * i);
             let mut head = [0u8; 8];
@@ -373,6 +380,11 @@ impl L1VmxState {
         };
         let load_count = rd(&current.vmcs, fields::VM_EXIT_MSR_LOAD_COUNT.encoding())?;
         let load_area = rd(&current.vmcs, fields::VM_EXIT_MSR_LOAD_ADDRESS.encoding())?;
+        // Beyond the recommended maximum (see the VM-exit MSR-store area above): the abort of a
+        // failed load.
+        if load_count > u64::from(self.caps.misc.max_msr_list_entries()) {
+            return Ok(Self::abort(mem, pointer, VmxAbort::LoadingHostMsrs));
+        }
         for i in 0..load_count {
             let entry = load_area.wrapping_add(16 * i);
             let mut bytes = [0u8; 16];

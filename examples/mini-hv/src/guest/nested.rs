@@ -3,7 +3,9 @@
 //! answer to each misuse (VMfailInvalid, VMfailValid with its error number, #GP) and to a VMCS
 //! with each class of VM-entry failure (controls, host state, guest state, MSR loading), then
 //! runs its own guest (L2: a CPUID loop in this image, sharing L1's address space) and handles L2's CPUID
-//! exits, measuring the nested round trip (L1 → L2 → exit reflected by L0 → L1).
+//! exits, measuring the nested round trip (L1 → L2 → exit reflected by L0 → L1); then L2's exits
+//! L1 does not intercept, which L0 handles on L2's behalf, with VMCS12's MSR lists
+//! ([`l0_exits_and_msr_lists`]), and L2 under EPT12 ([`ept_for_l2`]).
 
 use core::arch::{asm, global_asm};
 
@@ -57,7 +59,51 @@ mini_hv_l2_touch:
     hole = const EPT12_HOLE,
 );
 
+global_asm!(
+    r#"
+    .pushsection .text.mini_hv_l2_l0, "ax", @progbits
+    .global mini_hv_l2_l0
+mini_hv_l2_l0:
+    mov ecx, 0x174
+    rdmsr
+    mov dword ptr [rip + {seen}], eax
+    mov ecx, 0x3a
+    rdmsr
+    mov dword ptr [rip + {seen} + 8], eax
+    mov ecx, 0x175
+    mov eax, {esp_low}
+    mov edx, {esp_high}
+    wrmsr
+    mov dx, 0x3ff
+    mov al, 0x5a
+    out dx, al
+    hlt
+    mov byte ptr [rip + {seen} + 16], 1
+    mov ecx, 0x1234
+    .global mini_hv_l2_l0_gp
+mini_hv_l2_l0_gp:
+    rdmsr
+    cpuid
+    jmp mini_hv_l2_l0
+    .popsection
+    "#,
+    seen = sym L2_SEEN,
+    esp_low = const L2_SYSENTER_ESP & 0xffff_ffff,
+    esp_high = const L2_SYSENTER_ESP >> 32,
+);
+
+/// What L2 saw in [`l0_exits_and_msr_lists`]: IA32_SYSENTER_CS, IA32_FEATURE_CONTROL, and 1
+/// once its HLT completed.
+static mut L2_SEEN: [u64; 3] = [0; 3];
+/// The IA32_SYSENTER_ESP L2 writes.
+const L2_SYSENTER_ESP: u64 = 0xffff_8000_1234_5000;
+
 unsafe extern "C" {
+    /// L2's code for [`l0_exits_and_msr_lists`]: RDMSR, WRMSR, OUT and HLT that L1 does not
+    /// intercept, then an RDMSR that faults, which L1 does intercept.
+    fn mini_hv_l2_l0();
+    /// The faulting RDMSR of [`mini_hv_l2_l0`].
+    fn mini_hv_l2_l0_gp();
     /// L2's code: CPUID forever (each one exits to L1).
     fn mini_hv_l2_entry();
     /// L2's code for EPT12: a read of [`EPT12_HOLE`], then CPUID, forever.
@@ -266,6 +312,15 @@ fn fail_valid(result: Result<Vmx, Fault>, error: E, why: &'static str) -> Check 
     ensure(instruction_error()? == u64::from(error.number()), why)
 }
 
+/// RDMSR that must not fault.
+fn msr(msr: u32) -> Result<u64, &'static str> {
+    let (lo, hi): (u32, u32);
+    match guarded!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi) {
+        None => Ok(u64::from(hi) << 32 | u64::from(lo)),
+        Some(_) => Err("RDMSR faulted"),
+    }
+}
+
 fn rdmsr(msr: u32) -> Result<u64, &'static str> {
     let (lo, hi): (u32, u32);
     match guarded!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi) {
@@ -439,8 +494,127 @@ fn write_l2_vmcs() -> Check {
     Ok(())
 }
 
-/// A page for L1's VM-entry MSR-load area.
+/// A page for L1's VM-entry MSR-load area (and, in [`l0_exits_and_msr_lists`], the VM-exit
+/// MSR-store and MSR-load areas at 100H and 200H).
 static mut MSR_LOAD: Page = Page([0; 4096]);
+/// L1's MSR bitmaps: all clear, so L2's RDMSR and WRMSR in the bitmaps' ranges do not exit to L1.
+static mut MSR_BITMAP: Page = Page([0; 4096]);
+
+/// IA32_SYSENTER_CS as VMCS12's VM-entry MSR-load area sets it for L2.
+const ENTRY_SYSENTER_CS: u64 = 0x4242;
+/// The scratch MSR as the VM-entry and the VM-exit MSR-load areas set it.
+const ENTRY_SCRATCH: u64 = 0xaaaa_0001;
+const EXIT_SCRATCH: u64 = 0xbbbb_0002;
+
+/// L2's exits that L1 does not intercept are L0's, handled on L2's behalf as L1's processor would
+/// (SDM 26.1: only the exits VMCS12's controls ask for are L1's), and VMCS12's MSR lists are
+/// processed as the SDM's VM entry and VM exit process them (27.4, 28.4, 28.6). L1 passes every
+/// MSR of the bitmaps' ranges through and sets no I/O or HLT exiting; its VM-entry MSR-load area
+/// loads IA32_SYSENTER_CS and the scratch MSR, its VM-exit MSR-store area stores the scratch MSR
+/// and IA32_SYSENTER_ESP, its VM-exit MSR-load area loads the scratch MSR. L2 reads
+/// IA32_SYSENTER_CS (the loaded value) and IA32_FEATURE_CONTROL (L0's answer), writes
+/// IA32_SYSENTER_ESP, writes the UART's scratch register (L0's device, where L1 reads it back),
+/// halts (L0's wake-up), then reads an MSR L0 refuses: the #GP that raises is L1's exit, since
+/// L1 intercepts #GP.
+fn l0_exits_and_msr_lists() -> Check {
+    let area = phys(&raw const MSR_LOAD);
+    // SAFETY: one CPU; the pages are this check's.
+    unsafe {
+        let e = (&raw mut MSR_LOAD).cast::<u64>();
+        for (i, v) in [
+            // VM-entry MSR-load.
+            (0, 0x174),
+            (1, ENTRY_SYSENTER_CS),
+            (2, u64::from(abi::MSR_SCRATCH)),
+            (3, ENTRY_SCRATCH),
+            // VM-exit MSR-store.
+            (0x20, u64::from(abi::MSR_SCRATCH)),
+            (0x21, 0),
+            (0x22, 0x175),
+            (0x23, 0),
+            // VM-exit MSR-load.
+            (0x40, u64::from(abi::MSR_SCRATCH)),
+            (0x41, EXIT_SCRATCH),
+        ] {
+            e.add(i).write(v);
+        }
+        (&raw mut L2_SEEN).write([0; 3]);
+    }
+    write(0x200a, area)?;
+    write(0x4014, 2)?;
+    write(0x2006, area + 0x100)?;
+    write(0x400e, 2)?;
+    write(0x2008, area + 0x200)?;
+    write(0x4010, 1)?;
+    write(0x2004, phys(&raw const MSR_BITMAP))?;
+    let proc = read(0x4002)?;
+    write(0x4002, proc | 1 << 28)?;
+    write(0x4004, 1 << GP)?;
+    write(0x681e, mini_hv_l2_l0 as *const () as u64)?;
+    ensure(
+        enter_l2(false).is_ok(),
+        "VMRESUME of L2 with MSR lists failed",
+    )?;
+    ensure(
+        read(0x4402)? == 0,
+        "L2's exit to L1 is not the exception L1 intercepts",
+    )?;
+    ensure(
+        read(0x4404)? & 0x80000fff == 0x8000_0b00 | u64::from(GP),
+        "L2's exception is not a #GP with an error code",
+    )?;
+    ensure(
+        read(0x681e)? == mini_hv_l2_l0_gp as *const () as u64,
+        "L2's #GP is not at its faulting RDMSR",
+    )?;
+    // SAFETY: L2 is not running; the page and the statics are this check's.
+    let (seen, scratch_stored, esp_stored) = unsafe {
+        let e = (&raw const MSR_LOAD).cast::<u64>();
+        (
+            (&raw const L2_SEEN).read(),
+            e.add(0x21).read(),
+            e.add(0x23).read(),
+        )
+    };
+    ensure(
+        seen[0] == ENTRY_SYSENTER_CS,
+        "L2 did not read the IA32_SYSENTER_CS the VM-entry MSR-load area loaded",
+    )?;
+    ensure(
+        seen[1] == abi::FEATURE_CONTROL_NESTED_VALUE,
+        "L2's RDMSR of IA32_FEATURE_CONTROL did not get L0's answer",
+    )?;
+    ensure(seen[2] == 1, "L2's HLT did not complete")?;
+    ensure(
+        scratch_stored == ENTRY_SCRATCH && esp_stored == L2_SYSENTER_ESP,
+        "the VM-exit MSR-store area does not hold L2's MSRs",
+    )?;
+    ensure(
+        read(0x6824)? == L2_SYSENTER_ESP,
+        "VMCS12's guest IA32_SYSENTER_ESP is not L2's",
+    )?;
+    ensure(
+        msr(abi::MSR_SCRATCH)? == EXIT_SCRATCH,
+        "the VM-exit MSR-load area did not load the scratch MSR",
+    )?;
+    let scr: u8;
+    // SAFETY: reading the UART's scratch register.
+    unsafe { asm!("in al, dx", in("dx") 0x3ffu16, out("al") scr, options(nomem, nostack)) };
+    ensure(
+        scr == 0x5a,
+        "L2's write of the UART scratch register did not reach L0's UART",
+    )?;
+    for (field, value) in [
+        (0x4014, 0),
+        (0x400e, 0),
+        (0x4010, 0),
+        (0x4004, 0),
+        (0x4002, proc),
+    ] {
+        write(field, value)?;
+    }
+    Ok(())
+}
 
 /// A hostile L1's VMCS, one class of VM-entry failure at a time (SDM Vol. 3C, 27.1-27.4), each
 /// answered as a processor answers it and then repaired: host state (VMfail 8), guest state (a
@@ -625,6 +799,7 @@ pub(super) fn nested_vmx() -> Check {
         E::VmlaunchNonClearVmcs,
         "VMLAUNCH of a launched VMCS: not VMfail(4)",
     )?;
+    l0_exits_and_msr_lists()?;
     ept_for_l2()?;
     samples.sort_unstable();
     gprintln!(

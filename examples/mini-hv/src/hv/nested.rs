@@ -11,29 +11,42 @@
 //! VMCS shadowing where the processor has it (`mini-hv.nested=1`; `mini-hv.nested=noshadow`
 //! turns it off): L1's VMREAD and VMWRITE of [`SHADOWED_FIELDS`] go to a shadow VMCS without an
 //! exit, and L0 synchronizes it with VMCS12 around every VMX instruction of L1 it emulates
-//! (`vmcs::nested::sync_from_shadow` before, `sync_to_shadow` after). L0 keeps no MSR lists for L1: an entry in a VM-entry or VM-exit MSR-load area of
-//! VMCS12 fails (VM-entry failure 34, VMX abort 4), a VM-exit MSR-store entry is a VMX abort 1.
+//! (`vmcs::nested::sync_from_shadow` before, `sync_to_shadow` after).
+//!
+//! An exit of L2 that L1 does not intercept is L0's: L0 handles it on L2's behalf as L1's
+//! processor would (RDMSR/WRMSR, I/O, HLT with L0's wake-up, the MMIO device, the timers, EPT02's
+//! fills; an exception it raises that VMCS12 intercepts becomes L1's exit) and resumes L2. The
+//! MSRs of VMCS12's MSR-load and MSR-store areas are the ones L0 models for L1 ([`ListMsrs`]),
+//! within the recommended maximum L1 is shown (`IA32_VMX_MISC[27:25]`).
+
+use core::ops::ControlFlow;
 
 use ept::{EptConfig, EptMapper, MemoryType, OffsetPhysToVirt, Permissions};
+use exits::inject::Exception;
 use exits::nested::{ExitOwner, L2Registers, exit_owner};
 use exits::{ExitReason, MemoryOperand, Operand, VmExit};
 use vmcs::check::{self, CpuFacts, EntryInstruction};
 use vmcs::nested::{Ept01, Ept02Resolution, L1Page, clear_ept02, resolve_ept_violation};
 use vmcs::nested::{
     GuestMemory as L1Memory, GuestMsrs, L0Part, L1Context, L1VmxState, L2Entry, PointerOperand,
-    Reflected, SHADOWED_FIELDS, VMCS02_CONTROLS, VmxFault, VmxOutcome, build_vmcs02,
+    Reflected, SHADOWED_FIELDS, VMCS02_CONTROLS, Vmcs02, VmxFault, VmxOutcome, build_vmcs02,
     merge_io_bitmaps, merge_msr_bitmap, shadow_bitmaps, sync_from_shadow, sync_to_shadow,
 };
 use vmcs::structures::{InFrame, IoBitmaps, MsrBitmap, ShadowBitmap};
-use vmcs::{GuestSegment, HardwareVmcs, SoftVmcs, VmcsRead, VmcsSnapshot, VmcsWrite, fields};
+use vmcs::{
+    ActivityState, GuestSegment, HardwareVmcs, SoftVmcs, VmcsRead, VmcsSnapshot, VmcsWrite, fields,
+};
 use vmx_caps::arch::{Cr4, Efer, Rflags};
 use vmx_caps::virt::VirtualPolicy;
-use vmx_caps::{ControlSet, MsrSnapshot, PinBasedControls, SecondaryControls, VmxCapabilities};
+use vmx_caps::{
+    ControlSet, MsrSnapshot, PinBasedControls, PrimaryControls, SecondaryControls, VmxCapabilities,
+};
 use vmx_core::{
     GpReg, GuestRegisters, HostStateCache, InveptDescriptor, InveptType, VmFail, VmxInstructions,
 };
 
 use super::Vmcs;
+use super::dispatch::{Flow, Stopped, inject, skip};
 use super::memory::{GuestMemory, Paging};
 use crate::guest::abi;
 use crate::println;
@@ -90,6 +103,12 @@ pub struct Stats {
     pub ept12_exits: u64,
     /// Times EPT02 was emptied (L1's INVEPT, a new EPTP12).
     pub ept02_clears: u64,
+    /// Exits of L2 L0 handled on L2's behalf (L1 does not intercept them), L2 resumed after.
+    pub l0_handled: u64,
+    /// Exceptions L0 raised in L2 while handling its exits that L1 intercepts, reflected.
+    pub l0_exceptions_reflected: u64,
+    /// Entries of VMCS12's MSR-load and MSR-store areas L0 processed.
+    pub list_msrs: u64,
 }
 
 /// What the exit handler does after a VMX instruction of L1.
@@ -168,19 +187,156 @@ impl L1Memory for Ram<'_> {
     }
 }
 
-/// The MSRs of L1's MSR lists: L0 keeps none (see the module documentation).
-struct NoMsrLists;
+/// The parts of L1's virtual processor the nested emulation works with: L1's registers (L2's
+/// while L2 runs: they share the frame the trampoline saves), L1's RAM, the MSRs L0 emulates,
+/// and L0's handling of an exit of L2 that L1 does not intercept.
+pub trait L1Host {
+    /// L1's general-purpose registers and RAM.
+    fn parts(&mut self) -> (&mut GuestRegisters, &GuestMemory);
+    /// The scratch MSR ([`abi::MSR_SCRATCH`]) L0 emulates for its guest.
+    fn scratch_msr(&mut self) -> &mut u64;
+    /// An exit of L2 that is L0's and not handled in this module (RDMSR/WRMSR, I/O, HLT, the
+    /// MMIO device, the timers): handled as for L1 itself on the current VMCS (VMCS02).
+    /// `Break`: the run stops (printed).
+    fn l2_exit(&mut self, exit: VmExit, vmcs: &mut Vmcs<'_>) -> Result<ControlFlow<()>, VmFail>;
+}
 
-impl GuestMsrs for NoMsrLists {
-    fn read(&mut self, msr: u32) -> Option<u64> {
-        println!(
-            "mini-hv: nested: L1's VM-exit MSR-store area names MSR {msr:#x}; L0 keeps no MSR lists"
-        );
-        None
+/// The MSRs of VMCS12's MSR-load and MSR-store areas (SDM 27.4, 28.4, 28.6) as L0 models them
+/// for L1's processor: the scratch MSR and the read-only VMX MSRs L0 emulates, the TSC (read
+/// only: L2's, with the TSC offsets), and the MSRs VMCS02 and VMCS01 hold in guest-state fields
+/// (IA32_SYSENTER_CS/ESP/EIP, IA32_PAT, IA32_DEBUGCTL; IA32_EFER read only): read from L2's
+/// state at an exit, loaded into VMCS02 after VM entry's guest state or into L1's state after
+/// the exit's host state (`FieldLoads::apply`). Every other MSR faults (a failed entry, a VMX
+/// abort), as the WRMSR or RDMSR would.
+struct ListMsrs<'a> {
+    vmx: &'a MsrSnapshot,
+    scratch: u64,
+    /// L2's state at the exit, for the VM-exit MSR-store area.
+    l2: Option<&'a SoftVmcs>,
+    /// Loads of MSRs held in guest-state fields, in order.
+    loads: FieldLoads,
+    /// Entries processed.
+    processed: u64,
+}
+
+/// Loads of VMCS-held MSRs one list may make before L0 refuses further ones.
+const PENDING_MAX: usize = 16;
+
+impl<'a> ListMsrs<'a> {
+    fn new(vmx: &'a MsrSnapshot, scratch: u64, l2: Option<&'a SoftVmcs>) -> Self {
+        Self {
+            vmx,
+            scratch,
+            l2,
+            loads: FieldLoads {
+                entries: [(0, 0); PENDING_MAX],
+                count: 0,
+            },
+            processed: 0,
+        }
     }
-    fn write(&mut self, msr: u32, _value: u64) -> bool {
-        println!("mini-hv: nested: L1's MSR-load area names MSR {msr:#x}; L0 keeps no MSR lists");
-        false
+
+    /// The guest-state field that holds `msr`.
+    fn field(msr: u32) -> Option<u32> {
+        use vmx_caps::msr as m;
+        Some(match msr {
+            m::IA32_SYSENTER_CS => fields::GUEST_IA32_SYSENTER_CS.encoding(),
+            m::IA32_SYSENTER_ESP => fields::GUEST_IA32_SYSENTER_ESP.encoding(),
+            m::IA32_SYSENTER_EIP => fields::GUEST_IA32_SYSENTER_EIP.encoding(),
+            m::IA32_PAT => fields::GUEST_IA32_PAT.encoding(),
+            m::IA32_DEBUGCTL => fields::GUEST_IA32_DEBUGCTL.encoding(),
+            m::IA32_EFER => fields::GUEST_IA32_EFER.encoding(),
+            _ => return None,
+        })
+    }
+}
+
+/// What an MSR list loaded into MSRs that guest-state fields hold: (field encoding, value), in
+/// list order.
+#[derive(Clone, Copy)]
+struct FieldLoads {
+    entries: [(u32, u64); PENDING_MAX],
+    count: usize,
+}
+
+impl FieldLoads {
+    /// Writes the loads into `v` (VMCS02 after VM entry, VMCS01 after an exit), in list order.
+    fn apply(&self, v: &mut impl VmcsWrite) -> Result<(), VmFail> {
+        for &(field, value) in &self.entries[..self.count] {
+            v.write_raw(field, value)?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `address` is canonical for 48-bit linear addresses (WRMSR of IA32_SYSENTER_ESP/EIP
+/// faults otherwise).
+fn canonical48(address: u64) -> bool {
+    ((address << 16) as i64 >> 16) as u64 == address
+}
+
+/// Whether every entry of a PAT value is a memory type (0, 1, 4, 5, 6, 7; WRMSR faults otherwise).
+fn valid_pat(pat: u64) -> bool {
+    pat.to_le_bytes()
+        .iter()
+        .all(|&t| matches!(t, 0 | 1 | 4..=7))
+}
+
+impl GuestMsrs for ListMsrs<'_> {
+    fn read(&mut self, msr: u32) -> Option<u64> {
+        self.processed += 1;
+        use vmx_caps::msr as m;
+        let l2 = |f: u32| self.l2.and_then(|v| v.read_raw(f).ok());
+        match msr {
+            abi::MSR_SCRATCH => Some(self.scratch),
+            m::IA32_FEATURE_CONTROL => Some(abi::FEATURE_CONTROL_NESTED_VALUE),
+            0x480..=0x493 => self.vmx.get(msr),
+            m::IA32_TIME_STAMP_COUNTER => {
+                let v = self.l2?;
+                let offsetting = v
+                    .read_controls()
+                    .ok()?
+                    .proc
+                    .contains(PrimaryControls::USE_TSC_OFFSETTING);
+                let offset = if offsetting {
+                    v.read_raw(fields::TSC_OFFSET.encoding()).ok()?
+                } else {
+                    0
+                };
+                Some(super::probe::rdtsc().wrapping_add(offset))
+            }
+            _ => Self::field(msr).and_then(l2),
+        }
+    }
+
+    fn write(&mut self, msr: u32, value: u64) -> bool {
+        self.processed += 1;
+        use vmx_caps::msr as m;
+        let ok = match msr {
+            abi::MSR_SCRATCH => {
+                self.scratch = value;
+                return true;
+            }
+            m::IA32_SYSENTER_CS => true,
+            m::IA32_SYSENTER_ESP | m::IA32_SYSENTER_EIP => canonical48(value),
+            m::IA32_PAT => valid_pat(value),
+            // LBR (0), BTF (1), FREEZE_WHILE_SMM (14): the bits L0 lets a guest set.
+            m::IA32_DEBUGCTL => value & !((1 << 0) | (1 << 1) | (1 << 14)) == 0,
+            _ => false,
+        };
+        match Self::field(msr) {
+            Some(field) if ok && self.loads.count < PENDING_MAX => {
+                self.loads.entries[self.loads.count] = (field, value);
+                self.loads.count += 1;
+                true
+            }
+            _ => {
+                println!(
+                    "mini-hv: nested: an MSR list of L1 loads {value:#x} into MSR {msr:#x},                      which faults"
+                );
+                false
+            }
+        }
     }
 }
 
@@ -193,7 +349,8 @@ fn read_u64(mem: &GuestMemory, gpa: u64) -> Option<u64> {
 impl Nested {
     /// The state for a guest of a processor with capabilities `real`, whose VMCS (VMCS01) is at
     /// `vmcs01_phys` with the bitmaps `l0_msr` and `l0_io`; `None` (printed) when the policy
-    /// cannot be applied or memory is short.
+    /// cannot be applied or memory is short. The vCPU keeps it in frames of its own
+    /// ([`Nested::into_frames`]).
     pub fn new(
         real: &VmxCapabilities,
         vmcs01_phys: u64,
@@ -270,8 +427,27 @@ impl Nested {
                 ept02_fills: 0,
                 ept12_exits: 0,
                 ept02_clears: 0,
+                l0_handled: 0,
+                l0_exceptions_reflected: 0,
+                list_msrs: 0,
             },
         })
+    }
+
+    /// Moves the state into frames of its own, where it stays for the run: the vCPU holds it by
+    /// reference, so lending it out around each emulated instruction moves no bytes.
+    pub fn into_frames(self) -> Option<&'static mut Self> {
+        let Some(at) = crate::mem::alloc_frames(size_of::<Self>().div_ceil(4096)) else {
+            println!("mini-hv: nested: out of memory for L0's nested state");
+            return None;
+        };
+        let place = at as *mut Self;
+        // SAFETY: fresh identity-mapped frames, 4-KiB aligned (more than `Self` needs) and
+        // large enough, used only for this value from here on.
+        unsafe {
+            place.write(self);
+            Some(&mut *place)
+        }
     }
 
     /// The shadow VMCS (cleared, its header with the shadow-VMCS indicator) and the bitmaps for
@@ -459,6 +635,12 @@ impl Nested {
              caused reflected to L1, emptied {} times",
             s.ept02_fills, s.ept12_exits, s.ept02_clears
         );
+        println!(
+            "mini-hv: nested: {} exits of L2 handled by L0 for L2 (L1 does not intercept them), \
+             {} exceptions L0 raised in L2 reflected to L1 (L1 intercepts them), {} MSR-list \
+             entries of VMCS12 processed",
+            s.l0_handled, s.l0_exceptions_reflected, s.list_msrs
+        );
         if let Some(shadow) = &self.shadow {
             println!(
                 "mini-hv: nested: VMCS shadowing on: {} shadow-VMCS synchronizations",
@@ -540,8 +722,7 @@ impl Nested {
         &mut self,
         exit: &VmExit,
         vmcs: &mut Vmcs<'_>,
-        regs: &mut GuestRegisters,
-        mem: &GuestMemory,
+        host: &mut dyn L1Host,
         cr: CrPolicy,
     ) -> Result<Action, VmFail> {
         self.stats.l1_instructions += 1;
@@ -558,7 +739,7 @@ impl Nested {
         if full {
             self.shadow_to_vmcs12()?;
         }
-        let action = self.emulate(exit, vmcs, regs, mem, cr)?;
+        let action = self.emulate(exit, vmcs, host, cr)?;
         self.vmcs12_to_shadow(vmcs, full)?;
         Ok(action)
     }
@@ -568,11 +749,20 @@ impl Nested {
         &mut self,
         exit: &VmExit,
         vmcs: &mut Vmcs<'_>,
-        regs: &mut GuestRegisters,
-        mem: &GuestMemory,
+        host: &mut dyn L1Host,
         cr: CrPolicy,
     ) -> Result<Action, VmFail> {
         let cx = Self::context(vmcs, cr)?;
+        match exit {
+            VmExit::Vmlaunch { .. } => {
+                return self.enter(&cx, EntryInstruction::Vmlaunch, vmcs, host, cr);
+            }
+            VmExit::Vmresume { .. } => {
+                return self.enter(&cx, EntryInstruction::Vmresume, vmcs, host, cr);
+            }
+            _ => {}
+        }
+        let (regs, mem) = host.parts();
         let reg = |r: GpReg, vmcs: &Vmcs<'_>| -> Result<u64, VmFail> {
             match regs.gpr(r) {
                 Some(v) => Ok(v),
@@ -702,12 +892,6 @@ impl Nested {
                 let o = self.l1.invvpid(&cx, kind, descriptor, 48);
                 Self::finish(vmcs, &o)
             }
-            VmExit::Vmlaunch { .. } => {
-                self.enter(&cx, EntryInstruction::Vmlaunch, vmcs, regs, mem, cr)
-            }
-            VmExit::Vmresume { .. } => {
-                self.enter(&cx, EntryInstruction::Vmresume, vmcs, regs, mem, cr)
-            }
             // VMFUNC: L1 is offered no VM functions.
             _ => Ok(Action::InvalidOpcode),
         }
@@ -749,19 +933,24 @@ impl Nested {
         cx: &L1Context,
         instruction: EntryInstruction,
         vmcs: &mut Vmcs<'_>,
-        regs: &mut GuestRegisters,
-        mem: &GuestMemory,
+        host: &mut dyn L1Host,
         cr: CrPolicy,
     ) -> Result<Action, VmFail> {
-        let mut ram = Ram(mem);
-        let entry = self.l1.enter_l2(
-            cx,
-            instruction,
-            CpuFacts::from_cpuid(),
-            &mut ram,
-            &mut |_: &check::Violation| {},
-            &mut NoMsrLists,
-        );
+        let mut lists = ListMsrs::new(&self.msrs, *host.scratch_msr(), None);
+        let entry = {
+            let (_, mem) = host.parts();
+            self.l1.enter_l2(
+                cx,
+                instruction,
+                CpuFacts::from_cpuid(),
+                &mut Ram(mem),
+                &mut |_: &check::Violation| {},
+                &mut lists,
+            )
+        };
+        *host.scratch_msr() = lists.scratch;
+        self.stats.list_msrs += lists.processed;
+        let loads = lists.loads;
         match entry {
             Err(e) => {
                 println!("mini-hv: nested: VMCS12 cannot be checked: {e}");
@@ -773,25 +962,53 @@ impl Nested {
             }
             Ok(L2Entry::EntryFailure { .. }) => {
                 self.stats.l1_entry_refused += 1;
-                match self
-                    .l1
-                    .exit_after_failed_entry(vmcs, &mut ram, &mut NoMsrLists)
-                {
-                    Ok(Reflected::Resume) => {
-                        Self::apply_cr_policy(vmcs, cr)?;
-                        Ok(Action::Resume)
-                    }
-                    Ok(Reflected::Abort(abort)) => {
-                        println!("mini-hv: nested: VMX abort {abort:?} of L1 (shutdown)");
-                        Ok(Action::Stop)
-                    }
-                    Err(e) => {
-                        println!("mini-hv: nested: {e}");
-                        Ok(Action::Stop)
-                    }
-                }
+                // The entries loaded before the failing one stay loaded (into L1's registers,
+                // which the host-state load then partly replaces).
+                loads.apply(vmcs)?;
+                self.exit_to_l1(vmcs, host, cr, None)
             }
-            Ok(L2Entry::Enter) => self.run_l2(vmcs, regs, mem, cr),
+            Ok(L2Entry::Enter) => self.run_l2(vmcs, host, cr, loads),
+        }
+    }
+
+    /// L1's side of a VM exit: VMCS12's host state and VM-exit MSR-load area into L1's state
+    /// (VMCS01), after a reflected exit of L2 (`l2`: VMCS02's state and exit information, how
+    /// it was built) or a VM-entry failure (`None`).
+    fn exit_to_l1(
+        &mut self,
+        vmcs: &mut Vmcs<'_>,
+        host: &mut dyn L1Host,
+        cr: CrPolicy,
+        l2: Option<(&SoftVmcs, &SoftVmcs, &Vmcs02)>,
+    ) -> Result<Action, VmFail> {
+        let mut lists = ListMsrs::new(&self.msrs, *host.scratch_msr(), l2.map(|(_, v02, _)| v02));
+        let reflected = {
+            let (_, mem) = host.parts();
+            let mut ram = Ram(mem);
+            match l2 {
+                Some((info, vmcs02, built)) => self
+                    .l1
+                    .reflect_exit(info, vmcs02, built, vmcs, &mut ram, &mut lists),
+                None => self.l1.exit_after_failed_entry(vmcs, &mut ram, &mut lists),
+            }
+        };
+        *host.scratch_msr() = lists.scratch;
+        self.stats.list_msrs += lists.processed;
+        let loads = lists.loads;
+        match reflected {
+            Ok(Reflected::Resume) => {
+                loads.apply(vmcs)?;
+                Self::apply_cr_policy(vmcs, cr)?;
+                Ok(Action::Resume)
+            }
+            Ok(Reflected::Abort(abort)) => {
+                println!("mini-hv: nested: VMX abort {abort:?} of L1 (shutdown)");
+                Ok(Action::Stop)
+            }
+            Err(e) => {
+                println!("mini-hv: nested: reflecting to L1 failed: {e}");
+                Ok(Action::Stop)
+            }
         }
     }
 
@@ -802,13 +1019,14 @@ impl Nested {
         unsafe { vmx_core::instructions::vmptrld(self.vmcs01_phys) }
     }
 
-    /// Runs L2 with VMCS02 until an exit that belongs to L1, then reflects it.
+    /// Runs L2 with VMCS02 until an exit that belongs to L1, then reflects it. `entry_msrs`
+    /// holds what VMCS12's VM-entry MSR-load area loaded into registers VMCS02 has fields for.
     fn run_l2(
         &mut self,
         vmcs: &mut Vmcs<'_>,
-        regs: &mut GuestRegisters,
-        mem: &GuestMemory,
+        host: &mut dyn L1Host,
         cr: CrPolicy,
+        entry_msrs: FieldLoads,
     ) -> Result<Action, VmFail> {
         // VMCS01 (current) as software: L0's host state, L1's registers.
         let vmcs01 = match SoftVmcs::from_snapshot(&self.real, &VmcsSnapshot::capture(vmcs)?) {
@@ -835,12 +1053,15 @@ impl Nested {
         let Some(vmcs12) = self.l1.current_vmcs() else {
             return Ok(Action::Stop);
         };
-        let mut ram = Ram(mem);
-        let merged = merge_msr_bitmap(vmcs12, &mut ram, self.l0_msr, self.msr02)
-            .and_then(|()| merge_io_bitmaps(vmcs12, &mut ram, self.l0_io, self.io02));
-        if let Err(e) = merged {
-            println!("mini-hv: nested: {e}");
-            return Ok(Action::Stop);
+        {
+            let (_, mem) = host.parts();
+            let mut ram = Ram(mem);
+            let merged = merge_msr_bitmap(vmcs12, &mut ram, self.l0_msr, self.msr02)
+                .and_then(|()| merge_io_bitmaps(vmcs12, &mut ram, self.l0_io, self.io02));
+            if let Err(e) = merged {
+                println!("mini-hv: nested: {e}");
+                return Ok(Action::Stop);
+            }
         }
         let c01 = vmcs.read_controls()?;
         let mut own = ControlSet::EMPTY;
@@ -848,6 +1069,8 @@ impl Nested {
             & (PinBasedControls::EXTERNAL_INTERRUPT_EXITING
                 | PinBasedControls::NMI_EXITING
                 | PinBasedControls::ACTIVATE_VMX_PREEMPTION_TIMER);
+        // L0 waits out L2's HLT itself where L1 lets it through (its wake-up timer).
+        own.proc = c01.proc & PrimaryControls::HLT_EXITING;
         own.exit = c01.exit;
         let io02 = super::identity(core::ptr::from_ref(&*self.io02).cast()).unwrap_or(0);
         let part = L0Part {
@@ -886,16 +1109,28 @@ impl Nested {
                 return Ok(Action::Stop);
             }
         };
-        // VMCS02 was cleared: VMLAUNCH, then VMRESUME after each exit L0 resolves itself (an
-        // EPT violation EPT02 lacked a page for) until an exit that is L1's.
+        // SDM 27.4: the VM-entry MSR-load area is loaded after the guest state.
+        entry_msrs.apply(&mut hw)?;
+        // L1's VMX-preemption timer runs in VMCS02: L2's HLT then waits for it, not for L0's.
+        let l1_timer_governs = built.timer_is_l1s
+            && built
+                .controls
+                .pin
+                .contains(PinBasedControls::ACTIVATE_VMX_PREEMPTION_TIMER);
+        // VMCS02 was cleared: VMLAUNCH, then VMRESUME after each exit L0 handles itself (an EPT
+        // violation EPT02 lacked a page for, an exit L1 does not intercept) until one is L1's.
         let mut cache = HostStateCache::new();
         let mut launched = false;
-        let ept12_exit = loop {
+        let reflect_info = loop {
             self.stats.l2_entries += 1;
-            // SAFETY: VMCS02 is current; its host state is VMCS01's (this host) with HOST_RSP
-            // and HOST_RIP the trampoline's (written through `cache`); it runs L2 on EPT02 or
-            // L0's EPT of L1's memory; CR4.OSFXSR set, CR0.TS/EM clear (boot code).
-            let entered = unsafe { vmcs.processor_mut().vm_entry(regs, &mut cache, launched) };
+            let entered = {
+                let (regs, _) = host.parts();
+                // SAFETY: VMCS02 is current; its host state is VMCS01's (this host) with
+                // HOST_RSP and HOST_RIP the trampoline's (written through `cache`); it runs L2
+                // on EPT02 or L0's EPT of L1's memory; CR4.OSFXSR set, CR0.TS/EM clear (boot
+                // code).
+                unsafe { vmcs.processor_mut().vm_entry(regs, &mut cache, launched) }
+            };
             if let Err(fail) = entered {
                 self.back_to_vmcs01()?;
                 println!("mini-hv: nested: VM entry of VMCS02 failed: {fail}");
@@ -931,24 +1166,29 @@ impl Nested {
                     return Ok(Action::Stop);
                 }
             };
-            let l2 = L2Registers {
-                frame: regs,
-                rsp: hw.read_raw(fields::GUEST_RSP.encoding())?,
-                ia32_xss: 0,
+            let rsp = hw.read_raw(fields::GUEST_RSP.encoding())?;
+            let owner = {
+                let (regs, mem) = host.parts();
+                let l2 = L2Registers {
+                    frame: regs,
+                    rsp,
+                    ia32_xss: 0,
+                };
+                exit_owner(&exit, vmcs12, &mut Ram(mem), &l2, built.timer_is_l1s)?
             };
-            let owner = exit_owner(&exit, vmcs12, &mut ram, &l2, built.timer_is_l1s)?;
             let rip = hw.read_raw(fields::GUEST_RIP.encoding())?;
-            match (owner, exit, eptp12) {
+            let exit = match (owner, exit, eptp12) {
                 (ExitOwner::L1, ..) => break None,
                 (ExitOwner::Ept12, VmExit::EptViolation { guest_physical, .. }, Some(eptp12)) => {
                     let qualification = hw.read_raw(fields::EXIT_QUALIFICATION.encoding())?;
+                    let (_, mem) = host.parts();
                     let resolved = resolve_ept_violation(
                         eptp12,
                         self.l1.caps().ept_vpid,
                         super::phys_addr_width(),
                         guest_physical,
                         qualification,
-                        &mut ram,
+                        &mut Ram(mem),
                         &L1Ram(mem),
                         &mut self.ept02,
                     );
@@ -959,10 +1199,11 @@ impl Nested {
                             // SAFETY: `invept02` invalidated EPT02's translations on this, the
                             // only processor that uses EPT02.
                             unsafe { self.ept02.assume_flushed(flush) };
+                            continue;
                         }
                         Ok(Ept02Resolution::Reflect(e)) => {
                             self.stats.ept12_exits += 1;
-                            break Some(e);
+                            break Some(e.exit_info(&hw));
                         }
                         Ok(Ept02Resolution::L1Access { l1_physical }) => {
                             self.back_to_vmcs01()?;
@@ -979,24 +1220,24 @@ impl Nested {
                         }
                     }
                 }
-                (_, exit, _) => {
+                (_, exit, _) => exit,
+            };
+            // L0's own exit of L2: what L1's processor does with it, on L2's behalf.
+            self.stats.l0_handled += 1;
+            match self.l0_exit(exit, &mut hw, vmcs, host, l1_timer_governs)? {
+                ControlFlow::Continue(()) => {}
+                ControlFlow::Break(()) => {
                     self.back_to_vmcs01()?;
-                    match exit {
-                        VmExit::PreemptionTimerExpired => println!(
-                            "mini-hv: nested: watchdog: L2 ran without a VM exit (RIP {rip:#x}); \
-                             stopping"
-                        ),
-                        other => println!(
-                            "mini-hv: nested: L2's exit at RIP {rip:#x} is L0's ({other}), which \
-                             emulates nothing else for L2; stopping"
-                        ),
-                    }
+                    println!("mini-hv: nested: L0 stopped L2 at RIP {rip:#x}");
                     return Ok(Action::Stop);
                 }
             }
+            // An exception L0 raised in L2 that L1 intercepts is an exit to L1 instead.
+            if let Some(info) = self.intercepted_injection(&hw, vmcs12)? {
+                self.stats.l0_exceptions_reflected += 1;
+                break Some(info);
+            }
         };
-        // An exit EPT12 causes carries EPT12's reason and qualification.
-        let info = ept12_exit.map(|e| e.exit_info(&hw));
         // L2's state as the processor left it, then L1's.
         let vmcs02 = SoftVmcs::from_snapshot(&self.real, &VmcsSnapshot::capture(&hw)?);
         self.back_to_vmcs01()?;
@@ -1008,24 +1249,118 @@ impl Nested {
             }
         };
         self.stats.reflected += 1;
-        let info = info.as_ref().unwrap_or(&vmcs02);
-        match self
-            .l1
-            .reflect_exit(info, &vmcs02, &built, vmcs, &mut ram, &mut NoMsrLists)
-        {
-            Ok(Reflected::Resume) => {
-                Self::apply_cr_policy(vmcs, cr)?;
-                Ok(Action::Resume)
+        let info = reflect_info.as_ref().unwrap_or(&vmcs02);
+        self.exit_to_l1(vmcs, host, cr, Some((info, &vmcs02, &built)))
+    }
+
+    /// An exit of L2 that L1 does not intercept, handled by L0 as L1's processor would: L2 runs
+    /// on L1's (virtual) processor, so its RDMSR, WRMSR, I/O, HLT, EPT violations outside EPT12
+    /// (L0's MMIO device), external interrupts and L0's timer meet what L1's own would, on
+    /// VMCS02 (current); the VMX capability MSRs L1 is shown, L0 answers here. `Break`: L0
+    /// stops L2 (printed).
+    fn l0_exit(
+        &self,
+        exit: VmExit,
+        hw: &mut HardwareVmcs,
+        vmcs: &mut Vmcs<'_>,
+        host: &mut dyn L1Host,
+        l1_timer_governs: bool,
+    ) -> Result<ControlFlow<()>, VmFail> {
+        let stopped = |flow: Flow<Stopped>| flow.map(|f| f.map_break(|Stopped| ()));
+        match exit {
+            VmExit::Rdmsr { length } => {
+                let (regs, _) = host.parts();
+                let msr = regs.rcx as u32;
+                if let Some(value) = self.vmx_msr(msr) {
+                    regs.rax = value & 0xffff_ffff;
+                    regs.rdx = value >> 32;
+                    return stopped(skip(vmcs, length.get()));
+                }
             }
-            Ok(Reflected::Abort(abort)) => {
-                println!("mini-hv: nested: VMX abort {abort:?} of L1 (shutdown)");
-                Ok(Action::Stop)
+            VmExit::Wrmsr { .. } => {
+                let (regs, _) = host.parts();
+                if self.vmx_msr(regs.rcx as u32).is_some() {
+                    // Read-only (IA32_FEATURE_CONTROL is locked).
+                    return stopped(inject(vmcs, Exception::GP, Some(0)));
+                }
             }
-            Err(e) => {
-                println!("mini-hv: nested: reflecting L2's exit failed: {e}");
-                Ok(Action::Stop)
+            // With L1's VMX-preemption timer in VMCS02, L2's HLT lasts until that timer expires
+            // (an exit of L1's) rather than until L0's wake-up.
+            VmExit::Hlt { length } if l1_timer_governs => {
+                if stopped(skip(vmcs, length.get()))?.is_break() {
+                    return Ok(ControlFlow::Break(()));
+                }
+                hw.write(fields::GUEST_ACTIVITY_STATE, ActivityState::Hlt)?;
+                return Ok(ControlFlow::Continue(()));
             }
+            VmExit::ControlRegisterAccess { qualification, .. } => {
+                // L0's CR0/CR4 bits would need L2's value merged with L1's masks and shadows.
+                println!(
+                    "mini-hv: nested: L2's {qualification} touches only control-register bits \
+                     L0 owns, which L0 does not emulate for L2"
+                );
+                return Ok(ControlFlow::Break(()));
+            }
+            _ => {}
         }
+        host.l2_exit(exit, vmcs)
+    }
+
+    /// The VMX MSRs L1 is shown (IA32_FEATURE_CONTROL and the capability MSRs), which L0
+    /// answers for L2 too.
+    fn vmx_msr(&self, msr: u32) -> Option<u64> {
+        if msr == vmx_caps::msr::IA32_FEATURE_CONTROL {
+            return Some(abi::FEATURE_CONTROL_NESTED_VALUE);
+        }
+        self.rdmsr(msr)
+    }
+
+    /// After L0 handled an exit of L2: the exception it injects into L2 (VMCS02's VM-entry
+    /// interruption information), when VMCS12's exception bitmap (with the page-fault
+    /// error-code mask and match) makes it an exit of L1 (SDM 26.2 "Other Causes of VM
+    /// Exits": an exception in L2 that L1 intercepts exits instead of being delivered): the
+    /// exit information of that exit (reason 0, the event as the VM-exit interruption
+    /// information; L2's RIP still at the instruction that faulted).
+    fn intercepted_injection(
+        &self,
+        hw: &HardwareVmcs,
+        vmcs12: &SoftVmcs,
+    ) -> Result<Option<SoftVmcs>, VmFail> {
+        let injected = hw.read_raw(fields::VM_ENTRY_INTERRUPTION_INFORMATION.encoding())?;
+        // Valid (bit 31), type 3 (hardware exception).
+        if injected & (1 << 31) == 0 || (injected >> 8) & 7 != 3 {
+            return Ok(None);
+        }
+        let vector = injected & 0xff;
+        let bitmap = vmcs12.read_raw(fields::EXCEPTION_BITMAP.encoding())?;
+        let error = hw.read_raw(fields::VM_ENTRY_EXCEPTION_ERROR_CODE.encoding())?;
+        let mut exits = bitmap & (1 << vector) != 0;
+        if vector == 14 {
+            let mask = vmcs12.read_raw(fields::PAGE_FAULT_ERROR_CODE_MASK.encoding())?;
+            let matching = vmcs12.read_raw(fields::PAGE_FAULT_ERROR_CODE_MATCH.encoding())?;
+            exits = exits == (error & mask == matching);
+        }
+        if !exits {
+            return Ok(None);
+        }
+        let mut info = match SoftVmcs::from_snapshot(&self.real, &VmcsSnapshot::capture(hw)?) {
+            Ok(v) => v,
+            Err(_) => return Ok(None),
+        };
+        for (f, v) in [
+            (fields::EXIT_REASON.encoding(), 0),
+            (fields::EXIT_QUALIFICATION.encoding(), 0),
+            (
+                fields::VM_EXIT_INTERRUPTION_INFORMATION.encoding(),
+                injected & 0x8000_0fff,
+            ),
+            (fields::VM_EXIT_INTERRUPTION_ERROR_CODE.encoding(), error),
+            (fields::IDT_VECTORING_INFORMATION.encoding(), 0),
+            (fields::VM_EXIT_INSTRUCTION_LENGTH.encoding(), 0),
+        ] {
+            info.store(f, v)?;
+        }
+        Ok(Some(info))
     }
 }
 

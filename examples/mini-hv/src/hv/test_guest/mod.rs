@@ -237,7 +237,9 @@ fn run_guest(
     if let Some(shadowing) = nested::requested() {
         let msr_bitmap: &'static MsrBitmap = msr_bitmap;
         let io_bitmaps: &'static IoBitmaps = io_bitmaps;
-        match nested::Nested::new(caps, active.phys_addr(), msr_bitmap, io_bitmaps, shadowing) {
+        match nested::Nested::new(caps, active.phys_addr(), msr_bitmap, io_bitmaps, shadowing)
+            .and_then(nested::Nested::into_frames)
+        {
             Some(n) => vcpu.nested = Some(n),
             None => return Outcome::Fail,
         }

@@ -123,7 +123,7 @@ pub struct Vcpu {
     /// The guest's stamp cost for the breakdown ([`abi::HC_BREAKDOWN`]).
     guest_stamp_cost: u64,
     /// Nested VMX: VMX offered to the guest (`mini-hv.nested=1`).
-    pub nested: Option<super::nested::Nested>,
+    pub nested: Option<&'static mut super::nested::Nested>,
 }
 
 /// A test's result as the guest reported it.
@@ -717,7 +717,7 @@ impl Guest for Vcpu {
     }
 
     fn refuses_cr4(&self, value: u64) -> bool {
-        super::nested::clears_vmxe_in_vmx_operation(self.nested.as_ref(), value)
+        super::nested::clears_vmxe_in_vmx_operation(self.nested.as_deref(), value)
     }
 
     /// #GP(0): what this hypervisor answers an EPT violation of unbacked guest-physical memory
@@ -752,11 +752,14 @@ impl Guest for Vcpu {
     /// #UD, or L0's emulation where VMX is offered to the guest (`mini-hv.nested=1`).
     fn vmx_instruction(&mut self, vmx: &VmExit, vmcs: &mut Vmcs<'_>) -> Flow<Leave> {
         let cr = Vcpu::cr(self);
-        let Some(nested) = self.nested.as_mut() else {
+        // Out of `self` while it runs: L0 handles L2's exits with the rest of the vCPU.
+        let Some(nested) = self.nested.take() else {
             return inject(vmcs, UD, None);
         };
         use super::nested::Action;
-        match nested.instruction(vmx, vmcs, &mut self.regs, &self.mem, cr)? {
+        let action = nested.instruction(vmx, vmcs, self, cr);
+        self.nested = Some(nested);
+        match action? {
             Action::Skip => skip(vmcs, vmx_length(vmx)),
             Action::InvalidOpcode => inject(vmcs, UD, None),
             Action::GeneralProtection => inject(vmcs, GP, Some(0)),
@@ -992,3 +995,20 @@ pub const EXPECTED_EXITS: &[u64] = &[
     reason::WRMSR,
     reason::EPT_VIOLATION,
 ];
+
+/// L1's virtual processor as the nested emulation uses it: L2's exits that L1 does not intercept
+/// go through the shared dispatcher with this vCPU's policy (its MSRs, ports, MMIO device, HLT
+/// wake-up and watchdog), on VMCS02.
+impl super::nested::L1Host for Vcpu {
+    fn parts(&mut self) -> (&mut GuestRegisters, &GuestMemory) {
+        (&mut self.regs, &self.mem)
+    }
+
+    fn scratch_msr(&mut self) -> &mut u64 {
+        &mut self.scratch_msr
+    }
+
+    fn l2_exit(&mut self, exit: VmExit, vmcs: &mut Vmcs<'_>) -> Result<ControlFlow<()>, VmFail> {
+        dispatch::dispatch(self, exit, vmcs, &mut probe::Off).map(|f| f.map_break(|_| ()))
+    }
+}
