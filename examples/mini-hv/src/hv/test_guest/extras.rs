@@ -5,10 +5,7 @@
 //! when its controls were negotiated; the guest learns which through [`abi::HC_FEATURES`] and
 //! reports the others as skipped, which [`model_lacks`] checks against the capability MSRs.
 
-use ept::{
-    EptMapper, GuestPhysAddr, HostPhysAddr, LeafAttributes, MemoryType, OffsetPhysToVirt,
-    Permissions, ThisCpuOnly,
-};
+use ept::{EptMapper, LeafAttributes, MemoryType, OffsetPhysToVirt, Permissions};
 use vmcs::structures::{
     ApicAccessPage, ApicRegister, EptpList, GuestInterruptStatus, InFrame, PmlLog,
     VeInformationArea, VectorSet, VirtualApicPage, write_eoi_exit_bitmap,
@@ -302,16 +299,8 @@ fn eptp_views(
             abi::RAM_SIZE - page - 4096,
         ),
     ];
-    // SAFETY: this hypervisor runs on one processor: no other one has used this EPT.
-    let mut this_cpu = unsafe { ThisCpuOnly::new(vmcs.root()) };
     for (gpa, hpa, len) in ranges {
-        let flush = view.map(
-            GuestPhysAddr::new_truncate(gpa),
-            HostPhysAddr::new_truncate(hpa),
-            len,
-            attrs,
-        )?;
-        view.flush(flush, &mut this_cpu)?;
+        super::ept_map(&mut view, vmcs.root(), gpa, hpa, len, attrs)?;
     }
     // SAFETY: a fresh identity-mapped frame, used only as this list for the rest of the run.
     let list = unsafe { EptpList::from_frame(frame()? as *mut u8)? };
