@@ -1,6 +1,6 @@
 //! The vCPU core both guests share: the run loop ([`run`]: VM entry, the exit read, counted and
-//! decoded, its handling) and the exit dispatcher: one `match` on the decoded [`VmExit`] for the exits every
-//! guest of this hypervisor meets the same way — CPUID, RDMSR/WRMSR, non-string I/O, HLT, MOV to
+//! decoded, its handling) and the exit dispatcher ([`dispatch`]): one `match` on the decoded
+//! [`VmExit`] for the exits every guest of this hypervisor meets the same way — CPUID, RDMSR/WRMSR, non-string I/O, HLT, MOV to
 //! CR0/CR4, XSETBV, INVD/WBINVD, MONITOR/MWAIT and the VMX instructions — asking the guest's
 //! personality ([`Guest`]) only for its policy (which CPUID bits it sees, which MSRs and ports it
 //! has, how it waits after HLT, what touching memory that is not its own does). Every other exit
@@ -39,6 +39,8 @@ pub trait Guest {
     /// Why the run loop is left (the hypervisor's own stop among the reasons).
     type Stop: From<Stopped>;
 
+    // The state the shared handlers use.
+
     /// The guest's general-purpose registers (but RSP, which is in the VMCS).
     fn regs(&mut self) -> &mut GuestRegisters;
 
@@ -47,6 +49,8 @@ pub trait Guest {
 
     /// The XCR0 bits XSETBV may set (the processor's; empty without XSAVE).
     fn xcr0_supported(&self) -> Xcr0;
+
+    // The guest's policy for the shared exits.
 
     /// CPUID as the guest sees it: EAX, EBX, ECX, EDX of `leaf`/`subleaf`; `guest_cr4` is the
     /// guest's view of CR4, read for leaf 1 only (OSXSAVE), empty otherwise.
@@ -90,8 +94,12 @@ pub trait Guest {
         inject(vmcs, Exception::UD, None)
     }
 
+    // The guest's own exits.
+
     /// Every exit the shared dispatcher does not handle.
     fn other(&mut self, exit: VmExit, vmcs: &mut Vmcs<'_>) -> Flow<Self::Stop>;
+
+    // The run loop's bookkeeping.
 
     /// The most VM exits a run may make; beyond, it is stopped as a runaway.
     const MAX_EXITS: u64 = u64::MAX;
