@@ -36,6 +36,18 @@ pub enum Reflected {
     Abort(VmxAbort),
 }
 
+/// The first half of a reflected exit ([`L1VmxState::save_exit`]): L2's state saved into
+/// VMCS12, and what [`L1VmxState::complete_exit`] needs of the processor's registers at the
+/// exit (or the VMX abort saving ended in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SavedExit(Saved);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Saved {
+    Registers(CurrentRegs),
+    Abort(VmxAbort),
+}
+
 /// Why an exit could not be reflected (not an outcome L1 can see: L0's own fault).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ReflectError {
@@ -77,6 +89,7 @@ const CR4_PCIDE: u64 = 1 << 17;
 /// The processor's registers at the moment of the exit that a VM exit partly keeps (SDM 28.5.1):
 /// CR0 and CR4 (the bits not loaded), IA32_EFER, IA32_PAT and IA32_PERF_GLOBAL_CTRL (kept
 /// without their "load" control) and IA-32e mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct CurrentRegs {
     cr0: u64,
     cr4: u64,
@@ -139,6 +152,32 @@ impl L1VmxState {
         I: VmcsRead + ?Sized,
         V02: VmcsRead + ?Sized,
         V01: VmcsWrite + ?Sized,
+        M: GuestMemory + ?Sized,
+        G: GuestMsrs + ?Sized,
+    {
+        let saved = self.save_exit(info, vmcs02, built, mem, msrs)?;
+        self.complete_exit(saved, vmcs01, mem, msrs)
+    }
+
+    /// The first half of [`L1VmxState::reflect_exit`], which needs only VMCS02 (and VMCS12):
+    /// the exit information, L2's guest state and the VM-exit MSR-store area (SDM 28.2 to 28.4).
+    /// L0 calls it while VMCS02 is still the current VMCS, then [`L1VmxState::complete_exit`]
+    /// with VMCS01, without a copy of either.
+    ///
+    /// # Errors
+    ///
+    /// As [`L1VmxState::reflect_exit`].
+    pub fn save_exit<I, V02, M, G>(
+        &mut self,
+        info: &I,
+        vmcs02: &V02,
+        built: &Vmcs02,
+        mem: &mut M,
+        msrs: &mut G,
+    ) -> Result<SavedExit, ReflectError>
+    where
+        I: VmcsRead + ?Sized,
+        V02: VmcsRead + ?Sized,
         M: GuestMemory + ?Sized,
         G: GuestMsrs + ?Sized,
     {
@@ -228,7 +267,8 @@ impl L1VmxState {
         // Beyond the recommended maximum the SDM leaves the outcome undefined (Vol. 3D, A.6:
         // "undefined processor behavior may result"): L0 makes it the abort of a failed store.
         if store_count > u64::from(self.caps.misc.max_msr_list_entries()) {
-            return Ok(Self::abort(mem, pointer, VmxAbort::SavingGuestMsrs));
+            Self::abort(mem, pointer, VmxAbort::SavingGuestMsrs);
+            return Ok(SavedExit(Saved::Abort(VmxAbort::SavingGuestMsrs)));
         }
         for i in 0..store_count {
             let entry = store_area.wrapping_add(16 * i);
@@ -244,13 +284,37 @@ impl L1VmxState {
                         .is_some_and(|v| mem.write(entry + 8, &v.to_le_bytes()).is_ok())
             };
             if !stored {
-                return Ok(Self::abort(mem, pointer, VmxAbort::SavingGuestMsrs));
+                Self::abort(mem, pointer, VmxAbort::SavingGuestMsrs);
+                return Ok(SavedExit(Saved::Abort(VmxAbort::SavingGuestMsrs)));
             }
         }
+        // L2's registers at the exit are the current ones for 28.5 and 28.6.
+        Ok(SavedExit(Saved::Registers(CurrentRegs::read(vmcs02)?)))
+    }
 
-        // 28.5 and 28.6: L2's registers at the exit are the current ones.
-        let regs = CurrentRegs::read(vmcs02)?;
-        self.load_host_state(&regs, vmcs01, mem, msrs)
+    /// The second half of [`L1VmxState::reflect_exit`] after [`L1VmxState::save_exit`]:
+    /// VMCS12's host state into VMCS01 and the VM-exit MSR-load area (SDM 28.5, 28.6), or the
+    /// VMX abort saving ended in.
+    ///
+    /// # Errors
+    ///
+    /// As [`L1VmxState::reflect_exit`].
+    pub fn complete_exit<V01, M, G>(
+        &mut self,
+        saved: SavedExit,
+        vmcs01: &mut V01,
+        mem: &mut M,
+        msrs: &mut G,
+    ) -> Result<Reflected, ReflectError>
+    where
+        V01: VmcsWrite + ?Sized,
+        M: GuestMemory + ?Sized,
+        G: GuestMsrs + ?Sized,
+    {
+        match saved.0 {
+            Saved::Registers(regs) => self.load_host_state(&regs, vmcs01, mem, msrs),
+            Saved::Abort(abort) => Ok(Reflected::Abort(abort)),
+        }
     }
 
     /// A VM-entry failure of L1's VMLAUNCH or VMRESUME (after [`L1VmxState::enter_l2`] returned

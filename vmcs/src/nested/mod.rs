@@ -65,14 +65,16 @@ use crate::check::{EntryInstruction, LaunchState, MemoryError, PhysMemory};
 use crate::fields;
 use crate::soft::SoftVmcs;
 
+mod dirty;
 mod entry;
 mod ept02;
 mod exit;
 mod shadow;
 mod vmcs02;
+pub use dirty::DirtyFields;
 pub use entry::L2Entry;
 pub use ept02::{Ept01, Ept02Resolution, Ept12Exit, L1Page, clear_ept02, resolve_ept_violation};
-pub use exit::{ReflectError, Reflected, VmxAbort};
+pub use exit::{ReflectError, Reflected, SavedExit, VmxAbort};
 pub use shadow::{SHADOWED_FIELDS, shadow_bitmaps, sync_from_shadow, sync_to_shadow};
 pub use vmcs02::{
     GuestMsrs, L0Part, VMCS02_CONTROLS, Vmcs02, Vmcs02Error, build_vmcs02, load_entry_msrs,
@@ -253,6 +255,8 @@ struct Current {
     vmcs: SoftVmcs,
     launch: LaunchState,
     shadow: bool,
+    /// Fields L1 changed since L0 last took them.
+    dirty: DirtyFields,
 }
 
 /// L1's VMX state as its (virtual) processor holds it: in VMX operation or not, the VMXON
@@ -319,6 +323,46 @@ impl L1VmxState {
     /// The current VMCS (VMCS12) for writing, if any: for L0 to store VM-exit information.
     pub fn current_vmcs_mut(&mut self) -> Option<&mut SoftVmcs> {
         self.current.as_mut().map(|c| &mut c.vmcs)
+    }
+
+    /// The fields of the current VMCS L1 changed since the last call (by VMWRITE, through
+    /// [`L1VmxState::sync_from_shadow`] or [`L1VmxState::mark_dirty`]; every field after the
+    /// VMPTRLD that made it current), and from now none: what L0 must carry into a VMCS02 it
+    /// keeps. Without a current VMCS, every field.
+    pub fn take_dirty(&mut self) -> DirtyFields {
+        match self.current.as_mut() {
+            Some(c) => core::mem::take(&mut c.dirty),
+            None => DirtyFields::all(),
+        }
+    }
+
+    /// Marks a field of the current VMCS changed (L0 changed it through
+    /// [`L1VmxState::current_vmcs_mut`] on L1's behalf).
+    pub fn mark_dirty(&mut self, encoding: u32) {
+        if let Some(c) = self.current.as_mut() {
+            c.dirty.mark(encoding);
+        }
+    }
+
+    /// [`sync_from_shadow`] into the current VMCS, marking the fields whose value changed (L1's
+    /// VMWRITEs that went to the shadow VMCS without an exit). Nothing without a current VMCS.
+    ///
+    /// # Errors
+    ///
+    /// As [`sync_from_shadow`].
+    pub fn sync_from_shadow(
+        &mut self,
+        shadow: &(impl VmcsRead + ?Sized),
+        shadowed: &[u32],
+        vmwrite: &crate::structures::ShadowBitmap,
+    ) -> Result<(), VmFail> {
+        let Some(c) = self.current.as_mut() else {
+            return Ok(());
+        };
+        let dirty = &mut c.dirty;
+        shadow::sync_from_shadow_with(shadow, &mut c.vmcs, shadowed, vmwrite, |encoding| {
+            dirty.mark(encoding);
+        })
     }
 
     /// The launch state of the current VMCS, if any.
@@ -430,6 +474,7 @@ impl L1VmxState {
             vmcs,
             launch,
             shadow,
+            dirty: DirtyFields::all(),
         }
     }
 
@@ -633,7 +678,10 @@ impl L1VmxState {
             return self.fail(VmInstructionError::UnsupportedVmcsComponent);
         };
         match c.vmcs.write_raw(encoding, value) {
-            Ok(()) => VmxOutcome::Succeed(()),
+            Ok(()) => {
+                c.dirty.mark(encoding);
+                VmxOutcome::Succeed(())
+            }
             Err(VmFail::Valid(error)) => self.fail(error),
             Err(VmFail::Invalid) => VmxOutcome::VmFailInvalid,
         }

@@ -129,13 +129,27 @@ pub fn sync_from_shadow(
     shadowed: &[u32],
     vmwrite: &ShadowBitmap,
 ) -> Result<(), VmFail> {
+    sync_from_shadow_with(shadow, vmcs12, shadowed, vmwrite, |_| {})
+}
+
+/// [`sync_from_shadow`], calling `changed` with the encoding of each field whose value it
+/// changed in VMCS12.
+pub(super) fn sync_from_shadow_with(
+    shadow: &(impl VmcsRead + ?Sized),
+    vmcs12: &mut SoftVmcs,
+    shadowed: &[u32],
+    vmwrite: &ShadowBitmap,
+    mut changed: impl FnMut(u32),
+) -> Result<(), VmFail> {
     for &encoding in shadowed {
         if vmwrite.exits_raw(u64::from(encoding)) {
             continue;
         }
-        let value = shadow.read_raw(encoding)?;
-        let width = FieldWidth::from_encoding(encoding);
-        vmcs12.store(encoding, value & width.mask())?;
+        let value = shadow.read_raw(encoding)? & FieldWidth::from_encoding(encoding).mask();
+        if vmcs12.read_raw(encoding) != Ok(value) {
+            vmcs12.store(encoding, value)?;
+            changed(encoding);
+        }
     }
     Ok(())
 }

@@ -26,15 +26,16 @@ use exits::inject::Exception;
 use exits::nested::{ExitOwner, L2Registers, exit_owner};
 use exits::{ExitReason, MemoryOperand, Operand, VmExit};
 use vmcs::check::{self, CpuFacts, EntryInstruction};
-use vmcs::nested::{Ept01, Ept02Resolution, L1Page, clear_ept02, resolve_ept_violation};
 use vmcs::nested::{
-    GuestMemory as L1Memory, GuestMsrs, L0Part, L1Context, L1VmxState, L2Entry, PointerOperand,
-    Reflected, SHADOWED_FIELDS, VMCS02_CONTROLS, Vmcs02, VmxFault, VmxOutcome, build_vmcs02,
-    merge_io_bitmaps, merge_msr_bitmap, shadow_bitmaps, sync_from_shadow, sync_to_shadow,
+    DirtyFields, GuestMemory as L1Memory, GuestMsrs, L0Part, L1Context, L1VmxState, L2Entry,
+    PointerOperand, Reflected, SHADOWED_FIELDS, SavedExit, VMCS02_CONTROLS, Vmcs02, VmxFault,
+    VmxOutcome, build_vmcs02, merge_io_bitmaps, merge_msr_bitmap, shadow_bitmaps, sync_to_shadow,
 };
+use vmcs::nested::{Ept01, Ept02Resolution, L1Page, clear_ept02, resolve_ept_violation};
 use vmcs::structures::{InFrame, IoBitmaps, MsrBitmap, ShadowBitmap};
 use vmcs::{
-    ActivityState, GuestSegment, HardwareVmcs, SoftVmcs, VmcsRead, VmcsSnapshot, VmcsWrite, fields,
+    ActivityState, FieldInfo, FieldType, GuestSegment, HardwareVmcs, SoftVmcs, VmcsRead,
+    VmcsSnapshot, VmcsWrite, fields,
 };
 use vmx_caps::arch::{Cr4, Efer, Rflags};
 use vmx_caps::virt::VirtualPolicy;
@@ -85,6 +86,17 @@ pub fn policy() -> VirtualPolicy {
     policy.without(SecondaryControls::UNRESTRICTED_GUEST | SecondaryControls::ENABLE_VPID)
 }
 
+/// A VMCS02 kept after an exit of L2 reflected to L1: valid for L1's next VMRESUME of the same
+/// VMCS12 with the same inputs from VMCS01 ([`Nested::reuse_vmcs02`]).
+struct Kept {
+    /// VMCS12's pointer.
+    pointer: u64,
+    /// How VMCS02 was built.
+    built: Vmcs02,
+    /// What of VMCS01 went into it ([`Nested::l1_inputs`]).
+    inputs: [u64; 8],
+}
+
 /// Exits and reflections of the nested run.
 pub struct Stats {
     /// L1's VMX instructions emulated.
@@ -109,6 +121,10 @@ pub struct Stats {
     pub l0_exceptions_reflected: u64,
     /// Entries of VMCS12's MSR-load and MSR-store areas L0 processed.
     pub list_msrs: u64,
+    /// VMCS02 built anew (every VMLAUNCH, and each VMRESUME after a change it cannot carry).
+    pub vmcs02_built: u64,
+    /// VMCS02 kept for a VMRESUME, only VMCS12's changed fields written into it.
+    pub vmcs02_kept: u64,
 }
 
 /// What the exit handler does after a VMX instruction of L1.
@@ -143,6 +159,8 @@ pub struct Nested {
     ept02: EptMapper<OffsetPhysToVirt, super::KernelFrames>,
     /// The EPTP12 whose translations EPT02 holds.
     ept02_for: Option<u64>,
+    /// VMCS02 as the last exit of L2 left it, for L1's next VMRESUME of the same VMCS12.
+    kept: Option<Kept>,
     /// Exits and reflections.
     pub stats: Stats,
 }
@@ -208,11 +226,11 @@ pub trait L1Host {
 /// state at an exit, loaded into VMCS02 after VM entry's guest state or into L1's state after
 /// the exit's host state (`FieldLoads::apply`). Every other MSR faults (a failed entry, a VMX
 /// abort), as the WRMSR or RDMSR would.
-struct ListMsrs<'a> {
+struct ListMsrs<'a, L: VmcsRead> {
     vmx: &'a MsrSnapshot,
     scratch: u64,
-    /// L2's state at the exit, for the VM-exit MSR-store area.
-    l2: Option<&'a SoftVmcs>,
+    /// L2's state at the exit (VMCS02), for the VM-exit MSR-store area.
+    l2: Option<&'a L>,
     /// Loads of MSRs held in guest-state fields, in order.
     loads: FieldLoads,
     /// Entries processed.
@@ -222,8 +240,8 @@ struct ListMsrs<'a> {
 /// Loads of VMCS-held MSRs one list may make before L0 refuses further ones.
 const PENDING_MAX: usize = 16;
 
-impl<'a> ListMsrs<'a> {
-    fn new(vmx: &'a MsrSnapshot, scratch: u64, l2: Option<&'a SoftVmcs>) -> Self {
+impl<'a, L: VmcsRead> ListMsrs<'a, L> {
+    fn new(vmx: &'a MsrSnapshot, scratch: u64, l2: Option<&'a L>) -> Self {
         Self {
             vmx,
             scratch,
@@ -282,7 +300,7 @@ fn valid_pat(pat: u64) -> bool {
         .all(|&t| matches!(t, 0 | 1 | 4..=7))
 }
 
-impl GuestMsrs for ListMsrs<'_> {
+impl<L: VmcsRead> GuestMsrs for ListMsrs<'_, L> {
     fn read(&mut self, msr: u32) -> Option<u64> {
         self.processed += 1;
         use vmx_caps::msr as m;
@@ -418,6 +436,7 @@ impl Nested {
             shadow,
             ept02,
             ept02_for: None,
+            kept: None,
             stats: Stats {
                 l1_instructions: 0,
                 l2_entries: 0,
@@ -430,6 +449,8 @@ impl Nested {
                 l0_handled: 0,
                 l0_exceptions_reflected: 0,
                 list_msrs: 0,
+                vmcs02_built: 0,
+                vmcs02_kept: 0,
             },
         })
     }
@@ -521,21 +542,20 @@ impl Nested {
         Ok(result)
     }
 
-    /// Before L0 reads VMCS12 for L1: what L1 wrote through the shadow VMCS goes to VMCS12.
+    /// Before L0 reads VMCS12 for L1: what L1 wrote through the shadow VMCS goes to VMCS12
+    /// (the fields it changed marked dirty for a kept VMCS02).
     fn shadow_to_vmcs12(&mut self) -> Result<(), VmFail> {
         let Some(shadow) = &mut self.shadow else {
             return Ok(());
         };
-        let Some(vmcs12) = self.l1.current_vmcs_mut() else {
-            return Ok(());
-        };
-        if !shadow.linked {
+        if !shadow.linked || self.l1.current_vmcs().is_none() {
             return Ok(());
         }
         shadow.syncs += 1;
         let vmwrite = &*shadow.vmwrite;
+        let l1 = &mut self.l1;
         Self::with_shadow(shadow.phys, self.vmcs01_phys, |hw| {
-            sync_from_shadow(hw, vmcs12, &SHADOWED_FIELDS, vmwrite)
+            l1.sync_from_shadow(hw, &SHADOWED_FIELDS, vmwrite)
         })?
     }
 
@@ -640,6 +660,11 @@ impl Nested {
              {} exceptions L0 raised in L2 reflected to L1 (L1 intercepts them), {} MSR-list \
              entries of VMCS12 processed",
             s.l0_handled, s.l0_exceptions_reflected, s.list_msrs
+        );
+        println!(
+            "mini-hv: nested: VMCS02 built {} times, kept for {} VMRESUMEs of L1 (only VMCS12's \
+             changed fields written)",
+            s.vmcs02_built, s.vmcs02_kept
         );
         if let Some(shadow) = &self.shadow {
             println!(
@@ -936,7 +961,7 @@ impl Nested {
         host: &mut dyn L1Host,
         cr: CrPolicy,
     ) -> Result<Action, VmFail> {
-        let mut lists = ListMsrs::new(&self.msrs, *host.scratch_msr(), None);
+        let mut lists = ListMsrs::<HardwareVmcs>::new(&self.msrs, *host.scratch_msr(), None);
         let entry = {
             let (_, mem) = host.parts();
             self.l1.enter_l2(
@@ -967,28 +992,26 @@ impl Nested {
                 loads.apply(vmcs)?;
                 self.exit_to_l1(vmcs, host, cr, None)
             }
-            Ok(L2Entry::Enter) => self.run_l2(vmcs, host, cr, loads),
+            Ok(L2Entry::Enter) => self.run_l2(vmcs, host, cr, loads, instruction),
         }
     }
 
     /// L1's side of a VM exit: VMCS12's host state and VM-exit MSR-load area into L1's state
-    /// (VMCS01), after a reflected exit of L2 (`l2`: VMCS02's state and exit information, how
-    /// it was built) or a VM-entry failure (`None`).
+    /// (VMCS01), after a reflected exit of L2 whose first half is `saved`
+    /// ([`L1VmxState::save_exit`]) or after a VM-entry failure (`None`).
     fn exit_to_l1(
         &mut self,
         vmcs: &mut Vmcs<'_>,
         host: &mut dyn L1Host,
         cr: CrPolicy,
-        l2: Option<(&SoftVmcs, &SoftVmcs, &Vmcs02)>,
+        saved: Option<SavedExit>,
     ) -> Result<Action, VmFail> {
-        let mut lists = ListMsrs::new(&self.msrs, *host.scratch_msr(), l2.map(|(_, v02, _)| v02));
+        let mut lists = ListMsrs::<HardwareVmcs>::new(&self.msrs, *host.scratch_msr(), None);
         let reflected = {
             let (_, mem) = host.parts();
             let mut ram = Ram(mem);
-            match l2 {
-                Some((info, vmcs02, built)) => self
-                    .l1
-                    .reflect_exit(info, vmcs02, built, vmcs, &mut ram, &mut lists),
+            match saved {
+                Some(saved) => self.l1.complete_exit(saved, vmcs, &mut ram, &mut lists),
                 None => self.l1.exit_after_failed_entry(vmcs, &mut ram, &mut lists),
             }
         };
@@ -1019,6 +1042,124 @@ impl Nested {
         unsafe { vmx_core::instructions::vmptrld(self.vmcs01_phys) }
     }
 
+    /// What of VMCS01 (L1's state) goes into VMCS02 besides L0's constant host state: L1's
+    /// IA32_EFER, IA32_PAT, DR7 and IA32_DEBUGCTL (L2's where VMCS12 loads none), the TSC
+    /// offset, and the controls L0 takes from it.
+    fn l1_inputs(vmcs: &Vmcs<'_>) -> Result<[u64; 8], VmFail> {
+        let c01 = vmcs.read_controls()?;
+        Ok([
+            vmcs.read_raw(fields::GUEST_IA32_EFER.encoding())?,
+            vmcs.read_raw(fields::GUEST_IA32_PAT.encoding())?,
+            vmcs.read_raw(fields::GUEST_DR7.encoding())?,
+            vmcs.read_raw(fields::GUEST_IA32_DEBUGCTL.encoding())?,
+            vmcs.read_raw(fields::TSC_OFFSET.encoding())?,
+            c01.pin.bits().into(),
+            c01.proc.bits().into(),
+            c01.exit.bits().into(),
+        ])
+    }
+
+    /// Whether a change of VMCS12's field `info` can be carried into a kept VMCS02 by copying
+    /// it (`Some(true)`), needs no action (`Some(false)`: the VM-exit information and the host
+    /// state, which VMCS02 does not take from VMCS12), or needs VMCS02 built again (`None`): the
+    /// guest state but
+    /// the fields VMCS02 derives from more than the field itself (CR0 and CR4 with the read
+    /// shadows, the registers VMCS02 may load with L1's values, the link pointer, the
+    /// VMX-preemption timer), and the VM-entry event fields.
+    fn carried(info: &FieldInfo) -> Option<bool> {
+        let e = info.encoding;
+        let derived = [
+            fields::GUEST_CR0.encoding(),
+            fields::GUEST_CR4.encoding(),
+            fields::GUEST_IA32_EFER.encoding(),
+            fields::GUEST_IA32_PAT.encoding(),
+            fields::GUEST_DR7.encoding(),
+            fields::GUEST_IA32_DEBUGCTL.encoding(),
+            fields::GUEST_IA32_PERF_GLOBAL_CTRL.encoding(),
+            fields::VMCS_LINK_POINTER.encoding(),
+            fields::VMX_PREEMPTION_TIMER_VALUE.encoding(),
+        ];
+        let events = [
+            fields::VM_ENTRY_INTERRUPTION_INFORMATION.encoding(),
+            fields::VM_ENTRY_EXCEPTION_ERROR_CODE.encoding(),
+            fields::VM_ENTRY_INSTRUCTION_LENGTH.encoding(),
+        ];
+        match info.field_type() {
+            // VMCS02's host state is L0's; VMCS12's is read when an exit is reflected.
+            FieldType::ExitInformation | FieldType::HostState => Some(false),
+            FieldType::GuestState if !derived.contains(&e) => Some(true),
+            _ if events.contains(&e) => Some(true),
+            _ => None,
+        }
+    }
+
+    /// VMCS02 made current for L1's VMRESUME of VMCS12 at `pointer` without being built again,
+    /// where the VMCS02 of its last entry is still valid: the same VMCS12, L1's changes since
+    /// (`dirty`) all carried by a copy ([`Nested::carried`]), the same inputs from VMCS01, no
+    /// VMX-preemption timer of L1's. VMCS02 then gets the changed fields, L0's timer, and the
+    /// bitmaps merged again where they come from L1's memory (which L1 may have changed without
+    /// a VMWRITE). `None`: build it.
+    fn reuse_vmcs02(
+        &mut self,
+        pointer: u64,
+        dirty: &DirtyFields,
+        inputs: &[u64; 8],
+        l0_timer: u32,
+        host: &mut dyn L1Host,
+    ) -> Result<Option<Vmcs02>, VmFail> {
+        let Some(kept) = self.kept.as_ref() else {
+            return Ok(None);
+        };
+        let Some(vmcs12) = self.l1.current_vmcs() else {
+            return Ok(None);
+        };
+        if kept.pointer != pointer
+            || kept.inputs != *inputs
+            || dirty.is_all()
+            || dirty.iter().any(|f| Self::carried(f).is_none())
+        {
+            return Ok(None);
+        }
+        let c12 = vmcs12.read_controls()?;
+        if c12
+            .pin
+            .contains(PinBasedControls::ACTIVATE_VMX_PREEMPTION_TIMER)
+        {
+            return Ok(None);
+        }
+        let built = kept.built;
+        if c12.proc.contains(PrimaryControls::USE_MSR_BITMAPS)
+            || c12.proc.contains(PrimaryControls::USE_IO_BITMAPS)
+        {
+            let (_, mem) = host.parts();
+            let mut ram = Ram(mem);
+            let merged = merge_msr_bitmap(vmcs12, &mut ram, self.l0_msr, self.msr02)
+                .and_then(|()| merge_io_bitmaps(vmcs12, &mut ram, self.l0_io, self.io02));
+            if merged.is_err() {
+                return Ok(None);
+            }
+        }
+        // SAFETY: VMCS02's region is this state's own, launched by the entry `kept` records;
+        // VMPTRLD makes it current (VMCS01 stays active and becomes current again later).
+        unsafe { vmx_core::instructions::vmptrld(self.vmcs02_phys)? };
+        // SAFETY: VMCS02 is current until `back_to_vmcs01`.
+        let mut hw = unsafe { HardwareVmcs::new() };
+        for f in dirty.iter() {
+            if Self::carried(f) == Some(true) {
+                hw.write_raw(f.encoding, vmcs12.read_raw(f.encoding)?)?;
+            }
+        }
+        if built
+            .controls
+            .pin
+            .contains(PinBasedControls::ACTIVATE_VMX_PREEMPTION_TIMER)
+        {
+            hw.write(fields::VMX_PREEMPTION_TIMER_VALUE, l0_timer)?;
+        }
+        self.stats.vmcs02_kept += 1;
+        Ok(Some(built))
+    }
+
     /// Runs L2 with VMCS02 until an exit that belongs to L1, then reflects it. `entry_msrs`
     /// holds what VMCS12's VM-entry MSR-load area loaded into registers VMCS02 has fields for.
     fn run_l2(
@@ -1027,100 +1168,62 @@ impl Nested {
         host: &mut dyn L1Host,
         cr: CrPolicy,
         entry_msrs: FieldLoads,
+        instruction: EntryInstruction,
     ) -> Result<Action, VmFail> {
-        // VMCS01 (current) as software: L0's host state, L1's registers.
-        let vmcs01 = match SoftVmcs::from_snapshot(&self.real, &VmcsSnapshot::capture(vmcs)?) {
-            Ok(v) => v,
-            Err(e) => {
-                println!("mini-hv: nested: {e}");
-                return Ok(Action::Stop);
-            }
-        };
         // EPTP12, when L1 uses EPT; EPT02 must hold only its translations.
-        let eptp12 = match self.l1.current_vmcs() {
-            Some(v12) => v12
-                .read_controls()?
-                .proc2
-                .contains(SecondaryControls::ENABLE_EPT)
-                .then(|| v12.read_raw(fields::EPT_POINTER.encoding()))
-                .transpose()?,
-            None => return Ok(Action::Stop),
+        let (pointer, eptp12) = match (self.l1.current_pointer(), self.l1.current_vmcs()) {
+            (Some(pointer), Some(v12)) => (
+                pointer,
+                v12.read_controls()?
+                    .proc2
+                    .contains(SecondaryControls::ENABLE_EPT)
+                    .then(|| v12.read_raw(fields::EPT_POINTER.encoding()))
+                    .transpose()?,
+            ),
+            _ => return Ok(Action::Stop),
         };
         if eptp12.is_some() && self.ept02_for != eptp12 {
             self.clear_ept02()?;
             self.ept02_for = eptp12;
         }
-        let Some(vmcs12) = self.l1.current_vmcs() else {
-            return Ok(Action::Stop);
-        };
-        {
-            let (_, mem) = host.parts();
-            let mut ram = Ram(mem);
-            let merged = merge_msr_bitmap(vmcs12, &mut ram, self.l0_msr, self.msr02)
-                .and_then(|()| merge_io_bitmaps(vmcs12, &mut ram, self.l0_io, self.io02));
-            if let Err(e) = merged {
-                println!("mini-hv: nested: {e}");
-                return Ok(Action::Stop);
+        let dirty = self.l1.take_dirty();
+        let inputs = Self::l1_inputs(vmcs)?;
+        let l0_timer = vmcs
+            .read_raw(fields::VMX_PREEMPTION_TIMER_VALUE.encoding())
+            .map_or(u32::MAX, |v| v as u32);
+        let kept = match instruction {
+            EntryInstruction::Vmresume => {
+                self.reuse_vmcs02(pointer, &dirty, &inputs, l0_timer, host)?
             }
-        }
-        let c01 = vmcs.read_controls()?;
-        let mut own = ControlSet::EMPTY;
-        own.pin = c01.pin
-            & (PinBasedControls::EXTERNAL_INTERRUPT_EXITING
-                | PinBasedControls::NMI_EXITING
-                | PinBasedControls::ACTIVATE_VMX_PREEMPTION_TIMER);
-        // L0 waits out L2's HLT itself where L1 lets it through (its wake-up timer).
-        own.proc = c01.proc & PrimaryControls::HLT_EXITING;
-        own.exit = c01.exit;
-        let io02 = super::identity(core::ptr::from_ref(&*self.io02).cast()).unwrap_or(0);
-        let part = L0Part {
-            controls: own,
-            exceptions: vmcs::ExceptionBitmap::empty(),
-            cr0_mask: cr.cr0_mask().bits(),
-            cr4_mask: cr.cr4_mask().bits(),
-            eptp: vmcs.read_raw(fields::EPT_POINTER.encoding())?,
-            vpid: 0,
-            msr_bitmap: super::identity(core::ptr::from_ref(&*self.msr02).cast()).unwrap_or(0),
-            io_bitmaps: (io02, io02 + 4096),
-            preemption_timer: vmcs01
-                .read(fields::VMX_PREEMPTION_TIMER_VALUE)
-                .unwrap_or(u32::MAX),
+            EntryInstruction::Vmlaunch => None,
         };
-        // VMCS02 runs on EPT: EPT02 (EPT12 composed with L0's EPT of L1's RAM) where L1 uses
-        // EPT, else L0's EPT for L1 itself.
-        let mut part = part;
-        part.controls.proc2 = SecondaryControls::ENABLE_EPT;
-        if eptp12.is_some() {
-            part.eptp = self.ept02.eptp().bits();
-        }
-        // SAFETY: VMCS02's region is this state's own frame with the processor's revision; VMCLEAR
-        // and VMPTRLD make it current (VMCS01 stays active and becomes current again below).
-        unsafe {
-            vmx_core::instructions::vmclear(self.vmcs02_phys)?;
-            vmx_core::instructions::vmptrld(self.vmcs02_phys)?;
-        }
+        self.kept = None;
+        let (built, launched) = match kept {
+            Some(built) => (built, true),
+            None => match self.build_vmcs02(vmcs, host, cr, eptp12, l0_timer)? {
+                Some(built) => (built, false),
+                None => return Ok(Action::Stop),
+            },
+        };
         // SAFETY: VMCS02 is current until `back_to_vmcs01`.
         let mut hw = unsafe { HardwareVmcs::new() };
-        let built = match build_vmcs02(vmcs12, &vmcs01, &part, &self.real, &mut hw) {
-            Ok(built) => built,
-            Err(e) => {
-                self.back_to_vmcs01()?;
-                println!("mini-hv: nested: cannot build VMCS02: {e}");
-                return Ok(Action::Stop);
-            }
-        };
         // SDM 27.4: the VM-entry MSR-load area is loaded after the guest state.
         entry_msrs.apply(&mut hw)?;
+        let Some(vmcs12) = self.l1.current_vmcs() else {
+            self.back_to_vmcs01()?;
+            return Ok(Action::Stop);
+        };
         // L1's VMX-preemption timer runs in VMCS02: L2's HLT then waits for it, not for L0's.
         let l1_timer_governs = built.timer_is_l1s
             && built
                 .controls
                 .pin
                 .contains(PinBasedControls::ACTIVATE_VMX_PREEMPTION_TIMER);
-        // VMCS02 was cleared: VMLAUNCH, then VMRESUME after each exit L0 handles itself (an EPT
-        // violation EPT02 lacked a page for, an exit L1 does not intercept) until one is L1's.
+        // VMLAUNCH of a VMCS02 built anew, VMRESUME of a kept one and after each exit L0
+        // handles itself (an EPT violation EPT02 lacked a page for, an exit L1 does not
+        // intercept), until an exit that is L1's.
         let mut cache = HostStateCache::new();
-        let mut launched = false;
+        let mut launched = launched;
         let reflect_info = loop {
             self.stats.l2_entries += 1;
             let entered = {
@@ -1233,24 +1336,120 @@ impl Nested {
                 }
             }
             // An exception L0 raised in L2 that L1 intercepts is an exit to L1 instead.
-            if let Some(info) = self.intercepted_injection(&hw, vmcs12)? {
+            if let Some(info) = Self::intercepted_injection(&mut hw, vmcs12)? {
                 self.stats.l0_exceptions_reflected += 1;
                 break Some(info);
             }
         };
-        // L2's state as the processor left it, then L1's.
-        let vmcs02 = SoftVmcs::from_snapshot(&self.real, &VmcsSnapshot::capture(&hw)?);
+        // The first half of the exit, from VMCS02 while it is current: exit information,
+        // L2's state and the VM-exit MSR-store area into VMCS12.
+        self.stats.reflected += 1;
+        let saved = {
+            let mut lists = ListMsrs::new(&self.msrs, *host.scratch_msr(), Some(&hw));
+            let (_, mem) = host.parts();
+            let mut ram = Ram(mem);
+            let saved = match &reflect_info {
+                Some(info) => self.l1.save_exit(info, &hw, &built, &mut ram, &mut lists),
+                None => self.l1.save_exit(&hw, &hw, &built, &mut ram, &mut lists),
+            };
+            self.stats.list_msrs += lists.processed;
+            saved
+        };
         self.back_to_vmcs01()?;
-        let vmcs02 = match vmcs02 {
-            Ok(v) => v,
+        let saved = match saved {
+            Ok(saved) => saved,
             Err(e) => {
-                println!("mini-hv: nested: {e}");
+                println!("mini-hv: nested: reflecting L2's exit failed: {e}");
                 return Ok(Action::Stop);
             }
         };
-        self.stats.reflected += 1;
-        let info = reflect_info.as_ref().unwrap_or(&vmcs02);
-        self.exit_to_l1(vmcs, host, cr, Some((info, &vmcs02, &built)))
+        // VMCS02 now holds L2's state as VMCS12 does (but what VMCS12 does not save): kept for
+        // L1's next VMRESUME of this VMCS12.
+        self.kept = Some(Kept {
+            pointer,
+            built,
+            inputs,
+        });
+        self.exit_to_l1(vmcs, host, cr, Some(saved))
+    }
+
+    /// VMCS02 built anew from VMCS12 (VMCLEAR, then every field): `None` (printed, VMCS01
+    /// current) when it cannot be.
+    fn build_vmcs02(
+        &mut self,
+        vmcs: &mut Vmcs<'_>,
+        host: &mut dyn L1Host,
+        cr: CrPolicy,
+        eptp12: Option<u64>,
+        l0_timer: u32,
+    ) -> Result<Option<Vmcs02>, VmFail> {
+        let Some(vmcs12) = self.l1.current_vmcs() else {
+            return Ok(None);
+        };
+        {
+            let (_, mem) = host.parts();
+            let mut ram = Ram(mem);
+            let merged = merge_msr_bitmap(vmcs12, &mut ram, self.l0_msr, self.msr02)
+                .and_then(|()| merge_io_bitmaps(vmcs12, &mut ram, self.l0_io, self.io02));
+            if let Err(e) = merged {
+                println!("mini-hv: nested: {e}");
+                return Ok(None);
+            }
+        }
+        // VMCS01 (current) as software: L0's host state, L1's registers.
+        let vmcs01 = match SoftVmcs::from_snapshot(&self.real, &VmcsSnapshot::capture(vmcs)?) {
+            Ok(v) => v,
+            Err(e) => {
+                println!("mini-hv: nested: {e}");
+                return Ok(None);
+            }
+        };
+        let c01 = vmcs.read_controls()?;
+        let mut own = ControlSet::EMPTY;
+        own.pin = c01.pin
+            & (PinBasedControls::EXTERNAL_INTERRUPT_EXITING
+                | PinBasedControls::NMI_EXITING
+                | PinBasedControls::ACTIVATE_VMX_PREEMPTION_TIMER);
+        // L0 waits out L2's HLT itself where L1 lets it through (its wake-up timer).
+        own.proc = c01.proc & PrimaryControls::HLT_EXITING;
+        own.exit = c01.exit;
+        // VMCS02 runs on EPT: EPT02 (EPT12 composed with L0's EPT of L1's RAM) where L1 uses
+        // EPT, else L0's EPT for L1 itself.
+        own.proc2 = SecondaryControls::ENABLE_EPT;
+        let io02 = super::identity(core::ptr::from_ref(&*self.io02).cast()).unwrap_or(0);
+        let part = L0Part {
+            controls: own,
+            exceptions: vmcs::ExceptionBitmap::empty(),
+            cr0_mask: cr.cr0_mask().bits(),
+            cr4_mask: cr.cr4_mask().bits(),
+            eptp: match eptp12 {
+                Some(_) => self.ept02.eptp().bits(),
+                None => vmcs.read_raw(fields::EPT_POINTER.encoding())?,
+            },
+            vpid: 0,
+            msr_bitmap: super::identity(core::ptr::from_ref(&*self.msr02).cast()).unwrap_or(0),
+            io_bitmaps: (io02, io02 + 4096),
+            preemption_timer: l0_timer,
+        };
+        // SAFETY: VMCS02's region is this state's own frame with the processor's revision; VMCLEAR
+        // and VMPTRLD make it current (VMCS01 stays active and becomes current again later).
+        unsafe {
+            vmx_core::instructions::vmclear(self.vmcs02_phys)?;
+            vmx_core::instructions::vmptrld(self.vmcs02_phys)?;
+        }
+        // SAFETY: VMCS02 is current until `back_to_vmcs01`.
+        let mut hw = unsafe { HardwareVmcs::new() };
+        match build_vmcs02(vmcs12, &vmcs01, &part, &self.real, &mut hw) {
+            Ok(built) => {
+                self.stats.vmcs02_built += 1;
+                Ok(Some(built))
+            }
+            Err(e) => {
+                self.back_to_vmcs01()?;
+                println!("mini-hv: nested: cannot build VMCS02: {e}");
+                Ok(None)
+            }
+        }
     }
 
     /// An exit of L2 that L1 does not intercept, handled by L0 as L1's processor would: L2 runs
@@ -1320,10 +1519,10 @@ impl Nested {
     /// error-code mask and match) makes it an exit of L1 (SDM 26.2 "Other Causes of VM
     /// Exits": an exception in L2 that L1 intercepts exits instead of being delivered): the
     /// exit information of that exit (reason 0, the event as the VM-exit interruption
-    /// information; L2's RIP still at the instruction that faulted).
+    /// information; L2's RIP still at the instruction that faulted), with the injection
+    /// withdrawn from VMCS02.
     fn intercepted_injection(
-        &self,
-        hw: &HardwareVmcs,
+        hw: &mut HardwareVmcs,
         vmcs12: &SoftVmcs,
     ) -> Result<Option<SoftVmcs>, VmFail> {
         let injected = hw.read_raw(fields::VM_ENTRY_INTERRUPTION_INFORMATION.encoding())?;
@@ -1343,10 +1542,12 @@ impl Nested {
         if !exits {
             return Ok(None);
         }
-        let mut info = match SoftVmcs::from_snapshot(&self.real, &VmcsSnapshot::capture(hw)?) {
-            Ok(v) => v,
-            Err(_) => return Ok(None),
-        };
+        // Withdrawn from VMCS02, which is kept for L1's next VMRESUME.
+        hw.write_raw(
+            fields::VM_ENTRY_INTERRUPTION_INFORMATION.encoding(),
+            injected & !(1 << 31),
+        )?;
+        let mut info = SoftVmcs::all_fields();
         for (f, v) in [
             (fields::EXIT_REASON.encoding(), 0),
             (fields::EXIT_QUALIFICATION.encoding(), 0),
