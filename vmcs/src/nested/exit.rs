@@ -279,9 +279,11 @@ impl L1VmxState {
                 head >> 32 == 0
                     && msr >> 8 != 0x8
                     && msr != IA32_SMBASE
-                    && msrs
-                        .read(msr)
-                        .is_some_and(|v| mem.write(entry + 8, &v.to_le_bytes()).is_ok())
+                    && msrs.read(msr).is_some_and(|v| {
+                        // Wraps like the entry's address: an area at the top of the
+                        // address space is not a panic but an unbacked write (abort).
+                        mem.write(entry.wrapping_add(8), &v.to_le_bytes()).is_ok()
+                    })
             };
             if !stored {
                 Self::abort(mem, pointer, VmxAbort::SavingGuestMsrs);
