@@ -471,3 +471,35 @@ fn msr_lists_at_the_misc_limit_are_processed_and_one_more_load_is_vmx_abort_4() 
         }
     }
 }
+
+#[test]
+fn after_an_unpaged_real_mode_l2_l1_has_the_fixed_cr0_and_cr4_bits_again() {
+    let mut s = setup();
+    // L2 under "unrestricted guest" with CR0.PE and PG clear at the exit (NE, ET and CD set),
+    // CR4 with VMXE only.
+    let l2_cr0 = 0x6000_0030;
+    s.vmcs02
+        .store(fields::GUEST_CR0.encoding(), l2_cr0)
+        .unwrap();
+    s.vmcs02
+        .store(fields::GUEST_CR4.encoding(), 0x2000)
+        .unwrap();
+    assert_eq!(s.reflect(), Reflected::Resume);
+    let host_cr0 = s.r12(fields::HOST_CR0.encoding());
+    let cr0 = s.r01(fields::GUEST_CR0.encoding());
+    // PE, PG and NE: fixed to 1 in VMX operation, so 1 again (not L2's 0); CD and NW: kept
+    // from L2 (SDM 28.5.1); the rest from the host CR0 field.
+    assert_eq!(cr0 & 0x8000_0021, 0x8000_0021);
+    assert_eq!(cr0 & 0x6000_0000, 0x6000_0000);
+    assert_eq!(cr0 & 0x8000_0001, host_cr0 & 0x8000_0001);
+    let cr4 = s.r01(fields::GUEST_CR4.encoding());
+    assert_eq!(cr4, s.r12(fields::HOST_CR4.encoding()) | 0x2020);
+    // L1's state is a state the real checks accept.
+    let report = s.env.check();
+    assert_eq!(
+        report.outcome(),
+        vmcs::check::Outcome::Success,
+        "{:?}",
+        report.violations().map(|v| v.rule.id()).collect::<Vec<_>>()
+    );
+}

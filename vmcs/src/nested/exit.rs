@@ -364,6 +364,7 @@ impl L1VmxState {
             fixed0.must_be_one.bits() | fixed0.must_be_zero.bits(),
             fixed4.must_be_one.bits() | fixed4.must_be_zero.bits(),
         );
+        let (cr0_ones, cr4_ones) = (fixed0.must_be_one.bits(), fixed4.must_be_one.bits());
         let Some(c) = self.current.as_ref() else {
             return Err(ReflectError::NoCurrentVmcs);
         };
@@ -380,12 +381,13 @@ impl L1VmxState {
         if l2_ia32e && !host64 {
             return Ok(Self::abort(mem, pointer, VmxAbort::HostAddressSpaceSize));
         }
-        let cur_cr0 = current.cr0;
-        let keep0 = CR0_KEPT | cr0_fixed;
-        let cr0 = (rd(vmcs12, fields::HOST_CR0.encoding())? & !keep0) | (cur_cr0 & keep0);
-        let cur_cr4 = current.cr4;
-        let mut cr4 =
-            (rd(vmcs12, fields::HOST_CR4.encoding())? & !cr4_fixed) | (cur_cr4 & cr4_fixed);
+        // The bits fixed in VMX operation are not loaded: they keep their fixed values, which
+        // the processor is back in (VMX root operation); L2 may have had PE and PG clear under
+        // "unrestricted guest", L1 has them set again.
+        let cr0 = (rd(vmcs12, fields::HOST_CR0.encoding())? & !(CR0_KEPT | cr0_fixed))
+            | (current.cr0 & CR0_KEPT)
+            | cr0_ones;
+        let mut cr4 = (rd(vmcs12, fields::HOST_CR4.encoding())? & !cr4_fixed) | cr4_ones;
         if host64 {
             cr4 |= CR4_PAE;
         } else {

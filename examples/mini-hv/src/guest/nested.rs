@@ -74,6 +74,13 @@ mini_hv_l2_l0:
     mov eax, {esp_low}
     mov edx, {esp_high}
     wrmsr
+    mov ecx, 0xc0000102
+    rdmsr
+    mov dword ptr [rip + {seen} + 24], eax
+    mov dword ptr [rip + {seen} + 28], edx
+    mov eax, {kgs_low}
+    mov edx, {kgs_high}
+    wrmsr
     mov dx, 0x3ff
     mov al, 0x5a
     out dx, al
@@ -90,13 +97,16 @@ mini_hv_l2_l0_gp:
     seen = sym L2_SEEN,
     esp_low = const L2_SYSENTER_ESP & 0xffff_ffff,
     esp_high = const L2_SYSENTER_ESP >> 32,
+    kgs_low = const L2_KERNEL_GS_BASE & 0xffff_ffff,
+    kgs_high = const L2_KERNEL_GS_BASE >> 32,
 );
 
-/// What L2 saw in [`l0_exits_and_msr_lists`]: IA32_SYSENTER_CS, IA32_FEATURE_CONTROL, and 1
-/// once its HLT completed.
-static mut L2_SEEN: [u64; 3] = [0; 3];
-/// The IA32_SYSENTER_ESP L2 writes.
+/// What L2 saw in [`l0_exits_and_msr_lists`]: IA32_SYSENTER_CS, IA32_FEATURE_CONTROL, 1 once
+/// its HLT completed, IA32_KERNEL_GS_BASE.
+static mut L2_SEEN: [u64; 4] = [0; 4];
+/// The IA32_SYSENTER_ESP and IA32_KERNEL_GS_BASE L2 writes.
 const L2_SYSENTER_ESP: u64 = 0xffff_8000_1234_5000;
+const L2_KERNEL_GS_BASE: u64 = 0xffff_8000_6b67_0002;
 
 unsafe extern "C" {
     /// L2's code for [`l0_exits_and_msr_lists`]: RDMSR, WRMSR, OUT and HLT that L1 does not
@@ -200,6 +210,68 @@ fn ept_for_l2() -> Check {
     ensure(
         read(0x4402)? == 10,
         "L2's read of the mapped region did not complete (next exit not CPUID)",
+    )
+}
+
+/// L2's code in real mode: CPUID forever (16-bit code; `jmp $-2` back to it).
+static REAL_MODE_L2: [u8; 4] = [0x0f, 0xa2, 0xeb, 0xfc];
+
+/// L2 in real mode under "unrestricted guest" (offered with EPT, which [`ept_for_l2`] left on in
+/// the VMCS): CR0.PE and PG clear, real-mode segments, CS.base at [`REAL_MODE_L2`] (the freedom
+/// of an unrestricted guest: not selector × 16); its CPUID exits to L1 with L2 still in real
+/// mode.
+fn real_mode_l2() -> Check {
+    let allowed1 = rdmsr(vmx_caps::msr::IA32_VMX_PROCBASED_CTLS2)? >> 32;
+    ensure(
+        allowed1 & 1 << 7 != 0,
+        "unrestricted guest is not offered to L1",
+    )?;
+    write(0x401e, read(0x401e)? | 1 << 7)?;
+    write(0x4012, read(0x4012)? & !(1 << 9))?;
+    let cr0 = rdmsr(vmx_caps::msr::IA32_VMX_CR0_FIXED0)? & !(1 | 1 << 31);
+    let code = phys(REAL_MODE_L2.as_ptr());
+    for (field, value) in [
+        (0x6800, cr0),
+        (0x681e, 0),
+        (0x681c, 0x8000),
+        (0x6820, 2),
+        // CS: the code, 64 KiB, execute/read accessed, 16-bit.
+        (0x0802, 0),
+        (0x6808, code),
+        (0x4802, 0xffff),
+        (0x4816, 0x9b),
+        // SS, DS, ES, FS, GS: flat 64 KiB data at 0.
+        (0x0800, 0),
+        (0x6806, 0),
+        (0x4800, 0xffff),
+        (0x4814, 0x93),
+        (0x0804, 0),
+        (0x680a, 0),
+        (0x4804, 0xffff),
+        (0x4818, 0x93),
+        (0x0806, 0),
+        (0x680c, 0),
+        (0x4806, 0xffff),
+        (0x481a, 0x93),
+        (0x0808, 0),
+        (0x680e, 0),
+        (0x4808, 0xffff),
+        (0x481c, 0x93),
+        (0x080a, 0),
+        (0x6810, 0),
+        (0x480a, 0xffff),
+        (0x481e, 0x93),
+    ] {
+        write(field, value)?;
+    }
+    ensure(
+        enter_l2(false).is_ok(),
+        "VMRESUME of L2 in real mode failed",
+    )?;
+    ensure(read(0x4402)? == 10, "L2's exit in real mode is not CPUID")?;
+    ensure(
+        read(0x6800)? & 1 == 0 && read(0x681e)? == 0 && read(0x6808)? == code,
+        "L2 did not run its CPUID in real mode",
     )
 }
 
@@ -505,15 +577,19 @@ const ENTRY_SYSENTER_CS: u64 = 0x4242;
 /// The scratch MSR as the VM-entry and the VM-exit MSR-load areas set it.
 const ENTRY_SCRATCH: u64 = 0xaaaa_0001;
 const EXIT_SCRATCH: u64 = 0xbbbb_0002;
+/// IA32_KERNEL_GS_BASE as the VM-entry and the VM-exit MSR-load areas set it.
+const ENTRY_KERNEL_GS_BASE: u64 = 0x0000_6b67_0001_0000;
+const EXIT_KERNEL_GS_BASE: u64 = 0x0000_6b67_0003_0000;
 
 /// L2's exits that L1 does not intercept are L0's, handled on L2's behalf as L1's processor would
 /// (SDM 26.1: only the exits VMCS12's controls ask for are L1's), and VMCS12's MSR lists are
 /// processed as the SDM's VM entry and VM exit process them (27.4, 28.4, 28.6). L1 passes every
 /// MSR of the bitmaps' ranges through and sets no I/O or HLT exiting; its VM-entry MSR-load area
-/// loads IA32_SYSENTER_CS and the scratch MSR, its VM-exit MSR-store area stores the scratch MSR
-/// and IA32_SYSENTER_ESP, its VM-exit MSR-load area loads the scratch MSR. L2 reads
-/// IA32_SYSENTER_CS (the loaded value) and IA32_FEATURE_CONTROL (L0's answer), writes
-/// IA32_SYSENTER_ESP, writes the UART's scratch register (L0's device, where L1 reads it back),
+/// loads IA32_SYSENTER_CS, the scratch MSR and IA32_KERNEL_GS_BASE, its VM-exit MSR-store area
+/// stores the scratch MSR, IA32_SYSENTER_ESP and IA32_KERNEL_GS_BASE, its VM-exit MSR-load area
+/// loads the scratch MSR and IA32_KERNEL_GS_BASE. L2 reads IA32_SYSENTER_CS and
+/// IA32_KERNEL_GS_BASE (the loaded values) and IA32_FEATURE_CONTROL (L0's answer), writes
+/// IA32_SYSENTER_ESP and IA32_KERNEL_GS_BASE, writes the UART's scratch register (L0's device, where L1 reads it back),
 /// halts (L0's wake-up), then reads an MSR L0 refuses: the #GP that raises is L1's exit, since
 /// L1 intercepts #GP.
 fn l0_exits_and_msr_lists() -> Check {
@@ -527,25 +603,32 @@ fn l0_exits_and_msr_lists() -> Check {
             (1, ENTRY_SYSENTER_CS),
             (2, u64::from(abi::MSR_SCRATCH)),
             (3, ENTRY_SCRATCH),
+            (4, u64::from(abi::IA32_KERNEL_GS_BASE)),
+            (5, ENTRY_KERNEL_GS_BASE),
             // VM-exit MSR-store.
             (0x20, u64::from(abi::MSR_SCRATCH)),
             (0x21, 0),
             (0x22, 0x175),
             (0x23, 0),
+            (0x24, u64::from(abi::IA32_KERNEL_GS_BASE)),
+            (0x25, 0),
             // VM-exit MSR-load.
             (0x40, u64::from(abi::MSR_SCRATCH)),
             (0x41, EXIT_SCRATCH),
+            (0x42, u64::from(abi::IA32_KERNEL_GS_BASE)),
+            (0x43, EXIT_KERNEL_GS_BASE),
         ] {
             e.add(i).write(v);
         }
-        (&raw mut L2_SEEN).write([0; 3]);
+        (&raw mut L2_SEEN).write([0; 4]);
     }
+    let kernel_gs_base = msr(abi::IA32_KERNEL_GS_BASE)?;
     write(0x200a, area)?;
-    write(0x4014, 2)?;
+    write(0x4014, 3)?;
     write(0x2006, area + 0x100)?;
-    write(0x400e, 2)?;
+    write(0x400e, 3)?;
     write(0x2008, area + 0x200)?;
-    write(0x4010, 1)?;
+    write(0x4010, 2)?;
     write(0x2004, phys(&raw const MSR_BITMAP))?;
     let proc = read(0x4002)?;
     write(0x4002, proc | 1 << 28)?;
@@ -568,14 +651,21 @@ fn l0_exits_and_msr_lists() -> Check {
         "L2's #GP is not at its faulting RDMSR",
     )?;
     // SAFETY: L2 is not running; the page and the statics are this check's.
-    let (seen, scratch_stored, esp_stored) = unsafe {
+    let (seen, scratch_stored, esp_stored, kgs_stored) = unsafe {
         let e = (&raw const MSR_LOAD).cast::<u64>();
         (
             (&raw const L2_SEEN).read(),
             e.add(0x21).read(),
             e.add(0x23).read(),
+            e.add(0x25).read(),
         )
     };
+    let kgs_loaded = msr(abi::IA32_KERNEL_GS_BASE)?;
+    // SAFETY: L1's own IA32_KERNEL_GS_BASE back (canonical; this kernel does not SWAPGS).
+    unsafe {
+        asm!("wrmsr", in("ecx") abi::IA32_KERNEL_GS_BASE, in("eax") kernel_gs_base as u32,
+            in("edx") (kernel_gs_base >> 32) as u32, options(nostack));
+    }
     ensure(
         seen[0] == ENTRY_SYSENTER_CS,
         "L2 did not read the IA32_SYSENTER_CS the VM-entry MSR-load area loaded",
@@ -586,8 +676,18 @@ fn l0_exits_and_msr_lists() -> Check {
     )?;
     ensure(seen[2] == 1, "L2's HLT did not complete")?;
     ensure(
-        scratch_stored == ENTRY_SCRATCH && esp_stored == L2_SYSENTER_ESP,
+        seen[3] == ENTRY_KERNEL_GS_BASE,
+        "L2 did not read the IA32_KERNEL_GS_BASE the VM-entry MSR-load area loaded",
+    )?;
+    ensure(
+        scratch_stored == ENTRY_SCRATCH
+            && esp_stored == L2_SYSENTER_ESP
+            && kgs_stored == L2_KERNEL_GS_BASE,
         "the VM-exit MSR-store area does not hold L2's MSRs",
+    )?;
+    ensure(
+        kgs_loaded == EXIT_KERNEL_GS_BASE,
+        "the VM-exit MSR-load area did not load IA32_KERNEL_GS_BASE",
     )?;
     ensure(
         read(0x6824)? == L2_SYSENTER_ESP,
@@ -801,6 +901,7 @@ pub(super) fn nested_vmx() -> Check {
     )?;
     l0_exits_and_msr_lists()?;
     ept_for_l2()?;
+    real_mode_l2()?;
     samples.sort_unstable();
     gprintln!(
         "nested CPUID round trip (L1 VMRESUME -> L2 CPUID -> L1): median {} TSC ticks, minimum \

@@ -5,9 +5,9 @@
 //!
 //! What L1 is offered ([`policy`]): the controls VMCS02 can carry, EPT among them (L2 then runs
 //! on EPT02, EPT12 composed with L1's RAM and filled page by page from L2's EPT violations,
-//! emptied at L1's INVEPT; `vmcs::nested::resolve_ept_violation`), without VPID and unrestricted
-//! guest (without VPID every VM entry and exit of L2 flushes the TLB), and without VMCS
-//! shadowing for L1's own guests. L0 itself uses
+//! emptied at L1's INVEPT; `vmcs::nested::resolve_ept_violation`) and unrestricted guest (L2 in
+//! real mode or unpaged protected mode: VMCS02 always runs on EPT), without VPID (every VM entry
+//! and exit of L2 then flushes the TLB), and without VMCS shadowing for L1's own guests. L0 itself uses
 //! VMCS shadowing where the processor has it (`mini-hv.nested=1`; `mini-hv.nested=noshadow`
 //! turns it off): L1's VMREAD and VMWRITE of [`SHADOWED_FIELDS`] go to a shadow VMCS without an
 //! exit, and L0 synchronizes it with VMCS12 around every VMX instruction of L1 it emulates
@@ -32,7 +32,7 @@ use vmcs::nested::{
     VmxOutcome, build_vmcs02, merge_io_bitmaps, merge_msr_bitmap, shadow_bitmaps, sync_to_shadow,
 };
 use vmcs::nested::{Ept01, Ept02Resolution, L1Page, clear_ept02, resolve_ept_violation};
-use vmcs::structures::{InFrame, IoBitmaps, MsrBitmap, ShadowBitmap};
+use vmcs::structures::{InFrame, IoBitmaps, MsrArea, MsrBitmap, ShadowBitmap};
 use vmcs::{
     ActivityState, FieldInfo, FieldType, GuestSegment, HardwareVmcs, SoftVmcs, VmcsRead,
     VmcsSnapshot, VmcsWrite, fields,
@@ -79,11 +79,11 @@ struct Shadow {
     syncs: u64,
 }
 
-/// What L0 offers L1: VMCS02's controls but unrestricted guest and VPID.
+/// What L0 offers L1: VMCS02's controls but VPID.
 pub fn policy() -> VirtualPolicy {
     let mut policy = VirtualPolicy::everything(abi::NESTED_VMCS_REVISION);
     policy.offer = VMCS02_CONTROLS;
-    policy.without(SecondaryControls::UNRESTRICTED_GUEST | SecondaryControls::ENABLE_VPID)
+    policy.without(SecondaryControls::ENABLE_VPID)
 }
 
 /// A VMCS02 kept after an exit of L2 reflected to L1: valid for L1's next VMRESUME of the same
@@ -213,6 +213,9 @@ pub trait L1Host {
     fn parts(&mut self) -> (&mut GuestRegisters, &GuestMemory);
     /// The scratch MSR ([`abi::MSR_SCRATCH`]) L0 emulates for its guest.
     fn scratch_msr(&mut self) -> &mut u64;
+    /// The area where L0 keeps its guest's IA32_KERNEL_GS_BASE while the hypervisor runs (VMCS01's
+    /// VM-entry MSR-load and VM-exit MSR-store area, which VMCS02 shares), if it has one.
+    fn kernel_gs_base_area(&self) -> Option<&'static MsrArea<1>>;
     /// An exit of L2 that is L0's and not handled in this module (RDMSR/WRMSR, I/O, HLT, the
     /// MMIO device, the timers): handled as for L1 itself on the current VMCS (VMCS02).
     /// `Break`: the run stops (printed).
@@ -221,7 +224,9 @@ pub trait L1Host {
 
 /// The MSRs of VMCS12's MSR-load and MSR-store areas (SDM 27.4, 28.4, 28.6) as L0 models them
 /// for L1's processor: the scratch MSR and the read-only VMX MSRs L0 emulates, the TSC (read
-/// only: L2's, with the TSC offsets), and the MSRs VMCS02 and VMCS01 hold in guest-state fields
+/// only: L2's, with the TSC offsets), IA32_KERNEL_GS_BASE (in L0's MSR area, which VM entry
+/// loads into the processor and VM exit stores back), and the MSRs VMCS02 and VMCS01 hold in
+/// guest-state fields
 /// (IA32_SYSENTER_CS/ESP/EIP, IA32_PAT, IA32_DEBUGCTL; IA32_EFER read only): read from L2's
 /// state at an exit, loaded into VMCS02 after VM entry's guest state or into L1's state after
 /// the exit's host state (`FieldLoads::apply`). Every other MSR faults (a failed entry, a VMX
@@ -229,6 +234,8 @@ pub trait L1Host {
 struct ListMsrs<'a, L: VmcsRead> {
     vmx: &'a MsrSnapshot,
     scratch: u64,
+    /// L0's MSR area with IA32_KERNEL_GS_BASE.
+    kernel_gs_base: Option<&'static MsrArea<1>>,
     /// L2's state at the exit (VMCS02), for the VM-exit MSR-store area.
     l2: Option<&'a L>,
     /// Loads of MSRs held in guest-state fields, in order.
@@ -241,10 +248,11 @@ struct ListMsrs<'a, L: VmcsRead> {
 const PENDING_MAX: usize = 16;
 
 impl<'a, L: VmcsRead> ListMsrs<'a, L> {
-    fn new(vmx: &'a MsrSnapshot, scratch: u64, l2: Option<&'a L>) -> Self {
+    fn new(vmx: &'a MsrSnapshot, host: &mut dyn L1Host, l2: Option<&'a L>) -> Self {
         Self {
             vmx,
-            scratch,
+            scratch: *host.scratch_msr(),
+            kernel_gs_base: host.kernel_gs_base_area(),
             l2,
             loads: FieldLoads {
                 entries: [(0, 0); PENDING_MAX],
@@ -307,6 +315,7 @@ impl<L: VmcsRead> GuestMsrs for ListMsrs<'_, L> {
         let l2 = |f: u32| self.l2.and_then(|v| v.read_raw(f).ok());
         match msr {
             abi::MSR_SCRATCH => Some(self.scratch),
+            m::IA32_KERNEL_GS_BASE => self.kernel_gs_base?.data_of(msr),
             m::IA32_FEATURE_CONTROL => Some(abi::FEATURE_CONTROL_NESTED_VALUE),
             0x480..=0x493 => self.vmx.get(msr),
             m::IA32_TIME_STAMP_COUNTER => {
@@ -334,6 +343,17 @@ impl<L: VmcsRead> GuestMsrs for ListMsrs<'_, L> {
             abi::MSR_SCRATCH => {
                 self.scratch = value;
                 return true;
+            }
+            m::IA32_KERNEL_GS_BASE => {
+                let slot = self
+                    .kernel_gs_base
+                    .and_then(|a| Some((a, a.iter().position(|e| e.index == msr)?)));
+                if let Some((area, i)) = slot
+                    && canonical48(value)
+                {
+                    return area.set_data(i, value);
+                }
+                false
             }
             m::IA32_SYSENTER_CS => true,
             m::IA32_SYSENTER_ESP | m::IA32_SYSENTER_EIP => canonical48(value),
@@ -961,7 +981,7 @@ impl Nested {
         host: &mut dyn L1Host,
         cr: CrPolicy,
     ) -> Result<Action, VmFail> {
-        let mut lists = ListMsrs::<HardwareVmcs>::new(&self.msrs, *host.scratch_msr(), None);
+        let mut lists = ListMsrs::<HardwareVmcs>::new(&self.msrs, host, None);
         let entry = {
             let (_, mem) = host.parts();
             self.l1.enter_l2(
@@ -1006,7 +1026,7 @@ impl Nested {
         cr: CrPolicy,
         saved: Option<SavedExit>,
     ) -> Result<Action, VmFail> {
-        let mut lists = ListMsrs::<HardwareVmcs>::new(&self.msrs, *host.scratch_msr(), None);
+        let mut lists = ListMsrs::<HardwareVmcs>::new(&self.msrs, host, None);
         let reflected = {
             let (_, mem) = host.parts();
             let mut ram = Ram(mem);
@@ -1345,7 +1365,7 @@ impl Nested {
         // L2's state and the VM-exit MSR-store area into VMCS12.
         self.stats.reflected += 1;
         let saved = {
-            let mut lists = ListMsrs::new(&self.msrs, *host.scratch_msr(), Some(&hw));
+            let mut lists = ListMsrs::new(&self.msrs, host, Some(&hw));
             let (_, mem) = host.parts();
             let mut ram = Ram(mem);
             let saved = match &reflect_info {

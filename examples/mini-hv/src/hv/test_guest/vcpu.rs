@@ -1008,6 +1008,10 @@ impl super::nested::L1Host for Vcpu {
         &mut self.scratch_msr
     }
 
+    fn kernel_gs_base_area(&self) -> Option<&'static MsrArea<1>> {
+        self.guest_msrs
+    }
+
     fn l2_exit(&mut self, exit: VmExit, vmcs: &mut Vmcs<'_>) -> Result<ControlFlow<()>, VmFail> {
         dispatch::dispatch(self, exit, vmcs, &mut probe::Off).map(|f| f.map_break(|_| ()))
     }
