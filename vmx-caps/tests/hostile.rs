@@ -1,0 +1,180 @@
+//! Hostile-input campaign for `vmx_caps`: capability MSRs of arbitrary values (each MSR of
+//! `msr::ALL` random, missing, or a Bochs dump's value with bits flipped) decoded, then
+//! virtualized under arbitrary policies (`VirtualPolicy::virtualize`). Besides the absence of
+//! panics (debug build: overflow checks on), the virtual capabilities must be consistent by the
+//! SDM's rules (Vol. 3D, Appendix A: allowed-0 within allowed-1, the TRUE MSRs' default1 class),
+//! within the real ones (nothing the processor refuses, no EPT/VPID capability it lacks, no more
+//! CR3 targets, no higher VMCS index), carry the policy's revision identifier and VMCS size, and
+//! decode again to themselves; and an error must be the one the policy's own defect calls for.
+
+use proptest::prelude::*;
+use vmx_caps::virt::{VirtualCapsError, VirtualPolicy};
+use vmx_caps::{ControlGroup, ControlSet, MsrSnapshot, MsrSource, VmxCapabilities, arch::Cr4, msr};
+
+const DUMPS: [&str; 4] = [
+    include_str!("../testdata/tigerlake.msr"),
+    include_str!("../testdata/corei7_skylake_x.msr"),
+    include_str!("../testdata/core2_penryn_t9600.msr"),
+    include_str!("../testdata/nested/hyperv_nested_raptorlake.msr"),
+];
+
+/// The number of cases: `default`, or `PROPTEST_CASES` for longer runs.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// How one capability MSR of the hostile dump is made.
+#[derive(Debug, Clone, Copy)]
+enum MsrValue {
+    Missing,
+    Random(u64),
+    /// The dump's value with one bit flipped.
+    Flipped(u8),
+    Kept,
+}
+
+fn msr_value() -> impl Strategy<Value = MsrValue> {
+    prop_oneof![
+        1 => Just(MsrValue::Missing),
+        2 => any::<u64>().prop_map(MsrValue::Random),
+        3 => (0..64u8).prop_map(MsrValue::Flipped),
+        4 => Just(MsrValue::Kept),
+    ]
+}
+
+fn hostile_snapshot(dump: usize, values: &[MsrValue]) -> MsrSnapshot {
+    let mut base = MsrSnapshot::parse(DUMPS[dump]).unwrap();
+    let mut out = MsrSnapshot::new();
+    for (&(address, _), value) in msr::ALL.iter().zip(values) {
+        let original = base.read_msr(address).ok();
+        let v = match (*value, original) {
+            (MsrValue::Missing, _) => continue,
+            (MsrValue::Random(v), _) => v,
+            (MsrValue::Flipped(bit), Some(v)) => v ^ (1 << bit),
+            (MsrValue::Kept, Some(v)) => v,
+            (_, None) => continue,
+        };
+        out.insert(address, v).unwrap();
+    }
+    out
+}
+
+fn control_set() -> impl Strategy<Value = ControlSet> {
+    proptest::collection::vec(any::<u64>(), 8).prop_map(|raw| {
+        let mut set = ControlSet::EMPTY;
+        for (group, bits) in ControlGroup::ALL.into_iter().zip(raw) {
+            set.set(group, bits);
+        }
+        set
+    })
+}
+
+fn policy() -> impl Strategy<Value = VirtualPolicy> {
+    let everything = VirtualPolicy::everything(0x11e5_7ed0);
+    (
+        prop_oneof![3 => 0..0x8000_0000u32, 1 => any::<u32>()],
+        prop_oneof![3 => Just(4096u32), 1 => any::<u32>(), 1 => 0..5000u32],
+        any::<bool>(),
+        prop_oneof![Just(everything.offer), control_set()],
+        prop_oneof![3 => Just(ControlSet::EMPTY), 1 => control_set()],
+        any::<u64>(),
+        any::<u64>(),
+        any::<u32>(),
+        any::<bool>(),
+        any::<u64>(),
+        any::<u16>(),
+    )
+        .prop_map(
+            |(
+                revision_id,
+                vmcs_size,
+                true_controls,
+                offer,
+                require,
+                ept_vpid,
+                misc_flags,
+                cr3_targets,
+                no_error_code_check,
+                cr4,
+                vmcs_highest_index,
+            )| VirtualPolicy {
+                revision_id,
+                vmcs_size,
+                true_controls,
+                offer,
+                require,
+                ept_vpid,
+                misc_flags,
+                cr3_targets,
+                no_error_code_check,
+                cr4_may_be_one: Cr4::from_bits_retain(cr4),
+                vmcs_highest_index,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(4096), ..ProptestConfig::default() })]
+
+    #[test]
+    fn hostile_capabilities_virtualize_consistently(
+        dump in 0..DUMPS.len(),
+        values in proptest::collection::vec(msr_value(), msr::ALL.len()),
+        policy in policy(),
+    ) {
+        let mut snapshot = hostile_snapshot(dump, &values);
+        // Decoding is total: a typed error or capabilities.
+        let strict = VmxCapabilities::read(&mut snapshot.clone());
+        let Ok(partial) = VmxCapabilities::read_partial(&mut snapshot) else {
+            prop_assert!(strict.is_err(), "strict decode succeeded where partial failed");
+            return Ok(());
+        };
+        if let Ok(strict) = strict {
+            prop_assert_eq!(strict, partial.caps, "strict and partial decodes differ");
+        }
+        let real = partial.caps;
+        match policy.virtualize(&real) {
+            Ok(v) => {
+                let virt = v.caps;
+                for group in ControlGroup::ALL {
+                    let (r0, r1) = real.allowed(group);
+                    let (v0, v1) = virt.allowed(group);
+                    prop_assert_eq!(v0 & !v1, 0, "{:?}: allowed-0 outside allowed-1", group);
+                    prop_assert_eq!(v1 & !(r1 | r0), 0, "{:?}: offers what the processor refuses", group);
+                    let required = policy.require.get(group);
+                    prop_assert_eq!(required & !r1, 0, "{:?}: required but refused, yet accepted", group);
+                }
+                prop_assert_eq!(virt.ept_vpid.0 & !real.ept_vpid.0, 0, "EPT/VPID capabilities beyond the real ones");
+                prop_assert!(virt.misc.cr3_target_count() <= real.misc.cr3_target_count());
+                prop_assert!(virt.misc.cr3_target_count() <= policy.cr3_targets);
+                prop_assert!(virt.vmcs_enum.highest_index() <= real.vmcs_enum.highest_index());
+                prop_assert_eq!(virt.basic.revision_id(), policy.revision_id);
+                prop_assert_eq!(virt.basic.vmcs_region_size(), policy.vmcs_size);
+                prop_assert!(!virt.basic.true_controls() || real.basic.true_controls());
+                prop_assert_eq!(virt.cr4_fixed.fixed1 & !(real.cr4_fixed.fixed1 | real.cr4_fixed.fixed0), 0);
+                prop_assert_eq!(virt.cr0_fixed, real.cr0_fixed);
+                prop_assert!(virt.feature_control.vmxon_allowed_outside_smx());
+                // The MSRs decode to the capabilities they are said to be.
+                let again = VmxCapabilities::read(&mut v.msrs.clone());
+                prop_assert_eq!(again, Ok(virt));
+            }
+            Err(VirtualCapsError::RevisionId(id)) => {
+                prop_assert_eq!(id, policy.revision_id);
+                prop_assert!(id >> 31 == 1);
+            }
+            Err(VirtualCapsError::VmcsSize(size)) => {
+                prop_assert!(size == 0 || size > 4096);
+                prop_assert!(policy.revision_id >> 31 == 0);
+            }
+            Err(VirtualCapsError::RequiredNotAllowed(bit)) => {
+                let (_, r1) = real.allowed(bit.group);
+                prop_assert!(policy.require.get(bit.group) & bit.mask() != 0);
+                prop_assert!(r1 & policy.offer.get(bit.group) & bit.mask() == 0);
+            }
+            Err(other) => prop_assert!(false, "{:?} from a policy that is valid", other),
+        }
+    }
+}
