@@ -19,8 +19,20 @@ fn real() -> VmxCapabilities {
     VmxCapabilities::read(&mut msrs).unwrap()
 }
 
-/// L1 in VMX operation with a current VMCS at 2000H (whose VMPTRLD made every field dirty).
-fn l1_with_vmcs(caps: &VmxCapabilities, memory: &mut [u8]) -> L1VmxState {
+/// L1 (the virtual capabilities of `tigerlake`) in VMX operation with a current VMCS at 2000H
+/// (whose VMPTRLD made every field dirty), and L1's memory.
+fn l1_with_vmcs() -> (L1VmxState, Vec<u8>) {
+    let caps = VirtualPolicy::everything(1)
+        .virtualize(&real())
+        .unwrap()
+        .caps;
+    let mut memory = vec![0u8; 0x4000];
+    let l1 = l1_in_vmx_operation(&caps, &mut memory);
+    (l1, memory)
+}
+
+/// L1 with capabilities `caps` in VMX operation with a current VMCS at 2000H of `memory`.
+fn l1_in_vmx_operation(caps: &VmxCapabilities, memory: &mut [u8]) -> L1VmxState {
     for at in [0x1000, 0x2000] {
         memory[at..at + 4].copy_from_slice(&caps.basic.revision_id().to_le_bytes());
     }
@@ -48,12 +60,7 @@ fn names(d: &DirtyFields) -> Vec<&'static str> {
 
 #[test]
 fn vmptrld_makes_everything_dirty_and_taking_clears_it() {
-    let caps = VirtualPolicy::everything(1)
-        .virtualize(&real())
-        .unwrap()
-        .caps;
-    let mut memory = vec![0u8; 0x4000];
-    let mut l1 = l1_with_vmcs(&caps, &mut memory);
+    let (mut l1, _memory) = l1_with_vmcs();
     let all = l1.take_dirty();
     assert!(all.is_all() && !all.is_empty());
     assert!(all.contains(fields::EPT_POINTER.encoding()));
@@ -65,12 +72,7 @@ fn vmptrld_makes_everything_dirty_and_taking_clears_it() {
 
 #[test]
 fn vmwrite_marks_its_field_and_a_failed_one_marks_nothing() {
-    let caps = VirtualPolicy::everything(1)
-        .virtualize(&real())
-        .unwrap()
-        .caps;
-    let mut memory = vec![0u8; 0x4000];
-    let mut l1 = l1_with_vmcs(&caps, &mut memory);
+    let (mut l1, _memory) = l1_with_vmcs();
     let _ = l1.take_dirty();
     let rip = u64::from(fields::GUEST_RIP.encoding());
     assert_eq!(l1.vmwrite(&CX, rip, 0x40_1002), VmxOutcome::Succeed(()));
@@ -96,7 +98,7 @@ fn the_shadow_sync_marks_only_the_fields_l1_changed_through_it() {
     let real = real();
     let caps = VirtualPolicy::everything(1).virtualize(&real).unwrap().caps;
     let mut memory = vec![0u8; 0x4000];
-    let mut l1 = l1_with_vmcs(&caps, &mut memory);
+    let mut l1 = l1_in_vmx_operation(&caps, &mut memory);
     let mut r = Box::new(ShadowBitmap::pass_all());
     let mut w = Box::new(ShadowBitmap::pass_all());
     shadow_bitmaps(&SHADOWED_FIELDS, &caps, &real, &mut r, &mut w);

@@ -1476,7 +1476,10 @@ impl Nested {
     /// on L1's (virtual) processor, so its RDMSR, WRMSR, I/O, HLT, EPT violations outside EPT12
     /// (L0's MMIO device), external interrupts and L0's timer meet what L1's own would, on
     /// VMCS02 (current); the VMX capability MSRs L1 is shown, L0 answers here. `Break`: L0
-    /// stops L2 (printed).
+    /// stops L2 (printed). Not emulated: a MOV to CR0/CR4 that changes only bits L0 owns (it
+    /// would merge L2's value with L1's masks and read shadows) stops the run; with the
+    /// local-APIC-timer fallback instead of the VMX-preemption timer, L2's HLT resumes at once
+    /// and L0 waits out the wake-up before L1's next entry.
     fn l0_exit(
         &self,
         exit: VmExit,
