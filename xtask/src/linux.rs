@@ -68,6 +68,9 @@ echo "mini-hv-linux: $flags"
 case " $flags " in *" hypervisor "*) hv=present;; *) hv=absent;; esac
 case " $flags " in *" vmx "*) vmx=present;; *) vmx=absent;; esac
 echo "mini-hv-linux: CPU flags: hypervisor $hv, vmx $vmx"
+n=$(grep -c ^processor /proc/cpuinfo)
+echo "mini-hv-linux: online CPUs: $n"
+echo "mini-hv-linux: online CPU list: $(cat /sys/devices/system/cpu/online)"
 for w in $(cat /proc/cmdline); do
   case $w in mini-hv-linux.touch=*)
     p=${{w#*=}}
@@ -77,14 +80,26 @@ for w in $(cat /proc/cmdline); do
   esac
 done
 echo "mini-hv-linux: uptime $(cut -d' ' -f1 /proc/uptime) s: workload starts"
-sum=$(dd if=/dev/zero bs=64k count=64 2>/dev/null | md5sum)
-sum=${{sum%% *}}
+# Each phase runs on every CPU at once, one job pinned to each (the forks and execs split
+# between them); each job says where it ran (field 39 of /proc/self/stat).
+mkdir -p /tmp
+on_each() {{
+  c=0
+  while [ $c -lt $n ]; do
+    taskset -c $c sh -c "$1" > /tmp/$2.$c &
+    c=$((c+1))
+  done
+  wait
+  cat /tmp/$2.*
+}}
+where='echo "mini-hv-linux: $0 on CPU $(cut -d" " -f39 /proc/self/stat)" >&2'
+sum=$(on_each "s=\$(dd if=/dev/zero bs=64k count=64 2>/dev/null | md5sum); echo \${{s%% *}}; sh -c '$where' md5" md5 | sort -u)
 echo "mini-hv-linux: uptime $(cut -d' ' -f1 /proc/uptime) s: md5 done"
-i=0
-while [ $i -lt {FORKS} ]; do (:); i=$((i+1)); done
+per=$(({FORKS} / n))
+i=$(on_each "i=0; while [ \$i -lt $per ]; do (:); i=\$((i+1)); done; echo \$i; sh -c '$where' forks" forks | awk '{{s += $1}} END {{print s}}')
 echo "mini-hv-linux: uptime $(cut -d' ' -f1 /proc/uptime) s: forks done"
-j=0
-while [ $j -lt {EXECS} ]; do /bin/true; j=$((j+1)); done
+per=$(({EXECS} / n))
+j=$(on_each "j=0; while [ \$j -lt $per ]; do /bin/true; j=\$((j+1)); done; echo \$j; sh -c '$where' fork+exec" execs | awk '{{s += $1}} END {{print s}}')
 echo "mini-hv-linux: uptime $(cut -d' ' -f1 /proc/uptime) s: fork+exec done"
 if [ "$sum" = "{ZEROS_4M_MD5}" ] && [ $i -eq {FORKS} ] && [ $j -eq {EXECS} ]; then
   echo "mini-hv-linux: workload ok (md5 of 4 MiB, {FORKS} forks, {EXECS} fork+exec)"
@@ -550,7 +565,8 @@ pub fn check_hv_serial(serial: &str) -> Result<(u64, u64), String> {
                 .strip_suffix("total")
         })
         .filter_map(|n| n.trim().parse::<u64>().ok())
-        .next_back()
+        // One total per vCPU.
+        .fold(None, |sum: Option<u64>, n| Some(sum.unwrap_or(0) + n))
         .ok_or("no exit statistics (`mini-hv: N total`)")?;
     let ticks = serial
         .lines()
@@ -582,14 +598,16 @@ fn host_ticks_per_exit(serial: &str) -> Option<u64> {
 }
 
 /// Builds mini-hv and a GRUB ISO with `modules` (file, name, arguments), and boots it under Bochs with
-/// `memory_mib` of RAM and mini-hv command line `cmdline`; `name` is the run's directory under
-/// `target/mini-hv/linux/`.
+/// `memory_mib` of RAM and `cpus` processors, mini-hv command line `cmdline` (with `cpus=N` added
+/// for more than one); `name` is the run's directory under `target/mini-hv/linux/`.
+#[allow(clippy::too_many_arguments)]
 fn boot_hv(
     name: &str,
     model: &str,
     cmdline: &str,
     modules: &[(&Path, &str, &str)],
     memory_mib: u32,
+    cpus: u32,
     timeout: Duration,
     echo: bool,
 ) -> Result<emu::RunReport, String> {
@@ -600,7 +618,8 @@ fn boot_hv(
         .iter()
         .map(|&(file, name, args)| kernel::IsoModule { file, name, args })
         .collect();
-    let iso = kernel::make_iso(&dir, &elf, cmdline, &modules)?;
+    let cmdline = kernel::with_cpus(cmdline, cpus);
+    let iso = kernel::make_iso(&dir, &elf, &cmdline, &modules)?;
     let spec = RunSpec {
         platform: Platform::Bochs {
             model: model.to_string(),
@@ -608,10 +627,10 @@ fn boot_hv(
         dir: dir.join("files"),
         kernel: &elf,
         iso: Some(&iso),
-        cmdline,
+        cmdline: &cmdline,
         qemu_modules: &[],
         memory_mib,
-        cpus: 1,
+        cpus,
         bochs_ips: BOCHS_IPS,
         bochs_ignore_bad_msrs: true,
         timeout,
@@ -621,11 +640,13 @@ fn boot_hv(
     emu::run(&spec)
 }
 
-/// Runs Linux under mini-hv on Bochs (the machine `linux-baseline` uses: 256 MiB, 20 M ips), with the
-/// capabilities restricted to profile `mask` if given, checks the markers and prints the measures.
+/// Runs Linux under mini-hv on Bochs (the machine `linux-baseline` uses: 256 MiB, 20 M ips) with `cpus`
+/// processors, with the capabilities restricted to profile `mask` if given, checks the markers and prints
+/// the measures.
 pub fn run_hv(
     model: &str,
     mask: Option<&str>,
+    cpus: u32,
     timeout: Duration,
     echo: bool,
 ) -> Result<HvRun, String> {
@@ -650,6 +671,7 @@ pub fn run_hv(
             (&guest.initramfs, "initramfs.gz", "initrd"),
         ],
         256,
+        cpus,
         timeout,
         echo,
     )?;
@@ -662,6 +684,14 @@ pub fn run_hv(
             report.dir.display()
         )
     })?;
+    let online = format!("mini-hv-linux: online CPUs: {cpus}");
+    let started = "mini-hv: CPU 1's vCPU was started by the guest's SIPI";
+    if !report.serial.contains(&online) || (cpus > 1 && !report.serial.contains(started)) {
+        return Err(format!(
+            "the serial console lacks {online:?} or, with more CPUs, {started:?}; serial log in {}",
+            report.dir.display()
+        ));
+    }
     let end_marker = report.markers_at[PHASES.len() - 1].ok_or("no end marker time")?;
     let guest_seconds = ticks as f64 / f64::from(BOCHS_IPS);
     for (phase, at) in PHASES.iter().zip(&report.markers_at) {
@@ -670,8 +700,9 @@ pub fn run_hv(
         }
     }
     eprintln!(
-        "xtask: Linux under mini-hv ({model}{}): {END_MARKER:?} after {:.1} s wall; {exits} VM exits, {:.0} per \
+        "xtask: Linux under mini-hv ({model}, {cpus} CPU{}{}): {END_MARKER:?} after {:.1} s wall; {exits} VM exits, {:.0} per \
          second of guest time ({guest_seconds:.1} s of emulated time); whole run {:.1} s wall, {:.1} s of Bochs CPU time",
+        if cpus == 1 { "" } else { "s" },
         mask.map(|m| format!(", capabilities masked to {m}"))
             .unwrap_or_default(),
         end_marker.as_secs_f64(),
@@ -717,6 +748,8 @@ struct RunOptions {
     bad_inputs: bool,
     /// `--mask-caps NAME`: a capability profile ([`crate::MASK_PROFILES`]).
     mask: Option<String>,
+    /// Logical processors (Bochs `cpu: count=N`, mini-hv `cpus=N`); `None`: 1.
+    cpus: Option<u32>,
 }
 
 fn parse_run_options(args: &[String]) -> Result<RunOptions, String> {
@@ -733,12 +766,13 @@ fn parse_run_options(args: &[String]) -> Result<RunOptions, String> {
             "--platform" => options.platform = Some(args.platform()?),
             "--model" => options.model = Some(args.value()?),
             "--timeout" => options.timeout_secs = Some(args.number("seconds")?),
+            "--cpus" => options.cpus = Some(args.cpus()?),
             "--bad-inputs" if !args.has_inline_value() => options.bad_inputs = true,
             "--mask-caps" => options.mask = Some(crate::mask_profile(args.value()?)?),
             other => {
                 return Err(format!(
                     "unknown option {other:?} (run --guest linux [--platform bochs|qemu] [--model NAME] \
-                     [--timeout SECS] [--mask-caps hyperv] [--bad-inputs])"
+                     [--cpus N] [--timeout SECS] [--mask-caps hyperv] [--bad-inputs])"
                 ));
             }
         }
@@ -749,7 +783,7 @@ fn parse_run_options(args: &[String]) -> Result<RunOptions, String> {
     Ok(options)
 }
 
-/// `cargo xtask run --guest linux [--platform bochs|qemu] [--model NAME] [--timeout SECS] [--bad-inputs]`:
+/// `cargo xtask run --guest linux [--platform bochs|qemu] [--model NAME] [--cpus N] [--timeout SECS] [--bad-inputs]`:
 /// QEMU with KVM when the host gives nested VMX (or `--platform qemu`: TCG otherwise, which ends in the clean
 /// no-VMX UNSUPPORTED), else Bochs (`corei7_skylake_x`). `--bad-inputs`: the [`BAD_INPUTS`] runs (Bochs)
 /// instead of the boot. Exit status as `cargo xtask run`: 0 PASS, 2 UNSUPPORTED, 1 otherwise.
@@ -763,6 +797,9 @@ pub fn run_command(args: &[String]) -> Result<ExitCode, String> {
         emu::choose_qemu_kvm(options.platform.as_deref())
     };
     if let Some(kvm) = qemu_kvm {
+        if options.cpus.is_some_and(|n| n > 1) {
+            return Err("--cpus with the Linux guest runs under Bochs (--platform bochs)".into());
+        }
         return run_qemu(kvm, options.model, options.mask.as_deref(), timeout);
     }
     let model = options
@@ -771,7 +808,13 @@ pub fn run_command(args: &[String]) -> Result<ExitCode, String> {
     if options.bad_inputs {
         bad_input_checks(&model)?;
     } else {
-        run_hv(&model, options.mask.as_deref(), timeout, true)?;
+        run_hv(
+            &model,
+            options.mask.as_deref(),
+            options.cpus.unwrap_or(1),
+            timeout,
+            true,
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -912,6 +955,7 @@ pub fn bad_input_checks(model: &str) -> Result<(), String> {
             HV_CMDLINE,
             &modules,
             memory,
+            1,
             Duration::from_secs(120),
             false,
         )?;
@@ -943,8 +987,8 @@ const MASKED_MARKERS: [&str; 3] = [
 pub fn test_step() -> Result<(), String> {
     let start = std::time::Instant::now();
     let timeout = Duration::from_secs(240);
-    let run = run_hv("corei7_skylake_x", None, timeout, false)?;
-    let masked = run_hv("corei7_skylake_x", Some("hyperv"), timeout, false)?;
+    let run = run_hv("corei7_skylake_x", None, 1, timeout, false)?;
+    let masked = run_hv("corei7_skylake_x", Some("hyperv"), 1, timeout, false)?;
     if let Some(missing) = MASKED_MARKERS.iter().find(|m| !masked.serial.contains(*m)) {
         return Err(format!(
             "Linux masked to hyperv passed, but its serial console lacks {missing:?}"
@@ -964,6 +1008,18 @@ pub fn test_step() -> Result<(), String> {
     }
     eprintln!(
         "xtask test: linux step {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    // Two CPUs (issue 15): CPU 1's vCPU started by the guest's own INIT-SIPI-SIPI; the workload
+    // on both. About 65 s.
+    let start = std::time::Instant::now();
+    let run = run_hv("corei7_skylake_x", None, 2, Duration::from_secs(240), false)?;
+    eprintln!(
+        "xtask test: ok   linux-2cpu-under-mini-hv end marker at {:.1} s, {} exits in {:.1} s of guest time \
+         (step {:.1} s)",
+        run.end_marker.as_secs_f64(),
+        run.exits,
+        run.guest_seconds,
         start.elapsed().as_secs_f64()
     );
     Ok(())
@@ -1027,6 +1083,8 @@ mod tests {
             "host",
             "--timeout",
             "60",
+            "--cpus",
+            "2",
         ]))
         .unwrap();
         assert_eq!(
@@ -1037,8 +1095,10 @@ mod tests {
                 timeout_secs: Some(60),
                 bad_inputs: false,
                 mask: None,
+                cpus: Some(2),
             }
         );
+        assert!(parse_run_options(&args(&["--cpus", "9"])).is_err());
         let masked = parse_run_options(&args(&["--guest", "linux", "--mask-caps", "hyperv"]));
         assert_eq!(masked.unwrap().mask.as_deref(), Some("hyperv"));
         assert_eq!(

@@ -47,13 +47,14 @@ const USAGE: &str = "usage:
   cargo xtask fetch-linux
       Download Debian's cloud kernel and busybox-static (apt-get download, cached in target/linux-cache)
       and build the initramfs.
-  cargo xtask run --guest linux [--platform bochs|qemu] [--model NAME] [--timeout SECS]
+  cargo xtask run --guest linux [--platform bochs|qemu] [--model NAME] [--cpus N] [--timeout SECS]
       [--mask-caps hyperv] [--bad-inputs]
       Boot that kernel as mini-hv's guest: QEMU with KVM (-cpu host, 512 MiB, the kernel and initramfs as
       Multiboot modules) when the host gives nested VMX, else Bochs (default corei7_skylake_x, 256 MiB, a
       GRUB ISO). --platform qemu without KVM ends in UNSUPPORTED (TCG has no VMX). --mask-caps hyperv:
       as for the test guest. --bad-inputs (Bochs): bad kernels, initramfs and memory sizes, each must end
-      in a clear RESULT FAIL.
+      in a clear RESULT FAIL. --cpus 2 (Bochs): the guest starts CPU 1's vCPU with its own
+      INIT-SIPI-SIPI.
   cargo xtask linux-baseline [--model NAME] [--cpus N] [--timeout SECS]
       Boot that kernel under plain Bochs (no hypervisor; default corei7_skylake_x) and time the end marker.
   cargo xtask entry-diff [--cases N] [--seed S] [--model M] [--timeout SECS] [--cmdline ARGS]

@@ -314,6 +314,8 @@ impl core::fmt::Display for StartError {
 /// The processors that answered: numbers `0..count` (0 is the bootstrap processor).
 pub struct Cpus {
     count: usize,
+    /// The bootstrap processor's local APIC ID (processor `n` has `base_id + n`).
+    base_id: u32,
     /// TSC ticks from each processor's INIT to its report.
     start_ticks: [u64; MAX_CPUS],
     /// `!Send`: the requests are posted from the bootstrap processor.
@@ -330,6 +332,7 @@ pub fn start(wanted: usize, withhold_sipi: bool) -> (Cpus, Option<(usize, u32, S
     let base_id = apic_id();
     let mut cpus = Cpus {
         count: 1,
+        base_id,
         start_ticks: [0; MAX_CPUS],
         _here: core::marker::PhantomData,
     };
@@ -508,6 +511,16 @@ impl Cpus {
         let value = here(self);
         let overlapped = mailbox.state.load(Ordering::Acquire) != POSTED;
         (value, finish(cpu, mailbox).map(|()| overlapped))
+    }
+
+    /// Sends application processor `cpu` a Start-up IPI with `vector` through the local APIC
+    /// (a processor in the wait-for-SIPI state starts, or takes a SIPI VM exit in VMX non-root
+    /// operation; any other discards it: SDM Vol. 3C §26.6.2).
+    pub fn send_startup(&self, cpu: usize, vector: u8) -> Result<(), &'static str> {
+        if cpu == 0 || cpu >= self.count {
+            return Err("not an application processor that was started");
+        }
+        send_ipi(self.base_id + cpu as u32, ICR_STARTUP | u32::from(vector))
     }
 
     /// The processors' count (as [`RunOnCpu::cpu_count`]).

@@ -15,22 +15,33 @@
 //!   [`super::monitor`]; CPUID.01H:ECX.MONITOR is then hidden, so that Linux idles with HLT), "load debug
 //!   controls" (with "save debug controls", so the guest's DR7 and IA32_DEBUGCTL survive VM exits).
 //! - Handled exits: CPUID (hypervisor bit, VMX hidden, leaf 0x40000000), the intercepted MSRs and ports,
-//!   CR0/CR4 writes to host-owned bits, XSETBV, INVD/WBINVD, HLT, MONITOR, MWAIT; INIT, SIPI, triple fault,
-//!   EPT violations and anything else end the run with a report. The guest's ACPI power-off is its
-//!   "pass", a reset its "fail".
+//!   CR0/CR4 writes to host-owned bits, XSETBV, INVD/WBINVD, HLT, MONITOR, MWAIT, INIT and SIPI
+//!   (`vmcs::init`); a triple fault, EPT violations and anything else end the run with a report. The
+//!   guest's ACPI power-off is its "pass", a reset its "fail".
+//! - With `cpus=2`: CPU 1 runs the guest's second vCPU (own VMXON region and VMCS, the same EPT) from the
+//!   wait-for-SIPI state; the guest's own INIT-SIPI-SIPI starts it (INIT IPIs emulated through the
+//!   write-protected local APIC page, see `Linux::apic_write`; the SIPI as a SIPI VM exit). Both vCPUs
+//!   have the VMX-preemption timer, so that each sees the other's end of the run ([`STOP`]).
 
 use core::arch::asm;
 use core::fmt;
 use core::ops::ControlFlow;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use ept::{
-    EptConfig, EptMapper, HostPhysAddr, LeafAttributes, MemoryType, OffsetPhysToVirt, Permissions,
+    EptConfig, EptMapper, GuestPhysAddr, HostPhysAddr, LeafAttributes, MemoryType,
+    OffsetPhysToVirt, Permissions, ThisCpuOnly,
 };
 use exits::{ExitReason, IoDirection, IoQualification, VmExit};
+use vmcs::init::{ProcessorRole, SipiOutcome, apply_init, apply_sipi};
 use vmcs::structures::{IoBitmaps, MsrAccess, MsrBitmap};
-use vmcs::{ActivityState, GuestState, Segment, VmcsWrite, fields};
-use vmx_caps::{LiveMsrs, PrimaryControls, SecondaryControls, VmxCapabilities};
-use vmx_core::{GuestRegisters, LivePlatform, VmFail};
+use vmcs::{
+    ActivityState, GuestState, InterruptibilityState, Segment, VmcsRead, VmcsWrite, fields,
+};
+use vmx_caps::{
+    ControlRequest, LiveMsrs, PinBasedControls, PrimaryControls, SecondaryControls, VmxCapabilities,
+};
+use vmx_core::{GpReg, GuestRegisters, InveptType, LivePlatform, VmFail, VmxRoot, VmxonRegion};
 
 use super::Vmcs;
 use super::dispatch::{self, Flow, Guest, Stopped};
@@ -107,6 +118,48 @@ enum End {
     PowerOff,
     Reset(&'static str),
     Stopped,
+    /// The other vCPU ended the run.
+    Other,
+}
+
+/// TSC ticks after which the VMX-preemption timer makes a vCPU of an SMP guest exit (when it made
+/// no other VM exit), so that it sees [`STOP`] (the timer restarts at every VM entry).
+const STOP_CHECK_TICKS: u64 = 20_000_000;
+
+/// Set by the vCPU that ends the run (power-off, reset, a stop): the other one ends at its next
+/// VM exit.
+static STOP: AtomicBool = AtomicBool::new(false);
+/// CPU 1's vCPU runs (in VMX operation, between its first VM entry and its last VM exit).
+static AP_IN_VCPU: AtomicBool = AtomicBool::new(false);
+/// CPU 1's vCPU has left the wait-for-SIPI state (the guest's SIPI started it).
+static AP_STARTED: AtomicBool = AtomicBool::new(false);
+/// The guest sent CPU 0 (index 0) or CPU 1 (index 1, once its vCPU runs) an INIT: that vCPU
+/// applies it before its next VM entry.
+static INIT_PENDING: [AtomicBool; 2] = [const { AtomicBool::new(false) }; 2];
+
+/// The local APIC page (xAPIC, the default base: the guest's and the host's, identity-mapped).
+const LAPIC_BASE: u64 = 0xfee0_0000;
+/// xAPIC registers: ID, interrupt command (low, high).
+const APIC_ID: u64 = 0x20;
+const APIC_ICR_LOW: u64 = 0x300;
+const APIC_ICR_HIGH: u64 = 0x310;
+
+/// INIT IPIs of the guest, by target.
+#[derive(Default)]
+struct InitCounts {
+    to_bsp: u64,
+    to_ap: u64,
+    to_self: u64,
+    to_nobody: u64,
+}
+
+/// How a vCPU starts.
+#[derive(Clone, Copy)]
+enum Start {
+    /// The boot protocol's 32-bit entry point.
+    Boot(u64),
+    /// The post-INIT state of an application processor, waiting for the guest's SIPI.
+    WaitForSipi,
 }
 
 struct Linux {
@@ -127,6 +180,16 @@ struct Linux {
     /// "MWAIT exiting" is 1: CPUID.01H:ECX.MONITOR is hidden, so that Linux idles with HLT (a
     /// wait in the HLT activity state) rather than with an MWAIT that completes as a NOP.
     hide_monitor: bool,
+    /// Which processor this vCPU is (what an INIT leaves it in).
+    role: ProcessorRole,
+    /// The processor's VMX capabilities (for the post-INIT state).
+    caps: VmxCapabilities,
+    /// The guest has 2 vCPUs: its local APIC page is write-protected ([`Linux::apic_write`]).
+    smp: bool,
+    /// The vector of the last SIPI that started this vCPU.
+    sipi_vector: Option<u8>,
+    /// INIT IPIs of the guest that the hypervisor emulated instead of sending.
+    inits: InitCounts,
     exit_counts: [u64; 96],
     total: u64,
     /// TSC ticks the host spent between each VM exit and the next VM entry (the trampoline
@@ -134,9 +197,23 @@ struct Linux {
     host_ticks: u64,
 }
 
-/// Runs Linux as the guest.
-pub fn run() -> Outcome {
+/// Runs Linux as the guest, on `cpus` (when started, 2 processors: CPU 1's vCPU waits for the
+/// guest's own INIT-SIPI-SIPI).
+pub fn run(cpus: Option<&mut crate::smp::Cpus>) -> Outcome {
     println!("mini-hv: guest: Linux (boot protocol, 32-bit entry, devices passed through)");
+    let cpus = cpus.filter(|c| c.count() > 1);
+    if let Some(c) = &cpus
+        && c.count() != 2
+    {
+        // The processors beyond would meet the guest's SIPIs outside VMX operation and run its
+        // code unvirtualized.
+        println!(
+            "mini-hv: the Linux guest runs on 1 or 2 CPUs, not {}",
+            c.count()
+        );
+        return Outcome::Fail;
+    }
+    let smp = cpus.is_some();
     // SAFETY: ring 0, one processor.
     let mut msrs = unsafe { LiveMsrs::new() };
     let Some(caps) = super::read_caps(&mut msrs).and_then(super::masked) else {
@@ -162,8 +239,22 @@ pub fn run() -> Outcome {
     for dropped in linux.negotiated.drops() {
         println!("mini-hv: optional control dropped: {dropped}");
     }
-    let controls = linux.negotiated.value;
+    let mut controls = linux.negotiated.value;
     let pat = linux.pat;
+    if smp {
+        // Each vCPU must see the other's end of the run: a VM exit at least every
+        // STOP_CHECK_TICKS. CPU 1's vCPU starts in the wait-for-SIPI state.
+        let timer = PinBasedControls::ACTIVATE_VMX_PREEMPTION_TIMER;
+        if let Err(e) = caps.negotiate(&ControlRequest::new().require(timer)) {
+            println!("mini-hv: unsupported with 2 CPUs: {e}");
+            return Outcome::Unsupported;
+        }
+        if !caps.misc.activity_wait_for_sipi() {
+            println!("mini-hv: unsupported with 2 CPUs: the wait-for-SIPI activity state");
+            return Outcome::Unsupported;
+        }
+        controls.pin |= timer;
+    }
 
     let xsave = super::HostXsave::enable();
 
@@ -178,8 +269,27 @@ pub fn run() -> Outcome {
         println!("mini-hv: out of memory for the VMCS, bitmaps and EPT");
         return Outcome::Fail;
     };
+    // CPU 1's VMXON region and VMCS.
+    let ap_frames = match smp {
+        true => match (crate::mem::alloc_frame(), crate::mem::alloc_frame()) {
+            (Some(vmxon), Some(vmcs)) => Some((vmxon, vmcs)),
+            _ => {
+                println!("mini-hv: out of memory for CPU 1's VMXON region and VMCS");
+                return Outcome::Fail;
+            }
+        },
+        false => None,
+    };
+    let (ap_vmxon, ap_vmcs) = ap_frames.unwrap_or((vmxon_frame, vmcs_frame));
     let mut high = pool + EPT_POOL_FRAMES as u64 * 4096;
-    for a in [vmxon_frame, vmcs_frame, msr_frame, io_frames + 4096] {
+    for a in [
+        vmxon_frame,
+        vmcs_frame,
+        msr_frame,
+        io_frames + 4096,
+        ap_vmxon,
+        ap_vmcs,
+    ] {
         high = high.max(a + 4096);
     }
     let mut holes = [(0u64, 0u64); 72];
@@ -314,13 +424,39 @@ pub fn run() -> Outcome {
         }
         println!("mini-hv: EPT identity map {s:#x}..{e:#x} ({memory_type:?})");
     }
+    if smp {
+        // The guest's APIC writes go through the hypervisor (`Linux::apic_write`), reads do not.
+        let protect = ept.protect(
+            GuestPhysAddr::new_truncate(LAPIC_BASE),
+            4096,
+            LeafAttributes::new(Permissions::READ, MemoryType::Uncacheable),
+        );
+        // SAFETY: no other processor has used this EPT yet (CPU 1 loads it later).
+        let mut this_cpu = unsafe { ThisCpuOnly::new(&root) };
+        let done = match protect {
+            Ok(flush) => ept
+                .flush(flush, &mut this_cpu)
+                .map_err(|e| println!("mini-hv: INVEPT failed: {e}")),
+            Err(e) => {
+                println!("mini-hv: cannot write-protect the local APIC page: {e}");
+                Err(())
+            }
+        };
+        if done.is_err() {
+            let _ = root.disable();
+            return Outcome::Fail;
+        }
+        println!(
+            "mini-hv: EPT local APIC page {LAPIC_BASE:#x} read-only (writes emulated: INIT IPIs)"
+        );
+    }
     println!("mini-hv: EPT {} table frames", ept.table_frames());
 
     let mut mapped = [(0u64, 0u64); MAX_RANGES];
     for (slot, &(s, e, _)) in mapped.iter_mut().zip(&ranges[..count]) {
         *slot = (s, e);
     }
-    let mut linux = Linux {
+    let vcpu = |role| Linux {
         // SAFETY: EPT identity-maps guest RAM; the hole is the hypervisor's memory, never read.
         mem: unsafe { GuestMemory::identity_with_hole(ram_top, MIB..hv_end) },
         mapped,
@@ -332,38 +468,79 @@ pub fn run() -> Outcome {
         ram: (hv_end, ram_top),
         proc2: controls.proc2,
         hide_monitor: controls.proc.contains(PrimaryControls::MWAIT_EXITING),
+        role,
+        caps,
+        smp,
+        sipi_vector: None,
+        inits: InitCounts::default(),
         exit_counts: [0; 96],
         total: 0,
         host_ticks: 0,
     };
+    let mut linux = vcpu(ProcessorRole::Bootstrap);
     linux.regs.rsi = loaded.boot_params;
-    let end = launch(
-        &mut root,
-        &caps,
-        &controls,
-        ept.eptp(),
+    let timer = smp.then(|| {
+        super::vcpu::timer_value(STOP_CHECK_TICKS, caps.misc.preemption_timer_tsc_shift()) as u32
+    });
+    let setup = Setup {
+        caps: &caps,
+        controls: &controls,
+        eptp: ept.eptp(),
         msr_bitmap,
         io_bitmaps,
-        vmcs_frame,
         pat,
-        loaded.entry32,
-        &mut linux,
-    );
+        timer,
+    };
+    let mut ap_linux = vcpu(ProcessorRole::Application);
+    let boot = Start::Boot(loaded.entry32);
+    let (end, ap_end) = match cpus {
+        Some(cpus) => {
+            let mut ap_end = End::Stopped;
+            let mut ap_job = || ap_end = run_ap(&setup, ap_vmxon, ap_vmcs, &mut ap_linux);
+            println!(
+                "mini-hv: CPU 1 runs the guest's second vCPU, waiting for its INIT-SIPI-SIPI (own \
+                 VMXON region and VMCS, the same EPT)"
+            );
+            let (end, posted) = cpus.alongside(1, &mut ap_job, |cpus| {
+                let end = launch(&mut root, &setup, vmcs_frame, boot, &mut linux);
+                STOP.store(true, Ordering::Release);
+                if AP_IN_VCPU.load(Ordering::Acquire) && !AP_STARTED.load(Ordering::Acquire) {
+                    // Waiting for a SIPI that will not come (no timer runs in that state): a SIPI
+                    // makes it exit and see STOP; a processor that is not waiting discards it.
+                    if let Err(e) = cpus.send_startup(1, 0) {
+                        println!("mini-hv: cannot send CPU 1 a SIPI: {e}");
+                    }
+                }
+                end
+            });
+            if let Err(e) = posted {
+                println!("mini-hv: CPU 1's vCPU did not run: {e}");
+                ap_end = End::Stopped;
+            }
+            (end, Some(ap_end))
+        }
+        None => (
+            launch(&mut root, &setup, vmcs_frame, boot, &mut linux),
+            None,
+        ),
+    };
     xsave.restore();
     if let Err((_, fail)) = root.disable() {
         println!("mini-hv: VMXOFF failed: {fail}");
         return Outcome::Fail;
     }
-    println!("mini-hv: VM exit statistics (whole Linux run):");
-    for (number, &count) in linux.exit_counts.iter().enumerate() {
-        if count != 0 {
-            println!(
-                "mini-hv:   {count:>8}  {}",
-                ExitReason::from_raw(number as u32).basic
-            );
+    linux.print_statistics(0);
+    let end = match ap_end {
+        Some(ap_end) => {
+            ap_linux.print_statistics(1);
+            match (end, ap_end) {
+                // The vCPU that ended the run says how.
+                (End::Other, ap_end) => ap_end,
+                (end, _) => end,
+            }
         }
-    }
-    println!("mini-hv:   {:>8}  total", linux.total);
+        None => end,
+    };
     match end {
         End::PowerOff => {
             println!("mini-hv: the Linux guest powered off (ACPI S5): guest result pass");
@@ -373,23 +550,70 @@ pub fn run() -> Outcome {
             println!("mini-hv: the Linux guest reset the machine ({how}): guest result fail");
             Outcome::Fail
         }
-        End::Stopped => Outcome::Fail,
+        End::Stopped | End::Other => Outcome::Fail,
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What both vCPUs' VMCSs share.
+struct Setup<'a> {
+    caps: &'a VmxCapabilities,
+    controls: &'a vmx_caps::ControlSet,
+    eptp: ept::EptPointer,
+    msr_bitmap: &'a MsrBitmap,
+    io_bitmaps: &'a IoBitmaps,
+    pat: bool,
+    /// The VMX-preemption timer value of an SMP guest's vCPUs.
+    timer: Option<u32>,
+}
+
+/// CPU 1's vCPU (run there): VMXON with its own region, an all-context INVEPT (SDM Vol. 3C
+/// §29.4.3.3: no EPT-derived translations of an earlier VMX period may remain), the vCPU from
+/// the post-INIT wait-for-SIPI state, VMXOFF.
+fn run_ap(setup: &Setup<'_>, vmxon_frame: u64, vmcs_frame: u64, linux: &mut Linux) -> End {
+    // SAFETY: a fresh identity-mapped frame, this processor's VMXON region from now on.
+    let region = match unsafe { VmxonRegion::from_frame(vmxon_frame as *mut u8) } {
+        Ok(region) => region,
+        Err(e) => {
+            println!("mini-hv: CPU 1's VMXON region: {e}");
+            return End::Stopped;
+        }
+    };
+    // SAFETY: CPL 0 on processor 1, whose VMX operation nothing else uses.
+    let platform = unsafe { LivePlatform::new() };
+    // SAFETY: `caps` describe every processor of this machine (Bochs gives each the same
+    // capability MSRs); `identity` is the true translation; nothing else uses VMX here.
+    let root = unsafe { VmxRoot::enable(platform, setup.caps, region, &super::identity) };
+    let mut root = match root {
+        Ok(root) => root,
+        Err((_, e)) => {
+            println!("mini-hv: CPU 1 cannot enter VMX operation: {e}");
+            return End::Stopped;
+        }
+    };
+    let all = InveptType::AllContext;
+    if all.supported_by(&setup.caps.ept_vpid)
+        && let Err(e) = root.invept(all, 0)
+    {
+        println!("mini-hv: CPU 1: INVEPT after VMXON failed: {e}");
+    }
+    let end = launch(&mut root, setup, vmcs_frame, Start::WaitForSipi, linux);
+    if let Err((_, fail)) = root.disable() {
+        println!("mini-hv: CPU 1: VMXOFF failed: {fail}");
+        return End::Stopped;
+    }
+    end
+}
+
+/// Loads a VMCS for `linux` on this processor (the shared parts from `setup`), runs the vCPU
+/// from `start` until the run ends, and clears the VMCS.
 fn launch(
     root: &mut super::Root,
-    caps: &VmxCapabilities,
-    controls: &vmx_caps::ControlSet,
-    eptp: ept::EptPointer,
-    msr_bitmap: &MsrBitmap,
-    io_bitmaps: &IoBitmaps,
+    setup: &Setup<'_>,
     vmcs_frame: u64,
-    pat: bool,
-    entry32: u64,
+    start: Start,
     linux: &mut Linux,
 ) -> End {
+    let caps = setup.caps;
     // SAFETY: a fresh frame (identity-mapped), used only as this VMCS for the rest of the run.
     let Some(region) = (unsafe { super::vmcs_region(vmcs_frame, caps) }) else {
         return End::Stopped;
@@ -397,26 +621,59 @@ fn launch(
     let Some(mut active) = super::load_vmcs(region, root) else {
         return End::Stopped;
     };
+    let controls = setup.controls;
     let vpid = controls.proc2.contains(SecondaryControls::ENABLE_VPID);
-    let setup = super::write_vmcs(&mut active, controls, eptp, msr_bitmap, io_bitmaps, vpid)
-        .and_then(|()| linux.write_entry_state(&mut active, caps, entry32, pat));
-    if let Err(fail) = setup {
+    let entry32 = match start {
+        Start::Boot(entry32) => entry32,
+        Start::WaitForSipi => 0,
+    };
+    let written = super::write_vmcs(
+        &mut active,
+        controls,
+        setup.eptp,
+        setup.msr_bitmap,
+        setup.io_bitmaps,
+        vpid,
+    )
+    .and_then(|()| linux.write_entry_state(&mut active, caps, entry32, setup.pat))
+    .and_then(|()| match setup.timer {
+        Some(value) => Ok(active.write(fields::VMX_PREEMPTION_TIMER_VALUE, value)?),
+        None => Ok(()),
+    });
+    if let Err(fail) = written {
         println!("mini-hv: writing the VMCS failed: {fail}");
         super::dump_vmcs(&active);
         return End::Stopped;
     }
-    println!(
-        "mini-hv: launching Linux at {entry32:#x} (32-bit protected mode, paging off, ESI = zero page {:#x})",
-        linux.regs.rsi
-    );
-    let start = probe::rdtsc();
+    match start {
+        Start::Boot(entry32) => println!(
+            "mini-hv: launching Linux at {entry32:#x} (32-bit protected mode, paging off, ESI = zero page {:#x})",
+            linux.regs.rsi
+        ),
+        Start::WaitForSipi => {
+            let signature = crate::arch::cpuid(1, 0).eax;
+            if let Err(e) = apply_init(&mut active, &mut linux.regs, caps, linux.role, signature) {
+                println!("mini-hv: CPU 1: cannot put the vCPU into its post-INIT state: {e}");
+                return End::Stopped;
+            }
+            AP_IN_VCPU.store(true, Ordering::Release);
+        }
+    }
+    let start_tsc = probe::rdtsc();
     let end = linux.run(&mut active);
-    let ticks = probe::rdtsc().wrapping_sub(start);
-    println!(
-        "mini-hv: the guest ran {ticks} TSC ticks for {} VM exits ({} ticks per exit)",
-        linux.total,
-        ticks / linux.total.max(1)
-    );
+    AP_IN_VCPU.store(false, Ordering::Release);
+    let ticks = probe::rdtsc().wrapping_sub(start_tsc);
+    let per_exit = ticks / linux.total.max(1);
+    match linux.role {
+        ProcessorRole::Bootstrap => println!(
+            "mini-hv: the guest ran {ticks} TSC ticks for {} VM exits ({per_exit} ticks per exit)",
+            linux.total
+        ),
+        ProcessorRole::Application => println!(
+            "mini-hv: CPU 1's vCPU ran {ticks} TSC ticks for {} VM exits ({per_exit} ticks per exit)",
+            linux.total
+        ),
+    }
     println!(
         "mini-hv: host: {} TSC ticks per VM exit from the trampoline's return to its next call, \
          mean over the run (instructions under Bochs with clock sync=none; the trampoline adds its \
@@ -469,12 +726,170 @@ impl Linux {
         Ok(())
     }
 
-    /// Runs the guest ([`dispatch::run`]), summing the host's part of each round trip.
+    /// Runs the guest ([`dispatch::run`]), summing the host's part of each round trip; an end of
+    /// its own ends the other vCPU's run too ([`STOP`]).
     fn run(&mut self, vmcs: &mut Vmcs<'_>) -> End {
         let mut host = probe::HostTicks::new();
         let end = dispatch::run(self, vmcs, &mut host);
         self.host_ticks = host.total;
+        if !matches!(end, End::Other) {
+            STOP.store(true, Ordering::Release);
+        }
         end
+    }
+
+    /// Prints this vCPU's VM exits by reason (of CPU `cpu` when the guest has 2 vCPUs).
+    fn print_statistics(&self, cpu: usize) {
+        if self.smp {
+            println!("mini-hv: VM exit statistics of CPU {cpu}'s vCPU (whole Linux run):");
+        } else {
+            println!("mini-hv: VM exit statistics (whole Linux run):");
+        }
+        for (number, &count) in self.exit_counts.iter().enumerate() {
+            if count != 0 {
+                println!(
+                    "mini-hv:   {count:>8}  {}",
+                    ExitReason::from_raw(number as u32).basic
+                );
+            }
+        }
+        println!("mini-hv:   {:>8}  total", self.total);
+        if let Some(vector) = self.sipi_vector {
+            println!(
+                "mini-hv: CPU {cpu}'s vCPU was started by the guest's SIPI with vector {vector:#x} \
+                 (at {:#x})",
+                u32::from(vector) << 12
+            );
+        }
+        let i = &self.inits;
+        if i.to_bsp + i.to_ap + i.to_self + i.to_nobody != 0 {
+            println!(
+                "mini-hv: CPU {cpu}'s vCPU sent INIT IPIs (emulated): {} to CPU 0, {} to CPU 1, {} \
+                 to itself, {} to no processor",
+                i.to_bsp, i.to_ap, i.to_self, i.to_nobody
+            );
+        }
+    }
+    /// A guest write to its local APIC's page, write-protected in the EPT when the guest has 2
+    /// vCPUs (reads go to the APIC directly): the instruction (a MOV) is decoded and the write
+    /// done on the APIC, but for INIT IPIs, which the hypervisor emulates (SDM Vol. 3A §11.6.1:
+    /// INIT puts the target into the INIT state; for an application processor that is waiting
+    /// for SIPI, where CPU 1's vCPU starts; an INIT to an APIC ID no processor has reaches
+    /// nobody). An INIT must not reach a processor in VMX non-root operation as a signal: Bochs
+    /// 2.7 keeps it pending after the INIT VM exit, which then recurs at every VM entry. The
+    /// SIPIs go to the APIC: CPU 1 takes them as SIPI VM exits.
+    fn apic_write(&mut self, vmcs: &mut Vmcs<'_>, offset: u64) -> Flow<End> {
+        let rip = vmcs.read(fields::GUEST_RIP)?;
+        let linear = vmcs.read(fields::GUEST_CS_BASE)?.wrapping_add(rip);
+        let paging = super::memory::Paging::of(vmcs)?;
+        let mut bytes = [0u8; 15];
+        let in_page = ((0x1000 - (linear & 0xfff)) as usize).min(bytes.len());
+        let fetched = if self.mem.read_virt(paging, linear, &mut bytes).is_ok() {
+            bytes.len()
+        } else if self
+            .mem
+            .read_virt(paging, linear, &mut bytes[..in_page])
+            .is_ok()
+        {
+            in_page
+        } else {
+            return dispatch::stop(
+                vmcs,
+                format_args!("cannot fetch the APIC write at RIP {rip:#x}"),
+            );
+        };
+        let access = match mini_hv_logic::decode::decode_mov(&bytes[..fetched]) {
+            Ok(access) => access,
+            Err(e) => {
+                return dispatch::stop(
+                    vmcs,
+                    format_args!(
+                        "APIC write at offset {offset:#x} by an instruction not emulated ({e})"
+                    ),
+                );
+            }
+        };
+        let value = match access.operation {
+            mini_hv_logic::decode::Operation::Store(reg) if !reg.high_byte => {
+                let gpr = GpReg::from_field(u64::from(reg.index));
+                dispatch::read_gpr(&self.regs, gpr, vmcs)?
+            }
+            mini_hv_logic::decode::Operation::StoreImmediate(v) => v,
+            _ => {
+                return dispatch::stop(
+                    vmcs,
+                    format_args!("APIC access at offset {offset:#x} is not a store"),
+                );
+            }
+        };
+        if access.size != 4 || offset & 0xf != 0 {
+            return dispatch::stop(
+                vmcs,
+                format_args!("APIC write of {} bytes at offset {offset:#x}", access.size),
+            );
+        }
+        let value = value as u32;
+        let length = u32::from(access.length);
+        let apic = |reg: u64| (LAPIC_BASE + reg) as *mut u32;
+        let init = offset == APIC_ICR_LOW && (value >> 8) & 0b111 == 0b101;
+        if !init {
+            // SAFETY: the guest's own write to its own APIC (passed through but for INIT).
+            unsafe { core::ptr::write_volatile(apic(offset), value) };
+            return dispatch::skip(vmcs, length);
+        }
+        // Level de-assert (level 0, trigger mode level) is no INIT on these processors.
+        if value & (1 << 14) == 0 && value & (1 << 15) != 0 {
+            return dispatch::skip(vmcs, length);
+        }
+        // SAFETY: reading the APIC's ID and ICR high registers has no side effect.
+        let (own, dest) = unsafe {
+            (
+                core::ptr::read_volatile(apic(APIC_ID)) >> 24,
+                core::ptr::read_volatile(apic(APIC_ICR_HIGH)) >> 24,
+            )
+        };
+        // CPU 1's APIC ID follows the bootstrap processor's (`crate::smp`).
+        let (bsp, ap) = match self.role {
+            ProcessorRole::Bootstrap => (own, own + 1),
+            ProcessorRole::Application => (own.wrapping_sub(1), own),
+        };
+        // Destination shorthand (bits 19:18): none, self, all including self, all excluding self.
+        let (to_self, to_ap, to_bsp) = match (value >> 18) & 0b11 {
+            0b00 => (
+                dest == own,
+                dest != own && (dest == ap || dest == 0xff),
+                dest != own && (dest == bsp || dest == 0xff),
+            ),
+            0b01 => (true, false, false),
+            0b10 => (true, own != ap, own != bsp),
+            _ => (false, own != ap, own != bsp),
+        };
+        if to_ap {
+            self.inits.to_ap += 1;
+            // A CPU 1 still waiting for SIPI is in the post-INIT state already.
+            if AP_STARTED.load(Ordering::Acquire) {
+                INIT_PENDING[1].store(true, Ordering::Release);
+            }
+        }
+        if to_bsp {
+            self.inits.to_bsp += 1;
+            INIT_PENDING[0].store(true, Ordering::Release);
+        }
+        if !to_self && !to_ap && !to_bsp {
+            self.inits.to_nobody += 1;
+        }
+        let next = dispatch::skip(vmcs, length)?;
+        if to_self {
+            self.inits.to_self += 1;
+            let signature = crate::arch::cpuid(1, 0).eax;
+            if let Err(e) = apply_init(vmcs, &mut self.regs, &self.caps, self.role, signature) {
+                return dispatch::stop(
+                    vmcs,
+                    format_args!("cannot apply the guest's INIT to itself: {e}"),
+                );
+            }
+        }
+        Ok(next)
     }
 }
 
@@ -627,18 +1042,91 @@ impl Guest for Linux {
         End::Stopped
     }
 
-    /// Triple fault, INIT, SIPI, EPT violations and anything else end the run.
+    /// With 2 vCPUs: the other vCPU's end ends this one; a vCPU applies the guest's INIT sent to
+    /// it by the other one; on CPU 1 "blocking by SMI" is cleared (VM exits outside SMM save it as 0 and VM entry outside SMM
+    /// requires 0, SDM Vol. 3C §27.3.4 and §26.3.1.5; Bochs 2.7 saves the SMI mask it sets in the
+    /// wait-for-SIPI state at every exit of a vCPU started from there).
+    fn before_entry(&mut self, vmcs: &mut Vmcs<'_>) -> ControlFlow<End> {
+        if !self.smp {
+            return ControlFlow::Continue(());
+        }
+        if STOP.load(Ordering::Acquire) {
+            return ControlFlow::Break(End::Other);
+        }
+        let me = match self.role {
+            ProcessorRole::Bootstrap => 0,
+            ProcessorRole::Application => 1,
+        };
+        let fixed = (|| -> Result<(), VmFail> {
+            if INIT_PENDING[me].swap(false, Ordering::AcqRel) {
+                let signature = crate::arch::cpuid(1, 0).eax;
+                if let Err(e) = apply_init(vmcs, &mut self.regs, &self.caps, self.role, signature) {
+                    println!("mini-hv: CPU {me}: cannot apply the guest's INIT: {e}");
+                    return Err(VmFail::Invalid);
+                }
+            }
+            let blocking = vmcs.read(fields::GUEST_INTERRUPTIBILITY_STATE)?;
+            if me == 1 && blocking.contains(InterruptibilityState::BLOCKING_BY_SMI) {
+                vmcs.write(
+                    fields::GUEST_INTERRUPTIBILITY_STATE,
+                    blocking - InterruptibilityState::BLOCKING_BY_SMI,
+                )?;
+            }
+            Ok(())
+        })();
+        match fixed {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(_) => ControlFlow::Break(End::Stopped),
+        }
+    }
+
+    /// INIT and SIPI are emulated (`vmcs::init`), the guest's writes to its local APIC with 2
+    /// vCPUs too ([`Linux::apic_write`]); a triple fault, other EPT violations and anything else
+    /// end the run.
     fn other(&mut self, exit: VmExit, vmcs: &mut Vmcs<'_>) -> Flow<End> {
         match exit {
             VmExit::TripleFault => dispatch::stop(vmcs, format_args!("the guest triple-faulted")),
-            VmExit::InitSignal => dispatch::stop(
-                vmcs,
-                format_args!("INIT signal to the guest (not emulated)"),
-            ),
-            VmExit::StartupIpi { vector } => dispatch::stop(
-                vmcs,
-                format_args!("SIPI (vector {vector:#x}) to the guest (not emulated)"),
-            ),
+            // The timer only makes the vCPU look at STOP (`before_entry`).
+            VmExit::PreemptionTimerExpired if self.smp => Ok(ControlFlow::Continue(())),
+            // An INIT signal to this processor: the post-INIT state (SDM Vol. 3A §10.1.1),
+            // waiting for SIPI on an application processor, at the reset vector on the bootstrap
+            // processor.
+            VmExit::InitSignal => {
+                let signature = crate::arch::cpuid(1, 0).eax;
+                match apply_init(vmcs, &mut self.regs, &self.caps, self.role, signature) {
+                    Ok(_) => Ok(ControlFlow::Continue(())),
+                    Err(e) => dispatch::stop(vmcs, format_args!("cannot apply an INIT: {e}")),
+                }
+            }
+            // The host's own SIPI, sent to end the run (`before_entry` sees STOP).
+            VmExit::StartupIpi { .. } if STOP.load(Ordering::Acquire) => {
+                Ok(ControlFlow::Continue(()))
+            }
+            VmExit::StartupIpi { vector } => {
+                // Only a processor in the wait-for-SIPI state takes SIPI exits (SDM Vol. 3C
+                // §26.6.2: the active and HLT states discard SIPIs), so the state saved by this
+                // exit was wait-for-SIPI (§27.3.4), with no blocking outside SMM. Bochs 2.7 saves
+                // "active" and blocking by SMI and NMI instead: write what the SDM says.
+                vmcs.write(fields::GUEST_ACTIVITY_STATE, ActivityState::WaitForSipi)?;
+                vmcs.write(
+                    fields::GUEST_INTERRUPTIBILITY_STATE,
+                    InterruptibilityState::empty(),
+                )?;
+                if apply_sipi(vmcs, vector)? == SipiOutcome::Started {
+                    self.sipi_vector = Some(vector);
+                    if self.role == ProcessorRole::Application {
+                        AP_STARTED.store(true, Ordering::Release);
+                    }
+                }
+                Ok(ControlFlow::Continue(()))
+            }
+            VmExit::EptViolation {
+                qualification,
+                guest_physical,
+                ..
+            } if self.smp && guest_physical & !0xfff == LAPIC_BASE && qualification.write => {
+                self.apic_write(vmcs, guest_physical & 0xfff)
+            }
             VmExit::EptViolation {
                 qualification,
                 guest_physical,

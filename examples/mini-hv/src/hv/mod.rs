@@ -123,7 +123,7 @@ pub fn run(cpus: Option<&mut crate::smp::Cpus>) -> Outcome {
         return Outcome::Unsupported;
     }
     if linux_guest::requested() {
-        return linux_guest::run();
+        return linux_guest::run(cpus);
     }
     test_guest::run(cpus)
 }
