@@ -34,7 +34,9 @@ macro_rules! phys_addr {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+        // Deserialized through `new`: a number at or above bit 52 is an error, not an address.
         #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+        #[cfg_attr(feature = "serde", serde(try_from = "u64", into = "u64"))]
         #[repr(transparent)]
         pub struct $name(u64);
 

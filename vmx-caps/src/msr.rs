@@ -209,8 +209,30 @@ impl Presence {
 /// A set of VMX capability MSRs (those of [`ALL`]), e.g. the ones a dump lacks
 /// ([`PartialCapabilities::missing`](crate::PartialCapabilities::missing)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct MsrSet(u32);
+
+/// Deserialized from the number it serializes to; a bit beyond the [`ALL`] MSRs names no
+/// capability MSR and is an error (the set would be non-empty without a member).
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for MsrSet {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bits = <u32 as serde::Deserialize>::deserialize(deserializer)?;
+        // ALL has fewer than 32 entries (asserted below), so the shift is in range.
+        if bits >> ALL.len() != 0 {
+            return Err(serde::de::Error::custom(format_args!(
+                "MSR set {bits:#x} has bits beyond the {} VMX capability MSRs",
+                ALL.len()
+            )));
+        }
+        Ok(Self(bits))
+    }
+}
+
+const _: () = assert!(
+    ALL.len() < 32,
+    "an MsrSet holds one bit per MSR of ALL in a u32"
+);
 
 impl MsrSet {
     /// The empty set.
