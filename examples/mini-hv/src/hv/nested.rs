@@ -784,8 +784,17 @@ impl Nested {
         if full {
             self.shadow_to_vmcs12()?;
         }
+        let error = |l1: &L1VmxState| {
+            l1.current_vmcs()
+                .and_then(|v| v.read_raw(fields::VM_INSTRUCTION_ERROR.encoding()).ok())
+        };
+        let error_before = error(&self.l1);
         let action = self.emulate(exit, vmcs, host, cr)?;
-        self.vmcs12_to_shadow(vmcs, full)?;
+        // The others change nothing the shadow VMCS shows unless they VMfailValid with a new
+        // error number: the shadow is left alone (with a value L1 may have written there).
+        if full || error(&self.l1) != error_before {
+            self.vmcs12_to_shadow(vmcs, full)?;
+        }
         Ok(action)
     }
 
