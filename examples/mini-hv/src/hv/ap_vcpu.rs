@@ -22,8 +22,8 @@ use core::arch::global_asm;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use ept::{
-    EptConfig, EptMapper, EptShootdown, FrameAllocator, GuestPhysAddr, HostPhysAddr,
-    LeafAttributes, MemoryType, OffsetPhysToVirt, Permissions,
+    EptConfig, EptMapper, EptShootdown, GuestPhysAddr, HostPhysAddr, LeafAttributes, MemoryType,
+    OffsetPhysToVirt, Permissions,
 };
 use exits::complete::skip_instruction;
 use exits::{ExitReason, IoDirection, IoSize, VmExit};
@@ -135,26 +135,6 @@ pub struct Settings {
     pub xcr0_supported: vmx_caps::arch::Xcr0,
 }
 
-/// Frames handed out from a range allocated on the bootstrap processor.
-struct Pool {
-    next: u64,
-    end: u64,
-}
-
-// SAFETY: the range was allocated for this pool alone (zeroed, 4-KiB aligned, identity-mapped);
-// each frame is handed out once.
-unsafe impl FrameAllocator for Pool {
-    fn allocate_frame(&mut self) -> Option<HostPhysAddr> {
-        (self.next < self.end).then(|| {
-            let frame = self.next;
-            self.next += 4096;
-            HostPhysAddr::new_truncate(frame)
-        })
-    }
-
-    unsafe fn deallocate_frame(&mut self, _frame: HostPhysAddr) {}
-}
-
 /// What one application processor's vCPU did.
 #[derive(Debug)]
 pub struct Report {
@@ -221,7 +201,7 @@ pub struct Job {
 }
 
 /// An application processor's EPT, kept on the bootstrap processor (which changes it).
-type ApEpt = EptMapper<OffsetPhysToVirt, Pool>;
+type ApEpt = EptMapper<OffsetPhysToVirt, super::FramePool>;
 
 impl Job {
     /// Allocates processor `cpu`'s frames, copies the guest into its code page and builds its EPT
@@ -232,10 +212,8 @@ impl Job {
         let pool = crate::mem::alloc_frames(POOL_FRAMES).ok_or("out of memory")?;
         // SAFETY: the host identity-maps every frame of the pool.
         let p2v = unsafe { OffsetPhysToVirt::identity() };
-        let pool = Pool {
-            next: pool,
-            end: pool + POOL_FRAMES as u64 * 4096,
-        };
+        // SAFETY: fresh frames from the kernel allocator (zeroed, identity-mapped), this EPT's alone.
+        let pool = unsafe { super::FramePool::new(pool, POOL_FRAMES) };
         let config = EptConfig::new(caps.ept_vpid, super::phys_addr_width());
         let mut ept = EptMapper::new(config, p2v, pool).map_err(|_| "cannot create the EPT")?;
         let rwx = LeafAttributes::new(Permissions::RWX, MemoryType::WriteBack);

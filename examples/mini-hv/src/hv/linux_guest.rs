@@ -29,8 +29,8 @@ use core::ops::ControlFlow;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use ept::{
-    EptConfig, EptMapper, GuestPhysAddr, HostPhysAddr, LeafAttributes, MemoryType,
-    OffsetPhysToVirt, Permissions, ThisCpuOnly,
+    EptConfig, EptMapper, GuestPhysAddr, LeafAttributes, MemoryType, OffsetPhysToVirt, Permissions,
+    ThisCpuOnly,
 };
 use exits::{ExitReason, IoDirection, IoQualification, VmExit};
 use vmcs::init::{ProcessorRole, SipiOutcome, apply_init, apply_sipi};
@@ -91,26 +91,6 @@ pub fn requested() -> bool {
     crate::boot::cmdline()
         .split_ascii_whitespace()
         .any(|w| w == "mini-hv.guest=linux")
-}
-
-/// Frames for the EPT from a pool allocated up front (so that they lie below `hv_end`).
-struct Pool {
-    next: u64,
-    end: u64,
-}
-
-// SAFETY: the pool's frames were allocated (zeroed, identity-mapped) for the EPT alone; each is handed out
-// once.
-unsafe impl ept::FrameAllocator for Pool {
-    fn allocate_frame(&mut self) -> Option<HostPhysAddr> {
-        (self.next < self.end).then(|| {
-            let f = self.next;
-            self.next += 4096;
-            HostPhysAddr::new_truncate(f)
-        })
-    }
-
-    unsafe fn deallocate_frame(&mut self, _frame: HostPhysAddr) {}
 }
 
 /// How the guest ended.
@@ -369,10 +349,8 @@ pub fn run(cpus: Option<&mut crate::smp::Cpus>) -> Outcome {
     }
 
     // EPT: identity map of [0, 1 MiB) but the holes, and of [hv_end, 4 GiB).
-    let pool = Pool {
-        next: pool,
-        end: pool + EPT_POOL_FRAMES as u64 * 4096,
-    };
+    // SAFETY: fresh frames from the kernel allocator (zeroed, identity-mapped), the EPT's alone.
+    let pool = unsafe { super::FramePool::new(pool, EPT_POOL_FRAMES) };
     let config = EptConfig::new(caps.ept_vpid, super::phys_addr_width());
     // SAFETY: the host identity-maps every frame of the pool.
     let p2v = unsafe { OffsetPhysToVirt::identity() };

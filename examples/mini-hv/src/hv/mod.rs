@@ -401,6 +401,40 @@ pub(crate) fn guest_ram_ept(
     Some(ept)
 }
 
+/// EPT table frames from a range of `frames` frames at `start` allocated up front (e.g. so that they
+/// lie below the Linux guest's `hv_end`, or before a job goes to another processor): handed out
+/// once each, never given back.
+pub(crate) struct FramePool {
+    next: u64,
+    end: u64,
+}
+
+impl FramePool {
+    /// The frames `[start, start + frames * 4 KiB)`.
+    ///
+    /// # Safety
+    /// The range is zeroed, 4-KiB aligned, identity-mapped host memory allocated for this pool alone.
+    pub(crate) unsafe fn new(start: u64, frames: usize) -> Self {
+        Self {
+            next: start,
+            end: start + frames as u64 * 4096,
+        }
+    }
+}
+
+// SAFETY: `new`'s contract: the range is the pool's alone; each frame is handed out once.
+unsafe impl FrameAllocator for FramePool {
+    fn allocate_frame(&mut self) -> Option<HostPhysAddr> {
+        (self.next < self.end).then(|| {
+            let frame = self.next;
+            self.next += 4096;
+            HostPhysAddr::new_truncate(frame)
+        })
+    }
+
+    unsafe fn deallocate_frame(&mut self, _frame: HostPhysAddr) {}
+}
+
 /// Maps guest-physical `[gpa, gpa + len)` to host-physical `[hpa, hpa + len)` in `ept` with
 /// `attributes`, and invalidates what this processor cached of the EPT (INVEPT).
 pub(crate) fn ept_map<A: FrameAllocator>(
