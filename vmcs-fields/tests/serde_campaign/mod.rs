@@ -23,6 +23,7 @@ pub fn cases(default: u32) -> u32 {
 fn leaf() -> impl Strategy<Value = Value> {
     prop_oneof![
         4 => any::<u64>().prop_map(Value::from),
+        3 => (0..300u64).prop_map(Value::from),
         2 => (0..64u32).prop_map(|b| Value::from(1u64 << b)),
         2 => (0..64u32).prop_map(|b| Value::from((1u64 << b) - 1)),
         2 => any::<i64>().prop_map(Value::from),
