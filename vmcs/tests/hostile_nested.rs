@@ -949,6 +949,8 @@ fn msr_store_entry_at_the_top_of_the_address_space_wraps() {
         timer_is_l1s: false,
         timer_start: 0,
         timer_l1: 0,
+        cr0_l0_only: 0,
+        cr4_l0_only: 0,
     };
     let mut msrs = Msrs::default();
     msrs.0.insert(0x10, 0x1234);

@@ -503,3 +503,40 @@ fn after_an_unpaged_real_mode_l2_l1_has_the_fixed_cr0_and_cr4_bits_again() {
         report.violations().map(|v| v.rule.id()).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn l2s_cr0_and_cr4_bits_only_l0_owns_come_from_vmcs02s_read_shadows() {
+    // L0 owns CR0.CD and NW (it runs L2 with both clear whatever L2 wrote) and CR4.VMXE; L1
+    // owns CR0.TS (VMCS12's CR0 guest/host mask).
+    let mut l0 = l0_part();
+    l0.cr0_mask = 0x6000_0000;
+    let mut s = setup_with(
+        |v| {
+            v.write_raw(fields::CR0_GUEST_HOST_MASK.encoding(), 0x8)
+                .unwrap();
+        },
+        l0,
+    );
+    assert_eq!(s.built.cr0_l0_only, 0x6000_0000);
+    assert_eq!(s.built.cr4_l0_only, 0x2000);
+    let real_cr0 = s.vmcs02.read_raw(fields::GUEST_CR0.encoding()).unwrap() & !0x6000_0000;
+    s.vmcs02
+        .store(fields::GUEST_CR0.encoding(), real_cr0 | 0x8)
+        .unwrap();
+    // L2 wrote CD (L0's exit): the read shadow has it, the real CR0 not.
+    s.vmcs02
+        .store(fields::CR0_READ_SHADOW.encoding(), 0x4000_0000)
+        .unwrap();
+    let real_cr4 = s.vmcs02.read_raw(fields::GUEST_CR4.encoding()).unwrap();
+    s.vmcs02
+        .store(fields::CR4_READ_SHADOW.encoding(), 0)
+        .unwrap();
+    assert_eq!(s.reflect(), Reflected::Resume);
+    // CD from the shadow, TS (L1's bit) and the rest from the real CR0.
+    assert_eq!(
+        s.r12(fields::GUEST_CR0.encoding()),
+        real_cr0 | 0x8 | 0x4000_0000
+    );
+    // VMXE: L2 reads it clear through the shadow.
+    assert_eq!(s.r12(fields::GUEST_CR4.encoding()), real_cr4 & !0x2000);
+}

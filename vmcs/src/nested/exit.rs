@@ -122,8 +122,10 @@ impl L1VmxState {
     /// fields of `info` (VMCS02 for an exit of the processor, or a VMCS L0 filled for an exit it
     /// makes up, e.g. from EPT12) are recorded in VMCS12 (28.2; the VM-instruction error field
     /// is left alone, the valid bit of the VM-entry interruption information is cleared); L2's
-    /// guest state is saved from `vmcs02` (28.3: IA32_EFER, IA32_PAT, DR7/IA32_DEBUGCTL and
-    /// the VMX-preemption timer only under VMCS12's "save" controls; "IA-32e mode guest" set to
+    /// guest state is saved from `vmcs02` (28.3: CR0 and CR4 with the bits only L0 owns taken
+    /// from VMCS02's read shadows, where L2's values of them are; IA32_EFER, IA32_PAT,
+    /// DR7/IA32_DEBUGCTL and the VMX-preemption timer only under VMCS12's "save" controls;
+    /// "IA-32e mode guest" set to
     /// L2's IA32_EFER.LMA); L2's MSRs are stored into VMCS12's VM-exit MSR-store area (28.4,
     /// read from `msrs`); VMCS12's host state is loaded into VMCS01's guest state (28.5: the
     /// control registers with the bits the exit keeps, DR7 = 400H, IA32_DEBUGCTL = 0, the
@@ -233,6 +235,20 @@ impl L1VmxState {
                 continue;
             }
             if let (Ok(v), true) = (vmcs02.read_raw(e), vmcs12.supports(e)) {
+                // CR0 and CR4: L2's value of the bits only L0 owns is in VMCS02's read shadow.
+                let l0_only = match e {
+                    e if e == fields::GUEST_CR0.encoding() => {
+                        Some((built.cr0_l0_only, fields::CR0_READ_SHADOW.encoding()))
+                    }
+                    e if e == fields::GUEST_CR4.encoding() => {
+                        Some((built.cr4_l0_only, fields::CR4_READ_SHADOW.encoding()))
+                    }
+                    _ => None,
+                };
+                let v = match l0_only {
+                    Some((bits, shadow)) if bits != 0 => (v & !bits) | (rd(vmcs02, shadow)? & bits),
+                    _ => v,
+                };
                 wr(vmcs12, e, v)?;
             }
         }

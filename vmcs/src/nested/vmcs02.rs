@@ -143,6 +143,12 @@ pub struct Vmcs02 {
     pub timer_start: u32,
     /// L1's VMX-preemption timer value from VMCS12 (0 when L1 does not activate the timer).
     pub timer_l1: u32,
+    /// The CR0 bits L0 owns and L1 does not (`L0Part::cr0_mask` outside VMCS12's CR0
+    /// guest/host mask): VMCS02's read shadow holds L2's value of them, its guest CR0 the one L0
+    /// runs L2 with; L1 is told the read shadow's (`L1VmxState::save_exit`).
+    pub cr0_l0_only: u64,
+    /// The same for CR4.
+    pub cr4_l0_only: u64,
 }
 
 fn rd(v: &(impl VmcsRead + ?Sized), encoding: u32) -> Result<u64, Vmcs02Error> {
@@ -295,6 +301,8 @@ where
         timer_is_l1s,
         timer_start,
         timer_l1,
+        cr0_l0_only: l0.cr0_mask & !rd(vmcs12, fields::CR0_GUEST_HOST_MASK.encoding())?,
+        cr4_l0_only: l0.cr4_mask & !rd(vmcs12, fields::CR4_GUEST_HOST_MASK.encoding())?,
     })
 }
 

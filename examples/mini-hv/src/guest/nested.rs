@@ -101,6 +101,26 @@ mini_hv_l2_l0_gp:
     kgs_high = const L2_KERNEL_GS_BASE >> 32,
 );
 
+global_asm!(
+    r#"
+    .pushsection .text.mini_hv_l2_cr0, "ax", @progbits
+    .global mini_hv_l2_cr0
+mini_hv_l2_cr0:
+    mov rax, cr0
+    bts rax, 30
+    mov cr0, rax
+    mov rax, cr0
+    mov qword ptr [rip + {seen}], rax
+    cpuid
+    jmp mini_hv_l2_cr0
+    .popsection
+    "#,
+    seen = sym L2_CR0,
+);
+
+/// L2's CR0 as it reads it back after setting CR0.CD ([`l0_owned_cr0_bit`]).
+static mut L2_CR0: u64 = 0;
+
 /// What L2 saw in [`l0_exits_and_msr_lists`]: IA32_SYSENTER_CS, IA32_FEATURE_CONTROL, 1 once
 /// its HLT completed, IA32_KERNEL_GS_BASE.
 static mut L2_SEEN: [u64; 4] = [0; 4];
@@ -109,6 +129,8 @@ const L2_SYSENTER_ESP: u64 = 0xffff_8000_1234_5000;
 const L2_KERNEL_GS_BASE: u64 = 0xffff_8000_6b67_0002;
 
 unsafe extern "C" {
+    /// L2's code for [`l0_owned_cr0_bit`]: sets CR0.CD, reads CR0 back, CPUID.
+    fn mini_hv_l2_cr0();
     /// L2's code for [`l0_exits_and_msr_lists`]: RDMSR, WRMSR, OUT and HLT that L1 does not
     /// intercept, then an RDMSR that faults, which L1 does intercept.
     fn mini_hv_l2_l0();
@@ -273,6 +295,29 @@ fn real_mode_l2() -> Check {
         read(0x6800)? & 1 == 0 && read(0x681e)? == 0 && read(0x6808)? == code,
         "L2 did not run its CPUID in real mode",
     )
+}
+
+/// L2's MOV to CR0 setting CR0.CD, a bit L1 does not own (its CR0 guest/host mask is 0) but L0
+/// does: L0 runs the MOV for L2 as L1's processor would, L2 reads CD back set, and at L2's next
+/// exit (CPUID) VMCS12 shows L2's CR0 with CD. L1 then clears it again in VMCS12.
+fn l0_owned_cr0_bit() -> Check {
+    const CD: u64 = 1 << 30;
+    ensure(read(0x6000)? == 0, "L1's CR0 guest/host mask is not 0")?;
+    write(0x681e, mini_hv_l2_cr0 as *const () as u64)?;
+    ensure(enter_l2(false).is_ok(), "VMRESUME of L2 for CR0.CD failed")?;
+    ensure(
+        read(0x4402)? == 10,
+        "L2's exit after MOV to CR0 is not CPUID",
+    )?;
+    // SAFETY: L2 is not running; the static is this check's.
+    let seen = unsafe { (&raw const L2_CR0).read() };
+    ensure(seen & CD != 0, "L2 does not read back the CR0.CD it set")?;
+    let cr0 = read(0x6800)?;
+    ensure(
+        cr0 & CD != 0,
+        "VMCS12's guest CR0 does not show L2's CR0.CD",
+    )?;
+    write(0x6800, cr0 & !CD)
 }
 
 /// How a VMX instruction ended, from RFLAGS (SDM Vol. 3C, 31.2).
@@ -900,6 +945,7 @@ pub(super) fn nested_vmx() -> Check {
         "VMLAUNCH of a launched VMCS: not VMfail(4)",
     )?;
     l0_exits_and_msr_lists()?;
+    l0_owned_cr0_bit()?;
     ept_for_l2()?;
     real_mode_l2()?;
     samples.sort_unstable();

@@ -24,7 +24,7 @@ use core::ops::ControlFlow;
 use ept::{EptConfig, EptMapper, MemoryType, OffsetPhysToVirt, Permissions};
 use exits::inject::Exception;
 use exits::nested::{ExitOwner, L2Registers, exit_owner};
-use exits::{ExitReason, MemoryOperand, Operand, VmExit};
+use exits::{CrAccessType, ExitReason, MemoryOperand, Operand, VmExit};
 use vmcs::check::{self, CpuFacts, EntryInstruction};
 use vmcs::nested::{
     DirtyFields, GuestMemory as L1Memory, GuestMsrs, L0Part, L1Context, L1VmxState, L2Entry,
@@ -37,10 +37,11 @@ use vmcs::{
     ActivityState, FieldInfo, FieldType, GuestSegment, HardwareVmcs, SoftVmcs, VmcsRead,
     VmcsSnapshot, VmcsWrite, fields,
 };
-use vmx_caps::arch::{Cr4, Efer, Rflags};
+use vmx_caps::arch::{Cr0, Cr4, Efer, Rflags};
 use vmx_caps::virt::VirtualPolicy;
 use vmx_caps::{
-    ControlSet, MsrSnapshot, PinBasedControls, PrimaryControls, SecondaryControls, VmxCapabilities,
+    ControlSet, CrUse, MsrSnapshot, PinBasedControls, PrimaryControls, SecondaryControls,
+    VmxCapabilities,
 };
 use vmx_core::{
     GpReg, GuestRegisters, HostStateCache, InveptDescriptor, InveptType, VmFail, VmxInstructions,
@@ -51,7 +52,7 @@ use super::dispatch::{Flow, Stopped, inject, skip};
 use super::memory::{GuestMemory, Paging};
 use crate::guest::abi;
 use crate::println;
-use mini_hv_logic::guest_state::CrPolicy;
+use mini_hv_logic::guest_state::{CrPolicy, CrWriteError};
 
 /// Whether the command line asks for nested VMX: `Some(true)` with VMCS shadowing where the
 /// processor has it (`mini-hv.nested=1`), `Some(false)` without (`mini-hv.nested=noshadow`).
@@ -125,6 +126,17 @@ pub struct Stats {
     pub vmcs02_built: u64,
     /// VMCS02 kept for a VMRESUME, only VMCS12's changed fields written into it.
     pub vmcs02_kept: u64,
+}
+
+/// L2's MOV to CR0 or CR4 that L0 handles ([`Nested::l2_mov_to_cr`]).
+#[derive(Clone, Copy)]
+struct L2MovToCr {
+    /// CR0 (else CR4).
+    cr0: bool,
+    /// The source register.
+    gpr: GpReg,
+    /// The instruction's length.
+    length: u32,
 }
 
 /// What the exit handler does after a VMX instruction of L1.
@@ -1356,7 +1368,16 @@ impl Nested {
             };
             // L0's own exit of L2: what L1's processor does with it, on L2's behalf.
             self.stats.l0_handled += 1;
-            match self.l0_exit(exit, &mut hw, vmcs, host, l1_timer_governs)? {
+            match self.l0_exit(
+                exit,
+                &mut hw,
+                vmcs,
+                host,
+                l1_timer_governs,
+                vmcs12,
+                cr,
+                eptp12,
+            )? {
                 ControlFlow::Continue(()) => {}
                 ControlFlow::Break(()) => {
                     self.back_to_vmcs01()?;
@@ -1484,11 +1505,11 @@ impl Nested {
     /// An exit of L2 that L1 does not intercept, handled by L0 as L1's processor would: L2 runs
     /// on L1's (virtual) processor, so its RDMSR, WRMSR, I/O, HLT, EPT violations outside EPT12
     /// (L0's MMIO device), external interrupts and L0's timer meet what L1's own would, on
-    /// VMCS02 (current); the VMX capability MSRs L1 is shown, L0 answers here. `Break`: L0
-    /// stops L2 (printed). Not emulated: a MOV to CR0/CR4 that changes only bits L0 owns (it
-    /// would merge L2's value with L1's masks and read shadows) stops the run; with the
-    /// local-APIC-timer fallback instead of the VMX-preemption timer, L2's HLT resumes at once
-    /// and L0 waits out the wake-up before L1's next entry.
+    /// VMCS02 (current); the VMX capability MSRs L1 is shown and L2's MOV to CR0/CR4 of bits
+    /// only L0 owns ([`Nested::l2_mov_to_cr`]), L0 answers here. `Break`: L0 stops L2
+    /// (printed). With the local-APIC-timer fallback instead of the VMX-preemption timer, L2's
+    /// HLT resumes at once and L0 waits out the wake-up before L1's next entry.
+    #[allow(clippy::too_many_arguments)]
     fn l0_exit(
         &self,
         exit: VmExit,
@@ -1496,6 +1517,9 @@ impl Nested {
         vmcs: &mut Vmcs<'_>,
         host: &mut dyn L1Host,
         l1_timer_governs: bool,
+        vmcs12: &SoftVmcs,
+        cr: CrPolicy,
+        eptp12: Option<u64>,
     ) -> Result<ControlFlow<()>, VmFail> {
         let stopped = |flow: Flow<Stopped>| flow.map(|f| f.map_break(|Stopped| ()));
         match exit {
@@ -1524,17 +1548,114 @@ impl Nested {
                 hw.write(fields::GUEST_ACTIVITY_STATE, ActivityState::Hlt)?;
                 return Ok(ControlFlow::Continue(()));
             }
+            VmExit::ControlRegisterAccess {
+                qualification: q,
+                length,
+                ..
+            } if q.access_type == CrAccessType::MovToCr && matches!(q.cr, 0 | 4) => {
+                let mov = L2MovToCr {
+                    cr0: q.cr == 0,
+                    gpr: q.gpr,
+                    length: length.get(),
+                };
+                return self.l2_mov_to_cr(mov, hw, vmcs, host, vmcs12, cr, eptp12);
+            }
             VmExit::ControlRegisterAccess { qualification, .. } => {
-                // L0's CR0/CR4 bits would need L2's value merged with L1's masks and shadows.
+                // CR3 and CR8 exits are L1's: L0 sets no CR3/CR8 exiting of its own in VMCS02.
                 println!(
-                    "mini-hv: nested: L2's {qualification} touches only control-register bits \
-                     L0 owns, which L0 does not emulate for L2"
+                    "mini-hv: nested: L2's {qualification} is L0's, which L0 does not emulate"
                 );
                 return Ok(ControlFlow::Break(()));
             }
             _ => {}
         }
         host.l2_exit(exit, vmcs)
+    }
+
+    /// L2's MOV to CR0 or CR4 that L1 does not intercept (the bits it changes in the read
+    /// shadow are only L0's): as L1's processor would run it in VMX non-root operation. The
+    /// bits of VMCS12's CR0/CR4 guest/host mask keep L2's value (a MOV does not change them
+    /// without an exit, SDM 26.3), the others take the source's; #GP(0) where that breaks the
+    /// bits fixed in VMX operation for L1's processor (CR0.PE and PG exempt under VMCS12's
+    /// "unrestricted guest") or the architectural checks (`CrPolicy::mov_to_cr0` and
+    /// `mov_to_cr4`, which also load PAE PDPTEs when L1 does not use EPT; with EPT12 the PDPTEs
+    /// are L2-physical and L0 stops); VMCS02's read shadow keeps L1's shadow in L1's bits and
+    /// L2's value in L0's.
+    #[allow(clippy::too_many_arguments)]
+    fn l2_mov_to_cr(
+        &self,
+        mov: L2MovToCr,
+        hw: &mut HardwareVmcs,
+        vmcs: &mut Vmcs<'_>,
+        host: &mut dyn L1Host,
+        vmcs12: &SoftVmcs,
+        cr: CrPolicy,
+        eptp12: Option<u64>,
+    ) -> Result<ControlFlow<()>, VmFail> {
+        let stopped = |flow: Flow<Stopped>| flow.map(|f| f.map_break(|Stopped| ()));
+        let (mask_f, shadow_f, guest_f) = if mov.cr0 {
+            (
+                fields::CR0_GUEST_HOST_MASK.encoding(),
+                fields::CR0_READ_SHADOW.encoding(),
+                fields::GUEST_CR0.encoding(),
+            )
+        } else {
+            (
+                fields::CR4_GUEST_HOST_MASK.encoding(),
+                fields::CR4_READ_SHADOW.encoding(),
+                fields::GUEST_CR4.encoding(),
+            )
+        };
+        let (regs, mem) = host.parts();
+        let source = super::dispatch::read_gpr(regs, mov.gpr, vmcs)?;
+        let mask12 = vmcs12.read_raw(mask_f)?;
+        let shadow_before = hw.read_raw(shadow_f)?;
+        let value = (source & !mask12) | (hw.read_raw(guest_f)? & mask12);
+        let fixed_ok = if mov.cr0 {
+            let c12 = vmcs12.read_controls()?;
+            let unrestricted_guest = c12.proc2.contains(SecondaryControls::UNRESTRICTED_GUEST);
+            // The guest-state use: CD and NW are not fixed for L2 either.
+            let fixed = self
+                .l1
+                .caps()
+                .cr0_fixed_bits(CrUse::Guest { unrestricted_guest });
+            fixed.check(Cr0::from_bits_retain(value)).is_ok()
+        } else {
+            self.l1
+                .caps()
+                .cr4_fixed_bits()
+                .check(Cr4::from_bits_retain(value))
+                .is_ok()
+        };
+        if !fixed_ok {
+            return stopped(inject(vmcs, Exception::GP, Some(0)));
+        }
+        let read_u64 = |gpa: u64| {
+            let mut bytes = [0u8; 8];
+            (eptp12.is_none() && mem.read(gpa, &mut bytes).is_ok())
+                .then(|| u64::from_le_bytes(bytes))
+        };
+        let written = if mov.cr0 {
+            cr.mov_to_cr0(hw, Cr0::from_bits_retain(value), read_u64)
+        } else {
+            cr.mov_to_cr4(hw, Cr4::from_bits_retain(value), read_u64)
+        };
+        match written {
+            Ok(()) => {}
+            Err(CrWriteError::Fault(_)) => return stopped(inject(vmcs, Exception::GP, Some(0))),
+            Err(CrWriteError::Vmcs(fail)) => return Err(fail),
+            Err(CrWriteError::PdptNotReadable(gpa)) => {
+                println!(
+                    "mini-hv: nested: L2's MOV to CR{} loads PDPTEs from L2-physical {gpa:#x}, \
+                     which L0 does not read",
+                    if mov.cr0 { 0 } else { 4 }
+                );
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+        let shadow = hw.read_raw(shadow_f)?;
+        hw.write_raw(shadow_f, (shadow & !mask12) | (shadow_before & mask12))?;
+        stopped(skip(vmcs, mov.length))
     }
 
     /// The VMX MSRs L1 is shown (IA32_FEATURE_CONTROL and the capability MSRs), which L0
