@@ -33,6 +33,7 @@ impl<P: PhysToVirt, A: FrameAllocator> EptMapper<P, A> {
                 value: hs,
             });
         }
+        // `EptMapper::new` refuses a width outside 12..=52: the shift is in range.
         let width = self.config.phys_addr_width;
         match hs.checked_add(len) {
             Some(he) if he <= 1 << width => {}

@@ -616,6 +616,8 @@ impl<P: PhysToVirt, A: FrameAllocator> EptMapper<P, A> {
         };
     }
 
+    /// `width` is the configuration's, which `EptMapper::new` keeps within 12..=52 (checked
+    /// before the root frame is): the shift is in range.
     fn check_frame(frame: HostPhysAddr, width: u8) -> Result<(), MapError> {
         if !frame.is_aligned(PAGE) {
             Err(MapError::MisalignedFrame(frame))

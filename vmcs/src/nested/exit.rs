@@ -495,6 +495,7 @@ impl L1VmxState {
 
     /// Writes the VMX-abort indicator into the region of VMCS12 (dropped outside L1's memory).
     fn abort(mem: &mut (impl GuestMemory + ?Sized), pointer: u64, abort: VmxAbort) -> Reflected {
+        // A current-VMCS pointer is below 2^52 (`valid_pointer`): no overflow.
         let _ = mem.write(pointer + ABORT_OFFSET, &(abort as u32).to_le_bytes());
         Reflected::Abort(abort)
     }
@@ -683,6 +684,7 @@ impl L1VmxState {
         if mem.read(cr3 & 0xffff_ffe0, &mut table).is_err() {
             return Ok(Some(VmxAbort::HostPdptes));
         }
+        // `L1VmxState::new` keeps the width within 32..=52: the shift is in range.
         let beyond = !((1u64 << phys_width) - 1);
         for (i, f) in [
             fields::GUEST_PDPTE0.encoding(),
