@@ -227,6 +227,30 @@ fn random_vmcs(caps: &VmxCapabilities, values: &[u64]) -> SoftVmcs {
     v
 }
 
+/// Flips the bits `g` selects in every capability of `caps`.
+fn hostile_caps(caps: &mut VmxCapabilities, g: &[u64; 12]) {
+    use vmx_caps::{AllowedControls, Controls};
+    fn flip<F: Controls>(a: &mut AllowedControls<F>, g: u64) {
+        let (a0, a1) = (a.allowed0.to_raw(), a.allowed1.to_raw());
+        *a = AllowedControls::from_split_msr(((a1 ^ (g >> 32)) << 32) | ((a0 ^ g) & 0xffff_ffff));
+    }
+    caps.basic.0 ^= g[0];
+    caps.misc.0 ^= g[1];
+    caps.vmcs_enum.0 ^= g[2];
+    caps.ept_vpid.0 ^= g[3];
+    caps.cr0_fixed.fixed0 ^= g[4];
+    caps.cr0_fixed.fixed1 ^= g[4].rotate_left(7);
+    caps.cr4_fixed.fixed0 ^= g[5];
+    caps.cr4_fixed.fixed1 ^= g[5].rotate_left(7);
+    flip(&mut caps.pin, g[6]);
+    flip(&mut caps.proc, g[7]);
+    flip(&mut caps.proc2, g[8]);
+    flip(&mut caps.exit, g[9]);
+    flip(&mut caps.entry, g[10]);
+    caps.feature_control =
+        vmx_caps::FeatureControl::from_bits_retain(caps.feature_control.bits() ^ g[11]);
+}
+
 /// One step's checks beyond those every outcome shares.
 fn check_outcome<T: core::fmt::Debug>(
     label: &str,
@@ -317,9 +341,14 @@ proptest! {
         fill in proptest::collection::vec(any::<u8>(), 1..64),
         ops in proptest::collection::vec((context(), op()), 1..48),
         exit_values in proptest::collection::vec(any::<u64>(), 1..16),
+        garbage in proptest::option::weighted(0.25, any::<[u64; 12]>()),
     ) {
         let real = real_caps(dump);
-        let caps = if virtualized { virtual_caps(&real, REVISION) } else { real };
+        let mut caps = if virtualized { virtual_caps(&real, REVISION) } else { real };
+        if let Some(g) = garbage {
+            // Capabilities no processor reports: every MSR's bits flipped at random.
+            hostile_caps(&mut caps, &g);
+        }
         let Ok(mut l1) = L1VmxState::new(&caps, maxphyaddr) else {
             // The dump's region is smaller than the VMCS12 layout: refused with a typed error.
             prop_assert!(caps.basic.vmcs_region_size() < vmcs::nested::VMCS12_LAYOUT_SIZE);
