@@ -11,6 +11,8 @@
 //!   map).
 //! - [`linux_requirements`]: what the Linux guest needs from VMX, as data, and the verdict for any
 //!   capability set.
+//! - [`multiboot_guest`]: a Multiboot kernel (mini-hv's own image) as a guest: its image from the
+//!   header's address fields, the boot information a loader hands it.
 //! - [`mwait`]: the checks of MONITOR and MWAIT, which exit where a processor forces "MONITOR
 //!   exiting" and "MWAIT exiting" (Hyper-V), before both guests complete them.
 //! - [`profiles`]: capability profiles of other platforms (Hyper-V) and the restriction of the
@@ -25,6 +27,7 @@ pub mod breakdown;
 pub mod decode;
 pub mod guest_state;
 pub mod linux_requirements;
+pub mod multiboot_guest;
 pub mod mwait;
 pub mod profiles;
 pub mod requirements;
