@@ -9,7 +9,10 @@
 
 use proptest::prelude::*;
 use vmx_caps::virt::{VirtualCapsError, VirtualPolicy};
-use vmx_caps::{ControlGroup, ControlSet, MsrSnapshot, MsrSource, VmxCapabilities, arch::Cr4, msr};
+use vmx_caps::{
+    ControlGroup, ControlRequest, ControlSet, Default1Policy, DependencyPolicy, MsrSnapshot,
+    MsrSource, VmxCapabilities, arch::Cr4, msr,
+};
 
 const DUMPS: [&str; 4] = [
     include_str!("../testdata/tigerlake.msr"),
@@ -136,6 +139,8 @@ proptest! {
             prop_assert_eq!(strict, partial.caps, "strict and partial decodes differ");
         }
         let real = partial.caps;
+        // The report renders whatever the MSRs say.
+        let _ = format!("{partial}");
         match policy.virtualize(&real) {
             Ok(v) => {
                 let virt = v.caps;
@@ -175,6 +180,40 @@ proptest! {
                 prop_assert!(r1 & policy.offer.get(bit.group) & bit.mask() == 0);
             }
             Err(other) => prop_assert!(false, "{:?} from a policy that is valid", other),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(4096), ..ProptestConfig::default() })]
+
+    /// Negotiation over hostile capabilities with arbitrary requests and policies: a typed
+    /// error, or controls the capabilities allow (no bit outside allowed-1, every allowed-0 bit
+    /// of a field in use) that contain every required control.
+    #[test]
+    fn hostile_capabilities_negotiate_within_the_allowed_settings(
+        dump in 0..DUMPS.len(),
+        values in proptest::collection::vec(
+            prop_oneof![1 => msr_value(), 3 => Just(MsrValue::Kept)], msr::ALL.len()),
+        required in prop_oneof![4 => Just(ControlSet::EMPTY), 1 => control_set()],
+        optional in control_set(),
+        default1 in prop_oneof![Just(Default1Policy::Clear), Just(Default1Policy::Keep)],
+        dependencies in prop_oneof![Just(DependencyPolicy::Reject), Just(DependencyPolicy::DropOptional)],
+    ) {
+        let Ok(partial) = VmxCapabilities::read_partial(&mut hostile_snapshot(dump, &values)) else {
+            return Ok(());
+        };
+        let caps = partial.caps;
+        let request = ControlRequest { required, optional, default1, dependencies };
+        let Ok(n) = caps.negotiate(&request) else { return Ok(()) };
+        for group in ControlGroup::ALL {
+            let (a0, a1) = caps.allowed(group);
+            let value = n.value.get(group);
+            prop_assert_eq!(value & !a1, 0, "{:?}: {:#x} outside allowed-1 {:#x}", group, value, a1);
+            if n.value.is_active(group) {
+                prop_assert_eq!(a0 & !value, 0, "{:?}: allowed-0 {:#x} not in {:#x}", group, a0, value);
+                prop_assert_eq!(required.get(group) & !value, 0, "{:?}: a required control is missing", group);
+            }
         }
     }
 }
