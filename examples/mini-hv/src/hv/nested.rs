@@ -256,7 +256,9 @@ struct ListMsrs<'a, L: VmcsRead> {
     processed: u64,
 }
 
-/// Loads of VMCS-held MSRs one list may make before L0 refuses further ones.
+/// Loads of VMCS-held MSRs one list may make before L0 refuses further ones (a VM-entry failure
+/// or VMX abort where the processor would load them all, up to `IA32_VMX_MISC[27:25]`'s
+/// maximum: a limit of this L0, far above what a hypervisor lists).
 const PENDING_MAX: usize = 16;
 
 impl<'a, L: VmcsRead> ListMsrs<'a, L> {
