@@ -5,7 +5,8 @@
 //! panics (debug build: overflow checks on): the exits every VMCS12 causes are L1's (SDM Vol.
 //! 3C, 26.1 "Instructions That Cause VM Exits Unconditionally"), the hardware events and failed
 //! entries are L0's, only EPT violations and misconfigurations go through EPT12, and without
-//! "use I/O bitmaps" and "use MSR bitmaps" L1's memory decides nothing.
+//! "use I/O bitmaps" and "use MSR bitmaps" L1's memory decides nothing. Event injection,
+//! re-injection and instruction completion run over VMCSs of arbitrary contents.
 
 #[cfg(feature = "serde")]
 #[path = "../../vmcs-fields/tests/serde_campaign/mod.rs"]
@@ -165,6 +166,90 @@ mod serde_forms {
             c.run(&[RawExitInfo { reason: 48, qualification: 0x183, ..RawExitInfo::default() }], |_| true)?;
             c.run(&[ExitReason::from_raw(0x8000_0021)], |_| true)?;
             c.run(&[exits::inject::Exception::PF, exits::inject::Exception::DE], |e| e.vector() < 32 && e.vector() != 2)?;
+        }
+    }
+}
+
+mod injection {
+    use super::cases;
+    use exits::inject::{
+        Delivery, Exception, deliver_external_interrupt, inject_exception, reinject,
+    };
+    use exits::{IdtVectoring, InstructionLength, complete::skip_instruction};
+    use proptest::prelude::*;
+    use vmcs::{SoftVmcs, VmcsRead, fields};
+
+    /// A VMCS with every field holding one of `values` (masked to its width).
+    fn vmcs_of(values: &[u64]) -> SoftVmcs {
+        let mut vmcs = SoftVmcs::all_fields();
+        for (i, f) in fields::ALL.iter().enumerate() {
+            vmcs.store(f.encoding, values[i % values.len()] & f.width().mask())
+                .unwrap();
+        }
+        vmcs
+    }
+
+    fn entry_info(vmcs: &SoftVmcs) -> u64 {
+        vmcs.read_raw(fields::VM_ENTRY_INTERRUPTION_INFORMATION.encoding())
+            .unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: cases(2048), ..ProptestConfig::default() })]
+
+        /// Event injection and instruction completion over VMCSs of arbitrary contents: an
+        /// injected event is what the entry interruption-information field says (valid, its
+        /// vector), a re-injected IDT-vectoring event is the one read, a window request leaves
+        /// the field alone, and an instruction is skipped by exactly its length when 1 to 15.
+        #[test]
+        fn events_and_skips_over_any_vmcs(
+            values in proptest::collection::vec(any::<u64>(), 1..24),
+            vector in any::<u8>(),
+            error_code in proptest::option::of(any::<u32>()),
+            length in any::<u32>(),
+        ) {
+            let mut vmcs = vmcs_of(&values);
+            if let Ok(exception) = Exception::new(vector) {
+                if inject_exception(&mut vmcs, exception, error_code).is_ok() {
+                    let info = entry_info(&vmcs);
+                    prop_assert_eq!(info >> 31, 1);
+                    prop_assert_eq!(info & 0xff, u64::from(vector));
+                    prop_assert_eq!(info >> 11 & 1 == 1, exception.has_error_code());
+                }
+            } else {
+                prop_assert!(vector >= 32 || vector == 2);
+            }
+
+            let mut vmcs = vmcs_of(&values);
+            let before = entry_info(&vmcs);
+            match deliver_external_interrupt(&mut vmcs, vector) {
+                Ok(Delivery::Injected) => {
+                    prop_assert_eq!(entry_info(&vmcs), 0x8000_0000 | u64::from(vector));
+                }
+                Ok(Delivery::WindowRequested) => prop_assert_eq!(entry_info(&vmcs), before),
+                Err(_) => {}
+            }
+
+            let mut vmcs = vmcs_of(&values);
+            if let Ok(Some(event)) = IdtVectoring::read(&vmcs, None) {
+                if reinject(&mut vmcs, &event).is_ok() {
+                    let info = entry_info(&vmcs);
+                    prop_assert_eq!(info & 0xff, u64::from(event.info.vector));
+                    prop_assert_eq!(info >> 31, 1);
+                }
+            }
+
+            let mut vmcs = vmcs_of(&values);
+            let rip = vmcs.read_raw(fields::GUEST_RIP.encoding()).unwrap();
+            match skip_instruction(&mut vmcs, InstructionLength(length)) {
+                Ok(skipped) => {
+                    prop_assert!((1..=15).contains(&length));
+                    let moved = skipped.rip.wrapping_sub(rip) & 0xffff_ffff;
+                    prop_assert_eq!(moved, u64::from(length));
+                    prop_assert_eq!(vmcs.read_raw(fields::GUEST_RIP.encoding()), Ok(skipped.rip));
+                }
+                Err(_) => prop_assert!(!(1..=15).contains(&length)),
+            }
         }
     }
 }
