@@ -231,12 +231,12 @@ mod injection {
             }
 
             let mut vmcs = vmcs_of(&values);
-            if let Ok(Some(event)) = IdtVectoring::read(&vmcs, None) {
-                if reinject(&mut vmcs, &event).is_ok() {
-                    let info = entry_info(&vmcs);
-                    prop_assert_eq!(info & 0xff, u64::from(event.info.vector));
-                    prop_assert_eq!(info >> 31, 1);
-                }
+            if let Ok(Some(event)) = IdtVectoring::read(&vmcs, None)
+                && reinject(&mut vmcs, &event).is_ok()
+            {
+                let info = entry_info(&vmcs);
+                prop_assert_eq!(info & 0xff, u64::from(event.info.vector));
+                prop_assert_eq!(info >> 31, 1);
             }
 
             let mut vmcs = vmcs_of(&values);
