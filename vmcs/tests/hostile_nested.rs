@@ -568,7 +568,8 @@ fn apply(v: &mut SoftVmcs, m: &Mutation) {
     let _ = v.write_raw(fields::ALL[i].encoding, value);
 }
 
-static ENTRY_OUTCOMES: [std::sync::atomic::AtomicU64; 4] = [
+static ENTRY_OUTCOMES: [std::sync::atomic::AtomicU64; 5] = [
+    std::sync::atomic::AtomicU64::new(0),
     std::sync::atomic::AtomicU64::new(0),
     std::sync::atomic::AtomicU64::new(0),
     std::sync::atomic::AtomicU64::new(0),
@@ -582,6 +583,7 @@ type EntryInputs = (
     Vec<(usize, u64)>,
     Vec<u64>,
     Vec<Mutation>,
+    Option<u8>,
 );
 
 fn entry_inputs() -> impl Strategy<Value = EntryInputs> {
@@ -591,7 +593,27 @@ fn entry_inputs() -> impl Strategy<Value = EntryInputs> {
         proptest::collection::vec((0..0x40_0000usize, any::<u64>()), 0..24),
         proptest::collection::vec(any::<u64>(), 1..16),
         proptest::collection::vec(mutation(), 0..8),
+        proptest::option::of(any::<u8>()),
     )
+}
+
+/// L0's model of the shared MSRs, refusing (WRMSR and RDMSR both) every MSR whose low byte is
+/// `refuse`: the MSR-load and MSR-store areas then fail part-way.
+struct Picky {
+    inner: Msrs,
+    refuse: Option<u8>,
+}
+
+impl vmcs::nested::GuestMsrs for Picky {
+    fn read(&mut self, msr: u32) -> Option<u64> {
+        if self.refuse == Some(msr as u8) {
+            return None;
+        }
+        self.inner.read(msr).or(Some(0))
+    }
+    fn write(&mut self, msr: u32, value: u64) -> bool {
+        self.refuse != Some(msr as u8) && self.inner.write(msr, value)
+    }
 }
 
 /// A VMCS12 at the checker's baseline with a few fields changed, L1's memory with random
@@ -606,16 +628,17 @@ fn mutated_vmcs12_entries_and_exits() {
     runner
         .run(
             &entry_inputs(),
-            |(dump, mutations, pokes, exit_values, exit_edits)| {
-                entry_case_run(dump, &mutations, &pokes, &exit_values, &exit_edits)
+            |(dump, mutations, pokes, exit_values, exit_edits, refuse)| {
+                entry_case_run(dump, &mutations, &pokes, &exit_values, &exit_edits, refuse)
             },
         )
         .unwrap();
     use std::sync::atomic::Ordering::Relaxed;
-    let [instr, failed, entered, resumed] = ENTRY_OUTCOMES.each_ref().map(|a| a.load(Relaxed));
+    let [instr, failed, entered, resumed, aborted] =
+        ENTRY_OUTCOMES.each_ref().map(|a| a.load(Relaxed));
     eprintln!(
         "entry campaign: {instr} instruction outcomes, {failed} failed entries, {entered} entries, \
-         {resumed} resumed L1"
+         {resumed} resumed L1, {aborted} VMX aborts"
     );
     assert!(failed > 0 && entered > 0 && resumed > 0 && instr > 0);
 }
@@ -626,6 +649,7 @@ fn entry_case_run(
     pokes: &[(usize, u64)],
     exit_values: &[u64],
     exit_edits: &[Mutation],
+    refuse: Option<u8>,
 ) -> Result<(), TestCaseError> {
     use std::sync::atomic::Ordering::Relaxed;
     let EntryCase {
@@ -642,7 +666,10 @@ fn entry_case_run(
         memory[at..at + 8].copy_from_slice(&value.to_le_bytes());
     }
     let cx = L1Context::long_mode_cpl0();
-    let mut msrs = Msrs::default();
+    let mut msrs = Picky {
+        inner: Msrs::default(),
+        refuse,
+    };
     let mut mem = FlatGuestMemory {
         base: 0,
         bytes: &mut memory,
@@ -749,6 +776,7 @@ fn entry_case_run(
             prop_assert_eq!(vmcs01.read_raw(fields::GUEST_DR7.encoding()), Ok(0x400));
         }
         Reflected::Abort(abort) => {
+            ENTRY_OUTCOMES[4].fetch_add(1, Relaxed);
             let at = VMCS12 as usize + 4;
             prop_assert_eq!(
                 u32::from_le_bytes(memory[at..at + 4].try_into().unwrap()),
