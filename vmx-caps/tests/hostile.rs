@@ -217,3 +217,30 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(4096), ..ProptestConfig::default() })]
+
+    /// The dump parser and the number syntax over arbitrary text: a located error, or a
+    /// snapshot whose entries, written back one per line, parse to the same snapshot; a number
+    /// printed in either radix parses to itself.
+    #[test]
+    fn dump_text_and_numbers(
+        text in prop_oneof![
+            ".{0,200}",
+            "([0-9a-fA-Fx_+# \\-]{0,12}[ \t]{0,2}[0-9a-fA-FxX_]{0,20}[\r\n]{1,2}){0,12}",
+        ],
+        value in any::<u64>(),
+    ) {
+        if let Ok(snapshot) = MsrSnapshot::parse(&text) {
+            let again: String = snapshot.iter().map(|(m, v)| format!("{m:x} {v:x}\n")).collect();
+            let reparsed = MsrSnapshot::parse(&again).unwrap();
+            prop_assert!(reparsed.iter().eq(snapshot.iter()));
+        }
+        use vmx_caps::number::{Radix, parse_u64};
+        prop_assert_eq!(parse_u64(&value.to_string(), Radix::Decimal), Ok(value));
+        prop_assert_eq!(parse_u64(&format!("{value:#x}"), Radix::Decimal), Ok(value));
+        prop_assert_eq!(parse_u64(&format!("{value:x}"), Radix::Hex), Ok(value));
+        let _ = parse_u64(&text, Radix::Hex);
+    }
+}
