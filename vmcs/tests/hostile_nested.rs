@@ -1015,3 +1015,61 @@ fn msr_store_entry_at_the_top_of_the_address_space_wraps() {
     assert_eq!(r, Ok(Reflected::Resume));
     assert_eq!(mem.low[..8], 0x1234u64.to_le_bytes());
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(512), ..ProptestConfig::default() })]
+
+    /// VMCS12 lives in L1's memory: what L1 VMWRITEs survives VMCLEAR (written back with launch
+    /// state clear) and a VMPTRLD of another VMCS, and reads back after VMPTRLD of the region;
+    /// the region's bytes L1 sees hold the launch state "clear" (SDM 31.3 "VMCLEAR").
+    #[test]
+    fn vmcs12_survives_its_region(
+        dump in 0..DUMPS.len(),
+        writes in proptest::collection::vec((encoding(), any::<u64>()), 1..64),
+    ) {
+        let real = real_caps(dump);
+        let caps = virtual_caps(&real, REVISION);
+        let Ok(mut l1) = L1VmxState::new(&caps, 39) else { return Ok(()) };
+        let mut memory = vec![0u8; 0x4000];
+        for page in 0..4 {
+            memory[page * 0x1000..page * 0x1000 + 4].copy_from_slice(&REVISION.to_le_bytes());
+        }
+        let cx = L1Context::long_mode_cpl0();
+        let mut mem = FlatGuestMemory { base: 0, bytes: &mut memory };
+        let m = PointerOperand::Memory;
+        prop_assert_eq!(l1.vmxon(&cx, m(0), &mut mem), VmxOutcome::Succeed(()));
+        prop_assert_eq!(l1.vmptrld(&cx, m(0x1000), &mut mem), VmxOutcome::Succeed(()));
+        let mut expected = std::collections::HashMap::new();
+        for &(e, v) in &writes {
+            if l1.vmwrite(&cx, e, v) == VmxOutcome::Succeed(()) {
+                // The full field holds the value; a high access sets its bits 63:32.
+                let e32 = e as u32;
+                let full = e32 & !1;
+                let now = match l1.vmread(&cx, u64::from(full)) {
+                    VmxOutcome::Succeed(now) => now,
+                    other => return Err(TestCaseError::fail(format!("{other:?}"))),
+                };
+                expected.insert(full, now);
+                if e32 & 1 == 1 {
+                    prop_assert_eq!(now >> 32, v & 0xffff_ffff);
+                }
+            }
+        }
+        // Later failures change the VM-instruction error: the values as VMCLEAR finds them.
+        for (&e, v) in expected.iter_mut() {
+            if let VmxOutcome::Succeed(now) = l1.vmread(&cx, u64::from(e)) {
+                *v = now;
+            }
+        }
+        prop_assert_eq!(l1.vmclear(&cx, m(0x1000), &mut mem), VmxOutcome::Succeed(()));
+        prop_assert_eq!(l1.current_pointer(), None);
+        prop_assert_eq!(l1.vmptrld(&cx, m(0x2000), &mut mem), VmxOutcome::Succeed(()));
+        prop_assert_eq!(l1.vmptrld(&cx, m(0x1000), &mut mem), VmxOutcome::Succeed(()));
+        prop_assert_eq!(l1.launch_state(), Some(LaunchState::Clear));
+        for (&e, &v) in &expected {
+            prop_assert_eq!(l1.vmread(&cx, u64::from(e)), VmxOutcome::Succeed(v), "field {:#x}", e);
+        }
+        drop(mem);
+        prop_assert_eq!(&memory[0x1008..0x100c], &[0u8; 4][..]);
+    }
+}
