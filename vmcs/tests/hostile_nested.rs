@@ -1069,7 +1069,6 @@ proptest! {
         for (&e, &v) in &expected {
             prop_assert_eq!(l1.vmread(&cx, u64::from(e)), VmxOutcome::Succeed(v), "field {:#x}", e);
         }
-        drop(mem);
         prop_assert_eq!(&memory[0x1008..0x100c], &[0u8; 4][..]);
     }
 }
