@@ -9,6 +9,8 @@
 //!   the guest-state fields both guests start with, and the exit-handling steps both share.
 //! - [`boot_protocol`]: the Linux x86 boot protocol (setup header, memory layout, zero page, e820
 //!   map).
+//! - [`init_ipi`]: where an INIT IPI a guest writes to its local APIC goes (the Linux guest with 2
+//!   vCPUs emulates them).
 //! - [`linux_requirements`]: what the Linux guest needs from VMX, as data, and the verdict for any
 //!   capability set.
 //! - [`multiboot_guest`]: a Multiboot kernel (mini-hv's own image) as a guest: its image from the
@@ -26,6 +28,7 @@ pub mod boot_protocol;
 pub mod breakdown;
 pub mod decode;
 pub mod guest_state;
+pub mod init_ipi;
 pub mod linux_requirements;
 pub mod multiboot_guest;
 pub mod mwait;

@@ -52,6 +52,7 @@ use super::probe;
 use super::Outcome;
 use crate::println;
 use mini_hv_logic::guest_state::{self, CrPolicy};
+use mini_hv_logic::init_ipi::{self, IcrWrite};
 use mini_hv_logic::linux_requirements;
 use vmx_caps::arch::{Cr4, Xcr0};
 use vmx_caps::msr::{IA32_FEATURE_CONTROL, IA32_VMX_BASIC, IA32_VMX_VMFUNC};
@@ -809,53 +810,53 @@ impl Linux {
         let value = value as u32;
         let length = u32::from(access.length);
         let apic = |reg: u64| (LAPIC_BASE + reg) as *mut u32;
-        let init = offset == APIC_ICR_LOW && (value >> 8) & 0b111 == 0b101;
-        if !init {
+        if offset != APIC_ICR_LOW {
             // SAFETY: the guest's own write to its own APIC (passed through but for INIT).
             unsafe { core::ptr::write_volatile(apic(offset), value) };
             return dispatch::skip(vmcs, length);
         }
-        // Level de-assert (level 0, trigger mode level) is no INIT on these processors.
-        if value & (1 << 14) == 0 && value & (1 << 15) != 0 {
-            return dispatch::skip(vmcs, length);
-        }
         // SAFETY: reading the APIC's ID and ICR high registers has no side effect.
-        let (own, dest) = unsafe {
+        let (own, high) = unsafe {
             (
                 core::ptr::read_volatile(apic(APIC_ID)) >> 24,
-                core::ptr::read_volatile(apic(APIC_ICR_HIGH)) >> 24,
+                core::ptr::read_volatile(apic(APIC_ICR_HIGH)),
             )
         };
         // CPU 1's APIC ID follows the bootstrap processor's (`crate::smp`).
-        let (bsp, ap) = match self.role {
-            ProcessorRole::Bootstrap => (own, own + 1),
-            ProcessorRole::Application => (own.wrapping_sub(1), own),
+        let (ids, me) = match self.role {
+            ProcessorRole::Bootstrap => ([own, own + 1], 0),
+            ProcessorRole::Application => ([own.wrapping_sub(1), own], 1),
         };
-        // Destination shorthand (bits 19:18): none, self, all including self, all excluding self.
-        let (to_self, to_ap, to_bsp) = match (value >> 18) & 0b11 {
-            0b00 => (
-                dest == own,
-                dest != own && (dest == ap || dest == 0xff),
-                dest != own && (dest == bsp || dest == 0xff),
-            ),
-            0b01 => (true, false, false),
-            0b10 => (true, own != ap, own != bsp),
-            _ => (false, own != ap, own != bsp),
+        let targets = match init_ipi::classify(value, high, me, &ids) {
+            IcrWrite::NotInit => {
+                // SAFETY: the guest's own IPI from its own APIC (SIPIs among them).
+                unsafe { core::ptr::write_volatile(apic(offset), value) };
+                return dispatch::skip(vmcs, length);
+            }
+            IcrWrite::InitDeassert => return dispatch::skip(vmcs, length),
+            IcrWrite::InitLogical => {
+                return dispatch::stop(
+                    vmcs,
+                    format_args!("INIT IPI in logical destination mode (not emulated)"),
+                );
+            }
+            IcrWrite::Init(targets) => targets,
         };
-        if to_ap {
+        if targets.others & 0b10 != 0 {
             self.inits.to_ap += 1;
             // A CPU 1 still waiting for SIPI is in the post-INIT state already.
             if AP_STARTED.load(Ordering::Acquire) {
                 INIT_PENDING[1].store(true, Ordering::Release);
             }
         }
-        if to_bsp {
+        if targets.others & 0b01 != 0 {
             self.inits.to_bsp += 1;
             INIT_PENDING[0].store(true, Ordering::Release);
         }
-        if !to_self && !to_ap && !to_bsp {
+        if targets.to_nobody() {
             self.inits.to_nobody += 1;
         }
+        let to_self = targets.to_self;
         let next = dispatch::skip(vmcs, length)?;
         if to_self {
             self.inits.to_self += 1;
