@@ -5,6 +5,8 @@
 //! translated, walked; none of it may panic.
 #![cfg(feature = "serde")]
 
+#[path = "../../vmcs-fields/tests/hostile_cases/mod.rs"]
+mod hostile_cases;
 #[path = "../../vmcs-fields/tests/serde_campaign/mod.rs"]
 mod serde_campaign;
 
@@ -13,8 +15,9 @@ use ept::{
     EptConfig, EptMapper, EptPointer, EptWalker, GuestPhysAddr, HeapFrameAllocator, HostPhysAddr,
     LeafAttributes, Level, MemoryType, OffsetPhysToVirt, PageSize, Permissions, PtEntry,
 };
+use hostile_cases::cases;
 use proptest::prelude::*;
-use serde_campaign::{Campaign, cases};
+use serde_campaign::Campaign;
 use vmx_caps::EptVpidCap;
 
 /// IA32_VMX_EPT_VPID_CAP of Bochs' corei7_skylake_x (vmx-caps/testdata).

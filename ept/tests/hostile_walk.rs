@@ -9,20 +9,16 @@
 //! walk found one, a violation for a present translation only when an entry lacks a right the
 //! access needs).
 
+#[path = "../../vmcs-fields/tests/hostile_cases/mod.rs"]
+mod hostile_cases;
+
 use std::collections::HashMap;
 
 use ept::diagnose::WalkOutcome;
 use ept::{Access, EptPointer, EptWalker, GuestPhysAddr, HostPhysAddr, Permissions};
+use hostile_cases::cases;
 use proptest::prelude::*;
 use vmx_caps::{MsrSnapshot, VmxCapabilities};
-
-/// The number of cases: `default`, or `PROPTEST_CASES` for longer runs.
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 const DUMPS: [&str; 3] = [
     include_str!("../../vmx-caps/testdata/tigerlake.msr"),

@@ -12,21 +12,17 @@
 #[path = "../../vmcs-fields/tests/serde_campaign/mod.rs"]
 mod serde_campaign;
 
+#[path = "../../vmcs-fields/tests/hostile_cases/mod.rs"]
+mod hostile_cases;
+
 use exits::nested::{ExitOwner, L2Registers, exit_owner};
 use exits::{RawExitInfo, VmExit};
+use hostile_cases::cases;
 use proptest::prelude::*;
 use vmcs::check::FlatMemory;
 use vmcs::{SoftVmcs, VmcsRead, VmcsWrite, fields};
 use vmx_caps::{MsrSnapshot, PrimaryControls, VmxCapabilities};
 use vmx_core::GuestRegisters;
-
-/// The number of cases: `default`, or `PROPTEST_CASES` for longer runs.
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Basic exit reasons every VMCS12 causes: triple fault, task switch, CPUID, GETSEC, INVD,
 /// RSM, VMCALL to VMXON, INVEPT, INVVPID, XSETBV, VMFUNC.
@@ -130,7 +126,8 @@ proptest! {
 
 #[cfg(feature = "serde")]
 mod serde_forms {
-    use super::serde_campaign::{Campaign, cases};
+    use super::cases;
+    use super::serde_campaign::Campaign;
     use exits::{ExitReason, RawExitInfo, VmExit};
     use proptest::prelude::*;
 

@@ -7,19 +7,14 @@
 //! 3C, 25.11.2 "VMCS Field Encoding"), and an EPT pointer's parts reassemble to its bits where
 //! they are valid.
 
+mod hostile_cases;
+
+use hostile_cases::cases;
 use proptest::prelude::*;
 use vmcs_fields::{
     ActivityState, EptPointer, ExceptionBitmap, FieldType, FieldWidth, HostPhysAddr,
     InterruptionInfo, InterruptionType, SegmentAccessRights, fields,
 };
-
-/// The number of cases: `default`, or `PROPTEST_CASES` for longer runs.
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(512), ..ProptestConfig::default() })]

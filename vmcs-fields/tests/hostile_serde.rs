@@ -4,10 +4,12 @@
 //! from; never a panic.
 #![cfg(feature = "serde")]
 
+mod hostile_cases;
 mod serde_campaign;
 
+use hostile_cases::cases;
 use proptest::prelude::*;
-use serde_campaign::{Campaign, cases};
+use serde_campaign::Campaign;
 use vmcs_fields::{
     ActivityState, EptPointer, ExceptionBitmap, FieldType, FieldWidth, GuestPhysAddr, HostPhysAddr,
     InterruptibilityState, InterruptionInfo, InterruptionType, MemoryType, SegmentAccessRights,

@@ -15,10 +15,14 @@
 mod check_common;
 mod nested_common;
 
+#[path = "../../vmcs-fields/tests/hostile_cases/mod.rs"]
+mod hostile_cases;
+
 use ept::{
     Access, EptConfig, EptMapper, GuestPhysAddr, HeapFrameAllocator, HostPhysAddr, LeafAttributes,
     MemoryType, OffsetPhysToVirt, Permissions,
 };
+use hostile_cases::cases;
 use nested_common::{Msrs, l0_part, virtual_caps};
 use proptest::prelude::*;
 use vmcs::check::{CpuFacts, EntryInstruction, LaunchState};
@@ -35,14 +39,6 @@ use vmx_caps::{MsrSnapshot, VmxCapabilities};
 use vmx_core::VmInstructionError;
 
 const REVISION: u32 = 0x11e5_7ed0;
-
-/// The number of cases of a campaign: `default`, or `PROPTEST_CASES` for longer runs.
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// The Bochs dumps (and the Hyper-V nested profile) the campaign draws the real capabilities
 /// from.

@@ -7,12 +7,15 @@
 #![cfg(feature = "serde")]
 
 mod check_common;
+#[path = "../../vmcs-fields/tests/hostile_cases/mod.rs"]
+mod hostile_cases;
 #[path = "../../vmcs-fields/tests/serde_campaign/mod.rs"]
 mod serde_campaign;
 
 use check_common::{Env, Memory};
+use hostile_cases::cases;
 use proptest::prelude::*;
-use serde_campaign::{Campaign, cases};
+use serde_campaign::Campaign;
 use vmcs::check::{CpuFacts, EntryInstruction, LaunchContext, Outcome, Violation};
 use vmcs::nested::L1VmxState;
 use vmcs::{

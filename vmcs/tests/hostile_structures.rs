@@ -8,7 +8,11 @@
 //! decodes to the parts it was built from, and a host-state area read from a VMCS writes back
 //! what reads as the same area.
 
+#[path = "../../vmcs-fields/tests/hostile_cases/mod.rs"]
+mod hostile_cases;
+
 use ept::EptPointer;
+use hostile_cases::cases;
 use proptest::prelude::*;
 use vmcs::structures::{
     ApicRegister, EPTP_LIST_ENTRIES, EptpList, IoBitmaps, MsrAccess, MsrArea, MsrBitmap, MsrEntry,
@@ -16,14 +20,6 @@ use vmcs::structures::{
 };
 use vmcs::{HostState, InterruptionInfo, InterruptionType, SoftVmcs, fields};
 use vmx_caps::ExitControls;
-
-/// The number of cases: `default`, or `PROPTEST_CASES` for longer runs.
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn msr() -> impl Strategy<Value = u32> {
     prop_oneof![

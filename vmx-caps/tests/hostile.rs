@@ -7,6 +7,10 @@
 //! CR3 targets, no higher VMCS index), carry the policy's revision identifier and VMCS size, and
 //! decode again to themselves; and an error must be the one the policy's own defect calls for.
 
+#[path = "../../vmcs-fields/tests/hostile_cases/mod.rs"]
+mod hostile_cases;
+
+use hostile_cases::cases;
 use proptest::prelude::*;
 use vmx_caps::virt::{VirtualCapsError, VirtualPolicy};
 use vmx_caps::{
@@ -20,14 +24,6 @@ const DUMPS: [&str; 4] = [
     include_str!("../testdata/core2_penryn_t9600.msr"),
     include_str!("../testdata/nested/hyperv_nested_raptorlake.msr"),
 ];
-
-/// The number of cases: `default`, or `PROPTEST_CASES` for longer runs.
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// How one capability MSR of the hostile dump is made.
 #[derive(Debug, Clone, Copy)]

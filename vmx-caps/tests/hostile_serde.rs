@@ -3,11 +3,14 @@
 //! value that keeps the type's invariants and round-trips again; never a panic.
 #![cfg(feature = "serde")]
 
+#[path = "../../vmcs-fields/tests/hostile_cases/mod.rs"]
+mod hostile_cases;
 #[path = "../../vmcs-fields/tests/serde_campaign/mod.rs"]
 mod serde_campaign;
 
+use hostile_cases::cases;
 use proptest::prelude::*;
-use serde_campaign::{Campaign, cases};
+use serde_campaign::Campaign;
 use vmx_caps::msr::MsrSet;
 use vmx_caps::virt::VirtualPolicy;
 use vmx_caps::{

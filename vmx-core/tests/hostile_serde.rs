@@ -4,11 +4,14 @@
 //! the instruction-information encoding, a deserialized VM-instruction error keeps its number.
 #![cfg(feature = "serde")]
 
+#[path = "../../vmcs-fields/tests/hostile_cases/mod.rs"]
+mod hostile_cases;
 #[path = "../../vmcs-fields/tests/serde_campaign/mod.rs"]
 mod serde_campaign;
 
+use hostile_cases::cases;
 use proptest::prelude::*;
-use serde_campaign::{Campaign, cases};
+use serde_campaign::Campaign;
 use vmx_core::{
     GpReg, InvalidationError, InveptType, InvvpidType, RegionError, VmFail, VmInstructionError,
 };

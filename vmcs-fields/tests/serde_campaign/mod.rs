@@ -11,14 +11,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-/// The number of cases: `default`, or `PROPTEST_CASES` for longer runs.
-pub fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// A JSON value to put in place of a node.
 fn leaf() -> impl Strategy<Value = Value> {
     prop_oneof![
