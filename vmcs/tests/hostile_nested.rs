@@ -503,6 +503,14 @@ struct EntryCase {
 const VMXON: u64 = 0x1000;
 const VMCS12: u64 = 0x4000;
 
+/// L1's VMXON at [`VMXON`] and VMPTRLD of [`VMCS12`], both succeeding.
+fn vmxon_and_vmptrld(l1: &mut L1VmxState, mem: &mut impl vmcs::nested::GuestMemory) {
+    let cx = L1Context::long_mode_cpl0();
+    let m = PointerOperand::Memory;
+    assert_eq!(l1.vmxon(&cx, m(VMXON), mem), VmxOutcome::Succeed(()));
+    assert_eq!(l1.vmptrld(&cx, m(VMCS12), mem), VmxOutcome::Succeed(()));
+}
+
 fn entry_case(dump: usize) -> EntryCase {
     let real = real_caps(dump);
     let caps = virtual_caps(&real, REVISION);
@@ -512,19 +520,11 @@ fn entry_case(dump: usize) -> EntryCase {
         memory[at..at + 4].copy_from_slice(&REVISION.to_le_bytes());
     }
     let mut l1 = L1VmxState::new(&caps, 39).unwrap();
-    let cx = L1Context::long_mode_cpl0();
     let mut mem = FlatGuestMemory {
         base: 0,
         bytes: &mut memory,
     };
-    assert_eq!(
-        l1.vmxon(&cx, PointerOperand::Memory(VMXON), &mut mem),
-        VmxOutcome::Succeed(())
-    );
-    assert_eq!(
-        l1.vmptrld(&cx, PointerOperand::Memory(VMCS12), &mut mem),
-        VmxOutcome::Succeed(())
-    );
+    vmxon_and_vmptrld(&mut l1, &mut mem);
     check_common::baseline(l1.current_vmcs_mut().unwrap());
     let mut vmcs01 = SoftVmcs::new(&real);
     check_common::baseline(&mut vmcs01);
@@ -978,16 +978,8 @@ fn msr_store_entry_at_the_top_of_the_address_space_wraps() {
     }
     // The head of the only entry: MSR 0x10 (IA32_TSC), at the very end of memory.
     mem.top[0xfff8..].copy_from_slice(&0x10u64.to_le_bytes());
-    let cx = L1Context::long_mode_cpl0();
     let mut l1 = L1VmxState::new(&caps, 39).unwrap();
-    assert_eq!(
-        l1.vmxon(&cx, PointerOperand::Memory(VMXON), &mut mem),
-        VmxOutcome::Succeed(())
-    );
-    assert_eq!(
-        l1.vmptrld(&cx, PointerOperand::Memory(VMCS12), &mut mem),
-        VmxOutcome::Succeed(())
-    );
+    vmxon_and_vmptrld(&mut l1, &mut mem);
     let v12 = l1.current_vmcs_mut().unwrap();
     check_common::baseline(v12);
     v12.write_raw(fields::VM_EXIT_MSR_STORE_COUNT.encoding(), 1)
