@@ -259,6 +259,7 @@ impl<'a, P: VmxInstructions> CurrentVmcs<'a, P> {
     /// [`reset_host_state_cache`](CurrentVmcs::reset_host_state_cache) first.
     ///
     /// [`vm_run`]: crate::vm_run
+    #[inline(always)]
     pub unsafe fn run(&mut self, regs: &mut GuestRegisters) -> Result<(), RunError> {
         // SAFETY: VMX root operation and the current VMCS come from `self`; the launch state and
         // the host-state cache (created empty at the load, so it only ever describes this VMCS)

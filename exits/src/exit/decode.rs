@@ -43,7 +43,7 @@ impl VmExit {
     /// # Errors
     ///
     /// [`ExitReadError`] naming the first field whose VMREAD failed.
-    #[inline]
+    #[inline(always)]
     pub fn read(vmcs: &impl VmcsRead) -> Result<Self, ExitReadError> {
         let reason = ExitReason::read(vmcs)?;
         Self::read_for(reason, vmcs)
@@ -55,7 +55,7 @@ impl VmExit {
     /// # Errors
     ///
     /// [`ExitReadError`] naming the first field whose VMREAD failed.
-    #[inline]
+    #[inline(always)]
     pub fn read_for(reason: ExitReason, vmcs: &impl VmcsRead) -> Result<Self, ExitReadError> {
         Self::decode(reason, &mut |field| read_field(vmcs, field))
     }
