@@ -184,10 +184,9 @@ fn start_processors(cmdline: &str) -> Result<Option<smp::Cpus>, Outcome> {
         smp::apic_id()
     );
     for cpu in 1..cpus.count() {
-        println!(
-            "mini-hv: CPU {cpu} answered INIT-SIPI-SIPI after {} TSC ticks",
-            cpus.start_ticks(cpu)
-        );
+        if let Some(ticks) = cpus.start_ticks(cpu) {
+            println!("mini-hv: CPU {cpu} answered INIT-SIPI-SIPI after {ticks} TSC ticks");
+        }
     }
     if !vmx_caps::cpu_has_vmx() {
         return Ok(Some(cpus));

@@ -528,8 +528,12 @@ impl Cpus {
         self.count
     }
 
-    /// TSC ticks from processor `cpu`'s INIT to its report (0 for the bootstrap processor).
-    pub fn start_ticks(&self, cpu: usize) -> u64 {
-        self.start_ticks.get(cpu).copied().unwrap_or(0)
+    /// TSC ticks from processor `cpu`'s INIT to its report (0 for the bootstrap processor), or
+    /// `None` for a processor that is not online.
+    pub fn start_ticks(&self, cpu: usize) -> Option<u64> {
+        self.start_ticks
+            .get(cpu)
+            .copied()
+            .filter(|_| cpu < self.count)
     }
 }

@@ -71,6 +71,8 @@ struct Shadow {
     phys: u64,
     vmread: &'static mut ShadowBitmap,
     vmwrite: &'static mut ShadowBitmap,
+    /// The physical addresses of the VMREAD and VMWRITE bitmaps (their frames').
+    bitmaps_phys: (u64, u64),
     /// VMCS01's link pointer points at the shadow VMCS (L1 has a current VMCS).
     linked: bool,
     /// "VMCS shadowing" is on in VMCS01: only while L1 is in VMX operation, since outside it
@@ -166,6 +168,9 @@ pub struct Nested {
     l0_io: &'static IoBitmaps,
     msr02: &'static mut MsrBitmap,
     io02: &'static mut IoBitmaps,
+    /// The physical addresses of VMCS02's MSR bitmap and I/O bitmaps A and B (their frames').
+    msr02_phys: u64,
+    io02_phys: u64,
     shadow: Option<Shadow>,
     /// EPT02, the tables that run L2 when L1 uses EPT.
     ept02: EptMapper<OffsetPhysToVirt, super::KernelFrames>,
@@ -467,6 +472,8 @@ impl Nested {
             l0_io,
             msr02,
             io02,
+            msr02_phys: msr_frame,
+            io02_phys: io_frames,
             shadow,
             ept02,
             ept02_for: None,
@@ -540,6 +547,7 @@ impl Nested {
             phys: frame,
             vmread,
             vmwrite,
+            bitmaps_phys: (read_frame, write_frame),
             linked: false,
             enabled: false,
             syncs: 0,
@@ -552,8 +560,7 @@ impl Nested {
         let Some(shadow) = &self.shadow else {
             return Ok(());
         };
-        let read = super::identity(core::ptr::from_ref(&*shadow.vmread).cast()).unwrap_or(0);
-        let write = super::identity(core::ptr::from_ref(&*shadow.vmwrite).cast()).unwrap_or(0);
+        let (read, write) = shadow.bitmaps_phys;
         vmcs.write(fields::VMREAD_BITMAP_ADDRESS, read)?;
         vmcs.write(fields::VMWRITE_BITMAP_ADDRESS, write)?;
         vmcs.write(fields::VMCS_LINK_POINTER, u64::MAX)
@@ -1468,7 +1475,7 @@ impl Nested {
         // VMCS02 runs on EPT: EPT02 (EPT12 composed with L0's EPT of L1's RAM) where L1 uses
         // EPT, else L0's EPT for L1 itself.
         own.proc2 = SecondaryControls::ENABLE_EPT;
-        let io02 = super::identity(core::ptr::from_ref(&*self.io02).cast()).unwrap_or(0);
+        let io02 = self.io02_phys;
         let part = L0Part {
             controls: own,
             exceptions: vmcs::ExceptionBitmap::empty(),
@@ -1479,7 +1486,7 @@ impl Nested {
                 None => vmcs.read_raw(fields::EPT_POINTER.encoding())?,
             },
             vpid: 0,
-            msr_bitmap: super::identity(core::ptr::from_ref(&*self.msr02).cast()).unwrap_or(0),
+            msr_bitmap: self.msr02_phys,
             io_bitmaps: (io02, io02 + 4096),
             preemption_timer: l0_timer,
         };
