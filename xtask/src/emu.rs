@@ -115,7 +115,9 @@ impl fmt::Display for ResultKind {
     }
 }
 
-/// The last `mini-hv: RESULT ...` line of `serial`, with the text after the kind.
+/// The last `mini-hv: RESULT ...` line of `serial`, with the text after the kind. Only a line that
+/// begins with `mini-hv: RESULT ` counts: a guest's or the guest hypervisor L1's line that mini-hv
+/// forwards with a prefix (`L1: mini-hv: RESULT PASS`) is not the run's verdict.
 pub fn result_line(serial: &str) -> Option<(ResultKind, String)> {
     serial.lines().rev().find_map(|line| {
         let rest = line
@@ -558,6 +560,27 @@ mod tests {
         );
         assert_eq!(result_line("mini-hv: RESULT MAYBE\n"), None);
         assert_eq!(result_line(""), None);
+    }
+
+    #[test]
+    fn result_line_ignores_the_guest_hypervisors_forwarded_results() {
+        // L0 forwards L1's serial lines prefixed `L1: `: L1's verdict is never the run's.
+        let serial = "mini-hv: 0 cpuid-hypervisor-leaf pass\n\
+                      L1: mini-hv: RESULT PASS\n\
+                      mini-hv: RESULT FAIL (L1 ended badly)\n\
+                      L1: mini-hv: RESULT PASS\n";
+        assert_eq!(
+            result_line(serial),
+            Some((ResultKind::Fail, "(L1 ended badly)".into()))
+        );
+        assert_eq!(
+            result_line("L1: mini-hv: RESULT PASS\nL1: mini-hv: RESULT FAIL\n"),
+            None
+        );
+        assert_eq!(
+            result_line("L1: mini-hv: RESULT FAIL (x)\nmini-hv: RESULT PASS\r\n"),
+            Some((ResultKind::Pass, String::new()))
+        );
     }
 
     #[test]

@@ -72,6 +72,30 @@ pub fn with_cpus(cmdline: &str, cpus: u32) -> String {
     }
 }
 
+/// The word that follows a boot module's path on its command line when mini-hv (L0) is to run that
+/// module, a second copy of its own ELF, as its guest hypervisor L1 (issue 16; L0 does so under
+/// `mini-hv.nested=`). The words after it are L1's own kernel command line.
+pub const L1_MODULE_WORD: &str = "l1";
+
+/// The name on the GRUB ISO (under `/boot/`) of the kernel's own ELF booted as L1's module (the
+/// kernel itself is `/boot/mini-hv`).
+pub const L1_MODULE_NAME: &str = "mini-hv-l1";
+
+/// The machine's RAM in MiB when L0 runs L1 (of which L0 gives L1 64 MiB): the default of
+/// `cargo xtask run --nested` and of the test cases that boot L1.
+pub const L1_MACHINE_MEMORY_MIB: u32 = 256;
+
+/// The arguments after the path of L1's module: [`L1_MODULE_WORD`], then `l1_cmdline` (L1's
+/// kernel command line) when there is one.
+pub fn l1_module_args(l1_cmdline: &str) -> String {
+    let l1_cmdline = l1_cmdline.trim();
+    if l1_cmdline.is_empty() {
+        L1_MODULE_WORD.to_string()
+    } else {
+        format!("{L1_MODULE_WORD} {l1_cmdline}")
+    }
+}
+
 /// A Multiboot module for GRUB's `module` command.
 pub struct IsoModule<'a> {
     /// The file to put on the ISO.
@@ -108,6 +132,15 @@ pub fn make_grub_iso(
     entry: &str,
     extra_modules: &[&str],
 ) -> Result<PathBuf, String> {
+    // A second file of the same name would be copied over the first: a hard link of the source, so
+    // the copy would truncate the source itself.
+    for (i, (_, file_name)) in files.iter().enumerate() {
+        if files[..i].iter().any(|(_, earlier)| earlier == file_name) {
+            return Err(format!(
+                "{name}: two files named /boot/{file_name} on the ISO"
+            ));
+        }
+    }
     let root = dir.join(format!("{name}-root"));
     let boot = root.join("boot");
     let grub = boot.join("grub");
@@ -155,4 +188,23 @@ fn place(from: &Path, to: &Path) -> Result<(), String> {
     std::fs::copy(from, to)
         .map(|_| ())
         .map_err(|e| format!("cannot copy {} to {}: {e}", from.display(), to.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn l1_module_args_start_with_the_l1_word() {
+        assert_eq!(l1_module_args(""), "l1");
+        assert_eq!(l1_module_args("  "), "l1");
+        assert_eq!(
+            l1_module_args("mini-hv.mask-caps=hyperv fault=ud"),
+            "l1 mini-hv.mask-caps=hyperv fault=ud"
+        );
+        // As mini-hv reads a module's command line: the word right after the path.
+        let line = format!("/boot/{L1_MODULE_NAME} {}", l1_module_args("x=1"));
+        let words: Vec<&str> = line.split_ascii_whitespace().collect();
+        assert_eq!(words, ["/boot/mini-hv-l1", "l1", "x=1"]);
+    }
 }

@@ -29,13 +29,15 @@ const USAGE: &str = "usage:
       Build and run the example hypervisor. Default platform: QEMU with KVM when /dev/kvm works, the host
       CPU has VMX and kvm_intel allows nesting; else Bochs. --model is the Bochs CPU model (default
       tigerlake) or QEMU's -cpu model. --cmdline is the kernel command line (e.g. fault=pf).
-      --memory is the machine's RAM in MiB (default 128). --cpus is the number of logical processors
-      (default 1, at most 8; Bochs `cpu: count=N`, QEMU -smp N): mini-hv starts the others itself and
-      enters VMX operation on each. --mask-caps hyperv restricts the capabilities mini-hv negotiates
-      with to those Hyper-V offers a nested guest (mini-hv.mask-caps=hyperv). --nested offers VMX to
-      the test guest (mini-hv.nested=1): its nested-vmx check takes VMX operation through mini-hv's
-      emulation and runs a guest of its own (L2); mini-hv uses VMCS shadowing for L1 where the CPU
-      has it (--cmdline mini-hv.nested=noshadow: without). --soft-float builds the kernel for
+      --memory is the machine's RAM in MiB (default 128, 256 with --nested). --cpus is the number
+      of logical processors (default 1, at most 8; Bochs `cpu: count=N`, QEMU -smp N): mini-hv
+      starts the others itself and enters VMX operation on each. --mask-caps hyperv restricts the
+      capabilities mini-hv negotiates with to those Hyper-V offers a nested guest
+      (mini-hv.mask-caps=hyperv). --nested boots a second copy of mini-hv (the same ELF, as a
+      Multiboot module tagged `l1`) as the guest hypervisor L1, to which mini-hv (L0) offers VMX
+      (mini-hv.nested=1); L1 runs its own test guest as L2 through L0's emulation of VMX, and L0
+      forwards L1's serial lines prefixed `L1: `. L0 uses VMCS shadowing for L1 where the CPU has
+      it (--nested --cmdline mini-hv.nested=noshadow: without). --soft-float builds the kernel for
       x86_64-unknown-none (no SSE in its code), whose trampoline switches no x87/SSE state.
       Exit status: 0 PASS, 2 UNSUPPORTED, 1 FAIL or no result.
   cargo xtask test [--examples-only]
@@ -126,6 +128,21 @@ struct RunOptions {
     cpus: u32,
     /// Build the kernel for the soft-float target ([`kernel::SOFT_FLOAT_TARGET`]).
     soft_float: bool,
+    /// Boot the kernel's own ELF as the guest hypervisor L1 too (`--nested`): a Multiboot module
+    /// whose arguments are [`kernel::l1_module_args`].
+    nested: bool,
+}
+
+impl RunOptions {
+    /// The machine's RAM in MiB: `--memory`, else 128, or [`kernel::L1_MACHINE_MEMORY_MIB`] with
+    /// `--nested` (L0 gives L1 part of it).
+    fn machine_memory_mib(&self) -> u32 {
+        self.memory_mib.unwrap_or(if self.nested {
+            kernel::L1_MACHINE_MEMORY_MIB
+        } else {
+            128
+        })
+    }
 }
 
 /// The capability profiles mini-hv knows (`mini_hv_logic::profiles::PROFILES`).
@@ -149,7 +166,6 @@ fn parse_run_options(args: &[String]) -> Result<RunOptions, String> {
         ..RunOptions::default()
     };
     let mut mask = None;
-    let mut nested = false;
     let mut args = args::Options::new(args);
     while let Some(flag) = args.next_flag() {
         match flag {
@@ -168,16 +184,21 @@ fn parse_run_options(args: &[String]) -> Result<RunOptions, String> {
             "--timeout" => options.timeout_secs = Some(args.number("seconds")?),
             "--cpus" => options.cpus = args.cpus()?,
             "--mask-caps" => mask = Some(mask_profile(args.value()?)?),
-            "--nested" => nested = true,
+            "--nested" => options.nested = true,
             "--soft-float" if !args.has_inline_value() => options.soft_float = true,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown option {other:?}\n{USAGE}")),
         }
     }
+    // `--nested` with `--cmdline mini-hv.nested=noshadow` keeps the user's word.
+    let has_nested_word = options
+        .cmdline
+        .split_ascii_whitespace()
+        .any(|word| word.starts_with("mini-hv.nested="));
     let words = mask
         .map(|name| format!("mini-hv.mask-caps={name}"))
         .into_iter()
-        .chain(nested.then(|| "mini-hv.nested=1".to_string()));
+        .chain((options.nested && !has_nested_word).then(|| "mini-hv.nested=1".to_string()));
     for word in words {
         options.cmdline = if options.cmdline.is_empty() {
             word
@@ -216,13 +237,27 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
     };
     let dir = target_dir().join("mini-hv").join("run");
     let cmdline = kernel::with_cpus(&options.cmdline, options.cpus);
+    // `--nested`: the same ELF again, as L1 (with an empty command line of its own).
+    let l1_args = options.nested.then(|| kernel::l1_module_args(""));
     let iso = match platform {
         Platform::Bochs { .. } => {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-            Some(kernel::make_iso(&dir, &elf, &cmdline, &[])?)
+            let modules: Vec<kernel::IsoModule<'_>> = l1_args
+                .iter()
+                .map(|args| kernel::IsoModule {
+                    file: &elf,
+                    name: kernel::L1_MODULE_NAME,
+                    args,
+                })
+                .collect();
+            Some(kernel::make_iso(&dir, &elf, &cmdline, &modules)?)
         }
         Platform::Qemu { .. } => None,
+    };
+    let qemu_modules: Vec<(PathBuf, String)> = match platform {
+        Platform::Qemu { .. } => l1_args.iter().map(|a| (elf.clone(), a.clone())).collect(),
+        Platform::Bochs { .. } => Vec::new(),
     };
     let spec = RunSpec {
         platform: platform.clone(),
@@ -230,8 +265,8 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
         kernel: &elf,
         iso: iso.as_deref(),
         cmdline: &cmdline,
-        qemu_modules: &[],
-        memory_mib: options.memory_mib.unwrap_or(128),
+        qemu_modules: &qemu_modules,
+        memory_mib: options.machine_memory_mib(),
         cpus: options.cpus,
         bochs_ips: 4_000_000,
         bochs_ignore_bad_msrs: false,
@@ -321,6 +356,7 @@ mod tests {
                 memory_mib: None,
                 cpus: 1,
                 soft_float: false,
+                nested: false,
             }
         );
         assert!(
@@ -346,11 +382,31 @@ mod tests {
             "fault=ud mini-hv.mask-caps=hyperv"
         );
         assert!(parse_run_options(&args(&["--mask-caps", "vmware"])).is_err());
+        let nested = parse_run_options(&args(&["--nested", "--mask-caps", "hyperv"])).unwrap();
+        assert_eq!(nested.cmdline, "mini-hv.mask-caps=hyperv mini-hv.nested=1");
+        assert!(nested.nested);
+        // The user's own mini-hv.nested= word stays the only one.
+        let noshadow =
+            parse_run_options(&args(&["--cmdline", "mini-hv.nested=noshadow", "--nested"]))
+                .unwrap();
+        assert_eq!(noshadow.cmdline, "mini-hv.nested=noshadow");
+        assert!(noshadow.nested);
+        assert_eq!(noshadow.machine_memory_mib(), 256);
         assert_eq!(
-            parse_run_options(&args(&["--nested", "--mask-caps", "hyperv"]))
+            parse_run_options(&args(&["--nested", "--memory", "512"]))
                 .unwrap()
-                .cmdline,
-            "mini-hv.mask-caps=hyperv mini-hv.nested=1"
+                .machine_memory_mib(),
+            512
+        );
+        assert_eq!(
+            parse_run_options(&args(&[])).unwrap().machine_memory_mib(),
+            128
+        );
+        // Without --nested no L1 module is booted, whatever the command line says.
+        assert!(
+            !parse_run_options(&args(&["--cmdline", "mini-hv.nested=1"]))
+                .unwrap()
+                .nested
         );
         assert_eq!(
             parse_run_options(&args(&["--memory=512"]))
