@@ -72,9 +72,11 @@ pub fn with_cpus(cmdline: &str, cpus: u32) -> String {
     }
 }
 
-/// The word that follows a boot module's path on its command line when mini-hv (L0) is to run that
-/// module, a second copy of its own ELF, as its guest hypervisor L1 (issue 16; L0 does so under
-/// `mini-hv.nested=`). The words after it are L1's own kernel command line.
+/// The first word of a boot module's arguments when mini-hv (L0) is to run that module, a second
+/// copy of its own ELF, as its guest hypervisor L1 (issue 16; L0 does so under `mini-hv.nested=`).
+/// The words after it are L1's own kernel command line. The module's Multiboot command line is
+/// these arguments alone under GRUB 2 (its `module` command leaves the path out: mini-hv's banner
+/// shows `... (4623 KiB) l1`), and the path followed by them under QEMU's `-initrd`.
 pub const L1_MODULE_WORD: &str = "l1";
 
 /// The name on the GRUB ISO (under `/boot/`) of the kernel's own ELF booted as L1's module (the
@@ -202,7 +204,7 @@ mod tests {
             l1_module_args("mini-hv.mask-caps=hyperv fault=ud"),
             "l1 mini-hv.mask-caps=hyperv fault=ud"
         );
-        // As mini-hv reads a module's command line: the word right after the path.
+        // As mini-hv reads a module's command line from QEMU: the word right after the path.
         let line = format!("/boot/{L1_MODULE_NAME} {}", l1_module_args("x=1"));
         let words: Vec<&str> = line.split_ascii_whitespace().collect();
         assert_eq!(words, ["/boot/mini-hv-l1", "l1", "x=1"]);
