@@ -29,6 +29,7 @@ pub mod breakdown;
 pub mod decode;
 pub mod guest_state;
 pub mod init_ipi;
+pub mod l1_kernel;
 pub mod linux_requirements;
 pub mod multiboot_guest;
 pub mod mwait;

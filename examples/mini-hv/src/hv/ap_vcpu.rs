@@ -342,6 +342,7 @@ impl Job {
             xcr0_supported: settings.xcr0_supported,
             // The application processors' guest runs neither instruction.
             monitor_mwait_exiting: false,
+            l1_kernel: false,
         };
         let vcpu = Vcpu::new(mem, config);
         let setup = super::write_vmcs(

@@ -683,7 +683,12 @@ impl Nested {
         self.l1.in_vmx_operation()
     }
 
-    /// Prints the run's nested statistics.
+    /// L0 uses VMCS shadowing for L1's VMREAD and VMWRITE.
+    pub fn shadowing(&self) -> bool {
+        self.shadow.is_some()
+    }
+
+    /// Prints the nested run's statistics.
     pub fn print_stats(&self) {
         let s = &self.stats;
         println!(

@@ -1,11 +1,12 @@
 //! The guest's emulated devices: a 16550 UART on I/O ports 0x3F8–0x3FF (the guest's console,
-//! forwarded line by line to the real serial port with a `guest: ` prefix) and a small MMIO device
-//! on the page at [`abi::MMIO_BASE`].
+//! forwarded line by line to the real serial port with a prefix: `guest: ` for the test guest,
+//! `L1: ` for a guest hypervisor) and a small MMIO device on the page at [`abi::MMIO_BASE`].
 
 use crate::guest::abi::{self, mmio, uart};
+use mini_hv_logic::l1_kernel::{Reported, reported_result, reported_round_trip};
 
 /// The longest line the UART buffers before forwarding it.
-const LINE_MAX: usize = 160;
+const LINE_MAX: usize = 256;
 
 /// An emulated 16550 UART (transmit side; the receiver never has data).
 pub struct Uart {
@@ -17,14 +18,23 @@ pub struct Uart {
     dlm: u8,
     line: [u8; LINE_MAX],
     len: usize,
+    prefix: &'static str,
     /// Bytes the guest transmitted.
     pub transmitted: u64,
+    /// What the guest's last `mini-hv: RESULT <kind>` line said (a guest hypervisor's verdict).
+    pub result: Option<Reported>,
+    /// The median of the guest's last `mini-hv: CPUID round trip ... median <n>` line (the
+    /// round trip a guest hypervisor measured of its own guest).
+    pub round_trip: Option<u64>,
 }
 
 impl Uart {
-    /// The UART after reset.
-    pub const fn new() -> Self {
+    /// The UART after reset, its lines forwarded with `prefix`.
+    pub const fn new(prefix: &'static str) -> Self {
         Self {
+            prefix,
+            result: None,
+            round_trip: None,
             ier: 0,
             lcr: 0,
             mcr: 0,
@@ -99,9 +109,16 @@ impl Uart {
 
     /// Forwards the buffered line.
     pub fn flush(&mut self) {
-        crate::print!("guest: ");
-        print_sanitized(&self.line[..self.len]);
+        let line = &self.line[..self.len];
+        crate::print!("{}", self.prefix);
+        print_sanitized(line);
         crate::println!();
+        if let Some(result) = reported_result(line) {
+            self.result = Some(result);
+        }
+        if let Some(median) = reported_round_trip(line) {
+            self.round_trip = Some(median);
+        }
         self.len = 0;
     }
 }

@@ -8,6 +8,7 @@
 
 mod devices;
 pub(crate) mod extras;
+mod l1_kernel;
 pub(crate) mod vcpu;
 
 use ept::EptConfig;
@@ -36,8 +37,17 @@ use vmx_caps::arch::Xcr0;
 ///
 /// With `cpus` (more than one processor started), every application processor runs its own small
 /// vCPU while the bootstrap processor runs the test guest ([`ap_vcpu`]).
+///
+/// With VMX offered to the guest (`mini-hv.nested=1`) and a boot module marked `l1`, the guest is
+/// that module instead: a second mini-hv kernel as L1 ([`l1_kernel`]), which runs its own test
+/// guest as L2.
 pub fn run(cpus: Option<&mut crate::smp::Cpus>) -> Outcome {
-    let mut machine = match TestMachine::prepare() {
+    let l1 = nested::requested().and_then(|_| l1_kernel::requested());
+    if l1.is_some() && cpus.is_some() {
+        println!("mini-hv: L1's kernel runs on one processor: start mini-hv with one CPU");
+        return Outcome::Fail;
+    }
+    let mut machine = match TestMachine::prepare_for(l1) {
         Ok(machine) => machine,
         Err(outcome) => return outcome,
     };
@@ -63,6 +73,7 @@ pub fn run(cpus: Option<&mut crate::smp::Cpus>) -> Outcome {
             machine.vpid,
             machine.wbinvd_exiting,
             machine.xsave.supported,
+            machine.l1_entry,
         )
     });
     machine.xsave.restore();
@@ -99,16 +110,28 @@ pub(crate) struct TestMachine {
     pub mem: memory::GuestMemory,
     /// VMX root operation on this processor.
     pub root: Root,
+    /// The guest is L1's kernel ([`l1_kernel`]) loaded in [`TestMachine::mem`], entered here.
+    pub l1_entry: Option<u32>,
 }
 
 impl TestMachine {
     /// Reads and negotiates, allocates guest RAM and enters VMX root operation; the outcome to end
     /// with where that fails (the reason was printed).
     pub fn prepare() -> Result<Self, Outcome> {
+        Self::prepare_for(None)
+    }
+
+    /// As [`TestMachine::prepare`], for the test guest (`None`) or L1's kernel, which gets its
+    /// own RAM and none of the extra checks' optional controls.
+    fn prepare_for(l1: Option<l1_kernel::L1Kernel>) -> Result<Self, Outcome> {
         let caps = capabilities().ok_or(Outcome::Fail)?;
         // The requirements as data (`mini_hv_logic::requirements`, also behind `vmxtool caps
         // --example`), plus the optional controls of the extra checks.
-        let verdict = Requirements::evaluate(&caps, &extras::prefer(requirements::request()));
+        let request = match l1 {
+            None => extras::prefer(requirements::request()),
+            Some(_) => requirements::request(),
+        };
+        let verdict = Requirements::evaluate(&caps, &request);
         print!("mini-hv: {verdict}");
         if let Err(e) = &verdict.negotiated {
             println!("mini-hv: unsupported: {e}");
@@ -132,7 +155,13 @@ impl TestMachine {
         let vpid = controls.proc2.contains(SecondaryControls::ENABLE_VPID);
         let wbinvd_exiting = controls.proc2.contains(SecondaryControls::WBINVD_EXITING);
         let xsave = HostXsave::enable();
-        let mem = ram().ok_or(Outcome::Fail)?;
+        let (mem, l1_entry) = match l1 {
+            None => (ram().ok_or(Outcome::Fail)?, None),
+            Some(l1) => {
+                let loaded = l1.load().ok_or(Outcome::Fail)?;
+                (loaded.mem, Some(loaded.entry))
+            }
+        };
         let root = enter_vmx_here(&caps).ok_or(Outcome::Fail)?;
         println!("mini-hv: VMX root operation entered");
         Ok(Self {
@@ -144,6 +173,7 @@ impl TestMachine {
             xsave,
             mem,
             root,
+            l1_entry,
         })
     }
 }
@@ -194,6 +224,7 @@ fn run_guest(
     vpid: bool,
     wbinvd_exiting: bool,
     xcr0_supported: Xcr0,
+    l1_entry: Option<u32>,
 ) -> Outcome {
     let Some(mut ept) = guest_ram_ept(root, ept_config, &mem) else {
         return Outcome::Fail;
@@ -228,6 +259,7 @@ fn run_guest(
         wbinvd_exiting,
         xcr0_supported,
         monitor_mwait_exiting: monitor::exiting(controls.proc),
+        l1_kernel: l1_entry.is_some(),
     };
     let ram_base = mem.host_base();
     let mut vcpu = Vcpu::new(mem, config);
@@ -252,11 +284,19 @@ fn run_guest(
         io_bitmaps,
         vpid,
     )
-    .and_then(|()| Ok(vcpu.write_reset_state(&mut active, guest::entry16())?))
+    .and_then(|()| {
+        Ok(match l1_entry {
+            None => vcpu.write_reset_state(&mut active, guest::entry16())?,
+            Some(entry) => vcpu.write_l1_entry_state(&mut active, entry)?,
+        })
+    })
     .and_then(|()| write_guest_msr_areas(&mut active, caps))
     .map(|area| vcpu.guest_msrs = Some(area))
-    .and_then(|()| extras::Extras::setup(&mut active, controls, caps, &mut ept, ram_base))
-    .map(|extras| vcpu.extras = Some(extras))
+    .and_then(|()| match l1_entry {
+        None => extras::Extras::setup(&mut active, controls, caps, &mut ept, ram_base).map(Some),
+        Some(_) => Ok(None),
+    })
+    .map(|extras| vcpu.extras = extras)
     .and_then(|()| {
         // The extra checks leave external-interrupt exiting off; the APIC timer needs it.
         if apic_timer {
@@ -281,11 +321,18 @@ fn run_guest(
         println!("mini-hv: writing the VMCS failed: {fail}");
         return Outcome::Fail;
     }
-    println!(
-        "mini-hv: launching the guest in real mode at CS.base {:#x} (VPID {})",
-        guest::entry16(),
-        if vpid { "on" } else { "off" }
-    );
+    match l1_entry {
+        None => println!(
+            "mini-hv: launching the guest in real mode at CS.base {:#x} (VPID {})",
+            guest::entry16(),
+            if vpid { "on" } else { "off" }
+        ),
+        Some(entry) => println!(
+            "mini-hv: launching L1's kernel at {entry:#x} (32-bit protected mode, paging off, \
+             EBX = its Multiboot information; VPID {}); L1's console follows, prefixed \"L1: \"",
+            if vpid { "on" } else { "off" }
+        ),
+    }
     let predicted = software_check(
         &active,
         caps,
@@ -347,7 +394,11 @@ fn run_guest(
              {host_writes} time(s), expected 1 to {allowed}"
         );
     }
-    let outcome = match judge(&vcpu, caps, end, wbinvd_exiting, !xcr0_supported.is_empty()) {
+    let judged = match l1_entry {
+        None => judge(&vcpu, caps, end, wbinvd_exiting, !xcr0_supported.is_empty()),
+        Some(_) => judge_l1(&vcpu, end),
+    };
+    let outcome = match judged {
         Outcome::Pass if !cache_held => Outcome::Fail,
         outcome => outcome,
     };
@@ -460,6 +511,61 @@ impl Defect {
     }
 }
 
+/// Prints the guest's VM exits by basic exit reason.
+fn print_exit_statistics(vcpu: &Vcpu) {
+    println!("mini-hv: VM exit statistics:");
+    let mut total = 0;
+    for (number, &count) in vcpu.exit_counts.iter().enumerate() {
+        if count != 0 {
+            total += count;
+            println!(
+                "mini-hv:   {count:>8}  {}",
+                ExitReason::from_raw(number as u32).basic
+            );
+        }
+    }
+    println!("mini-hv:   {total:>8}  total");
+}
+
+/// L1's run: L0's exit statistics for L1 and L2 (the nested ones were printed), the nested CPUID
+/// round trip L2 measured (as L1 reported it), and L1's own verdict, which is L0's.
+fn judge_l1(vcpu: &Vcpu, end: End) -> Outcome {
+    println!("mini-hv: VM exits of L1 and of L2 through VMCS02, as L0 saw them:");
+    print_exit_statistics(vcpu);
+    let (result, round_trip) = vcpu.console_reports();
+    let shadowing = vcpu.nested.as_ref().is_some_and(|n| n.shadowing());
+    match round_trip {
+        Some(median) => println!(
+            "mini-hv: nested: CPUID round trip L2 measured (L2 exit, L0 reflects to L1, L1's \
+             handler, L1's VMRESUME emulated by L0, L2 entry): median {median} TSC ticks \
+             (VMCS shadowing {})",
+            if shadowing { "on" } else { "off" }
+        ),
+        None => println!("mini-hv: nested: L1 reported no CPUID round trip of its guest"),
+    }
+    let End::L1Ended { code } = end else {
+        println!("mini-hv: nested: L1 did not end its run itself");
+        return Outcome::Fail;
+    };
+    let outcome = l1_kernel::outcome(code, result);
+    let said = match result {
+        Some(mini_hv_logic::l1_kernel::Reported::Pass) => "RESULT PASS",
+        Some(mini_hv_logic::l1_kernel::Reported::Fail) => "RESULT FAIL",
+        Some(mini_hv_logic::l1_kernel::Reported::Unsupported) => "RESULT UNSUPPORTED",
+        None => "no RESULT line",
+    };
+    match code {
+        Some(code) => {
+            println!("mini-hv: nested: L1 ended with {said} (isa-debug-exit code {code:#x})")
+        }
+        None => println!("mini-hv: nested: L1 ended with {said} (no isa-debug-exit code)"),
+    }
+    if outcome == Outcome::Pass && round_trip.is_none() {
+        return Outcome::Fail;
+    }
+    outcome
+}
+
 /// Prints the run's report and decides the outcome.
 fn judge(
     vcpu: &Vcpu,
@@ -517,18 +623,7 @@ fn judge(
         println!("mini-hv: {} duplicate test reports", vcpu.duplicate_reports);
         ok = false;
     }
-    println!("mini-hv: VM exit statistics:");
-    let mut total = 0;
-    for (number, &count) in vcpu.exit_counts.iter().enumerate() {
-        if count != 0 {
-            total += count;
-            println!(
-                "mini-hv:   {count:>8}  {}",
-                ExitReason::from_raw(number as u32).basic
-            );
-        }
-    }
-    println!("mini-hv:   {total:>8}  total");
+    print_exit_statistics(vcpu);
     match vcpu.timing {
         Some((median, samples, min)) => println!(
             "mini-hv: CPUID round trip (VM exit + emulation + VM entry): median {median} TSC ticks over \
@@ -582,6 +677,10 @@ fn judge(
             ok = false;
         }
         End::EntryFailed => ok = false,
+        End::L1Ended { .. } => {
+            println!("mini-hv: the test guest wrote the emulators' exit ports");
+            ok = false;
+        }
     }
     if ok { Outcome::Pass } else { Outcome::Fail }
 }

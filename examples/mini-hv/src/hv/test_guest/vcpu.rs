@@ -25,6 +25,7 @@ use super::monitor::{self, Completion};
 use crate::guest::abi::{self, reason};
 use mini_hv_logic::decode::{self, MovAccess, Operation, Reg};
 use mini_hv_logic::guest_state::{self, CrPolicy};
+use mini_hv_logic::l1_kernel::Reported;
 use vmx_caps::arch::{Cr0, Cr4, Efer, Rflags, Xcr0};
 use vmx_caps::msr::{
     IA32_EFER, IA32_FEATURE_CONTROL, IA32_FS_BASE, IA32_GS_BASE, IA32_MISC_ENABLE,
@@ -54,6 +55,13 @@ pub enum End {
     Stopped,
     /// VM entry failed (the reason and a VMCS dump were printed).
     EntryFailed,
+    /// A guest hypervisor (L1, [`Config::l1_kernel`]) ended its run the way mini-hv ends an
+    /// emulator's: the byte `'D'` to Bochs' debugger port, after `code` (if any) to QEMU's
+    /// `isa-debug-exit` port.
+    L1Ended {
+        /// The last byte L1 wrote to the `isa-debug-exit` port.
+        code: Option<u8>,
+    },
 }
 
 /// APIC-timer ticks (divide by 1) of the watchdog where the local APIC timer stands in for the
@@ -87,6 +95,9 @@ pub struct Config {
     pub xcr0_supported: Xcr0,
     /// MONITOR and MWAIT exist and exit ([`super::monitor::exiting`]).
     pub monitor_mwait_exiting: bool,
+    /// The guest is a hypervisor kernel (L1, [`super::l1_kernel`]), not the test guest: its
+    /// console lines are prefixed `L1: ` and its writes to the emulators' exit ports end its run.
+    pub l1_kernel: bool,
 }
 
 /// The guest-visible state the hypervisor emulates, and the run's bookkeeping.
@@ -96,6 +107,8 @@ pub struct Vcpu {
     mem: GuestMemory,
     config: Config,
     uart: Uart,
+    /// The last byte a guest hypervisor wrote to the `isa-debug-exit` port.
+    exit_code: Option<u8>,
     mmio: MmioDevice,
     scratch_msr: u64,
     tpr: u64,
@@ -185,11 +198,13 @@ pub(crate) fn timer_value(tsc_ticks: u64, shift: u32) -> u64 {
 impl Vcpu {
     /// A vCPU for guest RAM `mem`.
     pub fn new(mem: GuestMemory, config: Config) -> Self {
+        let prefix = if config.l1_kernel { "L1: " } else { "guest: " };
         Self {
             regs: GuestRegisters::new(),
             mem,
             config,
-            uart: Uart::new(),
+            uart: Uart::new(prefix),
+            exit_code: None,
             mmio: MmioDevice::new(),
             scratch_msr: 0,
             tpr: 0,
@@ -224,6 +239,25 @@ impl Vcpu {
         entry16: u64,
     ) -> Result<(), GuestStateError> {
         write_reset_state(vmcs, self.cr(), &self.config.caps, entry16)?;
+        self.arm_watchdog(vmcs)?;
+        Ok(())
+    }
+
+    /// Writes the Multiboot entry state of L1's kernel at `entry`
+    /// ([`super::l1_kernel::write_entry_state`]) and arms the watchdog.
+    pub fn write_l1_entry_state(
+        &mut self,
+        vmcs: &mut impl VmcsWrite,
+        entry: u32,
+    ) -> Result<(), GuestStateError> {
+        let (cr, caps) = (self.cr(), self.config.caps);
+        super::l1_kernel::write_entry_state(vmcs, &mut self.regs, cr, &caps, entry)?;
+        self.arm_watchdog(vmcs)?;
+        Ok(())
+    }
+
+    /// Arms the watchdog where the VMX-preemption timer is the time source.
+    fn arm_watchdog(&self, vmcs: &mut impl VmcsWrite) -> Result<(), VmFail> {
         if let TimeSource::PreemptionTimer { shift } = self.config.timer {
             vmcs.write(
                 fields::VMX_PREEMPTION_TIMER_VALUE,
@@ -328,6 +362,11 @@ impl Vcpu {
         if self.uart.has_partial_line() {
             self.uart.flush();
         }
+    }
+
+    /// The UART's last `mini-hv: RESULT` verdict and CPUID round trip (of a guest hypervisor).
+    pub fn console_reports(&self) -> (Option<Reported>, Option<u64>) {
+        (self.uart.result, self.uart.round_trip)
     }
 
     fn hypercall(&mut self, vmcs: &mut Vmcs<'_>) -> Flow<Leave> {
@@ -682,8 +721,20 @@ impl Guest for Vcpu {
             IoDirection::Out => {
                 for i in 0..size {
                     let port = q.port.wrapping_add(i);
+                    let byte = (self.regs.rax >> (8 * i)) as u8;
                     if Uart::claims(port) {
-                        self.uart.write(port, (self.regs.rax >> (8 * i)) as u8);
+                        self.uart.write(port, byte);
+                    } else if self.config.l1_kernel {
+                        match port {
+                            crate::exit::QEMU_EXIT_PORT => self.exit_code = Some(byte),
+                            crate::exit::BOCHS_DEBUG_PORT if byte == b'D' => {
+                                self.uart_flush();
+                                return ControlFlow::Break(Leave::End(End::L1Ended {
+                                    code: self.exit_code,
+                                }));
+                            }
+                            _ => {}
+                        }
                     }
                 }
             }
