@@ -11,6 +11,7 @@ use nested_common::{EPTP02, l0_part, virtual_caps};
 use vmcs::check::Outcome;
 use vmcs::nested::{
     FlatGuestMemory, L0Part, Vmcs02Error, build_vmcs02, merge_io_bitmaps, merge_msr_bitmap,
+    vmcs02_preemption_timer,
 };
 use vmcs::structures::{IoBitmaps, MsrAccess, MsrBitmap};
 use vmcs::{ExceptionBitmap, SoftVmcs, VmcsRead, VmcsWrite, fields};
@@ -253,6 +254,61 @@ fn the_preemption_timer_is_the_earlier_of_l1s_and_l0s() {
         100
     );
     assert!(built.timer_is_l1s);
+}
+
+#[test]
+fn the_timer_a_kept_vmcs02_gets_is_the_one_a_build_writes() {
+    assert_eq!(vmcs02_preemption_timer(None, None), None);
+    assert_eq!(vmcs02_preemption_timer(Some(7), None), Some((7, true)));
+    assert_eq!(vmcs02_preemption_timer(None, Some(9)), Some((9, false)));
+    // A tie is L1's: its expiry is the exit L1 asked for.
+    assert_eq!(vmcs02_preemption_timer(Some(5), Some(5)), Some((5, true)));
+    // Every combination a build can meet gives what the build wrote.
+    let mut s = setup();
+    for (l1, l0) in [
+        (None, None),
+        (Some(0), None),
+        (None, Some(0)),
+        (Some(300), Some(200)),
+        (Some(200), Some(300)),
+        (Some(u32::MAX), Some(u32::MAX)),
+    ] {
+        let activate = PinBasedControls::ACTIVATE_VMX_PREEMPTION_TIMER;
+        s.vmcs12
+            .modify(fields::PIN_BASED_VM_EXECUTION_CONTROLS, |p| {
+                if l1.is_some() {
+                    p | activate
+                } else {
+                    p - activate
+                }
+            })
+            .unwrap();
+        s.w12(
+            enc(fields::VMX_PREEMPTION_TIMER_VALUE),
+            u64::from(l1.unwrap_or(77)),
+        );
+        s.l0.controls.pin.set(activate, l0.is_some());
+        s.l0.preemption_timer = l0.unwrap_or(88);
+        let (vmcs02, built) = s.build().unwrap();
+        let expected = vmcs02_preemption_timer(l1, l0);
+        let pin02 = vmcs02
+            .read(fields::PIN_BASED_VM_EXECUTION_CONTROLS)
+            .unwrap();
+        assert_eq!(
+            pin02.contains(activate),
+            expected.is_some(),
+            "{l1:?} {l0:?}"
+        );
+        if let Some((value, is_l1s)) = expected {
+            assert_eq!(
+                vmcs02.read(fields::VMX_PREEMPTION_TIMER_VALUE).unwrap(),
+                value
+            );
+            assert_eq!(built.timer_start, value);
+            assert_eq!(built.timer_is_l1s, is_l1s, "{l1:?} {l0:?}");
+            assert_eq!(built.timer_l1, l1.unwrap_or(0));
+        }
+    }
 }
 
 #[test]

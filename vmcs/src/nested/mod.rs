@@ -78,7 +78,7 @@ pub use exit::{ReflectError, Reflected, SavedExit, VmxAbort};
 pub use shadow::{SHADOWED_FIELDS, shadow_bitmaps, sync_from_shadow, sync_to_shadow};
 pub use vmcs02::{
     GuestMsrs, L0Part, VMCS02_CONTROLS, Vmcs02, Vmcs02Error, build_vmcs02, load_entry_msrs,
-    merge_io_bitmaps, merge_msr_bitmap,
+    merge_io_bitmaps, merge_msr_bitmap, vmcs02_preemption_timer,
 };
 
 /// Offset of the launch state in a VMCS12 region.

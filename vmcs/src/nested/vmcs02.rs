@@ -597,17 +597,31 @@ fn execution_fields(
     } else {
         0
     };
-    let (value, is_l1s) = match (l1_timer, l0_timer) {
-        (true, true) => (
-            l1_value.min(l0.preemption_timer),
-            l1_value <= l0.preemption_timer,
-        ),
-        (true, false) => (l1_value, true),
-        (false, true) => (l0.preemption_timer, false),
-        (false, false) => return Ok((0, 0, false)),
+    let Some((value, is_l1s)) = vmcs02_preemption_timer(
+        l1_timer.then_some(l1_value),
+        l0_timer.then_some(l0.preemption_timer),
+    ) else {
+        return Ok((0, 0, false));
     };
     wr(vmcs02, timer, value.into())?;
     Ok((value, l1_value, is_l1s))
+}
+
+/// The VMX-preemption timer value VMCS02 runs L2 with, from L1's value (`l1`: VMCS12's field,
+/// when VMCS12 activates the timer) and L0's (`l0`, when L0 wants the timer while L2 runs): the
+/// earlier of the two, and whether it is L1's (a tie is L1's: its expiry is an exit L1 asked
+/// for). `None` when neither activates the timer.
+///
+/// [`build_vmcs02`] writes this value; an L0 that keeps VMCS02 across L1's VMRESUMEs writes it
+/// again at each of them, since VMCS12's timer value (re-armed at every VM entry, SDM 27.7.4)
+/// and L0's both change.
+pub fn vmcs02_preemption_timer(l1: Option<u32>, l0: Option<u32>) -> Option<(u32, bool)> {
+    match (l1, l0) {
+        (Some(l1), Some(l0)) => Some((l1.min(l0), l1 <= l0)),
+        (Some(l1), None) => Some((l1, true)),
+        (None, Some(l0)) => Some((l0, false)),
+        (None, None) => None,
+    }
 }
 
 /// Reads the 4-KiB page at L1-physical `address`; a page outside L1's memory reads as all

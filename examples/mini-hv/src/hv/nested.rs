@@ -30,6 +30,7 @@ use vmcs::nested::{
     DirtyFields, GuestMemory as L1Memory, GuestMsrs, L0Part, L1Context, L1VmxState, L2Entry,
     PointerOperand, Reflected, SHADOWED_FIELDS, SavedExit, VMCS02_CONTROLS, Vmcs02, VmxFault,
     VmxOutcome, build_vmcs02, merge_io_bitmaps, merge_msr_bitmap, shadow_bitmaps, sync_to_shadow,
+    vmcs02_preemption_timer,
 };
 use vmcs::nested::{Ept01, Ept02Resolution, L1Page, clear_ept02, resolve_ept_violation};
 use vmcs::structures::{InFrame, IoBitmaps, MsrArea, MsrBitmap, ShadowBitmap};
@@ -1097,6 +1098,9 @@ impl Nested {
         unsafe { vmx_core::instructions::vmptrld(self.vmcs01_phys) }
     }
 
+    /// The index of VMCS01's pin-based controls in [`Nested::l1_inputs`].
+    const INPUT_PIN01: usize = 5;
+
     /// What of VMCS01 (L1's state) goes into VMCS02 besides L0's constant host state: L1's
     /// IA32_EFER, IA32_PAT, DR7 and IA32_DEBUGCTL (L2's where VMCS12 loads none), the TSC
     /// offset, and the controls L0 takes from it.
@@ -1132,7 +1136,6 @@ impl Nested {
             fields::GUEST_IA32_DEBUGCTL.encoding(),
             fields::GUEST_IA32_PERF_GLOBAL_CTRL.encoding(),
             fields::VMCS_LINK_POINTER.encoding(),
-            fields::VMX_PREEMPTION_TIMER_VALUE.encoding(),
         ];
         let events = [
             fields::VM_ENTRY_INTERRUPTION_INFORMATION.encoding(),
@@ -1142,6 +1145,8 @@ impl Nested {
         match info.field_type() {
             // VMCS02's host state is L0's; VMCS12's is read when an exit is reflected.
             FieldType::ExitInformation | FieldType::HostState => Some(false),
+            // Written again at every reuse ([`Nested::reuse_vmcs02`]).
+            _ if e == fields::VMX_PREEMPTION_TIMER_VALUE.encoding() => Some(false),
             FieldType::GuestState if !derived.contains(&e) => Some(true),
             _ if events.contains(&e) => Some(true),
             _ => None,
@@ -1150,10 +1155,11 @@ impl Nested {
 
     /// VMCS02 made current for L1's VMRESUME of VMCS12 at `pointer` without being built again,
     /// where the VMCS02 of its last entry is still valid: the same VMCS12, L1's changes since
-    /// (`dirty`) all carried by a copy ([`Nested::carried`]), the same inputs from VMCS01, no
-    /// VMX-preemption timer of L1's. VMCS02 then gets the changed fields, L0's timer, and the
-    /// bitmaps merged again where they come from L1's memory (which L1 may have changed without
-    /// a VMWRITE). `None`: build it.
+    /// (`dirty`) all carried by a copy ([`Nested::carried`]), the same inputs from VMCS01.
+    /// VMCS02 then gets the changed fields, the VMX-preemption timer value as a new build would
+    /// give it (the earlier of L1's and L0's, [`vmcs02_preemption_timer`]), and the bitmaps
+    /// merged again where they come from L1's memory (which L1 may have changed without a
+    /// VMWRITE). `None`: build it.
     fn reuse_vmcs02(
         &mut self,
         pointer: u64,
@@ -1176,13 +1182,16 @@ impl Nested {
             return Ok(None);
         }
         let c12 = vmcs12.read_controls()?;
-        if c12
-            .pin
-            .contains(PinBasedControls::ACTIVATE_VMX_PREEMPTION_TIMER)
-        {
-            return Ok(None);
-        }
-        let built = kept.built;
+        let activate = PinBasedControls::ACTIVATE_VMX_PREEMPTION_TIMER;
+        let l1_timer = if c12.pin.contains(activate) {
+            Some(vmcs12.read_raw(fields::VMX_PREEMPTION_TIMER_VALUE.encoding())? as u32)
+        } else {
+            None
+        };
+        // L0 wants the timer while L2 runs where VMCS01 has it (`build_vmcs02`'s own controls).
+        let l0_wants = inputs[Self::INPUT_PIN01] & u64::from(activate.bits()) != 0;
+        let timer = vmcs02_preemption_timer(l1_timer, l0_wants.then_some(l0_timer));
+        let mut built = kept.built;
         if c12.proc.contains(PrimaryControls::USE_MSR_BITMAPS)
             || c12.proc.contains(PrimaryControls::USE_IO_BITMAPS)
         {
@@ -1204,12 +1213,11 @@ impl Nested {
                 hw.write_raw(f.encoding, vmcs12.read_raw(f.encoding)?)?;
             }
         }
-        if built
-            .controls
-            .pin
-            .contains(PinBasedControls::ACTIVATE_VMX_PREEMPTION_TIMER)
-        {
-            hw.write(fields::VMX_PREEMPTION_TIMER_VALUE, l0_timer)?;
+        if let Some((value, is_l1s)) = timer {
+            hw.write(fields::VMX_PREEMPTION_TIMER_VALUE, value)?;
+            built.timer_start = value;
+            built.timer_is_l1s = is_l1s;
+            built.timer_l1 = l1_timer.unwrap_or(0);
         }
         self.stats.vmcs02_kept += 1;
         Ok(Some(built))

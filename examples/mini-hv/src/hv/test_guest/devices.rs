@@ -21,7 +21,7 @@ pub struct Uart {
     prefix: &'static str,
     /// Bytes the guest transmitted.
     pub transmitted: u64,
-    /// What the guest's last `mini-hv: RESULT <kind>` line said (a guest hypervisor's verdict).
+    /// What the guest's last `mini-hv: RESULT` line said (a guest hypervisor's verdict).
     pub result: Option<Reported>,
     /// The median of the guest's last `mini-hv: CPUID round trip ... median <n>` line (the
     /// round trip a guest hypervisor measured of its own guest).

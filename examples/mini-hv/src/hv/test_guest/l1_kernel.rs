@@ -1,6 +1,6 @@
 //! A guest hypervisor kernel as L0's guest (issue 16's demonstration): a second copy of mini-hv,
 //! handed over as a Multiboot module whose string says `l1` after its path
-//! ([`mini_hv_logic::l1_kernel::l1_command_line`]), runs as L1 on the test guest's vCPU with VMX
+//! ([`mini_hv_logic::l1_kernel::L1_MODULE_WORD`]), runs as L1 on the test guest's vCPU with VMX
 //! offered ([`super::super::nested`]): it boots, prints its (virtual) capability report, runs its
 //! own test guest as L2 and ends the way mini-hv ends an emulator's run, which ends L1's run here.
 //!
@@ -11,7 +11,8 @@
 //! 32-bit protected mode with paging off at the image's entry with EAX = [`BOOTLOADER_MAGIC`] and
 //! EBX = the information's address (Multiboot Specification 0.6.96, 3.2 "Machine state").
 
-use mini_hv_logic::l1_kernel::{Reported, l1_command_line};
+use mini_hv_logic::boot_protocol::module_args;
+use mini_hv_logic::l1_kernel::{L1_MODULE_WORD, Reported};
 use mini_hv_logic::multiboot_guest::{BOOTLOADER_MAGIC, BootInfo, Image};
 use vmcs::{GuestState, GuestStateError, Segment, VmcsWrite};
 use vmx_caps::VmxCapabilities;
@@ -39,7 +40,7 @@ pub struct L1Kernel {
 /// The boot module that is L1's kernel, if the loader passed one.
 pub fn requested() -> Option<L1Kernel> {
     crate::boot::modules().find_map(|module| {
-        l1_command_line(module.cmdline).map(|cmdline| L1Kernel { module, cmdline })
+        module_args(module.cmdline, L1_MODULE_WORD).map(|cmdline| L1Kernel { module, cmdline })
     })
 }
 

@@ -285,10 +285,11 @@ fn run_guest(
         vpid,
     )
     .and_then(|()| {
-        Ok(match l1_entry {
+        match l1_entry {
             None => vcpu.write_reset_state(&mut active, guest::entry16())?,
             Some(entry) => vcpu.write_l1_entry_state(&mut active, entry)?,
-        })
+        }
+        Ok(())
     })
     .and_then(|()| write_guest_msr_areas(&mut active, caps))
     .map(|area| vcpu.guest_msrs = Some(area))
