@@ -5,7 +5,8 @@
 //! runs its own guest (L2: a CPUID loop in this image, sharing L1's address space) and handles L2's CPUID
 //! exits, measuring the nested round trip (L1 → L2 → exit reflected by L0 → L1); then L2's exits
 //! L1 does not intercept, which L0 handles on L2's behalf, with VMCS12's MSR lists
-//! ([`l0_exits_and_msr_lists`]), and L2 under EPT12 ([`ept_for_l2`]).
+//! ([`l0_exits_and_msr_lists`]), L2 under EPT12 ([`ept_for_l2`]) and with VPID
+//! ([`vpid_for_l2`]).
 
 use core::arch::{asm, global_asm};
 
@@ -233,6 +234,52 @@ fn ept_for_l2() -> Check {
         read(0x4402)? == 10,
         "L2's read of the mapped region did not complete (next exit not CPUID)",
     )
+}
+
+/// L2 with VPID: L1 is offered "enable VPID" and INVVPID; INVVPID single-context of VPID 0 and
+/// of an unknown type are VMfail(28) (SDM Vol. 3C, 31.3 "INVVPID"); L2 runs with VPID12 1, L1
+/// invalidates it (single-context), and L2 runs with VPID12 2 (L0 flushes its VPID02 for each
+/// new VPID12 and at the INVVPID: three flushes, counted in L0's statistics); then VPID is off
+/// again.
+fn vpid_for_l2() -> Check {
+    let allowed1 = rdmsr(vmx_caps::msr::IA32_VMX_PROCBASED_CTLS2)? >> 32;
+    ensure(allowed1 & 1 << 5 != 0, "VPID is not offered to L1")?;
+    let cap = rdmsr(vmx_caps::msr::IA32_VMX_EPT_VPID_CAP)?;
+    ensure(
+        cap & 1 << 32 != 0 && cap & 1 << 41 != 0,
+        "single-context INVVPID is not offered to L1",
+    )?;
+    let invvpid = |kind: u64, vpid: u64| -> Result<Vmx, Fault> {
+        let descriptor = [vpid, 0u64];
+        let flags: u64;
+        match guarded!("invvpid {t}, [{d}]\npushfq\npop {f}", t = in(reg) kind, d = in(reg) &descriptor, f = out(reg) flags)
+        {
+            None => Ok(outcome(flags)),
+            Some(fault) => Err(fault),
+        }
+    };
+    fail_valid(
+        invvpid(1, 0),
+        E::InvalidInveptInvvpidOperand,
+        "INVVPID single-context of VPID 0: not VMfail(28)",
+    )?;
+    fail_valid(
+        invvpid(4, 1),
+        E::InvalidInveptInvvpidOperand,
+        "INVVPID of an unknown type: not VMfail(28)",
+    )?;
+    write(0x0000, 1)?;
+    write(0x401e, read(0x401e)? | 1 << 5)?;
+    ensure(enter_l2(false).is_ok(), "VMRESUME of L2 with VPID 1 failed")?;
+    ensure(read(0x4402)? == 10, "L2's exit with VPID 1 is not CPUID")?;
+    ensure(
+        invvpid(1, 1) == Ok(Vmx::Succeed),
+        "INVVPID single-context of VPID 1 failed",
+    )?;
+    write(0x0000, 2)?;
+    ensure(enter_l2(false).is_ok(), "VMRESUME of L2 with VPID 2 failed")?;
+    ensure(read(0x4402)? == 10, "L2's exit with VPID 2 is not CPUID")?;
+    write(0x401e, read(0x401e)? & !(1 << 5))
 }
 
 /// L2's code in real mode: CPUID forever (16-bit code; `jmp $-2` back to it).
@@ -947,6 +994,7 @@ pub(super) fn nested_vmx() -> Check {
     l0_exits_and_msr_lists()?;
     l0_owned_cr0_bit()?;
     ept_for_l2()?;
+    vpid_for_l2()?;
     real_mode_l2()?;
     samples.sort_unstable();
     gprintln!(

@@ -6,8 +6,9 @@
 //! What L1 is offered ([`policy`]): the controls VMCS02 can carry, EPT among them (L2 then runs
 //! on EPT02, EPT12 composed with L1's RAM and filled page by page from L2's EPT violations,
 //! emptied at L1's INVEPT; `vmcs::nested::resolve_ept_violation`) and unrestricted guest (L2 in
-//! real mode or unpaged protected mode: VMCS02 always runs on EPT), without VPID (every VM entry
-//! and exit of L2 then flushes the TLB), and without VMCS shadowing for L1's own guests. L0 itself uses
+//! real mode or unpaged protected mode: VMCS02 always runs on EPT), VPID (L2 runs with
+//! [`VPID02`], flushed when L1's VPID12 changes and at L1's INVVPID), and without VMCS shadowing
+//! for L1's own guests. L0 itself uses
 //! VMCS shadowing where the processor has it (`mini-hv.nested=1`; `mini-hv.nested=noshadow`
 //! turns it off): L1's VMREAD and VMWRITE of [`SHADOWED_FIELDS`] go to a shadow VMCS without an
 //! exit, and L0 synchronizes it with VMCS12 around every VMX instruction of L1 it emulates
@@ -45,7 +46,8 @@ use vmx_caps::{
     VmxCapabilities,
 };
 use vmx_core::{
-    GpReg, GuestRegisters, HostStateCache, InveptDescriptor, InveptType, VmFail, VmxInstructions,
+    GpReg, GuestRegisters, HostStateCache, InveptDescriptor, InveptType, InvvpidDescriptor,
+    InvvpidType, VmFail, VmxInstructions,
 };
 
 use super::Vmcs;
@@ -83,11 +85,31 @@ struct Shadow {
     syncs: u64,
 }
 
-/// What L0 offers L1: VMCS02's controls but VPID.
-pub fn policy() -> VirtualPolicy {
+/// What L0 offers L1: VMCS02's controls (VPID only where the processor can flush VPID02 with
+/// INVVPID, single-context or all-context).
+pub fn policy(real: &VmxCapabilities) -> VirtualPolicy {
     let mut policy = VirtualPolicy::everything(abi::NESTED_VMCS_REVISION);
     policy.offer = VMCS02_CONTROLS;
-    policy.without(SecondaryControls::ENABLE_VPID)
+    if vpid02_flush(&real.ept_vpid).is_some() {
+        policy
+    } else {
+        policy.without(SecondaryControls::ENABLE_VPID)
+    }
+}
+
+/// VPID02: the VPID L2 runs with where VMCS12 enables VPID (VMCS01's is [`super::GUEST_VPID`],
+/// the host's 0). Every VPID12 of L1 maps to it, so L0 flushes it when L2 next runs under another
+/// VPID12 than the one whose translations it holds, and at every INVVPID of L1 (SDM 29.4.3: the
+/// processor may keep a VPID's translations across VM entries and exits, and only INVVPID, or an
+/// entry or exit with "enable VPID" 0, removes them).
+const VPID02: u16 = super::GUEST_VPID + 1;
+
+/// The INVVPID type that flushes every translation of one VPID on this processor: single-context,
+/// else all-context (which flushes more); `None` without INVVPID.
+fn vpid02_flush(cap: &vmx_caps::EptVpidCap) -> Option<InvvpidType> {
+    [InvvpidType::SingleContext, InvvpidType::AllContext]
+        .into_iter()
+        .find(|kind| kind.supported_by(cap))
 }
 
 /// A VMCS02 kept after an exit of L2 reflected to L1: valid for L1's next VMRESUME of the same
@@ -119,6 +141,8 @@ pub struct Stats {
     pub ept12_exits: u64,
     /// Times EPT02 was emptied (L1's INVEPT, a new EPTP12).
     pub ept02_clears: u64,
+    /// INVVPIDs of VPID02 (L1's INVVPID, a new VPID12).
+    pub vpid02_flushes: u64,
     /// Exits of L2 L0 handled on L2's behalf (L1 does not intercept them), L2 resumed after.
     pub l0_handled: u64,
     /// Exceptions L0 raised in L2 while handling its exits that L1 intercepts, reflected.
@@ -177,6 +201,8 @@ pub struct Nested {
     ept02: EptMapper<OffsetPhysToVirt, super::KernelFrames>,
     /// The EPTP12 whose translations EPT02 holds.
     ept02_for: Option<u64>,
+    /// The VPID12 whose translations VPID02 may hold ([`VPID02`]).
+    vpid02_for: Option<u16>,
     /// VMCS02 as the last exit of L2 left it, for L1's next VMRESUME of the same VMCS12.
     kept: Option<Kept>,
     /// Exits and reflections.
@@ -416,7 +442,7 @@ impl Nested {
         l0_io: &'static IoBitmaps,
         shadowing: bool,
     ) -> Option<Self> {
-        let virt = match policy().virtualize(real) {
+        let virt = match policy(real).virtualize(real) {
             Ok(v) => v,
             Err(e) => {
                 println!("mini-hv: nested: cannot make L1's capabilities: {e}");
@@ -478,6 +504,7 @@ impl Nested {
             shadow,
             ept02,
             ept02_for: None,
+            vpid02_for: None,
             kept: None,
             stats: Stats {
                 l1_instructions: 0,
@@ -488,6 +515,7 @@ impl Nested {
                 ept02_fills: 0,
                 ept12_exits: 0,
                 ept02_clears: 0,
+                vpid02_flushes: 0,
                 l0_handled: 0,
                 l0_exceptions_reflected: 0,
                 list_msrs: 0,
@@ -644,6 +672,27 @@ impl Nested {
         })?
     }
 
+    /// INVVPID of every translation tagged with [`VPID02`] on this processor (the only one that
+    /// runs L2). Only called where L1 was offered VPID, so where [`vpid02_flush`] found a type.
+    /// `false` (printed) where it could not be done.
+    fn flush_vpid02(&mut self) -> Result<bool, VmFail> {
+        let Some(kind) = vpid02_flush(&self.real.ept_vpid) else {
+            println!("mini-hv: nested: no INVVPID type flushes VPID02 on this processor");
+            return Ok(false);
+        };
+        let descriptor = match InvvpidDescriptor::new(kind, VPID02, 0) {
+            Ok(descriptor) => descriptor,
+            Err(e) => {
+                println!("mini-hv: nested: INVVPID of VPID02: {e}");
+                return Ok(false);
+            }
+        };
+        self.stats.vpid02_flushes += 1;
+        // SAFETY: VMX root operation, INVVPID with this type supported (`vpid02_flush`).
+        unsafe { vmx_core::instructions::invvpid(kind, &descriptor)? };
+        Ok(true)
+    }
+
     /// INVEPT of EPT02's translations on this processor (the only one that runs L2).
     fn invept02(&self) -> Result<(), VmFail> {
         let kind = InveptType::best_for(&self.real.ept_vpid).unwrap_or(InveptType::AllContext);
@@ -699,8 +748,8 @@ impl Nested {
         );
         println!(
             "mini-hv: nested: EPT02: {} pages filled from L2's EPT violations, {} exits EPT12 \
-             caused reflected to L1, emptied {} times",
-            s.ept02_fills, s.ept12_exits, s.ept02_clears
+             caused reflected to L1, emptied {} times; VPID02 flushed {} times",
+            s.ept02_fills, s.ept12_exits, s.ept02_clears, s.vpid02_flushes
         );
         println!(
             "mini-hv: nested: {} exits of L2 handled by L0 for L2 (L1 does not intercept them), \
@@ -971,6 +1020,13 @@ impl Nested {
                     Err(action) => return Ok(action),
                 };
                 let o = self.l1.invvpid(&cx, kind, descriptor, 48);
+                // VPID02 holds only translations of the last VPID12 L2 ran with: flushing it
+                // whole covers every type and VPID (more than asked, which INVVPID allows).
+                if let VmxOutcome::Succeed(_) = o
+                    && !self.flush_vpid02()?
+                {
+                    return Ok(Action::Stop);
+                }
                 Self::finish(vmcs, &o)
             }
             // VMFUNC: L1 is offered no VM functions.
@@ -1233,21 +1289,34 @@ impl Nested {
         entry_msrs: FieldLoads,
         instruction: EntryInstruction,
     ) -> Result<Action, VmFail> {
-        // EPTP12, when L1 uses EPT; EPT02 must hold only its translations.
-        let (pointer, eptp12) = match (self.l1.current_pointer(), self.l1.current_vmcs()) {
-            (Some(pointer), Some(v12)) => (
-                pointer,
-                v12.read_controls()?
-                    .proc2
-                    .contains(SecondaryControls::ENABLE_EPT)
-                    .then(|| v12.read_raw(fields::EPT_POINTER.encoding()))
-                    .transpose()?,
-            ),
+        // EPTP12, when L1 uses EPT; EPT02 must hold only its translations. VPID12, when L1 uses
+        // VPID; VPID02 likewise.
+        let (pointer, eptp12, vpid12) = match (self.l1.current_pointer(), self.l1.current_vmcs()) {
+            (Some(pointer), Some(v12)) => {
+                let proc2 = v12.read_controls()?.proc2;
+                (
+                    pointer,
+                    proc2
+                        .contains(SecondaryControls::ENABLE_EPT)
+                        .then(|| v12.read_raw(fields::EPT_POINTER.encoding()))
+                        .transpose()?,
+                    proc2
+                        .contains(SecondaryControls::ENABLE_VPID)
+                        .then(|| v12.read(fields::VIRTUAL_PROCESSOR_IDENTIFIER))
+                        .transpose()?,
+                )
+            }
             _ => return Ok(Action::Stop),
         };
         if eptp12.is_some() && self.ept02_for != eptp12 {
             self.clear_ept02()?;
             self.ept02_for = eptp12;
+        }
+        if vpid12.is_some() && self.vpid02_for != vpid12 {
+            if !self.flush_vpid02()? {
+                return Ok(Action::Stop);
+            }
+            self.vpid02_for = vpid12;
         }
         let dirty = self.l1.take_dirty();
         let inputs = Self::l1_inputs(vmcs)?;
@@ -1498,7 +1567,7 @@ impl Nested {
                 Some(_) => self.ept02.eptp().bits(),
                 None => vmcs.read_raw(fields::EPT_POINTER.encoding())?,
             },
-            vpid: 0,
+            vpid: VPID02,
             msr_bitmap: self.msr02_phys,
             io_bitmaps: (io02, io02 + 4096),
             preemption_timer: l0_timer,
