@@ -414,3 +414,64 @@ fn io_bitmaps_merge_l0s_and_l1s_intercepts() {
     merge_io_bitmaps(&s.vmcs12, &mut mem, &own, &mut merged).unwrap();
     assert_eq!(merged, IoBitmaps::intercept_all());
 }
+
+/// A bitmap page of random words, most of them all ones or all zeros (as real bitmaps are).
+fn page_strategy() -> impl proptest::strategy::Strategy<Value = Vec<u64>> {
+    use proptest::prelude::*;
+    proptest::collection::vec(prop_oneof![Just(u64::MAX), Just(0u64), any::<u64>()], 512)
+}
+
+fn page_bytes(words: &[u64]) -> [u8; 4096] {
+    let mut page = [0u8; 4096];
+    for (bytes, word) in page.chunks_exact_mut(8).zip(words) {
+        bytes.copy_from_slice(&word.to_le_bytes());
+    }
+    page
+}
+
+proptest::proptest! {
+    /// The merges read only the words L0 does not set whole; the result is still exactly the
+    /// union of L0's bitmaps and L1's pages (`union_bytes` over whole pages), whatever the
+    /// merged bitmaps held before.
+    #[test]
+    fn merged_bitmaps_are_exactly_the_unions(
+        l0_msr in page_strategy(),
+        l1_msr in page_strategy(),
+        l0_a in page_strategy(),
+        l0_b in page_strategy(),
+        l1_a in page_strategy(),
+        l1_b in page_strategy(),
+        stale in proptest::prelude::any::<bool>(),
+    ) {
+        let mut s = setup();
+        s.vmcs12
+            .modify(fields::PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS, |p| {
+                p | PrimaryControls::USE_IO_BITMAPS | PrimaryControls::USE_MSR_BITMAPS
+            })
+            .unwrap();
+        s.w12(enc(fields::ADDRESS_OF_MSR_BITMAPS), 0x20_0000);
+        s.w12(enc(fields::ADDRESS_OF_IO_BITMAP_A), 0x30_0000);
+        s.w12(enc(fields::ADDRESS_OF_IO_BITMAP_B), 0x30_1000);
+        let mut memory = vec![0u8; 0x40_0000];
+        memory[0x20_0000..0x20_1000].copy_from_slice(&page_bytes(&l1_msr));
+        memory[0x30_0000..0x30_1000].copy_from_slice(&page_bytes(&l1_a));
+        memory[0x30_1000..0x30_2000].copy_from_slice(&page_bytes(&l1_b));
+        let mut mem = FlatGuestMemory { base: 0, bytes: &mut memory };
+
+        let mut l0 = MsrBitmap::pass_all();
+        l0.union_bytes(&page_bytes(&l0_msr));
+        let mut expected = l0.clone();
+        expected.union_bytes(&page_bytes(&l1_msr));
+        let mut merged = if stale { MsrBitmap::intercept_all() } else { MsrBitmap::pass_all() };
+        merge_msr_bitmap(&s.vmcs12, &mut mem, &l0, &mut merged).unwrap();
+        proptest::prop_assert_eq!(&merged, &expected);
+
+        let mut l0 = IoBitmaps::pass_all();
+        l0.union_bytes(&page_bytes(&l0_a), &page_bytes(&l0_b));
+        let mut expected = l0.clone();
+        expected.union_bytes(&page_bytes(&l1_a), &page_bytes(&l1_b));
+        let mut merged = if stale { IoBitmaps::intercept_all() } else { IoBitmaps::pass_all() };
+        merge_io_bitmaps(&s.vmcs12, &mut mem, &l0, &mut merged).unwrap();
+        proptest::prop_assert_eq!(&merged, &expected);
+    }
+}

@@ -624,14 +624,6 @@ pub fn vmcs02_preemption_timer(l1: Option<u32>, l0: Option<u32>) -> Option<(u32,
     }
 }
 
-/// Reads the 4-KiB page at L1-physical `address`; a page outside L1's memory reads as all
-/// ones, as unbacked physical memory does.
-fn read_page(mem: &mut (impl PhysMemory + ?Sized), address: u64, page: &mut [u8; 4096]) {
-    if mem.read(address, page).is_err() {
-        page.fill(0xff);
-    }
-}
-
 /// VMCS02's MSR bitmaps: every bit L0 intercepts (`l0`) or L1 does, from VMCS12's MSR bitmaps
 /// in L1's memory when it uses them; without "use MSR bitmaps" in VMCS12 every RDMSR and WRMSR
 /// of L2 exits to L1 (SDM 26.1.3), so every bit is set.
@@ -650,15 +642,19 @@ pub fn merge_msr_bitmap(
         out.fill(true);
         return Ok(());
     }
-    let mut page = [0u8; 4096];
-    read_page(
-        mem,
-        rd(vmcs12, fields::ADDRESS_OF_MSR_BITMAPS.encoding())?,
-        &mut page,
-    );
-    out.clone_from(l0);
-    out.union_bytes(&page);
+    let address = rd(vmcs12, fields::ADDRESS_OF_MSR_BITMAPS.encoding())?;
+    out.union_of(l0, |offset| read_word(mem, address, offset));
     Ok(())
+}
+
+/// The 8-byte word at `offset` in L1's page at `address`; a word outside L1's memory reads as all
+/// ones, as unbacked physical memory does.
+fn read_word(mem: &mut (impl PhysMemory + ?Sized), address: u64, offset: usize) -> u64 {
+    let mut word = [0u8; 8];
+    match address.checked_add(offset as u64) {
+        Some(at) if mem.read(at, &mut word).is_ok() => u64::from_le_bytes(word),
+        _ => u64::MAX,
+    }
 }
 
 /// VMCS02's I/O bitmaps: every port L0 intercepts (`l0`) or L1 does: from VMCS12's I/O bitmaps
@@ -675,23 +671,16 @@ pub fn merge_io_bitmaps(
     out: &mut IoBitmaps,
 ) -> Result<(), Vmcs02Error> {
     let c12 = controls_of(vmcs12)?;
-    out.clone_from(l0);
     if c12.proc.contains(PrimaryControls::USE_IO_BITMAPS) {
-        let mut a = [0u8; 4096];
-        let mut b = [0u8; 4096];
-        read_page(
-            mem,
+        let pages = [
             rd(vmcs12, fields::ADDRESS_OF_IO_BITMAP_A.encoding())?,
-            &mut a,
-        );
-        read_page(
-            mem,
             rd(vmcs12, fields::ADDRESS_OF_IO_BITMAP_B.encoding())?,
-            &mut b,
-        );
-        out.union_bytes(&a, &b);
+        ];
+        out.union_of(l0, |page, offset| read_word(mem, pages[page & 1], offset));
     } else if c12.proc.contains(PrimaryControls::UNCONDITIONAL_IO_EXITING) {
         out.fill(true);
+    } else {
+        out.clone_from(l0);
     }
     Ok(())
 }

@@ -18,6 +18,23 @@ impl BitPage {
         Self([if value { 0xff } else { 0 }; 4096])
     }
 
+    /// Makes this page the union of `l0` and another page whose 8-byte words `read_word` gives
+    /// by byte offset (little-endian, as the processor reads them). The words `l0` sets whole are
+    /// not read: the union is all ones there whatever the other page holds.
+    pub(crate) fn union_of(&mut self, l0: &BitPage, mut read_word: impl FnMut(usize) -> u64) {
+        let (out, _) = self.0.as_chunks_mut::<8>();
+        let (mine, _) = l0.0.as_chunks::<8>();
+        for (i, (out, mine)) in out.iter_mut().zip(mine).enumerate() {
+            let word = u64::from_le_bytes(*mine);
+            let union = if word == u64::MAX {
+                word
+            } else {
+                word | read_word(i * 8)
+            };
+            *out = union.to_le_bytes();
+        }
+    }
+
     /// Bit `n` (`n < PAGE_BITS`, guaranteed by the callers' range checks).
     pub(crate) fn get(&self, n: u32) -> bool {
         self.0[(n / 8) as usize] & (1 << (n % 8)) != 0

@@ -211,6 +211,14 @@ impl IoBitmaps {
         }
     }
 
+    /// Makes these bitmaps the union of `l0` and raw bitmap pages A and B whose 8-byte words
+    /// `read_word` gives (page 0 for A, 1 for B, then the byte offset), reading only the words
+    /// `l0` does not set whole.
+    pub(crate) fn union_of(&mut self, l0: &Self, mut read_word: impl FnMut(usize, usize) -> u64) {
+        self.a.union_of(&l0.a, |offset| read_word(0, offset));
+        self.b.union_of(&l0.b, |offset| read_word(1, offset));
+    }
+
     /// Bitmap A (ports 0000H–7FFFH), as the processor reads it.
     #[must_use]
     pub fn bitmap_a(&self) -> &[u8; 4096] {

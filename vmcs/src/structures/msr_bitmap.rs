@@ -216,6 +216,12 @@ impl MsrBitmap {
     pub fn as_bytes(&self) -> &[u8; 4096] {
         &self.page.0
     }
+
+    /// Makes these bitmaps the union of `l0` and a raw MSR-bitmap page whose 8-byte words
+    /// `read_word` gives by byte offset, reading only the words `l0` does not set whole.
+    pub(crate) fn union_of(&mut self, l0: &Self, read_word: impl FnMut(usize) -> u64) {
+        self.page.union_of(&l0.page, read_word);
+    }
 }
 
 impl core::fmt::Debug for MsrBitmap {

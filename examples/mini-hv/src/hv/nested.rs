@@ -207,6 +207,62 @@ pub struct Nested {
     kept: Option<Kept>,
     /// Exits and reflections.
     pub stats: Stats,
+    /// Where L0's time goes in L1's VMLAUNCH/VMRESUME that run L2 until an exit of L1's.
+    phases: Phases,
+}
+
+/// The phases of L0's part of a nested round trip: L1's VMLAUNCH/VMRESUME exit, until L1 is
+/// resumed at its host RIP with L2's exit in VMCS12. TSC stamps at each boundary, summed over
+/// the rounds that ran L2 until an exit reflected to L1.
+struct Phases {
+    /// The stamps of the current round ([`PHASES`] + 1 boundaries).
+    stamps: [u64; PHASES.len() + 1],
+    /// The current round reached the reflected exit (stamp 4).
+    reflected: bool,
+    /// Ticks per phase over the counted rounds.
+    sums: [u64; PHASES.len()],
+    /// Rounds counted.
+    rounds: u64,
+}
+
+/// What each phase of [`Phases`] covers.
+const PHASES: [&str; 6] = [
+    "VMCS12 updated from the shadow VMCS",
+    "VMCS12's VM-entry checks and MSR-load area (the software checker)",
+    "VMCS02 made ready (kept: VMCS12's changed fields and the merged bitmaps; or built)",
+    "L2 entered, ran and exited (with the exits L0 handles for L2)",
+    "the exit saved into VMCS12 (exit information, guest state, MSR-store area)",
+    "L1's host state loaded from VMCS12, VMCS12 to the shadow VMCS",
+];
+
+impl Phases {
+    const fn new() -> Self {
+        Self {
+            stamps: [0; PHASES.len() + 1],
+            reflected: false,
+            sums: [0; PHASES.len()],
+            rounds: 0,
+        }
+    }
+
+    /// Records boundary `i`.
+    #[inline(always)]
+    fn stamp(&mut self, i: usize) {
+        if let Some(stamp) = self.stamps.get_mut(i) {
+            *stamp = super::probe::rdtsc();
+        }
+    }
+
+    /// Ends a round: counted if it ran L2 until an exit reflected to L1.
+    fn end(&mut self) {
+        self.stamp(PHASES.len());
+        if core::mem::take(&mut self.reflected) {
+            for (sum, pair) in self.sums.iter_mut().zip(self.stamps.windows(2)) {
+                *sum += pair[1].wrapping_sub(pair[0]);
+            }
+            self.rounds += 1;
+        }
+    }
 }
 
 /// L0's EPT of L1 (EPT01) as the EPT02 composition consults it: L1's RAM, read/write/execute,
@@ -506,6 +562,7 @@ impl Nested {
             ept02_for: None,
             vpid02_for: None,
             kept: None,
+            phases: Phases::new(),
             stats: Stats {
                 l1_instructions: 0,
                 l2_entries: 0,
@@ -773,6 +830,21 @@ impl Nested {
                 println!("mini-hv: nested: L2 exit reason {reason:2}: {count}");
             }
         }
+        let p = &self.phases;
+        if p.rounds != 0 {
+            println!(
+                "mini-hv: nested: L0's part of a round trip (L1's VMLAUNCH/VMRESUME exit to L1 \
+                 resumed with L2's exit), mean TSC ticks over {} rounds:",
+                p.rounds
+            );
+            for (name, sum) in PHASES.iter().zip(p.sums) {
+                println!("mini-hv: nested:   {:>7}  {name}", sum / p.rounds);
+            }
+            println!(
+                "mini-hv: nested:   {:>7}  total",
+                p.sums.iter().sum::<u64>() / p.rounds
+            );
+        }
     }
 
     /// L1's processor state as its VMX instructions test it.
@@ -857,9 +929,11 @@ impl Nested {
                 | VmExit::Invept { .. }
                 | VmExit::Invvpid { .. }
         );
+        self.phases.stamp(0);
         if full {
             self.shadow_to_vmcs12()?;
         }
+        self.phases.stamp(1);
         let error = |l1: &L1VmxState| {
             l1.current_vmcs()
                 .and_then(|v| v.read_raw(fields::VM_INSTRUCTION_ERROR.encoding()).ok())
@@ -871,6 +945,7 @@ impl Nested {
         if full || error(&self.l1) != error_before {
             self.vmcs12_to_shadow(vmcs, full)?;
         }
+        self.phases.end();
         Ok(action)
     }
 
@@ -1085,6 +1160,7 @@ impl Nested {
                 &mut lists,
             )
         };
+        self.phases.stamp(2);
         *host.scratch_msr() = lists.scratch;
         self.stats.list_msrs += lists.processed;
         let loads = lists.loads;
@@ -1356,6 +1432,7 @@ impl Nested {
         // intercept), until an exit that is L1's.
         let mut cache = HostStateCache::new();
         let mut launched = launched;
+        self.phases.stamp(3);
         let reflect_info = loop {
             self.stats.l2_entries += 1;
             let entered = {
@@ -1482,6 +1559,8 @@ impl Nested {
                 break Some(info);
             }
         };
+        self.phases.stamp(4);
+        self.phases.reflected = true;
         // The first half of the exit, from VMCS02 while it is current: exit information,
         // L2's state and the VM-exit MSR-store area into VMCS12.
         self.stats.reflected += 1;
@@ -1504,6 +1583,7 @@ impl Nested {
                 return Ok(Action::Stop);
             }
         };
+        self.phases.stamp(5);
         // VMCS02 now holds L2's state as VMCS12 does (but what VMCS12 does not save): kept for
         // L1's next VMRESUME of this VMCS12.
         self.kept = Some(Kept {
