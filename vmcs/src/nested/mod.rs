@@ -18,7 +18,8 @@
 //! - [`L1VmxState::enter_l2`]: L1's VMLAUNCH/VMRESUME, VMCS12 checked as the processor checks a
 //!   VMCS, the VM-entry MSR-load area loaded into L0's model of the shared MSRs ([`GuestMsrs`]);
 //! - [`build_vmcs02`]: the VMCS that runs L2, from VMCS12 and L0's part ([`L0Part`]), with the
-//!   merged bitmaps ([`merge_msr_bitmap`], [`merge_io_bitmaps`]);
+//!   merged bitmaps ([`merge_msr_bitmap`], [`merge_io_bitmaps`]; [`MergedMsrBitmap`] and
+//!   [`MergedIoBitmaps`] keep them merged across entries, visiting only the words L1 decides);
 //! - `exits::nested::exit_owner`: whether an exit of L2 is L1's;
 //! - [`L1VmxState::reflect_exit`]: the exit carried out for L1 as SDM chapter 28 describes;
 //! - [`resolve_ept_violation`] and [`clear_ept02`]: EPT02 = EPT12 ∘ EPT01, filled on demand and
@@ -65,12 +66,14 @@ use crate::check::{EntryInstruction, LaunchState, MemoryError, PhysMemory};
 use crate::fields;
 use crate::soft::SoftVmcs;
 
+mod bitmaps;
 mod dirty;
 mod entry;
 mod ept02;
 mod exit;
 mod shadow;
 mod vmcs02;
+pub use bitmaps::{MergedIoBitmaps, MergedMsrBitmap};
 pub use dirty::DirtyFields;
 pub use entry::L2Entry;
 pub use ept02::{Ept01, Ept02Resolution, Ept12Exit, L1Page, clear_ept02, resolve_ept_violation};

@@ -151,7 +151,7 @@ pub struct Vmcs02 {
     pub cr4_l0_only: u64,
 }
 
-fn rd(v: &(impl VmcsRead + ?Sized), encoding: u32) -> Result<u64, Vmcs02Error> {
+pub(super) fn rd(v: &(impl VmcsRead + ?Sized), encoding: u32) -> Result<u64, Vmcs02Error> {
     v.read_raw(encoding)
         .map_err(|error| Vmcs02Error::Vmcs { encoding, error })
 }
@@ -184,7 +184,7 @@ fn copy(
 }
 
 /// The controls of a VMCS that are in use, every group (0 where the group is not activated).
-fn controls_of(v: &(impl VmcsRead + ?Sized)) -> Result<ControlSet, Vmcs02Error> {
+pub(super) fn controls_of(v: &(impl VmcsRead + ?Sized)) -> Result<ControlSet, Vmcs02Error> {
     v.read_controls().map_err(|error| Vmcs02Error::Vmcs {
         encoding: fields::PIN_BASED_VM_EXECUTION_CONTROLS.encoding(),
         error,
@@ -624,9 +624,10 @@ pub fn vmcs02_preemption_timer(l1: Option<u32>, l0: Option<u32>) -> Option<(u32,
     }
 }
 
-/// VMCS02's MSR bitmaps: every bit L0 intercepts (`l0`) or L1 does, from VMCS12's MSR bitmaps
-/// in L1's memory when it uses them; without "use MSR bitmaps" in VMCS12 every RDMSR and WRMSR
-/// of L2 exits to L1 (SDM 26.1.3), so every bit is set.
+/// VMCS02's MSR bitmaps in `out`: every bit L0 intercepts (`l0`) or L1 does, from VMCS12's MSR
+/// bitmaps in L1's memory when it uses them; without "use MSR bitmaps" in VMCS12 every RDMSR and
+/// WRMSR of L2 exits to L1 (SDM 26.1.3), so every bit is set. One merge of
+/// [`MergedMsrBitmap`](super::MergedMsrBitmap), which keeps `out` merged across entries.
 ///
 /// # Errors
 ///
@@ -637,29 +638,13 @@ pub fn merge_msr_bitmap(
     l0: &MsrBitmap,
     out: &mut MsrBitmap,
 ) -> Result<(), Vmcs02Error> {
-    let c12 = controls_of(vmcs12)?;
-    if !c12.proc.contains(PrimaryControls::USE_MSR_BITMAPS) {
-        out.fill(true);
-        return Ok(());
-    }
-    let address = rd(vmcs12, fields::ADDRESS_OF_MSR_BITMAPS.encoding())?;
-    out.union_of(l0, |offset| read_word(mem, address, offset));
-    Ok(())
+    super::MergedMsrBitmap::new(l0, out).merge(vmcs12, mem)
 }
 
-/// The 8-byte word at `offset` in L1's page at `address`; a word outside L1's memory reads as all
-/// ones, as unbacked physical memory does.
-fn read_word(mem: &mut (impl PhysMemory + ?Sized), address: u64, offset: usize) -> u64 {
-    let mut word = [0u8; 8];
-    match address.checked_add(offset as u64) {
-        Some(at) if mem.read(at, &mut word).is_ok() => u64::from_le_bytes(word),
-        _ => u64::MAX,
-    }
-}
-
-/// VMCS02's I/O bitmaps: every port L0 intercepts (`l0`) or L1 does: from VMCS12's I/O bitmaps
-/// in L1's memory with "use I/O bitmaps", every port with "unconditional I/O exiting" alone,
-/// none without either (SDM 26.1.3).
+/// VMCS02's I/O bitmaps in `out`: every port L0 intercepts (`l0`) or L1 does: from VMCS12's I/O
+/// bitmaps in L1's memory with "use I/O bitmaps", every port with "unconditional I/O exiting"
+/// alone, none without either (SDM 26.1.3). One merge of
+/// [`MergedIoBitmaps`](super::MergedIoBitmaps), which keeps `out` merged across entries.
 ///
 /// # Errors
 ///
@@ -670,19 +655,7 @@ pub fn merge_io_bitmaps(
     l0: &IoBitmaps,
     out: &mut IoBitmaps,
 ) -> Result<(), Vmcs02Error> {
-    let c12 = controls_of(vmcs12)?;
-    if c12.proc.contains(PrimaryControls::USE_IO_BITMAPS) {
-        let pages = [
-            rd(vmcs12, fields::ADDRESS_OF_IO_BITMAP_A.encoding())?,
-            rd(vmcs12, fields::ADDRESS_OF_IO_BITMAP_B.encoding())?,
-        ];
-        out.union_of(l0, |page, offset| read_word(mem, pages[page & 1], offset));
-    } else if c12.proc.contains(PrimaryControls::UNCONDITIONAL_IO_EXITING) {
-        out.fill(true);
-    } else {
-        out.clone_from(l0);
-    }
-    Ok(())
+    super::MergedIoBitmaps::new(l0, out).merge(vmcs12, mem)
 }
 
 /// The MSRs of L1 and L2 that no VMCS field holds, as L0 keeps them (L1 and L2 share them, as

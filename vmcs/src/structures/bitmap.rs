@@ -18,21 +18,31 @@ impl BitPage {
         Self([if value { 0xff } else { 0 }; 4096])
     }
 
-    /// Makes this page the union of `l0` and another page whose 8-byte words `read_word` gives
-    /// by byte offset (little-endian, as the processor reads them). The words `l0` sets whole are
-    /// not read: the union is all ones there whatever the other page holds.
-    pub(crate) fn union_of(&mut self, l0: &BitPage, mut read_word: impl FnMut(usize) -> u64) {
-        let (out, _) = self.0.as_chunks_mut::<8>();
-        let (mine, _) = l0.0.as_chunks::<8>();
-        for (i, (out, mine)) in out.iter_mut().zip(mine).enumerate() {
-            let word = u64::from_le_bytes(*mine);
-            let union = if word == u64::MAX {
-                word
-            } else {
-                word | read_word(i * 8)
-            };
-            *out = union.to_le_bytes();
+    /// The little-endian 8-byte word at byte `offset` (a multiple of 8 below 4096; any other
+    /// offset reads as all ones, which no caller passes).
+    pub(crate) fn word(&self, offset: usize) -> u64 {
+        let (words, _) = self.0.as_chunks::<8>();
+        words
+            .get(offset / 8)
+            .map_or(u64::MAX, |bytes| u64::from_le_bytes(*bytes))
+    }
+
+    /// Sets the 8-byte word at byte `offset` (a multiple of 8 below 4096; others are ignored).
+    pub(crate) fn set_word(&mut self, offset: usize, value: u64) {
+        let (words, _) = self.0.as_chunks_mut::<8>();
+        if let Some(bytes) = words.get_mut(offset / 8) {
+            *bytes = value.to_le_bytes();
         }
+    }
+
+    /// The byte offsets of the 8-byte words not all ones, in order.
+    pub(crate) fn open_words(&self) -> impl Iterator<Item = usize> + '_ {
+        let (words, _) = self.0.as_chunks::<8>();
+        words
+            .iter()
+            .enumerate()
+            .filter(|(_, bytes)| **bytes != [0xff; 8])
+            .map(|(i, _)| i * 8)
     }
 
     /// Bit `n` (`n < PAGE_BITS`, guaranteed by the callers' range checks).

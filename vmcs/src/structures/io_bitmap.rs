@@ -211,12 +211,14 @@ impl IoBitmaps {
         }
     }
 
-    /// Makes these bitmaps the union of `l0` and raw bitmap pages A and B whose 8-byte words
-    /// `read_word` gives (page 0 for A, 1 for B, then the byte offset), reading only the words
-    /// `l0` does not set whole.
-    pub(crate) fn union_of(&mut self, l0: &Self, mut read_word: impl FnMut(usize, usize) -> u64) {
-        self.a.union_of(&l0.a, |offset| read_word(0, offset));
-        self.b.union_of(&l0.b, |offset| read_word(1, offset));
+    /// Bitmap A (`false`) or B (`true`).
+    pub(crate) fn half(&self, b: bool) -> &BitPage {
+        if b { &self.b } else { &self.a }
+    }
+
+    /// Bitmap A (`false`) or B (`true`), to change.
+    pub(crate) fn half_mut(&mut self, b: bool) -> &mut BitPage {
+        if b { &mut self.b } else { &mut self.a }
     }
 
     /// Bitmap A (ports 0000H–7FFFH), as the processor reads it.

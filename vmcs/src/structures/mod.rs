@@ -43,7 +43,7 @@
 //! ```
 
 mod apic;
-mod bitmap;
+pub(crate) mod bitmap;
 mod eptp_list;
 mod io_bitmap;
 mod msr_area;

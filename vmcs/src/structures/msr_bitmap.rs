@@ -217,10 +217,14 @@ impl MsrBitmap {
         &self.page.0
     }
 
-    /// Makes these bitmaps the union of `l0` and a raw MSR-bitmap page whose 8-byte words
-    /// `read_word` gives by byte offset, reading only the words `l0` does not set whole.
-    pub(crate) fn union_of(&mut self, l0: &Self, read_word: impl FnMut(usize) -> u64) {
-        self.page.union_of(&l0.page, read_word);
+    /// The page of bits.
+    pub(crate) fn page(&self) -> &BitPage {
+        &self.page
+    }
+
+    /// The page of bits, to change.
+    pub(crate) fn page_mut(&mut self) -> &mut BitPage {
+        &mut self.page
     }
 }
 

@@ -29,8 +29,8 @@ use exits::{CrAccessType, ExitReason, MemoryOperand, Operand, VmExit};
 use vmcs::check::{self, CpuFacts, EntryInstruction};
 use vmcs::nested::{
     DirtyFields, GuestMemory as L1Memory, GuestMsrs, L0Part, L1Context, L1VmxState, L2Entry,
-    PointerOperand, Reflected, SHADOWED_FIELDS, SavedExit, VMCS02_CONTROLS, Vmcs02, VmxFault,
-    VmxOutcome, build_vmcs02, merge_io_bitmaps, merge_msr_bitmap, shadow_bitmaps, sync_to_shadow,
+    MergedIoBitmaps, MergedMsrBitmap, PointerOperand, Reflected, SHADOWED_FIELDS, SavedExit,
+    VMCS02_CONTROLS, Vmcs02, VmxFault, VmxOutcome, build_vmcs02, shadow_bitmaps, sync_to_shadow,
     vmcs02_preemption_timer,
 };
 use vmcs::nested::{Ept01, Ept02Resolution, L1Page, clear_ept02, resolve_ept_violation};
@@ -189,10 +189,9 @@ pub struct Nested {
     real: VmxCapabilities,
     vmcs01_phys: u64,
     vmcs02_phys: u64,
-    l0_msr: &'static MsrBitmap,
-    l0_io: &'static IoBitmaps,
-    msr02: &'static mut MsrBitmap,
-    io02: &'static mut IoBitmaps,
+    /// VMCS02's MSR and I/O bitmaps: L0's (for L1) merged with VMCS12's at each entry of L2.
+    msr02: MergedMsrBitmap<'static>,
+    io02: MergedIoBitmaps<'static>,
     /// The physical addresses of VMCS02's MSR bitmap and I/O bitmaps A and B (their frames').
     msr02_phys: u64,
     io02_phys: u64,
@@ -551,10 +550,8 @@ impl Nested {
             real: *real,
             vmcs01_phys,
             vmcs02_phys: vmcs02,
-            l0_msr,
-            l0_io,
-            msr02,
-            io02,
+            msr02: MergedMsrBitmap::new(l0_msr, msr02),
+            io02: MergedIoBitmaps::new(l0_io, io02),
             msr02_phys: msr_frame,
             io02_phys: io_frames,
             shadow,
@@ -818,6 +815,12 @@ impl Nested {
             "mini-hv: nested: VMCS02 built {} times, kept for {} VMRESUMEs of L1 (only VMCS12's \
              changed fields written)",
             s.vmcs02_built, s.vmcs02_kept
+        );
+        println!(
+            "mini-hv: nested: VMCS02's bitmaps: {} of 512 MSR-bitmap words and {} of 1024 \
+             I/O-bitmap words follow L1's at each merge (L0 intercepts the rest whole)",
+            self.msr02.open_words(),
+            self.io02.open_words()
         );
         if let Some(shadow) = &self.shadow {
             println!(
@@ -1329,8 +1332,10 @@ impl Nested {
         {
             let (_, mem) = host.parts();
             let mut ram = Ram(mem);
-            let merged = merge_msr_bitmap(vmcs12, &mut ram, self.l0_msr, self.msr02)
-                .and_then(|()| merge_io_bitmaps(vmcs12, &mut ram, self.l0_io, self.io02));
+            let merged = self
+                .msr02
+                .merge(vmcs12, &mut ram)
+                .and_then(|()| self.io02.merge(vmcs12, &mut ram));
             if merged.is_err() {
                 return Ok(None);
             }
@@ -1610,8 +1615,10 @@ impl Nested {
         {
             let (_, mem) = host.parts();
             let mut ram = Ram(mem);
-            let merged = merge_msr_bitmap(vmcs12, &mut ram, self.l0_msr, self.msr02)
-                .and_then(|()| merge_io_bitmaps(vmcs12, &mut ram, self.l0_io, self.io02));
+            let merged = self
+                .msr02
+                .merge(vmcs12, &mut ram)
+                .and_then(|()| self.io02.merge(vmcs12, &mut ram));
             if let Err(e) = merged {
                 println!("mini-hv: nested: {e}");
                 return Ok(None);
