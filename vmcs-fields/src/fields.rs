@@ -23,7 +23,8 @@
 
 use crate::EptPointer;
 use crate::field::{
-    Field, FieldInfo, HighHalf, ReadOnly, ReadWrite, Width16, Width32, Width64, WidthNatural,
+    Field, FieldInfo, FieldType, HighHalf, ReadOnly, ReadWrite, Width16, Width32, Width64,
+    WidthNatural,
 };
 use crate::value::{
     ActivityState, ExceptionBitmap, FieldValue, InterruptibilityState, InterruptionInfo,
@@ -76,6 +77,61 @@ macro_rules! vmcs_fields {
             )*)*
         ];
     };
+}
+
+/// How many fields of [`ALL`] have type bits `t` (encoding bits 11:10).
+const fn count_of_type(t: u32) -> usize {
+    let mut n = 0;
+    let mut i = 0;
+    while i < COUNT {
+        if (ALL_ENCODINGS[i] >> 10) & 3 == t {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+}
+
+/// The encodings of [`ALL`] with type bits `t`, ascending; `N` is [`count_of_type`]`(t)`.
+const fn encodings_of_type<const N: usize>(t: u32) -> [u32; N] {
+    let mut out = [0; N];
+    let (mut i, mut n) = (0, 0);
+    while i < COUNT && n < N {
+        if (ALL_ENCODINGS[i] >> 10) & 3 == t {
+            out[n] = ALL_ENCODINGS[i];
+            n += 1;
+        }
+        i += 1;
+    }
+    out
+}
+
+const CONTROL_ENCODINGS: [u32; count_of_type(0)] = encodings_of_type(0);
+const EXIT_INFORMATION_ENCODINGS: [u32; count_of_type(1)] = encodings_of_type(1);
+const GUEST_STATE_ENCODINGS: [u32; count_of_type(2)] = encodings_of_type(2);
+const HOST_STATE_ENCODINGS: [u32; count_of_type(3)] = encodings_of_type(3);
+
+/// The encodings of the fields of [`ALL`] of type `field_type` (encoding bits 11:10), ascending:
+/// the list to walk when a whole class of fields is copied (e.g. the guest state saved at a VM
+/// exit, SDM Vol. 3C 28.3), computed at compile time from the table.
+///
+/// ```
+/// use vmcs_fields::{FieldType, fields};
+///
+/// let exit_info = fields::encodings_of(FieldType::ExitInformation);
+/// assert!(exit_info.contains(&fields::EXIT_REASON.encoding()));
+/// assert!(exit_info.iter().all(|&e| FieldType::from_encoding(e) == FieldType::ExitInformation));
+/// let total: usize = FieldType::ALL.iter().map(|&t| fields::encodings_of(t).len()).sum();
+/// assert_eq!(total, fields::COUNT);
+/// ```
+#[must_use]
+pub const fn encodings_of(field_type: FieldType) -> &'static [u32] {
+    match field_type {
+        FieldType::Control => &CONTROL_ENCODINGS,
+        FieldType::ExitInformation => &EXIT_INFORMATION_ENCODINGS,
+        FieldType::GuestState => &GUEST_STATE_ENCODINGS,
+        FieldType::HostState => &HOST_STATE_ENCODINGS,
+    }
 }
 
 vmcs_fields! {

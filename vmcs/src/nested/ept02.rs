@@ -55,12 +55,10 @@ impl Ept12Exit {
     /// information fields with this exit's reason, qualification and guest-physical address.
     pub fn exit_info(&self, vmcs02: &(impl VmcsRead + ?Sized)) -> SoftVmcs {
         let mut info = SoftVmcs::all_fields();
-        for f in fields::ALL.iter() {
-            if f.field_type() == crate::FieldType::ExitInformation
-                && let Ok(v) = vmcs02.read_raw(f.encoding)
-            {
+        for &e in fields::encodings_of(crate::FieldType::ExitInformation) {
+            if let Ok(v) = vmcs02.read_raw(e) {
                 // Every field exists in `all_fields`.
-                let _ = info.store(f.encoding, v);
+                let _ = info.store(e, v);
             }
         }
         for (f, v) in [

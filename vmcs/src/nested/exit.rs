@@ -190,18 +190,14 @@ impl L1VmxState {
         let vmcs12 = &mut current.vmcs;
 
         // 28.2: exit information.
-        for f in fields::ALL.iter() {
-            if f.field_type() == FieldType::ExitInformation
-                && f.encoding != fields::VM_INSTRUCTION_ERROR.encoding()
-                && vmcs12.supports(f.encoding)
-                && let Ok(v) = info.read_raw(f.encoding)
+        for &e in fields::encodings_of(FieldType::ExitInformation) {
+            if e != fields::VM_INSTRUCTION_ERROR.encoding()
+                && vmcs12.supports(e)
+                && let Ok(v) = info.read_raw(e)
             {
                 vmcs12
-                    .store(f.encoding, v)
-                    .map_err(|error| ReflectError::Vmcs {
-                        encoding: f.encoding,
-                        error,
-                    })?;
+                    .store(e, v)
+                    .map_err(|error| ReflectError::Vmcs { encoding: e, error })?;
             }
         }
         let entry_info = fields::VM_ENTRY_INTERRUPTION_INFORMATION.encoding();
@@ -225,16 +221,17 @@ impl L1VmxState {
                 _ => None,
             }
         };
-        for f in fields::ALL.iter() {
-            let e = f.encoding;
-            if f.field_type() != FieldType::GuestState
-                || e == fields::VMCS_LINK_POINTER.encoding()
+        for &e in fields::encodings_of(FieldType::GuestState) {
+            if e == fields::VMCS_LINK_POINTER.encoding()
                 || e == fields::VMX_PREEMPTION_TIMER_VALUE.encoding()
                 || saved_only_if(e).is_some_and(|c| !exit12.contains(c))
             {
                 continue;
             }
-            if let (Ok(v), true) = (vmcs02.read_raw(e), vmcs12.supports(e)) {
+            if !vmcs12.supports(e) {
+                continue;
+            }
+            if let Ok(v) = vmcs02.read_raw(e) {
                 // CR0 and CR4: L2's value of the bits only L0 owns is in VMCS02's read shadow.
                 let l0_only = match e {
                     e if e == fields::GUEST_CR0.encoding() => {

@@ -279,19 +279,15 @@ where
     write_controls(vmcs02, &c)?;
 
     // Guest state: VMCS12's, every field either VMCS has.
-    for info in fields::ALL.iter() {
-        if info.field_type() == FieldType::GuestState {
-            copy(vmcs12, vmcs02, info.encoding)?;
-        }
+    for &e in fields::encodings_of(FieldType::GuestState) {
+        copy(vmcs12, vmcs02, e)?;
     }
     wr(vmcs02, fields::VMCS_LINK_POINTER.encoding(), u64::MAX)?;
     l1_values_not_loaded(vmcs01, &c12, &c, vmcs02)?;
 
     // Host state: L0's.
-    for info in fields::ALL.iter() {
-        if info.field_type() == FieldType::HostState {
-            copy(vmcs01, vmcs02, info.encoding)?;
-        }
+    for &e in fields::encodings_of(FieldType::HostState) {
+        copy(vmcs01, vmcs02, e)?;
     }
 
     let (timer_start, timer_l1, timer_is_l1s) =
