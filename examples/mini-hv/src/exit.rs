@@ -9,6 +9,7 @@
 
 use crate::arch::outb;
 use crate::hv::Outcome;
+use mini_hv_logic::l1_kernel::Reported;
 
 /// The `isa-debug-exit` I/O port (QEMU `-device isa-debug-exit,iobase=0xf4,iosize=0x04`).
 pub const QEMU_EXIT_PORT: u16 = 0xF4;
@@ -18,10 +19,11 @@ pub const BOCHS_DEBUG_PORT: u16 = 0x8900;
 /// The byte written to [`QEMU_EXIT_PORT`] for an outcome.
 pub fn qemu_code(outcome: Outcome) -> u8 {
     match outcome {
-        Outcome::Pass => 0x10,
-        Outcome::Fail => 0x11,
-        Outcome::Unsupported => 0x12,
+        Outcome::Pass => Reported::Pass,
+        Outcome::Fail => Reported::Fail,
+        Outcome::Unsupported => Reported::Unsupported,
     }
+    .exit_code()
 }
 
 /// Ends the emulator run with `outcome`'s status. Callers print the `mini-hv: RESULT ...` line first.

@@ -20,6 +20,32 @@ pub enum Reported {
     Unsupported,
 }
 
+impl Reported {
+    /// The byte mini-hv writes to QEMU's `isa-debug-exit` port for this result (QEMU then exits
+    /// with status `(byte << 1) | 1`: 33, 35, 37).
+    pub const fn exit_code(self) -> u8 {
+        match self {
+            Self::Pass => 0x10,
+            Self::Fail => 0x11,
+            Self::Unsupported => 0x12,
+        }
+    }
+
+    /// The result an `isa-debug-exit` byte stands for.
+    pub fn from_exit_code(code: u8) -> Option<Self> {
+        [Self::Pass, Self::Fail, Self::Unsupported]
+            .into_iter()
+            .find(|r| r.exit_code() == code)
+    }
+}
+
+/// Whether L1 passed: the byte it wrote last to the `isa-debug-exit` port and the last `RESULT`
+/// line of its console both say PASS (either missing, or any other, is a failure).
+pub fn l1_passed(code: Option<u8>, console: Option<Reported>) -> bool {
+    code.and_then(Reported::from_exit_code) == Some(Reported::Pass)
+        && console == Some(Reported::Pass)
+}
+
 /// The line mini-hv ends its run with, up to its kind.
 const RESULT_LINE: &[u8] = b"mini-hv: RESULT ";
 /// The line with the CPUID round trip mini-hv measured of its guest, up to its median.
@@ -53,6 +79,21 @@ pub fn reported_round_trip(line: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn l1_passes_only_when_its_exit_code_and_console_agree() {
+        for r in [Reported::Pass, Reported::Fail, Reported::Unsupported] {
+            assert_eq!(Reported::from_exit_code(r.exit_code()), Some(r));
+        }
+        assert_eq!(Reported::Pass.exit_code(), 0x10);
+        assert_eq!(Reported::from_exit_code(0x13), None);
+        assert!(l1_passed(Some(0x10), Some(Reported::Pass)));
+        assert!(!l1_passed(Some(0x11), Some(Reported::Pass)));
+        assert!(!l1_passed(Some(0x10), Some(Reported::Fail)));
+        assert!(!l1_passed(None, Some(Reported::Pass)));
+        assert!(!l1_passed(Some(0x10), None));
+        assert!(!l1_passed(Some(0x00), Some(Reported::Pass)));
+    }
 
     #[test]
     fn result_lines_are_read_by_their_kind() {

@@ -12,7 +12,7 @@
 //! EBX = the information's address (Multiboot Specification 0.6.96, 3.2 "Machine state").
 
 use mini_hv_logic::boot_protocol::module_args;
-use mini_hv_logic::l1_kernel::{L1_MODULE_WORD, Reported};
+use mini_hv_logic::l1_kernel::L1_MODULE_WORD;
 use mini_hv_logic::multiboot_guest::{BOOTLOADER_MAGIC, BootInfo, Image};
 use vmcs::{GuestState, GuestStateError, Segment, VmcsWrite};
 use vmx_caps::VmxCapabilities;
@@ -20,7 +20,6 @@ use vmx_core::GuestRegisters;
 
 use super::super::{LARGE_PAGE, memory};
 use crate::boot::Module;
-use crate::hv::Outcome;
 use crate::println;
 use mini_hv_logic::guest_state::CrPolicy;
 
@@ -170,22 +169,4 @@ pub fn write_entry_state(
     regs.rax = u64::from(BOOTLOADER_MAGIC);
     regs.rbx = u64::from(BootInfo::ADDRESS);
     Ok(())
-}
-
-/// L0's outcome from how L1 ended: L1's `isa-debug-exit` code (mini-hv writes `0x10` for PASS,
-/// `0x11` FAIL, `0x12` UNSUPPORTED before the Bochs port) and the last `RESULT` line of its
-/// console must agree.
-pub fn outcome(code: Option<u8>, console: Option<Reported>) -> Outcome {
-    let from_code = match code {
-        Some(code) if code == crate::exit::qemu_code(Outcome::Pass) => Some(Reported::Pass),
-        Some(code) if code == crate::exit::qemu_code(Outcome::Fail) => Some(Reported::Fail),
-        Some(code) if code == crate::exit::qemu_code(Outcome::Unsupported) => {
-            Some(Reported::Unsupported)
-        }
-        _ => None,
-    };
-    match (from_code, console) {
-        (Some(Reported::Pass), Some(Reported::Pass)) => Outcome::Pass,
-        _ => Outcome::Fail,
-    }
 }
