@@ -35,9 +35,7 @@ use ept::{
 use exits::{ExitReason, IoDirection, IoQualification, VmExit};
 use vmcs::init::{ProcessorRole, SipiOutcome, apply_init, apply_sipi};
 use vmcs::structures::{IoBitmaps, MsrAccess, MsrBitmap};
-use vmcs::{
-    ActivityState, GuestState, InterruptibilityState, Segment, VmcsRead, VmcsWrite, fields,
-};
+use vmcs::{ActivityState, InterruptibilityState, VmcsRead, VmcsWrite, fields};
 use vmx_caps::{
     ControlRequest, LiveMsrs, PinBasedControls, PrimaryControls, SecondaryControls, VmxCapabilities,
 };
@@ -667,7 +665,7 @@ fn launch(
 }
 
 impl Linux {
-    /// The boot protocol's 32-bit entry state ([`GuestState::protected_mode_32`]): flat 4 GiB
+    /// The boot protocol's 32-bit entry state ([`vmcs::GuestState::protected_mode_32`]): flat 4 GiB
     /// code (selector 0x10) and data (0x18) segments, protected mode, paging off, interrupts off;
     /// ESI (set by the caller) points to the zero page. The guest's PAT starts at its reset value.
     fn write_entry_state(
@@ -677,27 +675,7 @@ impl Linux {
         entry: u64,
         pat: bool,
     ) -> Result<(), super::SetupError> {
-        let flat = GuestState::protected_mode_32(entry);
-        let data = Segment {
-            selector: 0x18,
-            ..flat.ds
-        };
-        let state = GuestState {
-            cs: Segment {
-                selector: 0x10,
-                ..flat.cs
-            },
-            ds: data,
-            es: data,
-            fs: data,
-            gs: data,
-            ss: data,
-            tr: Segment {
-                selector: 0x20,
-                ..flat.tr
-            },
-            ..flat
-        };
+        let state = super::flat_protected_mode(entry, 0x10, 0x18, Some(0x20));
         self.cr.write_initial_state(vmcs, &state, caps)?;
         if pat {
             vmcs.write(fields::GUEST_IA32_PAT, PAT_RESET)?;

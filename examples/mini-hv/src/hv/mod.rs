@@ -69,6 +69,38 @@ const CPUID_1_ECX_XSAVE: u32 = 1 << 26;
 /// 2 MiB.
 const LARGE_PAGE: u64 = 2 << 20;
 
+/// The 32-bit protected-mode entry state of a loaded kernel ([`vmcs::GuestState::protected_mode_32`]:
+/// flat 4 GiB segments, paging off, interrupts off, at `entry`) with the loader's code and data
+/// selectors (every data segment register gets `data`) and, where given, TR's.
+pub(crate) fn flat_protected_mode(
+    entry: u64,
+    code: u16,
+    data: u16,
+    tr: Option<u16>,
+) -> vmcs::GuestState {
+    let flat = vmcs::GuestState::protected_mode_32(entry);
+    let data = vmcs::Segment {
+        selector: data,
+        ..flat.ds
+    };
+    vmcs::GuestState {
+        cs: vmcs::Segment {
+            selector: code,
+            ..flat.cs
+        },
+        ds: data,
+        es: data,
+        fs: data,
+        gs: data,
+        ss: data,
+        tr: vmcs::Segment {
+            selector: tr.unwrap_or(flat.tr.selector),
+            ..flat.tr
+        },
+        ..flat
+    }
+}
+
 /// The VPID of the guest (0 is the host's).
 const GUEST_VPID: u16 = 1;
 

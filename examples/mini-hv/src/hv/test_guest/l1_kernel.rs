@@ -14,7 +14,7 @@
 use mini_hv_logic::boot_protocol::module_args;
 use mini_hv_logic::l1_kernel::L1_MODULE_WORD;
 use mini_hv_logic::multiboot_guest::{BOOTLOADER_MAGIC, BootInfo, Image};
-use vmcs::{GuestState, GuestStateError, Segment, VmcsWrite};
+use vmcs::{GuestStateError, VmcsWrite};
 use vmx_caps::VmxCapabilities;
 use vmx_core::GuestRegisters;
 
@@ -148,23 +148,7 @@ pub fn write_entry_state(
     caps: &VmxCapabilities,
     entry: u32,
 ) -> Result<(), GuestStateError> {
-    let flat = GuestState::protected_mode_32(u64::from(entry));
-    let data = Segment {
-        selector: 0x10,
-        ..flat.ds
-    };
-    let state = GuestState {
-        cs: Segment {
-            selector: 0x08,
-            ..flat.cs
-        },
-        ds: data,
-        es: data,
-        fs: data,
-        gs: data,
-        ss: data,
-        ..flat
-    };
+    let state = super::super::flat_protected_mode(u64::from(entry), 0x08, 0x10, None);
     cr.write_initial_state(vmcs, &state, caps)?;
     regs.rax = u64::from(BOOTLOADER_MAGIC);
     regs.rbx = u64::from(BootInfo::ADDRESS);
