@@ -404,6 +404,23 @@ pub const CASES: &[Case] = &[
         timeout_secs: 60,
     },
     Case {
+        // mini-hv as L1 on the other model with VMCS shadowing, EPT, VPID and unrestricted guest.
+        name: "bochs-skylake-x-nested-l1",
+        on: On::Bochs("corei7_skylake_x"),
+        cmdline: "mini-hv.nested=1",
+        cpus: 1,
+        modules: &[Module::SelfAsL1("")],
+        expect: Expect::PassChecksAnd(
+            L1_CHECKS,
+            &[
+                "VMCS shadowing on)",
+                "mini-hv: nested: CPUID round trip L2 measured",
+                "mini-hv: nested: L1 ended with RESULT PASS (isa-debug-exit code 0x10)",
+            ],
+        ),
+        timeout_secs: 45,
+    },
+    Case {
         // mini-hv as L1 where the processor has no VMX-preemption timer (the Hyper-V profile):
         // L0 models no local APIC timer for L1, so L1 would have no time source; L0 says so
         // before it starts L1.
@@ -1029,7 +1046,7 @@ mod tests {
     }
 
     #[test]
-    fn all_runs_hanging_still_end_within_seven_minutes() {
+    fn all_runs_hanging_still_end_within_seven_and_a_half_minutes() {
         // The schedule `run_cases` uses: longest first, each run to the first free of two workers.
         let mut timeouts: Vec<u64> = CASES.iter().map(|c| c.timeout_secs).collect();
         timeouts.sort_by_key(|t| std::cmp::Reverse(*t));
@@ -1038,9 +1055,9 @@ mod tests {
             let least = if workers[0] <= workers[1] { 0 } else { 1 };
             workers[least] += t;
         }
-        // Seven minutes of the 20 the whole `cargo xtask test` may take on a 2-core machine (the host
-        // checks take about four).
-        assert!(workers.iter().all(|&w| w <= 420), "{workers:?}");
+        // Seven and a half minutes of the 20 the whole `cargo xtask test` may take on a 2-core
+        // machine (the host checks take about four, the Linux step about two).
+        assert!(workers.iter().all(|&w| w <= 450), "{workers:?}");
     }
 
     #[test]
