@@ -475,3 +475,129 @@ proptest::proptest! {
         proptest::prop_assert_eq!(&merged, &expected);
     }
 }
+
+/// L1's side of one merge: VMCS12's bitmap controls, where its bitmaps are, and a write L1 makes
+/// to its memory before the entry.
+#[derive(Debug, Clone)]
+struct L1Round {
+    use_msr: bool,
+    use_io: bool,
+    unconditional_io: bool,
+    /// MSR bitmap, I/O bitmap A, I/O bitmap B: in memory, at its end (partly outside), or far
+    /// outside (near the top of the address space).
+    addresses: [u64; 3],
+    /// A byte L1 changes in its memory before the entry (offset, value).
+    poke: (usize, u8),
+}
+
+const ROUND_MEMORY: usize = 0x4000;
+
+fn round_strategy() -> impl proptest::strategy::Strategy<Value = L1Round> {
+    use proptest::prelude::*;
+    let address = prop_oneof![
+        (0u64..4).prop_map(|page| page * 0x1000),
+        Just(ROUND_MEMORY as u64 - 0x800),
+        Just(u64::MAX - 0xfff),
+        Just(u64::MAX - 3),
+        any::<u64>(),
+    ];
+    (
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        [address.clone(), address.clone(), address],
+        (0..ROUND_MEMORY, any::<u8>()),
+    )
+        .prop_map(
+            |(use_msr, use_io, unconditional_io, addresses, poke)| L1Round {
+                use_msr,
+                use_io,
+                unconditional_io,
+                addresses,
+                poke,
+            },
+        )
+}
+
+/// The oracle: the 4-KiB page at `address` of `memory` as the processor reads it, a byte at a
+/// time, 8-byte words outside memory reading as all ones.
+fn page_as_read(memory: &[u8], address: u64) -> [u8; 4096] {
+    let mut page = [0xffu8; 4096];
+    for word in 0..512u64 {
+        let Some(at) = address.checked_add(word * 8) else {
+            continue;
+        };
+        let Ok(at) = usize::try_from(at) else {
+            continue;
+        };
+        if let Some(bytes) = at.checked_add(8).and_then(|end| memory.get(at..end)) {
+            page[word as usize * 8..word as usize * 8 + 8].copy_from_slice(bytes);
+        }
+    }
+    page
+}
+
+proptest::proptest! {
+    /// Merged bitmaps kept across entries (`MergedMsrBitmap`, `MergedIoBitmaps`) follow every
+    /// change L1 makes between entries — its controls, its bitmaps' addresses (also partly or wholly
+    /// outside its memory, up to the top of the address space) and the bitmaps' contents — and
+    /// equal at every entry the union computed from scratch, a byte at a time.
+    #[test]
+    fn kept_merges_follow_every_change_of_l1(
+        l0_msr in page_strategy(),
+        l0_a in page_strategy(),
+        l0_b in page_strategy(),
+        initial in proptest::collection::vec(proptest::prelude::any::<u8>(), ROUND_MEMORY),
+        rounds in proptest::collection::vec(round_strategy(), 1..6),
+    ) {
+        use vmcs::nested::{MergedIoBitmaps, MergedMsrBitmap};
+        let mut s = setup();
+        let mut memory = initial;
+        let mut l0m = MsrBitmap::pass_all();
+        l0m.union_bytes(&page_bytes(&l0_msr));
+        let mut l0io = IoBitmaps::pass_all();
+        l0io.union_bytes(&page_bytes(&l0_a), &page_bytes(&l0_b));
+        let (mut msr_out, mut io_out) = (MsrBitmap::pass_all(), IoBitmaps::pass_all());
+        let mut msr = MergedMsrBitmap::new(&l0m, &mut msr_out);
+        let mut io = MergedIoBitmaps::new(&l0io, &mut io_out);
+        for round in rounds {
+            memory[round.poke.0] = round.poke.1;
+            s.vmcs12
+                .modify(fields::PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS, |p| {
+                    let mut p = p
+                        - PrimaryControls::USE_MSR_BITMAPS
+                        - PrimaryControls::USE_IO_BITMAPS
+                        - PrimaryControls::UNCONDITIONAL_IO_EXITING;
+                    p.set(PrimaryControls::USE_MSR_BITMAPS, round.use_msr);
+                    p.set(PrimaryControls::USE_IO_BITMAPS, round.use_io);
+                    p.set(PrimaryControls::UNCONDITIONAL_IO_EXITING, round.unconditional_io);
+                    p
+                })
+                .unwrap();
+            s.w12(enc(fields::ADDRESS_OF_MSR_BITMAPS), round.addresses[0]);
+            s.w12(enc(fields::ADDRESS_OF_IO_BITMAP_A), round.addresses[1]);
+            s.w12(enc(fields::ADDRESS_OF_IO_BITMAP_B), round.addresses[2]);
+            let mut mem = FlatGuestMemory { base: 0, bytes: &mut memory };
+            msr.merge(&s.vmcs12, &mut mem).unwrap();
+            io.merge(&s.vmcs12, &mut mem).unwrap();
+
+            let mut expected = l0m.clone();
+            if round.use_msr {
+                expected.union_bytes(&page_as_read(&memory, round.addresses[0]));
+            } else {
+                expected.fill(true);
+            }
+            proptest::prop_assert_eq!(msr.bitmap(), &expected);
+            let mut expected = l0io.clone();
+            if round.use_io {
+                expected.union_bytes(
+                    &page_as_read(&memory, round.addresses[1]),
+                    &page_as_read(&memory, round.addresses[2]),
+                );
+            } else if round.unconditional_io {
+                expected.fill(true);
+            }
+            proptest::prop_assert_eq!(io.bitmap(), &expected);
+        }
+    }
+}
