@@ -379,6 +379,14 @@ pub const CASES: &[Case] = &[
                 "mini-hv: nested: 0 exits of L2 handled by L0 for L2",
                 // VMCS02 kept across L1's VMRESUMEs, L1's VMX-preemption timer re-armed in it.
                 "mini-hv: nested: VMCS02 built 6 times, kept for ",
+                // Its bitmaps merged only where L0's leave a word to L1 (L0 passes 7 MSRs
+                // through, intercepts every port).
+                "mini-hv: nested: VMCS02's bitmaps: 5 of 512 MSR-bitmap words and 0 of 1024 \
+                 I/O-bitmap words follow L1's",
+                // L1 runs its guest with VPID: VPID02 flushed once, for L1's one VPID12.
+                "VPID02 flushed 1 times",
+                // Where L0's part of the round trip goes.
+                "mini-hv: nested: L0's part of a round trip",
                 "mini-hv: nested: CPUID round trip L2 measured",
                 "mini-hv: nested: L1 ended with RESULT PASS (isa-debug-exit code 0x10)",
             ],
