@@ -55,10 +55,17 @@ impl L1Kernel {
     /// Allocates L1's RAM and loads the kernel and its boot information into it; prints why not.
     pub fn load(&self) -> Option<Loaded> {
         let Module { start, end, .. } = self.module;
-        // SAFETY: the loader placed the module at [start, end), identity-mapped; the frame
-        // allocator never hands it out, and nothing writes it.
-        let file =
-            unsafe { core::slice::from_raw_parts(start as *const u8, (end - start) as usize) };
+        let Some(len) = end
+            .checked_sub(start)
+            .filter(|_| end <= 1 << 32)
+            .and_then(|len| usize::try_from(len).ok())
+        else {
+            println!("mini-hv: L1's kernel module {start:#x}..{end:#x} is not a memory range");
+            return None;
+        };
+        // SAFETY: the loader placed the module at [start, end), below 4 GiB (checked), which the
+        // kernel identity-maps; the frame allocator never hands it out, and nothing writes it.
+        let file = unsafe { core::slice::from_raw_parts(start as *const u8, len) };
         let image = match Image::parse(file) {
             Ok(image) => image,
             Err(e) => {
