@@ -25,7 +25,7 @@ use std::time::Duration;
 
 const USAGE: &str = "usage:
   cargo xtask run [--platform bochs|qemu] [--model NAME] [--cmdline ARGS] [--memory MIB] [--cpus N]
-      [--timeout SECS] [--mask-caps hyperv] [--nested] [--soft-float]
+      [--timeout SECS] [--mask-caps hyperv] [--nested [--l1-cmdline ARGS]] [--soft-float]
       Build and run the example hypervisor. Default platform: QEMU with KVM when /dev/kvm works, the host
       CPU has VMX and kvm_intel allows nesting; else Bochs. --model is the Bochs CPU model (default
       tigerlake) or QEMU's -cpu model. --cmdline is the kernel command line (e.g. fault=pf).
@@ -37,7 +37,8 @@ const USAGE: &str = "usage:
       Multiboot module tagged `l1`) as the guest hypervisor L1, to which mini-hv (L0) offers VMX
       (mini-hv.nested=1); L1 runs its own test guest as L2 through L0's emulation of VMX, and L0
       forwards L1's serial lines prefixed `L1: `. L0 uses VMCS shadowing for L1 where the CPU has
-      it (--nested --cmdline mini-hv.nested=noshadow: without). --soft-float builds the kernel for
+      it (--nested --cmdline mini-hv.nested=noshadow: without). --l1-cmdline is L1's own kernel
+      command line (e.g. mini-hv.defect=control). --soft-float builds the kernel for
       x86_64-unknown-none (no SSE in its code), whose trampoline switches no x87/SSE state.
       Exit status: 0 PASS, 2 UNSUPPORTED, 1 FAIL or no result.
   cargo xtask test [--examples-only]
@@ -131,6 +132,8 @@ struct RunOptions {
     /// Boot the kernel's own ELF as the guest hypervisor L1 too (`--nested`): a Multiboot module
     /// whose arguments are [`kernel::l1_module_args`].
     nested: bool,
+    /// L1's own kernel command line (`--l1-cmdline`).
+    l1_cmdline: String,
 }
 
 impl RunOptions {
@@ -185,10 +188,14 @@ fn parse_run_options(args: &[String]) -> Result<RunOptions, String> {
             "--cpus" => options.cpus = args.cpus()?,
             "--mask-caps" => mask = Some(mask_profile(args.value()?)?),
             "--nested" => options.nested = true,
+            "--l1-cmdline" => options.l1_cmdline = args.value()?,
             "--soft-float" if !args.has_inline_value() => options.soft_float = true,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown option {other:?}\n{USAGE}")),
         }
+    }
+    if !options.l1_cmdline.is_empty() && !options.nested {
+        return Err("--l1-cmdline is L1's command line: it needs --nested".into());
     }
     // `--nested` with `--cmdline mini-hv.nested=noshadow` keeps the user's word.
     let has_nested_word = options
@@ -237,8 +244,10 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
     };
     let dir = target_dir().join("mini-hv").join("run");
     let cmdline = kernel::with_cpus(&options.cmdline, options.cpus);
-    // `--nested`: the same ELF again, as L1 (with an empty command line of its own).
-    let l1_args = options.nested.then(|| kernel::l1_module_args(""));
+    // `--nested`: the same ELF again, as L1, with its own command line.
+    let l1_args = options
+        .nested
+        .then(|| kernel::l1_module_args(&options.l1_cmdline));
     let iso = match platform {
         Platform::Bochs { .. } => {
             std::fs::create_dir_all(&dir)
@@ -357,6 +366,7 @@ mod tests {
                 cpus: 1,
                 soft_float: false,
                 nested: false,
+                l1_cmdline: String::new(),
             }
         );
         assert!(
@@ -402,6 +412,15 @@ mod tests {
             parse_run_options(&args(&[])).unwrap().machine_memory_mib(),
             128
         );
+        let l1 = parse_run_options(&args(&[
+            "--nested",
+            "--l1-cmdline",
+            "mini-hv.defect=control",
+        ]))
+        .unwrap();
+        assert_eq!(l1.l1_cmdline, "mini-hv.defect=control");
+        assert_eq!(l1.cmdline, "mini-hv.nested=1");
+        assert!(parse_run_options(&args(&["--l1-cmdline", "x=1"])).is_err());
         // Without --nested no L1 module is booted, whatever the command line says.
         assert!(
             !parse_run_options(&args(&["--cmdline", "mini-hv.nested=1"]))

@@ -39,11 +39,12 @@ impl Reported {
     }
 }
 
-/// Whether L1 passed: the byte it wrote last to the `isa-debug-exit` port and the last `RESULT`
-/// line of its console both say PASS (either missing, or any other, is a failure).
-pub fn l1_passed(code: Option<u8>, console: Option<Reported>) -> bool {
-    code.and_then(Reported::from_exit_code) == Some(Reported::Pass)
-        && console == Some(Reported::Pass)
+/// L1's result where the byte it wrote last to the `isa-debug-exit` port and the last `RESULT`
+/// line of its console agree; `None` (a failure of L1's run) where either is missing or they
+/// differ.
+pub fn l1_result(code: Option<u8>, console: Option<Reported>) -> Option<Reported> {
+    let from_code = code.and_then(Reported::from_exit_code)?;
+    (console == Some(from_code)).then_some(from_code)
 }
 
 /// The line mini-hv ends its run with, up to its kind.
@@ -81,18 +82,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn l1_passes_only_when_its_exit_code_and_console_agree() {
+    fn l1s_result_needs_its_exit_code_and_console_to_agree() {
         for r in [Reported::Pass, Reported::Fail, Reported::Unsupported] {
             assert_eq!(Reported::from_exit_code(r.exit_code()), Some(r));
         }
         assert_eq!(Reported::Pass.exit_code(), 0x10);
         assert_eq!(Reported::from_exit_code(0x13), None);
-        assert!(l1_passed(Some(0x10), Some(Reported::Pass)));
-        assert!(!l1_passed(Some(0x11), Some(Reported::Pass)));
-        assert!(!l1_passed(Some(0x10), Some(Reported::Fail)));
-        assert!(!l1_passed(None, Some(Reported::Pass)));
-        assert!(!l1_passed(Some(0x10), None));
-        assert!(!l1_passed(Some(0x00), Some(Reported::Pass)));
+        assert_eq!(
+            l1_result(Some(0x10), Some(Reported::Pass)),
+            Some(Reported::Pass)
+        );
+        assert_eq!(
+            l1_result(Some(0x12), Some(Reported::Unsupported)),
+            Some(Reported::Unsupported)
+        );
+        assert_eq!(
+            l1_result(Some(0x11), Some(Reported::Fail)),
+            Some(Reported::Fail)
+        );
+        assert_eq!(l1_result(Some(0x11), Some(Reported::Pass)), None);
+        assert_eq!(l1_result(Some(0x10), Some(Reported::Fail)), None);
+        assert_eq!(l1_result(None, Some(Reported::Pass)), None);
+        assert_eq!(l1_result(Some(0x10), None), None);
+        assert_eq!(l1_result(Some(0x00), Some(Reported::Pass)), None);
     }
 
     #[test]

@@ -557,10 +557,12 @@ fn judge_l1(vcpu: &Vcpu, end: End) -> Outcome {
         println!("mini-hv: nested: L1 did not end its run itself");
         return Outcome::Fail;
     };
-    let outcome = if mini_hv_logic::l1_kernel::l1_passed(code, result) {
-        Outcome::Pass
-    } else {
-        Outcome::Fail
+    // L1's verdict is L0's: UNSUPPORTED where the capabilities L0 could offer L1 lack what L1
+    // needs (e.g. unrestricted guest on a processor without it).
+    let outcome = match mini_hv_logic::l1_kernel::l1_result(code, result) {
+        Some(mini_hv_logic::l1_kernel::Reported::Pass) => Outcome::Pass,
+        Some(mini_hv_logic::l1_kernel::Reported::Unsupported) => Outcome::Unsupported,
+        _ => Outcome::Fail,
     };
     let said = match result {
         Some(mini_hv_logic::l1_kernel::Reported::Pass) => "RESULT PASS",
