@@ -353,6 +353,25 @@ pub const CASES: &[Case] = &[
         timeout_secs: 15,
     },
     Case {
+        // The nested-vmx check where the processor is restricted to what Hyper-V offers a nested
+        // guest: no VMCS shadowing, no VMX-preemption timer (L0's APIC-timer fallback), HLT
+        // exiting forced on L1 too (L2's HLT is then L1's, which completes it and resumes L2).
+        name: "bochs-tigerlake-nested-hyperv",
+        on: On::Bochs("tigerlake"),
+        cmdline: "mini-hv.mask-caps=hyperv mini-hv.nested=1",
+        cpus: 1,
+        modules: &[],
+        expect: Expect::PassChecksAnd(
+            &[("nested-vmx", PASS), ("hlt-preemption-timer", PASS)],
+            &[
+                "VMCS shadowing off)",
+                "1 exceptions L0 raised in L2 reflected to L1 (L1 intercepts them)",
+                "mini-hv: nested: L2 exit reason 12: ",
+            ],
+        ),
+        timeout_secs: 20,
+    },
+    Case {
         // Nested VMX with a real guest hypervisor (issue 16): L0 runs a second copy of its own ELF
         // (a module tagged `l1`, as `cargo xtask run --nested` boots it) as L1 in 64 MiB of the
         // machine's 256, and L1 runs its own test guest as L2 through L0's emulation of VMX: the

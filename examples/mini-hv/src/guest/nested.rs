@@ -676,7 +676,8 @@ const EXIT_KERNEL_GS_BASE: u64 = 0x0000_6b67_0003_0000;
 /// L2's exits that L1 does not intercept are L0's, handled on L2's behalf as L1's processor would
 /// (SDM 26.1: only the exits VMCS12's controls ask for are L1's), and VMCS12's MSR lists are
 /// processed as the SDM's VM entry and VM exit process them (27.4, 28.4, 28.6). L1 passes every
-/// MSR of the bitmaps' ranges through and sets no I/O or HLT exiting; its VM-entry MSR-load area
+/// MSR of the bitmaps' ranges through and sets no I/O or HLT exiting (but HLT exiting a processor
+/// forces: then L2's HLT is L1's, completed as a NOP); its VM-entry MSR-load area
 /// loads IA32_SYSENTER_CS, the scratch MSR and IA32_KERNEL_GS_BASE, its VM-exit MSR-store area
 /// stores the scratch MSR, IA32_SYSENTER_ESP and IA32_KERNEL_GS_BASE, its VM-exit MSR-load area
 /// loads the scratch MSR and IA32_KERNEL_GS_BASE. L2 reads IA32_SYSENTER_CS and
@@ -730,6 +731,23 @@ fn l0_exits_and_msr_lists() -> Check {
         enter_l2(false).is_ok(),
         "VMRESUME of L2 with MSR lists failed",
     )?;
+    // Where the processor L1 sees forces HLT exiting (IA32_VMX_TRUE_PROCBASED_CTLS allowed-0
+    // bit 7, as Hyper-V's does), L2's HLT is L1's exit: L1 completes it as a NOP (no interrupt
+    // is pending) and resumes L2 with the MSRs the exit stored as the next entry's loads (as a
+    // hypervisor keeps its guest's MSRs across its exits).
+    if rdmsr(IA32_VMX_TRUE_PROCBASED_CTLS)? & 1 << 7 != 0 && read(0x4402)? == 12 {
+        // SAFETY: L2 is not running; the page is this check's.
+        unsafe {
+            let e = (&raw mut MSR_LOAD).cast::<u64>();
+            e.add(3).write(e.add(0x21).read());
+            e.add(5).write(e.add(0x25).read());
+        }
+        write(0x681e, read(0x681e)? + read(0x440c)?)?;
+        ensure(
+            enter_l2(false).is_ok(),
+            "VMRESUME of L2 after its HLT failed",
+        )?;
+    }
     ensure(
         read(0x4402)? == 0,
         "L2's exit to L1 is not the exception L1 intercepts",
