@@ -194,6 +194,9 @@ fn parse_run_options(args: &[String]) -> Result<RunOptions, String> {
             other => return Err(format!("unknown option {other:?}\n{USAGE}")),
         }
     }
+    if options.nested && options.cpus > 1 {
+        return Err("--nested runs L0 and L1 on one processor: leave out --cpus".into());
+    }
     if !options.l1_cmdline.is_empty() && !options.nested {
         return Err("--l1-cmdline is L1's command line: it needs --nested".into());
     }
@@ -421,6 +424,7 @@ mod tests {
         assert_eq!(l1.l1_cmdline, "mini-hv.defect=control");
         assert_eq!(l1.cmdline, "mini-hv.nested=1");
         assert!(parse_run_options(&args(&["--l1-cmdline", "x=1"])).is_err());
+        assert!(parse_run_options(&args(&["--nested", "--cpus", "2"])).is_err());
         // Without --nested no L1 module is booted, whatever the command line says.
         assert!(
             !parse_run_options(&args(&["--cmdline", "mini-hv.nested=1"]))
