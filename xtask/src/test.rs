@@ -410,7 +410,7 @@ pub const CASES: &[Case] = &[
                 "mini-hv: nested: L1 ended with RESULT PASS (isa-debug-exit code 0x10)",
             ],
         ),
-        timeout_secs: 60,
+        timeout_secs: 45,
     },
     Case {
         // The same without VMCS shadowing: every VMREAD and VMWRITE of L1 exits to L0 (the nested
@@ -428,7 +428,7 @@ pub const CASES: &[Case] = &[
                 "mini-hv: nested: L1 ended with RESULT PASS (isa-debug-exit code 0x10)",
             ],
         ),
-        timeout_secs: 60,
+        timeout_secs: 45,
     },
     Case {
         // mini-hv as L1 on the other model with VMCS shadowing, EPT, VPID and unrestricted guest.
@@ -445,7 +445,33 @@ pub const CASES: &[Case] = &[
                 "mini-hv: nested: L1 ended with RESULT PASS (isa-debug-exit code 0x10)",
             ],
         ),
-        timeout_secs: 45,
+        timeout_secs: 35,
+    },
+    Case {
+        // Three hypervisors deep: L0 runs mini-hv as L1 with VMX offered to its test guest
+        // (L1's command line mini-hv.nested=1), whose nested-vmx check makes it a hypervisor (L2)
+        // running its own L3; every VMX instruction of L2 is emulated by L1, whose own are
+        // emulated by L0. About 7 s.
+        name: "bochs-tigerlake-nested-l1-nested",
+        on: On::Bochs("tigerlake"),
+        cmdline: "mini-hv.nested=1",
+        cpus: 1,
+        modules: &[Module::SelfAsL1("mini-hv.nested=1")],
+        expect: Expect::PassChecksAnd(
+            &[
+                ("L1: nested-vmx", PASS),
+                ("L1: vmx-instructions-ud", PASS),
+                ("L1: register-preservation", PASS),
+                ("L1: msr-areas", PASS),
+            ],
+            &[
+                "L1: mini-hv: nested: VMX offered to the guest",
+                "L1: guest: nested CPUID round trip (L1 VMRESUME -> L2 CPUID -> L1): median ",
+                "L1: mini-hv: RESULT PASS",
+                "mini-hv: nested: L1 ended with RESULT PASS (isa-debug-exit code 0x10)",
+            ],
+        ),
+        timeout_secs: 30,
     },
     Case {
         // A hostile L1: its VMLAUNCH of a VMCS with more CR3-target values than the (virtual)
@@ -460,7 +486,7 @@ pub const CASES: &[Case] = &[
             "L1: mini-hv: VM entry failed: VMfailValid: VM-instruction error 7",
             "mini-hv: nested: L1 ended with RESULT FAIL (isa-debug-exit code 0x11)",
         ]),
-        timeout_secs: 30,
+        timeout_secs: 20,
     },
     Case {
         // mini-hv as L1 where the processor has no VMX-preemption timer (the Hyper-V profile):
@@ -474,7 +500,7 @@ pub const CASES: &[Case] = &[
         expect: Expect::Unsupported(&[
             "mini-hv: unsupported: L1's kernel needs the VMX-preemption timer",
         ]),
-        timeout_secs: 30,
+        timeout_secs: 20,
     },
     Case {
         // Two processors (issue 15): mini-hv starts CPU 1 with INIT-SIPI-SIPI, enters and leaves
