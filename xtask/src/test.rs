@@ -474,6 +474,21 @@ pub const CASES: &[Case] = &[
         timeout_secs: 30,
     },
     Case {
+        // L1 restricted to the Hyper-V profile (its own command line): without the VMX-preemption
+        // timer it falls back to the local APIC timer, but the local APIC L0 shows it is globally
+        // disabled (L0 models none), so L1 ends UNSUPPORTED, and that is L0's result.
+        name: "bochs-tigerlake-nested-l1-masked",
+        on: On::Bochs("tigerlake"),
+        cmdline: "mini-hv.nested=1",
+        cpus: 1,
+        modules: &[Module::SelfAsL1("mini-hv.mask-caps=hyperv")],
+        expect: Expect::Unsupported(&[
+            "L1: mini-hv: the local APIC cannot serve as the timer (IA32_APIC_BASE 0xfee00100)",
+            "mini-hv: nested: L1 ended with RESULT UNSUPPORTED (isa-debug-exit code 0x12)",
+        ]),
+        timeout_secs: 20,
+    },
+    Case {
         // A hostile L1: its VMLAUNCH of a VMCS with more CR3-target values than the (virtual)
         // processor supports gets VMfailValid(7) from L0's emulation, as from a processor, and L1's
         // failure is L0's.

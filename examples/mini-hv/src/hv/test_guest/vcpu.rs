@@ -28,7 +28,7 @@ use mini_hv_logic::guest_state::{self, CrPolicy};
 use mini_hv_logic::l1_kernel::Reported;
 use vmx_caps::arch::{Cr0, Cr4, Efer, Rflags, Xcr0};
 use vmx_caps::msr::{
-    IA32_EFER, IA32_FEATURE_CONTROL, IA32_FS_BASE, IA32_GS_BASE, IA32_MISC_ENABLE,
+    IA32_APIC_BASE, IA32_EFER, IA32_FEATURE_CONTROL, IA32_FS_BASE, IA32_GS_BASE, IA32_MISC_ENABLE,
     IA32_SYSENTER_CS, IA32_SYSENTER_EIP, IA32_SYSENTER_ESP, IA32_TIME_STAMP_COUNTER,
 };
 
@@ -149,6 +149,11 @@ pub enum Verdict {
     /// [`abi::REPORT_SKIPPED`]: the guest found the feature missing.
     Skipped,
 }
+
+/// IA32_APIC_BASE as a guest hypervisor (L1) reads it: the default base FEE00000H, the bootstrap
+/// processor (bit 8), the local APIC globally disabled (bit 11 clear; SDM Vol. 3A, 11.4.3), since
+/// L0 models no local APIC for it.
+const L1_APIC_BASE: u64 = 0xfee0_0000 | 1 << 8;
 
 /// The host's IA32_KERNEL_GS_BASE while the test guest runs, restored at every VM exit by the
 /// VM-exit MSR-load area.
@@ -656,6 +661,11 @@ impl Guest for Vcpu {
                         if self.nested.is_some() {
                             c |= 1 << 5; // VMX
                         }
+                        if self.config.l1_kernel {
+                            // L0 models no local APIC for a guest hypervisor: its IA32_APIC_BASE
+                            // says globally disabled, and CPUID then reports no APIC (EDX 9).
+                            d &= !(1 << 9);
+                        }
                     }
                     7 if subleaf == 0 => {
                         // INVPCID (EBX 10) is not enabled for the guest; RDPID (ECX 22) needs
@@ -682,6 +692,7 @@ impl Guest for Vcpu {
             0x480..=0x493 => self.nested.as_ref().and_then(|n| n.rdmsr(msr)),
             IA32_MISC_ENABLE => Some(abi::MISC_ENABLE_VALUE),
             abi::MSR_SCRATCH => Some(self.scratch_msr),
+            IA32_APIC_BASE if self.config.l1_kernel => Some(L1_APIC_BASE),
             _ => None,
         })
     }
@@ -710,6 +721,8 @@ impl Guest for Vcpu {
                 self.scratch_msr = value;
                 true
             }
+            // The local APIC stays disabled (enabling it needs an APIC L0 does not model).
+            IA32_APIC_BASE if self.config.l1_kernel => value == L1_APIC_BASE,
             _ => false,
         })
     }
