@@ -33,5 +33,6 @@ pub mod l1_kernel;
 pub mod linux_requirements;
 pub mod multiboot_guest;
 pub mod mwait;
+pub mod nested_policy;
 pub mod profiles;
 pub mod requirements;

@@ -11,6 +11,7 @@ use vmx_caps::{
 };
 
 use crate::io;
+use crate::nested_policy;
 use crate::requirements::Verdict;
 
 // Reading a live CPU's MSRs (x86_64 only).
@@ -39,6 +40,12 @@ pub struct Args {
     /// when it does not (as `cargo xtask run` for UNSUPPORTED).
     #[arg(long)]
     example: bool,
+    /// Instead of the CPU's capabilities, the ones the example hypervisor (as L0) shows a guest
+    /// hypervisor (L1) on that CPU (`vmx_caps::virt` with mini-hv's nested policy): as an MSR
+    /// dump that `--msr-file` reads again, or with `--example` whether mini-hv runs as that L1,
+    /// or with `--json`.
+    #[arg(long)]
+    nested: bool,
 }
 
 /// `errno` EIO, for a short read, which carries no OS error of its own.
@@ -186,6 +193,55 @@ pub fn run(args: Args) -> Result<ExitCode, String> {
         Some(path) => read_file(path)?,
         None => read_cpu(args.cpu.unwrap_or(0))?,
     };
+    if args.nested {
+        let virt = nested_policy::policy(&caps.caps)
+            .virtualize(&caps.caps)
+            .map_err(|e| format!("no capabilities for a guest hypervisor: {e}"))?;
+        if args.example && !nested_policy::l1_has_time_source(&caps.caps) {
+            io::write_stdout(
+                "the example does not run as a guest hypervisor (L1) here: the processor has no \
+                 VMX-preemption timer for L0 to pass on, and L0 models no local APIC timer for L1\n",
+            )?;
+            return Ok(ExitCode::from(2));
+        }
+        if !args.example && !args.json {
+            let mut text = String::from(
+                "# The VMX capability MSRs mini-hv (L0) shows a guest hypervisor (L1) on this \
+                 processor; `vmxtool caps --msr-file` reads them again.\n",
+            );
+            if !nested_policy::l1_has_time_source(&caps.caps) {
+                text.push_str(
+                    "# note: no VMX-preemption timer here, so mini-hv does not run as this L1 (L0 \
+                     models no local APIC timer for it)\n",
+                );
+            }
+            if !caps.missing.is_empty() {
+                let names: Vec<&str> = caps.missing.iter().map(|(_, name)| name).collect();
+                text.push_str(&format!(
+                    "# note: made from a dump without {}, as offering nothing\n",
+                    names.join(", ")
+                ));
+            }
+            text.push_str(&virt.msrs.to_string());
+            io::write_stdout(&text)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        let mut msrs = virt.msrs;
+        let nested = VmxCapabilities::read_partial(&mut msrs)
+            .map_err(|e| format!("the guest hypervisor's capabilities: {e}"))?;
+        return show(
+            &Args {
+                nested: false,
+                ..args
+            },
+            nested,
+        );
+    }
+    show(&args, caps)
+}
+
+/// Prints `caps` as `args` asks (the verdict, JSON or the report).
+fn show(args: &Args, caps: PartialCapabilities) -> Result<ExitCode, String> {
     if args.example {
         let verdict = Verdict::of(&caps.caps);
         let mut text = String::new();

@@ -9,6 +9,9 @@ mod check;
 mod exit;
 mod fields;
 mod io;
+/// What the example hypervisor, as L0, offers a guest hypervisor: the very policy mini-hv uses.
+#[path = "../../mini-hv/src/nested_policy.rs"]
+mod nested_policy;
 /// The example hypervisor's requirements, the very data mini-hv negotiates with.
 #[path = "../../mini-hv/src/requirements.rs"]
 mod requirements;

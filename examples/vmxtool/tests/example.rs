@@ -153,3 +153,54 @@ fn each_missing_requirement_is_named() {
         "{text}"
     );
 }
+
+/// `vmxtool caps --nested`: for every dump, the capability MSRs mini-hv (L0) would show a guest
+/// hypervisor, as a dump `--msr-file` reads again; mini-hv runs as that L1 exactly where the
+/// plain dump lets it run with the VMX-preemption timer (L0 passes that timer on and models no
+/// local APIC), and the `--nested --example` verdict says so.
+#[test]
+fn the_nested_offer_reads_back_and_runs_mini_hv_where_it_has_a_timer() {
+    let dir = std::env::temp_dir().join(format!("vmxtool-nested-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut runs_as_l1 = Vec::new();
+    for dump in dumps() {
+        let path = format!("{}/{dump}.msr", testdata());
+        let out = Command::new(env!("CARGO_BIN_EXE_vmxtool"))
+            .args(["caps", "--nested", "--msr-file", &path])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{dump}");
+        let offer = dir.join(format!("{}.msr", dump.replace('/', "_")));
+        std::fs::write(&offer, &out.stdout).unwrap();
+        let again = Command::new(env!("CARGO_BIN_EXE_vmxtool"))
+            .args(["caps", "--example", "--msr-file"])
+            .arg(&offer)
+            .output()
+            .unwrap();
+        let nested = Command::new(env!("CARGO_BIN_EXE_vmxtool"))
+            .args(["caps", "--nested", "--example", "--msr-file", &path])
+            .output()
+            .unwrap();
+        let plain = Command::new(env!("CARGO_BIN_EXE_vmxtool"))
+            .args(["caps", "--example", "--msr-file", &path])
+            .output()
+            .unwrap();
+        let plain_text = String::from_utf8(plain.stdout).unwrap();
+        let has_timer = !plain_text.contains("fallback for \"activate VMX-preemption timer\"")
+            && plain.status.code() == Some(0);
+        let nested_text = String::from_utf8(nested.stdout).unwrap();
+        if has_timer {
+            // The offer (read back) lets mini-hv run, as the nested verdict says.
+            assert_eq!(again.status.code(), Some(0), "{dump}: offer read back");
+            assert_eq!(nested.status.code(), Some(0), "{dump}:\n{nested_text}");
+            runs_as_l1.push(dump);
+        } else {
+            assert_eq!(nested.status.code(), Some(2), "{dump}:\n{nested_text}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    // The two Bochs models L0 runs the demonstration on are among them.
+    for model in ["tigerlake", "corei7_skylake_x"] {
+        assert!(runs_as_l1.iter().any(|d| d == model), "{runs_as_l1:?}");
+    }
+}

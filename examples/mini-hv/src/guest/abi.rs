@@ -116,7 +116,7 @@ pub const FEATURE_NESTED_VMX: u64 = 1 << 8;
 pub const FEATURE_CONTROL_NESTED_VALUE: u64 = 5;
 /// The VMCS revision identifier of the hypervisor's VMCS12 format (IA32_VMX_BASIC\[30:0\] as the
 /// guest reads it with VMX offered).
-pub const NESTED_VMCS_REVISION: u32 = 0x4e53_5431;
+pub const NESTED_VMCS_REVISION: u32 = mini_hv_logic::nested_policy::NESTED_VMCS_REVISION;
 
 /// Guest-physical address of the APIC-access page (the xAPIC default base).
 pub const APIC_GPA: u64 = 0xfee0_0000;

@@ -30,7 +30,7 @@ use vmcs::check::{self, CpuFacts, EntryInstruction};
 use vmcs::nested::{
     DirtyFields, GuestMemory as L1Memory, GuestMsrs, L0Part, L1Context, L1VmxState, L2Entry,
     MergedIoBitmaps, MergedMsrBitmap, PointerOperand, Reflected, SHADOWED_FIELDS, SavedExit,
-    VMCS02_CONTROLS, Vmcs02, VmxFault, VmxOutcome, build_vmcs02, shadow_bitmaps, sync_to_shadow,
+    Vmcs02, VmxFault, VmxOutcome, build_vmcs02, shadow_bitmaps, sync_to_shadow,
     vmcs02_preemption_timer,
 };
 use vmcs::nested::{Ept01, Ept02Resolution, L1Page, clear_ept02, resolve_ept_violation};
@@ -85,16 +85,9 @@ struct Shadow {
     syncs: u64,
 }
 
-/// What L0 offers L1: VMCS02's controls (VPID only where the processor can flush VPID02 with
-/// INVVPID, single-context or all-context).
+/// What L0 offers L1 (`mini_hv_logic::nested_policy`, also behind `vmxtool caps --nested`).
 pub fn policy(real: &VmxCapabilities) -> VirtualPolicy {
-    let mut policy = VirtualPolicy::everything(abi::NESTED_VMCS_REVISION);
-    policy.offer = VMCS02_CONTROLS;
-    if vpid02_flush(&real.ept_vpid).is_some() {
-        policy
-    } else {
-        policy.without(SecondaryControls::ENABLE_VPID)
-    }
+    mini_hv_logic::nested_policy::policy(real)
 }
 
 /// VPID02: the VPID L2 runs with where VMCS12 enables VPID (VMCS01's is [`super::GUEST_VPID`],

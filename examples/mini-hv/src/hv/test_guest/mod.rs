@@ -141,7 +141,7 @@ impl TestMachine {
             Ok(n) if verdict.runs() => n,
             _ => return Err(Outcome::Unsupported),
         };
-        if l1.is_some() && !requirements::PREEMPTION_TIMER.chosen_in(&negotiated.value) {
+        if l1.is_some() && !mini_hv_logic::nested_policy::l1_has_time_source(&caps) {
             // L1's mini-hv needs a time source; L0 passes the VMX-preemption timer on, but
             // models no local APIC (timer) for L1.
             println!(
