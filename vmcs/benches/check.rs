@@ -4,7 +4,13 @@
 //! Run with `cargo bench -p vmcs --bench check`. Target: at most 5 µs per check.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+
+#[path = "measure/mod.rs"]
+mod measure;
+use measure::measure;
+
+/// Calls per timed batch.
+const BATCH: u32 = 1000;
 
 #[path = "../tests/check_common/mod.rs"]
 mod check_common;
@@ -72,35 +78,10 @@ fn main() {
     };
     assert!(report_run() > 0);
 
-    measure("full check, valid VMCS", || {
+    measure("full check, valid VMCS", BATCH, || {
         run();
     });
-    measure("full check into Report<64>, broken VMCS", || {
+    measure("full check into Report<64>, broken VMCS", BATCH, || {
         report_run();
     });
-}
-
-/// Runs `f` in batches for about a second and prints the best and median time per call.
-fn measure(name: &str, mut f: impl FnMut()) {
-    const BATCH: u32 = 1000;
-    for _ in 0..BATCH {
-        f(); // warm-up
-    }
-    let mut per_call = Vec::new();
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(1) {
-        let t = Instant::now();
-        for _ in 0..BATCH {
-            f();
-        }
-        per_call.push(t.elapsed() / BATCH);
-    }
-    per_call.sort();
-    let median = per_call[per_call.len() / 2];
-    println!(
-        "{name}: median {:.2} µs, best {:.2} µs per check ({} batches of {BATCH})",
-        median.as_secs_f64() * 1e6,
-        per_call[0].as_secs_f64() * 1e6,
-        per_call.len()
-    );
 }

@@ -9,7 +9,13 @@
 //! Run with `cargo bench -p vmcs --bench nested`.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+
+#[path = "measure/mod.rs"]
+mod measure;
+use measure::measure;
+
+/// Calls per timed batch.
+const BATCH: u32 = 200;
 
 #[path = "../tests/check_common/mod.rs"]
 mod check_common;
@@ -17,12 +23,12 @@ mod check_common;
 mod nested_common;
 
 use check_common::{Env, baseline};
-use nested_common::{Msrs, l0_part, virtual_caps};
+use nested_common::{Msrs, l0_part, l1_with_current_vmcs, virtual_caps};
 use vmcs::check::CpuFacts;
 use vmcs::check::EntryInstruction::{Vmlaunch, Vmresume};
 use vmcs::nested::{
-    FlatGuestMemory, L1Context, L1VmxState, L2Entry, MergedIoBitmaps, MergedMsrBitmap,
-    PointerOperand, VmxOutcome, build_vmcs02, merge_io_bitmaps, merge_msr_bitmap,
+    FlatGuestMemory, L1Context, L2Entry, MergedIoBitmaps, MergedMsrBitmap, build_vmcs02,
+    merge_io_bitmaps, merge_msr_bitmap,
 };
 use vmcs::structures::{IoBitmaps, MsrAccess, MsrBitmap};
 use vmcs::{SoftVmcs, VmcsWrite, fields};
@@ -39,14 +45,10 @@ fn main() {
     let env = Env::tigerlake();
     let caps = virtual_caps(&env.caps, REVISION);
     let mut memory = vec![0u8; 0x40_0000];
-    for region in [VMXON, VMCS12] {
-        let at = region as usize;
-        memory[at..at + 4].copy_from_slice(&REVISION.to_le_bytes());
-    }
     // L1's bitmaps: it intercepts a few MSRs and ports.
     memory[MSR_BITMAP12 as usize + 0x174 / 8] |= 1 << (0x174 % 8);
     memory[IO_BITMAPS12.0 as usize + 0x3f8 / 8] |= 1 << (0x3f8 % 8);
-    let mut l1 = L1VmxState::new(&caps, 39).expect("L1's state");
+    let mut l1 = l1_with_current_vmcs(&caps, &mut memory, VMXON, VMCS12);
     let mut msrs = Msrs::default();
     let mut cpu = CpuFacts::new(39);
     cpu.perf_global_ctrl_reserved = Some(CpuFacts::perf_global_ctrl_mask(4, 3));
@@ -55,12 +57,6 @@ fn main() {
             base: 0,
             bytes: &mut memory,
         };
-        let m = PointerOperand::Memory;
-        assert_eq!(l1.vmxon(&CX, m(VMXON), &mut mem), VmxOutcome::Succeed(()));
-        assert_eq!(
-            l1.vmptrld(&CX, m(VMCS12), &mut mem),
-            VmxOutcome::Succeed(())
-        );
         let v12 = l1.current_vmcs_mut().expect("current VMCS12");
         baseline(v12);
         v12.write(fields::HOST_RIP, 0x1234_5000).expect("host RIP");
@@ -123,25 +119,30 @@ fn main() {
         );
         assert_eq!(entry.expect("VMCS12 checked"), L2Entry::Enter);
     }
-    measure("enter_l2 (VMRESUME: VMCS12's VM-entry checks)", || {
-        let mut mem = FlatGuestMemory {
-            base: 0,
-            bytes: &mut memory,
-        };
-        let entry = l1.enter_l2(
-            &CX,
-            Vmresume,
-            cpu,
-            &mut mem,
-            &mut |_: &vmcs::check::Violation| {},
-            &mut msrs,
-        );
-        black_box(entry).expect("VMCS12 checked");
-    });
+    measure(
+        "enter_l2 (VMRESUME: VMCS12's VM-entry checks)",
+        BATCH,
+        || {
+            let mut mem = FlatGuestMemory {
+                base: 0,
+                bytes: &mut memory,
+            };
+            let entry = l1.enter_l2(
+                &CX,
+                Vmresume,
+                cpu,
+                &mut mem,
+                &mut |_: &vmcs::check::Violation| {},
+                &mut msrs,
+            );
+            black_box(entry).expect("VMCS12 checked");
+        },
+    );
     // L2's exit reflected: saved into VMCS12, L1's state from VMCS12's host state.
     let mut vmcs01 = env.vmcs.clone();
     measure(
         "reflect_exit (exit saved into VMCS12, L1's host state)",
+        BATCH,
         || {
             let mut mem = FlatGuestMemory {
                 base: 0,
@@ -151,7 +152,7 @@ fn main() {
             black_box(r).expect("reflected");
         },
     );
-    measure("build_vmcs02 (from scratch)", || {
+    measure("build_vmcs02 (from scratch)", BATCH, || {
         let mut out = SoftVmcs::new(&env.caps);
         let b = build_vmcs02(
             l1.current_vmcs().expect("current VMCS12"),
@@ -194,6 +195,7 @@ fn main() {
         );
         measure(
             "bitmaps kept merged (MergedMsrBitmap + MergedIoBitmaps)",
+            BATCH,
             || {
                 let mut mem = FlatGuestMemory {
                     base: 0,
@@ -207,6 +209,7 @@ fn main() {
     }
     measure(
         "bitmaps merged from scratch (merge_msr_bitmap + merge_io_bitmaps)",
+        BATCH,
         || {
             let mut mem = FlatGuestMemory {
                 base: 0,
@@ -216,30 +219,5 @@ fn main() {
             merge_io_bitmaps(&vmcs12, &mut mem, &l0_io, &mut io_out).expect("merged");
             black_box((&msr_out, &io_out));
         },
-    );
-}
-
-/// Runs `f` in batches for about a second and prints the best and median time per call.
-fn measure(name: &str, mut f: impl FnMut()) {
-    const BATCH: u32 = 200;
-    for _ in 0..BATCH {
-        f(); // warm-up
-    }
-    let mut per_call = Vec::new();
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(1) {
-        let t = Instant::now();
-        for _ in 0..BATCH {
-            f();
-        }
-        per_call.push(t.elapsed() / BATCH);
-    }
-    per_call.sort();
-    let median = per_call[per_call.len() / 2];
-    println!(
-        "{name}: median {:.3} µs, best {:.3} µs per call ({} batches of {BATCH})",
-        median.as_secs_f64() * 1e6,
-        per_call[0].as_secs_f64() * 1e6,
-        per_call.len()
     );
 }

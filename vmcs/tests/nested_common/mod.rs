@@ -5,7 +5,10 @@
 use std::collections::HashMap;
 
 use vmcs::ExceptionBitmap;
-use vmcs::nested::{GuestMsrs, L0Part, VMCS02_CONTROLS};
+use vmcs::nested::{
+    FlatGuestMemory, GuestMsrs, L0Part, L1Context, L1VmxState, PointerOperand, VMCS02_CONTROLS,
+    VmxOutcome,
+};
 use vmx_caps::virt::VirtualPolicy;
 use vmx_caps::{ControlSet, ExitControls, PinBasedControls, SecondaryControls, VmxCapabilities};
 
@@ -56,4 +59,33 @@ impl GuestMsrs for Msrs {
         self.0.insert(msr, value);
         true
     }
+}
+
+/// L1 with capabilities `caps` in VMX operation with a current VMCS12: the revision identifier
+/// written at the head of the VMXON region (`vmxon`) and of VMCS12 (`vmcs12`) in `memory`
+/// (L1-physical 0 up), then VMXON and VMPTRLD at CPL 0 in 64-bit mode (both must succeed).
+pub fn l1_with_current_vmcs(
+    caps: &VmxCapabilities,
+    memory: &mut [u8],
+    vmxon: u64,
+    vmcs12: u64,
+) -> L1VmxState {
+    let revision = caps.basic.revision_id();
+    for region in [vmxon, vmcs12] {
+        let at = region as usize;
+        memory[at..at + 4].copy_from_slice(&revision.to_le_bytes());
+    }
+    let mut l1 = L1VmxState::new(caps, 39).unwrap();
+    let mut mem = FlatGuestMemory {
+        base: 0,
+        bytes: memory,
+    };
+    let cx = L1Context::long_mode_cpl0();
+    let m = PointerOperand::Memory;
+    assert_eq!(l1.vmxon(&cx, m(vmxon), &mut mem), VmxOutcome::Succeed(()));
+    assert_eq!(
+        l1.vmptrld(&cx, m(vmcs12), &mut mem),
+        VmxOutcome::Succeed(())
+    );
+    l1
 }
