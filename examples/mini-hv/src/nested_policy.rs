@@ -5,15 +5,25 @@
 use vmcs::nested::VMCS02_CONTROLS;
 use vmx_caps::virt::VirtualPolicy;
 use vmx_caps::{EptVpidCap, SecondaryControls, VmxCapabilities};
+use vmx_core::InvvpidType;
 
 /// The VMCS revision identifier of L0's VMCS12 format (`IA32_VMX_BASIC[30:0]` as L1 reads it).
 pub const NESTED_VMCS_REVISION: u32 = 0x4e53_5431;
 
-/// Whether the processor can invalidate every translation of one VPID (INVVPID with the
-/// single-context or the all-context type, `IA32_VMX_EPT_VPID_CAP[41]`/`[42]`): what L0 needs to
-/// give L2 its own VPID02 and flush it when L1's VPID12 changes or L1 executes INVVPID.
+/// The INVVPID type that invalidates every translation of one VPID on a processor with `cap`:
+/// single-context (`IA32_VMX_EPT_VPID_CAP[41]`), else all-context (`[42]`, which flushes more);
+/// `None` without either. L0 flushes VPID02, the VPID L2 runs with, with it.
+pub fn vpid_flush_type(cap: &EptVpidCap) -> Option<InvvpidType> {
+    [InvvpidType::SingleContext, InvvpidType::AllContext]
+        .into_iter()
+        .find(|kind| kind.supported_by(cap))
+}
+
+/// Whether the processor can invalidate every translation of one VPID ([`vpid_flush_type`]):
+/// what L0 needs to give L2 its own VPID02 and flush it when L1's VPID12 changes or L1 executes
+/// INVVPID.
 pub fn vpid_flushable(cap: &EptVpidCap) -> bool {
-    cap.invvpid() && (cap.invvpid_single_context() || cap.invvpid_all_context())
+    vpid_flush_type(cap).is_some()
 }
 
 /// What L0 offers L1 on a processor with capabilities `real`: every control VMCS02 can carry

@@ -46,8 +46,8 @@ use vmx_caps::{
     VmxCapabilities,
 };
 use vmx_core::{
-    GpReg, GuestRegisters, HostStateCache, InveptDescriptor, InveptType, InvvpidDescriptor,
-    InvvpidType, VmFail, VmxInstructions,
+    GpReg, GuestRegisters, HostStateCache, InveptDescriptor, InveptType, InvvpidDescriptor, VmFail,
+    VmxInstructions,
 };
 
 use super::Vmcs;
@@ -96,14 +96,6 @@ pub fn policy(real: &VmxCapabilities) -> VirtualPolicy {
 /// processor may keep a VPID's translations across VM entries and exits, and only INVVPID, or an
 /// entry or exit with "enable VPID" 0, removes them).
 const VPID02: u16 = super::GUEST_VPID + 1;
-
-/// The INVVPID type that flushes every translation of one VPID on this processor: single-context,
-/// else all-context (which flushes more); `None` without INVVPID.
-fn vpid02_flush(cap: &vmx_caps::EptVpidCap) -> Option<InvvpidType> {
-    [InvvpidType::SingleContext, InvvpidType::AllContext]
-        .into_iter()
-        .find(|kind| kind.supported_by(cap))
-}
 
 /// A VMCS02 kept after an exit of L2 reflected to L1: valid for L1's next VMRESUME of the same
 /// VMCS12 with the same inputs from VMCS01 ([`Nested::reuse_vmcs02`]).
@@ -720,10 +712,11 @@ impl Nested {
     }
 
     /// INVVPID of every translation tagged with [`VPID02`] on this processor (the only one that
-    /// runs L2). Only called where L1 was offered VPID, so where [`vpid02_flush`] found a type.
+    /// runs L2). Only called where L1 was offered VPID, so where
+    /// `mini_hv_logic::nested_policy::vpid_flush_type` found a type.
     /// `false` (printed) where it could not be done.
     fn flush_vpid02(&mut self) -> Result<bool, VmFail> {
-        let Some(kind) = vpid02_flush(&self.real.ept_vpid) else {
+        let Some(kind) = mini_hv_logic::nested_policy::vpid_flush_type(&self.real.ept_vpid) else {
             println!("mini-hv: nested: no INVVPID type flushes VPID02 on this processor");
             return Ok(false);
         };
@@ -735,7 +728,7 @@ impl Nested {
             }
         };
         self.stats.vpid02_flushes += 1;
-        // SAFETY: VMX root operation, INVVPID with this type supported (`vpid02_flush`).
+        // SAFETY: VMX root operation, INVVPID with this type supported (`vpid_flush_type`).
         unsafe { vmx_core::instructions::invvpid(kind, &descriptor)? };
         Ok(true)
     }

@@ -29,6 +29,7 @@ use super::{
 };
 use crate::guest::{self, abi};
 use crate::{print, println};
+use mini_hv_logic::l1_kernel::{Reported, l1_result};
 use mini_hv_logic::requirements::{self, Verdict as Requirements};
 use vcpu::{Config, End, TimeSource, Vcpu, Verdict};
 use vmx_caps::arch::Xcr0;
@@ -559,15 +560,15 @@ fn judge_l1(vcpu: &Vcpu, end: End) -> Outcome {
     };
     // L1's verdict is L0's: UNSUPPORTED where the capabilities L0 could offer L1 lack what L1
     // needs (e.g. unrestricted guest on a processor without it).
-    let outcome = match mini_hv_logic::l1_kernel::l1_result(code, result) {
-        Some(mini_hv_logic::l1_kernel::Reported::Pass) => Outcome::Pass,
-        Some(mini_hv_logic::l1_kernel::Reported::Unsupported) => Outcome::Unsupported,
+    let outcome = match l1_result(code, result) {
+        Some(Reported::Pass) => Outcome::Pass,
+        Some(Reported::Unsupported) => Outcome::Unsupported,
         _ => Outcome::Fail,
     };
     let said = match result {
-        Some(mini_hv_logic::l1_kernel::Reported::Pass) => "RESULT PASS",
-        Some(mini_hv_logic::l1_kernel::Reported::Fail) => "RESULT FAIL",
-        Some(mini_hv_logic::l1_kernel::Reported::Unsupported) => "RESULT UNSUPPORTED",
+        Some(Reported::Pass) => "RESULT PASS",
+        Some(Reported::Fail) => "RESULT FAIL",
+        Some(Reported::Unsupported) => "RESULT UNSUPPORTED",
         None => "no RESULT line",
     };
     match code {
