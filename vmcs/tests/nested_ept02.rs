@@ -158,6 +158,7 @@ fn a_write_to_a_read_only_ept12_page_is_l1s_violation_with_ept12s_rights() {
             reason: 48,
             qualification: WRITE | 1 << 3 | 0x180,
             guest_physical: 0x6010,
+            suppress_ve: false,
         })
     );
     assert!(s.ept02_leaf(0x6010).is_none());
@@ -169,8 +170,31 @@ fn a_write_to_a_read_only_ept12_page_is_l1s_violation_with_ept12s_rights() {
             reason: 48,
             qualification: READ,
             guest_physical: 0x8000,
+            suppress_ve: false,
         })
     );
+}
+
+/// The suppress-#VE bit (63) of the entry that decides (SDM 26.5.7.1): the leaf that maps the
+/// page for a rights violation, the entry that is not present otherwise; a paging-structure
+/// entry's bit 63 above a leaf does not count.
+#[test]
+fn the_violation_carries_the_deciding_entrys_suppress_ve_bit() {
+    let suppress = |r: Ept02Resolution| match r {
+        Ept02Resolution::Reflect(e) => e.suppress_ve,
+        other => panic!("not reflected: {other:?}"),
+    };
+    let mut s = setup();
+    // Leaf of page 6 (read-only) with bit 63: a write is a violation that is not convertible.
+    put(&mut s.memory, PT + 6 * 8, 0x20_1000 | WB | 1 | 1 << 63);
+    assert!(suppress(s.resolve(EPTP12, 0x6010, WRITE)));
+    // A not-present entry with bit 63 (page 8).
+    put(&mut s.memory, PT + 8 * 8, 1 << 63);
+    assert!(suppress(s.resolve(EPTP12, 0x8000, READ)));
+    // Bit 63 in the PD entry above page 6's table does not decide; the leaf's (clear) does.
+    put(&mut s.memory, PT + 6 * 8, 0x20_1000 | WB | 1);
+    put(&mut s.memory, PD, PT | 7 | 1 << 63);
+    assert!(!suppress(s.resolve(EPTP12, 0x6010, WRITE)));
 }
 
 #[test]
@@ -181,6 +205,7 @@ fn ept12_misconfigurations_are_l1s_even_outside_its_memory() {
             reason: 49,
             qualification: 0,
             guest_physical: gpa,
+            suppress_ve: true,
         })
     };
     // Write-only leaf.
@@ -249,6 +274,7 @@ fn the_reflected_exit_information_is_vmcs02s_with_ept12s_reason_and_qualificatio
         reason: 49,
         qualification: 0,
         guest_physical: 0x7000,
+        suppress_ve: true,
     };
     let info = exit.exit_info(&vmcs02);
     assert_eq!(info.read_raw(fields::EXIT_REASON.encoding()).unwrap(), 49);

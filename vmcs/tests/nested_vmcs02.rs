@@ -15,7 +15,10 @@ use vmcs::nested::{
 };
 use vmcs::structures::{IoBitmaps, MsrAccess, MsrBitmap};
 use vmcs::{ExceptionBitmap, SoftVmcs, VmcsRead, VmcsWrite, fields};
-use vmx_caps::{EntryControls, ExitControls, PinBasedControls, PrimaryControls};
+use vmx_caps::{
+    EntryControls, ExitControls, PinBasedControls, PrimaryControls, SecondaryControls,
+    VmFuncControls,
+};
 
 const REVISION: u32 = 0x11e5_7ed0;
 
@@ -309,6 +312,63 @@ fn the_timer_a_kept_vmcs02_gets_is_the_one_a_build_writes() {
             assert_eq!(built.timer_l1, l1.unwrap_or(0));
         }
     }
+}
+
+/// VMCS12 with "enable VM functions" (EPTP switching) and "EPT-violation #VE": VMCS02 enables
+/// VM functions with VM-function controls 0 (every VMFUNC of L2 exits to L0) and has no
+/// "EPT-violation #VE" (L0 emulates it); it passes the real VM-entry checks.
+#[test]
+fn vm_functions_and_ve_are_l0s_to_emulate() {
+    let mut s = setup();
+    s.vmcs12
+        .modify(
+            fields::SECONDARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS,
+            |c| c | SecondaryControls::ENABLE_VM_FUNCTIONS | SecondaryControls::EPT_VIOLATION_VE,
+        )
+        .unwrap();
+    s.vmcs12
+        .write(fields::VM_FUNCTION_CONTROLS, VmFuncControls::EPTP_SWITCHING)
+        .unwrap();
+    s.vmcs12.write(fields::EPTP_LIST_ADDRESS, 0x3000).unwrap();
+    s.vmcs12
+        .write(fields::VIRTUALIZATION_EXCEPTION_INFORMATION_ADDRESS, 0x4000)
+        .unwrap();
+    let (vmcs02, built) = s.build().unwrap();
+    assert!(
+        built
+            .controls
+            .proc2
+            .contains(SecondaryControls::ENABLE_VM_FUNCTIONS)
+    );
+    assert!(
+        !built
+            .controls
+            .proc2
+            .contains(SecondaryControls::EPT_VIOLATION_VE)
+    );
+    assert!(built.controls.vmfunc.is_empty());
+    assert_eq!(
+        vmcs02.read_raw(enc(fields::VM_FUNCTION_CONTROLS)).unwrap(),
+        0
+    );
+    let mut env = s.env.clone();
+    env.vmcs = vmcs02;
+    let report = env.check();
+    assert_eq!(
+        report.outcome(),
+        Outcome::Success,
+        "{:?}",
+        report.violations().collect::<Vec<_>>()
+    );
+    // Without them in VMCS12, VMCS02 has no VM functions either (L2's VMFUNC is #UD).
+    let s = setup();
+    let (_, built) = s.build().unwrap();
+    assert!(
+        !built
+            .controls
+            .proc2
+            .contains(SecondaryControls::ENABLE_VM_FUNCTIONS)
+    );
 }
 
 #[test]

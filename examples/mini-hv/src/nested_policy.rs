@@ -81,6 +81,14 @@ mod tests {
                     .allows(SecondaryControls::UNRESTRICTED_GUEST)
             );
             assert_eq!(proc2 & !real2, 0, "offered what the processor lacks");
+            // What L0 emulates in software: VMFUNC's EPTP switching and EPT-violation #VE.
+            assert!(
+                virt.caps
+                    .proc2
+                    .allows(SecondaryControls::ENABLE_VM_FUNCTIONS)
+            );
+            assert_eq!(virt.caps.vmfunc, vmx_caps::VmFuncControls::EPTP_SWITCHING);
+            assert!(virt.caps.proc2.allows(SecondaryControls::EPT_VIOLATION_VE));
             // Not offered: what VMCS02 cannot carry.
             assert!(!virt.caps.proc2.allows(SecondaryControls::VMCS_SHADOWING));
             assert!(!virt.caps.proc2.allows(SecondaryControls::ENABLE_PML));

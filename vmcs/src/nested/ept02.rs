@@ -33,6 +33,8 @@ const EPT_MISCONFIGURATION: u32 = 49;
 const ACCESSED: u64 = 1 << 8;
 /// EPT entry bit 9: dirty (leaf entries).
 const DIRTY: u64 = 1 << 9;
+/// EPT entry bit 63: suppress #VE (with "EPT-violation #VE", SDM 26.5.7.1).
+const SUPPRESS_VE: u64 = 1 << 63;
 /// Bits of an EPT-violation qualification that describe the linear address and NMI unblocking
 /// (7, 8, 9-11 advanced information, 12) and carry over from L2's exit to L1's.
 const CARRIED_QUALIFICATION: u64 = 0x1f80;
@@ -48,6 +50,11 @@ pub struct Ept12Exit {
     pub qualification: u64,
     /// The guest-physical address (L2's).
     pub guest_physical: u64,
+    /// Bit 63 ("suppress #VE") of the EPT12 entry that decides whether an EPT violation is
+    /// convertible (SDM Vol. 3C, 26.5.7.1 "Convertible EPT Violations"): the entry that is not
+    /// present, or the one that maps the page. Always true for a misconfiguration, which is
+    /// never convertible.
+    pub suppress_ve: bool,
 }
 
 impl Ept12Exit {
@@ -179,14 +186,16 @@ where
         reason: EPT_MISCONFIGURATION,
         qualification: 0,
         guest_physical: l2_physical,
+        suppress_ve: true,
     });
-    let violation = |granted: Permissions| {
+    let violation = |granted: Permissions, entry: u64| {
         Ept02Resolution::Reflect(Ept12Exit {
             reason: EPT_VIOLATION,
             qualification: u64::from(access.bits())
                 | (granted.to_entry_bits() & 7) << 3
                 | (qualification & CARRIED_QUALIFICATION),
             guest_physical: l2_physical,
+            suppress_ve: entry & SUPPRESS_VE != 0,
         })
     };
     let eptp = EptPointer::from_bits(eptp12);
@@ -211,13 +220,17 @@ where
             memory_type,
             ..
         } => (hpa.as_u64(), permissions, memory_type),
-        WalkOutcome::NotPresent { .. } => return Ok(violation(Permissions::empty())),
+        WalkOutcome::NotPresent { entry, .. } => {
+            return Ok(violation(Permissions::empty(), entry));
+        }
         WalkOutcome::Misconfigured(_) | WalkOutcome::Unreadable { .. } => {
             return Ok(misconfiguration);
         }
     };
     if !granted.contains(needed(access)) {
-        return Ok(violation(granted));
+        // The entry that maps the page: the walk's last.
+        let leaf = walk.steps().last().map_or(SUPPRESS_VE, |step| step.entry);
+        return Ok(violation(granted, leaf));
     }
 
     // Accessed and dirty flags of EPT12 (SDM 29.3.5).

@@ -25,7 +25,11 @@
 //! - [`resolve_ept_violation`] and [`clear_ept02`]: EPT02 = EPT12 ∘ EPT01, filled on demand and
 //!   emptied at L1's INVEPT; EPT12's faults become L1's exits ([`Ept12Exit`]);
 //! - [`shadow_bitmaps`], [`sync_to_shadow`], [`sync_from_shadow`]: VMCS shadowing, L1's VMREAD
-//!   and VMWRITE of the common fields ([`SHADOWED_FIELDS`]) without an exit.
+//!   and VMWRITE of the common fields ([`SHADOWED_FIELDS`]) without an exit;
+//! - [`L1VmxState::vmfunc`]: L2's VMFUNC (EPTP switching) carried out by L0 as L1's processor
+//!   would, or left an exit to L1 ([`VmfuncOutcome`]);
+//! - [`deliver_ve`]: an EPT violation EPT12 causes delivered to L2 as a virtualization
+//!   exception where L1's processor would convert it ([`VeDelivery`]).
 //!
 //! ```
 //! use vmcs::nested::{L1Context, L1VmxState, PointerOperand, VmxFault, VmxOutcome};
@@ -72,17 +76,21 @@ mod entry;
 mod ept02;
 mod exit;
 mod shadow;
+mod ve;
 mod vmcs02;
+mod vmfunc;
 pub use bitmaps::{MergedIoBitmaps, MergedMsrBitmap};
 pub use dirty::DirtyFields;
 pub use entry::L2Entry;
 pub use ept02::{Ept01, Ept02Resolution, Ept12Exit, L1Page, clear_ept02, resolve_ept_violation};
 pub use exit::{ReflectError, Reflected, SavedExit, VmxAbort};
 pub use shadow::{SHADOWED_FIELDS, shadow_bitmaps, sync_from_shadow, sync_to_shadow};
+pub use ve::{VeDelivery, deliver_ve};
 pub use vmcs02::{
     GuestMsrs, L0Part, VMCS02_CONTROLS, Vmcs02, Vmcs02Error, build_vmcs02, load_entry_msrs,
     merge_io_bitmaps, merge_msr_bitmap, vmcs02_preemption_timer,
 };
+pub use vmfunc::VmfuncOutcome;
 
 /// Offset of the launch state in a VMCS12 region.
 const LAUNCH_STATE_OFFSET: u64 = 8;

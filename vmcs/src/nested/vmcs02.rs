@@ -15,8 +15,12 @@ use crate::{VmcsRead, VmcsWrite, fields};
 
 /// The VMCS12 controls L0 can carry into VMCS02 (besides the default1 class, which VMCS12 may
 /// have to set): every exit condition that needs no L1-physical structure but the MSR and I/O
-/// bitmaps (merged), EPT and VPID (replaced by L0's), and the VM-exit and VM-entry controls L0
-/// emulates (the host and guest MSRs, debug controls and address-space sizes).
+/// bitmaps (merged), EPT and VPID (replaced by L0's), the VM-exit and VM-entry controls L0
+/// emulates (the host and guest MSRs, debug controls and address-space sizes), and two that L0
+/// carries out in software: "enable VM functions" with EPTP switching (VMCS02 enables VM
+/// functions with VM-function controls 0, so that each VMFUNC of L2 exits to L0,
+/// [`super::L1VmxState::vmfunc`]) and "EPT-violation #VE" (never in VMCS02; L0 converts EPT12's
+/// violations, [`super::deliver_ve`]).
 pub const VMCS02_CONTROLS: ControlSet = ControlSet {
     pin: PinBasedControls::EXTERNAL_INTERRUPT_EXITING
         .union(PinBasedControls::NMI_EXITING)
@@ -52,7 +56,9 @@ pub const VMCS02_CONTROLS: ControlSet = ControlSet {
         .union(SecondaryControls::RDRAND_EXITING)
         .union(SecondaryControls::ENABLE_INVPCID)
         .union(SecondaryControls::RDSEED_EXITING)
-        .union(SecondaryControls::ENABLE_XSAVES_XRSTORS),
+        .union(SecondaryControls::ENABLE_XSAVES_XRSTORS)
+        .union(SecondaryControls::ENABLE_VM_FUNCTIONS)
+        .union(SecondaryControls::EPT_VIOLATION_VE),
     proc3: TertiaryControls::empty(),
     exit: ExitControls::SAVE_DEBUG_CONTROLS
         .union(ExitControls::HOST_ADDRESS_SPACE_SIZE)
@@ -69,7 +75,7 @@ pub const VMCS02_CONTROLS: ControlSet = ControlSet {
         .union(EntryControls::LOAD_IA32_PERF_GLOBAL_CTRL)
         .union(EntryControls::LOAD_IA32_PAT)
         .union(EntryControls::LOAD_IA32_EFER),
-    vmfunc: VmFuncControls::empty(),
+    vmfunc: VmFuncControls::EPTP_SWITCHING,
 };
 
 /// The default1 class of every control field (SDM Vol. 3D, A.2 "Reserved Controls and Default
@@ -204,7 +210,9 @@ pub(super) fn controls_of(v: &(impl VmcsRead + ?Sized)) -> Result<ControlSet, Vm
 ///   `exits::nested`). The page-fault error-code mask and match, the CR0/CR4 guest/host masks
 ///   and read shadows, the CR3-target values, the TSC offset, the MSR and I/O bitmaps are merged
 ///   accordingly ([`merge_msr_bitmap`], [`merge_io_bitmaps`]). L0's own EPT (EPT02), VPID and
-///   bitmap pages replace L1's addresses, which are L1-physical.
+///   bitmap pages replace L1's addresses, which are L1-physical. "Enable VM functions" is
+///   VMCS12's with VMCS02's VM-function controls 0 (every VMFUNC of L2 exits to L0, which
+///   emulates EPTP switching); "EPT-violation #VE" is never in VMCS02 (L0 emulates it).
 /// - **VM-exit controls**: VMCS02's VM exits return to L0, so they are L0's, plus the "save"
 ///   controls that let L0 report L2's IA32_EFER, IA32_PAT, DR7/IA32_DEBUGCTL and
 ///   VMX-preemption timer value to L1. VMCS12's exit controls are carried out in software when
@@ -318,7 +326,9 @@ fn merge_controls(
     if c01.proc.contains(PrimaryControls::USE_TSC_OFFSETTING) {
         proc |= PrimaryControls::USE_TSC_OFFSETTING;
     }
-    let proc2 = c12.proc2 | own.proc2;
+    // "EPT-violation #VE" is L0's to emulate (its information area is L1-physical); "enable VM
+    // functions" stays, with VMCS02's VM-function controls L0's (0): VMFUNC exits to L0.
+    let proc2 = (c12.proc2 - SecondaryControls::EPT_VIOLATION_VE) | own.proc2;
     if !proc2.is_empty() {
         proc |= PrimaryControls::ACTIVATE_SECONDARY_CONTROLS;
     }

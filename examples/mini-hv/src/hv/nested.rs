@@ -7,7 +7,10 @@
 //! on EPT02, EPT12 composed with L1's RAM and filled page by page from L2's EPT violations,
 //! emptied at L1's INVEPT; `vmcs::nested::resolve_ept_violation`) and unrestricted guest (L2 in
 //! real mode or unpaged protected mode: VMCS02 always runs on EPT), VPID (L2 runs with
-//! [`VPID02`], flushed when L1's VPID12 changes and at L1's INVVPID), and without VMCS shadowing
+//! [`VPID02`], flushed when L1's VPID12 changes and at L1's INVVPID), VMFUNC's EPTP switching
+//! (L2's VMFUNC exits to L0, which switches EPTP12 and EPT02 as L1's processor would:
+//! `vmcs::nested::L1VmxState::vmfunc`) and EPT-violation #VE (EPT12's convertible violations
+//! delivered to L2 as #VE by L0: `vmcs::nested::deliver_ve`), and without VMCS shadowing
 //! for L1's own guests. L0 itself uses
 //! VMCS shadowing where the processor has it (`mini-hv.nested=1`; `mini-hv.nested=noshadow`
 //! turns it off): L1's VMREAD and VMWRITE of [`SHADOWED_FIELDS`] go to a shadow VMCS without an
@@ -23,7 +26,7 @@
 use core::ops::ControlFlow;
 
 use ept::{EptConfig, EptMapper, MemoryType, OffsetPhysToVirt, Permissions};
-use exits::inject::Exception;
+use exits::inject::{Exception, reinject};
 use exits::nested::{ExitOwner, L2Registers, exit_owner};
 use exits::{CrAccessType, ExitReason, MemoryOperand, Operand, VmExit};
 use vmcs::check::{self, CpuFacts, EntryInstruction};
@@ -33,7 +36,10 @@ use vmcs::nested::{
     Vmcs02, VmxFault, VmxOutcome, build_vmcs02, shadow_bitmaps, sync_to_shadow,
     vmcs02_preemption_timer,
 };
-use vmcs::nested::{Ept01, Ept02Resolution, L1Page, clear_ept02, resolve_ept_violation};
+use vmcs::nested::{
+    Ept01, Ept02Resolution, L1Page, VeDelivery, VmfuncOutcome, clear_ept02, deliver_ve,
+    resolve_ept_violation,
+};
 use vmcs::structures::{InFrame, IoBitmaps, MsrArea, MsrBitmap, ShadowBitmap};
 use vmcs::{
     ActivityState, FieldInfo, FieldType, GuestSegment, HardwareVmcs, SoftVmcs, VmcsRead,
@@ -124,8 +130,12 @@ pub struct Stats {
     pub ept02_fills: u64,
     /// EPT violations and misconfigurations EPT12 caused, reflected to L1.
     pub ept12_exits: u64,
-    /// Times EPT02 was emptied (L1's INVEPT, a new EPTP12).
+    /// Times EPT02 was emptied (L1's INVEPT, a new EPTP12, L2's EPTP switching).
     pub ept02_clears: u64,
+    /// VMFUNCs of L2 L0 completed as EPTP switching for L1's processor (no exit to L1).
+    pub eptp_switches: u64,
+    /// EPT violations EPT12 caused that L0 delivered to L2 as #VE (no exit to L1).
+    pub ve_delivered: u64,
     /// INVVPIDs of VPID02 (L1's INVVPID, a new VPID12).
     pub vpid02_flushes: u64,
     /// Exits of L2 L0 handled on L2's behalf (L1 does not intercept them), L2 resumed after.
@@ -554,6 +564,8 @@ impl Nested {
                 ept02_fills: 0,
                 ept12_exits: 0,
                 ept02_clears: 0,
+                eptp_switches: 0,
+                ve_delivered: 0,
                 vpid02_flushes: 0,
                 l0_handled: 0,
                 l0_exceptions_reflected: 0,
@@ -790,6 +802,11 @@ impl Nested {
             "mini-hv: nested: EPT02: {} pages filled from L2's EPT violations, {} exits EPT12 \
              caused reflected to L1, emptied {} times; VPID02 flushed {} times",
             s.ept02_fills, s.ept12_exits, s.ept02_clears, s.vpid02_flushes
+        );
+        println!(
+            "mini-hv: nested: for L1's processor: {} EPTP switches (VMFUNC 0) of L2 completed, \
+             {} EPT violations of L2 delivered as #VE",
+            s.eptp_switches, s.ve_delivered
         );
         println!(
             "mini-hv: nested: {} exits of L2 handled by L0 for L2 (L1 does not intercept them), \
@@ -1093,7 +1110,8 @@ impl Nested {
                 }
                 Self::finish(vmcs, &o)
             }
-            // VMFUNC: L1 is offered no VM functions.
+            // VMFUNC of L1 itself: VMCS01 enables no VM functions (those offered are VMCS12's,
+            // for L2, which `run_l2` emulates).
             _ => Ok(Action::InvalidOpcode),
         }
     }
@@ -1358,23 +1376,24 @@ impl Nested {
     ) -> Result<Action, VmFail> {
         // EPTP12, when L1 uses EPT; EPT02 must hold only its translations. VPID12, when L1 uses
         // VPID; VPID02 likewise.
-        let (pointer, eptp12, vpid12) = match (self.l1.current_pointer(), self.l1.current_vmcs()) {
-            (Some(pointer), Some(v12)) => {
-                let proc2 = v12.read_controls()?.proc2;
-                (
-                    pointer,
-                    proc2
-                        .contains(SecondaryControls::ENABLE_EPT)
-                        .then(|| v12.read_raw(fields::EPT_POINTER.encoding()))
-                        .transpose()?,
-                    proc2
-                        .contains(SecondaryControls::ENABLE_VPID)
-                        .then(|| v12.read(fields::VIRTUAL_PROCESSOR_IDENTIFIER))
-                        .transpose()?,
-                )
-            }
-            _ => return Ok(Action::Stop),
-        };
+        let (pointer, mut eptp12, vpid12) =
+            match (self.l1.current_pointer(), self.l1.current_vmcs()) {
+                (Some(pointer), Some(v12)) => {
+                    let proc2 = v12.read_controls()?.proc2;
+                    (
+                        pointer,
+                        proc2
+                            .contains(SecondaryControls::ENABLE_EPT)
+                            .then(|| v12.read_raw(fields::EPT_POINTER.encoding()))
+                            .transpose()?,
+                        proc2
+                            .contains(SecondaryControls::ENABLE_VPID)
+                            .then(|| v12.read(fields::VIRTUAL_PROCESSOR_IDENTIFIER))
+                            .transpose()?,
+                    )
+                }
+                _ => return Ok(Action::Stop),
+            };
         if eptp12.is_some() && self.ept02_for != eptp12 {
             self.clear_ept02()?;
             self.ept02_for = eptp12;
@@ -1408,10 +1427,10 @@ impl Nested {
         let mut hw = unsafe { HardwareVmcs::new() };
         // SDM 27.4: the VM-entry MSR-load area is loaded after the guest state.
         entry_msrs.apply(&mut hw)?;
-        let Some(vmcs12) = self.l1.current_vmcs() else {
+        if self.l1.current_vmcs().is_none() {
             self.back_to_vmcs01()?;
             return Ok(Action::Stop);
-        };
+        }
         // L1's VMX-preemption timer runs in VMCS02: L2's HLT then waits for it, not for L0's.
         let l1_timer_governs = built.timer_is_l1s
             && built
@@ -1470,6 +1489,11 @@ impl Nested {
                 }
             };
             let rsp = hw.read_raw(fields::GUEST_RSP.encoding())?;
+            // VMCS12 again at each exit: L2's EPTP switching changes it.
+            let Some(vmcs12) = self.l1.current_vmcs() else {
+                self.back_to_vmcs01()?;
+                return Ok(Action::Stop);
+            };
             let owner = {
                 let (regs, mem) = host.parts();
                 let l2 = L2Registers {
@@ -1481,8 +1505,39 @@ impl Nested {
             };
             let rip = hw.read_raw(fields::GUEST_RIP.encoding())?;
             let exit = match (owner, exit, eptp12) {
+                // VMCS02's VM-function controls are 0: L0 does what L1's processor would.
+                (ExitOwner::L1, VmExit::Vmfunc { length }, _) => {
+                    let (regs, mem) = host.parts();
+                    let (eax, ecx) = (regs.rax, regs.rcx);
+                    match self.l1.vmfunc(eax, ecx, &mut Ram(mem))? {
+                        VmfuncOutcome::Exit => break None,
+                        VmfuncOutcome::Switched { eptp, changed, .. } => {
+                            self.stats.eptp_switches += 1;
+                            if changed {
+                                // EPT02 held EPTP12's translations: emptied, refilled on demand.
+                                self.ept02_for = Some(eptp);
+                                self.clear_ept02()?;
+                                eptp12 = Some(eptp);
+                            }
+                            let flow: Flow<Stopped> = skip(vmcs, length.get());
+                            if flow?.is_break() {
+                                self.back_to_vmcs01()?;
+                                return Ok(Action::Stop);
+                            }
+                            continue;
+                        }
+                    }
+                }
                 (ExitOwner::L1, ..) => break None,
-                (ExitOwner::Ept12, VmExit::EptViolation { guest_physical, .. }, Some(eptp12)) => {
+                (
+                    ExitOwner::Ept12,
+                    VmExit::EptViolation {
+                        guest_physical,
+                        idt_vectoring,
+                        ..
+                    },
+                    Some(eptp12),
+                ) => {
                     let qualification = hw.read_raw(fields::EXIT_QUALIFICATION.encoding())?;
                     let (_, mem) = host.parts();
                     let resolved = resolve_ept_violation(
@@ -1502,9 +1557,33 @@ impl Nested {
                             // SAFETY: `invept02` invalidated EPT02's translations on this, the
                             // only processor that uses EPT02.
                             unsafe { self.ept02.assume_flushed(flush) };
+                            // An event whose delivery the fill interrupted (e.g. a #VE L0
+                            // injected, through an IDT or stack page EPT02 lacked) is delivered
+                            // again (SDM 28.2.4 "Information for VM Exits During Event
+                            // Delivery").
+                            if let Some(event) = idt_vectoring
+                                && let Err(e) = reinject(&mut hw, &event)
+                            {
+                                self.back_to_vmcs01()?;
+                                println!(
+                                    "mini-hv: nested: L2's interrupted event cannot be \
+                                     delivered again: {e}"
+                                );
+                                return Ok(Action::Stop);
+                            }
                             continue;
                         }
                         Ok(Ept02Resolution::Reflect(e)) => {
+                            // A #VE in L2 where L1's processor would convert the violation.
+                            let ve = deliver_ve(&e, vmcs12, &mut hw, &built, &mut Ram(mem))?;
+                            if ve == VeDelivery::Delivered {
+                                self.stats.ve_delivered += 1;
+                                if let Some(info) = Self::intercepted_injection(&mut hw, vmcs12)? {
+                                    self.stats.l0_exceptions_reflected += 1;
+                                    break Some(info);
+                                }
+                                continue;
+                            }
                             self.stats.ept12_exits += 1;
                             break Some(e.exit_info(&hw));
                         }
