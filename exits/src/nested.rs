@@ -210,6 +210,23 @@ pub fn exit_owner(
                 L0
             }
         }
+        // APIC virtualization (SDM Vol. 3C, 30.1.2, 30.4.3, 30.5): only VMCS12's controls enable
+        // it in VMCS02, so these exits are L1's wherever its controls allow them.
+        VmExit::TprBelowThreshold => proc(PrimaryControls::USE_TPR_SHADOW),
+        VmExit::ApicAccess { .. } => proc2(SecondaryControls::VIRTUALIZE_APIC_ACCESSES),
+        VmExit::VirtualizedEoi { .. } => proc2(SecondaryControls::VIRTUAL_INTERRUPT_DELIVERY),
+        VmExit::ApicWrite { .. } => {
+            if v.proc2.intersects(
+                SecondaryControls::VIRTUALIZE_APIC_ACCESSES
+                    | SecondaryControls::VIRTUALIZE_X2APIC_MODE
+                    | SecondaryControls::APIC_REGISTER_VIRTUALIZATION
+                    | SecondaryControls::VIRTUAL_INTERRUPT_DELIVERY,
+            ) {
+                L1
+            } else {
+                L0
+            }
+        }
         VmExit::Wbinvd { .. } => proc2(SecondaryControls::WBINVD_EXITING),
         VmExit::Rdrand { .. } => proc2(SecondaryControls::RDRAND_EXITING),
         VmExit::Rdseed { .. } => proc2(SecondaryControls::RDSEED_EXITING),

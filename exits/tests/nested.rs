@@ -143,6 +143,7 @@ fn instruction_exits_follow_their_vmcs12_control() {
         (7, PrimaryControls::INTERRUPT_WINDOW_EXITING),
         (8, PrimaryControls::NMI_WINDOW_EXITING),
         (37, PrimaryControls::MONITOR_TRAP_FLAG),
+        (43, PrimaryControls::USE_TPR_SHADOW),
     ];
     for (reason, control) in primary {
         let mut c = case();
@@ -165,6 +166,13 @@ fn instruction_exits_follow_their_vmcs12_control() {
         (46, SecondaryControls::DESCRIPTOR_TABLE_EXITING),
         (47, SecondaryControls::DESCRIPTOR_TABLE_EXITING),
         (40, SecondaryControls::PAUSE_LOOP_EXITING),
+        (44, SecondaryControls::VIRTUALIZE_APIC_ACCESSES),
+        (45, SecondaryControls::VIRTUAL_INTERRUPT_DELIVERY),
+        // APIC write: after a write virtualized by any of these.
+        (56, SecondaryControls::VIRTUALIZE_APIC_ACCESSES),
+        (56, SecondaryControls::VIRTUALIZE_X2APIC_MODE),
+        (56, SecondaryControls::APIC_REGISTER_VIRTUALIZATION),
+        (56, SecondaryControls::VIRTUAL_INTERRUPT_DELIVERY),
     ];
     for (reason, control) in secondary {
         let mut c = case();

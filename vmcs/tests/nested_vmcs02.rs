@@ -7,11 +7,12 @@
 mod check_common;
 mod nested_common;
 use check_common::{Env, baseline};
+use ept::{MemoryType, Permissions};
 use nested_common::{EPTP02, l0_part, virtual_caps};
 use vmcs::check::Outcome;
 use vmcs::nested::{
-    FlatGuestMemory, L0Part, Vmcs02Error, build_vmcs02, merge_io_bitmaps, merge_msr_bitmap,
-    vmcs02_preemption_timer,
+    ApicPages02, Ept01, FlatGuestMemory, L0Part, L1Page, Vmcs02Error, build_vmcs02,
+    merge_io_bitmaps, merge_msr_bitmap, vmcs02_preemption_timer,
 };
 use vmcs::structures::{IoBitmaps, MsrAccess, MsrBitmap};
 use vmcs::{ExceptionBitmap, SoftVmcs, VmcsRead, VmcsWrite, fields};
@@ -375,15 +376,147 @@ fn vm_functions_and_ve_are_l0s_to_emulate() {
 fn a_vmcs12_with_a_control_vmcs02_cannot_carry_is_refused() {
     let mut s = setup();
     s.vmcs12
+        .modify(
+            fields::SECONDARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS,
+            |p| p | SecondaryControls::VIRTUALIZE_X2APIC_MODE,
+        )
+        .unwrap();
+    let Err(Vmcs02Error::Unsupported(set)) = s.build() else {
+        panic!("x2APIC-mode virtualization accepted")
+    };
+    assert_eq!(set.proc2, SecondaryControls::VIRTUALIZE_X2APIC_MODE);
+    assert!(set.proc.is_empty() && set.pin.is_empty());
+}
+
+/// EPT01 of the APIC tests: L1's RAM is L1-physical 0 to 16 MiB at host-physical 0x4000_0000, the
+/// page at 1 MiB read-only.
+struct L1At1G;
+
+const L1_HOST_BASE: u64 = 0x4000_0000;
+const READ_ONLY_PAGE: u64 = 0x10_0000;
+const SCRATCH: u64 = 0x7_7000;
+
+impl Ept01 for L1At1G {
+    fn translate_l1(&self, address: u64) -> Option<L1Page> {
+        (address < 16 << 20).then(|| L1Page {
+            host_physical: L1_HOST_BASE + (address & !0xfff),
+            permissions: if address & !0xfff == READ_ONLY_PAGE {
+                Permissions::READ | Permissions::EXECUTE
+            } else {
+                Permissions::RWX
+            },
+            memory_type: MemoryType::WriteBack,
+        })
+    }
+}
+
+/// VMCS12 with TPR shadow, APIC-access and APIC-register virtualization and virtual-interrupt
+/// delivery, its virtual-APIC page at `vapic` and APIC-access page at `access` (L1-physical).
+fn with_apic_virtualization(s: &mut Setup, vapic: u64, access: u64) {
+    s.vmcs12
         .modify(fields::PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS, |p| {
             p | PrimaryControls::USE_TPR_SHADOW
         })
         .unwrap();
-    let Err(Vmcs02Error::Unsupported(set)) = s.build() else {
-        panic!("TPR shadow accepted")
-    };
-    assert_eq!(set.proc, PrimaryControls::USE_TPR_SHADOW);
-    assert!(set.proc2.is_empty() && set.pin.is_empty());
+    s.vmcs12
+        .modify(
+            fields::SECONDARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS,
+            |p| {
+                p | SecondaryControls::VIRTUALIZE_APIC_ACCESSES
+                    | SecondaryControls::APIC_REGISTER_VIRTUALIZATION
+                    | SecondaryControls::VIRTUAL_INTERRUPT_DELIVERY
+            },
+        )
+        .unwrap();
+    s.w12(enc(fields::VIRTUAL_APIC_ADDRESS), vapic);
+    s.w12(enc(fields::APIC_ACCESS_ADDRESS), access);
+    s.w12(enc(fields::TPR_THRESHOLD), 0);
+    s.w12(enc(fields::EOI_EXIT_BITMAP_0), 0x8000_0000_0000_0001);
+    s.w12(enc(fields::EOI_EXIT_BITMAP_3), 1 << 63);
+    s.w12(enc(fields::GUEST_INTERRUPT_STATUS), 0x3031);
+}
+
+#[test]
+fn apic_virtualization_runs_l2_on_l1s_pages_at_their_host_physical_addresses() {
+    let mut s = setup();
+    with_apic_virtualization(&mut s, 0x20_3000, 0xfe_e000);
+    s.l0.apic_pages = ApicPages02::of(&s.vmcs12, &L1At1G, SCRATCH).unwrap();
+    assert_eq!(
+        s.l0.apic_pages,
+        ApicPages02 {
+            virtual_apic: L1_HOST_BASE + 0x20_3000,
+            apic_access: L1_HOST_BASE + 0xfe_e000,
+        }
+    );
+    let (vmcs02, built) = s.build().unwrap();
+    assert!(
+        built
+            .controls
+            .proc
+            .contains(PrimaryControls::USE_TPR_SHADOW)
+    );
+    assert!(built.controls.proc2.contains(
+        SecondaryControls::VIRTUALIZE_APIC_ACCESSES
+            | SecondaryControls::APIC_REGISTER_VIRTUALIZATION
+            | SecondaryControls::VIRTUAL_INTERRUPT_DELIVERY
+    ));
+    let r = |e: u32| vmcs02.read_raw(e).unwrap();
+    assert_eq!(
+        r(enc(fields::VIRTUAL_APIC_ADDRESS)),
+        L1_HOST_BASE + 0x20_3000
+    );
+    assert_eq!(
+        r(enc(fields::APIC_ACCESS_ADDRESS)),
+        L1_HOST_BASE + 0xfe_e000
+    );
+    assert_eq!(r(enc(fields::EOI_EXIT_BITMAP_0)), 0x8000_0000_0000_0001);
+    assert_eq!(r(enc(fields::EOI_EXIT_BITMAP_1)), 0);
+    assert_eq!(r(enc(fields::EOI_EXIT_BITMAP_3)), 1 << 63);
+    // RVI and SVI travel with the guest state.
+    assert_eq!(r(enc(fields::GUEST_INTERRUPT_STATUS)), 0x3031);
+    // The processor's own VM-entry checks accept it (virtual-interrupt delivery needs
+    // external-interrupt exiting, which VMCS12 has and L0 adds anyway).
+    let mut env = s.env.clone();
+    env.vmcs = vmcs02;
+    let report = env.check();
+    assert_eq!(
+        report.outcome(),
+        Outcome::Success,
+        "{:?}",
+        report.violations().collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn apic_pages_outside_l1s_writable_ram_are_l0s_scratch_page() {
+    let mut s = setup();
+    // Beyond L1's RAM.
+    with_apic_virtualization(&mut s, 0x8000_0000, 0xfee0_0000);
+    assert_eq!(
+        ApicPages02::of(&s.vmcs12, &L1At1G, SCRATCH).unwrap(),
+        ApicPages02 {
+            virtual_apic: SCRATCH,
+            apic_access: SCRATCH,
+        }
+    );
+    // The processor writes the virtual-APIC page: not on a page EPT01 lets L1 only read. The
+    // APIC-access page is never accessed as memory: read-only is fine.
+    with_apic_virtualization(&mut s, READ_ONLY_PAGE, READ_ONLY_PAGE);
+    assert_eq!(
+        ApicPages02::of(&s.vmcs12, &L1At1G, SCRATCH).unwrap(),
+        ApicPages02 {
+            virtual_apic: SCRATCH,
+            apic_access: L1_HOST_BASE + READ_ONLY_PAGE,
+        }
+    );
+    // Without the controls, no pages.
+    let plain = setup();
+    assert_eq!(
+        ApicPages02::of(&plain.vmcs12, &L1At1G, SCRATCH).unwrap(),
+        ApicPages02::default()
+    );
+    let (vmcs02, _) = plain.build().unwrap();
+    assert_eq!(vmcs02.read(fields::VIRTUAL_APIC_ADDRESS).unwrap(), 0);
 }
 
 #[test]

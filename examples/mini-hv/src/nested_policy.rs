@@ -89,9 +89,32 @@ mod tests {
             );
             assert_eq!(virt.caps.vmfunc, vmx_caps::VmFuncControls::EPTP_SWITCHING);
             assert!(virt.caps.proc2.allows(SecondaryControls::EPT_VIOLATION_VE));
+            // APIC virtualization on L1's own pages (`vmcs::nested::ApicPages02`).
+            assert!(
+                virt.caps
+                    .proc
+                    .allows(vmx_caps::PrimaryControls::USE_TPR_SHADOW)
+            );
+            assert!(virt.caps.proc2.allows(
+                SecondaryControls::VIRTUALIZE_APIC_ACCESSES
+                    | SecondaryControls::APIC_REGISTER_VIRTUALIZATION
+                    | SecondaryControls::VIRTUAL_INTERRUPT_DELIVERY
+            ));
             // Not offered: what VMCS02 cannot carry.
             assert!(!virt.caps.proc2.allows(SecondaryControls::VMCS_SHADOWING));
             assert!(!virt.caps.proc2.allows(SecondaryControls::ENABLE_PML));
+            assert!(
+                !virt
+                    .caps
+                    .proc2
+                    .allows(SecondaryControls::VIRTUALIZE_X2APIC_MODE)
+            );
+            assert!(
+                !virt
+                    .caps
+                    .pin
+                    .allows(vmx_caps::PinBasedControls::PROCESS_POSTED_INTERRUPTS)
+            );
         }
     }
 

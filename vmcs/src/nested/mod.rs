@@ -87,8 +87,8 @@ pub use exit::{ReflectError, Reflected, SavedExit, VmxAbort};
 pub use shadow::{SHADOWED_FIELDS, shadow_bitmaps, sync_from_shadow, sync_to_shadow};
 pub use ve::{VeDelivery, deliver_ve};
 pub use vmcs02::{
-    GuestMsrs, L0Part, VMCS02_CONTROLS, Vmcs02, Vmcs02Error, build_vmcs02, load_entry_msrs,
-    merge_io_bitmaps, merge_msr_bitmap, vmcs02_preemption_timer,
+    ApicPages02, GuestMsrs, L0Part, VMCS02_CONTROLS, Vmcs02, Vmcs02Error, build_vmcs02,
+    load_entry_msrs, merge_io_bitmaps, merge_msr_bitmap, vmcs02_preemption_timer,
 };
 pub use vmfunc::VmfuncOutcome;
 

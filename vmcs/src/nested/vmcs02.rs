@@ -7,20 +7,29 @@ use vmx_caps::{
 };
 use vmx_core::{VmFail, VmInstructionError};
 
+use super::ept02::Ept01;
 use crate::ExceptionBitmap;
 use crate::check::PhysMemory;
 use crate::field::FieldType;
 use crate::structures::{IoBitmaps, MsrBitmap};
 use crate::{VmcsRead, VmcsWrite, fields};
+use ept::Permissions;
 
 /// The VMCS12 controls L0 can carry into VMCS02 (besides the default1 class, which VMCS12 may
 /// have to set): every exit condition that needs no L1-physical structure but the MSR and I/O
-/// bitmaps (merged), EPT and VPID (replaced by L0's), the VM-exit and VM-entry controls L0
-/// emulates (the host and guest MSRs, debug controls and address-space sizes), and two that L0
-/// carries out in software: "enable VM functions" with EPTP switching (VMCS02 enables VM
-/// functions with VM-function controls 0, so that each VMFUNC of L2 exits to L0,
-/// [`super::L1VmxState::vmfunc`]) and "EPT-violation #VE" (never in VMCS02; L0 converts EPT12's
-/// violations, [`super::deliver_ve`]).
+/// bitmaps (merged), EPT and VPID (replaced by L0's), the APIC virtualization of memory-mapped
+/// accesses (TPR shadow, APIC-access virtualization, APIC-register virtualization and
+/// virtual-interrupt delivery, whose pages VMCS02 names by host-physical address,
+/// [`ApicPages02`]), the VM-exit and VM-entry controls L0 emulates (the host and guest MSRs,
+/// debug controls and address-space sizes), and two that L0 carries out in software: "enable VM
+/// functions" with EPTP switching (VMCS02 enables VM functions with VM-function controls 0, so
+/// that each VMFUNC of L2 exits to L0, [`super::L1VmxState::vmfunc`]) and "EPT-violation #VE"
+/// (never in VMCS02; L0 converts EPT12's violations, [`super::deliver_ve`]).
+///
+/// Not here: "virtualize x2APIC mode" (L0's merged MSR bitmaps could make an x2APIC MSR access
+/// L1 lets the processor virtualize exit to L0 instead) and "process posted interrupts" (the
+/// posted-interrupt descriptor and notification vector are L1's, which L0 would have to
+/// translate and forward).
 pub const VMCS02_CONTROLS: ControlSet = ControlSet {
     pin: PinBasedControls::EXTERNAL_INTERRUPT_EXITING
         .union(PinBasedControls::NMI_EXITING)
@@ -45,8 +54,12 @@ pub const VMCS02_CONTROLS: ControlSet = ControlSet {
         .union(PrimaryControls::USE_MSR_BITMAPS)
         .union(PrimaryControls::MONITOR_EXITING)
         .union(PrimaryControls::PAUSE_EXITING)
+        .union(PrimaryControls::USE_TPR_SHADOW)
         .union(PrimaryControls::ACTIVATE_SECONDARY_CONTROLS),
     proc2: SecondaryControls::ENABLE_EPT
+        .union(SecondaryControls::VIRTUALIZE_APIC_ACCESSES)
+        .union(SecondaryControls::APIC_REGISTER_VIRTUALIZATION)
+        .union(SecondaryControls::VIRTUAL_INTERRUPT_DELIVERY)
         .union(SecondaryControls::DESCRIPTOR_TABLE_EXITING)
         .union(SecondaryControls::ENABLE_RDTSCP)
         .union(SecondaryControls::ENABLE_VPID)
@@ -115,6 +128,71 @@ pub struct L0Part {
     /// The VMX-preemption timer value L0 wants while L2 runs (with "activate VMX-preemption
     /// timer" in `controls`); when L1 activates the timer too, the smaller value is used.
     pub preemption_timer: u32,
+    /// The host-physical addresses of the virtual-APIC page and the APIC-access page VMCS12
+    /// names ([`ApicPages02::of`]); used where VMCS12 has "use TPR shadow" and "virtualize APIC
+    /// accesses".
+    pub apic_pages: ApicPages02,
+}
+
+/// The pages of APIC virtualization (SDM Vol. 3C, chapter 30 "APIC Virtualization and Virtual
+/// Interrupts") as VMCS02 names them: VMCS12's "virtual-APIC address" and "APIC-access address"
+/// are L1-physical, VMCS02's host-physical.
+///
+/// The processor reads and writes the virtual-APIC page by its physical address (30.1), so
+/// VMCS02 points at the very page of L1's memory VMCS12 names: L2's virtual TPR, ISR and IRR
+/// are where L1 reads them. An access of L2 is to the APIC-access page when its translation,
+/// through EPT02, ends at the APIC-access address (30.4); EPT02 maps L2-physical addresses to
+/// the host-physical pages of L1's memory EPT12 names, so the APIC-access page of VMCS02 is the
+/// host-physical page of VMCS12's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApicPages02 {
+    /// VMCS02's virtual-APIC address.
+    pub virtual_apic: u64,
+    /// VMCS02's APIC-access address.
+    pub apic_access: u64,
+}
+
+impl ApicPages02 {
+    /// The pages for `vmcs12`, translated by `ept01` (L0's translation of L1-physical
+    /// addresses). Where VMCS12 names a page EPT01 does not map to L1, or a virtual-APIC page
+    /// EPT01 does not let L1 write (the processor writes it on L2's behalf, past any EPT),
+    /// `scratch` stands in: a host-physical page of L0's that no EPT02 maps, so the processor
+    /// never finds an access of L2 to it; as a virtual-APIC page it should read as all ones, as
+    /// memory outside L1's RAM would (the VTPR the TPR-threshold check of VM entry reads, SDM
+    /// 27.2.1.1). A field whose control VMCS12 does not set is 0.
+    ///
+    /// # Errors
+    ///
+    /// [`Vmcs02Error::Vmcs`] when VMCS12's controls or addresses cannot be read.
+    pub fn of(
+        vmcs12: &(impl VmcsRead + ?Sized),
+        ept01: &(impl Ept01 + ?Sized),
+        scratch: u64,
+    ) -> Result<Self, Vmcs02Error> {
+        let c12 = controls_of(vmcs12)?;
+        let page = |field: u32, write: bool| -> Result<u64, Vmcs02Error> {
+            let address = rd(vmcs12, field)? & !0xfff;
+            Ok(ept01
+                .translate_l1(address)
+                .filter(|p| !write || p.permissions.contains(Permissions::WRITE))
+                .map_or(scratch, |p| p.host_physical & !0xfff))
+        };
+        Ok(Self {
+            virtual_apic: if c12.proc.contains(PrimaryControls::USE_TPR_SHADOW) {
+                page(fields::VIRTUAL_APIC_ADDRESS.encoding(), true)?
+            } else {
+                0
+            },
+            apic_access: if c12
+                .proc2
+                .contains(SecondaryControls::VIRTUALIZE_APIC_ACCESSES)
+            {
+                page(fields::APIC_ACCESS_ADDRESS.encoding(), false)?
+            } else {
+                0
+            },
+        })
+    }
 }
 
 /// Why VMCS02 cannot be built.
@@ -580,6 +658,39 @@ fn execution_fields(
         fields::VM_ENTRY_INSTRUCTION_LENGTH.encoding(),
     ] {
         copy(vmcs12, vmcs02, f)?;
+    }
+    // APIC virtualization: VMCS12's pages at their host-physical addresses, its TPR threshold and
+    // EOI-exit bitmaps; its guest interrupt status came with the guest state.
+    if c12.proc.contains(PrimaryControls::USE_TPR_SHADOW) {
+        wr(
+            vmcs02,
+            fields::VIRTUAL_APIC_ADDRESS.encoding(),
+            l0.apic_pages.virtual_apic,
+        )?;
+        copy(vmcs12, vmcs02, fields::TPR_THRESHOLD.encoding())?;
+    }
+    if c12
+        .proc2
+        .contains(SecondaryControls::VIRTUALIZE_APIC_ACCESSES)
+    {
+        wr(
+            vmcs02,
+            fields::APIC_ACCESS_ADDRESS.encoding(),
+            l0.apic_pages.apic_access,
+        )?;
+    }
+    if c12
+        .proc2
+        .contains(SecondaryControls::VIRTUAL_INTERRUPT_DELIVERY)
+    {
+        for f in [
+            fields::EOI_EXIT_BITMAP_0.encoding(),
+            fields::EOI_EXIT_BITMAP_1.encoding(),
+            fields::EOI_EXIT_BITMAP_2.encoding(),
+            fields::EOI_EXIT_BITMAP_3.encoding(),
+        ] {
+            copy(vmcs12, vmcs02, f)?;
+        }
     }
     if c12.proc2.contains(SecondaryControls::PAUSE_LOOP_EXITING) {
         copy(vmcs12, vmcs02, fields::PLE_GAP.encoding())?;

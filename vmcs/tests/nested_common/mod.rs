@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use vmcs::ExceptionBitmap;
 use vmcs::nested::{
-    FlatGuestMemory, GuestMsrs, L0Part, L1Context, L1VmxState, PointerOperand, VMCS02_CONTROLS,
-    VmxOutcome,
+    ApicPages02, FlatGuestMemory, GuestMsrs, L0Part, L1Context, L1VmxState, PointerOperand,
+    VMCS02_CONTROLS, VmxOutcome,
 };
 use vmx_caps::virt::VirtualPolicy;
 use vmx_caps::{ControlSet, ExitControls, PinBasedControls, SecondaryControls, VmxCapabilities};
@@ -44,6 +44,7 @@ pub fn l0_part() -> L0Part {
         msr_bitmap: 0x60_0000,
         io_bitmaps: (0x61_0000, 0x62_0000),
         preemption_timer: 0,
+        apic_pages: ApicPages02::default(),
     }
 }
 

@@ -32,6 +32,21 @@ pub const TIMER_VECTOR: u8 = 0xf0;
 const PIC1_DATA: u16 = 0x21;
 const PIC2_DATA: u16 = 0xa1;
 
+/// Masks every line of both 8259 PICs. The host takes no interrupt (it runs with interrupts
+/// off), so a request of theirs, the PIT's timer above all, would stay pending for ever and end
+/// every run of a guest with external-interrupt exiting and RFLAGS.IF = 1 at once.
+///
+/// # Safety
+/// Ring 0; nothing uses the 8259s' interrupts.
+pub unsafe fn mask_8259s() {
+    // SAFETY: the caller's contract; writing the interrupt-mask registers only keeps the PICs
+    // from raising INTR.
+    unsafe {
+        crate::arch::outb(PIC1_DATA, 0xff);
+        crate::arch::outb(PIC2_DATA, 0xff);
+    }
+}
+
 /// The host's local APIC, in xAPIC mode, with its timer one-shot on [`TIMER_VECTOR`].
 pub struct ApicTimer {
     base: u64,
@@ -60,8 +75,7 @@ impl ApicTimer {
         // SAFETY: the xAPIC page is identity-mapped (below 4 GiB); these registers only configure
         // the timer and enable the APIC. Masking the 8259s only keeps them from raising INTR.
         unsafe {
-            crate::arch::outb(PIC1_DATA, 0xff);
-            crate::arch::outb(PIC2_DATA, 0xff);
+            mask_8259s();
             apic.write(SPURIOUS_VECTOR, SVR_ENABLE);
             apic.write(DIVIDE_CONFIGURATION, DIVIDE_BY_1);
             apic.write(LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));

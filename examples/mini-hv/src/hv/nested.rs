@@ -31,9 +31,9 @@ use exits::nested::{ExitOwner, L2Registers, exit_owner};
 use exits::{CrAccessType, ExitReason, MemoryOperand, Operand, VmExit};
 use vmcs::check::{self, CpuFacts, EntryInstruction};
 use vmcs::nested::{
-    DirtyFields, GuestMemory as L1Memory, GuestMsrs, L0Part, L1Context, L1VmxState, L2Entry,
-    MergedIoBitmaps, MergedMsrBitmap, PointerOperand, Reflected, SHADOWED_FIELDS, SavedExit,
-    Vmcs02, VmxFault, VmxOutcome, build_vmcs02, shadow_bitmaps, sync_to_shadow,
+    ApicPages02, DirtyFields, GuestMemory as L1Memory, GuestMsrs, L0Part, L1Context, L1VmxState,
+    L2Entry, MergedIoBitmaps, MergedMsrBitmap, PointerOperand, Reflected, SHADOWED_FIELDS,
+    SavedExit, Vmcs02, VmxFault, VmxOutcome, build_vmcs02, shadow_bitmaps, sync_to_shadow,
     vmcs02_preemption_timer,
 };
 use vmcs::nested::{
@@ -190,6 +190,9 @@ pub struct Nested {
     /// The physical addresses of VMCS02's MSR bitmap and I/O bitmaps A and B (their frames').
     msr02_phys: u64,
     io02_phys: u64,
+    /// A frame of L0's no EPT maps: VMCS02's virtual-APIC or APIC-access page where VMCS12's is
+    /// not in L1's RAM (`ApicPages02::of`).
+    apic_scratch_phys: u64,
     shadow: Option<Shadow>,
     /// EPT02, the tables that run L2 when L1 uses EPT.
     ept02: EptMapper<OffsetPhysToVirt, super::KernelFrames>,
@@ -506,10 +509,11 @@ impl Nested {
                 return None;
             }
         };
-        let (Some(vmcs02), Some(msr_frame), Some(io_frames)) = (
+        let (Some(vmcs02), Some(msr_frame), Some(io_frames), Some(apic_scratch)) = (
             crate::mem::alloc_frame(),
             crate::mem::alloc_frame(),
             crate::mem::alloc_frames(2),
+            crate::mem::alloc_frame(),
         ) else {
             println!("mini-hv: nested: out of memory for VMCS02 and its bitmaps");
             return None;
@@ -533,6 +537,11 @@ impl Nested {
         } else {
             None
         };
+        // VMCS02 always has external-interrupt exiting (L0's): L2 with RFLAGS.IF = 1 (e.g. taking
+        // a virtual interrupt L1 delivers) must not find the PIT's request pending on the 8259s,
+        // which L1 cannot mask (its port writes are L0's to emulate).
+        // SAFETY: ring 0; L0 uses no interrupt of the 8259s.
+        unsafe { super::lapic::mask_8259s() };
         println!(
             "mini-hv: nested: VMX offered to the guest (VMCS revision {:#x}, VMCS02 at {vmcs02:#x}, \
              VMCS shadowing {})",
@@ -549,6 +558,7 @@ impl Nested {
             io02: MergedIoBitmaps::new(l0_io, io02),
             msr02_phys: msr_frame,
             io02_phys: io_frames,
+            apic_scratch_phys: apic_scratch,
             shadow,
             ept02,
             ept02_for: None,
@@ -1710,6 +1720,22 @@ impl Nested {
         // EPT, else L0's EPT for L1 itself.
         own.proc2 = SecondaryControls::ENABLE_EPT;
         let io02 = self.io02_phys;
+        let apic_pages = {
+            let (_, mem) = host.parts();
+            match ApicPages02::of(vmcs12, &L1Ram(mem), self.apic_scratch_phys) {
+                Ok(pages) => pages,
+                Err(e) => {
+                    println!("mini-hv: nested: {e}");
+                    return Ok(None);
+                }
+            }
+        };
+        if apic_pages.virtual_apic == self.apic_scratch_phys {
+            // Memory outside L1's RAM reads as all ones, and so does the virtual-APIC page
+            // VMCS12 puts there at each VM entry.
+            // SAFETY: L0's own identity-mapped frame, which no EPT maps and nothing else uses.
+            unsafe { core::ptr::write_bytes(self.apic_scratch_phys as *mut u8, 0xff, 4096) };
+        }
         let part = L0Part {
             controls: own,
             exceptions: vmcs::ExceptionBitmap::empty(),
@@ -1723,6 +1749,7 @@ impl Nested {
             msr_bitmap: self.msr02_phys,
             io_bitmaps: (io02, io02 + 4096),
             preemption_timer: l0_timer,
+            apic_pages,
         };
         // SAFETY: VMCS02's region is this state's own frame with the processor's revision; VMCLEAR
         // and VMPTRLD make it current (VMCS01 stays active and becomes current again later).

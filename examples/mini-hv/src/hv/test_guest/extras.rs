@@ -22,10 +22,6 @@ use vmx_core::VmFail;
 use super::{KernelFrames, SetupError, identity};
 use crate::guest::abi;
 
-/// The interrupt-mask registers of the master and slave 8259 PICs.
-const PIC1_DATA: u16 = 0x21;
-const PIC2_DATA: u16 = 0xa1;
-
 /// The EPT of the test guest.
 type Ept = EptMapper<OffsetPhysToVirt, KernelFrames>;
 
@@ -164,10 +160,7 @@ impl Extras {
                 // acknowledges and which would otherwise exit at every VM entry.
                 // SAFETY: the host uses no interrupt; masking every line of both 8259s only
                 // keeps them from raising INTR.
-                unsafe {
-                    crate::arch::outb(PIC1_DATA, 0xff);
-                    crate::arch::outb(PIC2_DATA, 0xff);
-                }
+                unsafe { crate::hv::lapic::mask_8259s() };
                 write_eoi_exit_bitmap(vmcs, VectorSet::new())?;
                 GuestInterruptStatus::default().write(vmcs)?;
             }
