@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use vmcs::check::{
-    Checker, CpuFacts, EntryInstruction, LaunchContext, MemoryError, PhysMemory, Report,
+    Checker, CpuFacts, EntryInstruction, LaunchContext, MemoryError, Outcome, PhysMemory, Report,
 };
 use vmcs::{SoftVmcs, VmcsRead, VmcsWrite};
 use vmx_caps::{MsrSnapshot, VmxCapabilities, msr};
@@ -154,6 +154,17 @@ impl Env {
         self.checker()
             .report(&self.vmcs, &mut mem)
             .expect("check runs")
+    }
+
+    /// Asserts that VM entry with this state succeeds, naming every rule it breaks otherwise.
+    pub fn assert_enters(&self) {
+        let report = self.check();
+        assert_eq!(
+            report.outcome(),
+            Outcome::Success,
+            "{:?}",
+            report.violations().map(|v| v.rule.id()).collect::<Vec<_>>()
+        );
     }
 }
 
