@@ -113,7 +113,7 @@ where
     } else {
         0
     };
-    let index = vmcs12.read_raw(fields::EPTP_INDEX.encoding()).unwrap_or(0) as u16;
+    let index = vmcs12.read_raw(fields::EPTP_INDEX.encoding())? as u16;
     let mut info = [0u8; 34];
     info[0..4].copy_from_slice(&EPT_VIOLATION.to_le_bytes());
     info[4..8].copy_from_slice(&BUSY.to_le_bytes());
