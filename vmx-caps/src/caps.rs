@@ -159,6 +159,13 @@ impl VmxBasic {
     pub fn no_error_code_check(self) -> bool {
         self.0.get_bit(56)
     }
+    /// Bit 58: VMX nested-exception support: VM exits report, and VM entry may inject, events
+    /// marked as nested exceptions (bit 13 of the VM-exit interruption-information, IDT-vectoring
+    /// information and VM-entry interruption-information fields), as FRED event delivery
+    /// uses them. Bit 57 and bits 63:59 are reserved (read as 0).
+    pub fn nested_exception(self) -> bool {
+        self.0.get_bit(58)
+    }
 }
 
 /// `IA32_VMX_MISC` (SDM Vol. 3D, A.6 "Miscellaneous Data").

@@ -507,6 +507,10 @@ controls! {
     LOAD_PKRS = 22, "load PKRS";
     /// Load FRED: the guest FRED MSRs are loaded on VM entry.
     LOAD_FRED = 23, "load FRED";
+    /// Load IA32_SPEC_CTRL: the guest IA32_SPEC_CTRL is loaded on VM entry from the
+    /// guest-state field `GUEST_IA32_SPEC_CTRL`; the counterpart of the "load IA32_SPEC_CTRL"
+    /// secondary VM-exit control (bit 2).
+    LOAD_IA32_SPEC_CTRL = 24, "load IA32_SPEC_CTRL";
 }
 
 controls! {

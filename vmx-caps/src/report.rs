@@ -357,6 +357,11 @@ impl VmxCapabilities {
                 yes_no(b.no_error_code_check())
             )
         )?;
+        write!(
+            f,
+            "{}",
+            Line("VMX nested-exception support", yes_no(b.nested_exception()))
+        )?;
 
         for group in ControlGroup::ALL {
             self.fmt_group(f, group, missing)?;
