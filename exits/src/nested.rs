@@ -115,9 +115,10 @@ fn byte(mem: &mut (impl PhysMemory + ?Sized), address: u64) -> u8 {
 ///   exiting"; physical external interrupts, SMIs, INIT and SIPI: L0's;
 /// - unconditional exits (triple fault, task switch, CPUID, GETSEC, INVD, XSETBV, RSM, every VMX
 ///   instruction): L1's;
-/// - HLT, INVLPG, RDPMC, RDTSC/RDTSCP, MWAIT, MONITOR, PAUSE (with PAUSE-loop exiting), WBINVD,
+/// - HLT, INVLPG, RDPMC, RDTSC, MWAIT, MONITOR, PAUSE (with PAUSE-loop exiting), WBINVD,
 ///   RDRAND, RDSEED, descriptor-table instructions, MOV DR, the interrupt and NMI windows, the
-///   monitor trap flag: their VMCS12 control; INVPCID: "INVLPG exiting" with "enable INVPCID";
+///   monitor trap flag: their VMCS12 control; RDTSCP: "RDTSC exiting" with "enable RDTSCP";
+///   INVPCID: "INVLPG exiting" with "enable INVPCID";
 ///   XSAVES/XRSTORS: EDX:EAX AND IA32_XSS AND the XSS-exiting bitmap not 0;
 /// - MOV to CR0/CR4: a bit set in the guest/host mask whose source bit differs from the read
 ///   shadow; CLTS: CR0.TS owned and shadowed 1; LMSW: PE owned, shadowed 0 and set by the
@@ -125,8 +126,9 @@ fn byte(mem: &mut (impl PhysMemory + ?Sized), address: u64) -> u8 {
 ///   exiting" unless the value is one of the first CR3-target-count target values; MOV from
 ///   CR3, to/from CR8: their controls;
 /// - I/O: "use I/O bitmaps" (any bit of the accessed ports, or a wrap past FFFFH), else
-///   "unconditional I/O exiting"; RDMSR/WRMSR: without "use MSR bitmaps" always, else an MSR
-///   outside the bitmap ranges or its bit;
+///   "unconditional I/O exiting"; RDMSR/WRMSR and the immediate forms of RDMSR/WRMSRNS
+///   (reasons 84 and 85, MSR index in the exit qualification): without "use MSR bitmaps"
+///   always, else an MSR outside the bitmap ranges or its bit;
 /// - EPT violations and misconfigurations: [`ExitOwner::Ept12`] when VMCS12 enables EPT;
 /// - everything VMCS12 cannot enable under `vmcs::nested::VMCS02_CONTROLS` (APIC
 ///   virtualization, PML, ENCLS, ...) and failed entries of VMCS02: L0's.
@@ -196,7 +198,18 @@ pub fn exit_owner(
         VmExit::Hlt { .. } => proc(PrimaryControls::HLT_EXITING),
         VmExit::Invlpg { .. } => proc(PrimaryControls::INVLPG_EXITING),
         VmExit::Rdpmc { .. } => proc(PrimaryControls::RDPMC_EXITING),
-        VmExit::Rdtsc { .. } | VmExit::Rdtscp { .. } => proc(PrimaryControls::RDTSC_EXITING),
+        VmExit::Rdtsc { .. } => proc(PrimaryControls::RDTSC_EXITING),
+        // SDM 26.1.3: RDTSCP exits only if "RDTSC exiting" and "enable RDTSCP" are both 1 (with
+        // "enable RDTSCP" 0 it raises #UD instead).
+        VmExit::Rdtscp { .. } => {
+            if v.proc.contains(PrimaryControls::RDTSC_EXITING)
+                && v.proc2.contains(SecondaryControls::ENABLE_RDTSCP)
+            {
+                L1
+            } else {
+                L0
+            }
+        }
         VmExit::Mwait { .. } => proc(PrimaryControls::MWAIT_EXITING),
         VmExit::Monitor { .. } => proc(PrimaryControls::MONITOR_EXITING),
         VmExit::MonitorTrapFlag => proc(PrimaryControls::MONITOR_TRAP_FLAG),
@@ -262,8 +275,25 @@ pub fn exit_owner(
             let size = qualification.size.bytes().unwrap_or(4);
             io_owner(vmcs12, &v, mem, qualification.port, size)?
         }
-        VmExit::Rdmsr { .. } => msr_owner(vmcs12, &v, mem, regs, MsrAccess::Read)?,
-        VmExit::Wrmsr { .. } => msr_owner(vmcs12, &v, mem, regs, MsrAccess::Write)?,
+        VmExit::Rdmsr { .. } => msr_owner(
+            vmcs12,
+            &v,
+            mem,
+            regs.gpr(GpReg::Rcx) as u32,
+            MsrAccess::Read,
+        )?,
+        VmExit::Wrmsr { .. } => msr_owner(
+            vmcs12,
+            &v,
+            mem,
+            regs.gpr(GpReg::Rcx) as u32,
+            MsrAccess::Write,
+        )?,
+        // SDM 26.1.3: the immediate forms of RDMSR and WRMSRNS (exit reasons 84 and 85) consult
+        // the MSR bitmaps as RDMSR and WRMSR do, for the MSR index of the immediate operand (the
+        // exit qualification) instead of ECX.
+        VmExit::RdmsrImmediate { msr, .. } => msr_owner(vmcs12, &v, mem, *msr, MsrAccess::Read)?,
+        VmExit::WrmsrnsImmediate { msr, .. } => msr_owner(vmcs12, &v, mem, *msr, MsrAccess::Write)?,
         VmExit::PreemptionTimerExpired => {
             if l1_timer
                 && v.pin
@@ -386,16 +416,17 @@ fn io_owner(
     Ok(if exits { ExitOwner::L1 } else { ExitOwner::L0 })
 }
 
-/// RDMSR or WRMSR of the MSR in L2's ECX (SDM 26.1.3).
+/// An MSR read or write of MSR `index` (ECX for RDMSR/WRMSR, the immediate operand for the
+/// immediate forms; SDM 26.1.3).
 fn msr_owner(
     vmcs12: &(impl VmcsRead + ?Sized),
     v: &Vmcs12View,
     mem: &mut (impl PhysMemory + ?Sized),
-    regs: &L2Registers<'_>,
+    index: u32,
     access: MsrAccess,
 ) -> Result<ExitOwner, VmFail> {
     let exits = if v.proc.contains(PrimaryControls::USE_MSR_BITMAPS) {
-        match MsrBitmap::bit_position(regs.gpr(GpReg::Rcx) as u32, access) {
+        match MsrBitmap::bit_position(index, access) {
             Ok((offset, bit)) => {
                 let base = vmcs12.read_raw(fields::ADDRESS_OF_MSR_BITMAPS.encoding())?;
                 byte(mem, base.wrapping_add(offset as u64)) & (1 << bit) != 0

@@ -135,7 +135,6 @@ fn instruction_exits_follow_their_vmcs12_control() {
         (14, PrimaryControls::INVLPG_EXITING),
         (15, PrimaryControls::RDPMC_EXITING),
         (16, PrimaryControls::RDTSC_EXITING),
-        (51, PrimaryControls::RDTSC_EXITING),
         (36, PrimaryControls::MWAIT_EXITING),
         (39, PrimaryControls::MONITOR_EXITING),
         (40, PrimaryControls::PAUSE_EXITING),
@@ -194,6 +193,21 @@ fn instruction_exits_follow_their_vmcs12_control() {
     assert_eq!(c.owner(exit(58)), L0);
     c.proc2(SecondaryControls::ENABLE_INVPCID);
     assert_eq!(c.owner(exit(58)), L1);
+}
+
+/// SDM Vol. 3C 26.1.3, RDTSCP: "causes a VM exit if the 'RDTSC exiting' and 'enable RDTSCP'
+/// VM-execution controls are both 1"; with "enable RDTSCP" 0 it raises #UD, so an RDTSCP exit of
+/// L2 is not L1's when VMCS12 has only "RDTSC exiting".
+#[test]
+fn rdtscp_needs_rdtsc_exiting_and_enable_rdtscp() {
+    let mut c = case();
+    c.proc(PrimaryControls::RDTSC_EXITING);
+    assert_eq!(c.owner(exit(51)), L0, "RDTSC exiting alone");
+    c.proc2(SecondaryControls::ENABLE_RDTSCP);
+    assert_eq!(c.owner(exit(51)), L1, "both controls");
+    let mut c = case();
+    c.proc2(SecondaryControls::ENABLE_RDTSCP);
+    assert_eq!(c.owner(exit(51)), L0, "enable RDTSCP alone");
 }
 
 #[test]
@@ -352,6 +366,32 @@ fn msr_accesses_follow_l1s_msr_bitmap() {
     // An MSR outside both ranges always exits.
     c.frame.set_gpr(GpReg::Rcx, 0x4000_0000).unwrap();
     assert_eq!(c.owner(exit(31)), L1);
+}
+
+/// SDM Vol. 3C 26.1.3, RDMSR and WRMSRNS: the immediate forms (exit reasons 84 and 85) follow the
+/// MSR bitmaps as RDMSR and WRMSR do, for the MSR index of the immediate operand (the exit
+/// qualification), not ECX.
+#[test]
+fn immediate_msr_accesses_follow_l1s_msr_bitmap_for_the_immediate_index() {
+    let mut c = case();
+    // ECX names an MSR outside the bitmap ranges: only the immediate index must count.
+    c.frame.set_gpr(GpReg::Rcx, 0x4000_0000).unwrap();
+    // Without MSR bitmaps, every access exits to L1.
+    assert_eq!(c.owner(exit_q(84, 0xc000_0080)), L1);
+    assert_eq!(c.owner(exit_q(85, 0xc000_0080)), L1);
+    c.proc(PrimaryControls::USE_MSR_BITMAPS);
+    assert_eq!(c.owner(exit_q(84, 0xc000_0080)), L0);
+    assert_eq!(c.owner(exit_q(85, 0xc000_0080)), L0);
+    // Write-high bitmap (byte 3072 + 80H / 8): the write of IA32_EFER is L1's, the read is not.
+    c.mem.0[MSR_BITMAP as usize + 3072 + 0x10] = 1;
+    assert_eq!(c.owner(exit_q(84, 0xc000_0080)), L0);
+    assert_eq!(c.owner(exit_q(85, 0xc000_0080)), L1);
+    // Read-low bitmap (byte 10H / 8): reading MSR 10H (IA32_TIME_STAMP_COUNTER).
+    c.mem.0[MSR_BITMAP as usize + 2] = 1;
+    assert_eq!(c.owner(exit_q(84, 0x10)), L1);
+    assert_eq!(c.owner(exit_q(85, 0x10)), L0);
+    // An immediate index outside both ranges always exits.
+    assert_eq!(c.owner(exit_q(84, 0x4000_0000)), L1);
 }
 
 #[test]
