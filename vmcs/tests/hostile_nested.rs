@@ -28,9 +28,9 @@ use proptest::prelude::*;
 use vmcs::check::{CpuFacts, EntryInstruction, LaunchState};
 use vmcs::field::FieldWidth;
 use vmcs::nested::{
-    Ept02Resolution, FlatGuestMemory, L1Context, L1VmxState, L2Entry, PointerOperand, Reflected,
-    SHADOWED_FIELDS, VmxFault, VmxOutcome, build_vmcs02, merge_io_bitmaps, merge_msr_bitmap,
-    resolve_ept_violation, shadow_bitmaps, sync_from_shadow, sync_to_shadow,
+    Ept02Resolution, FlatGuestMemory, L1Context, L1VmxState, L2Entry, Pml12, PointerOperand,
+    Reflected, SHADOWED_FIELDS, VmxFault, VmxOutcome, build_vmcs02, merge_io_bitmaps,
+    merge_msr_bitmap, resolve_ept_violation, shadow_bitmaps, sync_from_shadow, sync_to_shadow,
 };
 use vmcs::structures::{IoBitmaps, MsrBitmap, ShadowBitmap};
 use vmcs::{SoftVmcs, VmcsRead, VmcsWrite, fields};
@@ -816,6 +816,7 @@ proptest! {
         l2 in prop_oneof![any::<u64>(), 0..0x20_0000u64],
         qualification in any::<u64>(),
         ept01_pages in 0..=16u64,
+        pml in proptest::option::of((any::<u64>(), any::<u16>())),
     ) {
         // L1's EPT capabilities from the dump; L0's (for EPT01 and EPT02) tigerlake's.
         let caps = real_caps(dump).ept_vpid;
@@ -841,7 +842,19 @@ proptest! {
         }
         let mut ept02 = mapper(l0_caps);
         let mut mem = FlatGuestMemory { base: 0, bytes: &mut memory };
-        let r = resolve_ept_violation(eptp, caps, width, l2, qualification, &mut mem, &ept01, &mut ept02);
+        let mut pml = pml.map(|(address, index)| Pml12 { address, index });
+        let index_before = pml.map(|p| p.index);
+        let r = resolve_ept_violation(eptp, caps, width, l2, qualification, &mut mem, &ept01, &mut ept02, pml.as_mut());
+        // The index only counts down by one, from a valid index, when a page is mapped.
+        if let Some(p) = pml && Some(p.index) != index_before {
+            let before = index_before.unwrap_or(0);
+            prop_assert!(before < 512 && p.index == before.wrapping_sub(1));
+            let went_on = matches!(
+                r,
+                Ok(Ept02Resolution::Mapped { .. } | Ept02Resolution::L1Access { .. })
+            );
+            prop_assert!(went_on, "logged, then {:?}", r);
+        }
         let access = Access::from_exit_qualification(qualification);
         match r {
             Ok(Ept02Resolution::Mapped { flush, l1_physical, host_physical, permissions }) => {
@@ -872,6 +885,11 @@ proptest! {
             }
             Ok(Ept02Resolution::L1Access { l1_physical }) => {
                 prop_assert!(l1_physical >= ept01_pages * 0x1000, "EPT01 maps {:#x}", l1_physical);
+            }
+            Ok(Ept02Resolution::PmlFull(exit)) => {
+                prop_assert!(index_before.is_some_and(|i| i >= 512));
+                prop_assert_eq!(exit.reason, 62);
+                prop_assert_eq!(exit.qualification, qualification & 1 << 12);
             }
             Err(e) => prop_assert!(false, "map error {:?}", e),
         }

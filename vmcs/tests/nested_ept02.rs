@@ -2,14 +2,15 @@
 //! written into L1's memory, EPT01 and EPT02 built with the `ept` mapper under Bochs
 //! `tigerlake`'s EPT capabilities; each outcome of a walk (a page mapped with the rights both
 //! allow, EPT12's violation with its rights in the qualification, EPT12's misconfiguration,
-//! memory EPT01 does not map) and the accessed/dirty flags.
+//! memory EPT01 does not map), the accessed/dirty flags, and L1's page-modification log (SDM Vol.
+//! 3C, 29.3.6) kept by L0 as it sets EPT12's dirty flags.
 
 use ept::{
     EptConfig, EptMapper, GuestPhysAddr, HeapFrameAllocator, HostPhysAddr, LeafAttributes,
     MemoryType, OffsetPhysToVirt, Permissions,
 };
 use vmcs::nested::{
-    Ept02Resolution, Ept12Exit, FlatGuestMemory, clear_ept02, resolve_ept_violation,
+    Ept02Resolution, Ept12Exit, FlatGuestMemory, Pml12, clear_ept02, resolve_ept_violation,
 };
 use vmcs::{SoftVmcs, VmcsRead, fields};
 use vmx_caps::{EptVpidCap, MsrSnapshot, VmxCapabilities};
@@ -86,6 +87,17 @@ fn setup() -> Setup {
 
 impl Setup {
     fn resolve(&mut self, eptp: u64, gpa: u64, qualification: u64) -> Ept02Resolution {
+        self.resolve_pml(eptp, gpa, qualification, None)
+    }
+
+    /// [`Setup::resolve`] with L1's page-modification log `pml`.
+    fn resolve_pml(
+        &mut self,
+        eptp: u64,
+        gpa: u64,
+        qualification: u64,
+        pml: Option<&mut Pml12>,
+    ) -> Ept02Resolution {
         let mut mem = FlatGuestMemory {
             base: 0,
             bytes: &mut self.memory,
@@ -99,6 +111,7 @@ impl Setup {
             &mut mem,
             &self.ept01,
             &mut self.ept02,
+            pml,
         )
         .unwrap()
     }
@@ -287,5 +300,227 @@ fn the_reflected_exit_information_is_vmcs02s_with_ept12s_reason_and_qualificatio
         info.read_raw(fields::GUEST_LINEAR_ADDRESS.encoding())
             .unwrap(),
         0x7fff_1000
+    );
+}
+
+/// Where the tests put L1's page-modification log (L1-physical, inside its 4 MiB).
+const LOG: u64 = 0x30_0000;
+/// EPTP12 with accessed and dirty flags enabled.
+const EPTP12_AD: u64 = EPTP12 | 1 << 6;
+/// An exit qualification's NMI-unblocking (12) and linear-address (7, 8) bits.
+const IRET_LINEAR: u64 = 1 << 12 | 1 << 8 | 1 << 7;
+
+impl Setup {
+    /// Resolves with the log at [`LOG`] and index `index`, expects a mapping (flush discharged);
+    /// the index after and the rights EPT02 grants.
+    fn mapped_pml(
+        &mut self,
+        eptp: u64,
+        gpa: u64,
+        qualification: u64,
+        index: u16,
+    ) -> (u16, Permissions) {
+        let mut pml = Pml12 {
+            address: LOG,
+            index,
+        };
+        match self.resolve_pml(eptp, gpa, qualification, Some(&mut pml)) {
+            Ept02Resolution::Mapped {
+                flush, permissions, ..
+            } => {
+                // SAFETY: no processor uses EPT02 here.
+                unsafe { self.ept02.assume_flushed(flush) };
+                (pml.index, permissions)
+            }
+            other => panic!("not mapped: {other:?}"),
+        }
+    }
+
+    fn log_entry(&self, index: u16) -> u64 {
+        entry(&self.memory, LOG + 8 * u64::from(index))
+    }
+
+    fn log_is_empty(&self) -> bool {
+        (0..512).all(|i| self.log_entry(i) == 0)
+    }
+}
+
+#[test]
+fn first_writes_are_logged_from_entry_511_down_with_page_addresses() {
+    let mut s = setup();
+    let (index, rights) = s.mapped_pml(EPTP12_AD, 0x5123, WRITE, 511);
+    assert_eq!(index, 510);
+    assert_eq!(rights, Permissions::RW);
+    assert_eq!(s.log_entry(511), 0x5000, "bits 11:0 cleared");
+    assert_ne!(entry(&s.memory, PT + 5 * 8) & 1 << 9, 0, "dirty flag set");
+    // Page 10 next: the entry below, in order.
+    let (index, _) = s.mapped_pml(EPTP12_AD, 0xafff, WRITE | READ, index);
+    assert_eq!(index, 509);
+    assert_eq!(s.log_entry(510), 0xa000);
+    assert_eq!(s.log_entry(509), 0);
+    assert_eq!(
+        s.ept02_leaf(0x5000).unwrap().permissions() & Permissions::RWX,
+        Permissions::RW
+    );
+}
+
+#[test]
+fn a_read_sets_accessed_flags_but_logs_nothing_until_the_first_write() {
+    let mut s = setup();
+    let (index, rights) = s.mapped_pml(EPTP12_AD, 0x5000, READ, 511);
+    assert_eq!((index, rights), (511, Permissions::READ));
+    assert!(s.log_is_empty());
+    assert_eq!(entry(&s.memory, PT + 5 * 8) & (3 << 8), 1 << 8);
+    // The write to the clean page comes back (EPT02 read-only): now it is logged.
+    let (index, rights) = s.mapped_pml(EPTP12_AD, 0x5008, WRITE, index);
+    assert_eq!((index, rights), (510, Permissions::RW));
+    assert_eq!(s.log_entry(511), 0x5000);
+}
+
+#[test]
+fn the_last_entry_is_0_and_the_index_wraps_to_ffffh() {
+    let mut s = setup();
+    let (index, _) = s.mapped_pml(EPTP12_AD, 0x5010, WRITE, 0);
+    assert_eq!(index, 0xffff);
+    assert_eq!(s.log_entry(0), 0x5000);
+    assert_eq!(s.log_entry(1), 0);
+}
+
+#[test]
+fn a_full_log_is_a_pml_full_exit_with_no_flag_set_and_nothing_mapped() {
+    for index in [0xffff, 512, 0x8000] {
+        let mut s = setup();
+        let before = s.memory.clone();
+        let mut pml = Pml12 {
+            address: LOG,
+            index,
+        };
+        let r = s.resolve_pml(EPTP12_AD, 0x5123, WRITE | IRET_LINEAR, Some(&mut pml));
+        assert_eq!(
+            r,
+            Ept02Resolution::PmlFull(Ept12Exit {
+                reason: 62,
+                qualification: 1 << 12,
+                guest_physical: 0x5123,
+                suppress_ve: true,
+            }),
+            "index {index:#x}"
+        );
+        assert_eq!(pml.index, index, "the index is left alone");
+        assert!(
+            s.memory == before,
+            "no accessed/dirty flag set, nothing logged"
+        );
+        assert!(s.ept02_leaf(0x5000).is_none(), "the access does not happen");
+    }
+    // Setting only accessed flags examines the index too (SDM 29.3.6): a read with every
+    // accessed flag clear and the log full is also a log-full event.
+    let mut s = setup();
+    let mut pml = Pml12 {
+        address: LOG,
+        index: 0xffff,
+    };
+    let r = s.resolve_pml(EPTP12_AD, 0x5000, READ, Some(&mut pml));
+    assert!(
+        matches!(
+            r,
+            Ept02Resolution::PmlFull(Ept12Exit {
+                reason: 62,
+                qualification: 0,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    assert_eq!(entry(&s.memory, PML4) & 1 << 8, 0);
+}
+
+#[test]
+fn with_every_flag_already_set_a_full_log_does_not_stop_the_access() {
+    let mut s = setup();
+    for at in [PML4, PDPT, PD] {
+        let e = entry(&s.memory, at);
+        put(&mut s.memory, at, e | 1 << 8);
+    }
+    put(&mut s.memory, PT + 5 * 8, 0x20_0000 | WB | 3 | 3 << 8);
+    let (index, rights) = s.mapped_pml(EPTP12_AD, 0x5000, WRITE, 0xffff);
+    assert_eq!((index, rights), (0xffff, Permissions::RW));
+    assert!(s.log_is_empty());
+}
+
+#[test]
+fn a_page_already_dirty_is_not_logged_again() {
+    let mut s = setup();
+    // Dirty (and accessed) leaf, upper accessed flags clear: they are set, nothing logged.
+    put(&mut s.memory, PT + 5 * 8, 0x20_0000 | WB | 3 | 3 << 8);
+    let (index, rights) = s.mapped_pml(EPTP12_AD, 0x5000, WRITE, 511);
+    assert_eq!((index, rights), (511, Permissions::RW));
+    assert!(s.log_is_empty());
+    assert_ne!(entry(&s.memory, PML4) & 1 << 8, 0);
+    // A page logged once is not logged at its next write (its dirty flag stays set).
+    let (index, _) = s.mapped_pml(EPTP12_AD, 0xa000, WRITE, index);
+    assert_eq!(index, 510);
+    let (index, _) = s.mapped_pml(EPTP12_AD, 0xa800, WRITE, index);
+    assert_eq!(index, 510);
+    assert_eq!(s.log_entry(510), 0);
+}
+
+#[test]
+fn no_log_without_pml_or_without_accessed_and_dirty_flags() {
+    // PML off: the dirty flag is set, the log untouched.
+    let mut s = setup();
+    let r = s.resolve(EPTP12_AD, 0x5000, WRITE);
+    assert!(matches!(r, Ept02Resolution::Mapped { .. }), "{r:?}");
+    assert_ne!(entry(&s.memory, PT + 5 * 8) & 1 << 9, 0);
+    assert!(s.log_is_empty());
+    // A/D off in EPTP12: no flag is ever set, so nothing is logged and the log is never full.
+    let mut s = setup();
+    let (index, rights) = s.mapped_pml(EPTP12, 0x5000, WRITE, 0xffff);
+    assert_eq!((index, rights), (0xffff, Permissions::RW));
+    let (index, _) = s.mapped_pml(EPTP12, 0xa000, WRITE, 511);
+    assert_eq!(index, 511);
+    assert!(s.log_is_empty());
+    assert_eq!(entry(&s.memory, PT + 5 * 8) & (3 << 8), 0);
+}
+
+#[test]
+fn an_ept12_violation_logs_nothing() {
+    let mut s = setup();
+    let mut pml = Pml12 {
+        address: LOG,
+        index: 511,
+    };
+    // Page 6 is read-only in EPT12: L1's EPT violation, no flag set, nothing logged.
+    let r = s.resolve_pml(EPTP12_AD, 0x6000, WRITE, Some(&mut pml));
+    assert!(
+        matches!(r, Ept02Resolution::Reflect(Ept12Exit { reason: 48, .. })),
+        "{r:?}"
+    );
+    assert_eq!(pml.index, 511);
+    assert!(s.log_is_empty());
+}
+
+#[test]
+fn a_log_outside_l1s_memory_drops_the_entry_as_unbacked_memory_does() {
+    let mut s = setup();
+    let mut pml = Pml12 {
+        address: 0x4000_0000,
+        index: 511,
+    };
+    let before = s.memory.clone();
+    let r = s.resolve_pml(EPTP12_AD, 0x5000, WRITE, Some(&mut pml));
+    assert!(matches!(r, Ept02Resolution::Mapped { .. }), "{r:?}");
+    // The processor's write to non-existent memory goes nowhere; the index still counts down
+    // and the dirty flag is set.
+    assert_eq!(pml.index, 510);
+    assert_ne!(entry(&s.memory, PT + 5 * 8) & 1 << 9, 0);
+    let changed: Vec<usize> = (0..s.memory.len() / 8)
+        .filter(|i| s.memory[i * 8..i * 8 + 8] != before[i * 8..i * 8 + 8])
+        .map(|i| i * 8)
+        .collect();
+    assert_eq!(
+        changed,
+        [PML4, PDPT, PD, PT + 5 * 8].map(|a| a as usize),
+        "only EPT12's entries changed"
     );
 }

@@ -359,6 +359,29 @@ fn vm_functions_and_ve_are_l0s_to_emulate() {
     );
 }
 
+/// VMCS12 with "enable PML": VMCS02 has no PML (L0 sets EPT12's dirty flags and logs them,
+/// `vmcs::nested::Pml12`), but carries VMCS12's PML index, the live one while L2 runs; it
+/// passes the real VM-entry checks.
+#[test]
+fn pml_is_l0s_to_emulate_with_the_index_in_vmcs02() {
+    let mut s = setup();
+    s.vmcs12
+        .modify(
+            fields::SECONDARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS,
+            |c| c | SecondaryControls::ENABLE_PML,
+        )
+        .unwrap();
+    s.vmcs12.write(fields::PML_ADDRESS, 0x5000).unwrap();
+    s.vmcs12.write(fields::PML_INDEX, 0x1a5).unwrap();
+    let (vmcs02, built) = s.build().unwrap();
+    assert!(!built.controls.proc2.contains(SecondaryControls::ENABLE_PML));
+    assert!(built.controls.proc2.contains(SecondaryControls::ENABLE_EPT));
+    assert_eq!(vmcs02.read(fields::PML_INDEX).unwrap(), 0x1a5);
+    let mut env = s.env.clone();
+    env.vmcs = vmcs02;
+    env.assert_enters();
+}
+
 #[test]
 fn a_vmcs12_with_a_control_vmcs02_cannot_carry_is_refused() {
     let mut s = setup();

@@ -27,11 +27,16 @@ pub fn vpid_flushable(cap: &EptVpidCap) -> bool {
 }
 
 /// What L0 offers L1 on a processor with capabilities `real`: every control VMCS02 can carry
-/// ([`VMCS02_CONTROLS`]), "enable VPID" only where [`vpid_flushable`], at revision
+/// ([`VMCS02_CONTROLS`]), "enable VPID" only where [`vpid_flushable`], "enable PML" only with
+/// the EPT accessed and dirty flags (`IA32_VMX_EPT_VPID_CAP[21]`, which L1 is offered where the
+/// processor has it: L0 logs the dirty flags of EPT12 it sets, SDM Vol. 3C 29.3.6), at revision
 /// [`NESTED_VMCS_REVISION`]; `vmx_caps::virt` keeps it to what the processor allows.
 pub fn policy(real: &VmxCapabilities) -> VirtualPolicy {
     let mut policy = VirtualPolicy::everything(NESTED_VMCS_REVISION);
     policy.offer = VMCS02_CONTROLS;
+    if !real.ept_vpid.accessed_dirty() {
+        policy = policy.without(SecondaryControls::ENABLE_PML);
+    }
     if vpid_flushable(&real.ept_vpid) {
         policy
     } else {
@@ -100,9 +105,11 @@ mod tests {
                     | SecondaryControls::APIC_REGISTER_VIRTUALIZATION
                     | SecondaryControls::VIRTUAL_INTERRUPT_DELIVERY
             ));
+            // Page-modification logging of the EPT12 dirty flags L0 sets, with those flags.
+            assert!(virt.caps.proc2.allows(SecondaryControls::ENABLE_PML));
+            assert!(virt.caps.ept_vpid.accessed_dirty());
             // Not offered: what VMCS02 cannot carry.
             assert!(!virt.caps.proc2.allows(SecondaryControls::VMCS_SHADOWING));
-            assert!(!virt.caps.proc2.allows(SecondaryControls::ENABLE_PML));
             assert!(
                 !virt
                     .caps
@@ -126,6 +133,26 @@ mod tests {
             "../../../vmx-caps/testdata/nested/hyperv_nested_raptorlake.msr"
         ));
         assert!(!l1_has_time_source(&hyperv));
+    }
+
+    /// PML is offered with the EPT accessed and dirty flags, whose setting in EPT12 L0 logs;
+    /// a processor without those flags (or without PML) gets L1 no PML.
+    #[test]
+    fn pml_needs_the_ept_accessed_and_dirty_flags() {
+        let real = caps(include_str!("../../../vmx-caps/testdata/tigerlake.msr"));
+        let virt = policy(&real).virtualize(&real).unwrap();
+        assert!(virt.caps.proc2.allows(SecondaryControls::ENABLE_PML));
+        let mut no_ad = real;
+        no_ad.ept_vpid = EptVpidCap(real.ept_vpid.0 & !(1 << 21));
+        assert!(!no_ad.ept_vpid.accessed_dirty());
+        let virt = policy(&no_ad).virtualize(&no_ad).unwrap();
+        assert!(!virt.caps.proc2.allows(SecondaryControls::ENABLE_PML));
+        assert!(!virt.caps.ept_vpid.accessed_dirty());
+        // Cannon Lake has the flags but not PML: none offered.
+        let cnl = caps(include_str!("../../../vmx-caps/testdata/corei3_cnl.msr"));
+        assert!(cnl.ept_vpid.accessed_dirty());
+        let virt = policy(&cnl).virtualize(&cnl).unwrap();
+        assert!(!virt.caps.proc2.allows(SecondaryControls::ENABLE_PML));
     }
 
     #[test]

@@ -10,12 +10,15 @@
 //! [`Ept12Exit`]); otherwise EPT02 gets the 4-KiB page with the rights both allow. With
 //! accessed and dirty flags enabled in EPTP12 (bit 6), the walk sets them in EPT12 as the
 //! processor would (SDM 29.3.5), and a page whose dirty flag is clear is mapped without write
-//! access so that the first write comes back to set it.
+//! access so that the first write comes back to set it. With "enable PML" in VMCS12 as well,
+//! L0 keeps L1's page-modification log ([`Pml12`], SDM 29.3.6): VMCS02 never enables PML, the
+//! dirty flags of EPT12 are set only here, so this is where the log is written or a
+//! page-modification log-full event becomes L1's exit ([`Ept02Resolution::PmlFull`]).
 //!
 //! L1's INVEPT invalidates what EPT02 derived from EPT12 ([`clear_ept02`]); so must any change
 //! of EPT01 that concerns L1 memory L2 reaches.
 
-use ept::diagnose::{WalkOutcome, WalkStep};
+use ept::diagnose::WalkOutcome;
 use ept::{
     Access, EptFlush, EptMapper, EptPointer, EptWalker, FrameAllocator, GuestPhysAddr,
     HostPhysAddr, LeafAttributes, MapError, MemoryType, PageSize, Permissions, PhysToVirt,
@@ -38,17 +41,41 @@ const SUPPRESS_VE: u64 = 1 << 63;
 /// Bits of an EPT-violation qualification that describe the linear address and NMI unblocking
 /// (7, 8, 9-11 advanced information, 12) and carry over from L2's exit to L1's.
 const CARRIED_QUALIFICATION: u64 = 0x1f80;
+/// Exit-qualification bit 12: NMI unblocking due to IRET, the only bit a page-modification
+/// log-full exit defines (SDM Vol. 3C, 28.2.1 "Basic VM-Exit Information").
+const NMI_UNBLOCKED_BY_IRET: u64 = 1 << 12;
+/// Basic exit reason 62, page-modification log full.
+const PML_FULL: u32 = 62;
+/// Entries of a page-modification log: 512 of 8 bytes, one 4-KiB page.
+const PML_ENTRIES: u16 = 512;
+
+/// L1's page-modification log, as VMCS12 describes it when it has "enable PML" (SDM Vol. 3C,
+/// 29.3.6 "Page-Modification Logging"): the log's L1-physical address and the PML index, the
+/// entry the next logged address goes to. [`resolve_ept_violation`] logs into it and counts the
+/// index down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Pml12 {
+    /// The "PML address" VM-execution control field (64 bits, encoding 200EH): the L1-physical
+    /// address of the 4-KiB log, 512 entries of 8 bytes.
+    pub address: u64,
+    /// The "PML index" guest-state field (16 bits, encoding 0812H): the entry the next
+    /// guest-physical address is written to; 0–511, anything else means the log is full.
+    pub index: u16,
+}
 
 /// An exit EPT12 causes, for L0 to reflect to L1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Ept12Exit {
-    /// The basic exit reason: 48 (EPT violation) or 49 (EPT misconfiguration).
+    /// The basic exit reason: 48 (EPT violation), 49 (EPT misconfiguration) or 62
+    /// (page-modification log full).
     pub reason: u32,
     /// The exit qualification (0 for a misconfiguration): bits 2:0 the access, 5:3 the rights
     /// EPT12's walk granted (0 when an entry is not present), the linear-address bits (7-11)
-    /// and NMI unblocking (12) from L2's exit.
+    /// and NMI unblocking (12) from L2's exit. For a page-modification log-full event
+    /// ([`Ept02Resolution::PmlFull`], reason 62) only bit 12, NMI unblocking due to IRET.
     pub qualification: u64,
-    /// The guest-physical address (L2's).
+    /// The guest-physical address (L2's) of the access. A page-modification log-full exit
+    /// leaves the field undefined (SDM 28.2.1); L0 gives the address of the access there too.
     pub guest_physical: u64,
     /// Bit 63 ("suppress #VE") of the EPT12 entry that decides whether an EPT violation is
     /// convertible (SDM Vol. 3C, 26.5.7.1 "Convertible EPT Violations"): the entry that is not
@@ -129,6 +156,11 @@ pub enum Ept02Resolution {
     },
     /// EPT12 refuses the access: reflect this exit to L1.
     Reflect(Ept12Exit),
+    /// A page-modification log-full event (SDM 29.3.6): VMCS12 has "enable PML", the access
+    /// needs an accessed or dirty flag of EPT12 set and the PML index is not in 0–511. No flag
+    /// was set, nothing was logged or mapped and the access did not happen: reflect this exit
+    /// (reason 62, the qualification's bit 12 from L2's exit) to L1.
+    PmlFull(Ept12Exit),
     /// EPT12 allows the access but EPT01 does not (no mapping, or fewer rights, e.g. memory
     /// L0 emulates for L1): L0 handles it as L1's own access to `l1_physical`.
     L1Access {
@@ -161,6 +193,20 @@ fn needed(access: Access) -> Permissions {
 /// 6), the walk sets them in EPT12 as the processor would (SDM 29.3.5), and a page whose dirty
 /// flag is clear is mapped without write access so that the first write comes back to set it.
 ///
+/// `pml` is L1's page-modification log when VMCS12 has "enable PML" (`None` without), with the
+/// live PML index (while L2 runs, VMCS02's copy of the field). It matters only with accessed
+/// and dirty flags enabled in EPTP12, and follows SDM 29.3.6 "Page-Modification Logging":
+/// - when the access needs an accessed or dirty flag set in EPT12 and the index is not in
+///   0–511, the result is a page-modification log-full event ([`Ept02Resolution::PmlFull`]):
+///   no flag is set, nothing is logged or mapped;
+/// - otherwise the flags are set and, where a dirty flag went from 0 to 1, the guest-physical
+///   address of the access with bits 11:0 cleared is written to entry `index` of the log (8
+///   bytes at `address + 8 * index` in L1's memory) and the index decremented (0 wraps to
+///   FFFFH, a full log). A log entry outside L1's memory is written as a processor writes
+///   physical memory nothing backs: the write is dropped, and the index still counts down and
+///   the dirty flag is still set (the SDM gives the log no check beyond VM entry's, which
+///   requires a 4-KiB aligned address within the physical-address width, 27.2.1.1).
+///
 /// # Errors
 ///
 /// [`MapError`] when EPT02 cannot take the mapping (no table frames left).
@@ -174,6 +220,7 @@ pub fn resolve_ept_violation<E, P2, A2, M>(
     l1_memory: &mut M,
     ept01: &E,
     ept02: &mut EptMapper<P2, A2>,
+    pml: Option<&mut Pml12>,
 ) -> Result<Ept02Resolution, MapError>
 where
     E: Ept01 + ?Sized,
@@ -233,30 +280,56 @@ where
         return Ok(violation(granted, leaf));
     }
 
-    // Accessed and dirty flags of EPT12 (SDM 29.3.5).
+    // Accessed and dirty flags of EPT12 (SDM 29.3.5), and the page-modification log (29.3.6).
     let mut writable = granted.contains(Permissions::WRITE);
     if eptp.bits() & (1 << 6) != 0 {
-        let steps: [Option<WalkStep>; 5] = {
-            let mut s = [None; 5];
-            for (slot, step) in s.iter_mut().zip(walk.steps()) {
-                *slot = Some(*step);
+        // Each entry of the walk with the flags this access sets: (address, before, after).
+        let mut updates = [(0u64, 0u64, 0u64); 5];
+        let mut count = 0;
+        for (slot, step) in updates.iter_mut().zip(walk.steps()) {
+            *slot = (
+                step.entry_address.as_u64(),
+                step.entry,
+                step.entry | ACCESSED,
+            );
+            count += 1;
+        }
+        let updates = &mut updates[..count];
+        let mut dirtied = false;
+        if let Some((_, before, after)) = updates.last_mut() {
+            if access.contains(Access::DATA_WRITE) {
+                *after |= DIRTY;
+                dirtied = *before & DIRTY == 0;
             }
-            s
-        };
-        let last = steps.iter().flatten().count();
-        for (i, step) in steps.iter().flatten().enumerate() {
-            let leaf = i + 1 == last;
-            let mut e = step.entry | ACCESSED;
-            if leaf && access.contains(Access::DATA_WRITE) {
-                e |= DIRTY;
-            }
-            if leaf && e & DIRTY == 0 {
+            if *after & DIRTY == 0 {
                 writable = false;
             }
-            if e != step.entry {
+        }
+        // Before a flag is set, the PML index is examined: outside 0–511 the log is full.
+        let sets_a_flag = updates.iter().any(|(_, before, after)| before != after);
+        if sets_a_flag
+            && let Some(pml) = &pml
+            && pml.index >= PML_ENTRIES
+        {
+            return Ok(Ept02Resolution::PmlFull(Ept12Exit {
+                reason: PML_FULL,
+                qualification: qualification & NMI_UNBLOCKED_BY_IRET,
+                guest_physical: l2_physical,
+                suppress_ve: true,
+            }));
+        }
+        for (at, before, after) in updates.iter() {
+            if before != after {
                 // A write outside L1's memory is dropped, as to unbacked memory.
-                let _ = l1_memory.write(step.entry_address.as_u64(), &e.to_le_bytes());
+                let _ = l1_memory.write(*at, &after.to_le_bytes());
             }
+        }
+        // A dirty flag set (0 to 1): the page is logged, the index counts down.
+        if dirtied && let Some(pml) = pml {
+            let entry = pml.address.wrapping_add(8 * u64::from(pml.index));
+            // Outside L1's memory the entry is dropped, as a write to unbacked memory.
+            let _ = l1_memory.write(entry, &(l2_physical & !0xfff).to_le_bytes());
+            pml.index = pml.index.wrapping_sub(1);
         }
     }
 

@@ -23,7 +23,8 @@
 //! - `exits::nested::exit_owner`: whether an exit of L2 is L1's;
 //! - [`L1VmxState::reflect_exit`]: the exit carried out for L1 as SDM chapter 28 describes;
 //! - [`resolve_ept_violation`] and [`clear_ept02`]: EPT02 = EPT12 ∘ EPT01, filled on demand and
-//!   emptied at L1's INVEPT; EPT12's faults become L1's exits ([`Ept12Exit`]);
+//!   emptied at L1's INVEPT; EPT12's faults become L1's exits ([`Ept12Exit`]); with "enable
+//!   PML" in VMCS12, L0 keeps L1's page-modification log there ([`Pml12`]);
 //! - [`shadow_bitmaps`], [`sync_to_shadow`], [`sync_from_shadow`]: VMCS shadowing, L1's VMREAD
 //!   and VMWRITE of the common fields ([`SHADOWED_FIELDS`]) without an exit;
 //! - [`L1VmxState::vmfunc`]: L2's VMFUNC (EPTP switching) carried out by L0 as L1's processor
@@ -82,7 +83,9 @@ mod vmfunc;
 pub use bitmaps::{MergedIoBitmaps, MergedMsrBitmap};
 pub use dirty::DirtyFields;
 pub use entry::L2Entry;
-pub use ept02::{Ept01, Ept02Resolution, Ept12Exit, L1Page, clear_ept02, resolve_ept_violation};
+pub use ept02::{
+    Ept01, Ept02Resolution, Ept12Exit, L1Page, Pml12, clear_ept02, resolve_ept_violation,
+};
 pub use exit::{ReflectError, Reflected, SavedExit, VmxAbort};
 pub use shadow::{SHADOWED_FIELDS, shadow_bitmaps, sync_from_shadow, sync_to_shadow};
 pub use ve::{VeDelivery, deliver_ve};

@@ -23,8 +23,11 @@ use ept::Permissions;
 /// [`ApicPages02`]), the VM-exit and VM-entry controls L0 emulates (the host and guest MSRs,
 /// debug controls and address-space sizes), and two that L0 carries out in software: "enable VM
 /// functions" with EPTP switching (VMCS02 enables VM functions with VM-function controls 0, so
-/// that each VMFUNC of L2 exits to L0, [`super::L1VmxState::vmfunc`]) and "EPT-violation #VE"
-/// (never in VMCS02; L0 converts EPT12's violations, [`super::deliver_ve`]).
+/// that each VMFUNC of L2 exits to L0, [`super::L1VmxState::vmfunc`]), "EPT-violation #VE"
+/// (never in VMCS02; L0 converts EPT12's violations, [`super::deliver_ve`]) and "enable PML"
+/// (never in VMCS02: EPT02's dirty flags are not EPT12's; L0 sets EPT12's and logs them in L1's
+/// page-modification log, [`super::Pml12`]; VMCS02's PML index field, a guest-state field
+/// copied from and back to VMCS12 like the others, is the live index while L2 runs).
 ///
 /// Not here: "virtualize x2APIC mode" (L0's merged MSR bitmaps could make an x2APIC MSR access
 /// L1 lets the processor virtualize exit to L0 instead) and "process posted interrupts" (the
@@ -71,7 +74,8 @@ pub const VMCS02_CONTROLS: ControlSet = ControlSet {
         .union(SecondaryControls::RDSEED_EXITING)
         .union(SecondaryControls::ENABLE_XSAVES_XRSTORS)
         .union(SecondaryControls::ENABLE_VM_FUNCTIONS)
-        .union(SecondaryControls::EPT_VIOLATION_VE),
+        .union(SecondaryControls::EPT_VIOLATION_VE)
+        .union(SecondaryControls::ENABLE_PML),
     proc3: TertiaryControls::empty(),
     exit: ExitControls::SAVE_DEBUG_CONTROLS
         .union(ExitControls::HOST_ADDRESS_SPACE_SIZE)
@@ -404,9 +408,11 @@ fn merge_controls(
     if c01.proc.contains(PrimaryControls::USE_TSC_OFFSETTING) {
         proc |= PrimaryControls::USE_TSC_OFFSETTING;
     }
-    // "EPT-violation #VE" is L0's to emulate (its information area is L1-physical); "enable VM
-    // functions" stays, with VMCS02's VM-function controls L0's (0): VMFUNC exits to L0.
-    let proc2 = (c12.proc2 - SecondaryControls::EPT_VIOLATION_VE) | own.proc2;
+    // "EPT-violation #VE" and "enable PML" are L0's to emulate (the information area and the
+    // log are L1-physical, EPT12's dirty flags L0's to set); "enable VM functions" stays, with
+    // VMCS02's VM-function controls L0's (0): VMFUNC exits to L0.
+    let emulated = SecondaryControls::EPT_VIOLATION_VE | SecondaryControls::ENABLE_PML;
+    let proc2 = (c12.proc2 - emulated) | own.proc2;
     if !proc2.is_empty() {
         proc |= PrimaryControls::ACTIVATE_SECONDARY_CONTROLS;
     }

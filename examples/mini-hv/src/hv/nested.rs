@@ -10,8 +10,10 @@
 //! [`VPID02`], flushed when L1's VPID12 changes and at L1's INVVPID), VMFUNC's EPTP switching
 //! (L2's VMFUNC exits to L0, which switches EPTP12 and EPT02 as L1's processor would:
 //! `vmcs::nested::L1VmxState::vmfunc`) and EPT-violation #VE (EPT12's convertible violations
-//! delivered to L2 as #VE by L0: `vmcs::nested::deliver_ve`), and without VMCS shadowing
-//! for L1's own guests. L0 itself uses
+//! delivered to L2 as #VE by L0: `vmcs::nested::deliver_ve`), page-modification logging (L0
+//! logs the dirty flags of EPT12 it sets in L1's log, VMCS02's PML index the live one while L2
+//! runs, and reflects a page-modification log-full event as exit 62: `vmcs::nested::Pml12`),
+//! and without VMCS shadowing for L1's own guests. L0 itself uses
 //! VMCS shadowing where the processor has it (`mini-hv.nested=1`; `mini-hv.nested=noshadow`
 //! turns it off): L1's VMREAD and VMWRITE of [`SHADOWED_FIELDS`] go to a shadow VMCS without an
 //! exit, and L0 synchronizes it with VMCS12 around every VMX instruction of L1 it emulates
@@ -37,7 +39,7 @@ use vmcs::nested::{
     vmcs02_preemption_timer,
 };
 use vmcs::nested::{
-    Ept01, Ept02Resolution, L1Page, VeDelivery, VmfuncOutcome, clear_ept02, deliver_ve,
+    Ept01, Ept02Resolution, L1Page, Pml12, VeDelivery, VmfuncOutcome, clear_ept02, deliver_ve,
     resolve_ept_violation,
 };
 use vmcs::structures::{InFrame, IoBitmaps, MsrArea, MsrBitmap, ShadowBitmap};
@@ -136,6 +138,10 @@ pub struct Stats {
     pub eptp_switches: u64,
     /// EPT violations EPT12 caused that L0 delivered to L2 as #VE (no exit to L1).
     pub ve_delivered: u64,
+    /// Pages L0 logged in L1's page-modification log (a dirty flag of EPT12 set with PML on).
+    pub pml_logged: u64,
+    /// Page-modification log-full events of L2, reflected to L1 (exit reason 62).
+    pub pml_full: u64,
     /// INVVPIDs of VPID02 (L1's INVVPID, a new VPID12).
     pub vpid02_flushes: u64,
     /// Exits of L2 L0 handled on L2's behalf (L1 does not intercept them), L2 resumed after.
@@ -576,6 +582,8 @@ impl Nested {
                 ept02_clears: 0,
                 eptp_switches: 0,
                 ve_delivered: 0,
+                pml_logged: 0,
+                pml_full: 0,
                 vpid02_flushes: 0,
                 l0_handled: 0,
                 l0_exceptions_reflected: 0,
@@ -815,8 +823,9 @@ impl Nested {
         );
         println!(
             "mini-hv: nested: for L1's processor: {} EPTP switches (VMFUNC 0) of L2 completed, \
-             {} EPT violations of L2 delivered as #VE",
-            s.eptp_switches, s.ve_delivered
+             {} EPT violations of L2 delivered as #VE, {} pages logged in L1's \
+             page-modification log, {} page-modification log-full exits",
+            s.eptp_switches, s.ve_delivered, s.pml_logged, s.pml_full
         );
         println!(
             "mini-hv: nested: {} exits of L2 handled by L0 for L2 (L1 does not intercept them), \
@@ -1549,6 +1558,22 @@ impl Nested {
                     Some(eptp12),
                 ) => {
                     let qualification = hw.read_raw(fields::EXIT_QUALIFICATION.encoding())?;
+                    // L1's page-modification log, with VMCS02's PML index: the live one (copied
+                    // from VMCS12 at the build, L1's VMWRITEs carried in, saved back to VMCS12
+                    // at a reflected exit).
+                    let mut pml = if vmcs12
+                        .read_controls()?
+                        .proc2
+                        .contains(SecondaryControls::ENABLE_PML)
+                    {
+                        Some(Pml12 {
+                            address: vmcs12.read_raw(fields::PML_ADDRESS.encoding())?,
+                            index: hw.read(fields::PML_INDEX)?,
+                        })
+                    } else {
+                        None
+                    };
+                    let index_before = pml.map(|p| p.index);
                     let (_, mem) = host.parts();
                     let resolved = resolve_ept_violation(
                         eptp12,
@@ -1559,7 +1584,14 @@ impl Nested {
                         &mut Ram(mem),
                         &L1Ram(mem),
                         &mut self.ept02,
+                        pml.as_mut(),
                     );
+                    if let Some(p) = pml
+                        && Some(p.index) != index_before
+                    {
+                        self.stats.pml_logged += 1;
+                        hw.write(fields::PML_INDEX, p.index)?;
+                    }
                     match resolved {
                         Ok(Ept02Resolution::Mapped { flush, .. }) => {
                             self.stats.ept02_fills += 1;
@@ -1595,6 +1627,10 @@ impl Nested {
                                 continue;
                             }
                             self.stats.ept12_exits += 1;
+                            break Some(e.exit_info(&hw));
+                        }
+                        Ok(Ept02Resolution::PmlFull(e)) => {
+                            self.stats.pml_full += 1;
                             break Some(e.exit_info(&hw));
                         }
                         Ok(Ept02Resolution::L1Access { l1_physical }) => {
