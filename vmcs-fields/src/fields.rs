@@ -147,6 +147,8 @@ vmcs_fields! {
         HLAT_PREFIX_SIZE: u16 = 0x0006;
         /// Last PID-pointer index
         LAST_PID_POINTER_INDEX: u16 = 0x0008;
+        /// Virtual timer vector (APIC-timer virtualization)
+        VIRTUAL_TIMER_VECTOR: u16 = 0x000a;
     }
     // B.1.2 16-Bit Guest-State Fields
     [Width16, ReadWrite] {
@@ -266,6 +268,8 @@ vmcs_fields! {
         IA32_SPEC_CTRL_MASK: u64 = 0x204a;
         /// IA32_SPEC_CTRL shadow
         IA32_SPEC_CTRL_SHADOW: u64 = 0x204c;
+        /// Guest deadline shadow (APIC-timer virtualization)
+        GUEST_DEADLINE_SHADOW: u64 = 0x204e;
         /// Injected-event data (FRED)
         INJECTED_EVENT_DATA: u64 = 0x2052;
     }
@@ -324,6 +328,8 @@ vmcs_fields! {
         GUEST_IA32_FRED_SSP3: u64 = 0x2828;
         /// Guest IA32_SPEC_CTRL (loaded by VM entry with the "load guest IA32_SPEC_CTRL" control)
         GUEST_IA32_SPEC_CTRL: u64 = 0x282e;
+        /// Guest deadline (APIC-timer virtualization)
+        GUEST_DEADLINE: u64 = 0x2830;
     }
     // B.2.4 64-Bit Host-State Fields
     [Width64, ReadWrite] {

@@ -670,7 +670,8 @@ impl fmt::Display for InterruptionType {
 /// | 10:8  | interruption type ([`InterruptionType`]) |
 /// | 11    | error code valid (VM exit, IDT vectoring); deliver error code (VM entry) |
 /// | 12    | NMI unblocking due to IRET (VM exit); undefined (IDT vectoring); reserved (VM entry) |
-/// | 30:13 | reserved |
+/// | 13    | nested exception (FRED event delivery; on processors with VMX nested-exception support, IA32_VMX_BASIC\[58\]); in the VM-entry field only for a hardware exception |
+/// | 30:14 | reserved |
 /// | 31    | valid |
 ///
 /// ```
@@ -695,11 +696,20 @@ impl InterruptionInfo {
     pub const ERROR_CODE: u32 = 1 << 11;
     /// Bit 12: NMI unblocking due to IRET (VM-exit interruption information only).
     pub const NMI_UNBLOCKING: u32 = 1 << 12;
+    /// Bit 13: nested exception, the event was an exception encountered while delivering
+    /// another event with FRED (VM-exit interruption information and IDT-vectoring information),
+    /// or an exception VM entry injects as such (VM-entry interruption information). Defined on
+    /// processors with VMX nested-exception support (IA32_VMX_BASIC\[58\]); reserved otherwise,
+    /// and VM entry allows it only when injecting a hardware exception (SDM Vol. 3C, "Checks on
+    /// VM-Entry Control Fields").
+    pub const NESTED_EXCEPTION: u32 = 1 << 13;
     /// Bit 31: valid.
     pub const VALID: u32 = 1 << 31;
-    /// Bits 30:12, reserved in the VM-entry field (VM entry requires them 0); bit 12 has a
-    /// meaning in the VM-exit field ([`Self::NMI_UNBLOCKING`]).
-    pub const RESERVED_MASK: u32 = 0x7fff_f000;
+    /// Bits 30:14 and 12, reserved in the VM-entry field whatever the processor (VM entry
+    /// requires them 0); bit 12 has a meaning in the VM-exit field ([`Self::NMI_UNBLOCKING`]).
+    /// Bit 13 ([`Self::NESTED_EXCEPTION`]) is reserved only without VMX nested-exception
+    /// support or for other types than hardware exception, so it is not in this mask.
+    pub const RESERVED_MASK: u32 = 0x7fff_d000;
 
     /// Nothing to inject (valid bit clear).
     pub const NONE: Self = Self(0);
@@ -763,13 +773,30 @@ impl InterruptionInfo {
         self.0 & Self::NMI_UNBLOCKING != 0
     }
 
+    /// Bit 13: nested exception (see [`Self::NESTED_EXCEPTION`]).
+    #[must_use]
+    pub const fn nested_exception(self) -> bool {
+        self.0 & Self::NESTED_EXCEPTION != 0
+    }
+
+    /// The same value with bit 13 (nested exception) set to `on`.
+    #[must_use]
+    pub const fn with_nested_exception(self, on: bool) -> Self {
+        if on {
+            Self(self.0 | Self::NESTED_EXCEPTION)
+        } else {
+            Self(self.0 & !Self::NESTED_EXCEPTION)
+        }
+    }
+
     /// Bit 31: valid.
     #[must_use]
     pub const fn valid(self) -> bool {
         self.0 & Self::VALID != 0
     }
 
-    /// The bits of [`Self::RESERVED_MASK`] that are set (30:12, the VM-entry field's reserved bits).
+    /// The bits of [`Self::RESERVED_MASK`] that are set (30:14 and 12, the VM-entry field's
+    /// reserved bits on every processor).
     #[must_use]
     pub const fn reserved_bits(self) -> u32 {
         self.0 & Self::RESERVED_MASK
@@ -794,6 +821,9 @@ impl fmt::Display for InterruptionInfo {
         write!(f, "{} vector {}", self.interruption_type(), self.vector())?;
         if self.error_code() {
             f.write_str(" with error code")?;
+        }
+        if self.nested_exception() {
+            f.write_str(" (nested exception)")?;
         }
         if self.reserved_bits() != 0 {
             write!(f, " reserved={:#x}", self.reserved_bits())?;

@@ -112,6 +112,15 @@ fn real_mode(env: &mut Env) {
 fn no_basic56(env: &mut Env) {
     rebuild(env, false, msr::IA32_VMX_BASIC, 0x00d8_1000_0000_0004);
 }
+/// Tigerlake with VMX nested-exception support (IA32_VMX_BASIC[58], the FRED processors' bit).
+fn basic58(env: &mut Env) {
+    rebuild(
+        env,
+        false,
+        msr::IA32_VMX_BASIC,
+        0x01d8_1000_0000_0004 | 1 << 58,
+    );
+}
 fn posted(env: &mut Env) {
     permissive(env);
     tpr_shadow(env);
@@ -278,6 +287,12 @@ fn cases() -> Vec<Case> {
         C10: |e| inject(e, 0x8000_0b15), |e| inject(e, 0x8000_0a02);
         C10: |e| { real_mode(e); inject(e, 0x8000_030e) }, |e| inject(e, 0x8000_0b0e);
         C11: |e| ext_int(e), |e| inject(e, 0x8000_1020);
+        // Bit 13 (nested exception) is reserved without IA32_VMX_BASIC[58] ...
+        C11: |e| inject(e, 0x8000_0b0d), |e| inject(e, 0x8000_2b0d);
+        // ... and with it, for any type but hardware exception (SDM Vol. 3C, "Checks on
+        // VM-Entry Control Fields"); bits 30:14 stay reserved.
+        C11: |e| { basic58(e); ext_int(e) }, |e| inject(e, 0x8000_2020);
+        C11: |e| { basic58(e); inject(e, 0x8000_2b0d) }, |e| inject(e, 0x8000_6b0d);
         C12: |e| inject(e, 0x8000_0b0d), |e| e.w(e!(VM_ENTRY_EXCEPTION_ERROR_CODE), 0x1_0000);
         C13: |e| { inject(e, 0x8000_0480); e.w(e!(VM_ENTRY_INSTRUCTION_LENGTH), 2) }, |e| e.w(e!(VM_ENTRY_INSTRUCTION_LENGTH), 16);
         C14: |e| { rebuild(e, false, msr::IA32_VMX_MISC, 0x2004_01e0); inject(e, 0x8000_0603); e.w(e!(VM_ENTRY_INSTRUCTION_LENGTH), 1) },

@@ -410,3 +410,38 @@ fn newer_sdm_fields_are_declared() {
         assert_eq!(fields::by_encoding(enc).map(|i| i.name), Some(name));
     }
 }
+
+/// APIC-timer virtualization (tertiary processor-based control bit 8): the virtual timer vector
+/// (16-bit control 000AH), the guest deadline shadow (64-bit control 204EH) and the guest deadline
+/// (64-bit guest state 2830H), as Appendix B lists them (Bochs and Linux use the same encodings).
+#[test]
+fn apic_timer_virtualization_fields() {
+    for (enc, name, width, ty) in [
+        (
+            0x000a,
+            "VIRTUAL_TIMER_VECTOR",
+            FieldWidth::Bits16,
+            FieldType::Control,
+        ),
+        (
+            0x204e,
+            "GUEST_DEADLINE_SHADOW",
+            FieldWidth::Bits64,
+            FieldType::Control,
+        ),
+        (
+            0x2830,
+            "GUEST_DEADLINE",
+            FieldWidth::Bits64,
+            FieldType::GuestState,
+        ),
+    ] {
+        let info = fields::by_encoding(enc).unwrap_or_else(|| panic!("{name} missing"));
+        assert_eq!(info.name, name);
+        assert_eq!((info.width(), info.field_type()), (width, ty), "{name}");
+        assert!(!info.read_only(), "{name}");
+    }
+    assert_eq!(fields::VIRTUAL_TIMER_VECTOR.encoding(), 0x000a);
+    assert_eq!(fields::GUEST_DEADLINE_SHADOW.high().encoding(), 0x204f);
+    assert_eq!(fields::GUEST_DEADLINE.high().encoding(), 0x2831);
+}

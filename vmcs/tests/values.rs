@@ -41,7 +41,11 @@ const INTERRUPTION_INFO_LAYOUT: Layout = &[
     (Some("vector"), 0, 7),
     (Some("type"), 8, 10),
     (Some("deliver error code"), 11, 11),
-    (None, 12, 30),
+    (None, 12, 12),
+    // SDM Vol. 3C, "Format of the VM-Entry Interruption-Information Field" (and the VM-exit and
+    // IDT-vectoring formats): bit 13 is "nested exception" (VMX nested-exception support).
+    (Some("nested exception"), 13, 13),
+    (None, 14, 30),
     (Some("valid"), 31, 31),
 ];
 
@@ -216,6 +220,8 @@ proptest! {
         prop_assert_eq!(u64::from(info.interruption_type().raw()), f("type"));
         prop_assert_eq!(u64::from(info.error_code()), f("deliver error code"));
         prop_assert_eq!(u64::from(info.valid()), f("valid"));
+        prop_assert_eq!(u64::from(info.nested_exception()), f("nested exception"));
+        prop_assert_eq!(info.with_nested_exception(info.nested_exception()), info);
         prop_assert_eq!(u64::from(info.reserved_bits()), reserved(INTERRUPTION_INFO_LAYOUT, raw));
         prop_assert!(!info.to_string().is_empty());
         let debug = format!("{info:?}");

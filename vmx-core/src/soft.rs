@@ -18,8 +18,9 @@ use vmcs_fields::fields;
 
 /// VMCS regions a [`SoftVmx`] keeps track of at once.
 const SLOTS: usize = 8;
-/// Fields a [`SoftVmx`] stores per VMCS (the SDM defines fewer than 200).
+/// Fields a [`SoftVmx`] stores per VMCS (at least every field of the SDM's table).
 const FIELDS: usize = 256;
+const _: () = assert!(FIELDS >= fields::COUNT);
 
 const VM_INSTRUCTION_ERROR: u32 = fields::VM_INSTRUCTION_ERROR.encoding();
 const EXIT_REASON: u32 = fields::EXIT_REASON.encoding();

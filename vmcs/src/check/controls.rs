@@ -565,12 +565,17 @@ where
             };
             cx.fail(Rule::C10, &[info_field, cr0_field], info, expected);
         }
-        cx.clear(
-            Rule::C11,
-            &[info_field],
-            info,
-            InterruptionInfo::RESERVED_MASK.into(),
-        );
+        // C11: bits 30:14 and 12 are reserved; bit 13 ("nested exception") may be 1 only on a
+        // processor with VMX nested-exception support (IA32_VMX_BASIC[58]) injecting a hardware
+        // exception (SDM Vol. 3C, "Checks on VM-Entry Control Fields").
+        let nested_allowed = caps.nested_exception && kind == T::HardwareException;
+        let reserved = InterruptionInfo::RESERVED_MASK
+            | if nested_allowed {
+                0
+            } else {
+                InterruptionInfo::NESTED_EXCEPTION
+            };
+        cx.clear(Rule::C11, &[info_field], info, reserved.into());
         if deliver {
             let code_field = enc!(VM_ENTRY_EXCEPTION_ERROR_CODE);
             let code = cx.read(code_field)?;

@@ -209,7 +209,7 @@ rules! {
     C8 => F7, "Event injection: a hardware exception has a vector <= 31.";
     C9 => F7, "Event injection: an other event (pending MTF VM exit) has vector 0.";
     C10 => F7, "Event injection: deliver-error-code is 0 unless a hardware exception is injected with CR0.PE = 1; with IA32_VMX_BASIC bit 56 = 0 it is 1 exactly for vectors 8, 10-14 and 17.";
-    C11 => F7, "Event injection: interruption-information bits 30:12 are 0.";
+    C11 => F7, "Event injection: interruption-information bits 30:14 and 12 are 0; bit 13 (nested exception) is 0 unless IA32_VMX_BASIC bit 58 is 1 and a hardware exception is injected.";
     C12 => F7, "Event injection with error code: VM-entry exception error code bits 31:16 are 0.";
     C13 => F7, "Injecting a software interrupt or exception: VM-entry instruction length is 1 to 15.";
     C14 => F7, "Injecting a software interrupt or exception: length 0 only if IA32_VMX_MISC bit 30.";
