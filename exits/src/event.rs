@@ -79,11 +79,15 @@ pub struct ExitInterruptionInfo {
     /// Bit 12: NMI unblocking due to IRET (the guest must be put back into blocking by NMI
     /// before it is resumed at the faulting IRET, if virtual NMIs are used).
     pub nmi_unblocking: bool,
+    /// Bit 13: nested exception, the exception occurred during the delivery of another event
+    /// (only on processors with VMX nested-exception support, `IA32_VMX_BASIC[58]`; SDM Vol. 3C
+    /// 25.9.2 "Information for VM Exits Due to Vectored Events").
+    pub nested_exception: bool,
 }
 
 impl ExitInterruptionInfo {
-    /// Bits 12:0 and 31.
-    pub const DEFINED_BITS: u32 = 0x1fff | 1 << 31;
+    /// Bits 13:0 and 31.
+    pub const DEFINED_BITS: u32 = 0x3fff | 1 << 31;
 
     /// Decodes the field: `None` if the valid bit (31) is clear; reserved bits are ignored.
     ///
@@ -112,6 +116,7 @@ impl ExitInterruptionInfo {
             kind: info.interruption_type(),
             error_code_valid: info.error_code(),
             nmi_unblocking: info.nmi_unblocking(),
+            nested_exception: info.nested_exception(),
         })
     }
 
@@ -119,6 +124,7 @@ impl ExitInterruptionInfo {
     pub const fn to_info(self) -> InterruptionInfo {
         InterruptionInfo::new(self.vector, self.kind, self.error_code_valid)
             .with_nmi_unblocking(self.nmi_unblocking)
+            .with_nested_exception(self.nested_exception)
     }
 
     /// Encodes the field, with the valid bit set.
@@ -136,6 +142,9 @@ impl fmt::Display for ExitInterruptionInfo {
         if self.nmi_unblocking {
             f.write_str(", NMI unblocking due to IRET")?;
         }
+        if self.nested_exception {
+            f.write_str(", nested exception")?;
+        }
         Ok(())
     }
 }
@@ -151,11 +160,17 @@ pub struct IdtVectoringInfo {
     pub kind: InterruptionType,
     /// Bit 11: the IDT-vectoring error code is valid.
     pub error_code_valid: bool,
+    /// Bit 13: nested exception, the interrupted event was itself an exception raised during
+    /// the delivery of another event (only on processors with VMX nested-exception support,
+    /// `IA32_VMX_BASIC[58]`; SDM Vol. 3C 25.9.3 "Information for VM Exits That Occur During
+    /// Event Delivery"). Carried into the VM-entry interruption information when the event is
+    /// injected again.
+    pub nested_exception: bool,
 }
 
 impl IdtVectoringInfo {
-    /// Bits 11:0 and 31 (bit 12 is undefined).
-    pub const DEFINED_BITS: u32 = 0xfff | 1 << 31;
+    /// Bits 11:0, 13 and 31 (bit 12 is undefined).
+    pub const DEFINED_BITS: u32 = 0xfff | 1 << 13 | 1 << 31;
 
     /// Decodes the field: `None` if the valid bit (31) is clear; other bits are ignored.
     ///
@@ -183,12 +198,14 @@ impl IdtVectoringInfo {
             vector: info.vector(),
             kind: info.interruption_type(),
             error_code_valid: info.error_code(),
+            nested_exception: info.nested_exception(),
         })
     }
 
     /// The field's value, with the valid bit set.
     pub const fn to_info(self) -> InterruptionInfo {
         InterruptionInfo::new(self.vector, self.kind, self.error_code_valid)
+            .with_nested_exception(self.nested_exception)
     }
 
     /// Encodes the field, with the valid bit set.
@@ -199,7 +216,11 @@ impl IdtVectoringInfo {
 
 impl fmt::Display for IdtVectoringInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_event(f, self.vector, self.kind, None)
+        write_event(f, self.vector, self.kind, None)?;
+        if self.nested_exception {
+            f.write_str(", nested exception")?;
+        }
+        Ok(())
     }
 }
 

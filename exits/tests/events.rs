@@ -66,6 +66,31 @@ fn nmi_and_software_exception() {
     assert!(int3.nmi_unblocking);
 }
 
+/// Bit 13 of the VM-exit interruption information and of the IDT-vectoring information:
+/// "nested exception" (SDM Vol. 3C 25.9.2, 25.9.3; processors with `IA32_VMX_BASIC[58]`).
+#[test]
+fn nested_exception_bit_13() {
+    // #GP (13) with an error code raised while delivering another event.
+    let exit = ExitInterruptionInfo::from_raw(0x8000_2b0d).unwrap();
+    assert!(exit.nested_exception && exit.error_code_valid && !exit.nmi_unblocking);
+    assert_eq!(exit.to_raw(), 0x8000_2b0d);
+    assert_eq!(
+        exit.to_string(),
+        "hardware exception, vector 13 (#GP), error code valid, nested exception"
+    );
+    // The delivery of a nested #PF was interrupted: the bit travels to the re-injection.
+    let idt = IdtVectoringInfo::from_raw(0x8000_2b0e).unwrap();
+    assert!(idt.nested_exception);
+    assert_eq!(idt.to_raw(), 0x8000_2b0e);
+    assert!(idt.to_info().nested_exception());
+    assert!(idt.to_string().ends_with("(#PF), nested exception"));
+    assert!(
+        !IdtVectoringInfo::from_raw(0x8000_0b0e)
+            .unwrap()
+            .nested_exception
+    );
+}
+
 #[test]
 fn reinject_external_interrupt() {
     // An EPT violation while delivering external interrupt 0x20: re-inject it unchanged.
