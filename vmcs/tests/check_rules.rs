@@ -376,7 +376,8 @@ fn cases() -> Vec<Case> {
         G24: |e| { guest_cet(e); e.w(e!(GUEST_IA32_S_CET), 0x800) }, |e| e.w(e!(GUEST_IA32_S_CET), 0xc00);
         G26: |e| guest_cet(e), |e| e.w(e!(GUEST_SSP), 0x8001);
         G27: |e| { guest_cet(e); e.w(e!(GUEST_SSP), 0xffff_0000_0000_8000) }, |e| e.w(e!(GUEST_SSP), 1 << 48);
-        G27: |e| { guest32(e); guest_cet(e) }, |e| e.w(e!(GUEST_SSP), 1 << 32);
+        // Outside IA-32e mode too the rule is only "bits 63:N identical" (no 63:32 = 0).
+        G27: |e| { guest32(e); guest_cet(e); e.w(e!(GUEST_SSP), 1 << 32) }, |e| e.w(e!(GUEST_SSP), 1 << 48);
         G28: |e| guest_cet(e), |e| e.w(e!(GUEST_IA32_INTERRUPT_SSP_TABLE_ADDR), NONCANON);
         G29: |e| { permissive(e); e.set(ENTRY, 1 << 22); e.w(e!(GUEST_IA32_PKRS), 5) }, |e| e.w(e!(GUEST_IA32_PKRS), 1 << 32);
         G30: |e| { permissive(e); e.set(ENTRY, 1 << 19); e.w(e!(GUEST_UINV), 0xf0) }, |e| e.w(e!(GUEST_UINV), 0x1f0);
@@ -468,8 +469,10 @@ fn cases() -> Vec<Case> {
         K23: |e| { shadowing(e); e.w(LINK, LINK_VMCS); let id = e.caps.basic.revision_id() | 1 << 31; e.mem.write(LINK_VMCS, &id.to_le_bytes()) },
              |e| e.clear(PROC2, 1 << 14);
         K24: |e| e.w(LINK, LINK_VMCS), |e| { let id = e.caps.basic.revision_id(); e.mem.write(CURRENT_VMCS, &id.to_le_bytes()); e.w(LINK, CURRENT_VMCS) };
-        K25: |e| { e.launch.in_smm = true; e.w(LINK, LINK_VMCS) },
-             |e| { let id = e.caps.basic.revision_id(); e.mem.write(VMXON, &id.to_le_bytes()); e.w(LINK, VMXON) };
+        // SDM "Checks on Guest Non-Register State": in SMM with "entry to SMM" = 0 the link
+        // pointer must differ from the executive-VMCS pointer field.
+        K25: |e| { e.launch.in_smm = true; e.w(LINK, LINK_VMCS); e.w(e!(EXECUTIVE_VMCS_POINTER), CURRENT_VMCS) },
+             |e| e.w(e!(EXECUTIVE_VMCS_POINTER), LINK_VMCS);
         L1: |e| { guest32(e); e.w(e!(GUEST_PDPTE0), 0x5001) }, |e| e.w(e!(GUEST_PDPTE0), 0x5003);
         L2: |e| pae_no_ept(e), |e| e.mem.write_u64(PAE_PDPT + 24, 0x5001 | 1 << 5);
         M1: |e| msr_entry(e, 0x174, 0x10), |e| e.mem.write_u64(MSR_LOAD_AREA, 0x174 | 1 << 32);
@@ -663,4 +666,52 @@ fn the_table_covers_exactly_the_covered_rules() {
             }
         }
     }
+}
+
+/// SDM "Checks on Guest Non-Register State" (VMCS link pointer): a VM entry that returns from
+/// SMM ("entry to SMM" = 0) compares the link pointer with the executive-VMCS pointer field, not
+/// with the VMXON pointer. A link pointer equal to the VMXON pointer is fine when the executive
+/// VMCS is another one (the return enters VMX non-root operation), and one equal to the
+/// executive-VMCS pointer fails with qualification 4 even though it is not the VMXON pointer.
+#[test]
+fn k25_compares_the_link_pointer_with_the_executive_vmcs_pointer() {
+    let mut env = Env::tigerlake();
+    env.launch.in_smm = true;
+    let id = env.caps.basic.revision_id();
+    env.mem.write(VMXON, &id.to_le_bytes());
+    env.w(LINK, VMXON);
+    env.w(e!(EXECUTIVE_VMCS_POINTER), CURRENT_VMCS);
+    let report = env.check();
+    assert!(!report.violates(Rule::K25), "{:?}", report.summary);
+    env.assert_enters();
+
+    env.w(LINK, LINK_VMCS);
+    env.w(e!(EXECUTIVE_VMCS_POINTER), LINK_VMCS);
+    let report = env.check();
+    assert!(report.violates(Rule::K25));
+    assert_eq!(
+        report.outcome(),
+        Outcome::EntryFailure {
+            exit_reason: 0x8000_0021,
+            qualification: 4
+        }
+    );
+}
+
+/// SDM "Checks on Guest RIP, RFLAGS, and SSP": with "load CET state" the SSP field needs bits 1:0
+/// clear and bits 63:N identical (N = linear-address width), whatever "IA-32e mode guest" says;
+/// unlike RIP (J1) and unlike the host's SSP (D12, which follows "host address-space size"),
+/// there is no "bits 63:32 are 0" rule for a guest outside IA-32e mode (KVM's nested checks,
+/// written from the same SDM text, agree; Bochs requires it).
+#[test]
+fn g27_has_no_high_dword_rule_outside_ia32e_mode() {
+    let mut env = Env::tigerlake();
+    guest32(&mut env);
+    guest_cet(&mut env);
+    env.w(e!(GUEST_SSP), 0x0000_7fff_0000_1000);
+    let report = env.check();
+    assert!(!report.violates(Rule::G27), "{:?}", report.summary);
+    env.assert_enters();
+    env.w(e!(GUEST_SSP), 0x0001_0000_0000_1000);
+    assert!(env.check().violates(Rule::G27));
 }

@@ -300,11 +300,9 @@ where
         let ssp_f = enc!(GUEST_SSP);
         if let Some(ssp) = cx.read_opt(ssp_f, &[Rule::G26, Rule::G27]) {
             cx.clear(Rule::G26, &[ssp_f], ssp, 3);
-            if g.ia32e {
-                cx.high_identical(Rule::G27, &[ssp_f], ssp);
-            } else {
-                cx.clear(Rule::G27, &[ssp_f], ssp, !0xffff_ffff);
-            }
+            // SDM "Checks on Guest RIP, RFLAGS, and SSP": bits 63:N identical, with no
+            // dependence on "IA-32e mode guest" (unlike RIP, and unlike the host's SSP).
+            cx.high_identical(Rule::G27, &[ssp_f], ssp);
         }
         let isst_f = enc!(GUEST_IA32_INTERRUPT_SSP_TABLE_ADDR);
         if let Some(isst) = cx.read_opt(isst_f, &[Rule::G28]) {
@@ -830,12 +828,20 @@ where
                 cx.expect(Rule::K24, &[link_f], link, Expected::NotEqual(current));
             }
         } else {
-            cx.expect(
-                Rule::K25,
-                &[link_f],
-                link,
-                Expected::NotEqual(launch.vmxon_pointer),
-            );
+            // SDM "Checks on Guest Non-Register State": in SMM with "entry to SMM" = 0 (a VM
+            // entry that returns from SMM under the dual-monitor treatment) the link pointer
+            // must differ from the executive-VMCS pointer field of the current VMCS (not from
+            // the VMXON pointer, which that field holds only when the return stays in VMX root
+            // operation).
+            let exec_f = enc!(EXECUTIVE_VMCS_POINTER);
+            if let Some(executive) = cx.read_opt(exec_f, &[Rule::K25]) {
+                cx.expect(
+                    Rule::K25,
+                    &[link_f, exec_f],
+                    link,
+                    Expected::NotEqual(executive),
+                );
+            }
         }
     }
     Ok(())

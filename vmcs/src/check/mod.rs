@@ -136,12 +136,19 @@
 //! - K12: blocking by MOV SS fails with qualification 0; blocking by STI fails with qualification
 //!   3 when [`CpuFacts::nmi_injection_checks_sti`] says the processor makes that check.
 //! - K18 follows the SDM's reserved list (bits 11:4, 13, 15, 63:17); bit 16 (RTM) is K21's.
-//! - K25 compares with the VMXON pointer as the spec states.
+//! - K25 compares the link pointer with the executive-VMCS pointer field, as the SDM states
+//!   ("If the processor is in SMM and the 'entry to SMM' VM-entry control is 0, the field must
+//!   differ from the executive-VMCS pointer"); the spec's "VMXON pointer" was wrong. That
+//!   field holds the VMXON pointer only when the return from SMM stays in VMX root operation.
 //! - M7: a count above 512 × (IA32_VMX_MISC\[27:25\] + 1) is predicted to fail at the first
 //!   entry past that maximum, as KVM does (the SDM says the processor "may" fail).
 //! - Canonicality uses [`CpuFacts::linear_address_width`] (48 or 57) for host and guest alike.
 //!   Guest RIP (J2) and guest SSP (G27) follow the SDM's weaker "bits 63:N identical" (N being
 //!   that width), which accepts e.g. 0000_8000_0000_0000H with N = 48; Bochs does not check J2.
+//!   G27 has no "bits 63:32 are 0" part for a guest outside IA-32e mode (the SDM's SSP rule
+//!   does not depend on "IA-32e mode guest"; the host's SSP, D12, does follow "host
+//!   address-space size"); Bochs requires guest SSP and IA32_S_CET to be canonical, and their
+//!   bits 63:32 to be 0 outside IA-32e mode.
 //!
 //! # Differential testing against Bochs
 //! `cargo xtask entry-diff [--cases N] [--seed S] [--model M]` runs the example hypervisor in a
@@ -158,8 +165,9 @@
 //!   (K5), checks only bits 31:0 for K18, reports K12 with
 //!   qualification 0, never compares CS.DPL with SS.DPL (H19/H20) but applies the pre-"unrestricted
 //!   guest" rule CS.DPL = CS.RPL, fails A48 (TSC multiplier 0), refuses every MSR-load entry for
-//!   IA32_DEBUGCTL (an MSR it lacks), and panics delivering an injected event of type 7 on models
-//!   without the monitor trap flag instead of failing C6.
+//!   IA32_DEBUGCTL (an MSR it lacks), requires guest IA32_S_CET and SSP to be canonical with
+//!   bits 63:32 clear outside IA-32e mode (G25/G27), and panics delivering an injected event
+//!   of type 7 on models without the monitor trap flag instead of failing C6.
 //! - The SDM does not order the guest-state checks: Bochs reports the VMCS link pointer
 //!   (qualification 4) before other guest-state violations (qualification 0).
 

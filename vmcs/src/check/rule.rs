@@ -287,7 +287,7 @@ rules! {
     G24 => X33, "Load CET state (entry): guest IA32_S_CET reserved bits 0, SUPPRESS and TRACKER not both 1.";
     G25 => X33, "Load CET state (entry): guest IA32_S_CET canonicality (not required by the SDM).";
     G26 => X33, "Load CET state (entry): guest SSP bits 1:0 are 0.";
-    G27 => X33, "Load CET state (entry): guest SSP bits 63:N identical (bits 63:32 = 0 outside IA-32e mode).";
+    G27 => X33, "Load CET state (entry): guest SSP bits 63:N identical (N = linear-address width).";
     G28 => X33, "Load CET state (entry): guest IA32_INTERRUPT_SSP_TABLE_ADDR canonical.";
     G29 => X33, "Load PKRS (entry): guest IA32_PKRS bits 63:32 are 0.";
     G30 => X33, "Load UINV: guest UINV bits 15:8 are 0.";
@@ -368,7 +368,7 @@ rules! {
     K22 => InvalidGuestState(4), "VMCS link pointer not FFFFFFFF_FFFFFFFFh: bits 11:0 are 0 and within MAXPHYADDR.";
     K23 => InvalidGuestState(4), "VMCS link pointer: referenced VMCS revision id matches and bit 31 equals VMCS shadowing.";
     K24 => InvalidGuestState(4), "VMCS link pointer: not the current-VMCS pointer (outside SMM or entry to SMM).";
-    K25 => InvalidGuestState(4), "VMCS link pointer: not the VMXON pointer (in SMM, dual-monitor treatment).";
+    K25 => InvalidGuestState(4), "VMCS link pointer: not the executive-VMCS pointer (in SMM with entry to SMM = 0).";
     L1 => InvalidGuestState(2), "PAE paging with EPT: present guest PDPTE fields have no reserved bits set.";
     L2 => InvalidGuestState(2), "PAE paging without EPT: present PDPTEs at guest CR3 have no reserved bits set.";
     M1 => MsrLoading, "VM-entry MSR-load entry: bits 63:32 of the first quadword are 0.";

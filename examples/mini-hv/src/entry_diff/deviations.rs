@@ -194,6 +194,16 @@ pub const BOCHS_DEVIATIONS: &[Deviation] = &[
               only compared with SS.RPL, and only when \"unrestricted guest\" is 0",
     },
     Deviation {
+        id: "G25/G27",
+        kind: DeviationKind::Stricter(guest_cet_old_rule),
+        bochs: "with \"load CET state\" requires guest IA32_S_CET and SSP to be canonical, and \
+                their bits 63:32 to be 0 when \"IA-32e mode guest\" is 0",
+        sdm: "SDM Vol. 3C, \"Checks on Guest Control Registers, Debug Registers, and MSRs\" and \
+              \"Checks on Guest RIP, RFLAGS, and SSP\": guest IA32_S_CET has only reserved-bit \
+              and SUPPRESS/TRACKER checks, and guest SSP only bits 1:0 = 0 and bits 63:N \
+              identical, whatever \"IA-32e mode guest\" is",
+    },
+    Deviation {
         id: "IA32_DEBUGCTL",
         kind: DeviationKind::Stricter(debugctl_in_msr_list),
         bochs: "does not implement IA32_DEBUGCTL (1D9H): WRMSR faults, so a VM-entry MSR-load \
@@ -226,6 +236,21 @@ pub(super) fn debugctl_in_msr_list(vmcs: &Vmcs<'_>) -> Option<Outcome> {
             qualification: i + 1,
         })
     })
+}
+
+/// Bochs' guest CET-state rule: with "load CET state" (VM-entry control bit 20), guest IA32_S_CET
+/// and SSP must be canonical (48-bit linear addresses, as Bochs' models have) and, outside IA-32e
+/// mode (VM-entry control bit 9), have bits 63:32 clear.
+pub(super) fn guest_cet_old_rule(vmcs: &Vmcs<'_>) -> Option<Outcome> {
+    let entry = vmcs.read_raw(fields::VM_ENTRY_CONTROLS.encoding()).ok()?;
+    if entry & 1 << 20 == 0 {
+        return None;
+    }
+    let s_cet = vmcs.read_raw(fields::GUEST_IA32_S_CET.encoding()).ok()?;
+    let ssp = vmcs.read_raw(fields::GUEST_SSP.encoding()).ok()?;
+    let ia32e = entry & 1 << 9 != 0;
+    let bad = |value: u64| !check::is_canonical(value, 48) || (!ia32e && value >> 32 != 0);
+    (bad(s_cet) || bad(ssp)).then_some(X33_Q0)
 }
 
 /// Bochs' A48: "use TSC scaling" (secondary bit 25, effective) with a TSC multiplier of 0.
